@@ -1,0 +1,380 @@
+"""ICMPv6 messages of Mobile IPv6 and NEMO (RFC 4443, RFC 4861, RFC 6275 6.5-6.8 and 7, RFC 3963).
+
+- Home Agent Address Discovery Request/Reply (types 144/145), with NEMO's R flag (RFC 3963 7).
+- Mobile Prefix Solicitation/Advertisement (146/147).
+- Router Advertisement (134) with the H flag and the Home Agent Information option (RFC 6275 7.4),
+  Prefix Information with the R flag (7.2), Advertisement Interval (7.3).
+- Neighbour Solicitation/Advertisement (135/136) for proxy Neighbour Discovery.
+
+``encode_icmpv6(message, src, dst)`` computes the checksum over the pseudo-header;
+``decode_icmpv6(data, src, dst)`` checks it. Unknown ICMPv6 types decode to
+:class:`UnknownIcmp`, unknown ND options to :class:`UnknownNdOption`.
+"""
+
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+
+from . import checksum as _ck
+from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
+from .numbers import (
+    ICMP6_DHAAD_REPLY,
+    ICMP6_DHAAD_REQUEST,
+    ICMP6_MPA,
+    ICMP6_MPS,
+    ICMP6_NEIGHBOR_ADVERT,
+    ICMP6_NEIGHBOR_SOLICIT,
+    ICMP6_ROUTER_ADVERT,
+    IPPROTO_ICMPV6,
+    ND_OPT_ADV_INTERVAL,
+    ND_OPT_HOME_AGENT_INFO,
+    ND_OPT_MTU,
+    ND_OPT_PREFIX_INFO,
+    ND_OPT_SOURCE_LLADDR,
+    ND_OPT_TARGET_LLADDR,
+)
+
+DHAAD_R = 0x8000  # NEMO Mobile Router flag in the DHAAD Reserved field (RFC 3963 7.1, 7.2)
+
+RA_M = 0x80  # Managed address configuration
+RA_O = 0x40  # Other configuration
+RA_H = 0x20  # Home Agent (RFC 6275 7.1)
+
+PI_L = 0x80  # on-link
+PI_A = 0x40  # autonomous
+PI_R = 0x20  # router address (RFC 6275 7.2)
+
+MPA_M = 0x8000
+MPA_O = 0x4000
+
+NA_R = 0x80000000
+NA_S = 0x40000000
+NA_O = 0x20000000
+
+_HDR = struct.Struct("!BBH")
+_HH = struct.Struct("!HH")
+_RA = struct.Struct("!BBHII")
+_HAINFO = struct.Struct("!HhH")
+_PI = struct.Struct("!BBIII")
+_I = struct.Struct("!I")
+
+
+# --- Neighbour Discovery options -----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAgentInformation:
+    """RFC 6275 7.4: Reserved 16 | Home Agent Preference 16 (signed) | Home Agent Lifetime 16 (s)."""
+
+    preference: int = 0
+    lifetime: int = 1800
+
+    def encode(self):
+        return bytes((ND_OPT_HOME_AGENT_INFO, 1)) + _HAINFO.pack(0, self.preference, self.lifetime)
+
+
+@dataclass(frozen=True, slots=True)
+class PrefixInformation:
+    """RFC 4861 4.6.2 with RFC 6275 7.2's R flag: with R, ``prefix`` carries the router's full
+    address (its prefix length still says the prefix)."""
+
+    prefix: IPv6Address
+    prefix_length: int
+    flags: int = PI_L | PI_A
+    valid_lifetime: int = 2592000
+    preferred_lifetime: int = 604800
+
+    def encode(self):
+        return (
+            bytes((ND_OPT_PREFIX_INFO, 4))
+            + _PI.pack(self.prefix_length, self.flags, self.valid_lifetime,
+                       self.preferred_lifetime, 0)
+            + self.prefix.packed
+        )
+
+    @property
+    def network(self):
+        return IPv6Network((self.prefix.packed, self.prefix_length), strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertisementInterval:
+    """RFC 6275 7.3: Reserved 16 | Advertisement Interval 32 (ms)."""
+
+    interval_ms: int
+
+    def encode(self):
+        return bytes((ND_OPT_ADV_INTERVAL, 1, 0, 0)) + _I.pack(self.interval_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Mtu:
+    """RFC 4861 4.6.4."""
+
+    mtu: int
+
+    def encode(self):
+        return bytes((ND_OPT_MTU, 1, 0, 0)) + _I.pack(self.mtu)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkLayerAddress:
+    """RFC 4861 4.6.1, source (1) or target (2) link-layer address."""
+
+    type: int
+    address: bytes
+
+    def encode(self):
+        body = bytes(self.address)
+        n = (len(body) + 2 + 7) // 8
+        return bytes((self.type, n)) + body + bytes(n * 8 - 2 - len(body))
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownNdOption:
+    """An ND option kept verbatim (``data`` excludes type and length; its length is 8n-2)."""
+
+    type: int
+    data: bytes
+
+    def encode(self):
+        body = bytes(self.data)
+        if (len(body) + 2) % 8:
+            raise WireError(BAD_LENGTH, "ND option data must make the option a multiple of 8")
+        return bytes((self.type, (len(body) + 2) // 8)) + body
+
+
+def _encode_nd(options):
+    try:
+        return b"".join(o.encode() for o in options)
+    except (struct.error, AttributeError, TypeError) as e:
+        raise WireError(BAD_VALUE, f"cannot encode ND option: {e}") from None
+
+
+def _decode_nd(data, pos):
+    opts = []
+    end = len(data)
+    while pos < end:
+        if pos + 2 > end:
+            raise WireError(TRUNCATED, "ND option without its length")
+        t, n = data[pos], data[pos + 1]
+        if n == 0:
+            raise WireError(BAD_LENGTH, f"ND option type {t} with length 0")
+        nxt = pos + 8 * n
+        if nxt > end:
+            raise WireError(TRUNCATED, f"ND option type {t} overruns the message")
+        b = pos + 2
+        if t == ND_OPT_HOME_AGENT_INFO:
+            if n != 1:
+                raise WireError(BAD_LENGTH, f"Home Agent Information option length {n}, not 1")
+            _, pref, life = _HAINFO.unpack_from(data, b)
+            opts.append(HomeAgentInformation(pref, life))
+        elif t == ND_OPT_PREFIX_INFO:
+            if n != 4:
+                raise WireError(BAD_LENGTH, f"Prefix Information option length {n}, not 4")
+            plen, flags, valid, pref, _ = _PI.unpack_from(data, b)
+            if plen > 128:
+                raise WireError(BAD_VALUE, f"prefix length {plen} > 128")
+            opts.append(PrefixInformation(IPv6Address(data[b + 14 : b + 30]), plen, flags,
+                                          valid, pref))
+        elif t == ND_OPT_ADV_INTERVAL and n == 1:
+            opts.append(AdvertisementInterval(_I.unpack_from(data, b + 2)[0]))
+        elif t == ND_OPT_MTU and n == 1:
+            opts.append(Mtu(_I.unpack_from(data, b + 2)[0]))
+        elif t in (ND_OPT_SOURCE_LLADDR, ND_OPT_TARGET_LLADDR) and n == 1:
+            opts.append(LinkLayerAddress(t, bytes(data[b : b + 6])))
+        else:
+            opts.append(UnknownNdOption(t, bytes(data[b:nxt])))
+        pos = nxt
+    return tuple(opts)
+
+
+# --- messages --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class DhaadRequest:
+    """RFC 6275 6.5 / RFC 3963 7.1: Identifier 16 | R + Reserved 16."""
+
+    identifier: int
+    mobile_router: bool = False
+
+    TYPE = ICMP6_DHAAD_REQUEST
+
+    def body(self):
+        return _HH.pack(self.identifier, DHAAD_R if self.mobile_router else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class DhaadReply:
+    """RFC 6275 6.6 / RFC 3963 7.2: Identifier 16 | R + Reserved 16 | Home Agent Addresses."""
+
+    identifier: int
+    addresses: tuple = ()
+    mobile_router: bool = False
+
+    TYPE = ICMP6_DHAAD_REPLY
+
+    def body(self):
+        return _HH.pack(self.identifier, DHAAD_R if self.mobile_router else 0) + b"".join(
+            a.packed for a in self.addresses
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class MobilePrefixSolicitation:
+    """RFC 6275 6.7: Identifier 16 | Reserved 16."""
+
+    identifier: int
+
+    TYPE = ICMP6_MPS
+
+    def body(self):
+        return _HH.pack(self.identifier, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class MobilePrefixAdvertisement:
+    """RFC 6275 6.8: Identifier 16 | M | O | Reserved 14 | options (Prefix Information)."""
+
+    identifier: int
+    flags: int = 0
+    options: tuple = ()
+
+    TYPE = ICMP6_MPA
+
+    def body(self):
+        return _HH.pack(self.identifier, self.flags) + _encode_nd(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class RouterAdvertisement:
+    """RFC 4861 4.2 with RFC 6275 7.1's H flag: Cur Hop Limit 8 | M O H flags 8 |
+    Router Lifetime 16 | Reachable Time 32 | Retrans Timer 32 | options."""
+
+    cur_hop_limit: int = 64
+    flags: int = RA_H
+    router_lifetime: int = 1800
+    reachable_time: int = 0
+    retrans_timer: int = 0
+    options: tuple = ()
+
+    TYPE = ICMP6_ROUTER_ADVERT
+
+    def body(self):
+        return _RA.pack(self.cur_hop_limit, self.flags, self.router_lifetime, self.reachable_time,
+                        self.retrans_timer) + _encode_nd(self.options)
+
+    @property
+    def home_agent_information(self):
+        for o in self.options:
+            if type(o) is HomeAgentInformation:
+                return o
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborSolicitation:
+    """RFC 4861 4.3: Reserved 32 | Target Address 128 | options."""
+
+    target: IPv6Address
+    options: tuple = ()
+
+    TYPE = ICMP6_NEIGHBOR_SOLICIT
+
+    def body(self):
+        return bytes(4) + self.target.packed + _encode_nd(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class NeighborAdvertisement:
+    """RFC 4861 4.4: R S O flags + Reserved 32 | Target Address 128 | options."""
+
+    target: IPv6Address
+    flags: int = NA_O
+    options: tuple = ()
+
+    TYPE = ICMP6_NEIGHBOR_ADVERT
+
+    def body(self):
+        return _I.pack(self.flags) + self.target.packed + _encode_nd(self.options)
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownIcmp:
+    """Any other ICMPv6 message, kept verbatim (``data`` follows the checksum)."""
+
+    type: int
+    code: int = 0
+    data: bytes = b""
+
+    def body(self):
+        return bytes(self.data)
+
+
+def encode_icmpv6(message, src, dst):
+    """The bytes of ``message`` with its checksum for pseudo-header ``src``/``dst``."""
+    try:
+        t = message.type if type(message) is UnknownIcmp else message.TYPE
+        code = message.code if type(message) is UnknownIcmp else 0
+        body = message.body()
+    except (struct.error, AttributeError, TypeError, ValueError) as e:
+        if isinstance(e, WireError):
+            raise
+        raise WireError(BAD_VALUE, f"cannot encode {type(message).__name__}: {e}") from None
+    head = bytes((t, code))
+    c = _ck.checksum(src.packed, dst.packed, IPPROTO_ICMPV6, head + b"\x00\x00" + body)
+    return head + c.to_bytes(2, "big") + body
+
+
+def _addresses(data, pos):
+    if (len(data) - pos) % 16:
+        raise WireError(BAD_LENGTH, "address list is not a multiple of 16 octets")
+    return tuple(IPv6Address(data[i : i + 16]) for i in range(pos, len(data), 16))
+
+
+def decode_icmpv6(data, src, dst, verify_checksum=True):
+    """Decode one ICMPv6 message (``data`` is exactly the upper-layer payload)."""
+    n = len(data)
+    if n < 4:
+        raise WireError(TRUNCATED, f"ICMPv6 message of {n} octets")
+    t, code, cks = _HDR.unpack_from(data)
+    if verify_checksum and not _ck.verify(src.packed, dst.packed, IPPROTO_ICMPV6, data):
+        raise WireError(BAD_CHECKSUM, f"ICMPv6 checksum 0x{cks:04x} is wrong")
+    need = {
+        ICMP6_DHAAD_REQUEST: 8,
+        ICMP6_DHAAD_REPLY: 8,
+        ICMP6_MPS: 8,
+        ICMP6_MPA: 8,
+        ICMP6_ROUTER_ADVERT: 16,
+        ICMP6_NEIGHBOR_SOLICIT: 24,
+        ICMP6_NEIGHBOR_ADVERT: 24,
+    }.get(t)
+    if need is None:
+        return UnknownIcmp(t, code, bytes(data[4:]))
+    if n < need:
+        raise WireError(TRUNCATED, f"ICMPv6 type {t} of {n} octets, needs {need}")
+    if code != 0:
+        raise WireError(BAD_VALUE, f"ICMPv6 type {t} with code {code}")
+    if t == ICMP6_DHAAD_REQUEST:
+        ident, res = _HH.unpack_from(data, 4)
+        if n != 8:
+            raise WireError(BAD_LENGTH, f"DHAAD request of {n} octets, not 8")
+        return DhaadRequest(ident, bool(res & DHAAD_R))
+    if t == ICMP6_DHAAD_REPLY:
+        ident, res = _HH.unpack_from(data, 4)
+        return DhaadReply(ident, _addresses(data, 8), bool(res & DHAAD_R))
+    if t == ICMP6_MPS:
+        if n != 8:
+            raise WireError(BAD_LENGTH, f"Mobile Prefix Solicitation of {n} octets, not 8")
+        return MobilePrefixSolicitation(_HH.unpack_from(data, 4)[0])
+    if t == ICMP6_MPA:
+        ident, flags = _HH.unpack_from(data, 4)
+        return MobilePrefixAdvertisement(ident, flags, _decode_nd(data, 8))
+    if t == ICMP6_ROUTER_ADVERT:
+        hop, flags, life, reach, retrans = _RA.unpack_from(data, 4)
+        return RouterAdvertisement(hop, flags, life, reach, retrans, _decode_nd(data, 16))
+    if t == ICMP6_NEIGHBOR_SOLICIT:
+        return NeighborSolicitation(IPv6Address(data[8:24]), _decode_nd(data, 24))
+    flags = _I.unpack_from(data, 4)[0]
+    return NeighborAdvertisement(IPv6Address(data[8:24]), flags, _decode_nd(data, 24))

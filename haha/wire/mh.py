@@ -1,0 +1,533 @@
+"""Mobility Header messages (RFC 6275 6.1, RFC 3963, RFC 5142, draft section 4.1).
+
+``encode_mh(message, src, dst, profile)`` and ``decode_mh(data, src, dst, profile)`` convert
+between frozen dataclasses and the bytes of a Mobility Header (the upper-layer payload that
+follows next header 135). ``src`` and ``dst`` are the addresses of the checksum pseudo-header
+(PROTOCOL.md section 2): the home address when the packet carries a Home Address option, and the
+final destination (the home address of a type 2 routing header) when it carries one.
+
+Header (RFC 6275 6.1.1): Payload Proto 8 (59) | Header Len 8 (8-octet units after the first 8) |
+MH Type 8 | Reserved 8 | Checksum 16 | message data. Offsets below count from the MH start.
+"""
+
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv6Address
+
+from . import checksum as _ck
+from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
+from .numbers import (
+    DEFAULT_PROFILE,
+    IPPROTO_MH,
+    IPPROTO_NONE,
+    MH_BA,
+    MH_BE,
+    MH_BRR,
+    MH_BU,
+    MH_HAS,
+)
+from .options import (
+    IPADDR_HOME_ADDRESS,
+    IPADDR_HOME_AGENT,
+    AlternateCareOfAddress,
+    BceInfo,
+    BindingRefreshAdvice,
+    IpAddress,
+    MobileNetworkPrefix,
+    decode_options,
+    decoders_for,
+    encode_options,
+)
+
+# Binding Update flags (IANA "Binding Update Flags"; RFC 6275 6.1.7, RFC 3963 4.1, ...).
+BU_A = 0x8000  # Acknowledge
+BU_H = 0x4000  # Home Registration
+BU_L = 0x2000  # Link-Local Address Compatibility
+BU_K = 0x1000  # Key Management Mobility Capability
+BU_M = 0x0800  # MAP Registration (RFC 5380)
+BU_R = 0x0400  # Mobile Router (RFC 3963)
+BU_P = 0x0200  # Proxy Registration (RFC 5213)
+BU_F = 0x0100  # Forcing UDP encapsulation (RFC 5555)
+BU_T = 0x0080  # TLV-header format (RFC 5845)
+BU_B = 0x0040  # Bulk Binding Update (RFC 6602)
+
+# Binding Acknowledgement flags (RFC 6275 6.1.8, RFC 3963 4.2, ...).
+BA_K = 0x80
+BA_R = 0x40
+BA_P = 0x20
+BA_T = 0x10
+BA_B = 0x08
+
+# Binding Acknowledgement status (RFC 6275 6.1.8, RFC 3963 4.2).
+BA_ACCEPTED = 0
+BA_ACCEPTED_PREFIX_DISCOVERY = 1
+BA_UNSPECIFIED = 128
+BA_PROHIBITED = 129
+BA_INSUFFICIENT_RESOURCES = 130
+BA_HOME_REG_NOT_SUPPORTED = 131
+BA_NOT_HOME_SUBNET = 132
+BA_NOT_HOME_AGENT = 133
+BA_DAD_FAILED = 134
+BA_SEQUENCE_OUT_OF_WINDOW = 135
+BA_EXPIRED_HOME_NONCE = 136
+BA_EXPIRED_CARE_OF_NONCE = 137
+BA_EXPIRED_NONCES = 138
+BA_REG_TYPE_CHANGE = 139
+BA_MR_NOT_PERMITTED = 140  # NEMO: Mobile Router Operation not permitted
+BA_INVALID_PREFIX = 141  # NEMO: Invalid Prefix
+BA_PREFIX_NOT_AUTHORIZED = 142  # NEMO: Not Authorized for Prefix
+BA_FORWARDING_SETUP_FAILED = 143  # NEMO: Forwarding Setup failed
+
+BA_STATUS_NAMES = {
+    0: "accepted",
+    1: "accepted, prefix discovery necessary",
+    128: "reason unspecified",
+    129: "administratively prohibited",
+    130: "insufficient resources",
+    131: "home registration not supported",
+    132: "not home subnet",
+    133: "not home agent for this mobile node",
+    134: "duplicate address detection failed",
+    135: "sequence number out of window",
+    136: "expired home nonce index",
+    137: "expired care-of nonce index",
+    138: "expired nonces",
+    139: "registration type change disallowed",
+    140: "mobile router operation not permitted",
+    141: "invalid prefix",
+    142: "not authorized for prefix",
+    143: "forwarding setup failed",
+}
+
+# Binding Error status (RFC 6275 6.1.9).
+BE_UNKNOWN_HAO_BINDING = 1
+BE_UNKNOWN_MH_TYPE = 2
+
+# Binding Information Acknowledgement status (draft 4.1.4; >= 128 rejects).
+BIA_SYNCHRONISED = 0
+BIA_REJECTED = 128
+BIA_REJECTED_OLDER = 129  # extension: the sender's entry is older than ours (PROTOCOL.md 3.4)
+BIA_REJECTED_NOT_AUTHORISED = 130  # extension: the entry is outside what the sender may claim
+
+_HDR = struct.Struct("!BBBBH")
+_BU = struct.Struct("!HHH")
+_BA = struct.Struct("!BBHH")
+_BE = struct.Struct("!BB")
+_HELLO = struct.Struct("!HhHHBB")
+_BIA = struct.Struct("!HHH")
+_H = struct.Struct("!H")
+_ZERO2 = b"\x00\x00"
+
+
+def _find(options, cls):
+    for o in options:
+        if type(o) is cls:
+            return o
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRefreshRequest:
+    """RFC 6275 6.1.2: Reserved 16 | options @8."""
+
+    options: tuple = ()
+
+    MH_TYPE = MH_BRR
+    OPTIONS_AT = 8
+
+    def fixed(self):
+        return _ZERO2
+
+
+@dataclass(frozen=True, slots=True)
+class BindingUpdate:
+    """RFC 6275 6.1.7 / RFC 3963 4.1: Sequence 16 | flags 16 | Lifetime 16 (4 s units) | options @12.
+
+    With the R flag, Mobile Network Prefix options list the prefixes (explicit mode); none means
+    implicit mode.
+    """
+
+    sequence: int
+    flags: int = BU_A | BU_H
+    lifetime: int = 0
+    options: tuple = ()
+
+    MH_TYPE = MH_BU
+    OPTIONS_AT = 12
+
+    def fixed(self):
+        return _BU.pack(self.sequence, self.flags, self.lifetime)
+
+    @property
+    def lifetime_seconds(self):
+        return self.lifetime * 4
+
+    @property
+    def alternate_care_of(self):
+        o = _find(self.options, AlternateCareOfAddress)
+        return o.address if o else None
+
+    @property
+    def prefixes(self):
+        return tuple(o.prefix for o in self.options if type(o) is MobileNetworkPrefix)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingAck:
+    """RFC 6275 6.1.8 / RFC 3963 4.2: Status 8 | flags 8 | Sequence 16 | Lifetime 16 | options @12."""
+
+    status: int
+    sequence: int
+    lifetime: int = 0
+    flags: int = 0
+    options: tuple = ()
+
+    MH_TYPE = MH_BA
+    OPTIONS_AT = 12
+
+    def fixed(self):
+        return _BA.pack(self.status, self.flags, self.sequence, self.lifetime)
+
+    @property
+    def accepted(self):
+        return self.status < 128
+
+    @property
+    def lifetime_seconds(self):
+        return self.lifetime * 4
+
+    @property
+    def refresh_interval(self):
+        """Binding Refresh Advice in units of 4 s, or None."""
+        o = _find(self.options, BindingRefreshAdvice)
+        return o.interval if o else None
+
+
+@dataclass(frozen=True, slots=True)
+class BindingError:
+    """RFC 6275 6.1.9: Status 8 | Reserved 8 | Home Address 128 | options @24."""
+
+    status: int
+    home_address: IPv6Address
+    options: tuple = ()
+
+    MH_TYPE = MH_BE
+    OPTIONS_AT = 24
+
+    def fixed(self):
+        return _BE.pack(self.status, 0) + self.home_address.packed
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAgentSwitch:
+    """RFC 5142 4.1: # of Addresses 8 | Reserved 8 | Home Agent Addresses | options."""
+
+    addresses: tuple = ()
+    options: tuple = ()
+
+    MH_TYPE = MH_HAS
+
+    def fixed(self):
+        return bytes((len(self.addresses), 0)) + b"".join(a.packed for a in self.addresses)
+
+
+@dataclass(frozen=True, slots=True)
+class HaHello:
+    """Draft 4.1.1, Home Agent HELLO.
+
+    Sequence 16 | HA Preference 16 (signed, as RFC 6275 7.4's Home Agent Information option) |
+    HA Lifetime 16 (s) | HELLO Interval 16 (s) | Reserved 8 | Prefix Length 8 |
+    Home Agent Address 128 | options @32 (MNP options: the prefixes this HA serves).
+    """
+
+    sequence: int
+    preference: int
+    lifetime: int
+    interval: int
+    prefix_length: int
+    home_agent: IPv6Address
+    options: tuple = ()
+
+    PROFILE_KEY = "hello"
+    OPTIONS_AT = 32
+
+    def fixed(self):
+        return (
+            _HELLO.pack(
+                self.sequence, self.preference, self.lifetime, self.interval, 0, self.prefix_length
+            )
+            + self.home_agent.packed
+        )
+
+    @property
+    def prefixes(self):
+        return tuple(o.prefix for o in self.options if type(o) is MobileNetworkPrefix)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingInfoRequest:
+    """Draft 4.1.2: Identifier 16 | options @8 (one IP Address option, sub-type 4, or one MNP).
+
+    Extension (PROTOCOL.md 3.5): the home address ``::`` asks for every binding of the primary.
+    """
+
+    identifier: int
+    options: tuple = ()
+
+    PROFILE_KEY = "bir"
+    OPTIONS_AT = 8
+
+    def fixed(self):
+        return _H.pack(self.identifier)
+
+    @property
+    def home_address(self):
+        for o in self.options:
+            if type(o) is IpAddress and o.subtype == IPADDR_HOME_ADDRESS:
+                return o.address
+        return None
+
+    @property
+    def prefix(self):
+        o = _find(self.options, MobileNetworkPrefix)
+        return o.prefix if o else None
+
+
+@dataclass(frozen=True, slots=True)
+class BindingInfoUpdate:
+    """Draft 4.1.3: Identifier 16 | options @8: BCE Information options, each followed by its
+    MNP options (``entries``), then any other options."""
+
+    identifier: int
+    entries: tuple = ()
+    options: tuple = ()
+
+    PROFILE_KEY = "biu"
+    OPTIONS_AT = 8
+
+    def fixed(self):
+        return _H.pack(self.identifier)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingInfoAck:
+    """Draft 4.1.4: Identifier 16 | Status 16 | Reserved 16 | padding to 16 octets | options."""
+
+    identifier: int
+    status: int = BIA_SYNCHRONISED
+    options: tuple = ()
+
+    PROFILE_KEY = "bia"
+    OPTIONS_AT = 12
+
+    def fixed(self):
+        return _BIA.pack(self.identifier, self.status, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class HaSwitchRequest:
+    """Draft 4.1.5: Reserved 16 | options @8 (optionally an IP Address option, sub-type 3, naming
+    the desired home agent)."""
+
+    options: tuple = ()
+
+    PROFILE_KEY = "hasr"
+    OPTIONS_AT = 8
+
+    def fixed(self):
+        return _ZERO2
+
+    @property
+    def desired_home_agent(self):
+        for o in self.options:
+            if type(o) is IpAddress and o.subtype == IPADDR_HOME_AGENT:
+                return o.address
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownMessage:
+    """A Mobility Header type this codec does not know: answer it with a Binding Error (status 2).
+
+    ``data`` is everything after the 6-octet header, padding included.
+    """
+
+    mh_type: int
+    data: bytes = b""
+
+    OPTIONS_AT = 6
+
+    def fixed(self):
+        return bytes(self.data)
+
+
+MESSAGE_TYPES = (
+    BindingRefreshRequest,
+    BindingUpdate,
+    BindingAck,
+    BindingError,
+    HomeAgentSwitch,
+    HaHello,
+    BindingInfoRequest,
+    BindingInfoUpdate,
+    BindingInfoAck,
+    HaSwitchRequest,
+)
+
+
+def mh_type_of(message, profile=DEFAULT_PROFILE):
+    """The MH Type number of ``message`` under ``profile``."""
+    cls = type(message)
+    if cls is UnknownMessage:
+        return message.mh_type
+    t = getattr(cls, "MH_TYPE", None)
+    if t is None:
+        return getattr(profile, cls.PROFILE_KEY)
+    return t
+
+
+def encode_mh(message, src, dst, profile=DEFAULT_PROFILE):
+    """The bytes of ``message`` as a Mobility Header, checksum computed for ``src``/``dst``."""
+    try:
+        mtype = mh_type_of(message, profile)
+        body = message.fixed()
+    except (struct.error, AttributeError, TypeError, ValueError) as e:
+        raise WireError(BAD_VALUE, f"cannot encode {type(message).__name__}: {e}") from None
+    at = 6 + len(body)
+    if type(message) is BindingInfoUpdate:
+        opts = encode_options(message.entries + tuple(message.options), at, profile)
+    elif type(message) is UnknownMessage:
+        if at % 8:
+            raise WireError(BAD_LENGTH, "unknown message data must end on an 8-octet boundary")
+        opts = b""
+    else:
+        opts = encode_options(message.options, at, profile)
+    total = at + len(opts)
+    if total > 2048:
+        raise WireError(BAD_LENGTH, f"Mobility Header of {total} octets exceeds 2048")
+    head = bytes((IPPROTO_NONE, (total >> 3) - 1, mtype, 0))
+    data = head + _ZERO2 + body + opts
+    c = _ck.checksum(src.packed, dst.packed, IPPROTO_MH, data)
+    return head + c.to_bytes(2, "big") + body + opts
+
+
+# --- decoding -------------------------------------------------------------------------------
+
+
+def _d_brr(data, end, table, profile):
+    return BindingRefreshRequest(tuple(decode_options(data, 8, end, table, profile)))
+
+
+def _d_bu(data, end, table, profile):
+    seq, flags, life = _BU.unpack_from(data, 6)
+    return BindingUpdate(seq, flags, life, tuple(decode_options(data, 12, end, table, profile)))
+
+
+def _d_ba(data, end, table, profile):
+    status, flags, seq, life = _BA.unpack_from(data, 6)
+    return BindingAck(status, seq, life, flags, tuple(decode_options(data, 12, end, table, profile)))
+
+
+def _d_be(data, end, table, profile):
+    return BindingError(
+        data[6], IPv6Address(data[8:24]), tuple(decode_options(data, 24, end, table, profile))
+    )
+
+
+def _d_has(data, end, table, profile):
+    n = data[6]
+    at = 8 + 16 * n
+    if at > end:
+        raise WireError(TRUNCATED, f"Home Agent Switch lists {n} addresses but has room for fewer")
+    addrs = tuple(IPv6Address(data[8 + 16 * i : 24 + 16 * i]) for i in range(n))
+    return HomeAgentSwitch(addrs, tuple(decode_options(data, at, end, table, profile)))
+
+
+def _d_hello(data, end, table, profile):
+    seq, pref, life, interval, _, plen = _HELLO.unpack_from(data, 6)
+    if plen > 128:
+        raise WireError(BAD_VALUE, f"HELLO prefix length {plen} > 128")
+    return HaHello(
+        seq, pref, life, interval, plen, IPv6Address(data[16:32]),
+        tuple(decode_options(data, 32, end, table, profile)),
+    )
+
+
+def _d_bir(data, end, table, profile):
+    return BindingInfoRequest(
+        _H.unpack_from(data, 6)[0], tuple(decode_options(data, 8, end, table, profile))
+    )
+
+
+def _d_biu(data, end, table, profile):
+    entries = []
+    others = []
+    for o in decode_options(data, 8, end, table, profile):
+        (entries if type(o) is BceInfo else others).append(o)
+    return BindingInfoUpdate(_H.unpack_from(data, 6)[0], tuple(entries), tuple(others))
+
+
+def _d_bia(data, end, table, profile):
+    ident, status, _ = _BIA.unpack_from(data, 6)
+    return BindingInfoAck(ident, status, tuple(decode_options(data, 12, end, table, profile)))
+
+
+def _d_hasr(data, end, table, profile):
+    return HaSwitchRequest(tuple(decode_options(data, 8, end, table, profile)))
+
+
+# Minimum total length of each message (fixed part, rounded up to 8 octets).
+_FIXED_DECODE = (
+    (MH_BRR, _d_brr, 8),
+    (MH_BU, _d_bu, 16),
+    (MH_BA, _d_ba, 16),
+    (MH_BE, _d_be, 24),
+    (MH_HAS, _d_has, 8),
+)
+_PROFILE_DECODE = (
+    ("hello", _d_hello, 32),
+    ("bir", _d_bir, 8),
+    ("biu", _d_biu, 8),
+    ("bia", _d_bia, 16),
+    ("hasr", _d_hasr, 8),
+)
+
+_TABLES = {}
+
+
+def _tables(profile):
+    t = _TABLES.get(profile)
+    if t is None:
+        msgs = {n: (f, m) for n, f, m in _FIXED_DECODE}
+        for key, f, m in _PROFILE_DECODE:
+            msgs[getattr(profile, key)] = (f, m)
+        t = _TABLES[profile] = (msgs, decoders_for(profile))
+    return t
+
+
+def decode_mh(data, src, dst, profile=DEFAULT_PROFILE, verify_checksum=True):
+    """Decode one Mobility Header (``data`` is exactly the upper-layer payload).
+
+    Raises :class:`WireError` for anything malformed: a payload shorter than Header Len says
+    (truncated) or longer (bad-length), a bad checksum, a message shorter than its type's
+    minimum, a bad option. An unknown MH type decodes to :class:`UnknownMessage`.
+    """
+    n = len(data)
+    if n < 8:
+        raise WireError(TRUNCATED, f"Mobility Header of {n} octets is shorter than 8")
+    _proto, hlen, mtype, _res, _ck_field = _HDR.unpack_from(data)
+    size = (hlen + 1) << 3
+    if size != n:
+        if size > n:
+            raise WireError(TRUNCATED, f"Header Len says {size} octets, payload has {n}")
+        raise WireError(BAD_LENGTH, f"Header Len says {size} octets, payload has {n}")
+    if verify_checksum and not _ck.verify(src.packed, dst.packed, IPPROTO_MH, data):
+        raise WireError(BAD_CHECKSUM, f"Mobility Header checksum 0x{_ck_field:04x} is wrong")
+    msgs, opts = _tables(profile)
+    entry = msgs.get(mtype)
+    if entry is None:
+        return UnknownMessage(mtype, bytes(data[6:]))
+    dec, minimum = entry
+    if n < minimum:
+        raise WireError(BAD_LENGTH, f"MH type {mtype} needs at least {minimum} octets, has {n}")
+    return dec(data, n, opts, profile)

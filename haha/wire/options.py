@@ -1,0 +1,291 @@
+"""Mobility options (RFC 6275 6.2, RFC 3963 4.3, draft sections 4.2.1-4.2.3).
+
+Options are frozen dataclasses. Padding (Pad1, PadN) is not represented: the encoder inserts it
+to honour each option's alignment requirement ``xn+y`` (counted from the start of the Mobility
+Header) and to round the header up to a multiple of 8 octets; the decoder skips it. Options the
+codec does not know survive a round trip as :class:`UnknownOption`.
+
+The Binding Cache Entry Information option is compound: on the wire it is followed by its
+"# of MNPs" Mobile Network Prefix options, in the dataclass those prefixes are a field.
+"""
+
+import struct
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+
+from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
+from .numbers import OPT_ALT_COA, OPT_AUTH, OPT_BRA, OPT_NONCE, OPT_PAD1, OPT_PADN
+
+# Sub-types of the IP Address option (draft 4.2.1).
+IPADDR_HOME_AGENT = 3
+IPADDR_HOME_ADDRESS = 4
+
+_H = struct.Struct("!H")
+_HH = struct.Struct("!HH")
+_BCE_TAIL = struct.Struct("!HHHBB")
+
+
+def _addr(data, off):
+    return IPv6Address(data[off : off + 16])
+
+
+def _expect(name, length, want):
+    if length != want:
+        raise WireError(BAD_LENGTH, f"{name} option length {length}, expected {want}")
+
+
+def _prefix(length, packed, name):
+    if length > 128:
+        raise WireError(BAD_VALUE, f"{name} prefix length {length} > 128")
+    return IPv6Network((packed, length), strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingRefreshAdvice:
+    """RFC 6275 6.2.4: refresh interval in units of 4 seconds. Alignment 2n."""
+
+    interval: int
+
+    def wire(self, profile):
+        return ((2, 0, OPT_BRA, _H.pack(self.interval)),)
+
+
+@dataclass(frozen=True, slots=True)
+class AlternateCareOfAddress:
+    """RFC 6275 6.2.5. Alignment 8n+6."""
+
+    address: IPv6Address
+
+    def wire(self, profile):
+        return ((8, 6, OPT_ALT_COA, self.address.packed),)
+
+
+@dataclass(frozen=True, slots=True)
+class NonceIndices:
+    """RFC 6275 6.2.6. Alignment 2n."""
+
+    home_nonce_index: int
+    care_of_nonce_index: int
+
+    def wire(self, profile):
+        return ((2, 0, OPT_NONCE, _HH.pack(self.home_nonce_index, self.care_of_nonce_index)),)
+
+
+@dataclass(frozen=True, slots=True)
+class BindingAuthorizationData:
+    """RFC 6275 6.2.7: the authenticator (96 bits in RFC 6275). Alignment 8n+2."""
+
+    authenticator: bytes
+
+    def wire(self, profile):
+        return ((8, 2, OPT_AUTH, bytes(self.authenticator)),)
+
+
+@dataclass(frozen=True, slots=True)
+class MobileNetworkPrefix:
+    """RFC 3963 4.3: Reserved 8 | Prefix Length 8 | Prefix 128. Alignment 8n+4."""
+
+    prefix: IPv6Network
+
+    def wire(self, profile):
+        p = self.prefix
+        return ((8, 4, profile.opt_mnp, bytes((0, p.prefixlen)) + p.network_address.packed),)
+
+
+@dataclass(frozen=True, slots=True)
+class IpAddress:
+    """Draft 4.2.1 (FMIPv6's IP Address option): Sub-Type 8 | Prefix Length 8 | Address 128.
+
+    Sub-type 3 names a home agent (HASR), 4 a home address (BIR). Alignment 8n+4.
+    """
+
+    subtype: int
+    address: IPv6Address
+    prefix_length: int = 128
+
+    def wire(self, profile):
+        return (
+            (8, 4, profile.opt_ip_address,
+             bytes((self.subtype, self.prefix_length)) + self.address.packed),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class BceInfo:
+    """Draft 4.2.3, Binding Cache Entry Information; alignment 8n+2.
+
+    Home Address 128 | Care-of Address 128 | Flags 16 (the BU flags word) | Sequence 16 |
+    Lifetime 16 (remaining, units of 4 s) | # of MNPs 8 | Reserved 8, followed on the wire by
+    "# of MNPs" Mobile Network Prefix options, which are ``prefixes`` here.
+    """
+
+    home_address: IPv6Address
+    care_of_address: IPv6Address
+    flags: int
+    sequence: int
+    lifetime: int
+    prefixes: tuple = ()
+
+    def wire(self, profile):
+        body = (
+            self.home_address.packed
+            + self.care_of_address.packed
+            + _BCE_TAIL.pack(self.flags, self.sequence, self.lifetime, len(self.prefixes), 0)
+        )
+        first = (8, 2, profile.opt_bce_info, body)
+        if not self.prefixes:
+            return (first,)
+        mnp = profile.opt_mnp
+        return (first,) + tuple(
+            (8, 4, mnp, bytes((0, p.prefixlen)) + p.network_address.packed) for p in self.prefixes
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class UnknownOption:
+    """An option this codec does not interpret, kept verbatim. No alignment is assumed."""
+
+    type: int
+    data: bytes
+
+    def wire(self, profile):
+        return ((1, 0, self.type, bytes(self.data)),)
+
+
+def _pad(n):
+    if n == 1:
+        return b"\x00"
+    return bytes((OPT_PADN, n - 2)) + bytes(n - 2)
+
+
+def encode_options(options, offset, profile):
+    """Encode ``options`` starting at Mobility Header offset ``offset``.
+
+    Returns the option bytes with alignment padding and the trailing padding that makes
+    ``offset + len(result)`` a multiple of 8.
+    """
+    out = []
+    pos = offset
+    try:
+        for opt in options:
+            for x, y, otype, body in opt.wire(profile):
+                pad = (y - pos) % x
+                if pad:
+                    out.append(_pad(pad))
+                    pos += pad
+                n = len(body)
+                out.append(bytes((otype, n)))
+                out.append(body)
+                pos += 2 + n
+    except (struct.error, ValueError, AttributeError, TypeError) as e:
+        raise WireError(BAD_VALUE, f"cannot encode option: {e}") from None
+    pad = -pos % 8
+    if pad:
+        out.append(_pad(pad))
+    return b"".join(out)
+
+
+def _dec_bra(data, off, n, profile):
+    _expect("Binding Refresh Advice", n, 2)
+    return BindingRefreshAdvice(_H.unpack_from(data, off)[0])
+
+
+def _dec_altcoa(data, off, n, profile):
+    _expect("Alternate Care-of Address", n, 16)
+    return AlternateCareOfAddress(_addr(data, off))
+
+
+def _dec_nonce(data, off, n, profile):
+    _expect("Nonce Indices", n, 4)
+    return NonceIndices(*_HH.unpack_from(data, off))
+
+
+def _dec_auth(data, off, n, profile):
+    return BindingAuthorizationData(bytes(data[off : off + n]))
+
+
+def _dec_mnp(data, off, n, profile):
+    _expect("Mobile Network Prefix", n, 18)
+    return MobileNetworkPrefix(_prefix(data[off + 1], data[off + 2 : off + 18], "Mobile Network"))
+
+
+def _dec_ipaddr(data, off, n, profile):
+    _expect("IP Address", n, 18)
+    plen = data[off + 1]
+    if plen > 128:
+        raise WireError(BAD_VALUE, f"IP Address option prefix length {plen} > 128")
+    return IpAddress(data[off], _addr(data, off + 2), plen)
+
+
+def _dec_bce(data, off, n, profile):
+    _expect("Binding Cache Entry Information", n, 40)
+    flags, seq, life, _count, _ = _BCE_TAIL.unpack_from(data, off + 32)
+    # The "# of MNPs" prefixes follow as separate options: decode_options attaches them.
+    return BceInfo(_addr(data, off), _addr(data, off + 16), flags, seq, life)
+
+
+_FIXED_DECODERS = {
+    OPT_BRA: _dec_bra,
+    OPT_ALT_COA: _dec_altcoa,
+    OPT_NONCE: _dec_nonce,
+    OPT_AUTH: _dec_auth,
+}
+
+
+def decoders_for(profile):
+    """The option-type -> decoder table of ``profile`` (built once per profile)."""
+    table = dict(_FIXED_DECODERS)
+    table[profile.opt_mnp] = _dec_mnp
+    table[profile.opt_ip_address] = _dec_ipaddr
+    table[profile.opt_bce_info] = _dec_bce
+    return table
+
+
+def decode_options(data, pos, end, table, profile):
+    """Decode the options in ``data[pos:end]`` (``pos`` is their Mobility Header offset).
+
+    Padding is skipped, lengths are checked, unknown types kept. A BCE Information option takes
+    the Mobile Network Prefix options that follow it, as many as its "# of MNPs" says.
+    """
+    opts = []
+    owed = 0  # MNP options still owed to the last BCE Information option
+    prefixes = []
+    bce_type = profile.opt_bce_info
+    while pos < end:
+        t = data[pos]
+        if t == OPT_PAD1:
+            pos += 1
+            continue
+        if pos + 2 > end:
+            raise WireError(TRUNCATED, f"option type {t} at offset {pos} has no length")
+        n = data[pos + 1]
+        nxt = pos + 2 + n
+        if nxt > end:
+            raise WireError(TRUNCATED, f"option type {t} at offset {pos} overruns the header")
+        if t == OPT_PADN:
+            pos = nxt
+            continue
+        dec = table.get(t)
+        opt = dec(data, pos + 2, n, profile) if dec else UnknownOption(t, bytes(data[pos + 2 : nxt]))
+        if owed:
+            if type(opt) is not MobileNetworkPrefix:
+                raise WireError(BAD_VALUE, f"BCE Information option lacks {owed} MNP option(s)")
+            prefixes.append(opt.prefix)
+            owed -= 1
+            if not owed:
+                opts[-1] = _with_prefixes(opts[-1], tuple(prefixes))
+        else:
+            if t == bce_type:
+                owed = data[pos + 40]  # "# of MNPs": body offset 38
+                prefixes = []
+            opts.append(opt)
+        pos = nxt
+    if owed:
+        raise WireError(BAD_VALUE, f"BCE Information option lacks {owed} MNP option(s)")
+    return opts
+
+
+def _with_prefixes(bce, prefixes):
+    return BceInfo(
+        bce.home_address, bce.care_of_address, bce.flags, bce.sequence, bce.lifetime, prefixes
+    )
