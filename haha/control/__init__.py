@@ -1,0 +1,1 @@
+"""haha.control (see docs/design.md)."""

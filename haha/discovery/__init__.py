@@ -1,0 +1,1 @@
+"""haha.discovery (see docs/design.md)."""

@@ -1,0 +1,108 @@
+"""Find backends and discovery strategies by their configuration name.
+
+Plugins are found through ``twisted.plugin.getPlugins`` in the ``twisted.plugins`` package, so a
+third party adds one by dropping a ``twisted/plugins/*.py`` file on ``sys.path`` (or installing a
+package that ships one). A plugin object provides :class:`~haha.interfaces.IBackendPlugin` or
+:class:`~haha.interfaces.IDiscoveryPlugin`; the object it builds is checked with ``verifyObject``
+before the daemon uses it, so a broken plugin fails at start-up with its name, not mid-run.
+"""
+
+from twisted.plugin import IPlugin, getPlugins
+from zope.interface import implementer
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyObject
+
+from .inifile import ConfigError
+from .interfaces import IBackendPlugin, IDiscoveryPlugin, IForwardingBackend, IPeerDiscovery
+
+
+def _catalogue(interface, package=None):
+    if package is None:
+        import twisted.plugins as package
+    found = {}
+    for plugin in getPlugins(interface, package):
+        name = getattr(plugin, "name", None)
+        if isinstance(name, str) and name not in found:
+            found[name] = plugin
+    return found
+
+
+def backend_plugins(package=None):
+    """``{name: plugin}`` of every installed :class:`IBackendPlugin`."""
+    return _catalogue(IBackendPlugin, package)
+
+
+def discovery_plugins(package=None):
+    """``{name: plugin}`` of every installed :class:`IDiscoveryPlugin`."""
+    return _catalogue(IDiscoveryPlugin, package)
+
+
+def _find(kind, choice, catalogue):
+    plugin = catalogue.get(choice.name)
+    if plugin is None:
+        names = ", ".join(sorted(catalogue)) or "none installed"
+        raise choice.error(f"unknown {kind} {choice.name!r}; available: {names}")
+    return plugin
+
+
+def _verified(kind, name, obj, interface):
+    try:
+        verifyObject(interface, obj)
+    except Invalid as e:
+        raise ConfigError(
+            f"{kind} plugin {name!r} built {obj!r}, which does not provide "
+            f"{interface.__name__}: {e}"
+        ) from None
+    return obj
+
+
+def build_backend(choice, reactor, package=None):
+    """Build the forwarding backend named by ``choice`` (a :class:`haha.config.PluginChoice`)."""
+    plugin = _find("backend", choice, backend_plugins(package))
+    backend = plugin.build(choice.options, reactor)
+    choice.options.check_unused()
+    return _verified("backend", choice.name, backend, IForwardingBackend)
+
+
+def build_discovery(choice, reactor, config, package=None):
+    """Build the peer-discovery strategy named by ``choice``."""
+    plugin = _find("discovery", choice, discovery_plugins(package))
+    discovery = plugin.build(choice.options, reactor, config)
+    choice.options.check_unused()
+    return _verified("discovery", choice.name, discovery, IPeerDiscovery)
+
+
+def _load(target):
+    from importlib import import_module
+
+    module, _, attribute = target.partition(":")
+    return getattr(import_module(module), attribute)
+
+
+class _LazyPlugin:
+    """A plugin object whose implementation is imported only when it is built, so that
+    ``getPlugins`` (which imports every plugin file) stays cheap."""
+
+    def __init__(self, name, description, factory):
+        self.name = name
+        self.description = description
+        self._factory = factory
+
+    def __repr__(self):
+        return f"<{type(self).__name__} {self.name!r} -> {self._factory}>"
+
+
+@implementer(IPlugin, IBackendPlugin)
+class BackendPlugin(_LazyPlugin):
+    """An :class:`IBackendPlugin` built from ``"module:callable(options, reactor)"``."""
+
+    def build(self, options, reactor):
+        return _load(self._factory)(options, reactor)
+
+
+@implementer(IPlugin, IDiscoveryPlugin)
+class DiscoveryPlugin(_LazyPlugin):
+    """An :class:`IDiscoveryPlugin` built from ``"module:callable(options, reactor, config)"``."""
+
+    def build(self, options, reactor, config):
+        return _load(self._factory)(options, reactor, config)
