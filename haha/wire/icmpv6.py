@@ -54,7 +54,7 @@ NA_O = 0x20000000
 _HDR = struct.Struct("!BBH")
 _HH = struct.Struct("!HH")
 _RA = struct.Struct("!BBHII")
-_HAINFO = struct.Struct("!HhH")
+_HAINFO = struct.Struct("!HHH")
 _PI = struct.Struct("!BBIII")
 _I = struct.Struct("!I")
 
@@ -64,7 +64,8 @@ _I = struct.Struct("!I")
 
 @dataclass(frozen=True, slots=True)
 class HomeAgentInformation:
-    """RFC 6275 7.4: Reserved 16 | Home Agent Preference 16 (signed) | Home Agent Lifetime 16 (s)."""
+    """RFC 6275 7.4: Reserved 16 | Home Agent Preference 16 (unsigned, higher is more preferable) |
+    Home Agent Lifetime 16 (s)."""
 
     preference: int = 0
     lifetime: int = 1800

@@ -113,7 +113,7 @@ _HDR = struct.Struct("!BBBBH")
 _BU = struct.Struct("!HHH")
 _BA = struct.Struct("!BBHH")
 _BE = struct.Struct("!BB")
-_HELLO = struct.Struct("!HhHHBB")
+_HELLO = struct.Struct("!HHHHBB")
 _BIA = struct.Struct("!HHH")
 _H = struct.Struct("!H")
 _ZERO2 = b"\x00\x00"
@@ -235,7 +235,8 @@ class HomeAgentSwitch:
 class HaHello:
     """Draft 4.1.1, Home Agent HELLO.
 
-    Sequence 16 | HA Preference 16 (signed, as RFC 6275 7.4's Home Agent Information option) |
+    Sequence 16 | HA Preference 16 (unsigned, as the draft says and as RFC 6275 7.4's Home Agent
+    Information option encodes it; higher is more preferable) |
     HA Lifetime 16 (s) | HELLO Interval 16 (s) | Reserved 8 | Prefix Length 8 |
     Home Agent Address 128 | options @32 (MNP options: the prefixes this HA serves).
     """
