@@ -239,8 +239,10 @@ def _numbers(sec):
     try:
         return NumberProfile.make(name="custom", **values) if values else NumberProfile.make()
     except ProfileError as e:
-        bad = str(e).split(" ", 1)[0].replace("_", "-")
-        raise sec.error(bad if bad in sec else None, str(e)) from None
+        # Locate the error on the first overridden key the message mentions.
+        words = set(str(e).replace(",", " ").split())
+        bad = next((k for k in sec.keys() if k.replace("-", "_") in words), None)
+        raise sec.error(bad, str(e).replace("_", "-")) from None
 
 
 def _security(get, node):

@@ -154,3 +154,12 @@ class IDiscoveryPlugin(IPlugin):
     def build(options, reactor, config):
         """Return an :class:`IPeerDiscovery`. ``options`` is the strategy's own configuration
         section, ``config`` the whole home agent configuration."""
+
+
+class IRouterAdvertisementListener(Interface):
+    """Optional: a discovery strategy that wants the Router Advertisements the daemon receives on
+    the home link (RFC 6275 10.5.1: home agents on one link learn each other from them)."""
+
+    def router_advertisement(source, advertisement):
+        """``advertisement`` (a :class:`haha.wire.icmpv6.RouterAdvertisement`) arrived from the
+        link-local ``source``."""

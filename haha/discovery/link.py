@@ -1,0 +1,75 @@
+"""Peers on the home link, from Router Advertisements (RFC 6275 7.1, 7.2, 7.4, 10.5.1).
+
+A home agent on a shared home link advertises with the H flag set, its global address in a Prefix
+Information option with the R flag, and its preference and lifetime in a Home Agent Information
+option. This strategy reports every such address as a peer for as long as the advertised home agent
+lifetime (or, without the option, the router lifetime) lasts; a lifetime of zero withdraws it at
+once. The daemon feeds it the advertisements it receives (IRouterAdvertisementListener).
+"""
+
+from zope.interface import implementer
+
+from ..interfaces import IPeerDiscovery, IRouterAdvertisementListener
+from ..wire.icmpv6 import PI_R, RA_H, PrefixInformation
+
+
+@implementer(IPeerDiscovery, IRouterAdvertisementListener)
+class LinkDiscovery:
+    name = "link"
+
+    def __init__(self, clock, own_addresses=()):
+        self.clock = clock
+        self.own = frozenset(own_addresses)
+        self.ignored = 0
+        self._expiry = {}  # address -> IDelayedCall
+        self._listener = None
+
+    def start(self, listener):
+        self._listener = listener
+
+    def stop(self):
+        self._listener = None
+        for call in self._expiry.values():
+            if call.active():
+                call.cancel()
+        self._expiry.clear()
+
+    def peers(self):
+        return frozenset(self._expiry)
+
+    def router_advertisement(self, source, advertisement):
+        if self._listener is None:
+            return
+        if not advertisement.flags & RA_H:
+            self.ignored += 1
+            return
+        info = advertisement.home_agent_information
+        lifetime = info.lifetime if info is not None else advertisement.router_lifetime
+        addresses = [
+            o.prefix for o in advertisement.options
+            if type(o) is PrefixInformation and o.flags & PI_R and o.prefix not in self.own
+        ]
+        if not addresses:
+            self.ignored += 1
+        for a in addresses:
+            call = self._expiry.pop(a, None)
+            if call is not None and call.active():
+                call.cancel()
+            if lifetime == 0:
+                if call is not None:
+                    self._listener.peer_disappeared(a, self.name)
+                continue
+            self._expiry[a] = self.clock.callLater(lifetime, self._expired, a)
+            if call is None:
+                self._listener.peer_appeared(a, self.name)
+
+    def _expired(self, address):
+        self._expiry.pop(address, None)
+        if self._listener is not None:
+            self._listener.peer_disappeared(address, self.name)
+
+
+def build(options, reactor, config):
+    """Plugin factory. ``[discovery:link]`` takes no keys: the daemon feeds the advertisements
+    it receives on its home interface."""
+    return LinkDiscovery(reactor, (config.address, config.haha_address))

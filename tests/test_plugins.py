@@ -1,0 +1,149 @@
+"""Plugin lookup: built-ins by name, unknown names listed, a third-party plugin from a folder."""
+
+import sys
+import textwrap
+
+import pytest
+import twisted.plugins
+from twisted.internet.task import Clock
+from zope.interface.verify import verifyObject
+
+from haha.config import ConfigError, home_agent_from_text
+from haha.interfaces import IBackendPlugin, IDiscoveryPlugin
+from haha.plugins import backend_plugins, build_backend, build_discovery, discovery_plugins
+
+BASE = """\
+[home-agent]
+address = 2001:db8:1::1
+home-prefix = 2001:db8:1::/64
+{extra}
+[security]
+mode = none
+lab = yes
+"""
+
+
+def test_builtin_plugins_provide_their_interfaces():
+    """Every built-in backend and discovery plugin is found and provides its interface."""
+    backends = backend_plugins()
+    discoveries = discovery_plugins()
+    assert {"null", "tun", "netlink"} <= set(backends)
+    assert {"static", "dns", "link"} <= set(discoveries)
+    for p in backends.values():
+        verifyObject(IBackendPlugin, p)
+    for p in discoveries.values():
+        verifyObject(IDiscoveryPlugin, p)
+
+
+def test_unknown_backend_lists_available_names():
+    """An unknown backend name stops start-up, located, listing the names that exist."""
+    c = home_agent_from_text(BASE.format(extra="backend = nosuch"), "ha.conf")
+    with pytest.raises(ConfigError) as e:
+        build_backend(c.backend, Clock())
+    msg = str(e.value)
+    assert msg.startswith("ha.conf:4: [home-agent] backend: unknown backend 'nosuch'")
+    assert "netlink" in msg and "null" in msg and "tun" in msg
+
+
+def test_unknown_discovery_lists_available_names():
+    """An unknown discovery strategy is refused the same way."""
+    c = home_agent_from_text(BASE.format(extra="") + "[peers]\ndiscovery = mdns\n", "ha.conf")
+    with pytest.raises(ConfigError) as e:
+        build_discovery(c.discovery, Clock(), c)
+    assert "unknown discovery 'mdns'" in str(e.value) and "static" in str(e.value)
+
+
+def test_static_discovery_built_from_config():
+    """The static strategy reports exactly [peers] static."""
+    c = home_agent_from_text(BASE.format(extra="") + "[peers]\nstatic = 2001:db8:1::2 2001:db8:1::3\n")
+    d = build_discovery(c.discovery, Clock(), c)
+    seen = []
+
+    class L:
+        def peer_appeared(self, a, source):
+            seen.append((str(a), source))
+
+        def peer_disappeared(self, a, source):
+            raise AssertionError("static peers never disappear")
+
+    d.start(L())
+    assert seen == [("2001:db8:1::2", "static"), ("2001:db8:1::3", "static")]
+
+
+def _third_party(tmp_path, good=True):
+    pkg = tmp_path / "acme_haha"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(textwrap.dedent(f"""
+        from zope.interface import implementer
+        from haha.interfaces import IForwardingBackend
+
+        @implementer(IForwardingBackend)
+        class AcmeBackend:
+            name = "acme"
+            def __init__(self, options):
+                self.table = options.get_int("table", 100)
+            def capabilities(self): return frozenset({{"tunnel"}})
+            def start(self): pass
+            def stop(self): pass
+            def install(self, route): pass
+            def remove(self, home_address): pass
+            def proxy_nd_start(self, address, interface): pass
+            def proxy_nd_stop(self, address, interface): pass
+            def advertise_prefix(self, prefix): pass
+            def withdraw_prefix(self, prefix): pass
+            {"def snapshot(self): return {'table': self.table}" if good else ""}
+
+        def build(options, reactor):
+            return AcmeBackend(options)
+    """))
+    plugins = tmp_path / "twisted" / "plugins"
+    plugins.mkdir(parents=True)
+    (plugins / "acme_backend.py").write_text(textwrap.dedent("""
+        from haha.plugins import BackendPlugin
+        acme = BackendPlugin("acme", "Acme forwarding appliance", "acme_haha:build")
+    """))
+    return str(plugins)
+
+
+@pytest.fixture
+def plugin_path(monkeypatch):
+    """Make a folder's twisted/plugins visible the way sys.path entries are at import."""
+    def add(tmp_path, good=True):
+        folder = _third_party(tmp_path, good)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        monkeypatch.setattr(twisted.plugins, "__path__", [folder] + list(twisted.plugins.__path__))
+        return folder
+    yield add
+    for m in [m for m in sys.modules if m.startswith(("acme_haha", "twisted.plugins.acme"))]:
+        del sys.modules[m]
+
+
+def test_third_party_backend_selected_by_name(tmp_path, plugin_path):
+    """A plugin dropped into another folder's twisted/plugins is selected by a config file,
+    gets its own [backend:acme] section, and is verified on load."""
+    plugin_path(tmp_path)
+    conf = tmp_path / "ha.conf"
+    conf.write_text(BASE.format(extra="backend = acme") + "[backend:acme]\ntable = 42\n")
+    from haha.config import load_home_agent
+    c = load_home_agent(str(conf))
+    backend = build_backend(c.backend, Clock())
+    assert type(backend).__name__ == "AcmeBackend" and backend.snapshot() == {"table": 42}
+
+
+def test_third_party_unknown_option_is_located(tmp_path, plugin_path):
+    """A key the plugin did not read is reported in the plugin's own section."""
+    plugin_path(tmp_path)
+    c = home_agent_from_text(
+        BASE.format(extra="backend = acme") + "[backend:acme]\ntabel = 42\n", "ha.conf")
+    with pytest.raises(ConfigError) as e:
+        build_backend(c.backend, Clock())
+    assert (e.value.section, e.value.key, e.value.line) == ("backend:acme", "tabel", 9)
+
+
+def test_broken_third_party_plugin_refused(tmp_path, plugin_path):
+    """A plugin whose object lacks part of the interface fails at load, naming the plugin."""
+    plugin_path(tmp_path, good=False)
+    c = home_agent_from_text(BASE.format(extra="backend = acme"), "ha.conf")
+    with pytest.raises(ConfigError) as e:
+        build_backend(c.backend, Clock())
+    assert "backend plugin 'acme'" in str(e.value) and "snapshot" in str(e.value)
