@@ -43,7 +43,7 @@ CONFIGURATIONS = ("home-link", "separate-links", "no-home-link")
 TRANSPORTS = ("raw", "udp")
 SECURITY_MODES = ("esp", "none")
 LOG_LEVELS = ("debug", "info", "warn", "error")
-PREFERENCE_MIN, PREFERENCE_MAX = -32768, 32767  # RFC 6275 7.4 (see docs/protocol.md)
+PREFERENCE_MIN, PREFERENCE_MAX = 0, 65535  # unsigned, RFC 6275 7.4 (see docs/protocol.md)
 
 
 @dataclass(frozen=True)

@@ -163,3 +163,26 @@ class IRouterAdvertisementListener(Interface):
     def router_advertisement(source, advertisement):
         """``advertisement`` (a :class:`haha.wire.icmpv6.RouterAdvertisement`) arrived from the
         link-local ``source``."""
+
+
+class IControllable(Interface):
+    """What the operator interface (``haha-ctl``, the metrics endpoint) may ask of a daemon.
+
+    Every method returns JSON-serialisable data (or a Deferred firing with it) and raises
+    ``ValueError`` with an operator-readable message for a bad request.
+    """
+
+    def status():
+        """A mapping describing the daemon (role, addresses, state, uptime, ...)."""
+
+    def bindings():
+        """A list of mappings, one per binding (primary and copies for a home agent)."""
+
+    def peers():
+        """A list of mappings, one per known peer home agent (home agents only)."""
+
+    def counters():
+        """A flat mapping of counter name to number (for metrics)."""
+
+    def command(name, arguments):
+        """Run an operator command (e.g. 'switch', 'drain'); ``arguments`` is a mapping."""

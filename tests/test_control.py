@@ -1,0 +1,108 @@
+"""The operator interface: JSON-lines control protocol, haha-ctl, and the metrics page."""
+
+import json
+import os
+import threading
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import UNIXServerEndpoint
+from twisted.internet.testing import StringTransport
+from zope.interface import implementer
+
+from haha.control import cli
+from haha.control.metrics import render_metrics
+from haha.control.server import ControlFactory
+from haha.interfaces import IControllable
+
+
+@implementer(IControllable)
+class Target:
+    def __init__(self):
+        self.commands = []
+
+    def status(self):
+        return {"role": "home-agent", "state": "serving"}
+
+    def bindings(self):
+        return [{"home_address": "2001:db8:1::100", "primary": True}]
+
+    def peers(self):
+        return []
+
+    def counters(self):
+        return {"bu_received": 3, "dropped.bad-checksum": 1, "bindings_now": 1, "label": "x"}
+
+    def command(self, name, arguments):
+        if name != "switch":
+            raise ValueError(f"unknown command {name!r}")
+        self.commands.append(arguments)
+        return defer.succeed({"switched": arguments["home-address"]})
+
+
+def talk(lines):
+    target = Target()
+    proto = ControlFactory(target).buildProtocol(None)
+    tr = StringTransport()
+    proto.makeConnection(tr)
+    for line in lines:
+        proto.dataReceived(line + b"\n")
+    return target, [json.loads(x) for x in tr.value().splitlines()], tr
+
+
+def test_queries_and_commands():
+    """Queries return the target's data; commands get their arguments; errors are answers."""
+    target, out, _ = talk([
+        b'{"cmd": "status"}',
+        b'{"cmd": "switch", "home-address": "2001:db8:1::100"}',
+        b'{"cmd": "reboot"}',
+        b"not json",
+        b'["cmd"]',
+        b'{"cmd": "bindings"}',
+    ])
+    assert out[0] == {"ok": True, "result": {"role": "home-agent", "state": "serving"}}
+    assert out[1] == {"ok": True, "result": {"switched": "2001:db8:1::100"}}
+    assert out[2] == {"ok": False, "error": "unknown command 'reboot'"}
+    assert out[3] == {"ok": False, "error": "request is not JSON"}
+    assert out[4]["ok"] is False and "object" in out[4]["error"]
+    assert out[5]["result"][0]["primary"] is True
+    assert target.commands == [{"home-address": "2001:db8:1::100"}]
+
+
+def test_overlong_request_closes_connection():
+    """A request longer than 64 KiB is refused and the connection closed."""
+    _, out, tr = talk([b'{"cmd": "' + b"x" * 70000 + b'"}'])
+    assert out == [{"ok": False, "error": "request longer than 64 KiB"}]
+    assert tr.disconnecting
+
+
+def test_metrics_text_format():
+    """Counters become Prometheus lines with sanitised names; non-numbers are left out."""
+    text = render_metrics(Target().counters(), {"role": "ha", "address": "2001:db8:1::1"})
+    assert 'haha_bu_received{address="2001:db8:1::1",role="ha"} 3' in text
+    assert "haha_dropped_bad_checksum{" in text and "# TYPE haha_bindings_now gauge" in text
+    assert "label" not in text
+
+
+@pytest_twisted.inlineCallbacks
+def test_haha_ctl_against_a_real_socket(tmp_path, capsys):
+    """haha-ctl talks to a control socket served by the reactor (blocking client in a thread)."""
+    path = str(tmp_path / "ctl.sock")
+    results = {}
+    listening = yield UNIXServerEndpoint(reactor, path).listen(ControlFactory(Target()))
+    done = defer.Deferred()
+
+    def client():
+        results["status"] = cli.main(["--socket", path, "status"])
+        results["refused"] = cli.main(["--socket", path, "reboot"])
+        reactor.callFromThread(done.callback, None)
+
+    threading.Thread(target=client, daemon=True).start()
+    yield done
+    yield listening.stopListening()
+    out, err = capsys.readouterr()
+    assert results == {"status": 0, "refused": 1}
+    assert json.loads(out[: out.index("}") + 1]) == {"role": "home-agent", "state": "serving"}
+    assert "unknown command 'reboot'" in err
+    assert cli.main(["--socket", os.path.join(str(tmp_path), "absent.sock"), "status"]) == 2
