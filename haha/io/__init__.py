@@ -1,0 +1,1 @@
+"""haha.io (see docs/design.md)."""

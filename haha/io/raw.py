@@ -1,0 +1,359 @@
+"""The privileged transport: raw IPv6 out, AF_PACKET with a classic BPF filter in, nft guard.
+
+Built for kernels with and without Mobile IPv6 support (ARCHITECTURE.md, "The kernel you will
+meet"):
+
+- Outbound, every packet is complete (header chain built in user space by
+  :func:`haha.wire.ipv6.build_packet`: Home Address option, type 2 routing header, ESP) and is
+  written as is to one ``AF_INET6``/``SOCK_RAW``/``IPPROTO_RAW`` socket (Linux: implies
+  ``IPV6_HDRINCL``). Link-local and multicast destinations need an interface: ``send``'s
+  ``interface`` argument or the transport's ``default_interface``.
+- Inbound, one ``AF_PACKET``/``SOCK_DGRAM``/``ETH_P_IPV6`` socket per interface (or one for all)
+  carries the program of :func:`haha.io.bpf.mobility_filter`, so only Mobility Header, ESP,
+  IPv6-in-IPv6 and the chosen ICMPv6 types reach Python; our own outgoing copies
+  (``PACKET_OUTGOING``) are refused by the filter and again here.
+- A netfilter table (``nft``) created at :meth:`RawTransport.start` and deleted at
+  :meth:`RawTransport.stop` drops, in prerouting, the inbound packets haha handles in user
+  space, so a kernel without ``mip6``/ESP/ip6tnl does not answer them with ICMPv6 Parameter
+  Problem (and one with those modules does not process them a second time). AF_PACKET sees a
+  packet before netfilter does, so haha still receives it. See :func:`nft_ruleset`.
+
+Socket errors are logged (``twisted.logger``, structured fields) and counted, never raised.
+All operating-system calls go through a :class:`haha.io.system.LinuxSystem` (or its
+:class:`~haha.io.system.FakeSystem` twin).
+"""
+
+import errno as _errno
+import itertools
+import os
+import re
+from collections import Counter
+from ipaddress import IPv6Address
+
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..interfaces import IMobilityTransport
+from . import bpf
+from .system import LinuxSystem, NftError
+
+#: Largest datagram read from a packet socket (an IPv6 packet without jumbogram).
+MAX_PACKET = 65575
+#: Packets read per ``doRead`` before yielding to the reactor.
+READ_BURST = 64
+#: Upper layers dropped in netfilter when addressed to us: IPv6-in-IPv6, ESP, Mobility Header.
+NFT_PROTOCOLS = (41, 50, 135)
+#: ICMPv6 types that arrive with a Home Address option (Mobile Prefix Solicitation and the
+#: DHAAD/MPA replies, RFC 6275 6.5-6.8) and are dropped in netfilter when they carry one.
+NFT_HAO_ICMP_TYPES = (144, 145, 146, 147)
+
+_TABLE_RE = re.compile(r"^haha_(\d+)_\d+$")
+_instances = itertools.count(1)
+
+
+def table_name():
+    """A netfilter table name unique to this process and instance: ``haha_<pid>_<n>``."""
+    return f"haha_{os.getpid()}_{next(_instances)}"
+
+
+def nft_ruleset(table, addresses=None):
+    """The nft script that creates ``table`` (family ``ip6``).
+
+    Inbound packets addressed to us (``fib daddr type local``, or only ``addresses`` when
+    given) are dropped in prerouting at priority raw (-300) when they are:
+
+    - IPv6-in-IPv6, ESP or Mobility Header (``meta l4proto`` walks the extension headers, so a
+      Binding Update with a Home Address option is caught here);
+    - carrying a type 2 routing header (``rt type 2``: Binding Acknowledgement, HASR to a care-of
+      address);
+    - a Destination Options header in front of ICMPv6 144-147 (a Mobile Prefix Solicitation
+      with a Home Address option). nft cannot look inside a Destination Options header, so
+      "has one" stands for "has a Home Address option" here.
+    """
+    if addresses is not None:
+        addresses = sorted(set(addresses))
+        match = "ip6 daddr @haha_local"
+        elems = ", ".join(str(a) for a in addresses)
+        head = "  set haha_local { type ipv6_addr; %s}\n" % (
+            f"elements = {{ {elems} }}; " if addresses else "")
+    else:
+        match = "fib daddr type local"
+        head = ""
+    protos = ", ".join(str(p) for p in NFT_PROTOCOLS)
+    icmp = ", ".join(str(t) for t in NFT_HAO_ICMP_TYPES)
+    return (
+        f"table ip6 {table} {{\n"
+        f"{head}"
+        "  chain prerouting {\n"
+        "    type filter hook prerouting priority -300; policy accept;\n"
+        f"    {match} meta l4proto {{ {protos} }} counter drop\n"
+        f"    {match} rt type 2 counter drop\n"
+        f"    {match} exthdr dst exists icmpv6 type {{ {icmp} }} counter drop\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+@implementer(IReadDescriptor)
+class _PacketReader:
+    """The reactor's view of one AF_PACKET socket."""
+
+    def __init__(self, transport, sock, interface):
+        self._transport = transport
+        self.sock = sock
+        self.interface = interface
+
+    def fileno(self):
+        return self.sock.fileno()
+
+    def doRead(self):
+        self._transport._read(self)
+
+    def connectionLost(self, reason):
+        self._transport._lost(self, reason)
+
+    def logPrefix(self):
+        return f"RawTransport({self.interface or '*'})"
+
+
+@implementer(IMobilityTransport)
+class RawTransport:
+    """Complete IPv6 packets over raw sockets.
+
+    ``reactor`` provides ``addReader``/``removeReader``. ``interfaces``: names to listen on
+    (``None``: all). ``addresses``: when given, only packets to these addresses (or multicast)
+    pass the BPF filter and the netfilter guard; otherwise every local address counts.
+    ``icmp_types``: the ICMPv6 types handed up (default RA, DHAAD, MPS/MPA); ``proxy_nd`` adds
+    Neighbour Solicitation/Advertisement. ``netfilter``: install the nft guard (default True).
+    ``default_interface``: used for link-local and multicast destinations when ``send`` is not
+    told. ``system``: the OS seam (default :class:`LinuxSystem`).
+
+    While the receiver runs, :attr:`last_interface` names the interface the packet came in on.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, interfaces=None, addresses=None,
+                 icmp_types=bpf.DEFAULT_ICMP_TYPES, proxy_nd=False, netfilter=True,
+                 default_interface=None, system=None, table=None):
+        if isinstance(interfaces, str):
+            raise TypeError("interfaces is a list of names, not one string")
+        self._reactor = reactor
+        self._interfaces = list(interfaces) if interfaces is not None else None
+        self._addresses = self._check_addresses(addresses)
+        self._icmp_types = frozenset(icmp_types) | (bpf.ND_ICMP_TYPES if proxy_nd else frozenset())
+        self._netfilter = netfilter
+        self._default_interface = default_interface
+        self._system = system if system is not None else LinuxSystem()
+        self.table = table or table_name()
+        self.counters = Counter()
+        self.last_interface = None
+        self._receiver = None
+        self._raw = None
+        self._readers = []
+        self._table_installed = False
+        self._ifindex = {}
+        self.program = self._program()
+
+    @staticmethod
+    def _check_addresses(addresses):
+        if addresses is None:
+            return None
+        out = frozenset(addresses)
+        for a in out:
+            if not isinstance(a, IPv6Address):
+                raise TypeError(f"address {a!r} is not an IPv6Address")
+        return out
+
+    def _program(self):
+        return bpf.mobility_filter(self._icmp_types, self._addresses)
+
+    @property
+    def running(self):
+        return self._receiver is not None
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, receiver):
+        """Open the sockets, attach the filter, install the nft table; then deliver inbound
+        packets to ``receiver(packet)``. Raises ``OSError``/:class:`NftError` when the system
+        cannot do it (not root, no such interface, no nft) and leaves nothing behind."""
+        if self._receiver is not None:
+            raise RuntimeError("RawTransport already started")
+        try:
+            if self._netfilter:
+                self._remove_stale_tables()
+                self._system.run_nft(nft_ruleset(self.table, self._addresses))
+                self._table_installed = True
+            self._raw = self._system.raw_socket()
+            for name in self._interfaces if self._interfaces is not None else [None]:
+                sock = self._system.packet_socket(name)
+                self._readers.append(_PacketReader(self, sock, name))
+                self._system.attach_filter(sock, self.program)
+                self._drain(sock)
+        except Exception:
+            self._teardown()
+            raise
+        self._receiver = receiver
+        for r in self._readers:
+            self._reactor.addReader(r)
+        self.log.info("raw transport started: interfaces={interfaces} table={table}",
+                      interfaces=self._interfaces or "all", table=self.table)
+
+    def stop(self):
+        """Stop receiving, close the sockets, delete the nft table. Idempotent."""
+        self._receiver = None
+        for r in self._readers:
+            self._reactor.removeReader(r)
+        self._teardown()
+
+    def _teardown(self):
+        for r in self._readers:
+            try:
+                r.sock.close()
+            except OSError:
+                pass
+        self._readers = []
+        if self._raw is not None:
+            try:
+                self._raw.close()
+            except OSError:
+                pass
+            self._raw = None
+        if self._table_installed:
+            self._table_installed = False
+            try:
+                self._system.run_nft(f"delete table ip6 {self.table}\n")
+            except NftError as e:
+                self.counters["nft_errors"] += 1
+                self.log.error("cannot delete nft table {table}: {error}", table=self.table,
+                               error=str(e))
+
+    def _remove_stale_tables(self):
+        """Delete ``haha_<pid>_<n>`` tables whose process is gone (a daemon that crashed)."""
+        try:
+            tables = self._system.list_nft_tables()
+        except NftError as e:
+            self.log.warn("cannot list nft tables: {error}", error=str(e))
+            return
+        for fam, name in tables:
+            m = _TABLE_RE.match(name)
+            if fam != "ip6" or not m or _pid_alive(int(m.group(1))):
+                continue
+            try:
+                self._system.run_nft(f"delete table ip6 {name}\n")
+                self.log.info("removed stale nft table {table}", table=name)
+            except NftError as e:
+                self.log.warn("cannot remove stale nft table {table}: {error}", table=name,
+                              error=str(e))
+
+    def _drain(self, sock):
+        """Discard what was queued between socket creation and filter attachment."""
+        for _ in range(10000):
+            try:
+                sock.recvfrom(MAX_PACKET)
+            except OSError:
+                return
+            self.counters["drained"] += 1
+
+    def set_addresses(self, addresses):
+        """Replace the destination addresses the filter and the nft guard accept (e.g. a new
+        care-of address); ``None`` for every local address. Errors are raised, as at start."""
+        self._addresses = self._check_addresses(addresses)
+        self.program = self._program()
+        for r in self._readers:
+            self._system.attach_filter(r.sock, self.program)
+        if self._table_installed:
+            self._system.run_nft(f"delete table ip6 {self.table}\n"
+                                 + nft_ruleset(self.table, self._addresses))
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    def _read(self, reader):
+        for _ in range(READ_BURST):
+            if self._receiver is None:
+                return
+            try:
+                data, addr = reader.sock.recvfrom(MAX_PACKET)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.counters["receive_errors"] += 1
+                self.log.warn("receive error on {interface}: {error}",
+                              interface=reader.interface or "*", error=str(e),
+                              errno=_errno.errorcode.get(e.errno, e.errno))
+                return
+            if addr[2] == bpf.PACKET_OUTGOING:
+                self.counters["ignored_outgoing"] += 1
+                continue
+            if len(data) < 40 or data[0] >> 4 != 6:
+                self.counters["received_malformed"] += 1
+                continue
+            self.counters["received"] += 1
+            self.last_interface = addr[0]
+            try:
+                self._receiver(data)
+            except Exception:
+                self.counters["receiver_errors"] += 1
+                self.log.failure("receiver failed on a packet from {interface}",
+                                 interface=addr[0])
+            finally:
+                self.last_interface = None
+
+    def _lost(self, reader, reason):
+        self.counters["receive_errors"] += 1
+        self.log.error("packet socket on {interface} lost: {reason}",
+                       interface=reader.interface or "*", reason=reason.getErrorMessage())
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    def send(self, packet, interface=None):
+        """Write one complete IPv6 packet. Never raises for network errors: they are counted
+        (``send_errors`` and ``send_error.<ERRNO>``) and logged."""
+        if self._raw is None:
+            self.counters["send_not_started"] += 1
+            return
+        if len(packet) < 40 or packet[0] >> 4 != 6:
+            self.counters["send_invalid"] += 1
+            self.log.warn("refusing to send {length} octets that are not an IPv6 packet",
+                          length=len(packet))
+            return
+        dst = IPv6Address(bytes(packet[24:40]))
+        scope = 0
+        if dst.is_multicast or dst.is_link_local:
+            name = interface or self._default_interface
+            if name is None:
+                self.counters["send_no_interface"] += 1
+                self.log.warn("no interface for link-scope destination {destination}",
+                              destination=str(dst))
+                return
+            try:
+                scope = self._ifindex.get(name) or self._system.interface_index(name)
+                self._ifindex[name] = scope
+            except OSError as e:
+                self.counters["send_errors"] += 1
+                self.log.warn("no interface {interface}: {error}", interface=name, error=str(e))
+                return
+        try:
+            self._raw.sendto(packet, (str(dst), 0, 0, scope))
+        except OSError as e:
+            name = _errno.errorcode.get(e.errno, str(e.errno))
+            self.counters["send_errors"] += 1
+            self.counters[f"send_error.{name}"] += 1
+            self.log.warn("send to {destination} failed: {error}", destination=str(dst),
+                          error=str(e), errno=name, length=len(packet))
+            return
+        self.counters["sent"] += 1
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,338 @@
+"""The operating-system seam of :mod:`haha.io` (STYLE.md 10): every socket, TUN and nft call.
+
+:class:`LinuxSystem` does the real calls, optionally inside a named network namespace (a socket,
+a TUN device or a netlink socket stays in the namespace it was created in, so one process can
+drive several namespaces: the tier-3 tests do). :class:`FakeSystem` is its in-memory twin for
+unit tests and embedders: its packet sockets run the attached classic BPF program through
+:func:`haha.io.bpf.run`, as the kernel would.
+
+Objects returned by both look like sockets (``fileno``, ``recvfrom``, ``sendto``, ``close``) or,
+for TUN, like a file descriptor (``fileno``, ``read``, ``write``, ``close``); reads raise
+:class:`BlockingIOError` when nothing is queued.
+"""
+
+import ctypes
+import errno
+import fcntl
+import os
+import socket
+import struct
+import subprocess
+from contextlib import contextmanager
+
+from . import bpf
+
+ETH_P_IPV6 = 0x86DD
+ETH_P_ALL = 0x0003
+SO_ATTACH_FILTER = 26
+CLONE_NEWNET = 0x40000000
+TUNSETIFF = 0x400454CA
+IFF_TUN = 0x0001
+IFF_NO_PI = 0x1000
+IFNAMSIZ = 16
+
+
+class NftError(RuntimeError):
+    """The ``nft`` command failed; the message carries its standard error."""
+
+
+_libc = None
+
+
+def _setns(fd):
+    global _libc
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"setns: {os.strerror(e)}")
+
+
+@contextmanager
+def in_netns(name):
+    """Run the body with the calling thread in network namespace ``name`` (``/run/netns/NAME``,
+    as ``ip netns add`` makes it); ``None`` means stay where we are."""
+    if name is None:
+        yield
+        return
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        target = os.open(f"/run/netns/{name}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        os.close(own)
+        raise
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(own)
+    finally:
+        os.close(target)
+        os.close(own)
+
+
+class _Fd:
+    """A non-blocking file descriptor with ``read``/``write`` (a TUN queue)."""
+
+    def __init__(self, fd):
+        self._fd = fd
+
+    def fileno(self):
+        return self._fd
+
+    def read(self, n):
+        return os.read(self._fd, n)
+
+    def write(self, data):
+        return os.write(self._fd, data)
+
+    def close(self):
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class LinuxSystem:
+    """Real sockets, TUN and nft, in namespace ``netns`` (``None``: the current one)."""
+
+    def __init__(self, netns=None):
+        self.netns = netns
+
+    def packet_socket(self, interface=None):
+        """A non-blocking ``AF_PACKET``/``SOCK_DGRAM`` socket for IPv6 on ``interface`` (all
+        interfaces when ``None``)."""
+        with in_netns(self.netns):
+            s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK,
+                              socket.htons(ETH_P_IPV6))
+            try:
+                if interface is not None:
+                    s.bind((interface, ETH_P_IPV6))
+            except OSError:
+                s.close()
+                raise
+        return s
+
+    def attach_filter(self, sock, program):
+        """``SO_ATTACH_FILTER`` with a ``struct sock_fprog { u16 len; sock_filter *filter; }``."""
+        code = bpf.pack(program)
+        buf = ctypes.create_string_buffer(code, len(code))
+        fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+    def raw_socket(self):
+        """A non-blocking ``AF_INET6``/``SOCK_RAW``/``IPPROTO_RAW`` socket: on Linux it implies
+        ``IPV6_HDRINCL``, so what we write is the whole IPv6 packet."""
+        with in_netns(self.netns):
+            return socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                                 socket.IPPROTO_RAW)
+
+    def interface_index(self, name):
+        with in_netns(self.netns):
+            return socket.if_nametoindex(name)
+
+    def run_nft(self, script):
+        """Feed ``script`` to ``nft -f -``; raise :class:`NftError` with its complaint."""
+        argv = ["nft", "-f", "-"]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        try:
+            r = subprocess.run(argv, input=script, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise NftError(f"cannot run {' '.join(argv)}: {e}") from None
+        if r.returncode:
+            raise NftError(f"nft failed ({r.returncode}): {r.stderr.strip()}")
+        return r.stdout
+
+    def list_nft_tables(self):
+        """``[(family, name)]`` of the tables that exist now."""
+        argv = ["nft", "list", "tables"]
+        if self.netns is not None:
+            argv = ["ip", "netns", "exec", self.netns] + argv
+        try:
+            r = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise NftError(f"cannot run {' '.join(argv)}: {e}") from None
+        if r.returncode:
+            raise NftError(f"nft failed ({r.returncode}): {r.stderr.strip()}")
+        out = []
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "table":
+                out.append((parts[1], parts[2]))
+        return out
+
+    def open_tun(self, name):
+        """Create or attach TUN device ``name`` (``IFF_TUN | IFF_NO_PI``: whole IP packets, no
+        packet-information prefix); return ``(fd_object, actual_name)``."""
+        if len(name.encode()) >= IFNAMSIZ:
+            raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} octets")
+        with in_netns(self.netns):
+            fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+            with in_netns(self.netns):
+                res = fcntl.ioctl(fd, TUNSETIFF, ifr)
+        except OSError:
+            os.close(fd)
+            raise
+        actual = res[:IFNAMSIZ].rstrip(b"\0").decode()
+        return _Fd(fd), actual
+
+
+# --- in-memory twin ---------------------------------------------------------------------------
+
+
+class FakePacketSocket:
+    """An AF_PACKET socket in memory. :meth:`inject` plays the kernel: it runs the attached
+    filter (when there is one) and queues what passes."""
+
+    def __init__(self, interface):
+        self.interface = interface
+        self.filter = None
+        self.queue = []
+        self.closed = False
+        self.fail_with = None  # an errno to raise from the next recvfrom
+
+    def fileno(self):
+        return -1
+
+    def inject(self, data, pkttype=bpf.PACKET_HOST, interface=None):
+        """Deliver ``data`` as the kernel would; True when the filter let it through."""
+        if self.filter is not None and not bpf.run(self.filter, data, pkttype):
+            return False
+        self.queue.append((bytes(data), (interface or self.interface or "eth0", ETH_P_IPV6,
+                                         pkttype, 1, b"\x02\x00\x00\x00\x00\x01")))
+        return True
+
+    def recvfrom(self, n):
+        if self.fail_with is not None:
+            e, self.fail_with = self.fail_with, None
+            raise OSError(e, os.strerror(e))
+        if not self.queue:
+            raise BlockingIOError(errno.EAGAIN, "nothing queued")
+        data, addr = self.queue.pop(0)
+        return data[:n], addr
+
+    def close(self):
+        self.closed = True
+
+
+class FakeRawSocket:
+    """A raw IPv6 socket in memory: ``sent`` lists ``(packet, address)``; ``fail_with`` makes
+    every send raise that errno until cleared."""
+
+    def __init__(self):
+        self.sent = []
+        self.fail_with = None
+        self.closed = False
+
+    def fileno(self):
+        return -1
+
+    def sendto(self, data, address):
+        if self.fail_with is not None:
+            raise OSError(self.fail_with, os.strerror(self.fail_with))
+        self.sent.append((bytes(data), address))
+        return len(data)
+
+    def close(self):
+        self.closed = True
+
+
+class FakeTunFile:
+    """A TUN queue in memory: :meth:`inject` is a packet the kernel routed into the device,
+    ``written`` what user space wrote to it."""
+
+    def __init__(self, name):
+        self.name = name
+        self.queue = []
+        self.written = []
+        self.closed = False
+        self.fail_with = None
+
+    def fileno(self):
+        return -1
+
+    def inject(self, packet):
+        self.queue.append(bytes(packet))
+
+    def read(self, n):
+        if not self.queue:
+            raise BlockingIOError(errno.EAGAIN, "nothing queued")
+        return self.queue.pop(0)[:n]
+
+    def write(self, data):
+        if self.fail_with is not None:
+            raise OSError(self.fail_with, os.strerror(self.fail_with))
+        self.written.append(bytes(data))
+        return len(data)
+
+    def close(self):
+        self.closed = True
+
+
+class FakeSystem:
+    """The in-memory :class:`LinuxSystem`: records sockets, TUN devices and nft scripts."""
+
+    def __init__(self, interfaces=None):
+        self.interfaces = dict(interfaces or {"lo": 1, "eth0": 2})
+        self.packet_sockets = []
+        self.raw_sockets = []
+        self.tuns = {}
+        self.nft_scripts = []
+        self.nft_tables = set()
+        self.nft_fail = None  # a message: every nft call fails with it
+
+    def packet_socket(self, interface=None):
+        if interface is not None and interface not in self.interfaces:
+            raise OSError(errno.ENODEV, f"no such device {interface}")
+        s = FakePacketSocket(interface)
+        self.packet_sockets.append(s)
+        return s
+
+    def attach_filter(self, sock, program):
+        bpf.pack(program)  # what the kernel would be handed must encode
+        sock.filter = tuple(program)
+
+    def raw_socket(self):
+        s = FakeRawSocket()
+        self.raw_sockets.append(s)
+        return s
+
+    def interface_index(self, name):
+        try:
+            return self.interfaces[name]
+        except KeyError:
+            raise OSError(errno.ENODEV, f"no such device {name}") from None
+
+    def run_nft(self, script):
+        if self.nft_fail:
+            raise NftError(self.nft_fail)
+        self.nft_scripts.append(script)
+        for line in script.splitlines():
+            words = line.split()
+            if words[:2] in (["add", "table"], ["table"]) and len(words) >= 3:
+                fam, name = (words[2], words[3]) if words[0] == "add" else (words[1], words[2])
+                self.nft_tables.add((fam, name.rstrip("{").strip()))
+            elif words[:2] == ["delete", "table"] and len(words) >= 4:
+                if (words[2], words[3]) not in self.nft_tables:
+                    raise NftError(f"No such file or directory: table {words[3]}")
+                self.nft_tables.discard((words[2], words[3]))
+        return ""
+
+    def list_nft_tables(self):
+        return sorted(self.nft_tables)
+
+    def open_tun(self, name):
+        if len(name.encode()) >= IFNAMSIZ:
+            raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} octets")
+        if "%d" in name:
+            n = 0
+            while name.replace("%d", str(n)) in self.tuns:
+                n += 1
+            name = name.replace("%d", str(n))
+        f = FakeTunFile(name)
+        self.tuns[name] = f
+        self.interfaces.setdefault(name, max(self.interfaces.values(), default=0) + 1)
+        return f, name

@@ -1,0 +1,1 @@
+"""haha.lab (see docs/design.md)."""

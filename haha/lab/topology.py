@@ -1,0 +1,365 @@
+"""Network-namespace topologies described as data, built and torn down with ``ip`` (iproute2).
+
+A :class:`Topology` is nodes (each a network namespace), links and routes. A link with two
+members is a veth pair between their namespaces; a link with more members (or ``bridge=True``)
+is a bridge in a namespace of its own that every member joins with a veth pair, so nothing is
+created in the caller's namespace. Addresses are added with ``nodad`` and DAD is switched off in
+every namespace, so links are usable as soon as :meth:`Topology.create` returns (it waits for
+the interfaces to be up). Names are unique per tag (default: process id and a counter), creation
+first removes leftovers of the same names, and :meth:`Topology.destroy` (also on ``with`` exit)
+deletes the namespaces, which removes every interface in them, and ends processes left in them.
+
+The standard topologies (HAs on one shared home link, HAs on separate links joined by a router,
+HAs without a home link; each with a correspondent and mobile nodes on a visited link) are the
+functions at the bottom; the demo and the tier-3 tests use them.
+"""
+
+import itertools
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+
+from ..io.system import in_netns
+
+_counter = itertools.count(1)
+
+
+class LabError(RuntimeError):
+    """A lab command failed; the message carries the command and its standard error."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One node's end of a link: interface name inside the node and its addresses."""
+
+    node: str
+    ifname: str
+    addresses: tuple = ()
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    members: tuple
+    bridge: bool = False
+
+
+@dataclass(frozen=True)
+class Route:
+    node: str
+    destination: str  # a prefix or "default"
+    via: str = None
+    dev: str = None
+
+
+@dataclass
+class Node:
+    name: str
+    forwarding: bool = False
+    loopback_addresses: tuple = ()
+    sysctls: dict = field(default_factory=dict)
+
+
+def _run(argv, check=True, input=None):
+    r = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
+    if check and r.returncode:
+        raise LabError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
+    return r
+
+
+def write_sysctl(netns, key, value):
+    """Set ``key`` (dotted, e.g. ``net.ipv6.conf.all.forwarding``) inside ``netns``."""
+    path = "/proc/sys/" + key.replace(".", "/")
+    with in_netns(netns):
+        with open(path, "w") as f:
+            f.write(f"{value}\n")
+
+
+def read_sysctl(netns, key):
+    path = "/proc/sys/" + key.replace(".", "/")
+    with in_netns(netns):
+        with open(path) as f:
+            return f.read().strip()
+
+
+class Topology:
+    """Nodes, links and routes; :meth:`create` builds them, :meth:`destroy` removes them."""
+
+    def __init__(self, tag=None):
+        self.tag = tag or f"{os.getpid()}-{next(_counter)}"
+        self.nodes = {}
+        self.links = []
+        self.routes = []
+        self.info = {}  # free-form facts for users (home prefix, HA addresses, ...)
+        self.created = False
+
+    # -- description ------------------------------------------------------------------------
+
+    def add_node(self, name, forwarding=False, loopback_addresses=(), **sysctls):
+        if name in self.nodes:
+            raise ValueError(f"node {name!r} defined twice")
+        self.nodes[name] = Node(name, forwarding, tuple(loopback_addresses), dict(sysctls))
+        return self
+
+    def add_link(self, name, *members, bridge=False):
+        """``members``: ``(node, ifname, [address/prefixlen, ...])`` tuples."""
+        ms = []
+        for node, ifname, addresses in members:
+            if node not in self.nodes:
+                raise ValueError(f"link {name!r}: unknown node {node!r}")
+            if len(ifname) > 15:
+                raise ValueError(f"interface name {ifname!r} longer than 15 characters")
+            ms.append(Member(node, ifname, tuple(str(IPv6Interface(a)) for a in addresses)))
+        if len(ms) < 2:
+            raise ValueError(f"link {name!r} needs two members or more")
+        if any(lk.name == name for lk in self.links):
+            raise ValueError(f"link {name!r} defined twice")
+        self.links.append(Link(name, tuple(ms), bridge or len(ms) > 2))
+        return self
+
+    def add_route(self, node, destination, via=None, dev=None):
+        if node not in self.nodes:
+            raise ValueError(f"route: unknown node {node!r}")
+        if destination != "default":
+            destination = str(IPv6Network(destination))
+        self.routes.append(Route(node, destination, str(IPv6Address(via)) if via else None, dev))
+        return self
+
+    def ns(self, node):
+        """The namespace name of ``node``."""
+        if node not in self.nodes:
+            raise KeyError(f"unknown node {node!r}")
+        return f"haha-{self.tag}-{node}"
+
+    def _link_ns(self, link):
+        return f"haha-{self.tag}-L{link.name}"
+
+    def namespaces(self):
+        return [self.ns(n) for n in self.nodes] + [
+            self._link_ns(lk) for lk in self.links if lk.bridge]
+
+    def address(self, node, link=None):
+        """The first address of ``node`` (on ``link`` when given) as IPv6Address."""
+        for lk in self.links:
+            if link is not None and lk.name != link:
+                continue
+            for m in lk.members:
+                if m.node == node and m.addresses:
+                    return IPv6Interface(m.addresses[0]).ip
+        if link is None and self.nodes[node].loopback_addresses:
+            return IPv6Interface(self.nodes[node].loopback_addresses[0]).ip
+        raise KeyError(f"{node!r} has no address" + (f" on {link!r}" if link else ""))
+
+    # -- building ---------------------------------------------------------------------------
+
+    def create(self, ready_timeout=10.0):
+        """Build everything (after removing leftovers of the same names)."""
+        self.destroy()
+        try:
+            for name in self.namespaces():
+                _run(["ip", "netns", "add", name])
+                # DAD off before any interface appears, so nothing waits "tentative".
+                for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
+                    write_sysctl(name, key, 0)
+                _run(["ip", "-n", name, "link", "set", "lo", "up"])
+            for node in self.nodes.values():
+                ns = self.ns(node.name)
+                if node.forwarding:
+                    write_sysctl(ns, "net.ipv6.conf.all.forwarding", 1)
+                for key, value in node.sysctls.items():
+                    write_sysctl(ns, key.replace("__", "."), value)
+                for a in node.loopback_addresses:
+                    _run(["ip", "-n", ns, "-6", "addr", "add", a, "dev", "lo", "nodad"])
+            for lk in self.links:
+                self._create_link(lk)
+            for r in self.routes:
+                argv = ["ip", "-n", self.ns(r.node), "-6", "route", "replace", r.destination]
+                if r.via:
+                    argv += ["via", r.via]
+                if r.dev:
+                    argv += ["dev", r.dev]
+                _run(argv)
+            self._wait_ready(ready_timeout)
+        except Exception:
+            self.destroy()
+            raise
+        self.created = True
+        return self
+
+    def _create_link(self, lk):
+        if not lk.bridge:
+            a, b = lk.members
+            _run(["ip", "-n", self.ns(a.node), "link", "add", a.ifname, "type", "veth",
+                  "peer", "name", b.ifname, "netns", self.ns(b.node)])
+        else:
+            hub = self._link_ns(lk)
+            _run(["ip", "-n", hub, "link", "add", "br0", "type", "bridge"])
+            # No multicast snooping: MLD state must not delay ND on a fresh bridge.
+            _run(["ip", "-n", hub, "link", "set", "br0", "type", "bridge", "mcast_snooping", "0"])
+            _run(["ip", "-n", hub, "link", "set", "br0", "up"])
+            for i, m in enumerate(lk.members):
+                port = f"p{i}"
+                _run(["ip", "-n", hub, "link", "add", port, "type", "veth",
+                      "peer", "name", m.ifname, "netns", self.ns(m.node)])
+                _run(["ip", "-n", hub, "link", "set", port, "master", "br0"])
+                _run(["ip", "-n", hub, "link", "set", port, "up"])
+        for m in lk.members:
+            ns = self.ns(m.node)
+            for a in m.addresses:
+                _run(["ip", "-n", ns, "-6", "addr", "add", a, "dev", m.ifname, "nodad"])
+            _run(["ip", "-n", ns, "link", "set", m.ifname, "up"])
+
+    def _wait_ready(self, timeout):
+        """Wait until every member interface is up with carrier and has no tentative address."""
+        deadline = time.monotonic() + timeout
+        pending = [(self.ns(m.node), m.ifname) for lk in self.links for m in lk.members]
+        while pending:
+            ns, ifname = pending[0]
+            link = _run(["ip", "-n", ns, "-o", "link", "show", ifname]).stdout
+            addrs = _run(["ip", "-n", ns, "-6", "-o", "addr", "show", "dev", ifname]).stdout
+            if "LOWER_UP" in link and "tentative" not in addrs:
+                pending.pop(0)
+                continue
+            if time.monotonic() > deadline:
+                raise LabError(f"{ifname} in {ns} not ready after {timeout} s: {link} {addrs}")
+            time.sleep(0.02)
+
+    def destroy(self):
+        """Remove every namespace of this topology (missing ones are fine). Idempotent."""
+        existing = set(_run(["ip", "netns", "list"]).stdout.split())
+        for name in self.namespaces():
+            if name not in existing:
+                continue
+            pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            _run(["ip", "netns", "del", name], check=False)
+        self.created = False
+
+    def __enter__(self):
+        if not self.created:
+            self.create()
+        return self
+
+    def __exit__(self, *exc):
+        self.destroy()
+
+    # -- using ------------------------------------------------------------------------------
+
+    def run(self, node, argv, check=True, input=None):
+        """Run ``argv`` inside ``node``'s namespace; return the CompletedProcess."""
+        return _run(["ip", "netns", "exec", self.ns(node)] + list(argv), check, input)
+
+    def popen(self, node, argv, **kw):
+        """Start ``argv`` inside ``node``'s namespace (ended by :meth:`destroy`)."""
+        return subprocess.Popen(["ip", "netns", "exec", self.ns(node)] + list(argv), **kw)
+
+    def describe(self):
+        """A JSON-serialisable description (for the CLI and for logs)."""
+        return {
+            "tag": self.tag,
+            "nodes": {n: self.ns(n) for n in self.nodes},
+            "links": [{"name": lk.name, "bridge": lk.bridge,
+                       "members": [[m.node, m.ifname, list(m.addresses)] for m in lk.members]}
+                      for lk in self.links],
+            "routes": [[r.node, r.destination, r.via, r.dev] for r in self.routes],
+            "info": {k: str(v) if not isinstance(v, (list, dict)) else v
+                     for k, v in self.info.items()},
+        }
+
+
+# --- the standard topologies --------------------------------------------------------------------
+#
+# Addresses come from the documentation prefix 2001:db8::/32 (RFC 3849) and exist only inside the
+# namespaces. Router "r" joins every link; "cn" (correspondent) sits on 2001:db8:30::/64; mobile
+# nodes "mn1".. start on the visited link 2001:db8:20::/64 (their care-of addresses).
+
+HOME_PREFIX = IPv6Network("2001:db8:1::/64")
+VISITED_PREFIX = IPv6Network("2001:db8:20::/64")
+CN_PREFIX = IPv6Network("2001:db8:30::/64")
+
+
+def _outer(topo, n_mns):
+    topo.add_node("cn")
+    topo.add_link("cnl", ("r", "eth1", ["2001:db8:30::ff/64"]), ("cn", "eth0", ["2001:db8:30::10/64"]))
+    topo.add_route("cn", "default", via="2001:db8:30::ff")
+    mns = []
+    for i in range(1, n_mns + 1):
+        topo.add_node(f"mn{i}")
+        mns.append((f"mn{i}", "eth0", [f"2001:db8:20::{0x10 + i:x}/64"]))
+        topo.add_route(f"mn{i}", "default", via="2001:db8:20::ff")
+    topo.add_link("visit", ("r", "eth2", ["2001:db8:20::ff/64"]), *mns, bridge=n_mns > 1)
+    topo.info.update(cn=IPv6Address("2001:db8:30::10"),
+                     care_of={f"mn{i}": f"2001:db8:20::{0x10 + i:x}" for i in range(1, n_mns + 1)})
+
+
+def shared_home_link(n_has=2, n_mns=1, tag=None):
+    """Draft 3.1 Figure 1: HAs ha1..haN on one home link (a bridge) with router r, which also
+    reaches the correspondent's link and the visited link. HA i is 2001:db8:1::i."""
+    t = Topology(tag)
+    t.add_node("r", forwarding=True)
+    members = [("r", "eth0", [f"{HOME_PREFIX[0xff]}/64"])]
+    for i in range(1, n_has + 1):
+        t.add_node(f"ha{i}", forwarding=True)
+        members.append((f"ha{i}", "eth0", [f"{HOME_PREFIX[i]}/64"]))
+        t.add_route(f"ha{i}", "default", via=str(HOME_PREFIX[0xff]))
+    t.add_link("home", *members, bridge=True)
+    _outer(t, n_mns)
+    t.info.update(kind="shared-home-link", home_prefix=str(HOME_PREFIX),
+                  has={f"ha{i}": str(HOME_PREFIX[i]) for i in range(1, n_has + 1)})
+    return t
+
+
+def separate_links(n_has=2, n_mns=1, tag=None):
+    """Draft 3.1 Figures 3/4 without the L2 glue: HA i alone on its own link 2001:db8:1i::/64
+    (address ::1) towards router r. The aggregated home prefix 2001:db8:1::/64 is routed by r
+    to ha1, standing for what a routing daemon would learn from the HAs."""
+    t = Topology(tag)
+    t.add_node("r", forwarding=True)
+    has = {}
+    for i in range(1, n_has + 1):
+        net = IPv6Network(f"2001:db8:1{i}::/64")
+        t.add_node(f"ha{i}", forwarding=True)
+        t.add_link(f"h{i}", ("r", f"eth{10 + i}", [f"{net[0xff]}/64"]),
+                   (f"ha{i}", "eth0", [f"{net[1]}/64"]))
+        t.add_route(f"ha{i}", "default", via=str(net[0xff]))
+        has[f"ha{i}"] = str(net[1])
+    t.add_route("r", str(HOME_PREFIX), via=has["ha1"])
+    _outer(t, n_mns)
+    t.info.update(kind="separate-links", home_prefix=str(HOME_PREFIX), has=has)
+    return t
+
+
+def no_home_link(n_has=2, n_mns=1, tag=None):
+    """Draft 3.2 Figure 5: no home link at all. HA i has only a HAHA address 2001:db8:2::i on
+    its loopback, reached over a transit link 2001:db8:1i::/64 to r; r routes each HAHA address
+    to its HA and the aggregated (virtual) home prefix 2001:db8:1::/64 to ha1."""
+    t = Topology(tag)
+    t.add_node("r", forwarding=True)
+    has = {}
+    for i in range(1, n_has + 1):
+        net = IPv6Network(f"2001:db8:1{i}::/64")
+        haha = IPv6Address(f"2001:db8:2::{i}")
+        t.add_node(f"ha{i}", forwarding=True, loopback_addresses=[f"{haha}/128"])
+        t.add_link(f"t{i}", ("r", f"eth{10 + i}", [f"{net[0xff]}/64"]),
+                   (f"ha{i}", "eth0", [f"{net[1]}/64"]))
+        t.add_route(f"ha{i}", "default", via=str(net[0xff]))
+        t.add_route("r", f"{haha}/128", via=str(net[1]))
+        has[f"ha{i}"] = str(haha)
+    t.add_route("r", str(HOME_PREFIX), via=str(IPv6Network("2001:db8:11::/64")[1]))
+    _outer(t, n_mns)
+    t.info.update(kind="no-home-link", home_prefix=str(HOME_PREFIX), has=has)
+    return t
+
+
+TOPOLOGIES = {
+    "shared-home-link": shared_home_link,
+    "separate-links": separate_links,
+    "no-home-link": no_home_link,
+}
