@@ -1,35 +1,51 @@
 """The Internet checksum (RFC 1071) over an IPv6 pseudo-header (RFC 8200 8.1).
 
 Because 2**16 is congruent to 1 modulo 0xFFFF, the ones' complement sum of a buffer's 16-bit
-words equals the buffer read as one big integer modulo 0xFFFF (with 0 standing for 0xFFFF).
-One ``int.from_bytes`` and one modulo replace a Python loop over the words.
+words equals the buffer read as one big integer modulo 0xFFFF (with 0 standing for 0xFFFF), and
+the sum over a concatenation of even-length parts is the sum of the parts. So the pseudo-header
+(source 128, destination 128, upper-layer length 32, zero 24, next header 8) contributes
+``src + dst + length + next_header`` read as integers, the data ``int.from_bytes(data)`` (shifted
+one octet left when its length is odd, which is the zero pad octet), and one modulo replaces a
+Python loop over the words.
+
+``checksum``/``verify`` take the addresses as 16 packed octets, ``checksum_ip``/``verify_ip`` as
+:class:`ipaddress.IPv6Address`. For the Mobility Header and ICMPv6 the source is the home
+address when a Home Address option is present and the destination the type 2 routing header's
+address when one is present (RFC 6275 6.1.1, 6.3, 6.4).
 """
 
-_LEN_NH = b"\x00\x00\x00"
+_from_bytes = int.from_bytes
 
 
-def _pseudo(src, dst, length, next_header):
-    return src + dst + length.to_bytes(4, "big") + _LEN_NH + bytes((next_header,))
+def _sum(s, d, next_header, data):
+    n = len(data)
+    v = _from_bytes(data, "big")
+    if n & 1:
+        v <<= 8
+    return (s + d + n + next_header + v) % 0xFFFF
 
 
 def checksum(src, dst, next_header, data):
     """The checksum to put in a header whose checksum field in ``data`` is zero.
 
-    ``src`` and ``dst`` are the 16-octet packed addresses of the pseudo-header: for the
-    Mobility Header and ICMPv6 the home address when a Home Address option is present, and the
-    final destination (the type 2 routing header's address) when a routing header is present.
+    ``src`` and ``dst`` are the 16-octet packed pseudo-header addresses.
     """
-    buf = _pseudo(src, dst, len(data), next_header) + data
-    if len(buf) & 1:
-        buf += b"\x00"
-    rest = int.from_bytes(buf, "big") % 0xFFFF
-    # rest == 0 means the folded sum is 0xFFFF (or the data is all zero): checksum 0.
+    rest = _sum(_from_bytes(src, "big"), _from_bytes(dst, "big"), next_header, data)
+    # rest == 0 means the folded sum is 0xFFFF: its complement, the checksum, is 0.
     return 0xFFFF - rest if rest else 0
 
 
 def verify(src, dst, next_header, data):
     """True when ``data`` (checksum field included) sums to 0xFFFF with its pseudo-header."""
-    buf = _pseudo(src, dst, len(data), next_header) + data
-    if len(buf) & 1:
-        buf += b"\x00"
-    return int.from_bytes(buf, "big") % 0xFFFF == 0
+    return not _sum(_from_bytes(src, "big"), _from_bytes(dst, "big"), next_header, data)
+
+
+def checksum_ip(src, dst, next_header, data):
+    """:func:`checksum` with the addresses as :class:`ipaddress.IPv6Address`."""
+    rest = _sum(int(src), int(dst), next_header, data)
+    return 0xFFFF - rest if rest else 0
+
+
+def verify_ip(src, dst, next_header, data):
+    """:func:`verify` with the addresses as :class:`ipaddress.IPv6Address`."""
+    return not _sum(int(src), int(dst), next_header, data)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
 from . import checksum as _ck
+from .addresses import address_at
+from .records import maker
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
     ICMP6_DHAAD_REPLY,
@@ -176,7 +178,7 @@ def _decode_nd(data, pos):
             plen, flags, valid, pref, _ = _PI.unpack_from(data, b)
             if plen > 128:
                 raise WireError(BAD_VALUE, f"prefix length {plen} > 128")
-            opts.append(PrefixInformation(IPv6Address(data[b + 14 : b + 30]), plen, flags,
+            opts.append(PrefixInformation(address_at(data, b + 14), plen, flags,
                                           valid, pref))
         elif t == ND_OPT_ADV_INTERVAL and n == 1:
             opts.append(AdvertisementInterval(_I.unpack_from(data, b + 2)[0]))
@@ -313,6 +315,10 @@ class UnknownIcmp:
         return bytes(self.data)
 
 
+_MK_DHAAD_REQ = maker(DhaadRequest)
+_MK_DHAAD_REP = maker(DhaadReply)
+
+
 def encode_icmpv6(message, src, dst):
     """The bytes of ``message`` with its checksum for pseudo-header ``src``/``dst``."""
     try:
@@ -324,14 +330,29 @@ def encode_icmpv6(message, src, dst):
             raise
         raise WireError(BAD_VALUE, f"cannot encode {type(message).__name__}: {e}") from None
     head = bytes((t, code))
-    c = _ck.checksum(src.packed, dst.packed, IPPROTO_ICMPV6, head + b"\x00\x00" + body)
+    try:
+        c = _ck.checksum_ip(src, dst, IPPROTO_ICMPV6, head + b"\x00\x00" + body)
+    except (TypeError, ValueError) as e:
+        raise WireError(BAD_VALUE, f"pseudo-header addresses: {e}") from None
     return head + c.to_bytes(2, "big") + body
 
 
 def _addresses(data, pos):
     if (len(data) - pos) % 16:
         raise WireError(BAD_LENGTH, "address list is not a multiple of 16 octets")
-    return tuple(IPv6Address(data[i : i + 16]) for i in range(pos, len(data), 16))
+    return tuple(address_at(data, i) for i in range(pos, len(data), 16))
+
+
+#: Minimum length of each message this module interprets (RFC 6275 6.5-6.8, RFC 4861 4.2-4.4).
+_MIN_LENGTH = {
+    ICMP6_DHAAD_REQUEST: 8,
+    ICMP6_DHAAD_REPLY: 8,
+    ICMP6_MPS: 8,
+    ICMP6_MPA: 8,
+    ICMP6_ROUTER_ADVERT: 16,
+    ICMP6_NEIGHBOR_SOLICIT: 24,
+    ICMP6_NEIGHBOR_ADVERT: 24,
+}
 
 
 def decode_icmpv6(data, src, dst, verify_checksum=True):
@@ -340,17 +361,9 @@ def decode_icmpv6(data, src, dst, verify_checksum=True):
     if n < 4:
         raise WireError(TRUNCATED, f"ICMPv6 message of {n} octets")
     t, code, cks = _HDR.unpack_from(data)
-    if verify_checksum and not _ck.verify(src.packed, dst.packed, IPPROTO_ICMPV6, data):
+    if verify_checksum and not _ck.verify_ip(src, dst, IPPROTO_ICMPV6, data):
         raise WireError(BAD_CHECKSUM, f"ICMPv6 checksum 0x{cks:04x} is wrong")
-    need = {
-        ICMP6_DHAAD_REQUEST: 8,
-        ICMP6_DHAAD_REPLY: 8,
-        ICMP6_MPS: 8,
-        ICMP6_MPA: 8,
-        ICMP6_ROUTER_ADVERT: 16,
-        ICMP6_NEIGHBOR_SOLICIT: 24,
-        ICMP6_NEIGHBOR_ADVERT: 24,
-    }.get(t)
+    need = _MIN_LENGTH.get(t)
     if need is None:
         return UnknownIcmp(t, code, bytes(data[4:]))
     if n < need:
@@ -361,10 +374,10 @@ def decode_icmpv6(data, src, dst, verify_checksum=True):
         ident, res = _HH.unpack_from(data, 4)
         if n != 8:
             raise WireError(BAD_LENGTH, f"DHAAD request of {n} octets, not 8")
-        return DhaadRequest(ident, bool(res & DHAAD_R))
+        return _MK_DHAAD_REQ(ident, bool(res & DHAAD_R))
     if t == ICMP6_DHAAD_REPLY:
         ident, res = _HH.unpack_from(data, 4)
-        return DhaadReply(ident, _addresses(data, 8), bool(res & DHAAD_R))
+        return _MK_DHAAD_REP(ident, _addresses(data, 8), bool(res & DHAAD_R))
     if t == ICMP6_MPS:
         if n != 8:
             raise WireError(BAD_LENGTH, f"Mobile Prefix Solicitation of {n} octets, not 8")
@@ -376,6 +389,6 @@ def decode_icmpv6(data, src, dst, verify_checksum=True):
         hop, flags, life, reach, retrans = _RA.unpack_from(data, 4)
         return RouterAdvertisement(hop, flags, life, reach, retrans, _decode_nd(data, 16))
     if t == ICMP6_NEIGHBOR_SOLICIT:
-        return NeighborSolicitation(IPv6Address(data[8:24]), _decode_nd(data, 24))
+        return NeighborSolicitation(address_at(data, 8), _decode_nd(data, 24))
     flags = _I.unpack_from(data, 4)[0]
-    return NeighborAdvertisement(IPv6Address(data[8:24]), flags, _decode_nd(data, 24))
+    return NeighborAdvertisement(address_at(data, 8), flags, _decode_nd(data, 24))

@@ -11,6 +11,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from .addresses import address_at
+from .records import maker
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, UNSUPPORTED, WireError
 from .numbers import (
     DSTOPT_HOME_ADDRESS,
@@ -24,6 +26,7 @@ from .numbers import (
     ROUTING_TYPE_2,
 )
 
+_from_bytes = int.from_bytes
 _FIXED = struct.Struct("!IHBB16s16s")
 #: Destination Options header holding only the Home Address option: next header, length 2
 #: (24 octets), PadN of 2 data octets so that the option starts at offset 6 (8n+6).
@@ -123,9 +126,12 @@ def _home_address_option(data, start, end):
                 raise WireError(BAD_LENGTH, f"Home Address option length {n}, expected 16")
             if found is not None:
                 raise WireError(BAD_VALUE, "two Home Address options")
-            found = IPv6Address(data[pos + 2 : nxt])
+            found = address_at(data, pos + 2)
         pos = nxt
     return found
+
+
+_MK_PACKET = maker(Packet)
 
 
 def parse_packet(data):
@@ -167,7 +173,7 @@ def parse_packet(data):
                     raise WireError(BAD_VALUE, f"type 2 routing header with segments left {left}")
                 if rh2 is not None:
                     raise WireError(BAD_VALUE, "two type 2 routing headers")
-                rh2 = IPv6Address(data[pos + 8 : pos + 24])
+                rh2 = address_at(data, pos + 8)
             elif left:
                 raise WireError(UNSUPPORTED, f"routing header type {rtype} with segments left")
         else:
@@ -180,9 +186,9 @@ def parse_packet(data):
         pos += size
     if nh == IPPROTO_AH:
         raise WireError(UNSUPPORTED, "authentication header")
-    return Packet(
-        IPv6Address(src),
-        IPv6Address(dst),
+    return _MK_PACKET(
+        IPv6Address(_from_bytes(src, "big")),
+        IPv6Address(_from_bytes(dst, "big")),
         nh,
         bytes(data[pos:end]),
         hlim,

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from . import checksum as _ck
+from .addresses import address_at
+from .records import maker
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
     DEFAULT_PROFILE,
@@ -388,50 +390,74 @@ def mh_type_of(message, profile=DEFAULT_PROFILE):
 
 
 def encode_mh(message, src, dst, profile=DEFAULT_PROFILE):
-    """The bytes of ``message`` as a Mobility Header, checksum computed for ``src``/``dst``."""
+    """The bytes of ``message`` as a Mobility Header, checksum computed for ``src``/``dst``.
+
+    Raises :class:`WireError` (``bad-value`` or ``bad-length``) for a message that cannot be
+    encoded: a field out of range, an option that does not fit, a header over 2048 octets.
+    """
+    cls = type(message)
+    mtype = _tables(profile)[3].get(cls)
     try:
-        mtype = mh_type_of(message, profile)
-        body = message.fixed()
+        if mtype is None:
+            if cls is not UnknownMessage:
+                raise TypeError(f"{cls.__name__} is not a Mobility Header message")
+            mtype = message.mh_type
+            body = bytes(message.data)
+            if len(body) % 8 != 2:
+                raise WireError(BAD_LENGTH, "unknown message data must end on an 8-octet boundary")
+            opts = b""
+        else:
+            body = message.fixed()
+            at = 6 + len(body)
+            if cls is BindingInfoUpdate:
+                opts = encode_options(tuple(message.entries) + tuple(message.options), at, profile)
+            else:
+                opts = encode_options(message.options, at, profile)
+        total = 6 + len(body) + len(opts)
+        if total > 2048:
+            raise WireError(BAD_LENGTH, f"Mobility Header of {total} octets exceeds 2048")
+        head = bytes((IPPROTO_NONE, (total >> 3) - 1, mtype, 0))
+        tail = body + opts
+        c = _ck.checksum_ip(src, dst, IPPROTO_MH, head + _ZERO2 + tail)
+    except WireError:
+        raise
     except (struct.error, AttributeError, TypeError, ValueError) as e:
-        raise WireError(BAD_VALUE, f"cannot encode {type(message).__name__}: {e}") from None
-    at = 6 + len(body)
-    if type(message) is BindingInfoUpdate:
-        opts = encode_options(message.entries + tuple(message.options), at, profile)
-    elif type(message) is UnknownMessage:
-        if at % 8:
-            raise WireError(BAD_LENGTH, "unknown message data must end on an 8-octet boundary")
-        opts = b""
-    else:
-        opts = encode_options(message.options, at, profile)
-    total = at + len(opts)
-    if total > 2048:
-        raise WireError(BAD_LENGTH, f"Mobility Header of {total} octets exceeds 2048")
-    head = bytes((IPPROTO_NONE, (total >> 3) - 1, mtype, 0))
-    data = head + _ZERO2 + body + opts
-    c = _ck.checksum(src.packed, dst.packed, IPPROTO_MH, data)
-    return head + c.to_bytes(2, "big") + body + opts
+        raise WireError(BAD_VALUE, f"cannot encode {cls.__name__}: {e}") from None
+    return head + c.to_bytes(2, "big") + tail
 
 
 # --- decoding -------------------------------------------------------------------------------
 
+_BRR = maker(BindingRefreshRequest)
+_BU_ = maker(BindingUpdate)
+_BA_ = maker(BindingAck)
+_BE_ = maker(BindingError)
+_HAS = maker(HomeAgentSwitch)
+_HELLO_ = maker(HaHello)
+_BIR = maker(BindingInfoRequest)
+_BIU = maker(BindingInfoUpdate)
+_BIA_ = maker(BindingInfoAck)
+_HASR = maker(HaSwitchRequest)
+_UNKNOWN = maker(UnknownMessage)
+
 
 def _d_brr(data, end, table, profile):
-    return BindingRefreshRequest(tuple(decode_options(data, 8, end, table, profile)))
+    return _BRR(decode_options(data, 8, end, table, profile))
 
 
 def _d_bu(data, end, table, profile):
     seq, flags, life = _BU.unpack_from(data, 6)
-    return BindingUpdate(seq, flags, life, tuple(decode_options(data, 12, end, table, profile)))
+    return _BU_(seq, flags, life, decode_options(data, 12, end, table, profile))
 
 
 def _d_ba(data, end, table, profile):
     status, flags, seq, life = _BA.unpack_from(data, 6)
-    return BindingAck(status, seq, life, flags, tuple(decode_options(data, 12, end, table, profile)))
+    return _BA_(status, seq, life, flags, decode_options(data, 12, end, table, profile))
 
 
 def _d_be(data, end, table, profile):
-    return BindingError(
-        data[6], IPv6Address(data[8:24]), tuple(decode_options(data, 24, end, table, profile))
+    return _BE_(
+        data[6], address_at(data, 8), decode_options(data, 24, end, table, profile)
     )
 
 
@@ -440,23 +466,23 @@ def _d_has(data, end, table, profile):
     at = 8 + 16 * n
     if at > end:
         raise WireError(TRUNCATED, f"Home Agent Switch lists {n} addresses but has room for fewer")
-    addrs = tuple(IPv6Address(data[8 + 16 * i : 24 + 16 * i]) for i in range(n))
-    return HomeAgentSwitch(addrs, tuple(decode_options(data, at, end, table, profile)))
+    addrs = tuple(address_at(data, 8 + 16 * i) for i in range(n))
+    return _HAS(addrs, decode_options(data, at, end, table, profile))
 
 
 def _d_hello(data, end, table, profile):
     seq, pref, life, interval, _, plen = _HELLO.unpack_from(data, 6)
     if plen > 128:
         raise WireError(BAD_VALUE, f"HELLO prefix length {plen} > 128")
-    return HaHello(
-        seq, pref, life, interval, plen, IPv6Address(data[16:32]),
-        tuple(decode_options(data, 32, end, table, profile)),
+    return _HELLO_(
+        seq, pref, life, interval, plen, address_at(data, 16),
+        decode_options(data, 32, end, table, profile),
     )
 
 
 def _d_bir(data, end, table, profile):
-    return BindingInfoRequest(
-        _H.unpack_from(data, 6)[0], tuple(decode_options(data, 8, end, table, profile))
+    return _BIR(
+        _H.unpack_from(data, 6)[0], decode_options(data, 8, end, table, profile)
     )
 
 
@@ -465,16 +491,16 @@ def _d_biu(data, end, table, profile):
     others = []
     for o in decode_options(data, 8, end, table, profile):
         (entries if type(o) is BceInfo else others).append(o)
-    return BindingInfoUpdate(_H.unpack_from(data, 6)[0], tuple(entries), tuple(others))
+    return _BIU(_H.unpack_from(data, 6)[0], tuple(entries), tuple(others))
 
 
 def _d_bia(data, end, table, profile):
     ident, status, _ = _BIA.unpack_from(data, 6)
-    return BindingInfoAck(ident, status, tuple(decode_options(data, 12, end, table, profile)))
+    return _BIA_(ident, status, decode_options(data, 12, end, table, profile))
 
 
 def _d_hasr(data, end, table, profile):
-    return HaSwitchRequest(tuple(decode_options(data, 8, end, table, profile)))
+    return _HASR(decode_options(data, 8, end, table, profile))
 
 
 # Minimum total length of each message (fixed part, rounded up to 8 octets).
@@ -493,16 +519,24 @@ _PROFILE_DECODE = (
     ("hasr", _d_hasr, 8),
 )
 
-_TABLES = {}
+_TABLES = {}  # id(profile) -> (profile, message table, option table)
 
 
 def _tables(profile):
-    t = _TABLES.get(profile)
-    if t is None:
+    # Keyed by identity: hashing a frozen dataclass on every packet costs more than decoding a
+    # small message. The profile is kept in the value so its id cannot be reused while cached.
+    t = _TABLES.get(id(profile))
+    if t is None or t[0] is not profile:
         msgs = {n: (f, m) for n, f, m in _FIXED_DECODE}
         for key, f, m in _PROFILE_DECODE:
             msgs[getattr(profile, key)] = (f, m)
-        t = _TABLES[profile] = (msgs, decoders_for(profile))
+        types = {}
+        for mcls in MESSAGE_TYPES:
+            key = getattr(mcls, "PROFILE_KEY", None)
+            types[mcls] = getattr(profile, key) if key else mcls.MH_TYPE
+        if len(_TABLES) > 64:
+            _TABLES.clear()
+        t = _TABLES[id(profile)] = (profile, msgs, decoders_for(profile), types)
     return t
 
 
@@ -522,12 +556,12 @@ def decode_mh(data, src, dst, profile=DEFAULT_PROFILE, verify_checksum=True):
         if size > n:
             raise WireError(TRUNCATED, f"Header Len says {size} octets, payload has {n}")
         raise WireError(BAD_LENGTH, f"Header Len says {size} octets, payload has {n}")
-    if verify_checksum and not _ck.verify(src.packed, dst.packed, IPPROTO_MH, data):
+    if verify_checksum and not _ck.verify_ip(src, dst, IPPROTO_MH, data):
         raise WireError(BAD_CHECKSUM, f"Mobility Header checksum 0x{_ck_field:04x} is wrong")
-    msgs, opts = _tables(profile)
+    _, msgs, opts, _ = _tables(profile)
     entry = msgs.get(mtype)
     if entry is None:
-        return UnknownMessage(mtype, bytes(data[6:]))
+        return _UNKNOWN(mtype, bytes(data[6:]))
     dec, minimum = entry
     if n < minimum:
         raise WireError(BAD_LENGTH, f"MH type {mtype} needs at least {minimum} octets, has {n}")

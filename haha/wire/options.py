@@ -13,6 +13,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
+from .addresses import address_at
+from .records import maker
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import OPT_ALT_COA, OPT_AUTH, OPT_BRA, OPT_NONCE, OPT_PAD1, OPT_PADN
 
@@ -23,10 +25,10 @@ IPADDR_HOME_ADDRESS = 4
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
 _BCE_TAIL = struct.Struct("!HHHBB")
+_BCE_BODY = struct.Struct("!16s16sHHHBB")
 
 
-def _addr(data, off):
-    return IPv6Address(data[off : off + 16])
+_addr = address_at
 
 
 def _expect(name, length, want):
@@ -34,10 +36,26 @@ def _expect(name, length, want):
         raise WireError(BAD_LENGTH, f"{name} option length {length}, expected {want}")
 
 
+_NETWORKS = {}  # prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
+
+
 def _prefix(length, packed, name):
-    if length > 128:
-        raise WireError(BAD_VALUE, f"{name} prefix length {length} > 128")
-    return IPv6Network((packed, length), strict=False)
+    """The network ``packed/length`` (host bits cleared), from a small cache.
+
+    Building an IPv6Network costs more than decoding the rest of a Binding Update; the prefixes
+    a home agent sees (mobile network prefixes, home prefixes in HELLOs) repeat with every
+    refresh, so a bounded cache keyed by the option's octets pays for itself.
+    """
+    key = bytes((length,)) + packed
+    net = _NETWORKS.get(key)
+    if net is None:
+        if length > 128:
+            raise WireError(BAD_VALUE, f"{name} prefix length {length} > 128")
+        net = IPv6Network((bytes(packed), length), strict=False)
+        if len(_NETWORKS) >= 4096:
+            _NETWORKS.clear()
+        _NETWORKS[key] = net
+    return net
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,10 +145,9 @@ class BceInfo:
     prefixes: tuple = ()
 
     def wire(self, profile):
-        body = (
-            self.home_address.packed
-            + self.care_of_address.packed
-            + _BCE_TAIL.pack(self.flags, self.sequence, self.lifetime, len(self.prefixes), 0)
+        body = _BCE_BODY.pack(
+            self.home_address.packed, self.care_of_address.packed,
+            self.flags, self.sequence, self.lifetime, len(self.prefixes), 0,
         )
         first = (8, 2, profile.opt_bce_info, body)
         if not self.prefixes:
@@ -152,10 +169,8 @@ class UnknownOption:
         return ((1, 0, self.type, bytes(self.data)),)
 
 
-def _pad(n):
-    if n == 1:
-        return b"\x00"
-    return bytes((OPT_PADN, n - 2)) + bytes(n - 2)
+#: Pad1 (RFC 6275 6.2.1) for one octet, PadN (6.2.2) with n-2 zero octets of data for more.
+_PADS = (b"", b"\x00") + tuple(bytes((OPT_PADN, n - 2)) + bytes(n - 2) for n in range(2, 8))
 
 
 def encode_options(options, offset, profile):
@@ -171,7 +186,7 @@ def encode_options(options, offset, profile):
             for x, y, otype, body in opt.wire(profile):
                 pad = (y - pos) % x
                 if pad:
-                    out.append(_pad(pad))
+                    out.append(_PADS[pad])
                     pos += pad
                 n = len(body)
                 out.append(bytes((otype, n)))
@@ -181,32 +196,42 @@ def encode_options(options, offset, profile):
         raise WireError(BAD_VALUE, f"cannot encode option: {e}") from None
     pad = -pos % 8
     if pad:
-        out.append(_pad(pad))
+        out.append(_PADS[pad])
     return b"".join(out)
+
+
+_MK_BRA = maker(BindingRefreshAdvice)
+_MK_ALTCOA = maker(AlternateCareOfAddress)
+_MK_NONCE = maker(NonceIndices)
+_MK_AUTH = maker(BindingAuthorizationData)
+_MK_MNP = maker(MobileNetworkPrefix)
+_MK_IPADDR = maker(IpAddress)
+_MK_BCE = maker(BceInfo)
+_MK_UNKNOWN = maker(UnknownOption)
 
 
 def _dec_bra(data, off, n, profile):
     _expect("Binding Refresh Advice", n, 2)
-    return BindingRefreshAdvice(_H.unpack_from(data, off)[0])
+    return _MK_BRA(_H.unpack_from(data, off)[0])
 
 
 def _dec_altcoa(data, off, n, profile):
     _expect("Alternate Care-of Address", n, 16)
-    return AlternateCareOfAddress(_addr(data, off))
+    return _MK_ALTCOA(_addr(data, off))
 
 
 def _dec_nonce(data, off, n, profile):
     _expect("Nonce Indices", n, 4)
-    return NonceIndices(*_HH.unpack_from(data, off))
+    return _MK_NONCE(*_HH.unpack_from(data, off))
 
 
 def _dec_auth(data, off, n, profile):
-    return BindingAuthorizationData(bytes(data[off : off + n]))
+    return _MK_AUTH(bytes(data[off : off + n]))
 
 
 def _dec_mnp(data, off, n, profile):
     _expect("Mobile Network Prefix", n, 18)
-    return MobileNetworkPrefix(_prefix(data[off + 1], data[off + 2 : off + 18], "Mobile Network"))
+    return _MK_MNP(_prefix(data[off + 1], data[off + 2 : off + 18], "Mobile Network"))
 
 
 def _dec_ipaddr(data, off, n, profile):
@@ -214,14 +239,19 @@ def _dec_ipaddr(data, off, n, profile):
     plen = data[off + 1]
     if plen > 128:
         raise WireError(BAD_VALUE, f"IP Address option prefix length {plen} > 128")
-    return IpAddress(data[off], _addr(data, off + 2), plen)
+    return _MK_IPADDR(data[off], _addr(data, off + 2), plen)
+
+
+def _bce(data, off, prefixes):
+    flags, seq, life, _count, _ = _BCE_TAIL.unpack_from(data, off + 32)
+    return _MK_BCE(_addr(data, off), _addr(data, off + 16), flags, seq, life, prefixes)
 
 
 def _dec_bce(data, off, n, profile):
+    # Only reached through a custom table: decode_options reads BCE options itself, with the
+    # "# of MNPs" Mobile Network Prefix options that follow them.
     _expect("Binding Cache Entry Information", n, 40)
-    flags, seq, life, _count, _ = _BCE_TAIL.unpack_from(data, off + 32)
-    # The "# of MNPs" prefixes follow as separate options: decode_options attaches them.
-    return BceInfo(_addr(data, off), _addr(data, off + 16), flags, seq, life)
+    return _bce(data, off, ())
 
 
 _FIXED_DECODERS = {
@@ -248,8 +278,8 @@ def decode_options(data, pos, end, table, profile):
     the Mobile Network Prefix options that follow it, as many as its "# of MNPs" says.
     """
     opts = []
-    owed = 0  # MNP options still owed to the last BCE Information option
-    prefixes = []
+    owed = 0  # MNP options still owed to the BCE Information option being read
+    prefixes = None
     bce_type = profile.opt_bce_info
     while pos < end:
         t = data[pos]
@@ -265,27 +295,29 @@ def decode_options(data, pos, end, table, profile):
         if t == OPT_PADN:
             pos = nxt
             continue
-        dec = table.get(t)
-        opt = dec(data, pos + 2, n, profile) if dec else UnknownOption(t, bytes(data[pos + 2 : nxt]))
         if owed:
-            if type(opt) is not MobileNetworkPrefix:
+            # The "# of MNPs" Mobile Network Prefix options that complete a BCE Information option.
+            if t != profile.opt_mnp:
                 raise WireError(BAD_VALUE, f"BCE Information option lacks {owed} MNP option(s)")
-            prefixes.append(opt.prefix)
+            _expect("Mobile Network Prefix", n, 18)
+            prefixes.append(_prefix(data[pos + 3], data[pos + 4 : nxt], "Mobile Network"))
             owed -= 1
             if not owed:
-                opts[-1] = _with_prefixes(opts[-1], tuple(prefixes))
-        else:
-            if t == bce_type:
-                owed = data[pos + 40]  # "# of MNPs": body offset 38
+                opts.append(_bce(data, bce_at, tuple(prefixes)))
+        elif t == bce_type:
+            _expect("Binding Cache Entry Information", n, 40)
+            owed = data[pos + 40]  # "# of MNPs": body offset 38
+            if owed:
+                bce_at = pos + 2
                 prefixes = []
-            opts.append(opt)
+            else:
+                opts.append(_bce(data, pos + 2, ()))
+        else:
+            dec = table.get(t)
+            opts.append(
+                dec(data, pos + 2, n, profile) if dec else _MK_UNKNOWN(t, bytes(data[pos + 2 : nxt]))
+            )
         pos = nxt
     if owed:
         raise WireError(BAD_VALUE, f"BCE Information option lacks {owed} MNP option(s)")
-    return opts
-
-
-def _with_prefixes(bce, prefixes):
-    return BceInfo(
-        bce.home_address, bce.care_of_address, bce.flags, bce.sequence, bce.lifetime, prefixes
-    )
+    return tuple(opts)
