@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
 from . import checksum as _ck
-from .addresses import address_at
+from .addresses import address_at, packed
 from .records import maker
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
@@ -61,6 +61,12 @@ _PI = struct.Struct("!BBIII")
 _I = struct.Struct("!I")
 
 
+def _prefix_packed(prefix, length):
+    if not 0 <= length <= 128:
+        raise ValueError(f"prefix length {length} is not 0-128")
+    return packed(prefix)
+
+
 # --- Neighbour Discovery options -----------------------------------------------------------
 
 
@@ -92,7 +98,7 @@ class PrefixInformation:
             bytes((ND_OPT_PREFIX_INFO, 4))
             + _PI.pack(self.prefix_length, self.flags, self.valid_lifetime,
                        self.preferred_lifetime, 0)
-            + self.prefix.packed
+            + _prefix_packed(self.prefix, self.prefix_length)
         )
 
     @property
@@ -129,6 +135,8 @@ class LinkLayerAddress:
 
     def encode(self):
         body = bytes(self.address)
+        if len(body) != 6:
+            raise ValueError(f"link-layer address of {len(body)} octets: this codec knows 6")
         n = (len(body) + 2 + 7) // 8
         return bytes((self.type, n)) + body + bytes(n * 8 - 2 - len(body))
 
@@ -150,7 +158,9 @@ class UnknownNdOption:
 def _encode_nd(options):
     try:
         return b"".join(o.encode() for o in options)
-    except (struct.error, AttributeError, TypeError) as e:
+    except WireError:
+        raise
+    except (struct.error, AttributeError, TypeError, ValueError) as e:
         raise WireError(BAD_VALUE, f"cannot encode ND option: {e}") from None
 
 
@@ -220,7 +230,7 @@ class DhaadReply:
 
     def body(self):
         return _HH.pack(self.identifier, DHAAD_R if self.mobile_router else 0) + b"".join(
-            a.packed for a in self.addresses
+            packed(a) for a in self.addresses
         )
 
 
@@ -286,7 +296,7 @@ class NeighborSolicitation:
     TYPE = ICMP6_NEIGHBOR_SOLICIT
 
     def body(self):
-        return bytes(4) + self.target.packed + _encode_nd(self.options)
+        return bytes(4) + packed(self.target) + _encode_nd(self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -300,7 +310,7 @@ class NeighborAdvertisement:
     TYPE = ICMP6_NEIGHBOR_ADVERT
 
     def body(self):
-        return _I.pack(self.flags) + self.target.packed + _encode_nd(self.options)
+        return _I.pack(self.flags) + packed(self.target) + _encode_nd(self.options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +322,8 @@ class UnknownIcmp:
     data: bytes = b""
 
     def body(self):
+        if self.type in _MIN_LENGTH:
+            raise ValueError(f"ICMPv6 type {self.type} has its own class")
         return bytes(self.data)
 
 

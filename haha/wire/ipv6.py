@@ -11,7 +11,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
-from .addresses import address_at
+from .addresses import address_at, packed
 from .records import maker
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, UNSUPPORTED, WireError
 from .numbers import (
@@ -79,29 +79,33 @@ def build_packet(
 ):
     """A complete IPv6 packet. ``routing_address`` adds a type 2 routing header (``dst`` is then
     the care-of address), ``home_address`` a Destination Options header with the Home Address
-    option (``src`` is then the care-of address)."""
-    ext = []
-    nh = next_header
-    if home_address is not None:
-        ext.append(bytes((nh, 2)) + _HAO_HEAD + home_address.packed)
-        nh = IPPROTO_DSTOPTS
-    if routing_address is not None:
-        ext.append(bytes((nh,)) + _RH2_HEAD + routing_address.packed)
-        nh = IPPROTO_ROUTING
-    ext.reverse()
-    body = b"".join(ext) + payload
-    if len(body) > 0xFFFF:
-        raise WireError(BAD_LENGTH, f"payload of {len(body)} octets needs a jumbogram")
+    option (``src`` is then the care-of address). Raises :class:`WireError` for values that do
+    not fit their fields."""
     try:
+        if not 0 <= traffic_class <= 0xFF or not 0 <= flow_label <= 0xFFFFF:
+            raise ValueError(f"traffic class {traffic_class} / flow label {flow_label} out of range")
+        ext = b""
+        nh = next_header
+        if home_address is not None:
+            ext = bytes((nh, 2)) + _HAO_HEAD + packed(home_address)
+            nh = IPPROTO_DSTOPTS
+        if routing_address is not None:
+            ext = bytes((nh,)) + _RH2_HEAD + packed(routing_address) + ext
+            nh = IPPROTO_ROUTING
+        body = ext + payload
+        if len(body) > 0xFFFF:
+            raise WireError(BAD_LENGTH, f"payload of {len(body)} octets needs a jumbogram")
         head = _FIXED.pack(
             0x60000000 | (traffic_class << 20) | flow_label,
             len(body),
             nh,
             hop_limit,
-            src.packed,
-            dst.packed,
+            packed(src),
+            packed(dst),
         )
-    except (struct.error, AttributeError) as e:
+    except WireError:
+        raise
+    except (struct.error, AttributeError, TypeError, ValueError) as e:
         raise WireError(BAD_VALUE, f"cannot encode IPv6 header: {e}") from None
     return head + body
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from . import checksum as _ck
-from .addresses import address_at
+from .addresses import address_at, packed
 from .records import maker
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
@@ -217,7 +217,7 @@ class BindingError:
     OPTIONS_AT = 24
 
     def fixed(self):
-        return _BE.pack(self.status, 0) + self.home_address.packed
+        return _BE.pack(self.status, 0) + packed(self.home_address)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +230,7 @@ class HomeAgentSwitch:
     MH_TYPE = MH_HAS
 
     def fixed(self):
-        return bytes((len(self.addresses), 0)) + b"".join(a.packed for a in self.addresses)
+        return bytes((len(self.addresses), 0)) + b"".join(packed(a) for a in self.addresses)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,11 +255,13 @@ class HaHello:
     OPTIONS_AT = 32
 
     def fixed(self):
+        if not 0 <= self.prefix_length <= 128:
+            raise ValueError(f"prefix length {self.prefix_length} is not 0-128")
         return (
             _HELLO.pack(
                 self.sequence, self.preference, self.lifetime, self.interval, 0, self.prefix_length
             )
-            + self.home_agent.packed
+            + packed(self.home_agent)
         )
 
     @property
@@ -402,6 +404,9 @@ def encode_mh(message, src, dst, profile=DEFAULT_PROFILE):
             if cls is not UnknownMessage:
                 raise TypeError(f"{cls.__name__} is not a Mobility Header message")
             mtype = message.mh_type
+            if mtype in _tables(profile)[1]:
+                raise ValueError(f"MH type {mtype} is known under profile {profile.name}: "
+                                 "use its class")
             body = bytes(message.data)
             if len(body) % 8 != 2:
                 raise WireError(BAD_LENGTH, "unknown message data must end on an 8-octet boundary")

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
-from .addresses import address_at
+from .addresses import address_at, network_parts, packed
 from .records import maker
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import OPT_ALT_COA, OPT_AUTH, OPT_BRA, OPT_NONCE, OPT_PAD1, OPT_PADN
@@ -75,7 +75,7 @@ class AlternateCareOfAddress:
     address: IPv6Address
 
     def wire(self, profile):
-        return ((8, 6, OPT_ALT_COA, self.address.packed),)
+        return ((8, 6, OPT_ALT_COA, packed(self.address)),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +106,8 @@ class MobileNetworkPrefix:
     prefix: IPv6Network
 
     def wire(self, profile):
-        p = self.prefix
-        return ((8, 4, profile.opt_mnp, bytes((0, p.prefixlen)) + p.network_address.packed),)
+        plen, net = network_parts(self.prefix)
+        return ((8, 4, profile.opt_mnp, bytes((0, plen)) + net),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,9 +122,11 @@ class IpAddress:
     prefix_length: int = 128
 
     def wire(self, profile):
+        if not 0 <= self.prefix_length <= 128:
+            raise ValueError(f"prefix length {self.prefix_length} is not 0-128")
         return (
             (8, 4, profile.opt_ip_address,
-             bytes((self.subtype, self.prefix_length)) + self.address.packed),
+             bytes((self.subtype, self.prefix_length)) + packed(self.address)),
         )
 
 
@@ -146,16 +148,18 @@ class BceInfo:
 
     def wire(self, profile):
         body = _BCE_BODY.pack(
-            self.home_address.packed, self.care_of_address.packed,
+            packed(self.home_address), packed(self.care_of_address),
             self.flags, self.sequence, self.lifetime, len(self.prefixes), 0,
         )
         first = (8, 2, profile.opt_bce_info, body)
         if not self.prefixes:
             return (first,)
         mnp = profile.opt_mnp
-        return (first,) + tuple(
-            (8, 4, mnp, bytes((0, p.prefixlen)) + p.network_address.packed) for p in self.prefixes
-        )
+        out = [first]
+        for p in self.prefixes:
+            plen, net = network_parts(p)
+            out.append((8, 4, mnp, bytes((0, plen)) + net))
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,7 +170,13 @@ class UnknownOption:
     data: bytes
 
     def wire(self, profile):
-        return ((1, 0, self.type, bytes(self.data)),)
+        t = self.type
+        if t in (OPT_PAD1, OPT_PADN, OPT_BRA, OPT_ALT_COA, OPT_NONCE, OPT_AUTH) or t in (
+            profile.opt_mnp, profile.opt_ip_address, profile.opt_bce_info
+        ):
+            # It would not come back as an UnknownOption: use the option's own class.
+            raise ValueError(f"option type {t} is not unknown under profile {profile.name}")
+        return ((1, 0, t, bytes(self.data)),)
 
 
 #: Pad1 (RFC 6275 6.2.1) for one octet, PadN (6.2.2) with n-2 zero octets of data for more.
