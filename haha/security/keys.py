@@ -1,0 +1,282 @@
+"""Key files, key generation and per-pair SA derivation for manual keying.
+
+Key files
+    A key file holds one secret as hexadecimal text (whitespace, an optional ``0x`` and ``#``
+    comments are ignored). :func:`load_key_file` refuses a file that is not a regular file, that
+    group or others may read or write (any of the bits 077), or that belongs to another user than
+    root or the daemon's own; the error names the file and its mode, never its contents.
+
+    Two kinds of secret are used (``docs/security.md``):
+
+    - an **SA blob** ``key || salt`` (20, 28 or 36 octets): exactly the key blob Linux takes in
+      ``ip xfrm state ... aead 'rfc4106(gcm(aes))' 0x<blob> 128``; split with
+      :func:`split_sa_blob`;
+    - a **derivation secret** (16 to 64 octets, 32 by default): one per mobile node shared by the
+      home-agent set and the node, or one for the whole home-agent set, from which
+      :func:`derive_sa` computes every SA of every pair.
+
+Generating keys
+    ``python -m haha.security.keys generate FILE`` writes a fresh 32-octet secret with mode 0600
+    (``--sa-key-bits 128`` writes an SA blob instead, ``--force`` replaces a file).
+    ``python -m haha.security.keys derive --secret FILE --local A --peer B`` prints the derived
+    SPIs; ``... xfrm ...`` prints the ``ip xfrm state`` commands for a Linux peer (with keys).
+
+Derivation (``docs/security.md`` gives it byte by byte)::
+
+    OKM  = HKDF-SHA256(IKM = secret, salt = "haha-esp-sa-v1",
+                       info = key_len(1 octet) || sender(16) || receiver(16), L = key_len + 8)
+    key  = OKM[0 : key_len]
+    salt = OKM[key_len : key_len + 4]
+    SPI  = 256 + (uint32_be(OKM[key_len + 4 : key_len + 8]) mod (2^32 - 256))
+
+``sender`` and ``receiver`` are the SA's two identities (a home agent's address, a mobile node's
+home address), so the two directions of a pair, and every pair, get unrelated keys, salts and
+SPIs, and both ends compute them without configuring any.
+"""
+
+import argparse
+import json
+import os
+import stat
+import sys
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from .errors import KeyFileError, SecurityConfigError
+from .esp import KEY_LENGTHS, MIN_SPI, SALT_LEN
+from .sadb import HOME_AGENT, ROLES, SaSpec, _address
+
+HKDF_SALT = b"haha-esp-sa-v1"
+SECRET_LENGTHS = range(16, 65)
+DEFAULT_SECRET_LEN = 32
+SA_BLOB_LENGTHS = tuple(k + SALT_LEN for k in KEY_LENGTHS)
+_MAX_FILE = 4096
+
+
+def _parse_hex(text, path):
+    chunks = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        chunks.append("".join(line.split()))
+    digits = "".join(chunks)
+    if digits[:2] in ("0x", "0X"):
+        digits = digits[2:]
+    try:
+        if len(digits) % 2:
+            raise ValueError
+        return bytes.fromhex(digits)
+    except ValueError:
+        raise KeyFileError(
+            f"key file {path} is not hexadecimal text ({len(digits)} characters after comments "
+            "and spaces are removed; an even number of 0-9a-f is expected)"
+        ) from None
+
+
+def load_key_file(path, lengths=None):
+    """The octets of the key file at ``path``.
+
+    Raises :class:`KeyFileError` naming the file when it cannot be opened, is not a regular
+    file, has any group/other permission bit (mode & 077), belongs to a user other than root or
+    the effective user, is not hexadecimal text, or (when ``lengths`` is given) holds a number
+    of octets not in ``lengths``.
+    """
+    path = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError as e:
+        raise KeyFileError(f"cannot open key file {path}: {e.strerror}") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise KeyFileError(f"key file {path} is not a regular file")
+        mode = stat.S_IMODE(st.st_mode)
+        if mode & 0o077:
+            raise KeyFileError(
+                f"key file {path} has mode {mode:04o}: group and others must have no access "
+                f"(run: chmod 600 {path})"
+            )
+        if st.st_uid not in (0, os.geteuid()):
+            raise KeyFileError(
+                f"key file {path} belongs to uid {st.st_uid}, neither root nor this process "
+                f"(uid {os.geteuid()})"
+            )
+        data = os.read(fd, _MAX_FILE + 1)
+    finally:
+        os.close(fd)
+    if len(data) > _MAX_FILE:
+        raise KeyFileError(f"key file {path} is larger than {_MAX_FILE} octets")
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise KeyFileError(f"key file {path} is not ASCII hexadecimal text") from None
+    secret = _parse_hex(text, path)
+    if lengths is not None and len(secret) not in lengths:
+        want = ", ".join(str(n) for n in sorted(set(lengths)))
+        if isinstance(lengths, range):
+            want = f"{lengths.start}-{lengths.stop - 1}"
+        raise KeyFileError(f"key file {path} holds {len(secret)} octets; expected {want}")
+    return secret
+
+
+def load_secret(path):
+    """A derivation secret (16 to 64 octets) from ``path``; see :func:`load_key_file`."""
+    return load_key_file(path, SECRET_LENGTHS)
+
+
+def split_sa_blob(blob):
+    """``(key, salt)`` from an RFC 4106 key blob ``key || salt`` (20, 28 or 36 octets)."""
+    if not isinstance(blob, (bytes, bytearray)) or len(blob) not in SA_BLOB_LENGTHS:
+        n = len(blob) if isinstance(blob, (bytes, bytearray)) else type(blob).__name__
+        raise SecurityConfigError(f"an rfc4106 key blob is 20, 28 or 36 octets, not {n}")
+    return bytes(blob[:-SALT_LEN]), bytes(blob[-SALT_LEN:])
+
+
+def load_sa_blob(path):
+    """``(key, salt)`` from a key file holding ``key || salt``; see :func:`load_key_file`."""
+    return split_sa_blob(load_key_file(path, SA_BLOB_LENGTHS))
+
+
+def generate_key_file(path, size=DEFAULT_SECRET_LEN, force=False, rng=os.urandom):
+    """Write ``size`` random octets as hex to a new file ``path`` with mode 0600.
+
+    Refuses to replace an existing file unless ``force``; never follows a symbolic link at
+    ``path``. Returns ``path``.
+    """
+    path = os.fspath(path)
+    if not isinstance(size, int) or not 16 <= size <= 64:
+        raise SecurityConfigError(f"key size {size!r} is not 16..64 octets")
+    if force:
+        try:
+            if stat.S_ISDIR(os.lstat(path).st_mode):
+                raise KeyFileError(f"{path} is a directory")
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise KeyFileError(f"key file {path} exists (use --force to replace it)") from None
+    except OSError as e:
+        raise KeyFileError(f"cannot create key file {path}: {e.strerror}") from None
+    try:
+        os.fchmod(fd, 0o600)
+        body = rng(size).hex()
+        text = (
+            f"# haha ESP key material, {size} octets, hexadecimal; keep mode 0600\n{body}\n"
+        )
+        os.write(fd, text.encode("ascii"))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
+
+
+@dataclass(frozen=True)
+class DerivedSa:
+    """The keying of one direction of a pair, as :func:`derive_sa` computes it."""
+
+    spi: int
+    key: bytes = field(repr=False)
+    salt: bytes = field(repr=False)
+
+
+def derive_sa(secret, sender, receiver, key_bits=128):
+    """The SPI, AES key and RFC 4106 salt of the SA carrying packets from ``sender`` to
+    ``receiver`` (IPv6 addresses), derived from ``secret`` (module docstring)."""
+    if not isinstance(secret, (bytes, bytearray)) or len(secret) not in SECRET_LENGTHS:
+        raise SecurityConfigError("a derivation secret is 16 to 64 octets")
+    if key_bits not in (128, 192, 256):
+        raise SecurityConfigError(f"key_bits {key_bits!r} is not 128, 192 or 256")
+    klen = key_bits // 8
+    s = _address(sender, "sender")
+    r = _address(receiver, "receiver")
+    if s == r:
+        raise SecurityConfigError(f"sender and receiver are both {s}")
+    okm = HKDF(
+        algorithm=hashes.SHA256(), length=klen + 8, salt=HKDF_SALT,
+        info=bytes((klen,)) + s.packed + r.packed,
+    ).derive(bytes(secret))
+    spi = MIN_SPI + int.from_bytes(okm[klen + 4 : klen + 8], "big") % (2**32 - MIN_SPI)
+    return DerivedSa(spi, okm[:klen], okm[klen : klen + 4])
+
+
+def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=()):
+    """The two :class:`SaSpec` (outbound to ``peer``, inbound from it) of a pair, derived from
+    ``secret``. ``local`` is this node's identity (its home agent address, or a mobile node's
+    home address), ``peer`` the other end's, ``role`` what the peer is."""
+    if role not in ROLES:
+        raise SecurityConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
+    out = derive_sa(secret, local, peer, key_bits)
+    inb = derive_sa(secret, peer, local, key_bits)
+    return (
+        SaSpec(peer, "out", out.spi, out.key, out.salt, role=role),
+        SaSpec(peer, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources)),
+    )
+
+
+# -- command line -----------------------------------------------------------------------------
+
+
+def _xfrm_commands(secret, local, peer, key_bits):
+    lines = []
+    for src, dst in ((local, peer), (peer, local)):
+        d = derive_sa(secret, src, dst, key_bits)
+        lines.append(
+            f"ip xfrm state add src {src} dst {dst} proto esp spi 0x{d.spi:08x} mode transport "
+            f"replay-window 64 aead 'rfc4106(gcm(aes))' 0x{(d.key + d.salt).hex()} 128"
+        )
+    return lines
+
+
+def main(argv=None):
+    """``python -m haha.security.keys {generate,derive,xfrm} ...``; returns an exit status."""
+    p = argparse.ArgumentParser(prog="python -m haha.security.keys",
+                                description="haha ESP key files and derived SAs")
+    sub = p.add_subparsers(dest="command", required=True)
+    g = sub.add_parser("generate", help="write a new random key file with mode 0600")
+    g.add_argument("file")
+    size = g.add_mutually_exclusive_group()
+    size.add_argument("--size", type=int, default=DEFAULT_SECRET_LEN,
+                      help="octets of a derivation secret (16-64, default 32)")
+    size.add_argument("--sa-key-bits", type=int, choices=(128, 192, 256),
+                      help="write an rfc4106 SA blob (key || 4-octet salt) instead")
+    g.add_argument("--force", action="store_true", help="replace an existing file")
+    for name, text in (("derive", "print the derived SPIs of a pair (no keys)"),
+                       ("xfrm", "print 'ip xfrm state' commands for a Linux peer (WITH keys)")):
+        d = sub.add_parser(name, help=text)
+        d.add_argument("--secret", required=True, help="derivation secret key file")
+        d.add_argument("--local", required=True, help="this end: HA address or home address")
+        d.add_argument("--peer", required=True, help="the other end")
+        d.add_argument("--key-bits", type=int, choices=(128, 192, 256), default=128)
+    args = p.parse_args(argv)
+    try:
+        if args.command == "generate":
+            n = args.size if args.sa_key_bits is None else args.sa_key_bits // 8 + SALT_LEN
+            if args.sa_key_bits is None and not 16 <= n <= 64:
+                raise SecurityConfigError(f"--size {n} is not 16..64 octets")
+            generate_key_file(args.file, n, force=args.force)
+            print(f"wrote {n} random octets to {args.file} (mode 0600)")
+            return 0
+        secret = load_secret(args.secret)
+        local = _address(args.local, "--local")
+        peer = _address(args.peer, "--peer")
+        if args.command == "derive":
+            out = derive_sa(secret, local, peer, args.key_bits)
+            inb = derive_sa(secret, peer, local, args.key_bits)
+            print(json.dumps({"local": str(local), "peer": str(peer), "key_bits": args.key_bits,
+                              "spi_out": f"0x{out.spi:08x}", "spi_in": f"0x{inb.spi:08x}"}))
+            return 0
+        print("# these lines contain secret keys: do not paste them into tickets or logs",
+              file=sys.stderr)
+        print("\n".join(_xfrm_commands(secret, local, peer, args.key_bits)))
+        return 0
+    except (KeyFileError, SecurityConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

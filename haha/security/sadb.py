@@ -1,0 +1,307 @@
+"""The security association database: manually keyed ESP SAs by peer and by SPI.
+
+One SA per direction per peer (RFC 4301 manual keying): an HA pair has two, an HA and a mobile
+node two. The *peer* of an SA is the identity its packets belong to:
+
+- between home agents, the peer home agent's address;
+- between a home agent and a mobile node, the mobile node's **home address** (RFC 3776 uses the
+  home address in its selectors), on the mobile node's side the home agent's address.
+
+``protect(peer, next_header, payload)`` picks the outbound SA by peer. ``unprotect(source, esp)``
+picks the inbound SA by SPI and then checks that ``source`` is the SA's peer (or one of its
+``sources``). The caller passes as ``source`` the address the packet speaks for: a packet with
+a Home Address option (a mobile node away from home, whose outer source is its care-of address)
+is checked against the home address in that option (``haha.wire.ipv6.Packet.source`` gives
+exactly that); any other packet against its IPv6 source. The care-of address itself is never
+bound to an SA: it changes with every move.
+
+Drops are counted by reason in ``counters`` (a dict, every reason present from the start).
+Nothing here logs, and no error, ``repr`` or ``describe()`` output holds key material.
+"""
+
+import os
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, ip_address
+
+from zope.interface import implementer
+
+from ..interfaces import ISecurityAssociations
+from .errors import (
+    AUTH_FAILED,
+    BAD_PADDING,
+    NO_SA,
+    REPLAY,
+    SEQ_EXHAUSTED,
+    TOO_OLD,
+    TRUNCATED,
+    UNKNOWN_SPI,
+    WRONG_SOURCE,
+    SecurityConfigError,
+    SecurityError,
+)
+from .esp import (
+    _HEAD,
+    DEFAULT_REPLAY_WINDOW,
+    KEY_LENGTHS,
+    MIN_LEN,
+    MIN_SPI,
+    SALT_LEN,
+    InboundSA,
+    OutboundSA,
+)
+
+HOME_AGENT = "home-agent"
+MOBILE_NODE = "mobile-node"
+ROLES = (HOME_AGENT, MOBILE_NODE)
+DIRECTIONS = ("in", "out")
+
+#: The reasons the database counts (inbound drops and outbound refusals).
+SADB_REASONS = (UNKNOWN_SPI, REPLAY, TOO_OLD, AUTH_FAILED, BAD_PADDING, TRUNCATED, WRONG_SOURCE,
+                SEQ_EXHAUSTED, NO_SA)
+
+
+def _address(value, what):
+    try:
+        a = value if isinstance(value, IPv6Address) else ip_address(value)
+    except (TypeError, ValueError):
+        raise SecurityConfigError(f"{what} {value!r} is not an IPv6 address") from None
+    if not isinstance(a, IPv6Address):
+        raise SecurityConfigError(f"{what} {value!r} is not an IPv6 address")
+    return a
+
+
+def _key(address):
+    # The hot paths key their tables by the address's integer. ``IPv6Address._ip`` is that
+    # integer: hashing or comparing IPv6Address objects costs ten times more (it goes through
+    # hex()), which matters against an AES-GCM operation of about a microsecond.
+    try:
+        return address._ip
+    except AttributeError:
+        return _address(address, "address")._ip
+
+
+@dataclass(frozen=True)
+class SaSpec:
+    """One manually keyed SA as the configuration gives it.
+
+    ``key`` (16, 24 or 32 octets) and ``salt`` (4 octets) are the RFC 4106 keying material: the
+    Linux ``rfc4106(gcm(aes))`` key blob is ``key || salt``. They never appear in the ``repr``.
+    ``role`` is what the *peer* is (``home-agent`` or ``mobile-node``); the policy uses it to
+    refuse, say, a Binding Information Update protected by a mobile node's SA. ``sources``
+    lists further addresses an inbound SA accepts packets from (a home agent that signals from
+    both its HA address and its HAHA address); ``replay_window`` overrides the database default.
+    """
+
+    peer: IPv6Address
+    direction: str
+    spi: int
+    key: bytes = field(repr=False)
+    salt: bytes = field(repr=False)
+    role: str = HOME_AGENT
+    sources: tuple = ()
+    replay_window: int = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "peer", _address(self.peer, "SA peer"))
+        name = f"SA {self.direction!r} for peer {self.peer}"
+        if self.direction not in DIRECTIONS:
+            raise SecurityConfigError(f"{name}: direction must be 'in' or 'out'")
+        if not isinstance(self.spi, int) or isinstance(self.spi, bool) or not (
+            MIN_SPI <= self.spi <= 0xFFFFFFFF
+        ):
+            raise SecurityConfigError(f"{name}: SPI {self.spi!r} is not in 256..4294967295 "
+                                      "(RFC 4303 2.1 reserves 0-255)")
+        name = f"SA {self.direction} spi=0x{self.spi:08x} for peer {self.peer}"
+        if not isinstance(self.key, (bytes, bytearray)) or len(self.key) not in KEY_LENGTHS:
+            raise SecurityConfigError(f"{name}: key must be 16, 24 or 32 octets")
+        if not isinstance(self.salt, (bytes, bytearray)) or len(self.salt) != SALT_LEN:
+            raise SecurityConfigError(f"{name}: salt must be 4 octets")
+        object.__setattr__(self, "key", bytes(self.key))
+        object.__setattr__(self, "salt", bytes(self.salt))
+        if self.role not in ROLES:
+            raise SecurityConfigError(f"{name}: role must be one of {', '.join(ROLES)}")
+        object.__setattr__(
+            self, "sources", tuple(_address(s, f"{name}: source") for s in self.sources)
+        )
+
+
+@implementer(ISecurityAssociations)
+class SecurityAssociationDatabase:
+    """Manually keyed ESP SAs (see the module docstring for peers and sources).
+
+    ``replay_window`` is the default anti-replay window (64..65536, RFC 4303 3.4.3); ``rng``
+    draws each outbound SA's IV mask (:mod:`haha.security.esp`).
+    """
+
+    def __init__(self, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom):
+        self.replay_window = replay_window
+        self._rng = rng
+        self._out = {}  # int(peer) -> OutboundSA
+        self._in = {}  # spi -> (InboundSA, ...): derived SPIs of different peers may collide
+        self._in_peer = {}  # peer -> InboundSA
+        self._roles = {}  # int(peer) -> role
+        self.counters = dict.fromkeys(SADB_REASONS, 0)
+
+    @classmethod
+    def from_specs(cls, specs, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom):
+        """A database holding ``specs`` (an iterable of :class:`SaSpec`). Raises
+        :class:`SecurityConfigError` for a second SA of one peer in one direction, an inbound
+        SPI shared with another peer for the same source addresses, or one peer given two
+        roles; nothing is half-built."""
+        db = cls(replay_window, rng)
+        for spec in specs:
+            db.add(spec)
+        return db
+
+    def add(self, spec):
+        """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes."""
+        if not isinstance(spec, SaSpec):
+            raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
+        known = self._roles.get(spec.peer._ip)
+        if known is not None and known != spec.role:
+            raise SecurityConfigError(
+                f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}"
+            )
+        if spec.direction == "out":
+            if spec.peer._ip in self._out:
+                raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA")
+            sa = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng)
+            self._out[spec.peer._ip] = sa
+        else:
+            same = self._in.get(spec.spi, ())
+            mine = {spec.peer, *spec.sources}
+            for other in same:
+                if other.peer == spec.peer or mine & ({other.peer} | other.sources):
+                    raise SecurityConfigError(
+                        f"inbound SPI 0x{spec.spi:08x} of peer {spec.peer} is already used by "
+                        f"the SA of peer {other.peer} for the same source addresses"
+                    )
+            if spec.peer in self._in_peer:
+                raise SecurityConfigError(f"peer {spec.peer} already has an inbound SA")
+            window = self.replay_window if spec.replay_window is None else spec.replay_window
+            sa = InboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, replay_window=window,
+                           role=spec.role, sources=spec.sources)
+            self._in[spec.spi] = same + (sa,)
+            self._in_peer[spec.peer] = sa
+        self._roles[spec.peer._ip] = spec.role
+
+    def remove_peer(self, peer):
+        """Forget every SA of ``peer`` (both directions). Unknown peers are ignored."""
+        peer = _address(peer, "peer")
+        self._out.pop(peer._ip, None)
+        gone = self._in_peer.pop(peer, None)
+        if gone is not None:
+            keep = tuple(sa for sa in self._in[gone.spi] if sa is not gone)
+            if keep:
+                self._in[gone.spi] = keep
+            else:
+                del self._in[gone.spi]
+        self._roles.pop(peer._ip, None)
+
+    # -- ISecurityAssociations ------------------------------------------------------------------
+
+    def protect(self, peer, next_header, payload):
+        """ESP bytes (SPI to ICV) carrying ``payload`` on the outbound SA towards ``peer``.
+
+        Raises :class:`SecurityError` ``no-sa`` or ``seq-exhausted`` (both counted), and
+        ``ValueError`` for a bad next header or an oversized payload.
+        """
+        try:
+            sa = self._out[peer._ip]
+        except (KeyError, AttributeError):
+            sa = self._lookup_out(peer)
+        try:
+            return sa.seal(next_header, payload)
+        except SecurityError as e:
+            self.counters[e.reason] += 1
+            raise
+
+    def _lookup_out(self, peer):
+        try:
+            sa = self._out.get(_key(peer))
+        except SecurityConfigError:
+            sa = None
+        if sa is None:
+            self.counters[NO_SA] += 1
+            raise SecurityError(NO_SA, "no outbound SA for this peer", peer=peer)
+        return sa
+
+    def unprotect(self, source, esp):
+        """``(peer, next_header, payload)`` of an ESP packet from ``source``.
+
+        ``source`` is the home address for a packet with a Home Address option, otherwise the
+        IPv6 source (``haha.wire.ipv6.Packet.source``). Raises :class:`SecurityError` with one
+        of ``truncated``, ``unknown-spi``, ``wrong-source``, ``too-old``, ``replay``,
+        ``auth-failed``, ``bad-padding``; each drop is counted. A packet whose next header is
+        59 (a TFC dummy packet, RFC 4303 2.6) is returned as such: the caller discards it.
+        """
+        if len(esp) < MIN_LEN:
+            self.counters[TRUNCATED] += 1
+            raise SecurityError(TRUNCATED, f"ESP packet of {len(esp)} octets is shorter than "
+                                f"{MIN_LEN}")
+        spi, seq = _HEAD.unpack_from(esp)
+        sas = self._in.get(spi)
+        if sas is None:
+            self.counters[UNKNOWN_SPI] += 1
+            raise SecurityError(UNKNOWN_SPI, spi=spi)
+        try:
+            src = source._ip
+        except AttributeError:
+            src = _key(source)
+        sa = sas[0]
+        if src != sa.peer_key and src not in sa.source_keys:
+            sa = self._by_source(sas, src, source)
+        try:
+            next_header, payload = sa.open_checked(esp, seq)
+        except SecurityError as e:
+            self.counters[e.reason] += 1
+            raise
+        return sa.peer, next_header, payload
+
+    def _by_source(self, sas, src, source):
+        # Derived SPIs may collide between peers (docs/security.md): the source tells them apart.
+        for sa in sas[1:]:
+            if src == sa.peer_key or src in sa.source_keys:
+                return sa
+        sa = sas[0]
+        self.counters[WRONG_SOURCE] += 1
+        raise SecurityError(
+            WRONG_SOURCE, f"packet from {source} on the SA of {sa.peer}", spi=sa.spi, peer=sa.peer
+        )
+
+    def has_peer(self, peer):
+        """Whether an outbound SA exists for ``peer``."""
+        try:
+            return _key(peer) in self._out
+        except SecurityConfigError:
+            return False
+
+    # -- inspection ---------------------------------------------------------------------------
+
+    def role_of(self, peer):
+        """``home-agent`` or ``mobile-node`` for a peer with an SA, else None."""
+        try:
+            return self._roles.get(_key(peer))
+        except SecurityConfigError:
+            return None
+
+    def peers(self):
+        """The peers with an outbound SA."""
+        return frozenset(sa.peer for sa in self._out.values())
+
+    def describe(self):
+        """A JSON-serialisable list of the SAs: peer, role, direction, SPI, sequence numbers
+        (for the control interface). Never keys or salts."""
+        rows = []
+        for key, sa in self._out.items():
+            rows.append({"peer": str(sa.peer), "role": self._roles[key], "direction": "out",
+                         "spi": f"0x{sa.spi:08x}", "seq": sa.seq, "remaining": sa.remaining})
+        for sa in self._in_peer.values():
+            rows.append({"peer": str(sa.peer), "role": sa.role, "direction": "in",
+                         "spi": f"0x{sa.spi:08x}", "top": sa.top, "received": sa.received,
+                         "window": sa.window})
+        return rows
+
+    def __repr__(self):
+        return (f"<SecurityAssociationDatabase outbound={len(self._out)} "
+                f"inbound={len(self._in_peer)}>")
