@@ -1,0 +1,1 @@
+"""haha.backends (see docs/design.md)."""

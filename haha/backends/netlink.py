@@ -1,0 +1,158 @@
+"""The ``netlink`` forwarding backend: the kernel's own ip6tnl tunnels, through pyroute2.
+
+One ``ip6tnl`` link (mode ip6ip6, no Tunnel Encapsulation Limit option) per pair of home agent
+address and care-of address, named ``hahaN``; routes for the home address (/128) and mobile
+network prefixes point into it, so the kernel encapsulates and decapsulates (RFC 2473) without
+user space. Proxy ND and the advertised prefix are :class:`haha.backends.common.LinkDuties`.
+
+It needs the kernel's IPv6-in-IPv6 tunnel driver (``ip6_tunnel``, CONFIG_IPV6_TUNNEL), which
+stock Debian/Ubuntu kernels ship as a module. This project's development and CI kernel does not
+have it, so :meth:`NetlinkBackend.start` raises :class:`KernelUnsupported` saying exactly that,
+and the paths past ``start`` are UNTESTED on this kernel (they are exercised only against the
+netlink fake). Use ``backend = tun`` there.
+"""
+
+import gzip
+import itertools
+import os
+from collections import Counter
+from ipaddress import IPv6Network
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..interfaces import IForwardingBackend
+from .common import LinkDuties
+from .netsys import NetlinkFailure, Pyroute2Netlink
+from .null import check_route, route_json
+
+EOPNOTSUPP = 95
+
+
+class KernelUnsupported(RuntimeError):
+    """The kernel lacks what the backend needs."""
+
+
+NO_TUNNEL_MESSAGE = (
+    "the netlink backend needs the kernel's IPv6-in-IPv6 tunnel driver (ip6_tunnel, "
+    "CONFIG_IPV6_TUNNEL) and this kernel does not have it ({why}); use backend = tun, which "
+    "tunnels in user space"
+)
+
+
+def read_kernel_config():
+    """The running kernel's build configuration text, or None when it cannot be found."""
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return f.read()
+    except OSError:
+        pass
+    try:
+        with open(f"/boot/config-{os.uname().release}") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+@implementer(IForwardingBackend)
+class NetlinkBackend(LinkDuties):
+    """Kernel tunnels. ``netlink``: the seam (default pyroute2 in the current namespace);
+    ``kernel_config``: a callable returning the kernel configuration text or None."""
+
+    name = "netlink"
+    log = Logger()
+
+    def __init__(self, reactor=None, transport=None, table=None, prefix_metric=1024,
+                 router_flag=False, enable_forwarding=True, netlink=None,
+                 kernel_config=read_kernel_config):
+        self._reactor = reactor
+        self.transport = transport
+        self.table = table
+        self.prefix_metric = prefix_metric
+        self.router_flag = router_flag
+        self.enable_forwarding = enable_forwarding
+        self._netlink = netlink
+        self._kernel_config = kernel_config
+        self.counters = Counter()
+        self.routes = {}
+        self._tunnels = {}  # (local, care_of) -> [name, set(home)]
+        self._names = itertools.count()
+        self.running = False
+        self._init_link_duties()
+
+    @property
+    def netlink(self):
+        if self._netlink is None:
+            self._netlink = Pyroute2Netlink()
+        return self._netlink
+
+    def capabilities(self):
+        return frozenset({"tunnel", "proxy-nd", "prefix-route"})
+
+    def start(self):
+        """Check that the kernel can make ip6tnl links; raise :class:`KernelUnsupported`
+        naming the missing driver when it cannot."""
+        config = self._kernel_config() if self._kernel_config else None
+        if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
+            raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
+        probe = f"hahap{os.getpid() % 100000}"
+        try:
+            self.netlink.ip6tnl_add(probe, "::", "::")
+        except NetlinkFailure as e:
+            if e.errno == EOPNOTSUPP:
+                raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(
+                    why="creating an ip6tnl link fails with 'Operation not supported'")) from None
+            raise
+        self.netlink.link_delete(probe)
+        if self.enable_forwarding:
+            self._set_sysctl("net.ipv6.conf.all.forwarding", "1")
+        self.running = True
+
+    def stop(self):
+        for home in list(self.routes):
+            self.remove(home)
+        self._stop_link_duties()
+        self.running = False
+
+    def install(self, route):
+        check_route(route)
+        if route.home_address in self.routes:
+            self.remove(route.home_address)
+        key = (route.local, route.care_of)
+        entry = self._tunnels.get(key)
+        if entry is None:
+            name = f"haha{next(self._names)}"
+            if not self._nl(f"create tunnel {name}", self.netlink.ip6tnl_add, name,
+                            route.local, route.care_of):
+                return
+            self._nl(f"bring {name} up", self.netlink.link_set, name, up=True)
+            entry = self._tunnels[key] = [name, set()]
+        entry[1].add(route.home_address)
+        self.routes[route.home_address] = route
+        for net in [IPv6Network(route.home_address)] + list(route.prefixes):
+            self._nl(f"route {net} into {entry[0]}", self.netlink.route_replace, net,
+                     dev=entry[0], table=self.table)
+
+    def remove(self, home_address):
+        route = self.routes.pop(home_address, None)
+        if route is None:
+            return
+        key = (route.local, route.care_of)
+        name, homes = self._tunnels[key]
+        for net in [IPv6Network(home_address)] + list(route.prefixes):
+            self._nl(f"remove route {net}", self.netlink.route_delete, net, dev=name,
+                     table=self.table)
+        homes.discard(home_address)
+        if not homes:
+            del self._tunnels[key]
+            self._nl(f"delete tunnel {name}", self.netlink.link_delete, name)
+
+    def snapshot(self):
+        return {
+            "name": self.name,
+            "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
+            "tunnels": {v[0]: [str(k[0]), str(k[1])] for k, v in self._tunnels.items()},
+            "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
+            "prefixes": [str(p) for p in sorted(self.prefixes)],
+            "counters": dict(self.counters),
+        }

@@ -1,0 +1,96 @@
+"""The ``null`` forwarding backend: records what it is asked to do and changes nothing.
+
+For unprivileged runs (the UDP development transport), for embedders that forward packets
+themselves, and for tests: :meth:`NullBackend.snapshot` returns the intent (routes, proxied
+addresses, advertised prefixes) so a test can assert on the forwarding duties the core computed.
+"""
+
+from ipaddress import IPv6Address, IPv6Network
+
+from zope.interface import implementer
+
+from ..interfaces import IForwardingBackend
+
+
+def check_route(route):
+    """Raise ``TypeError`` unless ``route`` has ForwardingRoute's fields with usable types."""
+    for field in ("home_address", "care_of", "local"):
+        value = getattr(route, field, None)
+        if not isinstance(value, IPv6Address):
+            raise TypeError(f"route.{field} is {value!r}, not an IPv6Address")
+    prefixes = getattr(route, "prefixes", ())
+    for p in prefixes:
+        if not isinstance(p, IPv6Network):
+            raise TypeError(f"route prefix {p!r} is not an IPv6Network")
+    return route
+
+
+def route_json(route):
+    return {
+        "home_address": str(route.home_address),
+        "care_of": str(route.care_of),
+        "local": str(route.local),
+        "prefixes": [str(p) for p in route.prefixes],
+        "primary": bool(getattr(route, "primary", True)),
+    }
+
+
+@implementer(IForwardingBackend)
+class NullBackend:
+    """Intent only. ``history`` lists every call as ``(method, argument...)``."""
+
+    name = "null"
+
+    def __init__(self):
+        self.routes = {}
+        self.proxied = set()
+        self.prefixes = set()
+        self.history = []
+        self.running = False
+
+    def capabilities(self):
+        return frozenset({"tunnel", "proxy-nd", "prefix-route"})
+
+    def start(self):
+        self.running = True
+        self.history.append(("start",))
+
+    def stop(self):
+        self.running = False
+        self.routes.clear()
+        self.proxied.clear()
+        self.prefixes.clear()
+        self.history.append(("stop",))
+
+    def install(self, route):
+        check_route(route)
+        self.routes[route.home_address] = route
+        self.history.append(("install", route))
+
+    def remove(self, home_address):
+        self.routes.pop(home_address, None)
+        self.history.append(("remove", home_address))
+
+    def proxy_nd_start(self, address, interface):
+        self.proxied.add((address, interface))
+        self.history.append(("proxy_nd_start", address, interface))
+
+    def proxy_nd_stop(self, address, interface):
+        self.proxied.discard((address, interface))
+        self.history.append(("proxy_nd_stop", address, interface))
+
+    def advertise_prefix(self, prefix):
+        self.prefixes.add(prefix)
+        self.history.append(("advertise_prefix", prefix))
+
+    def withdraw_prefix(self, prefix):
+        self.prefixes.discard(prefix)
+        self.history.append(("withdraw_prefix", prefix))
+
+    def snapshot(self):
+        return {
+            "name": self.name,
+            "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
+            "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
+            "prefixes": [str(p) for p in sorted(self.prefixes)],
+        }

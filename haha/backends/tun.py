@@ -1,0 +1,441 @@
+"""The ``tun`` forwarding backend: user-space RFC 2473 tunnelling that works on any kernel.
+
+Home agent side (:class:`TunBackend`):
+
+- Routes for every home address (/128) and mobile network prefix point into a TUN device
+  (through the netlink seam). The kernel forwards packets for a mobile node there, having
+  already decremented their Hop Limit as a router does (RFC 2473 3.1: the entry point forwards
+  the original packet, then encapsulates it).
+- A packet read from the TUN is looked up by destination (home address exactly, then the
+  longest matching mobile network prefix) and encapsulated IPv6-in-IPv6 (RFC 2473 3.1): outer
+  source the route's ``local`` home agent address, outer destination the care-of address, outer
+  Hop Limit the tunnel hop limit (default 64), Traffic Class and Flow Label 0, no Tunnel
+  Encapsulation Limit option; the result goes out through the transport (raw sockets).
+- :meth:`TunBackend.decapsulate` takes an inbound IPv6-in-IPv6 packet (the daemon hands it
+  over): the outer source must be the care-of address of an installed route and the outer
+  destination that route's ``local`` address; the inner source must be that node's home address
+  or inside its prefixes. Then the inner packet is written to the TUN and the kernel forwards it
+  (decrementing its Hop Limit, RFC 2473 3.2). Everything else is counted by reason and dropped:
+  no open relay.
+- Proxy ND, the unsolicited Neighbour Advertisement on take-over and the advertised home prefix
+  are :class:`haha.backends.common.LinkDuties` (shared with the netlink backend).
+
+Mobile node side (:class:`MobileTunnel`): the same machinery reversed. Policy routing sends
+everything sourced from the home address (and a mobile router's prefixes) into the TUN; those
+packets are encapsulated from the care-of address to the home agent, and the home agent's
+tunnelled packets to the home address (or prefixes) are decapsulated into the TUN.
+
+Operating-system failures after start are logged and counted (``netlink_errors``), not raised;
+bad arguments raise ``TypeError``/``ValueError`` and change nothing.
+"""
+
+from collections import Counter
+from ipaddress import IPv6Address, IPv6Network
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..interfaces import IForwardingBackend
+from ..io.tun import TunDevice
+from ..wire.errors import WireError
+from ..wire.ipv6 import build_packet, parse_packet
+from ..wire.numbers import IPPROTO_IPV6
+from .common import LinkDuties
+from .netsys import NetlinkFailure, Pyroute2Netlink
+from .null import check_route, route_json
+#: Tunnel MTU default: a 1500-octet link minus the 40-octet outer header (RFC 2473 7).
+DEFAULT_MTU = 1460
+DEFAULT_HOP_LIMIT = 64
+
+
+def _inner(packet):
+    """``(src, dst)`` of an inner IPv6 packet, or None when it is not one."""
+    if len(packet) < 40 or packet[0] >> 4 != 6:
+        return None
+    return IPv6Address(bytes(packet[8:24])), IPv6Address(bytes(packet[24:40]))
+
+
+def _in_any(address, prefixes):
+    return any(address in p for p in prefixes)
+
+
+class _Base(LinkDuties):
+    log = Logger()
+
+    def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun):
+        if not 1 <= hop_limit <= 255:
+            raise ValueError(f"tunnel hop limit {hop_limit} out of range 1-255")
+        if not 1280 <= mtu <= 65535:
+            raise ValueError(f"tunnel MTU {mtu} out of range 1280-65535 (RFC 8200 5)")
+        self._reactor = reactor
+        self.transport = transport
+        self.tun = tun if tun is not None else TunDevice(reactor, tun_name, system=system)
+        self._netlink = netlink
+        self.mtu = mtu
+        self.hop_limit = hop_limit
+        self.counters = Counter()
+        self.running = False
+        self._init_link_duties()
+
+    @property
+    def netlink(self):
+        if self._netlink is None:
+            self._netlink = Pyroute2Netlink()
+        return self._netlink
+
+    def _start_tun(self):
+        self.tun.start(self._from_tun)
+        try:
+            self.netlink.link_set(self.tun.name, up=True, mtu=self.mtu)
+        except Exception:
+            self.tun.stop()
+            raise
+
+    def _encapsulate(self, inner, src, dst):
+        if len(inner) + 40 > 0xFFFF:
+            self.counters["too_big"] += 1
+            return
+        self.transport.send(build_packet(src, dst, IPPROTO_IPV6, bytes(inner),
+                                         hop_limit=self.hop_limit))
+        self.counters["encapsulated"] += 1
+
+    def _parse_tunnelled(self, packet):
+        """The outer Packet of an IPv6-in-IPv6 packet and the inner ``(src, dst)``, or None
+        (counted)."""
+        try:
+            outer = parse_packet(packet)
+        except WireError as e:
+            self.counters["decap_malformed"] += 1
+            self.log.debug("malformed tunnelled packet: {error}", error=str(e))
+            return None
+        if outer.next_header != IPPROTO_IPV6:
+            self.counters["decap_not_tunnel"] += 1
+            return None
+        inner = _inner(outer.payload)
+        if inner is None:
+            self.counters["decap_malformed"] += 1
+            return None
+        return outer, inner
+
+    def _deliver(self, inner):
+        if self.tun.write(inner):
+            self.counters["decapsulated"] += 1
+            return True
+        self.counters["decap_write_errors"] += 1
+        return False
+
+
+@implementer(IForwardingBackend)
+class TunBackend(_Base):
+    """The home agent's user-space forwarding plane.
+
+    ``reactor``: ``addReader``/``removeReader``. ``transport``: sends the encapsulated packets
+    and the unsolicited NA (its ``send`` must accept ``interface=`` for the NA, as
+    :class:`haha.io.raw.RawTransport` does). ``tun_name``: the device (``%d`` allowed).
+    ``table``: the routing table for the routes (``None``: main). ``enable_forwarding``: set
+    ``net.ipv6.conf.all.forwarding=1`` at start (restored at stop). ``netlink``/``system``: the
+    seams (defaults: pyroute2 and the real system in the current namespace). ``tun``: a ready
+    :class:`~haha.io.tun.TunDevice` instead.
+    """
+
+    name = "tun"
+
+    def __init__(self, reactor, transport, tun_name="haha%d", mtu=DEFAULT_MTU,
+                 hop_limit=DEFAULT_HOP_LIMIT, table=None, route_metric=None,
+                 prefix_metric=1024, enable_forwarding=True, router_flag=False,
+                 netlink=None, system=None, tun=None):
+        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
+        self.table = table
+        self.route_metric = route_metric
+        self.prefix_metric = prefix_metric
+        self.enable_forwarding = enable_forwarding
+        self.router_flag = router_flag
+        self.routes = {}  # home address -> route
+        self._by_care_of = {}  # care-of -> set of home addresses
+        self._prefix_owner = {}  # IPv6Network -> home address
+        self._lpm = {}  # prefix length -> {network int: IPv6Network}
+        self._kernel_routes = set()  # IPv6Network routed into the TUN
+
+    def capabilities(self):
+        return frozenset({"tunnel", "proxy-nd", "prefix-route", "userspace"})
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self):
+        """Open the TUN, bring it up with the tunnel MTU, enable forwarding. Raises when the
+        system cannot (no /dev/net/tun, not allowed)."""
+        if self.running:
+            raise RuntimeError("tun backend already started")
+        self._start_tun()
+        if self.enable_forwarding:
+            try:
+                self._set_sysctl("net.ipv6.conf.all.forwarding", "1")
+            except NetlinkFailure:
+                self.tun.stop()
+                raise
+        self.running = True
+        for route in list(self.routes.values()):  # installed before start: routes now
+            self.install(route)
+        self.log.info("tun backend started on {device}", device=self.tun.name)
+
+    def stop(self):
+        """Remove every route, proxy entry and prefix this backend installed; restore sysctls;
+        close the TUN (which deletes the device). Idempotent."""
+        for home in list(self.routes):
+            self.remove(home)
+        self._stop_link_duties()
+        self.tun.stop()
+        self.running = False
+
+    # -- bindings ---------------------------------------------------------------------------
+
+    def install(self, route):
+        """Forward ``route.home_address`` and ``route.prefixes`` through the tunnel to
+        ``route.care_of``; calling it again for the same home address replaces the state."""
+        check_route(route)
+        home = route.home_address
+        prefixes = tuple(route.prefixes)
+        wanted = {IPv6Network(home)} | set(prefixes)
+        old = self.routes.get(home)
+        if old is not None:
+            self._forget(old, keep=wanted)
+        self.routes[home] = route
+        self._by_care_of.setdefault(route.care_of, set()).add(home)
+        for p in prefixes:
+            prev = self._prefix_owner.get(p)
+            if prev is not None and prev != home:
+                self.counters["prefix_conflicts"] += 1
+                self.log.warn("prefix {prefix} moves from {old} to {new}", prefix=str(p),
+                              old=str(prev), new=str(home))
+            self._prefix_owner[p] = home
+            self._lpm.setdefault(p.prefixlen, {})[int(p.network_address)] = p
+        for net in wanted:
+            if net not in self._kernel_routes and self.running:
+                if self._nl(f"route {net} into {self.tun.name}", self.netlink.route_replace,
+                            net, dev=self.tun.name, table=self.table, metric=self.route_metric):
+                    self._kernel_routes.add(net)
+        self.counters["installs"] += 1
+
+    def remove(self, home_address):
+        route = self.routes.pop(home_address, None)
+        if route is None:
+            return
+        self._forget(route, keep=set())
+        self.counters["removes"] += 1
+
+    def _forget(self, route, keep):
+        home = route.home_address
+        homes = self._by_care_of.get(route.care_of)
+        if homes is not None:
+            homes.discard(home)
+            if not homes:
+                del self._by_care_of[route.care_of]
+        owned = {IPv6Network(home)} | {p for p in route.prefixes
+                                       if self._prefix_owner.get(p) == home}
+        for p in route.prefixes:
+            if self._prefix_owner.get(p) == home and p not in keep:
+                del self._prefix_owner[p]
+                bucket = self._lpm.get(p.prefixlen, {})
+                bucket.pop(int(p.network_address), None)
+                if not bucket:
+                    self._lpm.pop(p.prefixlen, None)
+        for net in owned - keep:
+            if net in self._kernel_routes:
+                self._kernel_routes.discard(net)
+                self._nl(f"remove route {net}", self.netlink.route_delete, net,
+                         dev=self.tun.name, table=self.table, metric=self.route_metric)
+
+    def lookup(self, destination):
+        """The route for ``destination``: exact home address, else longest-prefix match over
+        the mobile network prefixes; None when nothing matches."""
+        route = self.routes.get(destination)
+        if route is not None:
+            return route
+        value = int(destination)
+        for plen in sorted(self._lpm, reverse=True):
+            key = value >> (128 - plen) << (128 - plen) if plen else 0
+            net = self._lpm[plen].get(key)
+            if net is not None:
+                return self.routes.get(self._prefix_owner[net])
+        return None
+
+    # -- data path --------------------------------------------------------------------------
+
+    def _from_tun(self, packet):
+        addrs = _inner(packet)
+        if addrs is None:
+            self.counters["tun_malformed"] += 1
+            return
+        route = self.lookup(addrs[1])
+        if route is None:
+            self.counters["tun_no_route"] += 1
+            return
+        if packet[7] == 0:
+            self.counters["hop_limit_exceeded"] += 1
+            return
+        self._encapsulate(packet, route.local, route.care_of)
+
+    def decapsulate(self, packet):
+        """Take an inbound IPv6-in-IPv6 packet (bytes); write its inner packet to the TUN when
+        it comes from a registered care-of address with a source the binding owns. Returns
+        True when written; drops are counted by reason (``decap_*``)."""
+        parsed = self._parse_tunnelled(packet)
+        if parsed is None:
+            return False
+        outer, (inner_src, _) = parsed
+        homes = self._by_care_of.get(outer.src)
+        if not homes:
+            self.counters["decap_unknown_care_of"] += 1
+            return False
+        for home in homes:
+            route = self.routes[home]
+            if outer.dst != route.local:
+                continue
+            if inner_src == home or _in_any(inner_src, route.prefixes):
+                return self._deliver(outer.payload)
+        if not any(outer.dst == self.routes[h].local for h in homes):
+            self.counters["decap_wrong_local"] += 1
+        else:
+            self.counters["decap_spoofed_source"] += 1
+        return False
+
+    def snapshot(self):
+        return {
+            "name": self.name,
+            "device": self.tun.name,
+            "mtu": self.mtu,
+            "hop_limit": self.hop_limit,
+            "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
+            "kernel_routes": sorted(str(n) for n in self._kernel_routes),
+            "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
+            "prefixes": [str(p) for p in sorted(self.prefixes)],
+            "counters": dict(self.counters),
+        }
+
+
+class MobileTunnel(_Base):
+    """The mobile node's (or mobile router's) end of the bidirectional tunnel.
+
+    :meth:`set_endpoint` (re)points it: the home address is put on the TUN (``nodad``), a
+    policy rule sends everything sourced from the home address and from ``prefixes`` to routing
+    table ``table`` whose default route is the TUN; packets read there are encapsulated from the
+    care-of address to the home agent. :meth:`decapsulate` accepts tunnelled packets from the
+    home agent to the care-of address whose inner destination is the home address or inside the
+    prefixes. :meth:`clear` removes it all (back home, or deregistered).
+    """
+
+    def __init__(self, reactor, transport, tun_name="hahamn%d", mtu=DEFAULT_MTU,
+                 hop_limit=DEFAULT_HOP_LIMIT, table=0x4D4E, rule_priority=1000, netlink=None,
+                 system=None, tun=None):
+        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
+        if not 1 <= table < 0xFFFFFFFF or table in (253, 254, 255):
+            raise ValueError(f"routing table {table} is reserved or out of range")
+        self.table = table
+        self.rule_priority = rule_priority
+        self.home_address = None
+        self.care_of = None
+        self.home_agent = None
+        self.prefixes = ()
+
+    def start(self):
+        if self.running:
+            raise RuntimeError("mobile tunnel already started")
+        self._start_tun()
+        self.running = True
+
+    def stop(self):
+        self.clear()
+        self.tun.stop()
+        self.running = False
+
+    def set_endpoint(self, home_address, care_of, home_agent, prefixes=()):
+        """Tunnel ``home_address`` (and ``prefixes``) between ``care_of`` and ``home_agent``;
+        replaces any previous endpoint."""
+        for name, value in (("home_address", home_address), ("care_of", care_of),
+                            ("home_agent", home_agent)):
+            if not isinstance(value, IPv6Address):
+                raise TypeError(f"{name} {value!r} is not an IPv6Address")
+        prefixes = tuple(prefixes)
+        for p in prefixes:
+            if not isinstance(p, IPv6Network):
+                raise TypeError(f"prefix {p!r} is not an IPv6Network")
+        if not self.running:
+            raise RuntimeError("mobile tunnel not started")
+        new_sources = {IPv6Network(home_address)} | set(prefixes)
+        old_sources = self._sources()
+        if self.home_address is not None and self.home_address != home_address:
+            self._nl("remove home address", self.netlink.address_delete,
+                     f"{self.home_address}/128", self.tun.name)
+        for src in old_sources - new_sources:
+            self._nl(f"delete rule from {src}", self.netlink.rule_delete, src, self.table,
+                     self.rule_priority)
+        if self.home_address != home_address:
+            self._nl("add home address", self.netlink.address_add, f"{home_address}/128",
+                     self.tun.name)
+        for src in new_sources - old_sources:
+            self._nl(f"rule from {src}", self.netlink.rule_add, src, self.table,
+                     self.rule_priority)
+        if self.home_address is None:
+            self._nl("default route into the tunnel", self.netlink.route_replace,
+                     IPv6Network("::/0"), dev=self.tun.name, table=self.table)
+        self.home_address, self.care_of, self.home_agent = home_address, care_of, home_agent
+        self.prefixes = prefixes
+
+    def clear(self):
+        """Remove the endpoint (rules, home address, tunnel route). Idempotent."""
+        if self.home_address is None:
+            return
+        for src in self._sources():
+            self._nl(f"delete rule from {src}", self.netlink.rule_delete, src, self.table,
+                     self.rule_priority)
+        self._nl("remove tunnel route", self.netlink.route_delete, IPv6Network("::/0"),
+                 dev=self.tun.name, table=self.table)
+        self._nl("remove home address", self.netlink.address_delete, f"{self.home_address}/128",
+                 self.tun.name)
+        self.home_address = self.care_of = self.home_agent = None
+        self.prefixes = ()
+
+    def _sources(self):
+        if self.home_address is None:
+            return set()
+        return {IPv6Network(self.home_address)} | set(self.prefixes)
+
+    def _from_tun(self, packet):
+        addrs = _inner(packet)
+        if addrs is None:
+            self.counters["tun_malformed"] += 1
+            return
+        if self.home_address is None:
+            self.counters["tun_no_endpoint"] += 1
+            return
+        src = addrs[0]
+        if src != self.home_address and not _in_any(src, self.prefixes):
+            self.counters["tun_foreign_source"] += 1
+            return
+        self._encapsulate(packet, self.care_of, self.home_agent)
+
+    def decapsulate(self, packet):
+        """Inbound IPv6-in-IPv6 from the home agent: write the inner packet to the TUN when the
+        outer addresses are (home agent -> care-of) and the inner destination is ours."""
+        parsed = self._parse_tunnelled(packet)
+        if parsed is None:
+            return False
+        outer, (_, inner_dst) = parsed
+        if self.home_address is None or outer.src != self.home_agent or outer.dst != self.care_of:
+            self.counters["decap_unknown_peer"] += 1
+            return False
+        if inner_dst != self.home_address and not _in_any(inner_dst, self.prefixes):
+            self.counters["decap_wrong_destination"] += 1
+            return False
+        return self._deliver(outer.payload)
+
+    def snapshot(self):
+        return {
+            "device": self.tun.name,
+            "home_address": str(self.home_address) if self.home_address else None,
+            "care_of": str(self.care_of) if self.care_of else None,
+            "home_agent": str(self.home_agent) if self.home_agent else None,
+            "prefixes": [str(p) for p in self.prefixes],
+            "table": self.table,
+            "counters": dict(self.counters),
+        }

@@ -1,0 +1,120 @@
+"""An in-memory network of :class:`~haha.interfaces.IMobilityTransport` endpoints.
+
+For tests and embedders: several endpoints on one :class:`MemoryHub`, each owning a set of
+addresses; a sent packet is delivered, by its fixed-header destination, through the injected
+clock's ``callLater`` (``latency`` seconds later, 0 by default), so a test drives it with
+``task.Clock.advance`` and everything is deterministic. A multicast destination reaches every
+other started endpoint. Faults are explicit: ``hub.drop_if`` (a predicate on the packet bytes)
+and :meth:`MemoryHub.partition`. ``hub.log`` records every packet sent, as
+``(sender, packet, delivered_to)``.
+"""
+
+from collections import Counter
+from ipaddress import IPv6Address
+
+from zope.interface import implementer
+
+from ..interfaces import IMobilityTransport
+
+
+class MemoryHub:
+    """The shared medium. ``clock`` provides ``callLater``."""
+
+    def __init__(self, clock, latency=0.0):
+        self.clock = clock
+        self.latency = latency
+        self.endpoints = []
+        self.drop_if = None
+        self._partitions = set()
+        self.counters = Counter()
+        self.log = []
+
+    def endpoint(self, *addresses, name=None):
+        """A new :class:`MemoryTransport` owning ``addresses``."""
+        ep = MemoryTransport(self, addresses, name or f"ep{len(self.endpoints) + 1}")
+        self.endpoints.append(ep)
+        return ep
+
+    def partition(self, a, b):
+        """Cut both directions between endpoints ``a`` and ``b``."""
+        self._partitions.add(frozenset((a, b)))
+
+    def heal(self, a=None, b=None):
+        """Undo :meth:`partition` for ``a``/``b`` (all partitions when called bare)."""
+        if a is None:
+            self._partitions.clear()
+        else:
+            self._partitions.discard(frozenset((a, b)))
+
+    def _route(self, sender, packet):
+        dst = IPv6Address(bytes(packet[24:40]))
+        if dst.is_multicast:
+            targets = [e for e in self.endpoints if e is not sender and e.running]
+        else:
+            targets = [e for e in self.endpoints if dst in e.addresses]
+        delivered = []
+        for t in targets:
+            if frozenset((sender, t)) in self._partitions:
+                self.counters["partitioned"] += 1
+                continue
+            if self.drop_if is not None and self.drop_if(packet):
+                self.counters["dropped"] += 1
+                continue
+            delivered.append(t.name)
+            self.clock.callLater(self.latency, t._deliver, bytes(packet))
+        if not targets:
+            self.counters["no_route"] += 1
+        self.log.append((sender.name, bytes(packet), tuple(delivered)))
+        return bool(delivered)
+
+
+@implementer(IMobilityTransport)
+class MemoryTransport:
+    """One endpoint of a :class:`MemoryHub`; addresses may change (a mobile node moving)."""
+
+    def __init__(self, hub, addresses, name):
+        self.hub = hub
+        self.name = name
+        self.addresses = set()
+        for a in addresses:
+            self.add_address(a)
+        self.counters = Counter()
+        self._receiver = None
+
+    def __repr__(self):
+        return f"<MemoryTransport {self.name} {sorted(map(str, self.addresses))}>"
+
+    @property
+    def running(self):
+        return self._receiver is not None
+
+    def add_address(self, address):
+        if not isinstance(address, IPv6Address):
+            raise TypeError(f"{address!r} is not an IPv6Address")
+        self.addresses.add(address)
+
+    def remove_address(self, address):
+        self.addresses.discard(address)
+
+    def start(self, receiver):
+        if self._receiver is not None:
+            raise RuntimeError(f"{self.name} already started")
+        self._receiver = receiver
+
+    def stop(self):
+        self._receiver = None
+
+    def send(self, packet):
+        if len(packet) < 40 or packet[0] >> 4 != 6:
+            self.counters["send_invalid"] += 1
+            return
+        self.counters["sent"] += 1
+        if not self.hub._route(self, packet):
+            self.counters["undelivered"] += 1
+
+    def _deliver(self, packet):
+        if self._receiver is None:
+            self.counters["dropped_stopped"] += 1
+            return
+        self.counters["received"] += 1
+        self._receiver(packet)

@@ -1,0 +1,113 @@
+"""A TUN device as a Twisted reader/writer of whole IPv6 packets.
+
+``/dev/net/tun`` opened with ``TUNSETIFF`` and ``IFF_TUN | IFF_NO_PI``: every ``read`` is one
+packet the kernel routed into the device, every ``write`` one packet handed back to the kernel,
+with no packet-information prefix. The device is opened through the OS seam
+(:class:`haha.io.system.LinuxSystem`, or :class:`~haha.io.system.FakeSystem` whose
+:class:`~haha.io.system.FakeTunFile` lets a test inject and inspect packets). Bringing the link
+up, its MTU and routes belong to the forwarding backend (netlink), not here.
+"""
+
+import errno as _errno
+from collections import Counter
+
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from .system import LinuxSystem
+
+READ_BURST = 64
+MAX_PACKET = 65575
+
+
+@implementer(IReadDescriptor)
+class TunDevice:
+    """``reactor`` provides ``addReader``/``removeReader``; ``name`` may contain ``%d``."""
+
+    log = Logger()
+
+    def __init__(self, reactor, name="haha%d", system=None):
+        self._reactor = reactor
+        self.requested_name = name
+        self.name = None
+        self._system = system if system is not None else LinuxSystem()
+        self._file = None
+        self._receiver = None
+        self.counters = Counter()
+
+    @property
+    def file(self):
+        """The open device (a :class:`~haha.io.system.FakeTunFile` under the fake)."""
+        return self._file
+
+    def start(self, receiver):
+        """Create/attach the device and deliver each packet read to ``receiver(packet)``.
+        Raises ``OSError`` when the device cannot be opened."""
+        if self._file is not None:
+            raise RuntimeError(f"TUN device {self.name} already open")
+        self._file, self.name = self._system.open_tun(self.requested_name)
+        self._receiver = receiver
+        self._reactor.addReader(self)
+        self.log.info("TUN device {name} open", name=self.name)
+
+    def stop(self):
+        if self._file is None:
+            return
+        self._reactor.removeReader(self)
+        self._receiver = None
+        f, self._file = self._file, None
+        f.close()
+
+    def write(self, packet):
+        """Hand one packet to the kernel. Errors are counted and logged, never raised."""
+        if self._file is None:
+            self.counters["write_not_open"] += 1
+            return False
+        try:
+            self._file.write(packet)
+        except OSError as e:
+            name = _errno.errorcode.get(e.errno, str(e.errno))
+            self.counters["write_errors"] += 1
+            self.counters[f"write_error.{name}"] += 1
+            self.log.warn("TUN {name} write failed: {error}", name=self.name, error=str(e),
+                          errno=name)
+            return False
+        self.counters["written"] += 1
+        return True
+
+    # IReadDescriptor
+
+    def fileno(self):
+        return self._file.fileno() if self._file is not None else -1
+
+    def doRead(self):
+        for _ in range(READ_BURST):
+            if self._file is None:
+                return
+            try:
+                packet = self._file.read(MAX_PACKET)
+            except BlockingIOError:
+                return
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.counters["read_errors"] += 1
+                self.log.warn("TUN {name} read failed: {error}", name=self.name, error=str(e))
+                return
+            if not packet:
+                return
+            self.counters["read"] += 1
+            try:
+                self._receiver(packet)
+            except Exception:
+                self.counters["receiver_errors"] += 1
+                self.log.failure("TUN {name} receiver failed", name=self.name)
+
+    def connectionLost(self, reason):
+        self.counters["read_errors"] += 1
+        self.log.error("TUN {name} lost: {reason}", name=self.name,
+                       reason=reason.getErrorMessage())
+
+    def logPrefix(self):
+        return f"TunDevice({self.name})"

@@ -1,0 +1,144 @@
+"""The unprivileged development transport: IPv6 packets carried in UDP datagrams.
+
+Framing: one UDP datagram holds exactly one complete IPv6 packet (fixed header, extension
+headers, upper layer) and nothing else: no prefix, no trailer. A datagram that does not start
+with version 6 or is shorter than 40 octets is counted and dropped.
+
+Where a packet goes is decided by its fixed-header destination address (for a packet with a
+type 2 routing header that is the care-of address, as on a real network):
+
+1. the static map from the configuration, ``IPv6Address -> (host, port)``;
+2. otherwise what was learned: every arriving packet teaches "its fixed-header source (the
+   care-of address for a mobile node; never the Home Address option's address) is reachable at
+   the datagram's UDP endpoint", so a home agent can answer a mobile node whose care-of address
+   it did not know. Learning never overrides a static entry and keeps at most ``max_learned``
+   entries (least recently learned forgotten first);
+3. a multicast destination goes to every distinct static endpoint;
+4. anything else is counted (``no_route``) and dropped.
+"""
+
+from collections import Counter, OrderedDict
+from ipaddress import IPv6Address
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from ..interfaces import IMobilityTransport
+
+
+class _Protocol(DatagramProtocol):
+    def __init__(self, transport):
+        self._owner = transport
+
+    def datagramReceived(self, data, addr):
+        self._owner._received(data, addr)
+
+
+@implementer(IMobilityTransport)
+class UdpTransport:
+    """IPv6-in-UDP between loopback ports (see the module docstring for the framing).
+
+    ``reactor`` provides ``listenUDP``. ``port``/``interface``: where to listen (port 0 picks
+    one; :attr:`address` tells which after :meth:`start`). ``peers``: the static map.
+    ``learn``: learn sources as described above.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, port=0, interface="::1", peers=None, learn=True,
+                 max_learned=4096):
+        self._reactor = reactor
+        self._port_number = port
+        self._interface = interface
+        self.static = {}
+        for address, endpoint in (peers or {}).items():
+            if not isinstance(address, IPv6Address):
+                raise TypeError(f"peer {address!r} is not an IPv6Address")
+            host, udp_port = endpoint
+            if not isinstance(udp_port, int) or not 0 < udp_port < 65536:
+                raise ValueError(f"peer {address}: UDP port {udp_port!r} out of range")
+            self.static[address] = (str(host), udp_port)
+        self.learn = learn
+        self.max_learned = max_learned
+        self.learned = OrderedDict()
+        self.counters = Counter()
+        self._receiver = None
+        self._port = None
+
+    @property
+    def address(self):
+        """``(host, port)`` this transport listens on (after :meth:`start`)."""
+        if self._port is None:
+            return None
+        a = self._port.getHost()
+        return (a.host, a.port)
+
+    def start(self, receiver):
+        if self._receiver is not None:
+            raise RuntimeError("UdpTransport already started")
+        self._port = self._reactor.listenUDP(self._port_number, _Protocol(self),
+                                             interface=self._interface)
+        self._receiver = receiver
+
+    def stop(self):
+        self._receiver = None
+        if self._port is not None:
+            port, self._port = self._port, None
+            return port.stopListening()
+        return None
+
+    def add_peer(self, address, endpoint):
+        """Add or replace a static entry."""
+        self.static[address] = (str(endpoint[0]), int(endpoint[1]))
+
+    def endpoint_for(self, address):
+        return self.static.get(address) or self.learned.get(address)
+
+    def _received(self, data, addr):
+        if self._receiver is None:
+            return
+        if len(data) < 40 or data[0] >> 4 != 6:
+            self.counters["received_malformed"] += 1
+            return
+        src = IPv6Address(data[8:24])
+        endpoint = (addr[0], addr[1])
+        if self.learn and src not in self.static and not src.is_unspecified:
+            if self.learned.get(src) != endpoint:
+                self.counters["learned"] += 1
+            self.learned[src] = endpoint
+            self.learned.move_to_end(src)
+            while len(self.learned) > self.max_learned:
+                self.learned.popitem(last=False)
+        self.counters["received"] += 1
+        try:
+            self._receiver(data)
+        except Exception:
+            self.counters["receiver_errors"] += 1
+            self.log.failure("receiver failed on a packet from {endpoint}", endpoint=endpoint)
+
+    def send(self, packet):
+        if self._port is None:
+            self.counters["send_not_started"] += 1
+            return
+        if len(packet) < 40 or packet[0] >> 4 != 6:
+            self.counters["send_invalid"] += 1
+            return
+        dst = IPv6Address(bytes(packet[24:40]))
+        if dst.is_multicast:
+            targets = sorted(set(self.static.values()))
+        else:
+            ep = self.endpoint_for(dst)
+            targets = [ep] if ep else []
+        if not targets:
+            self.counters["no_route"] += 1
+            self.log.debug("no UDP endpoint for {destination}", destination=str(dst))
+            return
+        for ep in targets:
+            try:
+                self._port.write(bytes(packet), ep)
+            except OSError as e:
+                self.counters["send_errors"] += 1
+                self.log.warn("UDP send to {endpoint} failed: {error}", endpoint=ep, error=str(e))
+            else:
+                self.counters["sent"] += 1
