@@ -1,0 +1,195 @@
+"""The binding cache: primary entries and Binding Cache Copies (draft section 2).
+
+A :class:`Binding` is one entry. ``primary`` is None for a binding this home agent holds as the
+mobile node's primary home agent, and the signalling address of the primary home agent for a
+copy (a BCC "MUST be marked as BCC", draft 2). Lookups: by home address (a dict) and by Mobile
+Network Prefix, longest match (one dict per prefix length in use). Expiry: a heap of
+``(expires, home address)`` with lazy deletion, so a refresh costs one push and no search;
+stale heap items are skipped when they surface. Entries are ``__slots__`` objects holding the
+decoded addresses by reference: about 600 octets per binding all told (``bench/core.py``).
+"""
+
+import heapq
+
+_ONES = (1 << 128) - 1
+_MASKS = [(_ONES << (128 - n)) & _ONES for n in range(129)]
+
+
+class Binding:
+    """One binding cache entry (RFC 6275 9.1 conceptual fields, plus the draft's primary HA).
+
+    ``lifetime`` is the granted lifetime in seconds and ``expires`` the absolute time it runs
+    out; ``local`` the address of this home agent the mobile node registered with (primaries
+    only); ``touched`` the last time a registration or a BIU set the entry.
+    """
+
+    __slots__ = ("home_address", "care_of", "flags", "sequence", "lifetime", "expires",
+                 "prefixes", "primary", "local", "touched")
+
+    def __init__(self, home_address, care_of, flags, sequence, lifetime, expires, prefixes=(),
+                 primary=None, local=None, touched=0.0):
+        self.home_address = home_address
+        self.care_of = care_of
+        self.flags = flags
+        self.sequence = sequence
+        self.lifetime = lifetime
+        self.expires = expires
+        self.prefixes = prefixes
+        self.primary = primary
+        self.local = local
+        self.touched = touched
+
+    @property
+    def is_copy(self):
+        return self.primary is not None
+
+    def remaining(self, now):
+        return max(0.0, self.expires - now)
+
+    def __repr__(self):
+        kind = "primary" if self.primary is None else f"copy of {self.primary}"
+        return (f"<Binding {self.home_address} -> {self.care_of} seq {self.sequence} "
+                f"{kind} expires {self.expires:g}{' ' + str(self.prefixes) if self.prefixes else ''}>")
+
+
+class BindingCache:
+    """Bindings by home address, by Mobile Network Prefix, and by expiry."""
+
+    def __init__(self):
+        self._by_home = {}
+        self._by_prefix = {}  # prefix length -> {network as int: Binding}
+        self._lengths = []  # prefix lengths in use, longest first
+        self._heap = []
+        self.primary_count = 0
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def __len__(self):
+        return len(self._by_home)
+
+    def __iter__(self):
+        return iter(list(self._by_home.values()))
+
+    def __contains__(self, home_address):
+        return home_address in self._by_home
+
+    def get(self, home_address):
+        return self._by_home.get(home_address)
+
+    def lookup_prefix(self, address):
+        """The binding whose Mobile Network Prefix holds ``address`` (IPv6Address or
+        IPv6Network's network address), longest prefix first; None if none does."""
+        a = int(address)
+        for n in self._lengths:
+            b = self._by_prefix[n].get(a & _MASKS[n])
+            if b is not None:
+                return b
+        return None
+
+    def lookup(self, address):
+        """The binding responsible for destination ``address``: the home address itself, else
+        the longest matching Mobile Network Prefix."""
+        b = self._by_home.get(address)
+        return b if b is not None else self.lookup_prefix(address)
+
+    def primaries(self):
+        return [b for b in self._by_home.values() if b.primary is None]
+
+    def copies_of(self, peer):
+        return [b for b in self._by_home.values() if b.primary == peer]
+
+    # -- changes ---------------------------------------------------------------------------
+
+    def store(self, home_address, care_of, flags, sequence, lifetime, expires, prefixes,
+              primary, local, touched):
+        """Create or update the entry of ``home_address``; returns it."""
+        b = self._by_home.get(home_address)
+        if b is None:
+            b = Binding(home_address, care_of, flags, sequence, lifetime, expires, prefixes,
+                        primary, local, touched)
+            self._by_home[home_address] = b
+            if prefixes:
+                self._index(b, prefixes)
+            if primary is None:
+                self.primary_count += 1
+            heapq.heappush(self._heap, (expires, home_address))
+            return b
+        if b.prefixes != prefixes:
+            if b.prefixes:
+                self._unindex(b, b.prefixes)
+            if prefixes:
+                self._index(b, prefixes)
+            b.prefixes = prefixes
+        if (b.primary is None) != (primary is None):
+            self.primary_count += 1 if primary is None else -1
+        b.care_of = care_of
+        b.flags = flags
+        b.sequence = sequence
+        b.lifetime = lifetime
+        b.primary = primary
+        b.local = local
+        b.touched = touched
+        if b.expires != expires:
+            b.expires = expires
+            heapq.heappush(self._heap, (expires, home_address))
+        return b
+
+    def remove(self, home_address):
+        """Remove and return the entry of ``home_address`` (None if there is none)."""
+        b = self._by_home.pop(home_address, None)
+        if b is not None:
+            if b.prefixes:
+                self._unindex(b, b.prefixes)
+            if b.primary is None:
+                self.primary_count -= 1
+        return b
+
+    def next_expiry(self):
+        """The earliest expiry time of an entry, or None."""
+        heap = self._heap
+        by_home = self._by_home
+        while heap:
+            t, hoa = heap[0]
+            b = by_home.get(hoa)
+            if b is not None and b.expires == t:
+                return t
+            heapq.heappop(heap)
+        return None
+
+    def pop_expired(self, now):
+        """Remove and return the entries whose lifetime ran out at or before ``now``."""
+        heap = self._heap
+        by_home = self._by_home
+        out = []
+        while heap and heap[0][0] <= now:
+            t, hoa = heapq.heappop(heap)
+            b = by_home.get(hoa)
+            if b is not None and b.expires == t:
+                self.remove(hoa)
+                out.append(b)
+        if len(heap) > 64 and len(heap) > 3 * len(by_home):
+            self._heap = [(b.expires, b.home_address) for b in by_home.values()]
+            heapq.heapify(self._heap)
+        return out
+
+    def _index(self, b, prefixes):
+        for p in prefixes:
+            n = p.prefixlen
+            table = self._by_prefix.get(n)
+            if table is None:
+                table = self._by_prefix[n] = {}
+                self._lengths = sorted(self._by_prefix, reverse=True)
+            table[int(p.network_address)] = b
+
+    def _unindex(self, b, prefixes):
+        for p in prefixes:
+            n = p.prefixlen
+            table = self._by_prefix.get(n)
+            if table is None:
+                continue
+            key = int(p.network_address)
+            if table.get(key) is b:
+                del table[key]
+                if not table:
+                    del self._by_prefix[n]
+                    self._lengths = sorted(self._by_prefix, reverse=True)

@@ -1,0 +1,179 @@
+"""What goes into the machines and what comes out of them.
+
+Inbound, the adapter hands each decoded message to a machine as an :class:`Inbound` record with
+the addresses the IPv6 header chain carried. Outbound, machines return lists of small frozen
+records, the *effects*, which the adapter carries out in order:
+
+- :class:`Send`: a Mobility Header message to encode, protect and send;
+- :class:`SendIcmp`: an ICMPv6 message (DHAAD request/reply);
+- :class:`InstallRoute`, :class:`RemoveRoute`, :class:`ProxyNd`, :class:`AdvertisePrefix`: the
+  home agent's forwarding duties, mapped one to one onto :class:`haha.interfaces.IForwardingBackend`;
+- :class:`TunnelUp`, :class:`TunnelDown`: the mobile node's side of its tunnel;
+- :class:`Event`: something worth logging or counting (a binding created, a peer lost...).
+
+The records are slotted frozen dataclasses; their constructors are the ordinary ones. The hot
+paths build them through :func:`_fast`, which stores the fields through the slot descriptors
+(a frozen dataclass's ``__init__`` pays ``object.__setattr__`` per field) and yields identical
+objects.
+"""
+
+from dataclasses import dataclass, fields
+
+
+def _fast(cls):
+    """A positional constructor for slotted frozen dataclass ``cls`` (all fields, in order)."""
+    names = [f.name for f in fields(cls)]
+    env = {"_new": object.__new__, "_cls": cls}
+    lines = [f"def make({', '.join(names)}):", "    o = _new(_cls)"]
+    for name in names:
+        env[f"_set_{name}"] = getattr(cls, name).__set__
+        lines.append(f"    _set_{name}(o, {name})")
+    lines.append("    return o")
+    exec("\n".join(lines), env)  # noqa: S102 - source built from the field names only
+    return env["make"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One decoded message and how it arrived.
+
+    ``src``/``dst`` are the IPv6 header's addresses; ``home_address`` the Home Address option's
+    (a Binding Update from a mobile node away from home comes from its care-of address with its
+    home address here); ``routing_address`` the type 2 routing header's; ``protected_by`` the
+    peer identity of the ESP SA that authenticated the message (a home agent's signalling
+    address or a mobile node's home address), None when it arrived unprotected.
+    """
+
+    message: object
+    src: object
+    dst: object
+    home_address: object = None
+    routing_address: object = None
+    protected_by: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    """Send Mobility Header ``message`` from ``src`` to ``dst``.
+
+    ``home_address`` asks for a Home Address option (``src`` is then a care-of address),
+    ``routing_address`` for a type 2 routing header (``dst`` is then a care-of address and the
+    routing address the final destination: the checksum pseudo-header uses it). ``protect``
+    names the peer whose ESP SA must protect it (a home agent's signalling address, or a mobile
+    node's home address), None to send in clear.
+    """
+
+    message: object
+    src: object
+    dst: object
+    home_address: object = None
+    routing_address: object = None
+    protect: object = None
+
+
+@dataclass(frozen=True, slots=True)
+class SendIcmp:
+    """Send ICMPv6 ``message`` (DHAAD request or reply) from ``src`` to ``dst``."""
+
+    message: object
+    src: object
+    dst: object
+
+
+@dataclass(frozen=True, slots=True)
+class InstallRoute:
+    """Install or refresh forwarding for ``route`` (a :class:`haha.core.duties.ForwardingRoute`);
+    ``IForwardingBackend.install(route)``. Idempotent: it replaces what was there for the home
+    address."""
+
+    route: object
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRoute:
+    """Stop forwarding for ``home_address`` and its prefixes; ``IForwardingBackend.remove``."""
+
+    home_address: object
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyNd:
+    """Start (``on``) or stop defending ``address`` on the home link by proxy Neighbour
+    Discovery; ``IForwardingBackend.proxy_nd_start/stop``. Starting also sends an unsolicited
+    Neighbour Advertisement (PROTOCOL.md 3.7)."""
+
+    address: object
+    on: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class AdvertisePrefix:
+    """Start (``on``) or stop attracting traffic for ``prefix`` (draft 3.2);
+    ``IForwardingBackend.advertise_prefix/withdraw_prefix``."""
+
+    prefix: object
+    on: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelUp:
+    """Mobile node side: carry traffic of ``home_address`` (and a mobile router's ``prefixes``)
+    through a bidirectional tunnel between ``care_of`` and ``home_agent``. Replaces any earlier
+    tunnel of the node."""
+
+    home_address: object
+    care_of: object
+    home_agent: object
+    prefixes: tuple = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TunnelDown:
+    """Mobile node side: remove the tunnel of ``home_address``."""
+
+    home_address: object
+
+
+class Event:
+    """Something worth logging or counting: ``name`` plus keyword ``fields``.
+
+    Names used by the machines: binding-created, binding-updated, binding-deleted,
+    binding-expired, primary-lost, copy-created, copy-deleted, peer-up, peer-down, take-over,
+    switch-requested, drain-started, drain-complete, dropped (with ``reason``), biu-rejected,
+    bulk-sync-complete, state (mobile node transitions), registered, registration-rejected,
+    discovery-failed... Immutable; equal when name and fields are equal.
+    """
+
+    __slots__ = ("name", "fields")
+
+    def __init__(self, name, **fields):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "fields", fields)
+
+    def __setattr__(self, key, value):
+        raise AttributeError("Event is immutable")
+
+    def __getitem__(self, key):
+        return self.fields[key]
+
+    def get(self, key, default=None):
+        return self.fields.get(key, default)
+
+    def __eq__(self, other):
+        if type(other) is not Event:
+            return NotImplemented
+        return self.name == other.name and self.fields == other.fields
+
+    def __hash__(self):
+        return hash((self.name, tuple(sorted((k, repr(v)) for k, v in self.fields.items()))))
+
+    def __repr__(self):
+        inner = "".join(f", {k}={v!r}" for k, v in self.fields.items())
+        return f"Event({self.name!r}{inner})"
+
+
+make_send = _fast(Send)
+make_install = _fast(InstallRoute)
+
+EFFECT_TYPES = (Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, TunnelUp,
+                TunnelDown, Event)

@@ -1,0 +1,577 @@
+"""The mobile node / mobile router machine (RFC 6275 11, RFC 3963 5, draft section 6), sans-IO.
+
+States:
+
+- ``idle``: not started;
+- ``home``: on the home link, no binding;
+- ``discovering``: DHAAD request outstanding (RFC 6275 11.4.1), retransmitted from
+  INITIAL_DHAAD_TIMEOUT doubling, DHAAD_RETRIES times, then at the capped interval;
+- ``registering``: Binding Update sent to a home agent that holds no binding for us yet;
+- ``registered``: binding accepted; refreshed at ``refresh_fraction`` of the granted lifetime
+  (or earlier when Binding Refresh Advice says so);
+- ``refreshing``: Binding Update sent to the home agent that holds our binding (a refresh, a
+  new care-of address, a Binding Refresh Request);
+- ``switching``: Binding Update sent to a new home agent (after HASR or RFC 5142 Home Agent
+  Switch) while the binding at the old one is still valid;
+- ``deregistering``: deregistration sent from the home link (PROTOCOL.md 6 form: from the home
+  address without Home Address option, lifetime 0, Alternate Care-of Address = home address).
+
+Retransmission (RFC 6275 11.8): a first registration with a home agent starts at
+InitialBindackTimeoutFirstReg (1.5 s), anything else at INITIAL_BINDACK_TIMEOUT (1 s), doubling
+to MAX_BINDACK_TIMEOUT (32 s); every retransmission carries a new sequence number.
+
+Inputs are the operator/environment calls (``start``, ``move``, ``return_home``, ``stop``), the
+messages (``receive``: BA, HASR, Home Agent Switch, DHAAD reply, Binding Refresh Request,
+Binding Error) and the timers (``tick``: retransmit, refresh, expire). :data:`TRANSITIONS` maps
+every (state, input) pair to a handler, to :data:`IGNORE` (network noise that the state has no
+use for: counted and dropped) or to :data:`INVALID` (an API call that makes no sense in that
+state: :class:`InvalidTransition` is raised). The table is total; a test walks every pair.
+"""
+
+import random
+from collections import Counter
+
+from haha.wire.icmpv6 import DhaadReply, DhaadRequest
+from haha.wire.mh import (
+    BA_R,
+    BA_SEQUENCE_OUT_OF_WINDOW,
+    BU_A,
+    BU_H,
+    BU_R,
+    BindingAck,
+    BindingError,
+    BindingRefreshRequest,
+    BindingUpdate,
+    HaSwitchRequest,
+    HomeAgentSwitch,
+)
+from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix
+
+from .effects import Event, Send, SendIcmp, TunnelDown, TunnelUp
+from .homeagent import home_agents_anycast
+from .seqnum import next_sequence, units
+
+IDLE = "idle"
+HOME = "home"
+DISCOVERING = "discovering"
+REGISTERING = "registering"
+REGISTERED = "registered"
+REFRESHING = "refreshing"
+SWITCHING = "switching"
+DEREGISTERING = "deregistering"
+STATES = (IDLE, HOME, DISCOVERING, REGISTERING, REGISTERED, REFRESHING, SWITCHING,
+          DEREGISTERING)
+
+# Inputs.
+START_AWAY = "start-away"
+START_HOME = "start-home"
+MOVE = "move"
+RETURN_HOME = "return-home"
+STOP = "stop"
+BA = "ba"
+SWITCH = "switch"  # HASR (draft 4.1.5) or RFC 5142 Home Agent Switch
+DHAAD_REPLY = "dhaad-reply"
+BRR = "brr"
+BE = "be"
+RETRANSMIT = "retransmit"
+REFRESH = "refresh"
+EXPIRE = "expire"
+INPUTS = (START_AWAY, START_HOME, MOVE, RETURN_HOME, STOP, BA, SWITCH, DHAAD_REPLY, BRR, BE,
+          RETRANSMIT, REFRESH, EXPIRE)
+
+IGNORE = "ignore"
+INVALID = "invalid"
+
+
+class InvalidTransition(RuntimeError):
+    """An operator call that the mobile node's state does not allow."""
+
+    def __init__(self, state, event):
+        self.state = state
+        self.event = event
+        super().__init__(f"{event} is not allowed in state {state}")
+
+
+def _table():
+    t = {}
+    network = (BA, SWITCH, DHAAD_REPLY, BRR, BE)
+    timers = (RETRANSMIT, REFRESH, EXPIRE)
+    for s in STATES:
+        for i in network + timers:
+            t[(s, i)] = IGNORE
+        t[(s, STOP)] = "_stop"
+        t[(s, START_AWAY)] = INVALID
+        t[(s, START_HOME)] = INVALID
+        t[(s, BE)] = "_binding_error" if s != IDLE else IGNORE
+    t[(IDLE, START_AWAY)] = "_go_away"
+    t[(IDLE, START_HOME)] = "_start_home"
+    t[(IDLE, MOVE)] = INVALID
+    t[(IDLE, RETURN_HOME)] = INVALID
+    t[(HOME, MOVE)] = "_go_away"
+    t[(HOME, RETURN_HOME)] = IGNORE
+    for s in (DISCOVERING, REGISTERING, REGISTERED, REFRESHING, SWITCHING):
+        t[(s, RETURN_HOME)] = "_return_home"
+        t[(s, SWITCH)] = "_switch_request"
+    t[(DISCOVERING, MOVE)] = "_discover_again"
+    t[(DISCOVERING, DHAAD_REPLY)] = "_dhaad_reply"
+    t[(DISCOVERING, RETRANSMIT)] = "_dhaad_retransmit"
+    t[(DISCOVERING, EXPIRE)] = "_binding_lost"
+    for s in (REGISTERING, REFRESHING, SWITCHING):
+        t[(s, MOVE)] = "_resend_now"
+        t[(s, BA)] = "_binding_ack"
+        t[(s, RETRANSMIT)] = "_bu_retransmit"
+    t[(REFRESHING, EXPIRE)] = "_binding_lost"
+    t[(SWITCHING, EXPIRE)] = "_binding_lost"
+    t[(REGISTERED, MOVE)] = "_refresh"
+    t[(REGISTERED, BRR)] = "_refresh"
+    t[(REGISTERED, REFRESH)] = "_refresh"
+    t[(REGISTERED, EXPIRE)] = "_binding_lost"
+    t[(DEREGISTERING, MOVE)] = "_go_away"
+    t[(DEREGISTERING, RETURN_HOME)] = IGNORE
+    t[(DEREGISTERING, BA)] = "_dereg_ack"
+    t[(DEREGISTERING, RETRANSMIT)] = "_dereg_retransmit"
+    t[(DEREGISTERING, EXPIRE)] = "_dereg_expired"
+    return t
+
+
+#: Every (state, input) pair: a handler method name, IGNORE or INVALID.
+TRANSITIONS = _table()
+
+
+def global_scope(address):
+    """Whether ``address`` has global scope (draft 5.3 switches at once only to such)."""
+    return not (address.is_link_local or address.is_multicast or address.is_unspecified
+                or address.is_loopback or address.is_site_local)
+
+
+class MobileNode:
+    """One mobile node or mobile router. ``settings`` is a
+    :class:`~haha.core.settings.MobileNodeSettings`, ``rng`` a :class:`random.Random` (initial
+    sequence number, DHAAD identifiers)."""
+
+    def __init__(self, settings, rng=None):
+        self.settings = settings
+        self.rng = rng if rng is not None else random.Random()
+        self.counters = Counter()
+        self.state = IDLE
+        self.home_address = settings.home_address
+        self.anycast = home_agents_anycast(settings.home_prefix)
+        self.care_of = None
+        self.home_agent = None  # the home agent holding our binding (when bound)
+        self.target = None  # the home agent the outstanding Binding Update went to
+        self.known_home_agents = list(settings.home_agents)
+        self.sequence = self.rng.randrange(1 << 16)
+        self.tunnel = None
+        self.expires = None
+        self.lifetime = None
+        self._candidates = []
+        self._rejected = set()
+        self._avoid = None
+        self._retransmit_at = None
+        self._timeout = None
+        self._attempts = 0
+        self._refresh_at = None
+        self._dhaad_id = None
+        self._dhaad_tries = 0
+        self._dhaad_failed = False
+        self._dereg_to = None
+
+    # ======================================================================================
+    # public entry points
+    # ======================================================================================
+
+    def start(self, now, care_of=None):
+        """Start on the home link (``care_of`` None) or away at ``care_of``. Returns effects."""
+        if care_of is None:
+            return self._dispatch(START_HOME, now)
+        return self._dispatch(START_AWAY, now, care_of=care_of)
+
+    def move(self, care_of, now):
+        """Movement detection (outside this machine) found a new care-of address."""
+        return self._dispatch(MOVE, now, care_of=care_of)
+
+    def return_home(self, now):
+        """The node is back on its home link: deregister."""
+        return self._dispatch(RETURN_HOME, now)
+
+    def stop(self, now):
+        """Forget everything at once (no signalling); the tunnel goes down."""
+        return self._dispatch(STOP, now)
+
+    def receive(self, inbound, now):
+        """Process one decoded message. Returns effects."""
+        msg = inbound.message
+        kind = type(msg)
+        if kind is BindingAck:
+            return self._dispatch(BA, now, inbound=inbound)
+        if kind is HaSwitchRequest or kind is HomeAgentSwitch:
+            return self._dispatch(SWITCH, now, inbound=inbound)
+        if kind is DhaadReply:
+            return self._dispatch(DHAAD_REPLY, now, inbound=inbound)
+        if kind is BindingRefreshRequest:
+            return self._dispatch(BRR, now, inbound=inbound)
+        if kind is BindingError:
+            return self._dispatch(BE, now, inbound=inbound)
+        self.counters["dropped:unexpected"] += 1
+        return [Event("dropped", reason="unexpected", message=kind.__name__, src=inbound.src)]
+
+    def next_deadline(self):
+        due = [t for t in (self._retransmit_at, self._refresh_at, self.expires) if t is not None]
+        return min(due) if due else None
+
+    def tick(self, now):
+        """Fire every timer due at ``now``, earliest first. Returns effects."""
+        out = []
+        for _ in range(8):
+            timers = [(t, name) for t, name in ((self.expires, EXPIRE),
+                                                (self._retransmit_at, RETRANSMIT),
+                                                (self._refresh_at, REFRESH))
+                      if t is not None and t <= now]
+            if not timers:
+                break
+            t, name = min(timers)
+            if name == EXPIRE:
+                self.expires = None
+            elif name == RETRANSMIT:
+                self._retransmit_at = None
+            else:
+                self._refresh_at = None
+            out.extend(self._dispatch(name, now))
+        return out
+
+    @property
+    def bound(self):
+        """True while a binding is believed to exist at ``home_agent``."""
+        return self.home_agent is not None
+
+    def busy(self):
+        """True in the transient states (waiting for an answer)."""
+        return self.state in (DISCOVERING, REGISTERING, REFRESHING, SWITCHING, DEREGISTERING)
+
+    # ======================================================================================
+    # dispatch
+    # ======================================================================================
+
+    def _dispatch(self, event, now, **kw):
+        entry = TRANSITIONS[(self.state, event)]
+        if entry == INVALID:
+            raise InvalidTransition(self.state, event)
+        out = []
+        if entry == IGNORE:
+            self.counters[f"ignored:{self.state}:{event}"] += 1
+            return out
+        before = self.state
+        getattr(self, entry)(now, out, **kw)
+        if self.state != before:
+            out.append(Event("state", old=before, new=self.state, input=event))
+        return out
+
+    # ======================================================================================
+    # handlers
+    # ======================================================================================
+
+    def _start_home(self, now, out):
+        self.state = HOME
+
+    def _stop(self, now, out):
+        self._tunnel_down(out)
+        self._reset_binding()
+        self._retransmit_at = None
+        self._dhaad_id = None
+        self.care_of = None
+        self.target = None
+        self.state = IDLE
+
+    def _go_away(self, now, out, care_of):
+        self.care_of = care_of
+        self._rejected = set()
+        self._candidates = list(self.known_home_agents)
+        if self._candidates:
+            self._register_with(self._candidates.pop(0), now, out, first=True)
+        else:
+            self._discover(now, out)
+
+    # -- registration ------------------------------------------------------------------------
+
+    def _register_with(self, home_agent, now, out, first):
+        """Send a Binding Update to ``home_agent``: ``first`` when it holds no binding of ours
+        (InitialBindackTimeoutFirstReg), else a refresh or care-of change."""
+        self.target = home_agent
+        if home_agent == self.home_agent and self.bound:
+            self.state = REFRESHING
+            self._timeout = self.settings.initial_timeout
+        elif self.bound:
+            self.state = SWITCHING
+            self._timeout = self.settings.first_timeout
+        else:
+            self.state = REGISTERING
+            self._timeout = self.settings.first_timeout if first \
+                else self.settings.initial_timeout
+        self._attempts = 0
+        self._refresh_at = None
+        self._send_bu(now, out)
+
+    def _send_bu(self, now, out):
+        s = self.settings
+        self.sequence = next_sequence(self.sequence)
+        flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
+        opts = []
+        if s.alternate_care_of:
+            opts.append(AlternateCareOfAddress(self.care_of))
+        opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
+        bu = BindingUpdate(self.sequence, flags, units(s.lifetime), tuple(opts))
+        out.append(Send(bu, self.care_of, self.target, home_address=self.home_address,
+                        protect=self.target))
+        self._attempts += 1
+        self._retransmit_at = now + self._timeout
+        self.counters["bu-sent"] += 1
+
+    def _resend_now(self, now, out, care_of):
+        self.care_of = care_of
+        self._timeout = self.settings.initial_timeout if self.state == REFRESHING \
+            else self.settings.first_timeout
+        self._attempts = 0
+        self._send_bu(now, out)
+
+    def _refresh(self, now, out, care_of=None, inbound=None):
+        if care_of is not None:
+            self.care_of = care_of
+        self._register_with(self.home_agent, now, out, first=False)
+
+    def _bu_retransmit(self, now, out):
+        limit = self.settings.registration_attempts
+        if limit and self._attempts >= limit:
+            out.append(Event("registration-timeout", home_agent=self.target,
+                             attempts=self._attempts))
+            self._rejected.add(self.target)
+            return self._next_candidate(now, out)
+        self._timeout = min(self._timeout * 2, self.settings.max_timeout)
+        self._send_bu(now, out)
+        self.counters["bu-retransmitted"] += 1
+
+    def _ba_valid(self, inbound, out):
+        ba = inbound.message
+        if inbound.src != self.target:
+            self.counters["dropped:ba-wrong-source"] += 1
+            return False
+        if inbound.routing_address != self.home_address:
+            self.counters["dropped:ba-without-routing-header"] += 1
+            return False
+        if inbound.protected_by is not None and inbound.protected_by != self.target:
+            self.counters["dropped:ba-sa-mismatch"] += 1
+            return False
+        if ba.sequence != self.sequence and ba.status != BA_SEQUENCE_OUT_OF_WINDOW:
+            self.counters["dropped:ba-stale"] += 1
+            return False
+        return True
+
+    def _binding_ack(self, now, out, inbound):
+        if not self._ba_valid(inbound, out):
+            return
+        ba = inbound.message
+        s = self.settings
+        if ba.status == BA_SEQUENCE_OUT_OF_WINDOW:
+            # RFC 6275 11.7.3: resend with a number above the one the home agent accepted.
+            self.sequence = ba.sequence
+            self._send_bu(now, out)
+            self.counters["ba-135"] += 1
+            return
+        reason = None
+        if ba.status >= 128:
+            reason = f"status {ba.status}"
+        elif ba.lifetime == 0:
+            reason = "lifetime 0"
+        elif s.mobile_router and not ba.flags & BA_R:
+            reason = "no R flag"  # the home agent does not serve mobile routers (PROTOCOL.md 6)
+        if reason is not None:
+            out.append(Event("registration-rejected", home_agent=self.target, status=ba.status,
+                             reason=reason))
+            self._rejected.add(self.target)
+            if self.target == self.home_agent:
+                self._tunnel_down(out)
+                self._reset_binding()
+            return self._next_candidate(now, out)
+        granted = ba.lifetime * 4
+        self.home_agent = self.target
+        self.lifetime = granted
+        self.expires = now + granted
+        refresh = granted * s.refresh_fraction
+        advice = ba.refresh_interval
+        if advice:
+            refresh = min(refresh, advice * 4)
+        self._refresh_at = now + refresh
+        self._retransmit_at = None
+        self._rejected = set()
+        self._candidates = []
+        self.state = REGISTERED
+        if self.home_agent not in self.known_home_agents:
+            self.known_home_agents.append(self.home_agent)
+        tunnel = TunnelUp(self.home_address, self.care_of, self.home_agent, s.prefixes)
+        if tunnel != self.tunnel:
+            self.tunnel = tunnel
+            out.append(tunnel)
+        out.append(Event("registered", home_agent=self.home_agent, care_of=self.care_of,
+                         lifetime=granted, sequence=ba.sequence))
+
+    def _next_candidate(self, now, out):
+        while self._candidates:
+            ha = self._candidates.pop(0)
+            if ha not in self._rejected:
+                return self._register_with(ha, now, out, first=True)
+        self._discover(now, out)
+
+    def _binding_lost(self, now, out):
+        ha = self.home_agent or self.target
+        out.append(Event("binding-lost", home_agent=ha))
+        self._tunnel_down(out)
+        self._reset_binding()
+        if self.state in (REGISTERED, REFRESHING):
+            self._register_with(ha, now, out, first=True)
+
+    def _binding_error(self, now, out, inbound):
+        self.counters["binding-error"] += 1
+        out.append(Event("binding-error", status=inbound.message.status, src=inbound.src))
+
+    def _reset_binding(self):
+        self.home_agent = None
+        self.expires = None
+        self.lifetime = None
+        self._refresh_at = None
+
+    def _tunnel_down(self, out):
+        if self.tunnel is not None:
+            self.tunnel = None
+            out.append(TunnelDown(self.home_address))
+
+    # -- switching (draft 5.3 / 6.1, RFC 5142) -----------------------------------------------
+
+    def _switch_request(self, now, out, inbound):
+        msg = inbound.message
+        if inbound.routing_address is not None and inbound.routing_address != self.home_address:
+            self.counters["dropped:switch-wrong-home-address"] += 1
+            return
+        if inbound.protected_by is None and inbound.src not in self.known_home_agents:
+            self.counters["dropped:switch-unauthenticated"] += 1
+            return
+        if type(msg) is HaSwitchRequest:
+            wanted = [msg.desired_home_agent] if msg.desired_home_agent is not None else []
+        else:
+            wanted = [a for a in msg.addresses]
+        self.counters["switch-received"] += 1
+        out.append(Event("switch-received", src=inbound.src,
+                         desired=wanted[0] if wanted else None))
+        asking = inbound.src
+        for desired in wanted:
+            if global_scope(desired) and desired in self.known_home_agents:
+                self._rejected.discard(desired)
+                self._candidates = [a for a in self.known_home_agents if a != desired]
+                return self._register_with(desired, now, out, first=desired != self.home_agent)
+        self._avoid = asking
+        self._discover(now, out)
+
+    # -- discovery (RFC 6275 11.4.1) -----------------------------------------------------------
+
+    def _discover(self, now, out):
+        self.state = DISCOVERING
+        self.target = None
+        self._dhaad_tries = 0
+        self._dhaad_failed = False
+        self._timeout = self.settings.dhaad_timeout
+        self._send_dhaad(now, out)
+
+    def _send_dhaad(self, now, out):
+        self._dhaad_id = self.rng.randrange(1, 1 << 16)
+        out.append(SendIcmp(DhaadRequest(self._dhaad_id, self.settings.mobile_router),
+                            self.care_of, self.anycast))
+        self._retransmit_at = now + self._timeout
+        self.counters["dhaad-sent"] += 1
+
+    def _discover_again(self, now, out, care_of):
+        self.care_of = care_of
+        self._discover(now, out)
+
+    def _dhaad_retransmit(self, now, out):
+        self._dhaad_tries += 1
+        if self._dhaad_tries >= self.settings.dhaad_retries and not self._dhaad_failed:
+            self._dhaad_failed = True
+            out.append(Event("discovery-failed", tries=self._dhaad_tries))
+        else:
+            self._timeout = min(self._timeout * 2, self.settings.max_timeout)
+        self._send_dhaad(now, out)
+
+    def _dhaad_reply(self, now, out, inbound):
+        reply = inbound.message
+        if reply.identifier != self._dhaad_id or inbound.dst != self.care_of:
+            self.counters["dropped:dhaad-unmatched"] += 1
+            return
+        addresses = [a for a in reply.addresses if global_scope(a)]
+        if not addresses:
+            self.counters["dhaad-empty"] += 1
+            return
+        self._dhaad_id = None
+        self.known_home_agents = list(dict.fromkeys(addresses + self.known_home_agents))
+        order = [a for a in addresses if a not in self._rejected and a != self._avoid]
+        order += [a for a in addresses if a not in order and a not in self._rejected]
+        if not order:
+            order = list(addresses)
+            self._rejected = set()
+        self._avoid = None
+        self._candidates = order[1:]
+        self._register_with(order[0], now, out, first=order[0] != self.home_agent)
+
+    # -- going home (RFC 6275 11.5.4, PROTOCOL.md 6) -------------------------------------------
+
+    def _return_home(self, now, out):
+        ha = self.home_agent or self.target
+        self._tunnel_down(out)
+        self._refresh_at = None
+        self._dhaad_id = None
+        self.care_of = None
+        if ha is None:
+            self._reset_binding()
+            self._retransmit_at = None
+            self.state = HOME
+            return
+        self.target = ha
+        self.state = DEREGISTERING
+        self._timeout = self.settings.initial_timeout
+        self._attempts = 0
+        self._send_dereg(now, out)
+
+    def _send_dereg(self, now, out):
+        s = self.settings
+        self.sequence = next_sequence(self.sequence)
+        flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
+        bu = BindingUpdate(self.sequence, flags, 0, (AlternateCareOfAddress(self.home_address),))
+        out.append(Send(bu, self.home_address, self.target, protect=self.target))
+        self._attempts += 1
+        self._retransmit_at = now + self._timeout
+        self.counters["dereg-sent"] += 1
+
+    def _dereg_retransmit(self, now, out):
+        if self._timeout >= self.settings.max_timeout:
+            out.append(Event("deregistration-timeout", home_agent=self.target))
+            return self._home(out)
+        self._timeout = min(self._timeout * 2, self.settings.max_timeout)
+        self._send_dereg(now, out)
+
+    def _dereg_ack(self, now, out, inbound):
+        ba = inbound.message
+        if inbound.src != self.target or ba.sequence != self.sequence \
+                and ba.status != BA_SEQUENCE_OUT_OF_WINDOW:
+            self.counters["dropped:ba-stale"] += 1
+            return
+        if ba.status == BA_SEQUENCE_OUT_OF_WINDOW:
+            self.sequence = ba.sequence
+            return self._send_dereg(now, out)
+        out.append(Event("deregistered", home_agent=self.target, status=ba.status))
+        self._home(out)
+
+    def _dereg_expired(self, now, out):
+        self._home(out)
+
+    def _home(self, out):
+        self._reset_binding()
+        self._retransmit_at = None
+        self.target = None
+        self.state = HOME

@@ -1,0 +1,43 @@
+"""Sequence numbers and lifetimes as RFC 6275 counts them.
+
+Binding Update and HELLO sequence numbers are 16-bit and compared modulo 2**16 (RFC 6275 9.5.1,
+PROTOCOL.md 5): ``x`` is newer than ``y`` when ``(x - y) mod 2**16`` is in 1..32767. Lifetimes in
+Binding Updates, Binding Acknowledgements and BCE Information options are in units of 4 seconds
+(RFC 6275 6.1.7).
+"""
+
+import math
+
+MODULUS = 1 << 16
+HALF = 1 << 15
+MAX_UNITS = 0xFFFF
+
+
+def newer(x, y):
+    """True when sequence number ``x`` is newer than ``y`` (modulo 2**16)."""
+    return 0 < (x - y) % MODULUS < HALF
+
+
+def distance(x, y):
+    """How far ``x`` is ahead of ``y`` (negative when behind), in -32768..32767."""
+    d = (x - y) % MODULUS
+    return d - MODULUS if d >= HALF else d
+
+
+def next_sequence(x, step=1):
+    """``x + step`` modulo 2**16."""
+    return (x + step) % MODULUS
+
+
+def units(seconds):
+    """Whole 4-second units in ``seconds`` (rounded down), capped at 65535."""
+    u = int(seconds) >> 2
+    return u if u < MAX_UNITS else MAX_UNITS
+
+
+def units_ceil(seconds):
+    """4-second units covering ``seconds`` (rounded up), capped at 65535; 0 for nothing left."""
+    if seconds <= 0:
+        return 0
+    u = math.ceil(seconds / 4)
+    return u if u < MAX_UNITS else MAX_UNITS

@@ -1,0 +1,400 @@
+"""Binding synchronisation between home agents (draft 5.1, 5.2; PROTOCOL.md 3.1, 3.3, 3.5).
+
+One :class:`PeerSync` per live peer keeps what this home agent still owes it:
+
+- ``outstanding``: BIUs sent and not yet acknowledged, by identifier (random, non-zero, unique
+  per peer, so a BIA matches exactly one; PROTOCOL.md 3.1). Each is retransmitted with
+  exponential back-off (``biu_initial_timeout`` doubling up to ``biu_max_timeout``) until its
+  BIA arrives or the peer is declared dead.
+- Coalescing: a binding is carried by at most one outstanding BIU per peer. A newer change takes
+  the binding out of the older BIU (which is dropped when it empties) and goes out at once in a
+  new one, so a retransmission never carries stale state.
+- A window: at most ``biu_window`` BIUs outstanding per peer. Further changes wait in
+  ``pending`` (newest state per binding, first-come order) and leave, packed as many per BIU as
+  ``sync_mtu`` allows, as acknowledgements free the window.
+- Bulk answers (PROTOCOL.md 3.5): every primary binding is queued; once every BIU queued up to
+  that point has been acknowledged, an *end marker* (a BIU with no entries carrying the
+  request's identifier) is sent, reliably too. The requester retransmits its BIR until the end
+  marker arrives, then drops the copies naming that peer which the answer did not refresh.
+  (Chunks carry their own identifiers so that each BIA matches one chunk; see docs/core.md.)
+- ``requests``: BIRs sent to the peer, retransmitted like BIUs; a single-binding request gives
+  up after :data:`SINGLE_RETRIES` retransmissions (nobody may be primary for it).
+
+Retransmission timers live in one heap with lazy deletion.
+"""
+
+import heapq
+from ipaddress import IPv6Address
+
+from haha.wire.mh import BindingInfoRequest, BindingInfoUpdate
+from haha.wire.options import IPADDR_HOME_ADDRESS, BceInfo, IpAddress, MobileNetworkPrefix
+
+from .effects import _fast, make_send
+from .seqnum import units_ceil
+
+UNSPECIFIED = IPv6Address(0)
+SINGLE_RETRIES = 3
+
+# Octets of a BIU outside its BCE options: IPv6 header 40, worst-case ESP (header 8, IV 8,
+# padding 3, trailer 2, ICV 16) 37, Mobility Header with the identifier 8.
+_OVERHEAD = 40 + 37 + 8
+_ENTRY = 48  # a BCE Information option with its alignment padding
+_PREFIX = 24  # a Mobile Network Prefix option with its alignment padding
+
+_bce = _fast(BceInfo)
+_biu = _fast(BindingInfoUpdate)
+
+
+def entry_size(bce):
+    return _ENTRY + _PREFIX * len(bce.prefixes)
+
+
+class Outstanding:
+    """A BIU waiting for its BIA."""
+
+    __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker")
+
+    def __init__(self, identifier, entries, serial, timeout, next_at, marker=False):
+        self.identifier = identifier
+        self.entries = entries  # home address -> (BceInfo, expires or None for a deletion)
+        self.serial = serial
+        self.timeout = timeout
+        self.next_at = next_at
+        self.marker = marker
+
+
+class Request:
+    """A BIR waiting for its answer. ``target`` is None for a bulk request."""
+
+    __slots__ = ("identifier", "target", "started", "timeout", "next_at", "tries")
+
+    def __init__(self, identifier, target, started, timeout, next_at):
+        self.identifier = identifier
+        self.target = target
+        self.started = started
+        self.timeout = timeout
+        self.next_at = next_at
+        self.tries = 0
+
+
+class PeerSync:
+    """What this home agent owes one live peer."""
+
+    __slots__ = ("address", "outstanding", "carrying", "pending", "serial", "answering",
+                 "requests")
+
+    def __init__(self, address):
+        self.address = address
+        self.outstanding = {}
+        self.carrying = {}  # home address -> identifier of the outstanding BIU carrying it
+        self.pending = {}  # home address -> (BceInfo, expires, serial), in arrival order
+        self.serial = 0
+        self.answering = {}  # bulk request identifier -> barrier serial
+        self.requests = {}
+
+    def busy(self):
+        return bool(self.outstanding or self.pending or self.answering or self.requests)
+
+
+class Sync:
+    """The synchronisation state towards every live peer of one home agent."""
+
+    def __init__(self, settings, rng, counters):
+        self.settings = settings
+        self.rng = rng
+        self.counters = counters
+        self.source = settings.signalling_address
+        self.peers = {}
+        self._heap = []
+        self._budget = settings.sync_mtu - _OVERHEAD
+
+    # -- peers -----------------------------------------------------------------------------
+
+    def add_peer(self, address):
+        if address not in self.peers:
+            self.peers[address] = PeerSync(address)
+        return self.peers[address]
+
+    def drop_peer(self, address):
+        """Forget everything owed to ``address`` (declared dead, PROTOCOL.md 3.3)."""
+        return self.peers.pop(address, None)
+
+    def busy(self):
+        return any(p.busy() for p in self.peers.values())
+
+    # -- outgoing updates ------------------------------------------------------------------
+
+    def publish(self, binding, now, out, deleted=False):
+        """Send the state of primary ``binding`` (or its deletion) to every live peer."""
+        if deleted:
+            bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
+                       0, binding.prefixes)
+            expires = None
+        else:
+            expires = binding.expires
+            bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
+                       units_ceil(expires - now), binding.prefixes)
+        for peer in self.peers.values():
+            self._offer(peer, binding.home_address, bce, expires, now, out)
+
+    def offer(self, address, binding, now, out):
+        """Send the state of primary ``binding`` to peer ``address`` only."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return
+        bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
+                   units_ceil(binding.expires - now), binding.prefixes)
+        self._offer(peer, binding.home_address, bce, binding.expires, now, out)
+
+    def _offer(self, peer, hoa, bce, expires, now, out):
+        old = peer.carrying.pop(hoa, None)
+        if old is not None:
+            o = peer.outstanding.get(old)
+            if o is not None:
+                o.entries.pop(hoa, None)
+                if not o.entries and not o.marker:
+                    del peer.outstanding[old]
+        peer.serial += 1
+        if hoa in peer.pending:
+            peer.pending[hoa] = (bce, expires, peer.pending[hoa][2])
+        elif not peer.pending and len(peer.outstanding) < self.settings.biu_window:
+            ident = self._identifier(peer)
+            self._transmit(peer, Outstanding(ident, {hoa: (bce, expires)}, peer.serial,
+                                             self.settings.biu_initial_timeout, 0.0),
+                           (bce,), now, out)
+        else:
+            peer.pending[hoa] = (bce, expires, peer.serial)
+            self._flush(peer, now, out)
+        if peer.answering:
+            self._check_barriers(peer, now, out)
+
+    def _identifier(self, peer, wanted=None):
+        used = peer.outstanding
+        if wanted and wanted not in used:
+            return wanted
+        rnd = self.rng.randrange
+        while True:
+            ident = rnd(1, 65536)
+            if ident not in used:
+                return ident
+
+    def _transmit(self, peer, o, entries, now, out):
+        o.next_at = now + o.timeout
+        peer.outstanding[o.identifier] = o
+        carrying = peer.carrying
+        for hoa in o.entries:
+            carrying[hoa] = o.identifier
+        heapq.heappush(self._heap, (o.next_at, 0, peer.address, o.identifier))
+        out.append(make_send(_biu(o.identifier, entries, ()), self.source, peer.address, None,
+                             None, peer.address))
+        self.counters["biu-sent"] += 1
+
+    def _flush(self, peer, now, out):
+        """Send pending changes while the window has room, packed up to the MTU."""
+        pending = peer.pending
+        window = self.settings.biu_window
+        while pending and len(peer.outstanding) < window:
+            entries = {}
+            bces = []
+            room = self._budget
+            serial = None
+            for hoa in list(pending):
+                bce, expires, s = pending[hoa]
+                size = entry_size(bce)
+                if bces and size > room:
+                    break
+                del pending[hoa]
+                room -= size
+                entries[hoa] = (bce, expires)
+                bces.append(bce)
+                if serial is None:
+                    serial = s
+            ident = self._identifier(peer)
+            self._transmit(peer, Outstanding(ident, entries, serial,
+                                             self.settings.biu_initial_timeout, 0.0),
+                           tuple(bces), now, out)
+
+    # -- bulk and single answers -----------------------------------------------------------
+
+    def answer_bulk(self, address, identifier, bindings, now, out):
+        """Answer a bulk BIR from ``address``: queue every binding, then the end marker."""
+        peer = self.peers.get(address)
+        if peer is None or identifier in peer.answering:
+            return False
+        for b in bindings:
+            hoa = b.home_address
+            old = peer.carrying.pop(hoa, None)
+            if old is not None:
+                o = peer.outstanding.get(old)
+                if o is not None:
+                    o.entries.pop(hoa, None)
+                    if not o.entries and not o.marker:
+                        del peer.outstanding[old]
+            peer.serial += 1
+            bce = _bce(hoa, b.care_of, b.flags, b.sequence, units_ceil(b.expires - now),
+                       b.prefixes)
+            serial = peer.pending[hoa][2] if hoa in peer.pending else peer.serial
+            peer.pending[hoa] = (bce, b.expires, serial)
+        peer.serial += 1
+        peer.answering[identifier] = peer.serial
+        self._flush(peer, now, out)
+        self._check_barriers(peer, now, out)
+        return True
+
+    def answer_single(self, address, identifier, binding, now, out):
+        """Answer a single BIR with one BIU carrying the request's identifier (draft 5.2)."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return False
+        hoa = binding.home_address
+        old = peer.carrying.pop(hoa, None)
+        if old is not None:
+            o = peer.outstanding.get(old)
+            if o is not None:
+                o.entries.pop(hoa, None)
+                if not o.entries and not o.marker:
+                    del peer.outstanding[old]
+        peer.pending.pop(hoa, None)
+        peer.serial += 1
+        bce = _bce(hoa, binding.care_of, binding.flags, binding.sequence,
+                   units_ceil(binding.expires - now), binding.prefixes)
+        ident = self._identifier(peer, identifier)
+        self._transmit(peer, Outstanding(ident, {hoa: (bce, binding.expires)}, peer.serial,
+                                         self.settings.biu_initial_timeout, 0.0),
+                       (bce,), now, out)
+        return True
+
+    def _check_barriers(self, peer, now, out):
+        for ident, barrier in list(peer.answering.items()):
+            if ident in peer.outstanding:
+                continue  # the end marker is on its way (or the identifier is busy)
+            if ident not in peer.answering:
+                continue
+            if peer.pending and next(iter(peer.pending.values()))[2] <= barrier:
+                continue
+            if any(o.serial <= barrier for o in peer.outstanding.values() if not o.marker):
+                continue
+            o = Outstanding(ident, {}, barrier, self.settings.biu_initial_timeout, 0.0, True)
+            self._transmit(peer, o, (), now, out)
+
+    # -- acknowledgements ------------------------------------------------------------------
+
+    def acknowledge(self, address, bia, now, out):
+        """Apply a BIA from ``address``; returns the acknowledged :class:`Outstanding` or None."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return None
+        o = peer.outstanding.pop(bia.identifier, None)
+        if o is None:
+            return None
+        carrying = peer.carrying
+        ident = o.identifier
+        for hoa in o.entries:
+            if carrying.get(hoa) == ident:
+                del carrying[hoa]
+        if o.marker:
+            peer.answering.pop(ident, None)
+        if peer.pending:
+            self._flush(peer, now, out)
+        if peer.answering:
+            self._check_barriers(peer, now, out)
+        return o
+
+    # -- requests (BIR) --------------------------------------------------------------------
+
+    def request(self, address, target, now, out):
+        """Send a BIR to ``address``: ``target`` None asks for every binding (bulk,
+        PROTOCOL.md 3.5), an IPv6Address for one home address, an IPv6Network for a prefix."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return None
+        if target is None:
+            for r in peer.requests.values():
+                if r.target is None:
+                    return r  # one bulk request at a time
+        used = peer.requests
+        while True:
+            ident = self.rng.randrange(1, 65536)
+            if ident not in used:
+                break
+        r = Request(ident, target, now, self.settings.biu_initial_timeout, 0.0)
+        used[ident] = r
+        self._send_request(peer, r, now, out)
+        return r
+
+    def _send_request(self, peer, r, now, out):
+        if r.target is None:
+            opts = (IpAddress(IPADDR_HOME_ADDRESS, UNSPECIFIED, 128),)
+        elif isinstance(r.target, IPv6Address):
+            opts = (IpAddress(IPADDR_HOME_ADDRESS, r.target, 128),)
+        else:
+            opts = (MobileNetworkPrefix(r.target),)
+        r.next_at = now + r.timeout
+        heapq.heappush(self._heap, (r.next_at, 1, peer.address, r.identifier))
+        out.append(make_send(BindingInfoRequest(r.identifier, opts), self.source, peer.address,
+                             None, None, peer.address))
+        self.counters["bir-sent"] += 1
+
+    def answered(self, address, biu):
+        """If BIU ``biu`` from ``address`` answers one of our BIRs, close the request and return
+        it; a bulk request is closed only by its end marker (no entries)."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return None
+        r = peer.requests.get(biu.identifier)
+        if r is None:
+            return None
+        if r.target is None and biu.entries:
+            return None
+        del peer.requests[biu.identifier]
+        return r
+
+    # -- timers ----------------------------------------------------------------------------
+
+    def next_deadline(self):
+        heap = self._heap
+        while heap:
+            t, kind, address, ident = heap[0]
+            peer = self.peers.get(address)
+            if peer is not None:
+                item = (peer.outstanding if kind == 0 else peer.requests).get(ident)
+                if item is not None and item.next_at == t:
+                    return t
+            heapq.heappop(heap)
+        return None
+
+    def tick(self, now, out):
+        """Retransmit every BIU and BIR whose timeout has passed."""
+        heap = self._heap
+        maximum = self.settings.biu_max_timeout
+        while heap and heap[0][0] <= now:
+            t, kind, address, ident = heapq.heappop(heap)
+            peer = self.peers.get(address)
+            if peer is None:
+                continue
+            if kind == 0:
+                o = peer.outstanding.get(ident)
+                if o is None or o.next_at != t:
+                    continue
+                entries = tuple(
+                    bce if expires is None else _bce(
+                        bce.home_address, bce.care_of_address, bce.flags, bce.sequence,
+                        units_ceil(expires - now), bce.prefixes)
+                    for bce, expires in o.entries.values())
+                o.timeout = min(o.timeout * 2, maximum)
+                o.next_at = now + o.timeout
+                heapq.heappush(heap, (o.next_at, 0, address, ident))
+                out.append(make_send(_biu(ident, entries, ()), self.source, address, None, None,
+                                     address))
+                self.counters["biu-retransmitted"] += 1
+            else:
+                r = peer.requests.get(ident)
+                if r is None or r.next_at != t:
+                    continue
+                if r.target is not None and r.tries >= SINGLE_RETRIES:
+                    del peer.requests[ident]
+                    continue
+                r.tries += 1
+                r.timeout = min(r.timeout * 2, maximum)
+                self._send_request(peer, r, now, out)
+                self.counters["bir-retransmitted"] += 1
