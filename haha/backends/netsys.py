@@ -159,9 +159,11 @@ class Pyroute2Netlink:
 class FakeNetlink:
     """The same operations on dictionaries. ``links`` maps names to dicts like
     :meth:`Pyroute2Netlink.link_info` returns; ``ip6tnl_error`` is what creating an ip6tnl
-    link fails with (by default what this project's kernel answers)."""
+    link fails with (by default what this project's kernel answers). ``system``: a
+    :class:`haha.io.system.FakeSystem` whose TUN devices appear here as links once opened."""
 
-    def __init__(self, links=None):
+    def __init__(self, links=None, system=None):
+        self.system = system
         self.links = {}
         for name, info in (links or {"eth0": {}}).items():
             self.add_link(name, **info)
@@ -184,6 +186,8 @@ class FakeNetlink:
         self.closed = True
 
     def _need(self, name):
+        if name not in self.links and self.system is not None and name in self.system.tuns:
+            self.add_link(name, mac=b"", up=False)
         if name not in self.links:
             raise NetlinkFailure(f"no interface named {name}", 19)
         return self.links[name]

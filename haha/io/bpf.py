@@ -121,6 +121,12 @@ class Assembler:
     def jeq(self, value, jt=None, jf=None):
         return self._emit(JMP | JEQ | K, jt, jf, value & _MASK)
 
+    def jge(self, value, jt=None, jf=None):
+        return self._emit(JMP | JGE | K, jt, jf, value & _MASK)
+
+    def ld_len(self):
+        return self._emit(LD | W | LEN)
+
     def jset(self, value, jt=None, jf=None):
         return self._emit(JMP | JSET | K, jt, jf, value & _MASK)
 
@@ -182,8 +188,13 @@ def mobility_filter(icmp_types=DEFAULT_ICMP_TYPES, addresses=None, max_headers=4
     if not 1 <= max_headers <= 8:
         raise BpfError(f"max_headers {max_headers} out of range 1-8")
     a = Assembler()
-    a.ld_ancillary(SKF_AD_PKTTYPE).jeq(PACKET_OUTGOING, "reject")
-    a.ld_abs(0, B).alu(AND, 0xF0).jeq(0x60, None, "reject")
+    # Early refusals return in place: a jump to the far "reject" could exceed 255.
+    a.ld_ancillary(SKF_AD_PKTTYPE).jeq(PACKET_OUTGOING, None, "not_outgoing").ret(0)
+    a.label("not_outgoing")
+    a.ld_len().jge(40, None, "short")
+    a.ld_abs(0, B).alu(AND, 0xF0).jeq(0x60, "ipv6", None)
+    a.label("short").ret(0)
+    a.label("ipv6")
     if addresses is not None:
         a.ld_abs(24, B).jeq(0xFF, None, "addr0").ja("chain")  # multicast destination
         a.label("addr0")

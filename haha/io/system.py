@@ -312,9 +312,10 @@ class FakeSystem:
         self.nft_scripts.append(script)
         for line in script.splitlines():
             words = line.split()
-            if words[:2] in (["add", "table"], ["table"]) and len(words) >= 3:
-                fam, name = (words[2], words[3]) if words[0] == "add" else (words[1], words[2])
-                self.nft_tables.add((fam, name.rstrip("{").strip()))
+            if words[:2] == ["add", "table"] and len(words) >= 4:
+                self.nft_tables.add((words[2], words[3]))
+            elif words[:1] == ["table"] and len(words) >= 3:
+                self.nft_tables.add((words[1], words[2].rstrip("{")))
             elif words[:2] == ["delete", "table"] and len(words) >= 4:
                 if (words[2], words[3]) not in self.nft_tables:
                     raise NftError(f"No such file or directory: table {words[3]}")

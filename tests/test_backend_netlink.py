@@ -1,0 +1,96 @@
+"""The netlink backend (kernel ip6tnl): the clear refusal on this kernel, and its bookkeeping
+against the netlink fake (its kernel paths are untested here: no ip6_tunnel)."""
+
+from ipaddress import IPv6Address, IPv6Network
+
+import pytest
+from zope.interface.verify import verifyObject
+
+from haha.backends.netlink import KernelUnsupported, NetlinkBackend, read_kernel_config
+from haha.backends.netsys import FakeNetlink
+from haha.core.duties import ForwardingRoute
+from haha.interfaces import IForwardingBackend
+
+HOME = IPv6Address("2001:db8:1::100")
+HOME2 = IPv6Address("2001:db8:1::101")
+COA = IPv6Address("2001:db8:20::5")
+HA = IPv6Address("2001:db8:1::1")
+EXPECTED = ("the netlink backend needs the kernel's IPv6-in-IPv6 tunnel driver (ip6_tunnel, "
+            "CONFIG_IPV6_TUNNEL) and this kernel does not have it (CONFIG_IPV6_TUNNEL is not "
+            "set); use backend = tun, which tunnels in user space")
+
+
+def test_provides_the_backend_interface():
+    """NetlinkBackend provides IForwardingBackend."""
+    assert verifyObject(IForwardingBackend, NetlinkBackend(netlink=FakeNetlink()))
+
+
+def test_start_says_exactly_what_is_missing():
+    """On a kernel built without CONFIG_IPV6_TUNNEL, start() raises with a message naming the
+    driver, the config option and the alternative backend."""
+    b = NetlinkBackend(netlink=FakeNetlink(),
+                       kernel_config=lambda: "# CONFIG_IPV6_TUNNEL is not set\n")
+    with pytest.raises(KernelUnsupported) as e:
+        b.start()
+    assert str(e.value) == EXPECTED
+
+
+def test_start_without_config_falls_back_to_probing():
+    """Without a readable kernel configuration, a probe link that fails with EOPNOTSUPP gives
+    the same clear refusal."""
+    b = NetlinkBackend(netlink=FakeNetlink(), kernel_config=lambda: None)
+    with pytest.raises(KernelUnsupported, match="ip6_tunnel.*Operation not supported"):
+        b.start()
+
+
+@pytest.mark.netns
+def test_this_machine_kernel_is_refused_or_accepted_honestly(require_root):
+    """On this project's kernel (no ip6_tunnel) the real start() raises exactly the message; on
+    a kernel that has the driver, start() succeeds in a fresh namespace and stop() cleans up."""
+    config = read_kernel_config()
+    if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
+        with pytest.raises(KernelUnsupported) as e:
+            NetlinkBackend().start()
+        assert str(e.value) == EXPECTED
+        return
+    from haha.backends.netsys import Pyroute2Netlink
+    from haha.lab.topology import Topology
+
+    t = Topology()
+    t.add_node("k")
+    try:
+        t.create()
+        nl = Pyroute2Netlink(t.ns("k"))
+        try:
+            b = NetlinkBackend(netlink=nl)
+            b.start()
+            b.stop()
+        finally:
+            nl.close()
+    finally:
+        t.destroy()
+
+
+def test_tunnels_are_shared_per_care_of_and_removed_with_the_last_route():
+    """With a kernel that has ip6tnl (the fake): one tunnel per (HA address, care-of), routes for
+    home addresses and prefixes into it; the tunnel goes with its last route; stop cleans up."""
+    nl = FakeNetlink()
+    nl.ip6tnl_error = None
+    b = NetlinkBackend(netlink=nl, kernel_config=lambda: "")
+    b.start()
+    assert nl.sysctls["net.ipv6.conf.all.forwarding"] == "1" and nl.tunnels == {}
+    b.install(ForwardingRoute(HOME, COA, HA, (IPv6Network("2001:db8:99::/48"),)))
+    b.install(ForwardingRoute(HOME2, COA, HA))
+    assert list(nl.tunnels.values()) == [(HA, COA)]
+    name = next(iter(nl.tunnels))
+    assert {k[0] for k, v in nl.routes.items() if v["dev"] == name} == {
+        IPv6Network(HOME), IPv6Network(HOME2), IPv6Network("2001:db8:99::/48")}
+    b.remove(HOME)
+    assert nl.tunnels
+    b.remove(HOME2)
+    assert nl.tunnels == {} and nl.routes == {}
+    b.install(ForwardingRoute(HOME, COA, HA))
+    b.advertise_prefix(IPv6Network("2001:db8:1::/64"))
+    b.stop()
+    assert nl.tunnels == {} and nl.routes == {} and nl.sysctls[
+        "net.ipv6.conf.all.forwarding"] == "0"

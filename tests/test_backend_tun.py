@@ -1,0 +1,255 @@
+"""The tun backend and the mobile node's tunnel against the fakes (tier 2, no root):
+lookup, RFC 2473 encapsulation, the no-open-relay checks, proxy ND and prefixes."""
+
+from collections import Counter
+from ipaddress import IPv6Address, IPv6Network
+
+import pytest
+from twisted.internet.testing import MemoryReactor
+from zope.interface.verify import verifyObject
+
+from haha.backends.netsys import FakeNetlink, NetlinkFailure
+from haha.backends.tun import MobileTunnel, TunBackend
+from haha.core.duties import ForwardingRoute
+from haha.interfaces import IForwardingBackend
+from haha.io.system import FakeSystem
+from haha.wire.icmpv6 import NA_O, NeighborAdvertisement, decode_icmpv6
+from haha.wire.ipv6 import build_packet, parse_packet
+
+HA = IPv6Address("2001:db8:1::1")
+HOME = IPv6Address("2001:db8:1::100")
+HOME2 = IPv6Address("2001:db8:1::200")
+COA = IPv6Address("2001:db8:20::5")
+COA2 = IPv6Address("2001:db8:20::6")
+CN = IPv6Address("2001:db8:30::10")
+MNP = IPv6Network("2001:db8:99::/48")
+MNP_MORE = IPv6Network("2001:db8:99:5::/64")
+LL = IPv6Address("fe80::1")
+MAC = b"\x02\xaa\xbb\xcc\xdd\xee"
+
+
+class _Sender:
+    def __init__(self):
+        self.sent = []
+        self.counters = Counter()
+
+    def send(self, packet, interface=None):
+        self.sent.append((packet, interface))
+
+
+def _backend(**kw):
+    system = FakeSystem()
+    nl = FakeNetlink({"eth0": {"mac": MAC, "addresses": [LL, HA]}}, system=system)
+    tx = _Sender()
+    b = TunBackend(MemoryReactor(), tx, tun_name="hahat%d", netlink=nl, system=system, **kw)
+    b.start()
+    return b, nl, tx
+
+
+def test_provides_the_backend_interface():
+    """TunBackend provides IForwardingBackend and says it works in user space."""
+    b = TunBackend(MemoryReactor(), _Sender(), netlink=FakeNetlink(), system=FakeSystem())
+    assert verifyObject(IForwardingBackend, b)
+    assert "userspace" in b.capabilities() and "tunnel" in b.capabilities()
+
+
+def test_start_brings_the_tun_up_and_stop_restores():
+    """start() opens the TUN, sets it up with the tunnel MTU (1460) and enables forwarding;
+    stop() removes routes, proxy entries and prefixes, restores sysctls, closes the TUN."""
+    b, nl, _ = _backend()
+    name = b.tun.name
+    assert nl.links[name]["up"] and nl.links[name]["mtu"] == 1460
+    assert nl.sysctls["net.ipv6.conf.all.forwarding"] == "1"
+    b.install(ForwardingRoute(HOME, COA, HA, (MNP,)))
+    b.proxy_nd_start(HOME, "eth0")
+    b.advertise_prefix(IPv6Network("2001:db8:1::/64"))
+    f = b.tun.file
+    b.stop()
+    assert nl.routes == {} and nl.proxies == set() and f.closed
+    assert nl.sysctls["net.ipv6.conf.all.forwarding"] == "0"
+    assert nl.sysctls["net.ipv6.conf.eth0.proxy_ndp"] == "0"
+
+
+def test_install_refresh_remove_keep_kernel_routes_in_step():
+    """install routes the home address and prefixes into the TUN; a refresh with other prefixes
+    adds and removes exactly the difference; remove takes them all away; unknown removes are
+    ignored."""
+    b, nl, _ = _backend()
+    dev = b.tun.name
+    b.install(ForwardingRoute(HOME, COA, HA, (MNP,)))
+    assert set(nl.routes) == {(IPv6Network(HOME), None), (MNP, None)}
+    assert all(v["dev"] == dev for v in nl.routes.values())
+    b.install(ForwardingRoute(HOME, COA2, HA, (MNP_MORE,)))
+    assert set(nl.routes) == {(IPv6Network(HOME), None), (MNP_MORE, None)}
+    b.remove(HOME)
+    b.remove(HOME)
+    assert nl.routes == {}
+    assert b.snapshot()["routes"] == []
+
+
+def test_lookup_exact_then_longest_prefix():
+    """A destination matches its home address exactly, else the longest mobile network
+    prefix."""
+    b, _, _ = _backend()
+    b.install(ForwardingRoute(HOME, COA, HA, (MNP,)))
+    b.install(ForwardingRoute(HOME2, COA2, HA, (MNP_MORE,)))
+    assert b.lookup(HOME).care_of == COA
+    assert b.lookup(IPv6Address("2001:db8:99:1::1")).care_of == COA
+    assert b.lookup(IPv6Address("2001:db8:99:5::1")).care_of == COA2
+    assert b.lookup(CN) is None
+
+
+def test_packets_from_the_tun_are_encapsulated_rfc2473():
+    """A packet for a home address read from the TUN leaves as IPv6-in-IPv6 from the route's
+    local address to the care-of address with the tunnel hop limit; the inner packet is
+    unchanged; packets without a route, malformed ones and hop limit 0 are counted drops."""
+    b, _, tx = _backend(hop_limit=60)
+    b.install(ForwardingRoute(HOME, COA, HA))
+    inner = build_packet(CN, HOME, 58, bytes(8), hop_limit=63)
+    b.tun.file.inject(inner)
+    b.tun.file.inject(build_packet(CN, HOME2, 58, bytes(8)))
+    b.tun.file.inject(b"\x45" + bytes(40))
+    b.tun.file.inject(build_packet(CN, HOME, 58, bytes(8), hop_limit=0))
+    b.tun.doRead()
+    assert len(tx.sent) == 1
+    outer = parse_packet(tx.sent[0][0])
+    assert (outer.src, outer.dst, outer.next_header, outer.hop_limit) == (HA, COA, 41, 60)
+    assert outer.payload == inner
+    assert b.counters["tun_no_route"] == 1 and b.counters["tun_malformed"] == 1
+    assert b.counters["hop_limit_exceeded"] == 1
+
+
+def test_decapsulation_is_no_open_relay():
+    """Only IPv6-in-IPv6 from a registered care-of address to the route's local address, with
+    an inner source the binding owns, is written to the TUN; every other case is a counted
+    drop."""
+    b, _, _ = _backend()
+    b.install(ForwardingRoute(HOME, COA, HA, (MNP,)))
+    ok = build_packet(HOME, CN, 58, bytes(8))
+    from_mnp = build_packet(IPv6Address("2001:db8:99::7"), CN, 58, bytes(8))
+    spoofed = build_packet(IPv6Address("2001:db8:77::1"), CN, 58, bytes(8))
+    assert b.decapsulate(build_packet(COA, HA, 41, ok))
+    assert b.decapsulate(build_packet(COA, HA, 41, from_mnp))
+    assert b.tun.file.written == [ok, from_mnp]
+    assert not b.decapsulate(build_packet(COA, HA, 41, spoofed))
+    assert not b.decapsulate(build_packet(COA2, HA, 41, ok))
+    assert not b.decapsulate(build_packet(COA, IPv6Address("2001:db8:1::2"), 41, ok))
+    assert not b.decapsulate(build_packet(COA, HA, 135, bytes(16)))
+    assert not b.decapsulate(build_packet(COA, HA, 41, b"\x60" + bytes(5)))
+    assert not b.decapsulate(b"garbage")
+    c = b.counters
+    assert (c["decap_spoofed_source"], c["decap_unknown_care_of"], c["decap_wrong_local"],
+            c["decap_not_tunnel"], c["decap_malformed"]) == (1, 1, 1, 1, 2)
+    assert c["decapsulated"] == 2
+
+
+def test_proxy_nd_enables_kernel_proxy_and_sends_unsolicited_na():
+    """proxy_nd_start sets proxy_ndp on the interface, adds the proxy entry and sends one
+    unsolicited NA to all-nodes from our link-local address with hop limit 255, target the
+    home address, O set, S and R clear, our link-layer address; proxy_nd_stop removes the
+    entry."""
+    b, nl, tx = _backend()
+    b.proxy_nd_start(HOME, "eth0")
+    assert nl.sysctls["net.ipv6.conf.eth0.proxy_ndp"] == "1"
+    assert (HOME, "eth0") in nl.proxies
+    packet, interface = tx.sent[-1]
+    assert interface == "eth0"
+    p = parse_packet(packet)
+    assert (p.src, p.dst, p.hop_limit, p.next_header) == (LL, IPv6Address("ff02::1"), 255, 58)
+    na = decode_icmpv6(p.payload, p.src, p.dst)
+    assert isinstance(na, NeighborAdvertisement) and na.target == HOME and na.flags == NA_O
+    assert na.options[0].address == MAC
+    b.proxy_nd_stop(HOME, "eth0")
+    b.proxy_nd_stop(HOME, "eth0")
+    assert nl.proxies == set()
+    with pytest.raises(TypeError):
+        b.proxy_nd_start("2001:db8::1", "eth0")
+
+
+def test_prefix_advertisement_is_an_unreachable_static_route():
+    """advertise_prefix installs an unreachable route (protocol static, metric 1024) once;
+    withdraw removes it."""
+    b, nl, _ = _backend()
+    prefix = IPv6Network("2001:db8:1::/64")
+    b.advertise_prefix(prefix)
+    b.advertise_prefix(prefix)
+    assert nl.routes[(prefix, None)] == {"dev": None, "metric": 1024, "kind": "unreachable",
+                                         "proto": 4}
+    b.withdraw_prefix(prefix)
+    b.withdraw_prefix(prefix)
+    assert nl.routes == {}
+    with pytest.raises(TypeError):
+        b.advertise_prefix("2001:db8:1::/64")
+
+
+def test_netlink_failures_are_counted_not_raised():
+    """A kernel refusal while installing is logged and counted; the user-space table still
+    holds the route so decapsulation keeps working."""
+    b, nl, _ = _backend()
+
+    def refuse(*a, **k):
+        raise NetlinkFailure("route replace: (13, 'Permission denied')", 13)
+
+    nl.route_replace = refuse
+    b.install(ForwardingRoute(HOME, COA, HA))
+    assert b.counters["netlink_errors"] == 1 and HOME in b.routes
+    with pytest.raises(ValueError):
+        TunBackend(MemoryReactor(), _Sender(), hop_limit=0, netlink=nl, system=FakeSystem())
+    with pytest.raises(ValueError):
+        TunBackend(MemoryReactor(), _Sender(), mtu=1000, netlink=nl, system=FakeSystem())
+
+
+def _tunnel():
+    system = FakeSystem()
+    nl = FakeNetlink({"eth0": {}}, system=system)
+    tx = _Sender()
+    t = MobileTunnel(MemoryReactor(), tx, netlink=nl, system=system)
+    t.start()
+    return t, nl, tx
+
+
+def test_mobile_tunnel_routes_home_address_traffic_into_the_tunnel():
+    """set_endpoint puts the home address on the TUN, a rule from it (and from each prefix) to
+    the tunnel table whose default route is the TUN; moving to a new care-of changes only the
+    outer addresses; clear removes everything."""
+    t, nl, _ = _tunnel()
+    t.set_endpoint(HOME, COA, HA, (MNP,))
+    dev = t.tun.name
+    assert (IPv6Network(f"{HOME}/128"), t.table, 1000) in nl.rules
+    assert (MNP, t.table, 1000) in nl.rules
+    assert nl.routes[(IPv6Network("::/0"), t.table)]["dev"] == dev
+    assert HOME in nl.links[dev]["addresses"]
+    t.set_endpoint(HOME, COA2, HA, (MNP,))
+    assert len(nl.rules) == 2 and t.care_of == COA2
+    t.clear()
+    t.clear()
+    assert nl.rules == set() and nl.routes == {} and HOME not in nl.links[dev]["addresses"]
+    with pytest.raises(TypeError):
+        t.set_endpoint("2001:db8::1", COA, HA)
+
+
+def test_mobile_tunnel_encapsulates_and_decapsulates():
+    """Packets from the home address (or a prefix) read from the TUN go to the HA from the
+    care-of address; others are dropped; only the HA's tunnelled packets to our home address or
+    prefixes are written to the TUN."""
+    t, _, tx = _tunnel()
+    t.tun.file.inject(build_packet(HOME, CN, 58, bytes(8)))
+    t.tun.doRead()
+    assert t.counters["tun_no_endpoint"] == 1
+    t.set_endpoint(HOME, COA, HA, (MNP,))
+    out = build_packet(HOME, CN, 58, bytes(8))
+    t.tun.file.inject(out)
+    t.tun.file.inject(build_packet(IPv6Address("2001:db8:99::3"), CN, 58, bytes(8)))
+    t.tun.file.inject(build_packet(COA, CN, 58, bytes(8)))
+    t.tun.doRead()
+    assert len(tx.sent) == 2 and t.counters["tun_foreign_source"] == 1
+    outer = parse_packet(tx.sent[0][0])
+    assert (outer.src, outer.dst, outer.payload) == (COA, HA, out)
+    back = build_packet(CN, HOME, 58, bytes(8))
+    assert t.decapsulate(build_packet(HA, COA, 41, back))
+    assert t.tun.file.written == [back]
+    assert not t.decapsulate(build_packet(CN, COA, 41, back))
+    assert not t.decapsulate(build_packet(HA, COA, 41, build_packet(CN, CN, 59, b"")))
+    assert t.counters["decap_unknown_peer"] == 1 and t.counters["decap_wrong_destination"] == 1
+    with pytest.raises(ValueError):
+        MobileTunnel(MemoryReactor(), tx, table=254, netlink=FakeNetlink(), system=FakeSystem())

@@ -1,0 +1,226 @@
+"""RawTransport against the in-memory OS seam (haha.io.system.FakeSystem): tier 2, no root.
+
+The fake packet socket runs the attached BPF program through the interpreter, as the kernel
+would, so these tests see what would reach Python on a real system.
+"""
+
+import errno
+from ipaddress import IPv6Address
+
+import pytest
+from twisted.internet.testing import MemoryReactor
+from zope.interface.verify import verifyObject
+
+from haha.interfaces import IMobilityTransport
+from haha.io import bpf
+from haha.io.raw import RawTransport, nft_ruleset
+from haha.io.system import FakeSystem
+from haha.wire.ipv6 import build_packet
+
+A = IPv6Address("2001:db8::1")
+B = IPv6Address("2001:db8::2")
+HOME = IPv6Address("2001:db8:1::9")
+BU = build_packet(A, B, 135, bytes(16), home_address=HOME)
+UDP = build_packet(A, B, 17, bytes(8))
+
+
+def _started(**kw):
+    system = FakeSystem({"lo": 1, "eth0": 2, "eth1": 3})
+    reactor = MemoryReactor()
+    t = RawTransport(reactor, system=system, table="haha_test_1", **kw)
+    got = []
+    t.start(got.append)
+    return t, system, reactor, got
+
+
+def test_provides_the_transport_interface():
+    """RawTransport provides IMobilityTransport."""
+    t = RawTransport(MemoryReactor(), system=FakeSystem())
+    assert verifyObject(IMobilityTransport, t)
+
+
+def test_start_installs_filter_table_and_readers():
+    """start() creates one packet socket per interface with the mobility filter attached, a raw
+    socket, the nft table, and registers the readers with the reactor; stop() undoes it all."""
+    t, system, reactor, _ = _started(interfaces=["eth0", "eth1"])
+    assert [s.interface for s in system.packet_sockets] == ["eth0", "eth1"]
+    assert all(s.filter == t.program for s in system.packet_sockets)
+    assert len(system.raw_sockets) == 1
+    assert ("ip6", "haha_test_1") in system.nft_tables
+    assert len(reactor.readers) == 2
+    t.stop()
+    assert not reactor.readers
+    assert all(s.closed for s in system.packet_sockets) and system.raw_sockets[0].closed
+    assert system.nft_tables == set()
+    t.stop()  # idempotent
+    assert system.nft_scripts[-1].startswith("delete table ip6 haha_test_1")
+
+
+def test_receive_path_counts_and_filters():
+    """Mobility packets reach the receiver with the interface named; unrelated traffic is
+    refused by the filter before Python; outgoing copies and short packets are counted."""
+    t, system, reactor, got = _started(interfaces=["eth0"])
+    sock = system.packet_sockets[0]
+    seen_interface = []
+    t._receiver = lambda p: (got.append(p), seen_interface.append(t.last_interface))
+    assert sock.inject(BU) is True
+    assert sock.inject(UDP) is False
+    sock.queue.append((BU, ("eth0", 0x86DD, bpf.PACKET_OUTGOING, 1, b"")))
+    sock.queue.append((b"\x60" + bytes(10), ("eth0", 0x86DD, 0, 1, b"")))
+    next(iter(reactor.readers)).doRead()
+    assert got == [BU] and seen_interface == ["eth0"]
+    assert t.last_interface is None
+    assert t.counters["received"] == 1
+    assert t.counters["ignored_outgoing"] == 1
+    assert t.counters["received_malformed"] == 1
+
+
+def test_receiver_and_socket_errors_are_counted_not_raised():
+    """An exception in the receiver and a socket error are logged and counted; reading goes on
+    with the next packet."""
+    t, system, reactor, _ = _started()
+    sock = system.packet_sockets[0]
+    calls = []
+
+    def bad(p):
+        calls.append(p)
+        raise ValueError("boom")
+
+    t._receiver = bad
+    sock.inject(BU)
+    sock.inject(BU)
+    reader = next(iter(reactor.readers))
+    reader.doRead()
+    assert len(calls) == 2 and t.counters["receiver_errors"] == 2
+    sock.fail_with = errno.ENETDOWN
+    reader.doRead()
+    assert t.counters["receive_errors"] == 1
+
+
+def test_drain_discards_what_was_queued_before_the_filter():
+    """Packets queued between socket creation and filter attachment are discarded, counted."""
+    system = FakeSystem()
+    original = system.packet_socket
+
+    def early(interface=None):
+        s = original(interface)
+        s.inject(UDP)  # arrives before the filter
+        return s
+
+    system.packet_socket = early
+    t = RawTransport(MemoryReactor(), system=system, table="haha_test_2")
+    t.start(lambda p: None)
+    assert t.counters["drained"] == 1
+    assert system.packet_sockets[0].queue == []
+
+
+def test_send_paths():
+    """send() writes the packet to the raw socket addressed to its destination; link-scope
+    destinations need an interface (argument or default); errors are counted by errno."""
+    t, system, _, _ = _started(default_interface="eth1")
+    raw = system.raw_sockets[0]
+    t.send(BU)
+    assert raw.sent[-1] == (BU, (str(B), 0, 0, 0))
+    na = build_packet(A, IPv6Address("ff02::1"), 58, bytes(24), hop_limit=255)
+    t.send(na)
+    assert raw.sent[-1] == (na, ("ff02::1", 0, 0, 3))
+    t.send(na, interface="eth0")
+    assert raw.sent[-1] == (na, ("ff02::1", 0, 0, 2))
+    t.send(b"\x45" + bytes(50))
+    assert t.counters["send_invalid"] == 1
+    t.send(na, interface="nope")
+    assert t.counters["send_errors"] == 1
+    raw.fail_with = errno.ENETUNREACH
+    t.send(BU)
+    assert t.counters["send_error.ENETUNREACH"] == 1 and t.counters["send_errors"] == 2
+    assert t.counters["sent"] == 3
+    t2, system2, _, _ = _started()
+    t2.send(na)
+    assert t2.counters["send_no_interface"] == 1 and system2.raw_sockets[0].sent == []
+
+
+def test_send_before_start_is_counted():
+    """Sending on a transport that is not started counts and does nothing."""
+    t = RawTransport(MemoryReactor(), system=FakeSystem())
+    t.send(BU)
+    assert t.counters["send_not_started"] == 1
+
+
+def test_failed_start_leaves_nothing_behind():
+    """When nft fails, start raises its message and no socket stays open; when a packet socket
+    cannot be opened, the table installed first is removed again."""
+    system = FakeSystem()
+    system.nft_fail = "nft: command not found"
+    t = RawTransport(MemoryReactor(), system=system)
+    with pytest.raises(RuntimeError, match="command not found"):
+        t.start(lambda p: None)
+    assert system.raw_sockets == [] and not t.running
+    system = FakeSystem()
+    t = RawTransport(MemoryReactor(), interfaces=["missing0"], system=system, table="haha_x_1")
+    with pytest.raises(OSError):
+        t.start(lambda p: None)
+    assert system.nft_tables == set() and system.raw_sockets[0].closed
+
+
+def test_stale_tables_of_dead_processes_are_removed():
+    """At start, tables named haha_<pid>_<n> whose process is gone are deleted; tables of live
+    processes and foreign tables stay."""
+    system = FakeSystem()
+    import os
+
+    system.nft_tables |= {("ip6", "haha_999999999_1"), ("ip6", f"haha_{os.getpid()}_77"),
+                          ("inet", "filter")}
+    t = RawTransport(MemoryReactor(), system=system, table="haha_test_3")
+    t.start(lambda p: None)
+    assert ("ip6", "haha_999999999_1") not in system.nft_tables
+    assert ("ip6", f"haha_{os.getpid()}_77") in system.nft_tables
+    assert ("inet", "filter") in system.nft_tables
+
+
+def test_unique_table_names_and_ruleset_text():
+    """Each instance gets its own table name; the ruleset drops MH/ESP/IPv6-in-IPv6, type 2
+    routing headers and HAO-carrying ICMPv6 144-147 to local addresses (or a given set)."""
+    r = MemoryReactor()
+    names = {RawTransport(r, system=FakeSystem()).table for _ in range(3)}
+    assert len(names) == 3
+    text = nft_ruleset("haha_1_1")
+    assert "fib daddr type local meta l4proto { 41, 50, 135 } counter drop" in text
+    assert "rt type 2 counter drop" in text
+    assert "exthdr dst exists icmpv6 type { 144, 145, 146, 147 }" in text
+    assert "hook prerouting priority -300" in text
+    text = nft_ruleset("haha_1_1", [B, A])
+    assert "elements = { 2001:db8::1, 2001:db8::2 }" in text and "@haha_local" in text
+
+
+def test_addresses_restrict_filter_and_can_change():
+    """With addresses the filter refuses other destinations; set_addresses swaps the filter on
+    every socket and rewrites the nft table."""
+    t, system, reactor, got = _started(addresses=[B])
+    sock = system.packet_sockets[0]
+    to_a = build_packet(B, A, 135, bytes(16))
+    assert sock.inject(BU) and not sock.inject(to_a)
+    t.set_addresses([A])
+    assert sock.inject(to_a) and not sock.inject(BU)
+    assert "2001:db8::1" in system.nft_scripts[-1]
+    with pytest.raises(TypeError):
+        t.set_addresses(["2001:db8::1"])
+
+
+def test_proxy_nd_types_are_optional():
+    """NS/NA reach Python only when proxy_nd=True."""
+    ns = build_packet(A, B, 58, bytes((135,)) + bytes(23))
+    t, system, _, _ = _started()
+    assert not system.packet_sockets[0].inject(ns)
+    t, system, _, _ = _started(proxy_nd=True)
+    assert system.packet_sockets[0].inject(ns)
+
+
+def test_bad_arguments():
+    """A single string for interfaces and non-IPv6Address addresses are refused."""
+    with pytest.raises(TypeError):
+        RawTransport(MemoryReactor(), interfaces="eth0", system=FakeSystem())
+    with pytest.raises(TypeError):
+        RawTransport(MemoryReactor(), addresses=["2001:db8::1"], system=FakeSystem())
+    t, _, _, _ = _started()
+    with pytest.raises(RuntimeError):
+        t.start(lambda p: None)

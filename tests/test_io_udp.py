@@ -1,0 +1,152 @@
+"""UdpTransport: IPv6 packets in UDP datagrams (tier 2; one test on real loopback sockets)."""
+
+from ipaddress import IPv6Address
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.testing import MemoryReactor
+from zope.interface.verify import verifyObject
+
+from haha.interfaces import IMobilityTransport
+from haha.io.udp import UdpTransport
+from haha.wire.ipv6 import build_packet
+
+HA = IPv6Address("2001:db8:1::1")
+COA = IPv6Address("2001:db8:20::5")
+HOME = IPv6Address("2001:db8:1::100")
+
+
+class _Port:
+    def __init__(self):
+        self.written = []
+
+    def write(self, data, addr):
+        self.written.append((data, addr))
+
+    def stopListening(self):
+        return None
+
+    def getHost(self):
+        return type("H", (), {"host": "::1", "port": 4000})()
+
+
+class _Reactor(MemoryReactor):
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.port = _Port()
+        self.protocol = protocol
+        return self.port
+
+
+def _started(**kw):
+    r = _Reactor()
+    t = UdpTransport(r, **kw)
+    got = []
+    t.start(got.append)
+    return t, r, got
+
+
+def test_provides_the_transport_interface():
+    """UdpTransport provides IMobilityTransport."""
+    assert verifyObject(IMobilityTransport, UdpTransport(_Reactor()))
+
+
+def test_static_map_learning_and_unknown_destinations():
+    """A packet goes to its destination's static endpoint; an arriving packet teaches its
+    fixed-header source (the care-of address, not the Home Address option); unknown
+    destinations are counted drops; multicast fans out to the static peers."""
+    t, r, got = _started(peers={HA: ("::1", 5001)})
+    to_ha = build_packet(COA, HA, 135, bytes(16), home_address=HOME)
+    t.send(to_ha)
+    assert r.port.written == [(to_ha, ("::1", 5001))]
+    back = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
+    t.send(back)
+    assert t.counters["no_route"] == 1
+    r.protocol.datagramReceived(to_ha, ("::1", 6000))
+    assert got == [to_ha]
+    assert t.learned == {COA: ("::1", 6000)} and HOME not in t.learned
+    t.send(back)
+    assert r.port.written[-1] == (back, ("::1", 6000))
+    ra = build_packet(HA, IPv6Address("ff02::1"), 58, bytes(16))
+    t.send(ra)
+    assert r.port.written[-1] == (ra, ("::1", 5001))
+
+
+def test_learning_never_overrides_static_and_is_bounded():
+    """A static peer stays where the configuration put it; learned entries are bounded, oldest
+    forgotten first; learning can be switched off."""
+    t, r, _ = _started(peers={HA: ("::1", 5001)}, max_learned=2)
+    r.protocol.datagramReceived(build_packet(HA, COA, 59, b""), ("::1", 7777))
+    assert t.endpoint_for(HA) == ("::1", 5001)
+    for i in range(3):
+        src = IPv6Address(f"2001:db8:20::{i + 10}")
+        r.protocol.datagramReceived(build_packet(src, HA, 59, b""), ("::1", 7000 + i))
+    assert list(t.learned) == [IPv6Address("2001:db8:20::11"), IPv6Address("2001:db8:20::12")]
+    t2, r2, _ = _started(learn=False)
+    r2.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7000))
+    assert t2.learned == {}
+
+
+def test_malformed_and_receiver_errors():
+    """Datagrams that are not IPv6 packets are counted and dropped; a failing receiver is
+    counted; invalid outbound packets and sends before start are counted."""
+    t, r, got = _started()
+    r.protocol.datagramReceived(b"\x45" + bytes(50), ("::1", 1))
+    r.protocol.datagramReceived(b"\x60" + bytes(10), ("::1", 1))
+    assert t.counters["received_malformed"] == 2 and got == []
+    t._receiver = lambda p: 1 / 0
+    r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 1))
+    assert t.counters["receiver_errors"] == 1
+    t.send(b"junk")
+    assert t.counters["send_invalid"] == 1
+    u = UdpTransport(_Reactor())
+    u.send(build_packet(COA, HA, 59, b""))
+    assert u.counters["send_not_started"] == 1
+
+
+def test_bad_peer_map():
+    """Peers must be IPv6Address keys with a valid UDP port."""
+    with pytest.raises(TypeError):
+        UdpTransport(_Reactor(), peers={"2001:db8::1": ("::1", 1)})
+    with pytest.raises(ValueError):
+        UdpTransport(_Reactor(), peers={HA: ("::1", 70000)})
+
+
+@pytest_twisted.inlineCallbacks
+def test_round_trip_over_loopback():
+    """Two transports on real loopback ports: a BU travels to the HA, which answers the
+    mobile node's care-of address it only learned from that BU."""
+    got_ha, got_mn = [], []
+    ha = UdpTransport(reactor)
+    ha.start(got_ha.append)
+    mn = UdpTransport(reactor)
+    mn.start(got_mn.append)
+    try:
+        mn.add_peer(HA, ha.address)
+        bu = build_packet(COA, HA, 135, bytes(16), home_address=HOME)
+        mn.send(bu)
+        yield _until(lambda: got_ha)
+        assert got_ha == [bu]
+        ba = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
+        ha.send(ba)
+        yield _until(lambda: got_mn)
+        assert got_mn == [ba]
+    finally:
+        yield ha.stop()
+        yield mn.stop()
+
+
+def _until(predicate, timeout=5.0):
+    d = defer.Deferred()
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        if predicate():
+            d.callback(None)
+        elif reactor.seconds() > deadline:
+            d.errback(AssertionError("timed out"))
+        else:
+            reactor.callLater(0.005, check)
+
+    check()
+    return d
