@@ -224,8 +224,8 @@ class HomeAgent:
 
     def set_preference(self, preference, now):
         """Change the advertised preference; a HELLO goes out at once (draft 5.4)."""
-        if not -32768 <= preference <= 32767:
-            raise ValueError(f"preference {preference} is outside -32768..32767")
+        if not 0 <= preference <= 0xFFFF:
+            raise ValueError(f"preference {preference} is outside 0..65535")
         out = []
         self._set_preference(preference, now, out)
         return out
@@ -442,6 +442,7 @@ class HomeAgent:
         expires = now + lifetime
         old = duties_of(self.settings, held)
         was_primary = held is not None and held.primary is None
+        previous = held.primary if held is not None else None
         old_care_of = held.care_of if held is not None else None
         b = self.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires, v.prefixes,
                              None, local, now)
@@ -449,8 +450,7 @@ class HomeAgent:
         self.counters["bu-accepted"] += 1
         if not was_primary:
             out.append(Event("binding-created", home_address=hoa, care_of=care_of,
-                             sequence=bu.sequence, prefixes=v.prefixes,
-                             previous=None if held is None else held.primary))
+                             sequence=bu.sequence, prefixes=v.prefixes, previous=previous))
         elif old_care_of != care_of:
             out.append(Event("binding-updated", home_address=hoa, care_of=care_of,
                              sequence=bu.sequence))
@@ -581,7 +581,7 @@ class HomeAgent:
     def _peer_down(self, address, reason, now, out):
         self.sync.drop_peer(address)
         out.append(Event("peer-down", peer=address, reason=reason))
-        if not self.settings.take_over or self.state != SERVING:
+        if not self.settings.take_over or self.state not in (SERVING, DRAINING):
             return
         ranked = self.ranked()
         if not ranked or ranked[0][0] != self.identity:
@@ -595,7 +595,10 @@ class HomeAgent:
                                  b.expires, b.prefixes, None, self.address, now)
             transition(b.home_address, old, duties_of(self.settings, b), out)
             self.sync.publish(b, now, out)
-            self._request_switch(b, self.address, now, out)
+            # A draining home agent still takes over (nobody else would: it may rank first
+            # in its peers' view), then passes the nodes on as its drain says.
+            desired = self.address if self.state == SERVING else self._drain_target()
+            self._request_switch(b, desired, now, out)
         self.counters["taken-over"] += len(copies)
         out.append(Event("take-over", peer=address, count=len(copies)))
 
@@ -646,12 +649,13 @@ class HomeAgent:
                 continue
             lifetime = bce.lifetime << 2
             old = duties_of(settings, held)
+            was_primary = held is not None and held.primary is None
             b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
                             now + lifetime, bce.prefixes, sender, None, now)
             transition(hoa, old, duties_of(settings, b), out)
             if held is None:
                 out.append(Event("copy-created", home_address=hoa, primary=sender))
-            elif held.primary is None:
+            elif was_primary:
                 self._cancel_switch(hoa)
                 out.append(Event("primary-lost", home_address=hoa, to=sender,
                                  sequence=bce.sequence))

@@ -461,6 +461,9 @@ class MobileNode:
         out.append(Event("switch-received", src=inbound.src,
                          desired=wanted[0] if wanted else None))
         asking = inbound.src
+        if wanted and wanted[0] == self.home_agent and self.state == REGISTERED:
+            self.counters["switch-already-there"] += 1
+            return
         for desired in wanted:
             if global_scope(desired) and desired in self.known_home_agents:
                 self._rejected.discard(desired)

@@ -141,12 +141,13 @@ class HomeAgentSettings:
     #: The HAHA address (draft section 2): the address used for all HA<->HA signalling (HELLO,
     #: BIR, BIU, BIA) and the identity peers know this home agent by. None: ``address``.
     haha_address: IPv6Address = None
-    #: Home Agent Preference, a signed 16-bit value as in RFC 6275 7.4 (higher is preferred);
-    #: sent in HELLO, used to rank home agents (PROTOCOL.md 3.6) and to order DHAAD replies.
+    #: Home Agent Preference, an unsigned 16-bit value as the codec encodes it (draft 4.1.1;
+    #: higher is preferred); sent in HELLO, used to rank home agents (PROTOCOL.md 3.6) and to
+    #: order DHAAD replies. Keep it above ``drain_preference`` so a draining peer sorts last.
     preference: int = 0
     #: Home Agent Lifetime in seconds (1..65535) sent in HELLO: peers declare this home agent
     #: dead when it passes without a HELLO (PROTOCOL.md 3.6). Keep it a few HELLO intervals.
-    ha_lifetime: int = 30
+    ha_lifetime: int = 35
     #: Seconds between periodic HELLOs (draft 5.4 "MUST periodically send"); a HELLO is also
     #: sent at once when preference, lifetime or draining state change.
     hello_interval: float = 10.0
@@ -193,9 +194,9 @@ class HomeAgentSettings:
     #: peers in turn, best ranked first), 'best' (HASR naming the best-ranked live peer) or
     #: 'discover' (HASR without a desired home agent: the nodes run DHAAD).
     drain: str = DRAIN_SPREAD
-    #: The preference advertised while draining, so peers rank this home agent last and leave
-    #: it out of their DHAAD replies. -32768 is the lowest RFC 6275 allows.
-    drain_preference: int = -32768
+    #: The preference advertised while draining, so peers rank this home agent last (in
+    #: take-over ranking and in their DHAAD replies). 0 is the lowest value.
+    drain_preference: int = 0
     #: How to tell a mobile node to switch: 'hasr' (draft 4.1.5) or 'rfc5142' (MH type 12).
     switch_message: str = SWITCH_HASR
     #: Answer DHAAD requests (RFC 6275 10.5) sent to the home prefix's Home-Agents anycast
@@ -215,7 +216,7 @@ class HomeAgentSettings:
         _set(self, "home_prefix", _network("home_prefix", self.home_prefix))
         _choice("kind", self.kind, KINDS)
         _set(self, "haha_address", _address("haha_address", self.haha_address, optional=True))
-        _number("preference", self.preference, -32768, 32767, integer=True)
+        _number("preference", self.preference, 0, 0xFFFF, integer=True)
         _number("ha_lifetime", self.ha_lifetime, 1, 65535, integer=True)
         _number("hello_interval", self.hello_interval, 0.001, 65535)
         _flag("send_hello", self.send_hello)
@@ -240,7 +241,7 @@ class HomeAgentSettings:
         _number("sync_mtu", self.sync_mtu, 1280, 65535, integer=True)
         _flag("take_over", self.take_over)
         _choice("drain", self.drain, DRAIN_MODES)
-        _number("drain_preference", self.drain_preference, -32768, 32767, integer=True)
+        _number("drain_preference", self.drain_preference, 0, 0xFFFF, integer=True)
         _choice("switch_message", self.switch_message, SWITCH_MESSAGES)
         _flag("dhaad", self.dhaad)
         _flag("peer_protection_required", self.peer_protection_required)
