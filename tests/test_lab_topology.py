@@ -73,3 +73,22 @@ def test_shared_link_is_one_broadcast_domain_and_sysctls_apply(require_root):
         assert topology.read_sysctl(t.ns("ha1"), "net.ipv6.conf.all.forwarding") == "1"
         assert topology.read_sysctl(t.ns("cn"), "net.ipv6.conf.all.forwarding") == "0"
     assert not set(t.namespaces()) & _namespaces()
+
+
+@pytest.mark.netns
+def test_cli_up_ping_down(require_root, capsys):
+    """haha-lab up builds a tagged topology and prints it as JSON, ping reaches the
+    correspondent from a mobile node, down removes every namespace."""
+    import json
+
+    from haha.lab.cli import main
+
+    tag = f"cli{os.getpid()}"
+    try:
+        assert main(["up", "no-home-link", "--tag", tag, "--has", "1"]) == 0
+        described = json.loads(capsys.readouterr().out)
+        assert described["nodes"]["cn"] == f"haha-{tag}-cn"
+        assert main(["ping", "no-home-link", "mn1", "2001:db8:30::10", "--tag", tag]) == 0
+    finally:
+        assert main(["down", "no-home-link", "--tag", tag, "--has", "1"]) == 0
+    assert not {n for n in _namespaces() if n.startswith(f"haha-{tag}-")}

@@ -1,1 +1,8 @@
-"""haha.backends (see docs/design.md)."""
+"""Forwarding backends (:class:`haha.interfaces.IForwardingBackend`, see ``docs/io.md``).
+
+- :mod:`.null`: records intent, changes nothing.
+- :mod:`.tun`: user-space RFC 2473 tunnelling through a TUN device (any kernel); also the mobile
+  node's end of the tunnel (:class:`~.tun.MobileTunnel`).
+- :mod:`.netlink`: the kernel's ip6tnl tunnels (needs ip6_tunnel; refuses clearly without it).
+- :mod:`.netsys`: the netlink seam (pyroute2) and its in-memory twin.
+"""
