@@ -59,6 +59,7 @@ NO_NEXT_HEADER = 59  # a TFC dummy packet (RFC 4303 2.6): callers discard it
 
 _PAD = bytes(range(1, 256))  # RFC 4303 2.4 default padding: 1, 2, 3, ... (Pad Length <= 255)
 _PADS = tuple(_PAD[:n] for n in range(256))
+_NEVER = SEQ_MAX + 1
 #: Padding, Pad Length and Next Header for each (pad length 0-3, next header): index pad * 256 + nh.
 _TAILS = tuple(_PAD[:pad] + bytes((pad, nh)) for pad in range(4) for nh in range(256))
 _HEAD = struct.Struct("!II")
@@ -83,16 +84,22 @@ class OutboundSA:
     """The sending half of one SA: sequence counter, IV generation, encryption.
 
     ``seq`` is the last sequence number sent (0 for a new SA: the first packet carries 1).
-    ``iv_mask`` is the 64-bit mask of the IV (drawn from ``rng`` when not given).
+    ``iv_mask`` is the 64-bit mask of the IV (drawn from ``rng`` when not given). ``limit`` and
+    ``reserve`` let sequence numbers survive restarts (:mod:`haha.security.seqstore`): the SA
+    sends up to ``limit`` and then calls ``reserve(seq)``, which must record durably that
+    numbers up to its result may be used and return it, before the packet leaves.
     """
 
-    __slots__ = ("spi", "peer", "_encrypt", "_salt", "_seq", "_mask")
+    __slots__ = ("spi", "peer", "_encrypt", "_salt", "_seq", "_mask", "_limit", "_reserve")
 
-    def __init__(self, spi, key, salt, peer=None, seq=0, iv_mask=None, rng=os.urandom):
+    def __init__(self, spi, key, salt, peer=None, seq=0, iv_mask=None, rng=os.urandom,
+                 limit=SEQ_MAX, reserve=None):
         _check_spi(spi)
         _check_key(key, salt)
         if not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX:
             raise SecurityConfigError(f"initial sequence number {seq!r} is not in 0..{SEQ_MAX}")
+        if not isinstance(limit, int) or not seq <= limit <= SEQ_MAX:
+            raise SecurityConfigError(f"sequence limit {limit!r} is not in {seq}..{SEQ_MAX}")
         if iv_mask is None:
             iv_mask = int.from_bytes(rng(8), "big")
         if not isinstance(iv_mask, int) or not 0 <= iv_mask < 1 << 64:
@@ -103,6 +110,8 @@ class OutboundSA:
         self._salt = bytes(salt)
         self._seq = seq
         self._mask = iv_mask
+        self._limit = limit if reserve is not None else SEQ_MAX
+        self._reserve = reserve
 
     @property
     def seq(self):
@@ -127,17 +136,25 @@ class OutboundSA:
         if not 0 <= next_header <= 255:
             raise ValueError(f"next header {next_header!r} is not 0-255")
         seq = self._seq + 1
-        if seq > SEQ_MAX:
-            raise SecurityError(
-                SEQ_EXHAUSTED, "sequence number 2^32-1 already sent; the SA needs new keys",
-                spi=self.spi, peer=self.peer,
-            )
+        if seq > self._limit:
+            self._extend(seq)
         self._seq = seq
         head = _HEAD_IV.pack(self.spi, seq, seq ^ self._mask)
         if payload.__class__ is not bytes:
             payload = bytes(payload)
         plain = payload + _TAILS[((-(n + 2) & 3) << 8) | next_header]
         return head + self._encrypt(self._salt + head[8:], plain, head[:8])
+
+    def _extend(self, seq):
+        if seq > SEQ_MAX:
+            raise SecurityError(
+                SEQ_EXHAUSTED, "sequence number 2^32-1 already sent; the SA needs new keys",
+                spi=self.spi, peer=self.peer,
+            )
+        limit = self._reserve(seq)
+        if not seq <= limit <= SEQ_MAX:
+            raise AssertionError(f"sequence reservation returned {limit} for {seq}")
+        self._limit = limit
 
     def __repr__(self):
         return f"<OutboundSA spi=0x{self.spi:08x} peer={self.peer} seq={self._seq}>"
@@ -151,10 +168,11 @@ class InboundSA:
     """
 
     __slots__ = ("spi", "peer", "role", "sources", "peer_key", "source_keys", "window",
-                 "_decrypt", "_salt", "_top", "_bits", "_mask", "received")
+                 "_decrypt", "_salt", "_top", "_bits", "_mask", "received", "_save_at",
+                 "_advance")
 
     def __init__(self, spi, key, salt, peer=None, replay_window=DEFAULT_REPLAY_WINDOW,
-                 role=None, sources=()):
+                 role=None, sources=(), floor=0, advance=None, save_at=None):
         _check_spi(spi)
         _check_key(key, salt)
         if not isinstance(replay_window, int) or not 64 <= replay_window <= 1 << 16:
@@ -172,10 +190,18 @@ class InboundSA:
         self.window = replay_window
         self._decrypt = AESGCM(bytes(key)).decrypt
         self._salt = bytes(salt)
-        self._top = 0
-        self._bits = 1  # sequence number 0 counts as already received: it is never sent
+        if not isinstance(floor, int) or not 0 <= floor <= SEQ_MAX:
+            raise SecurityConfigError(f"replay floor {floor!r} is not in 0..{SEQ_MAX}")
         self._mask = (1 << replay_window) - 1
+        # Sequence number 0 counts as already received: it is never sent. A floor (the top
+        # recorded before a restart) makes every number up to it count as received.
+        self._top = floor
+        self._bits = 1 if floor == 0 else self._mask
         self.received = 0
+        # ``advance(top)`` records the top durably (haha.security.seqstore) once it reaches
+        # ``save_at`` and returns the next threshold.
+        self._advance = advance
+        self._save_at = save_at if advance is not None and save_at is not None else _NEVER
 
     @property
     def top(self):
@@ -216,6 +242,8 @@ class InboundSA:
             shift = seq - top
             self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.window else 1
             self._top = seq
+            if seq >= self._save_at:
+                self._save_at = self._advance(seq)
         else:
             self._bits |= 1 << (top - seq)
         self.received += 1

@@ -130,12 +130,15 @@ class SecurityAssociationDatabase:
     """Manually keyed ESP SAs (see the module docstring for peers and sources).
 
     ``replay_window`` is the default anti-replay window (64..65536, RFC 4303 3.4.3); ``rng``
-    draws each outbound SA's IV mask (:mod:`haha.security.esp`).
+    draws each outbound SA's IV mask (:mod:`haha.security.esp`). ``sequence_store`` (a
+    :class:`haha.security.seqstore.SequenceStore`) keeps sequence numbers across restarts;
+    without one, a restarted node's peers drop its packets as too old (docs/security.md).
     """
 
-    def __init__(self, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom):
+    def __init__(self, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom, sequence_store=None):
         self.replay_window = replay_window
         self._rng = rng
+        self.sequence_store = sequence_store
         self._out = {}  # int(peer) -> OutboundSA
         self._in = {}  # spi -> (InboundSA, ...): derived SPIs of different peers may collide
         self._in_peer = {}  # peer -> InboundSA
@@ -143,14 +146,20 @@ class SecurityAssociationDatabase:
         self.counters = dict.fromkeys(SADB_REASONS, 0)
 
     @classmethod
-    def from_specs(cls, specs, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom):
+    def from_specs(cls, specs, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom,
+                   sequence_store=None):
         """A database holding ``specs`` (an iterable of :class:`SaSpec`). Raises
         :class:`SecurityConfigError` for a second SA of one peer in one direction, an inbound
         SPI shared with another peer for the same source addresses, or one peer given two
         roles; nothing is half-built."""
-        db = cls(replay_window, rng)
-        for spec in specs:
-            db.add(spec)
+        db = cls(replay_window, rng, sequence_store)
+        if sequence_store is None:
+            for spec in specs:
+                db.add(spec)
+        else:
+            with sequence_store.batch():
+                for spec in specs:
+                    db.add(spec)
         return db
 
     def add(self, spec):
@@ -165,7 +174,12 @@ class SecurityAssociationDatabase:
         if spec.direction == "out":
             if spec.peer._ip in self._out:
                 raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA")
-            sa = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng)
+            seq, limit, reserve = 0, None, None
+            if self.sequence_store is not None:
+                seq, limit, reserve = self.sequence_store.start_outbound(spec.peer, spec.spi)
+            sa = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng,
+                            seq=seq, limit=limit if limit is not None else 0xFFFFFFFF,
+                            reserve=reserve)
             self._out[spec.peer._ip] = sa
         else:
             same = self._in.get(spec.spi, ())
@@ -179,11 +193,20 @@ class SecurityAssociationDatabase:
             if spec.peer in self._in_peer:
                 raise SecurityConfigError(f"peer {spec.peer} already has an inbound SA")
             window = self.replay_window if spec.replay_window is None else spec.replay_window
+            floor, advance, save_at = 0, None, None
+            if self.sequence_store is not None:
+                floor, advance, save_at = self.sequence_store.start_inbound(spec.peer, spec.spi)
             sa = InboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, replay_window=window,
-                           role=spec.role, sources=spec.sources)
+                           role=spec.role, sources=spec.sources, floor=floor, advance=advance,
+                           save_at=save_at)
             self._in[spec.spi] = same + (sa,)
             self._in_peer[spec.peer] = sa
         self._roles[spec.peer._ip] = spec.role
+
+    def flush(self):
+        """Record every inbound SA's anti-replay top in the sequence store (a clean stop)."""
+        if self.sequence_store is not None:
+            self.sequence_store.flush(self)
 
     def remove_peer(self, peer):
         """Forget every SA of ``peer`` (both directions). Unknown peers are ignored."""
