@@ -94,3 +94,17 @@ def test_tunnels_are_shared_per_care_of_and_removed_with_the_last_route():
     b.stop()
     assert nl.tunnels == {} and nl.routes == {} and nl.sysctls[
         "net.ipv6.conf.all.forwarding"] == "0"
+
+
+def test_plugin_factories_touch_nothing():
+    """The null and netlink factories build from their sections without system calls."""
+    from twisted.internet.task import Clock
+
+    from haha.backends import netlink, null
+    from haha.inifile import parse_ini
+
+    assert isinstance(null.build(parse_ini("[backend:null]\n")["backend:null"], Clock()),
+                      null.NullBackend)
+    section = parse_ini("[backend:netlink]\ntable = 7\nforwarding = no\n")["backend:netlink"]
+    b = netlink.build(section, Clock())
+    assert (b.table, b.enable_forwarding, b.transport) == (7, False, None)

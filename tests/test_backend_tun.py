@@ -253,3 +253,28 @@ def test_mobile_tunnel_encapsulates_and_decapsulates():
     assert t.counters["decap_unknown_peer"] == 1 and t.counters["decap_wrong_destination"] == 1
     with pytest.raises(ValueError):
         MobileTunnel(MemoryReactor(), tx, table=254, netlink=FakeNetlink(), system=FakeSystem())
+
+
+def test_plugin_factory_reads_its_section_and_touches_nothing():
+    """build(options, reactor) turns [backend:tun] into a TunBackend without opening anything;
+    start() refuses to run until the daemon gave it a transport; the same keys configure a
+    mobile node's MobileTunnel."""
+    from twisted.internet.task import Clock
+
+    from haha.backends.tun import build, options_of
+    from haha.inifile import ConfigError, parse_ini
+
+    text = "[backend:tun]\ndevice = ha%d\nmtu = 1400\nhop-limit = 32\ntable = 100\n" \
+           "forwarding = no\nrouter-flag = yes\n"
+    section = parse_ini(text)["backend:tun"]
+    b = build(section, Clock())
+    assert (b.tun.requested_name, b.mtu, b.hop_limit, b.table) == ("ha%d", 1400, 32, 100)
+    assert b.enable_forwarding is False and b.router_flag is True and b.transport is None
+    assert section.unused() == []
+    with pytest.raises(RuntimeError, match="no transport"):
+        b.start()
+    t = MobileTunnel(MemoryReactor(), _Sender(), netlink=FakeNetlink(), system=FakeSystem(),
+                     **options_of(parse_ini("[backend:tun]\n")["backend:tun"]))
+    assert t.table == 0x4D4E and t.mtu == 1460
+    with pytest.raises(ConfigError):
+        build(parse_ini("[backend:tun]\nmtu = 500\n")["backend:tun"], Clock())

@@ -85,6 +85,10 @@ class LinkDuties:
     def send_unsolicited_na(self, address, interface):
         """One unsolicited NA to all-nodes for ``address`` with our link-layer address
         (RFC 6275 10.4.1, RFC 4861 7.2.6). Returns the packet sent, or None."""
+        if self.transport is None:
+            self.counters["na_errors"] += 1
+            self.log.warn("no transport to send the NA for {address}", address=str(address))
+            return None
         try:
             info = self.netlink.link_info(interface)
         except NetlinkFailure as e:

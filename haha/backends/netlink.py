@@ -156,3 +156,12 @@ class NetlinkBackend(LinkDuties):
             "prefixes": [str(p) for p in sorted(self.prefixes)],
             "counters": dict(self.counters),
         }
+
+
+def build(options, reactor):
+    """The ``netlink`` backend plugin's factory; ``backend.transport`` (for the unsolicited
+    Neighbour Advertisement) is set by the daemon before ``start()``."""
+    return NetlinkBackend(reactor, None,
+                          table=options.get_int("table", None, minimum=1, maximum=0xFFFFFFFE),
+                          enable_forwarding=options.get_bool("forwarding", True),
+                          router_flag=options.get_bool("router-flag", False))

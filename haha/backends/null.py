@@ -94,3 +94,8 @@ class NullBackend:
             "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
             "prefixes": [str(p) for p in sorted(self.prefixes)],
         }
+
+
+def build(options, reactor):
+    """The ``null`` backend plugin's factory (``[backend:null]`` has no keys)."""
+    return NullBackend()

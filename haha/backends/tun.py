@@ -163,9 +163,12 @@ class TunBackend(_Base):
 
     def start(self):
         """Open the TUN, bring it up with the tunnel MTU, enable forwarding. Raises when the
-        system cannot (no /dev/net/tun, not allowed)."""
+        system cannot (no /dev/net/tun, not allowed) or no transport was given."""
         if self.running:
             raise RuntimeError("tun backend already started")
+        if self.transport is None:
+            raise RuntimeError("the tun backend has no transport: set backend.transport to the "
+                               "daemon's transport before start()")
         self._start_tun()
         if self.enable_forwarding:
             try:
@@ -328,6 +331,8 @@ class MobileTunnel(_Base):
                  hop_limit=DEFAULT_HOP_LIMIT, table=0x4D4E, rule_priority=1000, netlink=None,
                  system=None, tun=None):
         super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
+        if table is None:
+            table = 0x4D4E
         if not 1 <= table < 0xFFFFFFFF or table in (253, 254, 255):
             raise ValueError(f"routing table {table} is reserved or out of range")
         self.table = table
@@ -439,3 +444,23 @@ class MobileTunnel(_Base):
             "table": self.table,
             "counters": dict(self.counters),
         }
+
+
+def options_of(options):
+    """The keyword arguments ``[backend:tun]`` gives (shared by :class:`TunBackend` and a mobile
+    node's :class:`MobileTunnel`): ``device``, ``mtu``, ``hop-limit``, ``table``."""
+    return {
+        "tun_name": options.get_str("device", "haha%d"),
+        "mtu": options.get_int("mtu", DEFAULT_MTU, minimum=1280, maximum=65535),
+        "hop_limit": options.get_int("hop-limit", DEFAULT_HOP_LIMIT, minimum=1, maximum=255),
+        "table": options.get_int("table", None, minimum=1, maximum=0xFFFFFFFE),
+    }
+
+
+def build(options, reactor):
+    """The ``tun`` backend plugin's factory. Nothing touches the system until ``start()``; the
+    daemon sets ``backend.transport`` (its raw transport) before that."""
+    kw = options_of(options)
+    return TunBackend(reactor, None,
+                      enable_forwarding=options.get_bool("forwarding", True),
+                      router_flag=options.get_bool("router-flag", False), **kw)
