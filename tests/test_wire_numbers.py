@@ -126,3 +126,33 @@ def test_encoders_refuse_bad_values_with_wire_error(encode):
     WireError from the encoders, never another exception and never wrong bytes."""
     with pytest.raises(WireError):
         encode()
+
+
+def test_fast_addresses_equal_public_ones():
+    """addresses.address_at/address_int (the shortcuts the decoders use) give exactly what the
+    public ipaddress API gives: equal, same hash, same text, same packed form."""
+    from haha.wire.addresses import address_at, address_int, packed
+
+    for _ in range(200):
+        raw = os.urandom(16)
+        a, b = address_at(b"xx" + raw, 2), IPv6Address(raw)
+        assert (a, hash(a), str(a), a.packed, type(a)) == (b, hash(b), str(b), raw, IPv6Address)
+        assert address_int(b) == int(b) and packed(b) == raw
+
+
+def test_records_maker_builds_the_same_objects():
+    """records.maker builds, for every frozen dataclass of the codec, an instance equal to (and
+    with the same repr and hash as) the one its constructor builds."""
+    import dataclasses
+
+    from haha.wire.records import maker
+
+    for module in (mh, options, icmpv6, ipv6):
+        for cls in vars(module).values():
+            if (isinstance(cls, type) and dataclasses.is_dataclass(cls)
+                    and cls.__module__ == module.__name__):
+                values = [f"v{i}" for i in range(len(dataclasses.fields(cls)))]
+                a, b = maker(cls)(*values), cls(*values)
+                assert (type(a), a, repr(a), hash(a)) == (type(b), b, repr(b), hash(b))
+                with pytest.raises(dataclasses.FrozenInstanceError):
+                    setattr(a, dataclasses.fields(cls)[0].name, 1)

@@ -14,6 +14,8 @@ address when a Home Address option is present and the destination the type 2 rou
 address when one is present (RFC 6275 6.1.1, 6.3, 6.4).
 """
 
+from .addresses import address_int
+
 _from_bytes = int.from_bytes
 
 
@@ -42,10 +44,10 @@ def verify(src, dst, next_header, data):
 
 def checksum_ip(src, dst, next_header, data):
     """:func:`checksum` with the addresses as :class:`ipaddress.IPv6Address`."""
-    rest = _sum(int(src), int(dst), next_header, data)
+    rest = _sum(address_int(src), address_int(dst), next_header, data)
     return 0xFFFF - rest if rest else 0
 
 
 def verify_ip(src, dst, next_header, data):
     """:func:`verify` with the addresses as :class:`ipaddress.IPv6Address`."""
-    return not _sum(int(src), int(dst), next_header, data)
+    return not _sum(address_int(src), address_int(dst), next_header, data)

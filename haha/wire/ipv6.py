@@ -28,6 +28,7 @@ from .numbers import (
 
 _from_bytes = int.from_bytes
 _FIXED = struct.Struct("!IHBB16s16s")
+_HEAD = struct.Struct("!IHBB")
 #: Destination Options header holding only the Home Address option: next header, length 2
 #: (24 octets), PadN of 2 data octets so that the option starts at offset 6 (8n+6).
 _HAO_HEAD = bytes((DSTOPT_PADN, 2, 0, 0, DSTOPT_HOME_ADDRESS, 16))
@@ -150,7 +151,7 @@ def parse_packet(data):
     n = len(data)
     if n < 40:
         raise WireError(TRUNCATED, f"IPv6 packet of {n} octets is shorter than its header")
-    vtf, plen, nh, hlim, src, dst = _FIXED.unpack_from(data)
+    vtf, plen, nh, hlim = _HEAD.unpack_from(data)
     if vtf >> 28 != 6:
         raise WireError(BAD_VALUE, f"IP version {vtf >> 28}, expected 6")
     end = 40 + plen
@@ -191,8 +192,8 @@ def parse_packet(data):
     if nh == IPPROTO_AH:
         raise WireError(UNSUPPORTED, "authentication header")
     return _MK_PACKET(
-        IPv6Address(_from_bytes(src, "big")),
-        IPv6Address(_from_bytes(dst, "big")),
+        address_at(data, 8),
+        address_at(data, 24),
         nh,
         bytes(data[pos:end]),
         hlim,

@@ -39,23 +39,31 @@ def _expect(name, length, want):
 _NETWORKS = {}  # prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
 
 
-def _prefix(length, packed, name):
-    """The network ``packed/length`` (host bits cleared), from a small cache.
+def _prefix(data, off):
+    """The network whose prefix length is ``data[off]`` and address ``data[off + 1:off + 17]``
+    (host bits cleared), from a small cache.
 
     Building an IPv6Network costs more than decoding the rest of a Binding Update; the prefixes
     a home agent sees (mobile network prefixes, home prefixes in HELLOs) repeat with every
-    refresh, so a bounded cache keyed by the option's octets pays for itself.
+    refresh, so a bounded cache keyed by those 17 octets pays for itself.
     """
-    key = bytes((length,)) + packed
+    key = bytes(data[off : off + 17])
     net = _NETWORKS.get(key)
     if net is None:
+        length = key[0]
         if length > 128:
-            raise WireError(BAD_VALUE, f"{name} prefix length {length} > 128")
-        net = IPv6Network((bytes(packed), length), strict=False)
+            raise WireError(BAD_VALUE, f"prefix length {length} > 128")
+        net = IPv6Network((key[1:], length), strict=False)
         if len(_NETWORKS) >= 4096:
             _NETWORKS.clear()
         _NETWORKS[key] = net
     return net
+
+
+def _mnp_body(network):
+    """Reserved 8 | Prefix Length 8 | Prefix 128 (RFC 3963 4.3)."""
+    plen, net = network_parts(network)
+    return bytes((0, plen)) + net
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +114,7 @@ class MobileNetworkPrefix:
     prefix: IPv6Network
 
     def wire(self, profile):
-        plen, net = network_parts(self.prefix)
-        return ((8, 4, profile.opt_mnp, bytes((0, plen)) + net),)
+        return ((8, 4, profile.opt_mnp, _mnp_body(self.prefix)),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +162,7 @@ class BceInfo:
         if not self.prefixes:
             return (first,)
         mnp = profile.opt_mnp
-        out = [first]
-        for p in self.prefixes:
-            plen, net = network_parts(p)
-            out.append((8, 4, mnp, bytes((0, plen)) + net))
-        return out
+        return [first] + [(8, 4, mnp, _mnp_body(p)) for p in self.prefixes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,7 +244,7 @@ def _dec_auth(data, off, n, profile):
 
 def _dec_mnp(data, off, n, profile):
     _expect("Mobile Network Prefix", n, 18)
-    return _MK_MNP(_prefix(data[off + 1], data[off + 2 : off + 18], "Mobile Network"))
+    return _MK_MNP(_prefix(data, off + 1))
 
 
 def _dec_ipaddr(data, off, n, profile):
@@ -291,6 +294,7 @@ def decode_options(data, pos, end, table, profile):
     owed = 0  # MNP options still owed to the BCE Information option being read
     prefixes = None
     bce_type = profile.opt_bce_info
+    mnp_type = profile.opt_mnp
     while pos < end:
         t = data[pos]
         if t == OPT_PAD1:
@@ -307,15 +311,17 @@ def decode_options(data, pos, end, table, profile):
             continue
         if owed:
             # The "# of MNPs" Mobile Network Prefix options that complete a BCE Information option.
-            if t != profile.opt_mnp:
+            if t != mnp_type:
                 raise WireError(BAD_VALUE, f"BCE Information option lacks {owed} MNP option(s)")
-            _expect("Mobile Network Prefix", n, 18)
-            prefixes.append(_prefix(data[pos + 3], data[pos + 4 : nxt], "Mobile Network"))
+            if n != 18:
+                _expect("Mobile Network Prefix", n, 18)
+            prefixes.append(_prefix(data, pos + 3))
             owed -= 1
             if not owed:
                 opts.append(_bce(data, bce_at, tuple(prefixes)))
         elif t == bce_type:
-            _expect("Binding Cache Entry Information", n, 40)
+            if n != 40:
+                _expect("Binding Cache Entry Information", n, 40)
             owed = data[pos + 40]  # "# of MNPs": body offset 38
             if owed:
                 bce_at = pos + 2
