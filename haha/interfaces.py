@@ -126,7 +126,10 @@ class ISecurityAssociations(Interface):
         """Authenticate and decrypt ``esp`` (bytes starting at the SPI). Return
         ``(peer, next_header, payload)`` where ``peer`` is the identity bound to the SA. Raise
         :class:`haha.security.SecurityError` (with a ``reason``) for anything that must be
-        dropped: unknown SPI, replay, authentication failure, bad padding, wrong source."""
+        dropped: unknown SPI, replay, authentication failure, bad padding, wrong source.
+        ``source`` is the address the packet speaks for: the home address of a Home Address
+        option when there is one (a mobile node's SA is bound to its home address, not its
+        care-of address), else the IPv6 source -- ``haha.wire.ipv6.Packet.source``."""
 
     def has_peer(peer):
         """Whether an outbound SA exists for ``peer``."""

@@ -23,7 +23,6 @@ from haha.security.keys import (
     derive_pair,
     derive_sa,
     generate_key_file,
-    load_key_file,
     load_sa_blob,
     load_secret,
     main,

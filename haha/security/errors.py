@@ -12,10 +12,10 @@ REPLAY = "replay"  # sequence number already received (inside the window)
 TOO_OLD = "too-old"  # sequence number left of the anti-replay window (RFC 4303 3.4.3)
 AUTH_FAILED = "auth-failed"  # ICV check failed (forged, corrupted, wrong key)
 BAD_PADDING = "bad-padding"  # authenticated, but padding or pad length malformed (RFC 4303 2.4)
-TRUNCATED = "truncated"  # shorter than SPI + sequence + IV + ICV, or a ciphertext that cannot hold a trailer
-WRONG_SOURCE = "wrong-source"  # authenticated SA bound to another peer than the packet's source
+TRUNCATED = "truncated"  # shorter than SPI + sequence + IV + 2 octets of trailer + ICV
+WRONG_SOURCE = "wrong-source"  # the SA is bound to another peer than the packet's source
 # Outbound.
-SEQ_EXHAUSTED = "seq-exhausted"  # the SA has sent sequence number 2^32-1: never wraps (RFC 4303 3.3.3)
+SEQ_EXHAUSTED = "seq-exhausted"  # 2^32-1 already sent: never wraps (RFC 4303 3.3.3)
 NO_SA = "no-sa"  # no outbound SA for that peer
 # Policy and admission (haha.security.policy, haha.security.ratelimit).
 UNPROTECTED = "unprotected"  # a message that must arrive in ESP did not
