@@ -74,8 +74,10 @@ class SequenceStore:
             self._dirty = True
             return
         tmp = f"{self.path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+        fd = os.open(tmp, flags, 0o600)
         try:
+            os.fchmod(fd, 0o600)
             os.write(fd, json.dumps(self._data, sort_keys=True).encode("ascii"))
             os.fsync(fd)
         finally:
