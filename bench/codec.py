@@ -285,7 +285,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="short run (under 30 s)")
     ap.add_argument("--case", action="append", help="run only this case (repeatable)")
     args = ap.parse_args(argv)
-    n, n_scapy, repeats = (1000, 60, 6) if args.quick else (5000, 300, 12)
+    n, n_scapy, repeats = (1000, 40, 12) if args.quick else (2000, 100, 30)
     results = []
     for case in cases():
         if args.case and case["name"] not in args.case:

@@ -17,7 +17,6 @@ from ipaddress import IPv6Address, IPv6Network
 
 from . import checksum as _ck
 from .addresses import address_at, packed
-from .records import maker
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
     ICMP6_DHAAD_REPLY,
@@ -35,6 +34,7 @@ from .numbers import (
     ND_OPT_SOURCE_LLADDR,
     ND_OPT_TARGET_LLADDR,
 )
+from .records import maker
 
 DHAAD_R = 0x8000  # NEMO Mobile Router flag in the DHAAD Reserved field (RFC 3963 7.1, 7.2)
 

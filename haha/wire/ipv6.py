@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from .addresses import address_at, packed
-from .records import maker
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, UNSUPPORTED, WireError
 from .numbers import (
     DSTOPT_HOME_ADDRESS,
@@ -25,8 +24,8 @@ from .numbers import (
     IPPROTO_ROUTING,
     ROUTING_TYPE_2,
 )
+from .records import maker
 
-_from_bytes = int.from_bytes
 _FIXED = struct.Struct("!IHBB16s16s")
 _HEAD = struct.Struct("!IHBB")
 #: Destination Options header holding only the Home Address option: next header, length 2

@@ -16,7 +16,6 @@ from ipaddress import IPv6Address
 
 from . import checksum as _ck
 from .addresses import address_at, packed
-from .records import maker
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
     DEFAULT_PROFILE,
@@ -40,6 +39,7 @@ from .options import (
     decoders_for,
     encode_options,
 )
+from .records import maker
 
 # Binding Update flags (IANA "Binding Update Flags"; RFC 6275 6.1.7, RFC 3963 4.1, ...).
 BU_A = 0x8000  # Acknowledge

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
 from .addresses import address_at, network_parts, packed
-from .records import maker
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import OPT_ALT_COA, OPT_AUTH, OPT_BRA, OPT_NONCE, OPT_PAD1, OPT_PADN
+from .records import maker
 
 # Sub-types of the IP Address option (draft 4.2.1).
 IPADDR_HOME_AGENT = 3
