@@ -104,5 +104,6 @@ def build(options, reactor, config):
         if not host or not port.isdigit():
             raise options.error("servers", f"expected HOST:PORT, got {s!r}")
         parsed.append((host.strip("[]"), int(port)))
-    resolver = client.createResolver(servers=parsed or None, reactor=reactor)
+    resolver = client.Resolver(resolv=None if parsed else "/etc/resolv.conf",
+                               servers=parsed or None, reactor=reactor)
     return DnsDiscovery(names, resolver, reactor, interval)
