@@ -101,9 +101,10 @@ class BindingCache:
     # -- changes ---------------------------------------------------------------------------
 
     def store(self, home_address, care_of, flags, sequence, lifetime, expires, prefixes,
-              primary, local, touched):
-        """Create or update the entry of ``home_address``; returns it."""
-        b = self._by_home.get(home_address)
+              primary, local, touched, existing=False):
+        """Create or update the entry of ``home_address``; returns it. ``existing`` may pass
+        the entry (or None) the caller just looked up, saving a second lookup."""
+        b = self._by_home.get(home_address) if existing is False else existing
         if b is None:
             b = Binding(home_address, care_of, flags, sequence, lifetime, expires, prefixes,
                         primary, local, touched)

@@ -28,6 +28,7 @@ import random
 from collections import Counter
 from ipaddress import IPv6Address
 
+from haha.wire.addresses import address_int
 from haha.wire.icmpv6 import PI_R, RA_H, DhaadReply, DhaadRequest, RouterAdvertisement
 from haha.wire.icmpv6 import PrefixInformation
 from haha.wire.mh import (
@@ -56,7 +57,7 @@ from haha.wire.options import MobileNetworkPrefix
 from . import halist, registration
 from .cache import BindingCache
 from .duties import duties_of, transition
-from .effects import AdvertisePrefix, Event, Send, SendIcmp, _fast, make_send
+from .effects import AdvertisePrefix, Event, Send, SendIcmp, _fast, make_install, make_send
 from .seqnum import distance, next_sequence, units_ceil
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
 from .sync import UNSPECIFIED, Sync
@@ -133,6 +134,8 @@ class HomeAgent:
         self.identity = settings.signalling_address
         self.anycast = home_agents_anycast(settings.home_prefix)
         self.preference = settings.preference
+        self._net = address_int(settings.home_prefix.network_address)
+        self._mask = address_int(settings.home_prefix.netmask)
         self._known = set(settings.peers)
         self._hello_seq = self.rng.randrange(1 << 16)
         self._next_hello = None
@@ -412,7 +415,7 @@ class HomeAgent:
             if type(o) is AlternateCareOfAddress:
                 care_of = o.address
                 break
-        if care_of != hoa and care_of in self.settings.home_prefix \
+        if care_of != hoa and address_int(care_of) & self._mask == self._net \
                 and bu.lifetime and self.settings.proxies_nd:
             # A node started on its home link may send a BU or two with a care-of address in
             # the home prefix before it notices it is home (PROTOCOL.md 6): no tunnel to the
@@ -440,23 +443,28 @@ class HomeAgent:
     def _register(self, hoa, care_of, bu, v, local, held, now, out):
         lifetime = v.lifetime << 2
         expires = now + lifetime
-        old = duties_of(self.settings, held)
-        was_primary = held is not None and held.primary is None
-        previous = held.primary if held is not None else None
-        old_care_of = held.care_of if held is not None else None
-        b = self.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires, v.prefixes,
-                             None, local, now)
-        transition(hoa, old, duties_of(self.settings, b), out)
-        self.counters["bu-accepted"] += 1
-        if not was_primary:
+        prefixes = v.prefixes
+        if held is not None and held.primary is None:
+            # A refresh or a move of our own primary: duties change only with the tunnel.
+            same = held.care_of == care_of and held.prefixes == prefixes and held.local == local
+            b = self.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires,
+                                 prefixes, None, local, now, held)
+            if not same:
+                # Still primary, so proxy duty unchanged; the tunnel moved.
+                out.append(make_install(duties_of(self.settings, b)[0]))
+                out.append(Event("binding-updated", home_address=hoa, care_of=care_of,
+                                 sequence=bu.sequence))
+        else:
+            previous = held.primary if held is not None else None
+            old = duties_of(self.settings, held)
+            b = self.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires,
+                                 prefixes, None, local, now, held)
+            transition(hoa, old, duties_of(self.settings, b), out)
             out.append(Event("binding-created", home_address=hoa, care_of=care_of,
-                             sequence=bu.sequence, prefixes=v.prefixes, previous=previous))
-        elif old_care_of != care_of:
-            out.append(Event("binding-updated", home_address=hoa, care_of=care_of,
-                             sequence=bu.sequence))
-        if hoa in self._switch:
-            st = self._switch[hoa]
-            if st.sequence != bu.sequence:
+                             sequence=bu.sequence, prefixes=prefixes, previous=previous))
+        self.counters["bu-accepted"] += 1
+        if self._switch and hoa in self._switch:
+            if self._switch[hoa].sequence != bu.sequence:
                 self._cancel_switch(hoa)
         self.sync.publish(b, now, out)
 
@@ -686,7 +694,8 @@ class HomeAgent:
             self.counters["bia-unmatched"] += 1
         elif bia.status >= 128:
             out.append(Event("biu-rejected", peer=inb.src, status=bia.status,
-                             home_addresses=tuple(o.entries)))
+                             home_addresses=tuple(bce.home_address
+                                                  for bce, _ in o.entries.values())))
 
     def _on_bir(self, inb, bir, now, out):
         if not self._peer_check(inb, out):

@@ -26,6 +26,7 @@ Retransmission timers live in one heap with lazy deletion.
 import heapq
 from ipaddress import IPv6Address
 
+from haha.wire.addresses import address_int
 from haha.wire.mh import BindingInfoRequest, BindingInfoUpdate
 from haha.wire.options import IPADDR_HOME_ADDRESS, BceInfo, IpAddress, MobileNetworkPrefix
 
@@ -85,6 +86,7 @@ class PeerSync:
 
     def __init__(self, address):
         self.address = address
+        # Bindings are keyed by their home address as an int (cheaper to hash than an address).
         self.outstanding = {}
         self.carrying = {}  # home address -> identifier of the outstanding BIU carrying it
         self.pending = {}  # home address -> (BceInfo, expires, serial), in arrival order
@@ -125,7 +127,8 @@ class Sync:
     # -- outgoing updates ------------------------------------------------------------------
 
     def publish(self, binding, now, out, deleted=False):
-        """Send the state of primary ``binding`` (or its deletion) to every live peer."""
+        """Send the state of primary ``binding`` (or its deletion) to every live peer. When one
+        identifier is free towards every peer, all peers get the same message object."""
         if deleted:
             bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                        0, binding.prefixes)
@@ -134,8 +137,11 @@ class Sync:
             expires = binding.expires
             bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                        units_ceil(expires - now), binding.prefixes)
+        key = address_int(binding.home_address)
+        ident = self.rng.getrandbits(16) or 1
+        shared = _biu(ident, (bce,), ())
         for peer in self.peers.values():
-            self._offer(peer, binding.home_address, bce, expires, now, out)
+            self._offer(peer, key, bce, expires, now, out, shared)
 
     def offer(self, address, binding, now, out):
         """Send the state of primary ``binding`` to peer ``address`` only."""
@@ -144,9 +150,9 @@ class Sync:
             return
         bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                    units_ceil(binding.expires - now), binding.prefixes)
-        self._offer(peer, binding.home_address, bce, binding.expires, now, out)
+        self._offer(peer, address_int(binding.home_address), bce, binding.expires, now, out)
 
-    def _offer(self, peer, hoa, bce, expires, now, out):
+    def _offer(self, peer, hoa, bce, expires, now, out, shared=None):
         old = peer.carrying.pop(hoa, None)
         if old is not None:
             o = peer.outstanding.get(old)
@@ -158,10 +164,14 @@ class Sync:
         if hoa in peer.pending:
             peer.pending[hoa] = (bce, expires, peer.pending[hoa][2])
         elif not peer.pending and len(peer.outstanding) < self.settings.biu_window:
-            ident = self._identifier(peer)
+            if shared is not None and shared.identifier not in peer.outstanding:
+                ident = shared.identifier
+            else:
+                ident = self._identifier(peer)
+                shared = None
             self._transmit(peer, Outstanding(ident, {hoa: (bce, expires)}, peer.serial,
                                              self.settings.biu_initial_timeout, 0.0),
-                           (bce,), now, out)
+                           (bce,), now, out, shared)
         else:
             peer.pending[hoa] = (bce, expires, peer.serial)
             self._flush(peer, now, out)
@@ -172,21 +182,22 @@ class Sync:
         used = peer.outstanding
         if wanted and wanted not in used:
             return wanted
-        rnd = self.rng.randrange
+        bits = self.rng.getrandbits
         while True:
-            ident = rnd(1, 65536)
-            if ident not in used:
+            ident = bits(16)
+            if ident and ident not in used:
                 return ident
 
-    def _transmit(self, peer, o, entries, now, out):
+    def _transmit(self, peer, o, entries, now, out, message=None):
         o.next_at = now + o.timeout
         peer.outstanding[o.identifier] = o
         carrying = peer.carrying
         for hoa in o.entries:
             carrying[hoa] = o.identifier
         heapq.heappush(self._heap, (o.next_at, 0, peer.address, o.identifier))
-        out.append(make_send(_biu(o.identifier, entries, ()), self.source, peer.address, None,
-                             None, peer.address))
+        if message is None:
+            message = _biu(o.identifier, entries, ())
+        out.append(make_send(message, self.source, peer.address, None, None, peer.address))
         self.counters["biu-sent"] += 1
 
     def _flush(self, peer, now, out):
@@ -222,7 +233,7 @@ class Sync:
         if peer is None or identifier in peer.answering:
             return False
         for b in bindings:
-            hoa = b.home_address
+            hoa = address_int(b.home_address)
             old = peer.carrying.pop(hoa, None)
             if old is not None:
                 o = peer.outstanding.get(old)
@@ -231,8 +242,8 @@ class Sync:
                     if not o.entries and not o.marker:
                         del peer.outstanding[old]
             peer.serial += 1
-            bce = _bce(hoa, b.care_of, b.flags, b.sequence, units_ceil(b.expires - now),
-                       b.prefixes)
+            bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
+                       units_ceil(b.expires - now), b.prefixes)
             serial = peer.pending[hoa][2] if hoa in peer.pending else peer.serial
             peer.pending[hoa] = (bce, b.expires, serial)
         peer.serial += 1
@@ -246,7 +257,7 @@ class Sync:
         peer = self.peers.get(address)
         if peer is None:
             return False
-        hoa = binding.home_address
+        hoa = address_int(binding.home_address)
         old = peer.carrying.pop(hoa, None)
         if old is not None:
             o = peer.outstanding.get(old)
@@ -256,7 +267,7 @@ class Sync:
                     del peer.outstanding[old]
         peer.pending.pop(hoa, None)
         peer.serial += 1
-        bce = _bce(hoa, binding.care_of, binding.flags, binding.sequence,
+        bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                    units_ceil(binding.expires - now), binding.prefixes)
         ident = self._identifier(peer, identifier)
         self._transmit(peer, Outstanding(ident, {hoa: (bce, binding.expires)}, peer.serial,
@@ -314,8 +325,8 @@ class Sync:
                     return r  # one bulk request at a time
         used = peer.requests
         while True:
-            ident = self.rng.randrange(1, 65536)
-            if ident not in used:
+            ident = self.rng.getrandbits(16)
+            if ident and ident not in used:
                 break
         r = Request(ident, target, now, self.settings.biu_initial_timeout, 0.0)
         used[ident] = r
