@@ -632,6 +632,22 @@ def packet_vectors(mhs, icmps):
     embed(v, bu, "MH")
     vs.append(v)
 
+    v = Vector("packet_bu_hao_pad1s", "Binding Update packet whose Home Address option follows "
+               "four Pad1 options instead of a PadN",
+               ["RFC 8200 4.2 (Pad1), RFC 6275 6.3 (8n+6): receivers skip any padding "
+                "(decode only: not canonical)"], "packet",
+               "Packet(src=A('2001:db8:2::5'), dst=A('2001:db8:1::1'), next_header=135, "
+               "payload=RAW[64:], hop_limit=64, home_address=A('2001:db8:1::100'), "
+               "routing_address=None, traffic_class=0, flow_label=0)", direction="decode")
+    ip6_header(v, COA, HA, 60, 24 + len(bu))
+    v.add("!B", 135, "Destination Options: Next Header = 135 (Mobility Header)")
+    v.add("!B", 2, "  Hdr Ext Len = 2 (24 octets)")
+    v.raw(bytes(4), "  four Pad1 options")
+    v.raw(bytes((0xC9, 16)), "  Home Address option: type 201, length 16")
+    v.addr(HOA, "  Home Address")
+    embed(v, bu, "MH")
+    vs.append(v)
+
     ba = by_name["mh_ba_accepted"]
     v = Vector("packet_ba_rh2", "Complete Binding Acknowledgement packet with a type 2 routing header",
                ["RFC 6275 6.4 (type 2 routing header, segments left 1), 6.1.1 (checksum to the home "
