@@ -224,17 +224,20 @@ _MK_UNKNOWN = maker(UnknownOption)
 
 
 def _dec_bra(data, off, n, profile):
-    _expect("Binding Refresh Advice", n, 2)
+    if n != 2:
+        _expect("Binding Refresh Advice", n, 2)
     return _MK_BRA(_H.unpack_from(data, off)[0])
 
 
 def _dec_altcoa(data, off, n, profile):
-    _expect("Alternate Care-of Address", n, 16)
+    if n != 16:
+        _expect("Alternate Care-of Address", n, 16)
     return _MK_ALTCOA(_addr(data, off))
 
 
 def _dec_nonce(data, off, n, profile):
-    _expect("Nonce Indices", n, 4)
+    if n != 4:
+        _expect("Nonce Indices", n, 4)
     return _MK_NONCE(*_HH.unpack_from(data, off))
 
 
@@ -243,12 +246,14 @@ def _dec_auth(data, off, n, profile):
 
 
 def _dec_mnp(data, off, n, profile):
-    _expect("Mobile Network Prefix", n, 18)
+    if n != 18:
+        _expect("Mobile Network Prefix", n, 18)
     return _MK_MNP(_prefix(data, off + 1))
 
 
 def _dec_ipaddr(data, off, n, profile):
-    _expect("IP Address", n, 18)
+    if n != 18:
+        _expect("IP Address", n, 18)
     plen = data[off + 1]
     if plen > 128:
         raise WireError(BAD_VALUE, f"IP Address option prefix length {plen} > 128")
