@@ -6,18 +6,20 @@ One operation is the full path a home agent runs for a signalling packet, both w
   ``parse_packet`` -> ``decode_mh``/``decode_icmpv6`` (checksum verified) -> a message object.
 - baseline ``struct`` (the floor): the same bytes built with one precompiled ``struct.Struct``
   per case whose layout (fixed fields, padding, options at their offsets) is known in advance,
-  the same checksum function (``haha.wire.checksum``) computed and patched in, the 40-octet IPv6
+  the same checksum arithmetic (``haha.wire.checksum.checksum``/``verify``, the packed-address
+  flavour of what the codec calls) computed and patched in, the 40-octet IPv6
   header (and Home Address option / type 2 routing header where the case has one) packed in
   front; then the IPv6 header unpacked, the checksum verified with the same function and the
   Mobility Header / ICMPv6 fields unpacked into a tuple of ints and 16-octet ``bytes`` at their
   known offsets. No objects, no validation, no option walking, no IPv6Address: the least work
   that produces and reads those bytes in Python. The bench checks that the floor's bytes equal
   the codec's, so both do the same work.
-  The codec keeps a bounded cache of decoded prefixes (``haha/wire/options.py``); repeating one
-  message, this bench always hits it, as refreshes of the same mobile router do. Nothing else is
-  cached: addresses, messages and packets are built anew every time.
 - baseline ``scapy`` (types scapy knows): ``bytes(IPv6(...)/[ext headers]/Layer(...))`` (scapy
   computes the checksum) and ``IPv6(raw)`` to dissect it, the same message and addresses.
+
+The codec keeps a bounded cache of decoded prefixes (``haha/wire/options.py``); repeating one
+message, this bench always hits it, as refreshes of the same mobile router do. Nothing else is
+cached: addresses, messages and packets are built anew every time.
 
 Prints one JSON object (``{"bench": "codec", "results": [...]}``); every value is operations per
 second of the process's CPU time (``time.process_time``), the best of many short rounds in which
