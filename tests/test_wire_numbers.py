@@ -156,3 +156,14 @@ def test_records_maker_builds_the_same_objects():
                 assert (type(a), a, repr(a), hash(a)) == (type(b), b, repr(b), hash(b))
                 with pytest.raises(dataclasses.FrozenInstanceError):
                     setattr(a, dataclasses.fields(cls)[0].name, 1)
+
+
+def test_checksum_of_parts_equals_checksum_of_the_whole():
+    """checksum_ip_parts (used by the MH encoder to skip a concatenation) equals checksum_ip of
+    the concatenated parts, odd last part included."""
+    a, b = IPv6Address("2001:db8::1"), IPv6Address("2001:db8::2")
+    for sizes in ([4, 2, 10], [4, 2, 11], [2, 0, 1], [6], [6, 7]):
+        parts = [os.urandom(k) for k in sizes]
+        whole = b"".join(parts)
+        assert ck.checksum_ip_parts(a, b, 135, len(whole), *parts) == ck.checksum_ip(a, b, 135,
+                                                                                      whole)

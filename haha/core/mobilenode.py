@@ -183,35 +183,35 @@ class MobileNode:
     def start(self, now, care_of=None):
         """Start on the home link (``care_of`` None) or away at ``care_of``. Returns effects."""
         if care_of is None:
-            return self._dispatch(START_HOME, now)
-        return self._dispatch(START_AWAY, now, care_of=care_of)
+            return self.dispatch(START_HOME, now)
+        return self.dispatch(START_AWAY, now, care_of=care_of)
 
     def move(self, care_of, now):
         """Movement detection (outside this machine) found a new care-of address."""
-        return self._dispatch(MOVE, now, care_of=care_of)
+        return self.dispatch(MOVE, now, care_of=care_of)
 
     def return_home(self, now):
         """The node is back on its home link: deregister."""
-        return self._dispatch(RETURN_HOME, now)
+        return self.dispatch(RETURN_HOME, now)
 
     def stop(self, now):
         """Forget everything at once (no signalling); the tunnel goes down."""
-        return self._dispatch(STOP, now)
+        return self.dispatch(STOP, now)
 
     def receive(self, inbound, now):
         """Process one decoded message. Returns effects."""
         msg = inbound.message
         kind = type(msg)
         if kind is BindingAck:
-            return self._dispatch(BA, now, inbound=inbound)
+            return self.dispatch(BA, now, inbound=inbound)
         if kind is HaSwitchRequest or kind is HomeAgentSwitch:
-            return self._dispatch(SWITCH, now, inbound=inbound)
+            return self.dispatch(SWITCH, now, inbound=inbound)
         if kind is DhaadReply:
-            return self._dispatch(DHAAD_REPLY, now, inbound=inbound)
+            return self.dispatch(DHAAD_REPLY, now, inbound=inbound)
         if kind is BindingRefreshRequest:
-            return self._dispatch(BRR, now, inbound=inbound)
+            return self.dispatch(BRR, now, inbound=inbound)
         if kind is BindingError:
-            return self._dispatch(BE, now, inbound=inbound)
+            return self.dispatch(BE, now, inbound=inbound)
         self.counters["dropped:unexpected"] += 1
         return [Event("dropped", reason="unexpected", message=kind.__name__, src=inbound.src)]
 
@@ -236,7 +236,7 @@ class MobileNode:
                 self._retransmit_at = None
             else:
                 self._refresh_at = None
-            out.extend(self._dispatch(name, now))
+            out.extend(self.dispatch(name, now))
         return out
 
     @property
@@ -252,7 +252,8 @@ class MobileNode:
     # dispatch
     # ======================================================================================
 
-    def _dispatch(self, event, now, **kw):
+    def dispatch(self, event, now, **kw):
+        """Drive one input through :data:`TRANSITIONS` (every other entry point calls this)."""
         entry = TRANSITIONS[(self.state, event)]
         if entry == INVALID:
             raise InvalidTransition(self.state, event)

@@ -1,0 +1,64 @@
+"""The Home Agent list: HELLO freshness and lifetime, Router Advertisements, expiry, ranking
+(draft 5.4, RFC 6275 10.5.1, PROTOCOL.md 3.6 and 3.8)."""
+
+from ipaddress import IPv6Address as A
+
+from haha.core import halist
+from haha.core.halist import HomeAgentList
+from haha.wire.mh import HaHello
+
+P2 = A("2001:db8:1::2")
+P3 = A("2001:db8:1::3")
+
+
+def hello(seq, pref=0, lifetime=30, address=P2):
+    return HaHello(seq, pref, lifetime, 10, 64, address)
+
+
+def test_new_updated_unchanged_and_deleted():
+    """A first HELLO adds the sender, a changed one updates it, lifetime 0 deletes it."""
+    hl = HomeAgentList()
+    assert hl.hello(P2, hello(5), 0.0) == halist.NEW
+    e = hl.get(P2)
+    assert (e.home_agent, e.preference, e.expires, e.source) == (P2, 0, 30.0, "hello")
+    assert hl.hello(P2, hello(6), 1.0) == halist.UNCHANGED and hl.get(P2).expires == 31.0
+    assert hl.hello(P2, hello(7, pref=5), 2.0) == halist.UPDATED and hl.get(P2).preference == 5
+    assert hl.hello(P2, hello(8, lifetime=0), 3.0) == halist.DELETED and P2 not in hl
+    assert hl.hello(P2, hello(9, lifetime=0), 4.0) == halist.UNKNOWN
+
+
+def test_freshness_by_sequence_with_restart_window():
+    """Duplicates and reordered (slightly older) HELLOs are stale; one far behind means the
+    peer restarted with a new random sequence and is accepted."""
+    hl = HomeAgentList()
+    hl.hello(P2, hello(100), 0.0)
+    assert hl.hello(P2, hello(100), 1.0) == halist.STALE
+    assert hl.hello(P2, hello(99, pref=9), 1.0) == halist.STALE
+    assert hl.get(P2).preference == 0
+    assert hl.hello(P2, hello(100 - 64, pref=9), 1.0) == halist.UPDATED
+    assert hl.hello(P2, hello(0xFFFF & (36 + 40000), pref=9), 2.0) == halist.UNCHANGED
+
+
+def test_router_advertisement_entries():
+    """Same-link peers come from RAs: no sequence, lifetime 0 deletes."""
+    hl = HomeAgentList()
+    assert hl.advertisement(P3, 10, 1800, 0.0) == halist.NEW
+    assert hl.get(P3).source == "ra" and hl.get(P3).expires == 1800.0
+    assert hl.advertisement(P3, 10, 1800, 5.0) == halist.UNCHANGED
+    assert hl.advertisement(P3, 11, 1800, 6.0) == halist.UPDATED
+    assert hl.advertisement(P3, 11, 0, 7.0) == halist.DELETED
+    assert hl.advertisement(P3, 11, 0, 8.0) == halist.UNKNOWN
+
+
+def test_expiry_and_ranking():
+    """Entries die when their lifetime passes; ranking is highest preference, then lowest
+    address."""
+    hl = HomeAgentList()
+    hl.hello(P3, hello(1, pref=5, address=P3), 0.0)
+    hl.hello(P2, hello(1, pref=5), 10.0)
+    hl.advertisement(A("2001:db8:1::9"), 7, 100, 0.0)
+    assert [e.address for e in hl.ranked()] == [A("2001:db8:1::9"), P2, P3]
+    assert hl.next_expiry() == 30.0
+    assert [e.address for e in hl.pop_expired(30.0)] == [P3]
+    assert len(hl) == 2 and hl.next_expiry() == 40.0
+    assert "2001:db8:1::2" in repr(hl.get(P2))
