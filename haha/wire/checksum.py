@@ -51,3 +51,18 @@ def checksum_ip(src, dst, next_header, data):
 def verify_ip(src, dst, next_header, data):
     """:func:`verify` with the addresses as :class:`ipaddress.IPv6Address`."""
     return not _sum(address_int(src), address_int(dst), next_header, data)
+
+
+def checksum_ip_parts(src, dst, next_header, length, *parts):
+    """:func:`checksum_ip` of the concatenation of ``parts`` (``length`` octets in all, the
+    checksum field zero), each part but the last of even length so that it starts every next
+    part on a 16-bit word."""
+    v = 0
+    for part in parts:
+        v += _from_bytes(part, "big")
+    if length & 1:
+        # the last part is odd and padded with a zero octet: its value x becomes x << 8
+        v += 255 * _from_bytes(parts[-1], "big")
+    rest = (address_int(src) + address_int(dst) + length + next_header + v) % 0xFFFF
+    return 0xFFFF - rest if rest else 0
+
