@@ -330,7 +330,7 @@ def test_biu_newer_than_our_primary_turns_it_into_a_copy():
     assert RemoveRoute(HOA) in out and ProxyNd(HOA, False) in out
     assert only(events(out, "primary-lost"))["to"] == P2
     assert r.ha.cache.get(HOA).primary == P2 and r.ha.cache.primary_count == 0
-    assert not sends(r.run_to(100.0), HaSwitchRequest)
+    assert not sends(r.run_to(30.0), HaSwitchRequest)
     assert r.ha.counters["switch-retransmitted"] == 0
 
 
