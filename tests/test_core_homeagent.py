@@ -669,3 +669,21 @@ def test_request_binding_asks_every_live_peer():
     assert [e.dst for e in sends(out, BindingInfoRequest)] == [P2, P3]
     with pytest.raises(ValueError):
         r.ha.request_binding(1.0)
+
+
+def test_bulk_answer_returns_a_restarted_peers_bindings_and_it_takes_them_back():
+    """A peer that asks for everything has lost its state: copies naming it go back to it in
+    BIUs naming it (IP Address option, sub-type 3), and it makes them its primaries again."""
+    r = Rig()
+    r.biu(P2, bce(5))
+    out = r.feed(BindingInfoRequest(88, (IpAddress(IPADDR_HOME_ADDRESS, A("::")),)), P2)
+    (back,) = sends(out, BindingInfoUpdate, P2)
+    assert back.message.options == (IpAddress(3, P2, 128),)
+    assert [b.home_address for b in back.message.entries] == [HOA]
+    restarted = Rig()  # ME, freshly started, gets its own binding back from P2
+    out = restarted.feed(BindingInfoUpdate(5, back.message.entries, (IpAddress(3, ME, 128),)),
+                         P2)
+    assert only(events(out, "binding-restored"))["home_address"] == HOA
+    assert restarted.ha.cache.get(HOA).primary is None
+    assert ProxyNd(HOA, True) in out
+    assert {e.dst for e in sends(out, BindingInfoUpdate)} == {P2, P3}

@@ -625,6 +625,13 @@ class HomeAgent:
             return
         sender = inb.src
         self.counters["biu-received"] += 1
+        # The entries' primary is the sender, unless an IP Address option (sub-type 3) names
+        # another home agent (a bulk answer returning a restarted home agent's bindings).
+        claimant = sender
+        for o in biu.options:
+            if type(o) is IpAddress and o.subtype == IPADDR_HOME_AGENT:
+                claimant = o.address
+        mine = claimant == self.identity
         status = BIA_SYNCHRONISED
         prefix = self.settings.home_prefix
         cache = self.cache
@@ -637,8 +644,9 @@ class HomeAgent:
             held = cache.get(hoa)
             if held is not None:
                 d = distance(bce.sequence, held.sequence)
-                if d < 0 or d == 0 and held.primary != sender and \
-                        self._rank(sender) > self._rank(self.primary_of(held)):
+                if d < 0 or d == 0 and held.primary != claimant and not (
+                        mine and held.primary is None) and \
+                        self._rank(claimant) > self._rank(self.primary_of(held)):
                     status = max(status, BIA_REJECTED_OLDER)
                     self.counters["biu-entry-rejected"] += 1
                     if held.primary is None:
@@ -658,14 +666,23 @@ class HomeAgent:
             lifetime = bce.lifetime << 2
             old = duties_of(settings, held)
             was_primary = held is not None and held.primary is None
+            if mine:
+                # Our own binding from before a restart, returned by a peer: ours again.
+                b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
+                                now + lifetime, bce.prefixes, None, self.address, now, held)
+                transition(hoa, old, duties_of(settings, b), out)
+                if not was_primary:
+                    out.append(Event("binding-restored", home_address=hoa, by=sender))
+                    self.sync.publish(b, now, out)
+                continue
             b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
-                            now + lifetime, bce.prefixes, sender, None, now)
+                            now + lifetime, bce.prefixes, claimant, None, now, held)
             transition(hoa, old, duties_of(settings, b), out)
             if held is None:
-                out.append(Event("copy-created", home_address=hoa, primary=sender))
+                out.append(Event("copy-created", home_address=hoa, primary=claimant))
             elif was_primary:
                 self._cancel_switch(hoa)
-                out.append(Event("primary-lost", home_address=hoa, to=sender,
+                out.append(Event("primary-lost", home_address=hoa, to=claimant,
                                  sequence=bce.sequence))
                 self._check_drained(out)
         out.append(make_send(BindingInfoAck(biu.identifier, status), self.identity, sender,
@@ -706,7 +723,10 @@ class HomeAgent:
             return self._drop(out, "bir-from-dead-peer", inb)
         hoa = bir.home_address
         if hoa == UNSPECIFIED:
-            self.sync.answer_bulk(sender, bir.identifier, self.cache.primaries(), now, out)
+            # Copies naming the requester go back to it too: a home agent that asks for
+            # everything has lost its state (restart), those were its primaries.
+            self.sync.answer_bulk(sender, bir.identifier, self.cache.primaries(), now, out,
+                                  theirs=self.cache.copies_of(sender))
             return
         if hoa is not None:
             b = self.cache.get(hoa)

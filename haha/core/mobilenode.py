@@ -458,13 +458,13 @@ class MobileNode:
             wanted = [msg.desired_home_agent] if msg.desired_home_agent is not None else []
         else:
             wanted = [a for a in msg.addresses]
+        if wanted and wanted[0] == self.home_agent and self.state == REGISTERED:
+            self.counters["switch-already-there"] += 1
+            return
         self.counters["switch-received"] += 1
         out.append(Event("switch-received", src=inbound.src,
                          desired=wanted[0] if wanted else None))
         asking = inbound.src
-        if wanted and wanted[0] == self.home_agent and self.state == REGISTERED:
-            self.counters["switch-already-there"] += 1
-            return
         for desired in wanted:
             if global_scope(desired) and desired in self.known_home_agents:
                 self._rejected.discard(desired)
@@ -495,12 +495,14 @@ class MobileNode:
         self._discover(now, out)
 
     def _dhaad_retransmit(self, now, out):
+        # Back-off doubles for DHAAD_RETRIES retransmissions, then the node reports the failure
+        # and keeps asking at the last interval.
         self._dhaad_tries += 1
-        if self._dhaad_tries >= self.settings.dhaad_retries and not self._dhaad_failed:
+        if self._dhaad_tries < self.settings.dhaad_retries:
+            self._timeout = self._timeout * 2
+        elif not self._dhaad_failed:
             self._dhaad_failed = True
             out.append(Event("discovery-failed", tries=self._dhaad_tries))
-        else:
-            self._timeout = min(self._timeout * 2, self.settings.max_timeout)
         self._send_dhaad(now, out)
 
     def _dhaad_reply(self, now, out, inbound):

@@ -12,7 +12,9 @@ One :class:`PeerSync` per live peer keeps what this home agent still owes it:
 - A window: at most ``biu_window`` BIUs outstanding per peer. Further changes wait in
   ``pending`` (newest state per binding, first-come order) and leave, packed as many per BIU as
   ``sync_mtu`` allows, as acknowledgements free the window.
-- Bulk answers (PROTOCOL.md 3.5): every primary binding is queued; once every BIU queued up to
+- Bulk answers (PROTOCOL.md 3.5): every primary binding is queued, and so are the copies that
+  name the requester as their primary (it restarted and lost them), in BIUs carrying an IP
+  Address option (sub-type 3, Home Agent Address) that names it; once every BIU queued up to
   that point has been acknowledged, an *end marker* (a BIU with no entries carrying the
   request's identifier) is sent, reliably too. The requester retransmits its BIR until the end
   marker arrives, then drops the copies naming that peer which the answer did not refresh.
@@ -28,7 +30,13 @@ from ipaddress import IPv6Address
 
 from haha.wire.addresses import address_int
 from haha.wire.mh import BindingInfoRequest, BindingInfoUpdate
-from haha.wire.options import IPADDR_HOME_ADDRESS, BceInfo, IpAddress, MobileNetworkPrefix
+from haha.wire.options import (
+    IPADDR_HOME_ADDRESS,
+    IPADDR_HOME_AGENT,
+    BceInfo,
+    IpAddress,
+    MobileNetworkPrefix,
+)
 
 from .effects import _fast, make_send
 from .seqnum import units_ceil
@@ -46,6 +54,13 @@ _bce = _fast(BceInfo)
 _biu = _fast(BindingInfoUpdate)
 
 
+def _owner_options(owner):
+    """The BIU options naming ``owner`` as the primary of the entries (None: the sender)."""
+    if owner is None:
+        return ()
+    return (IpAddress(IPADDR_HOME_AGENT, owner, 128),)
+
+
 def entry_size(bce):
     return _ENTRY + _PREFIX * len(bce.prefixes)
 
@@ -53,15 +68,16 @@ def entry_size(bce):
 class Outstanding:
     """A BIU waiting for its BIA."""
 
-    __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker")
+    __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker", "owner")
 
-    def __init__(self, identifier, entries, serial, timeout, next_at, marker=False):
+    def __init__(self, identifier, entries, serial, timeout, next_at, marker=False, owner=None):
         self.identifier = identifier
         self.entries = entries  # home address -> (BceInfo, expires or None for a deletion)
         self.serial = serial
         self.timeout = timeout
         self.next_at = next_at
         self.marker = marker
+        self.owner = owner  # None: this home agent is the primary; else the named primary
 
 
 class Request:
@@ -89,7 +105,8 @@ class PeerSync:
         # Bindings are keyed by their home address as an int (cheaper to hash than an address).
         self.outstanding = {}
         self.carrying = {}  # home address -> identifier of the outstanding BIU carrying it
-        self.pending = {}  # home address -> (BceInfo, expires, serial), in arrival order
+        # home address -> (BceInfo, expires, serial, owner), in arrival order
+        self.pending = {}
         self.serial = 0
         self.answering = {}  # bulk request identifier -> barrier serial
         self.requests = {}
@@ -162,7 +179,7 @@ class Sync:
                     del peer.outstanding[old]
         peer.serial += 1
         if hoa in peer.pending:
-            peer.pending[hoa] = (bce, expires, peer.pending[hoa][2])
+            peer.pending[hoa] = (bce, expires, peer.pending[hoa][2], None)
         elif not peer.pending and len(peer.outstanding) < self.settings.biu_window:
             if shared is not None and shared.identifier not in peer.outstanding:
                 ident = shared.identifier
@@ -173,7 +190,7 @@ class Sync:
                                              self.settings.biu_initial_timeout, 0.0),
                            (bce,), now, out, shared)
         else:
-            peer.pending[hoa] = (bce, expires, peer.serial)
+            peer.pending[hoa] = (bce, expires, peer.serial, None)
             self._flush(peer, now, out)
         if peer.answering:
             self._check_barriers(peer, now, out)
@@ -196,12 +213,13 @@ class Sync:
             carrying[hoa] = o.identifier
         heapq.heappush(self._heap, (o.next_at, 0, peer.address, o.identifier))
         if message is None:
-            message = _biu(o.identifier, entries, ())
+            message = _biu(o.identifier, entries, _owner_options(o.owner))
         out.append(make_send(message, self.source, peer.address, None, None, peer.address))
         self.counters["biu-sent"] += 1
 
     def _flush(self, peer, now, out):
-        """Send pending changes while the window has room, packed up to the MTU."""
+        """Send pending changes while the window has room, packed up to the MTU; one BIU
+        carries entries of one primary only."""
         pending = peer.pending
         window = self.settings.biu_window
         while pending and len(peer.outstanding) < window:
@@ -209,8 +227,11 @@ class Sync:
             bces = []
             room = self._budget
             serial = None
+            owner = next(iter(pending.values()))[3]
             for hoa in list(pending):
-                bce, expires, s = pending[hoa]
+                bce, expires, s, who = pending[hoa]
+                if who != owner:
+                    continue
                 size = entry_size(bce)
                 if bces and size > room:
                     break
@@ -222,30 +243,34 @@ class Sync:
                     serial = s
             ident = self._identifier(peer)
             self._transmit(peer, Outstanding(ident, entries, serial,
-                                             self.settings.biu_initial_timeout, 0.0),
+                                             self.settings.biu_initial_timeout, 0.0,
+                                             owner=owner),
                            tuple(bces), now, out)
 
     # -- bulk and single answers -----------------------------------------------------------
 
-    def answer_bulk(self, address, identifier, bindings, now, out):
-        """Answer a bulk BIR from ``address``: queue every binding, then the end marker."""
+    def answer_bulk(self, address, identifier, bindings, now, out, theirs=()):
+        """Answer a bulk BIR from ``address``: queue every primary binding (``bindings``), and
+        the copies that name the requester as primary (``theirs``: it restarted and lost
+        them; they go in BIUs naming it, see docs/core.md), then the end marker."""
         peer = self.peers.get(address)
         if peer is None or identifier in peer.answering:
             return False
-        for b in bindings:
-            hoa = address_int(b.home_address)
-            old = peer.carrying.pop(hoa, None)
-            if old is not None:
-                o = peer.outstanding.get(old)
-                if o is not None:
-                    o.entries.pop(hoa, None)
-                    if not o.entries and not o.marker:
-                        del peer.outstanding[old]
-            peer.serial += 1
-            bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
-                       units_ceil(b.expires - now), b.prefixes)
-            serial = peer.pending[hoa][2] if hoa in peer.pending else peer.serial
-            peer.pending[hoa] = (bce, b.expires, serial)
+        for group, owner in ((bindings, None), (theirs, address)):
+            for b in group:
+                hoa = address_int(b.home_address)
+                old = peer.carrying.pop(hoa, None)
+                if old is not None:
+                    o = peer.outstanding.get(old)
+                    if o is not None:
+                        o.entries.pop(hoa, None)
+                        if not o.entries and not o.marker:
+                            del peer.outstanding[old]
+                peer.serial += 1
+                bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
+                           units_ceil(b.expires - now), b.prefixes)
+                serial = peer.pending[hoa][2] if hoa in peer.pending else peer.serial
+                peer.pending[hoa] = (bce, b.expires, serial, owner)
         peer.serial += 1
         peer.answering[identifier] = peer.serial
         self._flush(peer, now, out)
@@ -279,8 +304,6 @@ class Sync:
         for ident, barrier in list(peer.answering.items()):
             if ident in peer.outstanding:
                 continue  # the end marker is on its way (or the identifier is busy)
-            if ident not in peer.answering:
-                continue
             if peer.pending and next(iter(peer.pending.values()))[2] <= barrier:
                 continue
             if any(o.serial <= barrier for o in peer.outstanding.values() if not o.marker):
@@ -395,8 +418,8 @@ class Sync:
                 o.timeout = min(o.timeout * 2, maximum)
                 o.next_at = now + o.timeout
                 heapq.heappush(heap, (o.next_at, 0, address, ident))
-                out.append(make_send(_biu(ident, entries, ()), self.source, address, None, None,
-                                     address))
+                out.append(make_send(_biu(ident, entries, _owner_options(o.owner)), self.source,
+                                     address, None, None, address))
                 self.counters["biu-retransmitted"] += 1
             else:
                 r = peer.requests.get(ident)
