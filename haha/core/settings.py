@@ -302,6 +302,8 @@ class MobileNodeSettings:
     refresh_fraction: float = 0.95
     #: Send an Alternate Care-of Address option in every Binding Update (deployed nodes do).
     alternate_care_of: bool = True
+    #: The numbering profile (the HASR's MH type comes from it); carried for the adapter.
+    numbers: NumberProfile = DEFAULT_PROFILE
 
     def __post_init__(self):
         _set(self, "home_address", _address("home_address", self.home_address))
@@ -326,3 +328,5 @@ class MobileNodeSettings:
         if self.refresh_fraction >= 1.0:
             raise SettingsError("refresh_fraction", "must be below 1 (refresh before expiry)")
         _flag("alternate_care_of", self.alternate_care_of)
+        if not isinstance(self.numbers, NumberProfile):
+            raise SettingsError("numbers", f"{self.numbers!r} is not a NumberProfile")
