@@ -25,6 +25,7 @@ from .inifile import (
     read_ini,
     split_list,
 )
+from .core.settings import DRAIN_MODES, KINDS, SWITCH_MESSAGES
 from .wire.errors import ProfileError
 from .wire.numbers import NumberProfile
 
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 #: Home agent configurations of draft section 3.
-CONFIGURATIONS = ("home-link", "separate-links", "no-home-link")
+CONFIGURATIONS = KINDS
 TRANSPORTS = ("raw", "udp")
 SECURITY_MODES = ("esp", "none")
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -112,6 +113,9 @@ class HomeAgentConfig:
     boot_wait: float
     take_over: bool
     drain_on_stop: bool
+    drain_timeout: float
+    drain_mode: str
+    switch_message: str
     implicit_mode: bool
     mobile_router_support: bool
     mobile_routers: dict  # home address -> tuple of authorised prefixes
@@ -124,7 +128,6 @@ class HomeAgentConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
-    log_format: str
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,6 @@ class MobileNodeConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
-    log_format: str
 
 
 #: The sections each kind of file may have (plugin sections ``backend:*``/``discovery:*`` aside).
@@ -304,9 +306,8 @@ def _control(get):
 def _log(get):
     sec = get("log")
     level = sec.get_str("level", "info", choices=LOG_LEVELS)
-    fmt = sec.get_str("format", "text", choices=("text", "json"))
-    sec.check_unused(["level", "format"])
-    return level, fmt
+    sec.check_unused(["level"])
+    return level
 
 
 def parse_home_agent(parsed, path):
@@ -341,6 +342,9 @@ def parse_home_agent(parsed, path):
     boot_wait = ha.get_float("boot-wait", min(2 * hello, float(lifetime)), minimum=0, maximum=3600)
     take_over = ha.get_bool("take-over", True)
     drain = ha.get_bool("drain-on-stop", True)
+    drain_timeout = ha.get_float("drain-timeout", 10.0, minimum=0, maximum=3600)
+    drain_mode = ha.get_str("drain-mode", "spread", choices=DRAIN_MODES)
+    switch_message = ha.get_str("switch-message", "hasr", choices=SWITCH_MESSAGES)
     implicit = ha.get_bool("implicit-mode", True)
     mr_support = ha.get_bool("mobile-router-support", True)
     backend = _plugin(parsed, ha, "backend", "backend", "null", path)
@@ -387,17 +391,23 @@ def parse_home_agent(parsed, path):
                     discovery_sec._values["static"].line,
                 )
     transport = _transport(get)
+    if transport.kind == "raw" and configuration != "no-home-link" and home_interface is None:
+        raise ConfigError(
+            f"configuration = {configuration} on real interfaces needs home-interface (proxy "
+            "Neighbour Discovery and Router Advertisements happen there)",
+            path, "home-agent", "home-interface", ha.line)
     control = _control(get)
-    level, fmt = _log(get)
+    level = _log(get)
     return HomeAgentConfig(
         path=path, address=address, haha_address=haha_address or address, home_prefix=prefix,
         configuration=configuration, home_interface=home_interface, preference=preference,
         lifetime=lifetime, hello_interval=hello, max_binding_lifetime=max_life,
-        boot_wait=boot_wait, take_over=take_over, drain_on_stop=drain, implicit_mode=implicit,
+        boot_wait=boot_wait, take_over=take_over, drain_on_stop=drain,
+        drain_timeout=drain_timeout, drain_mode=drain_mode, switch_message=switch_message,
+        implicit_mode=implicit,
         mobile_router_support=mr_support, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
-        log_format=fmt,
     )
 
 
@@ -428,12 +438,12 @@ def parse_mobile_node(parsed, path):
     security = _security(get, node=True)
     transport = _transport(get)
     control = _control(get)
-    level, fmt = _log(get)
+    level = _log(get)
     return MobileNodeConfig(
         path=path, home_address=hoa, home_prefix=prefix, home_agent=ha, home_agents=has,
         care_of_address=coa, interface=interface, lifetime=lifetime, mobile_router=mr,
         prefixes=prefixes, backend=backend, numbers=numbers, security=security,
-        transport=transport, control=control, log_level=level, log_format=fmt,
+        transport=transport, control=control, log_level=level,
     )
 
 

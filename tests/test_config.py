@@ -17,6 +17,7 @@ BASE = """\
 [home-agent]
 address = 2001:db8:1::1
 home-prefix = 2001:db8:1::/64
+home-interface = eth0
 [security]
 mode = none
 lab = yes
@@ -81,19 +82,19 @@ def test_no_home_link_allows_outside_address():
 def test_unknown_key_suggests():
     """A typo is an unknown key, with the closest known key suggested."""
     e = err(BASE.replace("[security]", "prefrence = 3\n[security]"))
-    assert e.key == "prefrence" and "did you mean 'preference'" in e.message and e.line == 4
+    assert e.key == "prefrence" and "did you mean 'preference'" in e.message and e.line == 5
 
 
 def test_unknown_section_suggests():
     """A misspelt section is refused with a suggestion."""
     e = err(BASE + "[peer]\nstatic = 2001:db8:1::2\n")
-    assert e.section == "peer" and "did you mean [peers]" in e.message and e.line == 7
+    assert e.section == "peer" and "did you mean [peers]" in e.message and e.line == 8
 
 
 def test_duplicate_key_and_section():
     """A key or a section given twice is an error naming both lines."""
     e = err(BASE + "[security]\n")
-    assert "twice" in e.message and e.line == 7
+    assert "twice" in e.message and e.line == 8
     e = err(BASE.replace("home-prefix", "address = 2001:db8:1::2\nhome-prefix"))
     assert e.key == "address" and "first at line 2" in e.message
 
@@ -135,7 +136,8 @@ def test_key_file_permissions(tmp_path):
     key.write_text("00" * 32)
     os.chmod(key, 0o644)
     text = ("[home-agent]\naddress = 2001:db8:1::1\nhome-prefix = 2001:db8:1::/64\n"
-            "[peers]\nstatic = 2001:db8:1::2\n[peer-keys]\n2001:db8:1::2 = ha2.key\n")
+            "[peers]\nstatic = 2001:db8:1::2\n[peer-keys]\n2001:db8:1::2 = ha2.key\n"
+            "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n")
     conf = tmp_path / "ha1.conf"
     conf.write_text(text)
     with pytest.raises(ConfigError) as e:
@@ -163,7 +165,7 @@ def test_numbers_profile_override_and_refusal():
     c = ha(BASE + "[numbers]\nhello = 210\nopt-bce-info = 220\n")
     assert c.numbers.hello == 210 and c.numbers.opt_bce_info == 220
     e = err(BASE + "[numbers]\nhello = 201\n")
-    assert (e.section, e.key, e.line) == ("numbers", "hello", 8) and "reuses" in e.message
+    assert (e.section, e.key, e.line) == ("numbers", "hello", 9) and "reuses" in e.message
     e = err(BASE + "[numbers]\nopt-bce-info = 10\n")
     assert e.key == "opt-bce-info" and "assigned" in e.message
 
@@ -177,13 +179,20 @@ def test_mobile_routers_map():
     e = err(BASE + "[mobile-routers]\n2001:db8:9::100 = 2001:db8:100::/48\n")
     assert e.key == "2001:db8:9::100" and "outside" in e.message
     e = err(BASE + "[mobile-routers]\n2001:db8:1::100 = 2001:db8:100::1/48\n")
-    assert e.key == "2001:db8:1::100" and e.line == 8
+    assert e.key == "2001:db8:1::100" and e.line == 9
 
 
 def test_plugin_section_for_other_plugin_refused():
     """A [backend:X] section while backend = Y is almost certainly a mistake."""
     e = err(BASE + "[backend:tun]\ndevice = haha0\n")
     assert e.section == "backend:tun" and "backend = null" in e.message
+
+
+def test_raw_transport_on_a_home_link_needs_its_interface():
+    """Proxy ND and RAs need the home interface: a home-link HA on raw sockets must name it."""
+    e = err("[home-agent]\naddress = 2001:db8:1::1\nhome-prefix = 2001:db8:1::/64\n"
+            "[security]\nmode = none\nlab = yes\n")
+    assert (e.section, e.key) == ("home-agent", "home-interface")
 
 
 def test_udp_transport_needs_listen():

@@ -15,6 +15,7 @@ HA = """\
 [home-agent]
 address = 2001:db8:1::1
 home-prefix = 2001:db8:1::/64
+home-interface = eth0
 [security]
 mode = none
 lab = yes

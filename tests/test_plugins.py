@@ -16,6 +16,7 @@ BASE = """\
 [home-agent]
 address = 2001:db8:1::1
 home-prefix = 2001:db8:1::/64
+home-interface = eth0
 {extra}
 [security]
 mode = none
@@ -41,7 +42,7 @@ def test_unknown_backend_lists_available_names():
     with pytest.raises(ConfigError) as e:
         build_backend(c.backend, Clock())
     msg = str(e.value)
-    assert msg.startswith("ha.conf:4: [home-agent] backend: unknown backend 'nosuch'")
+    assert msg.startswith("ha.conf:5: [home-agent] backend: unknown backend 'nosuch'")
     assert "netlink" in msg and "null" in msg and "tun" in msg
 
 
@@ -137,7 +138,7 @@ def test_third_party_unknown_option_is_located(tmp_path, plugin_path):
         BASE.format(extra="backend = acme") + "[backend:acme]\ntabel = 42\n", "ha.conf")
     with pytest.raises(ConfigError) as e:
         build_backend(c.backend, Clock())
-    assert (e.value.section, e.value.key, e.value.line) == ("backend:acme", "tabel", 9)
+    assert (e.value.section, e.value.key, e.value.line) == ("backend:acme", "tabel", 10)
 
 
 def test_broken_third_party_plugin_refused(tmp_path, plugin_path):

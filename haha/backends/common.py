@@ -12,8 +12,8 @@ routes and win, the others get ICMPv6 Destination Unreachable from this home age
 
 from ipaddress import IPv6Address, IPv6Network
 
-from twisted.logger import Logger
 
+from ..logging import class_logger
 from ..wire.icmpv6 import NA_O, NA_R, LinkLayerAddress, NeighborAdvertisement, encode_icmpv6
 from ..wire.ipv6 import build_packet
 from ..wire.numbers import IPPROTO_ICMPV6, ND_OPT_TARGET_LLADDR
@@ -27,7 +27,7 @@ class LinkDuties:
     ``prefix_metric``, ``router_flag`` and calls :meth:`_init_link_duties` and
     :meth:`_stop_link_duties`."""
 
-    log = Logger()
+    log = class_logger()
 
     def _init_link_duties(self):
         self.proxied = set()  # (address, interface)

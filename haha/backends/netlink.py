@@ -18,9 +18,9 @@ import os
 from collections import Counter
 from ipaddress import IPv6Network
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..logging import class_logger
 from ..interfaces import IForwardingBackend
 from .common import LinkDuties
 from .netsys import NetlinkFailure, Pyroute2Netlink
@@ -60,7 +60,7 @@ class NetlinkBackend(LinkDuties):
     ``kernel_config``: a callable returning the kernel configuration text or None."""
 
     name = "netlink"
-    log = Logger()
+    log = class_logger()
 
     def __init__(self, reactor=None, transport=None, table=None, prefix_metric=1024,
                  router_flag=False, enable_forwarding=True, netlink=None,

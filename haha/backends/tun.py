@@ -32,9 +32,9 @@ bad arguments raise ``TypeError``/``ValueError`` and change nothing.
 from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
 
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..logging import class_logger
 from ..interfaces import IForwardingBackend
 from ..io.tun import TunDevice
 from ..wire.errors import WireError
@@ -60,7 +60,7 @@ def _in_any(address, prefixes):
 
 
 class _Base(LinkDuties):
-    log = Logger()
+    log = class_logger()
 
     def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun):
         if not 1 <= hop_limit <= 255:

@@ -10,10 +10,10 @@ import json
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from twisted.logger import Logger
+from ..logging import logger
 from twisted.protocols.basic import LineOnlyReceiver
 
-log = Logger(namespace="haha.control")
+log = logger("haha.control")
 
 QUERIES = ("status", "bindings", "peers", "counters")
 

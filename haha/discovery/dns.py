@@ -10,13 +10,13 @@ whose answer no longer lists an address withdraws it.
 
 from ipaddress import IPv6Address
 
-from twisted.logger import Logger
 from twisted.names import dns
 from zope.interface import implementer
 
 from ..interfaces import IPeerDiscovery
+from ..logging import logger
 
-log = Logger(namespace="haha.discovery.dns")
+log = logger("haha.discovery.dns")
 
 
 @implementer(IPeerDiscovery)

@@ -31,9 +31,9 @@ from collections import Counter
 from ipaddress import IPv6Address
 
 from twisted.internet.interfaces import IReadDescriptor
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from ..logging import class_logger
 from ..interfaces import IMobilityTransport
 from . import bpf
 from .system import LinuxSystem, NftError
@@ -132,7 +132,7 @@ class RawTransport:
     While the receiver runs, :attr:`last_interface` names the interface the packet came in on.
     """
 
-    log = Logger()
+    log = class_logger()
 
     def __init__(self, reactor, interfaces=None, addresses=None,
                  icmp_types=bpf.DEFAULT_ICMP_TYPES, proxy_nd=False, netfilter=True,

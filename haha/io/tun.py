@@ -12,7 +12,7 @@ import errno as _errno
 from collections import Counter
 
 from twisted.internet.interfaces import IReadDescriptor
-from twisted.logger import Logger
+from ..logging import class_logger
 from zope.interface import implementer
 
 from .system import LinuxSystem
@@ -25,7 +25,7 @@ MAX_PACKET = 65575
 class TunDevice:
     """``reactor`` provides ``addReader``/``removeReader``; ``name`` may contain ``%d``."""
 
-    log = Logger()
+    log = class_logger()
 
     def __init__(self, reactor, name="haha%d", system=None):
         self._reactor = reactor

@@ -21,7 +21,7 @@ from collections import Counter, OrderedDict
 from ipaddress import IPv6Address
 
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from ..logging import class_logger
 from zope.interface import implementer
 
 from ..interfaces import IMobilityTransport
@@ -44,7 +44,7 @@ class UdpTransport:
     ``learn``: learn sources as described above.
     """
 
-    log = Logger()
+    log = class_logger()
 
     def __init__(self, reactor, port=0, interface="::1", peers=None, learn=True,
                  max_learned=4096):

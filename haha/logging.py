@@ -1,0 +1,52 @@
+"""Logging through twisted.logger with structured fields, filtered by ``[log] level``.
+
+Every haha logger is made by :func:`logger` and publishes through one filtering observer in
+front of the global publisher, so ``[log] level`` (:func:`configure`) applies to haha's events
+without touching what twistd or an embedding application logs. Events carry their facts as
+fields (``peer``, ``home_address``, ``reason``, ...) so a JSON observer keeps them:
+``twistd --logger haha.logging.json_observer haha --config ha1.conf`` writes one JSON object per
+event on standard output.
+"""
+
+import sys
+
+from twisted.logger import (
+    FilteringLogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    globalLogPublisher,
+    jsonFileLogObserver,
+)
+
+LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
+          "error": LogLevel.error}
+
+_predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+
+
+def _publish(event):
+    globalLogPublisher(event)
+
+
+observer = FilteringLogObserver(_publish, [_predicate])
+
+
+def logger(namespace):
+    """A Logger for ``namespace`` (``haha.<part>``) behind the level filter."""
+    return Logger(namespace=namespace, observer=observer)
+
+
+def configure(level="info", namespace="haha"):
+    """Show haha events at ``level`` and above."""
+    _predicate.setLogLevelForNamespace(namespace, LEVELS[level])
+
+
+def json_observer():
+    """A twistd ``--logger`` factory: one JSON object per event on standard output."""
+    return jsonFileLogObserver(sys.stdout)
+
+
+def class_logger():
+    """A Logger to use as a class attribute (its namespace becomes the class's full name)."""
+    return Logger(observer=observer)

@@ -1,0 +1,403 @@
+"""The Twisted adapter: packets in, the sans-IO machines in the middle, effects out.
+
+:class:`Adapter` owns no protocol logic. For each inbound packet it parses the IPv6 header
+chain, admits the source through the rate limiter, removes ESP, decodes the Mobility Header or
+ICMPv6 message, asks the security policy, and hands the core an ``Inbound`` record. It carries
+out the effects the core returns (encode, protect, send; install and remove forwarding; log and
+count events) and keeps exactly one timer armed for the core's next deadline, on the injected
+``IReactorTime``.
+
+Nothing that arrives can stop it: malformed packets, failed authentication, policy refusals and
+even a failure inside the core are counted by reason and dropped (a core failure is also logged
+with its traceback). :class:`HomeAgentAdapter` and :class:`MobileNodeAdapter` add what differs:
+the home agent's backend, discovery and Router Advertisements; the mobile node's tunnel and
+on-demand keys.
+"""
+
+from collections import Counter
+
+from .logging import logger
+
+from .core.effects import (
+    AdvertisePrefix,
+    Event,
+    InstallRoute,
+    ProxyNd,
+    RemoveRoute,
+    Send,
+    SendIcmp,
+    TunnelDown,
+    TunnelUp,
+    make_inbound,
+)
+from .security.errors import SecurityError
+from .security.sadb import MOBILE_NODE
+from .wire.errors import WireError
+from .wire.icmpv6 import decode_icmpv6, encode_icmpv6
+from .wire.ipv6 import build_packet, parse_packet
+from .wire.mh import decode_mh, encode_mh, mh_type_of
+from .wire.numbers import (
+    ICMP6_ROUTER_ADVERT,
+    IPPROTO_ESP,
+    IPPROTO_ICMPV6,
+    IPPROTO_IPV6,
+    IPPROTO_MH,
+    IPPROTO_NONE,
+)
+
+#: Events logged at info level; the rest at debug (they are still counted).
+_INFO_EVENTS = frozenset({
+    "started", "stopped", "serving", "binding-created", "binding-deleted", "binding-expired",
+    "primary-lost", "peer-up", "peer-down", "take-over", "switch-requested", "drain-started",
+    "drain-complete", "registered", "registration-rejected", "discovery-failed",
+    "bulk-sync-complete", "deregistered", "switched",
+})
+
+
+class Adapter:
+    """What the home agent and mobile node adapters share (module docstring).
+
+    ``machine`` is a :class:`haha.core.homeagent.HomeAgent` or
+    :class:`haha.core.mobilenode.MobileNode`; ``transport`` an ``IMobilityTransport``; ``clock``
+    an ``IReactorTime``; ``sadb`` an ``ISecurityAssociations`` (None only with the lab policy);
+    ``policy`` a :class:`haha.security.policy.SecurityPolicy`; ``limiter`` a
+    :class:`haha.security.ratelimit.RateLimiter` or None.
+    """
+
+    role = None
+
+    def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
+                 log=None):
+        self.machine = machine
+        self.transport = transport
+        self.clock = clock
+        self.profile = profile
+        self.policy = policy
+        self.sadb = sadb
+        self.limiter = limiter
+        self.log = log or logger(f"haha.{self.role}")
+        self.counters = Counter()
+        self.observers = []
+        self._call = None
+        self._deadline = None
+        self.running = False
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def now(self):
+        return self.clock.seconds()
+
+    def start_transport(self):
+        self.transport.start(self.packet_received)
+
+    def apply(self, effects):
+        """Carry out ``effects`` (a list from the machine) and re-arm the timer."""
+        for effect in effects:
+            try:
+                self._apply(effect)
+            except Exception:  # a backend or transport bug must not stop the daemon
+                self.counters["effect-failed"] += 1
+                self.log.failure("carrying out {effect!r} failed", effect=effect)
+        self._rearm()
+
+    def stop_timer(self):
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        self._call = None
+        self._deadline = None
+
+    def _rearm(self):
+        if not self.running:
+            self.stop_timer()
+            return
+        deadline = self.machine.next_deadline()
+        if deadline == self._deadline and self._call is not None and self._call.active():
+            return
+        self.stop_timer()
+        if deadline is not None:
+            self._deadline = deadline
+            self._call = self.clock.callLater(max(0.0, deadline - self.now()), self._fire)
+
+    def _fire(self):
+        self._call = None
+        self._deadline = None
+        self._run(self.machine.tick, self.now())
+
+    def _run(self, method, *args, **kw):
+        """Call a machine entry point and apply its effects; a failure is logged, not raised."""
+        try:
+            effects = method(*args, **kw)
+        except Exception:
+            self.counters["core-failed"] += 1
+            self.log.failure("the {role} machine failed in {method}", role=self.role,
+                             method=getattr(method, "__name__", method))
+            self._rearm()
+            return None
+        self.apply(effects)
+        return effects
+
+    # -- inbound ----------------------------------------------------------------------------
+
+    def _drop(self, reason, **fields):
+        self.counters["dropped." + reason] += 1
+        self.log.debug("dropped a packet: {reason}", reason=reason, **fields)
+
+    def packet_received(self, data):
+        """The transport's receiver: one complete IPv6 packet."""
+        self.counters["packets-received"] += 1
+        try:
+            packet = parse_packet(data)
+        except WireError as e:
+            return self._drop("malformed-" + e.reason, detail=e.detail)
+        nh = packet.next_header
+        if nh == IPPROTO_IPV6:
+            return self.tunnelled(packet, data)
+        if nh not in (IPPROTO_MH, IPPROTO_ESP, IPPROTO_ICMPV6):
+            return self._drop("unexpected-next-header", next_header=nh)
+        now = self.now()
+        if self.limiter is not None and not self.limiter.allow(packet.src, now):
+            return self._drop("rate-limited", src=packet.src)
+        payload = packet.payload
+        protected_by = None
+        if nh == IPPROTO_ESP:
+            result = self.unprotect(packet)
+            if result is None:
+                return None
+            protected_by, nh, payload = result
+            if nh == IPPROTO_NONE:
+                return self._drop("esp-dummy")
+        source, destination = packet.source, packet.destination
+        try:
+            if nh == IPPROTO_MH:
+                message = decode_mh(payload, source, destination, self.profile)
+                mtype = mh_type_of(message, self.profile)
+            elif nh == IPPROTO_ICMPV6:
+                message = decode_icmpv6(payload, source, destination)
+                mtype = message.TYPE if hasattr(message, "TYPE") else message.type
+            else:
+                return self._drop("unexpected-next-header", next_header=nh)
+        except WireError as e:
+            return self._drop("malformed-" + e.reason, detail=e.detail, src=packet.src)
+        role = self.sadb.role_of(protected_by) if protected_by is not None else None
+        known = protected_by is not None or self.source_known(nh, mtype, packet)
+        decision = self.policy.decide(nh, mtype, protected_by is not None, known, role)
+        if not decision.process:
+            return self._drop(decision.reason, src=packet.src, message=type(message).__name__)
+        if nh == IPPROTO_ICMPV6 and mtype == ICMP6_ROUTER_ADVERT:
+            self.router_advertisement(packet, message)
+        self.counters["received." + type(message).__name__] += 1
+        inbound = make_inbound(message, packet.src, packet.dst, packet.home_address,
+                               packet.routing_address, protected_by)
+        self._run(self.machine.receive, inbound, now)
+        return None
+
+    def unprotect(self, packet):
+        try:
+            return self.sadb.unprotect(packet.source, packet.payload)
+        except SecurityError as e:
+            self._drop(e.reason, src=packet.src, spi=e.spi)
+        except AttributeError:  # no SADB: ESP cannot be accepted in lab mode without keys
+            self._drop("no-sa", src=packet.src)
+        return None
+
+    def tunnelled(self, packet, data):
+        self._drop("tunnel-without-backend")
+
+    def source_known(self, next_header, message_type, packet):
+        """Lab mode only (nothing arrived in ESP): whether the sender is one the policy may
+        accept for this message type. With ESP the SA's peer is the answer."""
+        return False
+
+    def router_advertisement(self, packet, advertisement):
+        """A Router Advertisement passed the policy (home agents feed discovery with it)."""
+
+    # -- outbound ---------------------------------------------------------------------------
+
+    def _apply(self, effect):
+        kind = type(effect)
+        if kind is Send:
+            self.send_mh(effect)
+        elif kind is Event:
+            self.event(effect)
+        elif kind is SendIcmp:
+            self.send_icmp(effect)
+        else:
+            self.duty(effect)
+
+    def duty(self, effect):
+        raise TypeError(f"{self.role} cannot carry out {effect!r}")
+
+    def send_mh(self, effect):
+        message = effect.message
+        src_ck = effect.home_address or effect.src
+        dst_ck = effect.routing_address or effect.dst
+        try:
+            data = encode_mh(message, src_ck, dst_ck, self.profile)
+        except WireError as e:
+            self.counters["send-failed.encode"] += 1
+            self.log.error("cannot encode {message!r}: {why}", message=message, why=str(e))
+            return
+        nh = IPPROTO_MH
+        if self.policy.must_protect(IPPROTO_MH, mh_type_of(message, self.profile)):
+            if effect.protect is None:
+                self.counters["send-failed.unprotected"] += 1
+                self.log.error("refusing to send {name} without ESP: no peer to protect it for",
+                               name=type(message).__name__)
+                return
+            data = self.protect(effect.protect, data)
+            if data is None:
+                return
+            nh = IPPROTO_ESP
+        packet = build_packet(effect.src, effect.dst, nh, data,
+                              home_address=effect.home_address,
+                              routing_address=effect.routing_address)
+        self.counters["sent." + type(message).__name__] += 1
+        self.transport.send(packet)
+
+    def protect(self, peer, data):
+        try:
+            return self.sadb.protect(peer, IPPROTO_MH, data)
+        except SecurityError as e:
+            self.counters["send-failed." + e.reason] += 1
+            self.log.warn("cannot protect a message for {peer}: {reason}", peer=peer,
+                          reason=e.reason)
+        return None
+
+    def send_icmp(self, effect):
+        try:
+            data = encode_icmpv6(effect.message, effect.src, effect.dst)
+        except WireError as e:
+            self.counters["send-failed.encode"] += 1
+            self.log.error("cannot encode {message!r}: {why}", message=effect.message,
+                           why=str(e))
+            return
+        self.counters["sent." + type(effect.message).__name__] += 1
+        self.transport.send(build_packet(effect.src, effect.dst, IPPROTO_ICMPV6, data))
+
+    def event(self, event):
+        self.counters["event." + event.name] += 1
+        fields = {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
+                  for k, v in event.fields.items()}
+        if event.name in _INFO_EVENTS:
+            self.log.info("{event} " + " ".join(f"{k}={{{k}}}" for k in fields),
+                          event=event.name, **fields)
+        else:
+            self.log.debug("{event} " + " ".join(f"{k}={{{k}}}" for k in fields),
+                           event=event.name, **fields)
+        for observer in list(self.observers):
+            observer(event)
+
+
+class HomeAgentAdapter(Adapter):
+    """A :class:`haha.core.homeagent.HomeAgent` on a transport, with a forwarding backend and
+    (optionally) a discovery strategy that wants Router Advertisements."""
+
+    role = "home-agent"
+
+    def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
+                 backend=None, home_interface=None, ra_listener=None, log=None):
+        super().__init__(machine, transport, clock, profile, policy, sadb, limiter, log)
+        self.backend = backend
+        self.home_interface = home_interface
+        self.ra_listener = ra_listener
+
+    def source_known(self, next_header, message_type, packet):
+        # Home agents must be known peers; mobile nodes are checked by the core (home prefix).
+        if self.policy.rule(next_header, message_type).role == MOBILE_NODE:
+            return True
+        return self.machine.is_known_peer(packet.source)
+
+    def router_advertisement(self, packet, advertisement):
+        if self.ra_listener is not None:
+            self.ra_listener.router_advertisement(packet.src, advertisement)
+
+    def tunnelled(self, packet, data):
+        decapsulate = getattr(self.backend, "decapsulate", None)
+        if decapsulate is None:
+            return self._drop("tunnel-without-backend")
+        self.counters["tunnelled-in"] += 1
+        try:
+            decapsulate(data)
+        except Exception:
+            self.counters["tunnel-failed"] += 1
+            self.log.failure("decapsulation failed")
+        return None
+
+    def duty(self, effect):
+        kind = type(effect)
+        b = self.backend
+        if kind is InstallRoute:
+            b.install(effect.route)
+        elif kind is RemoveRoute:
+            b.remove(effect.home_address)
+        elif kind is ProxyNd:
+            if effect.on:
+                b.proxy_nd_start(effect.address, self.home_interface)
+            else:
+                b.proxy_nd_stop(effect.address, self.home_interface)
+        elif kind is AdvertisePrefix:
+            if effect.on:
+                b.advertise_prefix(effect.prefix)
+            else:
+                b.withdraw_prefix(effect.prefix)
+        else:
+            super().duty(effect)
+        self.counters["duty." + kind.__name__] += 1
+
+
+class MobileNodeAdapter(Adapter):
+    """A :class:`haha.core.mobilenode.MobileNode` on a transport with its side of the tunnel.
+
+    ``keyring`` (optional) derives the SAs of a home agent the node has not talked to yet, the
+    first time one is needed: when sending to it, and when a protected packet arrives from it
+    with an SPI that its derived SA explains (a surviving home agent taking the node over).
+    """
+
+    role = "mobile-node"
+
+    def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
+                 tunnel=None, keyring=None, log=None):
+        super().__init__(machine, transport, clock, profile, policy, sadb, limiter, log)
+        self.tunnel = tunnel
+        self.keyring = keyring
+
+    def source_known(self, next_header, message_type, packet):
+        m = self.machine
+        return packet.source in m.known_home_agents or packet.source in (m.home_agent, m.target)
+
+    def unprotect(self, packet):
+        if self.keyring is not None and self.sadb is not None:
+            self.keyring.learn(packet.src, packet.payload)
+        return super().unprotect(packet)
+
+    def protect(self, peer, data):
+        if self.keyring is not None:
+            self.keyring.ensure(peer)
+        return super().protect(peer, data)
+
+    def tunnelled(self, packet, data):
+        if self.tunnel is None or not hasattr(self.tunnel, "decapsulate"):
+            return self._drop("tunnel-without-backend")
+        self.counters["tunnelled-in"] += 1
+        try:
+            self.tunnel.decapsulate(data)
+        except Exception:
+            self.counters["tunnel-failed"] += 1
+            self.log.failure("decapsulation failed")
+        return None
+
+    def duty(self, effect):
+        kind = type(effect)
+        if kind is TunnelUp:
+            if self.tunnel is not None:
+                self.tunnel.set_endpoint(effect.home_address, effect.care_of, effect.home_agent,
+                                         prefixes=effect.prefixes)
+        elif kind is TunnelDown:
+            if self.tunnel is not None:
+                self.tunnel.clear()
+        else:
+            super().duty(effect)
+        self.counters["duty." + kind.__name__] += 1
+
+
+__all__ = ["Adapter", "HomeAgentAdapter", "MobileNodeAdapter"]

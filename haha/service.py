@@ -1,0 +1,564 @@
+"""The embeddable entry points: :class:`HomeAgentService` and :class:`MobileNodeService`.
+
+Both are Twisted ``MultiService``\\ s built by a classmethod ``build(config, reactor=..., ...)``
+from a checked configuration (:mod:`haha.config`). Every collaborator can be passed in instead of
+built from the configuration (``backend``, ``discovery``, ``transport``, ``sadb``), so tests and
+larger applications wire fakes or their own objects without patching anything; ``twistd``'s
+``makeService`` (:mod:`haha.tap`) only calls ``build``.
+
+A home agent service starts its transport, backend, machine and discovery in that order, serves
+the control socket and metrics endpoint when configured, and on stop drains its mobile nodes to
+its peers (``drain-on-stop``, bounded by ``drain-timeout``), says goodbye with a HELLO of lifetime
+zero, and releases everything it installed.
+"""
+
+import os
+import random
+from ipaddress import IPv6Address
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet import defer
+from zope.interface import implementer
+
+from .config import KeyFile
+from .control.metrics import metrics_site
+from .control.server import ControlFactory
+from .core.homeagent import HomeAgent, NotServing
+from .core.mobilenode import MobileNode
+from .core.settings import (
+    HOME_LINK,
+    HomeAgentSettings,
+    MobileNodeSettings,
+)
+from .inifile import ConfigError, parse_address
+from .logging import logger
+from .interfaces import IControllable, IPeerListener, IRouterAdvertisementListener
+from .protocol import HomeAgentAdapter, MobileNodeAdapter
+from .security import keys as _keys
+from .security.errors import KeyFileError, SecurityConfigError
+from .security.policy import SecurityPolicy
+from .security.ratelimit import RateLimiter
+from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
+
+log = logger("haha.service")
+
+
+# -- settings -----------------------------------------------------------------------------------
+
+
+def home_agent_settings(config):
+    """The core's :class:`HomeAgentSettings` for a :class:`haha.config.HomeAgentConfig`."""
+    # Draft 5.4: HELLO between home agents on different links; on one home link they learn each
+    # other from Router Advertisements (PROTOCOL.md 3.8), which need a multicast-capable link:
+    # with the UDP development transport HELLO is used everywhere.
+    hello = config.configuration != HOME_LINK or config.transport.kind == "udp"
+    return HomeAgentSettings(
+        address=config.address,
+        home_prefix=config.home_prefix,
+        kind=config.configuration,
+        haha_address=config.haha_address if config.haha_address != config.address else None,
+        preference=config.preference,
+        ha_lifetime=config.lifetime,
+        hello_interval=config.hello_interval,
+        send_hello=hello,
+        max_binding_lifetime=config.max_binding_lifetime,
+        peers=config.peers,
+        authorised_peer_prefixes=config.authorised,
+        nemo=config.mobile_router_support,
+        mobile_routers=config.mobile_routers,
+        implicit_prefixes=config.mobile_routers if config.implicit_mode else {},
+        boot_wait=config.boot_wait,
+        take_over=config.take_over,
+        drain=config.drain_mode,
+        drain_preference=0,
+        switch_message=config.switch_message,
+        numbers=config.numbers,
+    )
+
+
+def mobile_node_settings(config):
+    """The core's :class:`MobileNodeSettings` for a :class:`haha.config.MobileNodeConfig`."""
+    return MobileNodeSettings(
+        home_address=config.home_address,
+        home_prefix=config.home_prefix,
+        home_agents=config.home_agents,
+        mobile_router=config.mobile_router,
+        prefixes=config.prefixes,
+        lifetime=config.lifetime,
+    )
+
+
+# -- security -----------------------------------------------------------------------------------
+
+
+def _located(key_file, what):
+    """Load a key file, turning its error into a located configuration error."""
+    try:
+        return _keys.load_secret(key_file.path)
+    except (KeyFileError, SecurityConfigError, OSError) as e:
+        raise key_file.error(f"{what}: {e}") from None
+
+
+def security_policy(config):
+    try:
+        return SecurityPolicy(config.numbers, config.security.mode, config.security.lab)
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security", "mode") from None
+
+
+def rate_limiter(config):
+    return RateLimiter(rate=config.security.rate, burst=config.security.burst)
+
+
+def home_agent_sadb(config):
+    """The SA database of a home agent: one derived pair per peer key and per mobile node key
+    (docs/security.md), or None in lab mode."""
+    if config.security.mode == "none":
+        return None
+    specs = []
+    me_peers = config.haha_address
+    for peer, key_file in config.security.peer_keys.items():
+        secret = _located(key_file, "peer key")
+        specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT))
+    nodes = dict(config.security.node_keys)
+    if config.security.node_key_dir:
+        for name in sorted(os.listdir(config.security.node_key_dir)):
+            if not name.endswith(".key"):
+                continue
+            try:
+                hoa = IPv6Address(name[:-4])
+            except ValueError:
+                raise ConfigError(
+                    f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
+                    config.path, "security", "node-key-dir") from None
+            if hoa not in nodes:
+                nodes[hoa] = KeyFile(os.path.join(config.security.node_key_dir, name),
+                                     (config.path, "security", "node-key-dir", None))
+    for hoa, key_file in nodes.items():
+        secret = _located(key_file, "mobile node key")
+        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
+    try:
+        return SecurityAssociationDatabase.from_specs(specs)
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security") from None
+
+
+class NodeKeyring:
+    """A mobile node's keys: its one secret (shared by the home agent set) derives the SA pair
+    with any home agent on first use, so the node can talk to (and authenticate) a home agent it
+    learned from DHAAD or that took it over, without configuring SPIs."""
+
+    def __init__(self, secret, home_address, sadb):
+        self._secret = secret
+        self.home_address = home_address
+        self.sadb = sadb
+        self.derived = set()
+
+    def ensure(self, home_agent):
+        if home_agent in self.derived or self.sadb.has_peer(home_agent):
+            return
+        for spec in _keys.derive_pair(self._secret, self.home_address, home_agent, HOME_AGENT):
+            self.sadb.add(spec)
+        self.derived.add(home_agent)
+
+    def learn(self, source, esp):
+        """A protected packet from ``source``: derive its pair if that explains the SPI."""
+        if source in self.derived or len(esp) < 4 or self.sadb.has_peer(source):
+            return
+        spi = int.from_bytes(esp[:4], "big")
+        inbound = _keys.derive_sa(self._secret, source, self.home_address)
+        if inbound.spi == spi:
+            self.ensure(source)
+
+    def __repr__(self):
+        return f"<NodeKeyring {self.home_address} derived={sorted(map(str, self.derived))}>"
+
+
+def mobile_node_security(config):
+    """``(sadb, keyring)`` of a mobile node, ``(None, None)`` in lab mode."""
+    if config.security.mode == "none":
+        return None, None
+    secret = _located(config.security.key, "mobile node key")
+    sadb = SecurityAssociationDatabase()
+    keyring = NodeKeyring(secret, config.home_address, sadb)
+    for ha in config.home_agents:
+        keyring.ensure(ha)
+    return sadb, keyring
+
+
+# -- transport ----------------------------------------------------------------------------------
+
+
+def build_transport(config, reactor, home_interface=None):
+    """The configured transport (not started)."""
+    t = config.transport
+    if t.kind == "udp":
+        from .io.udp import UdpTransport
+
+        host, port = t.udp_listen
+        return UdpTransport(reactor, port=port, interface=host, peers=t.udp_peers)
+    from .io.raw import RawTransport
+
+    return RawTransport(reactor, interfaces=list(t.interfaces) or None,
+                        default_interface=home_interface)
+
+
+def _start_services(parent, config, target, labels):
+    if config.control.socket:
+        strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
+    if config.control.metrics:
+        strports.service(config.control.metrics, metrics_site(target, labels)).setServiceParent(
+            parent)
+
+
+def _json(value):
+    if isinstance(value, (list, tuple)):
+        return [_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json(v) for k, v in value.items()}
+    if isinstance(value, (int, float, str, bool)) or value is None:
+        return value
+    return str(value)
+
+
+# -- home agent ---------------------------------------------------------------------------------
+
+
+@implementer(IControllable, IPeerListener)
+class HomeAgentService(MultiService):
+    """A home agent as a Twisted service (module docstring)."""
+
+    def __init__(self, config, machine, adapter, backend, discovery, transport, reactor,
+                 sadb=None):
+        super().__init__()
+        self.setName("haha")
+        self.config = config
+        self.machine = machine
+        self.adapter = adapter
+        self.backend = backend
+        self.discovery = discovery
+        self.transport = transport
+        self.reactor = reactor
+        self.sadb = sadb
+        self.started_at = None
+        self._drained = None
+        adapter.observers.append(self._observe)
+        _start_services(self, config, self,
+                        {"role": "home-agent", "address": str(config.address)})
+
+    @classmethod
+    def build(cls, config, reactor=None, backend=None, discovery=None, transport=None,
+              sadb=None, rng=None):
+        """Everything from ``config``; each keyword replaces what the configuration would
+        build (``sadb`` is ignored in lab mode)."""
+        if reactor is None:
+            from twisted.internet import reactor
+        from .plugins import build_backend, build_discovery
+
+        settings = home_agent_settings(config)
+        policy = security_policy(config)
+        if sadb is None:
+            sadb = home_agent_sadb(config)
+        if transport is None:
+            transport = build_transport(config, reactor, config.home_interface)
+        if backend is None:
+            backend = build_backend(config.backend, reactor)
+        if getattr(backend, "transport", False) is None:
+            backend.transport = transport
+        if discovery is None:
+            discovery = build_discovery(config.discovery, reactor, config)
+        machine = HomeAgent(settings, rng or random.Random())
+        limiter = rate_limiter(config)
+        for peer in config.peers:
+            limiter.pin(peer)
+        adapter = HomeAgentAdapter(
+            machine, transport, reactor, config.numbers, policy, sadb, limiter, backend,
+            home_interface=config.home_interface,
+            ra_listener=discovery if IRouterAdvertisementListener.providedBy(discovery) else None,
+        )
+        return cls(config, machine, adapter, backend, discovery, transport, reactor, sadb)
+
+    # -- service ----------------------------------------------------------------------------
+
+    def startService(self):  # noqa: N802 - Twisted hook
+        warning = self.adapter.policy.warning
+        if warning:
+            for _ in range(3):
+                log.critical("{warning}", warning=warning)
+        self.adapter.start_transport()
+        try:
+            self.backend.start()
+        except Exception:
+            self.transport.stop()
+            raise
+        self.adapter.running = True
+        self.started_at = self.reactor.seconds()
+        self.adapter._run(self.machine.start, self.reactor.seconds())
+        self.discovery.start(self)
+        log.info("home agent {address} started ({kind}, backend {backend}, transport {transport})",
+                 address=self.config.address, kind=self.config.configuration,
+                 backend=self.config.backend.name, transport=self.config.transport.kind)
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):  # noqa: N802 - Twisted hook
+        yield super().stopService()
+        if self.config.drain_on_stop and self.machine.cache.primary_count and \
+                self.machine.serving:
+            yield self._drain(self.config.drain_timeout)
+        self.adapter._run(self.machine.stop, self.reactor.seconds())
+        self.adapter.running = False
+        self.adapter.stop_timer()
+        yield defer.maybeDeferred(self.discovery.stop)
+        try:
+            yield defer.maybeDeferred(self.backend.stop)
+        except Exception:
+            log.failure("the backend failed to stop cleanly")
+        if self.sadb is not None and hasattr(self.sadb, "flush"):
+            self.sadb.flush()
+        yield defer.maybeDeferred(self.transport.stop)
+        log.info("home agent {address} stopped", address=self.config.address)
+
+    def _drain(self, timeout):
+        """Ask every mobile node to switch away; fire when none is left or at ``timeout``."""
+        self._drained = defer.Deferred()
+        self.adapter._run(self.machine.drain, self.reactor.seconds())
+        if not self.machine.cache.primary_count and not self._drained.called:
+            self._drained.callback(None)
+        d = self._drained
+        call = self.reactor.callLater(timeout, lambda: d.called or d.callback(None))
+        d.addBoth(lambda r: call.active() and call.cancel() or r)
+        return d
+
+    def _observe(self, event):
+        if event.name == "drain-complete" and self._drained is not None \
+                and not self._drained.called:
+            self._drained.callback(None)
+
+    # -- IPeerListener ----------------------------------------------------------------------
+
+    def peer_appeared(self, address, source):
+        if self.sadb is not None and not self.sadb.has_peer(address):
+            self.adapter.counters["peer-refused.no-key"] += 1
+            log.warn("peer {peer} from {source} has no key in [peer-keys]: ignored",
+                     peer=address, source=source)
+            return
+        self.adapter._run(self.machine.add_peer, address, self.reactor.seconds(), source)
+
+    def peer_disappeared(self, address, source):
+        self.adapter._run(self.machine.remove_peer, address, self.reactor.seconds(), source)
+
+    # -- IControllable ----------------------------------------------------------------------
+
+    def status(self):
+        m = self.machine
+        return _json({
+            "role": "home-agent",
+            "address": self.config.address,
+            "haha_address": self.config.haha_address,
+            "home_prefix": self.config.home_prefix,
+            "configuration": self.config.configuration,
+            "state": m.state,
+            "preference": m.preference,
+            "primaries": m.cache.primary_count,
+            "bindings": len(m.cache),
+            "live_peers": [a for a, _ in m.ranked() if a != m.identity],
+            "uptime": None if self.started_at is None else
+            self.reactor.seconds() - self.started_at,
+            "backend": self.config.backend.name,
+            "security": self.config.security.mode,
+        })
+
+    def bindings(self):
+        out = []
+        for view in sorted(self.machine.snapshot().values(), key=lambda v: int(v[0])):
+            out.append(_json({
+                "home_address": view.home_address, "care_of": view.care_of,
+                "sequence": view.sequence, "flags": view.flags,
+                "prefixes": list(view.prefixes), "primary": view.primary,
+                "copy": view.primary != self.machine.identity,
+            }))
+        return out
+
+    def peers(self):
+        out = []
+        for address, preference in self.machine.ranked():
+            if address == self.machine.identity:
+                continue
+            out.append(_json({"address": address, "preference": preference}))
+        return out
+
+    def counters(self):
+        c = dict(self.adapter.counters)
+        for k, v in self.machine.counters.items():
+            c["core." + k] = v
+        for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter):
+            for k, v in getattr(source, "counters", {}).items():
+                c[f"{type(source).__name__.lower()}.{k}"] = v
+        c["bindings_now"] = len(self.machine.cache)
+        c["primaries_now"] = self.machine.cache.primary_count
+        c["peers_now"] = len(self.machine.ranked()) - (1 if self.machine.serving else 0)
+        return c
+
+    def command(self, name, arguments):
+        now = self.reactor.seconds()
+        try:
+            if name == "switch":
+                hoa = parse_address(arguments["home-address"])
+                target = arguments.get("target")
+                target = parse_address(target) if target else None
+                self.adapter.apply(self.machine.switch(hoa, now, target))
+                return {"switch-requested": str(hoa), "target": str(target) if target else None}
+            if name == "drain":
+                self.adapter.apply(self.machine.drain(now))
+                return {"draining": self.machine.cache.primary_count}
+            if name == "resume":
+                self.adapter.apply(self.machine.resume(now))
+                return {"state": self.machine.state}
+            if name == "preference":
+                self.adapter.apply(self.machine.set_preference(int(arguments["value"]), now))
+                return {"preference": self.machine.preference}
+            if name == "forwarding":
+                return _json(self.backend.snapshot())
+        except KeyError as e:
+            raise ValueError(f"{name}: missing or unknown {e}") from None
+        except NotServing as e:
+            raise ValueError(str(e)) from None
+        raise ValueError(f"unknown command {name!r}; known: switch, drain, resume, preference, "
+                         "forwarding")
+
+
+# -- mobile node --------------------------------------------------------------------------------
+
+
+@implementer(IControllable)
+class MobileNodeService(MultiService):
+    """A mobile node or mobile router as a Twisted service."""
+
+    def __init__(self, config, machine, adapter, tunnel, transport, reactor):
+        super().__init__()
+        self.setName("haha-mn")
+        self.config = config
+        self.machine = machine
+        self.adapter = adapter
+        self.tunnel = tunnel
+        self.transport = transport
+        self.reactor = reactor
+        self.started_at = None
+        _start_services(self, config, self,
+                        {"role": "mobile-node", "address": str(config.home_address)})
+
+    @classmethod
+    def build(cls, config, reactor=None, tunnel=None, transport=None, sadb=None, rng=None,
+              keyring=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        settings = mobile_node_settings(config)
+        policy = security_policy(config)
+        if sadb is None:
+            sadb, keyring = mobile_node_security(config)
+        if transport is None:
+            transport = build_transport(config, reactor, config.interface)
+        if tunnel is None:
+            tunnel = _mobile_tunnel(config, reactor, transport)
+        machine = MobileNode(settings, rng or random.Random())
+        limiter = rate_limiter(config)
+        adapter = MobileNodeAdapter(machine, transport, reactor, config.numbers, policy, sadb,
+                                    limiter, tunnel, keyring)
+        return cls(config, machine, adapter, tunnel, transport, reactor)
+
+    def startService(self):  # noqa: N802 - Twisted hook
+        warning = self.adapter.policy.warning
+        if warning:
+            for _ in range(3):
+                log.critical("{warning}", warning=warning)
+        self.adapter.start_transport()
+        if self.tunnel is not None and hasattr(self.tunnel, "start"):
+            self.tunnel.start()
+        self.adapter.running = True
+        self.started_at = self.reactor.seconds()
+        self.adapter._run(self.machine.start, self.reactor.seconds(),
+                          care_of=self.config.care_of_address)
+        log.info("mobile {kind} {hoa} started at {coa}",
+                 kind="router" if self.config.mobile_router else "node",
+                 hoa=self.config.home_address, coa=self.config.care_of_address)
+        super().startService()
+
+    @defer.inlineCallbacks
+    def stopService(self):  # noqa: N802 - Twisted hook
+        yield super().stopService()
+        self.adapter._run(self.machine.stop, self.reactor.seconds())
+        self.adapter.running = False
+        self.adapter.stop_timer()
+        if self.tunnel is not None and hasattr(self.tunnel, "stop"):
+            yield defer.maybeDeferred(self.tunnel.stop)
+        yield defer.maybeDeferred(self.transport.stop)
+
+    def move(self, care_of):
+        """Movement detection found ``care_of`` (embedders call this)."""
+        self.adapter._run(self.machine.move, care_of, self.reactor.seconds())
+
+    # -- IControllable ----------------------------------------------------------------------
+
+    def status(self):
+        m = self.machine
+        return _json({
+            "role": "mobile-router" if self.config.mobile_router else "mobile-node",
+            "home_address": m.home_address,
+            "care_of": m.care_of,
+            "state": m.state,
+            "home_agent": m.home_agent,
+            "known_home_agents": list(m.known_home_agents),
+            "lifetime": m.lifetime,
+            "expires_in": None if m.expires is None else m.expires - self.reactor.seconds(),
+        })
+
+    def bindings(self):
+        m = self.machine
+        if m.home_agent is None:
+            return []
+        return [_json({"home_address": m.home_address, "care_of": m.care_of,
+                       "home_agent": m.home_agent, "sequence": m.sequence,
+                       "prefixes": list(self.config.prefixes)})]
+
+    def peers(self):
+        return _json(list(self.machine.known_home_agents))
+
+    def counters(self):
+        c = dict(self.adapter.counters)
+        for k, v in self.machine.counters.items():
+            c["core." + k] = v
+        c["registered_now"] = int(self.machine.home_agent is not None)
+        return c
+
+    def command(self, name, arguments):
+        if name == "move":
+            try:
+                coa = parse_address(arguments["care-of"])
+            except KeyError:
+                raise ValueError("move needs care-of=ADDRESS") from None
+            self.move(coa)
+            return {"care_of": str(coa)}
+        if name == "home":
+            self.adapter._run(self.machine.return_home, self.reactor.seconds())
+            return {"state": self.machine.state}
+        raise ValueError(f"unknown command {name!r}; known: move, home")
+
+
+def _mobile_tunnel(config, reactor, transport):
+    if config.backend.name == "null":
+        config.backend.options.check_unused()
+        return None
+    if config.backend.name != "tun":
+        raise config.backend.error(
+            f"a mobile node's tunnel is 'tun' or 'null', not {config.backend.name!r}")
+    from .backends.tun import MobileTunnel, options_of
+
+    kw = options_of(config.backend.options)
+    config.backend.options.check_unused()
+    return MobileTunnel(reactor, transport, **kw)
+
+
+__all__ = ["HomeAgentService", "MobileNodeService", "home_agent_settings",
+           "mobile_node_settings"]

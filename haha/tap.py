@@ -1,0 +1,44 @@
+"""``twistd haha --config ha1.conf`` and ``twistd haha-mn --config mn1.conf``: wiring only.
+
+The construction lives in :mod:`haha.service` (``HomeAgentService.build``,
+``MobileNodeService.build``); a configuration mistake exits with its one-line, located message.
+"""
+
+import sys
+
+from twisted.python import usage
+
+from .config import ConfigError, load_home_agent, load_mobile_node
+
+
+class Options(usage.Options):
+    synopsis = "--config FILE"
+    longdesc = "Run a HAHA home agent (Mobile IPv6 / NEMO) configured by FILE (docs/configuration.md)."
+    optParameters = [["config", "c", None, "configuration file"]]
+
+    def postOptions(self):  # noqa: N802 - Twisted hook
+        if not self["config"]:
+            raise usage.UsageError("--config FILE is required")
+
+
+def make(name, loader, service, options):
+    """Load ``options['config']`` with ``loader`` and build ``service`` from it."""
+    from twisted.internet import reactor
+
+    from .logging import configure
+
+    try:
+        config = loader(options["config"])
+        configure(config.log_level)
+        return getattr(__import__("haha.service", fromlist=[service]), service).build(
+            config, reactor)
+    except ConfigError as e:
+        sys.stderr.write(f"{name}: {e}\n")
+        raise SystemExit(2) from None
+
+
+def makeService(options):  # noqa: N802 - twistd hook
+    return make("haha", load_home_agent, "HomeAgentService", options)
+
+
+__all__ = ["Options", "makeService", "make", "load_mobile_node"]
