@@ -60,8 +60,13 @@ NO_NEXT_HEADER = 59  # a TFC dummy packet (RFC 4303 2.6): callers discard it
 _PAD = bytes(range(1, 256))  # RFC 4303 2.4 default padding: 1, 2, 3, ... (Pad Length <= 255)
 _PADS = tuple(_PAD[:n] for n in range(256))
 _NEVER = SEQ_MAX + 1
-#: Padding, Pad Length and Next Header for each (pad length 0-3, next header): index pad * 256 + nh.
-_TAILS = tuple(_PAD[:pad] + bytes((pad, nh)) for pad in range(4) for nh in range(256))
+#: Padding, Pad Length and Next Header for each next header and payload length:
+#: ``_TAILS[next_header][len(payload) & 3]`` (the minimal padding, RFC 4303 2.4, depends only
+#: on the length modulo 4).
+_TAILS = tuple(
+    tuple(_PAD[:pad] + bytes((pad, nh)) for pad in (-(r + 2) & 3 for r in range(4)))
+    for nh in range(256)
+)
 _HEAD = struct.Struct("!II")
 _HEAD_IV = struct.Struct("!IIQ")  # SPI, Sequence Number, IV
 
@@ -142,8 +147,8 @@ class OutboundSA:
         head = _HEAD_IV.pack(self.spi, seq, seq ^ self._mask)
         if payload.__class__ is not bytes:
             payload = bytes(payload)
-        plain = payload + _TAILS[((-(n + 2) & 3) << 8) | next_header]
-        return head + self._encrypt(self._salt + head[8:], plain, head[:8])
+        return head + self._encrypt(self._salt + head[8:], payload + _TAILS[next_header][n & 3],
+                                    head[:8])
 
     def _extend(self, seq):
         if seq > SEQ_MAX:
