@@ -1,0 +1,304 @@
+"""A home-agent network of real ``twistd`` processes on loopback, without privileges.
+
+:class:`LocalCluster` writes configurations (UDP transport, null backend, ESP with freshly
+generated keys), starts ``twistd -n haha`` / ``twistd -n haha-mn`` processes, and watches them
+only through what they expose: their control sockets (``haha-ctl``'s protocol) and their log
+files. The demo (``python -m haha.demo``) and the process-level tests use it.
+"""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from ..control.cli import request
+from ..security.keys import generate_key_file
+
+HOME_PREFIX = "2001:db8:1::/64"
+
+
+def free_udp_ports(n):
+    """``n`` distinct UDP ports that were free a moment ago on 127.0.0.1."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def twistd_command():
+    """How to run twistd with this interpreter (the venv's script when there is one)."""
+    script = os.path.join(os.path.dirname(sys.executable), "twistd")
+    if os.path.exists(script):
+        return [script]
+    return [sys.executable, "-c", "import sys; from twisted.scripts.twistd import run; "
+            "sys.argv[0] = 'twistd'; run()"]
+
+
+class Node:
+    """One daemon of the cluster: its name, configuration file, control socket, process."""
+
+    def __init__(self, name, kind, address, port, directory):
+        self.name = name
+        self.kind = kind  # "haha" or "haha-mn"
+        self.address = address
+        self.port = port
+        self.config = os.path.join(directory, f"{name}.conf")
+        self.socket = os.path.join(directory, f"{name}.sock")
+        self.logfile = os.path.join(directory, f"{name}.log")
+        self.process = None
+
+    def running(self):
+        return self.process is not None and self.process.poll() is None
+
+
+class LocalCluster:
+    """``n_has`` home agents and one mobile node (or router) on 127.0.0.1.
+
+    Home agent i has address 2001:db8:1::i and preference 10 - i (ha1 is preferred); the mobile
+    node 2001:db8:1::100 starts at care-of 2001:db8:20::100 registered with ha1. ``lifetime``
+    and ``hello_interval`` set how fast a dead home agent is noticed.
+    """
+
+    def __init__(self, directory, n_has=3, lifetime=3, hello_interval=1.0, boot_wait=1.0,
+                 security="esp", mobile_router=False):
+        self.directory = str(directory)
+        self.lifetime = lifetime
+        self.hello_interval = hello_interval
+        self.boot_wait = boot_wait
+        self.security = security
+        self.mobile_router = mobile_router
+        ports = free_udp_ports(n_has + 1)
+        self.has = [Node(f"ha{i}", "haha", f"2001:db8:1::{i}", ports[i - 1], self.directory)
+                    for i in range(1, n_has + 1)]
+        self.mn = Node("mr1" if mobile_router else "mn1", "haha-mn", "2001:db8:1::100",
+                       ports[-1], self.directory)
+        self.care_of = "2001:db8:20::100"
+
+    @property
+    def nodes(self):
+        return self.has + [self.mn]
+
+    def node(self, name):
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def write(self):
+        os.makedirs(self.directory, exist_ok=True)
+        keys = os.path.join(self.directory, "keys")
+        os.makedirs(keys, exist_ok=True)
+        if self.security == "esp":
+            for a in self.has:
+                for b in self.has:
+                    if a.name < b.name:
+                        generate_key_file(os.path.join(keys, f"{a.name}-{b.name}.key"),
+                                          force=True)
+            generate_key_file(os.path.join(keys, "mn.key"), force=True)
+        for ha in self.has:
+            with open(ha.config, "w") as f:
+                f.write(self._ha_text(ha))
+        with open(self.mn.config, "w") as f:
+            f.write(self._mn_text())
+
+    def _ha_security(self, ha, others):
+        if self.security == "none":
+            return "[security]\nmode = none\nlab = yes\n"
+        lines = ["[peer-keys]"]
+        lines += [f"{h.address} = keys/{min(ha.name, h.name)}-{max(ha.name, h.name)}.key"
+                  for h in others]
+        lines += ["[node-keys]", f"{self.mn.address} = keys/mn.key"]
+        return "\n".join(lines) + "\n"
+
+    def _mn_security(self):
+        if self.security == "none":
+            return "[security]\nmode = none\nlab = yes\n"
+        return "[security]\nkey = keys/mn.key\n"
+
+    def _ha_text(self, ha):
+        others = [h for h in self.has if h is not ha]
+        udp = "\n".join(f"{h.address} = 127.0.0.1:{h.port}" for h in others)
+        mr = f"[mobile-routers]\n{self.mn.address} = 2001:db8:100::/48\n" \
+            if self.mobile_router else ""
+        index = self.has.index(ha) + 1
+        return f"""\
+# {ha.name} of a LocalCluster (haha.lab.cluster): UDP transport on loopback, null backend.
+[home-agent]
+address = {ha.address}
+home-prefix = {HOME_PREFIX}
+configuration = separate-links
+preference = {10 - index}
+lifetime = {self.lifetime}
+hello-interval = {self.hello_interval}
+boot-wait = {self.boot_wait}
+drain-timeout = {self.lifetime}
+backend = null
+
+[peers]
+static = {" ".join(h.address for h in others)}
+
+{mr}{self._ha_security(ha, others)}
+[transport]
+kind = udp
+udp-listen = 127.0.0.1:{ha.port}
+
+[udp-peers]
+{udp}
+{self.care_of} = 127.0.0.1:{self.mn.port}
+
+[control]
+socket = unix:{ha.socket}
+
+[log]
+level = debug
+"""
+
+    def _mn_text(self):
+        udp = "\n".join(f"{h.address} = 127.0.0.1:{h.port}" for h in self.has)
+        mr = "mobile-router = yes\nprefixes = 2001:db8:100::/48\n" if self.mobile_router else ""
+        return f"""\
+# The mobile {"router" if self.mobile_router else "node"} of a LocalCluster.
+[mobile-node]
+home-address = {self.mn.address}
+home-prefix = {HOME_PREFIX}
+home-agent = {self.has[0].address}
+home-agents = {" ".join(h.address for h in self.has[1:])}
+care-of-address = {self.care_of}
+lifetime = 60
+{mr}
+{self._mn_security()}
+[transport]
+kind = udp
+udp-listen = 127.0.0.1:{self.mn.port}
+
+[udp-peers]
+{udp}
+
+[control]
+socket = unix:{self.mn.socket}
+
+[log]
+level = debug
+"""
+
+    # -- processes --------------------------------------------------------------------------
+
+    def start(self, name):
+        n = self.node(name)
+        if os.path.exists(n.socket):
+            os.unlink(n.socket)
+        argv = twistd_command() + ["-n", "--pidfile=", f"--logfile={n.logfile}", n.kind,
+                                   "--config", n.config]
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        n.process = subprocess.Popen(argv, cwd=self.directory, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return n
+
+    def kill(self, name, sig=signal.SIGKILL):
+        n = self.node(name)
+        if n.running():
+            n.process.send_signal(sig)
+            n.process.wait(timeout=30)
+
+    def stop(self, name, timeout=30):
+        """SIGTERM (twistd stops the service: drain, goodbye) and wait for the exit."""
+        n = self.node(name)
+        if n.running():
+            n.process.send_signal(signal.SIGTERM)
+            try:
+                n.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                n.process.kill()
+                n.process.wait()
+
+    def stop_all(self, timeout=30):
+        """SIGTERM every daemon at once, then wait for each (drains overlap)."""
+        running = [n for n in self.nodes if n.running()]
+        for n in running:
+            n.process.send_signal(signal.SIGTERM)
+        for n in running:
+            try:
+                n.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                n.process.kill()
+                n.process.wait()
+
+    def __enter__(self):
+        self.write()
+        return self
+
+    def __exit__(self, *exc):
+        for n in self.nodes:
+            if n.running():
+                n.process.kill()
+                n.process.wait()
+            if n.process is not None and n.process.stderr is not None:
+                n.process.stderr.close()
+
+    # -- observation ------------------------------------------------------------------------
+
+    def ask(self, name, cmd, **arguments):
+        """The control interface's answer (``result``), or None while it cannot be reached."""
+        n = self.node(name)
+        try:
+            response = request(n.socket, cmd, arguments, timeout=5.0)
+        except (OSError, ValueError):
+            return None
+        if not response.get("ok"):
+            raise RuntimeError(f"{name} refused {cmd}: {response.get('error')}")
+        return response["result"]
+
+    def wait_for(self, what, predicate, timeout=30.0, interval=0.1):
+        """Poll ``predicate()`` until it returns a true value; raise with ``what`` and the logs'
+        tails at ``timeout``. A daemon that exits meanwhile fails at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            for n in self.nodes:
+                if n.process is not None and n.process.poll() not in (None, 0, -9, -15):
+                    raise RuntimeError(f"{n.name} exited with {n.process.returncode} while "
+                                       f"waiting for {what}:\n{self.tail(n.name)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} after {timeout} s\n" + "\n".join(
+                    self.tail(n.name) for n in self.nodes))
+            time.sleep(interval)
+
+    def tail(self, name, lines=25):
+        n = self.node(name)
+        try:
+            with open(n.logfile) as f:
+                text = f.readlines()[-lines:]
+        except OSError:
+            text = []
+        err = b""
+        if n.process is not None and n.process.poll() is not None and n.process.stderr:
+            err = n.process.stderr.read() or b""
+        return f"--- {name} ---\n" + "".join(text) + err.decode(errors="replace")
+
+    def primary_of(self, home_address, names=None):
+        """{ha name: (primary, copy)} of ``home_address`` as each reachable HA reports it."""
+        out = {}
+        for ha in self.has:
+            if names is not None and ha.name not in names:
+                continue
+            bindings = self.ask(ha.name, "bindings")
+            if bindings is None:
+                continue
+            for b in bindings:
+                if b["home_address"] == home_address:
+                    out[ha.name] = (b["primary"], b["copy"])
+        return out
