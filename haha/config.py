@@ -118,6 +118,8 @@ class HomeAgentConfig:
     switch_message: str
     implicit_mode: bool
     mobile_router_support: bool
+    router_advertisements: bool
+    router_lifetime: int
     mobile_routers: dict  # home address -> tuple of authorised prefixes
     peers: tuple
     authorised: tuple
@@ -347,6 +349,8 @@ def parse_home_agent(parsed, path):
     switch_message = ha.get_str("switch-message", "hasr", choices=SWITCH_MESSAGES)
     implicit = ha.get_bool("implicit-mode", True)
     mr_support = ha.get_bool("mobile-router-support", True)
+    ras = ha.get_bool("router-advertisements", configuration != "no-home-link")
+    router_lifetime = ha.get_int("router-lifetime", 0, minimum=0, maximum=9000)
     backend = _plugin(parsed, ha, "backend", "backend", "null", path)
     discovery_sec = get("peers")
     discovery = _plugin(parsed, discovery_sec, "discovery", "discovery", "static", path)
@@ -405,7 +409,8 @@ def parse_home_agent(parsed, path):
         boot_wait=boot_wait, take_over=take_over, drain_on_stop=drain,
         drain_timeout=drain_timeout, drain_mode=drain_mode, switch_message=switch_message,
         implicit_mode=implicit,
-        mobile_router_support=mr_support, mobile_routers=mrs, peers=peers,
+        mobile_router_support=mr_support, router_advertisements=ras,
+        router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
     )

@@ -29,8 +29,10 @@ class IMobilityTransport(Interface):
     def start(receiver):
         """Begin delivering inbound packets to ``receiver(packet: bytes)``."""
 
-    def send(packet):
-        """Send one complete IPv6 packet (``bytes``). Never raises for network errors."""
+    def send(packet, interface=None):
+        """Send one complete IPv6 packet (``bytes``). Never raises for network errors.
+        ``interface`` names the link for link-local and multicast destinations (transports
+        without interfaces ignore it)."""
 
     def stop():
         """Stop receiving and release sockets. May return a Deferred."""

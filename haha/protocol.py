@@ -184,6 +184,10 @@ class Adapter:
         if not decision.process:
             return self._drop(decision.reason, src=packet.src, message=type(message).__name__)
         if nh == IPPROTO_ICMPV6 and mtype == ICMP6_ROUTER_ADVERT:
+            # RFC 4861 6.1.2: a valid advertisement comes from a link-local source with hop
+            # limit 255 (so it cannot have been forwarded from another link).
+            if packet.hop_limit != 255 or not packet.src.is_link_local:
+                return self._drop("bad-router-advertisement", src=packet.src)
             self.router_advertisement(packet, message)
         self.counters["received." + type(message).__name__] += 1
         inbound = make_inbound(message, packet.src, packet.dst, packet.home_address,

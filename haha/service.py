@@ -21,6 +21,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from zope.interface import implementer
 
+from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
 from .control.metrics import metrics_site
 from .control.server import ControlFactory
@@ -243,6 +244,14 @@ class HomeAgentService(MultiService):
         self.sadb = sadb
         self.started_at = None
         self._drained = None
+        self.advertiser = None
+        if config.router_advertisements and config.home_interface and \
+                config.transport.kind == "raw":
+            self.advertiser = HomeLinkAdvertiser(
+                reactor, transport, machine, config.home_interface,
+                interval=min(config.hello_interval, config.lifetime / 3),
+                lifetime=config.lifetime, prefix=config.home_prefix,
+                router_lifetime=config.router_lifetime)
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "home-agent", "address": str(config.address)})
@@ -295,6 +304,8 @@ class HomeAgentService(MultiService):
         self.adapter.running = True
         self.started_at = self.reactor.seconds()
         self.adapter._run(self.machine.start, self.reactor.seconds())
+        if self.advertiser is not None:
+            self.advertiser.start()
         self.discovery.start(self)
         log.info("home agent {address} started ({kind}, backend {backend}, transport {transport})",
                  address=self.config.address, kind=self.config.configuration,
@@ -308,6 +319,8 @@ class HomeAgentService(MultiService):
                 self.machine.serving:
             yield self._drain(self.config.drain_timeout)
         self.adapter._run(self.machine.stop, self.reactor.seconds())
+        if self.advertiser is not None:
+            self.advertiser.stop()
         self.adapter.running = False
         self.adapter.stop_timer()
         yield defer.maybeDeferred(self.discovery.stop)

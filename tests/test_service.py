@@ -38,6 +38,7 @@ lifetime = 3
 hello-interval = 1
 boot-wait = 1
 drain-timeout = 5
+router-advertisements = no
 [peers]
 static = {peers}
 [peer-keys]

@@ -104,7 +104,10 @@ class MemoryTransport:
     def stop(self):
         self._receiver = None
 
-    def send(self, packet):
+    def send(self, packet, interface=None):
+        if self._receiver is None:  # like the real transports: nothing leaves a stopped one
+            self.counters["send_not_started"] += 1
+            return
         if len(packet) < 40 or packet[0] >> 4 != 6:
             self.counters["send_invalid"] += 1
             return

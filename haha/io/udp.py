@@ -117,7 +117,7 @@ class UdpTransport:
             self.counters["receiver_errors"] += 1
             self.log.failure("receiver failed on a packet from {endpoint}", endpoint=endpoint)
 
-    def send(self, packet):
+    def send(self, packet, interface=None):
         if self._port is None:
             self.counters["send_not_started"] += 1
             return
