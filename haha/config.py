@@ -47,29 +47,33 @@ LOG_LEVELS = ("debug", "info", "warn", "error")
 PREFERENCE_MIN, PREFERENCE_MAX = 0, 65535  # unsigned, RFC 6275 7.4 (see docs/protocol.md)
 
 
+class _Located:
+    """Something read from the configuration that can still report a located error later
+    (when a plugin is resolved or a key file loaded)."""
+
+    def error(self, message):
+        path, section, key, line = self.location
+        return ConfigError(message, path, section, key, line)
+
+
+_NOWHERE = (None, None, None, None)
+
+
 @dataclass(frozen=True)
-class PluginChoice:
+class PluginChoice(_Located):
     """A plugin selected by name, with its own configuration section."""
 
     name: str
     options: Section = field(compare=False, repr=False)
-    location: tuple = field(compare=False, repr=False, default=(None, None, None, None))
-
-    def error(self, message):
-        path, section, key, line = self.location
-        return ConfigError(message, path, section, key, line)
+    location: tuple = field(compare=False, repr=False, default=_NOWHERE)
 
 
 @dataclass(frozen=True)
-class KeyFile:
+class KeyFile(_Located):
     """A secret in a file that only its owner may read (checked at load)."""
 
     path: str
-    location: tuple = field(compare=False, repr=False, default=(None, None, None, None))
-
-    def error(self, message):
-        path, section, key, line = self.location
-        return ConfigError(message, path, section, key, line)
+    location: tuple = field(compare=False, repr=False, default=_NOWHERE)
 
 
 @dataclass(frozen=True)
