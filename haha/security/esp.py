@@ -69,6 +69,10 @@ _TAILS = tuple(
 )
 _HEAD = struct.Struct("!II")
 _HEAD_IV = struct.Struct("!IIQ")  # SPI, Sequence Number, IV
+# Slices of a packet, made once: Python 3.11 builds a new slice object for every ``x[a:b]``.
+_AAD = slice(0, 8)  # SPI || Sequence Number (RFC 4106 5)
+_IV = slice(8, 16)
+_BODY = slice(16, None)  # ciphertext || ICV
 
 
 def _check_key(key, salt):
@@ -147,8 +151,9 @@ class OutboundSA:
         head = _HEAD_IV.pack(self.spi, seq, seq ^ self._mask)
         if payload.__class__ is not bytes:
             payload = bytes(payload)
-        return head + self._encrypt(self._salt + head[8:], payload + _TAILS[next_header][n & 3],
-                                    head[:8])
+        encrypt = self._encrypt  # an attribute, not a method: a plain load is cheaper
+        return head + encrypt(self._salt + head[_IV], payload + _TAILS[next_header][n & 3],
+                              head[_AAD])
 
     def _extend(self, seq):
         if seq > SEQ_MAX:
@@ -225,12 +230,18 @@ class InboundSA:
                 spi=self.spi,
             )
         seq = _HEAD.unpack_from(esp)[1]
-        return (*self.open_checked(esp, seq), seq)
+        _peer, next_header, payload = self._accept(esp, seq)
+        return next_header, payload, seq
 
     def open_checked(self, esp, seq):
         """``(next_header, payload)``: :meth:`open` for a caller that has already checked
-        ``len(esp) >= MIN_LEN`` and read the sequence number ``seq`` (the database's fast
-        path)."""
+        ``len(esp) >= MIN_LEN`` and read the sequence number ``seq``."""
+        _peer, next_header, payload = self._accept(esp, seq)
+        return next_header, payload
+
+    def _accept(self, esp, seq):
+        """``(peer, next_header, payload)``: :meth:`open_checked` with the SA's peer in front,
+        the tuple :meth:`SecurityAssociationDatabase.unprotect` returns (its fast path)."""
         top = self._top
         if seq <= top:
             diff = top - seq
@@ -239,8 +250,9 @@ class InboundSA:
                                     seq=seq)
             if (self._bits >> diff) & 1:
                 raise SecurityError(REPLAY, "already received", spi=self.spi, seq=seq)
+        decrypt = self._decrypt  # an attribute, not a method: a plain load is cheaper
         try:
-            plain = self._decrypt(self._salt + esp[8:16], esp[16:], esp[:8])
+            plain = decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])
         except InvalidTag:
             raise SecurityError(AUTH_FAILED, "ICV mismatch", spi=self.spi, seq=seq) from None
         if seq > top:
@@ -253,11 +265,13 @@ class InboundSA:
             self._bits |= 1 << (top - seq)
         self.received += 1
         pad = plain[-2]
-        end = len(plain) - 2 - pad
-        if end < 0 or plain[end:-2] != _PADS[pad]:
+        # Counted from the end, so a Pad Length larger than what precedes it leaves a short
+        # slice that cannot equal the padding (the plaintext has at least 2 octets).
+        end = -2 - pad
+        if plain[end:-2] != _PADS[pad]:
             raise SecurityError(BAD_PADDING, f"pad length {pad} or padding octets malformed",
                                 spi=self.spi, seq=seq)
-        return plain[-1], plain[:end]
+        return self.peer, plain[-1], plain[:end]
 
     def __repr__(self):
         return f"<InboundSA spi=0x{self.spi:08x} peer={self.peer} top={self._top}>"

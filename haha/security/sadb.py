@@ -275,11 +275,10 @@ class SecurityAssociationDatabase:
         if src != sa.peer_key and src not in sa.source_keys:
             sa = self._by_source(sas, src, source)
         try:
-            next_header, payload = sa.open_checked(esp, seq)
+            return sa._accept(esp, seq)
         except SecurityError as e:
             self.counters[e.reason] += 1
             raise
-        return sa.peer, next_header, payload
 
     def _by_source(self, sas, src, source):
         # Derived SPIs may collide between peers (docs/security.md): the source tells them apart.
