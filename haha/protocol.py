@@ -394,8 +394,11 @@ class MobileNodeAdapter(Adapter):
         kind = type(effect)
         if kind is TunnelUp:
             if self.tunnel is not None:
+                # Every home agent of the node may tunnel to it (draft 3.2, forwarding from
+                # copies): the tunnel accepts them all, and sends to the registered one.
                 self.tunnel.set_endpoint(effect.home_address, effect.care_of, effect.home_agent,
-                                         prefixes=effect.prefixes)
+                                         prefixes=effect.prefixes,
+                                         home_agents=tuple(self.machine.known_home_agents))
         elif kind is TunnelDown:
             if self.tunnel is not None:
                 self.tunnel.clear()

@@ -255,6 +255,27 @@ def test_mobile_tunnel_encapsulates_and_decapsulates():
         MobileTunnel(MemoryReactor(), tx, table=254, netlink=FakeNetlink(), system=FakeSystem())
 
 
+def test_mobile_tunnel_accepts_its_other_home_agents():
+    """Without a home link every home agent forwards from its copies (draft 3.2): the node's
+    tunnel decapsulates packets from any home agent of its list, still only to its care-of
+    address and home address, and still sends its own packets to the registered one only."""
+    t, _, tx = _tunnel()
+    other, stranger = IPv6Address("2001:db8:1::2"), IPv6Address("2001:db8:1::9")
+    t.set_endpoint(HOME, COA, HA, home_agents=(HA, other))
+    back = build_packet(CN, HOME, 58, bytes(8))
+    assert t.decapsulate(build_packet(other, COA, 41, back))
+    assert not t.decapsulate(build_packet(stranger, COA, 41, back))
+    assert not t.decapsulate(build_packet(other, COA2, 41, back))
+    assert t.counters["decap_unknown_peer"] == 2 and t.tun.file.written == [back]
+    t.tun.file.inject(build_packet(HOME, CN, 58, bytes(8)))
+    t.tun.doRead()
+    assert parse_packet(tx.sent[-1][0]).dst == HA
+    t.clear()
+    assert t.home_agents == frozenset()
+    with pytest.raises(TypeError):
+        t.set_endpoint(HOME, COA, HA, home_agents=("2001:db8:1::2",))
+
+
 def test_plugin_factory_reads_its_section_and_touches_nothing():
     """build(options, reactor) turns [backend:tun] into a TunBackend without opening anything;
     start() refuses to run until the daemon gave it a transport; the same keys configure a

@@ -322,9 +322,12 @@ class MobileTunnel(_Base):
     :meth:`set_endpoint` (re)points it: the home address is put on the TUN (``nodad``), a
     policy rule sends everything sourced from the home address and from ``prefixes`` to routing
     table ``table`` whose default route is the TUN; packets read there are encapsulated from the
-    care-of address to the home agent. :meth:`decapsulate` accepts tunnelled packets from the
-    home agent to the care-of address whose inner destination is the home address or inside the
-    prefixes. :meth:`clear` removes it all (back home, or deregistered).
+    care-of address to the home agent. :meth:`decapsulate` accepts tunnelled packets to the
+    care-of address from the home agent, or from one of the other ``home_agents`` given to
+    :meth:`set_endpoint` (draft 3.2: without a home link every home agent forwards from its
+    Binding Cache Copies, so the node's traffic may arrive through any of them), whose inner
+    destination is the home address or inside the prefixes. :meth:`clear` removes it all (back
+    home, or deregistered).
     """
 
     def __init__(self, reactor, transport, tun_name="hahamn%d", mtu=DEFAULT_MTU,
@@ -340,6 +343,7 @@ class MobileTunnel(_Base):
         self.home_address = None
         self.care_of = None
         self.home_agent = None
+        self.home_agents = frozenset()
         self.prefixes = ()
 
     def start(self):
@@ -353,13 +357,18 @@ class MobileTunnel(_Base):
         self.tun.stop()
         self.running = False
 
-    def set_endpoint(self, home_address, care_of, home_agent, prefixes=()):
+    def set_endpoint(self, home_address, care_of, home_agent, prefixes=(), home_agents=()):
         """Tunnel ``home_address`` (and ``prefixes``) between ``care_of`` and ``home_agent``;
-        replaces any previous endpoint."""
+        replaces any previous endpoint. Tunnelled packets from the other ``home_agents`` (the
+        node's Home Agent list) are accepted too; ours go to ``home_agent`` only."""
         for name, value in (("home_address", home_address), ("care_of", care_of),
                             ("home_agent", home_agent)):
             if not isinstance(value, IPv6Address):
                 raise TypeError(f"{name} {value!r} is not an IPv6Address")
+        home_agents = frozenset(home_agents)
+        for a in home_agents:
+            if not isinstance(a, IPv6Address):
+                raise TypeError(f"home agent {a!r} is not an IPv6Address")
         prefixes = tuple(prefixes)
         for p in prefixes:
             if not isinstance(p, IPv6Network):
@@ -384,6 +393,7 @@ class MobileTunnel(_Base):
             self._nl("default route into the tunnel", self.netlink.route_replace,
                      IPv6Network("::/0"), dev=self.tun.name, table=self.table)
         self.home_address, self.care_of, self.home_agent = home_address, care_of, home_agent
+        self.home_agents = home_agents
         self.prefixes = prefixes
 
     def clear(self):
@@ -398,6 +408,7 @@ class MobileTunnel(_Base):
         self._nl("remove home address", self.netlink.address_delete, f"{self.home_address}/128",
                  self.tun.name)
         self.home_address = self.care_of = self.home_agent = None
+        self.home_agents = frozenset()
         self.prefixes = ()
 
     def _sources(self):
@@ -420,13 +431,15 @@ class MobileTunnel(_Base):
         self._encapsulate(packet, self.care_of, self.home_agent)
 
     def decapsulate(self, packet):
-        """Inbound IPv6-in-IPv6 from the home agent: write the inner packet to the TUN when the
-        outer addresses are (home agent -> care-of) and the inner destination is ours."""
+        """Inbound IPv6-in-IPv6 from a home agent: write the inner packet to the TUN when the
+        outer addresses are (home agent -> care-of), the home agent being ours or one of
+        ``home_agents``, and the inner destination is ours."""
         parsed = self._parse_tunnelled(packet)
         if parsed is None:
             return False
         outer, (_, inner_dst) = parsed
-        if self.home_address is None or outer.src != self.home_agent or outer.dst != self.care_of:
+        if self.home_address is None or outer.dst != self.care_of or (
+                outer.src != self.home_agent and outer.src not in self.home_agents):
             self.counters["decap_unknown_peer"] += 1
             return False
         if inner_dst != self.home_address and not _in_any(inner_dst, self.prefixes):
@@ -440,6 +453,7 @@ class MobileTunnel(_Base):
             "home_address": str(self.home_address) if self.home_address else None,
             "care_of": str(self.care_of) if self.care_of else None,
             "home_agent": str(self.home_agent) if self.home_agent else None,
+            "home_agents": sorted(str(a) for a in self.home_agents),
             "prefixes": [str(p) for p in self.prefixes],
             "table": self.table,
             "counters": dict(self.counters),
