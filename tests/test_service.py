@@ -194,3 +194,60 @@ def test_operator_switch_and_drain_commands(net):
         net.has[0].command("explode", {})
     with pytest.raises(ValueError, match="missing"):
         net.has[0].command("switch", {})
+
+
+def test_home_link_with_haha_addresses_greets_peers_with_hello(tmp_path):
+    """Draft 3.1 Figure 2: on a home link, home agents with a separate HAHA address cannot
+    learn each other from Router Advertisements (those carry the HA address, not the HAHA
+    address the peers are keyed and protected by), so they send HELLO between HAHA addresses;
+    each sees the other as a live peer."""
+    from haha.service import home_agent_settings
+
+    clock = Clock()
+    hub = MemoryHub(clock)
+    generate_key_file(str(tmp_path / "ha12.key"))
+    generate_key_file(str(tmp_path / "mn.key"))
+    haha = [A("2001:db8:f::1"), A("2001:db8:f::2")]
+    services = []
+    for i in (0, 1):
+        text = (f"[home-agent]\naddress = {HAS[i]}\nhaha-address = {haha[i]}\n"
+                "home-prefix = 2001:db8:1::/64\nconfiguration = home-link\n"
+                f"home-interface = eth0\npreference = {10 - i}\nlifetime = 3\n"
+                "hello-interval = 1\nboot-wait = 1\nrouter-advertisements = no\n"
+                f"[peers]\nstatic = {haha[1 - i]}\n"
+                f"[peer-keys]\n{haha[1 - i]} = {tmp_path}/ha12.key\n"
+                f"[node-keys]\n2001:db8:1::100 = {tmp_path}/mn.key\n")
+        config = home_agent_from_text(text, f"ha{i + 1}.conf")
+        assert home_agent_settings(config).send_hello
+        services.append(HomeAgentService.build(
+            config, clock, backend=NullBackend(), discovery=StaticDiscovery(config.peers),
+            transport=hub.endpoint(HAS[i], haha[i], name=f"ha{i + 1}")))
+    for s in services:
+        s.startService()
+    for _ in range(30):
+        clock.advance(0.1)
+    assert [p["address"] for p in services[0].peers()] == [str(haha[1])]
+    assert [p["address"] for p in services[1].peers()] == [str(haha[0])]
+    for s in services:
+        s.stopService()
+
+
+class _TunnelRecorder:
+    def __init__(self):
+        self.endpoints = []
+
+    def set_endpoint(self, home_address, care_of, home_agent, prefixes=(), home_agents=()):
+        self.endpoints.append((home_address, care_of, home_agent, tuple(prefixes),
+                               frozenset(home_agents)))
+
+    def clear(self):
+        self.endpoints.append(None)
+
+
+def test_mobile_node_tunnel_accepts_every_home_agent_of_its_list(net):
+    """The node's tunnel points at the home agent it registered with and is told the whole
+    Home Agent list, whose members may all tunnel to it (forwarding from copies, draft 3.2)."""
+    recorder = _TunnelRecorder()
+    net.mn.adapter.tunnel = recorder
+    net.start()
+    assert recorder.endpoints[-1] == (HOA, COA, HAS[0], (), frozenset(HAS))
