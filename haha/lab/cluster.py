@@ -59,7 +59,144 @@ class Node:
         return self.process is not None and self.process.poll() is None
 
 
-class LocalCluster:
+class DaemonGroup:
+    """Daemons started as processes and observed only through their control sockets and log
+    files. Subclasses set :attr:`has` (home agents) and :attr:`mobiles` (mobile nodes or
+    routers), write the configurations, and may override :meth:`command` (how a daemon's
+    command line is wrapped, e.g. in ``ip netns exec``)."""
+
+    directory = None
+    has = ()
+    mobiles = ()
+
+    @property
+    def nodes(self):
+        return list(self.has) + list(self.mobiles)
+
+    def node(self, name):
+        for n in self.nodes:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def command(self, n):
+        """The command line that runs daemon ``n`` (twistd in the foreground, no pidfile)."""
+        return twistd_command() + ["-n", "--pidfile=", f"--logfile={n.logfile}", n.kind,
+                                   "--config", n.config]
+
+    # -- processes --------------------------------------------------------------------------
+
+    def start(self, name):
+        n = self.node(name)
+        if os.path.exists(n.socket):
+            os.unlink(n.socket)
+        argv = self.command(n)
+        env = dict(os.environ)
+        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        n.process = subprocess.Popen(argv, cwd=self.directory, env=env,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        return n
+
+    def kill(self, name, sig=signal.SIGKILL):
+        n = self.node(name)
+        if n.running():
+            n.process.send_signal(sig)
+            n.process.wait(timeout=30)
+
+    def stop(self, name, timeout=30):
+        """SIGTERM (twistd stops the service: drain, goodbye) and wait for the exit."""
+        n = self.node(name)
+        if n.running():
+            n.process.send_signal(signal.SIGTERM)
+            try:
+                n.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                n.process.kill()
+                n.process.wait()
+
+    def stop_all(self, timeout=30):
+        """SIGTERM every daemon at once, then wait for each (drains overlap)."""
+        running = [n for n in self.nodes if n.running()]
+        for n in running:
+            n.process.send_signal(signal.SIGTERM)
+        for n in running:
+            try:
+                n.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                n.process.kill()
+                n.process.wait()
+
+    def __exit__(self, *exc):
+        self.kill_all()
+
+    def kill_all(self):
+        """SIGKILL every daemon still running and reap it (the clean-up path)."""
+        for n in self.nodes:
+            if n.running():
+                n.process.kill()
+                n.process.wait()
+            if n.process is not None and n.process.stderr is not None:
+                n.process.stderr.close()
+
+    # -- observation ------------------------------------------------------------------------
+
+    def ask(self, name, cmd, **arguments):
+        """The control interface's answer (``result``), or None while it cannot be reached."""
+        n = self.node(name)
+        try:
+            response = request(n.socket, cmd, arguments, timeout=5.0)
+        except (OSError, ValueError):
+            return None
+        if not response.get("ok"):
+            raise RuntimeError(f"{name} refused {cmd}: {response.get('error')}")
+        return response["result"]
+
+    def wait_for(self, what, predicate, timeout=30.0, interval=0.1):
+        """Poll ``predicate()`` until it returns a true value; raise with ``what`` and the logs'
+        tails at ``timeout``. A daemon that exits meanwhile fails at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            for n in self.nodes:
+                if n.process is not None and n.process.poll() not in (None, 0, -9, -15):
+                    raise RuntimeError(f"{n.name} exited with {n.process.returncode} while "
+                                       f"waiting for {what}:\n{self.tail(n.name)}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no {what} after {timeout} s\n" + "\n".join(
+                    self.tail(n.name) for n in self.nodes))
+            time.sleep(interval)
+
+    def tail(self, name, lines=25):
+        n = self.node(name)
+        try:
+            with open(n.logfile) as f:
+                text = f.readlines()[-lines:]
+        except OSError:
+            text = []
+        err = b""
+        if n.process is not None and n.process.poll() is not None and n.process.stderr:
+            err = n.process.stderr.read() or b""
+        return f"--- {name} ---\n" + "".join(text) + err.decode(errors="replace")
+
+    def primary_of(self, home_address, names=None):
+        """{ha name: (primary, copy)} of ``home_address`` as each reachable HA reports it."""
+        out = {}
+        for ha in self.has:
+            if names is not None and ha.name not in names:
+                continue
+            bindings = self.ask(ha.name, "bindings")
+            if bindings is None:
+                continue
+            for b in bindings:
+                if b["home_address"] == home_address:
+                    out[ha.name] = (b["primary"], b["copy"])
+        return out
+
+
+class LocalCluster(DaemonGroup):
     """``n_has`` home agents and one mobile node (or router) on 127.0.0.1.
 
     Home agent i has address 2001:db8:1::i and preference 10 - i (ha1 is preferred); the mobile
@@ -83,14 +220,12 @@ class LocalCluster:
         self.care_of = "2001:db8:20::100"
 
     @property
-    def nodes(self):
-        return self.has + [self.mn]
+    def mobiles(self):
+        return [self.mn]
 
-    def node(self, name):
-        for n in self.nodes:
-            if n.name == name:
-                return n
-        raise KeyError(name)
+    def __enter__(self):
+        self.write()
+        return self
 
     # -- configuration ----------------------------------------------------------------------
 
@@ -190,115 +325,3 @@ socket = unix:{self.mn.socket}
 [log]
 level = debug
 """
-
-    # -- processes --------------------------------------------------------------------------
-
-    def start(self, name):
-        n = self.node(name)
-        if os.path.exists(n.socket):
-            os.unlink(n.socket)
-        argv = twistd_command() + ["-n", "--pidfile=", f"--logfile={n.logfile}", n.kind,
-                                   "--config", n.config]
-        env = dict(os.environ)
-        root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-        n.process = subprocess.Popen(argv, cwd=self.directory, env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        return n
-
-    def kill(self, name, sig=signal.SIGKILL):
-        n = self.node(name)
-        if n.running():
-            n.process.send_signal(sig)
-            n.process.wait(timeout=30)
-
-    def stop(self, name, timeout=30):
-        """SIGTERM (twistd stops the service: drain, goodbye) and wait for the exit."""
-        n = self.node(name)
-        if n.running():
-            n.process.send_signal(signal.SIGTERM)
-            try:
-                n.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                n.process.kill()
-                n.process.wait()
-
-    def stop_all(self, timeout=30):
-        """SIGTERM every daemon at once, then wait for each (drains overlap)."""
-        running = [n for n in self.nodes if n.running()]
-        for n in running:
-            n.process.send_signal(signal.SIGTERM)
-        for n in running:
-            try:
-                n.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                n.process.kill()
-                n.process.wait()
-
-    def __enter__(self):
-        self.write()
-        return self
-
-    def __exit__(self, *exc):
-        for n in self.nodes:
-            if n.running():
-                n.process.kill()
-                n.process.wait()
-            if n.process is not None and n.process.stderr is not None:
-                n.process.stderr.close()
-
-    # -- observation ------------------------------------------------------------------------
-
-    def ask(self, name, cmd, **arguments):
-        """The control interface's answer (``result``), or None while it cannot be reached."""
-        n = self.node(name)
-        try:
-            response = request(n.socket, cmd, arguments, timeout=5.0)
-        except (OSError, ValueError):
-            return None
-        if not response.get("ok"):
-            raise RuntimeError(f"{name} refused {cmd}: {response.get('error')}")
-        return response["result"]
-
-    def wait_for(self, what, predicate, timeout=30.0, interval=0.1):
-        """Poll ``predicate()`` until it returns a true value; raise with ``what`` and the logs'
-        tails at ``timeout``. A daemon that exits meanwhile fails at once."""
-        deadline = time.monotonic() + timeout
-        while True:
-            value = predicate()
-            if value:
-                return value
-            for n in self.nodes:
-                if n.process is not None and n.process.poll() not in (None, 0, -9, -15):
-                    raise RuntimeError(f"{n.name} exited with {n.process.returncode} while "
-                                       f"waiting for {what}:\n{self.tail(n.name)}")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {what} after {timeout} s\n" + "\n".join(
-                    self.tail(n.name) for n in self.nodes))
-            time.sleep(interval)
-
-    def tail(self, name, lines=25):
-        n = self.node(name)
-        try:
-            with open(n.logfile) as f:
-                text = f.readlines()[-lines:]
-        except OSError:
-            text = []
-        err = b""
-        if n.process is not None and n.process.poll() is not None and n.process.stderr:
-            err = n.process.stderr.read() or b""
-        return f"--- {name} ---\n" + "".join(text) + err.decode(errors="replace")
-
-    def primary_of(self, home_address, names=None):
-        """{ha name: (primary, copy)} of ``home_address`` as each reachable HA reports it."""
-        out = {}
-        for ha in self.has:
-            if names is not None and ha.name not in names:
-                continue
-            bindings = self.ask(ha.name, "bindings")
-            if bindings is None:
-                continue
-            for b in bindings:
-                if b["home_address"] == home_address:
-                    out[ha.name] = (b["primary"], b["copy"])
-        return out

@@ -9,9 +9,9 @@ the interfaces to be up). Names are unique per tag (default: process id and a co
 first removes leftovers of the same names, and :meth:`Topology.destroy` (also on ``with`` exit)
 deletes the namespaces, which removes every interface in them, and ends processes left in them.
 
-The standard topologies (HAs on one shared home link, HAs on separate links joined by a router,
-HAs without a home link; each with a correspondent and mobile nodes on a visited link) are the
-functions at the bottom; the demo and the tier-3 tests use them.
+The standard topologies (HAs on one shared home link, HAs on separate home links joined at
+layer 2, HAs without a home link; each with a correspondent and mobile nodes on a visited link)
+are the functions at the bottom; the demo and the tier-3 tests use them.
 """
 
 import itertools
@@ -93,6 +93,7 @@ class Topology:
         self.nodes = {}
         self.links = []
         self.routes = []
+        self.joins = []  # (link name, link name): bridges joined at layer 2
         self.info = {}  # free-form facts for users (home prefix, HA addresses, ...)
         self.created = False
 
@@ -105,7 +106,8 @@ class Topology:
         return self
 
     def add_link(self, name, *members, bridge=False):
-        """``members``: ``(node, ifname, [address/prefixlen, ...])`` tuples."""
+        """``members``: ``(node, ifname, [address/prefixlen, ...])`` tuples; two or more, or
+        one when ``bridge`` (a segment other bridges are joined to)."""
         ms = []
         for node, ifname, addresses in members:
             if node not in self.nodes:
@@ -113,11 +115,26 @@ class Topology:
             if len(ifname) > 15:
                 raise ValueError(f"interface name {ifname!r} longer than 15 characters")
             ms.append(Member(node, ifname, tuple(str(IPv6Interface(a)) for a in addresses)))
-        if len(ms) < 2:
-            raise ValueError(f"link {name!r} needs two members or more")
+        if len(ms) < (1 if bridge else 2):
+            raise ValueError(f"link {name!r} needs two members or more (one if bridged)")
         if any(lk.name == name for lk in self.links):
             raise ValueError(f"link {name!r} defined twice")
         self.links.append(Link(name, tuple(ms), bridge or len(ms) > 2))
+        return self
+
+    def join_links(self, a, b):
+        """Join bridged links ``a`` and ``b`` at layer 2 (a veth pair between their bridges):
+        the stand-in for the L2 connectivity (e.g. L2TP) between separate home links of draft
+        3.1, Figures 3 and 4."""
+        links = {lk.name: lk for lk in self.links}
+        for name in (a, b):
+            if name not in links:
+                raise ValueError(f"join: unknown link {name!r}")
+            if not links[name].bridge:
+                raise ValueError(f"join: link {name!r} is not bridged (bridge=True)")
+        if a == b or (a, b) in self.joins or (b, a) in self.joins:
+            raise ValueError(f"join: {a!r} and {b!r} cannot be joined (again)")
+        self.joins.append((a, b))
         return self
 
     def add_route(self, node, destination, via=None, dev=None):
@@ -136,6 +153,13 @@ class Topology:
 
     def _link_ns(self, link):
         return f"haha-{self.tag}-L{link.name}"
+
+    def link_ns(self, name):
+        """The namespace holding the bridge of bridged link ``name`` (to capture on it)."""
+        for lk in self.links:
+            if lk.name == name and lk.bridge:
+                return self._link_ns(lk)
+        raise KeyError(f"no bridged link {name!r}")
 
     def namespaces(self):
         return [self.ns(n) for n in self.nodes] + [
@@ -175,6 +199,14 @@ class Topology:
                     _run(["ip", "-n", ns, "-6", "addr", "add", a, "dev", "lo", "nodad"])
             for lk in self.links:
                 self._create_link(lk)
+            links = {lk.name: lk for lk in self.links}
+            for i, (a, b) in enumerate(self.joins):
+                ha, hb = self._link_ns(links[a]), self._link_ns(links[b])
+                _run(["ip", "-n", ha, "link", "add", f"j{i}", "type", "veth",
+                      "peer", "name", f"j{i}", "netns", hb])
+                for hub in (ha, hb):
+                    _run(["ip", "-n", hub, "link", "set", f"j{i}", "master", "br0"])
+                    _run(["ip", "-n", hub, "link", "set", f"j{i}", "up"])
             for r in self.routes:
                 argv = ["ip", "-n", self.ns(r.node), "-6", "route", "replace", r.destination]
                 if r.via:
@@ -269,6 +301,7 @@ class Topology:
                        "members": [[m.node, m.ifname, list(m.addresses)] for m in lk.members]}
                       for lk in self.links],
             "routes": [[r.node, r.destination, r.via, r.dev] for r in self.routes],
+            "joins": [list(j) for j in self.joins],
             "info": {k: str(v) if not isinstance(v, (list, dict)) else v
                      for k, v in self.info.items()},
         }
@@ -277,8 +310,8 @@ class Topology:
 # --- the standard topologies --------------------------------------------------------------------
 #
 # Addresses come from the documentation prefix 2001:db8::/32 (RFC 3849) and exist only inside the
-# namespaces. Router "r" joins every link; "cn" (correspondent) sits on 2001:db8:30::/64; mobile
-# nodes "mn1".. start on the visited link 2001:db8:20::/64 (their care-of addresses).
+# namespaces. Router "r" joins every routed link; "cn" (correspondent) sits on 2001:db8:30::/64;
+# mobile nodes "mn1".. start on the visited link 2001:db8:20::/64 (their care-of addresses).
 
 HOME_PREFIX = IPv6Network("2001:db8:1::/64")
 VISITED_PREFIX = IPv6Network("2001:db8:20::/64")
@@ -317,22 +350,36 @@ def shared_home_link(n_has=2, n_mns=1, tag=None):
 
 
 def separate_links(n_has=2, n_mns=1, tag=None):
-    """Draft 3.1 Figures 3/4 without the L2 glue: HA i alone on its own link 2001:db8:1i::/64
-    (address ::1) towards router r. The aggregated home prefix 2001:db8:1::/64 is routed by r
-    to ha1, standing for what a routing daemon would learn from the HAs."""
+    """Draft 3.1 Figure 4: home agents on separate home links joined at layer 2, each also with
+    a HAHA address on its own transit link to router r ("the Internet").
+
+    Home link 1 (a bridge) holds r (2001:db8:1::ff) and ha1; home link 2 holds ha2..haN; the two
+    bridges are joined by a veth pair (:meth:`Topology.join_links`), the lab's L2TP. HA i has
+    the HA address 2001:db8:1::i on its home interface ``eth1`` and the HAHA address
+    2001:db8:1i::1 on its transit link ``eth0`` (2001:db8:1i::/64 towards r, its default route),
+    so HA-to-HA signalling crosses r while the home prefix is one broadcast domain: whichever HA
+    is primary answers r's Neighbour Solicitations by proxy ND across the join, before and after
+    a failover (only one HA intercepts, draft 3.1's "redundant re-routing")."""
     t = Topology(tag)
     t.add_node("r", forwarding=True)
-    has = {}
+    has, haha = {}, {}
+    sites = {1: [("r", "eth0", [f"{HOME_PREFIX[0xff]}/64"])], 2: []}
     for i in range(1, n_has + 1):
         net = IPv6Network(f"2001:db8:1{i}::/64")
         t.add_node(f"ha{i}", forwarding=True)
-        t.add_link(f"h{i}", ("r", f"eth{10 + i}", [f"{net[0xff]}/64"]),
+        t.add_link(f"t{i}", ("r", f"eth{10 + i}", [f"{net[0xff]}/64"]),
                    (f"ha{i}", "eth0", [f"{net[1]}/64"]))
         t.add_route(f"ha{i}", "default", via=str(net[0xff]))
-        has[f"ha{i}"] = str(net[1])
-    t.add_route("r", str(HOME_PREFIX), via=has["ha1"])
+        sites[1 if i == 1 else 2].append((f"ha{i}", "eth1", [f"{HOME_PREFIX[i]}/64"]))
+        has[f"ha{i}"] = str(HOME_PREFIX[i])
+        haha[f"ha{i}"] = str(net[1])
+    t.add_link("home1", *sites[1], bridge=True)
+    if sites[2]:
+        t.add_link("home2", *sites[2], bridge=True)
+        t.join_links("home1", "home2")
     _outer(t, n_mns)
-    t.info.update(kind="separate-links", home_prefix=str(HOME_PREFIX), has=has)
+    t.info.update(kind="separate-links", home_prefix=str(HOME_PREFIX), has=has, haha=haha,
+                  home_interface="eth1")
     return t
 
 
