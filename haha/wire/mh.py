@@ -37,6 +37,7 @@ from .options import (
     MobileNetworkPrefix,
     decode_options,
     decoders_for,
+    encode_entries,
     encode_options,
 )
 from .records import maker
@@ -415,7 +416,7 @@ def encode_mh(message, src, dst, profile=DEFAULT_PROFILE):
             body = message.fixed()
             at = 6 + len(body)
             if cls is BindingInfoUpdate:
-                opts = encode_options((*message.entries, *message.options), at, profile)
+                opts = encode_entries(message.entries, message.options, at, profile)
             else:
                 opts = encode_options(message.options, at, profile)
         total = 6 + len(body) + len(opts)
