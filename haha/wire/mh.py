@@ -31,10 +31,10 @@ from .options import (
     IPADDR_HOME_ADDRESS,
     IPADDR_HOME_AGENT,
     AlternateCareOfAddress,
-    BceInfo,
     BindingRefreshAdvice,
     IpAddress,
     MobileNetworkPrefix,
+    decode_entries,
     decode_options,
     decoders_for,
     encode_entries,
@@ -495,11 +495,8 @@ def _d_bir(data, end, table, profile):
 
 
 def _d_biu(data, end, table, profile):
-    entries = []
-    others = []
-    for o in decode_options(data, 8, end, table, profile):
-        (entries if type(o) is BceInfo else others).append(o)
-    return _BIU(_H.unpack_from(data, 6)[0], tuple(entries), tuple(others))
+    entries, others = decode_entries(data, 8, end, table, profile)
+    return _BIU(_H.unpack_from(data, 6)[0], entries, others)
 
 
 def _d_bia(data, end, table, profile):

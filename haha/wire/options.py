@@ -398,3 +398,68 @@ def decode_options(data, pos, end, table, profile):
         raise WireError(BAD_VALUE, f"BCE Information option lacks {owed} MNP option(s)")
     return tuple(opts)
 
+
+def decode_entries(data, pos, end, table, profile):
+    """``(entries, others)``: the options of ``data[pos:end]`` as :func:`decode_options` decodes
+    them, BCE Information options (with their prefixes) apart from the rest, in order: a Binding
+    Information Update's option area.
+
+    The usual area -- padding, BCE Information options and the Mobile Network Prefix options
+    each one owes -- is read here directly; at anything else (another option, a length that is
+    not the option's, an option that overruns, a missing prefix) the whole area goes to
+    :func:`decode_options`, which decodes it or raises its usual error.
+    """
+    entries = []
+    bce_type = profile.opt_bce_info
+    mnp_type = profile.opt_mnp
+    unpack_tail = _BCE_TAIL.unpack_from
+    start = pos
+    try:
+        while pos < end:
+            t = data[pos]
+            if t == bce_type:
+                nxt = pos + 42
+                if nxt > end or data[pos + 1] != 40:
+                    raise _Slow
+                flags, seq, life, owed, _ = unpack_tail(data, pos + 34)
+                home, coa = _addr(data, pos + 2), _addr(data, pos + 18)
+                pos = nxt
+                prefixes = []
+                while owed:
+                    if pos >= end:
+                        raise _Slow
+                    t = data[pos]
+                    if t == OPT_PAD1:
+                        pos += 1
+                        continue
+                    if pos + 2 > end:
+                        raise _Slow
+                    nxt = pos + 2 + data[pos + 1]
+                    if nxt > end:
+                        raise _Slow
+                    if t == OPT_PADN:
+                        pos = nxt
+                        continue
+                    if t != mnp_type or nxt - pos != 20:
+                        raise _Slow
+                    prefixes.append(_prefix(data, pos + 3))
+                    owed -= 1
+                    pos = nxt
+                entries.append(_MK_BCE(home, coa, flags, seq, life, tuple(prefixes)))
+            elif t == OPT_PADN:
+                if pos + 2 > end:
+                    raise _Slow
+                nxt = pos + 2 + data[pos + 1]
+                if nxt > end:
+                    raise _Slow
+                pos = nxt
+            elif t == OPT_PAD1:
+                pos += 1
+            else:
+                raise _Slow
+    except _Slow:
+        entries, others = [], []
+        for o in decode_options(data, start, end, table, profile):
+            (entries if type(o) is BceInfo else others).append(o)
+        return tuple(entries), tuple(others)
+    return tuple(entries), ()
