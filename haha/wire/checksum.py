@@ -50,7 +50,12 @@ def checksum_ip(src, dst, next_header, data):
 
 def verify_ip(src, dst, next_header, data):
     """:func:`verify` with the addresses as :class:`ipaddress.IPv6Address`."""
-    return not _sum(address_int(src), address_int(dst), next_header, data)
+    # _sum written out: this runs for every packet received.
+    n = len(data)
+    v = _from_bytes(data, "big")
+    if n & 1:
+        v <<= 8
+    return not (address_int(src) + address_int(dst) + n + next_header + v) % 0xFFFF
 
 
 def checksum_ip_parts(src, dst, next_header, length, *parts):
