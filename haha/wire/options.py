@@ -264,7 +264,10 @@ def encode_entries(entries, options, offset, profile):
                 pos += pad + 20
     except (_Slow, struct.error, ValueError, AttributeError, TypeError):
         return encode_options((*entries, *options), offset, profile)
-    out.append(encode_options(options, pos, profile))
+    if options:
+        out.append(encode_options(options, pos, profile))
+    else:
+        out.append(_PADS[-pos & 7])  # to a multiple of 8 octets, as encode_options ends
     return b"".join(out)
 
 
