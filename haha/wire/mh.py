@@ -399,13 +399,16 @@ def encode_mh(message, src, dst, profile=DEFAULT_PROFILE):
     encoded: a field out of range, an option that does not fit, a header over 2048 octets.
     """
     cls = type(message)
-    mtype = _tables(profile)[3].get(cls)
+    t = _last
+    if t[0] is not profile:
+        t = _tables(profile)
+    mtype = t[3].get(cls)
     try:
         if mtype is None:
             if cls is not UnknownMessage:
                 raise TypeError(f"{cls.__name__} is not a Mobility Header message")
             mtype = message.mh_type
-            if mtype in _tables(profile)[1]:
+            if mtype in t[1]:
                 raise ValueError(f"MH type {mtype} is known under profile {profile.name}: "
                                  "use its class")
             body = bytes(message.data)
@@ -524,12 +527,16 @@ _PROFILE_DECODE = (
     ("hasr", _d_hasr, 8),
 )
 
-_TABLES = {}  # id(profile) -> (profile, message table, option table)
+_TABLES = {}  # id(profile) -> (profile, message table, option table, class -> MH type)
+#: The tables of the profile used last: the codec checks it inline (``_last[0] is profile``)
+#: before calling _tables, since nearly every packet uses the same profile.
+_last = (None,)
 
 
 def _tables(profile):
     # Keyed by identity: hashing a frozen dataclass on every packet costs more than decoding a
     # small message. The profile is kept in the value so its id cannot be reused while cached.
+    global _last
     t = _TABLES.get(id(profile))
     if t is None or t[0] is not profile:
         msgs = {n: (f, m) for n, f, m in _FIXED_DECODE}
@@ -542,6 +549,7 @@ def _tables(profile):
         if len(_TABLES) > 64:
             _TABLES.clear()
         t = _TABLES[id(profile)] = (profile, msgs, decoders_for(profile), types)
+    _last = t
     return t
 
 
@@ -563,7 +571,10 @@ def decode_mh(data, src, dst, profile=DEFAULT_PROFILE, verify_checksum=True):
         raise WireError(BAD_LENGTH, f"Header Len says {size} octets, payload has {n}")
     if verify_checksum and not _ck.verify_ip(src, dst, IPPROTO_MH, data):
         raise WireError(BAD_CHECKSUM, f"Mobility Header checksum 0x{_ck_field:04x} is wrong")
-    _, msgs, opts, _ = _tables(profile)
+    t = _last
+    if t[0] is not profile:
+        t = _tables(profile)
+    _, msgs, opts, _ = t
     entry = msgs.get(mtype)
     if entry is None:
         return _UNKNOWN(mtype, bytes(data[6:]))
