@@ -218,9 +218,9 @@ def test_binding_update_form():
 
 
 def test_retransmission_back_off_with_new_sequence_numbers():
-    """First registration: 1.5 s, doubling to 32 s and staying there; each retransmission
-    carries a new sequence number (RFC 6275 11.8)."""
-    m = node()
+    """First registration: 1.5 s, doubling to 32 s and staying there (with no attempt limit);
+    each retransmission carries a new sequence number (RFC 6275 11.8)."""
+    m = node(registration_attempts=0)
     m.start(0.0, COA)
     times, seqs = [0.0], [m.sequence]
     while len(times) < 9:
@@ -445,15 +445,28 @@ def test_return_home_deregisters_in_the_deployed_form():
     assert m.state == "home" and m.next_deadline() is None
 
 
-def test_deregistration_gives_up_after_the_back_off():
-    """Unanswered deregistration: retried up to MAX_BINDACK_TIMEOUT, then home anyway."""
+def test_deregistration_tries_every_known_home_agent_then_gives_up():
+    """Unanswered deregistration: retried up to MAX_BINDACK_TIMEOUT, then with the other known
+    home agents (any of them holds the binding), then home anyway."""
     m = node()
     m.start(0.0, COA)
     m.receive(ba(m, lifetime=0xFFFF), 0.0)
     m.return_home(1.0)
+    targets = []
     while m.state == "deregistering":
+        targets.append(m.target)
         m.tick(m.next_deadline())
-    assert m.state == "home" and m.counters["dereg-sent"] == 6
+    assert m.state == "home" and m.counters["dereg-sent"] == 12
+    assert targets[:6] == [HA1] * 6 and targets[6:] == [HA2] * 6
+
+
+def test_default_gives_up_on_a_silent_home_agent():
+    """By default a home agent that never answers is left after 6 BUs (back-off at its cap)."""
+    m = node()
+    m.start(0.0, COA)
+    while m.target == HA1:
+        m.tick(m.next_deadline())
+    assert m.counters["bu-sent"] == 7 and m.target == HA2
 
 
 def test_home_at_start_and_moving_away():

@@ -25,7 +25,7 @@ from its copies and sends each a HASR naming itself.
 import heapq
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from ipaddress import IPv6Address
 
 from haha.wire.addresses import address_int
@@ -68,6 +68,17 @@ SERVING = "serving"
 DRAINING = "draining"
 STOPPED = "stopped"
 
+#: A switch request (HASR) is sent at most this many times (1 s doubling: about 95 s).
+SWITCH_TRIES = 7
+
+#: A deleted binding leaves a tombstone this long (seconds): a late or retransmitted BIU with an
+#: older sequence number must not bring it back. At least this, or 4 x ``biu_max_timeout``.
+TOMBSTONE_TIME = 300.0
+
+#: ... and guards sequence numbers up to this far behind the deleted one (further behind is a
+#: mobile node that restarted with a new random number, which RFC 6275 9.5.1 lets register).
+TOMBSTONE_WINDOW = 64
+
 #: At most this many addresses in a DHAAD reply: (1280 - 40 - 8) / 16 (RFC 6275 10.5 asks
 #: the reply to fit the minimum MTU).
 DHAAD_MAX_ADDRESSES = 77
@@ -108,14 +119,14 @@ class BindingView(tuple):
 
 
 class _SwitchState:
-    __slots__ = ("desired", "sequence", "timeout", "next_at", "care_of")
+    __slots__ = ("desired", "sequence", "timeout", "next_at", "tries")
 
-    def __init__(self, desired, sequence, timeout, next_at, care_of):
+    def __init__(self, desired, sequence, timeout, next_at):
         self.desired = desired
         self.sequence = sequence
         self.timeout = timeout
         self.next_at = next_at
-        self.care_of = care_of
+        self.tries = 1
 
 
 class HomeAgent:
@@ -142,6 +153,8 @@ class HomeAgent:
         self._boot_until = None
         self._switch = {}
         self._switch_heap = []
+        self._tombstones = {}  # home address -> (sequence, until)
+        self._tomb_queue = deque()
         self._drain_cursor = 0
         self._drain_reported = False
         self._handlers = {
@@ -241,6 +254,8 @@ class HomeAgent:
         b = self.cache.get(home_address)
         if b is None or b.primary is not None:
             raise KeyError(f"{home_address} is not a primary binding of this home agent")
+        if desired in (self.address, self.identity):
+            raise ValueError(f"{home_address} is already registered with this home agent")
         out = []
         self._request_switch(b, desired, now, out)
         return out
@@ -335,6 +350,11 @@ class HomeAgent:
             out.extend(group)
             i = j
         return out[:DHAAD_MAX_ADDRESSES]
+
+    def is_known_peer(self, address):
+        """Whether ``address`` is a configured or accepted peer home agent (its signalling
+        address): the adapter's known-source test for HAHA messages in lab mode."""
+        return address in self._known
 
     def busy(self):
         """True while synchronisation or switch requests are still outstanding."""
@@ -463,6 +483,8 @@ class HomeAgent:
             out.append(Event("binding-created", home_address=hoa, care_of=care_of,
                              sequence=bu.sequence, prefixes=prefixes, previous=previous))
         self.counters["bu-accepted"] += 1
+        if self._tombstones:
+            self._tombstones.pop(hoa, None)
         if self._switch and hoa in self._switch:
             if self._switch[hoa].sequence != bu.sequence:
                 self._cancel_switch(hoa)
@@ -471,6 +493,7 @@ class HomeAgent:
     def _deregister(self, held, now, out, why):
         hoa = held.home_address
         self.cache.remove(hoa)
+        self._bury(hoa, held.sequence, now)
         transition(hoa, duties_of(self.settings, held), (None, False), out)
         self._cancel_switch(hoa)
         out.append(Event("binding-deleted", home_address=hoa, reason=why,
@@ -642,6 +665,13 @@ class HomeAgent:
                 status = max(status, BIA_REJECTED_NOT_AUTHORISED)
                 continue
             held = cache.get(hoa)
+            if held is None and self._tombstones and self._buried(hoa, bce.sequence, now):
+                status = max(status, BIA_REJECTED_OLDER)
+                self.counters["biu-entry-rejected"] += 1
+                if bce.lifetime:
+                    # The sender still believes in a binding we saw deleted: tell it.
+                    self.sync.publish_deletion(hoa, self._tombstones[hoa][0], now, out)
+                continue
             if held is not None:
                 d = distance(bce.sequence, held.sequence)
                 if d < 0 or d == 0 and held.primary != claimant and not (
@@ -654,6 +684,7 @@ class HomeAgent:
                     continue
             self.counters["biu-entry-applied"] += 1
             if bce.lifetime == 0:
+                self._bury(hoa, bce.sequence, now)
                 if held is not None:
                     cache.remove(hoa)
                     transition(hoa, duties_of(settings, held), (None, False), out)
@@ -661,8 +692,11 @@ class HomeAgent:
                     out.append(Event("binding-deleted", home_address=hoa, reason="peer",
                                      primary=held.primary is None, by=sender))
                     if held.primary is None:
+                        self.sync.withdraw(hoa, now, out)
                         self._check_drained(out)
                 continue
+            if self._tombstones:
+                self._tombstones.pop(hoa, None)
             lifetime = bce.lifetime << 2
             old = duties_of(settings, held)
             was_primary = held is not None and held.primary is None
@@ -682,6 +716,7 @@ class HomeAgent:
                 out.append(Event("copy-created", home_address=hoa, primary=claimant))
             elif was_primary:
                 self._cancel_switch(hoa)
+                self.sync.withdraw(hoa, now, out)
                 out.append(Event("primary-lost", home_address=hoa, to=claimant,
                                  sequence=bce.sequence))
                 self._check_drained(out)
@@ -693,12 +728,36 @@ class HomeAgent:
         if r is not None and r.target is None:
             self._sweep(sender, r.started, now, out)
 
+    def _bury(self, hoa, sequence, now):
+        """Remember a deletion for TOMBSTONE_TIME (see :data:`TOMBSTONE_WINDOW`)."""
+        until = now + max(TOMBSTONE_TIME, 4 * self.settings.biu_max_timeout)
+        self._tombstones[hoa] = (sequence, until)
+        q = self._tomb_queue
+        q.append((until, hoa))
+        while q and q[0][0] <= now:
+            t, old = q.popleft()
+            entry = self._tombstones.get(old)
+            if entry is not None and entry[1] == t:
+                del self._tombstones[old]
+
+    def _buried(self, hoa, sequence, now):
+        """Whether a BIU entry for ``hoa`` with ``sequence`` is a late copy of a deleted
+        binding."""
+        entry = self._tombstones.get(hoa)
+        if entry is None:
+            return False
+        if entry[1] <= now:
+            del self._tombstones[hoa]
+            return False
+        return -TOMBSTONE_WINDOW <= distance(sequence, entry[0]) <= 0
+
     def _sweep(self, peer, since, now, out):
         """A bulk answer from ``peer`` is complete: copies naming it that the answer did not
         refresh are gone at the primary."""
         stale = [b for b in self.cache.copies_of(peer) if b.touched < since]
         for b in stale:
             self.cache.remove(b.home_address)
+            self._bury(b.home_address, b.sequence, now)
             transition(b.home_address, duties_of(self.settings, b), (None, False), out)
         out.append(Event("bulk-sync-complete", peer=peer, removed=len(stale)))
 
@@ -766,6 +825,7 @@ class HomeAgent:
     # ======================================================================================
 
     def _expired(self, b, now, out):
+        self._bury(b.home_address, b.sequence, now)
         transition(b.home_address, duties_of(self.settings, b), (None, False), out)
         self._cancel_switch(b.home_address)
         out.append(Event("binding-expired", home_address=b.home_address,
@@ -787,7 +847,7 @@ class HomeAgent:
 
     def _request_switch(self, b, desired, now, out):
         timeout = self.settings.biu_initial_timeout
-        st = _SwitchState(desired, b.sequence, timeout, now + timeout, b.care_of)
+        st = _SwitchState(desired, b.sequence, timeout, now + timeout)
         self._switch[b.home_address] = st
         heapq.heappush(self._switch_heap, (st.next_at, b.home_address))
         self._send_switch(b, desired, out)
@@ -828,6 +888,11 @@ class HomeAgent:
             if b is None or b.primary is not None or b.sequence != st.sequence:
                 del self._switch[hoa]
                 continue
+            if st.tries >= SWITCH_TRIES:
+                del self._switch[hoa]
+                out.append(Event("switch-unanswered", home_address=hoa, desired=st.desired))
+                continue
+            st.tries += 1
             st.timeout = min(st.timeout * 2, maximum)
             st.next_at = now + st.timeout
             heapq.heappush(heap, (st.next_at, hoa))

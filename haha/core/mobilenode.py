@@ -174,7 +174,7 @@ class MobileNode:
         self._dhaad_id = None
         self._dhaad_tries = 0
         self._dhaad_failed = False
-        self._dereg_to = None
+        self._dereg_tried = set()
 
     # ======================================================================================
     # public entry points
@@ -540,6 +540,7 @@ class MobileNode:
             return
         self.target = ha
         self.state = DEREGISTERING
+        self._dereg_tried = set()
         self._timeout = self.settings.initial_timeout
         self._attempts = 0
         self._send_dereg(now, out)
@@ -557,7 +558,15 @@ class MobileNode:
     def _dereg_retransmit(self, now, out):
         if self._timeout >= self.settings.max_timeout:
             out.append(Event("deregistration-timeout", home_agent=self.target))
-            return self._home(out)
+            # Any home agent of the group holds the binding (as primary or copy) and takes a
+            # deregistration: try the others we know before giving up.
+            self._dereg_tried.add(self.target)
+            others = [a for a in self.known_home_agents if a not in self._dereg_tried]
+            if not others:
+                return self._home(out)
+            self.target = others[0]
+            self._timeout = self.settings.initial_timeout
+            return self._send_dereg(now, out)
         self._timeout = min(self._timeout * 2, self.settings.max_timeout)
         self._send_dereg(now, out)
 

@@ -292,8 +292,10 @@ class MobileNodeSettings:
     #: RFC 6275 12 MAX_BINDACK_TIMEOUT: the back-off cap; retransmission continues at this rate.
     max_timeout: float = 32.0
     #: Give up on a home agent after this many unanswered Binding Updates and try the next one
-    #: (or DHAAD). 0: never give up (RFC 6275 11.8 allows retrying at the capped rate).
-    registration_attempts: int = 0
+    #: (or DHAAD): 6 is once the back-off has reached its cap (about 80 s for a first
+    #: registration), so a node whose home agent died unseen finds a live one. 0: never give
+    #: up (RFC 6275 11.8 allows retrying at the capped rate forever).
+    registration_attempts: int = 6
     #: RFC 6275 12 INITIAL_DHAAD_TIMEOUT and DHAAD_RETRIES.
     dhaad_timeout: float = 3.0
     dhaad_retries: int = 4

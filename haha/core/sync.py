@@ -195,6 +195,32 @@ class Sync:
         if peer.answering:
             self._check_barriers(peer, now, out)
 
+    def publish_deletion(self, home_address, sequence, now, out):
+        """Tell every live peer that ``home_address`` was deleted at ``sequence`` (a peer sent
+        us an older state of a binding we saw deregistered or expire: others may hold it too)."""
+        bce = _bce(home_address, home_address, 0, sequence, 0, ())
+        key = address_int(home_address)
+        for peer in self.peers.values():
+            self._offer(peer, key, bce, None, now, out)
+
+    def withdraw(self, home_address, now, out):
+        """This home agent is no longer the primary of ``home_address`` (a newer registration
+        elsewhere, a deletion from a peer): stop sending our stale state for it."""
+        key = address_int(home_address)
+        for peer in self.peers.values():
+            old = peer.carrying.pop(key, None)
+            if old is not None:
+                o = peer.outstanding.get(old)
+                if o is not None:
+                    o.entries.pop(key, None)
+                    if not o.entries and not o.marker:
+                        del peer.outstanding[old]
+                        if peer.answering:
+                            self._check_barriers(peer, now, out)
+            entry = peer.pending.get(key)
+            if entry is not None and entry[3] is None:
+                del peer.pending[key]
+
     def _identifier(self, peer, wanted=None):
         used = peer.outstanding
         if wanted and wanted not in used:
