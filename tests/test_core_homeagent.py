@@ -311,12 +311,16 @@ def test_biu_older_than_held_is_rejected_and_corrected():
     """An older entry is refused (BIA 129) and does not overwrite; if we are its primary we
     send our state back to the sender."""
     r = Rig()
-    r.bu(10)
+    out = r.bu(10)
+    for e in sends(out, BindingInfoUpdate):
+        r.feed(BindingInfoAck(e.message.identifier), e.dst)
     out = r.biu(P2, bce(9, coa=COA2))
     assert only(sends(out, BindingInfoAck)).message.status == 129
     assert r.ha.cache.get(HOA).care_of == COA
     correction = only(sends(out, BindingInfoUpdate, P2)).message.entries[0]
     assert (correction.sequence, correction.care_of_address) == (10, COA)
+    out = r.biu(P2, bce(9, coa=COA2), ident=10)  # already on its way: not sent twice
+    assert not sends(out, BindingInfoUpdate)
 
 
 def test_biu_newer_than_our_primary_turns_it_into_a_copy():

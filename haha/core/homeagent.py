@@ -77,7 +77,7 @@ TOMBSTONE_TIME = 300.0
 
 #: ... and guards sequence numbers up to this far behind the deleted one (further behind is a
 #: mobile node that restarted with a new random number, which RFC 6275 9.5.1 lets register).
-TOMBSTONE_WINDOW = 64
+TOMBSTONE_WINDOW = 64  # strictly older, up to this far behind
 
 #: At most this many addresses in a DHAAD reply: (1280 - 40 - 8) / 16 (RFC 6275 10.5 asks
 #: the reply to fit the minimum MTU).
@@ -635,13 +635,25 @@ class HomeAgent:
 
     # -- BIU, BIA, BIR (draft 5.1, 5.2) ----------------------------------------------------
 
-    def _rank(self, address):
+    def _preference_of(self, address):
         if address == self.identity:
-            return (0, -self.preference, int(address))
+            return self.preference
         e = self.peers.get(address)
-        if e is None:
-            return (1, 0, int(address))
-        return (0, -e.preference, int(address))
+        return e.preference if e is not None else 0
+
+    def _loses_tie(self, claimant, held):
+        """Equal sequence numbers, different primaries: does ``claimant`` lose to ``held``?
+
+        A copy whose primary we have declared dead loses to any claimant (take-over). Otherwise
+        the rank of PROTOCOL.md 3.6 decides, without liveness: both parties are talking to
+        each other, and a rule that depended on each one's view of the other could make two
+        home agents refuse each other forever.
+        """
+        holder = self.primary_of(held)
+        if held.primary is not None and held.primary not in self.peers:
+            return False
+        return halist.rank_key(self._preference_of(claimant), claimant) > \
+            halist.rank_key(self._preference_of(holder), holder)
 
     def _on_biu(self, inb, biu, now, out):
         if not self._peer_check(inb, out):
@@ -675,8 +687,7 @@ class HomeAgent:
             if held is not None:
                 d = distance(bce.sequence, held.sequence)
                 if d < 0 or d == 0 and held.primary != claimant and not (
-                        mine and held.primary is None) and \
-                        self._rank(claimant) > self._rank(self.primary_of(held)):
+                        mine and held.primary is None) and self._loses_tie(claimant, held):
                     status = max(status, BIA_REJECTED_OLDER)
                     self.counters["biu-entry-rejected"] += 1
                     if held.primary is None:
@@ -749,7 +760,7 @@ class HomeAgent:
         if entry[1] <= now:
             del self._tombstones[hoa]
             return False
-        return -TOMBSTONE_WINDOW <= distance(sequence, entry[0]) <= 0
+        return -TOMBSTONE_WINDOW <= distance(sequence, entry[0]) < 0
 
     def _sweep(self, peer, since, now, out):
         """A bulk answer from ``peer`` is complete: copies naming it that the answer did not

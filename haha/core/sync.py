@@ -161,9 +161,13 @@ class Sync:
             self._offer(peer, key, bce, expires, now, out, shared)
 
     def offer(self, address, binding, now, out):
-        """Send the state of primary ``binding`` to peer ``address`` only."""
+        """Send the state of primary ``binding`` to peer ``address`` only, unless it is already
+        on its way there."""
         peer = self.peers.get(address)
         if peer is None:
+            return
+        key = address_int(binding.home_address)
+        if key in peer.carrying or key in peer.pending:
             return
         bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                    units_ceil(binding.expires - now), binding.prefixes)
