@@ -691,3 +691,11 @@ def test_bulk_answer_returns_a_restarted_peers_bindings_and_it_takes_them_back()
     assert restarted.ha.cache.get(HOA).primary is None
     assert ProxyNd(HOA, True) in out
     assert {e.dst for e in sends(out, BindingInfoUpdate)} == {P2, P3}
+
+
+def test_is_known_peer_for_the_adapter():
+    """Static peers and accepted discovered peers are known; others are not."""
+    r = Rig(authorised_peer_prefixes=[N("2001:db8:1::/120")])
+    assert r.ha.is_known_peer(P2) and not r.ha.is_known_peer(A("2001:db8:1::9"))
+    r.ha.add_peer(A("2001:db8:1::9"), 0.0)
+    assert r.ha.is_known_peer(A("2001:db8:1::9"))
