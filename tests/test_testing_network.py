@@ -26,7 +26,7 @@ def register(net, has, count=10, spread=3):
                                  home_agents=[has[i % spread].address])
         mn.start(A(f"2001:db8:99::{i + 1:x}"))
         mns.append(mn)
-    net.run_until_idle(timeout=120)
+    net.run_until_idle(timeout=600)
     return mns
 
 

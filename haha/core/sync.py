@@ -22,10 +22,12 @@ One :class:`PeerSync` per live peer keeps what this home agent still owes it:
 - ``requests``: BIRs sent to the peer, retransmitted like BIUs; a single-binding request gives
   up after :data:`SINGLE_RETRIES` retransmissions (nobody may be primary for it).
 
-Retransmission timers live in one heap with lazy deletion.
+Retransmission timers: first transmissions in a FIFO (their deadlines come in order), the rest
+in a heap; both with lazy deletion.
 """
 
 import heapq
+from collections import deque
 from ipaddress import IPv6Address
 
 from haha.wire.addresses import address_int
@@ -125,6 +127,9 @@ class Sync:
         self.source = settings.signalling_address
         self.peers = {}
         self._heap = []
+        # First transmissions all wait biu_initial_timeout, so their deadlines come in order:
+        # a FIFO holds them for O(1); retransmissions and requests go to the heap.
+        self._fresh = deque()
         self._budget = settings.sync_mtu - _OVERHEAD
 
     # -- peers -----------------------------------------------------------------------------
@@ -241,7 +246,12 @@ class Sync:
         carrying = peer.carrying
         for hoa in o.entries:
             carrying[hoa] = o.identifier
-        heapq.heappush(self._heap, (o.next_at, 0, peer.address, o.identifier))
+        item = (o.next_at, 0, peer.address, o.identifier)
+        fresh = self._fresh
+        if not fresh or fresh[-1][0] <= o.next_at:
+            fresh.append(item)
+        else:
+            heapq.heappush(self._heap, item)
         if message is None:
             message = _biu(o.identifier, entries, _owner_options(o.owner))
         out.append(make_send(message, self.source, peer.address, None, None, peer.address))
@@ -415,24 +425,47 @@ class Sync:
 
     # -- timers ----------------------------------------------------------------------------
 
+    def _live(self, item):
+        t, kind, address, ident = item
+        peer = self.peers.get(address)
+        if peer is None:
+            return False
+        entry = (peer.outstanding if kind == 0 else peer.requests).get(ident)
+        return entry is not None and entry.next_at == t
+
     def next_deadline(self):
         heap = self._heap
-        while heap:
-            t, kind, address, ident = heap[0]
-            peer = self.peers.get(address)
-            if peer is not None:
-                item = (peer.outstanding if kind == 0 else peer.requests).get(ident)
-                if item is not None and item.next_at == t:
-                    return t
+        while heap and not self._live(heap[0]):
             heapq.heappop(heap)
-        return None
+        fresh = self._fresh
+        while fresh and not self._live(fresh[0]):
+            fresh.popleft()
+        if heap and fresh:
+            return min(heap[0][0], fresh[0][0])
+        if heap:
+            return heap[0][0]
+        return fresh[0][0] if fresh else None
+
+    def _due(self, now):
+        """Pop the earliest timer item due at ``now`` from either queue, or None."""
+        heap, fresh = self._heap, self._fresh
+        h = heap[0][0] if heap and heap[0][0] <= now else None
+        f = fresh[0][0] if fresh and fresh[0][0] <= now else None
+        if h is None and f is None:
+            return None
+        if f is None or (h is not None and h <= f):
+            return heapq.heappop(heap)
+        return fresh.popleft()
 
     def tick(self, now, out):
         """Retransmit every BIU and BIR whose timeout has passed."""
         heap = self._heap
         maximum = self.settings.biu_max_timeout
-        while heap and heap[0][0] <= now:
-            t, kind, address, ident = heapq.heappop(heap)
+        while True:
+            item = self._due(now)
+            if item is None:
+                break
+            t, kind, address, ident = item
             peer = self.peers.get(address)
             if peer is None:
                 continue
