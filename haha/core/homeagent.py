@@ -426,7 +426,8 @@ class HomeAgent:
             # Not a home registration: correspondent registrations need return routability
             # (RFC 6275 9.5.1), which a home agent without route optimisation discards.
             return self._drop(out, "not-home-registration", inb)
-        if inb.protected_by is not None and inb.protected_by != hoa:
+        by = inb.protected_by
+        if by is not None and by is not hoa and by != hoa:
             return self._drop(out, "sa-mismatch", inb, home_address=hoa)
         if self.state == BOOTING:
             return self._drop(out, "booting", inb)
@@ -509,11 +510,12 @@ class HomeAgent:
         if src not in self._known:
             self._drop(out, "unknown-peer", inb)
             return False
-        if inb.protected_by is None:
+        by = inb.protected_by
+        if by is None:
             if self.settings.peer_protection_required:
                 self._drop(out, "unprotected", inb)
                 return False
-        elif inb.protected_by != src:
+        elif by is not src and by != src:
             self._drop(out, "sa-mismatch", inb)
             return False
         return True
