@@ -90,6 +90,7 @@ def mobile_node_settings(config):
         mobile_router=config.mobile_router,
         prefixes=config.prefixes,
         lifetime=config.lifetime,
+        numbers=config.numbers,
     )
 
 

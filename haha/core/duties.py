@@ -14,7 +14,8 @@ backend from one set of duties to another, so an update that changes nothing emi
 
 from dataclasses import dataclass
 
-from .effects import ProxyNd, RemoveRoute, _fast, make_install
+from haha.wire.records import maker
+from .effects import ProxyNd, RemoveRoute, make_install
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class ForwardingRoute:
     primary: bool = True
 
 
-_route = _fast(ForwardingRoute)
+_route = maker(ForwardingRoute)
 
 
 def duties_of(settings, binding):

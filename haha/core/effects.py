@@ -12,25 +12,14 @@ records, the *effects*, which the adapter carries out in order:
 - :class:`Event`: something worth logging or counting (a binding created, a peer lost...).
 
 The records are slotted frozen dataclasses; their constructors are the ordinary ones. The hot
-paths build them through :func:`_fast`, which stores the fields through the slot descriptors
-(a frozen dataclass's ``__init__`` pays ``object.__setattr__`` per field) and yields identical
-objects.
+paths build them through :func:`haha.wire.records.maker`, which stores the fields through the
+slot descriptors (a frozen dataclass's ``__init__`` pays ``object.__setattr__`` per field) and
+yields identical objects.
 """
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
-
-def _fast(cls):
-    """A positional constructor for slotted frozen dataclass ``cls`` (all fields, in order)."""
-    names = [f.name for f in fields(cls)]
-    env = {"_new": object.__new__, "_cls": cls}
-    lines = [f"def make({', '.join(names)}):", "    o = _new(_cls)"]
-    for name in names:
-        env[f"_set_{name}"] = getattr(cls, name).__set__
-        lines.append(f"    _set_{name}(o, {name})")
-    lines.append("    return o")
-    exec("\n".join(lines), env)  # noqa: S102 - source built from the field names only
-    return env["make"]
+from haha.wire.records import maker
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,9 +164,9 @@ class Event:
 #: Positional constructors (every field, in declaration order) building the same objects as
 #: the classes' own, for hot paths: the adapter may build Inbound records with
 #: ``make_inbound(message, src, dst, home_address, routing_address, protected_by)``.
-make_inbound = _fast(Inbound)
-make_send = _fast(Send)
-make_install = _fast(InstallRoute)
+make_inbound = maker(Inbound)
+make_send = maker(Send)
+make_install = maker(InstallRoute)
 
 EFFECT_TYPES = (Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, TunnelUp,
                 TunnelDown, Event)

@@ -54,10 +54,11 @@ from haha.wire.mh import (
 from haha.wire.options import IPADDR_HOME_AGENT, AlternateCareOfAddress, IpAddress
 from haha.wire.options import MobileNetworkPrefix
 
+from haha.wire.records import maker
 from . import halist, registration
 from .cache import BindingCache
 from .duties import duties_of, transition
-from .effects import AdvertisePrefix, Event, Send, SendIcmp, _fast, make_install, make_send
+from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
 from .seqnum import distance, next_sequence, units_ceil
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
 from .sync import UNSPECIFIED, Sync
@@ -83,7 +84,7 @@ TOMBSTONE_WINDOW = 64  # strictly older, up to this far behind
 #: the reply to fit the minimum MTU).
 DHAAD_MAX_ADDRESSES = 77
 
-_ba = _fast(BindingAck)
+_ba = maker(BindingAck)
 
 
 def home_agents_anycast(prefix):

@@ -40,7 +40,8 @@ from haha.wire.options import (
     MobileNetworkPrefix,
 )
 
-from .effects import _fast, make_send
+from haha.wire.records import maker
+from .effects import make_send
 from .seqnum import units_ceil
 
 UNSPECIFIED = IPv6Address(0)
@@ -52,8 +53,8 @@ _OVERHEAD = 40 + 37 + 8
 _ENTRY = 48  # a BCE Information option with its alignment padding
 _PREFIX = 24  # a Mobile Network Prefix option with its alignment padding
 
-_bce = _fast(BceInfo)
-_biu = _fast(BindingInfoUpdate)
+_bce = maker(BceInfo)
+_biu = maker(BindingInfoUpdate)
 
 
 def _owner_options(owner):
