@@ -46,9 +46,10 @@ def forwarding(d, name):
 
 @contextmanager
 def deployment(tmp_path, make, n_has=3, mobile_router=False, capture_links=()):
-    """Build the topology, write the daemons' files and start captures in router r (and on
-    the bridged ``capture_links``); always kill the daemons, stop the captures and remove the
-    namespaces. Yields ``(deployment, captures)``; captures hold their packets afterwards."""
+    """Build the topology, write the daemons' files, prepare captures in router r and the
+    mobile node (and on the bridged ``capture_links``); always kill the daemons, stop the
+    captures and remove the namespaces. Yields ``(deployment, captures)``; captures hold
+    their packets afterwards."""
     topo = make(n_has=n_has, n_mns=1)
     d = NetnsDeployment(topo, tmp_path, mobile_router=mobile_router)
     assert len(d.has[0].socket) < 100, "control socket path too long for AF_UNIX"
@@ -56,23 +57,36 @@ def deployment(tmp_path, make, n_has=3, mobile_router=False, capture_links=()):
     try:
         topo.create()
         d.write()
-        captures["r"] = Capture(topo.ns("r"), tmp_path / "r.pcap").start()
+        # Router r sees HA-to-HA signalling off the shared link and everything to and from the
+        # visited link; the node's own namespace sees its side again (a packet the kernel
+        # fails to hand one capture is still seen by the other).
+        captures["r"] = Capture(topo.ns("r"), tmp_path / "r.pcap")
+        captures["mn"] = Capture(topo.ns("mn1"), tmp_path / "mn.pcap")
         for link in capture_links:
-            captures[link] = Capture(topo.link_ns(link), tmp_path / f"{link}.pcap").start()
+            captures[link] = Capture(topo.link_ns(link), tmp_path / f"{link}.pcap")
         yield d, captures
     finally:
         d.kill_all()
-        for c in captures.values():
+        for name, c in captures.items():
             c.packets_seen = c.stop()
+            print(f"capture {name}: {c.report}")  # shown when the test fails
         topo.destroy()
     left = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True)
                .stdout.split()) & set(topo.namespaces())
     assert not left, f"namespaces left behind: {left}"
 
 
-def start_home_agents(d):
+def start_home_agents(d, captures):
+    """Start the home agents, then the captures. A home agent greets its peers as it starts,
+    and the kernel of a peer whose daemon is not running yet (no nft guard) answers that ESP
+    packet with Parameter Problem, as any host without haha would; so the wire is watched from
+    the moment every daemon answers its control socket (its guard is installed by then)."""
     for ha in d.has:
         d.start(ha.name)
+    for ha in d.has:
+        d.wait_for(f"{ha.name} up", lambda ha=ha: status(d, ha.name), timeout=20)
+    for c in captures.values():
+        c.start()
     for ha in d.has:
         d.wait_for(f"{ha.name} serving", lambda ha=ha: status(d, ha.name).get("state") ==
                    "serving", timeout=20)
@@ -188,7 +202,7 @@ def test_shared_home_link(tmp_path, require_root):
     Advertisements, the primary intercepts by proxy ND, and after ha1's SIGKILL ha2 takes the
     node over, proxies its home address (unsolicited NA) and carries the ping."""
     with deployment(tmp_path, topology.shared_home_link, capture_links=("home",)) as (d, caps):
-        start_home_agents(d)
+        start_home_agents(d, caps)
         register(d)
         assert forwarding(d, "ha1")["proxy_nd"] == [[d.mn.address, "eth0"]]
         reach(d, d.mn.address, through="ha1")
@@ -214,7 +228,7 @@ def test_shared_home_link(tmp_path, require_root):
         assert installed(d, d.mn.name).keys() >= {"nft", "links", "rules", "routes"}
         d.stop(d.mn.name)
         assert installed(d, d.mn.name) == {}
-    check_wire(d, caps["r"].packets_seen + caps["home"].packets_seen)
+    check_wire(d, caps["r"].packets_seen + caps["mn"].packets_seen + caps["home"].packets_seen)
 
 
 def test_separate_links(tmp_path, require_root):
@@ -222,7 +236,7 @@ def test_separate_links(tmp_path, require_root):
     between HAHA addresses across router r; the primary's proxy ND reaches r across the join,
     before and after ha1's SIGKILL."""
     with deployment(tmp_path, topology.separate_links) as (d, caps):
-        start_home_agents(d)
+        start_home_agents(d, caps)
         register(d)
         reach(d, d.mn.address, through="ha1")
         fail_over(d)
@@ -230,7 +244,7 @@ def test_separate_links(tmp_path, require_root):
         reach(d, d.mn.address, through="ha2")
         check_counters(d)
         assert d.ask("ha2", "counters").get("sent.HaHello", 0) >= 2
-    check_wire(d, caps["r"].packets_seen)
+    check_wire(d, caps["r"].packets_seen + caps["mn"].packets_seen)
 
 
 def test_no_home_link(tmp_path, require_root):
@@ -240,7 +254,7 @@ def test_no_home_link(tmp_path, require_root):
     tunnel); after ha1's SIGKILL the route follows the surviving advertisers and the node's new
     primary."""
     with deployment(tmp_path, topology.no_home_link) as (d, caps):
-        start_home_agents(d)
+        start_home_agents(d, caps)
         register(d)
         for ha in d.has:
             assert forwarding(d, ha.name)["prefixes"] == [str(d.home_prefix)]
@@ -259,7 +273,7 @@ def test_no_home_link(tmp_path, require_root):
         reach(d, d.mn.address, through="ha2")
         check_counters(d)
         assert d.ask("ha2", "counters").get("sent.HaHello", 0) >= 2
-    check_wire(d, caps["r"].packets_seen)
+    check_wire(d, caps["r"].packets_seen + caps["mn"].packets_seen)
 
 
 def test_nemo_mobile_router_explicit_mode(tmp_path, require_root):
@@ -273,7 +287,7 @@ def test_nemo_mobile_router_explicit_mode(tmp_path, require_root):
         host = d.add_mobile_network_host()
         d.topology.run("r", ["ip", "-6", "route", "replace", str(MOBILE_NETWORK), "via",
                              d.mn.address])
-        start_home_agents(d)
+        start_home_agents(d, caps)
         register(d)
         for ha in d.has:
             (binding,) = d.ask(ha.name, "bindings")
@@ -285,4 +299,4 @@ def test_nemo_mobile_router_explicit_mode(tmp_path, require_root):
         assert f"{MOBILE_NETWORK}" in forwarding(d, "ha2")["kernel_routes"]
         reach(d, host, through="ha2")
         check_counters(d)
-    check_wire(d, caps["r"].packets_seen + caps["home"].packets_seen)
+    check_wire(d, caps["r"].packets_seen + caps["mn"].packets_seen + caps["home"].packets_seen)

@@ -120,6 +120,7 @@ class Capture:
         self.interface = interface
         self.expression = list(expression)
         self.process = None
+        self.report = ""  # what tcpdump said when it stopped (packets captured, dropped)
 
     def start(self, timeout=10.0):
         if os.path.exists(self.path):
@@ -157,7 +158,10 @@ class Capture:
                     p.kill()
                     p.wait()
             if p.stderr is not None:
-                p.stderr.close()
+                try:
+                    self.report = p.stderr.read().decode(errors="replace").strip()
+                finally:
+                    p.stderr.close()
         return self.packets()
 
     def packets(self):
