@@ -544,8 +544,10 @@ def test_discovered_peers_need_authorisation():
 
 def test_router_advertisements_from_same_link_home_agents():
     """An RA with H, Home Agent Information and a router address (PI with R) adds the
-    sender; without H it is ignored; lifetime 0 removes it."""
-    r = Rig(alive=(), authorised_peer_prefixes=[PREFIX])
+    sender; without H it is ignored; lifetime 0 removes it. This is the shared-link mode
+    (no HELLO): a home agent that uses HELLO ignores RAs, which name peers by HA address
+    rather than by the signalling address HELLO uses."""
+    r = Rig(alive=(), authorised_peer_prefixes=[PREFIX], send_hello=False)
     peer = A("2001:db8:1::8")
     ra = RouterAdvertisement(options=(HomeAgentInformation(3, 600),
                                       PrefixInformation(peer, 64, flags=PI_R)))
@@ -559,6 +561,9 @@ def test_router_advertisements_from_same_link_home_agents():
     assert peer not in r.ha.peers
     r.feed(RouterAdvertisement(flags=RA_H), A("fe80::8"), protected_by=None)
     assert r.ha.counters["dropped:ra-without-global-address"] == 1
+    h = Rig(alive=(), authorised_peer_prefixes=[PREFIX])
+    assert h.feed(ra, A("fe80::8"), dst=A("ff02::1"), protected_by=None) == []
+    assert peer not in h.ha.peers and h.ha.counters["ignored:ra-while-hello"] == 1
 
 
 # -- DHAAD ---------------------------------------------------------------------------------------

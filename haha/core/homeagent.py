@@ -583,6 +583,12 @@ class HomeAgent:
         if not ra.flags & RA_H:
             self.counters["ignored:not-home-agent-ra"] += 1
             return
+        if self.settings.send_hello:
+            # Peers are known by HELLO (keyed by signalling address); an RA names a peer by its
+            # HA address, which differs when it has a HAHA address: learning from both would
+            # make one peer two.
+            self.counters["ignored:ra-while-hello"] += 1
+            return
         address = None
         for o in ra.options:
             if type(o) is PrefixInformation and o.flags & PI_R and o.prefix in \
