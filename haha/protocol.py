@@ -204,8 +204,20 @@ class Adapter:
             self._drop("no-sa", src=packet.src)
         return None
 
+    #: What decapsulates IPv6-in-IPv6 (the home agent's backend, the node's tunnel), or None.
+    decapsulator = None
+
     def tunnelled(self, packet, data):
-        self._drop("tunnel-without-backend")
+        decapsulate = getattr(self.decapsulator, "decapsulate", None)
+        if decapsulate is None:
+            return self._drop("tunnel-without-backend")
+        self.counters["tunnelled-in"] += 1
+        try:
+            decapsulate(data)
+        except Exception:
+            self.counters["tunnel-failed"] += 1
+            self.log.failure("decapsulation failed")
+        return None
 
     def source_known(self, next_header, message_type, packet):
         """Lab mode only (nothing arrived in ESP): whether the sender is one the policy may
@@ -315,17 +327,9 @@ class HomeAgentAdapter(Adapter):
         if self.ra_listener is not None:
             self.ra_listener.router_advertisement(packet.src, advertisement)
 
-    def tunnelled(self, packet, data):
-        decapsulate = getattr(self.backend, "decapsulate", None)
-        if decapsulate is None:
-            return self._drop("tunnel-without-backend")
-        self.counters["tunnelled-in"] += 1
-        try:
-            decapsulate(data)
-        except Exception:
-            self.counters["tunnel-failed"] += 1
-            self.log.failure("decapsulation failed")
-        return None
+    @property
+    def decapsulator(self):
+        return self.backend
 
     def duty(self, effect):
         kind = type(effect)
@@ -379,16 +383,9 @@ class MobileNodeAdapter(Adapter):
             self.keyring.ensure(peer)
         return super().protect(peer, data)
 
-    def tunnelled(self, packet, data):
-        if self.tunnel is None or not hasattr(self.tunnel, "decapsulate"):
-            return self._drop("tunnel-without-backend")
-        self.counters["tunnelled-in"] += 1
-        try:
-            self.tunnel.decapsulate(data)
-        except Exception:
-            self.counters["tunnel-failed"] += 1
-            self.log.failure("decapsulation failed")
-        return None
+    @property
+    def decapsulator(self):
+        return self.tunnel
 
     def duty(self, effect):
         kind = type(effect)

@@ -217,6 +217,13 @@ def _start_services(parent, config, target, labels):
             parent)
 
 
+def _warn_if_insecure(policy):
+    """Lab mode (no ESP) is logged loudly, three times, at every start."""
+    if policy.warning:
+        for _ in range(3):
+            log.critical("{warning}", warning=policy.warning)
+
+
 def _json(value):
     if isinstance(value, (list, tuple)):
         return [_json(v) for v in value]
@@ -295,10 +302,7 @@ class HomeAgentService(MultiService):
     # -- service ----------------------------------------------------------------------------
 
     def startService(self):  # noqa: N802 - Twisted hook
-        warning = self.adapter.policy.warning
-        if warning:
-            for _ in range(3):
-                log.critical("{warning}", warning=warning)
+        _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
         try:
             self.backend.start()
@@ -486,10 +490,7 @@ class MobileNodeService(MultiService):
         return cls(config, machine, adapter, tunnel, transport, reactor)
 
     def startService(self):  # noqa: N802 - Twisted hook
-        warning = self.adapter.policy.warning
-        if warning:
-            for _ in range(3):
-                log.critical("{warning}", warning=warning)
+        _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
         if self.tunnel is not None and hasattr(self.tunnel, "start"):
             self.tunnel.start()

@@ -17,17 +17,24 @@ from ..logging import class_logger
 from ..wire.icmpv6 import NA_O, NA_R, LinkLayerAddress, NeighborAdvertisement, encode_icmpv6
 from ..wire.ipv6 import build_packet
 from ..wire.numbers import IPPROTO_ICMPV6, ND_OPT_TARGET_LLADDR
-from .netsys import RTPROT_STATIC, NetlinkFailure
+from .netsys import RTPROT_STATIC, NetlinkFailure, Pyroute2Netlink
 
 ALL_NODES = IPv6Address("ff02::1")
 
 
 class LinkDuties:
-    """Mixin. The host class provides ``netlink``, ``transport``, ``counters``, ``table``,
-    ``prefix_metric``, ``router_flag`` and calls :meth:`_init_link_duties` and
-    :meth:`_stop_link_duties`."""
+    """Mixin. The host class provides ``_netlink`` (a netlink seam or None for the real one),
+    ``transport``, ``counters``, ``table``, ``prefix_metric``, ``router_flag`` and calls
+    :meth:`_init_link_duties` and :meth:`_stop_link_duties`."""
 
     log = class_logger()
+
+    @property
+    def netlink(self):
+        """The netlink seam, the real one (pyroute2) made on first use."""
+        if self._netlink is None:
+            self._netlink = Pyroute2Netlink()
+        return self._netlink
 
     def _init_link_duties(self):
         self.proxied = set()  # (address, interface)

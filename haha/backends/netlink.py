@@ -23,7 +23,7 @@ from zope.interface import implementer
 from ..logging import class_logger
 from ..interfaces import IForwardingBackend
 from .common import LinkDuties
-from .netsys import NetlinkFailure, Pyroute2Netlink
+from .netsys import NetlinkFailure
 from .null import check_route, route_json
 
 EOPNOTSUPP = 95
@@ -79,12 +79,6 @@ class NetlinkBackend(LinkDuties):
         self._names = itertools.count()
         self.running = False
         self._init_link_duties()
-
-    @property
-    def netlink(self):
-        if self._netlink is None:
-            self._netlink = Pyroute2Netlink()
-        return self._netlink
 
     def capabilities(self):
         return frozenset({"tunnel", "proxy-nd", "prefix-route"})

@@ -41,7 +41,7 @@ from ..wire.errors import WireError
 from ..wire.ipv6 import build_packet, parse_packet
 from ..wire.numbers import IPPROTO_IPV6
 from .common import LinkDuties
-from .netsys import NetlinkFailure, Pyroute2Netlink
+from .netsys import NetlinkFailure
 from .null import check_route, route_json
 #: Tunnel MTU default: a 1500-octet link minus the 40-octet outer header (RFC 2473 7).
 DEFAULT_MTU = 1460
@@ -76,12 +76,6 @@ class _Base(LinkDuties):
         self.counters = Counter()
         self.running = False
         self._init_link_duties()
-
-    @property
-    def netlink(self):
-        if self._netlink is None:
-            self._netlink = Pyroute2Netlink()
-        return self._netlink
 
     def _start_tun(self):
         self.tun.start(self._from_tun)

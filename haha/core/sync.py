@@ -179,7 +179,10 @@ class Sync:
                    units_ceil(binding.expires - now), binding.prefixes)
         self._offer(peer, address_int(binding.home_address), bce, binding.expires, now, out)
 
-    def _offer(self, peer, hoa, bce, expires, now, out, shared=None):
+    @staticmethod
+    def _withdraw(peer, hoa):
+        """Take ``hoa`` out of the outstanding BIU carrying it (a newer state replaces it).
+        True when that BIU is left with nothing to wait for and is forgotten."""
         old = peer.carrying.pop(hoa, None)
         if old is not None:
             o = peer.outstanding.get(old)
@@ -187,6 +190,11 @@ class Sync:
                 o.entries.pop(hoa, None)
                 if not o.entries and not o.marker:
                     del peer.outstanding[old]
+                    return True
+        return False
+
+    def _offer(self, peer, hoa, bce, expires, now, out, shared=None):
+        self._withdraw(peer, hoa)
         peer.serial += 1
         if hoa in peer.pending:
             peer.pending[hoa] = (bce, expires, peer.pending[hoa][2], None)
@@ -218,15 +226,8 @@ class Sync:
         elsewhere, a deletion from a peer): stop sending our stale state for it."""
         key = address_int(home_address)
         for peer in self.peers.values():
-            old = peer.carrying.pop(key, None)
-            if old is not None:
-                o = peer.outstanding.get(old)
-                if o is not None:
-                    o.entries.pop(key, None)
-                    if not o.entries and not o.marker:
-                        del peer.outstanding[old]
-                        if peer.answering:
-                            self._check_barriers(peer, now, out)
+            if self._withdraw(peer, key) and peer.answering:
+                self._check_barriers(peer, now, out)
             entry = peer.pending.get(key)
             if entry is not None and entry[3] is None:
                 del peer.pending[key]
@@ -300,13 +301,7 @@ class Sync:
         for group, owner in ((bindings, None), (theirs, address)):
             for b in group:
                 hoa = address_int(b.home_address)
-                old = peer.carrying.pop(hoa, None)
-                if old is not None:
-                    o = peer.outstanding.get(old)
-                    if o is not None:
-                        o.entries.pop(hoa, None)
-                        if not o.entries and not o.marker:
-                            del peer.outstanding[old]
+                self._withdraw(peer, hoa)
                 peer.serial += 1
                 bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
                            units_ceil(b.expires - now), b.prefixes)
@@ -324,13 +319,7 @@ class Sync:
         if peer is None:
             return False
         hoa = address_int(binding.home_address)
-        old = peer.carrying.pop(hoa, None)
-        if old is not None:
-            o = peer.outstanding.get(old)
-            if o is not None:
-                o.entries.pop(hoa, None)
-                if not o.entries and not o.marker:
-                    del peer.outstanding[old]
+        self._withdraw(peer, hoa)
         peer.pending.pop(hoa, None)
         peer.serial += 1
         bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
