@@ -84,6 +84,7 @@ class SecurityConfig:
     node_keys: dict = field(default_factory=dict)  # home address -> KeyFile
     node_key_dir: str = None
     key: KeyFile = None  # mobile node: its own secret, shared by the home agents
+    sequence_file: str = None  # ESP sequence numbers kept across restarts
     rate: float = 50.0
     burst: int = 100
 
@@ -281,8 +282,13 @@ def _security(get, node):
             if not os.path.isdir(d):
                 raise sec.error("node-key-dir", f"{d} is not a directory")
             node_key_dir = d
-    sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir"])
-    return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key, rate, burst)
+    here = os.path.dirname(os.path.abspath(sec.path))
+    default_seq = os.path.join(here, os.path.splitext(os.path.basename(sec.path))[0] + ".seq")
+    sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
+    sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
+                      "sequence-file"])
+    return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,
+                          sequence_file if mode == "esp" else None, rate, burst)
 
 
 def _transport(get):

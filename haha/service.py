@@ -41,6 +41,7 @@ from .security.errors import KeyFileError, SecurityConfigError
 from .security.policy import SecurityPolicy
 from .security.ratelimit import RateLimiter
 from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
+from .security.seqstore import SequenceStore
 
 log = logger("haha.service")
 
@@ -144,9 +145,25 @@ def home_agent_sadb(config):
         secret = _located(key_file, "mobile node key")
         specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
     try:
-        return SecurityAssociationDatabase.from_specs(specs)
+        return SecurityAssociationDatabase.from_specs(
+            specs, sequence_store=_sequence_store(config))
     except SecurityConfigError as e:
-        raise ConfigError(str(e), config.path, "security") from None
+        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+
+
+def _sequence_store(config):
+    """ESP sequence numbers survive restarts (docs/security.md): without them a restarted
+    daemon's peers would drop everything it sends as too old."""
+    path = config.security.sequence_file
+    directory = os.path.dirname(path) or "."
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"cannot write the ESP sequence file {path}: directory {directory} "
+                          "is missing or not writable", config.path, "security",
+                          "sequence-file")
+    try:
+        return SequenceStore(path)
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
 
 
 class NodeKeyring:
@@ -185,7 +202,7 @@ def mobile_node_security(config):
     if config.security.mode == "none":
         return None, None
     secret = _located(config.security.key, "mobile node key")
-    sadb = SecurityAssociationDatabase()
+    sadb = SecurityAssociationDatabase(sequence_store=_sequence_store(config))
     keyring = NodeKeyring(secret, config.home_address, sadb)
     for ha in config.home_agents:
         keyring.ensure(ha)
@@ -336,7 +353,7 @@ class HomeAgentService(MultiService):
             yield defer.maybeDeferred(self.backend.stop)
         except Exception:
             log.failure("the backend failed to stop cleanly")
-        if self.sadb is not None and hasattr(self.sadb, "flush"):
+        if self.sadb is not None:
             self.sadb.flush()
         yield defer.maybeDeferred(self.transport.stop)
         log.info("home agent {address} stopped", address=self.config.address)
@@ -509,6 +526,8 @@ class MobileNodeService(MultiService):
         self.adapter._run(self.machine.stop, self.reactor.seconds())
         self.adapter.running = False
         self.adapter.stop_timer()
+        if self.adapter.sadb is not None:
+            self.adapter.sadb.flush()
         if self.tunnel is not None and hasattr(self.tunnel, "stop"):
             yield defer.maybeDeferred(self.tunnel.stop)
         yield defer.maybeDeferred(self.transport.stop)

@@ -71,6 +71,7 @@ class Network:
         generate_key_file(str(keys / "mn.key"))
         self.has = []
         self.ends = []
+        self.configs = []
         for i, address in enumerate(HAS, 1):
             others = [j for j in range(1, 4) if j != i]
             text = HA_TEXT.format(
@@ -78,7 +79,8 @@ class Network:
                 peers=" ".join(str(HAS[j - 1]) for j in others),
                 peer_keys="\n".join(f"{HAS[j - 1]} = {keys}/ha{min(i, j)}{max(i, j)}.key"
                                     for j in others))
-            config = home_agent_from_text(text, f"ha{i}.conf")
+            config = home_agent_from_text(text, str(tmp_path / f"ha{i}.conf"))
+            self.configs.append(config)
             end = self.hub.endpoint(address, name=f"ha{i}")
             self.ends.append(end)
             self.has.append(HomeAgentService.build(
@@ -86,8 +88,8 @@ class Network:
                 discovery=StaticDiscovery(config.peers)))
         self.mn_end = self.hub.endpoint(COA, name="mn")
         self.mn = MobileNodeService.build(
-            mobile_node_from_text(MN_TEXT.format(keys=keys), "mn.conf"), self.clock,
-            transport=self.mn_end)
+            mobile_node_from_text(MN_TEXT.format(keys=keys), str(tmp_path / "mn.conf")),
+            self.clock, transport=self.mn_end)
 
     def run(self, seconds, step=0.1):
         for _ in range(int(seconds / step)):
@@ -217,7 +219,7 @@ def test_home_link_with_haha_addresses_greets_peers_with_hello(tmp_path):
                 f"[peers]\nstatic = {haha[1 - i]}\n"
                 f"[peer-keys]\n{haha[1 - i]} = {tmp_path}/ha12.key\n"
                 f"[node-keys]\n2001:db8:1::100 = {tmp_path}/mn.key\n")
-        config = home_agent_from_text(text, f"ha{i + 1}.conf")
+        config = home_agent_from_text(text, str(tmp_path / f"ha{i + 1}.conf"))
         assert home_agent_settings(config).send_hello
         services.append(HomeAgentService.build(
             config, clock, backend=NullBackend(), discovery=StaticDiscovery(config.peers),
@@ -251,3 +253,27 @@ def test_mobile_node_tunnel_accepts_every_home_agent_of_its_list(net):
     net.mn.adapter.tunnel = recorder
     net.start()
     assert recorder.endpoints[-1] == (HOA, COA, HAS[0], (), frozenset(HAS))
+
+
+def test_restarted_home_agent_is_heard_again_thanks_to_its_sequence_file(net):
+    """ha1 runs long enough to send more than an anti-replay window of packets to each peer,
+    crashes, and is started again from the same files: its ESP sequence numbers continue from
+    the sequence file, so its peers accept it at once instead of dropping it as too old."""
+    net.start()
+    net.run(120)  # about 120 HELLOs from ha1 to each peer: well past the 64-packet window
+    assert net.has[1].counters()["received.HaHello"] > 100
+    net.ends[0].stop()  # crash: no flush, no goodbye
+    net.has[0].adapter.running = False
+    net.has[0].adapter.stop_timer()
+    net.run(6)
+    assert [p["address"] for p in net.has[1].peers()] == [str(HAS[2])]
+    end = net.hub.endpoint(HAS[0], name="ha1-again")
+    again = HomeAgentService.build(net.configs[0], net.clock, backend=NullBackend(),
+                                   transport=end, discovery=StaticDiscovery(net.configs[0].peers))
+    again.startService()
+    net.run(3)
+    assert str(HAS[0]) in [p["address"] for p in net.has[1].peers()]
+    c = net.has[1].counters()
+    assert c["securityassociationdatabase.too-old"] == 0
+    assert c["securityassociationdatabase.replay"] == 0
+    net.has[0] = again
