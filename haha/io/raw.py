@@ -17,6 +17,11 @@ meet"):
   space, so a kernel without ``mip6``/ESP/ip6tnl does not answer them with ICMPv6 Parameter
   Problem (and one with those modules does not process them a second time). AF_PACKET sees a
   packet before netfilter does, so haha still receives it. See :func:`nft_ruleset`.
+- :meth:`RawTransport.join_anycast` makes an address (the home prefix's Home-Agents anycast
+  address, RFC 6275 10.5, RFC 2526) an anycast address of the host on an interface through the
+  raw socket (``IPV6_JOIN_ANYCAST``): the kernel answers Neighbour Solicitations for it and
+  takes packets sent to it as local (an ICMPv6 type it does not know is dropped silently), and
+  the membership ends with the socket, at :meth:`RawTransport.stop` or when the process dies.
 
 Socket errors are logged (``twisted.logger``, structured fields) and counted, never raised.
 All operating-system calls go through a :class:`haha.io.system.LinuxSystem` (or its
@@ -154,6 +159,8 @@ class RawTransport:
         self._readers = []
         self._table_installed = False
         self._ifindex = {}
+        self._anycast = set()
+        self._anycast_filtered = set()
         self.program = self._program()
 
     @staticmethod
@@ -209,6 +216,12 @@ class RawTransport:
         self._teardown()
 
     def _teardown(self):
+        # Closing the raw socket ends its anycast memberships (the kernel's doing).
+        self._anycast.clear()
+        if self._anycast_filtered and self._addresses is not None:
+            self._addresses = self._addresses - self._anycast_filtered
+            self.program = self._program()
+        self._anycast_filtered.clear()
         for r in self._readers:
             try:
                 r.sock.close()
@@ -267,6 +280,57 @@ class RawTransport:
         if self._table_installed:
             self._system.run_nft(f"delete table ip6 {self.table}\n"
                                  + nft_ruleset(self.table, self._addresses))
+
+    # -- anycast ----------------------------------------------------------------------------
+
+    @property
+    def anycast(self):
+        """The ``(address, interface)`` anycast memberships held now."""
+        return frozenset(self._anycast)
+
+    def join_anycast(self, address, interface):
+        """Join anycast ``address`` on ``interface`` until :meth:`stop` (module docstring).
+        Joining again is a no-op. When the transport filters by ``addresses``, the address is
+        added to them. Raises ``RuntimeError`` before start, ``TypeError`` for a bad argument
+        and the kernel's ``OSError`` (counted as ``anycast_errors``) when it refuses, changing
+        nothing."""
+        if not isinstance(address, IPv6Address):
+            raise TypeError(f"anycast address {address!r} is not an IPv6Address")
+        if not isinstance(interface, str) or not interface:
+            raise TypeError(f"anycast interface {interface!r} is not an interface name")
+        if self._raw is None:
+            raise RuntimeError("join_anycast needs a started RawTransport")
+        if (address, interface) in self._anycast:
+            return
+        try:
+            self._system.join_anycast(self._raw, address, interface)
+        except OSError as e:
+            self.counters["anycast_errors"] += 1
+            self.log.error("cannot join anycast {address} on {interface}: {error}",
+                           address=str(address), interface=interface, error=str(e))
+            raise
+        self._anycast.add((address, interface))
+        if self._addresses is not None and address not in self._addresses:
+            self._anycast_filtered.add(address)
+            self.set_addresses(self._addresses | {address})
+        self.counters["anycast_joined"] += 1
+        self.log.info("joined anycast {address} on {interface}", address=str(address),
+                      interface=interface)
+
+    def leave_anycast(self, address, interface):
+        """Leave what :meth:`join_anycast` joined (no-op when not joined)."""
+        if (address, interface) not in self._anycast:
+            return
+        self._anycast.discard((address, interface))
+        try:
+            self._system.leave_anycast(self._raw, address, interface)
+        except OSError as e:
+            self.counters["anycast_errors"] += 1
+            self.log.warn("cannot leave anycast {address} on {interface}: {error}",
+                          address=str(address), interface=interface, error=str(e))
+        if address in self._anycast_filtered and not any(a == address for a, _ in self._anycast):
+            self._anycast_filtered.discard(address)
+            self.set_addresses(self._addresses - {address})
 
     # -- inbound ----------------------------------------------------------------------------
 

@@ -30,6 +30,10 @@ TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
 IFNAMSIZ = 16
+#: ``<linux/in6.h>``: join/leave an IPv6 anycast address (``struct ipv6_mreq``: the address and
+#: an interface index). Python's socket module does not name them.
+IPV6_JOIN_ANYCAST = 27
+IPV6_LEAVE_ANYCAST = 28
 
 
 class NftError(RuntimeError):
@@ -70,6 +74,11 @@ def in_netns(name):
     finally:
         os.close(target)
         os.close(own)
+
+
+def _mreq(address, ifindex):
+    """``struct ipv6_mreq { struct in6_addr ipv6mr_multiaddr; int ipv6mr_interface; }``."""
+    return address.packed + struct.pack("@i", ifindex)
 
 
 class _Fd:
@@ -130,6 +139,23 @@ class LinuxSystem:
     def interface_index(self, name):
         with in_netns(self.netns):
             return socket.if_nametoindex(name)
+
+    def join_anycast(self, sock, address, interface):
+        """Make ``address`` an anycast address of this host on ``interface`` for as long as
+        ``sock`` (any ``AF_INET6`` socket) stays open: ``IPV6_JOIN_ANYCAST`` with an
+        ``ipv6_mreq``. The kernel then answers Neighbour Solicitations for it on that link
+        (Override flag clear, so several members can coexist) and delivers packets sent to it
+        locally; closing the socket, even by the process dying, leaves it. Linux refuses
+        (``OSError``) without CAP_NET_ADMIN (EPERM), for a multicast address or one already
+        assigned as unicast (EINVAL), an unknown interface (ENODEV), or an interface that
+        neither forwards IPv6 nor has a prefix covering the address (EADDRNOTAVAIL)."""
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_JOIN_ANYCAST,
+                        _mreq(address, self.interface_index(interface)))
+
+    def leave_anycast(self, sock, address, interface):
+        """Undo :meth:`join_anycast` (ENOENT when ``sock`` had not joined it)."""
+        sock.setsockopt(socket.IPPROTO_IPV6, IPV6_LEAVE_ANYCAST,
+                        _mreq(address, self.interface_index(interface)))
 
     def run_nft(self, script):
         """Feed ``script`` to ``nft -f -``; raise :class:`NftError` with its complaint."""
@@ -220,12 +246,14 @@ class FakePacketSocket:
 
 class FakeRawSocket:
     """A raw IPv6 socket in memory: ``sent`` lists ``(packet, address)``; ``fail_with`` makes
-    every send raise that errno until cleared."""
+    every send raise that errno until cleared; ``anycast`` holds the ``(address, interface)``
+    memberships joined through it (the kernel forgets them when the socket closes)."""
 
     def __init__(self):
         self.sent = []
         self.fail_with = None
         self.closed = False
+        self.anycast = set()
 
     def fileno(self):
         return -1
@@ -238,6 +266,7 @@ class FakeRawSocket:
 
     def close(self):
         self.closed = True
+        self.anycast.clear()
 
 
 class FakeTunFile:
@@ -283,6 +312,7 @@ class FakeSystem:
         self.nft_scripts = []
         self.nft_tables = set()
         self.nft_fail = None  # a message: every nft call fails with it
+        self.anycast_fail = None  # an errno: every anycast join fails with it
 
     def packet_socket(self, interface=None):
         if interface is not None and interface not in self.interfaces:
@@ -305,6 +335,27 @@ class FakeSystem:
             return self.interfaces[name]
         except KeyError:
             raise OSError(errno.ENODEV, f"no such device {name}") from None
+
+    def join_anycast(self, sock, address, interface):
+        """As the kernel: EINVAL for a multicast address, ENODEV for an unknown interface."""
+        if self.anycast_fail is not None:
+            raise OSError(self.anycast_fail, os.strerror(self.anycast_fail))
+        if sock.closed:
+            raise OSError(errno.EBADF, "socket closed")
+        if address.is_multicast:
+            raise OSError(errno.EINVAL, "multicast address")
+        self.interface_index(interface)
+        sock.anycast.add((address, interface))
+
+    def leave_anycast(self, sock, address, interface):
+        if (address, interface) not in sock.anycast:
+            raise OSError(errno.ENOENT, "not joined")
+        sock.anycast.discard((address, interface))
+
+    def anycast(self):
+        """Every ``(address, interface)`` joined through an open raw socket (the kernel's
+        /proc/net/anycast6, in memory)."""
+        return {m for s in self.raw_sockets if not s.closed for m in s.anycast}
 
     def run_nft(self, script):
         if self.nft_fail:
