@@ -6,8 +6,9 @@ built from the configuration (``backend``, ``discovery``, ``transport``, ``sadb`
 larger applications wire fakes or their own objects without patching anything; ``twistd``'s
 ``makeService`` (:mod:`haha.tap`) only calls ``build``.
 
-A home agent service starts its transport, backend, machine and discovery in that order, serves
-the control socket and metrics endpoint when configured, and on stop drains its mobile nodes to
+A home agent service starts its transport (joining its home prefix's Home-Agents anycast
+address when the transport can: :func:`anycast_membership`), backend, machine and discovery in
+that order, serves the control socket and metrics endpoint when configured, and on stop drains its mobile nodes to
 its peers (``drain-on-stop``, bounded by ``drain-timeout``), says goodbye with a HELLO of lifetime
 zero, and releases everything it installed.
 """
@@ -25,7 +26,7 @@ from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
 from .control.metrics import metrics_site
 from .control.server import ControlFactory
-from .core.homeagent import HomeAgent, NotServing
+from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from .core.mobilenode import MobileNode
 from .core.settings import (
     HOME_LINK,
@@ -226,6 +227,37 @@ def build_transport(config, reactor, home_interface=None):
                         default_interface=home_interface)
 
 
+def anycast_membership(config):
+    """``(address, interface)``: where a home agent joins the Home-Agents anycast address of
+    its home prefix (RFC 6275 10.5, RFC 2526), so that Dynamic Home Agent Address Discovery
+    requests reach it (docs/io.md, "DHAAD on real links").
+
+    On a home link (``home-interface``) the kernel must answer Neighbour Solicitations for the
+    address there, or the home link's router cannot deliver a request at all. Without a home
+    link the address lies inside the home prefix that routing brings to whichever home agent
+    advertises it; joining it on ``lo`` only makes the kernel take the request as local (and
+    drop the unknown ICMPv6 type silently) instead of answering it with Destination
+    Unreachable from the backend's ``unreachable`` prefix route."""
+    return home_agents_anycast(config.home_prefix), config.home_interface or "lo"
+
+
+def _join_anycast(config, transport):
+    """Join :func:`anycast_membership` through ``transport`` when it can (the raw transport);
+    a refusal is a start-up failure with a sentence that says what to fix."""
+    join = getattr(transport, "join_anycast", None)
+    if join is None:
+        return None
+    address, interface = anycast_membership(config)
+    try:
+        join(address, interface)
+    except OSError as e:
+        raise OSError(e.errno, (
+            f"cannot join the Home-Agents anycast address {address} of {config.home_prefix} on "
+            f"{interface} (needed for DHAAD, RFC 6275 10.5): {e.strerror or e}; the interface "
+            f"needs IPv6 forwarding enabled or an address in {config.home_prefix}")) from None
+    return address, interface
+
+
 def _start_services(parent, config, target, labels):
     if config.control.socket:
         strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
@@ -272,6 +304,7 @@ class HomeAgentService(MultiService):
         self.sadb = sadb
         self.started_at = None
         self._drained = None
+        self.anycast = None  # (address, interface) joined at start, when the transport can
         self.advertiser = None
         if config.router_advertisements and config.home_interface and \
                 config.transport.kind == "raw":
@@ -322,6 +355,7 @@ class HomeAgentService(MultiService):
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
         try:
+            self.anycast = _join_anycast(self.config, self.transport)
             self.backend.start()
         except Exception:
             self.transport.stop()
@@ -356,6 +390,7 @@ class HomeAgentService(MultiService):
         if self.sadb is not None:
             self.sadb.flush()
         yield defer.maybeDeferred(self.transport.stop)
+        self.anycast = None  # the transport's socket held the membership
         log.info("home agent {address} stopped", address=self.config.address)
 
     def _drain(self, timeout):
@@ -406,6 +441,7 @@ class HomeAgentService(MultiService):
             self.reactor.seconds() - self.started_at,
             "backend": self.config.backend.name,
             "security": self.config.security.mode,
+            "anycast": list(self.anycast) if self.anycast else None,
         })
 
     def bindings(self):
@@ -597,5 +633,5 @@ def _mobile_tunnel(config, reactor, transport):
     return MobileTunnel(reactor, transport, **kw)
 
 
-__all__ = ["HomeAgentService", "MobileNodeService", "home_agent_settings",
-           "mobile_node_settings"]
+__all__ = ["HomeAgentService", "MobileNodeService", "anycast_membership",
+           "home_agent_settings", "mobile_node_settings"]
