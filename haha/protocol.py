@@ -45,6 +45,8 @@ from .wire.numbers import (
     IPPROTO_NONE,
 )
 
+_UNSPECIFIED = bytes(16)
+
 #: Events logged at info level; the rest at debug (they are still counted).
 _INFO_EVENTS = frozenset({
     "started", "stopped", "serving", "binding-created", "binding-deleted", "binding-expired",
@@ -154,6 +156,12 @@ class Adapter:
             return self.tunnelled(packet, data)
         if nh not in (IPPROTO_MH, IPPROTO_ESP, IPPROTO_ICMPV6):
             return self._drop("unexpected-next-header", next_header=nh)
+        # A multicast source is never valid (RFC 4291 2.7) and the unspecified one only for a
+        # node that has no address yet (DAD): neither sends signalling haha answers, and the
+        # answer (a DHAAD reply, a Binding Error) would go to a group or nowhere. Dropped
+        # before it costs a rate-limiter bucket.
+        if data[8] == 0xFF or data[8:24] == _UNSPECIFIED:
+            return self._drop("bad-source", src=packet.src)
         now = self.now()
         if self.limiter is not None and not self.limiter.allow(packet.src, now):
             return self._drop("rate-limited", src=packet.src)
