@@ -45,13 +45,13 @@ def forwarding(d, name):
 
 
 @contextmanager
-def deployment(tmp_path, make, n_has=3, mobile_router=False, capture_links=()):
+def deployment(tmp_path, make, n_has=3, mobile_router=False, capture_links=(), **options):
     """Build the topology, write the daemons' files, prepare captures in router r and the
     mobile node (and on the bridged ``capture_links``); always kill the daemons, stop the
-    captures and remove the namespaces. Yields ``(deployment, captures)``; captures hold
-    their packets afterwards."""
+    captures and remove the namespaces. ``options`` go to :class:`NetnsDeployment`. Yields
+    ``(deployment, captures)``; captures hold their packets afterwards."""
     topo = make(n_has=n_has, n_mns=1)
-    d = NetnsDeployment(topo, tmp_path, mobile_router=mobile_router)
+    d = NetnsDeployment(topo, tmp_path, mobile_router=mobile_router, **options)
     assert len(d.has[0].socket) < 100, "control socket path too long for AF_UNIX"
     captures = {}
     try:

@@ -65,11 +65,15 @@ class NetnsDeployment(DaemonGroup):
     a Unix socket path has at most 107 octets). Home agent i has preference ``10 * (N + 1 - i)``
     (ha1 is preferred). ``lifetime``/``hello_interval``/``boot_wait`` set how fast a dead home
     agent is noticed. ``mobile_router=True`` makes the mobile node a NEMO mobile router in
-    explicit mode registering :data:`MOBILE_NETWORK`.
+    explicit mode registering :data:`MOBILE_NETWORK`. ``dhaad=True`` configures the mobile node
+    without any home agent (no ``home-agent``/``home-agents``): it finds them with Dynamic Home
+    Agent Address Discovery (RFC 6275 11.4.1) through the Home-Agents anycast address.
+    ``drain_mode`` (``spread``, ``best``, ``discover``) sets the home agents' ``drain-mode``.
     """
 
     def __init__(self, topology, directory, lifetime=3, hello_interval=1.0, boot_wait=1.0,
-                 mobile_router=False, mobile="mn1", log_level="debug"):
+                 mobile_router=False, mobile="mn1", log_level="debug", dhaad=False,
+                 drain_mode=None):
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -81,6 +85,8 @@ class NetnsDeployment(DaemonGroup):
         self.hello_interval = hello_interval
         self.boot_wait = boot_wait
         self.mobile_router = mobile_router
+        self.dhaad = dhaad
+        self.drain_mode = drain_mode
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
@@ -149,6 +155,8 @@ class NetnsDeployment(DaemonGroup):
         ]
         if ha.signalling != ha.address:
             lines.append(f"haha-address = {ha.signalling}")
+        if self.drain_mode is not None:
+            lines.append(f"drain-mode = {self.drain_mode}")
         interfaces = ["eth0"]
         if kind == "home-link":
             lines.append("home-interface = eth0")
@@ -182,10 +190,11 @@ class NetnsDeployment(DaemonGroup):
             "[mobile-node]",
             f"home-address = {self.mn.address}",
             f"home-prefix = {self.home_prefix}",
-            f"home-agent = {first.address}",
         ]
-        if rest:
-            lines.append("home-agents = " + " ".join(h.address for h in rest))
+        if not self.dhaad:
+            lines.append(f"home-agent = {first.address}")
+            if rest:
+                lines.append("home-agents = " + " ".join(h.address for h in rest))
         lines += [f"care-of-address = {self.care_of}", "interface = eth0", "lifetime = 60"]
         if self.mobile_router:
             lines += ["mobile-router = yes", f"prefixes = {MOBILE_NETWORK}"]
