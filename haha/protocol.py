@@ -160,7 +160,8 @@ class Adapter:
         # node that has no address yet (DAD): neither sends signalling haha answers, and the
         # answer (a DHAAD reply, a Binding Error) would go to a group or nowhere. Dropped
         # before it costs a rate-limiter bucket.
-        if data[8] == 0xFF or data[8:24] == _UNSPECIFIED:
+        first = data[8]
+        if first == 0xFF or not first and data[8:24] == _UNSPECIFIED:
             return self._drop("bad-source", src=packet.src)
         now = self.now()
         if self.limiter is not None and not self.limiter.allow(packet.src, now):
