@@ -481,3 +481,21 @@ def test_unexpected_messages_are_counted():
     m = node()
     out = m.receive(Inbound(BindingUpdate(1), HA1, COA), 0.0)
     assert out[0].name == "dropped" and m.counters["dropped:unexpected"] == 1
+
+
+def test_dhaad_reply_is_bounded():
+    """A reply longer than the minimum MTU allows (77 addresses, RFC 6275 10.5.1) is cut there,
+    and the Home Agent list keeps the configured agents plus at most 77 learnt ones however
+    many replies arrive (forged replies cannot grow it without bound)."""
+    m = node(home_agents=(HA2,))
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.0)
+    many = tuple(A(f"2001:db8:9::{i:x}") for i in range(1, 201))
+    for k in range(3):
+        m.receive(hasr(None), 10.0 * k + 1)
+        out = m.receive(dhaad_reply(m, many[k * 50:]), 10.0 * k + 1.1)
+        assert only(sends(out)).dst == many[k * 50]
+        m.receive(ba(m), 10.0 * k + 1.2)
+    assert m.known_home_agents[0] == HA2
+    assert len(m.known_home_agents) == 1 + 77
+    assert set(m.known_home_agents[1:]) <= set(many[:177])

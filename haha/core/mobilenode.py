@@ -137,6 +137,11 @@ def _table():
 #: Every (state, input) pair: a handler method name, IGNORE or INVALID.
 TRANSITIONS = _table()
 
+#: The most addresses a DHAAD reply can carry in the minimum MTU (RFC 6275 10.5.1).
+DHAAD_MAX_ADDRESSES = 77
+#: How many home agents learnt from DHAAD the Home Agent list keeps (configured ones aside).
+KNOWN_LIMIT = DHAAD_MAX_ADDRESSES
+
 
 def global_scope(address):
     """Whether ``address`` has global scope (draft 5.3 switches at once only to such)."""
@@ -510,12 +515,18 @@ class MobileNode:
         if reply.identifier != self._dhaad_id or inbound.dst != self.care_of:
             self.counters["dropped:dhaad-unmatched"] += 1
             return
-        addresses = [a for a in reply.addresses if global_scope(a)]
+        # A genuine reply fits the minimum MTU (RFC 6275 10.5.1: at most 77 addresses); more
+        # is not believed, and the Home Agent list keeps the configured agents plus at most
+        # KNOWN_LIMIT learnt ones, so forged replies cannot grow it without bound.
+        addresses = [a for a in reply.addresses[:DHAAD_MAX_ADDRESSES] if global_scope(a)]
         if not addresses:
             self.counters["dhaad-empty"] += 1
             return
         self._dhaad_id = None
-        self.known_home_agents = list(dict.fromkeys(addresses + self.known_home_agents))
+        configured = list(self.settings.home_agents)
+        learnt = [a for a in dict.fromkeys(addresses + self.known_home_agents)
+                  if a not in configured][:KNOWN_LIMIT]
+        self.known_home_agents = configured + learnt
         order = [a for a in addresses if a not in self._rejected and a != self._avoid]
         order += [a for a in addresses if a not in order and a not in self._rejected]
         if not order:
