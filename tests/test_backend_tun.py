@@ -166,15 +166,15 @@ def test_proxy_nd_enables_kernel_proxy_and_sends_unsolicited_na():
         b.proxy_nd_start("2001:db8::1", "eth0")
 
 
-def test_prefix_advertisement_is_an_unreachable_static_route():
-    """advertise_prefix installs an unreachable route (protocol static, metric 1024) once;
-    withdraw removes it."""
+def test_prefix_advertisement_is_an_unreachable_haha_route():
+    """advertise_prefix installs an unreachable route (haha's protocol number 72, metric 1024)
+    once; withdraw removes it."""
     b, nl, _ = _backend()
     prefix = IPv6Network("2001:db8:1::/64")
     b.advertise_prefix(prefix)
     b.advertise_prefix(prefix)
     assert nl.routes[(prefix, None)] == {"dev": None, "metric": 1024, "kind": "unreachable",
-                                         "proto": 4}
+                                         "proto": 72}
     b.withdraw_prefix(prefix)
     b.withdraw_prefix(prefix)
     assert nl.routes == {}

@@ -3,7 +3,9 @@
 One ``ip6tnl`` link (mode ip6ip6, no Tunnel Encapsulation Limit option) per pair of home agent
 address and care-of address, named ``hahaN``; routes for the home address (/128) and mobile
 network prefixes point into it, so the kernel encapsulates and decapsulates (RFC 2473) without
-user space. Proxy ND and the advertised prefix are :class:`haha.backends.common.LinkDuties`.
+user space. Proxy ND, the advertised prefix and the removal of what a crashed run left are
+:class:`haha.backends.common.LinkDuties`; here, besides, the leftover tunnels: ip6tnl links named
+``hahaN`` whose local end is one of the ownership's addresses (their routes go with them).
 
 It needs the kernel's IPv6-in-IPv6 tunnel driver (``ip6_tunnel``, CONFIG_IPV6_TUNNEL), which
 stock Debian/Ubuntu kernels ship as a module. This project's development and CI kernel does not
@@ -15,6 +17,7 @@ netlink fake). Use ``backend = tun`` there.
 import gzip
 import itertools
 import os
+import re
 from collections import Counter
 from ipaddress import IPv6Network
 
@@ -23,10 +26,11 @@ from zope.interface import implementer
 from ..logging import class_logger
 from ..interfaces import IForwardingBackend
 from .common import LinkDuties
-from .netsys import NetlinkFailure
+from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
 
 EOPNOTSUPP = 95
+_TUNNEL_NAME = re.compile(r"^haha\d+$")
 
 
 class KernelUnsupported(RuntimeError):
@@ -84,8 +88,9 @@ class NetlinkBackend(LinkDuties):
         return frozenset({"tunnel", "proxy-nd", "prefix-route"})
 
     def start(self):
-        """Check that the kernel can make ip6tnl links; raise :class:`KernelUnsupported`
-        naming the missing driver when it cannot."""
+        """Check that the kernel can make ip6tnl links (raise :class:`KernelUnsupported`
+        naming the missing driver when it cannot), remove what an earlier run of the same
+        daemon left (when ``ownership`` is set), enable forwarding."""
         config = self._kernel_config() if self._kernel_config else None
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
             raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
@@ -98,9 +103,32 @@ class NetlinkBackend(LinkDuties):
                     why="creating an ip6tnl link fails with 'Operation not supported'")) from None
             raise
         self.netlink.link_delete(probe)
+        self._claim()  # an earlier run's leftovers go before anything is installed
         if self.enable_forwarding:
-            self._set_sysctl("net.ipv6.conf.all.forwarding", "1")
+            try:
+                self._set_sysctl("net.ipv6.conf.all.forwarding", "1")
+            except NetlinkFailure:
+                self._release()
+                raise
         self.running = True
+
+    def _reclaim_more(self, scopes):
+        """Leftover tunnels: ip6tnl links named like ours (``hahaN``) from one of our
+        addresses that this run did not make."""
+        ours = {entry[0] for entry in self._tunnels.values()}
+        try:
+            tunnels = self.netlink.ip6tnl_dump()
+        except NetlinkFailure as e:
+            self.counters["netlink_errors"] += 1
+            self.log.warn("cannot list tunnels: {error}", error=str(e))
+            return
+        for name, (local, remote) in sorted(tunnels.items()):
+            if name in ours or not _TUNNEL_NAME.match(name):
+                continue
+            if not any(local in s.addresses for s in scopes):
+                continue
+            if self._nl(f"remove leftover tunnel {name}", self.netlink.link_delete, name):
+                self._leftover(f"tunnel {name} ({local} -> {remote})")
 
     def stop(self):
         for home in list(self.routes):
@@ -125,7 +153,7 @@ class NetlinkBackend(LinkDuties):
         self.routes[route.home_address] = route
         for net in [IPv6Network(route.home_address)] + list(route.prefixes):
             self._nl(f"route {net} into {entry[0]}", self.netlink.route_replace, net,
-                     dev=entry[0], table=self.table)
+                     dev=entry[0], table=self.table, proto=RTPROT_HAHA)
 
     def remove(self, home_address):
         route = self.routes.pop(home_address, None)
@@ -135,7 +163,7 @@ class NetlinkBackend(LinkDuties):
         name, homes = self._tunnels[key]
         for net in [IPv6Network(home_address)] + list(route.prefixes):
             self._nl(f"remove route {net}", self.netlink.route_delete, net, dev=name,
-                     table=self.table)
+                     table=self.table, proto=RTPROT_HAHA)
         homes.discard(home_address)
         if not homes:
             del self._tunnels[key]

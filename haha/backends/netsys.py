@@ -1,6 +1,11 @@
 """The netlink seam of the forwarding backends (STYLE.md 10): routes, rules, addresses, proxy
 ND entries, links, sysctls.
 
+Everything haha installs carries the routing protocol number :data:`RTPROT_HAHA` (routes:
+``rtm_protocol``; rules: ``FRA_PROTOCOL``; proxy neighbour entries: ``NDA_PROTOCOL``), so that a
+later run recognises what a crashed one left (``haha.backends.common``, docs/io.md "State left
+behind"). The ``*_dump`` methods list what the kernel holds, with that number.
+
 :class:`Pyroute2Netlink` does it through pyroute2 (optionally inside a named network namespace);
 :class:`FakeNetlink` keeps the same state in dictionaries for unit tests and for embedders that
 want a backend to run without privileges. Both raise :class:`NetlinkFailure` with a sentence
@@ -19,6 +24,15 @@ NTF_PROXY = 0x08
 NUD_PERMANENT = 0x80
 IFA_F_NODAD = 0x02
 RTPROT_STATIC = 4
+#: The routing protocol number haha tags its routes, policy rules and proxy neighbour entries
+#: with (rtnetlink ``rtm_protocol``, ``FRA_PROTOCOL``, ``NDA_PROTOCOL``; values above
+#: RTPROT_STATIC are not interpreted by the kernel). 72 ("H") is assigned to nobody in Linux's
+#: rtnetlink.h or iproute2's rt_protos; ``ip route show proto 72`` lists haha's routes.
+RTPROT_HAHA = 72
+#: Route types (rtnetlink ``rtm_type``) by number, for :meth:`Pyroute2Netlink.route_dump`.
+ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
+               6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
+MAIN_TABLE = 254
 
 
 class NetlinkFailure(RuntimeError):
@@ -99,15 +113,87 @@ class Pyroute2Netlink:
         self._do(f"route delete {dst} dev {dev} table {table}", self._ipr.route, "del",
                  **self._route_kw(dst, dev, table, metric, kind, proto))
 
-    def neigh_proxy_add(self, address, dev):
+    def neigh_proxy_add(self, address, dev, proto=None):
+        kw = {} if proto is None else {"NDA_PROTOCOL": proto}
         self._do(f"proxy ND for {address} on {dev}", self._ipr.neigh, "replace",
                  dst=str(address), ifindex=self.index(dev), family=socket.AF_INET6,
-                 flags=NTF_PROXY, state=NUD_PERMANENT)
+                 flags=NTF_PROXY, state=NUD_PERMANENT, **kw)
 
     def neigh_proxy_delete(self, address, dev):
         self._do(f"remove proxy ND for {address} on {dev}", self._ipr.neigh, "del",
                  dst=str(address), ifindex=self.index(dev), family=socket.AF_INET6,
                  flags=NTF_PROXY)
+
+    def _names(self):
+        return {link["index"]: link.get_attr("IFLA_IFNAME")
+                for link in self._do("list links", self._ipr.get_links)}
+
+    def neigh_proxy_dump(self):
+        """``[(address, interface, protocol or None)]`` of every IPv6 proxy neighbour entry.
+
+        A proxy entry is only listed when the dump request carries NTF_PROXY in its header;
+        pyroute2 copies the request's fields into the header only with an explicit
+        ``dump_filter`` (which here accepts everything)."""
+        names = self._names()
+        out = []
+        for msg in self._do("list proxy neighbour entries", self._ipr.neigh, "dump",
+                            family=socket.AF_INET6, flags=NTF_PROXY,
+                            dump_filter=lambda m: True):
+            if not msg["flags"] & NTF_PROXY:
+                continue
+            dev = names.get(msg["ifindex"], str(msg["ifindex"]))
+            out.append((IPv6Address(msg.get_attr("NDA_DST")), dev,
+                        msg.get_attr("NDA_PROTOCOL")))
+        return out
+
+    def route_dump(self, table=None, proto=None):
+        """The IPv6 routes of ``table`` (None: main), only those of protocol ``proto`` when
+        given: dicts with ``dst`` (IPv6Network), ``dev``, ``metric``, ``kind``, ``proto``."""
+        want = MAIN_TABLE if table is None else table
+        names = self._names()
+        out = []
+        for msg in self._do(f"list routes of table {want}", self._ipr.get_routes,
+                            family=socket.AF_INET6):
+            if (msg.get_attr("RTA_TABLE") or msg["table"]) != want:
+                continue
+            if proto is not None and msg["proto"] != proto:
+                continue
+            dst = msg.get_attr("RTA_DST") or "::"
+            oif = msg.get_attr("RTA_OIF")
+            out.append({"dst": IPv6Network(f"{dst}/{msg['dst_len']}"),
+                        "dev": names.get(oif) if oif is not None else None,
+                        "metric": msg.get_attr("RTA_PRIORITY"),
+                        "kind": ROUTE_TYPES.get(msg["type"], str(msg["type"])),
+                        "proto": msg["proto"]})
+        return out
+
+    def rule_dump(self):
+        """``[(source network, table, priority, protocol or None)]`` of the IPv6 policy rules
+        that select by source."""
+        out = []
+        for msg in self._do("list rules", self._ipr.get_rules, family=socket.AF_INET6):
+            src = msg.get_attr("FRA_SRC")
+            if src is None:
+                continue
+            out.append((IPv6Network(f"{src}/{msg['src_len']}"),
+                        msg.get_attr("FRA_TABLE") or msg["table"],
+                        msg.get_attr("FRA_PRIORITY"), msg.get_attr("FRA_PROTOCOL")))
+        return out
+
+    def ip6tnl_dump(self):
+        """``{name: (local, remote)}`` of the ip6tnl links (UNTESTED on this kernel: it has no
+        ip6_tunnel)."""
+        out = {}
+        for link in self._do("list links", self._ipr.get_links):
+            info = link.get_attr("IFLA_LINKINFO")
+            if info is None or info.get_attr("IFLA_INFO_KIND") != "ip6tnl":
+                continue
+            data = info.get_attr("IFLA_INFO_DATA")
+            local = data.get_attr("IFLA_IP6TNL_LOCAL") if data is not None else None
+            remote = data.get_attr("IFLA_IP6TNL_REMOTE") if data is not None else None
+            out[link.get_attr("IFLA_IFNAME")] = (IPv6Address(local or "::"),
+                                                 IPv6Address(remote or "::"))
+        return out
 
     def address_add(self, interface, dev):
         iface = IPv6Interface(interface)
@@ -121,11 +207,12 @@ class Pyroute2Netlink:
                  address=str(iface.ip), prefixlen=iface.network.prefixlen,
                  family=socket.AF_INET6)
 
-    def rule_add(self, src, table, priority):
+    def rule_add(self, src, table, priority, proto=None):
         src = IPv6Network(src)
+        kw = {} if proto is None else {"FRA_PROTOCOL": proto}
         self._do(f"rule from {src} table {table}", self._ipr.rule, "add",
                  family=socket.AF_INET6, src=str(src.network_address),
-                 src_len=src.prefixlen, table=table, priority=priority)
+                 src_len=src.prefixlen, table=table, priority=priority, **kw)
 
     def rule_delete(self, src, table, priority):
         src = IPv6Network(src)
@@ -169,8 +256,10 @@ class FakeNetlink:
             self.add_link(name, **info)
         self.routes = {}  # (dst, table) -> dict(dev, metric, kind, proto)
         self.proxies = set()  # (address, dev)
+        self.proxy_protocols = {}  # (address, dev) -> protocol, when one was given
         self.addresses = set()  # (IPv6Interface, dev)
         self.rules = set()  # (src network, table, priority)
+        self.rule_protocols = {}  # (src network, table, priority) -> protocol
         self.tunnels = {}
         self.sysctls = {}
         self.ip6tnl_error = NetlinkFailure("create ip6tnl: (95, 'Operation not supported')", 95)
@@ -213,19 +302,44 @@ class FakeNetlink:
         self.log.append(("route_replace", str(dst), dev, table))
 
     def route_delete(self, dst, dev=None, table=None, metric=None, kind="unicast", proto=None):
-        if self.routes.pop((IPv6Network(dst), table), None) is None:
+        key = (IPv6Network(dst), table)
+        held = self.routes.get(key)
+        # As the kernel: a protocol in the request must match the route's.
+        if held is None or proto is not None and held["proto"] != proto:
             raise NetlinkFailure(f"route delete {dst}: no such route", 3)
+        del self.routes[key]
         self.log.append(("route_delete", str(dst), dev, table))
 
-    def neigh_proxy_add(self, address, dev):
+    def neigh_proxy_add(self, address, dev, proto=None):
         self._need(dev)
-        self.proxies.add((IPv6Address(address), dev))
+        key = (IPv6Address(address), dev)
+        self.proxies.add(key)
+        self.proxy_protocols.pop(key, None)
+        if proto is not None:
+            self.proxy_protocols[key] = proto
 
     def neigh_proxy_delete(self, address, dev):
         key = (IPv6Address(address), dev)
         if key not in self.proxies:
             raise NetlinkFailure(f"remove proxy ND for {address}: no such entry", 2)
         self.proxies.discard(key)
+        self.proxy_protocols.pop(key, None)
+        self.log.append(("neigh_proxy_delete", str(address), dev))
+
+    def neigh_proxy_dump(self):
+        return [(a, d, self.proxy_protocols.get((a, d))) for a, d in sorted(self.proxies)]
+
+    def route_dump(self, table=None, proto=None):
+        return [{"dst": dst, **{k: v for k, v in r.items()}}
+                for (dst, t), r in sorted(self.routes.items(), key=lambda kv: str(kv[0]))
+                if t == table and (proto is None or r["proto"] == proto)]
+
+    def rule_dump(self):
+        return [(s, t, p, self.rule_protocols.get((s, t, p))) for s, t, p in sorted(
+            self.rules, key=str)]
+
+    def ip6tnl_dump(self):
+        return dict(self.tunnels)
 
     def address_add(self, interface, dev):
         self._need(dev)
@@ -239,14 +353,21 @@ class FakeNetlink:
         self.addresses.discard(key)
         self.links[dev]["addresses"].remove(key[0].ip)
 
-    def rule_add(self, src, table, priority):
-        self.rules.add((IPv6Network(src), table, priority))
+    def rule_add(self, src, table, priority, proto=None):
+        key = (IPv6Network(src), table, priority)
+        if key in self.rules:
+            raise NetlinkFailure(f"rule from {src} table {table}: File exists", 17)
+        self.rules.add(key)
+        if proto is not None:
+            self.rule_protocols[key] = proto
 
     def rule_delete(self, src, table, priority):
         key = (IPv6Network(src), table, priority)
         if key not in self.rules:
             raise NetlinkFailure(f"delete rule from {src}: no such rule", 2)
         self.rules.discard(key)
+        self.rule_protocols.pop(key, None)
+        self.log.append(("rule_delete", str(key[0]), table, priority))
 
     def ip6tnl_add(self, name, local, remote):
         if self.ip6tnl_error is not None:
@@ -258,6 +379,8 @@ class FakeNetlink:
         self._need(name)
         del self.links[name]
         self.tunnels.pop(name, None)
+        for key in [k for k, r in self.routes.items() if r["dev"] == name]:
+            del self.routes[key]  # as the kernel: a link's routes go with it
 
     def sysctl_get(self, key):
         return str(self.sysctls.get(key, "0"))

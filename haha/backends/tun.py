@@ -41,7 +41,7 @@ from ..wire.errors import WireError
 from ..wire.ipv6 import build_packet, parse_packet
 from ..wire.numbers import IPPROTO_IPV6
 from .common import LinkDuties
-from .netsys import NetlinkFailure
+from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
 #: Tunnel MTU default: a 1500-octet link minus the 40-octet outer header (RFC 2473 7).
 DEFAULT_MTU = 1460
@@ -75,6 +75,7 @@ class _Base(LinkDuties):
         self.hop_limit = hop_limit
         self.counters = Counter()
         self.running = False
+        self.router_flag = False
         self._init_link_duties()
 
     def _start_tun(self):
@@ -156,19 +157,28 @@ class TunBackend(_Base):
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self):
-        """Open the TUN, bring it up with the tunnel MTU, enable forwarding. Raises when the
-        system cannot (no /dev/net/tun, not allowed) or no transport was given."""
+        """Remove what an earlier run of the same daemon left in the kernel (when
+        ``ownership`` is set: :mod:`haha.backends.common`), open the TUN, bring it up with the
+        tunnel MTU, enable forwarding. Raises when the system cannot (no /dev/net/tun, not
+        allowed), no transport was given, or the same daemon runs already
+        (:class:`~haha.backends.common.StateBusy`)."""
         if self.running:
             raise RuntimeError("tun backend already started")
         if self.transport is None:
             raise RuntimeError("the tun backend has no transport: set backend.transport to the "
                                "daemon's transport before start()")
-        self._start_tun()
+        self._claim()  # before anything is installed: an earlier run's leftovers go first
+        try:
+            self._start_tun()
+        except Exception:
+            self._release()
+            raise
         if self.enable_forwarding:
             try:
                 self._set_sysctl("net.ipv6.conf.all.forwarding", "1")
             except NetlinkFailure:
                 self.tun.stop()
+                self._release()
                 raise
         self.running = True
         for route in list(self.routes.values()):  # installed before start: routes now
@@ -209,7 +219,8 @@ class TunBackend(_Base):
         for net in wanted:
             if net not in self._kernel_routes and self.running:
                 if self._nl(f"route {net} into {self.tun.name}", self.netlink.route_replace,
-                            net, dev=self.tun.name, table=self.table, metric=self.route_metric):
+                            net, dev=self.tun.name, table=self.table, metric=self.route_metric,
+                            proto=RTPROT_HAHA):
                     self._kernel_routes.add(net)
         self.counters["installs"] += 1
 
@@ -240,7 +251,8 @@ class TunBackend(_Base):
             if net in self._kernel_routes:
                 self._kernel_routes.discard(net)
                 self._nl(f"remove route {net}", self.netlink.route_delete, net,
-                         dev=self.tun.name, table=self.table, metric=self.route_metric)
+                         dev=self.tun.name, table=self.table, metric=self.route_metric,
+                         proto=RTPROT_HAHA)
 
     def lookup(self, destination):
         """The route for ``destination``: exact home address, else longest-prefix match over
@@ -326,7 +338,7 @@ class MobileTunnel(_Base):
 
     def __init__(self, reactor, transport, tun_name="hahamn%d", mtu=DEFAULT_MTU,
                  hop_limit=DEFAULT_HOP_LIMIT, table=0x4D4E, rule_priority=1000, netlink=None,
-                 system=None, tun=None):
+                 system=None, tun=None, router_flag=False):
         super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
         if table is None:
             table = 0x4D4E
@@ -334,6 +346,7 @@ class MobileTunnel(_Base):
             raise ValueError(f"routing table {table} is reserved or out of range")
         self.table = table
         self.rule_priority = rule_priority
+        self.router_flag = router_flag  # a mobile router's home Neighbour Advertisement has R
         self.home_address = None
         self.care_of = None
         self.home_agent = None
@@ -341,10 +354,41 @@ class MobileTunnel(_Base):
         self.prefixes = ()
 
     def start(self):
+        """Remove the policy rules an earlier run left (``kill -9``: the TUN, its address and
+        the table's default route go with the process, the rules stay), open the TUN."""
         if self.running:
             raise RuntimeError("mobile tunnel already started")
+        self._reclaim_rules()
         self._start_tun()
         self.running = True
+
+    def _reclaim_rules(self):
+        """Policy rules with haha's protocol number into this tunnel's table at its priority
+        are an earlier run's (the table is the node's own): removed, logged and counted."""
+        try:
+            rules = self.netlink.rule_dump()
+        except NetlinkFailure as e:
+            self.counters["netlink_errors"] += 1
+            self.log.warn("cannot list policy rules: {error}", error=str(e))
+            return
+        for src, table, priority, proto in rules:
+            if proto != RTPROT_HAHA or table != self.table or priority != self.rule_priority:
+                continue
+            if self._nl(f"remove leftover rule from {src}", self.netlink.rule_delete, src,
+                        table, priority):
+                self._leftover(f"policy rule from {src} to table {table}")
+
+    def announce_home(self, home_address, interface):
+        """Back on the home link after deregistering: one unsolicited Neighbour
+        Advertisement to all-nodes for ``home_address`` on ``interface`` with our link-layer
+        address and the Override flag (RFC 6275 11.5.4), so that neighbours (the home link's
+        router) stop sending to the home agent that proxied for us. Returns the packet sent,
+        or None (counted as ``na_errors``)."""
+        if not isinstance(home_address, IPv6Address):
+            raise TypeError(f"home address {home_address!r} is not an IPv6Address")
+        if self.home_address is not None:
+            raise RuntimeError("the tunnel is still up: the node is not home")
+        return self.send_unsolicited_na(home_address, interface)
 
     def stop(self):
         self.clear()
@@ -382,10 +426,11 @@ class MobileTunnel(_Base):
                      self.tun.name)
         for src in new_sources - old_sources:
             self._nl(f"rule from {src}", self.netlink.rule_add, src, self.table,
-                     self.rule_priority)
+                     self.rule_priority, proto=RTPROT_HAHA)
         if self.home_address is None:
             self._nl("default route into the tunnel", self.netlink.route_replace,
-                     IPv6Network("::/0"), dev=self.tun.name, table=self.table)
+                     IPv6Network("::/0"), dev=self.tun.name, table=self.table,
+                     proto=RTPROT_HAHA)
         self.home_address, self.care_of, self.home_agent = home_address, care_of, home_agent
         self.home_agents = home_agents
         self.prefixes = prefixes
@@ -398,7 +443,7 @@ class MobileTunnel(_Base):
             self._nl(f"delete rule from {src}", self.netlink.rule_delete, src, self.table,
                      self.rule_priority)
         self._nl("remove tunnel route", self.netlink.route_delete, IPv6Network("::/0"),
-                 dev=self.tun.name, table=self.table)
+                 dev=self.tun.name, table=self.table, proto=RTPROT_HAHA)
         self._nl("remove home address", self.netlink.address_delete, f"{self.home_address}/128",
                  self.tun.name)
         self.home_address = self.care_of = self.home_agent = None
