@@ -7,10 +7,12 @@ larger applications wire fakes or their own objects without patching anything; `
 ``makeService`` (:mod:`haha.tap`) only calls ``build``.
 
 A home agent service starts its transport (joining its home prefix's Home-Agents anycast
-address when the transport can: :func:`anycast_membership`), backend, machine and discovery in
-that order, serves the control socket and metrics endpoint when configured, and on stop drains its mobile nodes to
-its peers (``drain-on-stop``, bounded by ``drain-timeout``), says goodbye with a HELLO of lifetime
-zero, and releases everything it installed.
+address when the transport can: :func:`anycast_membership`), backend (which first removes what a
+crashed run of the same daemon left in the kernel: :func:`backend_ownership`), machine and
+discovery in that order, serves the control socket and metrics endpoint when configured, and on
+stop drains its mobile nodes to its peers (``drain-on-stop``, bounded by ``drain-timeout``),
+says goodbye with a HELLO of lifetime zero, and releases everything it installed. A mobile node
+service announces its home address on its interface once it is back home (RFC 6275 11.5.4).
 """
 
 import os
@@ -27,7 +29,7 @@ from .config import KeyFile
 from .control.metrics import metrics_site
 from .control.server import ControlFactory
 from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
-from .core.mobilenode import MobileNode
+from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
 from .core.settings import (
     HOME_LINK,
     HomeAgentSettings,
@@ -258,6 +260,28 @@ def _join_anycast(config, transport):
     return address, interface
 
 
+def kernel_state_path(config):
+    """Where a home agent keeps the record of what it installed in the kernel
+    (:class:`haha.backends.common.StateFile`): beside the ESP sequence file, with the extension
+    ``.state`` (``ha1.seq`` -> ``ha1.state``); in lab mode, without a sequence file, beside the
+    configuration file. None when neither is known."""
+    base = config.security.sequence_file or getattr(config, "path", None)
+    if not base:
+        return None
+    return os.path.splitext(base)[0] + ".state"
+
+
+def backend_ownership(config):
+    """The :class:`haha.backends.common.Ownership` of a home agent: what a run of this daemon
+    may leave in the kernel (proxy entries on the home interface for its home prefix, the
+    prefix's route, tunnels from its addresses) and its state file (docs/io.md, "State left
+    behind")."""
+    from .backends.common import Ownership
+
+    return Ownership(config.home_prefix, config.home_interface,
+                     frozenset({config.address, config.haha_address}), kernel_state_path(config))
+
+
 def _start_services(parent, config, target, labels):
     if config.control.socket:
         strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
@@ -336,6 +360,8 @@ class HomeAgentService(MultiService):
             backend = build_backend(config.backend, reactor)
         if getattr(backend, "transport", False) is None:
             backend.transport = transport
+        if getattr(backend, "ownership", False) is None:
+            backend.ownership = backend_ownership(config)
         if discovery is None:
             discovery = build_discovery(config.discovery, reactor, config)
         machine = HomeAgent(settings, rng or random.Random())
@@ -520,6 +546,7 @@ class MobileNodeService(MultiService):
         self.transport = transport
         self.reactor = reactor
         self.started_at = None
+        adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "mobile-node", "address": str(config.home_address)})
 
@@ -571,6 +598,25 @@ class MobileNodeService(MultiService):
     def move(self, care_of):
         """Movement detection found ``care_of`` (embedders call this)."""
         self.adapter._run(self.machine.move, care_of, self.reactor.seconds())
+
+    def _observe(self, event):
+        """Back on the home link (deregistered, or given up on it): announce the home address
+        with our own link-layer address (RFC 6275 11.5.4), on ``interface``."""
+        if event.name != "state" or event["new"] != MN_HOME or event["old"] == MN_IDLE:
+            return
+        announce = getattr(self.tunnel, "announce_home", None)
+        if announce is None:
+            return
+        if not self.config.interface:
+            self.adapter.counters["home-na-no-interface"] += 1
+            log.warn("home: no interface configured to announce {hoa} on",
+                     hoa=self.config.home_address)
+            return
+        if announce(self.config.home_address, self.config.interface) is not None:
+            self.adapter.counters["home-na-sent"] += 1
+            log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
+                     hoa=self.config.home_address, interface=self.config.interface,
+                     dereg=event["old"] == DEREGISTERING)
 
     # -- IControllable ----------------------------------------------------------------------
 
@@ -630,8 +676,8 @@ def _mobile_tunnel(config, reactor, transport):
 
     kw = options_of(config.backend.options)
     config.backend.options.check_unused()
-    return MobileTunnel(reactor, transport, **kw)
+    return MobileTunnel(reactor, transport, router_flag=config.mobile_router, **kw)
 
 
-__all__ = ["HomeAgentService", "MobileNodeService", "anycast_membership",
-           "home_agent_settings", "mobile_node_settings"]
+__all__ = ["HomeAgentService", "MobileNodeService", "anycast_membership", "backend_ownership",
+           "home_agent_settings", "kernel_state_path", "mobile_node_settings"]
