@@ -8,6 +8,8 @@ every namespace, so links are usable as soon as :meth:`Topology.create` returns 
 the interfaces to be up). Names are unique per tag (default: process id and a counter), creation
 first removes leftovers of the same names, and :meth:`Topology.destroy` (also on ``with`` exit)
 deletes the namespaces, which removes every interface in them, and ends processes left in them.
+:meth:`Topology.move_interface` carries a node's interface to another bridged link of a built
+topology (a mobile node moving to another visited link, or back home).
 
 The standard topologies (HAs on one shared home link, HAs on separate home links joined at
 layer 2, HAs without a home link; each with a correspondent and mobile nodes on a visited link)
@@ -94,8 +96,10 @@ class Topology:
         self.links = []
         self.routes = []
         self.joins = []  # (link name, link name): bridges joined at layer 2
+        self.moves = []  # (node, ifname, link): interfaces carried to another link after create
         self.info = {}  # free-form facts for users (home prefix, HA addresses, ...)
         self.created = False
+        self._far = {}  # (node, ifname) -> (namespace, name) of its veth peer, once moved
 
     # -- description ------------------------------------------------------------------------
 
@@ -244,10 +248,13 @@ class Topology:
                 _run(["ip", "-n", ns, "-6", "addr", "add", a, "dev", m.ifname, "nodad"])
             _run(["ip", "-n", ns, "link", "set", m.ifname, "up"])
 
-    def _wait_ready(self, timeout):
-        """Wait until every member interface is up with carrier and has no tentative address."""
+    def _wait_ready(self, timeout, pending=None):
+        """Wait until every member interface (or those ``pending``: (namespace, name) pairs)
+        is up with carrier and has no tentative address."""
         deadline = time.monotonic() + timeout
-        pending = [(self.ns(m.node), m.ifname) for lk in self.links for m in lk.members]
+        if pending is None:
+            pending = [(self.ns(m.node), m.ifname) for lk in self.links for m in lk.members]
+        pending = list(pending)
         while pending:
             ns, ifname = pending[0]
             link = _run(["ip", "-n", ns, "-o", "link", "show", ifname]).stdout
@@ -273,6 +280,8 @@ class Topology:
                     pass
             _run(["ip", "netns", "del", name], check=False)
         self.created = False
+        self.moves = []
+        self._far = {}
 
     def __enter__(self):
         if not self.created:
@@ -281,6 +290,48 @@ class Topology:
 
     def __exit__(self, *exc):
         self.destroy()
+
+    def _far_end(self, node, ifname):
+        """``(namespace, name)`` of the other end of ``node``'s veth ``ifname``."""
+        if (node, ifname) in self._far:
+            return self._far[(node, ifname)]
+        for lk in self.links:
+            for i, m in enumerate(lk.members):
+                if (m.node, m.ifname) != (node, ifname):
+                    continue
+                if lk.bridge:
+                    return self._link_ns(lk), f"p{i}"
+                (other,) = [o for o in lk.members if o is not m]
+                return self.ns(other.node), other.ifname
+        raise KeyError(f"{node!r} has no interface {ifname!r}")
+
+    def move_interface(self, node, ifname, link, ready_timeout=10.0):
+        """Carry ``node``'s interface ``ifname`` to bridged link ``link`` of the created
+        topology, as a host unplugged from one link and plugged into another (a mobile node
+        moving to another visited link, or back to its home link).
+
+        The far end of its veth pair (its port on the old bridge, or the other member's
+        interface of a two-member link, which that node loses) leaves the old link and becomes
+        a port of ``link``'s bridge. The interface keeps its name, addresses and routes: changing
+        them is the moving host's business (:meth:`run` ``ip ...``). Returns when the interface
+        has carrier again."""
+        if not self.created:
+            raise RuntimeError("move_interface needs a created topology")
+        target = next((lk for lk in self.links if lk.name == link), None)
+        if target is None or not target.bridge:
+            raise ValueError(f"move: {link!r} is not a bridged link of this topology")
+        ns, far = self._far_end(node, ifname)
+        hub = self._link_ns(target)
+        port = f"mv{len(self.moves)}"
+        # Renamed (while down) before the move, so no name clashes in the bridge's namespace.
+        _run(["ip", "-n", ns, "link", "set", far, "down"])
+        _run(["ip", "-n", ns, "link", "set", far, "name", port])
+        _run(["ip", "-n", ns, "link", "set", port, "netns", hub])
+        _run(["ip", "-n", hub, "link", "set", port, "master", "br0"])
+        _run(["ip", "-n", hub, "link", "set", port, "up"])
+        self._far[(node, ifname)] = (hub, port)
+        self.moves.append((node, ifname, link))
+        self._wait_ready(ready_timeout, [(self.ns(node), ifname)])
 
     # -- using ------------------------------------------------------------------------------
 
@@ -302,6 +353,7 @@ class Topology:
                       for lk in self.links],
             "routes": [[r.node, r.destination, r.via, r.dev] for r in self.routes],
             "joins": [list(j) for j in self.joins],
+            "moves": [list(m) for m in self.moves],
             "info": {k: str(v) if not isinstance(v, (list, dict)) else v
                      for k, v in self.info.items()},
         }
