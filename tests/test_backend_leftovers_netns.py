@@ -8,7 +8,8 @@ neighbour entry and the ``unreachable`` prefix route (both tagged with protocol 
 sysctls stay. A second backend with the same ownership is refused while the child lives; after
 the kill it removes the two leftovers and nothing else (untagged entries, other protocols,
 another prefix, interface or table), and at its stop restores the sysctl values from before the
-crashed run. The same for a mobile node's policy rules.
+crashed run. The same for a mobile node's policy rules. And with real daemons: a home agent
+killed with SIGKILL and started again removes its old proxy entry before it serves.
 """
 
 import os
@@ -225,3 +226,42 @@ def test_mobile_node_rules_are_reclaimed_by_the_next_run(lab):
         tunnel.stop()
     finally:
         nl.close()
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_a_restarted_home_agent_daemon_removes_what_its_killed_run_left(tmp_path, require_root):
+    """Real daemons (shared home link, two home agents): ha1, primary for the node, is killed
+    with SIGKILL; its proxy entry (protocol 72) stays in its namespace while ha2 takes the node
+    over. ha1 started again with the same configuration removes that entry before it serves
+    (logged, counted), and the node stays reachable through ha2."""
+    from test_e2e_netns import deployment, fail_over, forwarding, reach, register, \
+        start_home_agents, status
+
+    from haha.lab import topology
+
+    with deployment(tmp_path, topology.shared_home_link, n_has=2) as (d, caps):
+        start_home_agents(d, caps)
+        register(d)
+        entry = f"{d.mn.address} dev eth0 proxy proto 72"
+
+        def proxies(node):
+            return d.topology.run(node, ["ip", "-6", "neigh", "show", "proxy"]).stdout.strip()
+
+        assert proxies("ha1") == entry
+        assert os.path.exists(tmp_path / "ha1.state")
+        fail_over(d)
+        assert proxies("ha1") == entry, "the killed daemon's entry should still be there"
+        assert proxies("ha2") == entry
+
+        d.start("ha1")
+        d.wait_for("ha1 up again", lambda: status(d, "ha1"), timeout=20)
+        assert proxies("ha1") == ""
+        assert forwarding(d, "ha1")["counters"]["leftovers_removed"] == 1
+        with open(d.node("ha1").logfile) as f:
+            log = f.read()
+        assert "did not stop cleanly" in log
+        assert (f"removed a leftover of an earlier run: proxy ND entry for {d.mn.address} on "
+                "eth0") in log
+        assert proxies("ha2") == entry
+        reach(d, d.mn.address, through="ha2")
