@@ -174,3 +174,38 @@ def test_state_file_sits_beside_the_sequence_file(tmp_path):
         HA_CONF.format(security="sequence-file = ha1-esp.seq") + f"[peer-keys]\n"
         f"2001:db8:12::1 = {key}\n", str(tmp_path / "ha1.conf"))
     assert kernel_state_path(config) == str(tmp_path / "ha1-esp.state")
+
+
+def test_a_second_home_agent_with_the_same_configuration_is_refused(tmp_path):
+    """While the state file is held (the same configuration running), start fails with a
+    sentence naming the holder, the backend opened nothing and the transport is stopped
+    again; once it is free the service starts and its backend records the run."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from haha.backends.common import StateBusy, StateFile
+    from haha.backends.netsys import FakeNetlink
+    from haha.backends.tun import TunBackend
+    from haha.discovery.static import StaticDiscovery
+    from haha.io.memory import MemoryHub
+    from haha.io.system import FakeSystem
+
+    config = home_agent_from_text(HA_CONF.format(security="mode = none\nlab = yes"),
+                                  str(tmp_path / "ha1.conf"))
+    reactor = MemoryReactorClock()
+    system = FakeSystem()
+    nl = FakeNetlink({"eth0": {"addresses": [IPv6Address("fe80::1")]}}, system=system)
+    end = MemoryHub(reactor).endpoint(config.address)
+    backend = TunBackend(reactor, None, netlink=nl, system=system)
+    service = HomeAgentService.build(config, reactor=reactor, backend=backend, transport=end,
+                                     discovery=StaticDiscovery(config.peers))
+    holder = StateFile(kernel_state_path(config))
+    holder.acquire()
+    holder.write({"pid": 4242})
+    with pytest.raises(StateBusy, match="pid 4242"):
+        service.startService()
+    assert not end.running and not backend.running and not system.tuns
+    holder.release(remove=False)
+    service.startService()
+    assert backend.running and backend.state is not None
+    service.stopService()
+    assert not (tmp_path / "ha1.state").exists()
