@@ -4,7 +4,6 @@ import json
 import os
 import threading
 
-import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import UNIXServerEndpoint

@@ -16,8 +16,9 @@ from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 
+from reactor_wait import wait_for
 from haha.core.homeagent import home_agents_anycast
 from haha.io.raw import RawTransport
 from haha.io.system import LinuxSystem
@@ -33,28 +34,15 @@ NA, ECHO_REPLY = 136, 129
 NA_OVERRIDE, NA_SOLICITED = 0x20, 0x40
 
 
+def _wait(predicate, what="condition"):
+    return wait_for(predicate, 10.0, what)
+
+
 def _pair():
     t = Topology()
     t.add_node("ha", forwarding=True).add_node("r", forwarding=True)
     t.add_link("home", ("ha", "eth0", [f"{HA}/64"]), ("r", "eth0", [f"{R}/64"]))
     return t.create()
-
-
-def _wait_for(predicate, timeout=10.0, what="condition"):
-    """A Deferred that fires when ``predicate()`` holds, or fails after ``timeout`` seconds."""
-    d = defer.Deferred()
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if predicate():
-            d.callback(None)
-        elif reactor.seconds() > deadline:
-            d.errback(AssertionError(f"timed out waiting for {what}"))
-        else:
-            reactor.callLater(0.02, check)
-
-    check()
-    return d
 
 
 def _request(identifier):
@@ -101,7 +89,7 @@ def test_joined_anycast_answers_ns_and_receives_dhaad(require_root):
         r_tx.start(seen.append)
         request = _request(0x4242)
         r_tx.send(request)
-        yield _wait_for(lambda: request in got, what="the DHAAD request at the home agent")
+        yield _wait(lambda: request in got, what="the DHAAD request at the home agent")
         assert got == [request]
 
         nas = [p for p in seen if p[6] == 58 and p[40] == NA and p[48:64] == ANYCAST.packed]
@@ -113,7 +101,7 @@ def test_joined_anycast_answers_ns_and_receives_dhaad(require_root):
         seen.clear()
         r_tx.send(_request(0x4343))
         r_tx.send(_echo(7))
-        yield _wait_for(lambda: any(p[40] == ECHO_REPLY for p in seen), what="echo reply")
+        yield _wait(lambda: any(p[40] == ECHO_REPLY for p in seen), what="echo reply")
         before = [p[40] for p in seen][: [p[40] for p in seen].index(ECHO_REPLY)]
         assert not set(before) & {1, 2, 3, 4}, before
 
@@ -123,7 +111,7 @@ def test_joined_anycast_answers_ns_and_receives_dhaad(require_root):
         topo.run("r", ["ip", "-6", "neigh", "flush", "dev", "eth0"])
         seen.clear()
         r_tx.send(_request(0x4444))
-        yield _wait_for(lambda: "FAILED" in _neighbour(topo), what="r giving up on the address")
+        yield _wait(lambda: "FAILED" in _neighbour(topo), what="r giving up on the address")
         assert not [p for p in seen if p[40] == NA and p[48:64] == ANYCAST.packed]
     finally:
         for tx in (ha_tx, r_tx):

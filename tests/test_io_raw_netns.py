@@ -14,6 +14,7 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
 
+from reactor_wait import wait_for
 from haha.io import bpf
 from haha.io.raw import RawTransport
 from haha.io.system import ETH_P_ALL, LinuxSystem, in_netns
@@ -27,28 +28,15 @@ B = IPv6Address("2001:db8:5::2")
 HOME = IPv6Address("2001:db8:1::77")
 
 
+def _wait(predicate, what="condition"):
+    return wait_for(predicate, 5.0, what)
+
+
 def _pair():
     t = Topology()
     t.add_node("a").add_node("b")
     t.add_link("l", ("a", "eth0", [f"{A}/64"]), ("b", "eth0", [f"{B}/64"]))
     return t.create()
-
-
-def _wait_for(predicate, timeout=5.0, what="condition"):
-    """A Deferred that fires when ``predicate()`` holds, or fails after ``timeout`` seconds."""
-    d = defer.Deferred()
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if predicate():
-            d.callback(None)
-        elif reactor.seconds() > deadline:
-            d.errback(AssertionError(f"timed out waiting for {what}"))
-        else:
-            reactor.callLater(0.01, check)
-
-    check()
-    return d
 
 
 def _echo(src, dst, ident, seq=1):
@@ -90,7 +78,7 @@ class _Probe:
         for p in packets:
             self.tx.send(p)
         self.tx.send(_echo(A, B, self.ident))
-        yield _wait_for(lambda: 129 in self.types(), what="echo reply")
+        yield _wait(lambda: 129 in self.types(), what="echo reply")
         types = self.types()
         return types[: types.index(129)]
 
@@ -117,7 +105,7 @@ def test_nft_guard_keeps_kernel_from_answering_parameter_problem(require_root):
         assert f"table ip6 {b_tx.table}" in tables
         after = yield probe.send_then_barrier(bu, ba)
         assert 4 not in after, after
-        yield _wait_for(lambda: len(got) == 2, what="both packets at the receiver")
+        yield _wait(lambda: len(got) == 2, what="both packets at the receiver")
         assert got == [bu, ba]
         assert b_tx.counters["received"] == 2
         ruleset = topo.run("b", ["nft", "list", "table", "ip6", b_tx.table]).stdout
@@ -189,7 +177,7 @@ def test_kernel_runs_the_filter_as_the_interpreter_predicts(require_root):
         for pkt, _ in cases:
             probe.tx.send(pkt)
         probe.tx.send(final)
-        yield _wait_for(lambda: final in got, what="the final Binding Update")
+        yield _wait(lambda: final in got, what="the final Binding Update")
         expected = [p for p, want in cases if want] + [final]
         # Kernel answers (ND from b's own stack) are not ours: only what we sent matters.
         assert [p for p in got if p in expected] == expected
@@ -223,7 +211,7 @@ def test_address_filter(require_root):
         final = _bu()
         probe.tx.send(to_other)
         probe.tx.send(final)
-        yield _wait_for(lambda: final in got, what="the Binding Update to b")
+        yield _wait(lambda: final in got, what="the Binding Update to b")
         assert to_other not in got
         assert got == [final]
     finally:
@@ -279,7 +267,7 @@ def test_outgoing_copies_are_refused_by_the_kernel_filter(require_root):
             seen_filtered.extend(_drain(filtered))
             return any(d == incoming for d, _ in seen_filtered)
 
-        yield _wait_for(arrived, what="the peer's packet on the filtered socket")
+        yield _wait(arrived, what="the peer's packet on the filtered socket")
         assert (outgoing, bpf.PACKET_OUTGOING) in [(d, a[2]) for d, a in seen_plain]
         assert [d for d, _ in seen_filtered if d in (outgoing, incoming)] == [incoming]
     finally:

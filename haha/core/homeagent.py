@@ -59,7 +59,7 @@ from . import halist, registration
 from .cache import BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
-from .seqnum import distance, next_sequence, units_ceil
+from .seqnum import distance, next_sequence
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
 from .sync import UNSPECIFIED, Sync
 

@@ -356,6 +356,7 @@ def decode_options(data, pos, end, table, profile):
     opts = []
     owed = 0  # MNP options still owed to the BCE Information option being read
     prefixes = None
+    bce_at = None  # where that option's body starts
     bce_type = profile.opt_bce_info
     mnp_type = profile.opt_mnp
     while pos < end:
