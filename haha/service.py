@@ -399,7 +399,7 @@ class HomeAgentService(MultiService):
 
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802 - Twisted hook
-        yield super().stopService()
+        # The control socket and metrics (child services) stay up while the node drains.
         if self.config.drain_on_stop and self.machine.cache.primary_count and \
                 self.machine.serving:
             yield self._drain(self.config.drain_timeout)
@@ -417,6 +417,7 @@ class HomeAgentService(MultiService):
             self.sadb.flush()
         yield defer.maybeDeferred(self.transport.stop)
         self.anycast = None  # the transport's socket held the membership
+        yield super().stopService()
         log.info("home agent {address} stopped", address=self.config.address)
 
     def _drain(self, timeout):
