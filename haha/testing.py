@@ -127,10 +127,13 @@ class _Node:
         self._token = 0
 
     def identity_for(self, src):
-        raise NotImplementedError
+        """The SA identity a receiver sees (``protected_by``) for a protected packet this node
+        sends from ``src`` (each kind of node defines it: HomeAgentNode, MobileNodeNode)."""
+        raise NotImplementedError(f"{type(self).__name__} must define identity_for")
 
     def addresses(self):
-        raise NotImplementedError
+        """The addresses packets reach this node at (each kind of node defines them)."""
+        raise NotImplementedError(f"{type(self).__name__} must define addresses")
 
     def events_named(self, name):
         return [e for _, e in self.events if e.name == name]
