@@ -499,3 +499,51 @@ def test_dhaad_reply_is_bounded():
     assert m.known_home_agents[0] == HA2
     assert len(m.known_home_agents) == 1 + 77
     assert set(m.known_home_agents[1:]) <= set(many[:177])
+
+
+def test_a_ba_for_an_earlier_copy_of_the_registration_in_flight_completes_it():
+    """Queueing delay longer than the retransmission interval: the node has sent three BUs
+    (three numbers) when the answer to the first arrives. It completes the registration; waiting
+    for the newest number would livelock, as every answer arrives one retransmission late."""
+    m = node()
+    m.start(0.0, COA)
+    first = m.sequence
+    m.tick(1.5)
+    m.tick(4.5)
+    assert m._attempts == 3 and m.sequence == (first + 2) % 65536
+    out = m.receive(ba(m, seq=first), 5.0)
+    assert m.state == "registered" and m.home_agent == HA1
+    assert TunnelUp(HOA, COA, HA1, ()) in out
+    assert m.counters["dropped:ba-stale"] == 0
+    # The next refresh still carries a number above every one sent.
+    out = m.tick(m._refresh_at)
+    assert only(sends(out)).message.sequence == (first + 3) % 65536
+
+
+def test_a_ba_for_a_binding_update_with_an_older_care_of_address_is_stale():
+    """The numbers sent before a move carried the old care-of address: a BA for one of them
+    does not complete the registration of the new one."""
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.1)
+    m.move(COA2, 10.0)
+    before = m.sequence
+    m.move(A("2001:db8:99::3"), 10.5)
+    m.receive(ba(m, seq=before), 11.0)
+    assert m.state == "refreshing" and m.counters["dropped:ba-stale"] == 1
+    m.receive(ba(m), 11.1)
+    assert m.state == "registered" and m.care_of == A("2001:db8:99::3")
+
+
+def test_a_deregistration_is_completed_by_the_answer_to_an_earlier_copy():
+    """The same rule for the deregistration from the home link."""
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.1)
+    m.return_home(5.0)
+    first = m.sequence
+    m.tick(6.0)
+    assert m.sequence != first
+    msg = BindingAck(0, first, 0, 0, ())
+    m.receive(Inbound(msg, HA1, HOA, None, None, HA1), 6.5)
+    assert m.state == "home"

@@ -220,3 +220,19 @@ def test_two_home_agents_claiming_one_node_resolve_to_the_newer_registration(old
         mn.machine.sequence, mn.machine.home_agent)
     assert first.events_named("primary-lost")[0]["to"] == second.identity
     assert first.forwarding.routes == {} and set(second.forwarding.routes) == {mn.home_address}
+
+
+def test_registration_completes_when_round_trip_exceeds_every_retransmission_interval():
+    """A mobile node behind a path whose round trip (40 s) is longer than even the largest
+    retransmission interval (32 s): every BA answers a BU the node has already retransmitted
+    with a new number. The node takes the answer to any copy of its registration in flight, so it
+    registers at the first BA instead of retransmitting forever."""
+    net = Network(seed=4)
+    ha, = net.add_home_agents(1)
+    mn = net.add_mobile_node("mn", home_address=hoa(1), home_agents=[ha.address])
+    net.set_links(["mn"], ["ha1"], latency=20.0)
+    mn.start(coa(1))
+    net.run_for(45)
+    assert mn.machine.state == "registered" and mn.machine.home_agent == ha.address
+    view = ha.snapshot()[hoa(1)]
+    assert view.care_of == coa(1)

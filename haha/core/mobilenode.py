@@ -18,7 +18,11 @@ States:
 
 Retransmission (RFC 6275 11.8): a first registration with a home agent starts at
 InitialBindackTimeoutFirstReg (1.5 s), anything else at INITIAL_BINDACK_TIMEOUT (1 s), doubling
-to MAX_BINDACK_TIMEOUT (32 s); every retransmission carries a new sequence number.
+to MAX_BINDACK_TIMEOUT (32 s); every retransmission carries a new sequence number (as deployed
+nodes do). A Binding Acknowledgement for any Binding Update of the registration in flight (same
+home agent, same care-of address; the last :data:`IN_FLIGHT` numbers) completes it: when queueing
+delay at a loaded home agent exceeds the retransmission interval, the answer to an earlier copy is
+the only answer that can arrive in time, and insisting on the newest number would livelock.
 
 Inputs are the operator/environment calls (``start``, ``move``, ``return_home``, ``stop``), the
 messages (``receive``: BA, HASR, Home Agent Switch, DHAAD reply, Binding Refresh Request,
@@ -29,7 +33,7 @@ state: :class:`InvalidTransition` is raised). The table is total; a test walks e
 """
 
 import random
-from collections import Counter
+from collections import Counter, deque
 
 from haha.wire.icmpv6 import DhaadReply, DhaadRequest
 from haha.wire.mh import (
@@ -50,6 +54,8 @@ from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix
 from .effects import Event, Send, SendIcmp, TunnelDown, TunnelUp
 from .homeagent import home_agents_anycast
 from .seqnum import next_sequence, units
+
+IN_FLIGHT = 16  # sequence numbers of one registration attempt a BA may answer
 
 IDLE = "idle"
 HOME = "home"
@@ -175,6 +181,7 @@ class MobileNode:
         self._retransmit_at = None
         self._timeout = None
         self._attempts = 0
+        self._in_flight = deque(maxlen=IN_FLIGHT)
         self._refresh_at = None
         self._dhaad_id = None
         self._dhaad_tries = 0
@@ -328,9 +335,22 @@ class MobileNode:
         bu = BindingUpdate(self.sequence, flags, units(s.lifetime), tuple(opts))
         out.append(Send(bu, self.care_of, self.target, home_address=self.home_address,
                         protect=self.target))
-        self._attempts += 1
+        self._sent(self.sequence)
         self._retransmit_at = now + self._timeout
         self.counters["bu-sent"] += 1
+
+    def _sent(self, sequence):
+        """Note one Binding Update of the attempt in flight (the first of an attempt, with
+        ``_attempts`` reset to 0, forgets the numbers of the previous attempt)."""
+        if not self._attempts:
+            self._in_flight.clear()
+        self._in_flight.append(sequence)
+        self._attempts += 1
+
+    def _answers_in_flight(self, ba):
+        """Whether ``ba`` answers a Binding Update of the attempt in flight (or is a 135, which
+        carries the home agent's own number instead)."""
+        return ba.sequence in self._in_flight or ba.status == BA_SEQUENCE_OUT_OF_WINDOW
 
     def _resend_now(self, now, out, care_of):
         self.care_of = care_of
@@ -366,7 +386,7 @@ class MobileNode:
         if inbound.protected_by is not None and inbound.protected_by != self.target:
             self.counters["dropped:ba-sa-mismatch"] += 1
             return False
-        if ba.sequence != self.sequence and ba.status != BA_SEQUENCE_OUT_OF_WINDOW:
+        if not self._answers_in_flight(ba):
             self.counters["dropped:ba-stale"] += 1
             return False
         return True
@@ -562,7 +582,7 @@ class MobileNode:
         flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
         bu = BindingUpdate(self.sequence, flags, 0, (AlternateCareOfAddress(self.home_address),))
         out.append(Send(bu, self.home_address, self.target, protect=self.target))
-        self._attempts += 1
+        self._sent(self.sequence)
         self._retransmit_at = now + self._timeout
         self.counters["dereg-sent"] += 1
 
@@ -577,14 +597,14 @@ class MobileNode:
                 return self._home(out)
             self.target = others[0]
             self._timeout = self.settings.initial_timeout
+            self._attempts = 0
             return self._send_dereg(now, out)
         self._timeout = min(self._timeout * 2, self.settings.max_timeout)
         self._send_dereg(now, out)
 
     def _dereg_ack(self, now, out, inbound):
         ba = inbound.message
-        if inbound.src != self.target or ba.sequence != self.sequence \
-                and ba.status != BA_SEQUENCE_OUT_OF_WINDOW:
+        if inbound.src != self.target or not self._answers_in_flight(ba):
             self.counters["dropped:ba-stale"] += 1
             return
         if ba.status == BA_SEQUENCE_OUT_OF_WINDOW:
