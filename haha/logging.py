@@ -23,6 +23,7 @@ LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
           "error": LogLevel.error}
 
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
+_thresholds = {}  # namespace -> the level it shows from; emptied by configure()
 
 
 def _publish(event):
@@ -40,6 +41,20 @@ def logger(namespace):
 def configure(level="info", namespace="haha"):
     """Show haha events at ``level`` and above."""
     _predicate.setLogLevelForNamespace(namespace, LEVELS[level])
+    _thresholds.clear()
+
+
+def enabled(log, level):
+    """Whether ``log`` (a :func:`logger`) would publish an event at ``level``: ask before
+    building fields on a hot path, so what the level discards costs one dictionary lookup."""
+    if log.observer is not observer:
+        return True  # an embedder's own logger: its observers decide
+    namespace = log.namespace
+    try:
+        threshold = _thresholds[namespace]
+    except KeyError:
+        threshold = _thresholds[namespace] = _predicate.logLevelForNamespace(namespace)
+    return level >= threshold
 
 
 def json_observer():

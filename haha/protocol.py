@@ -16,7 +16,9 @@ on-demand keys.
 
 from collections import Counter
 
-from .logging import logger
+from twisted.logger import LogLevel
+
+from .logging import enabled, logger
 
 from .core.effects import (
     AdvertisePrefix,
@@ -142,7 +144,8 @@ class Adapter:
 
     def _drop(self, reason, **fields):
         self.counters["dropped." + reason] += 1
-        self.log.debug("dropped a packet: {reason}", reason=reason, **fields)
+        if enabled(self.log, LogLevel.debug):
+            self.log.debug("dropped a packet: {reason}", reason=reason, **fields)
 
     def packet_received(self, data):
         """The transport's receiver: one complete IPv6 packet."""
@@ -302,14 +305,14 @@ class Adapter:
 
     def event(self, event):
         self.counters["event." + event.name] += 1
-        fields = {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None))) else v)
-                  for k, v in event.fields.items()}
-        if event.name in _INFO_EVENTS:
-            self.log.info("{event} " + " ".join(f"{k}={{{k}}}" for k in fields),
+        level = LogLevel.info if event.name in _INFO_EVENTS else LogLevel.debug
+        if enabled(self.log, level):
+            # Fields become strings (JSON observers) and the format is built only for events
+            # the level shows: below it an event costs a counter and this check.
+            fields = {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None)))
+                          else v) for k, v in event.fields.items()}
+            self.log.emit(level, "{event} " + " ".join(f"{k}={{{k}}}" for k in fields),
                           event=event.name, **fields)
-        else:
-            self.log.debug("{event} " + " ".join(f"{k}={{{k}}}" for k in fields),
-                           event=event.name, **fields)
         for observer in list(self.observers):
             observer(event)
 
