@@ -95,6 +95,9 @@ class TransportConfig:
     interfaces: tuple = ()
     udp_listen: tuple = None  # (host, port)
     udp_peers: dict = field(default_factory=dict)  # IPv6Address -> (host, port)
+    receive_buffer: int = 8 << 20  # octets; 0 = the kernel's default
+    send_buffer: int = 0
+    udp_learned: int = 262144  # most sources the UDP transport remembers
 
 
 @dataclass(frozen=True)
@@ -304,8 +307,12 @@ def _transport(get):
             peers[a] = _endpoint(text)
         except ValueError as e:
             raise ps.error(key, f"{e} (keys are IPv6 addresses, values HOST:PORT)") from None
-    sec.check_unused(["kind", "interfaces", "udp-listen"])
-    return TransportConfig(kind, interfaces, listen, peers)
+    receive_buffer = sec.get_int("receive-buffer", 8 << 20, minimum=0, maximum=1 << 30)
+    send_buffer = sec.get_int("send-buffer", 0, minimum=0, maximum=1 << 30)
+    learned = sec.get_int("udp-learned", 262144, minimum=1, maximum=1 << 24)
+    sec.check_unused(["kind", "interfaces", "udp-listen", "receive-buffer", "send-buffer",
+                      "udp-learned"])
+    return TransportConfig(kind, interfaces, listen, peers, receive_buffer, send_buffer, learned)
 
 
 def _control(get):

@@ -222,11 +222,13 @@ def build_transport(config, reactor, home_interface=None):
         from .io.udp import UdpTransport
 
         host, port = t.udp_listen
-        return UdpTransport(reactor, port=port, interface=host, peers=t.udp_peers)
+        return UdpTransport(reactor, port=port, interface=host, peers=t.udp_peers,
+                            max_learned=t.udp_learned, receive_buffer=t.receive_buffer,
+                            send_buffer=t.send_buffer)
     from .io.raw import RawTransport
 
     return RawTransport(reactor, interfaces=list(t.interfaces) or None,
-                        default_interface=home_interface)
+                        default_interface=home_interface, receive_buffer=t.receive_buffer)
 
 
 def anycast_membership(config):

@@ -207,6 +207,27 @@ def test_udp_transport_needs_listen():
     assert e.key == "udp-listen"
 
 
+def test_socket_buffers_and_learned_map_are_configurable():
+    """[transport] receive-buffer, send-buffer and udp-learned reach the transport the service
+    builds; defaults are sized for many nodes; out-of-range values name the key."""
+    from twisted.internet.testing import MemoryReactor
+
+    from haha.service import build_transport
+
+    udp = BASE + "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n"
+    c = ha(udp)
+    assert (c.transport.receive_buffer, c.transport.send_buffer,
+            c.transport.udp_learned) == (8 << 20, 0, 262144)
+    c = ha(udp + "receive-buffer = 1048576\nsend-buffer = 65536\nudp-learned = 10\n")
+    t = build_transport(c, MemoryReactor())
+    assert (t.receive_buffer, t.send_buffer, t.max_learned) == (1048576, 65536, 10)
+    assert (ha(udp + "receive-buffer = 0\n").transport.receive_buffer) == 0
+    e = err(udp + "udp-learned = 0\n")
+    assert (e.section, e.key) == ("transport", "udp-learned")
+    e = err(udp + "receive-buffer = -1\n")
+    assert (e.section, e.key) == ("transport", "receive-buffer")
+
+
 def test_mobile_node_config():
     """A mobile router's file: prefixes need mobile-router = yes; home address in prefix."""
     text = ("[mobile-node]\nhome-address = 2001:db8:1::100\nhome-prefix = 2001:db8:1::/64\n"

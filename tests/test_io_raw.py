@@ -56,6 +56,14 @@ def test_start_installs_filter_table_and_readers():
     assert system.nft_scripts[-1].startswith("delete table ip6 haha_test_1")
 
 
+def test_each_packet_socket_gets_the_configured_receive_buffer():
+    """receive_buffer is asked for on every packet socket; 0 leaves the kernel's default."""
+    _, system, _, _ = _started(interfaces=["eth0", "eth1"], receive_buffer=1 << 22)
+    assert [s.receive_buffer for s in system.packet_sockets] == [1 << 22, 1 << 22]
+    _, system, _, _ = _started(interfaces=["eth0"])
+    assert system.packet_sockets[0].receive_buffer is None
+
+
 def test_receive_path_counts_and_filters():
     """Mobility packets reach the receiver with the interface named; unrelated traffic is
     refused by the filter before Python; outgoing copies and short packets are counted."""

@@ -115,10 +115,12 @@ def test_bad_peer_map():
 @pytest_twisted.inlineCallbacks
 def test_round_trip_over_loopback():
     """Two transports on real loopback ports: a BU travels to the HA, which answers the
-    mobile node's care-of address it only learned from that BU."""
+    mobile node's care-of address it only learned from that BU. The HA's socket buffers are
+    the sizes configured."""
     got_ha, got_mn = [], []
-    ha = UdpTransport(reactor)
+    ha = UdpTransport(reactor, receive_buffer=1 << 21, send_buffer=1 << 20)
     ha.start(got_ha.append)
+    assert ha.buffers == {"receive": 1 << 21, "send": 1 << 20}  # root: granted as asked
     mn = UdpTransport(reactor)
     mn.start(got_mn.append)
     try:

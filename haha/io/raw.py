@@ -132,7 +132,8 @@ class RawTransport:
     ``icmp_types``: the ICMPv6 types handed up (default RA, DHAAD, MPS/MPA); ``proxy_nd`` adds
     Neighbour Solicitation/Advertisement. ``netfilter``: install the nft guard (default True).
     ``default_interface``: used for link-local and multicast destinations when ``send`` is not
-    told. ``system``: the OS seam (default :class:`LinuxSystem`).
+    told. ``system``: the OS seam (default :class:`LinuxSystem`). ``receive_buffer``: each
+    packet socket's receive buffer in octets (0: the kernel's default; :mod:`haha.io.sockbuf`).
 
     While the receiver runs, :attr:`last_interface` names the interface the packet came in on.
     """
@@ -141,7 +142,7 @@ class RawTransport:
 
     def __init__(self, reactor, interfaces=None, addresses=None,
                  icmp_types=bpf.DEFAULT_ICMP_TYPES, proxy_nd=False, netfilter=True,
-                 default_interface=None, system=None, table=None):
+                 default_interface=None, system=None, table=None, receive_buffer=0):
         if isinstance(interfaces, str):
             raise TypeError("interfaces is a list of names, not one string")
         self._reactor = reactor
@@ -151,6 +152,7 @@ class RawTransport:
         self._netfilter = netfilter
         self._default_interface = default_interface
         self._system = system if system is not None else LinuxSystem()
+        self._receive_buffer = receive_buffer
         self.table = table or table_name()
         self.counters = Counter()
         self.last_interface = None
@@ -197,6 +199,7 @@ class RawTransport:
             for name in self._interfaces if self._interfaces is not None else [None]:
                 sock = self._system.packet_socket(name)
                 self._readers.append(_PacketReader(self, sock, name))
+                self._system.set_receive_buffer(sock, self._receive_buffer, self.log)
                 self._system.attach_filter(sock, self.program)
                 self._drain(sock)
         except Exception:

@@ -21,6 +21,7 @@ import subprocess
 from contextlib import contextmanager
 
 from . import bpf
+from .sockbuf import apply_buffers
 
 ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
@@ -122,6 +123,11 @@ class LinuxSystem:
                 raise
         return s
 
+    def set_receive_buffer(self, sock, size, log):
+        """Ask for a ``size``-octet receive buffer on ``sock`` (:mod:`haha.io.sockbuf`); returns
+        the size granted (None for 0: the kernel's default)."""
+        return apply_buffers(sock, log, "packet socket", receive=size)["receive"]
+
     def attach_filter(self, sock, program):
         """``SO_ATTACH_FILTER`` with a ``struct sock_fprog { u16 len; sock_filter *filter; }``."""
         code = bpf.pack(program)
@@ -218,6 +224,7 @@ class FakePacketSocket:
         self.filter = None
         self.queue = []
         self.closed = False
+        self.receive_buffer = None  # the size asked for through set_receive_buffer
         self.fail_with = None  # an errno to raise from the next recvfrom
 
     def fileno(self):
@@ -320,6 +327,10 @@ class FakeSystem:
         s = FakePacketSocket(interface)
         self.packet_sockets.append(s)
         return s
+
+    def set_receive_buffer(self, sock, size, log):
+        sock.receive_buffer = size or None
+        return sock.receive_buffer
 
     def attach_filter(self, sock, program):
         bpf.pack(program)  # what the kernel would be handed must encode

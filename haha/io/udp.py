@@ -21,10 +21,12 @@ from collections import Counter, OrderedDict
 from ipaddress import IPv6Address
 
 from twisted.internet.protocol import DatagramProtocol
-from ..logging import class_logger
+from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from ..interfaces import IMobilityTransport
+from ..logging import class_logger, enabled
+from .sockbuf import apply_buffers
 
 
 class _Protocol(DatagramProtocol):
@@ -41,13 +43,15 @@ class UdpTransport:
 
     ``reactor`` provides ``listenUDP``. ``port``/``interface``: where to listen (port 0 picks
     one; :attr:`address` tells which after :meth:`start`). ``peers``: the static map.
-    ``learn``: learn sources as described above.
+    ``learn``: learn sources as described above, at most ``max_learned`` of them.
+    ``receive_buffer``/``send_buffer``: socket buffer sizes in octets (0: the kernel's default;
+    see :mod:`haha.io.sockbuf`); :attr:`buffers` tells what was granted after :meth:`start`.
     """
 
     log = class_logger()
 
     def __init__(self, reactor, port=0, interface="::1", peers=None, learn=True,
-                 max_learned=4096):
+                 max_learned=262144, receive_buffer=0, send_buffer=0):
         self._reactor = reactor
         self._port_number = port
         self._interface = interface
@@ -60,7 +64,12 @@ class UdpTransport:
                 raise ValueError(f"peer {address}: UDP port {udp_port!r} out of range")
             self.static[address] = (str(host), udp_port)
         self.learn = learn
+        if max_learned < 1:
+            raise ValueError(f"max_learned {max_learned!r} must be at least 1")
         self.max_learned = max_learned
+        self.receive_buffer = receive_buffer
+        self.send_buffer = send_buffer
+        self.buffers = {}
         self.learned = OrderedDict()
         self.counters = Counter()
         self._receiver = None
@@ -79,6 +88,9 @@ class UdpTransport:
             raise RuntimeError("UdpTransport already started")
         self._port = self._reactor.listenUDP(self._port_number, _Protocol(self),
                                              interface=self._interface)
+        if self.receive_buffer or self.send_buffer:
+            self.buffers = apply_buffers(self._port.getHandle(), self.log, "UDP transport",
+                                         self.receive_buffer, self.send_buffer)
         self._receiver = receiver
 
     def stop(self):
@@ -132,7 +144,8 @@ class UdpTransport:
             targets = [ep] if ep else []
         if not targets:
             self.counters["no_route"] += 1
-            self.log.debug("no UDP endpoint for {destination}", destination=str(dst))
+            if enabled(self.log, LogLevel.debug):
+                self.log.debug("no UDP endpoint for {destination}", destination=str(dst))
             return
         for ep in targets:
             try:

@@ -1,0 +1,51 @@
+"""Socket buffer sizes (``[transport] receive-buffer`` and ``send-buffer``).
+
+A burst of registrations from many mobile nodes arrives faster than one reactor turn reads it,
+and what the kernel cannot queue on the socket it drops where haha cannot count it (Linux counts
+it in ``/proc/net/snmp6`` as ``Udp6RcvbufErrors``, or in the packet socket's drop statistics).
+The kernel's default queue (``net.core.rmem_default``, 208 KiB on most systems) holds about
+1,500 signalling packets. With CAP_NET_ADMIN, ``SO_RCVBUFFORCE``/``SO_SNDBUFFORCE`` grant a size
+above ``net.core.rmem_max``/``wmem_max``; without it the plain options are capped there. Linux
+books twice the size asked for (its own overhead) and reports the doubled figure: the size
+granted is that figure halved.
+"""
+
+import socket
+
+SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+_OPTIONS = {
+    "receive": (SO_RCVBUFFORCE, socket.SO_RCVBUF, "net.core.rmem_max"),
+    "send": (SO_SNDBUFFORCE, socket.SO_SNDBUF, "net.core.wmem_max"),
+}
+
+
+def set_buffer(sock, direction, size):
+    """Ask for a ``direction`` (``"receive"`` or ``"send"``) buffer of ``size`` octets on
+    ``sock``; returns ``(granted, limit)``: the size the kernel granted and the sysctl that
+    capped it when it granted less. ``size`` 0 leaves the kernel's default and returns
+    ``(None, None)``."""
+    if not size:
+        return None, None
+    force, plain, sysctl = _OPTIONS[direction]
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, force, size)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, plain, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, plain) // 2
+    return granted, (sysctl if granted < size else None)
+
+
+def apply_buffers(sock, log, what, receive=0, send=0):
+    """:func:`set_buffer` for both directions, logging once what was granted when it is less
+    than asked (with the way to get more); returns ``{"receive": granted, "send": granted}``."""
+    out = {}
+    for direction, size in (("receive", receive), ("send", send)):
+        granted, limit = set_buffer(sock, direction, size)
+        out[direction] = granted
+        if limit is not None:
+            log.warn("{what}: {direction} buffer of {granted} octets instead of {asked}: raise "
+                     "{limit} or run with CAP_NET_ADMIN", what=what, direction=direction,
+                     granted=granted, asked=size, limit=limit)
+    return out
