@@ -60,7 +60,7 @@ def test_every_message_and_option_has_a_vector():
         golden.options.AlternateCareOfAddress, golden.options.BindingRefreshAdvice,
         golden.options.NonceIndices, golden.options.BindingAuthorizationData,
         golden.options.MobileNetworkPrefix, golden.options.IpAddress, golden.options.BceInfo,
-        golden.options.UnknownOption,
+        golden.options.UnknownOption, golden.options.BindingDigest,
         icmpv6.DhaadRequest, icmpv6.DhaadReply, icmpv6.MobilePrefixSolicitation,
         icmpv6.MobilePrefixAdvertisement, icmpv6.RouterAdvertisement, icmpv6.HomeAgentInformation,
         icmpv6.PrefixInformation, icmpv6.AdvertisementInterval, icmpv6.LinkLayerAddress,

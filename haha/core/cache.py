@@ -7,9 +7,34 @@ Network Prefix, longest match (one dict per prefix length in use). Expiry: a hea
 ``(expires, home address)`` with lazy deletion, so a refresh costs one push and no search;
 stale heap items are skipped when they surface. Entries are ``__slots__`` objects holding the
 decoded addresses by reference: about 600 octets per binding all told (``bench/core.py``).
+
+Digests (anti-entropy, docs/protocol.md "Binding digests"): each entry keeps
+:func:`bce_digest` of what a BIU would carry of it, and the cache keeps, per primary (None for
+this home agent's own), the count of entries and the XOR of their digests, updated with every
+change: :meth:`BindingCache.digest` costs nothing however large the cache.
 """
 
 import heapq
+import struct
+from hashlib import blake2b
+
+from haha.wire.addresses import address_int
+
+_FLAGS_SEQUENCE = struct.Struct("!HH")
+_PERSON = b"haha-bce-1"
+
+
+def bce_digest(home_address, care_of, flags, sequence, prefixes=()):
+    """The 64-bit digest of one binding as a BIU carries it (docs/protocol.md, "Binding
+    digests"): BLAKE2b with an 8-octet output and personalisation ``haha-bce-1`` over Home
+    Address 128 | Care-of Address 128 | Flags 16 | Sequence 16, then for each Mobile Network
+    Prefix in order Prefix Length 8 | Prefix 128; read as a big-endian integer."""
+    data = ((address_int(home_address) << 128) | address_int(care_of)).to_bytes(32, "big") \
+        + _FLAGS_SEQUENCE.pack(flags, sequence)
+    for p in prefixes:
+        data += bytes((p.prefixlen,)) + address_int(p.network_address).to_bytes(16, "big")
+    return int.from_bytes(blake2b(data, digest_size=8, person=_PERSON).digest(), "big")
+
 
 _ONES = (1 << 128) - 1
 _MASKS = [(_ONES << (128 - n)) & _ONES for n in range(129)]
@@ -24,7 +49,7 @@ class Binding:
     """
 
     __slots__ = ("home_address", "care_of", "flags", "sequence", "lifetime", "expires",
-                 "prefixes", "primary", "local", "touched")
+                 "prefixes", "primary", "local", "touched", "digest")
 
     def __init__(self, home_address, care_of, flags, sequence, lifetime, expires, prefixes=(),
                  primary=None, local=None, touched=0.0):
@@ -38,6 +63,7 @@ class Binding:
         self.primary = primary
         self.local = local
         self.touched = touched
+        self.digest = bce_digest(home_address, care_of, flags, sequence, prefixes)
 
     @property
     def is_copy(self):
@@ -61,6 +87,7 @@ class BindingCache:
         self._lengths = []  # prefix lengths in use, longest first
         self._heap = []
         self.primary_count = 0
+        self._digests = {}  # primary (None: ours) -> [count, XOR of entry digests]
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -95,6 +122,21 @@ class BindingCache:
     def primaries(self):
         return [b for b in self._by_home.values() if b.primary is None]
 
+    def digest(self, primary=None):
+        """``(count, digest)`` over the entries whose primary is ``primary`` (None: this home
+        agent's own primaries): what a HELLO's Binding Digest option carries."""
+        d = self._digests.get(primary)
+        return (d[0], d[1]) if d is not None else (0, 0)
+
+    def _account(self, primary, digest, sign):
+        d = self._digests.get(primary)
+        if d is None:
+            d = self._digests[primary] = [0, 0]
+        d[0] += sign
+        d[1] ^= digest
+        if not d[0]:
+            del self._digests[primary]
+
     def copies_of(self, peer):
         return [b for b in self._by_home.values() if b.primary == peer]
 
@@ -113,8 +155,16 @@ class BindingCache:
                 self._index(b, prefixes)
             if primary is None:
                 self.primary_count += 1
+            self._account(primary, b.digest, 1)
             heapq.heappush(self._heap, (expires, home_address))
             return b
+        if b.sequence != sequence or b.care_of != care_of or b.flags != flags \
+                or b.prefixes != prefixes or b.primary != primary:
+            self._account(b.primary, b.digest, -1)
+            if b.sequence != sequence or b.care_of != care_of or b.flags != flags \
+                    or b.prefixes != prefixes:
+                b.digest = bce_digest(home_address, care_of, flags, sequence, prefixes)
+            self._account(primary, b.digest, 1)
         if b.prefixes != prefixes:
             if b.prefixes:
                 self._unindex(b, b.prefixes)
@@ -143,6 +193,7 @@ class BindingCache:
                 self._unindex(b, b.prefixes)
             if b.primary is None:
                 self.primary_count -= 1
+            self._account(b.primary, b.digest, -1)
         return b
 
     def next_expiry(self):

@@ -52,7 +52,7 @@ from haha.wire.mh import (
     UnknownMessage,
 )
 from haha.wire.options import IPADDR_HOME_AGENT, AlternateCareOfAddress, IpAddress
-from haha.wire.options import MobileNetworkPrefix
+from haha.wire.options import BindingDigest, MobileNetworkPrefix
 
 from haha.wire.records import maker
 from . import halist, registration
@@ -61,6 +61,7 @@ from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
 from .seqnum import distance, next_sequence
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
+from .antientropy import AntiEntropy
 from .sync import UNSPECIFIED, Sync
 
 CREATED = "created"
@@ -141,6 +142,8 @@ class HomeAgent:
         self.cache = BindingCache()
         self.peers = halist.HomeAgentList()
         self.sync = Sync(settings, self.rng, self.counters)
+        self.antientropy = AntiEntropy()
+        self._untold = set()  # peers declared dead: what we registered since is not theirs
         self.state = CREATED
         self.address = settings.address
         self.identity = settings.signalling_address
@@ -290,6 +293,7 @@ class HomeAgent:
         out.append(Event("peer-forgotten", peer=address, source=source))
         if self.peers.remove(address) is not None:
             self._peer_down(address, "forgotten", now, out)
+        self._untold.discard(address)
         return out
 
     def request_binding(self, now, home_address=None, prefix=None):
@@ -533,6 +537,22 @@ class HomeAgent:
         if result == halist.STALE:
             return self._drop(out, "stale-hello", inb, sequence=hello.sequence)
         self._peer_result(inb.src, result, now, out)
+        self._check_digest(inb.src, hello, now, out)
+
+    def _check_digest(self, peer, hello, now, out):
+        """Anti-entropy (:mod:`.antientropy`): compare the HELLO's digest of ``peer``'s
+        primaries with our copies naming it; a lasting difference asks it for everything."""
+        if peer not in self.peers or self.state not in (SERVING, DRAINING):
+            return
+        theirs = None
+        for o in hello.options:
+            if type(o) is BindingDigest:
+                theirs = (o.count, o.digest)
+        mine = self.cache.digest(peer)
+        if self.antientropy.heard(peer, theirs, mine, now):
+            self.counters["anti-entropy-repairs"] += 1
+            out.append(Event("anti-entropy-repair", peer=peer, theirs=theirs[0], ours=mine[0]))
+            self.sync.request(peer, None, now, out)
 
     def _peer_result(self, address, result, now, out):
         if result == halist.NEW:
@@ -544,6 +564,13 @@ class HomeAgent:
                 self._send_hello(address, now, out)
             if self.serving:
                 self.sync.request(address, None, now, out)
+            if address in self._untold and self.state in (SERVING, DRAINING):
+                # Push as well as pull: a peer we declared dead may never have doubted us, and
+                # then it will not ask for what we registered meanwhile. (If it restarted, its
+                # bulk request takes over whatever of this push has not left yet.)
+                for b in self.cache.primaries():
+                    self.sync.offer(address, b, now, out)
+            self._untold.discard(address)
         elif result == halist.DELETED:
             self._peer_down(address, "lifetime-zero", now, out)
         elif result == halist.UPDATED:
@@ -556,7 +583,8 @@ class HomeAgent:
         self._hello_seq = next_sequence(self._hello_seq)
         return HaHello(self._hello_seq, self.preference, lifetime,
                        min(0xFFFF, math.ceil(s.hello_interval)), s.home_prefix.prefixlen,
-                       self.address, tuple(MobileNetworkPrefix(p) for p in s.hello_prefixes))
+                       self.address, tuple(MobileNetworkPrefix(p) for p in s.hello_prefixes)
+                       + (BindingDigest(*self.cache.digest()),))
 
     def _send_hello(self, address, now, out, lifetime=None):
         if lifetime is None:
@@ -620,6 +648,8 @@ class HomeAgent:
 
     def _peer_down(self, address, reason, now, out):
         self.sync.drop_peer(address)
+        self.antientropy.forget(address)
+        self._untold.add(address)
         out.append(Event("peer-down", peer=address, reason=reason))
         if not self.settings.take_over or self.state not in (SERVING, DRAINING):
             return

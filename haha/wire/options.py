@@ -170,6 +170,26 @@ class BceInfo:
         return [first] + [(8, 4, mnp, _mnp_body(p)) for p in self.prefixes]
 
 
+_DIGEST = struct.Struct("!IQ")
+
+
+@dataclass(frozen=True, slots=True)
+class BindingDigest:
+    """haha's anti-entropy extension, carried in HELLO (docs/protocol.md, "Binding digests"):
+    Count 32 | Digest 64, alignment 8n+2 (so Digest is 8-aligned).
+
+    ``count`` is the number of bindings the sender holds as primary and ``digest`` the XOR of
+    :func:`haha.core.cache.bce_digest` over them: a peer whose copies of the sender's bindings
+    give another pair is missing or holding stale state, and asks for a bulk answer.
+    """
+
+    count: int
+    digest: int
+
+    def wire(self, profile):
+        return ((8, 2, profile.opt_binding_digest, _DIGEST.pack(self.count, self.digest)),)
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownOption:
     """An option this codec does not interpret, kept verbatim. No alignment is assumed."""
@@ -180,7 +200,8 @@ class UnknownOption:
     def wire(self, profile):
         t = self.type
         if t in (OPT_PAD1, OPT_PADN, OPT_BRA, OPT_ALT_COA, OPT_NONCE, OPT_AUTH) or t in (
-            profile.opt_mnp, profile.opt_ip_address, profile.opt_bce_info
+            profile.opt_mnp, profile.opt_ip_address, profile.opt_bce_info,
+            profile.opt_binding_digest,
         ):
             # It would not come back as an UnknownOption: use the option's own class.
             raise ValueError(f"option type {t} is not unknown under profile {profile.name}")
@@ -279,6 +300,7 @@ _MK_MNP = maker(MobileNetworkPrefix)
 _MK_IPADDR = maker(IpAddress)
 _MK_BCE = maker(BceInfo)
 _MK_UNKNOWN = maker(UnknownOption)
+_MK_DIGEST = maker(BindingDigest)
 
 
 def _dec_bra(data, off, n, profile):
@@ -318,6 +340,12 @@ def _dec_ipaddr(data, off, n, profile):
     return _MK_IPADDR(data[off], _addr(data, off + 2), plen)
 
 
+def _dec_digest(data, off, n, profile):
+    if n != 12:
+        _expect("Binding Digest", n, 12)
+    return _MK_DIGEST(*_DIGEST.unpack_from(data, off))
+
+
 def _bce(data, off, prefixes):
     flags, seq, life, _count, _ = _BCE_TAIL.unpack_from(data, off + 32)
     return _MK_BCE(_addr(data, off), _addr(data, off + 16), flags, seq, life, prefixes)
@@ -344,6 +372,7 @@ def decoders_for(profile):
     table[profile.opt_mnp] = _dec_mnp
     table[profile.opt_ip_address] = _dec_ipaddr
     table[profile.opt_bce_info] = _dec_bce
+    table[profile.opt_binding_digest] = _dec_digest
     return table
 
 

@@ -44,6 +44,7 @@ LLA = bytes.fromhex("020000000001")
 # Default numbering profile haha-00 (PROTOCOL.md section 1).
 T_HELLO, T_BIR, T_BIU, T_BIA, T_HASR = 200, 201, 202, 203, 204
 O_IPADDR, O_BCE, O_MNP = 200, 201, 6
+O_DIGEST = 202
 
 
 def rfc1071(data):
@@ -182,6 +183,13 @@ def opt_bce(v, hoa, coa, flags, seq, life, n_mnps):
     v.addr(coa, "  Care-of Address")
     v.raw(struct.pack("!HHHBB", flags, seq, life, n_mnps, 0),
           f"  Flags 0x{flags:04x}, Sequence {seq}, Lifetime {life}, # of MNPs {n_mnps}, Reserved")
+
+
+def opt_digest(v, count, digest):
+    v.raw(struct.pack("!BB", O_DIGEST, 12),
+          f"Binding Digest (haha extension, 8n+2) at {len(v)}: type {O_DIGEST}, length 12")
+    v.raw(struct.pack("!I", count), f"  Count = {count}")
+    v.raw(struct.pack("!Q", digest), f"  Digest = 0x{digest:016x}")
 
 
 def mh_vectors():
@@ -331,6 +339,23 @@ def mh_vectors():
     v.addr(HA, "Home Agent Address")
     padn(v, 2)
     opt_mnp(v, MNP1)
+    mh_finish(v)
+
+    v = mh("mh_hello_digest", "Home Agent HELLO carrying the digest of the sender's primaries",
+           ["draft 4.1.1; haha's Binding Digest option (docs/protocol.md, 'Binding digests'): "
+            "Count 32, Digest 64, alignment 8n+2"],
+           T_HELLO, "HELLO", "HaHello(sequence=9, preference=10, lifetime=30, interval=1, "
+           "prefix_length=64, home_agent=A('2001:db8:1::1'), "
+           "options=(BindingDigest(count=20, digest=18364758544493064720),))", HA, HA2)
+    v.add("!H", 9, "Sequence = 9")
+    v.add("!H", 10, "Home Agent Preference = 10")
+    v.add("!H", 30, "Home Agent Lifetime = 30 s")
+    v.add("!H", 1, "HELLO Interval = 1 s")
+    v.add("!B", 0, "Reserved")
+    v.add("!B", 64, "Prefix Length = 64")
+    v.addr(HA, "Home Agent Address")
+    padn(v, 0)
+    opt_digest(v, 20, 0xFEDCBA9876543210)
     mh_finish(v)
 
     v = mh("mh_hello_profile", "Home Agent HELLO under a profile that moves HELLO to MH type 240",
