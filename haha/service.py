@@ -676,10 +676,20 @@ def _mobile_tunnel(config, reactor, transport):
         raise config.backend.error(
             f"a mobile node's tunnel is 'tun' or 'null', not {config.backend.name!r}")
     from .backends.tun import MobileTunnel, options_of
+    from .io.raw import RawTransport
 
-    kw = options_of(config.backend.options)
-    config.backend.options.check_unused()
-    return MobileTunnel(reactor, transport, router_flag=config.mobile_router, **kw)
+    options = config.backend.options
+    kw = options_of(options)
+    home = options.get_str("default-source", "home", choices=("home", "care-of")) == "home"
+    mark = options.get_int("mark", 0x4D4E, minimum=1, maximum=0xFFFFFFFF)
+    options.check_unused()
+    steer = None
+    if home and isinstance(transport, RawTransport):
+        # The transport's own packets (signalling, the tunnel's outer packets) carry the mark
+        # and keep the main table; everything else unmarked is steered into the tunnel.
+        transport.mark = steer = mark
+    return MobileTunnel(reactor, transport, router_flag=config.mobile_router, steer_mark=steer,
+                        **kw)
 
 
 __all__ = ["HomeAgentService", "MobileNodeService", "anycast_membership", "backend_ownership",

@@ -8,7 +8,7 @@ import pytest
 from twisted.internet.testing import MemoryReactor
 from zope.interface.verify import verifyObject
 
-from haha.backends.netsys import FakeNetlink, NetlinkFailure
+from haha.backends.netsys import RTPROT_HAHA, FakeNetlink, NetlinkFailure
 from haha.backends.tun import MobileTunnel, TunBackend
 from haha.core.duties import ForwardingRoute
 from haha.interfaces import IForwardingBackend
@@ -226,6 +226,32 @@ def test_mobile_tunnel_routes_home_address_traffic_into_the_tunnel():
     assert nl.rules == set() and nl.routes == {} and HOME not in nl.links[dev]["addresses"]
     with pytest.raises(TypeError):
         t.set_endpoint("2001:db8::1", COA, HA)
+
+
+def test_mobile_tunnel_steers_unmarked_traffic_while_away_and_reclaims_leftovers():
+    """With a steering mark, the tunnel's coming up adds the two steering rules (main without
+    its default route at 1001, everything not marked into the tunnel table at 1002, tagged
+    with haha's protocol); they stay through a move and go with clear(). A new run finds the
+    rules a killed one left in its own table and removes them, leaving other tables' alone."""
+    system = FakeSystem()
+    nl = FakeNetlink({"eth0": {}}, system=system)
+    t = MobileTunnel(MemoryReactor(), _Sender(), netlink=nl, system=system, steer_mark=77)
+    t.start()
+    assert nl.steering == {}
+    t.set_endpoint(HOME, COA, HA)
+    assert nl.steering == {(t.table, 1001, 77): RTPROT_HAHA}
+    t.set_endpoint(HOME, COA2, HA)
+    assert nl.log.count(("steer_add", t.table, 1001, 77)) == 1
+    t.clear()
+    assert nl.steering == {}
+    nl.steer_add(t.table, 1001, 77, proto=RTPROT_HAHA)  # a killed run's
+    nl.steer_add(500, 1001, 78, proto=RTPROT_HAHA)  # another node's table
+    again = MobileTunnel(MemoryReactor(), _Sender(), netlink=nl, system=system, steer_mark=77)
+    again.start()
+    assert nl.steering == {(500, 1001, 78): RTPROT_HAHA}
+    plain, nl2, _ = _tunnel()
+    plain.set_endpoint(HOME, COA, HA)
+    assert nl2.steering == {}
 
 
 def test_mobile_tunnel_encapsulates_and_decapsulates():

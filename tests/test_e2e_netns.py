@@ -29,11 +29,12 @@ import pytest
 from haha.lab import topology
 from haha.lab.capture import NH_DEST_OPTS, NH_ESP, NH_MH, NH_ROUTING, Capture, summarise
 from haha.lab.deploy import MOBILE_NETWORK, NetnsDeployment
-from haha.lab.ping import ping
+from haha.lab.ping import ping, unbound_source
 
 pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow]
 
 ICMP6_PARAMETER_PROBLEM = 4
+CORRESPONDENT = IPv6Address("2001:db8:30::10")  # cn on its link (haha.lab.topology)
 
 
 def status(d, name):
@@ -200,12 +201,19 @@ def check_counters(d):
 def test_shared_home_link(tmp_path, require_root):
     """Draft 3.1 Figure 1: three HAs on one home link learn each other from Router
     Advertisements, the primary intercepts by proxy ND, and after ha1's SIGKILL ha2 takes the
-    node over, proxies its home address (unsolicited NA) and carries the ping."""
+    node over, proxies its home address (unsolicited NA) and carries the ping. The node's
+    applications that bind no address send from the home address through the tunnel."""
     with deployment(tmp_path, topology.shared_home_link, capture_links=("home",)) as (d, caps):
         start_home_agents(d, caps)
         register(d)
         assert forwarding(d, "ha1")["proxy_nd"] == [[d.mn.address, "eth0"]]
         reach(d, d.mn.address, through="ha1")
+        # An application on the node that binds no address sends from the home address,
+        # through the tunnel (ha1 decapsulates it), not from the care-of address.
+        before = forwarding(d, "ha1")["counters"].get("decapsulated", 0)
+        assert unbound_source(d.topology.ns(d.mn.name), d.topology.ns("cn"),
+                              CORRESPONDENT) == IPv6Address(d.mn.address)
+        assert forwarding(d, "ha1")["counters"].get("decapsulated", 0) > before
         took = fail_over(d)
         assert took < d.lifetime + 15
         ha2 = forwarding(d, "ha2")

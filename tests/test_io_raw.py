@@ -64,6 +64,17 @@ def test_each_packet_socket_gets_the_configured_receive_buffer():
     assert system.packet_sockets[0].receive_buffer is None
 
 
+def test_a_mark_set_before_start_is_on_the_raw_socket():
+    """RawTransport.mark becomes the raw socket's SO_MARK (a mobile node's tunnel tells its own
+    packets apart by it); without one the socket is unmarked."""
+    t = RawTransport(MemoryReactor(), system=FakeSystem(), table="haha_test_2")
+    t.mark = 19790
+    t.start(lambda p: None)
+    assert t._system.raw_sockets[0].mark == 19790
+    _, system, _, _ = _started()
+    assert system.raw_sockets[0].mark is None
+
+
 def test_receive_path_counts_and_filters():
     """Mobility packets reach the receiver with the interface named; unrelated traffic is
     refused by the filter before Python; outgoing copies and short packets are counted."""

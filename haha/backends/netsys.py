@@ -33,6 +33,7 @@ RTPROT_HAHA = 72
 ROUTE_TYPES = {1: "unicast", 2: "local", 3: "broadcast", 4: "anycast", 5: "multicast",
                6: "blackhole", 7: "unreachable", 8: "prohibit", 9: "throw"}
 MAIN_TABLE = 254
+FIB_RULE_INVERT = 0x2  # fib_rule_hdr flags: the rule matches what its selectors do not
 
 
 class NetlinkFailure(RuntimeError):
@@ -220,6 +221,40 @@ class Pyroute2Netlink:
                  family=socket.AF_INET6, src=str(src.network_address),
                  src_len=src.prefixlen, table=table, priority=priority)
 
+    def steer_add(self, table, priority, mark, proto=None):
+        """Send what no more specific route claims into ``table``, except packets marked
+        ``mark``: rule ``priority`` looks in main without its default route
+        (``suppress_prefixlength 0``: link-local, on-link and specific routes still win), rule
+        ``priority + 1`` sends every packet not marked ``mark`` to ``table``."""
+        kw = {} if proto is None else {"FRA_PROTOCOL": proto}
+        self._do(f"rule {priority} lookup main suppress_prefixlength 0", self._ipr.rule, "add",
+                 family=socket.AF_INET6, table=MAIN_TABLE, priority=priority,
+                 suppress_prefixlen=0, **kw)
+        self._do(f"rule {priority + 1} not fwmark {mark} table {table}", self._ipr.rule, "add",
+                 family=socket.AF_INET6, table=table, priority=priority + 1, fwmark=mark,
+                 fwmask=0xFFFFFFFF, flags=FIB_RULE_INVERT, **kw)
+
+    def steer_delete(self, table, priority, mark):
+        """Remove what :meth:`steer_add` installed."""
+        self._do(f"delete rule {priority} suppress_prefixlength 0", self._ipr.rule, "del",
+                 family=socket.AF_INET6, table=MAIN_TABLE, priority=priority,
+                 suppress_prefixlen=0)
+        self._do(f"delete rule {priority + 1} not fwmark {mark}", self._ipr.rule, "del",
+                 family=socket.AF_INET6, table=table, priority=priority + 1, fwmark=mark,
+                 fwmask=0xFFFFFFFF, flags=FIB_RULE_INVERT)
+
+    def steer_dump(self):
+        """``[(table, priority, mark, protocol or None)]``: the :meth:`steer_add` pairs found
+        (by their ``not fwmark`` rule, whose priority is ``priority + 1``)."""
+        out = []
+        for msg in self._do("list rules", self._ipr.get_rules, family=socket.AF_INET6):
+            mark = msg.get_attr("FRA_FWMARK")
+            if mark is None or not msg["flags"] & FIB_RULE_INVERT:
+                continue
+            out.append((msg.get_attr("FRA_TABLE") or msg["table"],
+                        msg.get_attr("FRA_PRIORITY") - 1, mark, msg.get_attr("FRA_PROTOCOL")))
+        return out
+
     def ip6tnl_add(self, name, local, remote):
         """An ``ip6tnl`` link in mode ip6ip6 without a Tunnel Encapsulation Limit option."""
         self._do(f"create ip6tnl {name}", self._ipr.link, "add", ifname=name, kind="ip6tnl",
@@ -260,6 +295,7 @@ class FakeNetlink:
         self.addresses = set()  # (IPv6Interface, dev)
         self.rules = set()  # (src network, table, priority)
         self.rule_protocols = {}  # (src network, table, priority) -> protocol
+        self.steering = {}  # (table, priority, mark) -> protocol (steer_add pairs)
         self.tunnels = {}
         self.sysctls = {}
         self.ip6tnl_error = NetlinkFailure("create ip6tnl: (95, 'Operation not supported')", 95)
@@ -368,6 +404,21 @@ class FakeNetlink:
         self.rules.discard(key)
         self.rule_protocols.pop(key, None)
         self.log.append(("rule_delete", str(key[0]), table, priority))
+
+    def steer_add(self, table, priority, mark, proto=None):
+        key = (table, priority, mark)
+        if key in self.steering:
+            raise NetlinkFailure(f"rule {priority + 1} not fwmark {mark}: File exists", 17)
+        self.steering[key] = proto
+        self.log.append(("steer_add", table, priority, mark))
+
+    def steer_delete(self, table, priority, mark):
+        if self.steering.pop((table, priority, mark), False) is False:
+            raise NetlinkFailure(f"delete rule {priority + 1} not fwmark {mark}: no such rule", 2)
+        self.log.append(("steer_delete", table, priority, mark))
+
+    def steer_dump(self):
+        return [(t, p, m, proto) for (t, p, m), proto in sorted(self.steering.items())]
 
     def ip6tnl_add(self, name, local, remote):
         if self.ip6tnl_error is not None:

@@ -334,11 +334,21 @@ class MobileTunnel(_Base):
     Binding Cache Copies, so the node's traffic may arrive through any of them), whose inner
     destination is the home address or inside the prefixes. :meth:`clear` removes it all (back
     home, or deregistered).
+
+    ``steer_mark`` (an integer, or None to leave applications alone) makes the home address the
+    source of applications that do not choose one: while the tunnel is up, every packet not
+    marked ``steer_mark`` (the transport's own, see :attr:`haha.io.raw.RawTransport.mark`)
+    that no specific route of the main table claims goes to ``table`` (rules
+    ``rule_priority + 1`` and ``+ 2``, :meth:`~haha.backends.netsys.Pyroute2Netlink.steer_add`),
+    whose only route leads into the TUN; the kernel then picks the address of the TUN, the home
+    address, as the source (RFC 6724 rule 5, prefer the outgoing interface), and the packet is
+    tunnelled. Without it, such applications send from the care-of address, outside the
+    tunnel.
     """
 
     def __init__(self, reactor, transport, tun_name="hahamn%d", mtu=DEFAULT_MTU,
                  hop_limit=DEFAULT_HOP_LIMIT, table=0x4D4E, rule_priority=1000, netlink=None,
-                 system=None, tun=None, router_flag=False):
+                 system=None, tun=None, router_flag=False, steer_mark=None):
         super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
         if table is None:
             table = 0x4D4E
@@ -347,6 +357,7 @@ class MobileTunnel(_Base):
         self.table = table
         self.rule_priority = rule_priority
         self.router_flag = router_flag  # a mobile router's home Neighbour Advertisement has R
+        self.steer_mark = steer_mark
         self.home_address = None
         self.care_of = None
         self.home_agent = None
@@ -377,6 +388,18 @@ class MobileTunnel(_Base):
             if self._nl(f"remove leftover rule from {src}", self.netlink.rule_delete, src,
                         table, priority):
                 self._leftover(f"policy rule from {src} to table {table}")
+        try:
+            steering = self.netlink.steer_dump()
+        except NetlinkFailure as e:
+            self.counters["netlink_errors"] += 1
+            self.log.warn("cannot list policy rules: {error}", error=str(e))
+            return
+        for table, priority, mark, proto in steering:
+            if proto != RTPROT_HAHA or table != self.table:
+                continue
+            if self._nl(f"remove leftover steering rules at {priority}",
+                        self.netlink.steer_delete, table, priority, mark):
+                self._leftover(f"steering rules at {priority} to table {table}")
 
     def announce_home(self, home_address, interface):
         """Back on the home link after deregistering: one unsolicited Neighbour
@@ -431,6 +454,9 @@ class MobileTunnel(_Base):
             self._nl("default route into the tunnel", self.netlink.route_replace,
                      IPv6Network("::/0"), dev=self.tun.name, table=self.table,
                      proto=RTPROT_HAHA)
+            if self.steer_mark is not None:
+                self._nl("steer unmarked traffic into the tunnel", self.netlink.steer_add,
+                         self.table, self.rule_priority + 1, self.steer_mark, proto=RTPROT_HAHA)
         self.home_address, self.care_of, self.home_agent = home_address, care_of, home_agent
         self.home_agents = home_agents
         self.prefixes = prefixes
@@ -442,6 +468,9 @@ class MobileTunnel(_Base):
         for src in self._sources():
             self._nl(f"delete rule from {src}", self.netlink.rule_delete, src, self.table,
                      self.rule_priority)
+        if self.steer_mark is not None:
+            self._nl("remove the steering rules", self.netlink.steer_delete, self.table,
+                     self.rule_priority + 1, self.steer_mark)
         self._nl("remove tunnel route", self.netlink.route_delete, IPv6Network("::/0"),
                  dev=self.tun.name, table=self.table, proto=RTPROT_HAHA)
         self._nl("remove home address", self.netlink.address_delete, f"{self.home_address}/128",

@@ -153,6 +153,9 @@ class RawTransport:
         self._default_interface = default_interface
         self._system = system if system is not None else LinuxSystem()
         self._receive_buffer = receive_buffer
+        #: Firewall mark (SO_MARK) on everything sent, set before :meth:`start`: a mobile node's
+        #: tunnel steers unmarked traffic into itself (haha.backends.tun.MobileTunnel).
+        self.mark = None
         self.table = table or table_name()
         self.counters = Counter()
         self.last_interface = None
@@ -196,6 +199,8 @@ class RawTransport:
                 self._system.run_nft(nft_ruleset(self.table, self._addresses))
                 self._table_installed = True
             self._raw = self._system.raw_socket()
+            if self.mark:
+                self._system.set_mark(self._raw, self.mark)
             for name in self._interfaces if self._interfaces is not None else [None]:
                 sock = self._system.packet_socket(name)
                 self._readers.append(_PacketReader(self, sock, name))

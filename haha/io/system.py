@@ -26,6 +26,7 @@ from .sockbuf import apply_buffers
 ETH_P_IPV6 = 0x86DD
 ETH_P_ALL = 0x0003
 SO_ATTACH_FILTER = 26
+SO_MARK = getattr(socket, "SO_MARK", 36)
 CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
@@ -141,6 +142,11 @@ class LinuxSystem:
         with in_netns(self.netns):
             return socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
                                  socket.IPPROTO_RAW)
+
+    def set_mark(self, sock, mark):
+        """``SO_MARK``: packets sent through ``sock`` carry firewall mark ``mark`` (policy
+        rules can tell them apart; CAP_NET_ADMIN)."""
+        sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
 
     def interface_index(self, name):
         with in_netns(self.netns):
@@ -261,6 +267,7 @@ class FakeRawSocket:
         self.fail_with = None
         self.closed = False
         self.anycast = set()
+        self.mark = None  # SO_MARK, set through FakeSystem.set_mark
 
     def fileno(self):
         return -1
@@ -340,6 +347,9 @@ class FakeSystem:
         s = FakeRawSocket()
         self.raw_sockets.append(s)
         return s
+
+    def set_mark(self, sock, mark):
+        sock.mark = mark
 
     def interface_index(self, name):
         try:

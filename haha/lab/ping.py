@@ -131,3 +131,25 @@ def dad_probe(netns, interface, address, timeout=3.0, clock=time.monotonic):
     finally:
         listen.close()
         send.close()
+
+
+def unbound_source(sender_netns, receiver_netns, destination, port=49152, attempts=5,
+                   interval=0.5):
+    """The source address a UDP socket that binds nothing in ``sender_netns`` uses towards
+    ``destination`` (an address in ``receiver_netns``), as the receiver sees it: the kernel's
+    source address selection, observed from the far end. None when nothing arrived within
+    ``attempts`` datagrams ``interval`` seconds apart."""
+    dst = IPv6Address(destination)
+    with in_netns(receiver_netns):
+        rx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with in_netns(sender_netns):
+        tx = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    with rx, tx:
+        rx.bind(("::", port))
+        for _ in range(attempts):
+            tx.sendto(b"haha-lab source probe", (str(dst), port))
+            ready, _, _ = select.select([rx], [], [], interval)
+            if ready:
+                _, sender = rx.recvfrom(2048)
+                return IPv6Address(sender[0].split("%")[0])
+    return None
