@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
-from .control.metrics import metrics_site
+from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
 from .control.server import ControlFactory
 from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
@@ -282,11 +282,17 @@ def backend_ownership(config):
                      frozenset({config.address, config.haha_address}), kernel_state_path(config))
 
 
-def _start_services(parent, config, target, labels):
+def _start_services(parent, config, target, labels, gauges):
+    """The control socket and metrics endpoint (when configured) as child services; the
+    metrics (``parent.metrics``, their own registry) and the adapter's log carry the daemon's
+    identity, ``labels["address"]``."""
+    parent.log = logger("haha.service", labels["address"])
+    target.adapter.log = logger(f"haha.{target.adapter.role}", labels["address"])
+    parent.metrics = ServiceMetrics(target.counters, gauges, labels).attach(target.adapter)
     if config.control.socket:
         strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
     if config.control.metrics:
-        strports.service(config.control.metrics, metrics_site(target, labels)).setServiceParent(
+        strports.service(config.control.metrics, metrics_site(parent.metrics)).setServiceParent(
             parent)
 
 
@@ -317,7 +323,7 @@ class HomeAgentService(MultiService):
     def __init__(self, config, machine, adapter, backend, discovery, transport, reactor,
                  sadb=None):
         super().__init__()
-        self.setName("haha")
+        self.setName(f"haha {config.address}")  # two home agents in one MultiService
         self.config = config
         self.machine = machine
         self.adapter = adapter
@@ -339,7 +345,8 @@ class HomeAgentService(MultiService):
                 router_lifetime=config.router_lifetime)
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
-                        {"role": "home-agent", "address": str(config.address)})
+                        {"role": "home-agent", "address": str(config.address)},
+                        lambda: home_agent_gauges(machine))
 
     @classmethod
     def build(cls, config, reactor=None, backend=None, discovery=None, transport=None,
@@ -441,8 +448,8 @@ class HomeAgentService(MultiService):
     def peer_appeared(self, address, source):
         if self.sadb is not None and not self.sadb.has_peer(address):
             self.adapter.counters["peer-refused.no-key"] += 1
-            log.warn("peer {peer} from {source} has no key in [peer-keys]: ignored",
-                     peer=address, source=source)
+            self.log.warn("peer {peer} from {source} has no key in [peer-keys]: ignored",
+                          peer=address, source=source)
             return
         self.adapter._run(self.machine.add_peer, address, self.reactor.seconds(), source)
 
@@ -539,7 +546,7 @@ class MobileNodeService(MultiService):
 
     def __init__(self, config, machine, adapter, tunnel, transport, reactor):
         super().__init__()
-        self.setName("haha-mn")
+        self.setName(f"haha-mn {config.home_address}")
         self.config = config
         self.machine = machine
         self.adapter = adapter
@@ -549,7 +556,8 @@ class MobileNodeService(MultiService):
         self.started_at = None
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
-                        {"role": "mobile-node", "address": str(config.home_address)})
+                        {"role": "mobile-node", "address": str(config.home_address)},
+                        lambda: mobile_node_gauges(machine))
 
     @classmethod
     def build(cls, config, reactor=None, tunnel=None, transport=None, sadb=None, rng=None,
