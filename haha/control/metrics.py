@@ -171,7 +171,7 @@ class _Family:
 
     def add(self, value, label=None):
         values = list(self.base.values()) + ([label] if self.extra else [])
-        self.family.add_metric(values, value)
+        self.family.add_metric(values, float(value))
 
 
 class _DaemonCollector:
