@@ -299,3 +299,31 @@ def test_grafana_dashboard_queries_existing_metrics():
                    "haha_packets_dropped_total", "haha_state"):
         assert wanted in used, wanted
     assert all(p.get("title") for p in dashboard["panels"])
+
+
+def test_a_failing_measurement_does_not_stop_the_daemon(tmp_path):
+    """If the latency tracker raises, the failure is counted and logged, and registration
+    and synchronisation go on as without metrics."""
+    net = Network(tmp_path)
+
+    def broken(*args):
+        raise RuntimeError("tracker bug")
+
+    for service in net.has + [net.mn]:
+        service.metrics.tracker.message = broken
+        service.metrics.tracker.event = broken
+    events = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        net.start()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert net.mn.status()["state"] == "registered"
+    assert net.has[1].bindings()[0]["copy"] is True
+    c = net.has[0].counters()
+    assert c["metrics-failed"] > 0 and c.get("effect-failed", 0) == 0
+    assert c.get("core-failed", 0) == 0
+    assert any(e.get("log_failure") is not None and e.get("log_namespace") == "haha.metrics"
+               for e in events)
+    assert net.has[0].metrics.registry.get_sample_value(
+        "haha_metrics_failures_total", HA1) == c["metrics-failed"]

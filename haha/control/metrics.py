@@ -72,6 +72,8 @@ CATALOGUE = {
     "haha_home_announcements_total": (
         COUNTER, "result",
         "Mobile node back home: Neighbour Advertisements of its home address, by result."),
+    "haha_metrics_failures_total": (
+        COUNTER, None, "Latency measurements that failed (logged with their traceback)."),
     "haha_other_total": (
         COUNTER, "counter", "Counters of the daemon without a family of their own, by name."),
     "haha_bindings": (
@@ -103,6 +105,7 @@ _EXACT = {
     "tunnel-failed": ("haha_tunnel_failures_total", None),
     "home-na-sent": ("haha_home_announcements_total", "sent"),
     "home-na-no-interface": ("haha_home_announcements_total", "no-interface"),
+    "metrics-failed": ("haha_metrics_failures_total", None),
 }
 #: Counter name prefixes (up to the first dot) and their family; the rest is the label.
 _PREFIXES = {
@@ -259,10 +262,29 @@ class ServiceMetrics:
 
     def attach(self, adapter):
         """Measure latencies from ``adapter``'s messages and events (a
-        :class:`haha.protocol.Adapter`)."""
-        adapter.message_taps.append(self.tracker.message)
-        adapter.observers.append(lambda event: self.tracker.event(event, adapter.now()))
+        :class:`haha.protocol.Adapter`). A failure of the measurement is logged and counted
+        (``metrics-failed``), never passed on: the packet or event is processed as usual."""
+        tracker = self.tracker
+
+        def message(direction, msg, peer, now):
+            try:
+                tracker.message(direction, msg, peer, now)
+            except Exception:
+                self._failed(adapter)
+
+        def event(e):
+            try:
+                tracker.event(e, adapter.now())
+            except Exception:
+                self._failed(adapter)
+
+        adapter.message_taps.append(message)
+        adapter.observers.append(event)
         return self
+
+    def _failed(self, adapter):
+        adapter.counters["metrics-failed"] += 1
+        log.failure("measuring a latency failed")
 
     def exposition(self, accept=None):
         """``(body bytes, content type)`` for a scraper sending ``accept``."""
