@@ -399,9 +399,10 @@ class HomeAgentService(MultiService):
         if self.advertiser is not None:
             self.advertiser.start()
         self.discovery.start(self)
-        log.info("home agent {address} started ({kind}, backend {backend}, transport {transport})",
-                 address=self.config.address, kind=self.config.configuration,
-                 backend=self.config.backend.name, transport=self.config.transport.kind)
+        self.log.info("home agent {address} started ({kind}, backend {backend}, "
+                      "transport {transport})",
+                      address=self.config.address, kind=self.config.configuration,
+                      backend=self.config.backend.name, transport=self.config.transport.kind)
         super().startService()
 
     @defer.inlineCallbacks
@@ -419,13 +420,13 @@ class HomeAgentService(MultiService):
         try:
             yield defer.maybeDeferred(self.backend.stop)
         except Exception:
-            log.failure("the backend failed to stop cleanly")
+            self.log.failure("the backend failed to stop cleanly")
         if self.sadb is not None:
             self.sadb.flush()
         yield defer.maybeDeferred(self.transport.stop)
         self.anycast = None  # the transport's socket held the membership
         yield super().stopService()
-        log.info("home agent {address} stopped", address=self.config.address)
+        self.log.info("home agent {address} stopped", address=self.config.address)
 
     def _drain(self, timeout):
         """Ask every mobile node to switch away; fire when none is left or at ``timeout``."""
@@ -587,9 +588,9 @@ class MobileNodeService(MultiService):
         self.started_at = self.reactor.seconds()
         self.adapter._run(self.machine.start, self.reactor.seconds(),
                           care_of=self.config.care_of_address)
-        log.info("mobile {kind} {hoa} started at {coa}",
-                 kind="router" if self.config.mobile_router else "node",
-                 hoa=self.config.home_address, coa=self.config.care_of_address)
+        self.log.info("mobile {kind} {hoa} started at {coa}",
+                      kind="router" if self.config.mobile_router else "node",
+                      hoa=self.config.home_address, coa=self.config.care_of_address)
         super().startService()
 
     @defer.inlineCallbacks
@@ -618,14 +619,14 @@ class MobileNodeService(MultiService):
             return
         if not self.config.interface:
             self.adapter.counters["home-na-no-interface"] += 1
-            log.warn("home: no interface configured to announce {hoa} on",
-                     hoa=self.config.home_address)
+            self.log.warn("home: no interface configured to announce {hoa} on",
+                          hoa=self.config.home_address)
             return
         if announce(self.config.home_address, self.config.interface) is not None:
             self.adapter.counters["home-na-sent"] += 1
-            log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
-                     hoa=self.config.home_address, interface=self.config.interface,
-                     dereg=event["old"] == DEREGISTERING)
+            self.log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
+                          hoa=self.config.home_address, interface=self.config.interface,
+                          dereg=event["old"] == DEREGISTERING)
 
     # -- IControllable ----------------------------------------------------------------------
 

@@ -52,6 +52,9 @@ def test_log_lines_carry_the_daemon_identity(tmp_path):
     assert [e["identity"] for e in created] == [str(HAS[0])]
     node = [e for e in events if e.get("log_namespace") == "haha.mobile-node"]
     assert node and {e["identity"] for e in node} == {str(HOA)}
+    # The services' own lines (started, ...) carry it too.
+    service = [e for e in events if e.get("log_namespace") == "haha.service"]
+    assert {e["identity"] for e in service} == {str(a) for a in HAS} | {str(HOA)}
 
 
 def test_an_explicit_log_system_is_kept():

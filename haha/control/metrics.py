@@ -28,7 +28,6 @@ from ..core import homeagent as _ha, mobilenode as _mn
 from ..logging import logger
 from .timing import LatencyTracker
 
-log = logger("haha.metrics")
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
 
@@ -238,6 +237,7 @@ class ServiceMetrics:
     def __init__(self, counters, gauges, labels):
         self.labels = dict(labels)
         self.role = self.labels.get("role")
+        self.log = logger("haha.metrics", self.labels.get("address"))
         self.registry = CollectorRegistry()
         self.registry.register(_DaemonCollector(counters, gauges, self.labels))
         names = list(self.labels)
@@ -284,7 +284,7 @@ class ServiceMetrics:
 
     def _failed(self, adapter):
         adapter.counters["metrics-failed"] += 1
-        log.failure("measuring a latency failed")
+        self.log.failure("measuring a latency failed")
 
     def exposition(self, accept=None):
         """``(body bytes, content type)`` for a scraper sending ``accept``."""
@@ -313,9 +313,10 @@ class MetricsResource(Resource):
         body, content_type = self.metrics.exposition(accept.decode("latin-1") if accept else None)
         request.setHeader(b"content-type", content_type.encode())
         peer = request.getClientAddress()
-        log.debug("metrics of {role} {address} scraped by {client}",
-                  role=self.metrics.role, address=self.metrics.labels.get("address"),
-                  client=getattr(peer, "host", peer))
+        self.metrics.log.debug("metrics of {role} {address} scraped by {client}",
+                               role=self.metrics.role,
+                               address=self.metrics.labels.get("address"),
+                               client=getattr(peer, "host", peer))
         return body
 
 
