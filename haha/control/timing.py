@@ -44,6 +44,7 @@ class LatencyTracker:
         self.observe_sync = observe_sync
         self.observe_takeover = observe_takeover
         self.limit = limit
+        # Keyed by the address's integer: hashing an IPv6Address is a Python-level call.
         self._bu = {}            # home address -> time the Binding Update arrived
         self._biu = {}           # (peer, identifier) -> time of the first transmission
         self._registering = None  # mobile node: time of the registration's first BU
@@ -79,20 +80,20 @@ class LatencyTracker:
             return
         if direction == "in":
             if kind is BindingUpdate:
-                self._remember(self._bu, peer, now)
+                self._remember(self._bu, int(peer), now)
             elif kind is BindingInfoAck:
-                start = self._biu.pop((peer, message.identifier), None)
+                start = self._biu.pop((int(peer), message.identifier), None)
                 if start is not None:
                     self.observe_sync(max(0.0, now - start))
             return
         if kind is BindingAck:
-            start = self._bu.pop(peer, None)
+            start = self._bu.pop(int(peer), None)
             if start is not None:
                 self.observe_registration(max(0.0, now - start))
             if message.status < 128 and message.lifetime:
                 self._registered_here(peer, now)
         elif kind is BindingInfoUpdate:
-            self._remember(self._biu, (peer, message.identifier), now, first=True)
+            self._remember(self._biu, (int(peer), message.identifier), now, first=True)
 
     # -- events ---------------------------------------------------------------------------
 
@@ -120,7 +121,7 @@ class LatencyTracker:
                 if len(self._takeovers) > self.limit:
                     del self._takeovers[0]
         elif name == "peer-down":
-            peer = event["peer"]
+            peer = int(event["peer"])
             for key in [k for k in self._biu if k[0] == peer]:
                 del self._biu[key]  # never acknowledged now: not a latency
         elif name in _ENDED and "home_address" in event.fields:
