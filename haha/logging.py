@@ -6,6 +6,11 @@ without touching what twistd or an embedding application logs. Events carry thei
 fields (``peer``, ``home_address``, ``reason``, ...) so a JSON observer keeps them:
 ``twistd --logger haha.logging.json_observer haha --config ha1.conf`` writes one JSON object per
 event on standard output.
+
+A logger made with an ``identity`` (a home agent's address, a mobile node's home address) tags
+each event with it: the field ``identity`` (kept by the JSON observer) and the event's system,
+``<namespace>#<level> <identity>``, which twistd's text log shows in brackets, so the lines of
+several daemons in one process can be told apart.
 """
 
 import sys
@@ -33,9 +38,27 @@ def _publish(event):
 observer = FilteringLogObserver(_publish, [_predicate])
 
 
-def logger(namespace):
-    """A Logger for ``namespace`` (``haha.<part>``) behind the level filter."""
-    return Logger(namespace=namespace, observer=observer)
+def logger(namespace, identity=None):
+    """A Logger for ``namespace`` (``haha.<part>``) behind the level filter; with
+    ``identity``, its events carry it (module docstring)."""
+    if identity is None:
+        return Logger(namespace=namespace, observer=observer)
+    return Logger(namespace=namespace, observer=_Tagging(str(identity)))
+
+
+class _Tagging:
+    """An observer adding ``identity`` (and a system naming it) before the level filter."""
+
+    def __init__(self, identity):
+        self.identity = identity
+
+    def __call__(self, event):
+        event.setdefault("identity", self.identity)
+        if event.get("log_system") is None:
+            level = event.get("log_level")
+            event["log_system"] = (f"{event.get('log_namespace', '-')}"
+                                   f"#{getattr(level, 'name', level)} {self.identity}")
+        observer(event)
 
 
 def configure(level="info", namespace="haha"):

@@ -82,6 +82,10 @@ class Adapter:
         self.log = log or logger(f"haha.{self.role}")
         self.counters = Counter()
         self.observers = []
+        #: ``f(direction, message, peer, now)`` for every message received ('in': ``peer`` is
+        #: the sender's home address or source) or sent ('out': its home address or
+        #: destination); the metrics measure latencies with it (haha.control.timing).
+        self.message_taps = []
         self._call = None
         self._deadline = None
         self.running = False
@@ -202,6 +206,8 @@ class Adapter:
                 return self._drop("bad-router-advertisement", src=packet.src)
             self.router_advertisement(packet, message)
         self.counters["received." + type(message).__name__] += 1
+        for tap in self.message_taps:
+            tap("in", message, packet.home_address or packet.src, now)
         inbound = make_inbound(message, packet.src, packet.dst, packet.home_address,
                                packet.routing_address, protected_by)
         self._run(self.machine.receive, inbound, now)
@@ -282,6 +288,8 @@ class Adapter:
                               routing_address=effect.routing_address)
         self.counters["sent." + type(message).__name__] += 1
         self.transport.send(packet)
+        for tap in self.message_taps:
+            tap("out", message, effect.routing_address or effect.dst, self.now())
 
     def protect(self, peer, data):
         try:

@@ -26,7 +26,7 @@ from zope.interface import implementer
 
 from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
-from .control.metrics import metrics_site
+from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
 from .control.server import ControlFactory
 from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
@@ -284,11 +284,17 @@ def backend_ownership(config):
                      frozenset({config.address, config.haha_address}), kernel_state_path(config))
 
 
-def _start_services(parent, config, target, labels):
+def _start_services(parent, config, target, labels, gauges):
+    """The control socket and metrics endpoint (when configured) as child services; the
+    metrics (``parent.metrics``, their own registry) and the adapter's log carry the daemon's
+    identity, ``labels["address"]``."""
+    parent.log = logger("haha.service", labels["address"])
+    target.adapter.log = logger(f"haha.{target.adapter.role}", labels["address"])
+    parent.metrics = ServiceMetrics(target.counters, gauges, labels).attach(target.adapter)
     if config.control.socket:
         strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
     if config.control.metrics:
-        strports.service(config.control.metrics, metrics_site(target, labels)).setServiceParent(
+        strports.service(config.control.metrics, metrics_site(parent.metrics)).setServiceParent(
             parent)
 
 
@@ -319,7 +325,7 @@ class HomeAgentService(MultiService):
     def __init__(self, config, machine, adapter, backend, discovery, transport, reactor,
                  sadb=None):
         super().__init__()
-        self.setName("haha")
+        self.setName(f"haha {config.address}")  # two home agents in one MultiService
         self.config = config
         self.machine = machine
         self.adapter = adapter
@@ -341,7 +347,8 @@ class HomeAgentService(MultiService):
                 router_lifetime=config.router_lifetime)
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
-                        {"role": "home-agent", "address": str(config.address)})
+                        {"role": "home-agent", "address": str(config.address)},
+                        lambda: home_agent_gauges(machine))
 
     @classmethod
     def build(cls, config, reactor=None, backend=None, discovery=None, transport=None,
@@ -394,9 +401,10 @@ class HomeAgentService(MultiService):
         if self.advertiser is not None:
             self.advertiser.start()
         self.discovery.start(self)
-        log.info("home agent {address} started ({kind}, backend {backend}, transport {transport})",
-                 address=self.config.address, kind=self.config.configuration,
-                 backend=self.config.backend.name, transport=self.config.transport.kind)
+        self.log.info("home agent {address} started ({kind}, backend {backend}, "
+                      "transport {transport})",
+                      address=self.config.address, kind=self.config.configuration,
+                      backend=self.config.backend.name, transport=self.config.transport.kind)
         super().startService()
 
     @defer.inlineCallbacks
@@ -414,13 +422,13 @@ class HomeAgentService(MultiService):
         try:
             yield defer.maybeDeferred(self.backend.stop)
         except Exception:
-            log.failure("the backend failed to stop cleanly")
+            self.log.failure("the backend failed to stop cleanly")
         if self.sadb is not None:
             self.sadb.flush()
         yield defer.maybeDeferred(self.transport.stop)
         self.anycast = None  # the transport's socket held the membership
         yield super().stopService()
-        log.info("home agent {address} stopped", address=self.config.address)
+        self.log.info("home agent {address} stopped", address=self.config.address)
 
     def _drain(self, timeout):
         """Ask every mobile node to switch away; fire when none is left or at ``timeout``."""
@@ -443,8 +451,8 @@ class HomeAgentService(MultiService):
     def peer_appeared(self, address, source):
         if self.sadb is not None and not self.sadb.has_peer(address):
             self.adapter.counters["peer-refused.no-key"] += 1
-            log.warn("peer {peer} from {source} has no key in [peer-keys]: ignored",
-                     peer=address, source=source)
+            self.log.warn("peer {peer} from {source} has no key in [peer-keys]: ignored",
+                          peer=address, source=source)
             return
         self.adapter._run(self.machine.add_peer, address, self.reactor.seconds(), source)
 
@@ -541,7 +549,7 @@ class MobileNodeService(MultiService):
 
     def __init__(self, config, machine, adapter, tunnel, transport, reactor):
         super().__init__()
-        self.setName("haha-mn")
+        self.setName(f"haha-mn {config.home_address}")
         self.config = config
         self.machine = machine
         self.adapter = adapter
@@ -551,7 +559,8 @@ class MobileNodeService(MultiService):
         self.started_at = None
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
-                        {"role": "mobile-node", "address": str(config.home_address)})
+                        {"role": "mobile-node", "address": str(config.home_address)},
+                        lambda: mobile_node_gauges(machine))
 
     @classmethod
     def build(cls, config, reactor=None, tunnel=None, transport=None, sadb=None, rng=None,
@@ -581,9 +590,9 @@ class MobileNodeService(MultiService):
         self.started_at = self.reactor.seconds()
         self.adapter._run(self.machine.start, self.reactor.seconds(),
                           care_of=self.config.care_of_address)
-        log.info("mobile {kind} {hoa} started at {coa}",
-                 kind="router" if self.config.mobile_router else "node",
-                 hoa=self.config.home_address, coa=self.config.care_of_address)
+        self.log.info("mobile {kind} {hoa} started at {coa}",
+                      kind="router" if self.config.mobile_router else "node",
+                      hoa=self.config.home_address, coa=self.config.care_of_address)
         super().startService()
 
     @defer.inlineCallbacks
@@ -612,14 +621,14 @@ class MobileNodeService(MultiService):
             return
         if not self.config.interface:
             self.adapter.counters["home-na-no-interface"] += 1
-            log.warn("home: no interface configured to announce {hoa} on",
-                     hoa=self.config.home_address)
+            self.log.warn("home: no interface configured to announce {hoa} on",
+                          hoa=self.config.home_address)
             return
         if announce(self.config.home_address, self.config.interface) is not None:
             self.adapter.counters["home-na-sent"] += 1
-            log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
-                     hoa=self.config.home_address, interface=self.config.interface,
-                     dereg=event["old"] == DEREGISTERING)
+            self.log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
+                          hoa=self.config.home_address, interface=self.config.interface,
+                          dereg=event["old"] == DEREGISTERING)
 
     # -- IControllable ----------------------------------------------------------------------
 

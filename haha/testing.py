@@ -249,6 +249,7 @@ class Network:
         configured with all the others as static peers; ``overrides`` go to every
         HomeAgentSettings (a callable value is called with the index)."""
         names = names or [f"ha{i + 1}" for i in range(count)]
+        home_prefix = IPv6Network(home_prefix)  # text accepted
         base = int(home_prefix.network_address)
         addrs = [IPv6Address(base + i + 1) for i in range(count)]
         out = []

@@ -11,7 +11,7 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from haha.control import cli
-from haha.control.metrics import render_metrics
+from haha.control.metrics import ServiceMetrics
 from haha.control.server import ControlFactory
 from haha.interfaces import IControllable
 
@@ -77,11 +77,21 @@ def test_overlong_request_closes_connection():
 
 
 def test_metrics_text_format():
-    """Counters become Prometheus lines with sanitised names; non-numbers are left out."""
-    text = render_metrics(Target().counters(), {"role": "ha", "address": "2001:db8:1::1"})
-    assert 'haha_bu_received{address="2001:db8:1::1",role="ha"} 3' in text
-    assert "haha_dropped_bad_checksum{" in text and "# TYPE haha_bindings_now gauge" in text
-    assert "label" not in text
+    """Counters become _total families with HELP text and the daemon's labels; a counter
+    without a family keeps its name as a label; *_now (gauges) and non-numbers are left out."""
+    metrics = ServiceMetrics(Target().counters, lambda: [("haha_registered", 1)],
+                             {"role": "mobile-node", "address": "2001:db8:1::100"})
+    body, content_type = metrics.exposition()
+    text = body.decode()
+    assert content_type.startswith("text/plain")
+    assert ('haha_other_total{address="2001:db8:1::100",counter="bu_received",'
+            'role="mobile-node"} 3.0') in text
+    assert ('haha_packets_dropped_total{address="2001:db8:1::100",reason="bad-checksum",'
+            'role="mobile-node"} 1.0') in text
+    assert "# HELP haha_packets_dropped_total Inbound packets dropped" in text
+    assert "# TYPE haha_packets_dropped_total counter" in text
+    assert 'haha_registered{address="2001:db8:1::100",role="mobile-node"} 1.0' in text
+    assert "bindings_now" not in text and '"x"' not in text
 
 
 @pytest_twisted.inlineCallbacks

@@ -75,7 +75,31 @@ def test_faults_partition_loss_and_moving_addresses():
     eps["a"].send(build_packet(A, new, 59, b""))
     clock.advance(0)
     assert eps["b"].counters["dropped_stopped"] == 1
-    with pytest.raises(TypeError):
-        eps["a"].add_address("2001:db8::1")
+    with pytest.raises(ValueError, match="'2001:db8::zz' is not an IPv6 address"):
+        eps["a"].add_address("2001:db8::zz")
+    with pytest.raises(TypeError, match="is not an IPv6 address"):
+        eps["a"].add_address(b"\x20\x01" + bytes(14))
+    assert eps["a"].addresses == {A}  # nothing changed by the refusals
     eps["a"].send(b"short")
     assert eps["a"].counters["send_invalid"] == 1
+
+
+def test_addresses_may_be_given_as_text():
+    """MemoryHub.endpoint, add_address and remove_address take an address's text as well as
+    an IPv6Address; packets reach the endpoint at either."""
+    clock = Clock()
+    hub = MemoryHub(clock)
+    inbox = []
+    a = hub.endpoint("2001:db8::a", name="a")
+    b = hub.endpoint(" 2001:db8::b", IPv6Address("2001:db8::bc"), name="b")
+    a.start(lambda p: None)
+    b.start(inbox.append)
+    assert b.addresses == {B, IPv6Address("2001:db8::bc")}
+    b.add_address("2001:db8::bd")
+    b.remove_address("2001:db8::bc")
+    for dst in ("2001:db8::b", "2001:db8::bc", "2001:db8::bd"):
+        a.send(build_packet(A, IPv6Address(dst), 59, b""))
+    clock.advance(0)
+    assert len(inbox) == 2 and a.addresses == {A}
+    with pytest.raises(ValueError, match="'nowhere' is not an IPv6 address"):
+        hub.endpoint("nowhere")

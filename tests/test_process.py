@@ -61,6 +61,8 @@ def test_cluster_registration_failover_relearning_and_drain(tmp_path):
         assert c.node("ha2").process.returncode in (0, -15)
         log = open(c.node("ha2").logfile).read()
         assert "drain-started primaries=1" in log and "home agent 2001:db8:1::2 stopped" in log
+        # Each line names the home agent that wrote it (docs/design.md, "Embedding").
+        assert "[haha.home-agent#info 2001:db8:1::2] drain-started primaries=1" in log
         c.wait_for("goodbye seen", lambda: [p["address"] for p in c.ask("ha3", "peers")] ==
                    ["2001:db8:1::1"], timeout=2)
         c.stop_all()

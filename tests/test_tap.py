@@ -107,5 +107,6 @@ def test_metrics_and_control_are_served(tmp_path):
     finally:
         yield service.stopService()
     text = body.decode()
-    assert 'haha_bindings_now{address="2001:db8:1::1",role="home-agent"} 0' in text
+    assert 'haha_bindings{address="2001:db8:1::1",kind="primary",role="home-agent"} 0.0' in text
+    assert "# HELP haha_bindings " in text
     assert answer["ok"] and answer["result"]["state"] == "serving"

@@ -327,6 +327,11 @@ class HomeAgent:
             for b in self.cache
         }
 
+    @property
+    def known_peers(self):
+        """Signalling addresses of every peer known (static or discovered), live or not."""
+        return frozenset(self._known)
+
     def ranked(self):
         """``(signalling address, preference)`` of every live home agent, this one included
         unless stopped, best first (PROTOCOL.md 3.6)."""

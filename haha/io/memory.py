@@ -7,6 +7,9 @@ clock's ``callLater`` (``latency`` seconds later, 0 by default), so a test drive
 other started endpoint. Faults are explicit: ``hub.drop_if`` (a predicate on the packet bytes)
 and :meth:`MemoryHub.partition`. ``hub.log`` records every packet sent, as
 ``(sender, packet, delivered_to)``.
+
+Addresses are ``IPv6Address`` objects or their text (``hub.endpoint("2001:db8:1::1")``); text
+that is not an IPv6 address is refused with a ``ValueError`` naming it.
 """
 
 from collections import Counter
@@ -15,6 +18,19 @@ from ipaddress import IPv6Address
 from zope.interface import implementer
 
 from ..interfaces import IMobilityTransport
+
+
+def as_address(address):
+    """``address`` as an ``IPv6Address``: one already, or its text; anything else is refused
+    with an error naming it."""
+    if isinstance(address, IPv6Address):
+        return address
+    if isinstance(address, str):
+        try:
+            return IPv6Address(address.strip())
+        except ValueError:
+            raise ValueError(f"{address!r} is not an IPv6 address") from None
+    raise TypeError(f"{address!r} is not an IPv6 address (IPv6Address or text)")
 
 
 class MemoryHub:
@@ -30,7 +46,7 @@ class MemoryHub:
         self.log = []
 
     def endpoint(self, *addresses, name=None):
-        """A new :class:`MemoryTransport` owning ``addresses``."""
+        """A new :class:`MemoryTransport` owning ``addresses`` (``IPv6Address`` or text)."""
         ep = MemoryTransport(self, addresses, name or f"ep{len(self.endpoints) + 1}")
         self.endpoints.append(ep)
         return ep
@@ -89,12 +105,11 @@ class MemoryTransport:
         return self._receiver is not None
 
     def add_address(self, address):
-        if not isinstance(address, IPv6Address):
-            raise TypeError(f"{address!r} is not an IPv6Address")
-        self.addresses.add(address)
+        """Own ``address`` too (an ``IPv6Address`` or its text)."""
+        self.addresses.add(as_address(address))
 
     def remove_address(self, address):
-        self.addresses.discard(address)
+        self.addresses.discard(as_address(address))
 
     def start(self, receiver):
         if self._receiver is not None:
