@@ -70,7 +70,7 @@ def configure(level="info", namespace="haha"):
 def enabled(log, level):
     """Whether ``log`` (a :func:`logger`) would publish an event at ``level``: ask before
     building fields on a hot path, so what the level discards costs one dictionary lookup."""
-    if log.observer is not observer:
+    if log.observer is not observer and type(log.observer) is not _Tagging:
         return True  # an embedder's own logger: its observers decide
     namespace = log.namespace
     try:

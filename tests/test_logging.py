@@ -76,6 +76,21 @@ def test_info_events_and_drops_follow_the_level(published):
     assert [e for e in published if e.get("reason") == "bad-checksum"]
 
 
+def test_a_logger_with_an_identity_is_filtered_the_same_way(published):
+    """A logger tagging its events with the home agent's identity goes through the same level
+    filter: below the level its events cost nothing either."""
+    hlog.configure("info")
+    a = _adapter()
+    a.log = hlog.logger("haha.test-logging", identity="2001:db8:1::1")
+    value = Costly()
+    a.event(Event("binding-updated", home_address=value))
+    assert value.formatted == 0
+    hlog.configure("debug")
+    a.event(Event("binding-updated", home_address=value))
+    logged = [e for e in published if e.get("event") == "binding-updated"]
+    assert len(logged) == 1 and logged[0]["identity"] == "2001:db8:1::1"
+
+
 def test_an_embedders_own_logger_is_not_filtered():
     """A Logger that does not publish through haha's level filter is always given the event:
     its own observers decide."""
