@@ -87,6 +87,8 @@ class SecurityConfig:
     sequence_file: str = None  # ESP sequence numbers kept across restarts
     rate: float = 50.0
     burst: int = 100
+    node_group_key: KeyFile = None  # home agent: derives the secrets of a node group
+    node_group_prefix: object = None  # the group's home addresses (None: the home prefix)
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ def _security(get, node):
     burst = sec.get_int("rate-burst", 100, minimum=1, maximum=1_000_000)
     key = None
     peer_keys = node_keys = {}
-    node_key_dir = None
+    node_key_dir = group_key = group_prefix = None
     if node:
         text = sec.raw("key", required=(mode == "esp"))
         if text is not None:
@@ -285,13 +287,20 @@ def _security(get, node):
             if not os.path.isdir(d):
                 raise sec.error("node-key-dir", f"{d} is not a directory")
             node_key_dir = d
+        text = sec.raw("node-group-key")
+        if text is not None:
+            group_key = _check_key_file(sec, "node-group-key", text)
+        group_prefix = sec.get_prefix("node-group-prefix")
+        if group_prefix is not None and group_key is None:
+            raise sec.error("node-group-prefix", "node-group-prefix needs node-group-key")
     here = os.path.dirname(os.path.abspath(sec.path))
     default_seq = os.path.join(here, os.path.splitext(os.path.basename(sec.path))[0] + ".seq")
     sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
     sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
-                      "sequence-file"])
+                      "sequence-file", "node-group-key", "node-group-prefix"])
     return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,
-                          sequence_file if mode == "esp" else None, rate, burst)
+                          sequence_file if mode == "esp" else None, rate, burst, group_key,
+                          group_prefix)
 
 
 def _transport(get):

@@ -332,11 +332,38 @@ class HomeAgentAdapter(Adapter):
     role = "home-agent"
 
     def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
-                 backend=None, home_interface=None, ra_listener=None, log=None):
+                 backend=None, home_interface=None, ra_listener=None, log=None,
+                 node_group=None):
         super().__init__(machine, transport, clock, profile, policy, sadb, limiter, log)
         self.backend = backend
         self.home_interface = home_interface
         self.ra_listener = ra_listener
+        #: A :class:`haha.security.nodegroup.NodeGroup` deriving mobile nodes' SAs on first
+        #: contact, or None.
+        self.node_group = node_group
+
+    def unprotect(self, packet):
+        group = self.node_group
+        if group is None or self.sadb is None or self.sadb.has_peer(packet.source) \
+                or len(packet.payload) < 8 or self.machine.is_known_peer(packet.source):
+            return super().unprotect(packet)
+        spi = int.from_bytes(packet.payload[:4], "big")
+        try:
+            result = group.admit(self.sadb, packet.source, spi,
+                                 lambda: self.sadb.unprotect(packet.source, packet.payload))
+        except SecurityError as e:
+            self._drop(e.reason, src=packet.src, spi=e.spi)
+            return None
+        if result is None:
+            return super().unprotect(packet)
+        self.counters["node-group-derived"] += 1
+        return result
+
+    def protect(self, peer, data):
+        if self.node_group is not None and self.sadb is not None \
+                and not self.machine.is_known_peer(peer):
+            self.node_group.ensure(self.sadb, peer)
+        return super().protect(peer, data)
 
     def source_known(self, next_header, message_type, packet):
         # Home agents must be known peers; mobile nodes are checked by the core (home prefix).

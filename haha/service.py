@@ -154,6 +154,17 @@ def home_agent_sadb(config):
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
 
 
+def node_group(config):
+    """The home agent's node group (``[security] node-group-key``), or None."""
+    sec = config.security
+    if sec.mode == "none" or sec.node_group_key is None:
+        return None
+    from .security.nodegroup import NodeGroup
+
+    return NodeGroup(_located(sec.node_group_key, "node group key"),
+                     sec.node_group_prefix or config.home_prefix, config.address)
+
+
 def _sequence_store(config):
     """ESP sequence numbers survive restarts (docs/security.md): without them a restarted
     daemon's peers would drop everything it sends as too old."""
@@ -381,6 +392,7 @@ class HomeAgentService(MultiService):
             machine, transport, reactor, config.numbers, policy, sadb, limiter, backend,
             home_interface=config.home_interface,
             ra_listener=discovery if IRouterAdvertisementListener.providedBy(discovery) else None,
+            node_group=node_group(config),
         )
         return cls(config, machine, adapter, backend, discovery, transport, reactor, sadb)
 

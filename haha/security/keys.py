@@ -32,6 +32,16 @@ Derivation (``docs/security.md`` gives it byte by byte)::
 ``sender`` and ``receiver`` are the SA's two identities (a home agent's address, a mobile node's
 home address), so the two directions of a pair, and every pair, get unrelated keys, salts and
 SPIs, and both ends compute them without configuring any.
+
+Node groups (``docs/security.md``, "Node groups"): instead of one secret per mobile node in the
+home agents' configuration, one *group key* derives each node's secret from its home address::
+
+    node secret = HKDF-SHA256(IKM = group key, salt = "haha-node-secret-v1",
+                              info = home address(16), L = 32)
+
+The home agents hold only the group key and derive a node's SAs when it first shows up;
+``python -m haha.security.keys node-secret --group-key FILE --home-address A OUT`` writes the
+node's own key file.
 """
 
 import argparse
@@ -49,6 +59,7 @@ from .esp import KEY_LENGTHS, MIN_SPI, SALT_LEN
 from .sadb import HOME_AGENT, ROLES, SaSpec, _address
 
 HKDF_SALT = b"haha-esp-sa-v1"
+NODE_SECRET_SALT = b"haha-node-secret-v1"
 SECRET_LENGTHS = range(16, 65)
 DEFAULT_SECRET_LEN = 32
 SA_BLOB_LENGTHS = tuple(k + SALT_LEN for k in KEY_LENGTHS)
@@ -203,6 +214,16 @@ def derive_sa(secret, sender, receiver, key_bits=128):
     return DerivedSa(spi, okm[:klen], okm[klen : klen + 4])
 
 
+def derive_node_secret(group_key, home_address):
+    """The derivation secret of the mobile node at ``home_address`` in the node group keyed by
+    ``group_key`` (module docstring): 32 octets."""
+    if not isinstance(group_key, (bytes, bytearray)) or len(group_key) not in SECRET_LENGTHS:
+        raise SecurityConfigError("a node group key is 16 to 64 octets")
+    hoa = _address(home_address, "home address")
+    return HKDF(algorithm=hashes.SHA256(), length=DEFAULT_SECRET_LEN, salt=NODE_SECRET_SALT,
+                info=hoa.packed).derive(bytes(group_key))
+
+
 def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=()):
     """The two :class:`SaSpec` (outbound to ``peer``, inbound from it) of a pair, derived from
     ``secret``. ``local`` is this node's identity (its home agent address, or a mobile node's
@@ -251,6 +272,12 @@ def main(argv=None):
         d.add_argument("--local", required=True, help="this end: HA address or home address")
         d.add_argument("--peer", required=True, help="the other end")
         d.add_argument("--key-bits", type=int, choices=(128, 192, 256), default=128)
+    n = sub.add_parser("node-secret", help="write a mobile node's key file, derived from its "
+                       "node group's key and its home address (mode 0600)")
+    n.add_argument("--group-key", required=True, help="the node group's key file")
+    n.add_argument("--home-address", required=True, help="the mobile node's home address")
+    n.add_argument("file", help="the key file to write (the node's [security] key)")
+    n.add_argument("--force", action="store_true", help="replace an existing file")
     args = p.parse_args(argv)
     try:
         if args.command == "generate":
@@ -259,6 +286,13 @@ def main(argv=None):
                 raise SecurityConfigError(f"--size {n} is not 16..64 octets")
             generate_key_file(args.file, n, force=args.force)
             print(f"wrote {n} random octets to {args.file} (mode 0600)")
+            return 0
+        if args.command == "node-secret":
+            hoa = _address(args.home_address, "--home-address")
+            secret = derive_node_secret(load_secret(args.group_key), hoa)
+            generate_key_file(args.file, len(secret), force=args.force,
+                              rng=lambda n: secret)
+            print(f"wrote the key of {hoa} to {args.file} (mode 0600)")
             return 0
         secret = load_secret(args.secret)
         local = _address(args.local, "--local")

@@ -1,0 +1,74 @@
+"""Node groups: one key for many mobile nodes (``docs/security.md``, "Node groups").
+
+A home agent configured with ``[security] node-group-key`` (and optionally
+``node-group-prefix``, the home prefix by default) holds no per-node secret: the secret of the
+node at home address ``A`` is :func:`haha.security.keys.derive_node_secret` of the group key and
+``A``, and its SA pair is derived from that as for a configured node. Nothing is derived at
+start-up, so a group of 100,000 nodes costs one key in memory and one line of configuration.
+
+:meth:`NodeGroup.admit` derives a node's pair when a packet first shows up from it, and keeps it
+only once the packet has authenticated under it: a forged packet naming home addresses of the
+prefix makes the home agent compute, never store (the derivation is keyed by the home address,
+so its SPI cannot be guessed either). :meth:`NodeGroup.ensure` derives the pair for a node this
+home agent must write to first (a HASR after a take-over).
+"""
+
+from .keys import derive_node_secret, derive_pair
+from .sadb import MOBILE_NODE
+
+
+class NodeGroup:
+    """The home addresses inside ``prefix`` whose secrets derive from ``group_key``; ``local``
+    is this home agent's address (its identity in the pairs)."""
+
+    def __init__(self, group_key, prefix, local, key_bits=128):
+        self._key = bytes(group_key)
+        self.prefix = prefix
+        self.local = local
+        self.key_bits = key_bits
+        self.derived = 0
+
+    def __repr__(self):  # never the key
+        return f"<NodeGroup {self.prefix} derived={self.derived}>"
+
+    def covers(self, home_address):
+        return home_address.version == 6 and home_address in self.prefix \
+            and home_address != self.local
+
+    def pair(self, home_address):
+        """The two SaSpecs (outbound, inbound) of the node at ``home_address``."""
+        return derive_pair(derive_node_secret(self._key, home_address), self.local,
+                           home_address, MOBILE_NODE, self.key_bits)
+
+    def ensure(self, sadb, home_address):
+        """Derive and install the pair of ``home_address`` unless ``sadb`` has one (or the
+        address is outside the group). True when an SA exists afterwards."""
+        if sadb.has_peer(home_address):
+            return True
+        if not self.covers(home_address):
+            return False
+        for spec in self.pair(home_address):
+            sadb.add(spec)
+        self.derived += 1
+        return True
+
+    def admit(self, sadb, source, spi, unprotect):
+        """An ESP packet with ``spi`` from ``source`` (its home address when it carried a Home
+        Address option) for which ``sadb`` has no pair: when ``source`` is in the group and the
+        derived inbound SPI is ``spi``, install the pair and return ``unprotect()``'s result,
+        removing the pair again if it raises (the packet did not authenticate). Returns None
+        when the group does not explain the packet."""
+        if sadb.has_peer(source) or not self.covers(source):
+            return None
+        out, inbound = self.pair(source)
+        if inbound.spi != spi:
+            return None
+        sadb.add(out)
+        sadb.add(inbound)
+        try:
+            result = unprotect()
+        except Exception:
+            sadb.remove_peer(source)
+            raise
+        self.derived += 1
+        return result
