@@ -140,6 +140,7 @@ class HomeAgentConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
+    switch_rate: float = 4000.0
 
 
 @dataclass(frozen=True)
@@ -373,6 +374,7 @@ def parse_home_agent(parsed, path):
     drain_timeout = ha.get_float("drain-timeout", 10.0, minimum=0, maximum=3600)
     drain_mode = ha.get_str("drain-mode", "spread", choices=DRAIN_MODES)
     switch_message = ha.get_str("switch-message", "hasr", choices=SWITCH_MESSAGES)
+    switch_rate = ha.get_float("switch-rate", 4000.0, minimum=0.1, maximum=1e7)
     implicit = ha.get_bool("implicit-mode", True)
     mr_support = ha.get_bool("mobile-router-support", True)
     ras = ha.get_bool("router-advertisements", configuration != "no-home-link")
@@ -434,7 +436,7 @@ def parse_home_agent(parsed, path):
         lifetime=lifetime, hello_interval=hello, max_binding_lifetime=max_life,
         boot_wait=boot_wait, take_over=take_over, drain_on_stop=drain,
         drain_timeout=drain_timeout, drain_mode=drain_mode, switch_message=switch_message,
-        implicit_mode=implicit,
+        switch_rate=switch_rate, implicit_mode=implicit,
         mobile_router_support=mr_support, router_advertisements=ras,
         router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,

@@ -81,6 +81,7 @@ def home_agent_settings(config):
         drain=config.drain_mode,
         drain_preference=0,
         switch_message=config.switch_message,
+        switch_rate=config.switch_rate,
         numbers=config.numbers,
     )
 

@@ -493,7 +493,11 @@ def test_peer_death_take_over_by_the_first_ranked_survivor():
         HOA, A("2001:db8:1::11")}
     assert ProxyNd(HOA, True) in out
     assert len(sends(out, BindingInfoUpdate, P3)) == 2
-    hasr = sends(out, HaSwitchRequest)
+    # Switch requests are paced (switch_rate, 4,000/s): the first leaves at once, the second
+    # a quarter of a millisecond later.
+    first = sends(out, HaSwitchRequest)
+    hasr = first + sends(r.run_to(35.001), HaSwitchRequest)
+    assert len(first) == 1
     assert {e.routing_address for e in hasr} == {HOA, A("2001:db8:1::11")}
     assert all(e.message.desired_home_agent == ME and e.protect == e.routing_address
                for e in hasr)
@@ -633,6 +637,7 @@ def test_drain_spreads_nodes_and_reports_completion():
         r.bu(1, hoa=A(int(HOA) + i))
     out = r.ha.drain(1.0)
     assert [e.message.preference for e in sends(out, HaHello)] == [0, 0]
+    out += r.run_to(1.001)  # the switch requests are paced, 4,000 a second
     desired = [e.message.desired_home_agent for e in sends(out, HaSwitchRequest)]
     assert desired == [P2, P3, P2, P3]
     assert only(sends(r.bu(1, hoa=A("2001:db8:1::40")), BindingAck)).message.status == 129
@@ -704,3 +709,44 @@ def test_is_known_peer_for_the_adapter():
     assert r.ha.is_known_peer(P2) and not r.ha.is_known_peer(A("2001:db8:1::9"))
     r.ha.add_peer(A("2001:db8:1::9"), 0.0)
     assert r.ha.is_known_peer(A("2001:db8:1::9"))
+
+
+def test_a_large_take_over_paces_its_switch_requests_and_jitters_their_retransmissions():
+    """A take-over of 1,000 nodes at switch_rate 500/s: the first request leaves at once, the
+    rest one every 2 ms (never more than two in any 2 ms), the last after about 2 s; the
+    retransmissions do not come back in lockstep (their times are spread by the jitter)."""
+    dead = A("2001:db8:1::0:5")
+    r = Rig(peers=(dead, P3), alive=(dead, P3), switch_rate=500.0)
+    hoas = [A(int(HOA) + 0x100 + i) for i in range(1000)]
+    for i in range(0, 1000, 20):
+        r.biu(dead, *[bce(5, hoa=h) for h in hoas[i:i + 20]], ident=i + 1)
+    r.at(20.0)
+    r.hello(P3)
+    r.run_to(34.9)
+    first = {}  # home address -> time of its first HASR
+    again = []  # times of retransmissions
+
+    def note(effects, when):
+        for e in sends(effects, HaSwitchRequest):
+            if e.routing_address in first:
+                again.append(when)
+            else:
+                first[e.routing_address] = when
+
+    out = r.at(35.0)
+    assert len(sends(out, HaSwitchRequest)) == 1
+    assert r.ha.counters["switch-paced"] == 999
+    note(out, 35.0)
+    while True:
+        d = r.ha.next_deadline()
+        if d is None or d > 37.5:
+            break
+        note(r.at(d), d)
+    times = sorted(first.values())
+    assert len(first) == 1000 and 36.9 < times[-1] < 37.1
+    buckets = {}
+    for x in times:
+        k = int((x - 35.0) / 0.002 + 1e-9)
+        buckets[k] = buckets.get(k, 0) + 1
+    assert max(buckets.values()) <= 2
+    assert len(again) > 100 and len(set(round(x, 4) for x in again)) > 0.9 * len(again)

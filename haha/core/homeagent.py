@@ -121,14 +121,18 @@ class BindingView(tuple):
 
 
 class _SwitchState:
-    __slots__ = ("desired", "sequence", "timeout", "next_at", "tries")
+    """A switch request in progress: ``waiting`` until its paced first transmission, then
+    retransmitted until the node re-registers elsewhere or ``SWITCH_TRIES`` are spent."""
 
-    def __init__(self, desired, sequence, timeout, next_at):
+    __slots__ = ("desired", "sequence", "timeout", "next_at", "tries", "waiting")
+
+    def __init__(self, desired, sequence, timeout, next_at, waiting):
         self.desired = desired
         self.sequence = sequence
         self.timeout = timeout
         self.next_at = next_at
         self.tries = 1
+        self.waiting = waiting
 
 
 class HomeAgent:
@@ -157,6 +161,7 @@ class HomeAgent:
         self._boot_until = None
         self._switch = {}
         self._switch_heap = []
+        self._switch_slot = 0.0  # when the next paced first switch request may leave
         self._tombstones = {}  # home address -> (sequence, until)
         self._tomb_queue = deque()
         self._drain_cursor = 0
@@ -901,12 +906,29 @@ class HomeAgent:
         return self.peers.get(address).home_agent
 
     def _request_switch(self, b, desired, now, out):
+        """Ask the node of ``b`` to switch to ``desired``. First transmissions are paced at
+        ``switch_rate`` per second (a take-over of thousands of nodes is spread over seconds
+        instead of leaving in one burst that the nodes then answer at once); each request's
+        retransmissions back off from its own first transmission, with jitter, so they stay
+        spread."""
         timeout = self.settings.biu_initial_timeout
-        st = _SwitchState(desired, b.sequence, timeout, now + timeout)
+        at = max(now, self._switch_slot)
+        self._switch_slot = at + 1.0 / self.settings.switch_rate
+        waiting = at > now
+        st = _SwitchState(desired, b.sequence, timeout,
+                          at if waiting else now + self._jittered(timeout), waiting)
         self._switch[b.home_address] = st
         heapq.heappush(self._switch_heap, (st.next_at, b.home_address))
-        self._send_switch(b, desired, out)
+        if not waiting:
+            self._send_switch(b, desired, out)
+        else:
+            self.counters["switch-paced"] += 1
         out.append(Event("switch-requested", home_address=b.home_address, desired=desired))
+
+    def _jittered(self, timeout):
+        """A retransmission timeout stretched by up to a quarter at random, so requests sent
+        together do not come back together (RFC 6275 11.8 asks the same of nodes' BUs)."""
+        return timeout * (1.0 + 0.25 * self.rng.random())
 
     def _send_switch(self, b, desired, out):
         hoa = b.home_address
@@ -943,13 +965,19 @@ class HomeAgent:
             if b is None or b.primary is not None or b.sequence != st.sequence:
                 del self._switch[hoa]
                 continue
+            if st.waiting:  # its paced first transmission
+                st.waiting = False
+                st.next_at = now + self._jittered(st.timeout)
+                heapq.heappush(heap, (st.next_at, hoa))
+                self._send_switch(b, st.desired, out)
+                continue
             if st.tries >= SWITCH_TRIES:
                 del self._switch[hoa]
                 out.append(Event("switch-unanswered", home_address=hoa, desired=st.desired))
                 continue
             st.tries += 1
             st.timeout = min(st.timeout * 2, maximum)
-            st.next_at = now + st.timeout
+            st.next_at = now + self._jittered(st.timeout)
             heapq.heappush(heap, (st.next_at, hoa))
             self._send_switch(b, st.desired, out)
             self.counters["switch-retransmitted"] += 1

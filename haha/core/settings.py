@@ -199,6 +199,9 @@ class HomeAgentSettings:
     drain_preference: int = 0
     #: How to tell a mobile node to switch: 'hasr' (draft 4.1.5) or 'rfc5142' (MH type 12).
     switch_message: str = SWITCH_HASR
+    #: First transmissions of switch requests per second: a take-over of many nodes is spread
+    #: over time instead of leaving in one burst (retransmissions then stay spread, jittered).
+    switch_rate: float = 4000.0
     #: Answer DHAAD requests (RFC 6275 10.5) sent to the home prefix's Home-Agents anycast
     #: address or to ``address``.
     dhaad: bool = True
@@ -243,6 +246,7 @@ class HomeAgentSettings:
         _choice("drain", self.drain, DRAIN_MODES)
         _number("drain_preference", self.drain_preference, 0, 0xFFFF, integer=True)
         _choice("switch_message", self.switch_message, SWITCH_MESSAGES)
+        _number("switch_rate", self.switch_rate, 0.1, 1e7)
         _flag("dhaad", self.dhaad)
         _flag("peer_protection_required", self.peer_protection_required)
         _set(self, "hello_prefixes", _networks("hello_prefixes", self.hello_prefixes))
