@@ -282,8 +282,8 @@ def _security(get, node):
                                          maximum=1e7),
         authenticated_burst=sec.get_int("authenticated-burst", 20000, minimum=1,
                                         maximum=10_000_000),
-        answer_rate=sec.get_float("answer-rate", 20.0, minimum=0.1, maximum=1e6),
-        answer_burst=sec.get_int("answer-burst", 100, minimum=1, maximum=1_000_000))
+        answer_rate=sec.get_float("answer-rate", 100.0, minimum=0.1, maximum=1e6),
+        answer_burst=sec.get_int("answer-burst", 200, minimum=1, maximum=1_000_000))
     key = None
     peer_keys = node_keys = {}
     node_key_dir = None

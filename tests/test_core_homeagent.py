@@ -21,7 +21,6 @@ from haha.core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from haha.core.settings import HomeAgentSettings
 from haha.wire.icmpv6 import (
     PI_R,
-    RA_H,
     DhaadReply,
     DhaadRequest,
     HomeAgentInformation,

@@ -46,8 +46,8 @@ class AdmissionSettings:
     unauthenticated_burst: int = 4000
     authenticated_rate: float = 10000.0
     authenticated_burst: int = 20000
-    answer_rate: float = 20.0
-    answer_burst: int = 100
+    answer_rate: float = 100.0
+    answer_burst: int = 200
 
     def __post_init__(self):
         for name in ("source_rate", "source_burst", "admit_rate", "admit_burst",
