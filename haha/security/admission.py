@@ -114,6 +114,9 @@ class Admission:
         self.counters["unauthenticated-budget"] += 1
         return False
 
+    #: What a caller that only knows :class:`RateLimiter` calls: everything unauthenticated.
+    allow = unauthenticated
+
     def authenticated(self, peer, now):
         """Admit one packet that authenticated under the SA of ``peer``."""
         s = self.settings
