@@ -6,7 +6,7 @@ rate, through an AF_PACKET socket on ``--iface``, so any source address can be f
 one JSON object: packets sent, seconds taken, the rate reached.
 
     ra   --src fe80::66 --address 2001:db8:1::66 --preference 65535 --lifetime 600
-    ra   --src fe80::66 --address random --prefix 2001:db8:1::/64 --count 3000 --rate 1000
+    ra   --src random --address random --prefix 2001:db8:1::/64 --count 3000 --rate 1000
     esp  --src 2001:db8:1::2 --dst 2001:db8:1::1 --dst-mac 02:.. --rate 2000 --seconds 8
 """
 
@@ -33,6 +33,13 @@ def _mac(iface):
         return f.read().strip()
 
 
+def _src(src, rng):
+    """``src``, or a random link-local address for ``random``."""
+    if src != "random":
+        return src
+    return str(ipaddress.IPv6Address((0xFE80 << 112) | rng.randrange(1, 1 << 64)))
+
+
 def _ras(a):
     rng = random.Random(a.seed)
     net = ipaddress.IPv6Network(a.prefix)
@@ -44,7 +51,7 @@ def _ras(a):
         else:
             address = a.address
         pkt = (Ether(src=src_mac, dst="33:33:00:00:00:01")
-               / IPv6(src=a.src, dst="ff02::1", hlim=255)
+               / IPv6(src=_src(a.src, rng), dst="ff02::1", hlim=255)
                / ICMPv6ND_RA(H=1, routerlifetime=a.router_lifetime)
                / ICMPv6NDOptHAInfo(pref=a.preference, lifetime=a.lifetime)
                / ICMPv6NDOptPrefixInfo(prefix=address, prefixlen=64, R=1, L=1, A=0))
