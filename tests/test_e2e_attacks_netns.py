@@ -155,7 +155,7 @@ def test_esp_floods_spoofing_a_peer_and_a_node(tmp_path, require_root):
             sum(r["sent"] for r in reports) // 2
 
         flood = _attack(d, "esp", "--src", d.care_of, "--dst", ha1.address, "--dst-mac", mac1,
-                        "--rate", 2000, "--seconds", 25, "--seed", 7, wait=False)
+                        "--rate", 2000, "--seconds", 12, "--seed", 7, wait=False)
         time.sleep(0.5)
         latencies, failed = [], 0
         for _ in range(50):
