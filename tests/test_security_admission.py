@@ -174,3 +174,27 @@ def test_never_sent_from_a_group_or_unspecified_source(net):
         ha1.adapter.send_mh(Send(BindingError(2, HOA), src, COA))
     assert len(net.hub.log) == before
     assert ha1.adapter.counters["send-refused.bad-source"] == 2
+
+
+def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
+    """ESP with ha2's real SPI and a fresh sequence number but a forged body: checked first
+    (known SPI), fails authentication, and is then charged to the unauthenticated budget of
+    its outer source, never to ha2's authenticated bucket; ha2's real HELLOs are charged to
+    that bucket."""
+    ha1 = net.has[0]
+    hello = next(p for src, p, _ in reversed(net.hub.log) if src == "ha2"
+                 and p[6] == IPPROTO_ESP and A(p[24:40]) == HAS[0])
+    forged = hello[:44] + (0xFFFFFF00).to_bytes(4, "big") + bytes(len(hello) - 48)
+    admission = ha1.adapter.limiter
+    source_bucket = admission.sources._pinned[HAS[1]]
+    auth_bucket = admission._peers[HAS[1]]
+    source_tokens, auth_tokens = source_bucket.tokens, auth_bucket.tokens
+    stamp = auth_bucket.stamp
+    ha1.adapter.packet_received(forged)
+    assert ha1.adapter.counters["dropped.auth-failed"] == 1
+    assert source_bucket.tokens == source_tokens - 1
+    assert auth_bucket.tokens == auth_tokens
+    received = ha1.adapter.counters["received.HaHello"]
+    net.run(1.1)
+    assert ha1.adapter.counters["received.HaHello"] > received
+    assert auth_bucket.stamp > stamp  # the real HELLOs spent from ha2's own bucket
