@@ -3,6 +3,7 @@ bounded candidate table, no Binding Error from a group address, bounded link dis
 throttled logging."""
 
 from ipaddress import IPv6Address as A
+from ipaddress import IPv6Network as N
 
 from twisted.internet.task import Clock
 
@@ -157,7 +158,7 @@ def test_link_discovery_is_bounded():
             flags=RA_H, options=(PrefixInformation(A(f"2001:db8:1::3:{i:x}"), 64, flags=PI_R),
                                  HomeAgentInformation(1, 600))))
     assert len(seen) == 16 and len(link.peers()) == 16
-    assert link.counters == {"ignored": 0, "refused": 4984, "tracked": 16}
+    assert link.counters == {"ignored": 0, "refused": 4984, "unwanted": 0, "tracked": 16}
     assert len(clock.getDelayedCalls()) == 16
     clock.advance(601)
     assert link.counters["tracked"] == 0
@@ -185,3 +186,44 @@ def test_biu_from_an_unsynced_peer_is_still_applied():
     assert only(sends(out, BindingInfoAck)).message.status == 0
     assert r.ha.cache.get(A("2001:db8:1::30")).primary == P2
     assert events(out, "copy-created") and not events(out, "peer-down")
+
+
+def test_link_discovery_tracks_only_what_could_be_accepted():
+    """With a ``wanted`` predicate (keyed peers under ESP), advertised addresses without a key
+    are counted and never tracked, so phantoms cannot crowd a real peer out of the table; the
+    plugin factory builds the predicate from the configuration."""
+    from types import SimpleNamespace
+
+    from haha.discovery.link import build
+
+    clock = Clock()
+    real = A("2001:db8:1::2")
+    link = LinkDiscovery(clock, limit=4, wanted={real}.__contains__)
+    seen = []
+
+    class Listener:
+        def peer_appeared(self, address, source):
+            seen.append(address)
+
+        def peer_disappeared(self, address, source):
+            pass
+
+    link.start(Listener())
+    for i in range(100):
+        link.router_advertisement(A("fe80::1"), RouterAdvertisement(
+            flags=RA_H, options=(PrefixInformation(A(f"2001:db8:1::3:{i:x}"), 64, flags=PI_R),
+                                 HomeAgentInformation(1, 600))))
+    link.router_advertisement(A("fe80::2"), RouterAdvertisement(
+        flags=RA_H, options=(PrefixInformation(real, 64, flags=PI_R),
+                             HomeAgentInformation(1, 600))))
+    assert seen == [real] and link.counters["unwanted"] == 100
+    esp = SimpleNamespace(address=A("2001:db8:1::1"), haha_address=A("2001:db8:1::1"),
+                          max_candidates=8, security=SimpleNamespace(
+                              mode="esp", peer_keys={real: None}))
+    lab = SimpleNamespace(address=A("2001:db8:1::1"), haha_address=A("2001:db8:1::1"),
+                          max_candidates=8, peers=(), authorised=(N("2001:db8:1::/120"),),
+                          security=SimpleNamespace(mode="none", peer_keys={}))
+    built = build(None, clock, esp)
+    assert built.limit == 8 and built.wanted(real) and not built.wanted(A("2001:db8:1::3"))
+    built = build(None, clock, lab)
+    assert built.wanted(A("2001:db8:1::3")) and not built.wanted(A("2001:db8:1::1:0"))
