@@ -272,6 +272,7 @@ def _security(get, node):
     burst = sec.get_int("rate-burst", 100, minimum=1, maximum=1_000_000)
     admission = AdmissionSettings(
         source_rate=rate, source_burst=burst,
+        max_sources=sec.get_int("max-sources", 4096, minimum=1, maximum=10_000_000),
         admit_rate=sec.get_float("admit-rate", 409.6, minimum=0.1, maximum=1e7),
         admit_burst=sec.get_int("admit-burst", 1024, minimum=1, maximum=10_000_000),
         unauthenticated_rate=sec.get_float("unauthenticated-rate", 2000.0, minimum=0.1,
@@ -304,7 +305,7 @@ def _security(get, node):
     default_seq = os.path.join(here, os.path.splitext(os.path.basename(sec.path))[0] + ".seq")
     sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
     sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
-                      "sequence-file", "admit-rate", "admit-burst", "unauthenticated-rate",
+                      "sequence-file", "max-sources", "admit-rate", "admit-burst", "unauthenticated-rate",
                       "unauthenticated-burst", "authenticated-rate", "authenticated-burst",
                       "answer-rate", "answer-burst"])
     return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,

@@ -73,12 +73,13 @@ def test_configuration_keys(tmp_path):
     text = HA_TEXT.format(address=HAS[0], preference=1, keys=tmp_path, peers=HAS[1],
                           peer_keys=f"{HAS[1]} = {key}").replace(
         "2001:db8:1::100 = ", "#").replace("[peers]\n", "[peers]\nmax-candidates = 5\n")
-    sec = ("[security]\nadmit-rate = 5000\nadmit-burst = 9\nunauthenticated-rate = 7\n"
+    sec = ("[security]\nmax-sources = 99\nadmit-rate = 5000\nadmit-burst = 9\n"
+           "unauthenticated-rate = 7\n"
            "authenticated-burst = 11\nanswer-rate = 3\nanswer-burst = 4\n")
     c = home_agent_from_text(text + sec, str(tmp_path / "ha.conf"))
     a = c.security.admission
-    assert (a.admit_rate, a.admit_burst, a.unauthenticated_rate, a.authenticated_burst,
-            a.answer_rate, a.answer_burst) == (5000, 9, 7, 11, 3, 4)
+    assert (a.max_sources, a.admit_rate, a.admit_burst, a.unauthenticated_rate,
+            a.authenticated_burst, a.answer_rate, a.answer_burst) == (99, 5000, 9, 7, 11, 3, 4)
     assert c.max_candidates == 5
     with pytest.raises(ConfigError) as e:
         home_agent_from_text(text + "[security]\nanswer-rate = 0\n", str(tmp_path / "ha.conf"))
