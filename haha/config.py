@@ -305,9 +305,9 @@ def _security(get, node):
     default_seq = os.path.join(here, os.path.splitext(os.path.basename(sec.path))[0] + ".seq")
     sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
     sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
-                      "sequence-file", "max-sources", "admit-rate", "admit-burst", "unauthenticated-rate",
-                      "unauthenticated-burst", "authenticated-rate", "authenticated-burst",
-                      "answer-rate", "answer-burst"])
+                      "sequence-file", "max-sources", "admit-rate", "admit-burst",
+                      "unauthenticated-rate", "unauthenticated-burst", "authenticated-rate",
+                      "authenticated-burst", "answer-rate", "answer-burst"])
     return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,
                           sequence_file if mode == "esp" else None, rate, burst, admission)
 

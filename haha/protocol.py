@@ -1,12 +1,12 @@
 """The Twisted adapter: packets in, the sans-IO machines in the middle, effects out.
 
 :class:`Adapter` owns no protocol logic. For each inbound packet it parses the IPv6 header
-chain, admits it (:mod:`haha.security.admission`: ESP under a known SA is authenticated first and
-charged to its peer, the rest to the unauthenticated budget), removes ESP, decodes the Mobility Header or
-ICMPv6 message, asks the security policy, and hands the core an ``Inbound`` record. It carries
-out the effects the core returns (encode, protect, send; install and remove forwarding; log and
-count events) and keeps exactly one timer armed for the core's next deadline, on the injected
-``IReactorTime``.
+chain, admits it (:mod:`haha.security.admission`: ESP under a known SA is authenticated first
+and charged to its peer, the rest to the unauthenticated budget), removes ESP, decodes the
+Mobility Header or ICMPv6 message, asks the security policy, and hands the core an ``Inbound``
+record. It carries out the effects the core returns (encode, protect, send; install and remove
+forwarding; log and count events) and keeps exactly one timer armed for the core's next
+deadline, on the injected ``IReactorTime``.
 
 Nothing that arrives can stop it: malformed packets, failed authentication, policy refusals and
 even a failure inside the core are counted by reason and dropped (a core failure is also logged

@@ -94,7 +94,8 @@ def _send(iface, packets, rate, total):
                 pass  # ENOBUFS under load: the packet is simply lost, as on a wire
             sent += 1
     took = time.monotonic() - start
-    return {"sent": sent, "seconds": round(took, 3), "rate": round(sent / took, 1) if took else None}
+    return {"sent": sent, "seconds": round(took, 3),
+            "rate": round(sent / took, 1) if took else None}
 
 
 def main(argv=None):

@@ -4,7 +4,8 @@ A home agent on a shared home link advertises with the H flag set, its global ad
 Information option with the R flag, and its preference and lifetime in a Home Agent Information
 option. This strategy reports every such address as a peer for as long as the advertised home agent
 lifetime (or, without the option, the router lifetime) lasts; a lifetime of zero withdraws it at
-once (which forgets a candidate that is not live, never a live peer). The daemon feeds it the advertisements it receives (IRouterAdvertisementListener).
+once (which forgets a candidate that is not live, never a live peer). The daemon feeds it the
+advertisements it receives (IRouterAdvertisementListener).
 
 Advertisements are not authenticated, so what this strategy reports is only a candidate: the
 home agent greets it and takes it as a live peer only from its own ESP-protected HELLO, and a
