@@ -77,7 +77,7 @@ def _send(iface, packets, rate, total):
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     s.bind((iface, 0))
     start = time.monotonic()
-    sent = 0
+    sent = failed = 0
     n = len(packets)
     while sent < total:
         due = start + sent / rate if rate else start
@@ -90,11 +90,12 @@ def _send(iface, packets, rate, total):
         for _ in range(burst):
             try:
                 s.send(packets[sent % n])
-            except OSError:
-                pass  # ENOBUFS under load: the packet is simply lost, as on a wire
+            except OSError:  # ENOBUFS under load: the packet is lost, as on a wire
+                failed += 1
             sent += 1
     took = time.monotonic() - start
-    return {"sent": sent, "seconds": round(took, 3),
+    sent -= failed
+    return {"sent": sent, "failed": failed, "seconds": round(took, 3),
             "rate": round(sent / took, 1) if took else None}
 
 
