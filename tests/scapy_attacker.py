@@ -3,7 +3,8 @@
 Run inside a namespace on the home link (``ip netns exec NS python scapy_attacker.py ...``).
 Packets are built with scapy (a test dependency, an independent encoder) and sent, paced to a
 rate, through an AF_PACKET socket on ``--iface``, so any source address can be forged. Prints
-one JSON object: packets sent, seconds taken, the rate reached.
+one JSON object: packets sent, sends that failed (not counted as sent), seconds taken, the
+rate reached.
 
     ra   --src fe80::66 --address 2001:db8:1::66 --preference 65535 --lifetime 600
     ra   --src random --address random --prefix 2001:db8:1::/64 --count 3000 --rate 1000
