@@ -227,3 +227,21 @@ def test_link_discovery_tracks_only_what_could_be_accepted():
     assert built.limit == 8 and built.wanted(real) and not built.wanted(A("2001:db8:1::3"))
     built = build(None, clock, lab)
     assert built.wanted(A("2001:db8:1::3")) and not built.wanted(A("2001:db8:1::1:0"))
+
+
+def test_a_restarted_peer_without_copies_does_not_stop_the_take_over():
+    """The issue's case: P2 (preference 9, ranked first) restarts and asks for everything;
+    P3, primary of a node, dies before P2 has our answer. This home agent does not defer to
+    P2 (which holds no copy): it takes the node over itself."""
+    r = Rig(alive=(P3,))
+    r.hello(P2, pref=9)
+    r.answer_bulk(P2)
+    _copy_of(r, P3)
+    assert [a for a, _ in r.ha.ranked()][0] == P2
+    r.now = 10.0
+    r.feed(BindingInfoRequest(5, (IpAddress(IPADDR_HOME_ADDRESS, A("::")),)), P2)
+    r.now = 20.0
+    r.hello(P2, pref=9)
+    out = r.run_to(36.0)
+    assert only(events(out, "take-over"))["peer"] == P3
+    assert r.ha.cache.get(HOA).primary is None
