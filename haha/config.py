@@ -26,6 +26,7 @@ from .inifile import (
     split_list,
 )
 from .core.settings import DRAIN_MODES, KINDS, SWITCH_MESSAGES
+from .security.admission import AdmissionSettings
 from .wire.errors import ProfileError
 from .wire.numbers import NumberProfile
 
@@ -87,6 +88,8 @@ class SecurityConfig:
     sequence_file: str = None  # ESP sequence numbers kept across restarts
     rate: float = 50.0
     burst: int = 100
+    #: haha.security.admission.AdmissionSettings (None: its defaults with rate and burst)
+    admission: object = None
     node_group_key: KeyFile = None  # home agent: derives the secrets of a node group
     node_group_prefix: object = None  # the group's home addresses (None: the home prefix)
 
@@ -140,6 +143,7 @@ class HomeAgentConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
+    max_candidates: int = 64  # [peers] max-candidates
     switch_rate: float = 4000.0
 
 
@@ -272,6 +276,21 @@ def _security(get, node):
         )
     rate = sec.get_float("rate-limit", 50.0, minimum=0.1, maximum=1e6)
     burst = sec.get_int("rate-burst", 100, minimum=1, maximum=1_000_000)
+    admission = AdmissionSettings(
+        source_rate=rate, source_burst=burst,
+        max_sources=sec.get_int("max-sources", 4096, minimum=1, maximum=10_000_000),
+        admit_rate=sec.get_float("admit-rate", 409.6, minimum=0.1, maximum=1e7),
+        admit_burst=sec.get_int("admit-burst", 1024, minimum=1, maximum=10_000_000),
+        unauthenticated_rate=sec.get_float("unauthenticated-rate", 2000.0, minimum=0.1,
+                                           maximum=1e7),
+        unauthenticated_burst=sec.get_int("unauthenticated-burst", 4000, minimum=1,
+                                          maximum=10_000_000),
+        authenticated_rate=sec.get_float("authenticated-rate", 10000.0, minimum=0.1,
+                                         maximum=1e7),
+        authenticated_burst=sec.get_int("authenticated-burst", 20000, minimum=1,
+                                        maximum=10_000_000),
+        answer_rate=sec.get_float("answer-rate", 100.0, minimum=0.1, maximum=1e6),
+        answer_burst=sec.get_int("answer-burst", 200, minimum=1, maximum=1_000_000))
     key = None
     peer_keys = node_keys = {}
     node_key_dir = group_key = group_prefix = None
@@ -298,10 +317,13 @@ def _security(get, node):
     default_seq = os.path.join(here, os.path.splitext(os.path.basename(sec.path))[0] + ".seq")
     sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
     sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
-                      "sequence-file", "node-group-key", "node-group-prefix"])
+                      "sequence-file", "max-sources", "admit-rate", "admit-burst",
+                      "unauthenticated-rate", "unauthenticated-burst", "authenticated-rate",
+                      "authenticated-burst", "answer-rate", "answer-burst", "node-group-key",
+                      "node-group-prefix"])
     return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,
-                          sequence_file if mode == "esp" else None, rate, burst, group_key,
-                          group_prefix)
+                          sequence_file if mode == "esp" else None, rate, burst, admission,
+                          group_key, group_prefix)
 
 
 def _transport(get):
@@ -390,6 +412,7 @@ def parse_home_agent(parsed, path):
         if p in own:
             raise discovery_sec.error("static", f"{p} is this home agent's own address")
     authorised = discovery_sec.get_prefixes("authorised")
+    max_candidates = discovery_sec.get_int("max-candidates", 64, minimum=0, maximum=1_000_000)
     discovery_sec.check_unused()
 
     mrs = {}
@@ -441,6 +464,7 @@ def parse_home_agent(parsed, path):
         router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
+        max_candidates=max_candidates,
     )
 
 

@@ -1,11 +1,12 @@
 """The Twisted adapter: packets in, the sans-IO machines in the middle, effects out.
 
 :class:`Adapter` owns no protocol logic. For each inbound packet it parses the IPv6 header
-chain, admits the source through the rate limiter, removes ESP, decodes the Mobility Header or
-ICMPv6 message, asks the security policy, and hands the core an ``Inbound`` record. It carries
-out the effects the core returns (encode, protect, send; install and remove forwarding; log and
-count events) and keeps exactly one timer armed for the core's next deadline, on the injected
-``IReactorTime``.
+chain, admits it (:mod:`haha.security.admission`: ESP under a known SA is authenticated first
+and charged to its peer, the rest to the unauthenticated budget), removes ESP, decodes the
+Mobility Header or ICMPv6 message, asks the security policy, and hands the core an ``Inbound``
+record. It carries out the effects the core returns (encode, protect, send; install and remove
+forwarding; log and count events) and keeps exactly one timer armed for the core's next
+deadline, on the injected ``IReactorTime``.
 
 Nothing that arrives can stop it: malformed packets, failed authentication, policy refusals and
 even a failure inside the core are counted by reason and dropped (a core failure is also logged
@@ -49,6 +50,9 @@ from .wire.numbers import (
 
 _UNSPECIFIED = bytes(16)
 
+#: Messages sent in answer to unauthenticated input: one global budget (security/admission.py).
+_ANSWERS = frozenset({"BindingError", "DhaadReply"})
+
 #: Events logged at info level; the rest at debug (they are still counted).
 _INFO_EVENTS = frozenset({
     "started", "stopped", "serving", "binding-created", "binding-deleted", "binding-expired",
@@ -65,7 +69,8 @@ class Adapter:
     :class:`haha.core.mobilenode.MobileNode`; ``transport`` an ``IMobilityTransport``; ``clock``
     an ``IReactorTime``; ``sadb`` an ``ISecurityAssociations`` (None only with the lab policy);
     ``policy`` a :class:`haha.security.policy.SecurityPolicy`; ``limiter`` a
-    :class:`haha.security.ratelimit.RateLimiter` or None.
+    :class:`haha.security.admission.Admission` (or a bare per-source
+    :class:`haha.security.ratelimit.RateLimiter`) or None.
     """
 
     role = None
@@ -171,11 +176,21 @@ class Adapter:
         if first == 0xFF or not first and data[8:24] == _UNSPECIFIED:
             return self._drop("bad-source", src=packet.src)
         now = self.now()
-        if self.limiter is not None and not self.limiter.allow(packet.src, now):
-            return self._drop("rate-limited", src=packet.src)
         payload = packet.payload
         protected_by = None
-        if nh == IPPROTO_ESP:
+        if nh == IPPROTO_ESP and self._known_sa(payload):
+            # Known SA: authenticate first and charge the SA's peer, so that nothing forged
+            # from the same outer source can use up its budget (security/admission.py).
+            result = self.unprotect(packet)
+            if result is None:
+                self._admit(packet.src, now)  # a failure counts against the strangers
+                return None
+            protected_by, nh, payload = result
+            if not self._admit_peer(protected_by, now):
+                return self._drop("rate-limited-peer", peer=protected_by)
+        elif not self._admit(packet.src, now):
+            return self._drop("rate-limited", src=packet.src)
+        elif nh == IPPROTO_ESP:
             result = self.unprotect(packet)
             if result is None:
                 return None
@@ -212,6 +227,37 @@ class Adapter:
                                packet.routing_address, protected_by)
         self._run(self.machine.receive, inbound, now)
         return None
+
+    def _known_sa(self, esp):
+        knows = getattr(self.sadb, "knows", None)
+        return knows is not None and knows(esp)
+
+    def _admit(self, source, now):
+        """The unauthenticated budget (per source, then global) for one packet."""
+        lim = self.limiter
+        if lim is None:
+            return True
+        unauthenticated = getattr(lim, "unauthenticated", None)
+        return unauthenticated(source, now) if unauthenticated else lim.allow(source, now)
+
+    def _admit_peer(self, peer, now):
+        authenticated = getattr(self.limiter, "authenticated", None)
+        return authenticated is None or authenticated(peer, now)
+
+    def _answer_allowed(self, effect):
+        """The global budget for answers to unauthenticated input (Binding Error, DHAAD
+        reply), and never a group or :: as source (RFC 4291 2.7, RFC 4443 2.4)."""
+        src = effect.src
+        if src.is_multicast or src.is_unspecified:
+            self.counters["send-refused.bad-source"] += 1
+            return False
+        if type(effect.message).__name__ not in _ANSWERS:
+            return True
+        answer = getattr(self.limiter, "answer", None)
+        if answer is None or answer(self.now()):
+            return True
+        self.counters["send-refused.answer-budget"] += 1
+        return False
 
     def unprotect(self, packet):
         if self.sadb is None:  # lab mode without keys: ESP cannot be accepted
@@ -263,6 +309,8 @@ class Adapter:
         raise TypeError(f"{self.role} cannot carry out {effect!r}")
 
     def send_mh(self, effect):
+        if not self._answer_allowed(effect):
+            return
         message = effect.message
         src_ck = effect.home_address or effect.src
         dst_ck = effect.routing_address or effect.dst
@@ -301,6 +349,8 @@ class Adapter:
         return None
 
     def send_icmp(self, effect):
+        if not self._answer_allowed(effect):
+            return
         try:
             data = encode_icmpv6(effect.message, effect.src, effect.dst)
         except WireError as e:

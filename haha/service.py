@@ -31,18 +31,18 @@ from .control.server import ControlFactory
 from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
 from .core.settings import (
-    HOME_LINK,
     HomeAgentSettings,
     MobileNodeSettings,
 )
 from .inifile import ConfigError, parse_address
+from .logthrottle import LogThrottle
 from .logging import logger
 from .interfaces import IControllable, IPeerListener, IRouterAdvertisementListener
 from .protocol import HomeAgentAdapter, MobileNodeAdapter
 from .security import keys as _keys
 from .security.errors import KeyFileError, SecurityConfigError
 from .security.policy import SecurityPolicy
-from .security.ratelimit import RateLimiter
+from .security.admission import Admission, AdmissionSettings
 from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
 from .security.seqstore import SequenceStore
 
@@ -54,13 +54,9 @@ log = logger("haha.service")
 
 def home_agent_settings(config):
     """The core's :class:`HomeAgentSettings` for a :class:`haha.config.HomeAgentConfig`."""
-    # Draft 5.4: HELLO between home agents on different links; on one home link they learn each
-    # other from Router Advertisements (PROTOCOL.md 3.8), which need a multicast-capable link:
-    # with the UDP development transport HELLO is used everywhere. Home agents with a HAHA
-    # address of their own (draft 3.1 Figure 2) use HELLO as well: an RA names the sender by
-    # its HA address only, while peers are configured, keyed and protected by HAHA address.
-    hello = (config.configuration != HOME_LINK or config.transport.kind == "udp"
-             or config.haha_address != config.address)
+    # HELLO on every link, the shared home link included (where draft 5.4 suggests Router
+    # Advertisements): a peer is live only through ESP-protected messages, and an RA is not
+    # protected (docs/security.md, "Peer liveness"). RAs still go to mobile nodes.
     return HomeAgentSettings(
         address=config.address,
         home_prefix=config.home_prefix,
@@ -69,7 +65,8 @@ def home_agent_settings(config):
         preference=config.preference,
         ha_lifetime=config.lifetime,
         hello_interval=config.hello_interval,
-        send_hello=hello,
+        send_hello=True,
+        max_candidates=config.max_candidates,
         max_binding_lifetime=config.max_binding_lifetime,
         peers=config.peers,
         authorised_peer_prefixes=config.authorised,
@@ -118,7 +115,12 @@ def security_policy(config):
 
 
 def rate_limiter(config):
-    return RateLimiter(rate=config.security.rate, burst=config.security.burst)
+    """The admission budgets of :mod:`haha.security.admission` from ``[security]``."""
+    sec = config.security
+    settings = sec.admission
+    if settings is None:
+        settings = AdmissionSettings(source_rate=sec.rate, source_burst=sec.burst)
+    return Admission(settings)
 
 
 def home_agent_sadb(config):
@@ -348,6 +350,7 @@ class HomeAgentService(MultiService):
         self.sadb = sadb
         self.started_at = None
         self._drained = None
+        self._log_throttle = LogThrottle()
         self.anycast = None  # (address, interface) joined at start, when the transport can
         self.advertiser = None
         if config.router_advertisements and config.home_interface and \
@@ -464,8 +467,12 @@ class HomeAgentService(MultiService):
     def peer_appeared(self, address, source):
         if self.sadb is not None and not self.sadb.has_peer(address):
             self.adapter.counters["peer-refused.no-key"] += 1
-            self.log.warn("peer {peer} from {source} has no key in [peer-keys]: ignored",
-                          peer=address, source=source)
+            # Discovery is unauthenticated: one line per source per minute, the rest counted.
+            held = self._log_throttle.allow(source, self.reactor.seconds())
+            if held is not None:
+                self.log.warn("peer {peer} from {source} has no key in [peer-keys]: ignored"
+                              " ({held} more since the last such line)",
+                              peer=address, source=source, held=held)
             return
         self.adapter._run(self.machine.add_peer, address, self.reactor.seconds(), source)
 
@@ -517,9 +524,11 @@ class HomeAgentService(MultiService):
         c = dict(self.adapter.counters)
         for k, v in self.machine.counters.items():
             c["core." + k] = v
-        for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter):
+        for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter,
+                       self.discovery):
             for k, v in getattr(source, "counters", {}).items():
                 c[f"{type(source).__name__.lower()}.{k}"] = v
+        c["log-lines-suppressed"] = self._log_throttle.suppressed
         c["bindings_now"] = len(self.machine.cache)
         c["primaries_now"] = self.machine.cache.primary_count
         c["peers_now"] = len(self.machine.ranked()) - (1 if self.machine.serving else 0)

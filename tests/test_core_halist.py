@@ -1,5 +1,5 @@
-"""The Home Agent list: HELLO freshness and lifetime, Router Advertisements, expiry, ranking
-(draft 5.4, RFC 6275 10.5.1, PROTOCOL.md 3.6 and 3.8)."""
+"""The Home Agent list: HELLO freshness and lifetime, expiry, synchronisation state, ranking
+(draft 5.4, RFC 6275 10.5.1, PROTOCOL.md 3.6)."""
 
 from ipaddress import IPv6Address as A
 
@@ -35,19 +35,35 @@ def test_freshness_by_sequence_with_restart_window():
     assert hl.hello(P2, hello(100), 1.0) == halist.STALE
     assert hl.hello(P2, hello(99, pref=9), 1.0) == halist.STALE
     assert hl.get(P2).preference == 0
-    assert hl.hello(P2, hello(100 - 64, pref=9), 1.0) == halist.UPDATED
-    assert hl.hello(P2, hello(0xFFFF & (36 + 40000), pref=9), 2.0) == halist.UNCHANGED
+    hl.bulk_answered(P2)
+    assert hl.get(P2).in_sync
+    assert hl.hello(P2, hello(100 - 64, pref=9), 1.0) == halist.RESTARTED
+    assert not hl.get(P2).in_sync and hl.ranked() == []
+    assert hl.hello(P2, hello(0xFFFF & (36 + 40000), pref=9), 2.0) == halist.RESTARTED
+    assert hl.hello(P2, hello(0xFFFF & (36 + 40001), pref=9), 3.0) == halist.UNCHANGED
 
 
-def test_router_advertisement_entries():
-    """Same-link peers come from RAs: no sequence, lifetime 0 deletes."""
+def test_router_advertisements_are_not_an_input():
+    """The list has no way in for Router Advertisements: only HELLO makes an entry."""
+    assert not hasattr(HomeAgentList(), "advertisement")
+
+
+def test_only_peers_in_sync_are_ranked():
+    """A new entry is live but unranked until its answer to our bulk request completed; a
+    peer asking us for everything (it lost its state) is unranked until it acknowledged the
+    end of our answer."""
     hl = HomeAgentList()
-    assert hl.advertisement(P3, 10, 1800, 0.0) == halist.NEW
-    assert hl.get(P3).source == "ra" and hl.get(P3).expires == 1800.0
-    assert hl.advertisement(P3, 10, 1800, 5.0) == halist.UNCHANGED
-    assert hl.advertisement(P3, 11, 1800, 6.0) == halist.UPDATED
-    assert hl.advertisement(P3, 11, 0, 7.0) == halist.DELETED
-    assert hl.advertisement(P3, 11, 0, 8.0) == halist.UNKNOWN
+    hl.hello(P2, hello(1, pref=9), 0.0)
+    assert P2 in hl and hl.ranked() == [] and hl.synced() == []
+    hl.bulk_answered(P2)
+    assert [e.address for e in hl.ranked()] == [P2]
+    hl.lost_state(P2)
+    assert hl.ranked() == [] and "unsynced" in repr(hl.get(P2))
+    hl.bulk_delivered(P2)
+    assert [e.address for e in hl.ranked()] == [P2]
+    for f in (hl.bulk_answered, hl.lost_state, hl.bulk_delivered):
+        f(P3)  # not live: nothing happens
+    assert P3 not in hl
 
 
 def test_expiry_and_ranking():
@@ -56,7 +72,9 @@ def test_expiry_and_ranking():
     hl = HomeAgentList()
     hl.hello(P3, hello(1, pref=5, address=P3), 0.0)
     hl.hello(P2, hello(1, pref=5), 10.0)
-    hl.advertisement(A("2001:db8:1::9"), 7, 100, 0.0)
+    hl.hello(A("2001:db8:1::9"), hello(1, pref=7, lifetime=100), 0.0)
+    for e in list(hl.entries.values()):
+        hl.bulk_answered(e.address)
     assert [e.address for e in hl.ranked()] == [A("2001:db8:1::9"), P2, P3]
     assert hl.next_expiry() == 30.0
     assert [e.address for e in hl.pop_expired(30.0)] == [P3]

@@ -21,7 +21,6 @@ from haha.core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from haha.core.settings import HomeAgentSettings
 from haha.wire.icmpv6 import (
     PI_R,
-    RA_H,
     DhaadReply,
     DhaadRequest,
     HomeAgentInformation,
@@ -65,7 +64,7 @@ COA2 = A("2001:db8:99::2")
 class Rig:
     """One home agent and helpers to feed it messages."""
 
-    def __init__(self, boot_wait=0, peers=(P2, P3), alive=(P2, P3), **kw):
+    def __init__(self, boot_wait=0, peers=(P2, P3), alive=(P2, P3), synced=True, **kw):
         kw.setdefault("mobile_routers", {MR: [N("2001:db8:100::/40")]})
         self.settings = HomeAgentSettings(address=ME, home_prefix=PREFIX, peers=peers,
                                           boot_wait=boot_wait, **kw)
@@ -74,7 +73,18 @@ class Rig:
         self.out = self.ha.start(self.now)
         self.hello_seq = {}
         for p in alive:
-            self.hello(p)
+            out = self.hello(p)
+            if synced:
+                self.answer_bulk(p, out)
+            self.out = out
+
+    def answer_bulk(self, peer, out=None):
+        """``peer`` completes its answer to our bulk BIR (found in ``out``) with an end marker
+        (a BIU with the request's identifier and no entries): it is then in sync."""
+        for e in sends(self.out if out is None else out, BindingInfoRequest, peer):
+            if e.message.home_address == A("::"):
+                return self.feed(BindingInfoUpdate(e.message.identifier, ()), peer)
+        return None
 
     def feed(self, message, src, dst=ME, home_address=None, routing_address=None,
              protected_by="auto"):
@@ -532,7 +542,9 @@ def test_hello_lifetime_zero_is_a_goodbye():
 
 def test_discovered_peers_need_authorisation():
     """Discovery only proposes: a peer outside the static list and the authorised prefixes
-    is refused; an authorised one is greeted; forgetting it takes it down."""
+    is refused; an authorised one is greeted and becomes live by its own HELLO; discovery
+    withdrawing a live peer changes nothing (unauthenticated), a silent candidate is
+    forgotten."""
     r = Rig(authorised_peer_prefixes=[N("2001:db8:1::/120")])
     out = r.ha.add_peer(A("2001:db8:5::1"), 0.0)
     assert only(events(out, "peer-refused"))["peer"] == A("2001:db8:5::1")
@@ -542,32 +554,35 @@ def test_discovered_peers_need_authorisation():
     r.hello(new)
     assert new in r.ha.peers
     out = r.ha.remove_peer(new, 1.0)
-    assert events(out, "peer-down") and new not in r.ha.peers
+    assert out == [] and new in r.ha.peers and r.ha.is_known_peer(new)
+    assert r.ha.counters["peer-withdrawal-ignored:live"] == 1
+    silent = A("2001:db8:1::a")
+    r.ha.add_peer(silent, 1.0)
+    assert r.ha.is_known_peer(silent)
+    assert only(events(r.ha.remove_peer(silent, 2.0), "peer-forgotten"))["peer"] == silent
+    assert not r.ha.is_known_peer(silent)
     assert r.ha.remove_peer(P2, 1.0) == []  # static peers stay
 
 
-def test_router_advertisements_from_same_link_home_agents():
-    """An RA with H, Home Agent Information and a router address (PI with R) adds the
-    sender; without H it is ignored; lifetime 0 removes it. This is the shared-link mode
-    (no HELLO): a home agent that uses HELLO ignores RAs, which name peers by HA address
-    rather than by the signalling address HELLO uses."""
-    r = Rig(alive=(), authorised_peer_prefixes=[PREFIX], send_hello=False)
+def test_router_advertisements_never_touch_liveness():
+    """An RA (unauthenticated) never creates, refreshes or deletes a peer, whether the home
+    agent sends HELLOs or not: an RA naming a phantom HA with preference 65535 adds nothing,
+    one naming a live peer with lifetime 0 deletes nothing; RAs without H are counted apart."""
     peer = A("2001:db8:1::8")
-    ra = RouterAdvertisement(options=(HomeAgentInformation(3, 600),
-                                      PrefixInformation(peer, 64, flags=PI_R)))
-    out = r.feed(ra, A("fe80::8"), dst=A("ff02::1"), protected_by=None)
-    assert only(events(out, "peer-up"))["via"] == "ra"
-    assert r.ha.peers.get(peer).preference == 3
-    r.feed(RouterAdvertisement(flags=0, options=ra.options), A("fe80::8"), protected_by=None)
-    assert r.ha.counters["ignored:not-home-agent-ra"] == 1
-    r.feed(RouterAdvertisement(options=(HomeAgentInformation(3, 0),) + ra.options[1:]),
-           A("fe80::8"), protected_by=None)
-    assert peer not in r.ha.peers
-    r.feed(RouterAdvertisement(flags=RA_H), A("fe80::8"), protected_by=None)
-    assert r.ha.counters["dropped:ra-without-global-address"] == 1
-    h = Rig(alive=(), authorised_peer_prefixes=[PREFIX])
-    assert h.feed(ra, A("fe80::8"), dst=A("ff02::1"), protected_by=None) == []
-    assert peer not in h.ha.peers and h.ha.counters["ignored:ra-while-hello"] == 1
+    for hello in (True, False):
+        r = Rig(authorised_peer_prefixes=[PREFIX], send_hello=hello)
+        phantom = RouterAdvertisement(options=(HomeAgentInformation(0xFFFF, 600),
+                                               PrefixInformation(peer, 64, flags=PI_R)))
+        assert r.feed(phantom, A("fe80::8"), dst=A("ff02::1"), protected_by=None) == []
+        assert peer not in r.ha.peers and peer not in r.ha.ranked()
+        goodbye = RouterAdvertisement(options=(HomeAgentInformation(0, 0),
+                                               PrefixInformation(P2, 64, flags=PI_R)))
+        assert r.feed(goodbye, A("fe80::2"), dst=A("ff02::1"), protected_by=None) == []
+        assert P2 in r.ha.peers and [a for a, _ in r.ha.ranked()] == [ME, P2, P3]
+        r.feed(RouterAdvertisement(flags=0, options=phantom.options), A("fe80::8"),
+               protected_by=None)
+        assert r.ha.counters["ignored:not-home-agent-ra"] == 1
+        assert r.ha.counters["ignored:ra-not-liveness"] == 2
 
 
 # -- DHAAD ---------------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ MESSAGE_OUTCOME = {
     "bir": BindingInfoUpdate,
     "dhaad": {"booting": "dropped:dhaad-not-served", "serving": DhaadReply,
               "draining": DhaadReply},
-    "ra": "peer",
+    "ra": "ignored",
 }
 
 
@@ -141,7 +141,12 @@ def test_every_state_and_message(state, kind):
         assert not [e for e in out if type(e) in (Send, SendIcmp)]
     elif expected == "peer":
         assert ha.counters.get("dropped:unknown-peer", 0) == 0
-        assert ha.peers.get(P2) is not None or kind == "ra"
+        assert ha.peers.get(P2) is not None
+    elif expected == "ignored":
+        # An RA is never an input to liveness (issue 9): no effect, no peer, counted.
+        assert out == [] and A("2001:db8:1::3") not in ha.peers
+        assert ha.counters["ignored:ra-not-liveness"] + \
+            ha.counters["ignored:not-home-agent-ra"] == 1
     elif expected == "bia":
         assert ha.counters["bia-received"] == 1
     else:

@@ -1,18 +1,27 @@
 """The Home Agent list (RFC 6275 10.1) of a home agent serving a prefix with peers (draft 5.4).
 
-Entries come from two inputs:
+Entries come from one input only: Home Agent HELLO (draft 5.4), which the security policy
+lets through only ESP-protected by the peer's own SA (or, in the lab mode without ESP, from a
+configured or accepted peer address). The entry is keyed by the sender's signalling address (the
+HELLO's IPv6 source); "Home Agent Address" is the address mobile nodes register with.
+Freshness: a HELLO whose Sequence is not newer than the last one accepted (modulo 2**16) is
+stale and dropped, unless it is more than :data:`RESTART_WINDOW` behind, which is taken as the
+peer having restarted with a new random sequence (a reordered HELLO is never that far behind):
+the entry then starts over as unsynchronised (:data:`RESTARTED`). Lifetime 0 deletes the sender.
 
-- Home Agent HELLO from peers on other links (draft 5.4): the entry is keyed by the sender's
-  signalling address (the HELLO's IPv6 source); "Home Agent Address" is the address mobile nodes
-  register with. Freshness: a HELLO whose Sequence is not newer than the last one accepted
-  (modulo 2**16) is stale and dropped, unless it is more than :data:`RESTART_WINDOW` behind,
-  which is taken as the peer having restarted with a new random sequence (a reordered HELLO is
-  never that far behind). Lifetime 0 deletes the sender.
-- Router Advertisements with the H flag and a Home Agent Information option (RFC 6275 7.4,
-  10.5.1) from peers on the same link (PROTOCOL.md 3.8): keyed by the global address carried in
-  a Prefix Information option with the R flag; lifetime from the option, else Router Lifetime.
+Router Advertisements are not authenticated, so they never create, refresh, rank or delete an
+entry: at most discovery proposes their sender as a candidate (``HomeAgent.add_peer``), which
+becomes an entry by its own protected HELLO.
 
-An entry expires when its lifetime passes without a new HELLO/RA: the peer is then dead.
+An entry expires when its lifetime passes without a new HELLO: the peer is then dead.
+
+Synchronisation: a live peer is *in sync* (:attr:`HomeAgentEntry.in_sync`) once its answer to
+our bulk request since it became live is complete (``answered``: it processes what we send and
+answers since its last restart) and it is not itself waiting for our answer to a bulk request
+(``holds``: a peer that asks for everything has lost its copies, until it acknowledges the end
+marker of our answer). Only peers in sync are ranked (:meth:`HomeAgentList.ranked`) for
+take-over and listed in DHAAD replies: a peer that is unknown, unkeyed, restarted or still
+catching up holds no copies to take over from.
 Ranking (PROTOCOL.md 3.6): highest preference first, then lowest signalling address.
 """
 
@@ -25,16 +34,18 @@ NEW = "new"
 UPDATED = "updated"
 UNCHANGED = "unchanged"
 DELETED = "deleted"
+RESTARTED = "restarted"
 STALE = "stale"
 UNKNOWN = "unknown"
 
 
 class HomeAgentEntry:
     """One live home agent: ``address`` is its signalling identity, ``home_agent`` the address
-    mobile nodes use, ``source`` 'hello' or 'ra'."""
+    mobile nodes use, ``source`` 'hello'; ``answered`` and ``holds`` as the module docstring
+    says."""
 
     __slots__ = ("address", "home_agent", "preference", "lifetime", "interval", "expires",
-                 "sequence", "prefixes", "source")
+                 "sequence", "prefixes", "source", "answered", "holds")
 
     def __init__(self, address, home_agent, preference, lifetime, interval, expires, sequence,
                  prefixes, source):
@@ -47,13 +58,21 @@ class HomeAgentEntry:
         self.sequence = sequence
         self.prefixes = prefixes
         self.source = source
+        self.answered = False
+        self.holds = True
+
+    @property
+    def in_sync(self):
+        """Whether this peer may be ranked for take-over and listed in DHAAD replies."""
+        return self.answered and self.holds
 
     def rank_key(self):
         return (-self.preference, int(self.address))
 
     def __repr__(self):
         return (f"<HomeAgentEntry {self.address} ha={self.home_agent} pref={self.preference} "
-                f"expires={self.expires:g} via {self.source}>")
+                f"expires={self.expires:g} via {self.source}"
+                f"{'' if self.in_sync else ' unsynced'}>")
 
 
 def rank_key(preference, address):
@@ -81,10 +100,12 @@ class HomeAgentList:
         DELETED (lifetime 0 from a live peer), STALE or UNKNOWN (lifetime 0 from a peer that
         was not in the list)."""
         e = self.entries.get(src)
+        restarted = False
         if e is not None and e.sequence is not None:
             d = distance(hello.sequence, e.sequence)
             if -RESTART_WINDOW < d <= 0:
                 return STALE
+            restarted = d <= -RESTART_WINDOW
         if hello.lifetime == 0:
             if e is None:
                 return UNKNOWN
@@ -106,26 +127,31 @@ class HomeAgentList:
         e.sequence = hello.sequence
         e.prefixes = prefixes
         e.source = "hello"
+        if restarted:
+            e.answered = False
+            e.holds = True
+            return RESTARTED
         return UPDATED if changed else UNCHANGED
 
-    def advertisement(self, address, preference, lifetime, now):
-        """Apply a Router Advertisement's Home Agent information for peer ``address``."""
+    # -- synchronisation state (module docstring) ------------------------------------------
+
+    def bulk_answered(self, address):
+        """``address`` completed its answer to our bulk request."""
         e = self.entries.get(address)
-        if lifetime == 0:
-            if e is None:
-                return UNKNOWN
-            del self.entries[address]
-            return DELETED
-        if e is None:
-            self.entries[address] = HomeAgentEntry(
-                address, address, preference, lifetime, 0, now + lifetime, None, (), "ra")
-            return NEW
-        changed = e.preference != preference or e.lifetime != lifetime
-        e.preference = preference
-        e.lifetime = lifetime
-        e.expires = now + lifetime
-        e.source = "ra"
-        return UPDATED if changed else UNCHANGED
+        if e is not None:
+            e.answered = True
+
+    def lost_state(self, address):
+        """``address`` asked for every binding: it holds no copies until it has our answer."""
+        e = self.entries.get(address)
+        if e is not None:
+            e.holds = False
+
+    def bulk_delivered(self, address):
+        """``address`` acknowledged the end marker of our answer to its bulk request."""
+        e = self.entries.get(address)
+        if e is not None:
+            e.holds = True
 
     def remove(self, address):
         return self.entries.pop(address, None)
@@ -144,6 +170,10 @@ class HomeAgentList:
         dead.sort(key=HomeAgentEntry.rank_key)
         return dead
 
+    def synced(self):
+        """Live entries in sync (module docstring), in no particular order."""
+        return [e for e in self.entries.values() if e.answered and e.holds]
+
     def ranked(self):
-        """Live entries, best first (PROTOCOL.md 3.6)."""
-        return sorted(self.entries.values(), key=HomeAgentEntry.rank_key)
+        """Live entries in sync, best first (PROTOCOL.md 3.6): the candidates for take-over."""
+        return sorted(self.synced(), key=HomeAgentEntry.rank_key)

@@ -29,8 +29,7 @@ from collections import Counter, deque
 from ipaddress import IPv6Address
 
 from haha.wire.addresses import address_int
-from haha.wire.icmpv6 import PI_R, RA_H, DhaadReply, DhaadRequest, RouterAdvertisement
-from haha.wire.icmpv6 import PrefixInformation
+from haha.wire.icmpv6 import RA_H, DhaadReply, DhaadRequest, RouterAdvertisement
 from haha.wire.mh import (
     BA_R,
     BE_UNKNOWN_MH_TYPE,
@@ -55,7 +54,7 @@ from haha.wire.options import IPADDR_HOME_AGENT, AlternateCareOfAddress, IpAddre
 from haha.wire.options import BindingDigest, MobileNetworkPrefix
 
 from haha.wire.records import maker
-from . import halist, registration
+from . import candidates, halist, registration
 from .cache import BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
@@ -155,7 +154,8 @@ class HomeAgent:
         self.preference = settings.preference
         self._net = address_int(settings.home_prefix.network_address)
         self._mask = address_int(settings.home_prefix.netmask)
-        self._known = set(settings.peers)
+        self._known = candidates.KnownPeers(settings.peers, settings.max_candidates,
+                                            settings.ha_lifetime, self.peers.__contains__)
         self._hello_seq = self.rng.randrange(1 << 16)
         self._next_hello = None
         self._boot_until = None
@@ -280,8 +280,10 @@ class HomeAgent:
             self.counters["peer-refused"] += 1
             out.append(Event("peer-refused", peer=address, source=source))
             return out
-        if address not in self._known:
-            self._known.add(address)
+        added = self._known.add(address, now)
+        if added == candidates.FULL:
+            self.counters["peer-refused:candidates-full"] += 1
+        elif added == candidates.ADDED:
             out.append(Event("peer-known", peer=address, source=source))
             if self.settings.send_hello and self.state in (BOOTING, SERVING, DRAINING):
                 self._send_hello(address, now, out)
@@ -289,15 +291,17 @@ class HomeAgent:
 
     def remove_peer(self, address, now, source="discovery"):
         """A discovery strategy no longer proposes ``address``. Static peers stay known; a
-        discovered one is forgotten (its HELLOs are dropped from now on) and, if live, it is
-        treated as down."""
+        candidate that is not live is forgotten. A live peer stays: discovery is not
+        authenticated and never ends what the peer's protected HELLOs keep alive (it dies
+        when its lifetime passes without one, or by its own HELLO with lifetime 0)."""
         out = []
         if address in self.settings.peers or address not in self._known:
             return out
+        if address in self.peers:
+            self.counters["peer-withdrawal-ignored:live"] += 1
+            return out
         self._known.discard(address)
         out.append(Event("peer-forgotten", peer=address, source=source))
-        if self.peers.remove(address) is not None:
-            self._peer_down(address, "forgotten", now, out)
         self._untold.discard(address)
         return out
 
@@ -338,9 +342,10 @@ class HomeAgent:
         return frozenset(self._known)
 
     def ranked(self):
-        """``(signalling address, preference)`` of every live home agent, this one included
-        unless stopped, best first (PROTOCOL.md 3.6)."""
-        out = [(e.address, e.preference) for e in self.peers.entries.values()]
+        """``(signalling address, preference)`` of every live home agent in sync
+        (:mod:`haha.core.halist`), this one included unless stopped, best first
+        (PROTOCOL.md 3.6)."""
+        out = [(e.address, e.preference) for e in self.peers.synced()]
         if self.state not in (CREATED, STOPPED):
             out.append((self.identity, self.preference))
         out.sort(key=lambda x: halist.rank_key(x[1], x[0]))
@@ -349,8 +354,8 @@ class HomeAgent:
     def home_agent_addresses(self):
         """The DHAAD reply list (RFC 6275 10.5.1): home agent addresses of the live home agents
         by decreasing preference, equal preferences in an order drawn from the injected rng;
-        a draining home agent leaves itself out."""
-        entries = [(e.preference, e.home_agent) for e in self.peers.entries.values()]
+        a draining home agent leaves itself out, and so does a peer not in sync."""
+        entries = [(e.preference, e.home_agent) for e in self.peers.synced()]
         if self.state == SERVING:
             entries.append((self.preference, self.address))
         entries.sort(key=lambda x: (-x[0], int(x[1])))
@@ -565,7 +570,13 @@ class HomeAgent:
             self.sync.request(peer, None, now, out)
 
     def _peer_result(self, address, result, now, out):
-        if result == halist.NEW:
+        if result == halist.RESTARTED:
+            # Its HELLO sequence jumped back: it restarted and must answer again before it
+            # is ranked (halist); it asks us for everything itself.
+            out.append(Event("peer-restarted", peer=address))
+            if self.serving:
+                self.sync.request(address, None, now, out)
+        elif result == halist.NEW:
             self.sync.add_peer(address)
             e = self.peers.get(address)
             out.append(Event("peer-up", peer=address, home_agent=e.home_agent,
@@ -618,36 +629,12 @@ class HomeAgent:
     # -- Router Advertisement from a home agent on the same link (PROTOCOL.md 3.8) ----------
 
     def _on_ra(self, inb, ra, now, out):
+        # Not authenticated: an advertisement never creates, refreshes, ranks or deletes a
+        # peer (halist). Discovery may propose its sender as a candidate (add_peer).
         if not ra.flags & RA_H:
             self.counters["ignored:not-home-agent-ra"] += 1
             return
-        if self.settings.send_hello:
-            # Peers are known by HELLO (keyed by signalling address); an RA names a peer by its
-            # HA address, which differs when it has a HAHA address: learning from both would
-            # make one peer two.
-            self.counters["ignored:ra-while-hello"] += 1
-            return
-        address = None
-        for o in ra.options:
-            if type(o) is PrefixInformation and o.flags & PI_R and o.prefix in \
-                    self.settings.home_prefix:
-                address = o.prefix
-                break
-        if address is None:
-            return self._drop(out, "ra-without-global-address", inb)
-        if address in (self.address, self.identity):
-            return
-        if address not in self._known:
-            if not self._authorised(address):
-                return self._drop(out, "unauthorised-peer", inb, peer=address)
-            self._known.add(address)
-        info = ra.home_agent_information
-        if info is not None:
-            preference, lifetime = info.preference, info.lifetime
-        else:
-            preference, lifetime = 0, ra.router_lifetime
-        result = self.peers.advertisement(address, preference, lifetime, now)
-        self._peer_result(address, result, now, out)
+        self.counters["ignored:ra-not-liveness"] += 1
 
     def _authorised(self, address):
         if address in self.settings.peers:
@@ -786,6 +773,7 @@ class HomeAgent:
             self.counters["bia-rejected-sent"] += 1
         r = self.sync.answered(sender, biu)
         if r is not None and r.target is None:
+            self.peers.bulk_answered(sender)
             self._sweep(sender, r.started, now, out)
 
     def _bury(self, hoa, sequence, now):
@@ -828,6 +816,8 @@ class HomeAgent:
         o = self.sync.acknowledge(inb.src, bia, now, out)
         if o is None:
             self.counters["bia-unmatched"] += 1
+        elif o.marker:
+            self.peers.bulk_delivered(inb.src)
         elif bia.status >= 128:
             out.append(Event("biu-rejected", peer=inb.src, status=bia.status,
                              home_addresses=tuple(bce.home_address
@@ -843,7 +833,9 @@ class HomeAgent:
         hoa = bir.home_address
         if hoa == UNSPECIFIED:
             # Copies naming the requester go back to it too: a home agent that asks for
-            # everything has lost its state (restart), those were its primaries.
+            # everything has lost its state (restart), those were its primaries. It holds
+            # none of ours until it acknowledges the end of the answer (halist).
+            self.peers.lost_state(sender)
             self.sync.answer_bulk(sender, bir.identifier, self.cache.primaries(), now, out,
                                   theirs=self.cache.copies_of(sender))
             return
@@ -875,7 +867,11 @@ class HomeAgent:
     # -- anything else -----------------------------------------------------------------------
 
     def _on_unknown(self, inb, msg, now, out):
-        # RFC 6275 9.2: an unrecognised MH type is answered with Binding Error status 2.
+        # RFC 6275 9.2: an unrecognised MH type is answered with Binding Error status 2,
+        # from the address it was sent to: never from a group (nor ::), so a message sent to
+        # a multicast address is not answered (as RFC 4443 2.4 e) for ICMPv6 errors).
+        if inb.dst.is_multicast or inb.dst.is_unspecified:
+            return self._drop(out, "unknown-mh-to-group", inb)
         be = BindingError(BE_UNKNOWN_MH_TYPE, inb.home_address or UNSPECIFIED)
         out.append(Send(be, inb.dst, inb.src))
         self.counters["be-sent"] += 1

@@ -165,6 +165,9 @@ class HomeAgentSettings:
     #: Advertisement with the H flag) is accepted; peers outside them and outside ``peers`` are
     #: refused ("as like BGP", draft 1). Empty: only static peers.
     authorised_peer_prefixes: tuple = ()
+    #: At most this many discovered (non-static) peers are held as candidates
+    #: (:mod:`haha.core.candidates`): discovery is unauthenticated, its proposals are bounded.
+    max_candidates: int = 64
     #: Whether mobile routers (R flag, RFC 3963) are served at all; False answers 140.
     nemo: bool = True
     #: Mobile routers: home address -> the Mobile Network Prefixes it is authorised to register
@@ -223,6 +226,7 @@ class HomeAgentSettings:
         _number("ha_lifetime", self.ha_lifetime, 1, 65535, integer=True)
         _number("hello_interval", self.hello_interval, 0.001, 65535)
         _flag("send_hello", self.send_hello)
+        _number("max_candidates", self.max_candidates, 0, 1 << 20, integer=True)
         _number("max_binding_lifetime", self.max_binding_lifetime, 4, MAX_LIFETIME_UNITS * 4,
                 integer=True)
         _set(self, "peers", _addresses("peers", self.peers))

@@ -5,7 +5,8 @@ add a home agent without touching every configuration. Discovery only proposes: 
 fall inside ``[peers] authorised`` and have a key (draft section 1, "as like BGP").
 
 A failed lookup keeps the last answer (a DNS outage must not make every peer disappear); a name
-whose answer no longer lists an address withdraws it.
+whose answer no longer lists an address withdraws it: a candidate that is not live is forgotten,
+a live peer stays until its protected HELLOs stop (DNS is not authenticated).
 """
 
 from ipaddress import IPv6Address

@@ -4,7 +4,17 @@ A home agent on a shared home link advertises with the H flag set, its global ad
 Information option with the R flag, and its preference and lifetime in a Home Agent Information
 option. This strategy reports every such address as a peer for as long as the advertised home agent
 lifetime (or, without the option, the router lifetime) lasts; a lifetime of zero withdraws it at
-once. The daemon feeds it the advertisements it receives (IRouterAdvertisementListener).
+once (which forgets a candidate that is not live, never a live peer). The daemon feeds it the
+advertisements it receives (IRouterAdvertisementListener).
+
+Advertisements are not authenticated, so what this strategy reports is only a candidate: the
+home agent greets it and takes it as a live peer only from its own ESP-protected HELLO, and a
+withdrawal never ends a live peer (:mod:`haha.core.candidates`). Only addresses the daemon
+could accept are tracked (``wanted``: with ESP, those that have a key in ``[peer-keys]``;
+otherwise those inside ``[peers] authorised``), the others are counted (``unwanted``); and at
+most ``limit`` addresses are tracked (``[peers] max-candidates``): further ones are ignored and
+counted (``refused``) until tracked ones expire. A flood of advertisements naming phantom home
+agents costs bounded memory and cannot crowd out a real one.
 """
 
 from zope.interface import implementer
@@ -17,12 +27,22 @@ from ..wire.icmpv6 import PI_R, RA_H, PrefixInformation
 class LinkDiscovery:
     name = "link"
 
-    def __init__(self, clock, own_addresses=()):
+    def __init__(self, clock, own_addresses=(), limit=64, wanted=None):
         self.clock = clock
         self.own = frozenset(own_addresses)
+        self.limit = limit
+        self.wanted = wanted
         self.ignored = 0
+        self.refused = 0
+        self.unwanted = 0
         self._expiry = {}  # address -> IDelayedCall
         self._listener = None
+
+    @property
+    def counters(self):
+        """For the daemon's metrics: advertisements ignored, addresses refused (table full)."""
+        return {"ignored": self.ignored, "refused": self.refused, "unwanted": self.unwanted,
+                "tracked": len(self._expiry)}
 
     def start(self, listener):
         self._listener = listener
@@ -59,6 +79,13 @@ class LinkDiscovery:
                 if call is not None:
                     self._listener.peer_disappeared(a, self.name)
                 continue
+            if call is None:
+                if self.wanted is not None and not self.wanted(a):
+                    self.unwanted += 1
+                    continue
+                if len(self._expiry) >= self.limit:
+                    self.refused += 1
+                    continue
             self._expiry[a] = self.clock.callLater(lifetime, self._expired, a)
             if call is None:
                 self._listener.peer_appeared(a, self.name)
@@ -72,4 +99,16 @@ class LinkDiscovery:
 def build(options, reactor, config):
     """Plugin factory. ``[discovery:link]`` takes no keys: the daemon feeds the advertisements
     it receives on its home interface."""
-    return LinkDiscovery(reactor, (config.address, config.haha_address))
+    return LinkDiscovery(reactor, (config.address, config.haha_address),
+                         getattr(config, "max_candidates", 64), _wanted(config))
+
+
+def _wanted(config):
+    """What the daemon could accept: keyed peers with ESP, else the authorised prefixes."""
+    security = getattr(config, "security", None)
+    if security is not None and security.mode == "esp":
+        keyed = frozenset(security.peer_keys)
+        return keyed.__contains__
+    authorised = tuple(getattr(config, "authorised", ()))
+    static = frozenset(getattr(config, "peers", ()))
+    return lambda a: a in static or any(a in p for p in authorised)

@@ -10,17 +10,22 @@ agent to drop messages from unknown sources silently. This package does that in 
 - :mod:`haha.security.keys`: key files (mode 0600, checked), generation
   (``python -m haha.security.keys generate FILE``) and HKDF derivation of per-pair SAs;
 - :mod:`haha.security.policy`: which messages must arrive protected and from whom;
-- :mod:`haha.security.ratelimit`: per-source token buckets in bounded memory.
+- :mod:`haha.security.ratelimit`: per-source token buckets in bounded memory;
+- :mod:`haha.security.admission`: separate budgets for authenticated and unauthenticated input,
+  and for what the daemon answers to the latter.
 
 ``docs/security.md`` explains the choices and how to reproduce the key derivation.
 """
 
+from .admission import Admission, AdmissionSettings
 from .errors import REASONS, KeyFileError, SecurityConfigError, SecurityError
 from .policy import Decision, SecurityPolicy
 from .ratelimit import RateLimiter
 from .sadb import HOME_AGENT, MOBILE_NODE, SaSpec, SecurityAssociationDatabase
 
 __all__ = [
+    "Admission",
+    "AdmissionSettings",
     "REASONS",
     "HOME_AGENT",
     "MOBILE_NODE",

@@ -280,6 +280,12 @@ class SecurityAssociationDatabase:
             self.counters[e.reason] += 1
             raise
 
+    def knows(self, esp):
+        """Whether ESP packet ``esp`` names an inbound SA: the SPI alone, no cryptography
+        (the adapter checks known SAs before charging anything to the unauthenticated
+        budget, :mod:`haha.security.admission`)."""
+        return len(esp) >= 4 and int.from_bytes(esp[:4], "big") in self._in
+
     def _by_source(self, sas, src, source):
         # Derived SPIs may collide between peers (docs/security.md): the source tells them apart.
         for sa in sas[1:]:

@@ -1,0 +1,146 @@
+"""Admission of inbound signalling that spoofing cannot starve, and a limit on what it makes
+us send.
+
+Rate limiting keyed on the outer source address alone lets anyone who can forge that address
+spend its budget: a flood of ESP with random SPIs from a peer's address would drop the peer's
+real messages. So admission has two separate budgets:
+
+- **Authenticated**: a packet whose SPI names a known SA is checked first (SPI look-up, then the
+  ICV: one AES-GCM operation, no key derivation). If it authenticates, it is charged to the
+  bucket of the SA's peer (``authenticated_rate`` per second, ``authenticated_burst``), never
+  to the budget of its outer source: nothing an attacker sends without the key can use it up.
+- **Unauthenticated**: everything else (unprotected messages, ESP with an unknown SPI, ESP that
+  fails to authenticate) goes through the per-source :class:`~haha.security.ratelimit.
+  RateLimiter` (with its admission of new sources, ``admit_rate``/``admit_burst``) and then a
+  global bucket for all of it together (``unauthenticated_rate``/``unauthenticated_burst``),
+  so spoofed sources cannot add up to more than that.
+
+Answers to unauthenticated input (Binding Error, DHAAD reply, any ICMPv6 error) go through one
+global bucket (``answer_rate``/``answer_burst``): RFC 6275 9.3.3 asks for Binding Errors to be
+rate limited as ICMPv6 errors are, and without it spoofed requests turn the home agent into a
+reflector towards the victim whose address they carry.
+
+Time is passed in (``now``); nothing here reads a clock.
+"""
+
+from dataclasses import dataclass
+
+from .errors import RATE_LIMITED, SecurityConfigError
+from .ratelimit import RateLimiter, _Bucket, _positive
+
+#: Counters kept by :class:`Admission`.
+ADMISSION_REASONS = (RATE_LIMITED, "unauthenticated-budget", "authenticated-budget",
+                     "answer-budget")
+
+
+@dataclass(frozen=True)
+class AdmissionSettings:
+    """The budgets of :class:`Admission` (module docstring); rates per second."""
+
+    source_rate: float = 50.0
+    source_burst: int = 100
+    max_sources: int = 4096
+    admit_rate: float = 409.6
+    admit_burst: int = 1024
+    unauthenticated_rate: float = 2000.0
+    unauthenticated_burst: int = 4000
+    authenticated_rate: float = 10000.0
+    authenticated_burst: int = 20000
+    answer_rate: float = 100.0
+    answer_burst: int = 200
+
+    def __post_init__(self):
+        for name in ("source_rate", "source_burst", "admit_rate", "admit_burst",
+                     "unauthenticated_rate", "unauthenticated_burst", "authenticated_rate",
+                     "authenticated_burst", "answer_rate", "answer_burst"):
+            _positive(name.replace("_", "-"), getattr(self, name))
+        if isinstance(self.max_sources, bool) or not isinstance(self.max_sources, int) \
+                or self.max_sources < 1:
+            raise SecurityConfigError(
+                f"max_sources = {self.max_sources!r} must be a positive integer")
+
+
+class Admission:
+    """The two inbound budgets and the answer budget (module docstring).
+
+    ``counters`` maps ``rate-limited`` (per-source refusals), ``unauthenticated-budget``,
+    ``authenticated-budget`` and ``answer-budget`` to the packets each refused.
+    """
+
+    def __init__(self, settings=None):
+        s = settings if settings is not None else AdmissionSettings()
+        self.settings = s
+        self.sources = RateLimiter(rate=s.source_rate, burst=s.source_burst,
+                                   max_sources=s.max_sources, admit_rate=s.admit_rate,
+                                   admit_burst=s.admit_burst)
+        self._strangers = None
+        self._answers = None
+        self._peers = {}  # SA peer -> bucket; as many as there are SAs
+        self.counters = dict.fromkeys(ADMISSION_REASONS, 0)
+
+    def __len__(self):
+        """How many unauthenticated sources are tracked."""
+        return len(self.sources)
+
+    def pin(self, source, now=0.0):
+        """Give a configured peer's address its own per-source bucket (lab mode traffic)."""
+        self.sources.pin(source, now)
+
+    def unpin(self, source):
+        self.sources.unpin(source)
+
+    @staticmethod
+    def _spend(bucket, now, rate, burst):
+        elapsed = now - bucket.stamp
+        if elapsed > 0:
+            tokens = bucket.tokens + elapsed * rate
+            bucket.tokens = burst if tokens > burst else tokens
+            bucket.stamp = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return True
+        return False
+
+    def unauthenticated(self, source, now):
+        """Admit one unauthenticated packet from outer source ``source``."""
+        if not self.sources.allow(source, now):
+            self.counters[RATE_LIMITED] += 1
+            return False
+        s = self.settings
+        if self._strangers is None:
+            self._strangers = _Bucket(s.unauthenticated_burst, now)
+        if self._spend(self._strangers, now, s.unauthenticated_rate, s.unauthenticated_burst):
+            return True
+        self.counters["unauthenticated-budget"] += 1
+        return False
+
+    #: What a caller that only knows :class:`RateLimiter` calls: everything unauthenticated.
+    allow = unauthenticated
+
+    def authenticated(self, peer, now):
+        """Admit one packet that authenticated under the SA of ``peer``."""
+        s = self.settings
+        bucket = self._peers.get(peer)
+        if bucket is None:
+            bucket = self._peers[peer] = _Bucket(s.authenticated_burst, now)
+        if self._spend(bucket, now, s.authenticated_rate, s.authenticated_burst):
+            return True
+        self.counters["authenticated-budget"] += 1
+        return False
+
+    def forget(self, peer):
+        """Drop the bucket of an SA peer that is gone."""
+        self._peers.pop(peer, None)
+
+    def answer(self, now):
+        """May one answer to unauthenticated input be sent now?"""
+        s = self.settings
+        if self._answers is None:
+            self._answers = _Bucket(s.answer_burst, now)
+        if self._spend(self._answers, now, s.answer_rate, s.answer_burst):
+            return True
+        self.counters["answer-budget"] += 1
+        return False
+
+
+__all__ = ["ADMISSION_REASONS", "Admission", "AdmissionSettings"]
