@@ -24,6 +24,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from zope.interface import implementer
 
+from . import startup
 from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
 from .control.metrics import metrics_site
@@ -342,12 +343,15 @@ class HomeAgentService(MultiService):
                         {"role": "home-agent", "address": str(config.address)})
 
     @classmethod
+    @startup.translated
     def build(cls, config, reactor=None, backend=None, discovery=None, transport=None,
               sadb=None, rng=None):
         """Everything from ``config``; each keyword replaces what the configuration would
-        build (``sadb`` is ignored in lab mode)."""
+        build (``sadb`` is ignored in lab mode). Raises :class:`haha.errors.StartupError`
+        when this host cannot run it (:mod:`haha.startup`)."""
         if reactor is None:
             from twisted.internet import reactor
+        startup.check_home_agent(config, transport=transport is None, backend=backend is None)
         from .plugins import build_backend, build_discovery
 
         settings = home_agent_settings(config)
@@ -377,6 +381,7 @@ class HomeAgentService(MultiService):
 
     # -- service ----------------------------------------------------------------------------
 
+    @startup.translated
     def startService(self):  # noqa: N802 - Twisted hook
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
@@ -552,10 +557,12 @@ class MobileNodeService(MultiService):
                         {"role": "mobile-node", "address": str(config.home_address)})
 
     @classmethod
+    @startup.translated
     def build(cls, config, reactor=None, tunnel=None, transport=None, sadb=None, rng=None,
               keyring=None):
         if reactor is None:
             from twisted.internet import reactor
+        startup.check_mobile_node(config, transport=transport is None, tunnel=tunnel is None)
         settings = mobile_node_settings(config)
         policy = security_policy(config)
         if sadb is None:
@@ -570,6 +577,7 @@ class MobileNodeService(MultiService):
                                     limiter, tunnel, keyring)
         return cls(config, machine, adapter, tunnel, transport, reactor)
 
+    @startup.translated
     def startService(self):  # noqa: N802 - Twisted hook
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
