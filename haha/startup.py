@@ -43,6 +43,10 @@ RUNTIME_DIRECTORY_MODE = 0o750
 def check_home_agent(config, transport=True, backend=True):
     """Raise :class:`StartupError` when ``config`` cannot start here; ``transport`` and
     ``backend`` say whether those are built from the configuration (not passed in)."""
+    if backend:  # first: "runs already" explains a taken port or socket too
+        from .service import kernel_state_path
+
+        check_state_file(kernel_state_path(config))
     names = []
     if transport and config.transport.kind == "raw":
         names += [(n, "[transport] interfaces") for n in config.transport.interfaces]
@@ -55,10 +59,7 @@ def check_home_agent(config, transport=True, backend=True):
     if transport and config.transport.kind == "udp":
         _check_udp(config)
     _check_control(config)
-    if backend:
-        from .service import kernel_state_path
-
-        check_state_file(kernel_state_path(config))
+    _check_sequence_file(config)
 
 
 def check_mobile_node(config, transport=True, tunnel=True):
@@ -74,6 +75,7 @@ def check_mobile_node(config, transport=True, tunnel=True):
     if transport and config.transport.kind == "udp":
         _check_udp(config)
     _check_control(config)
+    _check_sequence_file(config)
 
 
 def _check_system(config, names, raw, admin, what):
@@ -121,6 +123,24 @@ def effective_capabilities(status="/proc/self/status"):
     except (OSError, ValueError, IndexError):
         return None
     return None
+
+
+def _check_sequence_file(config):
+    """The directory of the ESP sequence file (and the kernel state record beside it)."""
+    path = config.security.sequence_file
+    if config.security.mode == "none" or not path:
+        return
+    where = f"{config.path}: [security] sequence-file"
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise StartupError(
+            f"{where}: the directory {directory} of {path} does not exist",
+            f"create it (mkdir -m 0700 {directory}; systemd: StateDirectory=) or choose "
+            "another place")
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise StartupError(
+            f"{where}: the directory {directory} of {path} is not writable by uid "
+            f"{os.geteuid()}", "run the daemon as the directory's owner or make it writable")
 
 
 def _check_udp(config):
@@ -277,7 +297,8 @@ def check_state_file(path):
         except (ValueError, AttributeError, OSError):
             pid = None
         raise StartupError(
-            f"{path} is held by a running process (pid {pid}): this configuration runs "
+            f"{os.path.abspath(path)} is held by a running process (pid {pid}): this "
+            "configuration runs "
             "already", "stop that daemon first (a second copy would fight it over the "
             "kernel's routes)") from None
     finally:

@@ -1,8 +1,8 @@
 """``twistd haha --config ha1.conf`` and ``twistd haha-mn --config mn1.conf``: wiring only.
 
 The construction lives in :mod:`haha.service` (``HomeAgentService.build``,
-``MobileNodeService.build``); a configuration mistake or anything else that keeps the daemon from
-starting exits with status 2 and its one-line message (:mod:`haha.startup`).
+``MobileNodeService.build``); a configuration mistake, or anything else that keeps the daemon
+from starting, exits with status 2 and its one-line message (:mod:`haha.startup`).
 """
 
 import sys
