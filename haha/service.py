@@ -24,7 +24,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from zope.interface import implementer
 
-from . import startup
+from . import notices, startup
 from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
 from .control.metrics import metrics_site
@@ -408,6 +408,7 @@ class HomeAgentService(MultiService):
         if self.config.drain_on_stop and self.machine.cache.primary_count and \
                 self.machine.serving:
             yield self._drain(self.config.drain_timeout)
+        notices.report_left_behind(self.machine)
         self.adapter._run(self.machine.stop, self.reactor.seconds())
         if self.advertiser is not None:
             self.advertiser.stop()
@@ -552,6 +553,9 @@ class MobileNodeService(MultiService):
         self.transport = transport
         self.reactor = reactor
         self.started_at = None
+        # with the raw transport the care-of address must be ours (haha.notices)
+        self.care_of_watch = notices.CareOfWatch(reactor, machine, interface=config.interface) \
+            if config.transport.kind == "raw" else None
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "mobile-node", "address": str(config.home_address)})
@@ -587,6 +591,8 @@ class MobileNodeService(MultiService):
         self.started_at = self.reactor.seconds()
         self.adapter._run(self.machine.start, self.reactor.seconds(),
                           care_of=self.config.care_of_address)
+        if self.care_of_watch is not None:
+            self.care_of_watch.start()
         log.info("mobile {kind} {hoa} started at {coa}",
                  kind="router" if self.config.mobile_router else "node",
                  hoa=self.config.home_address, coa=self.config.care_of_address)
@@ -595,6 +601,8 @@ class MobileNodeService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802 - Twisted hook
         yield super().stopService()
+        if self.care_of_watch is not None:
+            self.care_of_watch.stop()
         self.adapter._run(self.machine.stop, self.reactor.seconds())
         self.adapter.running = False
         self.adapter.stop_timer()
@@ -607,6 +615,8 @@ class MobileNodeService(MultiService):
     def move(self, care_of):
         """Movement detection found ``care_of`` (embedders call this)."""
         self.adapter._run(self.machine.move, care_of, self.reactor.seconds())
+        if self.care_of_watch is not None and self.running:
+            self.care_of_watch.check()
 
     def _observe(self, event):
         """Back on the home link (deregistered, or given up on it): announce the home address
