@@ -21,6 +21,7 @@ import functools
 import os
 import shutil
 import socket
+import stat
 import sys
 
 from .errors import StartupError
@@ -226,6 +227,9 @@ def check_socket_path(path, where):
             f"uid {os.geteuid()}",
             "run the daemon as the directory's owner, make it writable, or put the socket "
             "elsewhere")
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise StartupError(f"{where}: {path} exists and is not a socket",
+                           "remove it, or put the control socket elsewhere")
     lock = path + ".lock"  # twisted.internet.unix keeps the listening process's pid here
     try:
         pid = int(os.readlink(lock))
@@ -329,8 +333,8 @@ def explain(error):
         return StartupError(text)
     if isinstance(error, CannotListenError):
         reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
-        where = f"{error.interface or '*'}:{error.port}" if error.interface is not None or \
-            not isinstance(error.port, str) else error.port
+        where = os.fsdecode(error.port) if isinstance(error.port, (bytes, str)) else \
+            f"{error.interface or '*'}:{error.port}"
         return StartupError(f"cannot listen on {where}: {reason}",
                             "stop what holds it (is this configuration running already?) "
                             "or change [control]")

@@ -527,3 +527,66 @@ def test_effective_capabilities_reads_the_mask(tmp_path):
     assert effective_capabilities(str(status)) == 0x3000
     assert effective_capabilities(str(tmp_path / "none")) is None
     assert sys.platform != "linux" or effective_capabilities() is not None
+
+
+def test_control_socket_path_taken_by_a_file(workdir):
+    """A regular file where the control socket goes is named (was: "cannot listen on
+    *:b'...': Address already in use")."""
+    path = os.path.join(workdir, "ha1.sock")
+    open(path, "w").close()
+    line = one_line(twistd(workdir, ha_text(control=f"socket = unix:{path}")))
+    assert f"[control] socket: {path} exists and is not a socket" in line
+
+
+@pytest.mark.netns
+def test_tun_device_held_by_another_daemon(workdir, require_root):
+    """A fixed TUN device name another running daemon holds: the device and the fix, from
+    inside startService (after twistd has begun)."""
+    name = f"hahast{os.getpid() % 100000}"
+    first = os.path.join(workdir, "first.conf")
+    with open(first, "w") as f:
+        f.write(ha_text(backend="tun", extra=f"[backend:tun]\ndevice = {name}",
+                        control=f"socket = unix:{workdir}/first.sock"))
+    held = subprocess.Popen([*twistd_command(), "-n", "--pidfile=", "haha", "--config", first],
+                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: os.path.exists(f"{workdir}/first.sock"), held)
+        second = os.path.join(workdir, "second")
+        os.mkdir(second)
+        r = twistd(second, ha_text(backend="tun", extra=f"[backend:tun]\ndevice = {name}"))
+        line = one_line(r)
+        assert f"TUN device {name}: Device or resource busy (another process holds it" in line
+        assert "cannot start: haha: TUN device" in r.stdout
+    finally:
+        held.terminate()
+        held.wait(60)
+
+
+@pytest.mark.netns
+def test_anycast_refused_in_a_fresh_namespace(workdir, require_root):
+    """In a namespace without IPv6 forwarding the Home-Agents anycast join is refused while
+    the service starts: one line with the address, the interface and the fix, status 2."""
+    ns = f"hahast{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        r = twistd(workdir, ha_text(configuration="no-home-link",
+                                    transport="kind = raw\ninterfaces = lo"),
+                   prefix=["ip", "netns", "exec", ns], options=("-n", "--pidfile="))
+        line = one_line(r)
+        assert "cannot join the Home-Agents anycast address" in line and "on lo" in line
+        assert "forwarding" in line
+        tables = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"],
+                                capture_output=True, text=True, check=True).stdout
+        assert "haha" not in tables  # the transport removed its table on the way out
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_kernel_without_ip6_tunnel_is_a_startup_error():
+    """The netlink backend's KernelUnsupported (a kernel without ip6_tunnel) is a
+    StartupError, so twistd prints its sentence as the one line."""
+    from haha.backends.netlink import NO_TUNNEL_MESSAGE, KernelUnsupported
+
+    e = KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
+    assert explain(e) is e and "use backend = tun" in str(e)
