@@ -391,11 +391,14 @@ def report(name, error, stream=None, logged=True):
     return line
 
 
-def exit_on_failure(name):
+def exit_on_failure(name, reactor=None):
     """Make an exception that escapes twistd's start of the application (our service's
     ``privilegedStartService``/``startService``, run before the reactor) end the process with
     one line and status 2 instead of a traceback. twistd has removed its pid file and told a
-    daemonising parent by then."""
+    daemonising parent by then. The hook is a ``sys.excepthook`` for the start only: it is
+    removed once ``reactor`` runs."""
+    if reactor is None:
+        from twisted.internet import reactor
     previous = sys.excepthook
 
     def hook(kind, value, tb):
@@ -405,6 +408,10 @@ def exit_on_failure(name):
         if error is None and isinstance(value, OSError):  # the system refused: say so
             error = value.strerror and value.filename and f"{value.filename}: {value.strerror}" \
                 or value.strerror or str(value)
+        if isinstance(value, OSError) and str(value.filename or "").endswith(".pid"):
+            error = (f"{value.filename}: {value.strerror} (twistd's pid file); run twistd in a "
+                     "directory this user can write, or give it --pidfile PATH (--pidfile= "
+                     "for none)")
         if error is None:
             from twisted.python.failure import Failure
 
@@ -419,7 +426,12 @@ def exit_on_failure(name):
                 pass
         os._exit(2)
 
+    def started():
+        if sys.excepthook is hook:
+            sys.excepthook = previous
+
     sys.excepthook = hook
+    reactor.callWhenRunning(started)
     return hook
 
 

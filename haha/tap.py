@@ -39,7 +39,7 @@ def make(name, loader, service, options):
     except (ConfigError, StartupError) as e:
         report(name, e, sys.stderr, logged=False)
         raise SystemExit(2) from None
-    exit_on_failure(name)
+    exit_on_failure(name, reactor)
     return built
 
 

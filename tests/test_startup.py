@@ -590,3 +590,40 @@ def test_kernel_without_ip6_tunnel_is_a_startup_error():
 
     e = KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
     assert explain(e) is e and "use backend = tun" in str(e)
+
+
+@pytest.mark.netns
+def test_pid_file_not_writable_as_nobody(workdir, nobody):
+    """As nobody in root's directory, twistd's own pid file cannot be written: one line that
+    says so and names --pidfile."""
+    sock = f"/tmp/haha-startup-{os.getpid()}.sock"
+    try:
+        r = twistd(workdir, ha_text(control=f"socket = unix:{sock}"), prefix=nobody)
+        line = one_line(r)
+        assert f"{workdir}/twistd.pid: Permission denied" in line and "--pidfile" in line
+    finally:
+        for leftover in (sock, sock + ".lock"):
+            if os.path.lexists(leftover):
+                os.unlink(leftover)
+
+
+def test_exit_hook_is_removed_once_the_reactor_runs():
+    """The start-up excepthook lives only until the reactor runs (an embedding process keeps
+    its own hook afterwards)."""
+    from twisted.internet.task import Clock
+
+    from haha.startup import exit_on_failure
+
+    class Reactor(Clock):
+        def callWhenRunning(self, f):  # noqa: N802 - Twisted API
+            self.when_running = f
+
+    before = sys.excepthook
+    reactor = Reactor()
+    try:
+        hook = exit_on_failure("haha", reactor)
+        assert sys.excepthook is hook
+        reactor.when_running()
+        assert sys.excepthook is before
+    finally:
+        sys.excepthook = before
