@@ -92,6 +92,12 @@ def _check_system(config, names, raw, admin, what):
                if have is not None and not have & (1 << globals()[c])]
     if missing:
         needs = "the raw transport (raw sockets, a netfilter table)" if raw else what
+        if os.geteuid() == 0:
+            raise StartupError(
+                f"{needs} needs {' and '.join(missing)}, which this process has not got "
+                "although it runs as root: its capability bounding set drops "
+                f"{'them' if len(missing) > 1 else 'it'}",
+                "allow them (systemd: CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW)")
         raise StartupError(
             f"{needs} needs root or {' and '.join(missing)}, and this process (uid "
             f"{os.geteuid()}) has not got {'them' if len(missing) > 1 else 'it'}",

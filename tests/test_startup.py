@@ -627,3 +627,15 @@ def test_exit_hook_is_removed_once_the_reactor_runs():
         assert sys.excepthook is before
     finally:
         sys.excepthook = before
+
+
+@pytest.mark.netns
+def test_root_without_cap_net_admin(workdir, require_root):
+    """Root whose capability bounding set drops CAP_NET_ADMIN (a restricted unit) is told
+    which capability is missing and where to allow it."""
+    r = twistd(workdir, ha_text(configuration="no-home-link",
+                                transport="kind = raw\ninterfaces = lo"),
+               prefix=[SETPRIV, "--bounding-set", "-net_admin"])
+    line = one_line(r)
+    assert "needs CAP_NET_ADMIN, which this process has not got although it runs as root" \
+        in line and "CapabilityBoundingSet=" in line
