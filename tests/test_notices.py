@@ -204,3 +204,41 @@ def test_stopping_home_agent_names_the_nodes_it_leaves(logged, tmp_path):
     assert d.called
     [text] = warnings(logged, "stopping with no live peer")
     assert "1 mobile node(s) are left without a home agent" in text and str(hoa) in text
+
+
+@pytest.mark.netns
+def test_real_mobile_node_warns_in_a_fresh_namespace(tmp_path, require_root):
+    """``twistd -n haha-mn`` on the raw transport, in a namespace where its care-of address
+    is not assigned, logs the warning at start (and keeps running: it is not a failure)."""
+    import os
+    import subprocess
+    import time
+
+    from haha.lab.cluster import twistd_command
+
+    ns = f"hahant{os.getpid()}"
+    conf = tmp_path / "mn.conf"
+    conf.write_text(MN.format(kind="raw", transport="interfaces = lo").replace(
+        "interface = eth0", "interface = lo"))
+    log = tmp_path / "mn.log"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "set", "lo", "up"], check=True)
+        with open(log, "w") as out:
+            p = subprocess.Popen(["ip", "netns", "exec", ns, *twistd_command(), "-n",
+                                  "--pidfile=", "haha-mn", "--config", str(conf)],
+                                 stdout=out, stderr=subprocess.STDOUT)
+        try:
+            deadline = time.monotonic() + 60
+            while "is not assigned on any interface" not in log.read_text():
+                assert p.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        finally:
+            p.terminate()
+            p.wait(60)
+        text = log.read_text()
+        assert f"care-of address {COA} is not assigned on any interface" in text
+        assert f"ip -6 addr add {COA}/64 dev lo" in text and "Traceback" not in text
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
