@@ -242,3 +242,23 @@ def test_real_mobile_node_warns_in_a_fresh_namespace(tmp_path, require_root):
         assert f"ip -6 addr add {COA}/64 dev lo" in text and "Traceback" not in text
     finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def test_real_home_agent_stopping_alone_names_its_node(tmp_path):
+    """A lone ``twistd -n haha`` (no peer running) with a registered mobile node, stopped
+    with SIGTERM: after its drain timeout its log names the node it leaves behind."""
+    from haha.lab.cluster import LocalCluster
+
+    with LocalCluster(tmp_path, n_has=1, lifetime=3, hello_interval=1.0) as c:
+        ha = c.has[0]
+        c.start(ha.name)
+        c.wait_for("serving", lambda: (c.ask(ha.name, "status") or {}).get("state") ==
+                   "serving")
+        c.start(c.mn.name)
+        c.wait_for("registration", lambda: (c.ask(c.mn.name, "status") or {}).get(
+            "home_agent") == ha.address)
+        c.kill(c.mn.name)  # gone: the drain cannot move it, the timeout ends the wait
+        c.stop(ha.name, timeout=60)
+        text = c.tail(ha.name, lines=200)
+    assert "stopping with no live peer: 1 mobile node(s) are left without a home agent" in text
+    assert c.mn.address in text.split("stopping with no live peer")[1]
