@@ -639,3 +639,37 @@ def test_root_without_cap_net_admin(workdir, require_root):
     line = one_line(r)
     assert "needs CAP_NET_ADMIN, which this process has not got although it runs as root" \
         in line and "CapabilityBoundingSet=" in line
+
+
+def test_missing_home_interface_of_a_home_agent(tmp_path):
+    """A kernel backend on a home interface that does not exist names [home-agent]
+    home-interface (checked before any capability, so also as a non-root user)."""
+    from haha.startup import check_home_agent
+
+    config = home_agent_from_text(
+        ha_text(configuration="home-link", backend="tun",
+                extra="home-interface = nosuch9\n[backend:tun]\ndevice = hahast%d"),
+        str(tmp_path / "ha.conf"))
+    with pytest.raises(StartupError, match=r"\[home-agent\] home-interface: interface nosuch9 "
+                       "does not exist"):
+        check_home_agent(config)
+
+
+def test_what_an_embedder_passes_in_is_not_checked(tmp_path):
+    """A transport or backend passed to build is the embedder's: the raw transport's
+    interfaces, privileges and nft, and the kernel state lock, are not checked for it."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from haha.backends.null import NullBackend
+    from haha.io.memory import MemoryHub
+
+    config = home_agent_from_text(
+        ha_text(configuration="no-home-link", backend="tun",
+                extra="[backend:tun]\ndevice = hahast%d",
+                transport="kind = raw\ninterfaces = nosuch6"), str(tmp_path / "ha.conf"))
+    reactor = MemoryReactorClock()
+    with pytest.raises(StartupError, match="nosuch6"):
+        HomeAgentService.build(config, reactor)
+    end = MemoryHub(reactor).endpoint(config.address, name="ha1")
+    service = HomeAgentService.build(config, reactor, transport=end, backend=NullBackend())
+    assert service.transport is end
