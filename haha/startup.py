@@ -31,8 +31,7 @@ from .logging import logger
 log = logger("haha.startup")
 
 #: ``<linux/capability.h>``
-CAP_NET_ADMIN = 12
-CAP_NET_RAW = 13
+CAPABILITIES = {"CAP_NET_ADMIN": 12, "CAP_NET_RAW": 13}
 
 #: Mode of a runtime directory the daemon creates for its control socket.
 RUNTIME_DIRECTORY_MODE = 0o750
@@ -89,7 +88,7 @@ def _check_system(config, names, raw, admin, what):
         missing += ["CAP_NET_ADMIN"]
     have = effective_capabilities()
     missing = [c for c in dict.fromkeys(missing)
-               if have is not None and not have & (1 << globals()[c])]
+               if have is not None and not have & (1 << CAPABILITIES[c])]
     if missing:
         needs = "the raw transport (raw sockets, a netfilter table)" if raw else what
         if os.geteuid() == 0:
