@@ -357,6 +357,10 @@ def explain(error):
         if error.errno == errno.EADDRINUSE:
             return StartupError(f"{reason}: an address or port this daemon listens on is "
                                 "taken", "is this configuration running already?")
+        if error.filename == "/dev/net/tun":
+            return StartupError(f"{what}{reason}: the tun backend needs the kernel's TUN "
+                                "device", "load it (modprobe tun) or, in a container, pass "
+                                "the device in (--device /dev/net/tun)")
         if error.filename:
             return StartupError(f"{what}{reason}")
     return None

@@ -500,6 +500,8 @@ def test_explain_known_and_unknown_causes():
     e = explain(CannotListenError("127.0.0.1", 9101, OSError(errno.EADDRINUSE,
                                                              "Address already in use")))
     assert "cannot listen on 127.0.0.1:9101: Address already in use" in str(e)
+    tun = explain(FileNotFoundError(errno.ENOENT, "No such file or directory", "/dev/net/tun"))
+    assert "needs the kernel's TUN device" in tun.cause and "modprobe tun" in tun.fix
     assert explain(RuntimeError("bug")) is None
     assert explain(OSError(errno.EADDRNOTAVAIL, "cannot join")) is None
 
