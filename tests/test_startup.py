@@ -237,7 +237,7 @@ def test_same_configuration_twice(workdir):
     first = subprocess.Popen([*twistd_command(), "-n", "--pidfile=", "haha", "--config", conf],
                              cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: os.path.exists(sock), first)
+        _wait_for(lambda: _serving(sock), first)
         line = one_line(twistd(workdir, text, options=("-n", "--pidfile=")))
         assert "[transport] udp-listen: UDP port" in line and "running already" in line
         other_port = ha_text(control=f"socket = unix:{sock}")  # a new UDP port
@@ -262,7 +262,7 @@ def test_same_configuration_twice_with_a_kernel_backend(workdir, require_root):
     first = subprocess.Popen([*twistd_command(), "-n", "--pidfile=", "haha", "--config", conf],
                              cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: os.path.exists(sock), first)
+        _wait_for(lambda: _serving(sock), first)
         line = one_line(twistd(workdir, text, options=("-n", "--pidfile=")))
         state = os.path.join(workdir, "haha.state")
         assert f"{state} is held by a running process (pid {first.pid})" in line
@@ -270,6 +270,16 @@ def test_same_configuration_twice_with_a_kernel_backend(workdir, require_root):
     finally:
         first.terminate()
         first.wait(60)
+
+
+def _serving(sock):
+    """The daemon behind ``sock`` answers (it has started everything)."""
+    from haha.control.cli import request
+
+    try:
+        return request(sock, "status", timeout=5)["result"]["state"] == "serving"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def _wait_for(predicate, process, timeout=60):
@@ -552,7 +562,7 @@ def test_tun_device_held_by_another_daemon(workdir, require_root):
     held = subprocess.Popen([*twistd_command(), "-n", "--pidfile=", "haha", "--config", first],
                             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        _wait_for(lambda: os.path.exists(f"{workdir}/first.sock"), held)
+        _wait_for(lambda: _serving(f"{workdir}/first.sock"), held)
         second = os.path.join(workdir, "second")
         os.mkdir(second)
         r = twistd(second, ha_text(backend="tun", extra=f"[backend:tun]\ndevice = {name}"))
