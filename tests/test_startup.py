@@ -685,3 +685,29 @@ def test_what_an_embedder_passes_in_is_not_checked(tmp_path):
     end = MemoryHub(reactor).endpoint(config.address, name="ha1")
     service = HomeAgentService.build(config, reactor, transport=end, backend=NullBackend())
     assert service.transport is end
+
+
+def test_daemonised_failure_after_the_fork_is_in_the_log(workdir, plugins):
+    """Daemonised, a failure inside startService happens after the fork: twistd's parent
+    reports it (its own protocol, status 1) and the log file has our one line; no pid file is
+    left behind."""
+    logfile = os.path.join(workdir, "d.log")
+    r = twistd(workdir, ha_text(backend="refusing"), env=plugins,
+               options=("--pidfile", os.path.join(workdir, "d.pid"), "--logfile", logfile))
+    assert r.returncode == 1 and "An error has occurred" in r.stderr
+    import time
+
+    deadline = time.monotonic() + 30
+    while "cannot start: haha: Operation not permitted" not in _read(logfile):
+        assert time.monotonic() < deadline, _read(logfile)
+        time.sleep(0.1)
+    assert "CAP_NET_ADMIN" in _read(logfile)
+    assert not os.path.exists(os.path.join(workdir, "d.pid"))
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""
