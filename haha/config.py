@@ -11,6 +11,7 @@ their own sections (``[backend:NAME]``, ``[discovery:NAME]``) travel as located
 """
 
 import difflib
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -212,7 +213,9 @@ def _check_key_file(sec, key, text):
     try:
         st = os.stat(p)
     except OSError as e:
-        raise kf.error(f"cannot read key file {p}: {e.strerror}") from None
+        fix = f" (make one: python -m haha.security.keys generate {p})" \
+            if e.errno == errno.ENOENT else ""
+        raise kf.error(f"cannot read key file {p}: {e.strerror}{fix}") from None
     if not stat.S_ISREG(st.st_mode):
         raise kf.error(f"key file {p} is not a regular file")
     if st.st_mode & 0o077:
@@ -221,7 +224,8 @@ def _check_key_file(sec, key, text):
             f"writable by group or others (chmod 600 {p})"
         )
     if not os.access(p, os.R_OK):
-        raise kf.error(f"cannot read key file {p}: permission denied")
+        raise kf.error(f"cannot read key file {p}: permission denied (this process runs as "
+                       f"uid {os.geteuid()}; the file belongs to uid {st.st_uid})")
     return kf
 
 

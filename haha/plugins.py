@@ -72,11 +72,30 @@ def build_discovery(choice, reactor, config, package=None):
     return _verified("discovery", choice.name, discovery, IPeerDiscovery)
 
 
-def _load(target):
+def _load(kind, name, target):
+    """The callable ``"module:attribute"`` of plugin ``name``; a module that is missing or
+    fails to import is a :class:`~haha.errors.StartupError` naming the plugin."""
     from importlib import import_module
 
+    from .errors import StartupError
+
     module, _, attribute = target.partition(":")
-    return getattr(import_module(module), attribute)
+    try:
+        return getattr(import_module(module), attribute)
+    except ImportError as e:
+        missing = getattr(e, "name", None)
+        cause = f"module {missing} is not installed" if missing and \
+            isinstance(e, ModuleNotFoundError) else f"importing {module} failed: {e}"
+        raise StartupError(f"{kind} plugin {name!r} ({target}) cannot be loaded: {cause}",
+                           f"install the package that provides it, or choose another {kind}"
+                           ) from None
+    except AttributeError:
+        raise StartupError(f"{kind} plugin {name!r}: module {module} has no {attribute!r}",
+                           "fix the plugin's factory path or update the package") from None
+    except Exception as e:
+        raise StartupError(f"{kind} plugin {name!r}: importing {module} failed: "
+                           f"{type(e).__name__}: {e}",
+                           "fix or reinstall the package that provides it") from None
 
 
 class _LazyPlugin:
@@ -97,7 +116,7 @@ class BackendPlugin(_LazyPlugin):
     """An :class:`IBackendPlugin` built from ``"module:callable(options, reactor)"``."""
 
     def build(self, options, reactor):
-        return _load(self._factory)(options, reactor)
+        return _load("backend", self.name, self._factory)(options, reactor)
 
 
 @implementer(IPlugin, IDiscoveryPlugin)
@@ -105,4 +124,4 @@ class DiscoveryPlugin(_LazyPlugin):
     """An :class:`IDiscoveryPlugin` built from ``"module:callable(options, reactor, config)"``."""
 
     def build(self, options, reactor, config):
-        return _load(self._factory)(options, reactor, config)
+        return _load("discovery", self.name, self._factory)(options, reactor, config)

@@ -24,6 +24,7 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from zope.interface import implementer
 
+from . import notices, startup
 from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
 from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
@@ -366,12 +367,15 @@ class HomeAgentService(MultiService):
                         lambda: home_agent_gauges(machine))
 
     @classmethod
+    @startup.translated
     def build(cls, config, reactor=None, backend=None, discovery=None, transport=None,
               sadb=None, rng=None):
         """Everything from ``config``; each keyword replaces what the configuration would
-        build (``sadb`` is ignored in lab mode)."""
+        build (``sadb`` is ignored in lab mode). Raises :class:`haha.errors.StartupError`
+        when this host cannot run it (:mod:`haha.startup`)."""
         if reactor is None:
             from twisted.internet import reactor
+        startup.check_home_agent(config, transport=transport is None, backend=backend is None)
         from .plugins import build_backend, build_discovery
 
         settings = home_agent_settings(config)
@@ -402,6 +406,7 @@ class HomeAgentService(MultiService):
 
     # -- service ----------------------------------------------------------------------------
 
+    @startup.translated
     def startService(self):  # noqa: N802 - Twisted hook
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
@@ -429,6 +434,7 @@ class HomeAgentService(MultiService):
         if self.config.drain_on_stop and self.machine.cache.primary_count and \
                 self.machine.serving:
             yield self._drain(self.config.drain_timeout)
+        notices.report_left_behind(self.machine)
         self.adapter._run(self.machine.stop, self.reactor.seconds())
         if self.advertiser is not None:
             self.advertiser.stop()
@@ -579,16 +585,21 @@ class MobileNodeService(MultiService):
         self.transport = transport
         self.reactor = reactor
         self.started_at = None
+        # with the raw transport the care-of address must be ours (haha.notices)
+        self.care_of_watch = notices.CareOfWatch(reactor, machine, interface=config.interface) \
+            if config.transport.kind == "raw" else None
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "mobile-node", "address": str(config.home_address)},
                         lambda: mobile_node_gauges(machine))
 
     @classmethod
+    @startup.translated
     def build(cls, config, reactor=None, tunnel=None, transport=None, sadb=None, rng=None,
               keyring=None):
         if reactor is None:
             from twisted.internet import reactor
+        startup.check_mobile_node(config, transport=transport is None, tunnel=tunnel is None)
         settings = mobile_node_settings(config)
         policy = security_policy(config)
         if sadb is None:
@@ -603,6 +614,7 @@ class MobileNodeService(MultiService):
                                     limiter, tunnel, keyring)
         return cls(config, machine, adapter, tunnel, transport, reactor)
 
+    @startup.translated
     def startService(self):  # noqa: N802 - Twisted hook
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
@@ -612,6 +624,8 @@ class MobileNodeService(MultiService):
         self.started_at = self.reactor.seconds()
         self.adapter._run(self.machine.start, self.reactor.seconds(),
                           care_of=self.config.care_of_address)
+        if self.care_of_watch is not None:
+            self.care_of_watch.start()
         self.log.info("mobile {kind} {hoa} started at {coa}",
                       kind="router" if self.config.mobile_router else "node",
                       hoa=self.config.home_address, coa=self.config.care_of_address)
@@ -620,6 +634,8 @@ class MobileNodeService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802 - Twisted hook
         yield super().stopService()
+        if self.care_of_watch is not None:
+            self.care_of_watch.stop()
         self.adapter._run(self.machine.stop, self.reactor.seconds())
         self.adapter.running = False
         self.adapter.stop_timer()
@@ -632,6 +648,8 @@ class MobileNodeService(MultiService):
     def move(self, care_of):
         """Movement detection found ``care_of`` (embedders call this)."""
         self.adapter._run(self.machine.move, care_of, self.reactor.seconds())
+        if self.care_of_watch is not None and self.running:
+            self.care_of_watch.check()
 
     def _observe(self, event):
         """Back on the home link (deregistered, or given up on it): announce the home address

@@ -1,7 +1,8 @@
 """``twistd haha --config ha1.conf`` and ``twistd haha-mn --config mn1.conf``: wiring only.
 
 The construction lives in :mod:`haha.service` (``HomeAgentService.build``,
-``MobileNodeService.build``); a configuration mistake exits with its one-line, located message.
+``MobileNodeService.build``); a configuration mistake, or anything else that keeps the daemon
+from starting, exits with status 2 and its one-line message (:mod:`haha.startup`).
 """
 
 import sys
@@ -22,19 +23,24 @@ class Options(usage.Options):
 
 
 def make(name, loader, service, options):
-    """Load ``options['config']`` with ``loader`` and build ``service`` from it."""
+    """Load ``options['config']`` with ``loader`` and build ``service`` from it. A start-up
+    failure, now or when twistd starts the service, is one line on standard error and exit
+    status 2 (:mod:`haha.startup`)."""
     from twisted.internet import reactor
 
     from .logging import configure
+    from .startup import StartupError, exit_on_failure, report
 
     try:
         config = loader(options["config"])
         configure(config.log_level)
-        return getattr(__import__("haha.service", fromlist=[service]), service).build(
+        built = getattr(__import__("haha.service", fromlist=[service]), service).build(
             config, reactor)
-    except ConfigError as e:
-        sys.stderr.write(f"{name}: {e}\n")
+    except (ConfigError, StartupError) as e:
+        report(name, e, sys.stderr, logged=False)
         raise SystemExit(2) from None
+    exit_on_failure(name, reactor)
+    return built
 
 
 def makeService(options):  # noqa: N802 - twistd hook

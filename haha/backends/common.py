@@ -39,7 +39,7 @@ import os
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 
-
+from ..errors import StartupError
 from ..logging import class_logger
 from ..wire.icmpv6 import NA_O, NA_R, LinkLayerAddress, NeighborAdvertisement, encode_icmpv6
 from ..wire.ipv6 import build_packet
@@ -98,7 +98,7 @@ class Scope:
                    frozenset(IPv6Address(a) for a in data["addresses"]), table)
 
 
-class StateBusy(RuntimeError):
+class StateBusy(StartupError, RuntimeError):
     """Another live process holds the state file: the same daemon is running already."""
 
 

@@ -23,6 +23,7 @@ from ipaddress import IPv6Network
 
 from zope.interface import implementer
 
+from ..errors import StartupError
 from ..logging import class_logger
 from ..interfaces import IForwardingBackend
 from .common import LinkDuties
@@ -33,8 +34,8 @@ EOPNOTSUPP = 95
 _TUNNEL_NAME = re.compile(r"^haha\d+$")
 
 
-class KernelUnsupported(RuntimeError):
-    """The kernel lacks what the backend needs."""
+class KernelUnsupported(StartupError, RuntimeError):
+    """The kernel lacks what the backend needs (a start-up failure: :mod:`haha.startup`)."""
 
 
 NO_TUNNEL_MESSAGE = (

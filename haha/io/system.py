@@ -211,9 +211,11 @@ class LinuxSystem:
             ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
             with in_netns(self.netns):
                 res = fcntl.ioctl(fd, TUNSETIFF, ifr)
-        except OSError:
+        except OSError as e:
             os.close(fd)
-            raise
+            hint = " (another process holds it: give each daemon its own device name, or " \
+                "a pattern such as haha%d)" if e.errno == errno.EBUSY else ""
+            raise OSError(e.errno, f"{e.strerror}{hint}", f"TUN device {name}") from None
         actual = res[:IFNAMSIZ].rstrip(b"\0").decode()
         return _Fd(fd), actual
 
