@@ -25,7 +25,10 @@ def make(name, loader, service, options):
     """Load ``options['config']`` with ``loader`` and build ``service`` from it."""
     from twisted.internet import reactor
 
+    from .clock import use_monotonic_time
     from .logging import configure
+
+    use_monotonic_time(reactor)  # wall-clock steps move no deadline (haha.clock)
 
     try:
         config = loader(options["config"])
