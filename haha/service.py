@@ -28,6 +28,7 @@ from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
 from .control.metrics import metrics_site
 from .control.server import ControlFactory
+from .durability import boot_epoch_for, watch_store
 from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
 from .core.settings import (
@@ -127,9 +128,11 @@ def home_agent_sadb(config):
         return None
     specs = []
     me_peers = config.haha_address
+    store = _sequence_store(config)
+    epoch = boot_epoch_for(store)  # peers follow it: a run without its file rejoins at once
     for peer, key_file in config.security.peer_keys.items():
         secret = _located(key_file, "peer key")
-        specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT))
+        specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT, epoch=epoch))
     nodes = dict(config.security.node_keys)
     if config.security.node_key_dir:
         for name in sorted(os.listdir(config.security.node_key_dir)):
@@ -148,8 +151,7 @@ def home_agent_sadb(config):
         secret = _located(key_file, "mobile node key")
         specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
     try:
-        return SecurityAssociationDatabase.from_specs(
-            specs, sequence_store=_sequence_store(config))
+        return SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
 
@@ -164,7 +166,7 @@ def _sequence_store(config):
                           "is missing or not writable", config.path, "security",
                           "sequence-file")
     try:
-        return SequenceStore(path)
+        return watch_store(SequenceStore(path))
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
 
@@ -494,7 +496,8 @@ class HomeAgentService(MultiService):
         c = dict(self.adapter.counters)
         for k, v in self.machine.counters.items():
             c["core." + k] = v
-        for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter):
+        for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter,
+                       getattr(self.sadb, "sequence_store", None)):
             for k, v in getattr(source, "counters", {}).items():
                 c[f"{type(source).__name__.lower()}.{k}"] = v
         c["bindings_now"] = len(self.machine.cache)

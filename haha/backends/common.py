@@ -143,10 +143,28 @@ class StateFile:
         return data
 
     def write(self, data):
-        """Replace the record (fsynced) while holding the lock."""
+        """Replace the record (fsynced) while holding the lock. The file is rewritten in place
+        (the lock is on it), so a full disk must not leave half a record: the space is
+        allocated first (``ENOSPC`` is raised before a byte changes), a shorter record is
+        padded with spaces (valid JSON) instead of truncating, and a short write is continued;
+        an OSError leaves the earlier record readable."""
         blob = json.dumps(data, sort_keys=True).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, blob, 0)
+        size = os.fstat(self._fd).st_size
+        if len(blob) < size:
+            blob += b" " * (size - len(blob))
+        elif len(blob) > size:
+            try:
+                os.posix_fallocate(self._fd, 0, len(blob))
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+        view = memoryview(blob)
+        offset = 0
+        while offset < len(blob):
+            n = os.pwrite(self._fd, view[offset:], offset)
+            if not n:
+                raise OSError(errno.ENOSPC, f"no progress writing {self.path}")
+            offset += n
         os.fsync(self._fd)
 
     def release(self, remove):
