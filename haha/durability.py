@@ -99,4 +99,25 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
     return installed
 
 
-__all__ = ["HANDLED", "boot_epoch_for", "install_signal_handlers", "watch_store"]
+def daemon_signals(service, reactor, loader):
+    """What ``twistd haha``/``haha-mn`` install once the reactor runs: a home agent re-reads
+    its configuration on SIGHUP (:func:`haha.reload.reload_home_agent`); a mobile node logs
+    SIGHUP and ignores it."""
+    if getattr(service, "sadb", False) is False:  # a mobile node
+        return install_signal_handlers(service, reactor, None)
+    from .inifile import ConfigError
+    from .reload import reload_home_agent
+
+    def reload():
+        try:
+            reload_home_agent(service, loader)
+        except ConfigError as e:
+            service.adapter.counters["reload-refused"] += 1
+            log.error("SIGHUP: {error}; running on with the configuration loaded before",
+                      error=str(e))
+
+    return install_signal_handlers(service, reactor, reload)
+
+
+__all__ = ["HANDLED", "boot_epoch_for", "daemon_signals", "install_signal_handlers",
+           "watch_store"]

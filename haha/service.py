@@ -151,9 +151,11 @@ def home_agent_sadb(config):
         secret = _located(key_file, "mobile node key")
         specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
     try:
-        return SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
+        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+    db.epoch = epoch  # SIGHUP re-keys peers with it (haha.reload)
+    return db
 
 
 def _sequence_store(config):
