@@ -6,8 +6,8 @@
   file system) is said once -- one error line and the ``sequencestore.failing`` gauge -- while
   the daemon serves on from memory; the first write that succeeds again says so too.
 - :func:`install_signal_handlers`: what ``twistd`` leaves to the default action. SIGHUP re-reads
-  the configuration and applies what can change at run time (:mod:`haha.reload`); SIGUSR2 is
-  logged and ignored; SIGQUIT stops the daemon like SIGTERM (drain, goodbye, clean-up). SIGTERM
+  the configuration and applies what can change at run time (:mod:`haha.reload`); SIGUSR2 (and
+  SIGUSR1 unless twistd uses it) is logged and ignored; SIGQUIT stops the daemon like SIGTERM (drain, goodbye, clean-up). SIGTERM
   and SIGINT are the reactor's own (logged by Twisted, then the service stops and drains).
   ``docs/operations.md`` lists what the operator sees for each.
 """
@@ -52,7 +52,10 @@ def boot_epoch_for(store, wall=None):
 
 
 #: Signals whose default action would end the process silently, and what haha does instead.
-HANDLED = ("SIGHUP", "SIGUSR2", "SIGQUIT")
+HANDLED = ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT")
+#: Of those, the ones handled only when nobody else has (twistd handles SIGUSR1 when it logs to
+#: a file).
+IF_DEFAULT = ("SIGUSR1",)
 
 
 def install_signal_handlers(service, reactor, reload=None, signals=signal):
@@ -83,12 +86,15 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
         log.warn("SIGQUIT received: stopping as for SIGTERM (drain, goodbye, clean-up)")
         reactor.stop()
 
-    actions = {"SIGHUP": hangup, "SIGUSR2": lambda: ignored("SIGUSR2"), "SIGQUIT": quit_}
+    actions = {"SIGHUP": hangup, "SIGUSR1": lambda: ignored("SIGUSR1"),
+               "SIGUSR2": lambda: ignored("SIGUSR2"), "SIGQUIT": quit_}
     installed = []
     for name in HANDLED:
         number = getattr(signals, name, None)
         if number is None:
             continue
+        if name in IF_DEFAULT and signals.getsignal(number) != signals.SIG_DFL:
+            continue  # twistd's own (SIGUSR1 re-opens its log file)
 
         def handler(signum, frame, action=actions[name]):
             # Runs between two bytecodes of whatever the reactor was doing: hand over.
@@ -99,12 +105,12 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
     return installed
 
 
-def daemon_signals(service, reactor, loader):
+def daemon_signals(service, reactor, loader, signals=signal):
     """What ``twistd haha``/``haha-mn`` install once the reactor runs: a home agent re-reads
     its configuration on SIGHUP (:func:`haha.reload.reload_home_agent`); a mobile node logs
     SIGHUP and ignores it."""
     if getattr(service, "sadb", False) is False:  # a mobile node
-        return install_signal_handlers(service, reactor, None)
+        return install_signal_handlers(service, reactor, None, signals)
     from .inifile import ConfigError
     from .reload import reload_home_agent
 
@@ -116,7 +122,7 @@ def daemon_signals(service, reactor, loader):
             log.error("SIGHUP: {error}; running on with the configuration loaded before",
                       error=str(e))
 
-    return install_signal_handlers(service, reactor, reload)
+    return install_signal_handlers(service, reactor, reload, signals)
 
 
 __all__ = ["HANDLED", "boot_epoch_for", "daemon_signals", "install_signal_handlers",
