@@ -102,6 +102,8 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
 
         signals.signal(number, handler)
         installed.append(number)
+    log.info("signal handlers installed: {names}", names=" ".join(
+        signals.Signals(n).name if hasattr(signals, "Signals") else str(n) for n in installed))
     return installed
 
 

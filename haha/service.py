@@ -655,6 +655,9 @@ class MobileNodeService(MultiService):
         for k, v in self.machine.counters.items():
             c["core." + k] = v
         c["registered_now"] = int(self.machine.home_agent is not None)
+        store = getattr(self.adapter.sadb, "sequence_store", None)
+        for k, v in getattr(store, "counters", {}).items():
+            c[f"sequencestore.{k}"] = v
         return c
 
     def command(self, name, arguments):

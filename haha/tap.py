@@ -33,11 +33,15 @@ def make(name, loader, service, options):
     try:
         config = loader(options["config"])
         configure(config.log_level)
-        return getattr(__import__("haha.service", fromlist=[service]), service).build(
+        built = getattr(__import__("haha.service", fromlist=[service]), service).build(
             config, reactor)
     except ConfigError as e:
         sys.stderr.write(f"{name}: {e}\n")
         raise SystemExit(2) from None
+    from .durability import daemon_signals
+
+    reactor.callWhenRunning(daemon_signals, built, reactor, loader)  # SIGHUP, SIGQUIT...
+    return built
 
 
 def makeService(options):  # noqa: N802 - twistd hook

@@ -188,3 +188,24 @@ def test_daemon_sighup_logs_a_refused_file_and_runs_on(ha, tmp_path):
     signals.deliver(signals.SIGHUP)
     assert ha.adapter.counters["reload-refused"] == 1
     assert ha.adapter.counters["signal.SIGHUP"] == 1
+
+
+def test_twistd_wiring_installs_the_handlers_once_running(tmp_path, monkeypatch):
+    """haha.tap.make (twistd's makeService) builds the service and schedules daemon_signals for
+    when the reactor runs (after twistd's own set-up, so its SIGUSR1 is seen)."""
+    from twisted.internet import reactor
+
+    from haha import clock, tap
+    from haha.durability import daemon_signals as wanted
+
+    generate_key_file(str(tmp_path / "peer.key"))
+    path = tmp_path / "ha.conf"
+    path.write_text(HA_TEXT.format(preference=5, keys=tmp_path, nodes="")
+                    + "[transport]\nkind = udp\nudp-listen = 127.0.0.1:9\n")
+    scheduled = []
+    monkeypatch.setattr(clock, "use_monotonic_time", lambda r: r)
+    monkeypatch.setattr(reactor, "callWhenRunning", lambda *a: scheduled.append(a))
+    service = tap.make("haha", tap.load_home_agent, "HomeAgentService", {"config": str(path)})
+    assert len(scheduled) == 1
+    f, built, r, loader = scheduled[0]
+    assert (f, built, r, loader) == (wanted, service, reactor, tap.load_home_agent)

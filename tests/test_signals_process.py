@@ -1,7 +1,8 @@
 """Process level: real twistd home agents and signals.
 
 SIGHUP re-reads the configuration (a mobile node key added is applied, a broken file is
-refused and the daemon runs on), SIGUSR2 is logged and ignored, SIGQUIT and SIGINT stop the
+refused and the daemon runs on; a mobile node logs it and runs on), SIGUSR2 is logged and
+ignored, SIGQUIT and SIGINT stop the
 daemon like SIGTERM: a log line, the node drained to the peer, the control socket removed, the
 sequence file flushed. Nothing here ends a daemon without a line in its log.
 """
@@ -37,7 +38,7 @@ def _started(c):
                    "serving")
     c.start("mn1")
     c.wait_for("registration", lambda: _status(c, "mn1").get("home_agent") == HA1)
-    c.wait_for("signal handlers", lambda: "boot epoch" in _log(c, "ha1"))
+    c.wait_for("signal handlers", lambda: "signal handlers installed" in _log(c, "ha1"))
 
 
 def test_sighup_rereads_keys_and_survives_a_broken_file(tmp_path):
@@ -67,6 +68,12 @@ def test_sighup_rereads_keys_and_survives_a_broken_file(tmp_path):
         ha1.process.send_signal(signal.SIGUSR2)
         c.wait_for("SIGUSR2 logged", lambda: "SIGUSR2 received: ignored" in _log(c, "ha1"))
         assert ha1.running()
+        mn = c.node("mn1")
+        mn.process.send_signal(signal.SIGHUP)
+        c.wait_for("mobile node SIGHUP logged",
+                   lambda: "SIGHUP: nothing to re-read; ignored" in _log(c, "mn1"))
+        assert mn.running() and (c.ask("mn1", "counters") or {}).get("signal.SIGHUP") == 1
+        assert (c.ask("mn1", "counters") or {}).get("sequencestore.failing") == 0
         c.stop_all()
 
 
