@@ -17,6 +17,7 @@ service announces its home address on its interface once it is back home (RFC 62
 
 import os
 import random
+import time
 from ipaddress import IPv6Address
 
 from twisted.application import strports
@@ -45,9 +46,13 @@ from .security.errors import KeyFileError, SecurityConfigError
 from .security.policy import SecurityPolicy
 from .security.ratelimit import RateLimiter
 from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
-from .security.seqstore import SequenceStore
+from .security.seqstore import SequenceStore, time_floor
 
 log = logger("haha.service")
+
+#: The wall clock, read only for what orders runs across restarts: the boot epoch and where an
+#: SA without a recorded sequence number starts (``docs/operations.md``). Tests replace it.
+wall_clock = time.time
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -129,7 +134,8 @@ def home_agent_sadb(config):
     specs = []
     me_peers = config.haha_address
     store = _sequence_store(config)
-    epoch = boot_epoch_for(store)  # peers follow it: a run without its file rejoins at once
+    epoch = boot_epoch_for(store, wall_clock())  # peers follow it: a run without its file
+    # rejoins at once (haha.security.epoch)
     for peer, key_file in config.security.peer_keys.items():
         secret = _located(key_file, "peer key")
         specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT, epoch=epoch))
@@ -168,7 +174,7 @@ def _sequence_store(config):
                           "is missing or not writable", config.path, "security",
                           "sequence-file")
     try:
-        return watch_store(SequenceStore(path))
+        return watch_store(SequenceStore(path, floor=lambda: time_floor(wall_clock())))
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
 

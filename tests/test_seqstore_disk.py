@@ -184,3 +184,24 @@ def test_state_record_survives_a_full_disk(tmp_path):
         os.pwrite = real
     assert json.loads(path.read_text()) == {"pid": 2}
     state.release(remove=True)
+
+
+def test_time_floor_starts_unrecorded_sas_above_an_earlier_run(tmp_path):
+    """An SA with no entry starts at the time floor (one per second since 2020, capped at half
+    the space); an SA with an entry continues from it as before."""
+    from haha.security.seqstore import time_floor
+
+    assert time_floor(1577836800) == 0 and time_floor(0) == 0
+    assert time_floor(1577836800 + 1000) == 1000
+    assert time_floor(1e12) == 0xFFFFFFFF // 2
+    now = [1_800_000_000]
+    store = SequenceStore(tmp_path / "f.seq", block=8, floor=lambda: time_floor(now[0]))
+    db = SecurityAssociationDatabase.from_specs(derive_pair(SECRET, HA, MN, "mobile-node"),
+                                                sequence_store=store)
+    first = int.from_bytes(db.protect(MN, 135, b"x")[4:8], "big")
+    assert first == time_floor(now[0]) + 1
+    now[0] += 3600
+    again = SecurityAssociationDatabase.from_specs(
+        derive_pair(SECRET, HA, MN, "mobile-node"),
+        sequence_store=SequenceStore(tmp_path / "f.seq", block=8, floor=lambda: 0))
+    assert int.from_bytes(again.protect(MN, 135, b"x")[4:8], "big") == first + 8

@@ -63,11 +63,14 @@ class SequenceStore:
     numbers are reserved at a time (outbound) and how far a top moves between writes
     (inbound)."""
 
-    def __init__(self, path, block=DEFAULT_BLOCK):
+    def __init__(self, path, block=DEFAULT_BLOCK, floor=None):
         if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 1 << 24:
             raise SecurityConfigError(f"sequence block {block!r} is not in 1..16777216")
         self.path = os.fspath(path)
         self.block = block
+        #: ``floor()``: where an outbound SA with no entry starts (None: at 1). See
+        #: :func:`time_floor`.
+        self.floor = floor
         self._data = self._load()
         self._batch = 0
         self._dirty = False
@@ -165,7 +168,9 @@ class SequenceStore:
         already have been sent, how far it may go before reserving again (this reservation is
         written now, or when the current batch ends) and the reservation callback."""
         name = _name("out", peer, spi)
-        used = self._data.get(name, 0)
+        used = self._data.get(name)
+        if used is None:
+            used = self.floor() if self.floor is not None else 0
         if used >= SEQ_MAX:
             return SEQ_MAX, SEQ_MAX, self._reserver(name)
         limit = min(used + self.block, SEQ_MAX)
@@ -243,6 +248,22 @@ class SequenceStore:
         for d in ("out", "in"):
             self._data.pop(_name(d, peer, spi), None)
         self._save()
+
+
+#: 2020-01-01T00:00:00Z in Unix seconds.
+TIME_FLOOR_ORIGIN = 1577836800
+
+
+def time_floor(wall):
+    """Where an outbound SA with no recorded sequence number starts, at Unix time ``wall``: one
+    number per second since 2020 (capped at half the sequence space, reached in 2088).
+
+    A sequence file that is lost (or new) then still starts every SA above what an earlier run
+    sent, as long as that run sent fewer packets on the SA than seconds have passed since it
+    started -- true of the signalling with mobile nodes (a Binding Update or Acknowledgement
+    per refresh). The receiver's anti-replay window simply moves ahead. A clock behind the
+    earlier run's start undoes it (``docs/operations.md``)."""
+    return min(max(int(wall) - TIME_FLOOR_ORIGIN, 0), SEQ_MAX // 2)
 
 
 def _epoch_name(peer, spi, epoch):
