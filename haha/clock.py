@@ -20,6 +20,7 @@ and anything that is a date for people. Nothing haha stores or sends is an absol
 time: the control interface reports uptime and expiry as differences.
 """
 
+import heapq
 import time
 
 
@@ -43,10 +44,18 @@ def use_monotonic_time(reactor, monotonic=time.monotonic):
         raise TypeError(f"{type(reactor).__name__} has no seconds()/getDelayedCalls(): pass a "
                         "reactor whose clock is already monotonic")
     shift = monotonic() - reactor.seconds()
-    # A uniform shift keeps the reactor's heap of pending calls in order.
-    for call in reactor.getDelayedCalls():
+    pending = getattr(reactor, "_pendingTimedCalls", None)
+    new = getattr(reactor, "_newTimedCalls", None)
+    if isinstance(pending, list) and isinstance(new, list):
+        # Cancelled calls still in the reactor's heap move too, so the heap stays a heap.
+        calls = pending + new
+    else:
+        calls = reactor.getDelayedCalls()
+    for call in calls:
         call.time += shift
         call.seconds = monotonic
+    if isinstance(pending, list):
+        heapq.heapify(pending)
     reactor.seconds = monotonic
     return reactor
 

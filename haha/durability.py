@@ -6,8 +6,8 @@
   file system) is said once -- one error line and the ``sequencestore.failing`` gauge -- while
   the daemon serves on from memory; the first write that succeeds again says so too.
 - :func:`install_signal_handlers`: what ``twistd`` leaves to the default action. SIGHUP re-reads
-  the configuration and applies what can change at run time (:mod:`haha.reload`); SIGUSR2 (and
-  SIGUSR1 unless twistd uses it) is logged and ignored; SIGQUIT stops the daemon like SIGTERM (drain, goodbye, clean-up). SIGTERM
+  the configuration and applies what can change at run time (:mod:`haha.reload`); SIGUSR2 and
+  SIGALRM (and SIGUSR1 unless twistd uses it) are logged and ignored; SIGQUIT stops the daemon like SIGTERM (drain, goodbye, clean-up). SIGTERM
   and SIGINT are the reactor's own (logged by Twisted, then the service stops and drains).
   ``docs/operations.md`` lists what the operator sees for each.
 """
@@ -52,7 +52,7 @@ def boot_epoch_for(store, wall=None):
 
 
 #: Signals whose default action would end the process silently, and what haha does instead.
-HANDLED = ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT")
+HANDLED = ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGQUIT")
 #: Of those, the ones handled only when nobody else has (twistd handles SIGUSR1 when it logs to
 #: a file).
 IF_DEFAULT = ("SIGUSR1",)
@@ -86,8 +86,9 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
         log.warn("SIGQUIT received: stopping as for SIGTERM (drain, goodbye, clean-up)")
         reactor.stop()
 
-    actions = {"SIGHUP": hangup, "SIGUSR1": lambda: ignored("SIGUSR1"),
-               "SIGUSR2": lambda: ignored("SIGUSR2"), "SIGQUIT": quit_}
+    actions = {"SIGHUP": hangup, "SIGQUIT": quit_}
+    for name in ("SIGUSR1", "SIGUSR2", "SIGALRM"):
+        actions[name] = (lambda n: lambda: ignored(n))(name)
     installed = []
     for name in HANDLED:
         number = getattr(signals, name, None)

@@ -103,6 +103,27 @@ def test_pending_calls_keep_their_remaining_delay(reactor_and_clocks):
     assert order == ["a", "b"]
 
 
+def test_cancelled_calls_in_the_heap_move_too(reactor_and_clocks):
+    """A cancelled call still held in the reactor's heap is moved with the others, so the heap
+    keeps its order and the live calls fire on time."""
+    r, clocks = reactor_and_clocks
+    fired = []
+    for delay in (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0):
+        r.callLater(delay, fired.append, delay)
+    r.runUntilCurrent()  # moves the new calls into the heap
+    doomed = r.callLater(0.5, fired.append, "never")
+    r.runUntilCurrent()  # into the heap
+    doomed.cancel()  # stays in the heap until it comes up
+    assert doomed in r._pendingTimedCalls
+    use_monotonic_time(r, clocks.mono)
+    assert doomed.seconds == clocks.mono and doomed.time < clocks.mono() + 1
+    clocks.step(+2 * HOUR)
+    for expected in range(1, 8):
+        clocks.elapse(1.0)
+        r.runUntilCurrent()
+        assert fired == [float(d) for d in range(1, expected + 1)]
+
+
 def test_reset_and_delay_use_the_monotonic_clock(reactor_and_clocks):
     """DelayedCall.reset after a step counts from monotonic now (a stale wall-clock seconds
     function in a moved call would push it hours away)."""

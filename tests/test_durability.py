@@ -25,8 +25,9 @@ from haha.service import HomeAgentService
 
 
 class FakeSignals:
-    SIGHUP, SIGUSR1, SIGUSR2, SIGQUIT = (real_signal.SIGHUP, real_signal.SIGUSR1,
-                                         real_signal.SIGUSR2, real_signal.SIGQUIT)
+    SIGHUP, SIGUSR1, SIGUSR2, SIGALRM, SIGQUIT = (
+        real_signal.SIGHUP, real_signal.SIGUSR1, real_signal.SIGUSR2, real_signal.SIGALRM,
+        real_signal.SIGQUIT)
     SIG_DFL = real_signal.SIG_DFL
 
     def __init__(self, current=None):
@@ -60,21 +61,23 @@ class FakeService:
 
 
 def test_each_handled_signal_does_what_the_table_says():
-    """SIGHUP calls the re-read, SIGUSR1/SIGUSR2 are counted and ignored, SIGQUIT stops the
-    reactor (the service then drains as for SIGTERM)."""
+    """SIGHUP calls the re-read, SIGUSR1/SIGUSR2/SIGALRM are counted and ignored, SIGQUIT
+    stops the reactor (the service then drains as for SIGTERM)."""
     signals, reactor, service = FakeSignals(), FakeReactor(), FakeService()
     reloads = []
     installed = install_signal_handlers(service, reactor, lambda: reloads.append(1), signals)
-    assert set(installed) == {signals.SIGHUP, signals.SIGUSR1, signals.SIGUSR2, signals.SIGQUIT}
+    assert set(installed) == {signals.SIGHUP, signals.SIGUSR1, signals.SIGUSR2, signals.SIGALRM,
+                              signals.SIGQUIT}
     signals.deliver(signals.SIGHUP)
     signals.deliver(signals.SIGUSR2)
     signals.deliver(signals.SIGUSR1)
+    signals.deliver(signals.SIGALRM)
     assert reloads == [1] and reactor.stopped == 0
     signals.deliver(signals.SIGQUIT)
     assert reactor.stopped == 1
     c = service.adapter.counters
-    assert (c["signal.SIGHUP"], c["signal.SIGUSR1"], c["signal.SIGUSR2"], c["signal.SIGQUIT"]) \
-        == (1, 1, 1, 1)
+    assert (c["signal.SIGHUP"], c["signal.SIGUSR1"], c["signal.SIGUSR2"], c["signal.SIGALRM"],
+            c["signal.SIGQUIT"]) == (1, 1, 1, 1, 1)
 
 
 def test_a_failing_reread_is_counted_and_does_not_escape():

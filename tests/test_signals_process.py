@@ -91,7 +91,7 @@ def test_quit_and_interrupt_drain_and_clean_up(tmp_path, sig):
         assert (f"{name} received: stopping" in log) or (f"Received {name}" in log)
         assert "drain-started primaries=1" in log and f"home agent {HA1} stopped" in log
         c.wait_for("drained", lambda: _status(c, "mn1").get("home_agent") == HA2)
-        assert not os.path.exists(ha1.socket)
+        assert not os.path.exists(ha1.socket) and not os.path.lexists(ha1.socket + ".lock")
         seq = os.path.join(c.directory, "ha1.seq")
         data = json.load(open(seq))
         assert any(k.startswith("in ") for k in data)  # the flush at the clean stop
