@@ -194,3 +194,57 @@ def test_epoch_keyed_sas_reserve_nothing_on_disk(tmp_path):
         db.protect(HA2, 135, b"q")
     assert store.writes == writes
     assert not any(k.startswith("out ") for k in store._data)
+
+
+def test_new_epoch_tries_are_budgeted():
+    """Forged announcements of new epochs are tried (a derivation each) only within the budget:
+    10 at once, then 5 a second; beyond it they are dropped as epoch-limited without any
+    cryptography, and a genuine new run is followed as soon as a token is back."""
+    from haha.security.epoch import EpochInboundSA
+
+    now = [100.0]
+    spi = derive_sa(SECRET, HA1, HA2).spi
+
+    def rekey(epoch):
+        d = derive_sa(SECRET, HA1, HA2, epoch=epoch)
+        return d.key, d.salt
+
+    derived = []
+
+    def counting(epoch):
+        derived.append(epoch)
+        return rekey(epoch)
+
+    sa = EpochInboundSA(spi, counting, epoch=_epoch(0), peer=HA1, clock=lambda: now[0])
+    derived.clear()
+    wrong = derive_sa(bytes(32), HA1, HA2)
+    forged = [OutboundSA(spi, wrong.key, wrong.salt, iv_mask=_epoch(1000 + i)).seal(135, b"f")
+              for i in range(30)]
+    reasons = []
+    for p in forged:
+        try:
+            sa.open(p)
+        except SecurityError as e:
+            reasons.append(e.reason)
+    assert reasons == ["auth-failed"] * 10 + ["epoch-limited"] * 20
+    assert len(derived) == 10
+    genuine = OutboundSA(spi, *rekey(_epoch(5000)), iv_mask=_epoch(5000)).seal(135, b"g")
+    with pytest.raises(SecurityError, match="epoch-limited"):
+        sa.open(genuine)
+    now[0] += 0.2  # one token back
+    assert sa.open(genuine)[1] == b"g"
+    assert sa.epoch == _epoch(5000)
+
+
+def test_the_database_counts_epoch_limited_drops():
+    """Through the SA database the drop is counted by its reason."""
+    ha2 = _db(HA2, HA1, _epoch(5))
+    ha1 = _db(HA1, HA2, _epoch(0))
+    ha2.unprotect(HA1, ha1.protect(HA2, 135, b"x"))
+    spi = derive_sa(SECRET, HA1, HA2).spi
+    wrong = derive_sa(bytes(32), HA1, HA2)
+    for i in range(40):
+        p = OutboundSA(spi, wrong.key, wrong.salt, iv_mask=_epoch(1000 + i)).seal(135, b"f")
+        _reason(ha2, HA1, p)
+    assert ha2.counters["epoch-limited"] >= 25
+    assert ha2.counters["auth-failed"] + ha2.counters["epoch-limited"] == 40

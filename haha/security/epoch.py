@@ -25,9 +25,10 @@ Sequence numbers of epoch-keyed SAs need no reservation on disk: a new run has n
 """
 
 import os
+import time
 
 
-from .errors import AUTH_FAILED, STALE_EPOCH, SecurityError
+from .errors import AUTH_FAILED, EPOCH_LIMITED, STALE_EPOCH, SecurityError
 from .esp import _HEAD_IV, _NEVER, InboundSA
 
 #: Milliseconds between the Unix epoch and 2020-01-01T00:00:00Z.
@@ -37,6 +38,9 @@ RANDOM_BITS = 24
 GENERATION_MAX = (1 << GENERATION_BITS) - 1
 #: The sequence-store entry holding the last generation a run of this daemon used.
 STORE_KEY = "epoch-generation"
+#: New-epoch tries per inbound SA: per second, and at once (EpochInboundSA).
+TRIES_PER_SECOND = 5.0
+TRIES_BURST = 10
 
 
 def generation_of(epoch):
@@ -70,12 +74,22 @@ class EpochInboundSA(InboundSA):
     ``rekey(epoch)`` returns ``(key, salt)`` for an epoch. ``epoch`` is the epoch known at
     creation (None: the first authentic packet sets it), with ``floor`` its recorded window top.
     ``on_switch(epoch, previous)`` is called after a switch (``previous`` None: the first epoch
-    learned) and returns ``(advance, save_at)`` for the new epoch's window (see :class:`InboundSA`), or ``(None, None)``.
+    learned) and returns ``(advance, save_at)`` for the new epoch's window (see
+    :class:`InboundSA`), or ``(None, None)``.
+
+    Trying a new epoch costs a key derivation and a key schedule (about ten times an ordinary
+    packet, ``bench/epoch.py``) before the ICV can say whether the packet is genuine, so the
+    tries are budgeted: ``tries`` per second, ``burst`` at once, on the monotonic ``clock``.
+    A candidate beyond the budget is dropped as ``epoch-limited`` without any cryptography. A
+    flood of forged announcements then costs a few derivations a second, and can at worst delay
+    a genuine new run (its next packet is tried when a token is back).
     """
 
-    __slots__ = ("epoch", "_rekey", "_on_switch", "switches", "_kw")
+    __slots__ = ("epoch", "_rekey", "_on_switch", "switches", "_kw", "_clock", "_rate",
+                 "_burst", "_tokens", "_stamp")
 
-    def __init__(self, spi, rekey, epoch=None, peer=None, floor=0, on_switch=None, **kw):
+    def __init__(self, spi, rekey, epoch=None, peer=None, floor=0, on_switch=None,
+                 tries=TRIES_PER_SECOND, burst=TRIES_BURST, clock=time.monotonic, **kw):
         key, salt = rekey(epoch if epoch is not None else 0)
         super().__init__(spi, key, salt, peer=peer, floor=floor if epoch is not None else 0,
                          **kw)
@@ -84,6 +98,21 @@ class EpochInboundSA(InboundSA):
         self._on_switch = on_switch
         self.switches = 0
         self._kw = {k: v for k, v in kw.items() if k in ("replay_window", "role", "sources")}
+        self._clock = clock
+        self._rate = tries
+        self._burst = burst
+        self._tokens = float(burst)
+        self._stamp = None
+
+    def _take_token(self):
+        now = self._clock()
+        if self._stamp is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+        self._stamp = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
     def _accept(self, esp, seq):
         epoch = _HEAD_IV.unpack_from(esp)[2] ^ seq
@@ -92,6 +121,9 @@ class EpochInboundSA(InboundSA):
         if self.epoch is not None and generation_of(epoch) <= generation_of(self.epoch):
             raise SecurityError(STALE_EPOCH, "an earlier run's keys", spi=self.spi, seq=seq,
                                 peer=self.peer)
+        if not self._take_token():
+            raise SecurityError(EPOCH_LIMITED, "too many new-epoch tries", spi=self.spi,
+                                seq=seq, peer=self.peer)
         key, salt = self._rekey(epoch)
         candidate = InboundSA(self.spi, key, salt, peer=self.peer, **self._kw)
         try:

@@ -31,6 +31,7 @@ from .errors import (
     BAD_PADDING,
     NO_SA,
     REPLAY,
+    EPOCH_LIMITED,
     SEQ_EXHAUSTED,
     STALE_EPOCH,
     TOO_OLD,
@@ -59,7 +60,7 @@ DIRECTIONS = ("in", "out")
 
 #: The reasons the database counts (inbound drops and outbound refusals).
 SADB_REASONS = (UNKNOWN_SPI, REPLAY, TOO_OLD, AUTH_FAILED, BAD_PADDING, TRUNCATED, WRONG_SOURCE,
-                STALE_EPOCH,
+                STALE_EPOCH, EPOCH_LIMITED,
                 SEQ_EXHAUSTED, NO_SA)
 
 
