@@ -478,6 +478,8 @@ class HomeAgentService(MultiService):
             self.reactor.seconds() - self.started_at,
             "backend": self.config.backend.name,
             "security": self.config.security.mode,
+            "boot_epoch": None if getattr(self.sadb, "epoch", None) is None else
+            f"{self.sadb.epoch:016x}",
             "anycast": list(self.anycast) if self.anycast else None,
         })
 

@@ -212,3 +212,15 @@ def test_twistd_wiring_installs_the_handlers_once_running(tmp_path, monkeypatch)
     assert len(scheduled) == 1
     f, built, r, loader = scheduled[0]
     assert (f, built, r, loader) == (wanted, service, reactor, tap.load_home_agent)
+
+
+def test_reread_rekeys_a_peer_whose_key_changed_with_this_runs_epoch(ha, tmp_path):
+    """A configured peer's key file holding a new secret re-keys that pair (new SPIs); the new
+    outbound SA still announces this run's boot epoch, which status shows."""
+    before = _spis(ha, "2001:db8:1::2")
+    generate_key_file(str(tmp_path / "peer.key"), force=True)
+    s = reload_home_agent(ha, load_home_agent)
+    assert s["rekeyed"] == ["2001:db8:1::2"] and _spis(ha, "2001:db8:1::2") != before
+    packet = ha.sadb.protect(IPv6Address("2001:db8:1::2"), 135, b"x")
+    iv, seq = int.from_bytes(packet[8:16], "big"), int.from_bytes(packet[4:8], "big")
+    assert f"{iv ^ seq:016x}" == ha.status()["boot_epoch"]
