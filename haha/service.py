@@ -17,6 +17,7 @@ service announces its home address on its interface once it is back home (RFC 62
 
 import os
 import random
+import time
 from ipaddress import IPv6Address
 
 from twisted.application import strports
@@ -29,6 +30,7 @@ from .advertiser import HomeLinkAdvertiser
 from .config import KeyFile
 from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
 from .control.server import ControlFactory
+from .durability import boot_epoch_for, watch_store
 from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
 from .core.settings import (
@@ -45,9 +47,13 @@ from .security.errors import KeyFileError, SecurityConfigError
 from .security.policy import SecurityPolicy
 from .security.admission import Admission, AdmissionSettings
 from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
-from .security.seqstore import SequenceStore
+from .security.seqstore import SequenceStore, time_floor
 
 log = logger("haha.service")
+
+#: The wall clock, read only for what orders runs across restarts: the boot epoch and where an
+#: SA without a recorded sequence number starts (``docs/operations.md``). Tests replace it.
+wall_clock = time.time
 
 
 # -- settings -----------------------------------------------------------------------------------
@@ -131,9 +137,12 @@ def home_agent_sadb(config):
         return None
     specs = []
     me_peers = config.haha_address
+    store = _sequence_store(config)
+    epoch = boot_epoch_for(store, wall_clock())  # peers follow it: a run without its file
+    # rejoins at once (haha.security.epoch)
     for peer, key_file in config.security.peer_keys.items():
         secret = _located(key_file, "peer key")
-        specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT))
+        specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT, epoch=epoch))
     nodes = dict(config.security.node_keys)
     if config.security.node_key_dir:
         for name in sorted(os.listdir(config.security.node_key_dir)):
@@ -152,10 +161,11 @@ def home_agent_sadb(config):
         secret = _located(key_file, "mobile node key")
         specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
     try:
-        return SecurityAssociationDatabase.from_specs(
-            specs, sequence_store=_sequence_store(config))
+        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+    db.epoch = epoch  # SIGHUP re-keys peers with it (haha.reload)
+    return db
 
 
 def node_group(config):
@@ -179,7 +189,7 @@ def _sequence_store(config):
                           "is missing or not writable", config.path, "security",
                           "sequence-file")
     try:
-        return SequenceStore(path)
+        return watch_store(SequenceStore(path, floor=lambda: time_floor(wall_clock())))
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
 
@@ -504,6 +514,8 @@ class HomeAgentService(MultiService):
             self.reactor.seconds() - self.started_at,
             "backend": self.config.backend.name,
             "security": self.config.security.mode,
+            "boot_epoch": None if getattr(self.sadb, "epoch", None) is None else
+            f"{self.sadb.epoch:016x}",
             "anycast": list(self.anycast) if self.anycast else None,
         })
 
@@ -531,7 +543,7 @@ class HomeAgentService(MultiService):
         for k, v in self.machine.counters.items():
             c["core." + k] = v
         for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter,
-                       self.discovery):
+                       self.discovery, getattr(self.sadb, "sequence_store", None)):
             for k, v in getattr(source, "counters", {}).items():
                 c[f"{type(source).__name__.lower()}.{k}"] = v
         c["log-lines-suppressed"] = self._log_throttle.suppressed
@@ -701,6 +713,9 @@ class MobileNodeService(MultiService):
         for k, v in self.machine.counters.items():
             c["core." + k] = v
         c["registered_now"] = int(self.machine.home_agent is not None)
+        store = getattr(self.adapter.sadb, "sequence_store", None)
+        for k, v in getattr(store, "counters", {}).items():
+            c[f"sequencestore.{k}"] = v
         return c
 
     def command(self, name, arguments):

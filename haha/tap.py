@@ -28,8 +28,11 @@ def make(name, loader, service, options):
     status 2 (:mod:`haha.startup`)."""
     from twisted.internet import reactor
 
+    from .clock import use_monotonic_time
     from .logging import configure
     from .startup import StartupError, exit_on_failure, report
+
+    use_monotonic_time(reactor)  # wall-clock steps move no deadline (haha.clock)
 
     try:
         config = loader(options["config"])
@@ -40,6 +43,9 @@ def make(name, loader, service, options):
         report(name, e, sys.stderr, logged=False)
         raise SystemExit(2) from None
     exit_on_failure(name, reactor)
+    from .durability import daemon_signals
+
+    reactor.callWhenRunning(daemon_signals, built, reactor, loader)  # SIGHUP, SIGQUIT...
     return built
 
 

@@ -143,11 +143,29 @@ class StateFile:
         return data
 
     def write(self, data):
-        """Replace the record (fsynced) while holding the lock."""
+        """Replace the record (fsynced) while holding the lock. The file is rewritten in place
+        (the lock is on it), so a full disk must not leave half a record: a longer record first
+        grows the file with spaces after the old one (still valid JSON if that fails half-way),
+        then overwrites space already allocated; a shorter record is padded with spaces instead
+        of truncating; short writes are continued. An OSError leaves the earlier record
+        readable."""
         blob = json.dumps(data, sort_keys=True).encode()
-        os.ftruncate(self._fd, 0)
-        os.pwrite(self._fd, blob, 0)
+        size = os.fstat(self._fd).st_size
+        if len(blob) < size:
+            blob += b" " * (size - len(blob))
+        elif len(blob) > size:
+            self._pwrite_all(b" " * (len(blob) - size), size)
+        self._pwrite_all(blob, 0)
         os.fsync(self._fd)
+
+    def _pwrite_all(self, blob, offset):
+        view = memoryview(blob)
+        while view:
+            n = os.pwrite(self._fd, view, offset)
+            if not n:
+                raise OSError(errno.ENOSPC, f"no progress writing {self.path}")
+            view = view[n:]
+            offset += n
 
     def release(self, remove):
         """Unlock; ``remove`` deletes the file first (a clean stop leaves nothing)."""

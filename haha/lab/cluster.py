@@ -53,6 +53,7 @@ class Node:
         self.config = os.path.join(directory, f"{name}.conf")
         self.socket = os.path.join(directory, f"{name}.sock")
         self.logfile = os.path.join(directory, f"{name}.log")
+        self.env = {}  # extra environment of the process (e.g. LD_PRELOAD for a test)
         self.process = None
 
     def running(self):
@@ -94,6 +95,7 @@ class DaemonGroup:
         env = dict(os.environ)
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+        env.update(n.env)
         n.process = subprocess.Popen(argv, cwd=self.directory, env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return n

@@ -14,6 +14,8 @@ AUTH_FAILED = "auth-failed"  # ICV check failed (forged, corrupted, wrong key)
 BAD_PADDING = "bad-padding"  # authenticated, but padding or pad length malformed (RFC 4303 2.4)
 TRUNCATED = "truncated"  # shorter than SPI + sequence + IV + 2 octets of trailer + ICV
 WRONG_SOURCE = "wrong-source"  # the SA is bound to another peer than the packet's source
+STALE_EPOCH = "stale-epoch"  # keys of an earlier run of the sender (haha.security.epoch)
+EPOCH_LIMITED = "epoch-limited"  # a new epoch announced beyond the budget of tries
 # Outbound.
 SEQ_EXHAUSTED = "seq-exhausted"  # 2^32-1 already sent: never wraps (RFC 4303 3.3.3)
 NO_SA = "no-sa"  # no outbound SA for that peer
@@ -31,6 +33,8 @@ REASONS = (
     BAD_PADDING,
     TRUNCATED,
     WRONG_SOURCE,
+    STALE_EPOCH,
+    EPOCH_LIMITED,
     SEQ_EXHAUSTED,
     NO_SA,
     UNPROTECTED,

@@ -33,6 +33,13 @@ Derivation (``docs/security.md`` gives it byte by byte)::
 home address), so the two directions of a pair, and every pair, get unrelated keys, salts and
 SPIs, and both ends compute them without configuring any.
 
+Between home agents the sender's **boot epoch** (:mod:`haha.security.epoch`) is mixed in: the
+SPI stays as above, the key and salt come from::
+
+    OKM' = HKDF-SHA256(IKM = secret, salt = "haha-esp-epoch-v1",
+                       info = key_len || sender || receiver || epoch (8 octets, big endian),
+                       L = key_len + 4)
+
 Node groups (``docs/security.md``, "Node groups"): instead of one secret per mobile node in the
 home agents' configuration, one *group key* derives each node's secret from its home address::
 
@@ -59,6 +66,7 @@ from .esp import KEY_LENGTHS, MIN_SPI, SALT_LEN
 from .sadb import HOME_AGENT, ROLES, SaSpec, _address
 
 HKDF_SALT = b"haha-esp-sa-v1"
+HKDF_EPOCH_SALT = b"haha-esp-epoch-v1"
 NODE_SECRET_SALT = b"haha-node-secret-v1"
 SECRET_LENGTHS = range(16, 65)
 DEFAULT_SECRET_LEN = 32
@@ -194,9 +202,10 @@ class DerivedSa:
     salt: bytes = field(repr=False)
 
 
-def derive_sa(secret, sender, receiver, key_bits=128):
+def derive_sa(secret, sender, receiver, key_bits=128, epoch=None):
     """The SPI, AES key and RFC 4106 salt of the SA carrying packets from ``sender`` to
-    ``receiver`` (IPv6 addresses), derived from ``secret`` (module docstring)."""
+    ``receiver`` (IPv6 addresses), derived from ``secret`` (module docstring); with ``epoch``
+    (a 64-bit integer) the key and salt are the sender's run's."""
     if not isinstance(secret, (bytes, bytearray)) or len(secret) not in SECRET_LENGTHS:
         raise SecurityConfigError("a derivation secret is 16 to 64 octets")
     if key_bits not in (128, 192, 256):
@@ -211,7 +220,15 @@ def derive_sa(secret, sender, receiver, key_bits=128):
         info=bytes((klen,)) + s.packed + r.packed,
     ).derive(bytes(secret))
     spi = MIN_SPI + int.from_bytes(okm[klen + 4 : klen + 8], "big") % (2**32 - MIN_SPI)
-    return DerivedSa(spi, okm[:klen], okm[klen : klen + 4])
+    if epoch is None:
+        return DerivedSa(spi, okm[:klen], okm[klen : klen + 4])
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 1 << 64:
+        raise SecurityConfigError(f"epoch {epoch!r} is not a 64-bit unsigned integer")
+    okm = HKDF(
+        algorithm=hashes.SHA256(), length=klen + 4, salt=HKDF_EPOCH_SALT,
+        info=bytes((klen,)) + s.packed + r.packed + epoch.to_bytes(8, "big"),
+    ).derive(bytes(secret))
+    return DerivedSa(spi, okm[:klen], okm[klen:])
 
 
 def derive_node_secret(group_key, home_address):
@@ -224,17 +241,32 @@ def derive_node_secret(group_key, home_address):
                 info=hoa.packed).derive(bytes(group_key))
 
 
-def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=()):
+def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=(), epoch=None):
     """The two :class:`SaSpec` (outbound to ``peer``, inbound from it) of a pair, derived from
     ``secret``. ``local`` is this node's identity (its home agent address, or a mobile node's
-    home address), ``peer`` the other end's, ``role`` what the peer is."""
+    home address), ``peer`` the other end's, ``role`` what the peer is.
+
+    With ``epoch`` (this run's boot epoch, :mod:`haha.security.epoch`) the outbound SA is keyed
+    by it and the inbound SA follows the peer's epochs (its ``rekey``)."""
     if role not in ROLES:
         raise SecurityConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    out = derive_sa(secret, local, peer, key_bits)
+    out = derive_sa(secret, local, peer, key_bits, epoch)
     inb = derive_sa(secret, peer, local, key_bits)
+    if epoch is None:
+        return (
+            SaSpec(peer, "out", out.spi, out.key, out.salt, role=role),
+            SaSpec(peer, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources)),
+        )
+    secret = bytes(secret)
+
+    def rekey(peer_epoch):
+        d = derive_sa(secret, peer, local, key_bits, peer_epoch)
+        return d.key, d.salt
+
     return (
-        SaSpec(peer, "out", out.spi, out.key, out.salt, role=role),
-        SaSpec(peer, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources)),
+        SaSpec(peer, "out", out.spi, out.key, out.salt, role=role, epoch=epoch),
+        SaSpec(peer, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources),
+               rekey=rekey),
     )
 
 

@@ -31,7 +31,9 @@ from .errors import (
     BAD_PADDING,
     NO_SA,
     REPLAY,
+    EPOCH_LIMITED,
     SEQ_EXHAUSTED,
+    STALE_EPOCH,
     TOO_OLD,
     TRUNCATED,
     UNKNOWN_SPI,
@@ -49,6 +51,7 @@ from .esp import (
     InboundSA,
     OutboundSA,
 )
+from .epoch import EpochInboundSA
 
 HOME_AGENT = "home-agent"
 MOBILE_NODE = "mobile-node"
@@ -57,6 +60,7 @@ DIRECTIONS = ("in", "out")
 
 #: The reasons the database counts (inbound drops and outbound refusals).
 SADB_REASONS = (UNKNOWN_SPI, REPLAY, TOO_OLD, AUTH_FAILED, BAD_PADDING, TRUNCATED, WRONG_SOURCE,
+                STALE_EPOCH, EPOCH_LIMITED,
                 SEQ_EXHAUSTED, NO_SA)
 
 
@@ -100,6 +104,10 @@ class SaSpec:
     role: str = HOME_AGENT
     sources: tuple = ()
     replay_window: int = None
+    #: Outbound: the boot epoch keying this SA, also its IV mask (haha.security.epoch).
+    epoch: int = None
+    #: Inbound: ``rekey(epoch) -> (key, salt)``: the SA follows the sender's boot epochs.
+    rekey: object = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         object.__setattr__(self, "peer", _address(self.peer, "SA peer"))
@@ -144,6 +152,8 @@ class SecurityAssociationDatabase:
         self._in_peer = {}  # peer -> InboundSA
         self._roles = {}  # int(peer) -> role
         self.counters = dict.fromkeys(SADB_REASONS, 0)
+        # A peer's first epoch authenticated; a peer's new run authenticated and followed.
+        self.counters["epoch-learned"] = self.counters["epoch-switched"] = 0
 
     @classmethod
     def from_specs(cls, specs, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom,
@@ -175,11 +185,11 @@ class SecurityAssociationDatabase:
             if spec.peer._ip in self._out:
                 raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA")
             seq, limit, reserve = 0, None, None
-            if self.sequence_store is not None:
+            if self.sequence_store is not None and spec.epoch is None:
                 seq, limit, reserve = self.sequence_store.start_outbound(spec.peer, spec.spi)
             sa = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng,
                             seq=seq, limit=limit if limit is not None else 0xFFFFFFFF,
-                            reserve=reserve)
+                            reserve=reserve, iv_mask=spec.epoch)
             self._out[spec.peer._ip] = sa
         else:
             same = self._in.get(spec.spi, ())
@@ -193,15 +203,35 @@ class SecurityAssociationDatabase:
             if spec.peer in self._in_peer:
                 raise SecurityConfigError(f"peer {spec.peer} already has an inbound SA")
             window = self.replay_window if spec.replay_window is None else spec.replay_window
-            floor, advance, save_at = 0, None, None
-            if self.sequence_store is not None:
-                floor, advance, save_at = self.sequence_store.start_inbound(spec.peer, spec.spi)
-            sa = InboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, replay_window=window,
-                           role=spec.role, sources=spec.sources, floor=floor, advance=advance,
-                           save_at=save_at)
+            if spec.rekey is not None:
+                sa = self._epoch_inbound(spec, window)
+            else:
+                floor, advance, save_at = 0, None, None
+                if self.sequence_store is not None:
+                    floor, advance, save_at = self.sequence_store.start_inbound(spec.peer,
+                                                                                spec.spi)
+                sa = InboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer,
+                               replay_window=window, role=spec.role, sources=spec.sources,
+                               floor=floor, advance=advance, save_at=save_at)
             self._in[spec.spi] = same + (sa,)
             self._in_peer[spec.peer] = sa
         self._roles[spec.peer._ip] = spec.role
+
+    def _epoch_inbound(self, spec, window):
+        store = self.sequence_store
+        epoch, floor, advance, save_at = None, 0, None, None
+        if store is not None:
+            epoch, floor, advance, save_at = store.start_inbound_epoch(spec.peer, spec.spi)
+
+        def switched(new, old, peer=spec.peer, spi=spec.spi):
+            self.counters["epoch-switched" if old is not None else "epoch-learned"] += 1
+            if store is None:
+                return None, None
+            return store.switch_inbound_epoch(peer, spi, new)
+
+        return EpochInboundSA(spec.spi, spec.rekey, epoch=epoch, peer=spec.peer, floor=floor,
+                              on_switch=switched, replay_window=window, role=spec.role,
+                              sources=spec.sources, advance=advance, save_at=save_at)
 
     def flush(self):
         """Record every inbound SA's anti-replay top in the sequence store (a clean stop)."""
@@ -325,9 +355,12 @@ class SecurityAssociationDatabase:
             rows.append({"peer": str(sa.peer), "role": self._roles[key], "direction": "out",
                          "spi": f"0x{sa.spi:08x}", "seq": sa.seq, "remaining": sa.remaining})
         for sa in self._in_peer.values():
-            rows.append({"peer": str(sa.peer), "role": sa.role, "direction": "in",
-                         "spi": f"0x{sa.spi:08x}", "top": sa.top, "received": sa.received,
-                         "window": sa.window})
+            row = {"peer": str(sa.peer), "role": sa.role, "direction": "in",
+                   "spi": f"0x{sa.spi:08x}", "top": sa.top, "received": sa.received,
+                   "window": sa.window}
+            if isinstance(sa, EpochInboundSA):
+                row["epoch"] = None if sa.epoch is None else f"{sa.epoch:016x}"
+            rows.append(row)
         return rows
 
     def __repr__(self):

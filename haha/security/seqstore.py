@@ -19,14 +19,37 @@ may have used and for each inbound SA a floor below which everything counts as r
   once; after a clean stop, none.
 
 Entries are named ``out|in PEER SPI``; new keys with a new SPI start fresh. When an SA is given
-new keys under the *same* SPI, its entries must be removed (``docs/security.md``).
+new keys under the *same* SPI, its entries must be removed (``docs/security.md``). SAs keyed by
+boot epoch (:mod:`haha.security.epoch`) reserve nothing outbound; their inbound entries carry
+the epoch (``in PEER SPI epoch EPOCH``), and ``epoch-generation`` records the last run's.
+
+Failing disks. Every write goes to ``PATH.tmp`` (written in full -- a short write is continued,
+never ignored -- and fsynced), then replaces ``PATH`` by rename, and the directory is fsynced:
+the file on disk is always a complete earlier or later version, never a truncated one. When a
+write fails (``ENOSPC``, ``EIO``, a read-only file system...), the temporary file is removed,
+``counters["write-failed"]`` counts it, ``on_failure(error)`` is called once per run of
+failures (the daemon logs one line), and the daemon keeps serving from what it holds in memory:
+an outbound SA goes on past its reservation and the next reservation tries the disk again;
+``on_recovery()`` is called by the first write that succeeds again. What a crash in that time
+costs is in ``docs/operations.md``.
+
+A file that cannot be read at start is refused with one line naming it and the way forward:
+``python -m haha.security.seqstore reset PATH`` moves it aside and writes a fresh one whose
+epoch generation is later than any run before.
 """
 
+import argparse
+import errno
 import json
 import os
+import sys
+import time
 
 from .errors import SecurityConfigError
 from .esp import SEQ_MAX
+
+#: Entries that are not sequence numbers, and the largest value each may hold.
+_SPECIAL = {"epoch-generation": (1 << 40) - 1}
 
 DEFAULT_BLOCK = 1024
 
@@ -40,15 +63,24 @@ class SequenceStore:
     numbers are reserved at a time (outbound) and how far a top moves between writes
     (inbound)."""
 
-    def __init__(self, path, block=DEFAULT_BLOCK):
+    def __init__(self, path, block=DEFAULT_BLOCK, floor=None):
         if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 1 << 24:
             raise SecurityConfigError(f"sequence block {block!r} is not in 1..16777216")
         self.path = os.fspath(path)
         self.block = block
+        #: ``floor()``: where an outbound SA with no entry starts (None: at 1). See
+        #: :func:`time_floor`.
+        self.floor = floor
         self._data = self._load()
         self._batch = 0
         self._dirty = False
         self.writes = 0
+        #: ``write-failed``: writes that failed; ``failing``: 1 while the last write failed.
+        self.counters = {"write-failed": 0, "failing": 0}
+        self.last_error = None
+        self.on_failure = None  # called with the OSError once per run of failed writes
+        self.on_recovery = None  # called when a write succeeds after failures
+        self._write = os.write  # the seam tests use to make the disk fail
 
     def _load(self):
         try:
@@ -58,38 +90,60 @@ class SequenceStore:
             return {}
         except (OSError, ValueError) as e:
             raise SecurityConfigError(
-                f"sequence state file {self.path} cannot be read ({e}); remove it only if every "
-                "peer's SAs are re-keyed or their state removed too"
+                f"sequence state file {self.path} cannot be read ({e}); {self._way_forward()}"
             ) from None
         if not isinstance(data, dict) or not all(
-            isinstance(k, str) and isinstance(v, int) and 0 <= v <= SEQ_MAX
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+            and 0 <= v <= _SPECIAL.get(k, SEQ_MAX)
             for k, v in data.items()
         ):
             raise SecurityConfigError(f"sequence state file {self.path} is not a name -> "
-                                      "sequence number object")
+                                      f"sequence number object; {self._way_forward()}")
         return data
 
+    def _way_forward(self):
+        return (f"to start afresh safely run: python -m haha.security.seqstore reset "
+                f"{self.path} (docs/operations.md)")
+
     def _save(self):
+        """Write the file (module docstring); True when it is on disk, False when the write
+        failed (counted, reported once, the previous file left as it was)."""
         if self._batch:
             self._dirty = True
-            return
-        tmp = f"{self.path}.tmp"
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(tmp, flags, 0o600)
+            return True
         try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, json.dumps(self._data, sort_keys=True).encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+            write_atomically(self.path, json.dumps(self._data, sort_keys=True).encode("ascii"),
+                             self._write)
+        except OSError as e:
+            self._dirty = True
+            self.counters["write-failed"] += 1
+            self.last_error = e
+            if not self.counters["failing"]:
+                self.counters["failing"] = 1
+                if self.on_failure is not None:
+                    self.on_failure(e)
+            return False
         self._dirty = False
         self.writes += 1
+        if self.counters["failing"]:
+            self.counters["failing"] = 0
+            if self.on_recovery is not None:
+                self.on_recovery()
+        return True
+
+    @property
+    def healthy(self):
+        """Whether the last write reached the disk."""
+        return not self.counters["failing"]
+
+    def get(self, name, default=0):
+        """The value of entry ``name``."""
+        return self._data.get(name, default)
+
+    def record(self, name, value):
+        """Set entry ``name`` and write; True when it is on disk."""
+        self._data[name] = value
+        return self._save()
 
     def batch(self):
         """A context manager holding writes back until it exits (one write for many SAs)."""
@@ -114,7 +168,9 @@ class SequenceStore:
         already have been sent, how far it may go before reserving again (this reservation is
         written now, or when the current batch ends) and the reservation callback."""
         name = _name("out", peer, spi)
-        used = self._data.get(name, 0)
+        used = self._data.get(name)
+        if used is None:
+            used = self.floor() if self.floor is not None else 0
         if used >= SEQ_MAX:
             return SEQ_MAX, SEQ_MAX, self._reserver(name)
         limit = min(used + self.block, SEQ_MAX)
@@ -124,6 +180,8 @@ class SequenceStore:
 
     def _reserver(self, name):
         def reserve(seq):
+            # When the write fails the SA goes on from this in-memory reservation; the next
+            # one tries the disk again (module docstring).
             limit = min(seq - 1 + self.block, SEQ_MAX)
             self._data[name] = limit
             self._save()
@@ -138,25 +196,167 @@ class SequenceStore:
         docstring)."""
         name = _name("in", peer, spi)
         floor = self._data.get(name, 0)
+        return floor, self._advancer(name), floor + self.block
 
+    def start_inbound_epoch(self, peer, spi):
+        """``(epoch, floor, advance, save_at)`` for a new epoch-keyed inbound SA: the latest
+        epoch recorded for it (None when none is) and that epoch's window top."""
+        prefix = _name("in", peer, spi) + " epoch "
+        known = [(int(k[len(prefix):], 16), v) for k, v in self._data.items()
+                 if k.startswith(prefix)]
+        if not known:
+            return None, 0, None, None
+        epoch, floor = max(known)
+        return (epoch, floor, self._advancer(_epoch_name(peer, spi, epoch)),
+                floor + self.block)
+
+    def switch_inbound_epoch(self, peer, spi, epoch):
+        """The peer began a new epoch: drop the entries of earlier ones, return
+        ``(advance, save_at)`` for the new one (written once its top passes ``block``)."""
+        prefix = _name("in", peer, spi) + " epoch "
+        for k in [k for k in self._data if k.startswith(prefix)]:
+            del self._data[k]
+        name = _epoch_name(peer, spi, epoch)
+        self._data[name] = 0
+        self._save()
+        return self._advancer(name), self.block
+
+    def _advancer(self, name):
         def advance(top):
             self._data[name] = top
             self._save()
             return top + self.block
 
-        return floor, advance, floor + self.block
+        return advance
 
     def flush(self, sadb):
-        """Write the current top of every inbound SA of ``sadb`` (at a clean stop)."""
+        """Write the current top of every inbound SA of ``sadb`` (at a clean stop); True when
+        it reached the disk."""
         for row in sadb.describe():
             if row["direction"] == "in" and row["top"]:
-                name = _name("in", row["peer"], int(row["spi"], 16))
+                if row.get("epoch") is not None:
+                    name = _epoch_name(row["peer"], int(row["spi"], 16),
+                                       int(row["epoch"], 16))
+                else:
+                    name = _name("in", row["peer"], int(row["spi"], 16))
                 if self._data.get(name, 0) < row["top"]:
                     self._data[name] = row["top"]
-        self._save()
+        return self._save()
 
     def forget(self, peer, spi):
         """Remove both entries of an SA (before giving it new keys under the same SPI)."""
         for d in ("out", "in"):
             self._data.pop(_name(d, peer, spi), None)
         self._save()
+
+
+#: 2020-01-01T00:00:00Z in Unix seconds.
+TIME_FLOOR_ORIGIN = 1577836800
+
+
+def time_floor(wall):
+    """Where an outbound SA with no recorded sequence number starts, at Unix time ``wall``: one
+    number per second since 2020 (capped at half the sequence space, reached in 2088).
+
+    A sequence file that is lost (or new) then still starts every SA above what an earlier run
+    sent, as long as that run sent fewer packets on the SA than seconds have passed since it
+    started -- true of the signalling with mobile nodes (a Binding Update or Acknowledgement
+    per refresh). The receiver's anti-replay window simply moves ahead. A clock behind the
+    earlier run's start undoes it (``docs/operations.md``)."""
+    return min(max(int(wall) - TIME_FLOOR_ORIGIN, 0), SEQ_MAX // 2)
+
+
+def _epoch_name(peer, spi, epoch):
+    return f"{_name('in', peer, spi)} epoch {epoch:016x}"
+
+
+def write_atomically(path, data, write=os.write):
+    """Replace the file ``path`` by ``data``: written in full to ``path.tmp`` (mode 0600), fsynced,
+    renamed over ``path``, directory fsynced. Raises OSError (the temporary file removed, ``path``
+    untouched) when any step fails, including a write that makes no progress."""
+    tmp = f"{path}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(tmp, flags, 0o600)
+    try:
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                n = write(fd, view)
+                if not n:
+                    raise OSError(errno.ENOSPC, f"no progress writing {tmp}")
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    dfd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def reset(path, wall=None):
+    """Move a damaged (or any) sequence file aside and write a fresh one whose epoch
+    generation is later than every earlier run's. Returns where the old file went (None when
+    there was none)."""
+    from .epoch import EPOCH_ORIGIN_MS, GENERATION_MAX, STORE_KEY
+
+    path = os.fspath(path)
+    wall = time.time() if wall is None else wall
+    aside = None
+    recorded = 0
+    if os.path.exists(path):
+        try:
+            with open(path, encoding="ascii") as f:
+                old = json.load(f)
+            value = old.get(STORE_KEY, 0) if isinstance(old, dict) else 0
+            if isinstance(value, int) and 0 <= value <= GENERATION_MAX:
+                recorded = value
+        except (OSError, ValueError):
+            pass
+        aside = f"{path}.damaged-{int(wall)}"
+        os.replace(path, aside)
+    generation = min(max(recorded + 1, int(wall * 1000) - EPOCH_ORIGIN_MS), GENERATION_MAX)
+    write_atomically(path, json.dumps({STORE_KEY: generation}).encode("ascii"))
+    return aside
+
+
+def main(argv=None):
+    """``python -m haha.security.seqstore {check,reset} FILE``; returns an exit status."""
+    p = argparse.ArgumentParser(prog="python -m haha.security.seqstore",
+                                description="haha ESP sequence files")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="read FILE as the daemon does").add_argument("file")
+    sub.add_parser("reset", help="move FILE aside, write a fresh one (a new epoch "
+                   "generation)").add_argument("file")
+    args = p.parse_args(argv)
+    if args.command == "check":
+        try:
+            store = SequenceStore(args.file)
+        except SecurityConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"{args.file}: {len(store._data)} entries, readable")
+        return 0
+    try:
+        aside = reset(args.file)
+    except OSError as e:
+        print(f"error: cannot reset {args.file}: {e.strerror or e}", file=sys.stderr)
+        return 2
+    if aside:
+        print(f"moved {args.file} to {aside}; wrote a fresh {args.file}")
+    else:
+        print(f"wrote a fresh {args.file}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""SIGHUP: re-read a home agent's configuration and apply what may change while it runs.
+
+What routing daemons do on SIGHUP. Applied at once:
+
+- mobile node keys (``[node-keys]``, ``node-key-dir``): a node added gets its SA pair, a node
+  removed loses it (its binding, if any, lives until its lifetime ends: it can no longer
+  refresh it), a node whose key file now holds another secret is re-keyed;
+- peer keys (``[peer-keys]``) of the peers already configured: a changed secret re-keys the
+  pair (with this run's boot epoch).
+
+Everything else (peers added or removed, addresses, timers, transport, backend...) takes effect
+at the next restart; the log line names what differs. A file that does not load is refused as
+at start-up (its located one-line error is logged) and the daemon runs on unchanged.
+"""
+
+import os
+from ipaddress import IPv6Address
+
+from .config import KeyFile
+from .inifile import ConfigError
+from .logging import logger
+from .security import keys as _keys
+from .security.sadb import HOME_AGENT, MOBILE_NODE
+
+log = logger("haha.reload")
+
+#: Fields compared to say what needs a restart (security is handled by keys).
+_RESTART_FIELDS = ("address", "haha_address", "home_prefix", "configuration", "home_interface",
+                   "preference", "lifetime", "hello_interval", "max_binding_lifetime",
+                   "boot_wait", "take_over", "drain_on_stop", "drain_timeout", "drain_mode",
+                   "switch_message", "implicit_mode", "mobile_router_support",
+                   "router_advertisements", "router_lifetime", "mobile_routers", "peers",
+                   "authorised", "discovery", "backend", "numbers", "transport", "control",
+                   "log_level")
+
+
+def node_key_files(config):
+    """``{home address: KeyFile}`` from ``[node-keys]`` and ``node-key-dir``."""
+    nodes = dict(config.security.node_keys)
+    directory = config.security.node_key_dir
+    if directory:
+        for name in sorted(os.listdir(directory)):
+            if not name.endswith(".key"):
+                continue
+            try:
+                hoa = IPv6Address(name[:-4])
+            except ValueError:
+                raise ConfigError(f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
+                                  config.path, "security", "node-key-dir") from None
+            nodes.setdefault(hoa, KeyFile(os.path.join(directory, name),
+                                          (config.path, "security", "node-key-dir", None)))
+    return nodes
+
+
+def _secret(key_file, what):
+    try:
+        return _keys.load_secret(key_file.path)
+    except Exception as e:  # KeyFileError, SecurityConfigError, OSError
+        raise key_file.error(f"{what}: {e}") from None
+
+
+def _same_keys(sadb, specs):
+    rows = {(r["direction"], r["spi"]) for r in sadb.describe()
+            if r["peer"] == str(specs[0].peer)}
+    return rows == {(s.direction, f"0x{s.spi:08x}") for s in specs}
+
+
+def reload_home_agent(service, load):
+    """Re-read ``service.config.path`` with ``load`` and apply the keys (module docstring).
+    Returns a summary dict (also logged). Raises ConfigError when the file does not load or a
+    key file cannot be read; nothing is changed then."""
+    old = service.config
+    new = load(old.path)
+    summary = {"nodes-added": [], "nodes-removed": [], "rekeyed": [], "restart-needed": []}
+    sadb = service.sadb
+    if sadb is not None and new.security.mode == old.security.mode == "esp":
+        epoch = getattr(sadb, "epoch", None)
+        # Read every secret first: a bad file changes nothing.
+        nodes = {hoa: _secret(kf, "mobile node key") for hoa, kf in node_key_files(new).items()}
+        peers = {p: _secret(kf, "peer key") for p, kf in new.security.peer_keys.items()
+                 if p in old.peers}
+        current = {p for p in sadb.peers() if sadb.role_of(p) == MOBILE_NODE}
+        for hoa in sorted(current - set(nodes)):
+            sadb.remove_peer(hoa)
+            summary["nodes-removed"].append(str(hoa))
+        for hoa, secret in sorted(nodes.items()):
+            specs = _keys.derive_pair(secret, old.address, hoa, MOBILE_NODE)
+            if hoa in current:
+                if _same_keys(sadb, specs):
+                    continue
+                sadb.remove_peer(hoa)
+                summary["rekeyed"].append(str(hoa))
+            else:
+                summary["nodes-added"].append(str(hoa))
+            for spec in specs:
+                sadb.add(spec)
+        for peer, secret in sorted(peers.items()):
+            specs = _keys.derive_pair(secret, old.haha_address, peer, HOME_AGENT, epoch=epoch)
+            if sadb.has_peer(peer) and _same_keys(sadb, specs):
+                continue
+            sadb.remove_peer(peer)
+            for spec in specs:
+                sadb.add(spec)
+            summary["rekeyed"].append(str(peer))
+    for name in _RESTART_FIELDS:
+        if getattr(old, name) != getattr(new, name):
+            summary["restart-needed"].append(name.replace("_", "-"))
+    if old.security.mode != new.security.mode or set(old.security.peer_keys) != set(
+            new.security.peer_keys):
+        summary["restart-needed"].append("security")
+    log.info("SIGHUP: {path} re-read: nodes added {added}, removed {removed}, re-keyed "
+             "{rekeyed}; needs a restart to apply: {restart}", path=old.path,
+             added=summary["nodes-added"] or "none", removed=summary["nodes-removed"] or "none",
+             rekeyed=summary["rekeyed"] or "none",
+             restart=summary["restart-needed"] or "nothing")
+    return summary
+
+
+__all__ = ["node_key_files", "reload_home_agent"]
