@@ -499,7 +499,7 @@ class HomeAgentService(MultiService):
                 c[f"{type(source).__name__.lower()}.{k}"] = v
         c["bindings_now"] = len(self.machine.cache)
         c["primaries_now"] = self.machine.cache.primary_count
-        c["peers_now"] = len(self.machine.ranked()) - (1 if self.machine.serving else 0)
+        c["peers_now"] = sum(1 for a, _ in self.machine.ranked() if a != self.machine.identity)
         return c
 
     def command(self, name, arguments):

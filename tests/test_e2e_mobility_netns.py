@@ -45,7 +45,7 @@ def haha_ctl(node, *argv):
     """Run the real ``haha-ctl`` against ``node``'s control socket; return its output."""
     script = os.path.join(os.path.dirname(sys.executable), "haha-ctl")
     cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "haha.control.cli"]
-    done = subprocess.run(cmd + ["--socket", node.socket, *argv], capture_output=True,
+    done = subprocess.run(cmd + ["--socket", node.socket, "--json", *argv], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, (done.stdout, done.stderr)
     return done.stdout
