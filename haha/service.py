@@ -45,6 +45,7 @@ from .security.policy import SecurityPolicy
 from .security.ratelimit import RateLimiter
 from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
 from .security.seqstore import SequenceStore
+from .statedir import ensure_directory
 
 log = logger("haha.service")
 
@@ -159,6 +160,11 @@ def _sequence_store(config):
     daemon's peers would drop everything it sends as too old."""
     path = config.security.sequence_file
     directory = os.path.dirname(path) or "."
+    try:
+        ensure_directory(directory)
+    except OSError as e:
+        raise ConfigError(f"cannot create the state directory {directory} for the ESP sequence "
+                          f"file: {e.strerror}", config.path, "security", "sequence-file") from None
     if not os.access(directory, os.W_OK):
         raise ConfigError(f"cannot write the ESP sequence file {path}: directory {directory} "
                           "is missing or not writable", config.path, "security",
