@@ -54,12 +54,17 @@ def twistd(python, *args, cwd):
                           capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory):
+def build_wheel(tmp_path_factory):
+    """The wheel of the checkout, built as `pip wheel .` builds it; its path."""
     out = tmp_path_factory.mktemp("wheel")
     pip("wheel", "--no-deps", "-w", str(out), ROOT)
     (name,) = [n for n in os.listdir(out) if n.endswith(".whl")]
     return os.path.join(out, name)
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory):
+    return build_wheel(tmp_path_factory)
 
 
 def assert_daemons_and_scripts_work(env, cwd):
