@@ -56,7 +56,7 @@ log = logger("haha.service")
 def home_agent_settings(config):
     """The core's :class:`HomeAgentSettings` for a :class:`haha.config.HomeAgentConfig`."""
     # Draft 5.4: HELLO between home agents on different links; on one home link they learn each
-    # other from Router Advertisements (PROTOCOL.md 3.8), which need a multicast-capable link:
+    # other from Router Advertisements (docs/protocol.md 6.8), which need a multicast-capable link:
     # with the UDP development transport HELLO is used everywhere. Home agents with a HAHA
     # address of their own (draft 3.1 Figure 2) use HELLO as well: an RA names the sender by
     # its HA address only, while peers are configured, keyed and protected by HAHA address.

@@ -1,4 +1,4 @@
-"""Home agents on one home link learn each other from Router Advertisements (PROTOCOL.md 3.8)."""
+"""Home agents on one home link learn each other from Router Advertisements (docs/protocol.md 6.8)."""
 
 from ipaddress import IPv6Address
 

@@ -1,5 +1,5 @@
 """The Home Agent list: HELLO freshness and lifetime, Router Advertisements, expiry, ranking
-(draft 5.4, RFC 6275 10.5.1, PROTOCOL.md 3.6 and 3.8)."""
+(draft 5.4, RFC 6275 10.5.1, docs/protocol.md 6.6 and 6.8)."""
 
 from ipaddress import IPv6Address as A
 

@@ -9,11 +9,11 @@ Entries come from two inputs:
   which is taken as the peer having restarted with a new random sequence (a reordered HELLO is
   never that far behind). Lifetime 0 deletes the sender.
 - Router Advertisements with the H flag and a Home Agent Information option (RFC 6275 7.4,
-  10.5.1) from peers on the same link (PROTOCOL.md 3.8): keyed by the global address carried in
+  10.5.1) from peers on the same link (docs/protocol.md 6.8): keyed by the global address carried in
   a Prefix Information option with the R flag; lifetime from the option, else Router Lifetime.
 
 An entry expires when its lifetime passes without a new HELLO/RA: the peer is then dead.
-Ranking (PROTOCOL.md 3.6): highest preference first, then lowest signalling address.
+Ranking (docs/protocol.md 6.6): highest preference first, then lowest signalling address.
 """
 
 from .seqnum import distance
@@ -57,7 +57,7 @@ class HomeAgentEntry:
 
 
 def rank_key(preference, address):
-    """Sort key of PROTOCOL.md 3.6: highest preference, then lowest address."""
+    """Sort key of docs/protocol.md 6.6: highest preference, then lowest address."""
     return (-preference, int(address))
 
 
@@ -145,5 +145,5 @@ class HomeAgentList:
         return dead
 
     def ranked(self):
-        """Live entries, best first (PROTOCOL.md 3.6)."""
+        """Live entries, best first (docs/protocol.md 6.6)."""
         return sorted(self.entries.values(), key=HomeAgentEntry.rank_key)
