@@ -9,6 +9,7 @@ cannot stand in for an installed file.
 """
 
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -54,10 +55,32 @@ def twistd(python, *args, cwd):
                           capture_output=True, text=True, timeout=120, cwd=cwd)
 
 
+def source_copy(tmp_path_factory):
+    """The checkout's files (tracked or new, not ignored) copied, so that builds (which write
+    build/ and *.egg-info/ into the source tree) leave the checkout alone."""
+    dest = str(tmp_path_factory.mktemp("source"))
+    listed = subprocess.run(["git", "-C", ROOT, "ls-files", "-co", "--exclude-standard", "-z"],
+                            capture_output=True)
+    if listed.returncode != 0:  # not a git checkout (an unpacked sdist): copy it all
+        shutil.copytree(ROOT, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns(
+            ".venv", "build", "dist", "*.egg-info", "__pycache__", ".git"))
+        return dest
+    for rel in listed.stdout.decode().split("\0"):
+        if rel and os.path.isfile(os.path.join(ROOT, rel)):
+            os.makedirs(os.path.dirname(os.path.join(dest, rel)), exist_ok=True)
+            shutil.copy2(os.path.join(ROOT, rel), os.path.join(dest, rel), follow_symlinks=False)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    return source_copy(tmp_path_factory)
+
+
 def build_wheel(tmp_path_factory):
     """The wheel of the checkout, built as `pip wheel .` builds it; its path."""
     out = tmp_path_factory.mktemp("wheel")
-    pip("wheel", "--no-deps", "-w", str(out), ROOT)
+    pip("wheel", "--no-deps", "-w", str(out), source_copy(tmp_path_factory))
     (name,) = [n for n in os.listdir(out) if n.endswith(".whl")]
     return os.path.join(out, name)
 
@@ -111,18 +134,18 @@ def test_wheel_carries_no_twisted_plugins_package_init_and_no_tests(wheel):
     assert not [n for n in names if n.endswith(".key")]
 
 
-def test_plain_pip_install_of_the_source_tree(tmp_path):
+def test_plain_pip_install_of_the_source_tree(tmp_path, source):
     """`pip install .` (no wheel built beforehand) gives working plugins and scripts."""
     env = str(tmp_path / "venv")
-    install(env, ROOT)
+    install(env, source)
     assert_daemons_and_scripts_work(env, str(tmp_path))
 
 
-def test_plain_editable_install_finds_the_twistd_plugins(tmp_path):
+def test_plain_editable_install_finds_the_twistd_plugins(tmp_path, source):
     """Plain `pip install -e .` (no compat mode) makes `twistd haha` and `twistd haha-mn` known:
     the editable install puts the project root on the path, where Twisted finds the plugin."""
     env = str(tmp_path / "venv")
-    install(env, "-e", ROOT)
+    install(env, "-e", source)
     assert_daemons_and_scripts_work(env, str(tmp_path))
     r = twistd(os.path.join(env, "bin", "python"), "--help", cwd=str(tmp_path))
     assert "Unknown command" not in r.stdout + r.stderr
