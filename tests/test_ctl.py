@@ -315,3 +315,25 @@ def test_check_is_the_one_table():
         (a,) = [c for c in HOME_AGENT if c.name == name]
         (b,) = [c for c in MOBILE_NODE if c.name == name]
         assert a == b
+
+
+def test_a_reader_that_stops_early_is_not_an_error(monkeypatch, tmp_path):
+    """`haha-ctl ... | grep -q serving` closes the pipe after the first match: haha-ctl exits 0
+    quietly instead of a BrokenPipeError traceback."""
+    class ClosedPipe:
+        def __init__(self):
+            self.file = open(tmp_path / "out", "w")
+
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return self.file.fileno()
+
+    monkeypatch.setattr(cli, "request", lambda *a, **k: {"ok": True, "result": {"a": 1}})
+    for argv in (["status"], ["--json", "status"]):
+        monkeypatch.setattr("sys.stdout", ClosedPipe())
+        assert cli.main(["--socket", "x"] + argv) == 0

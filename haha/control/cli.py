@@ -17,6 +17,7 @@ mistake or when the daemon could not be reached.
 
 import argparse
 import json
+import os
 import socket
 import sys
 import time
@@ -159,7 +160,14 @@ def main(argv=None):
     if not response.get("ok"):
         print(f"haha-ctl: {response.get('error')}", file=sys.stderr)
         return 1
-    result = response.get("result")
+    try:
+        _print(args, response.get("result"))
+    except BrokenPipeError:  # `haha-ctl ... | grep -q x` closed the pipe early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
+
+
+def _print(args, result):
     if args.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         print()
@@ -167,7 +175,7 @@ def main(argv=None):
         print(_grid([(c["usage"], c["summary"]) for c in result]))
     else:
         print(table(result, sort=args.command == "counters"))
-    return 0
+    sys.stdout.flush()
 
 
 def snapshot(path):
