@@ -45,7 +45,7 @@ from .security.policy import SecurityPolicy
 from .security.ratelimit import RateLimiter
 from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
 from .security.seqstore import SequenceStore
-from .statedir import ensure_directory
+from .statedir import ensure_directory, unix_socket_path
 
 log = logger("haha.service")
 
@@ -290,10 +290,23 @@ def backend_ownership(config):
 
 def _start_services(parent, config, target, labels):
     if config.control.socket:
+        _runtime_directory(config)
         strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
     if config.control.metrics:
         strports.service(config.control.metrics, metrics_site(target, labels)).setServiceParent(
             parent)
+
+
+def _runtime_directory(config):
+    """The control socket's directory, made (0750) when missing (haha.statedir)."""
+    path = unix_socket_path(config.control.socket)
+    directory = os.path.dirname(path) if path else None
+    if directory:
+        try:
+            ensure_directory(directory)
+        except OSError as e:
+            raise ConfigError(f"cannot create the directory {directory} for the control socket: "
+                              f"{e.strerror}", config.path, "control", "socket") from None
 
 
 def _warn_if_insecure(policy):

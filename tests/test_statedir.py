@@ -68,3 +68,47 @@ def test_state_directory_that_cannot_be_made_is_a_located_error(tmp_path):
     text = str(e.value)
     assert "ha1.conf" in text and "[security] sequence-file" in text
     assert "cannot create the state directory" in text and "Not a directory" in text
+
+
+def with_control(tmp_path, socket):
+    """A home agent configuration whose [control] socket is ``socket``."""
+    for name in ("ha12.key", "mn.key"):
+        if not (tmp_path / name).exists():
+            generate_key_file(str(tmp_path / name))
+    text = HA_TEXT.format(address=HAS[0], preference=9, keys=tmp_path, peers=HAS[1],
+                          peer_keys=f"{HAS[1]} = {tmp_path}/ha12.key")
+    return home_agent_from_text(text + f"[control]\nsocket = {socket}\n",
+                                str(tmp_path / "ha1.conf"))
+
+
+def test_control_socket_directory_is_made_0750(tmp_path):
+    """`socket = unix:DIR/ha1.sock` with DIR missing (the /run/haha of the examples, run
+    without systemd): the daemon makes DIR with mode 0750 and listens there."""
+    from haha.service import _runtime_directory
+
+    run = tmp_path / "run" / "haha"
+    for spec in (f"unix:{run}/ha1.sock", f"unix:address={run}/ha1.sock:mode=660"):
+        config = with_control(tmp_path, spec)
+        _runtime_directory(config)
+        assert run.is_dir() and os.stat(run).st_mode & 0o777 == 0o750
+        run.rmdir()
+
+
+def test_unix_socket_path_reads_the_endpoint_forms():
+    """Only unix: endpoints name a file; both the short and the address= form are read."""
+    from haha.statedir import unix_socket_path
+
+    assert unix_socket_path("unix:/run/haha/ha1.sock") == "/run/haha/ha1.sock"
+    assert unix_socket_path("unix:address=/run/x.sock:mode=660:lockfile=1") == "/run/x.sock"
+    assert unix_socket_path("unix:/run/a\\:b.sock:mode=600") == "/run/a:b.sock"
+    assert unix_socket_path("tcp:9101:interface=127.0.0.1") is None
+
+
+def test_control_socket_directory_that_cannot_be_made_is_a_located_error(tmp_path):
+    """A socket under a regular file: start-up stops naming [control] socket."""
+    from haha.service import _runtime_directory
+
+    (tmp_path / "file").write_text("x")
+    config = with_control(tmp_path, f"unix:{tmp_path}/file/haha/ha1.sock")
+    with pytest.raises(ConfigError, match=r"\[control\] socket.*cannot create the directory"):
+        _runtime_directory(config)
