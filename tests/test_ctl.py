@@ -337,3 +337,14 @@ def test_a_reader_that_stops_early_is_not_an_error(monkeypatch, tmp_path):
     for argv in (["status"], ["--json", "status"]):
         monkeypatch.setattr("sys.stdout", ClosedPipe())
         assert cli.main(["--socket", "x"] + argv) == 0
+
+
+def test_the_operations_guide_lists_every_command():
+    """docs/operations.md has a row for every command of the table, with its usage and summary
+    (a command added to the table and not to the guide fails here)."""
+    import os
+
+    guide = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                              "docs", "operations.md")).read()
+    for c in ALL:
+        assert f"| `{c.usage()}` |" in guide and f"| {c.summary} |" in guide, c.name
