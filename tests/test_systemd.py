@@ -33,7 +33,6 @@ UNIT = os.path.join(ROOT, "conf", "systemd", "haha@.service")
 VENV = "/opt/haha/venv"
 CAP_NET_ADMIN, CAP_NET_RAW = 12, 13
 
-pytestmark = [pytest.mark.netns, pytest.mark.slow]
 
 
 def unit():
@@ -68,6 +67,8 @@ def in_private_opt(script):
         env=dict(os.environ, SYSTEMD_LOG_TARGET="console"))
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 def test_systemd_analyze_verifies_the_shipped_unit(require_root, tmp_path):
     """`systemd-analyze verify` accepts the unit as shipped, with no warning, once the venv's
     twistd exists; the same check rejects it when the venv is missing."""
@@ -117,6 +118,8 @@ def read_only_logging_plugin_scan(env):
     return r.stdout
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 def test_plugin_cache_prepared_at_install_silences_read_only_starts(require_root, tmp_path,
                                                                      wheel):
     """Without the install step a read-only venv logs "Unable to write to plugin cache"; after
@@ -140,6 +143,8 @@ def capability_bounding_set(pid):
                 return int(line.split()[1], 16)
 
 
+@pytest.mark.netns
+@pytest.mark.slow
 def test_example_home_agent_runs_under_the_units_restrictions(require_root, tmp_path,
                                                               wheel):
     """conf/ha1.conf as shipped, started by the unit's ExecStart from /opt/haha/venv with only
