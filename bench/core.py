@@ -1,6 +1,6 @@
 """Benchmark of the home agent core (haha.core): Binding Update rate and memory per binding.
 
-Cases (one JSON object on stdout, see ARCHITECTURE.md "Tests, in tiers"):
+Cases (one JSON object on stdout, see README.md, "Tests and benchmarks"):
 
 - ``bu_rate``: Binding Updates processed per second by one home agent with two live peers,
   each one parsed (``parse_packet``) and decoded (``decode_mh``) from a complete IPv6 packet

@@ -1,7 +1,7 @@
 """Router Advertisements of a home agent on its home link (RFC 6275 7.1, 7.2, 7.4, 10.5.1).
 
 On a shared home link home agents learn each other from Router Advertisements rather than HELLO
-(draft 5.4, PROTOCOL.md 3.8), and mobile nodes at home learn them too. The advertiser sends, every
+(draft 5.4, docs/protocol.md 6.8), and mobile nodes at home learn them too. The advertiser sends, every
 ``interval`` seconds, to all-nodes (ff02::1) from the interface's link-local address with hop
 limit 255 (RFC 4861 6.1.2): the H flag, a Prefix Information option with the R flag carrying the
 home agent's global address, and a Home Agent Information option with the current preference

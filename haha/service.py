@@ -48,6 +48,7 @@ from .security.policy import SecurityPolicy
 from .security.admission import Admission, AdmissionSettings
 from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
 from .security.seqstore import SequenceStore, time_floor
+from .statedir import ensure_directory, unix_socket_path
 
 log = logger("haha.service")
 
@@ -184,6 +185,11 @@ def _sequence_store(config):
     daemon's peers would drop everything it sends as too old."""
     path = config.security.sequence_file
     directory = os.path.dirname(path) or "."
+    try:
+        ensure_directory(directory)
+    except OSError as e:
+        raise ConfigError(f"cannot create the state directory {directory} for the ESP sequence "
+                          f"file: {e.strerror}", config.path, "security", "sequence-file") from None
     if not os.access(directory, os.W_OK):
         raise ConfigError(f"cannot write the ESP sequence file {path}: directory {directory} "
                           "is missing or not writable", config.path, "security",
@@ -317,10 +323,23 @@ def _start_services(parent, config, target, labels, gauges):
     target.adapter.log = logger(f"haha.{target.adapter.role}", labels["address"])
     parent.metrics = ServiceMetrics(target.counters, gauges, labels).attach(target.adapter)
     if config.control.socket:
+        _runtime_directory(config)
         strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
     if config.control.metrics:
         strports.service(config.control.metrics, metrics_site(parent.metrics)).setServiceParent(
             parent)
+
+
+def _runtime_directory(config):
+    """The control socket's directory, made (0750) when missing (haha.statedir)."""
+    path = unix_socket_path(config.control.socket)
+    directory = os.path.dirname(path) if path else None
+    if directory:
+        try:
+            ensure_directory(directory)
+        except OSError as e:
+            raise ConfigError(f"cannot create the directory {directory} for the control socket: "
+                              f"{e.strerror}", config.path, "control", "socket") from None
 
 
 def _warn_if_insecure(policy):
@@ -549,7 +568,7 @@ class HomeAgentService(MultiService):
         c["log-lines-suppressed"] = self._log_throttle.suppressed
         c["bindings_now"] = len(self.machine.cache)
         c["primaries_now"] = self.machine.cache.primary_count
-        c["peers_now"] = len(self.machine.ranked()) - (1 if self.machine.serving else 0)
+        c["peers_now"] = sum(1 for a, _ in self.machine.ranked() if a != self.machine.identity)
         return c
 
     def command(self, name, arguments):

@@ -27,6 +27,7 @@ import sys
 from .errors import StartupError
 from .inifile import ConfigError
 from .logging import logger
+from .statedir import ensure_directory
 
 log = logger("haha.startup")
 
@@ -138,11 +139,14 @@ def _check_sequence_file(config):
         return
     where = f"{config.path}: [security] sequence-file"
     directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
+    try:
+        ensure_directory(directory)  # made with mode 0750 where no unit made it (statedir)
+    except OSError as e:
         raise StartupError(
-            f"{where}: the directory {directory} of {path} does not exist",
-            f"create it (mkdir -m 0700 {directory}; systemd: StateDirectory=) or choose "
-            "another place")
+            f"{where}: the directory {directory} of {path} does not exist and cannot be "
+            f"created ({e.strerror})",
+            f"create it (mkdir -m 0750 {directory}; systemd: StateDirectory=) or choose "
+            "another place") from None
     if not os.access(directory, os.W_OK | os.X_OK):
         raise StartupError(
             f"{where}: the directory {directory} of {path} is not writable by uid "

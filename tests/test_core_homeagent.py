@@ -188,7 +188,7 @@ def test_duplicate_bu_is_answered_again_without_change():
 
 
 def test_each_retransmission_with_a_new_number_is_answered():
-    """Deployed nodes put seq+1 in every retransmission: each one is answered (PROTOCOL.md 6)."""
+    """Deployed nodes put seq+1 in every retransmission: each one is answered (docs/protocol.md 9)."""
     r = Rig()
     for seq in (40, 41, 42):
         assert only(sends(r.bu(seq), BindingAck)).message.sequence == seq
@@ -211,7 +211,7 @@ def test_rejections_are_answered_even_without_the_a_flag():
 
 
 def test_mobile_router_ba_echoes_r_and_routes_the_prefixes():
-    """A mobile router's BA carries R (PROTOCOL.md 6) and its prefixes are forwarded."""
+    """A mobile router's BA carries R (docs/protocol.md 9) and its prefixes are forwarded."""
     r = Rig()
     out = r.bu(3, hoa=MR, flags=BU_A | BU_H | BU_R, prefixes=[N("2001:db8:100:1::/64")])
     ba = only(sends(out, BindingAck)).message
@@ -244,7 +244,7 @@ def test_deregistration_from_the_home_link_deployed_form():
 
 def test_care_of_inside_the_home_prefix_is_tolerated_silently():
     """A node that has not noticed it is home registers a care-of in the home prefix: no
-    binding, no rejection that would make it give up (PROTOCOL.md 6)."""
+    binding, no rejection that would make it give up (docs/protocol.md 9)."""
     r = Rig()
     out = r.bu(1, coa=A("2001:db8:1::99"))
     assert not sends(out) and HOA not in r.ha.cache

@@ -1,5 +1,5 @@
 """Every life-cycle state of the home agent machine against every input it can get: each
-message type, the timer, and each operator or discovery call (STYLE.md 5)."""
+message type, the timer, and each operator or discovery call (docs/core.md)."""
 
 import random
 from ipaddress import IPv6Address as A

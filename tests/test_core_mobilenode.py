@@ -252,7 +252,7 @@ def test_accepted_ba_brings_the_tunnel_up_and_schedules_the_refresh():
 
 def test_bas_that_do_not_match_are_ignored():
     """A BA from another address, without the routing header, or for an older BU, is
-    dropped (PROTOCOL.md 6)."""
+    dropped (docs/protocol.md 9)."""
     m = node()
     m.start(0.0, COA)
     m.receive(ba(m, src=HA2), 0.1)
@@ -431,7 +431,7 @@ def test_dhaad_retries_then_reports_failure_and_keeps_trying():
 
 def test_return_home_deregisters_in_the_deployed_form():
     """Back home: BU from the home address, no Home Address option, lifetime 0, Alternate
-    Care-of = home address (PROTOCOL.md 6); the BA (to the home address) ends it."""
+    Care-of = home address (docs/protocol.md 9); the BA (to the home address) ends it."""
     m = node()
     m.start(0.0, COA)
     m.receive(ba(m), 0.0)

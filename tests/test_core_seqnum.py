@@ -9,7 +9,7 @@ seq = st.integers(0, 0xFFFF)
 
 
 def test_newer_across_the_wrap():
-    """x is newer than y when (x - y) mod 2**16 is in 1..32767 (PROTOCOL.md 5)."""
+    """x is newer than y when (x - y) mod 2**16 is in 1..32767 (RFC 6275 9.5.1)."""
     assert newer(1, 0) and newer(0, 0xFFFF) and newer(5, 0xFFF0)
     assert not newer(0, 0) and not newer(0, 1) and not newer(0xFFFF, 0)
     assert newer(32767, 0) and not newer(32768, 0)

@@ -1,5 +1,5 @@
 """BIU reliability towards peers: identifiers, back-off, coalescing, window, bulk answers with
-their end marker, BIR retransmission (PROTOCOL.md 3.1, 3.3, 3.5)."""
+their end marker, BIR retransmission (docs/protocol.md 6.1, 6.3, 6.5)."""
 
 import random
 from collections import Counter

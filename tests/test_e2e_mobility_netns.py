@@ -10,7 +10,7 @@ address; ha1's binding and the copies at ha2/ha3 name it; the correspondent's pi
 through the tunnel to the new address, and no tunnelled packet goes to the old one any more
 (watched at r, which every packet towards either address crosses).
 
-Returning home (RFC 6275 11.5.4, PROTOCOL.md 6): the node's interface is carried onto the home
+Returning home (RFC 6275 11.5.4, docs/protocol.md 9): the node's interface is carried onto the home
 link. As deployed nodes do first, a DAD probe for the home address (source ::) is sent there and
 ha1 defends it by proxy ND. The node takes its home address on the interface and ``haha-ctl
 ... home`` makes it deregister from the home address with lifetime 0: every home agent deletes
@@ -45,7 +45,7 @@ def haha_ctl(node, *argv):
     """Run the real ``haha-ctl`` against ``node``'s control socket; return its output."""
     script = os.path.join(os.path.dirname(sys.executable), "haha-ctl")
     cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "haha.control.cli"]
-    done = subprocess.run(cmd + ["--socket", node.socket, *argv], capture_output=True,
+    done = subprocess.run(cmd + ["--socket", node.socket, "--json", *argv], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, (done.stdout, done.stderr)
     return done.stdout
@@ -145,7 +145,7 @@ def test_returning_home(tmp_path, require_root):
 
         t.move_interface("mn1", "eth0", "home")
         t.run("mn1", ["ip", "-6", "addr", "del", f"{d.care_of}/64", "dev", "eth0"])
-        # What a deployed node does first (PROTOCOL.md 6): the primary must defend the address.
+        # What a deployed node does first (docs/protocol.md 9): the primary must defend the address.
         defences = dad_probe(t.ns("mn1"), "eth0", hoa, timeout=5)
         assert [(str(lladdr.hex(":")) if lladdr else None) for _, _, lladdr in defences] == [
             ha1_mac], defences

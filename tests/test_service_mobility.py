@@ -3,7 +3,7 @@ owns (tier 2: services on the in-memory hub with ESP, task.Clock).
 
 - ``move care-of=ADDRESS`` (the control command) re-registers with the new care-of address; the
   primary and the copies at its peers show it, and the node's tunnel follows.
-- ``home`` deregisters from the home address (RFC 6275 11.5.4, PROTOCOL.md 6): every home agent
+- ``home`` deregisters from the home address (RFC 6275 11.5.4, docs/protocol.md 9): every home agent
   deletes the binding, the primary stops proxying, and the node, once deregistered, announces
   its home address on its interface (unsolicited Neighbour Advertisement with Override).
 - ``HomeAgentService.build`` gives a kernel backend its :class:`Ownership` (home prefix, home

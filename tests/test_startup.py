@@ -410,16 +410,20 @@ def test_key_file_unreadable(workdir, nobody):
         "the file belongs to uid 0)" in line
 
 
-def test_sequence_file_directory_missing(workdir):
-    """A sequence file in a directory that does not exist: the directory and the mkdir."""
+def test_sequence_file_directory_that_cannot_be_created(workdir):
+    """A sequence file in a directory that does not exist and cannot be made (its parent is a
+    file; a missing directory that can be made is made, statedir): the directory, why, and the
+    mkdir."""
     key = os.path.join(workdir, "mn.key")
     generate_key_file(key)
-    state = os.path.join(workdir, "state")
+    open(os.path.join(workdir, "plain"), "w").close()
+    state = os.path.join(workdir, "plain", "state")
     r = twistd(workdir, mn_text(security=f"key = mn.key\nsequence-file = {state}/mn.seq"),
                kind="haha-mn")
     line = one_line(r, "haha-mn")
     assert f"[security] sequence-file: the directory {state} of {state}/mn.seq does not " \
-        "exist" in line and f"mkdir -m 0700 {state}" in line
+        "exist and cannot be created (Not a directory)" in line \
+        and f"mkdir -m 0750 {state}" in line
 
 
 @pytest.mark.netns

@@ -1,6 +1,6 @@
 """The numbering profile, the checksum and the codec's error contract.
 
-The profile (PROTOCOL.md section 1) gives the draft's messages and options their numbers; every
+The profile (docs/protocol.md section 1) gives the draft's messages and options their numbers; every
 value can be overridden, and a value that reuses a taken number is refused with a clear error.
 """
 
@@ -15,7 +15,7 @@ from haha.wire import errors, icmpv6, ipv6, mh, options
 
 
 def test_default_profile_is_haha_00():
-    """The defaults are PROTOCOL.md section 1's: MH types 200-204, IP Address option 200, BCE
+    """The defaults are docs/protocol.md section 1's: MH types 200-204, IP Address option 200, BCE
     Information option 201, Mobile Network Prefix option 6."""
     p = DEFAULT_PROFILE
     assert (p.name, p.hello, p.bir, p.biu, p.bia, p.hasr) == ("haha-00", 200, 201, 202, 203, 204)

@@ -1,4 +1,4 @@
-"""The netlink seam of the forwarding backends (STYLE.md 10): routes, rules, addresses, proxy
+"""The netlink seam of the forwarding backends (docs/io.md): routes, rules, addresses, proxy
 ND entries, links, sysctls.
 
 Everything haha installs carries the routing protocol number :data:`RTPROT_HAHA` (routes:

@@ -4,15 +4,27 @@
     haha-ctl --socket /run/haha/ha1.sock bindings
     haha-ctl --socket /run/haha/ha1.sock switch home-address=2001:db8:1::100 target=2001:db8:1::2
     haha-ctl --socket /run/haha/ha1.sock drain
+    haha-ctl --socket /run/haha/ha1.sock --json counters
+    haha-ctl --socket /run/haha/ha1.sock watch
 
-Arguments are ``key=value`` pairs. Output is the JSON result, pretty-printed; the exit status is
-0 on success, 1 when the daemon refused the request, 2 when it could not be reached.
+Arguments are ``key=value`` pairs; a command that is not in the table below, or an argument the
+command does not take, is refused before anything is sent. Output is a table for people, or with
+``--json`` the daemon's JSON result. ``watch`` redraws status, peers and bindings every
+``--interval`` seconds (``--count N`` stops after N views; ``--json`` prints one JSON object per
+view). The exit status is 0 on success, 1 when the daemon refused the request, 2 for a usage
+mistake or when the daemon could not be reached.
 """
 
 import argparse
 import json
+import os
 import socket
 import sys
+import time
+
+from .commands import ALL, HOME_AGENT, MOBILE_NODE, check
+
+WATCH = "watch"
 
 
 def request(path, cmd, arguments=None, timeout=10.0):
@@ -32,18 +44,114 @@ def request(path, cmd, arguments=None, timeout=10.0):
     return json.loads(buf)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="haha-ctl", description=__doc__.split("\n")[0])
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_cell(v) for v in value) or "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_cell(v)}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def _grid(rows):
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def table(result, sort=False):
+    """``result`` as text: a list of objects is a table with a header row, an object is
+    name/value lines, a list of plain values is one per line, anything else its text."""
+    if isinstance(result, dict):
+        items = sorted(result.items()) if sort else list(result.items())
+        if not items:
+            return "(none)"
+        return _grid([(str(k), _cell(v)) for k, v in items])
+    if isinstance(result, list):
+        if not result:
+            return "(none)"
+        if all(isinstance(r, dict) for r in result):
+            columns = []
+            for r in result:
+                columns += [k for k in r if k not in columns]
+            header = [c.upper().replace("_", "-") for c in columns]
+            return _grid([header] + [[_cell(r.get(c)) for c in columns] for r in result])
+        return "\n".join(_cell(r) for r in result)
+    return _cell(result)
+
+
+def _commands_text(commands):
+    return _grid([(c.usage(), c.summary) for c in commands])
+
+
+# -- commands -------------------------------------------------------------------------------------
+
+
+def _parser():
+    shared = [c for c in HOME_AGENT if c in MOBILE_NODE]
+    sections = (("commands of every daemon", shared),
+                ("commands of a home agent", [c for c in HOME_AGENT if c not in shared]),
+                ("commands of a mobile node or mobile router",
+                 [c for c in MOBILE_NODE if c not in shared]),
+                ("haha-ctl's own command", [_WatchCommand]))
+    epilog = "\n\n".join(f"{title}:\n" + _indent(_commands_text(commands))
+                         for title, commands in sections)
+    epilog += ("\n\nexit status: 0 done, 1 refused by the daemon, "
+               "2 usage mistake or daemon unreachable")
+    p = argparse.ArgumentParser(prog="haha-ctl", description=__doc__.split("\n")[0],
+                                epilog=epilog, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--socket", "-s", required=True, help="control socket path")
-    p.add_argument("command", help="status, bindings, peers, counters, switch, drain, ...")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--interval", type=float, default=2.0,
+                   help="watch: seconds between views (default 2)")
+    p.add_argument("--count", type=int, default=None,
+                   help="watch: stop after this many views (default: until interrupted)")
+    p.add_argument("command", help="one of the commands below")
     p.add_argument("arguments", nargs="*", help="key=value pairs")
+    return p
+
+
+class _WatchCommand:
+    name = WATCH
+    summary = "status, peers and bindings, redrawn every --interval seconds"
+
+    @staticmethod
+    def usage():
+        return "watch [--interval SECONDS] [--count N]"
+
+
+def _indent(text):
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+def main(argv=None):
+    p = _parser()
     args = p.parse_args(argv)
     kv = {}
     for a in args.arguments:
         k, sep, v = a.partition("=")
-        if not sep:
+        if not sep or not k:
             p.error(f"argument {a!r} is not key=value")
+        if k in kv:
+            p.error(f"argument {k!r} given twice")
         kv[k] = v
+    if args.command == WATCH:
+        if kv:
+            p.error(f"watch takes no key=value arguments (got {', '.join(kv)})")
+        if args.interval <= 0 or (args.count is not None and args.count < 1):
+            p.error("watch needs --interval > 0 and --count >= 1")
+        return watch(args.socket, args.interval, args.count, args.json)
+    try:
+        check(ALL, args.command, kv)
+    except ValueError as e:
+        p.error(f"{e}, watch" if str(e).startswith("unknown command") else str(e))
     try:
         response = request(args.socket, args.command, kv)
     except (OSError, ValueError) as e:
@@ -52,9 +160,75 @@ def main(argv=None):
     if not response.get("ok"):
         print(f"haha-ctl: {response.get('error')}", file=sys.stderr)
         return 1
-    json.dump(response.get("result"), sys.stdout, indent=2, sort_keys=True)
-    print()
+    try:
+        _print(args, response.get("result"))
+    except BrokenPipeError:  # `haha-ctl ... | grep -q x` closed the pipe early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
+
+
+def _print(args, result):
+    if args.json:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        print()
+    elif args.command == "help":
+        print(_grid([(c["usage"], c["summary"]) for c in result]))
+    else:
+        print(table(result, sort=args.command == "counters"))
+    sys.stdout.flush()
+
+
+def snapshot(path):
+    """Status, peers and bindings of the daemon at ``path``, asked one after the other."""
+    view = {}
+    for name in ("status", "peers", "bindings"):
+        response = request(path, name)
+        if not response.get("ok"):
+            raise ValueError(response.get("error"))
+        view[name] = response["result"]
+    return view
+
+
+def render_view(path, view, now):
+    status = view["status"]
+    lines = [f"haha-ctl watch {path}  {time.strftime('%H:%M:%S', time.localtime(now))}", "",
+             table(status), "", f"peers ({len(view['peers'])})", table(view["peers"]), "",
+             f"bindings ({len(view['bindings'])})", table(view["bindings"])]
+    return "\n".join(lines)
+
+
+def watch(path, interval, count=None, as_json=False, out=None, sleep=time.sleep,
+          clock=time.time):
+    """Show ``path``'s daemon every ``interval`` seconds until ``count`` views (or Ctrl-C). An
+    unreachable daemon is shown as such and asked again (a restart is part of the view); the exit
+    status is 2 when the last view could not be had."""
+    out = out or sys.stdout
+    clear = "\x1b[H\x1b[2J" if not as_json and out.isatty() else ""
+    shown = 0
+    error = None
+    try:
+        while count is None or shown < count:
+            now = clock()
+            try:
+                view = snapshot(path)
+                error = None
+            except (OSError, ValueError) as e:
+                view, error = None, f"cannot talk to {path}: {e}"
+            if as_json:
+                out.write(json.dumps({"time": now, "error": error, **(view or {})},
+                                     sort_keys=True) + "\n")
+            else:
+                out.write(clear + (render_view(path, view, now) if view else
+                                   f"haha-ctl watch {path}: {error}") + "\n")
+                if not clear:
+                    out.write("\n")
+            out.flush()
+            shown += 1
+            if count is None or shown < count:
+                sleep(interval)
+    except KeyboardInterrupt:
+        pass
+    return 2 if error else 0
 
 
 if __name__ == "__main__":

@@ -1,21 +1,24 @@
 """The control protocol: one JSON object per line over a stream (usually a UNIX socket).
 
-Request: ``{"cmd": "status" | "bindings" | "peers" | "counters" | <command>, ...arguments}``.
-Response: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. A malformed
-request gets an error response and the connection stays usable; lines longer than 64 KiB are
-refused (the connection is closed).
+Request: ``{"cmd": "status" | "bindings" | "peers" | "counters" | "help" | <command>,
+...arguments}``. Response: ``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``.
+A malformed request, an unknown command or an argument the command does not take
+(:mod:`haha.control.commands`, by the target's role) gets an error response, reaches nothing,
+and the connection stays usable; lines longer than 64 KiB are refused (the connection is closed).
 """
 
 import json
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
-from ..logging import logger
 from twisted.protocols.basic import LineOnlyReceiver
+
+from ..logging import logger
+from .commands import QUERIES, check, for_role
 
 log = logger("haha.control")
 
-QUERIES = ("status", "bindings", "peers", "counters")
+_UNKNOWN = object()
 
 
 class ControlProtocol(LineOnlyReceiver):
@@ -41,6 +44,11 @@ class ControlProtocol(LineOnlyReceiver):
             raise ValueError('request must be an object with a "cmd" string')
         target = self.factory.target
         cmd = request.pop("cmd")
+        commands = self.factory.commands()
+        if commands is not None:
+            check(commands, cmd, request)
+        if cmd == "help":
+            return [c.as_json() for c in commands or ()]
         if cmd in QUERIES:
             return getattr(target, cmd)()
         return target.command(cmd, request)
@@ -60,3 +68,11 @@ class ControlFactory(Factory):
 
     def __init__(self, target):
         self.target = target
+        self._commands = _UNKNOWN
+
+    def commands(self):
+        """The target's commands (by the role its status names; None for a role not in
+        :mod:`haha.control.commands`, whose requests then go through unchecked)."""
+        if self._commands is _UNKNOWN:
+            self._commands = for_role(self.target.status().get("role"))
+        return self._commands

@@ -4,7 +4,7 @@ Draft section 3 decides who forwards what:
 
 - With a home link ('home-link', 'separate-links'; 3.1), only the primary home agent intercepts
   a home address, by proxy Neighbour Discovery, and tunnels to the care-of address. Copies
-  install nothing; on take-over the new primary starts both at once (PROTOCOL.md 3.7).
+  install nothing; on take-over the new primary starts both at once (docs/protocol.md 6.7).
 - Without a home link ('no-home-link'; 3.2), every home agent advertises the aggregated home
   prefix and forwards from its copies as well as its primaries; nobody proxies.
 

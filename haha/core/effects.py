@@ -89,7 +89,7 @@ class RemoveRoute:
 class ProxyNd:
     """Start (``on``) or stop defending ``address`` on the home link by proxy Neighbour
     Discovery; ``IForwardingBackend.proxy_nd_start/stop``. Starting also sends an unsolicited
-    Neighbour Advertisement (PROTOCOL.md 3.7)."""
+    Neighbour Advertisement (docs/protocol.md 6.7)."""
 
     address: object
     on: bool = True

@@ -76,7 +76,7 @@ class HomeAgentEntry:
 
 
 def rank_key(preference, address):
-    """Sort key of PROTOCOL.md 3.6: highest preference, then lowest address."""
+    """Sort key of docs/protocol.md 6.6: highest preference, then lowest address."""
     return (-preference, int(address))
 
 

@@ -13,7 +13,7 @@ Each returns the list of effects to carry out (:mod:`haha.core.effects`). Life c
 ``created -> booting -> serving <-> draining -> stopped``; while booting (draft 5.4 "SHOULD
 wait") the home agent listens to HELLOs and learns bindings but does not serve mobile nodes.
 
-Synchronisation rules (PROTOCOL.md 3.3-3.6): every create, update and delete of a primary
+Synchronisation rules (docs/protocol.md 6.3-6.6): every create, update and delete of a primary
 binding goes to every live peer as an unsolicited BIU; a BIU entry older than what is held is
 rejected (BIA 129) and does not overwrite; equal sequence numbers from different primaries are
 settled by rank (a live primary beats a dead one; then highest preference, lowest address), so
@@ -459,7 +459,7 @@ class HomeAgent:
         if care_of != hoa and address_int(care_of) & self._mask == self._net \
                 and bu.lifetime and self.settings.proxies_nd:
             # A node started on its home link may send a BU or two with a care-of address in
-            # the home prefix before it notices it is home (PROTOCOL.md 6): no tunnel to the
+            # the home prefix before it notices it is home (docs/protocol.md 9): no tunnel to the
             # home link, no rejection that would make it give up on this home agent.
             return self._drop(out, "care-of-in-home-prefix", inb, home_address=hoa)
         held = self.cache.get(hoa)
@@ -626,7 +626,7 @@ class HomeAgent:
         if self.settings.send_hello and self.state not in (CREATED, STOPPED):
             self._send_hellos(now, out)
 
-    # -- Router Advertisement from a home agent on the same link (PROTOCOL.md 3.8) ----------
+    # -- Router Advertisement from a home agent on the same link (docs/protocol.md 6.8) ----------
 
     def _on_ra(self, inb, ra, now, out):
         # Not authenticated: an advertisement never creates, refreshes, ranks or deletes a
@@ -681,7 +681,7 @@ class HomeAgent:
         """Equal sequence numbers, different primaries: does ``claimant`` lose to ``held``?
 
         A copy whose primary we have declared dead loses to any claimant (take-over). Otherwise
-        the rank of PROTOCOL.md 3.6 decides, without liveness: both parties are talking to
+        the rank of docs/protocol.md 6.6 decides, without liveness: both parties are talking to
         each other, and a rule that depended on each one's view of the other could make two
         home agents refuse each other forever.
         """

@@ -13,7 +13,7 @@ States:
   new care-of address, a Binding Refresh Request);
 - ``switching``: Binding Update sent to a new home agent (after HASR or RFC 5142 Home Agent
   Switch) while the binding at the old one is still valid;
-- ``deregistering``: deregistration sent from the home link (PROTOCOL.md 6 form: from the home
+- ``deregistering``: deregistration sent from the home link (docs/protocol.md 9 form: from the home
   address without Home Address option, lifetime 0, Alternate Care-of Address = home address).
 
 Retransmission (RFC 6275 11.8): a first registration with a home agent starts at
@@ -408,7 +408,7 @@ class MobileNode:
         elif ba.lifetime == 0:
             reason = "lifetime 0"
         elif s.mobile_router and not ba.flags & BA_R:
-            reason = "no R flag"  # the home agent does not serve mobile routers (PROTOCOL.md 6)
+            reason = "no R flag"  # the home agent does not serve mobile routers (docs/protocol.md 9)
         if reason is not None:
             out.append(Event("registration-rejected", home_agent=self.target, status=ba.status,
                              reason=reason))
@@ -556,7 +556,7 @@ class MobileNode:
         self._candidates = order[1:]
         self._register_with(order[0], now, out, first=order[0] != self.home_agent)
 
-    # -- going home (RFC 6275 11.5.4, PROTOCOL.md 6) -------------------------------------------
+    # -- going home (RFC 6275 11.5.4, docs/protocol.md 9) -------------------------------------------
 
     def _return_home(self, now, out):
         ha = self.home_agent or self.target

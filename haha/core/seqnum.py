@@ -1,7 +1,7 @@
 """Sequence numbers and lifetimes as RFC 6275 counts them.
 
 Binding Update and HELLO sequence numbers are 16-bit and compared modulo 2**16 (RFC 6275 9.5.1,
-PROTOCOL.md 5): ``x`` is newer than ``y`` when ``(x - y) mod 2**16`` is in 1..32767. Lifetimes in
+RFC 6275 9.5.1): ``x`` is newer than ``y`` when ``(x - y) mod 2**16`` is in 1..32767. Lifetimes in
 Binding Updates, Binding Acknowledgements and BCE Information options are in units of 4 seconds
 (RFC 6275 6.1.7).
 """

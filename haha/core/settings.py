@@ -142,11 +142,11 @@ class HomeAgentSettings:
     #: BIR, BIU, BIA) and the identity peers know this home agent by. None: ``address``.
     haha_address: IPv6Address = None
     #: Home Agent Preference, an unsigned 16-bit value as the codec encodes it (draft 4.1.1;
-    #: higher is preferred); sent in HELLO, used to rank home agents (PROTOCOL.md 3.6) and to
+    #: higher is preferred); sent in HELLO, used to rank home agents (docs/protocol.md 6.6) and to
     #: order DHAAD replies. Keep it above ``drain_preference`` so a draining peer sorts last.
     preference: int = 0
     #: Home Agent Lifetime in seconds (1..65535) sent in HELLO: peers declare this home agent
-    #: dead when it passes without a HELLO (PROTOCOL.md 3.6). Keep it a few HELLO intervals.
+    #: dead when it passes without a HELLO (docs/protocol.md 6.6). Keep it a few HELLO intervals.
     ha_lifetime: int = 35
     #: Seconds between periodic HELLOs (draft 5.4 "MUST periodically send"); a HELLO is also
     #: sent at once when preference, lifetime or draining state change.
@@ -178,10 +178,10 @@ class HomeAgentSettings:
     #: router registers without Mobile Network Prefix options. Missing: answered 143.
     implicit_prefixes: object = field(default_factory=dict)
     #: Seconds to listen to peers' HELLOs after start before serving mobile nodes and asking
-    #: each live peer for its bindings (draft 5.4 "SHOULD wait"; PROTOCOL.md 3.5). Should exceed
+    #: each live peer for its bindings (draft 5.4 "SHOULD wait"; docs/protocol.md 6.5). Should exceed
     #: ``hello_interval``. 0 serves at once.
     boot_wait: float = 15.0
-    #: BIU retransmission back-off (PROTOCOL.md 3.3): first timeout and the cap, in seconds.
+    #: BIU retransmission back-off (docs/protocol.md 6.3): first timeout and the cap, in seconds.
     #: Also used for BIR retransmission.
     biu_initial_timeout: float = 1.0
     biu_max_timeout: float = 32.0
@@ -191,7 +191,7 @@ class HomeAgentSettings:
     #: Packet size (octets) a BIU must fit, IPv6 header and ESP overhead included.
     sync_mtu: int = 1280
     #: Whether the first-ranked live home agent takes over a dead peer's mobile nodes from its
-    #: copies (PROTOCOL.md 3.6).
+    #: copies (docs/protocol.md 6.6).
     take_over: bool = True
     #: What a draining home agent asks its mobile nodes to do: 'spread' (HASR naming the live
     #: peers in turn, best ranked first), 'best' (HASR naming the best-ranked live peer) or
@@ -213,7 +213,7 @@ class HomeAgentSettings:
     peer_protection_required: bool = False
     #: Prefixes announced as Mobile Network Prefix options in HELLO (draft 4.1.1 "if available").
     hello_prefixes: tuple = ()
-    #: The numbering profile of the draft's messages (PROTOCOL.md 1); the core does not encode,
+    #: The numbering profile of the draft's messages (docs/protocol.md 1); the core does not encode,
     #: this is carried for the adapter and the in-memory network.
     numbers: NumberProfile = DEFAULT_PROFILE
 
@@ -308,7 +308,7 @@ class MobileNodeSettings:
     dhaad_timeout: float = 3.0
     dhaad_retries: int = 4
     #: Refresh the binding when this fraction of the granted lifetime has passed (about 95% is
-    #: what deployed nodes do, PROTOCOL.md 6), or earlier if Binding Refresh Advice says so.
+    #: what deployed nodes do, docs/protocol.md 9), or earlier if Binding Refresh Advice says so.
     refresh_fraction: float = 0.95
     #: Send an Alternate Care-of Address option in every Binding Update (deployed nodes do).
     alternate_care_of: bool = True

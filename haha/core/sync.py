@@ -1,9 +1,9 @@
-"""Binding synchronisation between home agents (draft 5.1, 5.2; PROTOCOL.md 3.1, 3.3, 3.5).
+"""Binding synchronisation between home agents (draft 5.1, 5.2; docs/protocol.md 6.1, 6.3, 6.5).
 
 One :class:`PeerSync` per live peer keeps what this home agent still owes it:
 
 - ``outstanding``: BIUs sent and not yet acknowledged, by identifier (random, non-zero, unique
-  per peer, so a BIA matches exactly one; PROTOCOL.md 3.1). Each is retransmitted with
+  per peer, so a BIA matches exactly one; docs/protocol.md 6.1). Each is retransmitted with
   exponential back-off (``biu_initial_timeout`` doubling up to ``biu_max_timeout``) until its
   BIA arrives or the peer is declared dead.
 - Coalescing: a binding is carried by at most one outstanding BIU per peer. A newer change takes
@@ -12,7 +12,7 @@ One :class:`PeerSync` per live peer keeps what this home agent still owes it:
 - A window: at most ``biu_window`` BIUs outstanding per peer. Further changes wait in
   ``pending`` (newest state per binding, first-come order) and leave, packed as many per BIU as
   ``sync_mtu`` allows, as acknowledgements free the window.
-- Bulk answers (PROTOCOL.md 3.5): every primary binding is queued, and so are the copies that
+- Bulk answers (docs/protocol.md 6.5): every primary binding is queued, and so are the copies that
   name the requester as their primary (it restarted and lost them), in BIUs carrying an IP
   Address option (sub-type 3, Home Agent Address) that names it; once every BIU queued up to
   that point has been acknowledged, an *end marker* (a BIU with no entries carrying the
@@ -141,7 +141,7 @@ class Sync:
         return self.peers[address]
 
     def drop_peer(self, address):
-        """Forget everything owed to ``address`` (declared dead, PROTOCOL.md 3.3)."""
+        """Forget everything owed to ``address`` (declared dead, docs/protocol.md 6.3)."""
         return self.peers.pop(address, None)
 
     def busy(self):
@@ -368,7 +368,7 @@ class Sync:
 
     def request(self, address, target, now, out):
         """Send a BIR to ``address``: ``target`` None asks for every binding (bulk,
-        PROTOCOL.md 3.5), an IPv6Address for one home address, an IPv6Network for a prefix."""
+        docs/protocol.md 6.5), an IPv6Address for one home address, an IPv6Network for a prefix."""
         peer = self.peers.get(address)
         if peer is None:
             return None

@@ -1,7 +1,6 @@
 """The privileged transport: raw IPv6 out, AF_PACKET with a classic BPF filter in, nft guard.
 
-Built for kernels with and without Mobile IPv6 support (ARCHITECTURE.md, "The kernel you will
-meet"):
+Built for kernels with and without Mobile IPv6 support (docs/io.md):
 
 - Outbound, every packet is complete (header chain built in user space by
   :func:`haha.wire.ipv6.build_packet`: Home Address option, type 2 routing header, ESP) and is

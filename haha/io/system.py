@@ -1,4 +1,4 @@
-"""The operating-system seam of :mod:`haha.io` (STYLE.md 10): every socket, TUN and nft call.
+"""The operating-system seam of :mod:`haha.io` (docs/io.md): every socket, TUN and nft call.
 
 :class:`LinuxSystem` does the real calls, optionally inside a named network namespace (a socket,
 a TUN device or a netlink socket stays in the namespace it was created in, so one process can

@@ -166,7 +166,7 @@ class NetnsDeployment(DaemonGroup):
             interfaces.append(home)
         lines += ["", "[backend:tun]", "device = haha0", "", "[peers]"]
         if kind == "home-link":
-            # Draft 5.4 / PROTOCOL.md 3.8: on one home link the HAs learn each other from
+            # Draft 5.4 / docs/protocol.md 6.8: on one home link the HAs learn each other from
             # Router Advertisements, not from a configured list.
             lines += ["discovery = link", f"authorised = {self.home_prefix}"]
         else:

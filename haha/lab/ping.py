@@ -6,7 +6,7 @@ reply come back before the deadline". :func:`ping` blocks its thread (the lab an
 it in a worker thread when a reactor must keep turning); the socket is created inside the
 namespace, so the whole exchange happens there.
 
-:func:`dad_probe` sends what deployed mobile nodes send when they come home (PROTOCOL.md 6): a
+:func:`dad_probe` sends what deployed mobile nodes send when they come home (docs/protocol.md 9): a
 Neighbour Solicitation for the home address from the unspecified address (RFC 4862 5.4.2) to its
 solicited-node group, and returns the Neighbour Advertisements that defend it (the home agent's
 proxy ND must). It builds the packet by hand (not with haha's codec), so it checks the home agent

@@ -16,9 +16,9 @@ Key files
       :func:`derive_sa` computes every SA of every pair.
 
 Generating keys
-    ``python -m haha.security.keys generate FILE`` writes a fresh 32-octet secret with mode 0600
+    ``haha-keys generate FILE`` writes a fresh 32-octet secret with mode 0600
     (``--sa-key-bits 128`` writes an SA blob instead, ``--force`` replaces a file).
-    ``python -m haha.security.keys derive --secret FILE --local A --peer B`` prints the derived
+    ``haha-keys derive --secret FILE --local A --peer B`` prints the derived
     SPIs; ``... xfrm ...`` prints the ``ip xfrm state`` commands for a Linux peer (with keys).
 
 Derivation (``docs/security.md`` gives it byte by byte)::
@@ -285,8 +285,8 @@ def _xfrm_commands(secret, local, peer, key_bits):
 
 
 def main(argv=None):
-    """``python -m haha.security.keys {generate,derive,xfrm} ...``; returns an exit status."""
-    p = argparse.ArgumentParser(prog="python -m haha.security.keys",
+    """``haha-keys {generate,derive,xfrm} ...``; returns an exit status."""
+    p = argparse.ArgumentParser(prog="haha-keys",
                                 description="haha ESP key files and derived SAs")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="write a new random key file with mode 0600")

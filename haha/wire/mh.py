@@ -3,7 +3,7 @@
 ``encode_mh(message, src, dst, profile)`` and ``decode_mh(data, src, dst, profile)`` convert
 between frozen dataclasses and the bytes of a Mobility Header (the upper-layer payload that
 follows next header 135). ``src`` and ``dst`` are the addresses of the checksum pseudo-header
-(PROTOCOL.md section 2): the home address when the packet carries a Home Address option, and the
+(docs/protocol.md section 2): the home address when the packet carries a Home Address option, and the
 final destination (the home address of a type 2 routing header) when it carries one.
 
 Header (RFC 6275 6.1.1): Payload Proto 8 (59) | Header Len 8 (8-octet units after the first 8) |
@@ -109,7 +109,7 @@ BE_UNKNOWN_MH_TYPE = 2
 # Binding Information Acknowledgement status (draft 4.1.4; >= 128 rejects).
 BIA_SYNCHRONISED = 0
 BIA_REJECTED = 128
-BIA_REJECTED_OLDER = 129  # extension: the sender's entry is older than ours (PROTOCOL.md 3.4)
+BIA_REJECTED_OLDER = 129  # extension: the sender's entry is older than ours (docs/protocol.md 6.4)
 BIA_REJECTED_NOT_AUTHORISED = 130  # extension: the entry is outside what the sender may claim
 
 _HDR = struct.Struct("!BBBBH")
@@ -274,7 +274,7 @@ class HaHello:
 class BindingInfoRequest:
     """Draft 4.1.2: Identifier 16 | options @8 (one IP Address option, sub-type 4, or one MNP).
 
-    Extension (PROTOCOL.md 3.5): the home address ``::`` asks for every binding of the primary.
+    Extension (docs/protocol.md 6.5): the home address ``::`` asks for every binding of the primary.
     """
 
     identifier: int

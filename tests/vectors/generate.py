@@ -41,7 +41,7 @@ MNP1 = IPv6Network("2001:db8:100::/48")
 MNP2 = IPv6Network("2001:db8:200::/56")
 LLA = bytes.fromhex("020000000001")
 
-# Default numbering profile haha-00 (PROTOCOL.md section 1).
+# Default numbering profile haha-00 (docs/protocol.md section 1).
 T_HELLO, T_BIR, T_BIU, T_BIA, T_HASR = 200, 201, 202, 203, 204
 O_IPADDR, O_BCE, O_MNP = 200, 201, 6
 O_DIGEST = 202
@@ -207,7 +207,7 @@ def mh_vectors():
     mh_finish(v)
 
     v = mh("mh_bu_home", "Binding Update of a mobile host away from home, as deployed nodes send it",
-           ["RFC 6275 6.1.7 (A, H), 6.2.5; PROTOCOL.md 6: Alternate CoA after a PadN, checksum "
+           ["RFC 6275 6.1.7 (A, H), 6.2.5; docs/protocol.md 9: Alternate CoA after a PadN, checksum "
             "from the home address"],
            5, "BU", "BindingUpdate(sequence=0x1234, flags=BU_A | BU_H, lifetime=150, "
            "options=(AlternateCareOfAddress(A('2001:db8:2::5')),))", HOA, HA)
@@ -359,7 +359,7 @@ def mh_vectors():
     mh_finish(v)
 
     v = mh("mh_hello_profile", "Home Agent HELLO under a profile that moves HELLO to MH type 240",
-           ["PROTOCOL.md 1: every number overridable ([numbers] hello = 240)"],
+           ["docs/protocol.md 1: every number overridable ([numbers] hello = 240)"],
            240, "HELLO", "HaHello(sequence=1, preference=0, lifetime=0, interval=10, "
            "prefix_length=48, home_agent=A('2001:db8:5::1'), options=())", HA2, HA,
            profile="hello=240")
@@ -391,7 +391,7 @@ def mh_vectors():
     mh_finish(v)
 
     v = mh("mh_bir_all", "Binding Information Request for every binding (bulk synchronisation)",
-           ["draft 4.1.2; PROTOCOL.md 3.5 extension: home address :: asks for all"],
+           ["draft 4.1.2; docs/protocol.md 6.5 extension: home address :: asks for all"],
            T_BIR, "BIR", "BindingInfoRequest(identifier=3, options=(IpAddress(4, A('::'), 128),))",
            HA2, HA)
     v.add("!H", 3, "Identifier = 3")
@@ -417,7 +417,7 @@ def mh_vectors():
     mh_finish(v)
 
     for status, what in ((0, "synchronised"), (129, "rejected: the sender's entry is older "
-                                                       "(extension, PROTOCOL.md 3.4)")):
+                                                       "(extension, docs/protocol.md 6.4)")):
         v = mh(f"mh_bia_status_{status}", f"Binding Information Acknowledgement, {what}",
                ["draft 4.1.4 (MH type 203): Identifier 16 | Status 16 | Reserved 16, padded to 16"],
                T_BIA, "BIA", f"BindingInfoAck(identifier=0x1111, status={status}, options=())",
@@ -603,7 +603,7 @@ def icmp_vectors():
     icmp_finish(v)
 
     v = icmp("icmp_ns", "Neighbour Solicitation for a home address (DAD from ::)",
-             ["RFC 4861 4.3; PROTOCOL.md 6: a returning node probes its home address"],
+             ["RFC 4861 4.3; docs/protocol.md 9: a returning node probes its home address"],
              135, "Neighbor Solicitation",
              "NeighborSolicitation(target=A('2001:db8:1::100'), options=())",
              IPv6Address("::"), IPv6Address("ff02::1:ff00:100"))

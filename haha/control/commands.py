@@ -1,0 +1,83 @@
+"""Every control command of each role, with its arguments: one table for help and validation.
+
+The control server refuses a command its target does not know and any argument a command does
+not take, before the target sees the request (``drain x=1`` is an error, not a drain);
+``haha-ctl`` checks the same table before it connects and prints it in its help. A daemon's
+``help`` command answers the table of its own role.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Command:
+    name: str
+    summary: str
+    required: tuple = ()  # (key, placeholder) pairs
+    optional: tuple = ()
+
+    def usage(self):
+        words = [self.name] + [f"{k}={v}" for k, v in self.required]
+        words += [f"[{k}={v}]" for k, v in self.optional]
+        return " ".join(words)
+
+    def as_json(self):
+        return {"command": self.name, "usage": self.usage(), "summary": self.summary}
+
+
+_QUERIES = (
+    Command("status", "role, state and the main facts of the daemon"),
+    Command("bindings", "the binding cache (home agent: primaries and copies)"),
+    Command("peers", "the live peer home agents (mobile node: the home agents it knows)"),
+    Command("counters", "every counter and gauge (the numbers /metrics serves)"),
+    Command("help", "the commands this daemon answers"),
+)
+
+HOME_AGENT = _QUERIES + (
+    Command("switch", "move a mobile node to a peer (Home Agent Switch Request)",
+            required=(("home-address", "ADDRESS"),), optional=(("target", "ADDRESS"),)),
+    Command("drain", "hand every primary binding to the peers and accept no new ones"),
+    Command("resume", "accept registrations again after a drain"),
+    Command("preference", "set this home agent's preference (announced to the peers)",
+            required=(("value", "0-65535"),)),
+    Command("forwarding", "what the forwarding backend installed"),
+)
+
+MOBILE_NODE = _QUERIES + (
+    Command("move", "the node moved: register this care-of address",
+            required=(("care-of", "ADDRESS"),)),
+    Command("home", "the node is back on its home link: deregister"),
+)
+
+ROLES = {"home-agent": HOME_AGENT, "mobile-node": MOBILE_NODE, "mobile-router": MOBILE_NODE}
+
+# Every command of any role; a name shared by two roles takes the same arguments in both.
+ALL = tuple({c.name: c for c in HOME_AGENT + MOBILE_NODE}.values())
+
+QUERIES = tuple(c.name for c in _QUERIES if c.name != "help")
+
+
+def for_role(role):
+    """The commands of a daemon whose ``status()["role"]`` is ``role`` (None: unknown role)."""
+    return ROLES.get(role)
+
+
+def check(commands, name, arguments):
+    """Raise ValueError naming the mistake unless ``name`` with ``arguments`` (a dict) is one
+    of ``commands``."""
+    known = {c.name: c for c in commands}
+    command = known.get(name)
+    if command is None:
+        raise ValueError(f"unknown command {name!r}; known: {', '.join(known)}")
+    allowed = {k for k, _ in command.required + command.optional}
+    unknown = sorted(set(arguments) - allowed)
+    if unknown:
+        if not allowed:
+            raise ValueError(f"{name} takes no arguments (got {', '.join(unknown)})")
+        raise ValueError(f"{name}: unknown argument {unknown[0]!r}; usage: {command.usage()}")
+    for key, _ in command.required:
+        if not arguments.get(key):
+            raise ValueError(f"{name} needs {key}=...; usage: {command.usage()}")
+    for key, value in arguments.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{name}: argument {key} must be a string")
