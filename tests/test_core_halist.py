@@ -1,5 +1,5 @@
 """The Home Agent list: HELLO freshness and lifetime, expiry, synchronisation state, ranking
-(draft 5.4, RFC 6275 10.5.1, PROTOCOL.md 3.6)."""
+(draft 5.4, RFC 6275 10.5.1, docs/protocol.md 6.6)."""
 
 from ipaddress import IPv6Address as A
 

@@ -22,7 +22,7 @@ answers since its last restart) and it is not itself waiting for our answer to a
 marker of our answer). Only peers in sync are ranked (:meth:`HomeAgentList.ranked`) for
 take-over and listed in DHAAD replies: a peer that is unknown, unkeyed, restarted or still
 catching up holds no copies to take over from.
-Ranking (PROTOCOL.md 3.6): highest preference first, then lowest signalling address.
+Ranking (docs/protocol.md 6.6): highest preference first, then lowest signalling address.
 """
 
 from .seqnum import distance
@@ -175,5 +175,5 @@ class HomeAgentList:
         return [e for e in self.entries.values() if e.answered and e.holds]
 
     def ranked(self):
-        """Live entries in sync, best first (PROTOCOL.md 3.6): the candidates for take-over."""
+        """Live entries in sync, best first (docs/protocol.md 6.6): the candidates for take-over."""
         return sorted(self.synced(), key=HomeAgentEntry.rank_key)

@@ -344,7 +344,7 @@ class HomeAgent:
     def ranked(self):
         """``(signalling address, preference)`` of every live home agent in sync
         (:mod:`haha.core.halist`), this one included unless stopped, best first
-        (PROTOCOL.md 3.6)."""
+        (docs/protocol.md 6.6)."""
         out = [(e.address, e.preference) for e in self.peers.synced()]
         if self.state not in (CREATED, STOPPED):
             out.append((self.identity, self.preference))
