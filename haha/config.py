@@ -135,6 +135,7 @@ class HomeAgentConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
+    address_takeover: bool = False
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class MobileNodeConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
+    obeys_switch: bool = True
 
 
 #: The sections each kind of file may have (plugin sections ``backend:*``/``discovery:*`` aside).
@@ -353,6 +355,11 @@ def parse_home_agent(parsed, path):
     max_life = ha.get_int("max-binding-lifetime", 3600, minimum=4, maximum=262140)
     boot_wait = ha.get_float("boot-wait", min(2 * hello, float(lifetime)), minimum=0, maximum=3600)
     take_over = ha.get_bool("take-over", True)
+    address_takeover = ha.get_bool("address-takeover", False)
+    if address_takeover and (haha_address is None or haha_address == address):
+        raise ha.error("address-takeover", "address-takeover needs a haha-address of its own: "
+                       "the home agent address moves between home agents, the signalling "
+                       "address stays with the machine")
     drain = ha.get_bool("drain-on-stop", True)
     drain_timeout = ha.get_float("drain-timeout", 10.0, minimum=0, maximum=3600)
     drain_mode = ha.get_str("drain-mode", "spread", choices=DRAIN_MODES)
@@ -423,6 +430,7 @@ def parse_home_agent(parsed, path):
         router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
+        address_takeover=address_takeover,
     )
 
 
@@ -445,6 +453,7 @@ def parse_mobile_node(parsed, path):
     lifetime = mn.get_int("lifetime", 600, minimum=4, maximum=262140)
     mr = mn.get_bool("mobile-router", False)
     prefixes = mn.get_prefixes("prefixes")
+    obeys_switch = mn.get_bool("obey-switch", True)
     if prefixes and not mr:
         raise mn.error("prefixes", "mobile network prefixes need mobile-router = yes")
     backend = _plugin(parsed, mn, "backend", "backend", "null", path)
@@ -458,7 +467,7 @@ def parse_mobile_node(parsed, path):
         path=path, home_address=hoa, home_prefix=prefix, home_agent=ha, home_agents=has,
         care_of_address=coa, interface=interface, lifetime=lifetime, mobile_router=mr,
         prefixes=prefixes, backend=backend, numbers=numbers, security=security,
-        transport=transport, control=control, log_level=level,
+        transport=transport, control=control, log_level=level, obeys_switch=obeys_switch,
     )
 
 

@@ -78,6 +78,7 @@ def home_agent_settings(config):
         implicit_prefixes=config.mobile_routers if config.implicit_mode else {},
         boot_wait=config.boot_wait,
         take_over=config.take_over,
+        address_takeover=config.address_takeover,
         drain=config.drain_mode,
         drain_preference=0,
         switch_message=config.switch_message,
@@ -94,6 +95,7 @@ def mobile_node_settings(config):
         mobile_router=config.mobile_router,
         prefixes=config.prefixes,
         lifetime=config.lifetime,
+        obeys_switch=config.obeys_switch,
         numbers=config.numbers,
     )
 

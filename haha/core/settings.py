@@ -190,6 +190,11 @@ class HomeAgentSettings:
     #: Whether the first-ranked live home agent takes over a dead peer's mobile nodes from its
     #: copies (PROTOCOL.md 3.6).
     take_over: bool = True
+    #: Address take-over (:mod:`haha.core.addrtakeover`): the home agent that takes over a dead
+    #: peer's nodes also holds its home agent address, so nodes that obey no switch request
+    #: keep working; this home agent holds its own ``address`` itself, after an authenticated
+    #: hand-back from whoever holds it. Every home agent of the prefix must enable it.
+    address_takeover: bool = False
     #: What a draining home agent asks its mobile nodes to do: 'spread' (HASR naming the live
     #: peers in turn, best ranked first), 'best' (HASR naming the best-ranked live peer) or
     #: 'discover' (HASR without a desired home agent: the nodes run DHAAD).
@@ -240,6 +245,10 @@ class HomeAgentSettings:
         _number("biu_window", self.biu_window, 1, 4096, integer=True)
         _number("sync_mtu", self.sync_mtu, 1280, 65535, integer=True)
         _flag("take_over", self.take_over)
+        _flag("address_takeover", self.address_takeover)
+        if self.address_takeover and self.haha_address in (None, self.address):
+            raise SettingsError("address_takeover", "needs a haha_address of its own (the home "
+                                "agent address moves, the signalling address stays)")
         _choice("drain", self.drain, DRAIN_MODES)
         _number("drain_preference", self.drain_preference, 0, 0xFFFF, integer=True)
         _choice("switch_message", self.switch_message, SWITCH_MESSAGES)
@@ -304,6 +313,9 @@ class MobileNodeSettings:
     refresh_fraction: float = 0.95
     #: Send an Alternate Care-of Address option in every Binding Update (deployed nodes do).
     alternate_care_of: bool = True
+    #: Obey switch requests (HASR, RFC 5142 Home Agent Switch). False answers them with a
+    #: Binding Error, status 2 (unrecognised MH type), as the deployed mobile node stacks do.
+    obeys_switch: bool = True
     #: The numbering profile (the HASR's MH type comes from it); carried for the adapter.
     numbers: NumberProfile = DEFAULT_PROFILE
 
@@ -330,5 +342,6 @@ class MobileNodeSettings:
         if self.refresh_fraction >= 1.0:
             raise SettingsError("refresh_fraction", "must be below 1 (refresh before expiry)")
         _flag("alternate_care_of", self.alternate_care_of)
+        _flag("obeys_switch", self.obeys_switch)
         if not isinstance(self.numbers, NumberProfile):
             raise SettingsError("numbers", f"{self.numbers!r} is not a NumberProfile")

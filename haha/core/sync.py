@@ -313,6 +313,21 @@ class Sync:
         self._check_barriers(peer, now, out)
         return True
 
+    def give_back(self, address, bindings, now, out):
+        """Send ``bindings`` to peer ``address`` in BIUs naming it as their primary (address
+        take-over's hand-back: they were served from its address, which it now holds again)."""
+        peer = self.peers.get(address)
+        if peer is None or not bindings:
+            return
+        for b in bindings:
+            hoa = address_int(b.home_address)
+            self._withdraw(peer, hoa)
+            peer.serial += 1
+            bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
+                       units_ceil(b.expires - now), b.prefixes)
+            peer.pending[hoa] = (bce, b.expires, peer.serial, address)
+        self._flush(peer, now, out)
+
     def answer_single(self, address, identifier, binding, now, out):
         """Answer a single BIR with one BIU carrying the request's identifier (draft 5.2)."""
         peer = self.peers.get(address)
