@@ -16,11 +16,13 @@ on-demand keys.
 
 from collections import Counter
 
+from .backends.addresses import hold_address
 from .logging import logger
 
 from .core.effects import (
     AdvertisePrefix,
     Event,
+    HoldAddress,
     InstallRoute,
     ProxyNd,
     RemoveRoute,
@@ -358,6 +360,8 @@ class HomeAgentAdapter(Adapter):
                 b.advertise_prefix(effect.prefix)
             else:
                 b.withdraw_prefix(effect.prefix)
+        elif kind is HoldAddress:
+            hold_address(b, effect, self.home_interface, self.counters)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
