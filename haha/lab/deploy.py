@@ -83,12 +83,15 @@ class NetnsDeployment(DaemonGroup):
     explicit mode registering :data:`MOBILE_NETWORK`. ``dhaad=True`` configures the mobile node
     without any home agent (no ``home-agent``/``home-agents``): it finds them with Dynamic Home
     Agent Address Discovery (RFC 6275 11.4.1) through the Home-Agents anycast address.
-    ``drain_mode`` (``spread``, ``best``, ``discover``) sets the home agents' ``drain-mode``.
+    ``drain_mode`` (``spread``, ``best``, ``discover``) sets the home agents' ``drain-mode``;
+    ``mn_lifetime`` the binding lifetime the node asks for. ``address_takeover``,
+    ``obey_switch`` and ``esp``: see the module docstring.
     """
 
     def __init__(self, topology, directory, lifetime=3, hello_interval=1.0, boot_wait=1.0,
                  mobile_router=False, mobile="mn1", log_level="debug", dhaad=False,
-                 drain_mode=None, address_takeover=False, obey_switch=True, esp=True):
+                 drain_mode=None, address_takeover=False, obey_switch=True, esp=True,
+                 mn_lifetime=60):
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -105,6 +108,7 @@ class NetnsDeployment(DaemonGroup):
         self.address_takeover = address_takeover
         self.obey_switch = obey_switch
         self.esp = esp
+        self.mn_lifetime = mn_lifetime
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
@@ -223,7 +227,8 @@ class NetnsDeployment(DaemonGroup):
             lines.append(f"home-agent = {first.address}")
             if rest:
                 lines.append("home-agents = " + " ".join(h.address for h in rest))
-        lines += [f"care-of-address = {self.care_of}", "interface = eth0", "lifetime = 60"]
+        lines += [f"care-of-address = {self.care_of}", "interface = eth0",
+                  f"lifetime = {self.mn_lifetime}"]
         if not self.obey_switch:
             lines.append("obey-switch = no")
         if self.mobile_router:
