@@ -37,7 +37,7 @@ from .security.sadb import MOBILE_NODE
 from .wire.errors import WireError
 from .wire.icmpv6 import decode_icmpv6, encode_icmpv6
 from .wire.ipv6 import build_packet, parse_packet
-from .wire.mh import decode_mh, encode_mh, mh_type_of
+from .wire.mh import BindingInfoUpdate, decode_mh, encode_mh, mh_type_of
 from .wire.numbers import (
     ICMP6_ROUTER_ADVERT,
     IPPROTO_ESP,
@@ -69,6 +69,8 @@ class Adapter:
     """
 
     role = None
+    #: A :class:`haha.security.takeover.TakeoverKeys` with address take-over and ESP.
+    takeover_keys = None
 
     def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
                  log=None):
@@ -201,6 +203,9 @@ class Adapter:
                 return self._drop("bad-router-advertisement", src=packet.src)
             self.router_advertisement(packet, message)
         self.counters["received." + type(message).__name__] += 1
+        if self.takeover_keys is not None and protected_by is not None \
+                and type(message) is BindingInfoUpdate:
+            self.takeover_keys.learn(message.options)
         inbound = make_inbound(message, packet.src, packet.dst, packet.home_address,
                                packet.routing_address, protected_by)
         self._run(self.machine.receive, inbound, now)
@@ -257,6 +262,10 @@ class Adapter:
 
     def send_mh(self, effect):
         message = effect.message
+        keys = self.takeover_keys
+        if keys is not None and type(message) is BindingInfoUpdate:
+            message = BindingInfoUpdate(message.identifier, message.entries,
+                                        message.options + keys.options(message.entries))
         src_ck = effect.home_address or effect.src
         dst_ck = effect.routing_address or effect.dst
         try:
@@ -272,7 +281,7 @@ class Adapter:
                 self.log.error("refusing to send {name} without ESP: no peer to protect it for",
                                name=type(message).__name__)
                 return
-            data = self.protect(effect.protect, data)
+            data = self.protect(effect.protect, data, effect.src if keys is not None else None)
             if data is None:
                 return
             nh = IPPROTO_ESP
@@ -282,8 +291,10 @@ class Adapter:
         self.counters["sent." + type(message).__name__] += 1
         self.transport.send(packet)
 
-    def protect(self, peer, data):
+    def protect(self, peer, data, local=None):
         try:
+            if local is not None:  # address take-over: the SA of the address sent from
+                return self.sadb.protect(peer, IPPROTO_MH, data, local)
             return self.sadb.protect(peer, IPPROTO_MH, data)
         except SecurityError as e:
             self.counters["send-failed." + e.reason] += 1
@@ -362,6 +373,8 @@ class HomeAgentAdapter(Adapter):
                 b.withdraw_prefix(effect.prefix)
         elif kind is HoldAddress:
             hold_address(b, effect, self.home_interface, self.counters)
+            if self.takeover_keys is not None:
+                self.takeover_keys.apply(effect)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
@@ -392,7 +405,7 @@ class MobileNodeAdapter(Adapter):
             self.keyring.learn(packet.src, packet.payload)
         return super().unprotect(packet)
 
-    def protect(self, peer, data):
+    def protect(self, peer, data, local=None):
         if self.keyring is not None:
             self.keyring.ensure(peer)
         return super().protect(peer, data)

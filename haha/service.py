@@ -132,6 +132,18 @@ def home_agent_sadb(config):
     for peer, key_file in config.security.peer_keys.items():
         secret = _located(key_file, "peer key")
         specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT))
+    for hoa, secret in node_secrets(config).items():
+        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
+    try:
+        return SecurityAssociationDatabase.from_specs(
+            specs, sequence_store=_sequence_store(config))
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+
+
+def node_secrets(config):
+    """``{home address: secret}`` of the mobile nodes a home agent serves with ESP
+    (``[node-keys]`` and ``node-key-dir``)."""
     nodes = dict(config.security.node_keys)
     if config.security.node_key_dir:
         for name in sorted(os.listdir(config.security.node_key_dir)):
@@ -146,14 +158,7 @@ def home_agent_sadb(config):
             if hoa not in nodes:
                 nodes[hoa] = KeyFile(os.path.join(config.security.node_key_dir, name),
                                      (config.path, "security", "node-key-dir", None))
-    for hoa, key_file in nodes.items():
-        secret = _located(key_file, "mobile node key")
-        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
-    try:
-        return SecurityAssociationDatabase.from_specs(
-            specs, sequence_store=_sequence_store(config))
-    except SecurityConfigError as e:
-        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+    return {hoa: _located(key_file, "mobile node key") for hoa, key_file in nodes.items()}
 
 
 def _sequence_store(config):
@@ -375,6 +380,9 @@ class HomeAgentService(MultiService):
             home_interface=config.home_interface,
             ra_listener=discovery if IRouterAdvertisementListener.providedBy(discovery) else None,
         )
+        if config.address_takeover and sadb is not None:
+            from .security.takeover import TakeoverKeys
+            adapter.takeover_keys = TakeoverKeys(sadb, config.address, node_secrets(config))
         return cls(config, machine, adapter, backend, discovery, transport, reactor, sadb)
 
     # -- service ----------------------------------------------------------------------------

@@ -132,6 +132,9 @@ class Sync:
         # a FIFO holds them for O(1); retransmissions and requests go to the heap.
         self._fresh = deque()
         self._budget = settings.sync_mtu - _OVERHEAD
+        # Address take-over adds up to two ESP State options (48 octets each with padding) per
+        # entry on the way out (haha.security.takeover): leave room for them.
+        self._extra = 96 if settings.address_takeover else 0
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -274,7 +277,7 @@ class Sync:
                 bce, expires, s, who = pending[hoa]
                 if who != owner:
                     continue
-                size = entry_size(bce)
+                size = entry_size(bce) + self._extra
                 if bces and size > room:
                     break
                 del pending[hoa]
