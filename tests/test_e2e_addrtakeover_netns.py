@@ -44,8 +44,11 @@ class Pinger(threading.Thread):
     def run(self):
         while not self.done.is_set():
             started = time.monotonic()
-            if ping(self.netns, self.target, attempts=1, interval=INTERVAL):
-                self.answered.append(started)
+            try:
+                if ping(self.netns, self.target, attempts=1, interval=INTERVAL):
+                    self.answered.append(started)
+            except OSError:  # no route for a moment (r's routes follow the daemons)
+                pass
             left = INTERVAL - (time.monotonic() - started)
             if left > 0:
                 time.sleep(left)
