@@ -136,6 +136,7 @@ class HomeAgentConfig:
     control: ControlConfig
     log_level: str
     address_takeover: bool = False
+    hello_misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -352,6 +353,7 @@ def parse_home_agent(parsed, path):
             f"hello-interval {hello:g} s must be shorter than lifetime {lifetime} s, or peers "
             "declare this home agent dead between two HELLOs",
         )
+    misses = ha.get_int("hello-misses", 0, minimum=0, maximum=1000)
     max_life = ha.get_int("max-binding-lifetime", 3600, minimum=4, maximum=262140)
     boot_wait = ha.get_float("boot-wait", min(2 * hello, float(lifetime)), minimum=0, maximum=3600)
     take_over = ha.get_bool("take-over", True)
@@ -430,7 +432,7 @@ def parse_home_agent(parsed, path):
         router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
-        address_takeover=address_takeover,
+        address_takeover=address_takeover, hello_misses=misses,
     )
 
 

@@ -79,6 +79,7 @@ def home_agent_settings(config):
         boot_wait=config.boot_wait,
         take_over=config.take_over,
         address_takeover=config.address_takeover,
+        hello_misses=config.hello_misses,
         drain=config.drain_mode,
         drain_preference=0,
         switch_message=config.switch_message,

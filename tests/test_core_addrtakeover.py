@@ -223,3 +223,20 @@ def test_clean_stop_lets_go_of_every_address():
     net.run_until_true(lambda: HA[0] in has[1].forwarding.held, timeout=30)
     has[1].stop()
     assert has[1].forwarding.held == set()
+
+
+@pytest.mark.parametrize("misses, bound", [(3, 0.31), (0, 1.01)])
+def test_hello_misses_detects_a_dead_peer_after_that_many_intervals(misses, bound):
+    """hello_misses=3 with 0.1 s HELLOs: a silent peer is dead 0.3 s after its last HELLO,
+    though its HA lifetime (1 s, whole seconds on the wire) has not run out; 0 keeps the HA
+    lifetime."""
+    net = Network(seed=2)
+    has = net.add_home_agents(2, ha_lifetime=1, hello_interval=0.1, boot_wait=0.5,
+                              hello_misses=misses)
+    net.run_for(2)
+    net.kill("ha1")
+    killed = net.now
+    net.run_until_true(lambda: has[1].events_named("peer-down"), timeout=5)
+    (down,) = [t for t, e in has[1].events if e.name == "peer-down"]
+    assert down - killed <= bound
+    assert down - killed >= bound - 0.11  # not earlier than the intervals (or the lifetime)

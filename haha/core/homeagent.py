@@ -542,6 +542,11 @@ class HomeAgent:
         result = self.peers.hello(inb.src, hello, now)
         if result == halist.STALE:
             return self._drop(out, "stale-hello", inb, sequence=hello.sequence)
+        if self.settings.hello_misses and result != halist.DELETED:
+            e = self.peers.get(inb.src)
+            if e is not None:  # fast failure detection (settings.hello_misses)
+                e.expires = min(e.expires,
+                                now + self.settings.hello_misses * self.settings.hello_interval)
         self._peer_result(inb.src, result, now, out)
 
     def _peer_result(self, address, result, now, out):

@@ -151,6 +151,11 @@ class HomeAgentSettings:
     #: Seconds between periodic HELLOs (draft 5.4 "MUST periodically send"); a HELLO is also
     #: sent at once when preference, lifetime or draining state change.
     hello_interval: float = 10.0
+    #: Fast failure detection: a peer silent for this many HELLO intervals (this home agent's
+    #: ``hello_interval``; every home agent of the prefix should use the same) is dead, even
+    #: before its HA lifetime runs out (HELLO's lifetime has whole seconds only). 0: the HA
+    #: lifetime alone decides.
+    hello_misses: int = 0
     #: Whether to send HELLOs. Draft 5.4 says HELLO SHOULD NOT be used between home agents on
     #: the same link (they use Router Advertisements); set False there.
     send_hello: bool = True
@@ -225,6 +230,7 @@ class HomeAgentSettings:
         _number("ha_lifetime", self.ha_lifetime, 1, 65535, integer=True)
         _number("hello_interval", self.hello_interval, 0.001, 65535)
         _flag("send_hello", self.send_hello)
+        _number("hello_misses", self.hello_misses, 0, 1000, integer=True)
         _number("max_binding_lifetime", self.max_binding_lifetime, 4, MAX_LIFETIME_UNITS * 4,
                 integer=True)
         _set(self, "peers", _addresses("peers", self.peers))
