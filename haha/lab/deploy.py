@@ -84,14 +84,15 @@ class NetnsDeployment(DaemonGroup):
     without any home agent (no ``home-agent``/``home-agents``): it finds them with Dynamic Home
     Agent Address Discovery (RFC 6275 11.4.1) through the Home-Agents anycast address.
     ``drain_mode`` (``spread``, ``best``, ``discover``) sets the home agents' ``drain-mode``;
-    ``mn_lifetime`` the binding lifetime the node asks for. ``address_takeover``,
+    ``mn_lifetime`` the binding lifetime the node asks for; ``hello_misses`` the home
+    agents' fast failure detection. ``address_takeover``,
     ``obey_switch`` and ``esp``: see the module docstring.
     """
 
     def __init__(self, topology, directory, lifetime=3, hello_interval=1.0, boot_wait=1.0,
                  mobile_router=False, mobile="mn1", log_level="debug", dhaad=False,
                  drain_mode=None, address_takeover=False, obey_switch=True, esp=True,
-                 mn_lifetime=60):
+                 mn_lifetime=60, hello_misses=0):
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -109,6 +110,7 @@ class NetnsDeployment(DaemonGroup):
         self.obey_switch = obey_switch
         self.esp = esp
         self.mn_lifetime = mn_lifetime
+        self.hello_misses = hello_misses
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
@@ -186,6 +188,8 @@ class NetnsDeployment(DaemonGroup):
             lines.append(f"drain-mode = {self.drain_mode}")
         if self.address_takeover:
             lines.append("address-takeover = yes")
+        if self.hello_misses:
+            lines.append(f"hello-misses = {self.hello_misses}")
         interfaces = ["eth0"]
         if kind == "home-link":
             lines.append("home-interface = eth0")
