@@ -79,16 +79,18 @@ def _status(d, name):
 
 
 def measure(directory, make, esp=True, mobile_router=False, lifetime=3, hello_interval=1.0,
-            hello_misses=0, mn_lifetime=12, after=None):
+            hello_misses=0, mn_lifetime=12, dhaad=False, after=None):
     """Run one fail-over in topology ``make`` (a :mod:`haha.lab.topology` function) and return
     ``{"gap": seconds of silence, "detection": seconds configured, "held": seconds from the
-    kill until ha2's control socket shows ha1's address held (polled every 20 ms), ...}``. ``after(d)``, when given, runs
-    after the ping resumed, before everything is torn down (a test's further checks)."""
+    kill until ha2's control socket shows ha1's address held (polled every 20 ms), ...}``.
+    ``dhaad``: the node finds its home agent by DHAAD instead of a configured address. ``after(d)``, when given, runs
+    after the ping resumed, before everything is torn down (a test's further checks), with the
+    node's counters from just before the kill: ``after(d, counters)``."""
     topo = make(n_has=3, n_mns=1)
     d = NetnsDeployment(topo, directory, address_takeover=True, obey_switch=False, esp=esp,
                         mobile_router=mobile_router, mn_lifetime=mn_lifetime,
                         lifetime=lifetime, hello_interval=hello_interval,
-                        hello_misses=hello_misses, boot_wait=max(1.0, 2 * hello_interval))
+                        hello_misses=hello_misses, boot_wait=max(1.0, 2 * hello_interval), dhaad=dhaad)
     detection = hello_misses * hello_interval if hello_misses else lifetime
     router = Router(d)
     pinger = None
@@ -115,7 +117,7 @@ def measure(directory, make, esp=True, mobile_router=False, lifetime=3, hello_in
         pinger = Pinger(topo.ns("cn"), target)
         pinger.start()
         d.wait_for("ping through ha1", lambda: len(pinger.answered) >= 5, timeout=15)
-        acks = d.ask(d.mn.name, "counters").get("received.BindingAck", 0)
+        before = d.ask(d.mn.name, "counters")
         killed = time.monotonic()
         d.kill(first.name)
         d.wait_for("ha1's address held by ha2", lambda: d.holders().get(first.address) is
@@ -128,9 +130,9 @@ def measure(directory, make, esp=True, mobile_router=False, lifetime=3, hello_in
         pinger.join()
         result = {"gap": pinger.gap_around(killed), "detection": detection, "held": held,
                   "configuration": d.configuration, "esp": esp,
-                  "mobile_router": mobile_router, "acks_before": acks}
+                  "mobile_router": mobile_router}
         if after is not None:
-            after(d)
+            after(d, before)
         return result
     finally:
         router.done.set()
