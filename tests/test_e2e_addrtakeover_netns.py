@@ -41,8 +41,8 @@ def node_stayed(d, before):
     assert d.ask(d.mn.name, "status")["home_agent"] == first.address
 
 
-def run_case(tmp_path, make, **kw):
-    r = measure(tmp_path, make, mn_lifetime=MN_LIFETIME, after=node_stayed, **kw)
+def run_case(tmp_path, make, after=node_stayed, **kw):
+    r = measure(tmp_path, make, mn_lifetime=MN_LIFETIME, after=after, **kw)
     print(f"{make.__name__} {kw}: ping interrupted {r['gap']:.2f} s "
           f"(detection {r['detection']:.2f} s)")
     assert r["gap"] <= r["detection"] + 1.0 + INTERVAL, r
@@ -84,3 +84,40 @@ def test_fast_failure_detection_on_the_shared_home_link(tmp_path, require_root):
     """HELLO every 0.1 s, dead after 3 missed: the ping resumes within 0.3 s + 1 s."""
     run_case(tmp_path, topology.shared_home_link, lifetime=1, hello_interval=0.1,
              hello_misses=3)
+
+
+def test_restarted_home_agent_gets_its_address_back_by_hand_back(tmp_path, require_root):
+    """After the take-over ha1 starts again (as systemd would): it first removes the address
+    its killed run left on the home link, holds its address only once ha2 has released it,
+    gets the node's binding back as its primary, and the node's next Binding Update (ESP,
+    continuing past ha2's sequence numbers) is accepted by ha1."""
+
+    def comes_back(d, before):
+        node_stayed(d, before)
+        first, second = d.has[0], d.has[1]
+        run = d.topology.run
+        leftover = run("ha1", ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout
+        assert f"{first.address}/128" in leftover  # what kill -9 left behind
+        d.start(first.name)
+        d.wait_for("ha1 holds its address again", lambda: d.holders().get(first.address) is
+                   first, timeout=30)
+        assert first.address not in [a for a, h in d.holders().items() if h is second]
+        d.wait_for("ha1 primary again", lambda: d.primary_of(d.mn.address).get("ha1") ==
+                   (first.signalling, False), timeout=15)
+        with open(d.node("ha1").logfile) as f:
+            log = f.read()
+        log = log[log.rindex("tun backend started"):]  # the second run only
+        assert "removed a leftover of an earlier run: held address" not in log  # before...
+        assert "removed a leftover of an earlier run: held address" in d.tail("ha1", 400)
+        confirmed = log.index(f"address-handback-confirmed address={first.address} "
+                              f"by={second.signalling}")
+        assert confirmed < log.index(f"holding {first.address}")
+        acks = d.ask(d.mn.name, "counters").get("received.BindingAck", 0)
+        d.wait_for("the node's refresh acknowledged by ha1", lambda: d.ask(
+            d.mn.name, "counters").get("received.BindingAck", 0) > acks,
+            timeout=MN_LIFETIME + 10)
+        (own,) = d.ask(d.mn.name, "bindings")
+        (b,) = [b for b in d.ask("ha1", "bindings") if b["home_address"] == d.mn.address]
+        assert b["sequence"] == own["sequence"] and not b["copy"]
+
+    run_case(tmp_path, topology.shared_home_link, after=comes_back)
