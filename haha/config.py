@@ -373,6 +373,10 @@ def parse_home_agent(parsed, path):
     backend = _plugin(parsed, ha, "backend", "backend", "null", path)
     discovery_sec = get("peers")
     discovery = _plugin(parsed, discovery_sec, "discovery", "discovery", "static", path)
+    if address_takeover and discovery.name == "link":
+        raise ha.error("address-takeover", "address-takeover needs peers known by their HAHA "
+                       "addresses (static, dns): Router Advertisements (discovery = link) "
+                       "name the home agent address, which moves")
     ha.check_unused()
 
     peers = discovery_sec.get_addresses("static")

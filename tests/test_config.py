@@ -268,6 +268,9 @@ def test_address_takeover_and_obey_switch():
     c = ha(BASE.replace("home-interface",
                         "address-takeover = yes\nhaha-address = 2001:db8:f::1\nhome-interface"))
     assert c.address_takeover and home_agent_settings(c).address_takeover
+    e = err(BASE.replace("home-interface", "address-takeover = yes\nhaha-address = "
+                         "2001:db8:f::1\nhome-interface") + "[peers]\ndiscovery = link\n")
+    assert e.key == "address-takeover" and "discovery = link" in e.message
     node = ("[mobile-node]\nhome-address = 2001:db8:1::100\nhome-prefix = 2001:db8:1::/64\n"
             "home-agent = 2001:db8:1::1\ncare-of-address = 2001:db8:99::100\n"
             "[security]\nmode = none\nlab = yes\n")
