@@ -142,8 +142,10 @@ class Event:
 
     Names used by the machines: binding-created, binding-updated, binding-deleted,
     binding-expired, primary-lost, copy-created, copy-deleted, peer-up, peer-down, take-over,
-    switch-requested, drain-started, drain-complete, dropped (with ``reason``), biu-rejected,
-    bulk-sync-complete, state (mobile node transitions), registered, registration-rejected,
+    switch-requested, switch-unsupported, drain-started, drain-complete, dropped (with
+    ``reason``), biu-rejected, bulk-sync-complete, address-taken-over, address-released,
+    address-held, address-handback-requested, address-handback-confirmed,
+    bindings-handed-back, state (mobile node transitions), registered, registration-rejected,
     discovery-failed... Immutable; equal when name and fields are equal.
     """
 
