@@ -198,6 +198,20 @@ def test_binding_error_from_elsewhere_does_not_stop_the_switch_request():
     assert HOA not in ha2._switch and HOA in ha2.takeover.unswitchable
 
 
+def test_binding_error_with_unspecified_home_address_is_matched_by_care_of():
+    """A stack that leaves the Binding Error's Home Address unspecified (and sends no Home
+    Address option) is recognised by its care-of address."""
+    net, has = network()
+    mn = net.add_mobile_node("mn", home_address=HOA, home_agents=[HA[1]], lifetime=60)
+    mn.start(COA)
+    net.run_until_idle(timeout=30)
+    ha2 = has[1].machine
+    ha2.switch(HOA, net.now, HA[2])
+    from haha.core.effects import Inbound
+    ha2.receive(Inbound(BindingError(BE_UNKNOWN_MH_TYPE, A("::")), COA, HA[1]), net.now)
+    assert HOA not in ha2._switch and HOA in ha2.takeover.unswitchable
+
+
 def test_address_takeover_needs_a_signalling_address_of_its_own():
     """The home agent address moves; the signalling address must not."""
     with pytest.raises(SettingsError, match="address_takeover"):

@@ -189,6 +189,16 @@ class AddressTakeover:
         out.append(HoldAddress(self.address, True, self.on_link))
         out.append(Event("address-held", address=self.address))
 
+    @staticmethod
+    def switch_target(switching, cache, care_of):
+        """The home address with an outstanding switch request (``switching``) whose binding
+        in ``cache`` has ``care_of``, or None."""
+        for hoa in switching:
+            b = cache.get(hoa)
+            if b is not None and b.care_of == care_of:
+                return hoa
+        return None
+
     # -- timers ----------------------------------------------------------------------------
 
     def next_deadline(self):

@@ -893,6 +893,9 @@ class HomeAgent:
         # A node that does not know the switch request answers it with status 2 (RFC 6275
         # 9.2): it will never switch, address take-over serves it where it is.
         hoa = inb.home_address or be.home_address
+        if hoa not in self._switch:
+            # Some stacks leave the Home Address field unspecified: the care-of address tells.
+            hoa = self.takeover.switch_target(self._switch, self.cache, inb.src) or hoa
         st = self._switch.get(hoa)
         b = self.cache.get(hoa)
         if be.status != BE_UNKNOWN_MH_TYPE or st is None or b is None or b.primary is not None \
