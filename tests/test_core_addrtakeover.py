@@ -254,3 +254,55 @@ def test_hello_misses_detects_a_dead_peer_after_that_many_intervals(misses, boun
     (down,) = [t for t, e in has[1].events if e.name == "peer-down"]
     assert down - killed <= bound
     assert down - killed >= bound - 0.11  # not earlier than the intervals (or the lifetime)
+
+
+def _holders(has):
+    out = {}
+    for h in has:
+        if h.alive:
+            for a in h.forwarding.held:
+                out.setdefault(a, []).append(h.name)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_kills_and_restarts_never_give_an_address_to_two_live_home_agents(seed):
+    """Chaos: three home agents killed and restarted at random (at least one alive). After
+    every packet and timer, no address is held by two live home agents; once things settle
+    every live home agent holds its own address (a dead one's is held by at most one: see
+    docs/protocol.md section 9 for when nobody knows it); restarted, every home agent holds
+    its own again."""
+    import random
+    rng = random.Random(seed)
+    net, has = network(seed=seed)
+    deployed_node(net, HA[0])
+    t_end = net.now + 200
+    next_event = net.now + rng.uniform(2, 15)
+    changes = 0
+    while net.now < t_end:
+        if net.now >= next_event:
+            alive = [h for h in has if h.alive]
+            dead = [h for h in has if not h.alive]
+            if dead and (len(alive) == 1 or rng.random() < 0.5):
+                net.start(rng.choice(dead).name)
+            else:
+                net.kill(rng.choice(alive).name)
+            changes += 1
+            next_event = net.now + rng.uniform(2, 15)
+        if not net.step():
+            net.now = next_event
+        doubles = {a: n for a, n in _holders(has).items() if len(n) > 1}
+        assert not doubles, (net.now, doubles)
+    assert changes >= 15
+    net.run_for(60)
+    holders = _holders(has)
+    for h in has:
+        if h.alive:
+            assert holders.get(h.address) == [h.name], (h.name, holders)
+        else:
+            assert len(holders.get(h.address, [])) <= 1, (h.name, holders)
+    for h in has:
+        if not h.alive:
+            net.start(h.name)
+    net.run_for(60)
+    assert _holders(has) == {h.address: [h.name] for h in has}

@@ -24,6 +24,12 @@ racing a holder:
    wait, for peers that never showed a HELLO (they cannot be holding it). Requests are
    retransmitted with the BIU back-off, without limit.
 
+A holder's HELLOs name the addresses it holds for others (IP Address options of sub-type 3), so
+that when it dies those move with its own. Whether an address is held by two live home agents is
+checked after every step of random kills and restarts in ``tests/test_core_addrtakeover.py``; an
+address whose owner died before the first-ranked home agent started is not known to it, and
+nobody holds it until the owner returns.
+
 Two more things serve nodes that ignore switch requests: a Binding Error with status 2
 (unrecognised MH type) in answer to a switch request marks the node as not supporting it (no
 more requests: :attr:`AddressTakeover.unswitchable`); and a copy that expires is kept for
@@ -77,6 +83,8 @@ class AddressTakeover:
         self.announced = {}
         #: Address held for a dead peer -> that peer's signalling address.
         self.held = {}
+        #: Peer signalling address -> the addresses it said it holds for others (its HELLOs).
+        self.held_by = {}
         #: Whether this home agent holds its own address.
         self.own = False
         #: Home addresses whose node answered a switch request with Binding Error status 2.
@@ -128,14 +136,35 @@ class AddressTakeover:
         if home_agent is not None and home_agent != self.address:
             self.announced[peer] = home_agent
 
+    def peer_hello(self, peer, hello):
+        """Remember what ``peer``'s HELLO says it holds for others (IP Address options of
+        sub-type 3): if it dies, those move too."""
+        if self.enabled:
+            self.held_by[peer] = tuple(o.address for o in hello.options if type(o) is IpAddress
+                                       and o.subtype == IPADDR_HOME_AGENT)
+
+    def hello_options(self):
+        """IP Address options (sub-type 3) naming the addresses held for dead peers."""
+        return tuple(IpAddress(IPADDR_HOME_AGENT, a, 128) for a in sorted(self.held, key=int))
+
+    def peer_gone(self, peer, out):
+        """``peer`` is dead: it will not confirm a hand-back (whatever it held of ours, its
+        host keeps until its next start reclaims it)."""
+        if self._waiting.pop(peer, None) is not None:
+            self._maybe_hold_own(out)
+
     def take_over(self, dead, live, out):
         """This home agent ranks first after ``dead`` died (``live``: the live peers): hold the
         home agent address of every known peer that is not live. Returns the dead peer's
         address (the bindings taken over are served from it), or None."""
         if not self.enabled:
             return None
-        for peer, address in sorted(self.announced.items(), key=lambda x: int(x[0])):
-            if peer in live or address in self.held:
+        theirs = {a for p, a in self.announced.items() if p in live}
+        wanted = [(a, p) for p, a in self.announced.items() if p not in live]
+        # What dead peers held for others (their last HELLOs) moves with them.
+        wanted += [(a, p) for p, held in self.held_by.items() if p not in live for a in held]
+        for address, peer in sorted(wanted, key=lambda x: (int(x[0]), int(x[1]))):
+            if address in self.held or address in theirs or address == self.address:
                 continue
             self.held[address] = peer
             self.counters["address-taken-over"] += 1

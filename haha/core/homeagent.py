@@ -542,6 +542,7 @@ class HomeAgent:
         result = self.peers.hello(inb.src, hello, now)
         if result == halist.STALE:
             return self._drop(out, "stale-hello", inb, sequence=hello.sequence)
+        self.takeover.peer_hello(inb.src, hello)
         if self.settings.hello_misses and result != halist.DELETED:
             e = self.peers.get(inb.src)
             if e is not None:  # fast failure detection (settings.hello_misses)
@@ -573,7 +574,8 @@ class HomeAgent:
         self._hello_seq = next_sequence(self._hello_seq)
         return HaHello(self._hello_seq, self.preference, lifetime,
                        min(0xFFFF, math.ceil(s.hello_interval)), s.home_prefix.prefixlen,
-                       self.address, tuple(MobileNetworkPrefix(p) for p in s.hello_prefixes))
+                       self.address, tuple(MobileNetworkPrefix(p) for p in s.hello_prefixes)
+                       + self.takeover.hello_options())
 
     def _send_hello(self, address, now, out, lifetime=None):
         if lifetime is None:
@@ -638,6 +640,7 @@ class HomeAgent:
     def _peer_down(self, address, reason, now, out):
         self.sync.drop_peer(address)
         out.append(Event("peer-down", peer=address, reason=reason))
+        self.takeover.peer_gone(address, out)
         if not self.settings.take_over or self.state not in (SERVING, DRAINING):
             return
         ranked = self.ranked()
