@@ -136,3 +136,26 @@ def test_the_adapter_carries_out_hold_address():
     adapter.duty(HoldAddress(DEAD, False, True))
     assert b.held == {HA: None}
     assert adapter.counters["duty.HoldAddress"] == 3
+
+
+def test_netlink_backend_holds_and_reclaims_the_same_way(host, tmp_path):
+    """The netlink backend (the same LinkDuties) holds an address, and its next run after a
+    crash removes it."""
+    from haha.backends.netlink import NetlinkBackend
+    system, nl = host
+    nl.ip6tnl_error = None
+
+    def make():
+        b = NetlinkBackend(transport=_Sender(), netlink=nl, kernel_config=None)
+        b.ownership = Ownership(PREFIX, "eth0", frozenset({HA}), str(tmp_path / "nl.state"))
+        return b
+
+    b = make()
+    b.start()
+    b.hold_address(DEAD, "eth0")
+    assert (IPv6Interface(f"{DEAD}/128"), "eth0") in nl.addresses
+    b.state.release(remove=False)  # kill -9
+    again = make()
+    again.start()
+    assert (IPv6Interface(f"{DEAD}/128"), "eth0") not in nl.addresses
+    assert again.counters["leftovers_removed"] == 1
