@@ -134,3 +134,59 @@ def test_own_address_needs_no_derivation():
     keys = TakeoverKeys(sadb, HA1, {HOA: NODE_SECRET})
     keys.apply(HoldAddress(HA1, True))
     assert keys.counters["sas-derived"] == 0 and not sadb.has_local(HA1, HOA)
+
+
+def test_adapter_adds_esp_state_to_bius_and_learns_it_from_peers():
+    """The home agent adapter appends ESP State options to every BIU it sends (and protects
+    messages sent from a held address with that address's SA); a protected BIU received
+    from a peer teaches its numbers."""
+    from ipaddress import IPv6Network
+
+    from twisted.internet.task import Clock
+
+    from haha.core.effects import Send
+    from haha.core.homeagent import HomeAgent
+    from haha.core.settings import HomeAgentSettings
+    from haha.protocol import HomeAgentAdapter
+    from haha.security.policy import SecurityPolicy
+    from haha.wire.ipv6 import build_packet, parse_packet
+    from haha.wire.mh import BindingAck, decode_mh, encode_mh
+    from haha.wire.numbers import IPPROTO_ESP
+
+    peer = A("2001:db8:f::2")
+    me = A("2001:db8:f::1")
+    peer_secret = bytes(32)
+    sadb = SecurityAssociationDatabase.from_specs(
+        [*derive_pair(NODE_SECRET, HA2, HOA, MOBILE_NODE), *derive_pair(peer_secret, me, peer)])
+    theirs = SecurityAssociationDatabase.from_specs(derive_pair(peer_secret, peer, me))
+    sent = []
+
+    class Transport:
+        def send(self, packet, interface=None):
+            sent.append(packet)
+
+    machine = HomeAgent(HomeAgentSettings(address=HA2, haha_address=me,
+                                          home_prefix=IPv6Network("2001:db8:1::/64"),
+                                          peers=(peer,), address_takeover=True))
+    adapter = HomeAgentAdapter(machine, Transport(), Clock(), machine.settings.numbers,
+                               SecurityPolicy(), sadb)
+    adapter.takeover_keys = TakeoverKeys(sadb, HA2, {HOA: NODE_SECRET})
+    adapter.send_mh(Send(BindingInfoUpdate(9, (entry(),)), me, peer, protect=peer))
+    p = parse_packet(sent[-1])
+    _, _, payload = theirs.unprotect(me, p.payload)
+    biu = decode_mh(payload, me, peer)
+    assert biu.options == (EspState(HOA, HA2, MARGIN, 0),)
+    # Received: learned.
+    adapter.running = True
+    news = encode_mh(BindingInfoUpdate(10, (entry(),), (EspState(HOA, HA1, 777, 55),)),
+                     peer, me)
+    adapter.packet_received(build_packet(peer, me, IPPROTO_ESP,
+                                         theirs.protect(me, IPPROTO_MH, news)))
+    assert adapter.takeover_keys.state[(HOA, HA1)] == (777, 55)
+    # Holding HA1 derives its SAs; a BA sent from HA1 uses them, above 777.
+    adapter.takeover_keys.apply(HoldAddress(HA1, True))
+    adapter.send_mh(Send(BindingAck(0, 7, 10), HA1, COA, routing_address=HOA, protect=HOA))
+    mn = node()
+    p = parse_packet(sent[-1])
+    assert mn.unprotect(HA1, p.payload)[0] == HA1
+    assert int.from_bytes(p.payload[4:8], "big") == 778
