@@ -68,10 +68,13 @@ def test_separate_links_address_moves_as_a_route(tmp_path, require_root, esp):
     run_case(tmp_path, topology.separate_links, esp=esp)
 
 
-def test_node_using_dhaad_on_the_shared_home_link(tmp_path, require_root):
+@pytest.mark.parametrize("make", [topology.shared_home_link, topology.no_home_link,
+                                  topology.separate_links],
+                         ids=["shared-home-link", "no-home-link", "separate-links"])
+def test_node_using_dhaad(tmp_path, require_root, make):
     """A node that found ha1 by DHAAD (no configured home agent): the same, and it sends no
     further DHAAD request after the kill."""
-    run_case(tmp_path, topology.shared_home_link, dhaad=True)
+    run_case(tmp_path, make, dhaad=True)
 
 
 def test_mobile_router_prefix_survives(tmp_path, require_root):
