@@ -10,8 +10,9 @@ and the ping resumes within the failure-detection time (the HA lifetime, or hell
 hello-interval) plus 1 s, without the node ever registering elsewhere: its home agent stays
 ha1's address and it sends no DHAAD request, and its next Binding Update (to ha1's address) is
 accepted by ha2. Shared home link (the address moves with unsolicited NAs), then no home link
-and separate links (the address moves as a /128 route), with and without ESP, a mobile
-router's prefix, and fast failure detection (0.1 s HELLOs, dead after 3 missed).
+and separate links (the address moves as a /128 route), with and without ESP; a node using
+DHAAD in each configuration; a mobile router's prefix; fast failure detection (0.1 s HELLOs,
+dead after 3 missed); and the hand-back to a restarted home agent. About 6 minutes.
 """
 
 import pytest
