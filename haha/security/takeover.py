@@ -4,7 +4,7 @@ A home agent's SA pair with a mobile node is derived from the node's secret and 
 addresses (:func:`haha.security.keys.derive_pair`), and the mobile nodes keep using the pair of
 the address they registered with. So a home agent that holds a dead peer's address X
 (:mod:`haha.core.addrtakeover`) derives the pair (X, node) for every node whose key it has and
-adds it beside its own (:meth:`~haha.security.sadb.SecurityAssociationDatabase.add_local`).
+whose numbers X's owner announced (the nodes it served), and adds it beside its own (:meth:`~haha.security.sadb.SecurityAssociationDatabase.add_local`).
 
 Two numbers make those SAs safe to continue, and the synchronisation carries them: each BIU a
 home agent sends holds, per entry and per SA pair it has with that node, an ESP State option
@@ -83,14 +83,19 @@ class TakeoverKeys:
     # -- holding and releasing an address ----------------------------------------------------
 
     def hold(self, address):
-        """Derive the SA pairs of ``address`` with every node, continuing from the learned
-        numbers. This home agent's own address has its own SAs already."""
+        """Derive the SA pairs of ``address`` with the nodes its owner announced numbers for
+        (the nodes it served: its BIUs carry them), continuing from those numbers. Nodes it
+        never announced get nothing: without the numbers their replay window would drop what
+        this home agent sends. Its own address has its own SAs already."""
         if address == self.address:
             return
-        for hoa, secret in sorted(self.secrets.items(), key=lambda x: int(x[0])):
+        nodes = sorted((hoa for hoa, local in self.state if local == address
+                        and hoa in self.secrets), key=int)
+        for hoa in nodes:
+            secret = self.secrets[hoa]
             if self.sadb.has_local(address, hoa):
                 continue
-            high, top = self.state.get((hoa, address), (0, 0))
+            high, top = self.state[(hoa, address)]
             for spec in _keys.derive_pair(secret, address, hoa, MOBILE_NODE):
                 self.sadb.add_local(spec, address, seq=high, floor=top)
             self._released.pop((hoa, address), None)
