@@ -182,8 +182,9 @@ class AddressTakeover:
 
     def requested(self, peer, identifier, address, out):
         """Peer ``peer`` asks for ``address`` back (an authenticated BIR). Returns the address
-        to release (the caller hands the bindings served from it back first), or None; then
-        :meth:`confirm` answers."""
+        released (the caller hands the bindings served from it back, then :meth:`confirm`
+        answers), None when it was not held here (confirm all the same), or False when the
+        address is not the one ``peer`` announced (dropped, no answer)."""
         if address != self.announced.get(peer, peer):
             self.counters["dropped:handback-not-theirs"] += 1
             out.append(Event("dropped", reason="handback-not-theirs", src=peer,
@@ -202,7 +203,8 @@ class AddressTakeover:
         out.append(Send(bia, self.identity, peer, protect=peer))
 
     def confirmed(self, peer, identifier, address, out):
-        """A hand-back confirmation (authenticated BIA) from ``peer``. True when it was one."""
+        """A hand-back confirmation (authenticated BIA) from ``peer``; one that matches no
+        outstanding request is counted (``handback-unmatched``) and ignored."""
         r = self._waiting.get(peer)
         if r is None or r.identifier != identifier or address != self.address:
             self.counters["handback-unmatched"] += 1
