@@ -21,8 +21,9 @@ racing a holder:
    primary (the requester restores them), then confirms with a BIA carrying the same option; a
    peer that does not hold it confirms at once;
 3. the requester holds its address when every peer has confirmed, or, at the end of the boot
-   wait, for peers that never showed a HELLO (they cannot be holding it). Requests are
-   retransmitted with the BIU back-off, without limit.
+   wait, for peers that never showed a HELLO (they cannot be holding it), or once a peer that
+   has not confirmed is declared dead. Requests are retransmitted with the BIU back-off,
+   without limit.
 
 A holder's HELLOs name the addresses it holds for others (IP Address options of sub-type 3), so
 that when it dies those move with its own. Whether an address is held by two live home agents is
