@@ -306,3 +306,22 @@ def test_random_kills_and_restarts_never_give_an_address_to_two_live_home_agents
             net.start(h.name)
     net.run_for(60)
     assert _holders(has) == {h.address: [h.name] for h in has}
+
+
+def test_a_peer_that_dies_before_confirming_no_longer_holds_up_the_hand_back():
+    """Waiting for two peers: one confirms, the other is declared dead: the home agent holds
+    its own address then (what the dead one's host still held goes at its restart)."""
+    from haha.core.addrtakeover import AddressTakeover
+    from collections import Counter
+    import random
+    s = HomeAgentSettings(address=HA[0], haha_address=SIG[0], home_prefix=PREFIX,
+                          peers=(SIG[1], SIG[2]), address_takeover=True)
+    t = AddressTakeover(s, random.Random(1), Counter())
+    out = []
+    t.start({SIG[1], SIG[2]}, 0.0, out)
+    ident = t._waiting[SIG[1]].identifier
+    out.clear()
+    t.confirmed(SIG[1], ident, HA[0], out)
+    assert not any(type(e) is HoldAddress for e in out) and not t.own
+    t.peer_gone(SIG[2], out)
+    assert HoldAddress(HA[0], True, True) in out and t.own
