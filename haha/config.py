@@ -146,6 +146,8 @@ class HomeAgentConfig:
     log_level: str
     max_candidates: int = 64  # [peers] max-candidates
     switch_rate: float = 4000.0
+    address_takeover: bool = False
+    hello_misses: int = 0
 
 
 @dataclass(frozen=True)
@@ -166,6 +168,7 @@ class MobileNodeConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
+    obeys_switch: bool = True
 
 
 #: The sections each kind of file may have (plugin sections ``backend:*``/``discovery:*`` aside).
@@ -393,9 +396,15 @@ def parse_home_agent(parsed, path):
             f"hello-interval {hello:g} s must be shorter than lifetime {lifetime} s, or peers "
             "declare this home agent dead between two HELLOs",
         )
+    misses = ha.get_int("hello-misses", 0, minimum=0, maximum=1000)
     max_life = ha.get_int("max-binding-lifetime", 3600, minimum=4, maximum=262140)
     boot_wait = ha.get_float("boot-wait", min(2 * hello, float(lifetime)), minimum=0, maximum=3600)
     take_over = ha.get_bool("take-over", True)
+    address_takeover = ha.get_bool("address-takeover", False)
+    if address_takeover and (haha_address is None or haha_address == address):
+        raise ha.error("address-takeover", "address-takeover needs a haha-address of its own: "
+                       "the home agent address moves between home agents, the signalling "
+                       "address stays with the machine")
     drain = ha.get_bool("drain-on-stop", True)
     drain_timeout = ha.get_float("drain-timeout", 10.0, minimum=0, maximum=3600)
     drain_mode = ha.get_str("drain-mode", "spread", choices=DRAIN_MODES)
@@ -408,6 +417,10 @@ def parse_home_agent(parsed, path):
     backend = _plugin(parsed, ha, "backend", "backend", "null", path)
     discovery_sec = get("peers")
     discovery = _plugin(parsed, discovery_sec, "discovery", "discovery", "static", path)
+    if address_takeover and discovery.name == "link":
+        raise ha.error("address-takeover", "address-takeover needs peers known by their HAHA "
+                       "addresses (static, dns): Router Advertisements (discovery = link) "
+                       "name the home agent address, which moves")
     ha.check_unused()
 
     peers = discovery_sec.get_addresses("static")
@@ -468,7 +481,8 @@ def parse_home_agent(parsed, path):
         router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
-        max_candidates=max_candidates,
+        max_candidates=max_candidates, address_takeover=address_takeover,
+        hello_misses=misses,
     )
 
 
@@ -491,6 +505,7 @@ def parse_mobile_node(parsed, path):
     lifetime = mn.get_int("lifetime", 600, minimum=4, maximum=262140)
     mr = mn.get_bool("mobile-router", False)
     prefixes = mn.get_prefixes("prefixes")
+    obeys_switch = mn.get_bool("obey-switch", True)
     if prefixes and not mr:
         raise mn.error("prefixes", "mobile network prefixes need mobile-router = yes")
     backend = _plugin(parsed, mn, "backend", "backend", "null", path)
@@ -504,7 +519,7 @@ def parse_mobile_node(parsed, path):
         path=path, home_address=hoa, home_prefix=prefix, home_agent=ha, home_agents=has,
         care_of_address=coa, interface=interface, lifetime=lifetime, mobile_router=mr,
         prefixes=prefixes, backend=backend, numbers=numbers, security=security,
-        transport=transport, control=control, log_level=level,
+        transport=transport, control=control, log_level=level, obeys_switch=obeys_switch,
     )
 
 

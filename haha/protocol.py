@@ -19,11 +19,13 @@ from collections import Counter
 
 from twisted.logger import LogLevel
 
+from .backends.addresses import hold_address
 from .logging import enabled, logger
 
 from .core.effects import (
     AdvertisePrefix,
     Event,
+    HoldAddress,
     InstallRoute,
     ProxyNd,
     RemoveRoute,
@@ -38,7 +40,7 @@ from .security.sadb import MOBILE_NODE
 from .wire.errors import WireError
 from .wire.icmpv6 import decode_icmpv6, encode_icmpv6
 from .wire.ipv6 import build_packet, parse_packet
-from .wire.mh import decode_mh, encode_mh, mh_type_of
+from .wire.mh import BindingInfoUpdate, decode_mh, encode_mh, mh_type_of
 from .wire.numbers import (
     ICMP6_ROUTER_ADVERT,
     IPPROTO_ESP,
@@ -74,6 +76,8 @@ class Adapter:
     """
 
     role = None
+    #: A :class:`haha.security.takeover.TakeoverKeys` with address take-over and ESP.
+    takeover_keys = None
 
     def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
                  log=None):
@@ -221,6 +225,9 @@ class Adapter:
                 return self._drop("bad-router-advertisement", src=packet.src)
             self.router_advertisement(packet, message)
         self.counters["received." + type(message).__name__] += 1
+        if self.takeover_keys is not None and protected_by is not None \
+                and type(message) is BindingInfoUpdate:
+            self.takeover_keys.learn(message.options)
         for tap in self.message_taps:
             tap("in", message, packet.home_address or packet.src, now)
         inbound = make_inbound(message, packet.src, packet.dst, packet.home_address,
@@ -312,6 +319,10 @@ class Adapter:
         if not self._answer_allowed(effect):
             return
         message = effect.message
+        keys = self.takeover_keys
+        if keys is not None and type(message) is BindingInfoUpdate:
+            message = BindingInfoUpdate(message.identifier, message.entries,
+                                        message.options + keys.options(message.entries))
         src_ck = effect.home_address or effect.src
         dst_ck = effect.routing_address or effect.dst
         try:
@@ -327,7 +338,7 @@ class Adapter:
                 self.log.error("refusing to send {name} without ESP: no peer to protect it for",
                                name=type(message).__name__)
                 return
-            data = self.protect(effect.protect, data)
+            data = self.protect(effect.protect, data, effect.src if keys is not None else None)
             if data is None:
                 return
             nh = IPPROTO_ESP
@@ -339,8 +350,10 @@ class Adapter:
         for tap in self.message_taps:
             tap("out", message, effect.routing_address or effect.dst, self.now())
 
-    def protect(self, peer, data):
+    def protect(self, peer, data, local=None):
         try:
+            if local is not None:  # address take-over: the SA of the address sent from
+                return self.sadb.protect(peer, IPPROTO_MH, data, local)
             return self.sadb.protect(peer, IPPROTO_MH, data)
         except SecurityError as e:
             self.counters["send-failed." + e.reason] += 1
@@ -409,11 +422,11 @@ class HomeAgentAdapter(Adapter):
         self.counters["node-group-derived"] += 1
         return result
 
-    def protect(self, peer, data):
+    def protect(self, peer, data, local=None):
         if self.node_group is not None and self.sadb is not None \
                 and not self.machine.is_known_peer(peer):
             self.node_group.ensure(self.sadb, peer)
-        return super().protect(peer, data)
+        return super().protect(peer, data, local)
 
     def source_known(self, next_header, message_type, packet):
         # Home agents must be known peers; mobile nodes are checked by the core (home prefix).
@@ -446,6 +459,10 @@ class HomeAgentAdapter(Adapter):
                 b.advertise_prefix(effect.prefix)
             else:
                 b.withdraw_prefix(effect.prefix)
+        elif kind is HoldAddress:
+            hold_address(b, effect, self.home_interface, self.counters)
+            if self.takeover_keys is not None:
+                self.takeover_keys.apply(effect)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
@@ -476,7 +493,7 @@ class MobileNodeAdapter(Adapter):
             self.keyring.learn(packet.src, packet.payload)
         return super().unprotect(packet)
 
-    def protect(self, peer, data):
+    def protect(self, peer, data, local=None):
         if self.keyring is not None:
             self.keyring.ensure(peer)
         return super().protect(peer, data)

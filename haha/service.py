@@ -83,6 +83,8 @@ def home_agent_settings(config):
         implicit_prefixes=config.mobile_routers if config.implicit_mode else {},
         boot_wait=config.boot_wait,
         take_over=config.take_over,
+        address_takeover=config.address_takeover,
+        hello_misses=config.hello_misses,
         drain=config.drain_mode,
         drain_preference=0,
         switch_message=config.switch_message,
@@ -100,6 +102,7 @@ def mobile_node_settings(config):
         mobile_router=config.mobile_router,
         prefixes=config.prefixes,
         lifetime=config.lifetime,
+        obeys_switch=config.obeys_switch,
         numbers=config.numbers,
     )
 
@@ -144,6 +147,19 @@ def home_agent_sadb(config):
     for peer, key_file in config.security.peer_keys.items():
         secret = _located(key_file, "peer key")
         specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT, epoch=epoch))
+    for hoa, secret in node_secrets(config).items():
+        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
+    try:
+        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+    db.epoch = epoch  # SIGHUP re-keys peers with it (haha.reload)
+    return db
+
+
+def node_secrets(config):
+    """``{home address: secret}`` of the mobile nodes a home agent serves with ESP
+    (``[node-keys]`` and ``node-key-dir``)."""
     nodes = dict(config.security.node_keys)
     if config.security.node_key_dir:
         for name in sorted(os.listdir(config.security.node_key_dir)):
@@ -158,15 +174,7 @@ def home_agent_sadb(config):
             if hoa not in nodes:
                 nodes[hoa] = KeyFile(os.path.join(config.security.node_key_dir, name),
                                      (config.path, "security", "node-key-dir", None))
-    for hoa, key_file in nodes.items():
-        secret = _located(key_file, "mobile node key")
-        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
-    try:
-        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
-    except SecurityConfigError as e:
-        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
-    db.epoch = epoch  # SIGHUP re-keys peers with it (haha.reload)
-    return db
+    return {hoa: _located(key_file, "mobile node key") for hoa, key_file in nodes.items()}
 
 
 def node_group(config):
@@ -431,6 +439,12 @@ class HomeAgentService(MultiService):
             ra_listener=discovery if IRouterAdvertisementListener.providedBy(discovery) else None,
             node_group=node_group(config),
         )
+        if config.address_takeover and sadb is not None:
+            from .security.takeover import TakeoverKeys
+            from .security.nodegroup import NodeSecrets
+
+            adapter.takeover_keys = TakeoverKeys(
+                sadb, config.address, NodeSecrets(node_secrets(config), adapter.node_group))
         return cls(config, machine, adapter, backend, discovery, transport, reactor, sadb)
 
     # -- service ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from ipaddress import IPv6Address, IPv6Network
 from haha.core.effects import (
     AdvertisePrefix,
     Event,
+    HoldAddress,
     Inbound,
     InstallRoute,
     ProxyNd,
@@ -62,7 +63,8 @@ class ForwardingRecorder:
     """Applies forwarding effects the way a backend would and keeps the result.
 
     ``routes``: home address -> :class:`~haha.core.duties.ForwardingRoute`; ``proxied``: the
-    addresses defended by proxy ND; ``advertised``: prefixes advertised; ``tunnel``: a mobile
+    addresses defended by proxy ND; ``advertised``: prefixes advertised; ``held``: home agent
+    addresses held (address take-over; packets to them reach this node); ``tunnel``: a mobile
     node's :class:`~haha.core.effects.TunnelUp` (or None); ``log``: every effect applied.
     """
 
@@ -70,6 +72,7 @@ class ForwardingRecorder:
         self.routes = {}
         self.proxied = set()
         self.advertised = set()
+        self.held = set()
         self.tunnel = None
         self.log = []
 
@@ -84,6 +87,8 @@ class ForwardingRecorder:
             (self.proxied.add if effect.on else self.proxied.discard)(effect.address)
         elif kind is AdvertisePrefix:
             (self.advertised.add if effect.on else self.advertised.discard)(effect.prefix)
+        elif kind is HoldAddress:
+            (self.held.add if effect.on else self.held.discard)(effect.address)
         elif kind is TunnelUp:
             self.tunnel = effect
         elif kind is TunnelDown:
@@ -97,6 +102,7 @@ class ForwardingRecorder:
         self.routes.clear()
         self.proxied.clear()
         self.advertised.clear()
+        self.held.clear()
         self.tunnel = None
 
 
@@ -157,7 +163,11 @@ class HomeAgentNode(_Node):
         return src
 
     def addresses(self):
-        return {self.machine.address, self.machine.identity}
+        m = self.machine
+        if m.settings.address_takeover:
+            # The home agent address is reached wherever it is held (address take-over).
+            return {m.identity} | self.forwarding.held
+        return {m.address, m.identity}
 
     def snapshot(self):
         return self.machine.snapshot()

@@ -276,3 +276,27 @@ def test_shipped_examples_load(tmp_path):
             kinds.add(load_home_agent(p).configuration)
     assert kinds == {"home-link", "separate-links", "no-home-link", "mobile-node",
                      "mobile-router"}
+
+
+def test_address_takeover_and_obey_switch():
+    """address-takeover is off by default and needs a haha-address of its own (located error
+    otherwise); obey-switch is on by default; both reach the core's settings."""
+    from haha.service import home_agent_settings, mobile_node_settings
+    assert ha(BASE).address_takeover is False
+    e = err(BASE.replace("home-interface", "address-takeover = yes\nhome-interface"))
+    assert (e.section, e.key, e.line) == ("home-agent", "address-takeover", 4)
+    assert "haha-address" in e.message
+    c = ha(BASE.replace("home-interface",
+                        "address-takeover = yes\nhaha-address = 2001:db8:f::1\nhome-interface"))
+    assert c.address_takeover and home_agent_settings(c).address_takeover
+    e = err(BASE.replace("home-interface", "address-takeover = yes\nhaha-address = "
+                         "2001:db8:f::1\nhome-interface") + "[peers]\ndiscovery = link\n")
+    assert e.key == "address-takeover" and "discovery = link" in e.message
+    node = ("[mobile-node]\nhome-address = 2001:db8:1::100\nhome-prefix = 2001:db8:1::/64\n"
+            "home-agent = 2001:db8:1::1\ncare-of-address = 2001:db8:99::100\n"
+            "[security]\nmode = none\nlab = yes\n")
+    assert mobile_node_from_text(node).obeys_switch is True
+    c = mobile_node_from_text(node.replace("[security]", "obey-switch = no\n[security]"))
+    assert c.obeys_switch is False and mobile_node_settings(c).obeys_switch is False
+    e = err(node.replace("[security]", "obey-switch = maybe\n[security]"), node=True)
+    assert e.key == "obey-switch"

@@ -547,3 +547,21 @@ def test_a_deregistration_is_completed_by_the_answer_to_an_earlier_copy():
     msg = BindingAck(0, first, 0, 0, ())
     m.receive(Inbound(msg, HA1, HOA, None, None, HA1), 6.5)
     assert m.state == "home"
+
+
+def test_node_that_does_not_obey_switch_answers_binding_error_2_and_stays():
+    """obeys_switch=False (like deployed stacks): HASR and RFC 5142's switch are answered with
+    a Binding Error, status 2, from the care-of address to the sender; the node keeps its home
+    agent and its tunnel."""
+    from haha.wire.mh import BE_UNKNOWN_MH_TYPE, BindingError
+    m = node(obeys_switch=False)
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.0)
+    for i, inb in enumerate((hasr(HA2),
+                             Inbound(HomeAgentSwitch((HA2,)), HA1, COA, None, HOA, HA1))):
+        out = m.receive(inb, 1.0 + i)
+        e = only(sends(out))
+        assert e.message == BindingError(BE_UNKNOWN_MH_TYPE, HOA)
+        assert (e.src, e.dst, e.protect) == (COA, HA1, None)
+        assert m.state == "registered" and m.home_agent == HA1
+    assert m.counters["switch-refused"] == 2 and m.counters["switch-received"] == 0

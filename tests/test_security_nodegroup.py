@@ -159,3 +159,42 @@ def test_home_agents_with_only_the_group_key_serve_and_take_over_the_node(group_
 
 
 HAS = [IPv6Address(f"2001:db8:1::{i}") for i in (1, 2, 3)]
+
+
+def test_node_secrets_answer_for_the_group_and_list_only_configured_nodes():
+    """NodeSecrets looks a group node's secret up by address (derived), lists only the
+    configured nodes (a group has no member list), and never shows a secret."""
+    from haha.security.nodegroup import NodeSecrets
+
+    group = NodeGroup(GROUP, PREFIX, HA)
+    explicit = {IPv6Address("2001:db8:9::1"): b"\x11" * 32}
+    secrets = NodeSecrets(explicit, group)
+    assert HOA in secrets and secrets[HOA] == keys.derive_node_secret(GROUP, HOA)
+    assert secrets[IPv6Address("2001:db8:9::1")] == b"\x11" * 32
+    assert IPv6Address("2001:db8:2::1") not in secrets
+    with pytest.raises(KeyError):
+        secrets[IPv6Address("2001:db8:2::1")]
+    assert list(secrets) == [IPv6Address("2001:db8:9::1")] and len(secrets) == 1
+    assert "11" * 8 not in repr(secrets) and GROUP.hex() not in repr(secrets)
+
+
+def test_address_take_over_derives_a_group_nodes_pair_with_the_held_address():
+    """A survivor holding a dead peer's address derives that address's pair with a node of
+    the group (whose numbers the dead peer announced), as it would for a configured node."""
+    from haha.security.nodegroup import NodeSecrets
+    from haha.security.takeover import TakeoverKeys
+    from haha.wire.options import EspState
+
+    dead = IPv6Address("2001:db8:1::2")
+    group = NodeGroup(GROUP, PREFIX, HA)
+    sadb = SecurityAssociationDatabase()
+    tk = TakeoverKeys(sadb, HA, NodeSecrets({}, group))
+    tk.learn((EspState(HOA, dead, 500, 40),))
+    tk.hold(dead)
+    assert sadb.has_local(dead, HOA)
+    esp = sadb.protect(HOA, 135, b"\x3b" + bytes(15), dead)
+    secret = keys.derive_node_secret(GROUP, HOA)
+    node = SecurityAssociationDatabase.from_specs(keys.derive_pair(secret, HOA, dead, HOME_AGENT))
+    assert node.unprotect(dead, esp)[0] == dead
+    tk.release(dead)
+    assert not sadb.has_local(dead, HOA)

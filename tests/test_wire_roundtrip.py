@@ -29,7 +29,8 @@ def networks(draw):
 
 
 _KNOWN_OPTIONS = {0, 1, 2, 3, 4, 5, DEFAULT_PROFILE.opt_mnp, DEFAULT_PROFILE.opt_ip_address,
-                  DEFAULT_PROFILE.opt_bce_info, DEFAULT_PROFILE.opt_binding_digest}
+                  DEFAULT_PROFILE.opt_bce_info, DEFAULT_PROFILE.opt_binding_digest,
+                  DEFAULT_PROFILE.opt_esp_state}
 
 plain_options = st.one_of(
     st.builds(O.BindingRefreshAdvice, u16),
@@ -39,6 +40,7 @@ plain_options = st.one_of(
     st.builds(O.MobileNetworkPrefix, networks()),
     st.builds(O.IpAddress, u8, addresses, st.integers(0, 128)),
     st.builds(O.BindingDigest, st.integers(0, (1 << 32) - 1), st.integers(0, (1 << 64) - 1)),
+    st.builds(O.EspState, addresses, addresses, u32, u32),
     st.builds(O.UnknownOption, u8.filter(lambda t: t not in _KNOWN_OPTIONS),
               st.binary(max_size=30)),
 )

@@ -41,6 +41,7 @@ from ipaddress import IPv6Address, IPv6Network
 
 from ..errors import StartupError
 from ..logging import class_logger
+from .addresses import AddressHolding
 from ..wire.icmpv6 import NA_O, NA_R, LinkLayerAddress, NeighborAdvertisement, encode_icmpv6
 from ..wire.ipv6 import build_packet
 from ..wire.numbers import IPPROTO_ICMPV6, ND_OPT_TARGET_LLADDR
@@ -187,7 +188,7 @@ class StateFile:
 ALL_NODES = IPv6Address("ff02::1")
 
 
-class LinkDuties:
+class LinkDuties(AddressHolding):
     """Mixin. The host class provides ``_netlink`` (a netlink seam or None for the real one),
     ``transport``, ``counters``, ``table``, ``prefix_metric``, ``router_flag`` and calls
     :meth:`_init_link_duties`, :meth:`_claim` at start before installing anything, and
@@ -211,6 +212,7 @@ class LinkDuties:
         self._state = None
 
     def _stop_link_duties(self):
+        self._release_held()
         for address, interface in list(self.proxied):
             self.proxy_nd_stop(address, interface)
         for prefix in list(self.prefixes):
@@ -270,6 +272,7 @@ class LinkDuties:
                 else:
                     if old not in scopes:
                         scopes.append(old)
+                    self._reclaim_held(previous.get("held"))
                     for key, value in sysctls.items():
                         self._saved_sysctls.setdefault(key, value)
                     self.log.info("an earlier run (pid {pid}) did not stop cleanly: "
@@ -290,7 +293,8 @@ class LinkDuties:
             return
         try:
             self._state.write({"pid": os.getpid(), "scope": self._scope().to_json(),
-                               "sysctls": dict(self._saved_sysctls)})
+                               "sysctls": dict(self._saved_sysctls),
+                               "held": self._held_json()})
         except OSError as e:
             self.counters["state_errors"] += 1
             self.log.warn("cannot write the kernel state record: {error}", error=str(e))

@@ -45,6 +45,7 @@ class NullBackend:
         self.routes = {}
         self.proxied = set()
         self.prefixes = set()
+        self.held = {}  # address -> interface (None: held as a route)
         self.history = []
         self.running = False
 
@@ -60,6 +61,7 @@ class NullBackend:
         self.routes.clear()
         self.proxied.clear()
         self.prefixes.clear()
+        self.held.clear()
         self.history.append(("stop",))
 
     def install(self, route):
@@ -87,12 +89,23 @@ class NullBackend:
         self.prefixes.discard(prefix)
         self.history.append(("withdraw_prefix", prefix))
 
+    def hold_address(self, address, interface):
+        if not isinstance(address, IPv6Address):
+            raise TypeError(f"{address!r} is not an IPv6Address")
+        self.held[address] = interface
+        self.history.append(("hold_address", address, interface))
+
+    def release_address(self, address, interface=None):
+        self.held.pop(address, None)
+        self.history.append(("release_address", address))
+
     def snapshot(self):
         return {
             "name": self.name,
             "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
             "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
             "prefixes": [str(p) for p in sorted(self.prefixes)],
+            "held": [[str(a), i] for a, i in sorted(self.held.items())],
         }
 
 

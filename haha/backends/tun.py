@@ -318,6 +318,7 @@ class TunBackend(_Base):
             "kernel_routes": sorted(str(n) for n in self._kernel_routes),
             "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
             "prefixes": [str(p) for p in sorted(self.prefixes)],
+            "held": self._held_json(),
             "counters": dict(self.counters),
         }
 

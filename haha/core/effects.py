@@ -8,6 +8,7 @@ records, the *effects*, which the adapter carries out in order:
 - :class:`SendIcmp`: an ICMPv6 message (DHAAD request/reply);
 - :class:`InstallRoute`, :class:`RemoveRoute`, :class:`ProxyNd`, :class:`AdvertisePrefix`: the
   home agent's forwarding duties, mapped one to one onto :class:`haha.interfaces.IForwardingBackend`;
+- :class:`HoldAddress`: take over (or let go of) a home agent address (address take-over);
 - :class:`TunnelUp`, :class:`TunnelDown`: the mobile node's side of its tunnel;
 - :class:`Event`: something worth logging or counting (a binding created, a peer lost...).
 
@@ -105,6 +106,19 @@ class AdvertisePrefix:
 
 
 @dataclass(frozen=True, slots=True)
+class HoldAddress:
+    """Start (``on``) or stop answering for home agent ``address`` (:mod:`haha.core.addrtakeover`):
+    ``on_link`` True, on the shared home link (the address on the home interface, unsolicited
+    Neighbour Advertisements; ``IForwardingBackend.hold_address(address, interface)``); False,
+    as a /128 route for the operator's routing to redistribute
+    (``hold_address(address, None)``). ``release_address`` undoes either."""
+
+    address: object
+    on: bool = True
+    on_link: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class TunnelUp:
     """Mobile node side: carry traffic of ``home_address`` (and a mobile router's ``prefixes``)
     through a bidirectional tunnel between ``care_of`` and ``home_agent``. Replaces any earlier
@@ -128,8 +142,10 @@ class Event:
 
     Names used by the machines: binding-created, binding-updated, binding-deleted,
     binding-expired, primary-lost, copy-created, copy-deleted, peer-up, peer-down, take-over,
-    switch-requested, drain-started, drain-complete, dropped (with ``reason``), biu-rejected,
-    bulk-sync-complete, state (mobile node transitions), registered, registration-rejected,
+    switch-requested, switch-unsupported, drain-started, drain-complete, dropped (with
+    ``reason``), biu-rejected, bulk-sync-complete, address-taken-over, address-released,
+    address-held, address-handback-requested, address-handback-confirmed,
+    bindings-handed-back, state (mobile node transitions), registered, registration-rejected,
     discovery-failed... Immutable; equal when name and fields are equal.
     """
 
@@ -168,5 +184,5 @@ make_inbound = maker(Inbound)
 make_send = maker(Send)
 make_install = maker(InstallRoute)
 
-EFFECT_TYPES = (Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, TunnelUp,
-                TunnelDown, Event)
+EFFECT_TYPES = (Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, HoldAddress,
+                TunnelUp, TunnelDown, Event)

@@ -55,6 +55,7 @@ from haha.wire.options import BindingDigest, MobileNetworkPrefix
 
 from haha.wire.records import maker
 from . import candidates, halist, registration
+from .addrtakeover import AddressTakeover, handback_address
 from .cache import BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
@@ -166,6 +167,7 @@ class HomeAgent:
         self._tomb_queue = deque()
         self._drain_cursor = 0
         self._drain_reported = False
+        self.takeover = AddressTakeover(settings, self.rng, self.counters)
         self._handlers = {
             BindingUpdate: self._on_bu,
             HaHello: self._on_hello,
@@ -175,6 +177,7 @@ class HomeAgent:
             DhaadRequest: self._on_dhaad,
             RouterAdvertisement: self._on_ra,
             UnknownMessage: self._on_unknown,
+            BindingError: self._on_be,
         }
 
     # ======================================================================================
@@ -197,6 +200,9 @@ class HomeAgent:
         out.append(Event("started", state=self.state))
         if self.settings.send_hello:
             self._send_hellos(now, out)
+        self.takeover.start(self._known, now, out)
+        if self.state == SERVING:
+            self.takeover.boot_over(self.peers, out)
         return out
 
     def stop(self, now):
@@ -211,6 +217,7 @@ class HomeAgent:
             self._send_hellos(now, out, lifetime=0)
         if self.settings.advertises_prefix:
             out.append(AdvertisePrefix(self.settings.home_prefix, False))
+        self.takeover.stop(out)
         self.state = STOPPED
         self._next_hello = None
         self._boot_until = None
@@ -388,7 +395,7 @@ class HomeAgent:
         """The absolute time of the next timer, or None."""
         candidates = [self.cache.next_expiry(), self.peers.next_expiry(),
                       self.sync.next_deadline(), self._next_hello, self._boot_until,
-                      self._next_switch()]
+                      self._next_switch(), self.takeover.next_deadline()]
         due = [t for t in candidates if t is not None]
         return min(due) if due else None
 
@@ -406,11 +413,14 @@ class HomeAgent:
             self._boot_until = None
             self.state = SERVING
             out.append(Event("serving", peers=len(self.peers)))
+            self.takeover.boot_over(self.peers, out)
             for address in list(self.sync.peers):
                 self.sync.request(address, None, now, out)
         if self._next_hello is not None and now >= self._next_hello:
             self._send_hellos(now, out)
         self._tick_switches(now, out)
+        if self.takeover.enabled:
+            self.takeover.tick(now, out)
         return out
 
     # ======================================================================================
@@ -551,6 +561,12 @@ class HomeAgent:
         result = self.peers.hello(inb.src, hello, now)
         if result == halist.STALE:
             return self._drop(out, "stale-hello", inb, sequence=hello.sequence)
+        self.takeover.peer_hello(inb.src, hello)
+        if self.settings.hello_misses and result != halist.DELETED:
+            e = self.peers.get(inb.src)
+            if e is not None:  # fast failure detection (settings.hello_misses)
+                e.expires = min(e.expires,
+                                now + self.settings.hello_misses * self.settings.hello_interval)
         self._peer_result(inb.src, result, now, out)
         self._check_digest(inb.src, hello, now, out)
 
@@ -579,6 +595,7 @@ class HomeAgent:
         elif result == halist.NEW:
             self.sync.add_peer(address)
             e = self.peers.get(address)
+            self.takeover.peer_seen(address, e.home_agent)
             out.append(Event("peer-up", peer=address, home_agent=e.home_agent,
                              preference=e.preference, via=e.source))
             if self.settings.send_hello and e.source == "hello":
@@ -596,6 +613,7 @@ class HomeAgent:
             self._peer_down(address, "lifetime-zero", now, out)
         elif result == halist.UPDATED:
             e = self.peers.get(address)
+            self.takeover.peer_seen(address, e.home_agent)
             out.append(Event("peer-changed", peer=address, preference=e.preference,
                              lifetime=e.lifetime))
 
@@ -605,7 +623,8 @@ class HomeAgent:
         return HaHello(self._hello_seq, self.preference, lifetime,
                        min(0xFFFF, math.ceil(s.hello_interval)), s.home_prefix.prefixlen,
                        self.address, tuple(MobileNetworkPrefix(p) for p in s.hello_prefixes)
-                       + (BindingDigest(*self.cache.digest()),))
+                       + (BindingDigest(*self.cache.digest()),)
+                       + self.takeover.hello_options())
 
     def _send_hello(self, address, now, out, lifetime=None):
         if lifetime is None:
@@ -648,18 +667,27 @@ class HomeAgent:
         self.antientropy.forget(address)
         self._untold.add(address)
         out.append(Event("peer-down", peer=address, reason=reason))
+        self.takeover.peer_gone(address, out)
         if not self.settings.take_over or self.state not in (SERVING, DRAINING):
             return
         ranked = self.ranked()
         if not ranked or ranked[0][0] != self.identity:
             return
-        copies = self.cache.copies_of(address)
+        copies = list(self.cache.copies_of(address))
+        local = self.takeover.take_over(address, self.peers, out) or self.address
+        for b in self.takeover.lingering_of(address, now):
+            # A copy that expired before its primary was declared dead (addrtakeover.py).
+            if self.cache.get(b.home_address) is None:
+                self._tombstones.pop(b.home_address, None)
+                copies.append(self.cache.store(b.home_address, b.care_of, b.flags, b.sequence,
+                                               b.lifetime, now + b.lifetime, b.prefixes,
+                                               address, None, now))
         if not copies:
             return
         for b in copies:
             old = duties_of(self.settings, b)
             b = self.cache.store(b.home_address, b.care_of, b.flags, b.sequence, b.lifetime,
-                                 b.expires, b.prefixes, None, self.address, now)
+                                 b.expires, b.prefixes, None, local, now)
             transition(b.home_address, old, duties_of(self.settings, b), out)
             self.sync.publish(b, now, out)
             # A draining home agent still takes over (nobody else would: it may rank first
@@ -723,7 +751,8 @@ class HomeAgent:
             if held is not None:
                 d = distance(bce.sequence, held.sequence)
                 if d < 0 or d == 0 and held.primary != claimant and not (
-                        mine and held.primary is None) and self._loses_tie(claimant, held):
+                        mine and held.primary in (None, sender)) and \
+                        self._loses_tie(claimant, held):
                     status = max(status, BIA_REJECTED_OLDER)
                     self.counters["biu-entry-rejected"] += 1
                     if held.primary is None:
@@ -813,6 +842,10 @@ class HomeAgent:
         if not self._peer_check(inb, out):
             return
         self.counters["bia-received"] += 1
+        if self.takeover.enabled:
+            address = handback_address(bia)
+            if address is not None:
+                return self.takeover.confirmed(inb.src, bia.identifier, address, out)
         o = self.sync.acknowledge(inb.src, bia, now, out)
         if o is None:
             self.counters["bia-unmatched"] += 1
@@ -828,6 +861,10 @@ class HomeAgent:
             return
         self.counters["bir-received"] += 1
         sender = inb.src
+        if self.takeover.enabled:
+            wanted = handback_address(bir)
+            if wanted is not None:
+                return self._hand_back(sender, bir.identifier, wanted, now, out)
         if sender not in self.peers:
             return self._drop(out, "bir-from-dead-peer", inb)
         hoa = bir.home_address
@@ -864,6 +901,46 @@ class HomeAgent:
         out.append(SendIcmp(reply, self.address, inb.src))
         self.counters["dhaad-replied"] += 1
 
+    # -- address take-over (addrtakeover.py) ---------------------------------------------------
+
+    def _hand_back(self, peer, identifier, address, now, out):
+        released = self.takeover.requested(peer, identifier, address, out)
+        if released is False:
+            return
+        if released is not None:
+            # The bindings served from the address go back with it, as BIUs naming the peer.
+            given = []
+            for b in self.cache.primaries():
+                if b.local == released:
+                    old = duties_of(self.settings, b)
+                    self._cancel_switch(b.home_address)
+                    b = self.cache.store(b.home_address, b.care_of, b.flags, b.sequence,
+                                         b.lifetime, b.expires, b.prefixes, peer, None, now, b)
+                    transition(b.home_address, old, duties_of(self.settings, b), out)
+                    self.sync.withdraw(b.home_address, now, out)
+                    given.append(b)
+            self.sync.give_back(peer, given, now, out)
+            out.append(Event("bindings-handed-back", to=peer, count=len(given)))
+            self._check_drained(out)
+        self.takeover.confirm(peer, identifier, address, out)
+
+    def _on_be(self, inb, be, now, out):
+        # A node that does not know the switch request answers it with status 2 (RFC 6275
+        # 9.2): it will never switch, address take-over serves it where it is.
+        hoa = inb.home_address or be.home_address
+        if hoa not in self._switch:
+            # Some stacks leave the Home Address field unspecified: the care-of address tells.
+            hoa = self.takeover.switch_target(self._switch, self.cache, inb.src) or hoa
+        st = self._switch.get(hoa)
+        b = self.cache.get(hoa)
+        if be.status != BE_UNKNOWN_MH_TYPE or st is None or b is None or b.primary is not None \
+                or inb.src not in (b.care_of, hoa):
+            return self._drop(out, "unexpected", inb)
+        self._cancel_switch(hoa)
+        self.takeover.unswitchable.add(hoa)
+        self.counters["switch-unsupported"] += 1
+        out.append(Event("switch-unsupported", home_address=hoa))
+
     # -- anything else -----------------------------------------------------------------------
 
     def _on_unknown(self, inb, msg, now, out):
@@ -881,6 +958,8 @@ class HomeAgent:
     # ======================================================================================
 
     def _expired(self, b, now, out):
+        if b.primary is not None and self.settings.take_over:
+            self.takeover.linger(b, now)
         self._bury(b.home_address, b.sequence, now)
         transition(b.home_address, duties_of(self.settings, b), (None, False), out)
         self._cancel_switch(b.home_address)
@@ -907,6 +986,8 @@ class HomeAgent:
         instead of leaving in one burst that the nodes then answer at once); each request's
         retransmissions back off from its own first transmission, with jitter, so they stay
         spread."""
+        if b.home_address in self.takeover.unswitchable:
+            return
         timeout = self.settings.biu_initial_timeout
         at = max(now, self._switch_slot)
         self._switch_slot = at + 1.0 / self.settings.switch_rate

@@ -45,6 +45,7 @@ from haha.wire.mh import (
     BindingAck,
     BindingError,
     BindingRefreshRequest,
+    BE_UNKNOWN_MH_TYPE,
     BindingUpdate,
     HaSwitchRequest,
     HomeAgentSwitch,
@@ -217,6 +218,12 @@ class MobileNode:
         if kind is BindingAck:
             return self.dispatch(BA, now, inbound=inbound)
         if kind is HaSwitchRequest or kind is HomeAgentSwitch:
+            if not self.settings.obeys_switch:
+                # Like deployed stacks: the message type is unknown to this node (RFC 6275 9.2).
+                self.counters["switch-refused"] += 1
+                be = BindingError(BE_UNKNOWN_MH_TYPE, self.home_address)
+                return [Send(be, self.care_of or self.home_address, inbound.src),
+                        Event("switch-refused", src=inbound.src)]
             return self.dispatch(SWITCH, now, inbound=inbound)
         if kind is DhaadReply:
             return self.dispatch(DHAAD_REPLY, now, inbound=inbound)

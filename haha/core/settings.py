@@ -151,6 +151,11 @@ class HomeAgentSettings:
     #: Seconds between periodic HELLOs (draft 5.4 "MUST periodically send"); a HELLO is also
     #: sent at once when preference, lifetime or draining state change.
     hello_interval: float = 10.0
+    #: Fast failure detection: a peer silent for this many HELLO intervals (this home agent's
+    #: ``hello_interval``; every home agent of the prefix should use the same) is dead, even
+    #: before its HA lifetime runs out (HELLO's lifetime has whole seconds only). 0: the HA
+    #: lifetime alone decides.
+    hello_misses: int = 0
     #: Whether to send HELLOs. Draft 5.4 says HELLO SHOULD NOT be used between home agents on
     #: the same link (they use Router Advertisements); set False there.
     send_hello: bool = True
@@ -193,6 +198,11 @@ class HomeAgentSettings:
     #: Whether the first-ranked live home agent takes over a dead peer's mobile nodes from its
     #: copies (docs/protocol.md 6.6).
     take_over: bool = True
+    #: Address take-over (:mod:`haha.core.addrtakeover`): the home agent that takes over a dead
+    #: peer's nodes also holds its home agent address, so nodes that obey no switch request
+    #: keep working; this home agent holds its own ``address`` itself, after an authenticated
+    #: hand-back from whoever holds it. Every home agent of the prefix must enable it.
+    address_takeover: bool = False
     #: What a draining home agent asks its mobile nodes to do: 'spread' (HASR naming the live
     #: peers in turn, best ranked first), 'best' (HASR naming the best-ranked live peer) or
     #: 'discover' (HASR without a desired home agent: the nodes run DHAAD).
@@ -227,6 +237,7 @@ class HomeAgentSettings:
         _number("hello_interval", self.hello_interval, 0.001, 65535)
         _flag("send_hello", self.send_hello)
         _number("max_candidates", self.max_candidates, 0, 1 << 20, integer=True)
+        _number("hello_misses", self.hello_misses, 0, 1000, integer=True)
         _number("max_binding_lifetime", self.max_binding_lifetime, 4, MAX_LIFETIME_UNITS * 4,
                 integer=True)
         _set(self, "peers", _addresses("peers", self.peers))
@@ -247,6 +258,10 @@ class HomeAgentSettings:
         _number("biu_window", self.biu_window, 1, 4096, integer=True)
         _number("sync_mtu", self.sync_mtu, 1280, 65535, integer=True)
         _flag("take_over", self.take_over)
+        _flag("address_takeover", self.address_takeover)
+        if self.address_takeover and self.haha_address in (None, self.address):
+            raise SettingsError("address_takeover", "needs a haha_address of its own (the home "
+                                "agent address moves, the signalling address stays)")
         _choice("drain", self.drain, DRAIN_MODES)
         _number("drain_preference", self.drain_preference, 0, 0xFFFF, integer=True)
         _choice("switch_message", self.switch_message, SWITCH_MESSAGES)
@@ -312,6 +327,9 @@ class MobileNodeSettings:
     refresh_fraction: float = 0.95
     #: Send an Alternate Care-of Address option in every Binding Update (deployed nodes do).
     alternate_care_of: bool = True
+    #: Obey switch requests (HASR, RFC 5142 Home Agent Switch). False answers them with a
+    #: Binding Error, status 2 (unrecognised MH type), as the deployed mobile node stacks do.
+    obeys_switch: bool = True
     #: The numbering profile (the HASR's MH type comes from it); carried for the adapter.
     numbers: NumberProfile = DEFAULT_PROFILE
 
@@ -338,5 +356,6 @@ class MobileNodeSettings:
         if self.refresh_fraction >= 1.0:
             raise SettingsError("refresh_fraction", "must be below 1 (refresh before expiry)")
         _flag("alternate_care_of", self.alternate_care_of)
+        _flag("obeys_switch", self.obeys_switch)
         if not isinstance(self.numbers, NumberProfile):
             raise SettingsError("numbers", f"{self.numbers!r} is not a NumberProfile")

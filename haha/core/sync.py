@@ -132,6 +132,9 @@ class Sync:
         # a FIFO holds them for O(1); retransmissions and requests go to the heap.
         self._fresh = deque()
         self._budget = settings.sync_mtu - _OVERHEAD
+        # Address take-over adds up to two ESP State options (48 octets each with padding) per
+        # entry on the way out (haha.security.takeover): leave room for them.
+        self._extra = 96 if settings.address_takeover else 0
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -274,7 +277,7 @@ class Sync:
                 bce, expires, s, who = pending[hoa]
                 if who != owner:
                     continue
-                size = entry_size(bce)
+                size = entry_size(bce) + self._extra
                 if bces and size > room:
                     break
                 del pending[hoa]
@@ -312,6 +315,21 @@ class Sync:
         self._flush(peer, now, out)
         self._check_barriers(peer, now, out)
         return True
+
+    def give_back(self, address, bindings, now, out):
+        """Send ``bindings`` to peer ``address`` in BIUs naming it as their primary (address
+        take-over's hand-back: they were served from its address, which it now holds again)."""
+        peer = self.peers.get(address)
+        if peer is None or not bindings:
+            return
+        for b in bindings:
+            hoa = address_int(b.home_address)
+            self._withdraw(peer, hoa)
+            peer.serial += 1
+            bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
+                       units_ceil(b.expires - now), b.prefixes)
+            peer.pending[hoa] = (bce, b.expires, peer.serial, address)
+        self._flush(peer, now, out)
 
     def answer_single(self, address, identifier, binding, now, out):
         """Answer a single BIR with one BIU carrying the request's identifier (draft 5.2)."""

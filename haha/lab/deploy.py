@@ -28,6 +28,15 @@ answer (one next hop or several, equal cost). A daemon killed with ``kill -9`` l
 route behind, so a routing daemon that only redistributed kernel routes would keep attracting
 traffic to it; the stand-in follows the daemons, as a routing session with the daemon (or BFD)
 would.
+
+With ``address_takeover=True`` (:mod:`haha.core.addrtakeover`) the topology's address of each home
+agent becomes its signalling (HAHA) address and the daemon is given a service address
+(:func:`service_address`) that it adds itself and that moves to the survivor when it dies: on the
+shared home link with unsolicited NAs; in the other configurations as a /128 route, which
+:meth:`NetnsDeployment.route_held` points router r at (the stand-in for the routing daemon that
+redistributes the route, as ``route_prefix`` is for the home prefix). ``obey_switch=False``
+makes the mobile node answer switch requests with Binding Error 2, like deployed stacks;
+``esp=False`` runs without ESP (``[security] mode = none``, lab only).
 """
 
 import os
@@ -46,6 +55,12 @@ MOBILE_NETWORK_HOST = IPv6Address("2001:db8:100::1")
 
 KINDS = {"shared-home-link": "home-link", "separate-links": "separate-links",
          "no-home-link": "no-home-link"}
+
+
+def service_address(kind, index):
+    """The moving home agent address of home agent ``index`` (1-based) with address take-over:
+    ``2001:db8:1::a<i>`` on a home link, ``2001:db8:2::a<i>`` without one."""
+    return IPv6Address(f"2001:db8:{2 if kind == 'no-home-link' else 1}::a{index}")
 
 
 class Daemon(Node):
@@ -68,12 +83,16 @@ class NetnsDeployment(DaemonGroup):
     explicit mode registering :data:`MOBILE_NETWORK`. ``dhaad=True`` configures the mobile node
     without any home agent (no ``home-agent``/``home-agents``): it finds them with Dynamic Home
     Agent Address Discovery (RFC 6275 11.4.1) through the Home-Agents anycast address.
-    ``drain_mode`` (``spread``, ``best``, ``discover``) sets the home agents' ``drain-mode``.
+    ``drain_mode`` (``spread``, ``best``, ``discover``) sets the home agents' ``drain-mode``;
+    ``mn_lifetime`` the binding lifetime the node asks for; ``hello_misses`` the home
+    agents' fast failure detection. ``address_takeover``,
+    ``obey_switch`` and ``esp``: see the module docstring.
     """
 
     def __init__(self, topology, directory, lifetime=3, hello_interval=1.0, boot_wait=1.0,
                  mobile_router=False, mobile="mn1", log_level="debug", dhaad=False,
-                 drain_mode=None):
+                 drain_mode=None, address_takeover=False, obey_switch=True, esp=True,
+                 mn_lifetime=60, hello_misses=0):
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -87,12 +106,22 @@ class NetnsDeployment(DaemonGroup):
         self.mobile_router = mobile_router
         self.dhaad = dhaad
         self.drain_mode = drain_mode
+        self.address_takeover = address_takeover
+        self.obey_switch = obey_switch
+        self.esp = esp
+        self.mn_lifetime = mn_lifetime
+        self.hello_misses = hello_misses
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
         names = sorted(topology.info["has"], key=lambda n: int(n[2:]))
-        self.has = [Daemon(n, "haha", IPv6Address(topology.info["has"][n]), self.directory,
-                           topology.ns(n), haha.get(n)) for n in names]
+        if address_takeover:
+            self.has = [Daemon(n, "haha", service_address(kind, int(n[2:])), self.directory,
+                               topology.ns(n), haha.get(n, topology.info["has"][n]))
+                        for n in names]
+        else:
+            self.has = [Daemon(n, "haha", IPv6Address(topology.info["has"][n]), self.directory,
+                               topology.ns(n), haha.get(n)) for n in names]
         self.mn = Daemon("mr1" if mobile_router else "mn1", "haha-mn",
                          ROUTER_HOME_ADDRESS if mobile_router else HOME_ADDRESS,
                          self.directory, topology.ns(mobile))
@@ -157,6 +186,10 @@ class NetnsDeployment(DaemonGroup):
             lines.append(f"haha-address = {ha.signalling}")
         if self.drain_mode is not None:
             lines.append(f"drain-mode = {self.drain_mode}")
+        if self.address_takeover:
+            lines.append("address-takeover = yes")
+        if self.hello_misses:
+            lines.append(f"hello-misses = {self.hello_misses}")
         interfaces = ["eth0"]
         if kind == "home-link":
             lines.append("home-interface = eth0")
@@ -165,7 +198,7 @@ class NetnsDeployment(DaemonGroup):
             lines.append(f"home-interface = {home}")
             interfaces.append(home)
         lines += ["", "[backend:tun]", "device = haha0", "", "[peers]"]
-        if kind == "home-link":
+        if kind == "home-link" and not self.address_takeover:
             # Draft 5.4 / docs/protocol.md 6.8: on one home link the HAs learn each other from
             # Router Advertisements, not from a configured list.
             lines += ["discovery = link", f"authorised = {self.home_prefix}"]
@@ -173,10 +206,13 @@ class NetnsDeployment(DaemonGroup):
             lines.append("static = " + " ".join(h.signalling for h in others))
         if self.mobile_router:
             lines += ["", "[mobile-routers]", f"{self.mn.address} = {MOBILE_NETWORK}"]
-        lines += ["", "[peer-keys]"]
-        lines += [f"{h.signalling} = keys/{min(ha.name, h.name)}-{max(ha.name, h.name)}.key"
-                  for h in others]
-        lines += ["", "[node-keys]", f"{self.mn.address} = keys/mn.key"]
+        if self.esp:
+            lines += ["", "[peer-keys]"]
+            lines += [f"{h.signalling} = keys/{min(ha.name, h.name)}-{max(ha.name, h.name)}.key"
+                      for h in others]
+            lines += ["", "[node-keys]", f"{self.mn.address} = keys/mn.key"]
+        else:
+            lines += ["", "[security]", "mode = none", "lab = yes"]
         lines += ["", "[transport]", "kind = raw", "interfaces = " + ", ".join(interfaces)]
         lines += ["", "[control]", f"socket = unix:{ha.socket}"]
         lines += ["", "[log]", f"level = {self.log_level}", ""]
@@ -195,11 +231,15 @@ class NetnsDeployment(DaemonGroup):
             lines.append(f"home-agent = {first.address}")
             if rest:
                 lines.append("home-agents = " + " ".join(h.address for h in rest))
-        lines += [f"care-of-address = {self.care_of}", "interface = eth0", "lifetime = 60"]
+        lines += [f"care-of-address = {self.care_of}", "interface = eth0",
+                  f"lifetime = {self.mn_lifetime}"]
+        if not self.obey_switch:
+            lines.append("obey-switch = no")
         if self.mobile_router:
             lines += ["mobile-router = yes", f"prefixes = {MOBILE_NETWORK}"]
+        security = ["key = keys/mn.key"] if self.esp else ["mode = none", "lab = yes"]
         lines += ["backend = tun", "", "[backend:tun]", "device = hahamn0", "",
-                  "[security]", "key = keys/mn.key", "",
+                  "[security]", *security, "",
                   "[transport]", "kind = raw", "interfaces = eth0", "",
                   "[control]", f"socket = unix:{self.mn.socket}", "",
                   "[log]", f"level = {self.log_level}", ""]
@@ -241,6 +281,32 @@ class NetnsDeployment(DaemonGroup):
                 argv += ["nexthop", "via", h]
         t.run("r", argv)
         return [ha.name for ha in chosen]
+
+    def holders(self):
+        """{held address: home agent} as the live daemons' backends report it."""
+        out = {}
+        for ha in self.has:
+            snapshot = self.ask(ha.name, "forwarding")
+            for address, _ in (snapshot or {}).get("held", ()):
+                out[address] = ha
+        return out
+
+    def route_held(self):
+        """Without a shared home link: point router r's /128 route for every held service
+        address at the home agent holding it (the stand-in for the routing daemon that
+        redistributes the /128 route; module docstring). Returns ``{address: name}``."""
+        if self.configuration == "home-link":
+            return {}
+        t = self.topology
+        held = self.holders()
+        for ha in self.has:
+            holder = held.get(ha.address)
+            if holder is None:
+                t.run("r", ["ip", "-6", "route", "del", f"{ha.address}/128"], check=False)
+            else:
+                t.run("r", ["ip", "-6", "route", "replace", f"{ha.address}/128", "via",
+                            self._next_hop(holder)])
+        return {a: h.name for a, h in held.items()}
 
     def _next_hop(self, ha):
         """r's next hop towards home agent ``ha``: its address on its transit link."""

@@ -155,6 +155,16 @@ class OutboundSA:
         return head + encrypt(self._salt + head[_IV], payload + _TAILS[next_header][n & 3],
                               head[_AAD])
 
+    def skip_to(self, seq):
+        """Continue after sequence number ``seq`` when it is above the last one sent (another
+        home agent used this SA's keys up to there: address take-over)."""
+        if seq <= self._seq:
+            return
+        seq = min(seq, SEQ_MAX)
+        if seq > self._limit:
+            self._extend(seq)
+        self._seq = seq
+
     def _extend(self, seq):
         if seq > SEQ_MAX:
             raise SecurityError(
@@ -217,6 +227,13 @@ class InboundSA:
     def top(self):
         """The highest authenticated sequence number (0 before the first packet)."""
         return self._top
+
+    def raise_floor(self, floor):
+        """Count every number up to ``floor`` as received (another home agent accepted them
+        with this SA's keys: address take-over). Never lowers the window."""
+        if self._top < floor <= SEQ_MAX:
+            self._top = floor
+            self._bits = self._mask
 
     def open(self, esp):
         """Authenticate and decrypt ``esp``; return ``(next_header, payload, seq)``.

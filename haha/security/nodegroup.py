@@ -13,6 +13,8 @@ so its SPI cannot be guessed either). :meth:`NodeGroup.ensure` derives the pair 
 home agent must write to first (a HASR after a take-over).
 """
 
+from collections.abc import Mapping
+
 from .keys import derive_node_secret, derive_pair
 from .sadb import MOBILE_NODE
 
@@ -34,6 +36,10 @@ class NodeGroup:
     def covers(self, home_address):
         return home_address.version == 6 and home_address in self.prefix \
             and home_address != self.local
+
+    def secret(self, home_address):
+        """The derivation secret of the node at ``home_address`` (it must be covered)."""
+        return derive_node_secret(self._key, home_address)
 
     def pair(self, home_address):
         """The two SaSpecs (outbound, inbound) of the node at ``home_address``."""
@@ -72,3 +78,34 @@ class NodeGroup:
             raise
         self.derived += 1
         return result
+
+
+class NodeSecrets(Mapping):
+    """``{home address: secret}`` of the nodes a home agent serves: the configured ones
+    (``explicit``) and, looked up by address, every node the ``group`` covers (derived on
+    demand). Iterating gives the configured ones only: a group has no list of members."""
+
+    def __init__(self, explicit, group=None):
+        self._explicit = dict(explicit)
+        self._group = group
+
+    def __getitem__(self, home_address):
+        secret = self._explicit.get(home_address)
+        if secret is not None:
+            return secret
+        if self._group is not None and self._group.covers(home_address):
+            return self._group.secret(home_address)
+        raise KeyError(home_address)
+
+    def __contains__(self, home_address):
+        return home_address in self._explicit or (
+            self._group is not None and self._group.covers(home_address))
+
+    def __iter__(self):
+        return iter(self._explicit)
+
+    def __len__(self):
+        return len(self._explicit)
+
+    def __repr__(self):  # never a secret
+        return f"<NodeSecrets {len(self._explicit)} configured, group={self._group!r}>"

@@ -15,6 +15,11 @@ is checked against the home address in that option (``haha.wire.ipv6.Packet.sour
 exactly that); any other packet against its IPv6 source. The care-of address itself is never
 bound to an SA: it changes with every move.
 
+Address take-over (docs/design.md) adds SAs bound to a *local* address as well: a home agent
+holding a dead peer's address uses the dead peer's SA pair with each of its mobile nodes
+(:meth:`SecurityAssociationDatabase.add_local`), so that pair exists beside its own pair with
+the same node. ``protect(peer, ..., local=address)`` picks it; inbound, the SPI does.
+
 Drops are counted by reason in ``counters`` (a dict, every reason present from the start).
 Nothing here logs, and no error, ``repr`` or ``describe()`` output holds key material.
 """
@@ -151,6 +156,8 @@ class SecurityAssociationDatabase:
         self._in = {}  # spi -> (InboundSA, ...): derived SPIs of different peers may collide
         self._in_peer = {}  # peer -> InboundSA
         self._roles = {}  # int(peer) -> role
+        self._out_local = {}  # (int(local), int(peer)) -> OutboundSA (address take-over)
+        self._in_local = {}  # (int(local), int(peer)) -> InboundSA
         self.counters = dict.fromkeys(SADB_REASONS, 0)
         # A peer's first epoch authenticated; a peer's new run authenticated and followed.
         self.counters["epoch-learned"] = self.counters["epoch-switched"] = 0
@@ -233,6 +240,88 @@ class SecurityAssociationDatabase:
                               on_switch=switched, replay_window=window, role=spec.role,
                               sources=spec.sources, advance=advance, save_at=save_at)
 
+    def add_local(self, spec, local, seq=0, floor=0):
+        """Add ``spec`` as an SA of ``local`` (one of this node's addresses other than its
+        own, held for address take-over): outbound ones start after sequence number ``seq``,
+        inbound ones accept only numbers above ``floor``. Not kept in the sequence store (the
+        address is given back or reclaimed at a restart). Raises
+        :class:`SecurityConfigError` and changes nothing when it clashes."""
+        if not isinstance(spec, SaSpec):
+            raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
+        local = _address(local, "local address")
+        key = (local._ip, spec.peer._ip)
+        known = self._roles.get(spec.peer._ip)
+        if known is not None and known != spec.role:
+            raise SecurityConfigError(
+                f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}")
+        if spec.direction == "out":
+            if key in self._out_local:
+                raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA "
+                                          f"from {local}")
+            self._out_local[key] = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer,
+                                              rng=self._rng, seq=seq)
+        else:
+            if key in self._in_local:
+                raise SecurityConfigError(f"peer {spec.peer} already has an inbound SA to "
+                                          f"{local}")
+            same = self._in.get(spec.spi, ())
+            if any(other.peer == spec.peer for other in same):
+                raise SecurityConfigError(f"inbound SPI 0x{spec.spi:08x} of peer {spec.peer} "
+                                          "is already in use")
+            window = self.replay_window if spec.replay_window is None else spec.replay_window
+            sa = InboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, replay_window=window,
+                           role=spec.role, sources=spec.sources, floor=floor)
+            self._in[spec.spi] = same + (sa,)
+            self._in_local[key] = sa
+        self._roles[spec.peer._ip] = spec.role
+
+    def remove_local(self, local):
+        """Forget every SA added with :meth:`add_local` for ``local``."""
+        local = _address(local, "local address")._ip
+        for key in [k for k in self._out_local if k[0] == local]:
+            del self._out_local[key]
+        for key in [k for k in self._in_local if k[0] == local]:
+            gone = self._in_local.pop(key)
+            keep = tuple(sa for sa in self._in[gone.spi] if sa is not gone)
+            if keep:
+                self._in[gone.spi] = keep
+            else:
+                del self._in[gone.spi]
+
+    def has_local(self, local, peer):
+        """Whether an outbound SA of ``local`` towards ``peer`` exists."""
+        return (_key(local), _key(peer)) in self._out_local
+
+    def continue_after(self, peer, outbound, inbound, local=None):
+        """Move the SA pair with ``peer`` (``local``'s, else the own one) past numbers another
+        home agent used with the same keys: outbound after ``outbound``, inbound counting
+        everything up to ``inbound`` as received. Unknown pairs are ignored."""
+        if local is not None:
+            key = (_key(local), _key(peer))
+            sa_out, sa_in = self._out_local.get(key), self._in_local.get(key)
+        else:
+            sa_out = self._out.get(_key(peer))
+            sa_in = self._in_peer.get(_address(peer, "peer"))
+        if sa_out is not None:
+            sa_out.skip_to(outbound)
+        if sa_in is not None:
+            sa_in.raise_floor(inbound)
+
+    def state_of(self, peer):
+        """``[(local, outbound seq, inbound top), ...]`` of every SA pair with ``peer``:
+        ``local`` None for the node's own pair, else the held address (address take-over)."""
+        p = _key(peer)
+        out = []
+        sa_out = self._out.get(p)
+        sa_in = self._in_peer.get(_address(peer, "peer"))
+        if sa_out is not None or sa_in is not None:
+            out.append((None, sa_out.seq if sa_out else 0, sa_in.top if sa_in else 0))
+        for (local, q), sa in self._out_local.items():
+            if q == p:
+                sa_in = self._in_local.get((local, q))
+                out.append((IPv6Address(local), sa.seq, sa_in.top if sa_in else 0))
+        return out
+
     def flush(self):
         """Record every inbound SA's anti-replay top in the sequence store (a clean stop)."""
         if self.sequence_store is not None:
@@ -253,16 +342,21 @@ class SecurityAssociationDatabase:
 
     # -- ISecurityAssociations ------------------------------------------------------------------
 
-    def protect(self, peer, next_header, payload):
-        """ESP bytes (SPI to ICV) carrying ``payload`` on the outbound SA towards ``peer``.
+    def protect(self, peer, next_header, payload, local=None):
+        """ESP bytes (SPI to ICV) carrying ``payload`` on the outbound SA towards ``peer``
+        (the one of ``local`` when there is one: address take-over).
 
         Raises :class:`SecurityError` ``no-sa`` or ``seq-exhausted`` (both counted), and
         ``ValueError`` for a bad next header or an oversized payload.
         """
-        try:
-            sa = self._out[peer._ip]
-        except (KeyError, AttributeError):
-            sa = self._lookup_out(peer)
+        sa = None
+        if local is not None and self._out_local:
+            sa = self._out_local.get((_key(local), _key(peer)))
+        if sa is None:
+            try:
+                sa = self._out[peer._ip]
+            except (KeyError, AttributeError):
+                sa = self._lookup_out(peer)
         try:
             return sa.seal(next_header, payload)
         except SecurityError as e:
@@ -361,6 +455,14 @@ class SecurityAssociationDatabase:
             if isinstance(sa, EpochInboundSA):
                 row["epoch"] = None if sa.epoch is None else f"{sa.epoch:016x}"
             rows.append(row)
+        for (local, peer), sa in self._out_local.items():
+            rows.append({"peer": str(sa.peer), "role": self._roles[peer], "direction": "out",
+                         "local": str(IPv6Address(local)), "spi": f"0x{sa.spi:08x}",
+                         "seq": sa.seq, "remaining": sa.remaining})
+        for (local, _), sa in self._in_local.items():
+            rows.append({"peer": str(sa.peer), "role": sa.role, "direction": "in",
+                         "local": str(IPv6Address(local)), "spi": f"0x{sa.spi:08x}",
+                         "top": sa.top, "received": sa.received, "window": sa.window})
         return rows
 
     def __repr__(self):

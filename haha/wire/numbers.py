@@ -89,10 +89,12 @@ class NumberProfile:
     opt_ip_address: int = 200  # draft 4.2.1 (FMIPv6's IP Address option, new sub-types 3, 4)
     opt_bce_info: int = 201  # draft 4.2.3 (the draft's 0xa collides with an assigned option)
     opt_mnp: int = 6  # RFC 3963 4.3, assigned: the only profile value that may be assigned
-    opt_binding_digest: int = 202  # haha's extension: anti-entropy digest in HELLO (docs/protocol.md)
+    opt_esp_state: int = 202  # haha's extension: ESP state of a node, for address take-over
+    opt_binding_digest: int = 203  # haha's extension: anti-entropy digest in HELLO (docs/protocol.md)
 
     MESSAGE_FIELDS = ("hello", "bir", "biu", "bia", "hasr")
-    OPTION_FIELDS = ("opt_ip_address", "opt_bce_info", "opt_mnp", "opt_binding_digest")
+    OPTION_FIELDS = ("opt_ip_address", "opt_bce_info", "opt_mnp", "opt_esp_state",
+                     "opt_binding_digest")
 
     @classmethod
     def make(cls, **values):

@@ -24,6 +24,7 @@ IPADDR_HOME_ADDRESS = 4
 
 _H = struct.Struct("!H")
 _HH = struct.Struct("!HH")
+_II = struct.Struct("!II")
 _BCE_TAIL = struct.Struct("!HHHBB")
 _BCE_BODY = struct.Struct("!16s16sHHHBB")
 #: A whole BCE Information option (draft 4.2.3): Type | Length 40 | body.
@@ -191,6 +192,26 @@ class BindingDigest:
 
 
 @dataclass(frozen=True, slots=True)
+class EspState:
+    """haha's extension for address take-over (docs/protocol.md): the ESP state of the SA
+    pair between the sender (at its address ``local``) and the mobile node ``home_address``.
+    Home Address 128 | Local Address 128 | Outbound High-Water 32 | Inbound Top 32; alignment
+    8n+6. ``outbound`` is above every sequence number the sender will use on its outbound SA
+    before it sends a new one (the margin is the sender's); ``inbound`` is the highest
+    sequence number it accepted from the node."""
+
+    home_address: IPv6Address
+    local: IPv6Address
+    outbound: int
+    inbound: int
+
+    def wire(self, profile):
+        return ((8, 6, profile.opt_esp_state,
+                 packed(self.home_address) + packed(self.local)
+                 + _II.pack(self.outbound, self.inbound)),)
+
+
+@dataclass(frozen=True, slots=True)
 class UnknownOption:
     """An option this codec does not interpret, kept verbatim. No alignment is assumed."""
 
@@ -201,7 +222,7 @@ class UnknownOption:
         t = self.type
         if t in (OPT_PAD1, OPT_PADN, OPT_BRA, OPT_ALT_COA, OPT_NONCE, OPT_AUTH) or t in (
             profile.opt_mnp, profile.opt_ip_address, profile.opt_bce_info,
-            profile.opt_binding_digest,
+            profile.opt_esp_state, profile.opt_binding_digest,
         ):
             # It would not come back as an UnknownOption: use the option's own class.
             raise ValueError(f"option type {t} is not unknown under profile {profile.name}")
@@ -301,6 +322,7 @@ _MK_IPADDR = maker(IpAddress)
 _MK_BCE = maker(BceInfo)
 _MK_UNKNOWN = maker(UnknownOption)
 _MK_DIGEST = maker(BindingDigest)
+_MK_ESP_STATE = maker(EspState)
 
 
 def _dec_bra(data, off, n, profile):
@@ -346,6 +368,13 @@ def _dec_digest(data, off, n, profile):
     return _MK_DIGEST(*_DIGEST.unpack_from(data, off))
 
 
+def _dec_esp_state(data, off, n, profile):
+    if n != 40:
+        _expect("ESP State", n, 40)
+    return _MK_ESP_STATE(_addr(data, off), _addr(data, off + 16),
+                         *_II.unpack_from(data, off + 32))
+
+
 def _bce(data, off, prefixes):
     flags, seq, life, _count, _ = _BCE_TAIL.unpack_from(data, off + 32)
     return _MK_BCE(_addr(data, off), _addr(data, off + 16), flags, seq, life, prefixes)
@@ -373,6 +402,7 @@ def decoders_for(profile):
     table[profile.opt_ip_address] = _dec_ipaddr
     table[profile.opt_bce_info] = _dec_bce
     table[profile.opt_binding_digest] = _dec_digest
+    table[profile.opt_esp_state] = _dec_esp_state
     return table
 
 

@@ -44,7 +44,8 @@ LLA = bytes.fromhex("020000000001")
 # Default numbering profile haha-00 (docs/protocol.md section 1).
 T_HELLO, T_BIR, T_BIU, T_BIA, T_HASR = 200, 201, 202, 203, 204
 O_IPADDR, O_BCE, O_MNP = 200, 201, 6
-O_DIGEST = 202
+O_DIGEST = 203
+O_ESP_STATE = 202  # haha's own option (docs/protocol.md section 10)
 
 
 def rfc1071(data):
@@ -190,6 +191,15 @@ def opt_digest(v, count, digest):
           f"Binding Digest (haha extension, 8n+2) at {len(v)}: type {O_DIGEST}, length 12")
     v.raw(struct.pack("!I", count), f"  Count = {count}")
     v.raw(struct.pack("!Q", digest), f"  Digest = 0x{digest:016x}")
+
+
+def opt_esp_state(v, hoa, local, outbound, inbound):
+    v.raw(struct.pack("!BB", O_ESP_STATE, 40),
+          f"ESP State option (haha, 8n+6) at {len(v)}: type {O_ESP_STATE}, length 40")
+    v.addr(hoa, "  Home Address")
+    v.addr(local, "  Local Address")
+    v.raw(struct.pack("!II", outbound, inbound),
+          f"  Outbound High-Water {outbound}, Inbound Top {inbound}")
 
 
 def mh_vectors():
@@ -414,6 +424,39 @@ def mh_vectors():
     opt_mnp(v, MNP1)
     padn(v, 2)
     opt_mnp(v, MNP2)
+    mh_finish(v)
+
+    v = mh("mh_biu_esp_state", "Binding Information Update with an entry and its ESP State",
+           ["draft 4.1.3, 4.2.3; docs/protocol.md section 10: ESP State option (8n+6) after "
+            "the entry, for address take-over"],
+           T_BIU, "BIU", "BindingInfoUpdate(identifier=0x2222, entries=("
+           "BceInfo(A('2001:db8:1::100'), A('2001:db8:2::5'), BU_A | BU_H, 10, 100, ()),), "
+           "options=(EspState(A('2001:db8:1::100'), A('2001:db8:1::1'), 356, 99),))", HA, HA2)
+    v.add("!H", 0x2222, "Identifier = 0x2222")
+    padn(v, 0)
+    opt_bce(v, HOA, COA, 0xC000, 10, 100, 0)
+    padn(v, 0)
+    opt_esp_state(v, HOA, HA, 356, 99)
+    mh_finish(v)
+
+    v = mh("mh_bir_handback", "Hand-back request: a BIR naming the requester's home agent "
+           "address", ["draft 4.1.2, 4.2.1 IP Address option sub-type 3 (Home Agent Address); "
+                       "docs/protocol.md section 10"],
+           T_BIR, "BIR", "BindingInfoRequest(identifier=0x3333, "
+           "options=(IpAddress(3, A('2001:db8:1::1'), 128),))", HA2, HA)
+    v.add("!H", 0x3333, "Identifier = 0x3333")
+    padn(v, 2)
+    opt_ipaddr(v, 3, HA)
+    mh_finish(v)
+
+    v = mh("mh_bia_handback", "Hand-back confirmation: a BIA naming the released address",
+           ["draft 4.1.4, 4.2.1 IP Address option sub-type 3; docs/protocol.md section 10"],
+           T_BIA, "BIA", "BindingInfoAck(identifier=0x3333, status=0, "
+           "options=(IpAddress(3, A('2001:db8:1::1'), 128),))", HA, HA2)
+    v.add("!H", 0x3333, "Identifier = 0x3333")
+    v.add("!H", 0, "Status = 0")
+    v.add("!H", 0, "Reserved")
+    opt_ipaddr(v, 3, HA)
     mh_finish(v)
 
     for status, what in ((0, "synchronised"), (129, "rejected: the sender's entry is older "
