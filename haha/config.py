@@ -135,6 +135,13 @@ class HomeAgentConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
+    #: Mobile Network Prefixes announced in HELLO (draft 4.1.1).
+    mobile_network_prefixes: tuple = ()
+
+
+#: At most this many Mobile Network Prefix options in a HELLO (24 octets each: the HELLO stays
+#: well inside the minimum MTU with ESP).
+MAX_HELLO_PREFIXES = 40
 
 
 @dataclass(frozen=True)
@@ -361,6 +368,12 @@ def parse_home_agent(parsed, path):
     mr_support = ha.get_bool("mobile-router-support", True)
     ras = ha.get_bool("router-advertisements", configuration != "no-home-link")
     router_lifetime = ha.get_int("router-lifetime", 0, minimum=0, maximum=9000)
+    mnps = ha.get_prefixes("mobile-network-prefixes")
+    if len(mnps) > MAX_HELLO_PREFIXES:
+        raise ha.error("mobile-network-prefixes",
+                       f"{len(mnps)} prefixes; a HELLO carries at most {MAX_HELLO_PREFIXES}")
+    if len(set(mnps)) != len(mnps):
+        raise ha.error("mobile-network-prefixes", "a prefix is listed twice")
     backend = _plugin(parsed, ha, "backend", "backend", "null", path)
     discovery_sec = get("peers")
     discovery = _plugin(parsed, discovery_sec, "discovery", "discovery", "static", path)
@@ -423,6 +436,7 @@ def parse_home_agent(parsed, path):
         router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
+        mobile_network_prefixes=mnps,
     )
 
 

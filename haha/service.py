@@ -82,6 +82,7 @@ def home_agent_settings(config):
         drain_preference=0,
         switch_message=config.switch_message,
         numbers=config.numbers,
+        hello_prefixes=config.mobile_network_prefixes,
     )
 
 
@@ -487,7 +488,9 @@ class HomeAgentService(MultiService):
         for address, preference in self.machine.ranked():
             if address == self.machine.identity:
                 continue
-            out.append(_json({"address": address, "preference": preference}))
+            e = self.machine.peers.get(address)
+            out.append(_json({"address": address, "preference": preference,
+                              "prefixes": list(e.prefixes) if e is not None else []}))
         return out
 
     def counters(self):
