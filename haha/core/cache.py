@@ -4,12 +4,15 @@ A :class:`Binding` is one entry. ``primary`` is None for a binding this home age
 mobile node's primary home agent, and the signalling address of the primary home agent for a
 copy (a BCC "MUST be marked as BCC", draft 2). Lookups: by home address (a dict) and by Mobile
 Network Prefix, longest match (one dict per prefix length in use). Expiry: a heap of
-``(expires, home address)`` with lazy deletion, so a refresh costs one push and no search;
-stale heap items are skipped when they surface. Entries are ``__slots__`` objects holding the
+``(expires, order, home address)`` with lazy deletion, so a refresh costs one push and no
+search; stale heap items are skipped when they surface. ``order`` (a running count) breaks
+ties, so entries expiring together never compare addresses (``IPv6Address.__lt__`` made mass
+expiry cost seconds at 100,000 bindings). Entries are ``__slots__`` objects holding the
 decoded addresses by reference: about 600 octets per binding all told (``bench/core.py``).
 """
 
 import heapq
+from itertools import count
 
 _ONES = (1 << 128) - 1
 _MASKS = [(_ONES << (128 - n)) & _ONES for n in range(129)]
@@ -60,6 +63,7 @@ class BindingCache:
         self._by_prefix = {}  # prefix length -> {network as int: Binding}
         self._lengths = []  # prefix lengths in use, longest first
         self._heap = []
+        self._order = count()
         self.primary_count = 0
 
     # -- queries ---------------------------------------------------------------------------
@@ -113,7 +117,7 @@ class BindingCache:
                 self._index(b, prefixes)
             if primary is None:
                 self.primary_count += 1
-            heapq.heappush(self._heap, (expires, home_address))
+            heapq.heappush(self._heap, (expires, next(self._order), home_address))
             return b
         if b.prefixes != prefixes:
             if b.prefixes:
@@ -132,7 +136,7 @@ class BindingCache:
         b.touched = touched
         if b.expires != expires:
             b.expires = expires
-            heapq.heappush(self._heap, (expires, home_address))
+            heapq.heappush(self._heap, (expires, next(self._order), home_address))
         return b
 
     def remove(self, home_address):
@@ -150,26 +154,30 @@ class BindingCache:
         heap = self._heap
         by_home = self._by_home
         while heap:
-            t, hoa = heap[0]
+            t, _, hoa = heap[0]
             b = by_home.get(hoa)
             if b is not None and b.expires == t:
                 return t
             heapq.heappop(heap)
         return None
 
-    def pop_expired(self, now):
-        """Remove and return the entries whose lifetime ran out at or before ``now``."""
+    def pop_expired(self, now, limit=None):
+        """Remove and return the entries whose lifetime ran out at or before ``now``, at most
+        ``limit`` of them (the rest stay due: ``next_expiry`` is then already past)."""
         heap = self._heap
         by_home = self._by_home
         out = []
         while heap and heap[0][0] <= now:
-            t, hoa = heapq.heappop(heap)
+            if limit is not None and len(out) >= limit:
+                break
+            t, _, hoa = heapq.heappop(heap)
             b = by_home.get(hoa)
             if b is not None and b.expires == t:
                 self.remove(hoa)
                 out.append(b)
         if len(heap) > 64 and len(heap) > 3 * len(by_home):
-            self._heap = [(b.expires, b.home_address) for b in by_home.values()]
+            order = self._order
+            self._heap = [(b.expires, next(order), b.home_address) for b in by_home.values()]
             heapq.heapify(self._heap)
         return out
 

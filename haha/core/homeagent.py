@@ -23,6 +23,7 @@ from its copies and sends each a HASR naming itself.
 """
 
 import heapq
+import itertools
 import math
 import random
 from collections import Counter, deque
@@ -60,6 +61,7 @@ from .cache import BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
 from .seqnum import distance, next_sequence
+from .slices import Backlog
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
 from .sync import UNSPECIFIED, Sync
 
@@ -141,6 +143,11 @@ class HomeAgent:
         self.cache = BindingCache()
         self.peers = halist.HomeAgentList()
         self.sync = Sync(settings, self.rng, self.counters)
+        # Take-over, bulk answers and sweeps run in slices (haha.core.slices); so do expiry
+        # and switch retransmissions, at most work.size each per tick.
+        self.work = Backlog(counters=self.counters)
+        self.sync.work = self.work
+        self.sync.cache = self.cache
         self.state = CREATED
         self.address = settings.address
         self.identity = settings.signalling_address
@@ -153,7 +160,8 @@ class HomeAgent:
         self._next_hello = None
         self._boot_until = None
         self._switch = {}
-        self._switch_heap = []
+        self._switch_heap = []  # (next_at, order, home address): ties never compare addresses
+        self._switch_order = itertools.count()
         self._tombstones = {}  # home address -> (sequence, until)
         self._tomb_queue = deque()
         self._drain_cursor = 0
@@ -206,6 +214,7 @@ class HomeAgent:
         self.state = STOPPED
         self._next_hello = None
         self._boot_until = None
+        self.work.clear()
         out.append(Event("stopped", primaries=self.cache.primary_count))
         return out
 
@@ -359,7 +368,7 @@ class HomeAgent:
 
     def busy(self):
         """True while synchronisation or switch requests are still outstanding."""
-        return bool(self._switch) or self.sync.busy()
+        return bool(self._switch) or self.sync.busy() or self.work.pending()
 
     # ======================================================================================
     # timers
@@ -369,7 +378,7 @@ class HomeAgent:
         """The absolute time of the next timer, or None."""
         candidates = [self.cache.next_expiry(), self.peers.next_expiry(),
                       self.sync.next_deadline(), self._next_hello, self._boot_until,
-                      self._next_switch()]
+                      self._next_switch(), self.work.next_deadline()]
         due = [t for t in candidates if t is not None]
         return min(due) if due else None
 
@@ -378,7 +387,7 @@ class HomeAgent:
         out = []
         if self.state in (CREATED, STOPPED):
             return out
-        for b in self.cache.pop_expired(now):
+        for b in self.cache.pop_expired(now, self.work.size or None):
             self._expired(b, now, out)
         for e in self.peers.pop_expired(now):
             self._peer_down(e.address, "expired", now, out)
@@ -392,6 +401,8 @@ class HomeAgent:
         if self._next_hello is not None and now >= self._next_hello:
             self._send_hellos(now, out)
         self._tick_switches(now, out)
+        if self.work.pending():
+            self.work.run(now, out)
         return out
 
     # ======================================================================================
@@ -629,7 +640,11 @@ class HomeAgent:
         copies = self.cache.copies_of(address)
         if not copies:
             return
-        for b in copies:
+        taken = [0]
+
+        def take(b, now, out):
+            if self.cache.get(b.home_address) is not b or b.primary != address:
+                return  # refreshed by another primary, or deleted, since the peer died
             old = duties_of(self.settings, b)
             b = self.cache.store(b.home_address, b.care_of, b.flags, b.sequence, b.lifetime,
                                  b.expires, b.prefixes, None, self.address, now)
@@ -639,8 +654,16 @@ class HomeAgent:
             # in its peers' view), then passes the nodes on as its drain says.
             desired = self.address if self.state == SERVING else self._drain_target()
             self._request_switch(b, desired, now, out)
-        self.counters["taken-over"] += len(copies)
-        out.append(Event("take-over", peer=address, count=len(copies)))
+            taken[0] += 1
+
+        def done(now, out):
+            self.counters["taken-over"] += taken[0]
+            out.append(Event("take-over", peer=address, count=taken[0]))
+
+        # In slices (haha.core.slices); dropped if the peer comes back or this HA stops.
+        self.work.add(copies, take, now, out, name="take-over", done=done,
+                      alive=lambda: self.state in (SERVING, DRAINING)
+                      and address not in self.peers)
 
     # -- BIU, BIA, BIR (draft 5.1, 5.2) ----------------------------------------------------
 
@@ -775,11 +798,21 @@ class HomeAgent:
         """A bulk answer from ``peer`` is complete: copies naming it that the answer did not
         refresh are gone at the primary."""
         stale = [b for b in self.cache.copies_of(peer) if b.touched < since]
-        for b in stale:
+        removed = [0]
+
+        def remove(b, now, out):
+            if self.cache.get(b.home_address) is not b or b.primary != peer \
+                    or b.touched >= since:
+                return  # refreshed or taken since the answer ended
             self.cache.remove(b.home_address)
             self._bury(b.home_address, b.sequence, now)
             transition(b.home_address, duties_of(self.settings, b), (None, False), out)
-        out.append(Event("bulk-sync-complete", peer=peer, removed=len(stale)))
+            removed[0] += 1
+
+        def done(now, out):
+            out.append(Event("bulk-sync-complete", peer=peer, removed=removed[0]))
+
+        self.work.add(stale, remove, now, out, name="sweep", done=done)
 
     def _on_bia(self, inb, bia, now, out):
         if not self._peer_check(inb, out):
@@ -869,7 +902,7 @@ class HomeAgent:
         timeout = self.settings.biu_initial_timeout
         st = _SwitchState(desired, b.sequence, timeout, now + timeout)
         self._switch[b.home_address] = st
-        heapq.heappush(self._switch_heap, (st.next_at, b.home_address))
+        heapq.heappush(self._switch_heap, (st.next_at, next(self._switch_order), b.home_address))
         self._send_switch(b, desired, out)
         out.append(Event("switch-requested", home_address=b.home_address, desired=desired))
 
@@ -889,7 +922,7 @@ class HomeAgent:
     def _next_switch(self):
         heap = self._switch_heap
         while heap:
-            t, hoa = heap[0]
+            t, _, hoa = heap[0]
             st = self._switch.get(hoa)
             if st is not None and st.next_at == t:
                 return t
@@ -899,8 +932,10 @@ class HomeAgent:
     def _tick_switches(self, now, out):
         heap = self._switch_heap
         maximum = self.settings.biu_max_timeout
-        while heap and heap[0][0] <= now:
-            t, hoa = heapq.heappop(heap)
+        limit = self.work.size or None  # the rest stay due: the next tick comes at once
+        sent = 0
+        while heap and heap[0][0] <= now and (limit is None or sent < limit):
+            t, _, hoa = heapq.heappop(heap)
             st = self._switch.get(hoa)
             if st is None or st.next_at != t:
                 continue
@@ -915,8 +950,9 @@ class HomeAgent:
             st.tries += 1
             st.timeout = min(st.timeout * 2, maximum)
             st.next_at = now + st.timeout
-            heapq.heappush(heap, (st.next_at, hoa))
+            heapq.heappush(heap, (st.next_at, next(self._switch_order), hoa))
             self._send_switch(b, st.desired, out)
+            sent += 1
             self.counters["switch-retransmitted"] += 1
 
     def _check_drained(self, out):

@@ -47,6 +47,10 @@ from .seqnum import units_ceil
 UNSPECIFIED = IPv6Address(0)
 SINGLE_RETRIES = 3
 
+#: The barrier of a bulk answer still being queued: later than any serial, so no end marker
+#: leaves before the last binding is queued.
+_QUEUEING = float("inf")
+
 # Octets of a BIU outside its BCE options: IPv6 header 40, worst-case ESP (header 8, IV 8,
 # padding 3, trailer 2, ICV 16) 37, Mobility Header with the identifier 8.
 _OVERHEAD = 40 + 37 + 8
@@ -132,6 +136,10 @@ class Sync:
         # a FIFO holds them for O(1); retransmissions and requests go to the heap.
         self._fresh = deque()
         self._budget = settings.sync_mtu - _OVERHEAD
+        #: A haha.core.slices.Backlog to answer bulk requests in slices (None: at once), and
+        #: the binding cache to check queued bindings against; the home agent sets both.
+        self.work = None
+        self.cache = None
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -261,7 +269,8 @@ class Sync:
 
     def _flush(self, peer, now, out):
         """Send pending changes while the window has room, packed up to the MTU; one BIU
-        carries entries of one primary only."""
+        carries consecutive entries of one primary only, so each BIU costs the entries it
+        takes, whatever the backlog (copying the backlog per BIU made a bulk answer O(N^2))."""
         pending = peer.pending
         window = self.settings.biu_window
         while pending and len(peer.outstanding) < window:
@@ -269,20 +278,21 @@ class Sync:
             bces = []
             room = self._budget
             serial = None
-            owner = next(iter(pending.values()))[3]
-            for hoa in list(pending):
-                bce, expires, s, who = pending[hoa]
-                if who != owner:
-                    continue
+            owner = None
+            for hoa, (bce, expires, s, who) in pending.items():
+                if serial is None:
+                    owner = who
+                    serial = s
+                elif who != owner:
+                    break
                 size = entry_size(bce)
                 if bces and size > room:
                     break
-                del pending[hoa]
                 room -= size
                 entries[hoa] = (bce, expires)
                 bces.append(bce)
-                if serial is None:
-                    serial = s
+            for hoa in entries:
+                del pending[hoa]
             ident = self._identifier(peer)
             self._transmit(peer, Outstanding(ident, entries, serial,
                                              self.settings.biu_initial_timeout, 0.0,
@@ -294,24 +304,49 @@ class Sync:
     def answer_bulk(self, address, identifier, bindings, now, out, theirs=()):
         """Answer a bulk BIR from ``address``: queue every primary binding (``bindings``), and
         the copies that name the requester as primary (``theirs``: it restarted and lost
-        them; they go in BIUs naming it, see docs/core.md), then the end marker."""
+        them; they go in BIUs naming it, see docs/core.md), then the end marker.
+
+        With a :attr:`work` backlog the bindings are queued in slices (haha.core.slices): the
+        request counts as being answered from the start (a retransmitted BIR starts nothing
+        new), each binding is checked against :attr:`cache` when its turn comes (one deleted
+        or changed meanwhile has already been sent as it now is), and the end marker waits
+        for the last slice."""
         peer = self.peers.get(address)
         if peer is None or identifier in peer.answering:
             return False
-        for group, owner in ((bindings, None), (theirs, address)):
-            for b in group:
-                hoa = address_int(b.home_address)
-                self._withdraw(peer, hoa)
-                peer.serial += 1
-                bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
-                           units_ceil(b.expires - now), b.prefixes)
-                serial = peer.pending[hoa][2] if hoa in peer.pending else peer.serial
-                peer.pending[hoa] = (bce, b.expires, serial, owner)
+        peer.answering[identifier] = _QUEUEING
+        items = [(b, None) for b in bindings]
+        items.extend((b, address) for b in theirs)
+        if self.work is None:
+            for item in items:
+                self._queue_bulk(peer, item, now)
+            self._close_bulk(peer, identifier, now, out)
+        else:
+            self.work.add(items, lambda item, t, o: self._queue_bulk(peer, item, t), now, out,
+                          alive=lambda: self.peers.get(address) is peer,
+                          done=lambda t, o: self._close_bulk(peer, identifier, t, o),
+                          name="bulk-answer")
+        return True
+
+    def _queue_bulk(self, peer, item, now):
+        b, owner = item
+        cache = self.cache
+        if cache is not None and (cache.get(b.home_address) is not b or b.primary != owner):
+            return  # deleted, or changed hands, since the request: already sent as it is now
+        hoa = address_int(b.home_address)
+        self._withdraw(peer, hoa)
+        peer.serial += 1
+        bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
+                   units_ceil(b.expires - now), b.prefixes)
+        pending = peer.pending
+        serial = pending[hoa][2] if hoa in pending else peer.serial
+        pending[hoa] = (bce, b.expires, serial, owner)
+
+    def _close_bulk(self, peer, identifier, now, out):
         peer.serial += 1
         peer.answering[identifier] = peer.serial
         self._flush(peer, now, out)
         self._check_barriers(peer, now, out)
-        return True
 
     def answer_single(self, address, identifier, binding, now, out):
         """Answer a single BIR with one BIU carrying the request's identifier (draft 5.2)."""
