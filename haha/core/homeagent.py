@@ -387,6 +387,7 @@ class HomeAgent:
         out = []
         if self.state in (CREATED, STOPPED):
             return out
+        sliced = self.work.pending()  # work queued now had its first slice already
         for b in self.cache.pop_expired(now, self.work.size or None):
             self._expired(b, now, out)
         for e in self.peers.pop_expired(now):
@@ -401,7 +402,7 @@ class HomeAgent:
         if self._next_hello is not None and now >= self._next_hello:
             self._send_hellos(now, out)
         self._tick_switches(now, out)
-        if self.work.pending():
+        if sliced:
             self.work.run(now, out)
         return out
 
