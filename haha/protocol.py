@@ -53,7 +53,7 @@ _INFO_EVENTS = frozenset({
     "started", "stopped", "serving", "binding-created", "binding-deleted", "binding-expired",
     "primary-lost", "peer-up", "peer-down", "take-over", "switch-requested", "drain-started",
     "drain-complete", "registered", "registration-rejected", "discovery-failed",
-    "bulk-sync-complete", "deregistered", "switched",
+    "bulk-sync-complete", "deregistered", "switched", "address-conflict",
 })
 
 

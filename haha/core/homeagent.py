@@ -61,6 +61,7 @@ from .cache import BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
 from .seqnum import distance, next_sequence
+from .flapwatch import FlapWatch
 from .slices import Backlog
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
 from .sync import UNSPECIFIED, Sync
@@ -148,6 +149,7 @@ class HomeAgent:
         self.work = Backlog(counters=self.counters)
         self.sync.work = self.work
         self.sync.cache = self.cache
+        self.flaps = FlapWatch(self.counters)  # a home address claimed from two care-ofs
         self.state = CREATED
         self.address = settings.address
         self.identity = settings.signalling_address
@@ -478,6 +480,8 @@ class HomeAgent:
         lifetime = v.lifetime << 2
         expires = now + lifetime
         prefixes = v.prefixes
+        if held is not None and held.care_of != care_of:
+            self.flaps.moved(hoa, held.care_of, care_of, now, out)
         if held is not None and held.primary is None:
             # A refresh or a move of our own primary: duties change only with the tunnel.
             same = held.care_of == care_of and held.prefixes == prefixes and held.local == local

@@ -23,7 +23,7 @@ from collections import deque
 
 #: Items per slice. A take-over item costs the daemon about 0.1-0.2 ms (cache, forwarding,
 #: BIU, HASR under ESP): 128 of them stay well under the 50 ms stall goal (bench/bulk.py).
-SLICE = 128
+SLICE = 32
 
 
 class _Job:
