@@ -36,6 +36,7 @@ from .core.settings import (
     MobileNodeSettings,
 )
 from .inifile import ConfigError, parse_address
+from .leaving import deregister
 from .logging import logger
 from .interfaces import IControllable, IPeerListener, IRouterAdvertisementListener
 from .protocol import HomeAgentAdapter, MobileNodeAdapter
@@ -550,6 +551,7 @@ class MobileNodeService(MultiService):
         self.transport = transport
         self.reactor = reactor
         self.started_at = None
+        self.leaving = False
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "mobile-node", "address": str(config.home_address)})
@@ -579,6 +581,7 @@ class MobileNodeService(MultiService):
         if self.tunnel is not None and hasattr(self.tunnel, "start"):
             self.tunnel.start()
         self.adapter.running = True
+        self.leaving = False
         self.started_at = self.reactor.seconds()
         self.adapter._run(self.machine.start, self.reactor.seconds(),
                           care_of=self.config.care_of_address)
@@ -590,6 +593,12 @@ class MobileNodeService(MultiService):
     @defer.inlineCallbacks
     def stopService(self):  # noqa: N802 - Twisted hook
         yield super().stopService()
+        # Deregister first (bounded wait: haha.leaving), then forget everything.
+        self.leaving = True
+        acknowledged = yield deregister(self.adapter, self.machine, self.reactor)
+        if not acknowledged:
+            log.warn("stopping without an acknowledged deregistration from {ha}",
+                     ha=self.machine.target)
         self.adapter._run(self.machine.stop, self.reactor.seconds())
         self.adapter.running = False
         self.adapter.stop_timer()
@@ -606,7 +615,8 @@ class MobileNodeService(MultiService):
     def _observe(self, event):
         """Back on the home link (deregistered, or given up on it): announce the home address
         with our own link-layer address (RFC 6275 11.5.4), on ``interface``."""
-        if event.name != "state" or event["new"] != MN_HOME or event["old"] == MN_IDLE:
+        if event.name != "state" or event["new"] != MN_HOME or event["old"] == MN_IDLE \
+                or self.leaving:
             return
         announce = getattr(self.tunnel, "announce_home", None)
         if announce is None:
