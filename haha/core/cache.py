@@ -14,6 +14,8 @@ decoded addresses by reference: about 600 octets per binding all told (``bench/c
 import heapq
 from itertools import count
 
+from haha.wire.addresses import address_int
+
 _ONES = (1 << 128) - 1
 _MASKS = [(_ONES << (128 - n)) & _ONES for n in range(129)]
 
@@ -100,7 +102,11 @@ class BindingCache:
         return [b for b in self._by_home.values() if b.primary is None]
 
     def copies_of(self, peer):
-        return [b for b in self._by_home.values() if b.primary == peer]
+        # Compared as integers: IPv6Address.__eq__ (Python code) for each of 100,000 entries
+        # cost tens of milliseconds in one call.
+        key = address_int(peer)
+        return [b for b in self._by_home.values()
+                if b.primary is not None and address_int(b.primary) == key]
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -150,26 +156,32 @@ class BindingCache:
         return b
 
     def next_expiry(self):
-        """The earliest expiry time of an entry, or None."""
+        """The earliest expiry time of an entry, or None; after many removals possibly an
+        earlier time (a stale item, skipped at most 64 per call so no call is long)."""
         heap = self._heap
         by_home = self._by_home
-        while heap:
+        for _ in range(64):  # bounded: past that, a stale top only wakes pop_expired early
+            if not heap:
+                return None
             t, _, hoa = heap[0]
             b = by_home.get(hoa)
             if b is not None and b.expires == t:
                 return t
             heapq.heappop(heap)
-        return None
+        return heap[0][0] if heap else None
 
     def pop_expired(self, now, limit=None):
-        """Remove and return the entries whose lifetime ran out at or before ``now``, at most
-        ``limit`` of them (the rest stay due: ``next_expiry`` is then already past)."""
+        """Remove and return the entries whose lifetime ran out at or before ``now``, looking
+        at most ``limit`` heap items (the rest stay due: ``next_expiry`` is then already
+        past)."""
         heap = self._heap
         by_home = self._by_home
         out = []
+        popped = 0
         while heap and heap[0][0] <= now:
-            if limit is not None and len(out) >= limit:
-                break
+            if limit is not None and popped >= limit:
+                break  # stale items count: each call does at most ``limit`` pops
+            popped += 1
             t, _, hoa = heapq.heappop(heap)
             b = by_home.get(hoa)
             if b is not None and b.expires == t:

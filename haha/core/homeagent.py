@@ -926,13 +926,15 @@ class HomeAgent:
 
     def _next_switch(self):
         heap = self._switch_heap
-        while heap:
+        for _ in range(64):  # bounded: past that, a stale top only wakes _tick_switches early
+            if not heap:
+                return None
             t, _, hoa = heap[0]
             st = self._switch.get(hoa)
             if st is not None and st.next_at == t:
                 return t
             heapq.heappop(heap)
-        return None
+        return heap[0][0] if heap else None
 
     def _tick_switches(self, now, out):
         heap = self._switch_heap
@@ -941,6 +943,7 @@ class HomeAgent:
         sent = 0
         while heap and heap[0][0] <= now and (limit is None or sent < limit):
             t, _, hoa = heapq.heappop(heap)
+            sent += 1  # stale items count too: a mass expiry leaves 100,000 of them
             st = self._switch.get(hoa)
             if st is None or st.next_at != t:
                 continue
@@ -957,7 +960,6 @@ class HomeAgent:
             st.next_at = now + st.timeout
             heapq.heappush(heap, (st.next_at, next(self._switch_order), hoa))
             self._send_switch(b, st.desired, out)
-            sent += 1
             self.counters["switch-retransmitted"] += 1
 
     def _check_drained(self, out):
