@@ -30,11 +30,17 @@ def make(name, loader, service, options):
     try:
         config = loader(options["config"])
         configure(config.log_level)
-        return getattr(__import__("haha.service", fromlist=[service]), service).build(
+        built = getattr(__import__("haha.service", fromlist=[service]), service).build(
             config, reactor)
     except ConfigError as e:
         sys.stderr.write(f"{name}: {e}\n")
         raise SystemExit(2) from None
+    if service == "HomeAgentService":
+        # Full garbage collections stay small however many bindings are held (gcfreeze.py).
+        from .gcfreeze import GcFreezer
+
+        GcFreezer().setServiceParent(built)
+    return built
 
 
 def makeService(options):  # noqa: N802 - twistd hook
