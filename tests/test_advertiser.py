@@ -55,8 +55,8 @@ def test_ras_replace_hello_on_a_shared_link_and_goodbye_is_immediate():
     for s in (ha1, ha2):
         s.startService()
     clock.advance(2.1)  # ha2 missed ha1's first RA (not started yet); the next one is due at 2 s
-    assert ha1.peers() == [{"address": "2001:db8:1::2", "preference": 20}]
-    assert ha2.peers() == [{"address": "2001:db8:1::1", "preference": 10}]
+    assert ha1.peers() == [{"address": "2001:db8:1::2", "preference": 20, "prefixes": []}]
+    assert ha2.peers() == [{"address": "2001:db8:1::1", "preference": 10, "prefixes": []}]
     assert ha1.counters().get("sent.HaHello", 0) == 0
     ras = [q for q in (parse_packet(p) for _, p, _ in hub.log) if q.next_header == 58]
     assert ras and all(p.hop_limit == 255 and str(p.dst) == "ff02::1" for p in ras)
