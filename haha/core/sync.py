@@ -27,7 +27,7 @@ in a heap; both with lazy deletion.
 """
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
 from ipaddress import IPv6Address
 
 from haha.wire.addresses import address_int
@@ -112,8 +112,10 @@ class PeerSync:
         # Bindings are keyed by their home address as an int (cheaper to hash than an address).
         self.outstanding = {}
         self.carrying = {}  # home address -> identifier of the outstanding BIU carrying it
-        # home address -> (BceInfo, expires, serial, owner), in arrival order
-        self.pending = {}
+        # home address -> (BceInfo, expires, serial, owner), in arrival order. An OrderedDict:
+        # entries leave from the front, and a plain dict would make every walk from its start
+        # skip the slots of all entries deleted so far (O(N^2) over a bulk answer).
+        self.pending = OrderedDict()
         self.serial = 0
         self.answering = {}  # bulk request identifier -> barrier serial
         self.requests = {}
