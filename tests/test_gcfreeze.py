@@ -24,7 +24,6 @@ def test_freezes_at_start_and_every_interval():
         f.startService()
         assert f.freezes == 1
         before = gc.get_freeze_count()
-        keep = [object() for _ in range(1000)]  # noqa: F841 - kept alive on purpose
         lists = [[i] for i in range(1000)]  # tracked objects
         clock.advance(1.0)
         assert f.freezes == 2
