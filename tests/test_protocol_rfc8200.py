@@ -65,3 +65,31 @@ def test_reported_silent_and_rate_limited(tmp_path):
     assert counters["parameter-problem-not-sent.rate-limited"] == 100 - sent
     net.run(2)
     assert net.mn.status()["state"] == "registered"
+
+
+def test_group_and_anycast_destinations_are_answered_from_the_home_agent(tmp_path):
+    """To the Home-Agents anycast address (action 11) and to ff02::1 (action 10) the answer
+    leaves from the home agent's own address, never from the group; action 11 to ff02::1 and
+    a misplaced Hop-by-Hop header to ff02::1 get none."""
+    net = Network(tmp_path)
+    net.start()
+    ha = net.has[0]
+    sender = IPv6Address("2001:db8:9::9")
+    group = IPv6Address("ff02::1")
+    for dst, option, answered in ((ha.machine.anycast, 0xDE, True), (group, 0x9E, True),
+                                  (group, 0xDE, False)):
+        ha.adapter.error_budget.tokens = ha.adapter.error_budget.burst
+        start = len(net.hub.log)
+        ha.adapter.packet_received(_packet(sender, dst, option))
+        answers = _answers(net, start)
+        if answered:
+            assert [(a[1], a[2]) for a in answers] == [(HAS[0], sender)]
+        else:
+            assert answers == []
+    hbh = struct.pack("!IHBB", 6 << 28, 24, 60, 64) + sender.packed + group.packed + \
+        bytes((0, 0, 1, 4, 0, 0, 0, 0)) + bytes((135, 0, 1, 4, 0, 0, 0, 0)) + MH
+    start = len(net.hub.log)
+    ha.adapter.packet_received(hbh)
+    assert _answers(net, start) == []
+    assert ha.adapter.counters["dropped.misplaced-hop-by-hop"] == 1
+    assert ha.adapter.counters["parameter-problem-not-sent.multicast-destination"] == 2
