@@ -245,3 +245,27 @@ def test_bulk_answer_carries_every_binding_once(size):
     carried = [b.home_address for m in bius for b in m.entries]
     assert sorted(carried) == [A(BASE + i) for i in range(60)]
     assert bius[-1].identifier == 999 and bius[-1].entries == ()
+
+
+def test_sweep_after_a_bulk_answer_runs_in_slices():
+    """A bulk answer from P2 that refreshes none of 100 old copies: they are removed at most a
+    slice per call, and ``bulk-sync-complete`` reports all 100 after the last slice."""
+    t = Twin(30)
+    t.feed(BindingInfoUpdate(1, tuple(_bce(i) for i in range(100))), P2)
+    assert len(t.ha.cache) == 100
+    t.now = 1.0
+    t.hello(P2, 3600)  # P2 comes up: we ask it for everything (bulk BIR)
+    bir = [e.message for out in t.calls for e in out
+           if type(e) is Send and type(e.message) is BindingInfoRequest][-1]
+    mark = len(t.calls)
+    t.now = 2.0
+    t.feed(BindingInfoUpdate(bir.identifier, ()), P2)  # the end marker: nothing refreshed
+    sizes = [len(t.ha.cache)]
+    while t.ha.work.pending():
+        t.call(t.ha.tick)
+        sizes.append(len(t.ha.cache))
+    complete = [e for out in t.calls[mark:] for e in out
+                if type(e) is Event and e.name == "bulk-sync-complete"]
+    assert [e.fields["removed"] for e in complete] == [100]
+    assert sizes[-1] == 0 and sizes[0] == 70
+    assert all(a - b <= 30 for a, b in zip(sizes, sizes[1:]))
