@@ -20,7 +20,7 @@ Cases (one JSON object on stdout, see ARCHITECTURE.md "Tests, in tiers"):
   acknowledged. Baseline ``bce_floor``: building the same N BCE Information options and
   nothing else. Goal: under 10 s at N = 1,000,000 (``n`` says what was run).
 
-``--quick`` uses N = 20,000 for the stalls and 100,000 for the core answer (under 30 s); the
+``--quick`` uses N = 5,000 for the stalls and 100,000 for the core answer (under 30 s); the
 full run uses 100,000 and 1,000,000 (about 1 GB of memory for the latter).
 """
 
@@ -298,7 +298,7 @@ def main(argv=None):
     ap.add_argument("--stall-n", type=int, default=None, help="bindings for the stall cases")
     ap.add_argument("--core-n", type=int, default=None, help="bindings for the core answer")
     args = ap.parse_args(argv)
-    stall_n = args.stall_n or (20_000 if args.quick else 100_000)
+    stall_n = args.stall_n or (5_000 if args.quick else 100_000)
     core_n = args.core_n or (100_000 if args.quick else 1_000_000)
     results = []
 
