@@ -87,3 +87,26 @@ def test_alarms_for_many_home_addresses_are_capped_and_memory_bounded():
     for k in range(flapwatch.TRACKED + 100):
         w.moved(A(int(HOA) + 1000 + k), COA1, COA2, 2.0, out)
     assert len(w) == flapwatch.TRACKED
+
+
+def test_claims_at_two_home_agents_are_seen_through_the_copies():
+    """One node registers here from COA1, the other at peer P2 from COA2 (its BIUs update our
+    copy): the alternation between our registrations and P2's copies raises the alarm too."""
+    from haha.wire.mh import BindingInfoUpdate, HaHello
+    from haha.wire.options import BceInfo
+    p2 = A("2001:db8:1::2")
+    s = HomeAgentSettings(address=ME, home_prefix=N("2001:db8:1::/64"), boot_wait=0,
+                          peers=(p2,))
+    ha = HomeAgent(s, random.Random(1))
+    ha.start(0.0)
+    ha.receive(Inbound(HaHello(1, 0, 3600, 10, 64, p2), p2, ME, None, None, p2), 0.0)
+    out = []
+    seq = 1
+    for i in range(5):
+        out += _bu(ha, seq, COA1, 60.0 * i)
+        seq += 1
+        biu = BindingInfoUpdate(i + 1, (BceInfo(HOA, COA2, BU_H | BU_A, seq, 25, ()),))
+        out += ha.receive(Inbound(biu, p2, ME, None, None, p2), 60.0 * i + 30)
+        seq += 1
+    assert len(_alarms(out)) == 1
+    assert ha.counters["care-of-flips"] >= flapwatch.FLIPS

@@ -5,7 +5,8 @@ binding to the other's care-of address, both nodes see their BAs and report "reg
 traffic goes to whichever refreshed last. Nothing in RFC 6275 forbids a node to move back and
 forth, so this is no reason to refuse a registration, but it is one to tell the operator.
 
-:class:`FlapWatch` is told each care-of change of a binding (``moved``). A change back to the
+:class:`FlapWatch` is told each care-of change of a binding (``moved``), whether a registration
+here or a peer's BIU made it (the two nodes may register with different home agents). A change back to the
 care-of address the binding had before the last change, less than :data:`WINDOW` seconds after
 that change, is a *flip* (counted as ``care-of-flips``). :data:`FLIPS` flips in a row raise the
 alarm: an ``address-conflict`` event naming the home address and both care-of addresses, at most

@@ -757,6 +757,9 @@ class HomeAgent:
                     out.append(Event("binding-restored", home_address=hoa, by=sender))
                     self.sync.publish(b, now, out)
                 continue
+            if held is not None and held.care_of != bce.care_of_address:
+                # the node registered elsewhere from another care-of: may be a conflict too
+                self.flaps.moved(hoa, held.care_of, bce.care_of_address, now, out)
             b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
                             now + lifetime, bce.prefixes, claimant, None, now, held)
             transition(hoa, old, duties_of(settings, b), out)
