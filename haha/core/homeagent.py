@@ -390,8 +390,12 @@ class HomeAgent:
         if self.state in (CREATED, STOPPED):
             return out
         sliced = self.work.pending()  # work queued now had its first slice already
-        for b in self.cache.pop_expired(now, self.work.size or None):
-            self._expired(b, now, out)
+        expired = self.cache.pop_expired(now, self.work.size or None)
+        batch = len(expired) > 1  # a mass expiry: deletions leave packed, not one BIU each
+        for b in expired:
+            self._expired(b, now, out, batch)
+        if batch:
+            self.sync.flush(now, out)
         for e in self.peers.pop_expired(now):
             self._peer_down(e.address, "expired", now, out)
         self.sync.tick(now, out)
@@ -654,7 +658,7 @@ class HomeAgent:
             b = self.cache.store(b.home_address, b.care_of, b.flags, b.sequence, b.lifetime,
                                  b.expires, b.prefixes, None, self.address, now)
             transition(b.home_address, old, duties_of(self.settings, b), out)
-            self.sync.publish(b, now, out)
+            self.sync.publish(b, now, out, batch=True)  # sent packed at the end of the slice
             # A draining home agent still takes over (nobody else would: it may rank first
             # in its peers' view), then passes the nodes on as its drain says.
             desired = self.address if self.state == SERVING else self._drain_target()
@@ -667,6 +671,7 @@ class HomeAgent:
 
         # In slices (haha.core.slices); dropped if the peer comes back or this HA stops.
         self.work.add(copies, take, now, out, name="take-over", done=done,
+                      after=self.sync.flush,
                       alive=lambda: self.state in (SERVING, DRAINING)
                       and address not in self.peers)
 
@@ -885,14 +890,14 @@ class HomeAgent:
     # expiry, switching, draining
     # ======================================================================================
 
-    def _expired(self, b, now, out):
+    def _expired(self, b, now, out, batch=False):
         self._bury(b.home_address, b.sequence, now)
         transition(b.home_address, duties_of(self.settings, b), (None, False), out)
         self._cancel_switch(b.home_address)
         out.append(Event("binding-expired", home_address=b.home_address,
                          primary=b.primary is None))
         if b.primary is None:
-            self.sync.publish(b, now, out, deleted=True)
+            self.sync.publish(b, now, out, deleted=True, batch=batch)
             self._check_drained(out)
 
     def _drain_target(self):

@@ -11,10 +11,13 @@ serves the control socket between two slices.
 
 A job is an iterable of items, a ``step(item, now, out)`` applied to each, an optional
 ``alive()`` checked before every slice (False drops the rest of the job: the peer came back, the
-home agent stopped) and an optional ``done(now, out)`` called after the last item. Items are
+home agent stopped), an optional ``after(now, out)`` called at the end of every slice (the
+take-over sends the slice's BIUs there, packed) and an optional ``done(now, out)`` called after
+the last item. Items are
 taken in order and jobs first-come first-served, so the effects of a sliced run, concatenated,
-are those of the same work done at once, as long as nothing else happens in between; when
-something does (a BU, a BIU), each ``step`` re-checks that its item still needs the work.
+are those of the same work done at once (but for how ``after`` groups them), as long as nothing
+else happens in between; when something does (a BU, a BIU), each ``step`` re-checks that its
+item still needs the work.
 
 ``size`` None (or 0) runs every job to its end inside :meth:`add`: the unsliced behaviour.
 """
@@ -27,13 +30,14 @@ SLICE = 32
 
 
 class _Job:
-    __slots__ = ("items", "step", "alive", "done", "name")
+    __slots__ = ("items", "step", "alive", "done", "after", "name")
 
-    def __init__(self, items, step, alive, done, name):
+    def __init__(self, items, step, alive, done, after, name):
         self.items = iter(items)
         self.step = step
         self.alive = alive
         self.done = done
+        self.after = after
         self.name = name
 
 
@@ -55,11 +59,11 @@ class Backlog:
     def pending(self):
         return bool(self._jobs)
 
-    def add(self, items, step, now, out, alive=None, done=None, name="work"):
+    def add(self, items, step, now, out, alive=None, done=None, after=None, name="work"):
         """Queue a job. Its first slice runs at once when nothing is queued before it (a small
         job is then done within the call, as if unsliced); unsliced (``size`` falsy), all of
         it runs at once."""
-        job = _Job(items, step, alive, done, name)
+        job = _Job(items, step, alive, done, after, name)
         if not self.size:
             self._finish(job, now, out, None)
             return
@@ -100,12 +104,17 @@ class Backlog:
         step = job.step
         items = job.items
         n = 0
+        finished = False
         for item in items:
             step(item, now, out)
             n += 1
             if budget is not None and n >= budget:
                 break
         else:
+            finished = True
+        if n and job.after is not None:
+            job.after(now, out)
+        if finished:
             self._pop(job)
             if job.done is not None:
                 job.done(now, out)

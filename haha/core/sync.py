@@ -159,9 +159,13 @@ class Sync:
 
     # -- outgoing updates ------------------------------------------------------------------
 
-    def publish(self, binding, now, out, deleted=False):
+    def publish(self, binding, now, out, deleted=False, batch=False):
         """Send the state of primary ``binding`` (or its deletion) to every live peer. When one
-        identifier is free towards every peer, all peers get the same message object."""
+        identifier is free towards every peer, all peers get the same message object.
+
+        ``batch``: only queue it; :meth:`flush` sends what a burst of changes queued (a slice of
+        a take-over, a mass expiry) packed into full BIUs, instead of one BIU per binding for
+        as long as the window has room."""
         if deleted:
             bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                        0, binding.prefixes)
@@ -171,6 +175,10 @@ class Sync:
             bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                        units_ceil(expires - now), binding.prefixes)
         key = address_int(binding.home_address)
+        if batch:
+            for peer in self.peers.values():
+                self._queue(peer, key, bce, expires, now, out)
+            return
         ident = self.rng.getrandbits(16) or 1
         shared = _biu(ident, (bce,), ())
         for peer in self.peers.values():
@@ -222,6 +230,25 @@ class Sync:
             self._flush(peer, now, out)
         if peer.answering:
             self._check_barriers(peer, now, out)
+
+    def _queue(self, peer, hoa, bce, expires, now, out):
+        self._withdraw(peer, hoa)
+        peer.serial += 1
+        pending = peer.pending
+        if hoa in pending:
+            pending[hoa] = (bce, expires, pending[hoa][2], None)
+        else:
+            pending[hoa] = (bce, expires, peer.serial, None)
+        if peer.answering:
+            self._check_barriers(peer, now, out)
+
+    def flush(self, now, out):
+        """Send what :meth:`publish` queued with ``batch``, as the windows allow."""
+        for peer in self.peers.values():
+            if peer.pending:
+                self._flush(peer, now, out)
+                if peer.answering:
+                    self._check_barriers(peer, now, out)
 
     def publish_deletion(self, home_address, sequence, now, out):
         """Tell every live peer that ``home_address`` was deleted at ``sequence`` (a peer sent
