@@ -28,6 +28,7 @@ in a heap; both with lazy deletion.
 
 import heapq
 from collections import OrderedDict, deque
+from itertools import chain, repeat
 from ipaddress import IPv6Address
 
 from haha.wire.addresses import address_int
@@ -344,8 +345,8 @@ class Sync:
         if peer is None or identifier in peer.answering:
             return False
         peer.answering[identifier] = _QUEUEING
-        items = [(b, None) for b in bindings]
-        items.extend((b, address) for b in theirs)
+        # lazily paired with their owner: no list of N tuples built in the request's call
+        items = chain(zip(bindings, repeat(None)), zip(theirs, repeat(address)))
         if self.work is None:
             for item in items:
                 self._queue_bulk(peer, item, now)
