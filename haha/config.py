@@ -148,6 +148,13 @@ class HomeAgentConfig:
     switch_rate: float = 4000.0
     address_takeover: bool = False
     hello_misses: int = 0
+    #: Mobile Network Prefixes announced in HELLO (draft 4.1.1).
+    mobile_network_prefixes: tuple = ()
+
+
+#: At most this many Mobile Network Prefix options in a HELLO (24 octets each: the HELLO stays
+#: well inside the minimum MTU with ESP).
+MAX_HELLO_PREFIXES = 40
 
 
 @dataclass(frozen=True)
@@ -414,6 +421,12 @@ def parse_home_agent(parsed, path):
     mr_support = ha.get_bool("mobile-router-support", True)
     ras = ha.get_bool("router-advertisements", configuration != "no-home-link")
     router_lifetime = ha.get_int("router-lifetime", 0, minimum=0, maximum=9000)
+    mnps = ha.get_prefixes("mobile-network-prefixes")
+    if len(mnps) > MAX_HELLO_PREFIXES:
+        raise ha.error("mobile-network-prefixes",
+                       f"{len(mnps)} prefixes; a HELLO carries at most {MAX_HELLO_PREFIXES}")
+    if len(set(mnps)) != len(mnps):
+        raise ha.error("mobile-network-prefixes", "a prefix is listed twice")
     backend = _plugin(parsed, ha, "backend", "backend", "null", path)
     discovery_sec = get("peers")
     discovery = _plugin(parsed, discovery_sec, "discovery", "discovery", "static", path)
@@ -482,7 +495,7 @@ def parse_home_agent(parsed, path):
         authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
         security=security, transport=transport, control=control, log_level=level,
         max_candidates=max_candidates, address_takeover=address_takeover,
-        hello_misses=misses,
+        hello_misses=misses, mobile_network_prefixes=mnps,
     )
 
 

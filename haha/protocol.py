@@ -35,11 +35,12 @@ from .core.effects import (
     TunnelUp,
     make_inbound,
 )
+from .icmperror import GlobalBudget, parameter_problem
 from .security.errors import SecurityError
 from .security.sadb import MOBILE_NODE
 from .wire.errors import WireError
 from .wire.icmpv6 import decode_icmpv6, encode_icmpv6
-from .wire.ipv6 import build_packet, parse_packet
+from .wire.ipv6 import ParameterProblem, build_packet, parse_packet
 from .wire.mh import BindingInfoUpdate, decode_mh, encode_mh, mh_type_of
 from .wire.numbers import (
     ICMP6_ROUTER_ADVERT,
@@ -60,7 +61,7 @@ _INFO_EVENTS = frozenset({
     "started", "stopped", "serving", "binding-created", "binding-deleted", "binding-expired",
     "primary-lost", "peer-up", "peer-down", "take-over", "switch-requested", "drain-started",
     "drain-complete", "registered", "registration-rejected", "discovery-failed",
-    "bulk-sync-complete", "deregistered", "switched",
+    "bulk-sync-complete", "deregistered", "switched", "address-conflict",
 })
 
 
@@ -90,6 +91,8 @@ class Adapter:
         self.limiter = limiter
         self.log = log or logger(f"haha.{self.role}")
         self.counters = Counter()
+        #: One budget for every ICMPv6 Parameter Problem sent (RFC 4443 2.4 (f)).
+        self.error_budget = GlobalBudget()
         self.observers = []
         #: ``f(direction, message, peer, now)`` for every message received ('in': ``peer`` is
         #: the sender's home address or source) or sent ('out': its home address or
@@ -165,6 +168,8 @@ class Adapter:
         self.counters["packets-received"] += 1
         try:
             packet = parse_packet(data)
+        except ParameterProblem as e:
+            return self.parameter_problem(data, e)
         except WireError as e:
             return self._drop("malformed-" + e.reason, detail=e.detail)
         nh = packet.next_header
@@ -265,6 +270,23 @@ class Adapter:
             return True
         self.counters["send-refused.answer-budget"] += 1
         return False
+
+    def parameter_problem(self, data, error):
+        """Drop a packet RFC 8200 refuses, answering it when RFC 4443 2.4 allows and the
+        global budget has room (:mod:`haha.icmperror`)."""
+        self._drop(error.counter, detail=error.detail)
+        answer, why = parameter_problem(data, error, self.error_source)
+        if answer is None:
+            self.counters["parameter-problem-not-sent." + why] += 1
+        elif not self.error_budget.allow(self.now()):
+            self.counters["parameter-problem-not-sent.rate-limited"] += 1
+        else:
+            self.send_icmp(SendIcmp(answer[2], answer[0], answer[1]))
+
+    def error_source(self, destination):
+        """The address an ICMPv6 error about a packet sent to ``destination`` leaves from:
+        that address when it is one of ours and unicast, else None (no answer)."""
+        return None if destination.is_multicast else destination
 
     def unprotect(self, packet):
         if self.sadb is None:  # lab mode without keys: ESP cannot be accepted
@@ -427,6 +449,14 @@ class HomeAgentAdapter(Adapter):
                 and not self.machine.is_known_peer(peer):
             self.node_group.ensure(self.sadb, peer)
         return super().protect(peer, data, local)
+
+    def error_source(self, destination):
+        # Packets to a group or to the Home-Agents anycast address are answered from the
+        # home agent's own address (RFC 4443 2.2).
+        m = self.machine
+        if destination.is_multicast or destination == m.anycast:
+            return m.address
+        return destination
 
     def source_known(self, next_header, message_type, packet):
         # Home agents must be known peers; mobile nodes are checked by the core (home prefix).

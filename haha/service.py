@@ -39,6 +39,7 @@ from .core.settings import (
 )
 from .inifile import ConfigError, parse_address
 from .logthrottle import LogThrottle
+from .leaving import deregister
 from .logging import logger
 from .interfaces import IControllable, IPeerListener, IRouterAdvertisementListener
 from .protocol import HomeAgentAdapter, MobileNodeAdapter
@@ -90,6 +91,7 @@ def home_agent_settings(config):
         switch_message=config.switch_message,
         switch_rate=config.switch_rate,
         numbers=config.numbers,
+        hello_prefixes=config.mobile_network_prefixes,
     )
 
 
@@ -568,7 +570,9 @@ class HomeAgentService(MultiService):
         for address, preference in self.machine.ranked():
             if address == self.machine.identity:
                 continue
-            out.append(_json({"address": address, "preference": preference}))
+            e = self.machine.peers.get(address)
+            out.append(_json({"address": address, "preference": preference,
+                              "prefixes": list(e.prefixes) if e is not None else []}))
         return out
 
     def counters(self):
@@ -633,6 +637,7 @@ class MobileNodeService(MultiService):
         # with the raw transport the care-of address must be ours (haha.notices)
         self.care_of_watch = notices.CareOfWatch(reactor, machine, interface=config.interface) \
             if config.transport.kind == "raw" else None
+        self.leaving = False
         adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "mobile-node", "address": str(config.home_address)},
@@ -666,6 +671,7 @@ class MobileNodeService(MultiService):
         if self.tunnel is not None and hasattr(self.tunnel, "start"):
             self.tunnel.start()
         self.adapter.running = True
+        self.leaving = False
         self.started_at = self.reactor.seconds()
         self.adapter._run(self.machine.start, self.reactor.seconds(),
                           care_of=self.config.care_of_address)
@@ -681,6 +687,12 @@ class MobileNodeService(MultiService):
         yield super().stopService()
         if self.care_of_watch is not None:
             self.care_of_watch.stop()
+        # Deregister first (bounded wait: haha.leaving), then forget everything.
+        self.leaving = True
+        acknowledged = yield deregister(self.adapter, self.machine, self.reactor)
+        if not acknowledged:
+            self.log.warn("stopping without an acknowledged deregistration from {ha}",
+                          ha=self.machine.target)
         self.adapter._run(self.machine.stop, self.reactor.seconds())
         self.adapter.running = False
         self.adapter.stop_timer()
@@ -699,7 +711,8 @@ class MobileNodeService(MultiService):
     def _observe(self, event):
         """Back on the home link (deregistered, or given up on it): announce the home address
         with our own link-layer address (RFC 6275 11.5.4), on ``interface``."""
-        if event.name != "state" or event["new"] != MN_HOME or event["old"] == MN_IDLE:
+        if event.name != "state" or event["new"] != MN_HOME or event["old"] == MN_IDLE \
+                or self.leaving:
             return
         announce = getattr(self.tunnel, "announce_home", None)
         if announce is None:

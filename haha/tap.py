@@ -46,6 +46,11 @@ def make(name, loader, service, options):
     from .durability import daemon_signals
 
     reactor.callWhenRunning(daemon_signals, built, reactor, loader)  # SIGHUP, SIGQUIT...
+    if service == "HomeAgentService":
+        # Full garbage collections stay small however many bindings are held (gcfreeze.py).
+        from .gcfreeze import GcFreezer
+
+        GcFreezer().setServiceParent(built)
     return built
 
 

@@ -56,8 +56,8 @@ def test_shared_link_home_agents_advertise_and_live_by_hello():
     for s in (ha1, ha2):
         s.startService()
     clock.advance(2.1)
-    assert ha1.peers() == [{"address": "2001:db8:1::2", "preference": 20}]
-    assert ha2.peers() == [{"address": "2001:db8:1::1", "preference": 10}]
+    assert ha1.peers() == [{"address": "2001:db8:1::2", "preference": 20, "prefixes": []}]
+    assert ha2.peers() == [{"address": "2001:db8:1::1", "preference": 10, "prefixes": []}]
     assert ha1.counters()["sent.HaHello"] >= 2 and ha1.counters()["received.HaHello"] >= 1
     ras = [q for q in (parse_packet(p) for _, p, _ in hub.log) if q.next_header == 58]
     assert ras and all(p.hop_limit == 255 and str(p.dst) == "ff02::1" for p in ras)

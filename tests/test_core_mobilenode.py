@@ -162,6 +162,11 @@ EXPECTED = {
     ("deregistering", "ba"): "home",
     ("deregistering", "retransmit"): "deregistering",
     ("deregistering", "expire"): "home",
+    ("discovering", "leave"): "idle",  # nothing registered: stops at once
+    ("registering", "leave"): "idle",
+    ("registered", "leave"): "deregistering",
+    ("refreshing", "leave"): "deregistering",
+    ("switching", "leave"): "deregistering",
 }
 
 

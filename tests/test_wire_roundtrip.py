@@ -85,7 +85,7 @@ icmp_messages = st.one_of(
     st.builds(I.RouterAdvertisement, u8, u8, u16, u32, u32, nd_list),
     st.builds(I.NeighborSolicitation, addresses, nd_list),
     st.builds(I.NeighborAdvertisement, addresses, u32, nd_list),
-    st.builds(I.UnknownIcmp, u8.filter(lambda t: t not in (134, 135, 136, 144, 145, 146, 147)),
+    st.builds(I.UnknownIcmp, u8.filter(lambda t: t not in (4, 134, 135, 136, 144, 145, 146, 147)),
               u8, st.binary(max_size=40)),
 )
 

@@ -4,8 +4,10 @@ A :class:`Binding` is one entry. ``primary`` is None for a binding this home age
 mobile node's primary home agent, and the signalling address of the primary home agent for a
 copy (a BCC "MUST be marked as BCC", draft 2). Lookups: by home address (a dict) and by Mobile
 Network Prefix, longest match (one dict per prefix length in use). Expiry: a heap of
-``(expires, home address)`` with lazy deletion, so a refresh costs one push and no search;
-stale heap items are skipped when they surface. Entries are ``__slots__`` objects holding the
+``(expires, order, home address)`` with lazy deletion, so a refresh costs one push and no
+search; stale heap items are skipped when they surface. ``order`` (a running count) breaks
+ties, so entries expiring together never compare addresses (``IPv6Address.__lt__`` made mass
+expiry cost seconds at 100,000 bindings). Entries are ``__slots__`` objects holding the
 decoded addresses by reference: about 600 octets per binding all told (``bench/core.py``).
 
 Digests (anti-entropy, docs/protocol.md "Binding digests"): each entry keeps
@@ -17,6 +19,7 @@ change: :meth:`BindingCache.digest` costs nothing however large the cache.
 import heapq
 import struct
 from hashlib import blake2b
+from itertools import count
 
 from haha.wire.addresses import address_int
 
@@ -86,6 +89,7 @@ class BindingCache:
         self._by_prefix = {}  # prefix length -> {network as int: Binding}
         self._lengths = []  # prefix lengths in use, longest first
         self._heap = []
+        self._order = count()
         self.primary_count = 0
         self._digests = {}  # primary (None: ours) -> [count, XOR of entry digests]
 
@@ -138,7 +142,11 @@ class BindingCache:
             del self._digests[primary]
 
     def copies_of(self, peer):
-        return [b for b in self._by_home.values() if b.primary == peer]
+        # Compared as integers: IPv6Address.__eq__ (Python code) for each of 100,000 entries
+        # cost tens of milliseconds in one call.
+        key = address_int(peer)
+        return [b for b in self._by_home.values()
+                if b.primary is not None and address_int(b.primary) == key]
 
     # -- changes ---------------------------------------------------------------------------
 
@@ -156,7 +164,7 @@ class BindingCache:
             if primary is None:
                 self.primary_count += 1
             self._account(primary, b.digest, 1)
-            heapq.heappush(self._heap, (expires, home_address))
+            heapq.heappush(self._heap, (expires, next(self._order), home_address))
             return b
         if b.sequence != sequence or b.care_of != care_of or b.flags != flags \
                 or b.prefixes != prefixes or b.primary != primary:
@@ -182,7 +190,7 @@ class BindingCache:
         b.touched = touched
         if b.expires != expires:
             b.expires = expires
-            heapq.heappush(self._heap, (expires, home_address))
+            heapq.heappush(self._heap, (expires, next(self._order), home_address))
         return b
 
     def remove(self, home_address):
@@ -197,30 +205,40 @@ class BindingCache:
         return b
 
     def next_expiry(self):
-        """The earliest expiry time of an entry, or None."""
+        """The earliest expiry time of an entry, or None; after many removals possibly an
+        earlier time (a stale item, skipped at most 64 per call so no call is long)."""
         heap = self._heap
         by_home = self._by_home
-        while heap:
-            t, hoa = heap[0]
+        for _ in range(64):  # bounded: past that, a stale top only wakes pop_expired early
+            if not heap:
+                return None
+            t, _, hoa = heap[0]
             b = by_home.get(hoa)
             if b is not None and b.expires == t:
                 return t
             heapq.heappop(heap)
-        return None
+        return heap[0][0] if heap else None
 
-    def pop_expired(self, now):
-        """Remove and return the entries whose lifetime ran out at or before ``now``."""
+    def pop_expired(self, now, limit=None):
+        """Remove and return the entries whose lifetime ran out at or before ``now``, looking
+        at most ``limit`` heap items (the rest stay due: ``next_expiry`` is then already
+        past)."""
         heap = self._heap
         by_home = self._by_home
         out = []
+        popped = 0
         while heap and heap[0][0] <= now:
-            t, hoa = heapq.heappop(heap)
+            if limit is not None and popped >= limit:
+                break  # stale items count: each call does at most ``limit`` pops
+            popped += 1
+            t, _, hoa = heapq.heappop(heap)
             b = by_home.get(hoa)
             if b is not None and b.expires == t:
                 self.remove(hoa)
                 out.append(b)
         if len(heap) > 64 and len(heap) > 3 * len(by_home):
-            self._heap = [(b.expires, b.home_address) for b in by_home.values()]
+            order = self._order
+            self._heap = [(b.expires, next(order), b.home_address) for b in by_home.values()]
             heapq.heapify(self._heap)
         return out
 

@@ -23,6 +23,7 @@ from its copies and sends each a HASR naming itself.
 """
 
 import heapq
+import itertools
 import math
 import random
 from collections import Counter, deque
@@ -60,6 +61,8 @@ from .cache import BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
 from .seqnum import distance, next_sequence
+from .flapwatch import FlapWatch
+from .slices import Backlog
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
 from .antientropy import AntiEntropy
 from .sync import UNSPECIFIED, Sync
@@ -148,6 +151,12 @@ class HomeAgent:
         self.sync = Sync(settings, self.rng, self.counters)
         self.antientropy = AntiEntropy()
         self._untold = set()  # peers declared dead: what we registered since is not theirs
+        # Take-over, bulk answers and sweeps run in slices (haha.core.slices); so do expiry
+        # and switch retransmissions, at most work.size each per tick.
+        self.work = Backlog(counters=self.counters)
+        self.sync.work = self.work
+        self.sync.cache = self.cache
+        self.flaps = FlapWatch(self.counters)  # a home address claimed from two care-ofs
         self.state = CREATED
         self.address = settings.address
         self.identity = settings.signalling_address
@@ -161,7 +170,8 @@ class HomeAgent:
         self._next_hello = None
         self._boot_until = None
         self._switch = {}
-        self._switch_heap = []
+        self._switch_heap = []  # (next_at, order, home address): ties never compare addresses
+        self._switch_order = itertools.count()
         self._switch_slot = 0.0  # when the next paced first switch request may leave
         self._tombstones = {}  # home address -> (sequence, until)
         self._tomb_queue = deque()
@@ -221,6 +231,7 @@ class HomeAgent:
         self.state = STOPPED
         self._next_hello = None
         self._boot_until = None
+        self.work.clear()
         out.append(Event("stopped", primaries=self.cache.primary_count))
         return out
 
@@ -385,7 +396,7 @@ class HomeAgent:
 
     def busy(self):
         """True while synchronisation or switch requests are still outstanding."""
-        return bool(self._switch) or self.sync.busy()
+        return bool(self._switch) or self.sync.busy() or self.work.pending()
 
     # ======================================================================================
     # timers
@@ -395,7 +406,8 @@ class HomeAgent:
         """The absolute time of the next timer, or None."""
         candidates = [self.cache.next_expiry(), self.peers.next_expiry(),
                       self.sync.next_deadline(), self._next_hello, self._boot_until,
-                      self._next_switch(), self.takeover.next_deadline()]
+                      self._next_switch(), self.takeover.next_deadline(),
+                      self.work.next_deadline()]
         due = [t for t in candidates if t is not None]
         return min(due) if due else None
 
@@ -404,8 +416,13 @@ class HomeAgent:
         out = []
         if self.state in (CREATED, STOPPED):
             return out
-        for b in self.cache.pop_expired(now):
-            self._expired(b, now, out)
+        sliced = self.work.pending()  # work queued now had its first slice already
+        expired = self.cache.pop_expired(now, self.work.size or None)
+        batch = len(expired) > 1  # a mass expiry: deletions leave packed, not one BIU each
+        for b in expired:
+            self._expired(b, now, out, batch)
+        if batch:
+            self.sync.flush(now, out)
         for e in self.peers.pop_expired(now):
             self._peer_down(e.address, "expired", now, out)
         self.sync.tick(now, out)
@@ -421,6 +438,8 @@ class HomeAgent:
         self._tick_switches(now, out)
         if self.takeover.enabled:
             self.takeover.tick(now, out)
+        if sliced:
+            self.work.run(now, out)
         return out
 
     # ======================================================================================
@@ -495,6 +514,8 @@ class HomeAgent:
         lifetime = v.lifetime << 2
         expires = now + lifetime
         prefixes = v.prefixes
+        if held is not None and held.care_of != care_of:
+            self.flaps.moved(hoa, held.care_of, care_of, now, out)
         if held is not None and held.primary is None:
             # A refresh or a move of our own primary: duties change only with the tunnel.
             same = held.care_of == care_of and held.prefixes == prefixes and held.local == local
@@ -684,18 +705,31 @@ class HomeAgent:
                                                address, None, now))
         if not copies:
             return
-        for b in copies:
+        taken = [0]
+
+        def take(b, now, out):
+            if self.cache.get(b.home_address) is not b or b.primary != address:
+                return  # refreshed by another primary, or deleted, since the peer died
             old = duties_of(self.settings, b)
             b = self.cache.store(b.home_address, b.care_of, b.flags, b.sequence, b.lifetime,
                                  b.expires, b.prefixes, None, local, now)
             transition(b.home_address, old, duties_of(self.settings, b), out)
-            self.sync.publish(b, now, out)
+            self.sync.publish(b, now, out, batch=True)  # sent packed at the end of the slice
             # A draining home agent still takes over (nobody else would: it may rank first
             # in its peers' view), then passes the nodes on as its drain says.
             desired = self.address if self.state == SERVING else self._drain_target()
             self._request_switch(b, desired, now, out)
-        self.counters["taken-over"] += len(copies)
-        out.append(Event("take-over", peer=address, count=len(copies)))
+            taken[0] += 1
+
+        def done(now, out):
+            self.counters["taken-over"] += taken[0]
+            out.append(Event("take-over", peer=address, count=taken[0]))
+
+        # In slices (haha.core.slices); dropped if the peer comes back or this HA stops.
+        self.work.add(copies, take, now, out, name="take-over", done=done,
+                      after=self.sync.flush,
+                      alive=lambda: self.state in (SERVING, DRAINING)
+                      and address not in self.peers)
 
     # -- BIU, BIA, BIR (draft 5.1, 5.2) ----------------------------------------------------
 
@@ -785,6 +819,9 @@ class HomeAgent:
                     out.append(Event("binding-restored", home_address=hoa, by=sender))
                     self.sync.publish(b, now, out)
                 continue
+            if held is not None and held.care_of != bce.care_of_address:
+                # the node registered elsewhere from another care-of: may be a conflict too
+                self.flaps.moved(hoa, held.care_of, bce.care_of_address, now, out)
             b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
                             now + lifetime, bce.prefixes, claimant, None, now, held)
             transition(hoa, old, duties_of(settings, b), out)
@@ -832,11 +869,21 @@ class HomeAgent:
         """A bulk answer from ``peer`` is complete: copies naming it that the answer did not
         refresh are gone at the primary."""
         stale = [b for b in self.cache.copies_of(peer) if b.touched < since]
-        for b in stale:
+        removed = [0]
+
+        def remove(b, now, out):
+            if self.cache.get(b.home_address) is not b or b.primary != peer \
+                    or b.touched >= since:
+                return  # refreshed or taken since the answer ended
             self.cache.remove(b.home_address)
             self._bury(b.home_address, b.sequence, now)
             transition(b.home_address, duties_of(self.settings, b), (None, False), out)
-        out.append(Event("bulk-sync-complete", peer=peer, removed=len(stale)))
+            removed[0] += 1
+
+        def done(now, out):
+            out.append(Event("bulk-sync-complete", peer=peer, removed=removed[0]))
+
+        self.work.add(stale, remove, now, out, name="sweep", done=done)
 
     def _on_bia(self, inb, bia, now, out):
         if not self._peer_check(inb, out):
@@ -957,7 +1004,7 @@ class HomeAgent:
     # expiry, switching, draining
     # ======================================================================================
 
-    def _expired(self, b, now, out):
+    def _expired(self, b, now, out, batch=False):
         if b.primary is not None and self.settings.take_over:
             self.takeover.linger(b, now)
         self._bury(b.home_address, b.sequence, now)
@@ -966,7 +1013,7 @@ class HomeAgent:
         out.append(Event("binding-expired", home_address=b.home_address,
                          primary=b.primary is None))
         if b.primary is None:
-            self.sync.publish(b, now, out, deleted=True)
+            self.sync.publish(b, now, out, deleted=True, batch=batch)
             self._check_drained(out)
 
     def _drain_target(self):
@@ -995,7 +1042,7 @@ class HomeAgent:
         st = _SwitchState(desired, b.sequence, timeout,
                           at if waiting else now + self._jittered(timeout), waiting)
         self._switch[b.home_address] = st
-        heapq.heappush(self._switch_heap, (st.next_at, b.home_address))
+        heapq.heappush(self._switch_heap, (st.next_at, next(self._switch_order), b.home_address))
         if not waiting:
             self._send_switch(b, desired, out)
         else:
@@ -1022,19 +1069,24 @@ class HomeAgent:
 
     def _next_switch(self):
         heap = self._switch_heap
-        while heap:
-            t, hoa = heap[0]
+        for _ in range(64):  # bounded: past that, a stale top only wakes _tick_switches early
+            if not heap:
+                return None
+            t, _, hoa = heap[0]
             st = self._switch.get(hoa)
             if st is not None and st.next_at == t:
                 return t
             heapq.heappop(heap)
-        return None
+        return heap[0][0] if heap else None
 
     def _tick_switches(self, now, out):
         heap = self._switch_heap
         maximum = self.settings.biu_max_timeout
-        while heap and heap[0][0] <= now:
-            t, hoa = heapq.heappop(heap)
+        limit = self.work.size or None  # the rest stay due: the next tick comes at once
+        sent = 0
+        while heap and heap[0][0] <= now and (limit is None or sent < limit):
+            t, _, hoa = heapq.heappop(heap)
+            sent += 1  # stale items count too: a mass expiry leaves 100,000 of them
             st = self._switch.get(hoa)
             if st is None or st.next_at != t:
                 continue
@@ -1045,7 +1097,7 @@ class HomeAgent:
             if st.waiting:  # its paced first transmission
                 st.waiting = False
                 st.next_at = now + self._jittered(st.timeout)
-                heapq.heappush(heap, (st.next_at, hoa))
+                heapq.heappush(heap, (st.next_at, next(self._switch_order), hoa))
                 self._send_switch(b, st.desired, out)
                 continue
             if st.tries >= SWITCH_TRIES:
@@ -1055,7 +1107,7 @@ class HomeAgent:
             st.tries += 1
             st.timeout = min(st.timeout * 2, maximum)
             st.next_at = now + self._jittered(st.timeout)
-            heapq.heappush(heap, (st.next_at, hoa))
+            heapq.heappush(heap, (st.next_at, next(self._switch_order), hoa))
             self._send_switch(b, st.desired, out)
             self.counters["switch-retransmitted"] += 1
 

@@ -14,7 +14,9 @@ States:
 - ``switching``: Binding Update sent to a new home agent (after HASR or RFC 5142 Home Agent
   Switch) while the binding at the old one is still valid;
 - ``deregistering``: deregistration sent from the home link (docs/protocol.md 9 form: from the home
-  address without Home Address option, lifetime 0, Alternate Care-of Address = home address).
+  address without Home Address option, lifetime 0, Alternate Care-of Address = home address),
+  or, when the node stops while away (``leave``), from the care-of address with the Home
+  Address option, lifetime 0 (RFC 6275 11.7.1).
 
 Retransmission (RFC 6275 11.8): a first registration with a home agent starts at
 InitialBindackTimeoutFirstReg (1.5 s), anything else at INITIAL_BINDACK_TIMEOUT (1 s), doubling
@@ -24,7 +26,8 @@ home agent, same care-of address; the last :data:`IN_FLIGHT` numbers) completes 
 delay at a loaded home agent exceeds the retransmission interval, the answer to an earlier copy is
 the only answer that can arrive in time, and insisting on the newest number would livelock.
 
-Inputs are the operator/environment calls (``start``, ``move``, ``return_home``, ``stop``), the
+Inputs are the operator/environment calls (``start``, ``move``, ``return_home``, ``leave``,
+``stop``), the
 messages (``receive``: BA, HASR, Home Agent Switch, DHAAD reply, Binding Refresh Request,
 Binding Error) and the timers (``tick``: retransmit, refresh, expire). :data:`TRANSITIONS` maps
 every (state, input) pair to a handler, to :data:`IGNORE` (network noise that the state has no
@@ -75,6 +78,7 @@ START_HOME = "start-home"
 MOVE = "move"
 RETURN_HOME = "return-home"
 STOP = "stop"
+LEAVE = "leave"  # stopping: deregister first
 BA = "ba"
 SWITCH = "switch"  # HASR (draft 4.1.5) or RFC 5142 Home Agent Switch
 DHAAD_REPLY = "dhaad-reply"
@@ -83,8 +87,8 @@ BE = "be"
 RETRANSMIT = "retransmit"
 REFRESH = "refresh"
 EXPIRE = "expire"
-INPUTS = (START_AWAY, START_HOME, MOVE, RETURN_HOME, STOP, BA, SWITCH, DHAAD_REPLY, BRR, BE,
-          RETRANSMIT, REFRESH, EXPIRE)
+INPUTS = (START_AWAY, START_HOME, MOVE, RETURN_HOME, STOP, LEAVE, BA, SWITCH, DHAAD_REPLY, BRR,
+          BE, RETRANSMIT, REFRESH, EXPIRE)
 
 IGNORE = "ignore"
 INVALID = "invalid"
@@ -107,6 +111,8 @@ def _table():
         for i in network + timers:
             t[(s, i)] = IGNORE
         t[(s, STOP)] = "_stop"
+        t[(s, LEAVE)] = "_leave" if s in (DISCOVERING, REGISTERING, REGISTERED, REFRESHING,
+                                          SWITCHING) else IGNORE
         t[(s, START_AWAY)] = INVALID
         t[(s, START_HOME)] = INVALID
         t[(s, BE)] = "_binding_error" if s != IDLE else IGNORE
@@ -188,6 +194,7 @@ class MobileNode:
         self._dhaad_tries = 0
         self._dhaad_failed = False
         self._dereg_tried = set()
+        self._leaving = False  # the deregistration under way is the away form (``leave``)
 
     # ======================================================================================
     # public entry points
@@ -210,6 +217,12 @@ class MobileNode:
     def stop(self, now):
         """Forget everything at once (no signalling); the tunnel goes down."""
         return self.dispatch(STOP, now)
+
+    def leave(self, now):
+        """The node is stopping: if a home agent holds its binding, deregister from where it
+        is (``deregistering`` until the BA; the caller bounds the wait, then calls ``stop``);
+        otherwise stop at once."""
+        return self.dispatch(LEAVE, now)
 
     def receive(self, inbound, now):
         """Process one decoded message. Returns effects."""
@@ -294,6 +307,7 @@ class MobileNode:
         self.state = HOME
 
     def _stop(self, now, out):
+        self._leaving = False
         self._tunnel_down(out)
         self._reset_binding()
         self._retransmit_at = None
@@ -303,6 +317,7 @@ class MobileNode:
         self.state = IDLE
 
     def _go_away(self, now, out, care_of):
+        self._leaving = False
         self.care_of = care_of
         self._rejected = set()
         self._candidates = list(self.known_home_agents)
@@ -583,12 +598,33 @@ class MobileNode:
         self._attempts = 0
         self._send_dereg(now, out)
 
+    def _leave(self, now, out):
+        if self.home_agent is None or self.care_of is None:
+            return self._stop(now, out)
+        self._tunnel_down(out)
+        self._refresh_at = None
+        self._dhaad_id = None
+        self.target = self.home_agent
+        self.state = DEREGISTERING
+        self._leaving = True
+        self._dereg_tried = set()
+        self._timeout = self.settings.initial_timeout
+        self._attempts = 0
+        self._send_dereg(now, out)
+
     def _send_dereg(self, now, out):
         s = self.settings
         self.sequence = next_sequence(self.sequence)
         flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
-        bu = BindingUpdate(self.sequence, flags, 0, (AlternateCareOfAddress(self.home_address),))
-        out.append(Send(bu, self.home_address, self.target, protect=self.target))
+        if self._leaving:
+            # RFC 6275 11.7.1: lifetime 0 from the care-of address, Home Address option.
+            bu = BindingUpdate(self.sequence, flags, 0, (AlternateCareOfAddress(self.care_of),))
+            out.append(Send(bu, self.care_of, self.target, home_address=self.home_address,
+                            protect=self.target))
+        else:
+            bu = BindingUpdate(self.sequence, flags, 0,
+                               (AlternateCareOfAddress(self.home_address),))
+            out.append(Send(bu, self.home_address, self.target, protect=self.target))
         self._sent(self.sequence)
         self._retransmit_at = now + self._timeout
         self.counters["dereg-sent"] += 1
@@ -624,6 +660,7 @@ class MobileNode:
         self._home(out)
 
     def _home(self, out):
+        self._leaving = False
         self._reset_binding()
         self._retransmit_at = None
         self.target = None

@@ -27,7 +27,8 @@ in a heap; both with lazy deletion.
 """
 
 import heapq
-from collections import deque
+from collections import OrderedDict, deque
+from itertools import chain, repeat
 from ipaddress import IPv6Address
 
 from haha.wire.addresses import address_int
@@ -46,6 +47,10 @@ from .seqnum import units_ceil
 
 UNSPECIFIED = IPv6Address(0)
 SINGLE_RETRIES = 3
+
+#: The barrier of a bulk answer still being queued: later than any serial, so no end marker
+#: leaves before the last binding is queued.
+_QUEUEING = float("inf")
 
 # Octets of a BIU outside its BCE options: IPv6 header 40, worst-case ESP (header 8, IV 8,
 # padding 3, trailer 2, ICV 16) 37, Mobility Header with the identifier 8.
@@ -108,8 +113,10 @@ class PeerSync:
         # Bindings are keyed by their home address as an int (cheaper to hash than an address).
         self.outstanding = {}
         self.carrying = {}  # home address -> identifier of the outstanding BIU carrying it
-        # home address -> (BceInfo, expires, serial, owner), in arrival order
-        self.pending = {}
+        # home address -> (BceInfo, expires, serial, owner), in arrival order. An OrderedDict:
+        # entries leave from the front, and a plain dict would make every walk from its start
+        # skip the slots of all entries deleted so far (O(N^2) over a bulk answer).
+        self.pending = OrderedDict()
         self.serial = 0
         self.answering = {}  # bulk request identifier -> barrier serial
         self.requests = {}
@@ -135,6 +142,10 @@ class Sync:
         # Address take-over adds up to two ESP State options (48 octets each with padding) per
         # entry on the way out (haha.security.takeover): leave room for them.
         self._extra = 96 if settings.address_takeover else 0
+        #: A haha.core.slices.Backlog to answer bulk requests in slices (None: at once), and
+        #: the binding cache to check queued bindings against; the home agent sets both.
+        self.work = None
+        self.cache = None
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -152,9 +163,13 @@ class Sync:
 
     # -- outgoing updates ------------------------------------------------------------------
 
-    def publish(self, binding, now, out, deleted=False):
+    def publish(self, binding, now, out, deleted=False, batch=False):
         """Send the state of primary ``binding`` (or its deletion) to every live peer. When one
-        identifier is free towards every peer, all peers get the same message object."""
+        identifier is free towards every peer, all peers get the same message object.
+
+        ``batch``: only queue it; :meth:`flush` sends what a burst of changes queued (a slice of
+        a take-over, a mass expiry) packed into full BIUs, instead of one BIU per binding for
+        as long as the window has room."""
         if deleted:
             bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                        0, binding.prefixes)
@@ -164,6 +179,10 @@ class Sync:
             bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                        units_ceil(expires - now), binding.prefixes)
         key = address_int(binding.home_address)
+        if batch:
+            for peer in self.peers.values():
+                self._queue(peer, key, bce, expires, now, out)
+            return
         ident = self.rng.getrandbits(16) or 1
         shared = _biu(ident, (bce,), ())
         for peer in self.peers.values():
@@ -216,6 +235,25 @@ class Sync:
         if peer.answering:
             self._check_barriers(peer, now, out)
 
+    def _queue(self, peer, hoa, bce, expires, now, out):
+        self._withdraw(peer, hoa)
+        peer.serial += 1
+        pending = peer.pending
+        if hoa in pending:
+            pending[hoa] = (bce, expires, pending[hoa][2], None)
+        else:
+            pending[hoa] = (bce, expires, peer.serial, None)
+        if peer.answering:
+            self._check_barriers(peer, now, out)
+
+    def flush(self, now, out):
+        """Send what :meth:`publish` queued with ``batch``, as the windows allow."""
+        for peer in self.peers.values():
+            if peer.pending:
+                self._flush(peer, now, out)
+                if peer.answering:
+                    self._check_barriers(peer, now, out)
+
     def publish_deletion(self, home_address, sequence, now, out):
         """Tell every live peer that ``home_address`` was deleted at ``sequence`` (a peer sent
         us an older state of a binding we saw deregistered or expire: others may hold it too)."""
@@ -264,7 +302,8 @@ class Sync:
 
     def _flush(self, peer, now, out):
         """Send pending changes while the window has room, packed up to the MTU; one BIU
-        carries entries of one primary only."""
+        carries consecutive entries of one primary only, so each BIU costs the entries it
+        takes, whatever the backlog (copying the backlog per BIU made a bulk answer O(N^2))."""
         pending = peer.pending
         window = self.settings.biu_window
         while pending and len(peer.outstanding) < window:
@@ -272,20 +311,21 @@ class Sync:
             bces = []
             room = self._budget
             serial = None
-            owner = next(iter(pending.values()))[3]
-            for hoa in list(pending):
-                bce, expires, s, who = pending[hoa]
-                if who != owner:
-                    continue
+            owner = None
+            for hoa, (bce, expires, s, who) in pending.items():
+                if serial is None:
+                    owner = who
+                    serial = s
+                elif who != owner:
+                    break
                 size = entry_size(bce) + self._extra
                 if bces and size > room:
                     break
-                del pending[hoa]
                 room -= size
                 entries[hoa] = (bce, expires)
                 bces.append(bce)
-                if serial is None:
-                    serial = s
+            for hoa in entries:
+                del pending[hoa]
             ident = self._identifier(peer)
             self._transmit(peer, Outstanding(ident, entries, serial,
                                              self.settings.biu_initial_timeout, 0.0,
@@ -297,24 +337,49 @@ class Sync:
     def answer_bulk(self, address, identifier, bindings, now, out, theirs=()):
         """Answer a bulk BIR from ``address``: queue every primary binding (``bindings``), and
         the copies that name the requester as primary (``theirs``: it restarted and lost
-        them; they go in BIUs naming it, see docs/core.md), then the end marker."""
+        them; they go in BIUs naming it, see docs/core.md), then the end marker.
+
+        With a :attr:`work` backlog the bindings are queued in slices (haha.core.slices): the
+        request counts as being answered from the start (a retransmitted BIR starts nothing
+        new), each binding is checked against :attr:`cache` when its turn comes (one deleted
+        or changed meanwhile has already been sent as it now is), and the end marker waits
+        for the last slice."""
         peer = self.peers.get(address)
         if peer is None or identifier in peer.answering:
             return False
-        for group, owner in ((bindings, None), (theirs, address)):
-            for b in group:
-                hoa = address_int(b.home_address)
-                self._withdraw(peer, hoa)
-                peer.serial += 1
-                bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
-                           units_ceil(b.expires - now), b.prefixes)
-                serial = peer.pending[hoa][2] if hoa in peer.pending else peer.serial
-                peer.pending[hoa] = (bce, b.expires, serial, owner)
+        peer.answering[identifier] = _QUEUEING
+        # lazily paired with their owner: no list of N tuples built in the request's call
+        items = chain(zip(bindings, repeat(None)), zip(theirs, repeat(address)))
+        if self.work is None:
+            for item in items:
+                self._queue_bulk(peer, item, now)
+            self._close_bulk(peer, identifier, now, out)
+        else:
+            self.work.add(items, lambda item, t, o: self._queue_bulk(peer, item, t), now, out,
+                          alive=lambda: self.peers.get(address) is peer,
+                          done=lambda t, o: self._close_bulk(peer, identifier, t, o),
+                          name="bulk-answer")
+        return True
+
+    def _queue_bulk(self, peer, item, now):
+        b, owner = item
+        cache = self.cache
+        if cache is not None and (cache.get(b.home_address) is not b or b.primary != owner):
+            return  # deleted, or changed hands, since the request: already sent as it is now
+        hoa = address_int(b.home_address)
+        self._withdraw(peer, hoa)
+        peer.serial += 1
+        bce = _bce(b.home_address, b.care_of, b.flags, b.sequence,
+                   units_ceil(b.expires - now), b.prefixes)
+        pending = peer.pending
+        serial = pending[hoa][2] if hoa in pending else peer.serial
+        pending[hoa] = (bce, b.expires, serial, owner)
+
+    def _close_bulk(self, peer, identifier, now, out):
         peer.serial += 1
         peer.answering[identifier] = peer.serial
         self._flush(peer, now, out)
         self._check_barriers(peer, now, out)
-        return True
 
     def give_back(self, address, bindings, now, out):
         """Send ``bindings`` to peer ``address`` in BIUs naming it as their primary (address

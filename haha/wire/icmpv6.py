@@ -5,6 +5,7 @@
 - Router Advertisement (134) with the H flag and the Home Agent Information option (RFC 6275 7.4),
   Prefix Information with the R flag (7.2), Advertisement Interval (7.3).
 - Neighbour Solicitation/Advertisement (135/136) for proxy Neighbour Discovery.
+- Parameter Problem (4, RFC 4443 3.4), sent for packets RFC 8200 4 says to report.
 
 ``encode_icmpv6(message, src, dst)`` computes the checksum over the pseudo-header;
 ``decode_icmpv6(data, src, dst)`` checks it. Unknown ICMPv6 types decode to
@@ -25,6 +26,7 @@ from .numbers import (
     ICMP6_MPS,
     ICMP6_NEIGHBOR_ADVERT,
     ICMP6_NEIGHBOR_SOLICIT,
+    ICMP6_PARAM_PROB,
     ICMP6_ROUTER_ADVERT,
     IPPROTO_ICMPV6,
     ND_OPT_ADV_INTERVAL,
@@ -313,6 +315,29 @@ class NeighborAdvertisement:
         return _I.pack(self.flags) + packed(self.target) + _encode_nd(self.options)
 
 
+#: An ICMPv6 error carries as much of the invoking packet as fits in the minimum MTU
+#: (RFC 4443 2.4 (c)): 1280 - 40 (IPv6 header) - 8 (ICMPv6 header and pointer).
+INVOKING_MAX = 1232
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterProblem:
+    """RFC 4443 3.4: Pointer 32 | as much of the invoking packet as fits the minimum MTU.
+    ``code`` 0 erroneous header field, 1 unrecognised Next Header, 2 unrecognised option;
+    ``pointer`` is the offset of the offending octet in the invoking packet."""
+
+    code: int
+    pointer: int
+    invoking: bytes = b""
+
+    TYPE = ICMP6_PARAM_PROB
+
+    def body(self):
+        if not 0 <= self.code <= 0xFF:
+            raise ValueError(f"code {self.code} is not 0-255")
+        return _I.pack(self.pointer) + bytes(self.invoking[:INVOKING_MAX])
+
+
 @dataclass(frozen=True, slots=True)
 class UnknownIcmp:
     """Any other ICMPv6 message, kept verbatim (``data`` follows the checksum)."""
@@ -335,7 +360,7 @@ def encode_icmpv6(message, src, dst):
     """The bytes of ``message`` with its checksum for pseudo-header ``src``/``dst``."""
     try:
         t = message.type if type(message) is UnknownIcmp else message.TYPE
-        code = message.code if type(message) is UnknownIcmp else 0
+        code = getattr(message, "code", 0)
         body = message.body()
     except (struct.error, AttributeError, TypeError, ValueError) as e:
         if isinstance(e, WireError):
@@ -364,6 +389,7 @@ _MIN_LENGTH = {
     ICMP6_ROUTER_ADVERT: 16,
     ICMP6_NEIGHBOR_SOLICIT: 24,
     ICMP6_NEIGHBOR_ADVERT: 24,
+    ICMP6_PARAM_PROB: 8,
 }
 
 
@@ -380,6 +406,8 @@ def decode_icmpv6(data, src, dst, verify_checksum=True):
         return UnknownIcmp(t, code, bytes(data[4:]))
     if n < need:
         raise WireError(TRUNCATED, f"ICMPv6 type {t} of {n} octets, needs {need}")
+    if t == ICMP6_PARAM_PROB:
+        return ParameterProblem(code, _I.unpack_from(data, 4)[0], bytes(data[8:]))
     if code != 0:
         raise WireError(BAD_VALUE, f"ICMPv6 type {t} with code {code}")
     if t == ICMP6_DHAAD_REQUEST:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address
 
 from .addresses import address_at, packed
-from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, UNSUPPORTED, WireError
+from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, UNKNOWN, UNSUPPORTED, WireError
 from .numbers import (
     DSTOPT_HOME_ADDRESS,
     DSTOPT_PAD1,
@@ -110,8 +110,44 @@ def build_packet(
     return head + body
 
 
-def _home_address_option(data, start, end):
-    """Scan Destination Options ``data[start:end]`` for the Home Address option."""
+#: Options this parser recognises, per header (RFC 8200 4.2): Pad1, PadN everywhere, Router
+#: Alert (RFC 2711) in Hop-by-Hop, the Home Address option (RFC 6275 6.3) and the Tunnel
+#: Encapsulation Limit (RFC 2473 5.1) in Destination Options.
+_HBH_KNOWN = frozenset((DSTOPT_PAD1, DSTOPT_PADN, 0x05))
+_DST_KNOWN = frozenset((DSTOPT_PAD1, DSTOPT_PADN, DSTOPT_HOME_ADDRESS, 0x04))
+
+#: ICMPv6 Parameter Problem codes (RFC 4443 3.4).
+PP_ERRONEOUS_FIELD = 0
+PP_UNRECOGNISED_NEXT_HEADER = 1
+PP_UNRECOGNISED_OPTION = 2
+
+
+class ParameterProblem(WireError):
+    """A packet RFC 8200 says to discard, and perhaps to report with an ICMPv6 Parameter
+    Problem (RFC 4443 3.4).
+
+    ``code`` and ``pointer`` (offset in the packet of the offending octet) are the report's
+    fields; ``report`` is ``"never"`` (action 01: discard silently), ``"always"`` (action 10:
+    even when the destination was multicast) or ``"unicast"`` (action 11, and code 1: only when
+    the destination was not multicast). ``counter`` names the drop for the adapter's counters.
+    """
+
+    def __init__(self, reason, detail, code, pointer, report, counter):
+        super().__init__(reason, detail)
+        self.code = code
+        self.pointer = pointer
+        self.report = report
+        self.counter = counter
+
+
+#: What the two highest-order bits of an unrecognised option's type ask (RFC 8200 4.2).
+_ACTIONS = (None, "never", "always", "unicast")
+
+
+def _options(data, start, end, known):
+    """Walk the options of an extension header ``data[start:end]``; return the Home Address
+    option's address or None. An option not in ``known`` is skipped or refused as its action
+    bits say (RFC 8200 4.2)."""
     pos = start
     found = None
     while pos < end:
@@ -120,12 +156,18 @@ def _home_address_option(data, start, end):
             pos += 1
             continue
         if pos + 2 > end:
-            raise WireError(TRUNCATED, "destination option without its length")
+            raise WireError(TRUNCATED, "option without its length")
         n = data[pos + 1]
         nxt = pos + 2 + n
         if nxt > end:
-            raise WireError(TRUNCATED, "destination option overruns its header")
-        if t == DSTOPT_HOME_ADDRESS:
+            raise WireError(TRUNCATED, "option overruns its header")
+        if t not in known:
+            action = _ACTIONS[t >> 6]
+            if action is not None:
+                raise ParameterProblem(
+                    UNKNOWN, f"unrecognised option type 0x{t:02x} at offset {pos}",
+                    PP_UNRECOGNISED_OPTION, pos, action, "unrecognised-option")
+        elif t == DSTOPT_HOME_ADDRESS:
             if n != 16:
                 raise WireError(BAD_LENGTH, f"Home Address option length {n}, expected 16")
             if found is not None:
@@ -142,6 +184,9 @@ def parse_packet(data):
     """Parse an IPv6 packet. Raises :class:`WireError` for anything malformed.
 
     Hop-by-Hop and Destination Options headers are walked (the Home Address option is read);
+    an option this parser does not know is skipped or refused as the two highest-order bits of
+    its type say (RFC 8200 4.2), and a Hop-by-Hop header anywhere but first is refused (4.1):
+    both raise :class:`ParameterProblem`, which says whether and how to report it;
     a type 2 routing header is read; other routing types are skipped when Segments Left is 0 and
     refused otherwise (RFC 8200 4.4); a fragment header is refused (signalling is never
     fragmented here); anything else is the upper layer. Octets after the Payload Length are
@@ -159,7 +204,14 @@ def parse_packet(data):
     pos = 40
     hao = None
     rh2 = None
+    nh_at = 6  # offset of the Next Header field naming the header at ``pos``
     while nh in (IPPROTO_HOPOPTS, IPPROTO_DSTOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT):
+        if nh == IPPROTO_HOPOPTS and pos != 40:
+            # RFC 8200 4.1: Hop-by-Hop only immediately after the IPv6 header; next header 0
+            # anywhere else is answered like an unrecognised one (code 1, pointing at it).
+            raise ParameterProblem(
+                BAD_VALUE, f"Hop-by-Hop Options header at offset {pos}, not first",
+                PP_UNRECOGNISED_NEXT_HEADER, nh_at, "unicast", "misplaced-hop-by-hop")
         if pos + 8 > end:
             raise WireError(TRUNCATED, f"extension header {nh} at offset {pos} is cut short")
         nxt_nh = data[pos]
@@ -179,14 +231,20 @@ def parse_packet(data):
                     raise WireError(BAD_VALUE, "two type 2 routing headers")
                 rh2 = address_at(data, pos + 8)
             elif left:
-                raise WireError(UNSUPPORTED, f"routing header type {rtype} with segments left")
+                # RFC 8200 4.4: discard, Parameter Problem code 0 at the Routing Type.
+                raise ParameterProblem(
+                    UNSUPPORTED, f"routing header type {rtype} with segments left",
+                    PP_ERRONEOUS_FIELD, pos + 2, "unicast", "routing-header")
+        elif nh == IPPROTO_HOPOPTS:
+            _options(data, pos + 2, pos + size, _HBH_KNOWN)
         else:
-            a = _home_address_option(data, pos + 2, pos + size)
+            a = _options(data, pos + 2, pos + size, _DST_KNOWN)
             if a is not None:
-                if nh == IPPROTO_HOPOPTS or hao is not None:
-                    raise WireError(BAD_VALUE, "misplaced or repeated Home Address option")
+                if hao is not None:
+                    raise WireError(BAD_VALUE, "repeated Home Address option")
                 hao = a
         nh = nxt_nh
+        nh_at = pos
         pos += size
     if nh == IPPROTO_AH:
         raise WireError(UNSUPPORTED, "authentication header")
