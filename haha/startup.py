@@ -27,6 +27,7 @@ import sys
 from .errors import StartupError
 from .inifile import ConfigError
 from .logging import logger
+from .io.raw import pid_alive
 from .statedir import ensure_directory
 
 log = logger("haha.startup")
@@ -244,21 +245,11 @@ def check_socket_path(path, where):
         pid = int(os.readlink(lock))
     except (OSError, ValueError):
         return
-    if pid != os.getpid() and _alive(pid):
+    if pid != os.getpid() and pid_alive(pid):
         raise StartupError(
             f"{where}: the control socket {path} is in use by a running process (pid {pid}): "
             "this configuration runs already",
             "stop that daemon first, or give this one its own socket")
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_port(kind, host, port, where):

@@ -259,7 +259,7 @@ class RawTransport:
             return
         for fam, name in tables:
             m = _TABLE_RE.match(name)
-            if fam != "ip6" or not m or _pid_alive(int(m.group(1))):
+            if fam != "ip6" or not m or pid_alive(int(m.group(1))):
                 continue
             try:
                 self._system.run_nft(f"delete table ip6 {name}\n")
@@ -420,7 +420,8 @@ class RawTransport:
         self.counters["sent"] += 1
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
+    """Whether a process ``pid`` exists (one of another user counts too)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -26,7 +26,7 @@ Time is passed in (``now``); nothing here reads a clock.
 from dataclasses import dataclass
 
 from .errors import RATE_LIMITED, SecurityConfigError
-from .ratelimit import RateLimiter, _Bucket, _positive
+from .ratelimit import RateLimiter, _Bucket, _positive, spend
 
 #: Counters kept by :class:`Admission`.
 ADMISSION_REASONS = (RATE_LIMITED, "unauthenticated-budget", "authenticated-budget",
@@ -89,17 +89,7 @@ class Admission:
     def unpin(self, source):
         self.sources.unpin(source)
 
-    @staticmethod
-    def _spend(bucket, now, rate, burst):
-        elapsed = now - bucket.stamp
-        if elapsed > 0:
-            tokens = bucket.tokens + elapsed * rate
-            bucket.tokens = burst if tokens > burst else tokens
-            bucket.stamp = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return True
-        return False
+    _spend = staticmethod(spend)
 
     def unauthenticated(self, source, now):
         """Admit one unauthenticated packet from outer source ``source``."""

@@ -32,6 +32,20 @@ class _Bucket:
         self.stamp = stamp
 
 
+def spend(bucket, now, rate, burst):
+    """Refill ``bucket`` at ``rate`` tokens a second up to ``burst`` and take one token; False
+    when none is left."""
+    elapsed = now - bucket.stamp
+    if elapsed > 0:
+        tokens = bucket.tokens + elapsed * rate
+        bucket.tokens = burst if tokens > burst else tokens
+        bucket.stamp = now
+    if bucket.tokens >= 1:
+        bucket.tokens -= 1
+        return True
+    return False
+
+
 def _positive(name, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise SecurityConfigError(f"rate limit {name} = {value!r} must be a positive number")
@@ -77,16 +91,7 @@ class RateLimiter:
         """How many sources are tracked (pinned ones included)."""
         return len(self._buckets) + len(self._pinned)
 
-    def _spend(self, bucket, now, rate, burst):
-        elapsed = now - bucket.stamp
-        if elapsed > 0:
-            tokens = bucket.tokens + elapsed * rate
-            bucket.tokens = burst if tokens > burst else tokens
-            bucket.stamp = now
-        if bucket.tokens >= 1:
-            bucket.tokens -= 1
-            return True
-        return False
+    _spend = staticmethod(spend)
 
     def allow(self, source, now):
         """Spend one token of ``source`` at time ``now``; False (and counted) when it has none."""
