@@ -375,11 +375,12 @@ class _Worker:
         for _, _, machine, adapter in self.nodes:
             states[machine.state] += 1
             if machine.state == REGISTERED:
-                by_ha[str(machine.home_agent)] += 1
-            core.update(machine.counters)
+                by_ha[machine.home_agent] += 1
+            if latencies:
+                core.update(machine.counters)
         t = os.times()
         out = {"nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
-               "by_home_agent": dict(by_ha), "states": dict(states),
+               "by_home_agent": {str(k): v for k, v in by_ha.items()}, "states": dict(states),
                "first_registrations": len(self.registered),
                "cpu_s": t.user + t.system, "transport": dict(self.shared.counters),
                "core": dict(core)}
@@ -640,6 +641,12 @@ def bu_packet_size():
 # -- one run ------------------------------------------------------------------------------------
 
 
+def poll_interval(n_nodes):
+    """How often to ask the workers and home agents while waiting: a report walks every node,
+    so it is asked for less often with more nodes (the generator must not become the load)."""
+    return max(0.05, n_nodes / 100000)
+
+
 def wait(what, predicate, timeout, interval=0.05):
     """Poll ``predicate`` until true; its value, or TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
@@ -676,7 +683,7 @@ def burst(cluster, generator, timeout):
     t0 = time.monotonic()
     generator.go()
     wait("registration of every node", lambda: generator.report()["registered"] == n, timeout,
-         interval=0.1)
+         interval=poll_interval(n))
     registered = time.monotonic() - t0
 
     def settled():
@@ -684,7 +691,8 @@ def burst(cluster, generator, timeout):
         return all(c.get("bindings") == n for c in counts) and \
             sum(c.get("primaries", 0) for c in counts) == n
 
-    wait("a binding for every node at every home agent", settled, timeout, interval=0.1)
+    wait("a binding for every node at every home agent", settled, timeout,
+         interval=poll_interval(n))
     check = check_consistency(cluster.views(), generator.home_addresses, generator.homes())
     consistent = time.monotonic() - t0
     report = generator.report(latencies=True)
