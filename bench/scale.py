@@ -87,150 +87,210 @@ def echo_baseline(generator, packets, size):
     return result
 
 
-def run(directory, n_nodes, workers, timeout):
-    secret = os.urandom(32)
-    out = {"nodes": n_nodes, "workers": workers}
-    started = time.monotonic()
-    cluster, ports, _ = load.start_cluster(os.path.join(directory, "set"), n_nodes, workers,
-                                           secret, lifetime=HA_LIFETIME)
-    out["startup_s"] = round(time.monotonic() - started, 2)
-    empty = None
-    probe = load.ControlProbe(cluster).start()
-    try:
-        # Memory per configured node: against a home agent of the same configuration knowing
-        # no node at all.
-        empty, _, _ = load.start_cluster(os.path.join(directory, "empty"), 0, workers, secret,
-                                         n_has=2, lifetime=HA_LIFETIME)
-        rss_empty = _rss(empty.has[0])
-        empty.kill_all()
-        first, second = cluster.has[0], cluster.has[1]
-        rss_configured = {ha.name: _rss(ha) for ha in cluster.has}
-        has = [(ha.address, ha.port) for ha in cluster.has]
-        with load.Generator(n_nodes, workers, has, ports, secret) as generator:
-            size = load.bu_packet_size()
-            echo = echo_baseline(generator, max(n_nodes, 20000), size)
-            out["echo"] = dict(echo, size=size)
+class Run:
+    """One benchmark run; each phase fills ``out[phase]``. A phase that does not finish within
+    ``timeout`` is recorded as failed with what the nodes and home agents showed at that
+    moment, and the later phases are not run."""
 
-            probe.reset()
-            cpu0 = _cpu(cluster)
-            phase = load.burst(cluster, generator, timeout)
-            cpu1 = _cpu(cluster)
-            phase["probe"] = probe.reset()
-            bus = {ha.name: (cluster.control(ha.name, "counters") or {}).get(
-                "received.BindingUpdate", 0) for ha in cluster.has}
-            phase["binding_updates"] = bus
-            phase["ha_cpu_s"] = {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1}
-            phase["peer_downs"] = _counter_sum(cluster, "event.peer-down")
-            rss_after = {ha.name: _rss(ha) for ha in cluster.has}
-            out["burst"] = phase
+    def __init__(self, directory, n_nodes, workers, timeout):
+        self.directory = directory
+        self.n = n_nodes
+        self.workers = workers
+        self.timeout = timeout
+        self.secret = os.urandom(32)
+        self.out = {"nodes": n_nodes, "workers": workers}
+        self.interval = load.poll_interval(n_nodes)
 
-            # kill -9 of the primary of every node.
-            survivors = [ha.name for ha in cluster.has if ha is not first]
-            downs0 = _counter_sum(cluster, "event.peer-down", survivors)
-            probe.reset()
-            t0 = time.monotonic()
-            cluster.kill(first.name)
-            interval = load.poll_interval(n_nodes)
+    def __call__(self):
+        started = time.monotonic()
+        self.cluster, ports, _ = load.start_cluster(
+            os.path.join(self.directory, "set"), self.n, self.workers, self.secret,
+            lifetime=HA_LIFETIME)
+        self.out["startup_s"] = round(time.monotonic() - started, 2)
+        self.probe = load.ControlProbe(self.cluster).start()
+        try:
+            self.memory_baseline()
+            has = [(ha.address, ha.port) for ha in self.cluster.has]
+            with load.Generator(self.n, self.workers, has, ports, self.secret) as generator:
+                self.generator = generator
+                size = load.bu_packet_size()
+                echo = echo_baseline(generator, max(self.n, 20000), size)
+                self.out["echo"] = dict(echo, size=size)
+                for phase in (self.burst, self.kill, self.restart):
+                    self.probe.reset()
+                    name = phase.__name__
+                    try:
+                        self.out[name] = phase()
+                    except TimeoutError as e:
+                        self.out[name] = {"failed": str(e).splitlines()[0],
+                                          "state": self.state()}
+                        break
+                    self.out[name]["probe"] = self.probe.reset()
+        finally:
+            self.probe.stop()
+            self.cluster.kill_all()
+        return self.out
 
-            def detected():
-                return all(first.address not in (cluster.control(s, "status", 30) or {}).get(
-                    "live_peers", [first.address]) for s in survivors)
+    def state(self):
+        r = self.generator.report()
+        return {"registered": r["registered"], "by_home_agent": dict(r["by_home_agent"]),
+                "states": dict(r["states"]),
+                "home_agents": {ha.name: {k: (self.cluster.control(ha.name, "status", 30) or {})
+                                          .get(k) for k in ("state", "bindings", "primaries")}
+                                for ha in self.cluster.has if ha.running()},
+                "peer_downs": _counter_sum(self.cluster, "event.peer-down"),
+                "rate_limited": _counter_sum(self.cluster, "dropped.rate-limited")}
 
-            load.wait("failure detection", detected, timeout, interval)
-            detection = time.monotonic() - t0
-
-            def served():
-                r = generator.report()
-                return r["registered"] == n_nodes and not r["by_home_agent"].get(first.address)
-
-            load.wait("every node registered with a survivor", served, timeout, interval)
-            served_s = time.monotonic() - t0
-            check = load.wait("a consistent set of survivors", lambda: (lambda c: c if c[
-                "consistent"] else None)(load.check_consistency(
-                    cluster.views(survivors), generator.home_addresses, generator.homes())),
-                timeout, max(0.5, interval))
-            out["kill"] = {"detected_s": round(detection, 3), "served_s": round(served_s, 3),
-                           "consistent_s": round(time.monotonic() - t0, 3),
-                           "consistency": check,
-                           "peer_downs": _counter_sum(cluster, "event.peer-down", survivors)
-                           - downs0, "probe": probe.reset()}
-
-            # The killed home agent restarted: relearning every binding.
-            t0 = time.monotonic()
-            cluster.start(first.name)
-            cluster.wait_for("restarted home agent serving", lambda: (cluster.control(
-                first.name, "status", 10) or {}).get("state") == "serving",
-                timeout=max(60, n_nodes / 500), interval=0.05)
-            serving = time.monotonic() - t0
-            load.wait("the restarted home agent holding every binding", lambda: (
-                cluster.control(first.name, "status", 30) or {}).get("bindings") == n_nodes,
-                timeout, interval)
-            check = load.wait("consistency with the restarted home agent", lambda: (
-                lambda c: c if c["consistent"] else None)(load.check_consistency(
-                    cluster.views(), generator.home_addresses, generator.homes())),
-                timeout, max(0.5, interval))
-            out["restart"] = {"serving_s": round(serving, 3),
-                              "relearned_s": round(time.monotonic() - t0 - serving, 3),
-                              "consistency": check, "probe": probe.reset()}
-        out["memory"] = {
-            "rss_empty": rss_empty, "rss_configured": rss_configured[first.name],
-            "per_configured_node": round((rss_configured[first.name] - rss_empty) / n_nodes),
-            "per_primary": round((rss_after[first.name] - rss_configured[first.name])
-                                 / n_nodes),
-            "per_copy": round((rss_after[second.name] - rss_configured[second.name])
-                              / n_nodes)}
-    finally:
-        probe.stop()
-        cluster.kill_all()
-        if empty is not None:
+    def memory_baseline(self):
+        """RSS of a home agent of the same configuration knowing no node at all, and of each
+        of ours knowing every node, both serving and before any registration."""
+        empty, _, _ = load.start_cluster(os.path.join(self.directory, "empty"), 0,
+                                         self.workers, self.secret, n_has=2,
+                                         lifetime=HA_LIFETIME)
+        try:
+            self.rss_empty = _rss(empty.has[0])
+        finally:
             empty.kill_all()
-    return out
+        self.rss_configured = {ha.name: _rss(ha) for ha in self.cluster.has}
+        self.out["memory"] = {
+            "rss_empty": self.rss_empty, "rss_configured": self.rss_configured["ha1"],
+            "per_configured_node": round((self.rss_configured["ha1"] - self.rss_empty)
+                                         / self.n)}
+
+    def burst(self):
+        c = self.cluster
+        cpu0 = _cpu(c)
+        phase = load.burst(c, self.generator, self.timeout)
+        cpu1 = _cpu(c)
+        phase["binding_updates"] = {ha.name: (c.control(ha.name, "counters") or {}).get(
+            "received.BindingUpdate", 0) for ha in c.has}
+        phase["ha_cpu_s"] = {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1}
+        phase["peer_downs"] = _counter_sum(c, "event.peer-down")
+        phase["rate_limited"] = _counter_sum(c, "dropped.rate-limited")
+        rss = {ha.name: _rss(ha) for ha in c.has}
+        self.out["memory"].update(
+            per_primary=round((rss["ha1"] - self.rss_configured["ha1"]) / self.n),
+            per_copy=round((rss["ha2"] - self.rss_configured["ha2"]) / self.n))
+        return phase
+
+    def _consistent(self, names=None):
+        result = load.check_consistency(self.cluster.views(names),
+                                        self.generator.home_addresses, self.generator.homes())
+        return result if result["consistent"] else None
+
+    def kill(self):
+        """kill -9 of ha1, the primary of every node."""
+        c, first = self.cluster, self.cluster.has[0]
+        survivors = [ha.name for ha in c.has if ha is not first]
+        downs0 = _counter_sum(c, "event.peer-down", survivors)
+        t0 = time.monotonic()
+        c.kill(first.name)
+
+        def detected():
+            return all(first.address not in (c.control(s, "status", 30) or {}).get(
+                "live_peers", [first.address]) for s in survivors)
+
+        load.wait("failure detection", detected, self.timeout, self.interval)
+        detection = time.monotonic() - t0
+
+        def served():
+            r = self.generator.report()
+            return r["registered"] == self.n and not r["by_home_agent"].get(first.address)
+
+        load.wait("every node registered with a survivor", served, self.timeout, self.interval)
+        served_s = time.monotonic() - t0
+        check = load.wait("a consistent set of survivors", lambda: self._consistent(survivors),
+                          self.timeout, max(0.5, self.interval))
+        return {"detected_s": round(detection, 3), "served_s": round(served_s, 3),
+                "consistent_s": round(time.monotonic() - t0, 3), "consistency": check,
+                "peer_downs": _counter_sum(c, "event.peer-down", survivors) - downs0}
+
+    def restart(self):
+        """The killed home agent started again, relearning every binding."""
+        c, first = self.cluster, self.cluster.has[0]
+        t0 = time.monotonic()
+        c.start(first.name)
+        c.wait_for("restarted home agent serving", lambda: (c.control(
+            first.name, "status", 10) or {}).get("state") == "serving",
+            timeout=max(60, self.n / 500), interval=0.05)
+        serving = time.monotonic() - t0
+        load.wait("the restarted home agent holding every binding", lambda: (
+            c.control(first.name, "status", 30) or {}).get("bindings") == self.n,
+            self.timeout, self.interval)
+        check = load.wait("consistency with the restarted home agent", self._consistent,
+                          self.timeout, max(0.5, self.interval))
+        return {"serving_s": round(serving, 3),
+                "relearned_s": round(time.monotonic() - t0 - serving, 3), "consistency": check}
+
+
+def _failed(o, phase):
+    return "failed" in o.get(phase, {"failed": "not run"})
 
 
 def results(o):
-    n, b, e = o["nodes"], o["burst"], o["echo"]
-    bus = sum(b["binding_updates"].values())
-    cpu_per_bu = sum(b["ha_cpu_s"].values()) / max(1, bus) * 1e6
-    primary = b["ha_cpu_s"]["ha1"] / max(1, b["binding_updates"]["ha1"]) * 1e6
+    n, e = o["nodes"], o["echo"]
+    out = []
+    b = o["burst"]
     echo_s_for_n = e["seconds"] * n / e["packets"]
-    return [
-        {"case": f"registration burst, {n} nodes, 3 home agents (UDP, ESP)",
-         "metric": "seconds from the burst until every node is registered and every copy "
-                   "consistent", "unit": "s", "value": b["consistent_s"],
-         "baselines": {"echo-same-datagrams": round(echo_s_for_n, 3)},
-         "consistent": b["consistency"]["consistent"], "registered_s": b["registered_s"],
-         "latency_s": b["latency_s"], "false_peer_downs": b["peer_downs"],
-         "binding_updates_received": bus, "generator_cpu_s": b["generator_cpu_s"],
-         "longest_status_s": b["probe"]["longest_status_s"]},
-        {"case": f"daemon CPU per Binding Update during the burst ({n} nodes)",
-         "metric": "microseconds of the three daemons' CPU per Binding Update received",
-         "unit": "us", "value": round(cpu_per_bu, 1),
-         "baselines": {"echo-per-datagram": round(e["us_per_packet"], 2)},
-         "primary_only_us": round(primary, 1)},
-        {"case": "daemon CPU per Binding Update / echo CPU per datagram",
-         "metric": "ratio", "unit": "x", "value": round(cpu_per_bu / e["us_per_packet"], 1),
-         "baselines": {}, "primary_only": round(primary / e["us_per_packet"], 1)},
-        {"case": f"kill -9 of the primary of {n} nodes",
-         "metric": "seconds until every node is registered with exactly one survivor",
-         "unit": "s", "value": o["kill"]["served_s"],
-         "baselines": {"failure-detection": o["kill"]["detected_s"]},
-         "consistent_s": o["kill"]["consistent_s"],
-         "consistent": o["kill"]["consistency"]["consistent"],
-         "peer_downs": o["kill"]["peer_downs"], "peer_downs_expected": 2,
-         "longest_status_s": o["kill"]["probe"]["longest_status_s"]},
-        {"case": f"restarted home agent relearning {n} bindings",
-         "metric": "seconds from serving until it holds a consistent copy of every binding",
-         "unit": "s", "value": o["restart"]["relearned_s"],
-         "baselines": {"start-up-to-serving": o["restart"]["serving_s"]},
-         "consistent": o["restart"]["consistency"]["consistent"],
-         "longest_status_s": o["restart"]["probe"]["longest_status_s"]},
-        {"case": f"memory per configured node ({n} node keys)", "metric": "RSS delta",
-         "unit": "octets", "value": o["memory"]["per_configured_node"],
-         "baselines": {"rss-without-nodes": o["memory"]["rss_empty"]}},
-        {"case": "memory per binding", "metric": "RSS growth during the burst per binding",
-         "unit": "octets", "value": o["memory"]["per_primary"],
-         "baselines": {"per-copy": o["memory"]["per_copy"]}},
-    ]
+    burst_case = {"case": f"registration burst, {n} nodes, 3 home agents (UDP, ESP)",
+                  "metric": "seconds from the burst until every node is registered and every "
+                            "copy consistent", "unit": "s",
+                  "baselines": {"echo-same-datagrams": round(echo_s_for_n, 3)}}
+    if _failed(o, "burst"):
+        out.append(dict(burst_case, value=None, failed=b["failed"], state=b["state"]))
+    else:
+        bus = sum(b["binding_updates"].values())
+        cpu_per_bu = sum(b["ha_cpu_s"].values()) / max(1, bus) * 1e6
+        primary = b["ha_cpu_s"]["ha1"] / max(1, b["binding_updates"]["ha1"]) * 1e6
+        out += [
+            dict(burst_case, value=b["consistent_s"],
+                 consistent=b["consistency"]["consistent"], registered_s=b["registered_s"],
+                 latency_s=b["latency_s"], false_peer_downs=b["peer_downs"],
+                 rate_limited=b["rate_limited"], binding_updates_received=bus,
+                 generator_cpu_s=b["generator_cpu_s"],
+                 longest_status_s=b["probe"]["longest_status_s"]),
+            {"case": f"daemon CPU per Binding Update during the burst ({n} nodes)",
+             "metric": "microseconds of the three daemons' CPU per Binding Update received",
+             "unit": "us", "value": round(cpu_per_bu, 1),
+             "baselines": {"echo-per-datagram": round(e["us_per_packet"], 2)},
+             "primary_only_us": round(primary, 1)},
+            {"case": "daemon CPU per Binding Update / echo CPU per datagram",
+             "metric": "ratio", "unit": "x", "value": round(cpu_per_bu / e["us_per_packet"], 1),
+             "baselines": {}, "primary_only": round(primary / e["us_per_packet"], 1)},
+            {"case": "memory per binding", "metric": "RSS growth during the burst per binding",
+             "unit": "octets", "value": o["memory"]["per_primary"],
+             "baselines": {"per-copy": o["memory"]["per_copy"]}},
+        ]
+    k = o.get("kill", {"failed": "not run (an earlier phase failed)"})
+    kill_case = {"case": f"kill -9 of the primary of {n} nodes",
+                 "metric": "seconds until every node is registered with exactly one survivor",
+                 "unit": "s"}
+    if _failed(o, "kill"):
+        out.append(dict(kill_case, value=None, baselines={}, failed=k["failed"],
+                        state=k.get("state")))
+    else:
+        out.append(dict(kill_case, value=k["served_s"],
+                        baselines={"failure-detection": k["detected_s"]},
+                        consistent_s=k["consistent_s"],
+                        consistent=k["consistency"]["consistent"], peer_downs=k["peer_downs"],
+                        peer_downs_expected=2,
+                        longest_status_s=k["probe"]["longest_status_s"]))
+    r = o.get("restart", {"failed": "not run (an earlier phase failed)"})
+    restart_case = {"case": f"restarted home agent relearning {n} bindings",
+                    "metric": "seconds from serving until it holds a consistent copy of every "
+                              "binding", "unit": "s"}
+    if _failed(o, "restart"):
+        out.append(dict(restart_case, value=None, baselines={}, failed=r["failed"],
+                        state=r.get("state")))
+    else:
+        out.append(dict(restart_case, value=r["relearned_s"],
+                        baselines={"start-up-to-serving": r["serving_s"]},
+                        consistent=r["consistency"]["consistent"],
+                        longest_status_s=r["probe"]["longest_status_s"]))
+    out.append({"case": f"memory per configured node ({n} node keys)", "metric": "RSS delta",
+                "unit": "octets", "value": o["memory"]["per_configured_node"],
+                "baselines": {"rss-without-nodes": o["memory"]["rss_empty"]}})
+    return out
 
 
 def main(argv=None):
@@ -245,8 +305,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     n = args.nodes or (1000 if args.quick else 10000)
     directory = args.dir or tempfile.mkdtemp(prefix="haha-bench-scale-")
+    load.stop_on_sigterm()
     try:
-        o = run(directory, n, args.workers, args.timeout)
+        o = Run(directory, n, args.workers, args.timeout)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

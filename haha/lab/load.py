@@ -39,6 +39,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
@@ -471,14 +472,26 @@ def _worker_main(spec, conn):
 
     globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
     configure("error")
+    parent = os.getppid()
     worker = _Worker(reactor, spec)
 
     def answer(result):
         conn.send(("ok", result))
 
     def poll():
+        try:
+            waiting = conn.poll()
+        except (EOFError, OSError):
+            waiting = None
+        if waiting is None or not waiting and os.getppid() != parent:
+            reactor.stop()  # the parent is gone: nobody will ask again
+            return
         while conn.poll():
-            cmd, args = conn.recv()
+            try:
+                cmd, args = conn.recv()
+            except (EOFError, OSError):
+                reactor.stop()
+                return
             if cmd == "go":
                 answer(worker.go())
             elif cmd == "report":
@@ -706,6 +719,13 @@ def burst(cluster, generator, timeout):
             "node_counters": dict(report["core"])}
 
 
+def stop_on_sigterm():
+    """SIGTERM unwinds like Ctrl-C, so the daemons and workers started are cleaned up."""
+    def handler(signum, frame):
+        raise SystemExit(f"terminated by signal {signum}")
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="haha-lab load", description=__doc__.split("\n")[0])
     p.add_argument("--nodes", type=int, default=1000, help="mobile nodes (default 1000)")
@@ -721,6 +741,7 @@ def main(argv=None):
         p.error("--nodes must be 1..1048576, --workers 1..64")
     directory = args.dir or tempfile.mkdtemp(prefix="haha-load-")
     cluster = None
+    stop_on_sigterm()
     try:
         cluster, ports, secret = start_cluster(directory, args.nodes, args.workers,
                                                n_has=args.has)
