@@ -672,8 +672,8 @@ def wait(what, predicate, timeout, interval=0.05):
         time.sleep(interval)
 
 
-def start_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args):
-    """A written :class:`LoadCluster` with its home agents started and serving, and the
+def launch_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args):
+    """A written :class:`LoadCluster` with its home agents started (not yet serving), and the
     generator's ports: ``(cluster, ports, run_secret)``."""
     run_secret = run_secret or os.urandom(32)
     ports = free_udp_ports(workers)
@@ -681,10 +681,27 @@ def start_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args):
     cluster.write()
     for ha in cluster.has:
         cluster.start(ha.name)
+    return cluster, ports, run_secret
+
+
+def wait_serving(cluster):
+    """Wait until every home agent of ``cluster`` serves (loading many node keys takes a
+    while: the timeout grows with them)."""
     for ha in cluster.has:
         cluster.wait_for(f"{ha.name} serving", lambda ha=ha: (
             cluster.control(ha.name, "status", timeout=10) or {}).get("state") == "serving",
-            timeout=max(60, n_nodes / 500))
+            timeout=max(60, cluster.n_nodes / 500))
+
+
+def start_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args):
+    """:func:`launch_cluster`, then :func:`wait_serving`."""
+    cluster, ports, run_secret = launch_cluster(directory, n_nodes, workers, run_secret,
+                                                **cluster_args)
+    try:
+        wait_serving(cluster)
+    except BaseException:
+        cluster.kill_all()
+        raise
     return cluster, ports, run_secret
 
 
