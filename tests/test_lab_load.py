@@ -132,3 +132,16 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert cases["restarted home agent relearning 8 bindings"]["consistent"]
     assert report["raw"]["kill"]["detected_s"] > 0
     assert report["raw"]["restart"]["consistency"]["examples"] == []
+
+
+def test_haha_lab_load_refuses_bad_arguments(capsys):
+    """``haha-lab load`` is dispatched to the generator, whose bad arguments stop it with a
+    usage error before anything starts."""
+    from haha.lab.cli import main
+
+    for argv in (["load", "--nodes", "0"], ["load", "--has", "1"], ["load", "--workers", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "haha-lab load" in err and "--has must be 2-9" in err
