@@ -712,8 +712,13 @@ def burst(cluster, generator, timeout):
     cpu0 = generator.report()["cpu_s"]
     t0 = time.monotonic()
     generator.go()
-    wait("registration of every node", lambda: generator.report()["registered"] == n, timeout,
-         interval=poll_interval(n))
+    try:
+        wait("registration of every node", lambda: generator.report()["registered"] == n,
+             timeout, interval=poll_interval(n))
+    except TimeoutError as e:
+        r = generator.report()
+        raise TimeoutError(f"{e}: {r['registered']} of {n} registered (by home agent: "
+                           f"{dict(r['by_home_agent'])}; states: {dict(r['states'])})") from None
     registered = time.monotonic() - t0
 
     def settled():
