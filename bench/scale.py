@@ -28,8 +28,8 @@ Cases:
   primary and of a copy holder during the burst).
 
 Each case also reports the longest ``status`` answer of the control sockets during its phase
-(a blocked reactor answers late). ``--quick`` runs 1,000 nodes (about 45 s on the shared 2-core
-machine at load 6, most of it daemons starting); the default is 10,000 nodes and ``--nodes
+(a blocked reactor answers late). ``--quick`` runs 1,000 nodes (20 s on the shared 2-core
+machine at load 3.5, 45 s at load 6, most of it daemons starting); the default is 10,000 nodes and ``--nodes
 100000`` the issue's goal. ``--ha-lifetime`` sets the home agents' failure detection time (3 s by
 default); ``--timeout`` bounds each phase (docs/scale.md has the figures). Prints one JSON
 object.
