@@ -428,9 +428,10 @@ class _EchoClient:
                       8 << 20, 8 << 20)
         from twisted.internet import defer
         self.done = defer.Deferred()
+        self._check = None
         self.t0 = reactor.seconds()
-        self._fill()
         self._check = reactor.callLater(timeout, self._resend)
+        self._fill()
 
     def _send(self, n):
         self.outstanding[n] = self.reactor.seconds()
@@ -442,7 +443,8 @@ class _EchoClient:
             self._send(self.next)
             self.next += 1
         if not self.outstanding and self.next >= self.count and not self.done.called:
-            self._check.cancel() if hasattr(self, "_check") and self._check.active() else None
+            if self._check is not None and self._check.active():
+                self._check.cancel()
             self.port.stopListening()
             self.done.callback({"packets": self.count, "sent": self.sent,
                                 "seconds": self.reactor.seconds() - self.t0})
