@@ -15,7 +15,7 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 from .inifile import (
     ConfigError,
@@ -100,7 +100,7 @@ class TransportConfig:
     kind: str = "raw"
     interfaces: tuple = ()
     udp_listen: tuple = None  # (host, port)
-    udp_peers: dict = field(default_factory=dict)  # IPv6Address -> (host, port)
+    udp_peers: dict = field(default_factory=dict)  # IPv6Address/IPv6Network -> (host, port)
     receive_buffer: int = 8 << 20  # octets; 0 = the kernel's default
     send_buffer: int = 0
     udp_learned: int = 262144  # most sources the UDP transport remembers
@@ -349,10 +349,11 @@ def _transport(get):
     ps = get("udp-peers")
     for key, text in ps.items():
         try:
-            a = parse_address(key)
+            a = IPv6Network(key) if "/" in key else parse_address(key)
             peers[a] = _endpoint(text)
         except ValueError as e:
-            raise ps.error(key, f"{e} (keys are IPv6 addresses, values HOST:PORT)") from None
+            raise ps.error(key, f"{e} (keys are IPv6 addresses or prefixes, values "
+                           "HOST:PORT)") from None
     receive_buffer = sec.get_int("receive-buffer", 8 << 20, minimum=0, maximum=1 << 30)
     send_buffer = sec.get_int("send-buffer", 0, minimum=0, maximum=1 << 30)
     learned = sec.get_int("udp-learned", 262144, minimum=1, maximum=1 << 24)

@@ -1,6 +1,7 @@
 """Configuration: every kind of mistake stops with file, section, key and line."""
 
 import os
+from ipaddress import IPv6Network
 
 import pytest
 
@@ -205,6 +206,12 @@ def test_udp_transport_needs_listen():
     assert list(c.transport.udp_peers.values()) == [("127.0.0.1", 7002)]
     e = err(BASE + "[transport]\nkind = udp\nudp-listen = 127.0.0.1:x\n")
     assert e.key == "udp-listen"
+    c = ha(BASE + "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n"
+           "[udp-peers]\n2001:db8:20::/48 = 127.0.0.1:7003\n")
+    assert c.transport.udp_peers == {IPv6Network("2001:db8:20::/48"): ("127.0.0.1", 7003)}
+    e = err(BASE + "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n"
+            "[udp-peers]\n2001:db8:20::1/48 = 127.0.0.1:7003\n")
+    assert (e.section, e.key) == ("udp-peers", "2001:db8:20::1/48")
 
 
 def test_socket_buffers_and_learned_map_are_configurable():

@@ -1,6 +1,6 @@
 """UdpTransport: IPv6 packets in UDP datagrams (tier 2; one test on real loopback sockets)."""
 
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 import pytest_twisted
@@ -104,8 +104,28 @@ def test_malformed_and_receiver_errors():
     assert u.counters["send_not_started"] == 1
 
 
+def test_prefix_entries_reach_nodes_never_heard_from():
+    """A static prefix entry routes every address inside it (longest prefix first) when no
+    address entry or learned source claims it, so a home agent can reach a node it never heard
+    from; prefixes take no part in multicast fan-out."""
+    t, r, _ = _started(peers={HA: ("::1", 5001),
+                              IPv6Network("2001:db8:20::/48"): ("::1", 6100),
+                              IPv6Network("2001:db8:20:1::/64"): ("::1", 6101)})
+    assert t.endpoint_for(COA) == ("::1", 6100)
+    assert t.endpoint_for(IPv6Address("2001:db8:20:1::7")) == ("::1", 6101)
+    assert t.endpoint_for(IPv6Address("2001:db8:21::1")) is None
+    back = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
+    t.send(back)
+    assert r.port.written == [(back, ("::1", 6100))]
+    r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7000))
+    assert t.endpoint_for(COA) == ("::1", 7000)  # what was learned is more precise
+    ra = build_packet(HA, IPv6Address("ff02::1"), 58, bytes(16))
+    t.send(ra)
+    assert r.port.written[-1] == (ra, ("::1", 5001)) and len(r.port.written) == 2
+
+
 def test_bad_peer_map():
-    """Peers must be IPv6Address keys with a valid UDP port."""
+    """Peers must be IPv6Address or IPv6Network keys with a valid UDP port."""
     with pytest.raises(TypeError):
         UdpTransport(_Reactor(), peers={"2001:db8::1": ("::1", 1)})
     with pytest.raises(ValueError):

@@ -13,12 +13,17 @@ type 2 routing header that is the care-of address, as on a real network):
    the datagram's UDP endpoint", so a home agent can answer a mobile node whose care-of address
    it did not know. Learning never overrides a static entry and keeps at most ``max_learned``
    entries (least recently learned forgotten first);
-3. a multicast destination goes to every distinct static endpoint;
-4. anything else is counted (``no_route``) and dropped.
+3. otherwise the static map's prefixes, ``IPv6Network -> (host, port)``, longest first: a load
+   generator running thousands of mobile nodes behind one UDP port declares their care-of
+   prefix once, so a home agent that never heard from a node (a survivor taking it over) can
+   still reach it;
+4. a multicast destination goes to every distinct static endpoint of an address (not of a
+   prefix);
+5. anything else is counted (``no_route``) and dropped.
 """
 
 from collections import Counter, OrderedDict
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
 
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import LogLevel
@@ -42,7 +47,8 @@ class UdpTransport:
     """IPv6-in-UDP between loopback ports (see the module docstring for the framing).
 
     ``reactor`` provides ``listenUDP``. ``port``/``interface``: where to listen (port 0 picks
-    one; :attr:`address` tells which after :meth:`start`). ``peers``: the static map.
+    one; :attr:`address` tells which after :meth:`start`). ``peers``: the static map (keys
+    ``IPv6Address`` or ``IPv6Network``).
     ``learn``: learn sources as described above, at most ``max_learned`` of them.
     ``receive_buffer``/``send_buffer``: socket buffer sizes in octets (0: the kernel's default;
     see :mod:`haha.io.sockbuf`); :attr:`buffers` tells what was granted after :meth:`start`.
@@ -56,13 +62,18 @@ class UdpTransport:
         self._port_number = port
         self._interface = interface
         self.static = {}
+        self.prefixes = []  # (IPv6Network, (host, port)), longest prefix first
         for address, endpoint in (peers or {}).items():
-            if not isinstance(address, IPv6Address):
-                raise TypeError(f"peer {address!r} is not an IPv6Address")
+            if not isinstance(address, (IPv6Address, IPv6Network)):
+                raise TypeError(f"peer {address!r} is not an IPv6Address or IPv6Network")
             host, udp_port = endpoint
             if not isinstance(udp_port, int) or not 0 < udp_port < 65536:
                 raise ValueError(f"peer {address}: UDP port {udp_port!r} out of range")
-            self.static[address] = (str(host), udp_port)
+            if isinstance(address, IPv6Network):
+                self.prefixes.append((address, (str(host), udp_port)))
+            else:
+                self.static[address] = (str(host), udp_port)
+        self.prefixes.sort(key=lambda entry: -entry[0].prefixlen)
         self.learn = learn
         if max_learned < 1:
             raise ValueError(f"max_learned {max_learned!r} must be at least 1")
@@ -105,7 +116,12 @@ class UdpTransport:
         self.static[address] = (str(endpoint[0]), int(endpoint[1]))
 
     def endpoint_for(self, address):
-        return self.static.get(address) or self.learned.get(address)
+        endpoint = self.static.get(address) or self.learned.get(address)
+        if endpoint is None:
+            for network, prefix_endpoint in self.prefixes:
+                if address in network:
+                    return prefix_endpoint
+        return endpoint
 
     def _received(self, data, addr):
         if self._receiver is None:

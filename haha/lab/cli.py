@@ -4,8 +4,11 @@
     haha-lab up KIND --tag TAG    create it (namespaces haha-TAG-<node>) and print it
     haha-lab down KIND --tag TAG  remove it
     haha-lab ping KIND --tag TAG NODE ADDRESS
+    haha-lab load [--nodes N] [--workers W] [--has H]
 
 KIND is one of shared-home-link, separate-links, no-home-link; --has and --mns size it.
+``load`` needs no privileges: N generated mobile nodes register at once with H real home agents
+on loopback, and every binding is checked (haha.lab.load; ``haha-lab load --help``).
 """
 
 import argparse
@@ -17,6 +20,11 @@ from .topology import TOPOLOGIES, LabError
 
 
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["load"]:
+        from .load import main as load
+
+        return load(argv[1:])
     p = argparse.ArgumentParser(prog="haha-lab", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["show", "up", "down", "ping"])
     p.add_argument("kind", choices=sorted(TOPOLOGIES))

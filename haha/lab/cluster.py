@@ -203,12 +203,14 @@ class LocalCluster(DaemonGroup):
 
     Home agent i has address 2001:db8:1::i and preference 10 - i (ha1 is preferred); the mobile
     node 2001:db8:1::100 starts at care-of 2001:db8:20::100 registered with ha1. ``lifetime``
-    and ``hello_interval`` set how fast a dead home agent is noticed.
+    and ``hello_interval`` set how fast a dead home agent is noticed; ``log_level`` is the
+    daemons' ``[log] level``.
     """
 
     def __init__(self, directory, n_has=3, lifetime=3, hello_interval=1.0, boot_wait=1.0,
-                 security="esp", mobile_router=False):
+                 security="esp", mobile_router=False, log_level="debug"):
         self.directory = str(directory)
+        self.log_level = log_level
         self.lifetime = lifetime
         self.hello_interval = hello_interval
         self.boot_wait = boot_wait
@@ -297,7 +299,7 @@ udp-listen = 127.0.0.1:{ha.port}
 socket = unix:{ha.socket}
 
 [log]
-level = debug
+level = {self.log_level}
 """
 
     def _mn_text(self):
@@ -325,5 +327,5 @@ udp-listen = 127.0.0.1:{self.mn.port}
 socket = unix:{self.mn.socket}
 
 [log]
-level = debug
+level = {self.log_level}
 """

@@ -116,26 +116,35 @@ class SaSpec:
 
     def __post_init__(self):
         object.__setattr__(self, "peer", _address(self.peer, "SA peer"))
-        name = f"SA {self.direction!r} for peer {self.peer}"
         if self.direction not in DIRECTIONS:
-            raise SecurityConfigError(f"{name}: direction must be 'in' or 'out'")
+            raise SecurityConfigError(f"SA {self.direction!r} for peer {self.peer}: direction "
+                                      "must be 'in' or 'out'")
         if not isinstance(self.spi, int) or isinstance(self.spi, bool) or not (
             MIN_SPI <= self.spi <= 0xFFFFFFFF
         ):
-            raise SecurityConfigError(f"{name}: SPI {self.spi!r} is not in 256..4294967295 "
+            raise SecurityConfigError(f"SA {self.direction!r} for peer {self.peer}: SPI "
+                                      f"{self.spi!r} is not in 256..4294967295 "
                                       "(RFC 4303 2.1 reserves 0-255)")
+        if not (isinstance(self.key, (bytes, bytearray)) and len(self.key) in KEY_LENGTHS
+                and isinstance(self.salt, (bytes, bytearray)) and len(self.salt) == SALT_LEN
+                and self.role in ROLES):
+            self._refuse()  # the name is built only for an error: formatting an address
+            # costs more than every check here (10,000 node keys at start-up)
+        object.__setattr__(self, "key", bytes(self.key))
+        object.__setattr__(self, "salt", bytes(self.salt))
+        object.__setattr__(
+            self, "sources", tuple(_address(s, f"SA {self.direction} spi=0x{self.spi:08x} "
+                                               f"for peer {self.peer}: source")
+                                   for s in self.sources)
+        )
+
+    def _refuse(self):
         name = f"SA {self.direction} spi=0x{self.spi:08x} for peer {self.peer}"
         if not isinstance(self.key, (bytes, bytearray)) or len(self.key) not in KEY_LENGTHS:
             raise SecurityConfigError(f"{name}: key must be 16, 24 or 32 octets")
         if not isinstance(self.salt, (bytes, bytearray)) or len(self.salt) != SALT_LEN:
             raise SecurityConfigError(f"{name}: salt must be 4 octets")
-        object.__setattr__(self, "key", bytes(self.key))
-        object.__setattr__(self, "salt", bytes(self.salt))
-        if self.role not in ROLES:
-            raise SecurityConfigError(f"{name}: role must be one of {', '.join(ROLES)}")
-        object.__setattr__(
-            self, "sources", tuple(_address(s, f"{name}: source") for s in self.sources)
-        )
+        raise SecurityConfigError(f"{name}: role must be one of {', '.join(ROLES)}")
 
 
 @implementer(ISecurityAssociations)

@@ -1,0 +1,340 @@
+"""Benchmark: a home-agent set under many mobile nodes, real daemons end to end.
+
+Three ``twistd -n haha`` home agents (UDP transport on loopback, ESP, null backend, HA lifetime
+3 s, HELLO every second) and the load generator of ``haha.lab.load``: worker processes each
+running many of haha's own mobile node machines (codec, user-space ESP, the daemons' key
+derivation). Every figure is read from outside: the control sockets, the workers' reports, and
+``/proc/PID/stat`` of the daemons.
+
+The baseline, measured in the same run: a bare Twisted UDP echo (one process answering
+datagrams of a Binding Update's size on loopback), driven by the same generator processes with
+as many datagrams as there are nodes (at least 20,000).
+
+Cases:
+
+- ``burst``: every node started at one instant; time until all are registered and every copy
+  is consistent on every home agent (each node exactly one primary, copies at the others naming
+  it, the node registered with it); false peer-downs (no home agent died) counted. Baseline:
+  the echo's time for the same number of datagrams.
+- ``cpu``: CPU of the three daemons during the burst per Binding Update received, and as a
+  ratio to the echo's CPU per datagram.
+- ``kill``: ``kill -9`` of the primary of every node; time until every node is registered with
+  exactly one survivor and the survivors agree. Baseline: the measured failure detection (until
+  both survivors have counted a peer-down).
+- ``restart``: the killed home agent started again; time from serving until it holds a
+  consistent copy of every binding. Baseline: its start-up time (process start to serving).
+- ``memory``: RSS per configured node (a home agent knowing N nodes against one knowing none,
+  both serving, before any registration), per primary binding and per copy (RSS growth of the
+  primary and of a copy holder during the burst).
+
+Each case also reports the longest ``status`` answer of the control sockets during its phase
+(a blocked reactor answers late). ``--quick`` runs 1,000 nodes (20 s on the shared 2-core
+machine at load 3.5, 45 s at load 6, most of it daemons starting); the default is 10,000 nodes and ``--nodes
+100000`` the issue's goal. ``--ha-lifetime`` sets the home agents' failure detection time (3 s by
+default); ``--timeout`` bounds each phase (docs/scale.md has the figures). Prints one JSON
+object.
+"""
+
+import argparse
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from haha.lab import load  # noqa: E402
+from haha.lab.cluster import free_udp_ports  # noqa: E402
+
+HA_LIFETIME = 3
+
+
+def _cpu(cluster, names=None):
+    return {ha.name: load.proc_stat(ha.process.pid)[0] for ha in cluster.has
+            if ha.running() and (names is None or ha.name in names)}
+
+
+def _rss(node):
+    return load.proc_stat(node.process.pid)[1]
+
+
+def _counter_sum(cluster, key, names=None):
+    total = 0
+    for ha in cluster.has:
+        if ha.running() and (names is None or ha.name in names):
+            total += (cluster.control(ha.name, "counters") or {}).get(key, 0)
+    return total
+
+
+def _counter_read(cluster, name, key, timeout=120):
+    """One counter of home agent ``name``, asked until it answers (a missed answer must not
+    read as zero)."""
+    counters = load.wait(f"{name}'s counters", lambda: cluster.control(name, "counters"),
+                         timeout, 0.1)
+    return counters.get(key, 0)
+
+
+def echo_baseline(generator, packets, size):
+    ctx = multiprocessing.get_context("spawn")
+    port = free_udp_ports(1)[0]
+    ready = ctx.Event()
+    server = ctx.Process(target=load.echo_main, args=(port, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(60):
+            raise RuntimeError("the echo server did not start")
+        cpu0 = load.proc_stat(server.pid)[0]
+        result = generator.echo(("127.0.0.1", port), packets, size)
+        cpu = load.proc_stat(server.pid)[0] - cpu0
+    finally:
+        server.kill()
+        server.join()
+    result["cpu_s"] = cpu
+    result["us_per_packet"] = cpu / packets * 1e6
+    return result
+
+
+class Run:
+    """One benchmark run; each phase fills ``out[phase]``. A phase that does not finish within
+    ``timeout`` is recorded as failed with what the nodes and home agents showed at that
+    moment, and the later phases are not run."""
+
+    def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME):
+        self.ha_lifetime = ha_lifetime
+        self.directory = directory
+        self.n = n_nodes
+        self.workers = workers
+        self.timeout = timeout
+        self.secret = os.urandom(32)
+        self.out = {"nodes": n_nodes, "workers": workers, "ha_lifetime": ha_lifetime}
+        self.interval = load.poll_interval(n_nodes)
+
+    def __call__(self):
+        started = time.monotonic()
+        self.cluster, ports, _ = load.launch_cluster(
+            os.path.join(self.directory, "set"), self.n, self.workers, self.secret,
+            lifetime=self.ha_lifetime)
+        # Memory per configured node is measured against a home agent of the same
+        # configuration knowing no node, started alongside.
+        empty = None
+        try:
+            empty, _, _ = load.launch_cluster(os.path.join(self.directory, "empty"), 0,
+                                              self.workers, self.secret, n_has=2,
+                                              lifetime=self.ha_lifetime)
+            load.wait_serving(empty)
+            self.rss_empty = _rss(empty.has[0])
+            empty.kill_all()
+            load.wait_serving(self.cluster)
+        except BaseException:
+            self.cluster.kill_all()
+            if empty is not None:
+                empty.kill_all()
+            raise
+        self.out["startup_s"] = round(time.monotonic() - started, 2)
+        self.probe = load.ControlProbe(self.cluster).start()
+        try:
+            self.memory_baseline()
+            has = [(ha.address, ha.port) for ha in self.cluster.has]
+            with load.Generator(self.n, self.workers, has, ports, self.secret) as generator:
+                self.generator = generator
+                size = load.bu_packet_size()
+                echo = echo_baseline(generator, max(self.n, 20000), size)
+                self.out["echo"] = dict(echo, size=size)
+                for phase in (self.burst, self.kill, self.restart):
+                    self.probe.reset()
+                    name = phase.__name__
+                    try:
+                        self.out[name] = phase()
+                    except TimeoutError as e:
+                        self.out[name] = {"failed": str(e).splitlines()[0],
+                                          "state": self.state()}
+                        break
+                    self.out[name]["probe"] = self.probe.reset()
+        finally:
+            self.probe.stop()
+            self.cluster.kill_all()
+        return self.out
+
+    def state(self):
+        r = self.generator.report()
+        return {"registered": r["registered"], "by_home_agent": dict(r["by_home_agent"]),
+                "states": dict(r["states"]),
+                "home_agents": {ha.name: {k: (self.cluster.control(ha.name, "status", 30) or {})
+                                          .get(k) for k in ("state", "bindings", "primaries")}
+                                for ha in self.cluster.has if ha.running()},
+                "peer_downs": _counter_sum(self.cluster, "event.peer-down"),
+                "rate_limited": _counter_sum(self.cluster, "dropped.rate-limited")}
+
+    def memory_baseline(self):
+        """RSS of each of our home agents knowing every node, serving, before any
+        registration, against :attr:`rss_empty`."""
+        self.rss_configured = {ha.name: _rss(ha) for ha in self.cluster.has}
+        self.out["memory"] = {
+            "rss_empty": self.rss_empty, "rss_configured": self.rss_configured["ha1"],
+            "per_configured_node": round((self.rss_configured["ha1"] - self.rss_empty)
+                                         / self.n)}
+
+    def burst(self):
+        c = self.cluster
+        cpu0 = _cpu(c)
+        phase = load.burst(c, self.generator, self.timeout)
+        cpu1 = _cpu(c)
+        phase["binding_updates"] = {ha.name: (c.control(ha.name, "counters") or {}).get(
+            "received.BindingUpdate", 0) for ha in c.has}
+        phase["ha_cpu_s"] = {k: round(cpu1[k] - cpu0[k], 3) for k in cpu1}
+        phase["peer_downs"] = _counter_sum(c, "event.peer-down")
+        phase["rate_limited"] = _counter_sum(c, "dropped.rate-limited")
+        rss = {ha.name: _rss(ha) for ha in c.has}
+        self.out["memory"].update(
+            per_primary=round((rss["ha1"] - self.rss_configured["ha1"]) / self.n),
+            per_copy=round((rss["ha2"] - self.rss_configured["ha2"]) / self.n))
+        return phase
+
+    def _consistent(self, names=None):
+        result = load.check_consistency(self.cluster.views(names),
+                                        self.generator.home_addresses, self.generator.homes())
+        return result if result["consistent"] else None
+
+    def kill(self):
+        """kill -9 of ha1, the primary of every node."""
+        c, first = self.cluster, self.cluster.has[0]
+        survivors = [ha.name for ha in c.has if ha is not first]
+        before = {s: _counter_read(c, s, "event.peer-down") for s in survivors}
+        downs0 = sum(before.values())
+        t0 = time.monotonic()
+        c.kill(first.name)
+
+        def detected():  # each survivor has declared a peer down since the kill
+            return all(_counter_read(c, s, "event.peer-down") > before[s] for s in survivors)
+
+        load.wait("failure detection", detected, self.timeout, self.interval)
+        detection = time.monotonic() - t0
+
+        def served():
+            r = self.generator.report()
+            return r["registered"] == self.n and not r["by_home_agent"].get(first.address)
+
+        load.wait("every node registered with a survivor", served, self.timeout, self.interval)
+        served_s = time.monotonic() - t0
+        check = load.wait("a consistent set of survivors", lambda: self._consistent(survivors),
+                          self.timeout, max(0.5, self.interval))
+        return {"detected_s": round(detection, 3), "served_s": round(served_s, 3),
+                "consistent_s": round(time.monotonic() - t0, 3), "consistency": check,
+                "peer_downs": _counter_sum(c, "event.peer-down", survivors) - downs0}
+
+    def restart(self):
+        """The killed home agent started again, relearning every binding."""
+        c, first = self.cluster, self.cluster.has[0]
+        t0 = time.monotonic()
+        c.start(first.name)
+        c.wait_for("restarted home agent serving", lambda: (c.control(
+            first.name, "status", 10) or {}).get("state") == "serving",
+            timeout=max(60, self.n / 500), interval=0.05)
+        serving = time.monotonic() - t0
+        load.wait("the restarted home agent holding every binding", lambda: (
+            c.control(first.name, "status", 30) or {}).get("bindings") == self.n,
+            self.timeout, self.interval)
+        check = load.wait("consistency with the restarted home agent", self._consistent,
+                          self.timeout, max(0.5, self.interval))
+        return {"serving_s": round(serving, 3),
+                "relearned_s": round(time.monotonic() - t0 - serving, 3), "consistency": check}
+
+
+def _failed(o, phase):
+    return "failed" in o.get(phase, {"failed": "not run"})
+
+
+def results(o):
+    n, e = o["nodes"], o["echo"]
+    out = []
+    b = o["burst"]
+    echo_s_for_n = e["seconds"] * n / e["packets"]
+    burst_case = {"case": f"registration burst, {n} nodes, 3 home agents (UDP, ESP)",
+                  "metric": "seconds from the burst until every node is registered and every "
+                            "copy consistent", "unit": "s",
+                  "baselines": {"echo-same-datagrams": float(f"{echo_s_for_n:.3g}")}}
+    if _failed(o, "burst"):
+        out.append(dict(burst_case, value=None, failed=b["failed"], state=b["state"]))
+    else:
+        bus = sum(b["binding_updates"].values())
+        cpu_per_bu = sum(b["ha_cpu_s"].values()) / max(1, bus) * 1e6
+        primary = b["ha_cpu_s"]["ha1"] / max(1, b["binding_updates"]["ha1"]) * 1e6
+        out += [
+            dict(burst_case, value=b["consistent_s"],
+                 consistent=b["consistency"]["consistent"], registered_s=b["registered_s"],
+                 latency_s=b["latency_s"], false_peer_downs=b["peer_downs"],
+                 rate_limited=b["rate_limited"], binding_updates_received=bus,
+                 generator_cpu_s=b["generator_cpu_s"],
+                 longest_status_s=b["probe"]["longest_status_s"]),
+            {"case": f"daemon CPU per Binding Update during the burst ({n} nodes)",
+             "metric": "microseconds of the three daemons' CPU per Binding Update received",
+             "unit": "us", "value": round(cpu_per_bu, 1),
+             "baselines": {"echo-per-datagram": round(e["us_per_packet"], 2)},
+             "primary_only_us": round(primary, 1)},
+            {"case": "daemon CPU per Binding Update / echo CPU per datagram",
+             "metric": "ratio", "unit": "x", "value": round(cpu_per_bu / e["us_per_packet"], 1),
+             "baselines": {}, "primary_only": round(primary / e["us_per_packet"], 1)},
+            {"case": "memory per binding", "metric": "RSS growth during the burst per binding",
+             "unit": "octets", "value": o["memory"]["per_primary"],
+             "baselines": {"per-copy": o["memory"]["per_copy"]}},
+        ]
+    k = o.get("kill", {"failed": "not run (an earlier phase failed)"})
+    kill_case = {"case": f"kill -9 of the primary of {n} nodes",
+                 "metric": "seconds until every node is registered with exactly one survivor",
+                 "unit": "s"}
+    if _failed(o, "kill"):
+        out.append(dict(kill_case, value=None, baselines={}, failed=k["failed"],
+                        state=k.get("state")))
+    else:
+        out.append(dict(kill_case, value=k["served_s"],
+                        baselines={"failure-detection": k["detected_s"]},
+                        consistent_s=k["consistent_s"],
+                        consistent=k["consistency"]["consistent"], peer_downs=k["peer_downs"],
+                        peer_downs_expected=2,
+                        longest_status_s=k["probe"]["longest_status_s"]))
+    r = o.get("restart", {"failed": "not run (an earlier phase failed)"})
+    restart_case = {"case": f"restarted home agent relearning {n} bindings",
+                    "metric": "seconds from serving until it holds a consistent copy of every "
+                              "binding", "unit": "s"}
+    if _failed(o, "restart"):
+        out.append(dict(restart_case, value=None, baselines={}, failed=r["failed"],
+                        state=r.get("state")))
+    else:
+        out.append(dict(restart_case, value=r["relearned_s"],
+                        baselines={"start-up-to-serving": r["serving_s"]},
+                        consistent=r["consistency"]["consistent"],
+                        longest_status_s=r["probe"]["longest_status_s"]))
+    out.append({"case": f"memory per configured node ({n} node keys)", "metric": "RSS delta",
+                "unit": "octets", "value": o["memory"]["per_configured_node"],
+                "baselines": {"rss-without-nodes": o["memory"]["rss_empty"]}})
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="1,000 nodes")
+    p.add_argument("--nodes", type=int, help="mobile nodes (default 10,000; 1,000 with "
+                                             "--quick; 100,000 is the issue's goal)")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
+                   help="generator processes (default: half the cores)")
+    p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per phase")
+    p.add_argument("--ha-lifetime", type=int, default=HA_LIFETIME,
+                   help="the home agents' lifetime (failure detection time), seconds")
+    p.add_argument("--dir", help="keep configurations and logs here")
+    args = p.parse_args(argv)
+    n = args.nodes or (1000 if args.quick else 10000)
+    directory = args.dir or tempfile.mkdtemp(prefix="haha-bench-scale-")
+    load.stop_on_sigterm()
+    try:
+        o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime)()
+    finally:
+        if args.dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+    print(json.dumps({"bench": "scale", "results": results(o), "raw": o}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""The many-node load generator (haha.lab.load) and the scale benchmark (bench/scale.py).
+
+The consistency check is shown to fail on every kind of disagreement (fakes of the control
+sockets' ``bindings`` answers); then a handful of generated nodes register, in two generator
+processes, with three real ``twistd -n haha`` daemons, every binding checks out, and the same
+check fails when one binding is taken out of a real answer. The benchmark runs end to end on a
+few nodes and prints its JSON shape.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from haha.lab import load
+from haha.security.keys import load_secret
+
+HA1, HA2, HA3 = "2001:db8:1::1", "2001:db8:1::2", "2001:db8:1::3"
+NODES = [load.home_address(i) for i in range(3)]
+
+
+def _views(primary=HA1, nodes=NODES):
+    def binding(hoa, ha):
+        return {"home_address": str(hoa), "primary": primary, "copy": ha != primary,
+                "care_of": "2001:db8:21::1", "sequence": 1}
+    return {ha: [binding(n, ha) for n in nodes] for ha in (HA1, HA2, HA3)}
+
+
+def test_consistency_accepts_a_consistent_set():
+    """One primary per node, copies naming it everywhere else, nodes registered with it."""
+    result = load.check_consistency(_views(), NODES, {str(n): HA1 for n in NODES})
+    assert result == {"consistent": True, "problems": 0, "examples": []}
+
+
+def test_consistency_fails_on_a_missing_binding():
+    """A home agent without a copy of one node's binding makes the set inconsistent."""
+    views = _views()
+    views[HA3] = views[HA3][1:]
+    result = load.check_consistency(views, NODES)
+    assert not result["consistent"] and result["problems"] == 1
+    assert result["examples"] == [f"{NODES[0]}: no binding at {HA3}"]
+
+
+def test_consistency_fails_on_every_kind_of_disagreement():
+    """Two primaries, a dead primary, a wrong role, a node registered elsewhere, and bindings
+    of nodes nobody started are each reported."""
+    views = _views()
+    views[HA2][0] = dict(views[HA2][0], primary=HA2, copy=False)  # two primaries
+    views[HA1][1] = dict(views[HA1][1], copy=True)  # the primary calls itself a copy
+    result = load.check_consistency(views, NODES, {str(n): HA1 for n in NODES})
+    assert result["problems"] == 2
+    assert "disagree on the primary" in result["examples"][0]
+    assert f"role wrong at {HA1}" in result["examples"][1]
+
+    dead = {HA2: _views(primary=HA1)[HA2], HA3: _views(primary=HA1)[HA3]}
+    result = load.check_consistency(dead, NODES)
+    assert result["problems"] == 3 and "not a live home agent" in result["examples"][0]
+
+    homes = {str(n): HA1 for n in NODES}
+    homes[str(NODES[2])] = HA2
+    result = load.check_consistency(_views(), NODES, homes)
+    assert result["examples"] == [f"{NODES[2]}: the node is registered with {HA2}, the home "
+                                  f"agents say {HA1}"]
+
+    result = load.check_consistency(_views(), NODES[:2])
+    assert result["problems"] == 3 and "1 bindings of unknown nodes" in result["examples"][0]
+
+
+def test_node_keys_and_shares(tmp_path):
+    """Node key files hold the secret the workers derive (the home agents load them with the
+    daemons' loader, mode 0600), and nodes are spread over workers without gaps."""
+    secret = os.urandom(32)
+    load.write_node_keys(tmp_path, secret, 3)
+    assert sorted(os.listdir(tmp_path)) == sorted(f"{n}.key" for n in NODES)
+    for n in NODES:
+        assert load_secret(str(tmp_path / f"{n}.key")) == load.node_secret(secret, n)
+    assert load.node_secret(secret, NODES[0]) != load.node_secret(secret, NODES[1])
+    assert load.split(10, 3) == [(0, 4), (4, 3), (7, 3)]
+    assert load.percentiles([3, 1, 2, 4]) == {"p50": 2, "p90": 4, "p99": 4, "p100": 4}
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_generator_registers_every_node_and_the_check_sees_a_loss(tmp_path):
+    """Six generated nodes in two worker processes register with three real home agents;
+    every binding is consistent on every home agent, with the nodes' own view; removing one
+    binding from a real answer makes the check fail; the echo baseline answers every
+    datagram."""
+    cluster, ports, secret = load.start_cluster(tmp_path, 6, 2)
+    try:
+        has = [(ha.address, ha.port) for ha in cluster.has]
+        with load.Generator(6, 2, has, ports, secret) as generator:
+            phase = load.burst(cluster, generator, timeout=60)
+            assert phase["consistency"]["consistent"], phase["consistency"]
+            homes = generator.homes()
+            assert set(homes) == {str(n) for n in generator.home_addresses}
+            assert set(homes.values()) == {HA1}
+            assert phase["latency_s"]["p100"] is not None
+            views = cluster.views()
+            views[HA2] = [b for b in views[HA2] if b["home_address"] != str(NODES[1])]
+            result = load.check_consistency(views, generator.home_addresses, homes)
+            assert result["examples"] == [f"{NODES[1]}: no binding at {HA2}"]
+            sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+            import scale
+
+            echo = scale.echo_baseline(generator, 500, load.bu_packet_size())
+            assert echo["packets"] == 500 and echo["sent"] >= 500 and echo["cpu_s"] >= 0
+    finally:
+        cluster.kill_all()
+
+
+@pytest.mark.process
+@pytest.mark.slow
+def test_benchmark_runs_end_to_end(tmp_path):
+    """bench/scale.py with a few nodes: every case present with a baseline, every phase
+    consistent (burst, after kill -9 of the primary, after its restart)."""
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench", "scale.py")
+    out = subprocess.run([sys.executable, bench, "--nodes", "8", "--workers", "1",
+                          "--timeout", "60"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["bench"] == "scale"
+    cases = {r["case"].split(",")[0].split(" (")[0]: r for r in report["results"]}
+    assert len(report["results"]) == 7
+    for r in report["results"]:
+        assert {"case", "metric", "unit", "value", "baselines"} <= set(r)
+    assert cases["registration burst"]["consistent"]
+    assert cases["registration burst"]["baselines"]["echo-same-datagrams"] > 0
+    assert cases["kill -9 of the primary of 8 nodes"]["consistent"]
+    assert cases["restarted home agent relearning 8 bindings"]["consistent"]
+    assert report["raw"]["kill"]["detected_s"] > 0, report["raw"]["kill"]
+    assert report["raw"]["restart"]["consistency"]["examples"] == []
+
+
+def test_haha_lab_load_refuses_bad_arguments(capsys):
+    """``haha-lab load`` is dispatched to the generator, whose bad arguments stop it with a
+    usage error before anything starts."""
+    from haha.lab.cli import main
+
+    for argv in (["load", "--nodes", "0"], ["load", "--has", "1"], ["load", "--workers", "0"]):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "haha-lab load" in err and "--has must be 2-9" in err
