@@ -102,28 +102,32 @@ class Run:
     ``timeout`` is recorded as failed with what the nodes and home agents showed at that
     moment, and the later phases are not run."""
 
-    def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME):
+    def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME,
+                 node_keys="group"):
         self.ha_lifetime = ha_lifetime
+        self.node_keys = node_keys
         self.directory = directory
         self.n = n_nodes
         self.workers = workers
         self.timeout = timeout
         self.secret = os.urandom(32)
-        self.out = {"nodes": n_nodes, "workers": workers, "ha_lifetime": ha_lifetime}
+        self.out = {"nodes": n_nodes, "workers": workers, "ha_lifetime": ha_lifetime,
+                    "node_keys": node_keys}
         self.interval = load.poll_interval(n_nodes)
 
     def __call__(self):
         started = time.monotonic()
         self.cluster, ports, _ = load.launch_cluster(
             os.path.join(self.directory, "set"), self.n, self.workers, self.secret,
-            lifetime=self.ha_lifetime)
+            lifetime=self.ha_lifetime, node_keys=self.node_keys)
         # Memory per configured node is measured against a home agent of the same
         # configuration knowing no node, started alongside.
         empty = None
         try:
             empty, _, _ = load.launch_cluster(os.path.join(self.directory, "empty"), 0,
                                               self.workers, self.secret, n_has=2,
-                                              lifetime=self.ha_lifetime)
+                                              lifetime=self.ha_lifetime,
+                                              node_keys=self.node_keys)
             load.wait_serving(empty)
             self.rss_empty = _rss(empty.has[0])
             empty.kill_all()
@@ -307,7 +311,8 @@ def results(o):
                         baselines={"start-up-to-serving": r["serving_s"]},
                         consistent=r["consistency"]["consistent"],
                         longest_status_s=r["probe"]["longest_status_s"]))
-    out.append({"case": f"memory per configured node ({n} node keys)", "metric": "RSS delta",
+    out.append({"case": f"memory per configured node ({n} nodes, {o['node_keys']} keys)",
+                "metric": "RSS delta",
                 "unit": "octets", "value": o["memory"]["per_configured_node"],
                 "baselines": {"rss-without-nodes": o["memory"]["rss_empty"]}})
     return out
@@ -323,13 +328,15 @@ def main(argv=None):
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per phase")
     p.add_argument("--ha-lifetime", type=int, default=HA_LIFETIME,
                    help="the home agents' lifetime (failure detection time), seconds")
+    p.add_argument("--node-keys", choices=("group", "files"), default="group",
+                   help="one node-group key for every node (default) or one key file each")
     p.add_argument("--dir", help="keep configurations and logs here")
     args = p.parse_args(argv)
     n = args.nodes or (1000 if args.quick else 10000)
     directory = args.dir or tempfile.mkdtemp(prefix="haha-bench-scale-")
     load.stop_on_sigterm()
     try:
-        o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime)()
+        o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

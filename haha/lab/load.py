@@ -21,9 +21,11 @@ other live home agent, every copy names that primary, and it is the home agent t
 registered with.
 
 Identities: node ``i`` has home address ``2001:db8:1::1:0 + i`` and, in worker ``w``, care-of
-address ``2001:db8:21:w::1 + i``. Its secret is ``BLAKE2b-256(key = run secret, data = home
-address, 16 octets)``: the generator writes one ``HOME-ADDRESS.key`` file per node for the home
-agents and the workers derive the same secret without reading them.
+address ``2001:db8:21:w::1 + i``. Its secret is the node-group derivation of the run secret and
+its home address (:func:`haha.security.keys.derive_node_secret`): with ``node_keys="group"``
+(the default) the home agents hold only the run secret as ``[security] node-group-key``; with
+``"files"`` the generator writes one ``HOME-ADDRESS.key`` file per node for their
+``node-key-dir`` (what per-node keys cost). The workers derive the same secrets either way.
 
 The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; ``Generator.echo`` makes the
 same worker processes send it datagrams of a Binding Update's size, so the home agents' cost per
@@ -34,7 +36,6 @@ binding and prints a JSON report; ``bench/scale.py`` runs the whole benchmark.
 """
 
 import argparse
-import hashlib
 import json
 import multiprocessing
 import os
@@ -48,7 +49,7 @@ from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
 
 from ..control.cli import request
-from ..security.keys import generate_key_file
+from ..security.keys import derive_node_secret, generate_key_file
 from .cluster import HOME_PREFIX, LocalCluster, free_udp_ports
 
 FIRST_HOME = int(IPv6Address("2001:db8:1::1:0"))
@@ -67,7 +68,7 @@ def care_of_prefix(worker):
 
 def node_secret(run_secret, hoa):
     """The 32-octet derivation secret of the node with home address ``hoa``."""
-    return hashlib.blake2b(IPv6Address(hoa).packed, key=run_secret, digest_size=32).digest()
+    return derive_node_secret(run_secret, IPv6Address(hoa))
 
 
 def write_node_keys(directory, run_secret, n_nodes):
@@ -104,7 +105,10 @@ class LoadCluster(LocalCluster):
     ``worker_ports[w]``); ``run_secret`` derives the node keys (module docstring)."""
 
     def __init__(self, directory, n_nodes, worker_ports, run_secret, n_has=3, lifetime=3,
-                 hello_interval=1.0, boot_wait=1.0, log_level="info"):
+                 hello_interval=1.0, boot_wait=1.0, log_level="info", node_keys="group"):
+        if node_keys not in ("group", "files"):
+            raise ValueError(f"node_keys {node_keys!r} is 'group' or 'files'")
+        self.node_keys = node_keys
         super().__init__(directory, n_has=n_has, lifetime=lifetime,
                          hello_interval=hello_interval, boot_wait=boot_wait, security="esp",
                          log_level=log_level)
@@ -124,7 +128,11 @@ class LoadCluster(LocalCluster):
             for b in self.has:
                 if a.name < b.name:
                     generate_key_file(os.path.join(keys, f"{a.name}-{b.name}.key"), force=True)
-        write_node_keys(os.path.join(self.directory, "nodes"), self.run_secret, self.n_nodes)
+        if self.node_keys == "files":
+            write_node_keys(os.path.join(self.directory, "nodes"), self.run_secret, self.n_nodes)
+        else:
+            generate_key_file(os.path.join(keys, "group.key"), len(self.run_secret), force=True,
+                              rng=lambda n: self.run_secret)
         for ha in self.has:
             with open(ha.config, "w") as f:
                 f.write(self._ha_text(ha))
@@ -133,7 +141,8 @@ class LoadCluster(LocalCluster):
         lines = ["[peer-keys]"]
         lines += [f"{h.address} = keys/{min(ha.name, h.name)}-{max(ha.name, h.name)}.key"
                   for h in others]
-        lines += ["[security]", "node-key-dir = nodes"]
+        lines += ["[security]", "node-key-dir = nodes" if self.node_keys == "files"
+                  else "node-group-key = keys/group.key"]
         return "\n".join(lines) + "\n"
 
     def _ha_text(self, ha):
@@ -756,6 +765,9 @@ def main(argv=None):
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                    help="generator processes (default: half the cores)")
     p.add_argument("--has", type=int, default=3, help="home agents (2-9)")
+    p.add_argument("--node-keys", choices=("group", "files"), default="group",
+                   help="the home agents know the nodes by one node-group key (default) or "
+                        "by one key file each")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the burst")
     p.add_argument("--dir", help="keep configurations and logs here")
     args = p.parse_args(argv)
@@ -768,7 +780,7 @@ def main(argv=None):
     stop_on_sigterm()
     try:
         cluster, ports, secret = start_cluster(directory, args.nodes, args.workers,
-                                               n_has=args.has)
+                                               n_has=args.has, node_keys=args.node_keys)
         has = [(ha.address, ha.port) for ha in cluster.has]
         with Generator(args.nodes, args.workers, has, ports, secret) as generator:
             result = burst(cluster, generator, args.timeout)
