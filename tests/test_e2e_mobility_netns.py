@@ -31,6 +31,7 @@ from test_e2e_netns import deployment, forwarding, reach, register, start_home_a
 from haha.lab import topology
 from haha.lab.capture import NH_DEST_OPTS, NH_ESP, NH_ICMPV6, NH_IPV6, NH_MH, Capture, summarise
 from haha.lab.ping import dad_probe, ping
+from haha.lab.timing import scaled
 
 pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow]
 
@@ -46,7 +47,7 @@ def haha_ctl(node, *argv):
     script = os.path.join(os.path.dirname(sys.executable), "haha-ctl")
     cmd = [script] if os.path.exists(script) else [sys.executable, "-m", "haha.control.cli"]
     done = subprocess.run(cmd + ["--socket", node.socket, *argv], capture_output=True,
-                          text=True, timeout=30)
+                          text=True, timeout=scaled(30))
     assert done.returncode == 0, (done.stdout, done.stderr)
     return done.stdout
 
