@@ -19,7 +19,7 @@ import itertools
 import os
 import re
 from collections import Counter
-from ipaddress import IPv6Network
+from ipaddress import IPv6Address, IPv6Network
 
 from zope.interface import implementer
 
@@ -29,6 +29,7 @@ from .common import LinkDuties
 from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
 
+EEXIST = 17
 EOPNOTSUPP = 95
 _TUNNEL_NAME = re.compile(r"^haha\d+$")
 
@@ -94,15 +95,7 @@ class NetlinkBackend(LinkDuties):
         config = self._kernel_config() if self._kernel_config else None
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
             raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
-        probe = f"hahap{os.getpid() % 100000}"
-        try:
-            self.netlink.ip6tnl_add(probe, "::", "::")
-        except NetlinkFailure as e:
-            if e.errno == EOPNOTSUPP:
-                raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(
-                    why="creating an ip6tnl link fails with 'Operation not supported'")) from None
-            raise
-        self.netlink.link_delete(probe)
+        self._probe()
         self._claim()  # an earlier run's leftovers go before anything is installed
         if self.enable_forwarding:
             try:
@@ -111,6 +104,29 @@ class NetlinkBackend(LinkDuties):
                 self._release()
                 raise
         self.running = True
+
+    def _probe(self):
+        """Create and delete one ip6tnl link to learn whether the kernel has the driver.
+
+        A kernel with ``ip6_tunnel`` loaded keeps a fallback device ``ip6tnl0`` (local ``::``,
+        remote ``::``) in every namespace (unless ``net.core.fb_tunnels_only_for_init_net``),
+        and two ip6tnl links may not share their end points: the probe's remote end is
+        therefore an address of the discard-only prefix 100::/64 (RFC 6666) made unique by the
+        process id, never ``::``. "File exists" (a link of that name or those end points is
+        there) proves the driver as well as a created link does."""
+        pid = os.getpid()
+        probe = f"hahap{pid % 100000}"
+        remote = IPv6Address("100::") + (pid & 0xFFFFFFFF)
+        try:
+            self.netlink.ip6tnl_add(probe, "::", remote)
+        except NetlinkFailure as e:
+            if e.errno == EOPNOTSUPP:
+                raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(
+                    why="creating an ip6tnl link fails with 'Operation not supported'")) from None
+            if e.errno == EEXIST:
+                return
+            raise
+        self.netlink.link_delete(probe)
 
     def _reclaim_more(self, scopes):
         """Leftover tunnels: ip6tnl links named like ours (``hahaN``) from one of our

@@ -246,7 +246,8 @@ class Pyroute2Netlink:
 class FakeNetlink:
     """The same operations on dictionaries. ``links`` maps names to dicts like
     :meth:`Pyroute2Netlink.link_info` returns; ``ip6tnl_error`` is what creating an ip6tnl
-    link fails with (by default what this project's kernel answers). ``system``: a
+    link fails with (by default what a kernel without ``ip6_tunnel`` answers;
+    :meth:`load_ip6_tunnel` models a stock kernel). ``system``: a
     :class:`haha.io.system.FakeSystem` whose TUN devices appear here as links once opened."""
 
     def __init__(self, links=None, system=None):
@@ -369,10 +370,24 @@ class FakeNetlink:
         self.rule_protocols.pop(key, None)
         self.log.append(("rule_delete", str(key[0]), table, priority))
 
+    def load_ip6_tunnel(self, fallback=True):
+        """Model ``modprobe ip6_tunnel``: ip6tnl links can be made from now on, and (unless
+        ``fallback`` is false, as with ``net.core.fb_tunnels_only_for_init_net=1``) the kernel's
+        fallback device ``ip6tnl0`` (local ``::``, remote ``::``) exists, as in every namespace
+        of a stock kernel."""
+        self.ip6tnl_error = None
+        if fallback:
+            self.tunnels["ip6tnl0"] = (IPv6Address("::"), IPv6Address("::"))
+            self.add_link("ip6tnl0", mac=b"", up=False)
+
     def ip6tnl_add(self, name, local, remote):
         if self.ip6tnl_error is not None:
             raise self.ip6tnl_error
-        self.tunnels[name] = (IPv6Address(local), IPv6Address(remote))
+        ends = (IPv6Address(local), IPv6Address(remote))
+        if name in self.links or ends in self.tunnels.values():
+            # as the kernel: ip6tnl links are unique by name and by (local, remote)
+            raise NetlinkFailure(f"create ip6tnl {name}: (17, 'File exists')", 17)
+        self.tunnels[name] = ends
         self.add_link(name)
 
     def link_delete(self, name):
