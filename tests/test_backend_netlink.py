@@ -153,3 +153,27 @@ def test_plugin_factories_touch_nothing():
     section = parse_ini("[backend:netlink]\ntable = 7\nforwarding = no\n")["backend:netlink"]
     b = netlink.build(section, Clock())
     assert (b.table, b.enable_forwarding, b.transport) == (7, False, None)
+
+
+def test_start_leaves_ipv6_in_ipv6_to_the_kernel():
+    """The netlink backend's start() asks the raw transport to let IPv6-in-IPv6 through its
+    guard to the kernel's ip6tnl (which decapsulates the node's reverse-tunnelled packets);
+    a transport without that notion (UDP, memory) is left alone."""
+    from twisted.internet.testing import MemoryReactor
+
+    from haha.io.raw import RawTransport
+    from haha.io.system import FakeSystem
+
+    system = FakeSystem({"lo": 1, "eth0": 2})
+    tx = RawTransport(MemoryReactor(), system=system, table="haha_test_9")
+    tx.start(lambda p: None)
+    assert "{ 41, 50, 135 }" in system.nft_scripts[-1]
+    nl = FakeNetlink()
+    nl.load_ip6_tunnel()
+    b = NetlinkBackend(transport=tx, netlink=nl, kernel_config=lambda: "")
+    b.start()
+    assert tx.kernel_tunnels and "{ 50, 135 }" in system.nft_scripts[-1]
+    b.stop()
+    other = NetlinkBackend(transport=object(), netlink=nl, kernel_config=lambda: "")
+    other.start()
+    assert other.running

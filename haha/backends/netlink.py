@@ -96,6 +96,9 @@ class NetlinkBackend(LinkDuties):
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
             raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
         self._probe()
+        leave = getattr(self.transport, "leave_tunnels_to_kernel", None)
+        if leave is not None:  # the raw transport's guard would drop what ip6tnl must receive
+            leave(True)
         self._claim()  # an earlier run's leftovers go before anything is installed
         if self.enable_forwarding:
             try:
