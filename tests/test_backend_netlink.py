@@ -177,3 +177,20 @@ def test_start_leaves_ipv6_in_ipv6_to_the_kernel():
     other = NetlinkBackend(transport=object(), netlink=nl, kernel_config=lambda: "")
     other.start()
     assert other.running
+
+
+def test_snapshot_reports_kernel_routes_and_tunnel_packets():
+    """The control socket's forwarding snapshot names the routes in the kernel's tunnels and
+    the kernel's packet counters of each tunnel (tx = encapsulated, rx = decapsulated)."""
+    nl = FakeNetlink()
+    nl.load_ip6_tunnel()
+    b = NetlinkBackend(netlink=nl, kernel_config=lambda: "")
+    b.start()
+    b.install(ForwardingRoute(HOME, COA, HA, (IPv6Network("2001:db8:99::/48"),)))
+    (name,) = b.snapshot()["tunnels"]
+    nl.links[name]["stats"].update(tx_packets=5, rx_packets=3)
+    snap = b.snapshot()
+    assert snap["kernel_routes"] == ["2001:db8:1::100/128", "2001:db8:99::/48"]
+    assert snap["tunnel_packets"] == {name: {"encapsulated": 5, "decapsulated": 3}}
+    b.stop()
+    assert b.snapshot()["tunnel_packets"] == {} and b.snapshot()["kernel_routes"] == []

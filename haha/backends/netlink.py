@@ -193,10 +193,27 @@ class NetlinkBackend(LinkDuties):
             "name": self.name,
             "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
             "tunnels": {v[0]: [str(k[0]), str(k[1])] for k, v in self._tunnels.items()},
+            "kernel_routes": sorted({str(n) for r in self.routes.values()
+                                     for n in [IPv6Network(r.home_address)] + list(r.prefixes)}),
+            "tunnel_packets": self._tunnel_packets(),
             "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
             "prefixes": [str(p) for p in sorted(self.prefixes)],
             "counters": dict(self.counters),
         }
+
+
+    def _tunnel_packets(self):
+        """The kernel's packet counters of this run's tunnels: ``{name: {"encapsulated": tx,
+        "decapsulated": rx}}`` (the kernel does the work, so haha's own counters cannot)."""
+        out = {}
+        for name, _ in self._tunnels.values():
+            try:
+                stats = self.netlink.link_stats(name)
+            except NetlinkFailure:
+                self.counters["netlink_errors"] += 1
+                continue
+            out[name] = {"encapsulated": stats["tx_packets"], "decapsulated": stats["rx_packets"]}
+        return out
 
 
 def build(options, reactor):

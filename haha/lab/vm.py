@@ -7,7 +7,8 @@ and overlay modules, written here as a cpio archive) mounts the host's root file
 over 9p (virtfs) under a tmpfs overlay and switches root to it, so the guest runs the host's own
 Python, virtual environment, iproute2 and nft. The kernel's modules are bound in over
 ``/lib/modules/<release>``, so the guest's ``modprobe`` (and the kernel's own module requests)
-find them. A third share, the job directory, is writable: the guest reads its command from it and
+find them, and its configuration over ``/boot/config-<release>`` (what
+:func:`haha.backends.netlink.read_kernel_config` reads). A third share, the job directory, is writable: the guest reads its command from it and
 writes the command's exit status back. The guest mounts a fresh tmpfs on ``/tmp``.
 
 The guest prints to the serial console, which is this process's standard output. The tier
@@ -61,8 +62,11 @@ mkdir -p /rw/upper /rw/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work /newroot \
     || { echo "haha-vm: cannot mount the overlay"; poweroff -f; }
 release=$(uname -r)
-mkdir -p /newroot/lib/modules/$release /newroot{job}
-mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 modules /newroot/lib/modules/$release
+mkdir -p /newroot/lib/modules/$release /newroot{job} /newroot/boot /kernel
+mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 kernel /kernel
+mount --bind /kernel/lib/modules/$release /newroot/lib/modules/$release
+touch /newroot/boot/config-$release
+mount --bind /kernel/boot/config-$release /newroot/boot/config-$release
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 job /newroot{job}
 mount --move /proc /newroot/proc
 mount --move /sys /newroot/sys
@@ -181,7 +185,7 @@ def build_initramfs(modules_dir, path):
     if b"ld-linux" in bb[:4096]:
         raise VMError(f"{busybox} is dynamically linked; install busybox-static")
     entries = [(d, stat.S_IFDIR | 0o755, None)
-               for d in ("bin", "dev", "proc", "sys", "modules", "newroot", "lower", "rw")]
+               for d in ("bin", "dev", "proc", "sys", "modules", "newroot", "lower", "rw", "kernel")]
     entries.append(("bin/busybox", stat.S_IFREG | 0o755, bb))
     for i, module in enumerate(boot_module_files(modules_dir)):
         with open(module, "rb") as f:
@@ -196,6 +200,7 @@ def qemu_argv(vmlinuz, initramfs, modules_dir, job, memory=3072, cpus=2):
     """The QEMU command line. TCG unless ``HAHA_VM_ACCEL`` names another accelerator: on the
     machines this was built on, /dev/kvm exists but a KVM guest hangs in the firmware."""
     accel = os.environ.get("HAHA_VM_ACCEL", "tcg,thread=multi")
+    kernel_root = os.path.dirname(os.path.dirname(os.path.dirname(modules_dir)))
     return [
         "qemu-system-x86_64", "-accel", accel, "-cpu", "max",
         "-m", str(memory), "-smp", str(cpus), "-nographic", "-no-reboot", "-nic", "none",
@@ -203,7 +208,7 @@ def qemu_argv(vmlinuz, initramfs, modules_dir, job, memory=3072, cpus=2):
         "-append", "console=ttyS0 quiet loglevel=4 panic=-1 rdinit=/init",
         "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on,"
                    "multidevs=remap",
-        "-virtfs", f"local,path={modules_dir},mount_tag=modules,security_model=none,readonly=on",
+        "-virtfs", f"local,path={kernel_root},mount_tag=kernel,security_model=none,readonly=on",
         "-virtfs", f"local,path={job},mount_tag=job,security_model=none",
     ]
 
@@ -224,7 +229,7 @@ def run(command, cwd=None, cache=None, scale=10, memory=3072, env=None, timeout=
         initramfs = os.path.join(job, "initramfs.cpio")
         build_initramfs(modules_dir, initramfs)
         exports = {"HAHA_WAIT_SCALE": str(scale), "HAHA_STOCK_KERNEL": "1",
-                   "PYTHONDONTWRITEBYTECODE": "1"}
+                   "PYTHONDONTWRITEBYTECODE": "1", "PY_COLORS": "0"}
         exports.update(env or {})
         with open(os.path.join(job, "command.sh"), "w") as f:
             for k, v in exports.items():
