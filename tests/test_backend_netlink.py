@@ -44,6 +44,7 @@ def test_start_without_config_falls_back_to_probing():
 
 
 @pytest.mark.netns
+@pytest.mark.stock_kernel
 def test_this_machine_kernel_is_refused_or_accepted_honestly(require_root):
     """On this project's kernel (no ip6_tunnel) the real start() raises exactly the message; on
     a kernel that has the driver, start() succeeds in a fresh namespace beside the kernel's

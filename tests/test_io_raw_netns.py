@@ -94,6 +94,7 @@ class _Probe:
 
 
 @pytest.mark.netns
+@pytest.mark.stock_kernel
 @pytest_twisted.inlineCallbacks
 def test_nft_guard_keeps_kernel_from_answering_parameter_problem(require_root):
     """Without haha's netfilter table, a kernel without mip6 (this project's) answers a Binding
