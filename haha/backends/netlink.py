@@ -8,10 +8,13 @@ user space. Proxy ND, the advertised prefix and the removal of what a crashed ru
 ``hahaN`` whose local end is one of the ownership's addresses (their routes go with them).
 
 It needs the kernel's IPv6-in-IPv6 tunnel driver (``ip6_tunnel``, CONFIG_IPV6_TUNNEL), which
-stock Debian/Ubuntu kernels ship as a module. This project's development and CI kernel does not
-have it, so :meth:`NetlinkBackend.start` raises :class:`KernelUnsupported` saying exactly that,
-and the paths past ``start`` are UNTESTED on this kernel (they are exercised only against the
-netlink fake). Use ``backend = tun`` there.
+stock Debian/Ubuntu kernels ship as a module. This project's development kernel does not have
+it, so there :meth:`NetlinkBackend.start` raises :class:`KernelUnsupported` saying exactly that
+(use ``backend = tun``); the stock-kernel tier (``haha.lab.vm``) runs the backend end to end on
+Debian's kernel. With ``ip6_tunnel`` loaded the kernel keeps ``ip6tnl0`` (``::`` to ``::``) in
+every namespace: the start-up probe avoids its end points and never touches it. The raw
+transport's guard would drop the IPv6-in-IPv6 the kernel must decapsulate, so ``start`` asks it
+to leave protocol 41 to the kernel (:meth:`haha.io.raw.RawTransport.leave_tunnels_to_kernel`).
 """
 
 import gzip
