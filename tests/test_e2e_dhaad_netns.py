@@ -44,7 +44,7 @@ from haha.core.homeagent import home_agents_anycast
 from haha.lab import topology
 from haha.lab.capture import NH_ICMPV6, summarise
 
-pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow, pytest.mark.stock_kernel]
+pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow]
 
 ICMP6_DHAAD_REQUEST, ICMP6_DHAAD_REPLY = 144, 145
 ICMP6_DEST_UNREACH = 1

@@ -34,7 +34,7 @@ from haha.lab.capture import NH_DEST_OPTS, NH_ESP, NH_ICMPV6, NH_IPV6, NH_MH, Ca
 from haha.lab.ping import dad_probe, ping
 from haha.lab.timing import scaled
 
-pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow, pytest.mark.stock_kernel]
+pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow]
 
 VISITED2 = IPv6Network("2001:db8:21::/64")
 NEW_CARE_OF = VISITED2[0x11]
