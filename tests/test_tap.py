@@ -87,6 +87,40 @@ def test_make_service_exits_with_the_located_error(tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_a_refused_start_exits_with_one_line(tmp_path, capsys):
+    """Under twistd a start the system refuses (here the netlink backend on a kernel without
+    ip6_tunnel) exits with status 1 and one line naming the reason, no traceback, and leaves
+    the transport stopped; other errors still propagate."""
+    from haha.backends.netlink import KernelUnsupported
+
+    conf = tmp_path / "ha.conf"
+    conf.write_text(HA.format(port=free_port(socket.SOCK_DGRAM), sock=tmp_path / "c.sock",
+                              mport=free_port()).replace("boot-wait = 0", "boot-wait = 0\n"
+                                                         "backend = netlink"))
+    o = tap.Options()
+    o.parseOptions(["--config", str(conf)])
+    svc = tap.makeService(o)
+
+    def refuse():
+        raise KernelUnsupported("the netlink backend needs ip6_tunnel")
+
+    svc.backend.start = refuse
+    with pytest.raises(SystemExit) as e:
+        svc.startService()
+    assert e.value.code == 1
+    assert capsys.readouterr().err == "haha: cannot start: the netlink backend needs ip6_tunnel\n"
+    assert svc.transport._port is None  # the service stopped its transport
+
+    class Other:
+        def startService(self):  # noqa: N802
+            raise ZeroDivisionError("a bug, not a refusal")
+
+    other = Other()
+    tap._exit_cleanly_when_start_fails("haha", other)
+    with pytest.raises(ZeroDivisionError):
+        other.startService()
+
+
 @pytest_twisted.inlineCallbacks
 def test_metrics_and_control_are_served(tmp_path):
     """A started home agent serves Prometheus text on its metrics endpoint and answers its
