@@ -32,6 +32,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from haha.backends.netlink import read_kernel_config  # noqa: E402
 from haha.lab import topology  # noqa: E402
 from haha.lab.deploy import HOME_ADDRESS, NetnsDeployment  # noqa: E402
+from haha.lab.topology import LabError  # noqa: E402
 
 PORT = 5201
 
@@ -72,7 +73,7 @@ kind, address, port, seconds, size = (sys.argv[1], sys.argv[2], int(sys.argv[3])
                                       float(sys.argv[4]), int(sys.argv[5]))
 end = time.monotonic() + seconds
 if kind == "tcp":
-    s = socket.create_connection((address, port))
+    s = socket.create_connection((address, port), timeout=20)
     block = bytes(1 << 16); sent = 0
     while time.monotonic() < end:
         s.sendall(block); sent += len(block)
@@ -116,9 +117,14 @@ def _measure(topo, kind, seconds, size=0):
 
 
 def _all(topo, seconds):
-    return {"tcp": _measure(topo, "tcp", seconds),
-            "udp_64": _measure(topo, "udp", seconds, 64),
-            "udp_1400": _measure(topo, "udp", seconds, 1400)}
+    """Every measurement of one case; one that fails is reported with its error, not hidden."""
+    out = {}
+    for name, kind, size in (("tcp", "tcp", 0), ("udp_64", "udp", 64), ("udp_1400", "udp", 1400)):
+        try:
+            out[name] = _measure(topo, kind, seconds, size)
+        except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
+            out[name] = {"error": str(e).strip().splitlines()[-1][:300]}
+    return out
 
 
 def _plain(seconds):
@@ -183,10 +189,10 @@ def main():
                                              "stock-kernel tier: python -m haha.lab.vm)"}
     else:
         results["netlink"] = _daemons("netlink", seconds)
-    base = results["plain"]["tcp"]["tcp_mbit_s"]
+    base = results["plain"]["tcp"].get("tcp_mbit_s")
     for name in ("tun", "netlink"):
         tcp = results[name].get("tcp")
-        if tcp and base:
+        if tcp and "tcp_mbit_s" in tcp and base:
             results[name]["tcp_fraction_of_plain"] = round(tcp["tcp_mbit_s"] / base, 3)
     print(json.dumps({"bench": "forwarding", "seconds": seconds, "results": results}))
     return 0
