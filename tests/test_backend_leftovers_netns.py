@@ -25,6 +25,7 @@ from haha.backends.common import Ownership, StateBusy
 from haha.backends.netsys import Pyroute2Netlink
 from haha.backends.tun import MobileTunnel, TunBackend
 from haha.io.system import LinuxSystem
+from haha.lab.timing import scaled
 from haha.lab.topology import Topology, read_sysctl
 
 from ipaddress import IPv6Address, IPv6Network
@@ -111,7 +112,7 @@ def _child(t, code, *args):
 
 def _kill(p):
     p.send_signal(signal.SIGKILL)
-    p.wait(timeout=10)
+    p.wait(timeout=scaled(10))
     assert p.returncode == -signal.SIGKILL
 
 
@@ -130,7 +131,7 @@ def _routes(t):
 
 def _wait_gone(t, device, timeout=10.0):
     """The kernel deletes a TUN device once its last file is closed; wait for it."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while device in ip(t, "-o", "link"):
         assert time.monotonic() < deadline, f"{device} still there"
         time.sleep(0.05)

@@ -44,9 +44,11 @@ def test_start_without_config_falls_back_to_probing():
 
 
 @pytest.mark.netns
+@pytest.mark.stock_kernel
 def test_this_machine_kernel_is_refused_or_accepted_honestly(require_root):
     """On this project's kernel (no ip6_tunnel) the real start() raises exactly the message; on
-    a kernel that has the driver, start() succeeds in a fresh namespace and stop() cleans up."""
+    a kernel that has the driver, start() succeeds in a fresh namespace beside the kernel's
+    ip6tnl0, leaves no probe behind, and stop() cleans up."""
     config = read_kernel_config()
     if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
         with pytest.raises(KernelUnsupported) as e:
@@ -62,8 +64,10 @@ def test_this_machine_kernel_is_refused_or_accepted_honestly(require_root):
         t.create()
         nl = Pyroute2Netlink(t.ns("k"))
         try:
+            fallback = nl.ip6tnl_dump().get("ip6tnl0")
             b = NetlinkBackend(netlink=nl)
             b.start()
+            assert nl.ip6tnl_dump() == ({"ip6tnl0": fallback} if fallback else {})
             b.stop()
         finally:
             nl.close()
@@ -75,7 +79,7 @@ def test_tunnels_are_shared_per_care_of_and_removed_with_the_last_route():
     """With a kernel that has ip6tnl (the fake): one tunnel per (HA address, care-of), routes for
     home addresses and prefixes into it; the tunnel goes with its last route; stop cleans up."""
     nl = FakeNetlink()
-    nl.ip6tnl_error = None
+    nl.load_ip6_tunnel(fallback=False)
     b = NetlinkBackend(netlink=nl, kernel_config=lambda: "")
     b.start()
     assert nl.sysctls["net.ipv6.conf.all.forwarding"] == "1" and nl.tunnels == {}
@@ -96,6 +100,48 @@ def test_tunnels_are_shared_per_care_of_and_removed_with_the_last_route():
         "net.ipv6.conf.all.forwarding"] == "0"
 
 
+@pytest.mark.parametrize("fallback", [True, False])
+def test_start_beside_the_kernel_fallback_tunnel(fallback):
+    """A stock kernel with ip6_tunnel loaded has ip6tnl0 (:: -> ::) in every namespace: start()
+    neither collides with it nor touches it, leaves no probe link behind, and the backend then
+    tunnels; also without the fallback device (fb_tunnels_only_for_init_net)."""
+    nl = FakeNetlink()
+    nl.load_ip6_tunnel(fallback=fallback)
+    before = dict(nl.tunnels)
+    b = NetlinkBackend(netlink=nl, kernel_config=lambda: "CONFIG_IPV6_TUNNEL=m\n")
+    b.start()
+    assert nl.tunnels == before and not any(n.startswith("hahap") for n in nl.links)
+    b.install(ForwardingRoute(HOME, COA, HA))
+    assert sorted(nl.tunnels.values()) == sorted(list(before.values()) + [(HA, COA)])
+    b.stop()
+    assert nl.tunnels == before
+
+
+def test_probe_link_already_there_proves_the_driver():
+    """'File exists' for the probe (a link of that name left by a run with the same pid) is
+    proof of the driver, not a failure: start() goes on and leaves that link alone."""
+    import os
+    nl = FakeNetlink()
+    nl.load_ip6_tunnel()
+    nl.ip6tnl_add(f"hahap{os.getpid() % 100000}", HA, COA)
+    b = NetlinkBackend(netlink=nl, kernel_config=lambda: "")
+    b.start()
+    assert b.running and f"hahap{os.getpid() % 100000}" in nl.tunnels
+    b.stop()
+
+
+def test_other_probe_failures_are_raised():
+    """A probe failure that says nothing about the driver (here: permission denied) is raised
+    as it is, not mistaken for a missing driver."""
+    from haha.backends.netsys import NetlinkFailure
+    nl = FakeNetlink()
+    nl.ip6tnl_error = NetlinkFailure("create ip6tnl: (1, 'Operation not permitted')", 1)
+    b = NetlinkBackend(netlink=nl, kernel_config=lambda: "")
+    with pytest.raises(NetlinkFailure, match="not permitted"):
+        b.start()
+    assert not b.running
+
+
 def test_plugin_factories_touch_nothing():
     """The null and netlink factories build from their sections without system calls."""
     from twisted.internet.task import Clock
@@ -108,3 +154,44 @@ def test_plugin_factories_touch_nothing():
     section = parse_ini("[backend:netlink]\ntable = 7\nforwarding = no\n")["backend:netlink"]
     b = netlink.build(section, Clock())
     assert (b.table, b.enable_forwarding, b.transport) == (7, False, None)
+
+
+def test_start_leaves_ipv6_in_ipv6_to_the_kernel():
+    """The netlink backend's start() asks the raw transport to let IPv6-in-IPv6 through its
+    guard to the kernel's ip6tnl (which decapsulates the node's reverse-tunnelled packets);
+    a transport without that notion (UDP, memory) is left alone."""
+    from twisted.internet.testing import MemoryReactor
+
+    from haha.io.raw import RawTransport
+    from haha.io.system import FakeSystem
+
+    system = FakeSystem({"lo": 1, "eth0": 2})
+    tx = RawTransport(MemoryReactor(), system=system, table="haha_test_9")
+    tx.start(lambda p: None)
+    assert "{ 41, 50, 135 }" in system.nft_scripts[-1]
+    nl = FakeNetlink()
+    nl.load_ip6_tunnel()
+    b = NetlinkBackend(transport=tx, netlink=nl, kernel_config=lambda: "")
+    b.start()
+    assert tx.kernel_tunnels and "{ 50, 135 }" in system.nft_scripts[-1]
+    b.stop()
+    other = NetlinkBackend(transport=object(), netlink=nl, kernel_config=lambda: "")
+    other.start()
+    assert other.running
+
+
+def test_snapshot_reports_kernel_routes_and_tunnel_packets():
+    """The control socket's forwarding snapshot names the routes in the kernel's tunnels and
+    the kernel's packet counters of each tunnel (tx = encapsulated, rx = decapsulated)."""
+    nl = FakeNetlink()
+    nl.load_ip6_tunnel()
+    b = NetlinkBackend(netlink=nl, kernel_config=lambda: "")
+    b.start()
+    b.install(ForwardingRoute(HOME, COA, HA, (IPv6Network("2001:db8:99::/48"),)))
+    (name,) = b.snapshot()["tunnels"]
+    nl.links[name]["stats"].update(tx_packets=5, rx_packets=3)
+    snap = b.snapshot()
+    assert snap["kernel_routes"] == ["2001:db8:1::100/128", "2001:db8:99::/48"]
+    assert snap["tunnel_packets"] == {name: {"encapsulated": 5, "decapsulated": 3}}
+    b.stop()
+    assert b.snapshot()["tunnel_packets"] == {} and b.snapshot()["kernel_routes"] == []

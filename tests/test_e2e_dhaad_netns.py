@@ -26,6 +26,7 @@ home agent answered a request with an ICMPv6 error.
 from ipaddress import IPv6Address
 
 import pytest
+from kernel_backends import BACKENDS
 from test_e2e_netns import (
     ICMP6_PARAMETER_PROBLEM,
     check_counters,
@@ -98,13 +99,14 @@ def check_dhaad_wire(d, packets, requests=1):
     assert not unreachable, [(s.src, s.dst, s.icmp_code) for s in unreachable]
 
 
-def test_dhaad_shared_home_link(tmp_path, require_root):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dhaad_shared_home_link(tmp_path, require_root, backend):
     """Draft 3.1 Figure 1 with a node that knows no home agent: r resolves the anycast address
     by Neighbour Solicitation, a home agent replies with ha1, ha2, ha3 by preference, the node
     registers with ha1 and the correspondent's ping reaches it; after ha1's SIGKILL ha2's
     take-over HASR is obeyed at once (no new DHAAD) and the ping goes through ha2."""
     with deployment(tmp_path, topology.shared_home_link, capture_links=("home",),
-                    dhaad=True) as (d, caps):
+                    dhaad=True, backend=backend) as (d, caps):
         start_home_agents(d, caps)
         check_anycast_joined(d, "eth0")
         register(d)
@@ -129,7 +131,8 @@ def test_dhaad_shared_home_link(tmp_path, require_root):
     check_dhaad_wire(d, packets)
 
 
-def test_dhaad_no_home_link(tmp_path, require_root):
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dhaad_no_home_link(tmp_path, require_root, backend):
     """Draft 3.2 Figure 5 with a node that knows no home agent: r routes the home prefix, and so
     the anycast address, to ha1, which replies with ha1, ha2, ha3; the node registers with ha1
     and is reached through it; after ha1's SIGKILL ha2's take-over HASR is obeyed at once. Then
@@ -137,7 +140,7 @@ def test_dhaad_no_home_link(tmp_path, require_root):
     DHAAD again through r's route to ha2, which answers without itself, and the node registers
     with ha3, which then carries the ping."""
     with deployment(tmp_path, topology.no_home_link, dhaad=True,
-                    drain_mode="discover") as (d, caps):
+                    drain_mode="discover", backend=backend) as (d, caps):
         start_home_agents(d, caps)
         check_anycast_joined(d, "lo")
         register(d)

@@ -243,3 +243,24 @@ def test_bad_arguments():
     t, _, _, _ = _started()
     with pytest.raises(RuntimeError):
         t.start(lambda p: None)
+
+
+def test_tunnels_left_to_the_kernel():
+    """leave_tunnels_to_kernel(): the nft guard drops only ESP and MH (IPv6-in-IPv6 reaches the
+    kernel's ip6tnl), the filter stops handing IPv6-in-IPv6 up but still hands up MH; False
+    restores both."""
+    t, system, reactor, got = _started()
+    sock = system.packet_sockets[0]
+    tunnelled = build_packet(A, B, 41, bytes(build_packet(HOME, A, 58, bytes(8))))
+    assert sock.inject(tunnelled) and not t.kernel_tunnels
+    t.leave_tunnels_to_kernel()
+    assert t.kernel_tunnels and sock.filter == t.program
+    assert not sock.inject(tunnelled) and sock.inject(BU)
+    script = system.nft_scripts[-1]
+    assert script.startswith("delete table ip6 haha_test_1\n")
+    assert "meta l4proto { 50, 135 } counter drop" in script and "41" not in script
+    assert ("ip6", "haha_test_1") in system.nft_tables
+    t.set_addresses([B])  # a later change of addresses keeps the choice
+    assert "meta l4proto { 50, 135 }" in system.nft_scripts[-1] and not sock.inject(tunnelled)
+    t.leave_tunnels_to_kernel(False)
+    assert sock.inject(tunnelled) and "meta l4proto { 41, 50, 135 }" in system.nft_scripts[-1]

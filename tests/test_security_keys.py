@@ -167,6 +167,22 @@ def test_xfrm_commands_reproduce_the_derived_sas(tmp_path):
         assert f"aead 'rfc4106(gcm(aes))' 0x{(sa.key + sa.salt).hex()} 128" in line
 
 
+def test_xfrm_policies_protect_the_mobility_header_both_ways(tmp_path):
+    """`xfrm --policies` adds, after the two states, an outbound and an inbound policy for
+    protocol 135 between the two addresses whose templates are the states' ESP in transport
+    mode; without it no policy line is printed."""
+    f = tmp_path / "s.key"
+    generate_key_file(f)
+    r = _cli("xfrm", "--secret", str(f), "--local", str(HA1), "--peer", str(HA2), "--policies")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert len(lines) == 4 and all(x.startswith("ip xfrm state add") for x in lines[:2])
+    assert lines[2] == (f"ip xfrm policy add src {HA1}/128 dst {HA2}/128 proto 135 dir out "
+                        f"tmpl src {HA1} dst {HA2} proto esp mode transport")
+    assert lines[3] == (f"ip xfrm policy add src {HA2}/128 dst {HA1}/128 proto 135 dir in "
+                        f"tmpl src {HA2} dst {HA1} proto esp mode transport")
+
+
 def _hkdf_rfc5869(ikm, salt, info, length):
     """HKDF-SHA256 written from RFC 5869 section 2, independent of the cryptography package."""
     prk = hmac.new(salt, ikm, hashlib.sha256).digest()

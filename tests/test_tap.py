@@ -87,6 +87,32 @@ def test_make_service_exits_with_the_located_error(tmp_path, capsys):
         capsys.readouterr().err
 
 
+def test_a_refused_start_reaches_the_caller_and_leaves_the_transport_stopped(tmp_path):
+    """A start the system refuses (here the netlink backend on a kernel without ip6_tunnel)
+    reaches the caller as a StartupError naming the reason and leaves the transport stopped;
+    under twistd the start-up hook turns it into one line and status 2 (tests/test_startup.py
+    runs that with real twistd processes)."""
+    from haha.backends.netlink import KernelUnsupported
+    from haha.errors import StartupError
+
+    conf = tmp_path / "ha.conf"
+    conf.write_text(HA.format(port=free_port(socket.SOCK_DGRAM), sock=tmp_path / "c.sock",
+                              mport=free_port()).replace("boot-wait = 0", "boot-wait = 0\n"
+                                                         "backend = netlink"))
+    o = tap.Options()
+    o.parseOptions(["--config", str(conf)])
+    svc = tap.makeService(o)
+
+    def refuse():
+        raise KernelUnsupported("the netlink backend needs ip6_tunnel")
+
+    svc.backend.start = refuse
+    with pytest.raises(StartupError) as e:
+        svc.startService()
+    assert "the netlink backend needs ip6_tunnel" in str(e.value)
+    assert svc.transport._port is None  # the service stopped its transport
+
+
 @pytest_twisted.inlineCallbacks
 def test_metrics_and_control_are_served(tmp_path):
     """A started home agent serves Prometheus text on its metrics endpoint and answers its

@@ -8,10 +8,13 @@ user space. Proxy ND, the advertised prefix and the removal of what a crashed ru
 ``hahaN`` whose local end is one of the ownership's addresses (their routes go with them).
 
 It needs the kernel's IPv6-in-IPv6 tunnel driver (``ip6_tunnel``, CONFIG_IPV6_TUNNEL), which
-stock Debian/Ubuntu kernels ship as a module. This project's development and CI kernel does not
-have it, so :meth:`NetlinkBackend.start` raises :class:`KernelUnsupported` saying exactly that,
-and the paths past ``start`` are UNTESTED on this kernel (they are exercised only against the
-netlink fake). Use ``backend = tun`` there.
+stock Debian/Ubuntu kernels ship as a module. This project's development kernel does not have
+it, so there :meth:`NetlinkBackend.start` raises :class:`KernelUnsupported` saying exactly that
+(use ``backend = tun``); the stock-kernel tier (``haha.lab.vm``) runs the backend end to end on
+Debian's kernel. With ``ip6_tunnel`` loaded the kernel keeps ``ip6tnl0`` (``::`` to ``::``) in
+every namespace: the start-up probe avoids its end points and never touches it. The raw
+transport's guard would drop the IPv6-in-IPv6 the kernel must decapsulate, so ``start`` asks it
+to leave protocol 41 to the kernel (:meth:`haha.io.raw.RawTransport.leave_tunnels_to_kernel`).
 """
 
 import gzip
@@ -19,7 +22,7 @@ import itertools
 import os
 import re
 from collections import Counter
-from ipaddress import IPv6Network
+from ipaddress import IPv6Address, IPv6Network
 
 from zope.interface import implementer
 
@@ -30,6 +33,7 @@ from .common import LinkDuties
 from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
 
+EEXIST = 17
 EOPNOTSUPP = 95
 _TUNNEL_NAME = re.compile(r"^haha\d+$")
 
@@ -95,15 +99,10 @@ class NetlinkBackend(LinkDuties):
         config = self._kernel_config() if self._kernel_config else None
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
             raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
-        probe = f"hahap{os.getpid() % 100000}"
-        try:
-            self.netlink.ip6tnl_add(probe, "::", "::")
-        except NetlinkFailure as e:
-            if e.errno == EOPNOTSUPP:
-                raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(
-                    why="creating an ip6tnl link fails with 'Operation not supported'")) from None
-            raise
-        self.netlink.link_delete(probe)
+        self._probe()
+        leave = getattr(self.transport, "leave_tunnels_to_kernel", None)
+        if leave is not None:  # the raw transport's guard would drop what ip6tnl must receive
+            leave(True)
         self._claim()  # an earlier run's leftovers go before anything is installed
         if self.enable_forwarding:
             try:
@@ -112,6 +111,29 @@ class NetlinkBackend(LinkDuties):
                 self._release()
                 raise
         self.running = True
+
+    def _probe(self):
+        """Create and delete one ip6tnl link to learn whether the kernel has the driver.
+
+        A kernel with ``ip6_tunnel`` loaded keeps a fallback device ``ip6tnl0`` (local ``::``,
+        remote ``::``) in every namespace (unless ``net.core.fb_tunnels_only_for_init_net``),
+        and two ip6tnl links may not share their end points: the probe's remote end is
+        therefore an address of the discard-only prefix 100::/64 (RFC 6666) made unique by the
+        process id, never ``::``. "File exists" (a link of that name or those end points is
+        there) proves the driver as well as a created link does."""
+        pid = os.getpid()
+        probe = f"hahap{pid % 100000}"
+        remote = IPv6Address("100::") + (pid & 0xFFFFFFFF)
+        try:
+            self.netlink.ip6tnl_add(probe, "::", remote)
+        except NetlinkFailure as e:
+            if e.errno == EOPNOTSUPP:
+                raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(
+                    why="creating an ip6tnl link fails with 'Operation not supported'")) from None
+            if e.errno == EEXIST:
+                return
+            raise
+        self.netlink.link_delete(probe)
 
     def _reclaim_more(self, scopes):
         """Leftover tunnels: ip6tnl links named like ours (``hahaN``) from one of our
@@ -175,10 +197,27 @@ class NetlinkBackend(LinkDuties):
             "name": self.name,
             "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
             "tunnels": {v[0]: [str(k[0]), str(k[1])] for k, v in self._tunnels.items()},
+            "kernel_routes": sorted({str(n) for r in self.routes.values()
+                                     for n in [IPv6Network(r.home_address)] + list(r.prefixes)}),
+            "tunnel_packets": self._tunnel_packets(),
             "proxy_nd": [[str(a), i] for a, i in sorted(self.proxied)],
             "prefixes": [str(p) for p in sorted(self.prefixes)],
             "counters": dict(self.counters),
         }
+
+
+    def _tunnel_packets(self):
+        """The kernel's packet counters of this run's tunnels: ``{name: {"encapsulated": tx,
+        "decapsulated": rx}}`` (the kernel does the work, so haha's own counters cannot)."""
+        out = {}
+        for name, _ in self._tunnels.values():
+            try:
+                stats = self.netlink.link_stats(name)
+            except NetlinkFailure:
+                self.counters["netlink_errors"] += 1
+                continue
+            out[name] = {"encapsulated": stats["tx_packets"], "decapsulated": stats["rx_packets"]}
+        return out
 
 
 def build(options, reactor):

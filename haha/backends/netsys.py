@@ -84,6 +84,13 @@ class Pyroute2Netlink:
                 "mtu": link.get_attr("IFLA_MTU"), "up": bool(link["flags"] & 1),
                 "addresses": addrs}
 
+    def link_stats(self, name):
+        """``{"rx_packets": n, "tx_packets": n}`` of link ``name`` (the kernel's counters)."""
+        link = self._do(f"read {name}", self._ipr.get_links, self.index(name))[0]
+        stats = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS") or {}
+        return {"rx_packets": int(stats.get("rx_packets", 0)),
+                "tx_packets": int(stats.get("tx_packets", 0))}
+
     def link_set(self, name, up=None, mtu=None):
         kw = {}
         if up is not None:
@@ -182,8 +189,8 @@ class Pyroute2Netlink:
         return out
 
     def ip6tnl_dump(self):
-        """``{name: (local, remote)}`` of the ip6tnl links (UNTESTED on this kernel: it has no
-        ip6_tunnel)."""
+        """``{name: (local, remote)}`` of the ip6tnl links (exercised in the stock-kernel
+        tier: this project's own kernel has no ip6_tunnel)."""
         out = {}
         for link in self._do("list links", self._ipr.get_links):
             info = link.get_attr("IFLA_LINKINFO")
@@ -281,7 +288,8 @@ class Pyroute2Netlink:
 class FakeNetlink:
     """The same operations on dictionaries. ``links`` maps names to dicts like
     :meth:`Pyroute2Netlink.link_info` returns; ``ip6tnl_error`` is what creating an ip6tnl
-    link fails with (by default what this project's kernel answers). ``system``: a
+    link fails with (by default what a kernel without ``ip6_tunnel`` answers;
+    :meth:`load_ip6_tunnel` models a stock kernel). ``system``: a
     :class:`haha.io.system.FakeSystem` whose TUN devices appear here as links once opened."""
 
     def __init__(self, links=None, system=None):
@@ -305,7 +313,8 @@ class FakeNetlink:
     def add_link(self, name, index=None, mac=b"\x02\x00\x00\x00\x00\x01", mtu=1500, up=True,
                  addresses=()):
         self.links[name] = {"index": index or len(self.links) + 1, "mac": mac, "mtu": mtu,
-                            "up": up, "addresses": [IPv6Address(a) for a in addresses]}
+                            "up": up, "addresses": [IPv6Address(a) for a in addresses],
+                            "stats": {"rx_packets": 0, "tx_packets": 0}}
 
     def close(self):
         self.closed = True
@@ -322,6 +331,9 @@ class FakeNetlink:
 
     def link_info(self, name):
         return dict(self._need(name))
+
+    def link_stats(self, name):
+        return dict(self._need(name)["stats"])
 
     def link_set(self, name, up=None, mtu=None):
         link = self._need(name)
@@ -420,10 +432,24 @@ class FakeNetlink:
     def steer_dump(self):
         return [(t, p, m, proto) for (t, p, m), proto in sorted(self.steering.items())]
 
+    def load_ip6_tunnel(self, fallback=True):
+        """Model ``modprobe ip6_tunnel``: ip6tnl links can be made from now on, and (unless
+        ``fallback`` is false, as with ``net.core.fb_tunnels_only_for_init_net=1``) the kernel's
+        fallback device ``ip6tnl0`` (local ``::``, remote ``::``) exists, as in every namespace
+        of a stock kernel."""
+        self.ip6tnl_error = None
+        if fallback:
+            self.tunnels["ip6tnl0"] = (IPv6Address("::"), IPv6Address("::"))
+            self.add_link("ip6tnl0", mac=b"", up=False)
+
     def ip6tnl_add(self, name, local, remote):
         if self.ip6tnl_error is not None:
             raise self.ip6tnl_error
-        self.tunnels[name] = (IPv6Address(local), IPv6Address(remote))
+        ends = (IPv6Address(local), IPv6Address(remote))
+        if name in self.links or ends in self.tunnels.values():
+            # as the kernel: ip6tnl links are unique by name and by (local, remote)
+            raise NetlinkFailure(f"create ip6tnl {name}: (17, 'File exists')", 17)
+        self.tunnels[name] = ends
         self.add_link(name)
 
     def link_delete(self, name):

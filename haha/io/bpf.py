@@ -174,8 +174,12 @@ def unpack(data):
     return tuple(Insn(*t) for t in _INSN.iter_unpack(data))
 
 
-def mobility_filter(icmp_types=DEFAULT_ICMP_TYPES, addresses=None, max_headers=4):
+def mobility_filter(icmp_types=DEFAULT_ICMP_TYPES, addresses=None, max_headers=4,
+                    protocols=MOBILITY_PROTOCOLS):
     """The classic BPF program that lets only mobility traffic reach Python.
+
+    ``protocols``: the upper layers accepted (default :data:`MOBILITY_PROTOCOLS`; without 41
+    when the kernel decapsulates IPv6-in-IPv6 itself, ``netlink`` backend).
 
     ``addresses`` (IPv6Address values): when given, only packets whose fixed-header destination
     is one of them or is multicast (ff00::/8) pass. ``max_headers`` bounds how many
@@ -209,7 +213,7 @@ def mobility_filter(icmp_types=DEFAULT_ICMP_TYPES, addresses=None, max_headers=4
         a.label("chain")
     a.ld_abs(6, B).ldx_imm(40)
     for n in range(max_headers + 1):
-        for proto in MOBILITY_PROTOCOLS:
+        for proto in protocols:
             a.jeq(proto, "accept")
         a.jeq(58, "icmp")
         if n == max_headers:

@@ -48,6 +48,9 @@ MAX_PACKET = 65575
 READ_BURST = 64
 #: Upper layers dropped in netfilter when addressed to us: IPv6-in-IPv6, ESP, Mobility Header.
 NFT_PROTOCOLS = (41, 50, 135)
+#: The same when the kernel's own tunnels decapsulate IPv6-in-IPv6 (``netlink`` backend,
+#: :meth:`RawTransport.leave_tunnels_to_kernel`): only ESP and Mobility Header.
+NFT_PROTOCOLS_KERNEL_TUNNELS = (50, 135)
 #: ICMPv6 types that arrive with a Home Address option (Mobile Prefix Solicitation and the
 #: DHAAD/MPA replies, RFC 6275 6.5-6.8) and are dropped in netfilter when they carry one.
 NFT_HAO_ICMP_TYPES = (144, 145, 146, 147)
@@ -61,14 +64,16 @@ def table_name():
     return f"haha_{os.getpid()}_{next(_instances)}"
 
 
-def nft_ruleset(table, addresses=None):
+def nft_ruleset(table, addresses=None, protocols=NFT_PROTOCOLS):
     """The nft script that creates ``table`` (family ``ip6``).
 
     Inbound packets addressed to us (``fib daddr type local``, or only ``addresses`` when
     given) are dropped in prerouting at priority raw (-300) when they are:
 
-    - IPv6-in-IPv6, ESP or Mobility Header (``meta l4proto`` walks the extension headers, so a
-      Binding Update with a Home Address option is caught here);
+    - of one of ``protocols``: IPv6-in-IPv6, ESP or Mobility Header by default, only ESP and
+      Mobility Header when the kernel's tunnels must receive IPv6-in-IPv6 (``meta l4proto``
+      walks the extension headers, so a Binding Update with a Home Address option is caught
+      here);
     - carrying a type 2 routing header (``rt type 2``: Binding Acknowledgement, HASR to a care-of
       address);
     - a Destination Options header in front of ICMPv6 144-147 (a Mobile Prefix Solicitation
@@ -84,7 +89,7 @@ def nft_ruleset(table, addresses=None):
     else:
         match = "fib daddr type local"
         head = ""
-    protos = ", ".join(str(p) for p in NFT_PROTOCOLS)
+    protos = ", ".join(str(p) for p in protocols)
     icmp = ", ".join(str(t) for t in NFT_HAO_ICMP_TYPES)
     return (
         f"table ip6 {table} {{\n"
@@ -165,6 +170,7 @@ class RawTransport:
         self._ifindex = {}
         self._anycast = set()
         self._anycast_filtered = set()
+        self._kernel_tunnels = False
         self.program = self._program()
 
     @staticmethod
@@ -178,7 +184,13 @@ class RawTransport:
         return out
 
     def _program(self):
-        return bpf.mobility_filter(self._icmp_types, self._addresses)
+        protocols = tuple(p for p in bpf.MOBILITY_PROTOCOLS
+                          if not (self._kernel_tunnels and p == 41))
+        return bpf.mobility_filter(self._icmp_types, self._addresses, protocols=protocols)
+
+    def _ruleset(self):
+        return nft_ruleset(self.table, self._addresses, NFT_PROTOCOLS_KERNEL_TUNNELS
+                           if self._kernel_tunnels else NFT_PROTOCOLS)
 
     @property
     def running(self):
@@ -195,7 +207,7 @@ class RawTransport:
         try:
             if self._netfilter:
                 self._remove_stale_tables()
-                self._system.run_nft(nft_ruleset(self.table, self._addresses))
+                self._system.run_nft(self._ruleset())
                 self._table_installed = True
             self._raw = self._system.raw_socket()
             if self.mark:
@@ -281,12 +293,28 @@ class RawTransport:
         """Replace the destination addresses the filter and the nft guard accept (e.g. a new
         care-of address); ``None`` for every local address. Errors are raised, as at start."""
         self._addresses = self._check_addresses(addresses)
+        self._reinstall()
+
+    def leave_tunnels_to_kernel(self, enabled=True):
+        """Let the kernel's own tunnels (``netlink`` backend: ip6tnl) receive IPv6-in-IPv6:
+        the nft guard stops dropping protocol 41 (it still drops ESP and Mobility Header) and
+        the BPF filter stops handing it up. ``enabled=False`` restores the default. Errors
+        are raised, as at start."""
+        self._kernel_tunnels = bool(enabled)
+        self._reinstall()
+
+    @property
+    def kernel_tunnels(self):
+        """True while IPv6-in-IPv6 is left to the kernel (:meth:`leave_tunnels_to_kernel`)."""
+        return self._kernel_tunnels
+
+    def _reinstall(self):
+        """Attach the current filter program and replace the nft table (one nft transaction)."""
         self.program = self._program()
         for r in self._readers:
             self._system.attach_filter(r.sock, self.program)
         if self._table_installed:
-            self._system.run_nft(f"delete table ip6 {self.table}\n"
-                                 + nft_ruleset(self.table, self._addresses))
+            self._system.run_nft(f"delete table ip6 {self.table}\n" + self._ruleset())
 
     # -- anycast ----------------------------------------------------------------------------
 

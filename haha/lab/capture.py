@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from .timing import scaled
+
 DLT_EN10MB = 1
 DLT_LINUX_SLL = 113
 DLT_LINUX_SLL2 = 276
@@ -130,6 +132,7 @@ class Capture:
         argv = ["ip", "netns", "exec", self.netns, "tcpdump", "-i", self.interface, "-U",
                 "--immediate-mode", "-n", "-s", "0", "-w", self.path] + self.expression
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         seen = b""
         while b"listening on" not in seen:
@@ -153,7 +156,7 @@ class Capture:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
                 try:
-                    p.wait(timeout=10)
+                    p.wait(timeout=scaled(10))
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()

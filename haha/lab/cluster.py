@@ -15,6 +15,7 @@ import time
 
 from ..control.cli import request
 from ..security.keys import generate_key_file
+from .timing import scaled
 
 HOME_PREFIX = "2001:db8:1::/64"
 
@@ -104,7 +105,7 @@ class DaemonGroup:
         n = self.node(name)
         if n.running():
             n.process.send_signal(sig)
-            n.process.wait(timeout=30)
+            n.process.wait(timeout=scaled(30))
 
     def stop(self, name, timeout=30):
         """SIGTERM (twistd stops the service: drain, goodbye) and wait for the exit."""
@@ -112,7 +113,7 @@ class DaemonGroup:
         if n.running():
             n.process.send_signal(signal.SIGTERM)
             try:
-                n.process.wait(timeout=timeout)
+                n.process.wait(timeout=scaled(timeout))
             except subprocess.TimeoutExpired:
                 n.process.kill()
                 n.process.wait()
@@ -124,7 +125,7 @@ class DaemonGroup:
             n.process.send_signal(signal.SIGTERM)
         for n in running:
             try:
-                n.process.wait(timeout=timeout)
+                n.process.wait(timeout=scaled(timeout))
             except subprocess.TimeoutExpired:
                 n.process.kill()
                 n.process.wait()
@@ -147,7 +148,7 @@ class DaemonGroup:
         """The control interface's answer (``result``), or None while it cannot be reached."""
         n = self.node(name)
         try:
-            response = request(n.socket, cmd, arguments, timeout=5.0)
+            response = request(n.socket, cmd, arguments, timeout=scaled(5.0))
         except (OSError, ValueError):
             return None
         if not response.get("ok"):
@@ -156,7 +157,9 @@ class DaemonGroup:
 
     def wait_for(self, what, predicate, timeout=30.0, interval=0.1):
         """Poll ``predicate()`` until it returns a true value; raise with ``what`` and the logs'
-        tails at ``timeout``. A daemon that exits meanwhile fails at once."""
+        tails at ``timeout`` (multiplied by :func:`haha.lab.timing.wait_scale`). A daemon that
+        exits meanwhile fails at once."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         while True:
             value = predicate()

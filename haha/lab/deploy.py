@@ -2,8 +2,9 @@
 
 :class:`NetnsDeployment` takes a built :class:`haha.lab.topology.Topology` (one of the standard
 ones: ``shared_home_link``, ``separate_links``, ``no_home_link``) and writes, for each of its home
-agents, a home agent configuration of the matching draft section 3 kind (raw transport, ``tun``
-backend, ESP with keys generated for the run) and one for a mobile node or NEMO mobile router on
+agents, a home agent configuration of the matching draft section 3 kind (raw transport, the
+``tun`` backend or, with ``backend="netlink"``, the kernel's ip6tnl, ESP with keys generated for
+the run) and one for a mobile node or NEMO mobile router on
 the visited link (raw transport, ``tun`` backend, care-of address from the topology). Each daemon
 runs as ``ip netns exec NS twistd -n --pidfile= --logfile=LOG haha|haha-mn --config FILE`` and is
 observed, as :class:`haha.lab.cluster.LocalCluster` does, only through its control socket and its
@@ -53,6 +54,10 @@ MOBILE_NETWORK = IPv6Network("2001:db8:100::/48")
 #: what the correspondent reaches through the tunnel.
 MOBILE_NETWORK_HOST = IPv6Address("2001:db8:100::1")
 
+#: The home agents' forwarding backends a deployment can use: ``tun`` on any kernel,
+#: ``netlink`` (the kernel's ip6tnl) on a kernel with ``ip6_tunnel`` (the stock-kernel tier).
+BACKENDS = ("tun", "netlink")
+
 KINDS = {"shared-home-link": "home-link", "separate-links": "separate-links",
          "no-home-link": "no-home-link"}
 
@@ -86,13 +91,14 @@ class NetnsDeployment(DaemonGroup):
     ``drain_mode`` (``spread``, ``best``, ``discover``) sets the home agents' ``drain-mode``;
     ``mn_lifetime`` the binding lifetime the node asks for; ``hello_misses`` the home
     agents' fast failure detection. ``address_takeover``,
-    ``obey_switch`` and ``esp``: see the module docstring.
+    ``obey_switch`` and ``esp``: see the module docstring. ``backend`` (:data:`BACKENDS`) is
+    the home agents' forwarding backend; the mobile node always tunnels in user space.
     """
 
     def __init__(self, topology, directory, lifetime=3, hello_interval=1.0, boot_wait=1.0,
                  mobile_router=False, mobile="mn1", log_level="debug", dhaad=False,
                  drain_mode=None, address_takeover=False, obey_switch=True, esp=True,
-                 mn_lifetime=60, hello_misses=0):
+                 mn_lifetime=60, hello_misses=0, backend="tun"):
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -111,6 +117,9 @@ class NetnsDeployment(DaemonGroup):
         self.esp = esp
         self.mn_lifetime = mn_lifetime
         self.hello_misses = hello_misses
+        if backend not in BACKENDS:
+            raise ValueError(f"no deployment for backend {backend!r} (one of {BACKENDS})")
+        self.backend = backend
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
@@ -170,7 +179,7 @@ class NetnsDeployment(DaemonGroup):
         kind = self.configuration
         lines = [
             f"# {ha.name} of a NetnsDeployment (haha.lab.deploy) in {ha.netns}: "
-            f"{self.kind}, raw transport, tun backend, ESP.",
+            f"{self.kind}, raw transport, {self.backend} backend, ESP.",
             "[home-agent]",
             f"address = {ha.address}",
             f"home-prefix = {self.home_prefix}",
@@ -180,7 +189,7 @@ class NetnsDeployment(DaemonGroup):
             f"hello-interval = {self.hello_interval}",
             f"boot-wait = {self.boot_wait}",
             f"drain-timeout = {self.lifetime}",
-            "backend = tun",
+            f"backend = {self.backend}",
         ]
         if ha.signalling != ha.address:
             lines.append(f"haha-address = {ha.signalling}")
@@ -197,7 +206,9 @@ class NetnsDeployment(DaemonGroup):
             home = self.topology.info.get("home_interface", "eth1")
             lines.append(f"home-interface = {home}")
             interfaces.append(home)
-        lines += ["", "[backend:tun]", "device = haha0", "", "[peers]"]
+        if self.backend == "tun":
+            lines += ["", "[backend:tun]", "device = haha0"]
+        lines += ["", "[peers]"]
         if kind == "home-link" and not self.address_takeover:
             # Draft 5.4 / docs/protocol.md 6.8: on one home link the HAs learn each other from
             # Router Advertisements, not from a configured list.
@@ -313,5 +324,5 @@ class NetnsDeployment(DaemonGroup):
         return str(self.topology.address(ha.name, link=f"t{ha.name[2:]}"))
 
 
-__all__ = ["NetnsDeployment", "Daemon", "HOME_ADDRESS", "ROUTER_HOME_ADDRESS", "MOBILE_NETWORK",
+__all__ = ["NetnsDeployment", "Daemon", "BACKENDS", "HOME_ADDRESS", "ROUTER_HOME_ADDRESS", "MOBILE_NETWORK",
            "MOBILE_NETWORK_HOST"]

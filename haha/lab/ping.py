@@ -21,6 +21,7 @@ import time
 from ipaddress import IPv6Address
 
 from ..io.system import in_netns
+from .timing import scaled
 
 ECHO_REQUEST = 128
 ECHO_REPLY = 129
@@ -48,7 +49,7 @@ def ping(netns, destination, source=None, attempts=5, interval=0.5, interface=No
             payload = b"haha-lab-ping-%d" % seq
             s.sendto(struct.pack("!BBHHH", ECHO_REQUEST, 0, 0, ident, seq) + payload,
                      (str(dst), 0, 0, scope))
-            deadline = clock() + interval
+            deadline = clock() + scaled(interval)
             while True:
                 left = deadline - clock()
                 if left <= 0:
@@ -110,7 +111,7 @@ def dad_probe(netns, interface, address, timeout=3.0, clock=time.monotonic):
     answers = []
     try:
         send.sendto(packet, (str(dst), 0, 0, scope))
-        deadline = clock() + timeout
+        deadline = clock() + scaled(timeout)
         while not answers:
             left = deadline - clock()
             if left <= 0:

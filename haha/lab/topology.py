@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 from ..io.system import in_netns
+from .timing import scaled
 
 _counter = itertools.count(1)
 
@@ -66,7 +67,7 @@ class Node:
 
 
 def _run(argv, check=True, input=None):
-    r = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=60)
+    r = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=scaled(60))
     if check and r.returncode:
         raise LabError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
     return r
@@ -251,6 +252,7 @@ class Topology:
     def _wait_ready(self, timeout, pending=None):
         """Wait until every member interface (or those ``pending``: (namespace, name) pairs)
         is up with carrier and has no tentative address."""
+        timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         if pending is None:
             pending = [(self.ns(m.node), m.ifname) for lk in self.links for m in lk.members]

@@ -19,7 +19,8 @@ Generating keys
     ``haha-keys generate FILE`` writes a fresh 32-octet secret with mode 0600
     (``--sa-key-bits 128`` writes an SA blob instead, ``--force`` replaces a file).
     ``haha-keys derive --secret FILE --local A --peer B`` prints the derived
-    SPIs; ``... xfrm ...`` prints the ``ip xfrm state`` commands for a Linux peer (with keys).
+    SPIs; ``... xfrm ...`` prints the ``ip xfrm state`` commands for a Linux peer (with keys;
+    ``--policies`` adds the ``ip xfrm policy`` lines protecting the Mobility Header).
 
 Derivation (``docs/security.md`` gives it byte by byte)::
 
@@ -273,7 +274,10 @@ def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=(), 
 # -- command line -----------------------------------------------------------------------------
 
 
-def _xfrm_commands(secret, local, peer, key_bits):
+def _xfrm_commands(secret, local, peer, key_bits, policies=False):
+    """``ip xfrm state`` lines for both directions of the pair; with ``policies`` also the
+    ``ip xfrm policy`` lines that make the kernel at ``local`` protect the Mobility Header
+    (protocol 135) both ways with them, in transport mode."""
     lines = []
     for src, dst in ((local, peer), (peer, local)):
         d = derive_sa(secret, src, dst, key_bits)
@@ -281,6 +285,12 @@ def _xfrm_commands(secret, local, peer, key_bits):
             f"ip xfrm state add src {src} dst {dst} proto esp spi 0x{d.spi:08x} mode transport "
             f"replay-window 64 aead 'rfc4106(gcm(aes))' 0x{(d.key + d.salt).hex()} 128"
         )
+    if policies:
+        for src, dst, way in ((local, peer, "out"), (peer, local, "in")):
+            lines.append(
+                f"ip xfrm policy add src {src}/128 dst {dst}/128 proto 135 dir {way} "
+                f"tmpl src {src} dst {dst} proto esp mode transport"
+            )
     return lines
 
 
@@ -310,6 +320,9 @@ def main(argv=None):
     n.add_argument("--home-address", required=True, help="the mobile node's home address")
     n.add_argument("file", help="the key file to write (the node's [security] key)")
     n.add_argument("--force", action="store_true", help="replace an existing file")
+    sub.choices["xfrm"].add_argument(
+        "--policies", action="store_true",
+        help="also print 'ip xfrm policy' lines protecting the Mobility Header both ways")
     args = p.parse_args(argv)
     try:
         if args.command == "generate":
@@ -337,7 +350,7 @@ def main(argv=None):
             return 0
         print("# these lines contain secret keys: do not paste them into tickets or logs",
               file=sys.stderr)
-        print("\n".join(_xfrm_commands(secret, local, peer, args.key_bits)))
+        print("\n".join(_xfrm_commands(secret, local, peer, args.key_bits, args.policies)))
         return 0
     except (KeyFileError, SecurityConfigError) as e:
         print(f"error: {e}", file=sys.stderr)

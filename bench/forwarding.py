@@ -1,0 +1,202 @@
+"""Benchmark: the data plane, from a correspondent to a mobile node's home address through a home
+agent, in the lab's shared-home-link topology (root; network namespaces).
+
+Cases, all over the same hops (correspondent -> r -> ha1 on the home link -> r -> the node on
+the visited link, and back through ha1):
+
+- ``plain`` (baseline): no daemons; the node has its home address on ``lo`` and plain kernel
+  routing carries the traffic the same way: r routes the home address to ha1, and policy rules
+  at r send what comes back from ha1 on the home link (and the node's replies) on to the node
+  (and back through ha1), so every packet crosses the same links and forwarding hops;
+- ``tun``: a real home agent daemon (``backend = tun``, user-space tunnel) and a real mobile
+  node daemon (user-space tunnel), registered with ESP;
+- ``netlink``: the same with ``backend = netlink`` (the kernel's ip6tnl); only on a kernel with
+  ``ip6_tunnel`` (the stock-kernel tier), otherwise reported with the reason.
+
+Measured per case, in the same run: TCP goodput from the correspondent to the home address
+(Mbit/s, one connection, ``--seconds`` long), and UDP packets per second delivered with small
+(64-octet payload) and 1,400-octet packets, with the rate the sender offered beside it (the
+sender is one Python process sending as fast as it can). Prints one JSON object. ``--quick``
+shortens every measurement.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+from haha.backends.netlink import read_kernel_config  # noqa: E402
+from haha.lab import topology  # noqa: E402
+from haha.lab.deploy import HOME_ADDRESS, NetnsDeployment  # noqa: E402
+from haha.lab.topology import LabError  # noqa: E402
+
+PORT = 5201
+
+RECEIVER = r"""
+import socket, sys, time
+kind, address, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+if kind == "tcp":
+    s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind((address, port)); s.listen(1)
+    print("ready", flush=True)
+    c, _ = s.accept(); total = 0; first = last = None
+    while True:
+        data = c.recv(1 << 18)
+        if not data:
+            break
+        now = time.monotonic(); first = first or now; last = now; total += len(data)
+    print(total, (last - first) if first else 0.0, flush=True)
+else:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+    s.bind((address, port)); s.settimeout(seconds + 5)
+    print("ready", flush=True)
+    n = 0; first = last = None
+    try:
+        while True:
+            s.recv(65535)
+            now = time.monotonic(); first = first or now; last = now; n += 1
+            s.settimeout(1.0)
+    except socket.timeout:
+        pass
+    print(n, (last - first) if first else 0.0, flush=True)
+"""
+
+SENDER = r"""
+import socket, sys, time
+kind, address, port, seconds, size = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                                      float(sys.argv[4]), int(sys.argv[5]))
+end = time.monotonic() + seconds
+if kind == "tcp":
+    s = socket.create_connection((address, port), timeout=20)
+    block = bytes(1 << 16); sent = 0
+    while time.monotonic() < end:
+        s.sendall(block); sent += len(block)
+    s.close()
+    print(sent, flush=True)
+else:
+    s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    s.connect((address, port)); block = bytes(size); n = 0; t0 = time.monotonic()
+    while True:
+        for _ in range(256):
+            try:
+                s.send(block); n += 1
+            except OSError:
+                pass
+        if time.monotonic() >= end:
+            break
+    print(n, time.monotonic() - t0, flush=True)
+"""
+
+
+def _measure(topo, kind, seconds, size=0):
+    """Run the receiver in mn1 and the sender in cn; return the case's numbers."""
+    rx = topo.popen("mn1", [sys.executable, "-c", RECEIVER, kind, str(HOME_ADDRESS), str(PORT),
+                            str(seconds)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert rx.stdout.readline().strip() == "ready"
+        tx = topo.run("cn", [sys.executable, "-c", SENDER, kind, str(HOME_ADDRESS), str(PORT),
+                             str(seconds), str(size)])
+        out, _ = rx.communicate(timeout=seconds + 30)
+    finally:
+        if rx.poll() is None:
+            rx.kill()
+            rx.wait()
+    got, took = out.split()
+    if kind == "tcp":
+        return {"tcp_mbit_s": round(int(got) * 8 / max(float(took), 1e-9) / 1e6, 1)}
+    sent, sent_took = tx.stdout.split()
+    return {"offered_pps": round(int(sent) / float(sent_took)),
+            "delivered_pps": round(int(got) / max(float(took), 1e-9)) if int(got) else 0,
+            "delivered_fraction": round(int(got) / max(int(sent), 1), 3)}
+
+
+def _all(topo, seconds):
+    """Every measurement of one case; one that fails is reported with its error, not hidden."""
+    out = {}
+    for name, kind, size in (("tcp", "tcp", 0), ("udp_64", "udp", 64), ("udp_1400", "udp", 1400)):
+        try:
+            out[name] = _measure(topo, kind, seconds, size)
+        except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
+            out[name] = {"error": str(e).strip().splitlines()[-1][:300]}
+    return out
+
+
+def _plain(seconds):
+    topo = topology.shared_home_link(n_has=1, n_mns=1)
+    topo.create()
+    try:
+        hoa, ha1 = str(HOME_ADDRESS), topo.info["has"]["ha1"]
+        coa = topo.info["care_of"]["mn1"]
+        topo.run("mn1", ["ip", "-6", "addr", "add", f"{hoa}/128", "dev", "lo", "nodad"])
+        topo.run("r", ["ip", "-6", "route", "replace", f"{hoa}/128", "via", ha1])
+        # ha1 has the home prefix on link: send the home address back to r instead
+        topo.run("ha1", ["ip", "-6", "route", "replace", f"{hoa}/128", "via",
+                         str(topology.HOME_PREFIX[0xff])])
+        # back from ha1 on the home link: on to the node; the node's replies: back to ha1
+        topo.run("r", ["ip", "-6", "route", "replace", f"{hoa}/128", "via", coa, "table", "100"])
+        topo.run("r", ["ip", "-6", "rule", "add", "iif", "eth0", "lookup", "100", "pref", "100"])
+        topo.run("r", ["ip", "-6", "route", "replace", "default", "via", ha1, "table", "101"])
+        topo.run("r", ["ip", "-6", "rule", "add", "iif", "eth2", "from", f"{hoa}/128", "lookup",
+                       "101", "pref", "101"])
+        topo.run("ha1", ["sysctl", "-qw", "net.ipv6.conf.all.accept_redirects=0"])
+        topo.run("ha1", ["sysctl", "-qw", "net.ipv6.conf.all.send_redirects=0"], check=False)
+        return _all(topo, seconds)
+    finally:
+        topo.destroy()
+
+
+def _daemons(backend, seconds):
+    topo = topology.shared_home_link(n_has=1, n_mns=1)
+    with tempfile.TemporaryDirectory(prefix="hb-") as directory:
+        d = NetnsDeployment(topo, directory, backend=backend, log_level="warn")
+        topo.create()
+        try:
+            d.write()
+            d.start("ha1")
+            d.wait_for("ha1 serving", lambda: (d.ask("ha1", "status") or {}).get("state") ==
+                       "serving", timeout=30)
+            d.start(d.mn.name)
+            d.wait_for("registration", lambda: (d.ask(d.mn.name, "status") or {}).get(
+                "home_agent") == d.has[0].address, timeout=30)
+            out = _all(topo, seconds)
+            out["ha1_forwarding"] = {k: v for k, v in (d.ask("ha1", "forwarding") or {}).items()
+                                     if k in ("counters", "tunnel_packets")}
+            return out
+        finally:
+            d.kill_all()
+            topo.destroy()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="1-second measurements")
+    ap.add_argument("--seconds", type=float, default=None)
+    args = ap.parse_args()
+    seconds = args.seconds or (1.0 if args.quick else 5.0)
+    if os.geteuid() != 0:
+        print(json.dumps({"bench": "forwarding", "error": "needs root (network namespaces)"}))
+        return 0
+    results = {"plain": _plain(seconds), "tun": _daemons("tun", seconds)}
+    config = read_kernel_config()
+    if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
+        results["netlink"] = {"unavailable": "this kernel has no ip6_tunnel (run it in the "
+                                             "stock-kernel tier: python -m haha.lab.vm)"}
+    else:
+        results["netlink"] = _daemons("netlink", seconds)
+    base = results["plain"]["tcp"].get("tcp_mbit_s")
+    for name in ("tun", "netlink"):
+        tcp = results[name].get("tcp")
+        if tcp and "tcp_mbit_s" in tcp and base:
+            results[name]["tcp_fraction_of_plain"] = round(tcp["tcp_mbit_s"] / base, 3)
+    print(json.dumps({"bench": "forwarding", "seconds": seconds, "results": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
