@@ -96,6 +96,21 @@ def test_status_written_by_the_guest_is_the_tiers(monkeypatch, tmp_path):
     assert vm.run(["true"], cache=str(tmp_path), scale=7) == 9
 
 
+def test_a_checkout_under_tmp_stays_visible_in_the_guest(monkeypatch, tmp_path):
+    """The guest mounts a fresh /tmp and /run; a working directory under either (CI clones
+    under /tmp, with the venv inside) is bound back at its own path before the command runs,
+    and nothing is bound for one elsewhere."""
+    assert vm.keep_visible("/tmp/ci-check/sub") == \
+        "mkdir -p /tmp/ci-check && mount --bind /haha-host-tmp/ci-check /tmp/ci-check"
+    assert vm.keep_visible("/run/x") == \
+        "mkdir -p /run/x && mount --bind /haha-host-run/x /run/x"
+    assert vm.keep_visible("/work/main") == ""
+    _fake_kernel(monkeypatch, tmp_path)
+    _fake_qemu(monkeypatch, tmp_path, 'grep -q "mount --bind /haha-host-tmp/ci-check '
+                                      '/tmp/ci-check" "$JOB/guest.sh" && echo 0 > "$JOB/status"')
+    assert vm.run(["true"], cwd="/tmp/ci-check/sub", cache=str(tmp_path)) == 0
+
+
 def test_a_guest_without_status_fails_loudly(monkeypatch, tmp_path, capsys):
     """A guest that ends without writing the status (it did not boot) is a VMError, and the
     command line exits with 3 and says so: never a pass, never a skip."""

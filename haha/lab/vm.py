@@ -77,8 +77,12 @@ exec switch_root /newroot /bin/sh {job}/guest.sh
 GUEST = r"""# runs as init (pid 1) in the guest, on the host's root file system
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 export HOME=/root LANG=C.UTF-8
+mkdir -p /haha-host-tmp /haha-host-run
+mount --bind /tmp /haha-host-tmp
+mount --bind /run /haha-host-run
 mount -t tmpfs tmpfs /tmp
 mount -t tmpfs tmpfs /run
+{keep}
 mkdir -p /dev/pts /dev/shm /run/netns
 mount -t devpts devpts /dev/pts
 mount -t tmpfs tmpfs /dev/shm
@@ -92,6 +96,20 @@ sync
 /bin/busybox poweroff -f 2>/dev/null || echo o > /proc/sysrq-trigger
 sleep 60
 """
+
+
+def keep_visible(cwd):
+    """The guest's shell lines that keep the host directory holding ``cwd`` at its own path
+    when ``cwd`` lies under ``/tmp`` or ``/run``, which the guest mounts afresh (a checkout, with
+    its venv, cloned under /tmp by CI): its top directory there is bound back in."""
+    lines = []
+    for base, saved in (("/tmp", "/haha-host-tmp"), ("/run", "/haha-host-run")):
+        if cwd.startswith(base + "/"):
+            top = cwd[len(base) + 1:].split("/", 1)[0]
+            target = shlex.quote(f"{base}/{top}")
+            lines.append(f"mkdir -p {target} && mount --bind {shlex.quote(saved + '/' + top)} "
+                         f"{target}")
+    return "\n".join(lines)
 
 
 class VMError(RuntimeError):
@@ -237,6 +255,7 @@ def run(command, cwd=None, cache=None, scale=10, memory=3072, env=None, timeout=
             f.write("exec " + " ".join(shlex.quote(a) for a in command) + "\n")
         with open(os.path.join(job, "guest.sh"), "w") as f:
             f.write(GUEST.replace("{job}", JOB_MOUNT).replace("{cwd}", shlex.quote(cwd))
+                    .replace("{keep}", keep_visible(cwd))
                     .replace("{status}", STATUS_FILE)
                     .replace("{modules}", " ".join(GUEST_MODULES)))
         started = time.monotonic()
