@@ -25,7 +25,7 @@ HOA = "2001:db8:1::100"
 @pytest.fixture
 def small_disk(tmp_path):
     if os.geteuid() != 0:  # fail, never skip: CI runs as root
-        pytest.fail("mounting a tmpfs needs root; set HAHA_NO_NETNS=1 only where root is absent")
+        pytest.fail("mounting a tmpfs needs root (CI runs as root)")
     mnt = tmp_path / "disk"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs", str(mnt)],
