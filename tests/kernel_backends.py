@@ -15,7 +15,8 @@ import pytest
 BACKENDS = [pytest.param("tun", id="tun"),
             pytest.param("netlink", id="netlink", marks=pytest.mark.ip6_tunnel)]
 #: The same, with the ``netlink`` run in the tier's default selection (marker ``stock_kernel``):
-#: one test per draft-3 kind of home network and NEMO, what fits CI's time budget.
+#: every draft-3 kind of home network (shared home link, separate links, no home link) and NEMO,
+#: what fits CI's time budget (about 70 s each under emulation on an idle machine).
 BACKENDS_IN_TIER = [pytest.param("tun", id="tun"),
                     pytest.param("netlink", id="netlink",
                                  marks=[pytest.mark.ip6_tunnel, pytest.mark.stock_kernel])]

@@ -258,7 +258,7 @@ def test_shared_home_link(tmp_path, require_root, backend):
     check_wire(d, caps["r"].packets_seen + caps["mn"].packets_seen + caps["home"].packets_seen)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS_IN_TIER)
 def test_separate_links(tmp_path, require_root, backend):
     """Draft 3.1 Figure 4: HAs on two home links joined at layer 2, signalling with HELLO
     between HAHA addresses across router r; the primary's proxy ND reaches r across the join,
