@@ -31,7 +31,7 @@ from haha.lab import topology
 from haha.lab.capture import NH_DEST_OPTS, NH_ESP, NH_MH, NH_ROUTING, Capture, summarise
 from haha.lab.deploy import MOBILE_NETWORK, NetnsDeployment
 from haha.lab.ping import ping, unbound_source
-from kernel_backends import BACKENDS, BACKENDS_IN_TIER, tunnel_counts
+from kernel_backends import BACKENDS_IN_TIER, tunnel_counts
 
 pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow]
 
