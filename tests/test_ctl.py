@@ -115,10 +115,7 @@ def test_a_target_of_unknown_role_is_not_second_guessed():
 def net(tmp_path):
     n = Network(tmp_path)
     yield n
-    for s in n.has + [n.mn]:
-        if s.running:
-            s.stopService()
-            n.run(6)
+    n.stop_all()
 
 
 def test_the_table_matches_what_the_real_services_do(net):

@@ -94,10 +94,7 @@ def net(tmp_path):
     n = Network(tmp_path)
     n.start()
     yield n
-    for s in n.has + [n.mn]:
-        if s.running:
-            s.stopService()
-            n.run(6)
+    n.stop_all()
 
 
 def _esp_junk(rng, src, dst):

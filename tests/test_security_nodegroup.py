@@ -132,10 +132,7 @@ def group_net(tmp_path, monkeypatch):
     monkeypatch.setattr(test_service, "MN_TEXT", mn_text)
     net = test_service.Network(tmp_path)
     yield net
-    for s in net.has + [net.mn]:
-        if s.running:
-            s.stopService()
-            net.run(6)
+    net.stop_all()
 
 
 def test_home_agents_with_only_the_group_key_serve_and_take_over_the_node(group_net):

@@ -95,6 +95,13 @@ class Network:
         for _ in range(int(seconds / step)):
             self.clock.advance(step)
 
+    def stop_all(self):
+        """Stop every service still running, letting each drain (fixtures' clean-up)."""
+        for s in self.has + [self.mn]:
+            if s.running:
+                s.stopService()
+                self.run(6)
+
     def start(self):
         for s in self.has:
             s.startService()
@@ -107,10 +114,7 @@ class Network:
 def net(tmp_path):
     n = Network(tmp_path)
     yield n
-    for s in n.has + [n.mn]:
-        if s.running:
-            s.stopService()
-            n.run(6)
+    n.stop_all()
 
 
 def test_services_provide_the_control_interface(net):

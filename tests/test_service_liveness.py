@@ -14,10 +14,7 @@ def net(tmp_path):
     n = Network(tmp_path)
     n.start()
     yield n
-    for s in n.has + [n.mn]:
-        if s.running:
-            s.stopService()
-            n.run(6)
+    n.stop_all()
 
 
 def test_unkeyed_proposals_are_counted_and_logged_once_a_minute(net):

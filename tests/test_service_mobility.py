@@ -60,10 +60,7 @@ def net(tmp_path):
     n.mn = MobileNodeService.build(mobile_node_from_text(text, str(tmp_path / "mn.conf")),
                                    n.clock, transport=n.mn_end, tunnel=n.tunnel)
     yield n
-    for s in n.has + [n.mn]:
-        if s.running:
-            s.stopService()
-            n.run(6)
+    n.stop_all()
 
 
 def _views(net):

@@ -26,10 +26,7 @@ from test_service import HAS, HOA, MN_TEXT, Network
 def net(tmp_path):
     n = Network(tmp_path)
     yield n
-    for s in n.has + [n.mn]:
-        if s.running:
-            s.stopService()
-            n.run(6)
+    n.stop_all()
 
 
 def _crash(net, i):
