@@ -18,7 +18,6 @@ service announces its home address on its interface once it is back home (RFC 62
 import os
 import random
 import time
-from ipaddress import IPv6Address
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -27,10 +26,8 @@ from zope.interface import implementer
 
 from . import notices, startup
 from .advertiser import HomeLinkAdvertiser
-from .config import KeyFile
 from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
 from .control.server import ControlFactory
-from .durability import boot_epoch_for, watch_store
 from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
 from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
 from .core.settings import (
@@ -43,12 +40,15 @@ from .leaving import deregister
 from .logging import logger
 from .interfaces import IControllable, IPeerListener, IRouterAdvertisementListener
 from .protocol import HomeAgentAdapter, MobileNodeAdapter
-from .security import keys as _keys
-from .security.errors import KeyFileError, SecurityConfigError
-from .security.policy import SecurityPolicy
-from .security.admission import Admission, AdmissionSettings
-from .security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
-from .security.seqstore import SequenceStore, time_floor
+from .control.jsonvalue import jsonable
+from .security import keyring as _keyring
+from .security.keyring import (  # importable from here as before (__all__)
+    NodeKeyring,
+    node_group,
+    node_secrets,
+    rate_limiter,
+    security_policy,
+)
 from .statedir import ensure_directory, unix_socket_path
 
 log = logger("haha.service")
@@ -109,148 +109,9 @@ def mobile_node_settings(config):
     )
 
 
-# -- security -----------------------------------------------------------------------------------
-
-
-def _located(key_file, what):
-    """Load a key file, turning its error into a located configuration error."""
-    try:
-        return _keys.load_secret(key_file.path)
-    except (KeyFileError, SecurityConfigError, OSError) as e:
-        raise key_file.error(f"{what}: {e}") from None
-
-
-def security_policy(config):
-    try:
-        return SecurityPolicy(config.numbers, config.security.mode, config.security.lab)
-    except SecurityConfigError as e:
-        raise ConfigError(str(e), config.path, "security", "mode") from None
-
-
-def rate_limiter(config):
-    """The admission budgets of :mod:`haha.security.admission` from ``[security]``."""
-    sec = config.security
-    settings = sec.admission
-    if settings is None:
-        settings = AdmissionSettings(source_rate=sec.rate, source_burst=sec.burst)
-    return Admission(settings)
-
-
 def home_agent_sadb(config):
-    """The SA database of a home agent: one derived pair per peer key and per mobile node key
-    (docs/security.md), or None in lab mode."""
-    if config.security.mode == "none":
-        return None
-    specs = []
-    me_peers = config.haha_address
-    store = _sequence_store(config)
-    epoch = boot_epoch_for(store, wall_clock())  # peers follow it: a run without its file
-    # rejoins at once (haha.security.epoch)
-    for peer, key_file in config.security.peer_keys.items():
-        secret = _located(key_file, "peer key")
-        specs.extend(_keys.derive_pair(secret, me_peers, peer, HOME_AGENT, epoch=epoch))
-    for hoa, secret in node_secrets(config).items():
-        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
-    try:
-        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
-    except SecurityConfigError as e:
-        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
-    db.epoch = epoch  # SIGHUP re-keys peers with it (haha.reload)
-    return db
-
-
-def node_secrets(config):
-    """``{home address: secret}`` of the mobile nodes a home agent serves with ESP
-    (``[node-keys]`` and ``node-key-dir``)."""
-    nodes = dict(config.security.node_keys)
-    if config.security.node_key_dir:
-        for name in sorted(os.listdir(config.security.node_key_dir)):
-            if not name.endswith(".key"):
-                continue
-            try:
-                hoa = IPv6Address(name[:-4])
-            except ValueError:
-                raise ConfigError(
-                    f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
-                    config.path, "security", "node-key-dir") from None
-            if hoa not in nodes:
-                nodes[hoa] = KeyFile(os.path.join(config.security.node_key_dir, name),
-                                     (config.path, "security", "node-key-dir", None))
-    return {hoa: _located(key_file, "mobile node key") for hoa, key_file in nodes.items()}
-
-
-def node_group(config):
-    """The home agent's node group (``[security] node-group-key``), or None."""
-    sec = config.security
-    if sec.mode == "none" or sec.node_group_key is None:
-        return None
-    from .security.nodegroup import NodeGroup
-
-    return NodeGroup(_located(sec.node_group_key, "node group key"),
-                     sec.node_group_prefix or config.home_prefix, config.address)
-
-
-def _sequence_store(config):
-    """ESP sequence numbers survive restarts (docs/security.md): without them a restarted
-    daemon's peers would drop everything it sends as too old."""
-    path = config.security.sequence_file
-    directory = os.path.dirname(path) or "."
-    try:
-        ensure_directory(directory)
-    except OSError as e:
-        raise ConfigError(f"cannot create the state directory {directory} for the ESP sequence "
-                          f"file: {e.strerror}", config.path, "security", "sequence-file") from None
-    if not os.access(directory, os.W_OK):
-        raise ConfigError(f"cannot write the ESP sequence file {path}: directory {directory} "
-                          "is missing or not writable", config.path, "security",
-                          "sequence-file")
-    try:
-        return watch_store(SequenceStore(path, floor=lambda: time_floor(wall_clock())))
-    except SecurityConfigError as e:
-        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
-
-
-class NodeKeyring:
-    """A mobile node's keys: its one secret (shared by the home agent set) derives the SA pair
-    with any home agent on first use, so the node can talk to (and authenticate) a home agent it
-    learned from DHAAD or that took it over, without configuring SPIs."""
-
-    def __init__(self, secret, home_address, sadb):
-        self._secret = secret
-        self.home_address = home_address
-        self.sadb = sadb
-        self.derived = set()
-
-    def ensure(self, home_agent):
-        if home_agent in self.derived or self.sadb.has_peer(home_agent):
-            return
-        for spec in _keys.derive_pair(self._secret, self.home_address, home_agent, HOME_AGENT):
-            self.sadb.add(spec)
-        self.derived.add(home_agent)
-
-    def learn(self, source, esp):
-        """A protected packet from ``source``: derive its pair if that explains the SPI."""
-        if source in self.derived or len(esp) < 4 or self.sadb.has_peer(source):
-            return
-        spi = int.from_bytes(esp[:4], "big")
-        inbound = _keys.derive_sa(self._secret, source, self.home_address)
-        if inbound.spi == spi:
-            self.ensure(source)
-
-    def __repr__(self):
-        return f"<NodeKeyring {self.home_address} derived={sorted(map(str, self.derived))}>"
-
-
-def mobile_node_security(config):
-    """``(sadb, keyring)`` of a mobile node, ``(None, None)`` in lab mode."""
-    if config.security.mode == "none":
-        return None, None
-    secret = _located(config.security.key, "mobile node key")
-    sadb = SecurityAssociationDatabase(sequence_store=_sequence_store(config))
-    keyring = NodeKeyring(secret, config.home_address, sadb)
-    for ha in config.home_agents:
-        keyring.ensure(ha)
-    return sadb, keyring
+    """:func:`haha.security.keyring.home_agent_sadb` on this module's :data:`wall_clock`."""
+    return _keyring.home_agent_sadb(config, wall_clock)
 
 
 # -- transport ----------------------------------------------------------------------------------
@@ -359,16 +220,6 @@ def _warn_if_insecure(policy):
             log.critical("{warning}", warning=policy.warning)
 
 
-def _json(value):
-    if isinstance(value, (list, tuple)):
-        return [_json(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json(v) for k, v in value.items()}
-    if isinstance(value, (int, float, str, bool)) or value is None:
-        return value
-    return str(value)
-
-
 # -- home agent ---------------------------------------------------------------------------------
 
 
@@ -420,7 +271,7 @@ class HomeAgentService(MultiService):
         settings = home_agent_settings(config)
         policy = security_policy(config)
         if sadb is None:
-            sadb = home_agent_sadb(config)
+            sadb = _keyring.home_agent_sadb(config, wall_clock)
         if transport is None:
             transport = build_transport(config, reactor, config.home_interface)
         if backend is None:
@@ -534,7 +385,7 @@ class HomeAgentService(MultiService):
 
     def status(self):
         m = self.machine
-        return _json({
+        return jsonable({
             "role": "home-agent",
             "address": self.config.address,
             "haha_address": self.config.haha_address,
@@ -557,7 +408,7 @@ class HomeAgentService(MultiService):
     def bindings(self):
         out = []
         for view in sorted(self.machine.snapshot().values(), key=lambda v: int(v[0])):
-            out.append(_json({
+            out.append(jsonable({
                 "home_address": view.home_address, "care_of": view.care_of,
                 "sequence": view.sequence, "flags": view.flags,
                 "prefixes": list(view.prefixes), "primary": view.primary,
@@ -571,7 +422,7 @@ class HomeAgentService(MultiService):
             if address == self.machine.identity:
                 continue
             e = self.machine.peers.get(address)
-            out.append(_json({"address": address, "preference": preference,
+            out.append(jsonable({"address": address, "preference": preference,
                               "prefixes": list(e.prefixes) if e is not None else []}))
         return out
 
@@ -608,7 +459,7 @@ class HomeAgentService(MultiService):
                 self.adapter.apply(self.machine.set_preference(int(arguments["value"]), now))
                 return {"preference": self.machine.preference}
             if name == "forwarding":
-                return _json(self.backend.snapshot())
+                return jsonable(self.backend.snapshot())
         except KeyError as e:
             raise ValueError(f"{name}: missing or unknown {e}") from None
         except NotServing as e:
@@ -653,7 +504,7 @@ class MobileNodeService(MultiService):
         settings = mobile_node_settings(config)
         policy = security_policy(config)
         if sadb is None:
-            sadb, keyring = mobile_node_security(config)
+            sadb, keyring = _keyring.mobile_node_security(config, wall_clock)
         if transport is None:
             transport = build_transport(config, reactor, config.interface)
         if tunnel is None:
@@ -732,7 +583,7 @@ class MobileNodeService(MultiService):
 
     def status(self):
         m = self.machine
-        return _json({
+        return jsonable({
             "role": "mobile-router" if self.config.mobile_router else "mobile-node",
             "home_address": m.home_address,
             "care_of": m.care_of,
@@ -747,12 +598,12 @@ class MobileNodeService(MultiService):
         m = self.machine
         if m.home_agent is None:
             return []
-        return [_json({"home_address": m.home_address, "care_of": m.care_of,
+        return [jsonable({"home_address": m.home_address, "care_of": m.care_of,
                        "home_agent": m.home_agent, "sequence": m.sequence,
                        "prefixes": list(self.config.prefixes)})]
 
     def peers(self):
-        return _json(list(self.machine.known_home_agents))
+        return jsonable(list(self.machine.known_home_agents))
 
     def counters(self):
         c = dict(self.adapter.counters)
@@ -802,5 +653,6 @@ def _mobile_tunnel(config, reactor, transport):
                         **kw)
 
 
-__all__ = ["HomeAgentService", "MobileNodeService", "anycast_membership", "backend_ownership",
-           "home_agent_settings", "kernel_state_path", "mobile_node_settings"]
+__all__ = ["HomeAgentService", "MobileNodeService", "NodeKeyring", "anycast_membership",
+           "backend_ownership", "home_agent_sadb", "home_agent_settings", "kernel_state_path",
+           "mobile_node_settings", "node_secrets"]

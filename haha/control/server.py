@@ -15,6 +15,7 @@ from twisted.protocols.basic import LineOnlyReceiver
 
 from ..logging import logger
 from .commands import QUERIES, check, for_role
+from .jsonvalue import jsonable
 
 log = logger("haha.control")
 
@@ -60,7 +61,7 @@ class ControlProtocol(LineOnlyReceiver):
         return {"ok": False, "error": "internal error (see the daemon's log)"}
 
     def _reply(self, response):
-        self.sendLine(json.dumps(response, default=str).encode())
+        self.sendLine(json.dumps(jsonable(response)).encode())
 
 
 class ControlFactory(Factory):

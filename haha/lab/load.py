@@ -8,7 +8,8 @@ through ``node-key-dir``, and each generator process's care-of prefix through a 
 :class:`Generator` starts ``workers`` processes (multiprocessing, ``spawn``). Each runs a Twisted
 reactor with its share of the nodes: per node one :class:`haha.core.mobilenode.MobileNode`, its
 own :class:`haha.protocol.MobileNodeAdapter` (haha's codec, policy and user-space ESP) and SA
-database filled on demand by :class:`haha.service.NodeKeyring` (the daemon's key derivation),
+database filled on demand by :class:`haha.security.keyring.NodeKeyring` (the daemon's key
+derivation),
 all behind one UDP socket: :class:`SharedUdp` hands each arriving packet to the node whose
 care-of address is its destination. The parent starts every node at one instant (a burst) and
 asks the workers for reports: how many nodes are registered and with which home agent, the
@@ -335,7 +336,7 @@ class _Worker:
         from ..protocol import MobileNodeAdapter
         from ..security.policy import SecurityPolicy
         from ..security.sadb import SecurityAssociationDatabase
-        from ..service import NodeKeyring
+        from ..security.keyring import NodeKeyring
         from ..wire.numbers import DEFAULT_PROFILE
 
         self.reactor = reactor
@@ -649,7 +650,7 @@ def percentiles(values, points=(50, 90, 99, 100)):
 def bu_packet_size():
     """The size of a mobile node's first Binding Update as sent (ESP, Home Address option)."""
     from ..security.sadb import SecurityAssociationDatabase
-    from ..service import NodeKeyring
+    from ..security.keyring import NodeKeyring
     from ..wire.ipv6 import build_packet
     from ..wire.mh import BU_A, BU_H, BindingUpdate, encode_mh
     from ..wire.numbers import IPPROTO_ESP, IPPROTO_MH

@@ -1,0 +1,203 @@
+"""The daemon's keys, from a checked configuration to a filled SA database.
+
+What ``[security]``, ``[peer-keys]`` and ``[node-keys]`` name becomes, at start-up:
+
+- :func:`home_agent_sadb`: one derived SA pair per peer key (stamped with this run's boot
+  epoch) and per mobile node key, over the ESP sequence file (docs/security.md);
+- :func:`node_secrets`: the mobile node secrets of ``[node-keys]`` and ``node-key-dir``;
+- :func:`node_group`: the node group of ``node-group-key``;
+- :func:`mobile_node_security`: a mobile node's SA database and its :class:`NodeKeyring`, which
+  derives the pair with any home agent on first use;
+- :func:`security_policy` and :func:`rate_limiter`: the policy and the admission budgets.
+
+Every failure (a key file that cannot be read, a sequence file that cannot be written) is a
+:class:`haha.inifile.ConfigError` naming the file, section and key it came from. The wall clock
+is passed in (``wall``): it orders runs across restarts (boot epoch, sequence floor) and tests
+move it by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING, Callable, Union
+
+from ..durability import boot_epoch_for, watch_store
+from ..inifile import ConfigError
+from ..statedir import ensure_directory
+from . import keys as _keys
+from .admission import Admission, AdmissionSettings
+from .errors import KeyFileError, SecurityConfigError
+from .policy import SecurityPolicy
+from .sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
+from .seqstore import SequenceStore, time_floor
+
+if TYPE_CHECKING:
+    from ..config import HomeAgentConfig, KeyFile, MobileNodeConfig
+    from .nodegroup import NodeGroup
+
+__all__ = [
+    "NodeKeyring", "home_agent_sadb", "load_located", "mobile_node_security", "node_group",
+    "node_secrets", "rate_limiter", "security_policy", "sequence_store",
+]
+
+#: Reads the wall clock (seconds since the epoch).
+WallClock = Callable[[], float]
+AnyConfig = Union["HomeAgentConfig", "MobileNodeConfig"]
+
+
+def load_located(key_file: KeyFile, what: str) -> bytes:
+    """The secret in ``key_file``; its error becomes a configuration error at its key."""
+    try:
+        secret: bytes = _keys.load_secret(key_file.path)
+    except (KeyFileError, SecurityConfigError, OSError) as e:
+        raise key_file.error(f"{what}: {e}") from None
+    return secret
+
+
+def security_policy(config: AnyConfig) -> SecurityPolicy:
+    """The security policy of ``[security] mode`` (lab mode is refused without ``lab``)."""
+    try:
+        return SecurityPolicy(config.numbers, config.security.mode, config.security.lab)
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security", "mode") from None
+
+
+def rate_limiter(config: AnyConfig) -> Admission:
+    """The admission budgets of :mod:`haha.security.admission` from ``[security]``."""
+    sec = config.security
+    settings = sec.admission
+    if settings is None:
+        settings = AdmissionSettings(source_rate=sec.rate, source_burst=sec.burst)
+    return Admission(settings)
+
+
+def sequence_store(config: AnyConfig, wall: WallClock) -> SequenceStore:
+    """ESP sequence numbers survive restarts (docs/security.md): without them a restarted
+    daemon's peers would drop everything it sends as too old. The file's directory is made
+    when missing."""
+    path = config.security.sequence_file
+    assert path is not None, "lab mode has no sequence file"
+    directory = os.path.dirname(path) or "."
+    try:
+        ensure_directory(directory)
+    except OSError as e:
+        raise ConfigError(f"cannot create the state directory {directory} for the ESP sequence "
+                          f"file: {e.strerror}", config.path, "security", "sequence-file") from None
+    if not os.access(directory, os.W_OK):
+        raise ConfigError(f"cannot write the ESP sequence file {path}: directory {directory} "
+                          "is missing or not writable", config.path, "security",
+                          "sequence-file")
+    try:
+        store: SequenceStore = watch_store(SequenceStore(path, floor=lambda: time_floor(wall())))
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+    return store
+
+
+def home_agent_sadb(config: HomeAgentConfig,
+                    wall: WallClock) -> SecurityAssociationDatabase | None:
+    """The SA database of a home agent: one derived pair per peer key and per mobile node key
+    (docs/security.md), or None in lab mode. ``db.epoch`` is this run's boot epoch: peers
+    follow it, so a run that lost its sequence file rejoins at once (haha.security.epoch), and
+    SIGHUP re-keys peers with it (haha.reload)."""
+    if config.security.mode == "none":
+        return None
+    specs = []
+    store = sequence_store(config, wall)
+    epoch = boot_epoch_for(store, wall())
+    for peer, key_file in config.security.peer_keys.items():
+        secret = load_located(key_file, "peer key")
+        specs.extend(_keys.derive_pair(secret, config.haha_address, peer, HOME_AGENT,
+                                       epoch=epoch))
+    for hoa, secret in node_secrets(config).items():
+        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
+    try:
+        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
+    except SecurityConfigError as e:
+        raise ConfigError(str(e), config.path, "security", "sequence-file") from None
+    db.epoch = epoch
+    return db
+
+
+def node_secrets(config: HomeAgentConfig) -> dict[IPv6Address, bytes]:
+    """``{home address: secret}`` of the mobile nodes a home agent serves with ESP
+    (``[node-keys]`` and ``node-key-dir``; ``[node-keys]`` wins for a node in both)."""
+    from ..config import KeyFile
+
+    nodes = dict(config.security.node_keys)
+    directory = config.security.node_key_dir
+    if directory:
+        for name in sorted(os.listdir(directory)):
+            if not name.endswith(".key"):
+                continue
+            try:
+                hoa = IPv6Address(name[:-4])
+            except ValueError:
+                raise ConfigError(
+                    f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
+                    config.path, "security", "node-key-dir") from None
+            if hoa not in nodes:
+                nodes[hoa] = KeyFile(os.path.join(directory, name),
+                                     (config.path, "security", "node-key-dir", None))
+    return {hoa: load_located(key_file, "mobile node key") for hoa, key_file in nodes.items()}
+
+
+def node_group(config: HomeAgentConfig) -> NodeGroup | None:
+    """The home agent's node group (``[security] node-group-key``), or None."""
+    sec = config.security
+    if sec.mode == "none" or sec.node_group_key is None:
+        return None
+    from .nodegroup import NodeGroup
+
+    return NodeGroup(load_located(sec.node_group_key, "node group key"),
+                     sec.node_group_prefix or config.home_prefix, config.address)
+
+
+class NodeKeyring:
+    """A mobile node's keys: its one secret (shared by the home agent set) derives the SA pair
+    with any home agent on first use, so the node can talk to (and authenticate) a home agent it
+    learned from DHAAD or that took it over, without configuring SPIs."""
+
+    def __init__(self, secret: bytes, home_address: IPv6Address,
+                 sadb: SecurityAssociationDatabase) -> None:
+        self._secret = secret
+        self.home_address = home_address
+        self.sadb = sadb
+        self.derived: set[IPv6Address] = set()
+
+    def ensure(self, home_agent: IPv6Address) -> None:
+        """Derive the pair with ``home_agent`` unless the database has one."""
+        if home_agent in self.derived or self.sadb.has_peer(home_agent):
+            return
+        for spec in _keys.derive_pair(self._secret, self.home_address, home_agent, HOME_AGENT):
+            self.sadb.add(spec)
+        self.derived.add(home_agent)
+
+    def learn(self, source: IPv6Address, esp: bytes) -> None:
+        """A protected packet from ``source``: derive its pair if that explains the SPI."""
+        if source in self.derived or len(esp) < 4 or self.sadb.has_peer(source):
+            return
+        spi = int.from_bytes(esp[:4], "big")
+        inbound = _keys.derive_sa(self._secret, source, self.home_address)
+        if inbound.spi == spi:
+            self.ensure(source)
+
+    def __repr__(self) -> str:
+        return f"<NodeKeyring {self.home_address} derived={sorted(map(str, self.derived))}>"
+
+
+def mobile_node_security(
+        config: MobileNodeConfig,
+        wall: WallClock) -> tuple[SecurityAssociationDatabase | None, NodeKeyring | None]:
+    """``(sadb, keyring)`` of a mobile node, ``(None, None)`` in lab mode; the keyring has
+    derived the pair with every configured home agent."""
+    if config.security.mode == "none":
+        return None, None
+    assert config.security.key is not None, "haha.config requires key with mode = esp"
+    secret = load_located(config.security.key, "mobile node key")
+    sadb = SecurityAssociationDatabase(sequence_store=sequence_store(config, wall))
+    keyring = NodeKeyring(secret, config.home_address, sadb)
+    for ha in config.home_agents:
+        keyring.ensure(ha)
+    return sadb, keyring
