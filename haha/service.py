@@ -354,10 +354,9 @@ class HomeAgentService(MultiService):
         self.adapter._run(self.machine.drain, self.reactor.seconds())
         if not self.machine.cache.primary_count and not self._drained.called:
             self._drained.callback(None)
-        d = self._drained
-        call = self.reactor.callLater(timeout, lambda: d.called or d.callback(None))
-        d.addBoth(lambda r: call.active() and call.cancel() or r)
-        return d
+        # At ``timeout`` the wait is cancelled and the stop goes on with what is left.
+        return self._drained.addTimeout(timeout, self.reactor,
+                                        onTimeoutCancel=lambda result, timeout: None)
 
     def _observe(self, event):
         if event.name == "drain-complete" and self._drained is not None \
