@@ -14,8 +14,10 @@ import difflib
 import errno
 import os
 import stat
+import re
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
+from typing import Any, TypeVar
 
 from .inifile import (
     ConfigError,
@@ -26,7 +28,16 @@ from .inifile import (
     read_ini,
     split_list,
 )
-from .core.settings import DRAIN_MODES, KINDS, SWITCH_MESSAGES
+from .core.settings import (
+    DRAIN_SPREAD,
+    HOME_LINK,
+    KINDS,
+    NO_HOME_LINK,
+    SWITCH_HASR,
+    HomeAgentSettings,
+    MobileNodeSettings,
+    SettingsError,
+)
 from .security.admission import AdmissionSettings
 from .wire.errors import ProfileError
 from .wire.numbers import NumberProfile
@@ -46,7 +57,6 @@ CONFIGURATIONS = KINDS
 TRANSPORTS = ("raw", "udp")
 SECURITY_MODES = ("esp", "none")
 LOG_LEVELS = ("debug", "info", "warn", "error")
-PREFERENCE_MIN, PREFERENCE_MAX = 0, 65535  # unsigned, RFC 6275 7.4 (see docs/protocol.md)
 
 
 class _Located:
@@ -112,70 +122,148 @@ class ControlConfig:
     metrics: str = None  # Twisted server endpoint string
 
 
+def _core(name: str, doc: str) -> property:
+    """A value of the core's settings, read under the configuration's name."""
+    return property(lambda self: getattr(self.settings, name), doc=doc)
+
+
 @dataclass(frozen=True)
 class HomeAgentConfig:
+    """A checked home agent configuration. ``settings`` is the core's own record
+    (:class:`haha.core.settings.HomeAgentSettings`, validated there once, its errors located
+    here); the rest is what the service wires around the core. The core's values can also be
+    read under the configuration's key names (``config.lifetime`` is ``settings.ha_lifetime``)."""
+
     path: str
-    address: IPv6Address
-    haha_address: IPv6Address
-    home_prefix: object
-    configuration: str
-    home_interface: str
-    preference: int
-    lifetime: int
-    hello_interval: float
-    max_binding_lifetime: int
-    boot_wait: float
-    take_over: bool
+    settings: HomeAgentSettings
+    home_interface: str | None
     drain_on_stop: bool
     drain_timeout: float
-    drain_mode: str
-    switch_message: str
     implicit_mode: bool
-    mobile_router_support: bool
     router_advertisements: bool
     router_lifetime: int
-    mobile_routers: dict  # home address -> tuple of authorised prefixes
-    peers: tuple
-    authorised: tuple
     discovery: PluginChoice
     backend: PluginChoice
-    numbers: NumberProfile
     security: SecurityConfig
     transport: TransportConfig
     control: ControlConfig
     log_level: str
-    max_candidates: int = 64  # [peers] max-candidates
-    switch_rate: float = 4000.0
-    address_takeover: bool = False
-    hello_misses: int = 0
-    #: Mobile Network Prefixes announced in HELLO (draft 4.1.1).
-    mobile_network_prefixes: tuple = ()
 
-
-#: At most this many Mobile Network Prefix options in a HELLO (24 octets each: the HELLO stays
-#: well inside the minimum MTU with ESP).
-MAX_HELLO_PREFIXES = 40
+    address = _core("address", "[home-agent] address")
+    #: The signalling address: ``haha-address``, else ``address``.
+    haha_address = _core("signalling_address", "[home-agent] haha-address, else address")
+    home_prefix = _core("home_prefix", "[home-agent] home-prefix")
+    configuration = _core("kind", "[home-agent] configuration")
+    preference = _core("preference", "[home-agent] preference")
+    lifetime = _core("ha_lifetime", "[home-agent] lifetime")
+    hello_interval = _core("hello_interval", "[home-agent] hello-interval")
+    hello_misses = _core("hello_misses", "[home-agent] hello-misses")
+    max_binding_lifetime = _core("max_binding_lifetime", "[home-agent] max-binding-lifetime")
+    boot_wait = _core("boot_wait", "[home-agent] boot-wait")
+    take_over = _core("take_over", "[home-agent] take-over")
+    address_takeover = _core("address_takeover", "[home-agent] address-takeover")
+    drain_mode = _core("drain", "[home-agent] drain-mode")
+    switch_message = _core("switch_message", "[home-agent] switch-message")
+    switch_rate = _core("switch_rate", "[home-agent] switch-rate")
+    mobile_router_support = _core("nemo", "[home-agent] mobile-router-support")
+    mobile_network_prefixes = _core("hello_prefixes", "[home-agent] mobile-network-prefixes")
+    mobile_routers = _core("mobile_routers", "[mobile-routers]")
+    peers = _core("peers", "[peers] static")
+    authorised = _core("authorised_peer_prefixes", "[peers] authorised")
+    max_candidates = _core("max_candidates", "[peers] max-candidates")
+    numbers = _core("numbers", "[numbers]")
 
 
 @dataclass(frozen=True)
 class MobileNodeConfig:
+    """A checked mobile node configuration: ``settings`` is the core's
+    :class:`haha.core.settings.MobileNodeSettings` (same names as the keys of
+    ``[mobile-node]``), the rest is what the service wires around it."""
+
     path: str
-    home_address: IPv6Address
-    home_prefix: object
-    home_agent: IPv6Address
-    home_agents: tuple
+    settings: MobileNodeSettings
+    home_agent: IPv6Address | None
     care_of_address: IPv6Address
-    interface: str
-    lifetime: int
-    mobile_router: bool
-    prefixes: tuple
+    interface: str | None
     backend: PluginChoice
-    numbers: NumberProfile
     security: SecurityConfig
     transport: TransportConfig
     control: ControlConfig
     log_level: str
-    obeys_switch: bool = True
+
+    home_address = _core("home_address", "[mobile-node] home-address")
+    home_prefix = _core("home_prefix", "[mobile-node] home-prefix")
+    #: ``home-agent`` first, then ``home-agents``.
+    home_agents = _core("home_agents", "[mobile-node] home-agent and home-agents")
+    lifetime = _core("lifetime", "[mobile-node] lifetime")
+    mobile_router = _core("mobile_router", "[mobile-node] mobile-router")
+    prefixes = _core("prefixes", "[mobile-node] prefixes")
+    obeys_switch = _core("obeys_switch", "[mobile-node] obey-switch")
+    numbers = _core("numbers", "[numbers]")
+
+
+#: Where each field of the core's settings is read from: ``(section, key)``; None as the key
+#: for a map section whose keys are the entries (``[mobile-routers]``).
+HOME_AGENT_KEYS: dict[str, tuple[str, str | None]] = {
+    "address": ("home-agent", "address"),
+    "home_prefix": ("home-agent", "home-prefix"),
+    "kind": ("home-agent", "configuration"),
+    "haha_address": ("home-agent", "haha-address"),
+    "preference": ("home-agent", "preference"),
+    "ha_lifetime": ("home-agent", "lifetime"),
+    "hello_interval": ("home-agent", "hello-interval"),
+    "hello_misses": ("home-agent", "hello-misses"),
+    "max_binding_lifetime": ("home-agent", "max-binding-lifetime"),
+    "boot_wait": ("home-agent", "boot-wait"),
+    "take_over": ("home-agent", "take-over"),
+    "address_takeover": ("home-agent", "address-takeover"),
+    "drain": ("home-agent", "drain-mode"),
+    "switch_message": ("home-agent", "switch-message"),
+    "switch_rate": ("home-agent", "switch-rate"),
+    "nemo": ("home-agent", "mobile-router-support"),
+    "hello_prefixes": ("home-agent", "mobile-network-prefixes"),
+    "mobile_routers": ("mobile-routers", None),
+    "implicit_prefixes": ("mobile-routers", None),
+    "peers": ("peers", "static"),
+    "authorised_peer_prefixes": ("peers", "authorised"),
+    "max_candidates": ("peers", "max-candidates"),
+    "numbers": ("numbers", None),
+}
+MOBILE_NODE_KEYS: dict[str, tuple[str, str | None]] = {
+    "home_address": ("mobile-node", "home-address"),
+    "home_prefix": ("mobile-node", "home-prefix"),
+    "home_agents": ("mobile-node", "home-agents"),
+    "mobile_router": ("mobile-node", "mobile-router"),
+    "prefixes": ("mobile-node", "prefixes"),
+    "lifetime": ("mobile-node", "lifetime"),
+    "obeys_switch": ("mobile-node", "obey-switch"),
+    "numbers": ("numbers", None),
+}
+
+SettingsT = TypeVar("SettingsT", HomeAgentSettings, MobileNodeSettings)
+
+
+def _settings(cls: type[SettingsT], keys: dict[str, tuple[str, str | None]],
+              parsed: dict[str, Section], path: str, values: dict[str, Any]) -> SettingsT:
+    """``cls(**values)``, the core's settings, validated by the core; a refusal becomes a
+    :class:`ConfigError` at the key the field was read from (field names in its text become
+    key names)."""
+    try:
+        return cls(**values)
+    except SettingsError as e:
+        name, _, entry = e.field.partition("[")
+        section, key = keys.get(name, (None, None))
+        if entry:  # one entry of a map section: the entry's own key
+            key = entry.rstrip("]")
+        detail = e.detail
+        for field_name in sorted(keys, key=len, reverse=True):
+            k = keys[field_name][1]
+            if k is not None:
+                detail = re.sub(rf"\b{field_name}\b", k, detail)
+        sec = parsed.get(section) if section is not None else None
+        if sec is None:
+            raise ConfigError(detail, path, section, key) from None
+        raise sec.error(key, detail) from None
 
 
 #: The sections each kind of file may have (plugin sections ``backend:*``/``discovery:*`` aside).
@@ -376,165 +464,143 @@ def _log(get):
     return level
 
 
-def parse_home_agent(parsed, path):
-    """Build a :class:`HomeAgentConfig` from parsed sections (see :func:`load_home_agent`)."""
+def _mobile_routers(sec: Section, prefix: IPv6Network) -> dict[IPv6Address, tuple]:
+    """``[mobile-routers]``: home address -> the prefixes the router may register."""
+    mrs = {}
+    for key, text in sec.items():
+        try:
+            hoa = parse_address(key)
+        except ValueError as e:
+            raise sec.error(key, f"{e}: keys of [mobile-routers] are home addresses") from None
+        try:
+            prefixes = tuple(parse_prefix(t) for t in split_list(text))
+        except ValueError as e:
+            raise sec.error(key, f"{e} (got {text!r})") from None
+        if not prefixes:
+            raise sec.error(key, "a mobile router needs at least one authorised prefix")
+        for p in prefixes:
+            if hoa in p:
+                raise sec.error(key, f"prefix {p} contains the router's own home address")
+        mrs[hoa] = prefixes
+    return mrs
+
+
+def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
+    """Build a :class:`HomeAgentConfig` from parsed sections (see :func:`load_home_agent`).
+
+    The core's values are read with their types only and validated once, by the core's
+    :class:`HomeAgentSettings` (errors located through :data:`HOME_AGENT_KEYS`); then come the
+    rules that involve what only the service uses."""
     get = _sections(parsed, path, HA_SECTIONS, ("backend", "discovery"))
     ha = get("home-agent")
     if "home-agent" not in parsed:
         raise ConfigError("a home agent configuration needs a [home-agent] section", path)
     address = ha.get_address("address", required=True)
     prefix = ha.get_prefix("home-prefix", required=True)
-    configuration = ha.get_str("configuration", "home-link", choices=CONFIGURATIONS)
+    configuration = ha.get_str("configuration", HOME_LINK)
     haha_address = ha.get_address("haha-address")
-    if configuration == "no-home-link" and haha_address is None:
-        haha_address = address  # draft 3.2: the address mobile nodes use is the HAHA address
-    if configuration != "no-home-link" and address not in prefix:
+    lifetime = ha.get_int("lifetime", 1800)
+    hello = ha.get_float("hello-interval", 10.0)
+    implicit = ha.get_bool("implicit-mode", True)
+    peers_sec = get("peers")
+    mrs = _mobile_routers(get("mobile-routers"), prefix)
+    settings = _settings(HomeAgentSettings, HOME_AGENT_KEYS, parsed, path, dict(
+        address=address, home_prefix=prefix, kind=configuration,
+        haha_address=None if haha_address == address else haha_address,
+        preference=ha.get_int("preference", 0),
+        ha_lifetime=lifetime, hello_interval=hello,
+        hello_misses=ha.get_int("hello-misses", 0),
+        max_binding_lifetime=ha.get_int("max-binding-lifetime", 3600),
+        boot_wait=ha.get_float("boot-wait", min(2 * hello, float(lifetime))),
+        take_over=ha.get_bool("take-over", True),
+        address_takeover=ha.get_bool("address-takeover", False),
+        drain=ha.get_str("drain-mode", DRAIN_SPREAD),
+        switch_message=ha.get_str("switch-message", SWITCH_HASR),
+        switch_rate=ha.get_float("switch-rate", 4000.0),
+        nemo=ha.get_bool("mobile-router-support", True),
+        hello_prefixes=ha.get_prefixes("mobile-network-prefixes"),
+        mobile_routers=mrs, implicit_prefixes=mrs if implicit else {},
+        peers=peers_sec.get_addresses("static"),
+        authorised_peer_prefixes=peers_sec.get_prefixes("authorised"),
+        max_candidates=peers_sec.get_int("max-candidates", 64),
+        numbers=_numbers(get("numbers")),
+        # HELLO on every link, the shared home link included (where draft 5.4 suggests Router
+        # Advertisements): a peer is live only through ESP-protected messages, and an RA is
+        # not protected (docs/security.md, "Peer liveness"). RAs still go to mobile nodes.
+        send_hello=True))
+    if configuration != NO_HOME_LINK and address not in prefix:
         raise ha.error(
             "address",
             f"home agent address {address} is outside home-prefix {prefix}: on a home link "
             f"(configuration = {configuration}) the HA address is on the home prefix",
         )
-    home_interface = ha.get_str("home-interface")
-    preference = ha.get_int("preference", 0, minimum=PREFERENCE_MIN, maximum=PREFERENCE_MAX)
-    lifetime = ha.get_int("lifetime", 1800, minimum=1, maximum=65535)
-    hello = ha.get_float("hello-interval", 10.0, minimum=0.1, maximum=65535)
     if hello >= lifetime:
         raise ha.error(
             "hello-interval",
             f"hello-interval {hello:g} s must be shorter than lifetime {lifetime} s, or peers "
             "declare this home agent dead between two HELLOs",
         )
-    misses = ha.get_int("hello-misses", 0, minimum=0, maximum=1000)
-    max_life = ha.get_int("max-binding-lifetime", 3600, minimum=4, maximum=262140)
-    boot_wait = ha.get_float("boot-wait", min(2 * hello, float(lifetime)), minimum=0, maximum=3600)
-    take_over = ha.get_bool("take-over", True)
-    address_takeover = ha.get_bool("address-takeover", False)
-    if address_takeover and (haha_address is None or haha_address == address):
-        raise ha.error("address-takeover", "address-takeover needs a haha-address of its own: "
-                       "the home agent address moves between home agents, the signalling "
-                       "address stays with the machine")
+    home_interface = ha.get_str("home-interface")
     drain = ha.get_bool("drain-on-stop", True)
     drain_timeout = ha.get_float("drain-timeout", 10.0, minimum=0, maximum=3600)
-    drain_mode = ha.get_str("drain-mode", "spread", choices=DRAIN_MODES)
-    switch_message = ha.get_str("switch-message", "hasr", choices=SWITCH_MESSAGES)
-    switch_rate = ha.get_float("switch-rate", 4000.0, minimum=0.1, maximum=1e7)
-    implicit = ha.get_bool("implicit-mode", True)
-    mr_support = ha.get_bool("mobile-router-support", True)
-    ras = ha.get_bool("router-advertisements", configuration != "no-home-link")
+    ras = ha.get_bool("router-advertisements", configuration != NO_HOME_LINK)
     router_lifetime = ha.get_int("router-lifetime", 0, minimum=0, maximum=9000)
-    mnps = ha.get_prefixes("mobile-network-prefixes")
-    if len(mnps) > MAX_HELLO_PREFIXES:
-        raise ha.error("mobile-network-prefixes",
-                       f"{len(mnps)} prefixes; a HELLO carries at most {MAX_HELLO_PREFIXES}")
-    if len(set(mnps)) != len(mnps):
-        raise ha.error("mobile-network-prefixes", "a prefix is listed twice")
     backend = _plugin(parsed, ha, "backend", "backend", "null", path)
-    discovery_sec = get("peers")
-    discovery = _plugin(parsed, discovery_sec, "discovery", "discovery", "static", path)
-    if address_takeover and discovery.name == "link":
+    discovery = _plugin(parsed, peers_sec, "discovery", "discovery", "static", path)
+    if settings.address_takeover and discovery.name == "link":
         raise ha.error("address-takeover", "address-takeover needs peers known by their HAHA "
                        "addresses (static, dns): Router Advertisements (discovery = link) "
                        "name the home agent address, which moves")
     ha.check_unused()
+    peers_sec.check_unused()
 
-    peers = discovery_sec.get_addresses("static")
-    own = {address, haha_address}
-    for p in peers:
-        if p in own:
-            raise discovery_sec.error("static", f"{p} is this home agent's own address")
-    authorised = discovery_sec.get_prefixes("authorised")
-    max_candidates = discovery_sec.get_int("max-candidates", 64, minimum=0, maximum=1_000_000)
-    discovery_sec.check_unused()
-
-    mrs = {}
-    mr_sec = get("mobile-routers")
-    for key, text in mr_sec.items():
-        try:
-            hoa = parse_address(key)
-        except ValueError as e:
-            raise mr_sec.error(key, f"{e}: keys of [mobile-routers] are home addresses") from None
-        if hoa not in prefix:
-            raise mr_sec.error(key, f"mobile router home address {hoa} is outside {prefix}")
-        try:
-            prefixes = tuple(parse_prefix(t) for t in split_list(text))
-        except ValueError as e:
-            raise mr_sec.error(key, f"{e} (got {text!r})") from None
-        if not prefixes:
-            raise mr_sec.error(key, "a mobile router needs at least one authorised prefix")
-        for p in prefixes:
-            if hoa in p:
-                raise mr_sec.error(key, f"prefix {p} contains the router's own home address")
-        mrs[hoa] = prefixes
-
-    numbers = _numbers(get("numbers"))
     security = _security(get, node=False)
     if security.mode == "esp":
-        for p in peers:
+        for p in settings.peers:
             if p not in security.peer_keys:
-                raise ConfigError(
-                    f"static peer {p} has no key in [peer-keys] (security = esp)",
-                    path, "peers", "static",
-                    discovery_sec._values["static"].line,
-                )
+                raise peers_sec.error(
+                    "static", f"static peer {p} has no key in [peer-keys] (security = esp)")
     transport = _transport(get)
-    if transport.kind == "raw" and configuration != "no-home-link" and home_interface is None:
+    if transport.kind == "raw" and configuration != NO_HOME_LINK and home_interface is None:
         raise ConfigError(
             f"configuration = {configuration} on real interfaces needs home-interface (proxy "
             "Neighbour Discovery and Router Advertisements happen there)",
             path, "home-agent", "home-interface", ha.line)
-    control = _control(get)
-    level = _log(get)
     return HomeAgentConfig(
-        path=path, address=address, haha_address=haha_address or address, home_prefix=prefix,
-        configuration=configuration, home_interface=home_interface, preference=preference,
-        lifetime=lifetime, hello_interval=hello, max_binding_lifetime=max_life,
-        boot_wait=boot_wait, take_over=take_over, drain_on_stop=drain,
-        drain_timeout=drain_timeout, drain_mode=drain_mode, switch_message=switch_message,
-        switch_rate=switch_rate, implicit_mode=implicit,
-        mobile_router_support=mr_support, router_advertisements=ras,
-        router_lifetime=router_lifetime, mobile_routers=mrs, peers=peers,
-        authorised=authorised, discovery=discovery, backend=backend, numbers=numbers,
-        security=security, transport=transport, control=control, log_level=level,
-        max_candidates=max_candidates, address_takeover=address_takeover,
-        hello_misses=misses, mobile_network_prefixes=mnps,
-    )
+        path=path, settings=settings, home_interface=home_interface, drain_on_stop=drain,
+        drain_timeout=drain_timeout, implicit_mode=implicit, router_advertisements=ras,
+        router_lifetime=router_lifetime, discovery=discovery, backend=backend,
+        security=security, transport=transport, control=_control(get), log_level=_log(get))
 
 
-def parse_mobile_node(parsed, path):
-    """Build a :class:`MobileNodeConfig` from parsed sections (see :func:`load_mobile_node`)."""
+def parse_mobile_node(parsed: dict[str, Section], path: str) -> MobileNodeConfig:
+    """Build a :class:`MobileNodeConfig` from parsed sections (see :func:`load_mobile_node`);
+    the core's values are validated once, by :class:`MobileNodeSettings`."""
     get = _sections(parsed, path, MN_SECTIONS, ("backend",))
     if "mobile-node" not in parsed:
         raise ConfigError("a mobile node configuration needs a [mobile-node] section", path)
     mn = get("mobile-node")
-    hoa = mn.get_address("home-address", required=True)
-    prefix = mn.get_prefix("home-prefix", required=True)
-    if hoa not in prefix:
-        raise mn.error("home-address", f"home address {hoa} is outside home-prefix {prefix}")
     ha = mn.get_address("home-agent")
     has = mn.get_addresses("home-agents")
     if ha is not None and ha not in has:
         has = (ha,) + has
+    settings = _settings(MobileNodeSettings, MOBILE_NODE_KEYS, parsed, path, dict(
+        home_address=mn.get_address("home-address", required=True),
+        home_prefix=mn.get_prefix("home-prefix", required=True),
+        home_agents=has,
+        lifetime=mn.get_int("lifetime", 600),
+        mobile_router=mn.get_bool("mobile-router", False),
+        prefixes=mn.get_prefixes("prefixes"),
+        obeys_switch=mn.get_bool("obey-switch", True),
+        numbers=_numbers(get("numbers"))))
     coa = mn.get_address("care-of-address", required=True)
     interface = mn.get_str("interface")
-    lifetime = mn.get_int("lifetime", 600, minimum=4, maximum=262140)
-    mr = mn.get_bool("mobile-router", False)
-    prefixes = mn.get_prefixes("prefixes")
-    obeys_switch = mn.get_bool("obey-switch", True)
-    if prefixes and not mr:
-        raise mn.error("prefixes", "mobile network prefixes need mobile-router = yes")
     backend = _plugin(parsed, mn, "backend", "backend", "null", path)
     mn.check_unused()
-    numbers = _numbers(get("numbers"))
-    security = _security(get, node=True)
-    transport = _transport(get)
-    control = _control(get)
-    level = _log(get)
     return MobileNodeConfig(
-        path=path, home_address=hoa, home_prefix=prefix, home_agent=ha, home_agents=has,
-        care_of_address=coa, interface=interface, lifetime=lifetime, mobile_router=mr,
-        prefixes=prefixes, backend=backend, numbers=numbers, security=security,
-        transport=transport, control=control, log_level=level, obeys_switch=obeys_switch,
-    )
+        path=path, settings=settings, home_agent=ha, care_of_address=coa, interface=interface,
+        backend=backend, security=_security(get, node=True), transport=_transport(get),
+        control=_control(get), log_level=_log(get))
 
 
 def load_home_agent(path):

@@ -34,6 +34,7 @@ from .core.settings import (
     HomeAgentSettings,
     MobileNodeSettings,
 )
+from .config import HomeAgentConfig, MobileNodeConfig
 from .inifile import ConfigError, parse_address
 from .logthrottle import LogThrottle
 from .leaving import deregister
@@ -58,55 +59,17 @@ log = logger("haha.service")
 wall_clock = time.time
 
 
-# -- settings -----------------------------------------------------------------------------------
+# -- settings and keys --------------------------------------------------------------------------
 
 
-def home_agent_settings(config):
-    """The core's :class:`HomeAgentSettings` for a :class:`haha.config.HomeAgentConfig`."""
-    # HELLO on every link, the shared home link included (where draft 5.4 suggests Router
-    # Advertisements): a peer is live only through ESP-protected messages, and an RA is not
-    # protected (docs/security.md, "Peer liveness"). RAs still go to mobile nodes.
-    return HomeAgentSettings(
-        address=config.address,
-        home_prefix=config.home_prefix,
-        kind=config.configuration,
-        haha_address=config.haha_address if config.haha_address != config.address else None,
-        preference=config.preference,
-        ha_lifetime=config.lifetime,
-        hello_interval=config.hello_interval,
-        send_hello=True,
-        max_candidates=config.max_candidates,
-        max_binding_lifetime=config.max_binding_lifetime,
-        peers=config.peers,
-        authorised_peer_prefixes=config.authorised,
-        nemo=config.mobile_router_support,
-        mobile_routers=config.mobile_routers,
-        implicit_prefixes=config.mobile_routers if config.implicit_mode else {},
-        boot_wait=config.boot_wait,
-        take_over=config.take_over,
-        address_takeover=config.address_takeover,
-        hello_misses=config.hello_misses,
-        drain=config.drain_mode,
-        drain_preference=0,
-        switch_message=config.switch_message,
-        switch_rate=config.switch_rate,
-        numbers=config.numbers,
-        hello_prefixes=config.mobile_network_prefixes,
-    )
+def home_agent_settings(config: HomeAgentConfig) -> HomeAgentSettings:
+    """The core's settings of a home agent configuration (``config.settings``)."""
+    return config.settings
 
 
-def mobile_node_settings(config):
-    """The core's :class:`MobileNodeSettings` for a :class:`haha.config.MobileNodeConfig`."""
-    return MobileNodeSettings(
-        home_address=config.home_address,
-        home_prefix=config.home_prefix,
-        home_agents=config.home_agents,
-        mobile_router=config.mobile_router,
-        prefixes=config.prefixes,
-        lifetime=config.lifetime,
-        obeys_switch=config.obeys_switch,
-        numbers=config.numbers,
-    )
+def mobile_node_settings(config: MobileNodeConfig) -> MobileNodeSettings:
+    """The core's settings of a mobile node configuration (``config.settings``)."""
+    return config.settings
 
 
 def home_agent_sadb(config):

@@ -35,11 +35,18 @@ SWITCH_MESSAGES = (SWITCH_HASR, SWITCH_RFC5142)
 MAX_LIFETIME_UNITS = 0xFFFF  # a 16-bit lifetime in units of 4 s (RFC 6275 6.1.7)
 
 
-class SettingsError(ValueError):
-    """A setting that cannot be used; ``field`` names it."""
+#: At most this many Mobile Network Prefix options in a HELLO (24 octets each: the HELLO stays
+#: well inside the minimum MTU with ESP).
+MAX_HELLO_PREFIXES = 40
 
-    def __init__(self, field_name, detail):
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; ``field`` names it (``name[key]`` for one entry of a
+    mapping), ``detail`` says why."""
+
+    def __init__(self, field_name: str, detail: str) -> None:
         self.field = field_name
+        self.detail = detail
         super().__init__(f"{field_name}: {detail}")
 
 
@@ -234,15 +241,16 @@ class HomeAgentSettings:
         _set(self, "haha_address", _address("haha_address", self.haha_address, optional=True))
         _number("preference", self.preference, 0, 0xFFFF, integer=True)
         _number("ha_lifetime", self.ha_lifetime, 1, 65535, integer=True)
-        _number("hello_interval", self.hello_interval, 0.001, 65535)
+        _number("hello_interval", self.hello_interval, 0.1, 65535)
         _flag("send_hello", self.send_hello)
         _number("max_candidates", self.max_candidates, 0, 1 << 20, integer=True)
         _number("hello_misses", self.hello_misses, 0, 1000, integer=True)
         _number("max_binding_lifetime", self.max_binding_lifetime, 4, MAX_LIFETIME_UNITS * 4,
                 integer=True)
         _set(self, "peers", _addresses("peers", self.peers))
-        if self.signalling_address in self.peers:
-            raise SettingsError("peers", f"lists this home agent's own {self.signalling_address}")
+        for own in {self.address, self.signalling_address}:
+            if own in self.peers:
+                raise SettingsError("peers", f"{own} is this home agent's own address")
         _set(self, "authorised_peer_prefixes",
              _networks("authorised_peer_prefixes", self.authorised_peer_prefixes))
         _flag("nemo", self.nemo)
@@ -251,8 +259,9 @@ class HomeAgentSettings:
         for name in ("mobile_routers", "implicit_prefixes"):
             for hoa in getattr(self, name):
                 if hoa not in self.home_prefix:
-                    raise SettingsError(name, f"{hoa} is outside the home prefix {self.home_prefix}")
-        _number("boot_wait", self.boot_wait, 0)
+                    raise SettingsError(f"{name}[{hoa}]", f"mobile router home address {hoa} "
+                                        f"is outside the home prefix {self.home_prefix}")
+        _number("boot_wait", self.boot_wait, 0, 3600)
         _number("biu_initial_timeout", self.biu_initial_timeout, 0.001)
         _number("biu_max_timeout", self.biu_max_timeout, self.biu_initial_timeout)
         _number("biu_window", self.biu_window, 1, 4096, integer=True)
@@ -269,6 +278,11 @@ class HomeAgentSettings:
         _flag("dhaad", self.dhaad)
         _flag("peer_protection_required", self.peer_protection_required)
         _set(self, "hello_prefixes", _networks("hello_prefixes", self.hello_prefixes))
+        if len(self.hello_prefixes) > MAX_HELLO_PREFIXES:
+            raise SettingsError("hello_prefixes", f"{len(self.hello_prefixes)} prefixes; a "
+                                f"HELLO carries at most {MAX_HELLO_PREFIXES}")
+        if len(set(self.hello_prefixes)) != len(self.hello_prefixes):
+            raise SettingsError("hello_prefixes", "a prefix is listed twice")
         if not isinstance(self.numbers, NumberProfile):
             raise SettingsError("numbers", f"{self.numbers!r} is not a NumberProfile")
 
@@ -337,13 +351,14 @@ class MobileNodeSettings:
         _set(self, "home_address", _address("home_address", self.home_address))
         _set(self, "home_prefix", _network("home_prefix", self.home_prefix))
         if self.home_address not in self.home_prefix:
-            raise SettingsError("home_address",
-                                f"{self.home_address} is outside the home prefix {self.home_prefix}")
+            raise SettingsError("home_address", f"home address {self.home_address} is outside "
+                                f"the home prefix {self.home_prefix}")
         _set(self, "home_agents", _addresses("home_agents", self.home_agents))
         _flag("mobile_router", self.mobile_router)
         _set(self, "prefixes", _networks("prefixes", self.prefixes))
         if self.prefixes and not self.mobile_router:
-            raise SettingsError("prefixes", "only a mobile router has Mobile Network Prefixes")
+            raise SettingsError("prefixes", "only a mobile router has Mobile Network Prefixes "
+                                "(mobile_router)")
         _number("lifetime", self.lifetime, 4, MAX_LIFETIME_UNITS * 4, integer=True)
         _number("first_timeout", self.first_timeout, 0.001)
         _number("initial_timeout", self.initial_timeout, 0.001)
