@@ -42,6 +42,10 @@ def test_haha_address_is_the_signalling_address():
         ("preference", 1.5),
         ("ha_lifetime", 0),
         ("hello_interval", 0),
+        ("hello_interval", 0.05),
+        ("boot_wait", 3601),
+        ("hello_prefixes", [f"2001:db8:{i:x}::/48" for i in range(100, 141)]),
+        ("hello_prefixes", ["2001:db8:50::/48", "2001:db8:50::/48"]),
         ("max_binding_lifetime", 300000),
         ("peers", ["2001:db8:1::1"]),
         ("peers", ["2001:db8:2::1", "2001:db8:2::1"]),
@@ -77,3 +81,11 @@ def test_mobile_node_settings():
         MobileNodeSettings(home_address="2001:db8:1::10", home_prefix="2001:db8:1::/64",
                            refresh_fraction=1.0)
     assert e.value.field == "refresh_fraction"
+
+
+def test_a_peer_may_be_neither_of_the_home_agents_own_addresses():
+    """With a HAHA address of its own, the home agent address is refused as a peer too."""
+    for own in ("2001:db8:1::1", "2001:db8:ff::1"):
+        with pytest.raises(SettingsError) as e:
+            HomeAgentSettings(**HA, haha_address="2001:db8:ff::1", peers=[own])
+        assert e.value.field == "peers" and own in e.value.detail
