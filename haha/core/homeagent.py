@@ -60,7 +60,7 @@ from .addrtakeover import AddressTakeover, handback_address
 from .cache import BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, Event, Send, SendIcmp, make_install, make_send
-from .seqnum import distance, next_sequence
+from .seqnum import distance, next_sequence, seconds
 from .flapwatch import FlapWatch
 from .slices import Backlog
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
@@ -511,7 +511,7 @@ class HomeAgent:
                                  inb.dst, inb.src, None, routing, hoa))
 
     def _register(self, hoa, care_of, bu, v, local, held, now, out):
-        lifetime = v.lifetime << 2
+        lifetime = seconds(v.lifetime)
         expires = now + lifetime
         prefixes = v.prefixes
         if held is not None and held.care_of != care_of:
@@ -807,7 +807,7 @@ class HomeAgent:
                 continue
             if self._tombstones:
                 self._tombstones.pop(hoa, None)
-            lifetime = bce.lifetime << 2
+            lifetime = seconds(bce.lifetime)
             old = duties_of(settings, held)
             was_primary = held is not None and held.primary is None
             if mine:

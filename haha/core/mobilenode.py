@@ -57,7 +57,7 @@ from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix
 
 from .effects import Event, Send, SendIcmp, TunnelDown, TunnelUp
 from .homeagent import home_agents_anycast
-from .seqnum import next_sequence, units
+from .seqnum import next_sequence, seconds, units
 
 IN_FLIGHT = 16  # sequence numbers of one registration attempt a BA may answer
 
@@ -439,14 +439,14 @@ class MobileNode:
                 self._tunnel_down(out)
                 self._reset_binding()
             return self._next_candidate(now, out)
-        granted = ba.lifetime * 4
+        granted = seconds(ba.lifetime)
         self.home_agent = self.target
         self.lifetime = granted
         self.expires = now + granted
         refresh = granted * s.refresh_fraction
         advice = ba.refresh_interval
         if advice:
-            refresh = min(refresh, advice * 4)
+            refresh = min(refresh, seconds(advice))
         self._refresh_at = now + refresh
         self._retransmit_at = None
         self._rejected = set()

@@ -24,7 +24,7 @@ from haha.wire.mh import (
     BU_R,
 )
 
-from .seqnum import newer
+from .seqnum import newer, units
 
 REGISTER = "register"
 DEREGISTER = "deregister"
@@ -80,7 +80,7 @@ def examine(settings, bu, home_address, care_of, held, draining=False):
         if seq == held.sequence and held.primary is None and held.care_of == care_of \
                 and held.flags == bu.flags and not deregistration:
             # The same Binding Update again (duplicated by the network): answer it again.
-            return Verdict(DUPLICATE, BA_ACCEPTED, seq, held.lifetime >> 2, held.prefixes)
+            return Verdict(DUPLICATE, BA_ACCEPTED, seq, units(held.lifetime), held.prefixes)
         if not newer(seq, held.sequence):
             return Verdict(REJECT, BA_SEQUENCE_OUT_OF_WINDOW, held.sequence)
     if deregistration:
@@ -106,6 +106,6 @@ def examine(settings, bu, home_address, care_of, held, draining=False):
                 return Verdict(REJECT, BA_FORWARDING_SETUP_FAILED, seq)
     if draining:
         return Verdict(REJECT, BA_PROHIBITED, seq)
-    cap = settings.max_binding_lifetime >> 2
+    cap = units(settings.max_binding_lifetime)
     life = bu.lifetime if bu.lifetime < cap else cap
     return Verdict(REGISTER, BA_ACCEPTED, seq, life, prefixes)

@@ -6,11 +6,14 @@ Binding Updates, Binding Acknowledgements and BCE Information options are in uni
 (RFC 6275 6.1.7).
 """
 
-import math
+# The 4-second lifetime unit is converted in one place, haha.wire.lifetime (importable here too).
+from haha.wire.lifetime import MAX_UNITS, seconds, units, units_ceil
+
+__all__ = ["HALF", "MAX_UNITS", "MODULUS", "distance", "newer", "next_sequence", "seconds", "units",
+           "units_ceil"]
 
 MODULUS = 1 << 16
 HALF = 1 << 15
-MAX_UNITS = 0xFFFF
 
 
 def newer(x, y):
@@ -29,15 +32,3 @@ def next_sequence(x, step=1):
     return (x + step) % MODULUS
 
 
-def units(seconds):
-    """Whole 4-second units in ``seconds`` (rounded down), capped at 65535."""
-    u = int(seconds) >> 2
-    return u if u < MAX_UNITS else MAX_UNITS
-
-
-def units_ceil(seconds):
-    """4-second units covering ``seconds`` (rounded up), capped at 65535; 0 for nothing left."""
-    if seconds <= 0:
-        return 0
-    u = math.ceil(seconds / 4)
-    return u if u < MAX_UNITS else MAX_UNITS

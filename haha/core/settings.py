@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from types import MappingProxyType
 
+from haha.wire.lifetime import MAX_SECONDS, MAX_UNITS
 from haha.wire.numbers import DEFAULT_PROFILE, NumberProfile
 
 #: Configuration kinds (draft section 3).
@@ -32,7 +33,7 @@ SWITCH_HASR = "hasr"  # the draft's Home Agent Switch Request (4.1.5)
 SWITCH_RFC5142 = "rfc5142"  # RFC 5142 Home Agent Switch (MH type 12)
 SWITCH_MESSAGES = (SWITCH_HASR, SWITCH_RFC5142)
 
-MAX_LIFETIME_UNITS = 0xFFFF  # a 16-bit lifetime in units of 4 s (RFC 6275 6.1.7)
+MAX_LIFETIME_UNITS = MAX_UNITS  # a 16-bit lifetime in units of 4 s (RFC 6275 6.1.7)
 
 
 #: At most this many Mobile Network Prefix options in a HELLO (24 octets each: the HELLO stays
@@ -245,7 +246,7 @@ class HomeAgentSettings:
         _flag("send_hello", self.send_hello)
         _number("max_candidates", self.max_candidates, 0, 1 << 20, integer=True)
         _number("hello_misses", self.hello_misses, 0, 1000, integer=True)
-        _number("max_binding_lifetime", self.max_binding_lifetime, 4, MAX_LIFETIME_UNITS * 4,
+        _number("max_binding_lifetime", self.max_binding_lifetime, 4, MAX_SECONDS,
                 integer=True)
         _set(self, "peers", _addresses("peers", self.peers))
         for own in {self.address, self.signalling_address}:
@@ -359,7 +360,7 @@ class MobileNodeSettings:
         if self.prefixes and not self.mobile_router:
             raise SettingsError("prefixes", "only a mobile router has Mobile Network Prefixes "
                                 "(mobile_router)")
-        _number("lifetime", self.lifetime, 4, MAX_LIFETIME_UNITS * 4, integer=True)
+        _number("lifetime", self.lifetime, 4, MAX_SECONDS, integer=True)
         _number("first_timeout", self.first_timeout, 0.001)
         _number("initial_timeout", self.initial_timeout, 0.001)
         _number("max_timeout", self.max_timeout,

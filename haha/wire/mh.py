@@ -16,6 +16,7 @@ from ipaddress import IPv6Address
 
 from . import checksum as _ck
 from .addresses import address_at, packed
+from .lifetime import seconds
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
     DEFAULT_PROFILE,
@@ -163,7 +164,7 @@ class BindingUpdate:
 
     @property
     def lifetime_seconds(self):
-        return self.lifetime * 4
+        return seconds(self.lifetime)
 
     @property
     def alternate_care_of(self):
@@ -197,7 +198,7 @@ class BindingAck:
 
     @property
     def lifetime_seconds(self):
-        return self.lifetime * 4
+        return seconds(self.lifetime)
 
     @property
     def refresh_interval(self):
