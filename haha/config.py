@@ -10,6 +10,8 @@ their own sections (``[backend:NAME]``, ``[discovery:NAME]``) travel as located
 :class:`haha.inifile.Section` objects so the plugin's errors are located too.
 """
 
+from __future__ import annotations
+
 import difflib
 import errno
 import os
@@ -17,7 +19,7 @@ import stat
 import re
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, TypeVar
+from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, overload
 
 from .inifile import (
     ConfigError,
@@ -63,12 +65,16 @@ class _Located:
     """Something read from the configuration that can still report a located error later
     (when a plugin is resolved or a key file loaded)."""
 
-    def error(self, message):
+    location: Location
+
+    def error(self, message: str) -> ConfigError:
         path, section, key, line = self.location
         return ConfigError(message, path, section, key, line)
 
 
-_NOWHERE = (None, None, None, None)
+#: Where a value was read: (file, section, key, line).
+Location = tuple[Optional[str], Optional[str], Optional[str], Optional[int]]
+_NOWHERE: Location = (None, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,7 @@ class PluginChoice(_Located):
 
     name: str
     options: Section = field(compare=False, repr=False)
-    location: tuple = field(compare=False, repr=False, default=_NOWHERE)
+    location: Location = field(compare=False, repr=False, default=_NOWHERE)
 
 
 @dataclass(frozen=True)
@@ -85,32 +91,34 @@ class KeyFile(_Located):
     """A secret in a file that only its owner may read (checked at load)."""
 
     path: str
-    location: tuple = field(compare=False, repr=False, default=_NOWHERE)
+    location: Location = field(compare=False, repr=False, default=_NOWHERE)
 
 
 @dataclass(frozen=True)
 class SecurityConfig:
     mode: str = "esp"
     lab: bool = False
-    peer_keys: dict = field(default_factory=dict)  # peer HA address -> KeyFile
-    node_keys: dict = field(default_factory=dict)  # home address -> KeyFile
-    node_key_dir: str = None
-    key: KeyFile = None  # mobile node: its own secret, shared by the home agents
-    sequence_file: str = None  # ESP sequence numbers kept across restarts
+    peer_keys: dict[IPv6Address, KeyFile] = field(default_factory=dict)  # peer HA address
+    node_keys: dict[IPv6Address, KeyFile] = field(default_factory=dict)  # home address
+    node_key_dir: str | None = None
+    key: KeyFile | None = None  # mobile node: its own secret, shared by the home agents
+    sequence_file: str | None = None  # ESP sequence numbers kept across restarts
     rate: float = 50.0
     burst: int = 100
     #: haha.security.admission.AdmissionSettings (None: its defaults with rate and burst)
-    admission: object = None
-    node_group_key: KeyFile = None  # home agent: derives the secrets of a node group
-    node_group_prefix: object = None  # the group's home addresses (None: the home prefix)
+    admission: AdmissionSettings | None = None
+    node_group_key: KeyFile | None = None  # home agent: derives the secrets of a node group
+    #: the group's home addresses (None: the home prefix)
+    node_group_prefix: IPv6Network | None = None
 
 
 @dataclass(frozen=True)
 class TransportConfig:
     kind: str = "raw"
-    interfaces: tuple = ()
-    udp_listen: tuple = None  # (host, port)
-    udp_peers: dict = field(default_factory=dict)  # IPv6Address/IPv6Network -> (host, port)
+    interfaces: tuple[str, ...] = ()
+    udp_listen: tuple[str, int] | None = None  # (host, port)
+    #: IPv6Address/IPv6Network -> (host, port)
+    udp_peers: dict[IPv6Address | IPv6Network, tuple[str, int]] = field(default_factory=dict)
     receive_buffer: int = 8 << 20  # octets; 0 = the kernel's default
     send_buffer: int = 0
     udp_learned: int = 262144  # most sources the UDP transport remembers
@@ -118,13 +126,32 @@ class TransportConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    socket: str = None  # Twisted server endpoint string
-    metrics: str = None  # Twisted server endpoint string
+    socket: str | None = None  # Twisted server endpoint string
+    metrics: str | None = None  # Twisted server endpoint string
 
 
-def _core(name: str, doc: str) -> property:
-    """A value of the core's settings, read under the configuration's name."""
-    return property(lambda self: getattr(self.settings, name), doc=doc)
+T = TypeVar("T")
+
+
+class _Core(Generic[T]):
+    """A value of the core's settings, read under the configuration's name (a read-only view
+    of ``self.settings``; not a field, so it is never stored twice)."""
+
+    def __init__(self, name: str, doc: str) -> None:
+        self.name = name
+        self.__doc__ = doc
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _Core[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+
+    def __get__(self, obj: object, owner: type | None = None) -> T | _Core[T]:
+        if obj is None:
+            return self
+        value: T = getattr(getattr(obj, "settings"), self.name)
+        return value
 
 
 @dataclass(frozen=True)
@@ -149,29 +176,32 @@ class HomeAgentConfig:
     control: ControlConfig
     log_level: str
 
-    address = _core("address", "[home-agent] address")
+    address = _Core[IPv6Address]("address", "[home-agent] address")
     #: The signalling address: ``haha-address``, else ``address``.
-    haha_address = _core("signalling_address", "[home-agent] haha-address, else address")
-    home_prefix = _core("home_prefix", "[home-agent] home-prefix")
-    configuration = _core("kind", "[home-agent] configuration")
-    preference = _core("preference", "[home-agent] preference")
-    lifetime = _core("ha_lifetime", "[home-agent] lifetime")
-    hello_interval = _core("hello_interval", "[home-agent] hello-interval")
-    hello_misses = _core("hello_misses", "[home-agent] hello-misses")
-    max_binding_lifetime = _core("max_binding_lifetime", "[home-agent] max-binding-lifetime")
-    boot_wait = _core("boot_wait", "[home-agent] boot-wait")
-    take_over = _core("take_over", "[home-agent] take-over")
-    address_takeover = _core("address_takeover", "[home-agent] address-takeover")
-    drain_mode = _core("drain", "[home-agent] drain-mode")
-    switch_message = _core("switch_message", "[home-agent] switch-message")
-    switch_rate = _core("switch_rate", "[home-agent] switch-rate")
-    mobile_router_support = _core("nemo", "[home-agent] mobile-router-support")
-    mobile_network_prefixes = _core("hello_prefixes", "[home-agent] mobile-network-prefixes")
-    mobile_routers = _core("mobile_routers", "[mobile-routers]")
-    peers = _core("peers", "[peers] static")
-    authorised = _core("authorised_peer_prefixes", "[peers] authorised")
-    max_candidates = _core("max_candidates", "[peers] max-candidates")
-    numbers = _core("numbers", "[numbers]")
+    haha_address = _Core[IPv6Address](
+        "signalling_address", "[home-agent] haha-address, else address")
+    home_prefix = _Core[IPv6Network]("home_prefix", "[home-agent] home-prefix")
+    configuration = _Core[str]("kind", "[home-agent] configuration")
+    preference = _Core[int]("preference", "[home-agent] preference")
+    lifetime = _Core[int]("ha_lifetime", "[home-agent] lifetime")
+    hello_interval = _Core[float]("hello_interval", "[home-agent] hello-interval")
+    hello_misses = _Core[int]("hello_misses", "[home-agent] hello-misses")
+    max_binding_lifetime = _Core[int]("max_binding_lifetime", "[home-agent] max-binding-lifetime")
+    boot_wait = _Core[float]("boot_wait", "[home-agent] boot-wait")
+    take_over = _Core[bool]("take_over", "[home-agent] take-over")
+    address_takeover = _Core[bool]("address_takeover", "[home-agent] address-takeover")
+    drain_mode = _Core[str]("drain", "[home-agent] drain-mode")
+    switch_message = _Core[str]("switch_message", "[home-agent] switch-message")
+    switch_rate = _Core[float]("switch_rate", "[home-agent] switch-rate")
+    mobile_router_support = _Core[bool]("nemo", "[home-agent] mobile-router-support")
+    mobile_network_prefixes = _Core[tuple[IPv6Network, ...]](
+        "hello_prefixes", "[home-agent] mobile-network-prefixes")
+    mobile_routers = _Core[Mapping[IPv6Address, tuple[IPv6Network, ...]]](
+        "mobile_routers", "[mobile-routers]")
+    peers = _Core[tuple[IPv6Address, ...]]("peers", "[peers] static")
+    authorised = _Core[tuple[IPv6Network, ...]]("authorised_peer_prefixes", "[peers] authorised")
+    max_candidates = _Core[int]("max_candidates", "[peers] max-candidates")
+    numbers = _Core[NumberProfile]("numbers", "[numbers]")
 
 
 @dataclass(frozen=True)
@@ -191,15 +221,16 @@ class MobileNodeConfig:
     control: ControlConfig
     log_level: str
 
-    home_address = _core("home_address", "[mobile-node] home-address")
-    home_prefix = _core("home_prefix", "[mobile-node] home-prefix")
+    home_address = _Core[IPv6Address]("home_address", "[mobile-node] home-address")
+    home_prefix = _Core[IPv6Network]("home_prefix", "[mobile-node] home-prefix")
     #: ``home-agent`` first, then ``home-agents``.
-    home_agents = _core("home_agents", "[mobile-node] home-agent and home-agents")
-    lifetime = _core("lifetime", "[mobile-node] lifetime")
-    mobile_router = _core("mobile_router", "[mobile-node] mobile-router")
-    prefixes = _core("prefixes", "[mobile-node] prefixes")
-    obeys_switch = _core("obeys_switch", "[mobile-node] obey-switch")
-    numbers = _core("numbers", "[numbers]")
+    home_agents = _Core[tuple[IPv6Address, ...]](
+        "home_agents", "[mobile-node] home-agent and home-agents")
+    lifetime = _Core[int]("lifetime", "[mobile-node] lifetime")
+    mobile_router = _Core[bool]("mobile_router", "[mobile-node] mobile-router")
+    prefixes = _Core[tuple[IPv6Network, ...]]("prefixes", "[mobile-node] prefixes")
+    obeys_switch = _Core[bool]("obeys_switch", "[mobile-node] obey-switch")
+    numbers = _Core[NumberProfile]("numbers", "[numbers]")
 
 
 #: Where each field of the core's settings is read from: ``(section, key)``; None as the key
@@ -274,7 +305,8 @@ HA_SECTIONS = (
 MN_SECTIONS = ("mobile-node", "numbers", "security", "transport", "udp-peers", "control", "log")
 
 
-def _sections(parsed, path, allowed, plugin_kinds):
+def _sections(parsed: dict[str, Section], path: str, allowed: tuple[str, ...],
+              plugin_kinds: tuple[str, ...]) -> Callable[[str], Section]:
     for name, sec in parsed.items():
         kind = name.split(":", 1)[0]
         if name in allowed or (":" in name and kind in plugin_kinds):
@@ -283,13 +315,14 @@ def _sections(parsed, path, allowed, plugin_kinds):
         hint = f"; did you mean [{close[0]}]?" if close else ""
         raise ConfigError(f"unknown section{hint}", path, name, None, sec.line)
 
-    def get(name):
+    def get(name: str) -> Section:
         return parsed.get(name) or Section.empty(name, path)
 
     return get
 
 
-def _plugin(parsed, main, key, kind, default, path):
+def _plugin(parsed: dict[str, Section], main: Section, key: str, kind: str, default: str,
+            path: str) -> PluginChoice:
     name = main.get_str(key, default)
     v = main._values.get(key)
     loc = (path, main.name, key, v.line if v else main.line)
@@ -303,7 +336,7 @@ def _plugin(parsed, main, key, kind, default, path):
     return PluginChoice(name, own, loc)
 
 
-def _check_key_file(sec, key, text):
+def _check_key_file(sec: Section, key: str, text: str) -> KeyFile:
     v = sec._values.get(key)
     loc = (sec.path, sec.name, key, v.line if v else sec.line)
     p = os.path.join(os.path.dirname(os.path.abspath(sec.path)), os.path.expanduser(text))
@@ -327,7 +360,7 @@ def _check_key_file(sec, key, text):
     return kf
 
 
-def _key_map(sec, what):
+def _key_map(sec: Section, what: str) -> dict[IPv6Address, KeyFile]:
     out = {}
     for key, text in sec.items():
         try:
@@ -338,7 +371,7 @@ def _key_map(sec, what):
     return out
 
 
-def _endpoint(text):
+def _endpoint(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not host:
         raise ValueError("expected HOST:PORT")
@@ -352,7 +385,7 @@ def _endpoint(text):
     return (host, p)
 
 
-def _numbers(sec):
+def _numbers(sec: Section) -> NumberProfile:
     values = {}
     for key in list(sec.keys()):
         attr = key.replace("-", "_")
@@ -366,7 +399,7 @@ def _numbers(sec):
         raise sec.error(bad, str(e).replace("_", "-")) from None
 
 
-def _security(get, node):
+def _security(get: Callable[[str], Section], node: bool) -> SecurityConfig:
     sec = get("security")
     mode = sec.get_str("mode", "esp", choices=SECURITY_MODES)
     lab = sec.get_bool("lab", False)
@@ -428,7 +461,7 @@ def _security(get, node):
                           group_key, group_prefix)
 
 
-def _transport(get):
+def _transport(get: Callable[[str], Section]) -> TransportConfig:
     sec = get("transport")
     kind = sec.get_str("kind", "raw", choices=TRANSPORTS)
     interfaces = sec.get_list("interfaces")
@@ -450,21 +483,21 @@ def _transport(get):
     return TransportConfig(kind, interfaces, listen, peers, receive_buffer, send_buffer, learned)
 
 
-def _control(get):
+def _control(get: Callable[[str], Section]) -> ControlConfig:
     sec = get("control")
     c = ControlConfig(sec.get_str("socket"), sec.get_str("metrics"))
     sec.check_unused(["socket", "metrics"])
     return c
 
 
-def _log(get):
+def _log(get: Callable[[str], Section]) -> str:
     sec = get("log")
     level = sec.get_str("level", "info", choices=LOG_LEVELS)
     sec.check_unused(["level"])
     return level
 
 
-def _mobile_routers(sec: Section, prefix: IPv6Network) -> dict[IPv6Address, tuple]:
+def _mobile_routers(sec: Section) -> dict[IPv6Address, tuple[IPv6Network, ...]]:
     """``[mobile-routers]``: home address -> the prefixes the router may register."""
     mrs = {}
     for key, text in sec.items():
@@ -503,7 +536,7 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
     hello = ha.get_float("hello-interval", 10.0)
     implicit = ha.get_bool("implicit-mode", True)
     peers_sec = get("peers")
-    mrs = _mobile_routers(get("mobile-routers"), prefix)
+    mrs = _mobile_routers(get("mobile-routers"))
     settings = _settings(HomeAgentSettings, HOME_AGENT_KEYS, parsed, path, dict(
         address=address, home_prefix=prefix, kind=configuration,
         haha_address=None if haha_address == address else haha_address,
@@ -603,21 +636,21 @@ def parse_mobile_node(parsed: dict[str, Section], path: str) -> MobileNodeConfig
         control=_control(get), log_level=_log(get))
 
 
-def load_home_agent(path):
+def load_home_agent(path: str) -> HomeAgentConfig:
     """Read and check a home agent configuration file."""
     return parse_home_agent(read_ini(path), path)
 
 
-def load_mobile_node(path):
+def load_mobile_node(path: str) -> MobileNodeConfig:
     """Read and check a mobile node / mobile router configuration file."""
     return parse_mobile_node(read_ini(path), path)
 
 
-def home_agent_from_text(text, path="<config>"):
+def home_agent_from_text(text: str, path: str = "<config>") -> HomeAgentConfig:
     """Parse a home agent configuration held in a string (tests, embedding)."""
     return parse_home_agent(parse_ini(text, path), path)
 
 
-def mobile_node_from_text(text, path="<config>"):
+def mobile_node_from_text(text: str, path: str = "<config>") -> MobileNodeConfig:
     """Parse a mobile node configuration held in a string (tests, embedding)."""
     return parse_mobile_node(parse_ini(text, path), path)

@@ -11,16 +11,23 @@ after whitespace, indented continuation lines appended to the previous value. Ke
 case-sensitive (they may be IPv6 addresses); ``=`` is the only separator.
 """
 
+from __future__ import annotations
+
 import difflib
 import re
 from dataclasses import dataclass
+from typing import Callable, Iterable, TypeVar
 from ipaddress import AddressValueError, IPv6Address, IPv6Network, NetmaskValueError
+
+T = TypeVar("T")
+D = TypeVar("D")
 
 
 class ConfigError(Exception):
     """A configuration mistake, located. ``str()`` is one line an operator can act on."""
 
-    def __init__(self, message, path=None, section=None, key=None, line=None):
+    def __init__(self, message: str, path: str | None = None, section: str | None = None,
+                 key: str | None = None, line: int | None = None) -> None:
         self.message = message
         self.path = path
         self.section = section
@@ -28,7 +35,7 @@ class ConfigError(Exception):
         self.line = line
         super().__init__(str(self))
 
-    def __str__(self):
+    def __str__(self) -> str:
         where = []
         if self.path is not None:
             where.append(f"{self.path}:{self.line}" if self.line else str(self.path))
@@ -51,11 +58,11 @@ _TRUE = {"yes", "true", "on", "1"}
 _FALSE = {"no", "false", "off", "0"}
 
 
-def parse_ini(text, path="<config>"):
+def parse_ini(text: str, path: str = "<config>") -> dict[str, Section]:
     """Parse ``text`` into ``{section: Section}`` (sections in file order)."""
-    sections = {}
-    current = None
-    last_key = None
+    sections: dict[str, Section] = {}
+    current: Section | None = None
+    last_key: str | None = None
     for number, raw in enumerate(text.splitlines(), 1):
         stripped = raw.strip()
         if not stripped or stripped[0] in "#;":
@@ -97,7 +104,7 @@ def parse_ini(text, path="<config>"):
     return sections
 
 
-def read_ini(path):
+def read_ini(path: str) -> dict[str, Section]:
     """Read and parse the file at ``path``; an unreadable file is a :class:`ConfigError`."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -112,33 +119,34 @@ def read_ini(path):
 class Section:
     """One ``[section]`` with typed, located getters. Every getter marks its key as used."""
 
-    def __init__(self, name, path="<config>", line=None, values=None):
+    def __init__(self, name: str, path: str = "<config>", line: int | None = None,
+                 values: dict[str, Value] | None = None) -> None:
         self.name = name
         self.path = path
         self.line = line
-        self._values = dict(values or {})
-        self._used = set()
+        self._values: dict[str, Value] = dict(values or {})
+        self._used: set[str] = set()
 
     @classmethod
-    def empty(cls, name, path="<config>"):
+    def empty(cls, name: str, path: str = "<config>") -> Section:
         return cls(name, path)
 
-    def __contains__(self, key):
+    def __contains__(self, key: object) -> bool:
         return key in self._values
 
-    def keys(self):
+    def keys(self) -> list[str]:
         return list(self._values)
 
-    def items(self):
+    def items(self) -> list[tuple[str, str]]:
         """(key, text) pairs, marking every key used (for free-form sections such as maps)."""
         self._used.update(self._values)
         return [(k, v.text) for k, v in self._values.items()]
 
-    def error(self, key, message):
-        v = self._values.get(key)
+    def error(self, key: str | None, message: str) -> ConfigError:
+        v = self._values.get(key) if key is not None else None
         return ConfigError(message, self.path, self.name, key, v.line if v else self.line)
 
-    def raw(self, key, default=None, required=False):
+    def raw(self, key: str, default: str | None = None, required: bool = False) -> str | None:
         v = self._values.get(key)
         self._used.add(key)
         if v is None:
@@ -147,7 +155,7 @@ class Section:
             return default
         return v.text
 
-    def _get(self, key, default, required, convert):
+    def _get(self, key: str, default: D, required: bool, convert: Callable[[str], T]) -> T | D:
         text = self.raw(key, None, required)
         if text is None:
             return default
@@ -158,15 +166,17 @@ class Section:
         except (ValueError, TypeError) as e:
             raise self.error(key, f"{e} (got {text!r})") from None
 
-    def get_str(self, key, default=None, required=False, choices=None):
-        def conv(t):
+    def get_str(self, key: str, default: D = None, required: bool = False,  # type: ignore[assignment]
+                choices: Iterable[str] | None = None) -> str | D:
+        def conv(t: str) -> str:
             if choices is not None and t not in choices:
                 raise ValueError(f"expected one of {', '.join(choices)}")
             return t
         return self._get(key, default, required, conv)
 
-    def get_int(self, key, default=None, required=False, minimum=None, maximum=None):
-        def conv(t):
+    def get_int(self, key: str, default: D = None, required: bool = False,  # type: ignore[assignment]
+                minimum: int | None = None, maximum: int | None = None) -> int | D:
+        def conv(t: str) -> int:
             try:
                 n = int(t, 0)
             except ValueError:
@@ -176,8 +186,10 @@ class Section:
             return n
         return self._get(key, default, required, conv)
 
-    def get_float(self, key, default=None, required=False, minimum=None, maximum=None):
-        def conv(t):
+    def get_float(self, key: str, default: D = None,  # type: ignore[assignment]
+                  required: bool = False, minimum: float | None = None,
+                  maximum: float | None = None) -> float | D:
+        def conv(t: str) -> float:
             try:
                 n = float(t)
             except ValueError:
@@ -189,8 +201,9 @@ class Section:
             return n
         return self._get(key, default, required, conv)
 
-    def get_bool(self, key, default=None, required=False):
-        def conv(t):
+    def get_bool(self, key: str, default: D = None,  # type: ignore[assignment]
+                 required: bool = False) -> bool | D:
+        def conv(t: str) -> bool:
             low = t.lower()
             if low in _TRUE:
                 return True
@@ -199,25 +212,30 @@ class Section:
             raise ValueError("expected yes or no")
         return self._get(key, default, required, conv)
 
-    def get_address(self, key, default=None, required=False):
+    def get_address(self, key: str, default: D = None,  # type: ignore[assignment]
+                    required: bool = False) -> IPv6Address | D:
         return self._get(key, default, required, parse_address)
 
-    def get_prefix(self, key, default=None, required=False):
+    def get_prefix(self, key: str, default: D = None,  # type: ignore[assignment]
+                   required: bool = False) -> IPv6Network | D:
         return self._get(key, default, required, parse_prefix)
 
-    def get_addresses(self, key, default=(), required=False):
+    def get_addresses(self, key: str, default: tuple[IPv6Address, ...] = (),
+                      required: bool = False) -> tuple[IPv6Address, ...]:
         return self._get(key, default, required, lambda t: tuple(map(parse_address, split_list(t))))
 
-    def get_prefixes(self, key, default=(), required=False):
+    def get_prefixes(self, key: str, default: tuple[IPv6Network, ...] = (),
+                     required: bool = False) -> tuple[IPv6Network, ...]:
         return self._get(key, default, required, lambda t: tuple(map(parse_prefix, split_list(t))))
 
-    def get_list(self, key, default=(), required=False):
+    def get_list(self, key: str, default: tuple[str, ...] = (),
+                 required: bool = False) -> tuple[str, ...]:
         return self._get(key, default, required, lambda t: tuple(split_list(t)))
 
-    def unused(self):
+    def unused(self) -> list[str]:
         return [k for k in self._values if k not in self._used]
 
-    def check_unused(self, known=None):
+    def check_unused(self, known: Iterable[str] | None = None) -> None:
         """Raise for the first key nobody read, suggesting the closest known key."""
         for key in self.unused():
             choices = list(known) if known is not None else sorted(self._used)
@@ -226,11 +244,11 @@ class Section:
             raise self.error(key, f"unknown key{hint}")
 
 
-def split_list(text):
+def split_list(text: str) -> list[str]:
     return [p for p in re.split(r"[,\s]+", text.strip()) if p]
 
 
-def parse_address(text):
+def parse_address(text: str) -> IPv6Address:
     try:
         a = IPv6Address(text.strip())
     except AddressValueError:
@@ -240,7 +258,7 @@ def parse_address(text):
     return a
 
 
-def parse_prefix(text):
+def parse_prefix(text: str) -> IPv6Network:
     try:
         return IPv6Network(text.strip(), strict=True)
     except (AddressValueError, NetmaskValueError):

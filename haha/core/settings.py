@@ -9,9 +9,12 @@ reaches a machine. Mappings are frozen (``types.MappingProxyType``) and sequence
 Times are in seconds (``float`` allowed), lifetimes on the wire are converted by the machines.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from types import MappingProxyType
+from typing import Any, Iterable, Mapping
 
 from haha.wire.lifetime import MAX_SECONDS, MAX_UNITS
 from haha.wire.numbers import DEFAULT_PROFILE, NumberProfile
@@ -51,7 +54,7 @@ class SettingsError(ValueError):
         super().__init__(f"{field_name}: {detail}")
 
 
-def _address(name, value, optional=False):
+def _address(name: str, value: Any, optional: bool = False) -> Any:
     if value is None and optional:
         return None
     if isinstance(value, str):
@@ -66,7 +69,7 @@ def _address(name, value, optional=False):
     return value
 
 
-def _network(name, value):
+def _network(name: str, value: Any) -> IPv6Network:
     if isinstance(value, str):
         try:
             value = IPv6Network(value)
@@ -77,7 +80,7 @@ def _network(name, value):
     return value
 
 
-def _addresses(name, values):
+def _addresses(name: str, values: Any) -> tuple[IPv6Address, ...]:
     if isinstance(values, (str, IPv6Address)):
         raise SettingsError(name, "expected a sequence of addresses")
     out = tuple(_address(name, v) for v in values)
@@ -86,14 +89,15 @@ def _addresses(name, values):
     return out
 
 
-def _networks(name, values):
+def _networks(name: str, values: Any) -> tuple[IPv6Network, ...]:
     if isinstance(values, (str, IPv6Network)):
         raise SettingsError(name, "expected a sequence of prefixes")
     return tuple(_network(name, v) for v in values)
 
 
-def _prefix_map(name, mapping):
-    out = {}
+def _prefix_map(name: str,
+                mapping: Any) -> Mapping[IPv6Address, tuple[IPv6Network, ...]]:
+    out: dict[IPv6Address, tuple[IPv6Network, ...]] = {}
     for k, v in dict(mapping).items():
         a = _address(name, k)
         if a in out:
@@ -102,7 +106,8 @@ def _prefix_map(name, mapping):
     return MappingProxyType(out)
 
 
-def _number(name, value, low=None, high=None, integer=False):
+def _number(name: str, value: Any, low: float | None = None, high: float | None = None,
+            integer: bool = False) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise SettingsError(name, f"{value!r} is not a number")
     if integer and not isinstance(value, int):
@@ -114,19 +119,19 @@ def _number(name, value, low=None, high=None, integer=False):
     return value
 
 
-def _choice(name, value, choices):
+def _choice(name: str, value: Any, choices: Iterable[str]) -> Any:
     if value not in choices:
         raise SettingsError(name, f"{value!r} is not one of {', '.join(choices)}")
     return value
 
 
-def _flag(name, value):
+def _flag(name: str, value: Any) -> Any:
     if not isinstance(value, bool):
         raise SettingsError(name, f"{value!r} is not true or false")
     return value
 
 
-def _set(obj, name, value):
+def _set(obj: object, name: str, value: Any) -> None:
     object.__setattr__(obj, name, value)
 
 
@@ -148,7 +153,7 @@ class HomeAgentSettings:
     kind: str = HOME_LINK
     #: The HAHA address (draft section 2): the address used for all HA<->HA signalling (HELLO,
     #: BIR, BIU, BIA) and the identity peers know this home agent by. None: ``address``.
-    haha_address: IPv6Address = None
+    haha_address: IPv6Address | None = None
     #: Home Agent Preference, an unsigned 16-bit value as the codec encodes it (draft 4.1.1;
     #: higher is preferred); sent in HELLO, used to rank home agents (docs/protocol.md 6.6) and to
     #: order DHAAD replies. Keep it above ``drain_preference`` so a draining peer sorts last.
@@ -173,11 +178,11 @@ class HomeAgentSettings:
     #: Static peers: the HAHA (signalling) addresses of the other home agents serving the same
     #: home prefix (draft 5.4: "MUST know other Home Agents ... manually configured"). Static
     #: peers are always authorised.
-    peers: tuple = ()
+    peers: tuple[IPv6Address, ...] = ()
     #: Prefixes inside which a peer proposed by discovery (``HomeAgent.add_peer``, or a Router
     #: Advertisement with the H flag) is accepted; peers outside them and outside ``peers`` are
     #: refused ("as like BGP", draft 1). Empty: only static peers.
-    authorised_peer_prefixes: tuple = ()
+    authorised_peer_prefixes: tuple[IPv6Network, ...] = ()
     #: At most this many discovered (non-static) peers are held as candidates
     #: (:mod:`haha.core.candidates`): discovery is unauthenticated, its proposals are bounded.
     max_candidates: int = 64
@@ -186,10 +191,11 @@ class HomeAgentSettings:
     #: Mobile routers: home address -> the Mobile Network Prefixes it is authorised to register
     #: (RFC 3963 6.2). A Binding Update with the R flag from a home address not listed here is
     #: answered 140; an explicit prefix outside the listed ones 142.
-    mobile_routers: object = field(default_factory=dict)
+    mobile_routers: Mapping[IPv6Address, tuple[IPv6Network, ...]] = field(default_factory=dict)
     #: Implicit mode (RFC 3963 5.2, 6.2): home address -> the prefixes installed when a mobile
     #: router registers without Mobile Network Prefix options. Missing: answered 143.
-    implicit_prefixes: object = field(default_factory=dict)
+    implicit_prefixes: Mapping[IPv6Address, tuple[IPv6Network, ...]] = field(
+        default_factory=dict)
     #: Seconds to listen to peers' HELLOs after start before serving mobile nodes and asking
     #: each live peer for its bindings (draft 5.4 "SHOULD wait"; docs/protocol.md 6.5). Should exceed
     #: ``hello_interval``. 0 serves at once.
@@ -230,12 +236,12 @@ class HomeAgentSettings:
     #: policy normally drops them before; draft 5.2 "MUST be ignored").
     peer_protection_required: bool = False
     #: Prefixes announced as Mobile Network Prefix options in HELLO (draft 4.1.1 "if available").
-    hello_prefixes: tuple = ()
+    hello_prefixes: tuple[IPv6Network, ...] = ()
     #: The numbering profile of the draft's messages (docs/protocol.md 1); the core does not encode,
     #: this is carried for the adapter and the in-memory network.
     numbers: NumberProfile = DEFAULT_PROFILE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _set(self, "address", _address("address", self.address))
         _set(self, "home_prefix", _network("home_prefix", self.home_prefix))
         _choice("kind", self.kind, KINDS)
@@ -288,17 +294,17 @@ class HomeAgentSettings:
             raise SettingsError("numbers", f"{self.numbers!r} is not a NumberProfile")
 
     @property
-    def signalling_address(self):
+    def signalling_address(self) -> IPv6Address:
         """The address used towards peers: the HAHA address, else the home agent address."""
         return self.haha_address or self.address
 
     @property
-    def advertises_prefix(self):
+    def advertises_prefix(self) -> bool:
         """Without a home link every home agent advertises the home prefix (draft 3.2)."""
         return self.kind == NO_HOME_LINK
 
     @property
-    def proxies_nd(self):
+    def proxies_nd(self) -> bool:
         """With a home link the primary defends home addresses by proxy ND (draft 3.1)."""
         return self.kind != NO_HOME_LINK
 
@@ -313,12 +319,12 @@ class MobileNodeSettings:
     home_prefix: IPv6Network
     #: Home agent addresses to register with, in order of preference. Empty: discover them with
     #: DHAAD. Also the initial Home Agent list for HASR (draft 5.3 "already recorded").
-    home_agents: tuple = ()
+    home_agents: tuple[IPv6Address, ...] = ()
     #: A mobile router (R flag, RFC 3963) rather than a host.
     mobile_router: bool = False
     #: Mobile Network Prefixes sent in explicit mode (RFC 3963 4.3). Empty with
     #: ``mobile_router``: implicit mode, the home agent knows the prefixes.
-    prefixes: tuple = ()
+    prefixes: tuple[IPv6Network, ...] = ()
     #: Binding lifetime requested, in seconds (the home agent may grant less).
     lifetime: int = 3600
     #: RFC 6275 13 InitialBindackTimeoutFirstReg: the first retransmission timeout of a first
@@ -348,7 +354,7 @@ class MobileNodeSettings:
     #: The numbering profile (the HASR's MH type comes from it); carried for the adapter.
     numbers: NumberProfile = DEFAULT_PROFILE
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _set(self, "home_address", _address("home_address", self.home_address))
         _set(self, "home_prefix", _network("home_prefix", self.home_prefix))
         if self.home_address not in self.home_prefix:
