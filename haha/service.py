@@ -15,9 +15,13 @@ says goodbye with a HELLO of lifetime zero, and releases everything it installed
 service announces its home address on its interface once it is back home (RFC 6275 11.5.4).
 """
 
+from __future__ import annotations
+
 import os
 import random
 import time
+from ipaddress import IPv6Address
+from typing import Any, Callable, Union
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -28,7 +32,7 @@ from . import notices, startup
 from .advertiser import HomeLinkAdvertiser
 from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
 from .control.server import ControlFactory
-from .core.homeagent import HomeAgent, NotServing, home_agents_anycast
+from .core.homeagent import HomeAgent, NotServing
 from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
 from .core.settings import (
     HomeAgentSettings,
@@ -50,13 +54,18 @@ from .security.keyring import (  # importable from here as before (__all__)
     rate_limiter,
     security_policy,
 )
+from .security.policy import SecurityPolicy
+from .security.sadb import SecurityAssociationDatabase
 from .statedir import ensure_directory, unix_socket_path
+from .transports import anycast_membership, build_transport
 
 log = logger("haha.service")
 
 #: The wall clock, read only for what orders runs across restarts: the boot epoch and where an
 #: SA without a recorded sequence number starts (``docs/operations.md``). Tests replace it.
 wall_clock = time.time
+
+AnyConfig = Union[HomeAgentConfig, MobileNodeConfig]
 
 
 # -- settings and keys --------------------------------------------------------------------------
@@ -72,45 +81,15 @@ def mobile_node_settings(config: MobileNodeConfig) -> MobileNodeSettings:
     return config.settings
 
 
-def home_agent_sadb(config):
+def home_agent_sadb(config: HomeAgentConfig) -> SecurityAssociationDatabase | None:
     """:func:`haha.security.keyring.home_agent_sadb` on this module's :data:`wall_clock`."""
     return _keyring.home_agent_sadb(config, wall_clock)
 
 
-# -- transport ----------------------------------------------------------------------------------
+# -- transport and kernel state -----------------------------------------------------------------
 
 
-def build_transport(config, reactor, home_interface=None):
-    """The configured transport (not started)."""
-    t = config.transport
-    if t.kind == "udp":
-        from .io.udp import UdpTransport
-
-        host, port = t.udp_listen
-        return UdpTransport(reactor, port=port, interface=host, peers=t.udp_peers,
-                            max_learned=t.udp_learned, receive_buffer=t.receive_buffer,
-                            send_buffer=t.send_buffer)
-    from .io.raw import RawTransport
-
-    return RawTransport(reactor, interfaces=list(t.interfaces) or None,
-                        default_interface=home_interface, receive_buffer=t.receive_buffer)
-
-
-def anycast_membership(config):
-    """``(address, interface)``: where a home agent joins the Home-Agents anycast address of
-    its home prefix (RFC 6275 10.5, RFC 2526), so that Dynamic Home Agent Address Discovery
-    requests reach it (docs/io.md, "DHAAD on real links").
-
-    On a home link (``home-interface``) the kernel must answer Neighbour Solicitations for the
-    address there, or the home link's router cannot deliver a request at all. Without a home
-    link the address lies inside the home prefix that routing brings to whichever home agent
-    advertises it; joining it on ``lo`` only makes the kernel take the request as local (and
-    drop the unknown ICMPv6 type silently) instead of answering it with Destination
-    Unreachable from the backend's ``unreachable`` prefix route."""
-    return home_agents_anycast(config.home_prefix), config.home_interface or "lo"
-
-
-def _join_anycast(config, transport):
+def _join_anycast(config: HomeAgentConfig, transport: Any) -> tuple[IPv6Address, str] | None:
     """Join :func:`anycast_membership` through ``transport`` when it can (the raw transport);
     a refusal is a start-up failure with a sentence that says what to fix."""
     join = getattr(transport, "join_anycast", None)
@@ -149,7 +128,8 @@ def backend_ownership(config):
                      frozenset({config.address, config.haha_address}), kernel_state_path(config))
 
 
-def _start_services(parent, config, target, labels, gauges):
+def _start_services(parent: Any, config: AnyConfig, target: Any, labels: dict[str, str],
+                    gauges: Callable[[], Any]) -> None:
     """The control socket and metrics endpoint (when configured) as child services; the
     metrics (``parent.metrics``, their own registry) and the adapter's log carry the daemon's
     identity, ``labels["address"]``."""
@@ -158,14 +138,16 @@ def _start_services(parent, config, target, labels, gauges):
     parent.metrics = ServiceMetrics(target.counters, gauges, labels).attach(target.adapter)
     if config.control.socket:
         _runtime_directory(config)
-        strports.service(config.control.socket, ControlFactory(target)).setServiceParent(parent)
+        factory: Any = ControlFactory(target)  # an IProtocolFactory (zope, unseen by mypy)
+        strports.service(config.control.socket, factory).setServiceParent(parent)
     if config.control.metrics:
         strports.service(config.control.metrics, metrics_site(parent.metrics)).setServiceParent(
             parent)
 
 
-def _runtime_directory(config):
+def _runtime_directory(config: AnyConfig) -> None:
     """The control socket's directory, made (0750) when missing (haha.statedir)."""
+    assert config.control.socket is not None
     path = unix_socket_path(config.control.socket)
     directory = os.path.dirname(path) if path else None
     if directory:
@@ -176,7 +158,7 @@ def _runtime_directory(config):
                               f"{e.strerror}", config.path, "control", "socket") from None
 
 
-def _warn_if_insecure(policy):
+def _warn_if_insecure(policy: SecurityPolicy) -> None:
     """Lab mode (no ESP) is logged loudly, three times, at every start."""
     if policy.warning:
         for _ in range(3):
@@ -311,7 +293,7 @@ class HomeAgentService(MultiService):
         yield super().stopService()
         self.log.info("home agent {address} stopped", address=self.config.address)
 
-    def _drain(self, timeout):
+    def _drain(self, timeout: float) -> defer.Deferred[None]:
         """Ask every mobile node to switch away; fire when none is left or at ``timeout``."""
         self._drained = defer.Deferred()
         self.adapter._run(self.machine.drain, self.reactor.seconds())
@@ -345,7 +327,7 @@ class HomeAgentService(MultiService):
 
     # -- IControllable ----------------------------------------------------------------------
 
-    def status(self):
+    def status(self) -> dict[str, Any]:
         m = self.machine
         return jsonable({
             "role": "home-agent",
@@ -367,7 +349,7 @@ class HomeAgentService(MultiService):
             "anycast": list(self.anycast) if self.anycast else None,
         })
 
-    def bindings(self):
+    def bindings(self) -> list[dict[str, Any]]:
         out = []
         for view in sorted(self.machine.snapshot().values(), key=lambda v: int(v[0])):
             out.append(jsonable({
@@ -378,7 +360,7 @@ class HomeAgentService(MultiService):
             }))
         return out
 
-    def peers(self):
+    def peers(self) -> list[dict[str, Any]]:
         out = []
         for address, preference in self.machine.ranked():
             if address == self.machine.identity:
@@ -388,7 +370,7 @@ class HomeAgentService(MultiService):
                               "prefixes": list(e.prefixes) if e is not None else []}))
         return out
 
-    def counters(self):
+    def counters(self) -> dict[str, int]:
         c = dict(self.adapter.counters)
         for k, v in self.machine.counters.items():
             c["core." + k] = v
@@ -402,13 +384,13 @@ class HomeAgentService(MultiService):
         c["peers_now"] = sum(1 for a, _ in self.machine.ranked() if a != self.machine.identity)
         return c
 
-    def command(self, name, arguments):
+    def command(self, name: str, arguments: dict[str, str]) -> Any:
         now = self.reactor.seconds()
         try:
             if name == "switch":
                 hoa = parse_address(arguments["home-address"])
-                target = arguments.get("target")
-                target = parse_address(target) if target else None
+                named = arguments.get("target")
+                target = parse_address(named) if named else None
                 self.adapter.apply(self.machine.switch(hoa, now, target))
                 return {"switch-requested": str(hoa), "target": str(target) if target else None}
             if name == "drain":
@@ -543,7 +525,7 @@ class MobileNodeService(MultiService):
 
     # -- IControllable ----------------------------------------------------------------------
 
-    def status(self):
+    def status(self) -> dict[str, Any]:
         m = self.machine
         return jsonable({
             "role": "mobile-router" if self.config.mobile_router else "mobile-node",
@@ -556,7 +538,7 @@ class MobileNodeService(MultiService):
             "expires_in": None if m.expires is None else m.expires - self.reactor.seconds(),
         })
 
-    def bindings(self):
+    def bindings(self) -> list[dict[str, Any]]:
         m = self.machine
         if m.home_agent is None:
             return []
@@ -564,10 +546,10 @@ class MobileNodeService(MultiService):
                        "home_agent": m.home_agent, "sequence": m.sequence,
                        "prefixes": list(self.config.prefixes)})]
 
-    def peers(self):
+    def peers(self) -> list[str]:
         return jsonable(list(self.machine.known_home_agents))
 
-    def counters(self):
+    def counters(self) -> dict[str, int]:
         c = dict(self.adapter.counters)
         for k, v in self.machine.counters.items():
             c["core." + k] = v
@@ -617,4 +599,4 @@ def _mobile_tunnel(config, reactor, transport):
 
 __all__ = ["HomeAgentService", "MobileNodeService", "NodeKeyring", "anycast_membership",
            "backend_ownership", "home_agent_sadb", "home_agent_settings", "kernel_state_path",
-           "mobile_node_settings", "node_secrets"]
+           "build_transport", "mobile_node_settings", "node_secrets"]
