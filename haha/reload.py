@@ -13,13 +13,9 @@ at the next restart; the log line names what differs. A file that does not load 
 at start-up (its located one-line error is logged) and the daemon runs on unchanged.
 """
 
-import os
-from ipaddress import IPv6Address
-
-from .config import KeyFile
-from .inifile import ConfigError
 from .logging import logger
 from .security import keys as _keys
+from .security.keyring import load_located as _secret, node_key_files
 from .security.sadb import HOME_AGENT, MOBILE_NODE
 
 log = logger("haha.reload")
@@ -32,31 +28,6 @@ _RESTART_FIELDS = ("address", "haha_address", "home_prefix", "configuration", "h
                    "router_advertisements", "router_lifetime", "mobile_routers", "peers",
                    "authorised", "discovery", "backend", "numbers", "transport", "control",
                    "log_level")
-
-
-def node_key_files(config):
-    """``{home address: KeyFile}`` from ``[node-keys]`` and ``node-key-dir``."""
-    nodes = dict(config.security.node_keys)
-    directory = config.security.node_key_dir
-    if directory:
-        for name in sorted(os.listdir(directory)):
-            if not name.endswith(".key"):
-                continue
-            try:
-                hoa = IPv6Address(name[:-4])
-            except ValueError:
-                raise ConfigError(f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
-                                  config.path, "security", "node-key-dir") from None
-            nodes.setdefault(hoa, KeyFile(os.path.join(directory, name),
-                                          (config.path, "security", "node-key-dir", None)))
-    return nodes
-
-
-def _secret(key_file, what):
-    try:
-        return _keys.load_secret(key_file.path)
-    except Exception as e:  # KeyFileError, SecurityConfigError, OSError
-        raise key_file.error(f"{what}: {e}") from None
 
 
 def _same_keys(sadb, specs):

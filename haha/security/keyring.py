@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NodeKeyring", "home_agent_sadb", "load_located", "mobile_node_security", "node_group",
-    "node_secrets", "rate_limiter", "security_policy", "sequence_store",
+    "node_key_files", "node_secrets", "rate_limiter", "security_policy", "sequence_store",
 ]
 
 #: Reads the wall clock (seconds since the epoch).
@@ -120,9 +120,9 @@ def home_agent_sadb(config: HomeAgentConfig,
     return db
 
 
-def node_secrets(config: HomeAgentConfig) -> dict[IPv6Address, bytes]:
-    """``{home address: secret}`` of the mobile nodes a home agent serves with ESP
-    (``[node-keys]`` and ``node-key-dir``; ``[node-keys]`` wins for a node in both)."""
+def node_key_files(config: HomeAgentConfig) -> dict[IPv6Address, KeyFile]:
+    """``{home address: KeyFile}`` of ``[node-keys]`` and ``node-key-dir`` (files named
+    ``HOME-ADDRESS.key``; ``[node-keys]`` wins for a node in both)."""
     from ..config import KeyFile
 
     nodes = dict(config.security.node_keys)
@@ -137,10 +137,16 @@ def node_secrets(config: HomeAgentConfig) -> dict[IPv6Address, bytes]:
                 raise ConfigError(
                     f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
                     config.path, "security", "node-key-dir") from None
-            if hoa not in nodes:
-                nodes[hoa] = KeyFile(os.path.join(directory, name),
-                                     (config.path, "security", "node-key-dir", None))
-    return {hoa: load_located(key_file, "mobile node key") for hoa, key_file in nodes.items()}
+            nodes.setdefault(hoa, KeyFile(os.path.join(directory, name),
+                                          (config.path, "security", "node-key-dir", None)))
+    return nodes
+
+
+def node_secrets(config: HomeAgentConfig) -> dict[IPv6Address, bytes]:
+    """``{home address: secret}`` of the mobile nodes a home agent serves with ESP
+    (:func:`node_key_files`)."""
+    return {hoa: load_located(key_file, "mobile node key")
+            for hoa, key_file in node_key_files(config).items()}
 
 
 def node_group(config: HomeAgentConfig) -> NodeGroup | None:
