@@ -5,6 +5,13 @@ cross-key rule, and return a :class:`HomeAgentConfig` or :class:`MobileNodeConfi
 is a :class:`ConfigError` naming the file, section, key and line. Every key is documented in
 ``docs/configuration.md`` (a test keeps the two in step).
 
+The core's values are validated once, by the core's own settings records
+(:class:`haha.core.settings.HomeAgentSettings`, :class:`~haha.core.settings.MobileNodeSettings`):
+this module reads their keys with their types only, builds the record (``config.settings``, what
+the machines run on) and turns a :class:`~haha.core.settings.SettingsError` into a located
+:class:`ConfigError` through :data:`HOME_AGENT_KEYS` / :data:`MOBILE_NODE_KEYS`. What only the
+service uses (transport, security, control, plugins) is validated here.
+
 Plugin choices (``backend``, ``discovery``) are resolved by name later, in :mod:`haha.plugins`;
 their own sections (``[backend:NAME]``, ``[discovery:NAME]``) travel as located
 :class:`haha.inifile.Section` objects so the plugin's errors are located too.

@@ -1,12 +1,15 @@
 """Everything the sans-IO machines need to know, as frozen dataclasses.
 
 :class:`HomeAgentSettings` configures a :class:`haha.core.homeagent.HomeAgent`,
-:class:`MobileNodeSettings` a :class:`haha.core.mobilenode.MobileNode`. ``haha.config`` maps the
-INI keys onto these fields; every field is documented where it is declared. Construction checks
-every value and raises :class:`SettingsError` naming the field, so a bad configuration never
-reaches a machine. Mappings are frozen (``types.MappingProxyType``) and sequences become tuples.
+:class:`MobileNodeSettings` a :class:`haha.core.mobilenode.MobileNode`; every field is
+documented where it is declared. Construction checks every value and raises
+:class:`SettingsError` naming the field, so a bad configuration never reaches a machine. These
+checks are the only ones on the core's values: ``haha.config`` builds these records from the INI
+keys and reports their refusals at the key's file, section and line. Mappings are frozen
+(``types.MappingProxyType``) and sequences become tuples.
 
-Times are in seconds (``float`` allowed), lifetimes on the wire are converted by the machines.
+Times are in seconds (``float`` allowed); lifetimes on the wire (4-second units) are converted by
+:mod:`haha.wire.lifetime`.
 """
 
 from __future__ import annotations
