@@ -22,8 +22,8 @@ from __future__ import annotations
 import difflib
 import errno
 import os
-import stat
 import re
+import stat
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Callable, Generic, Mapping, Optional, TypeVar, overload
