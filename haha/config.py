@@ -535,10 +535,10 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
     ha = get("home-agent")
     if "home-agent" not in parsed:
         raise ConfigError("a home agent configuration needs a [home-agent] section", path)
-    address = ha.get_address("address", required=True)
+    address = ha.get_address("address", required=True, unicast=False)
     prefix = ha.get_prefix("home-prefix", required=True)
     configuration = ha.get_str("configuration", HOME_LINK)
-    haha_address = ha.get_address("haha-address")
+    haha_address = ha.get_address("haha-address", unicast=False)
     lifetime = ha.get_int("lifetime", 1800)
     hello = ha.get_float("hello-interval", 10.0)
     implicit = ha.get_bool("implicit-mode", True)
@@ -560,7 +560,7 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
         nemo=ha.get_bool("mobile-router-support", True),
         hello_prefixes=ha.get_prefixes("mobile-network-prefixes"),
         mobile_routers=mrs, implicit_prefixes=mrs if implicit else {},
-        peers=peers_sec.get_addresses("static"),
+        peers=peers_sec.get_addresses("static", unicast=False),
         authorised_peer_prefixes=peers_sec.get_prefixes("authorised"),
         max_candidates=peers_sec.get_int("max-candidates", 64),
         numbers=_numbers(get("numbers")),
@@ -621,11 +621,11 @@ def parse_mobile_node(parsed: dict[str, Section], path: str) -> MobileNodeConfig
         raise ConfigError("a mobile node configuration needs a [mobile-node] section", path)
     mn = get("mobile-node")
     ha = mn.get_address("home-agent")
-    has = mn.get_addresses("home-agents")
+    has = mn.get_addresses("home-agents", unicast=False)
     if ha is not None and ha not in has:
         has = (ha,) + has
     settings = _settings(MobileNodeSettings, MOBILE_NODE_KEYS, parsed, path, dict(
-        home_address=mn.get_address("home-address", required=True),
+        home_address=mn.get_address("home-address", required=True, unicast=False),
         home_prefix=mn.get_prefix("home-prefix", required=True),
         home_agents=has,
         lifetime=mn.get_int("lifetime", 600),

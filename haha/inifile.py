@@ -213,16 +213,20 @@ class Section:
         return self._get(key, default, required, conv)
 
     def get_address(self, key: str, default: D = None,  # type: ignore[assignment]
-                    required: bool = False) -> IPv6Address | D:
-        return self._get(key, default, required, parse_address)
+                    required: bool = False, unicast: bool = True) -> IPv6Address | D:
+        """An IPv6 address; ``unicast=False`` reads its syntax only, for a value whose owner
+        (the core's settings) checks what it may be."""
+        return self._get(key, default, required, parse_address if unicast else parse_ipv6)
 
     def get_prefix(self, key: str, default: D = None,  # type: ignore[assignment]
                    required: bool = False) -> IPv6Network | D:
         return self._get(key, default, required, parse_prefix)
 
     def get_addresses(self, key: str, default: tuple[IPv6Address, ...] = (),
-                      required: bool = False) -> tuple[IPv6Address, ...]:
-        return self._get(key, default, required, lambda t: tuple(map(parse_address, split_list(t))))
+                      required: bool = False, unicast: bool = True) -> tuple[IPv6Address, ...]:
+        """A list of IPv6 addresses (``unicast`` as in :meth:`get_address`)."""
+        parse = parse_address if unicast else parse_ipv6
+        return self._get(key, default, required, lambda t: tuple(map(parse, split_list(t))))
 
     def get_prefixes(self, key: str, default: tuple[IPv6Network, ...] = (),
                      required: bool = False) -> tuple[IPv6Network, ...]:
@@ -248,11 +252,17 @@ def split_list(text: str) -> list[str]:
     return [p for p in re.split(r"[,\s]+", text.strip()) if p]
 
 
-def parse_address(text: str) -> IPv6Address:
+def parse_ipv6(text: str) -> IPv6Address:
+    """An IPv6 address, by its syntax only."""
     try:
-        a = IPv6Address(text.strip())
+        return IPv6Address(text.strip())
     except AddressValueError:
         raise ValueError("expected an IPv6 address") from None
+
+
+def parse_address(text: str) -> IPv6Address:
+    """A unicast IPv6 address (not multicast, not unspecified)."""
+    a = parse_ipv6(text)
     if a.is_multicast or a.is_unspecified:
         raise ValueError("expected a unicast IPv6 address")
     return a

@@ -144,3 +144,24 @@ def test_configuration_carries_the_settings_the_core_runs_on():
     assert isinstance(n.settings, MobileNodeSettings)
     node = MobileNodeService.build(n, reactor, transport=hub.endpoint(n.home_address))
     assert node.machine.settings is n.settings
+
+
+@pytest.mark.parametrize("key, value", [
+    ("address", "ff02::1"), ("address", "::1"), ("address", "::"),
+    ("haha-address", "ff05::2"), ("haha-address", "::1"),
+])
+def test_addresses_the_core_refuses_are_located(key, value):
+    """A home agent address that is not unicast (multicast, loopback, unspecified) is refused
+    once, by the settings, at its key and line: loopback too, which the INI reader's own check
+    used to let through to start-up."""
+    text = BASE.replace("home-interface", f"{key} = {value}\nhome-interface") \
+        if key != "address" else BASE.replace("address = 2001:db8:1::1", f"address = {value}")
+    e = _err(text)
+    assert (e.section, e.key) == ("home-agent", key) and "unicast" in e.message
+    assert e.line == (2 if key == "address" else 4)
+
+
+def test_static_peers_the_core_refuses_are_located():
+    """A static peer that is not a unicast address is refused at [peers] static."""
+    e = _err(BASE + "[peers]\nstatic = 2001:db8:1::2, ff02::2\n")
+    assert (e.section, e.key, e.line) == ("peers", "static", 9) and "unicast" in e.message
