@@ -1,0 +1,100 @@
+"""The daemon's keys from its configuration (haha.security.keyring)."""
+
+from ipaddress import IPv6Address as A
+
+import pytest
+
+from haha.config import home_agent_from_text
+from haha.inifile import ConfigError
+from haha.security import keys
+from haha.security.keyring import (
+    NodeKeyring,
+    home_agent_sadb,
+    load_located,
+    node_key_files,
+    node_secrets,
+)
+from haha.security.sadb import HOME_AGENT, SecurityAssociationDatabase
+
+HA = """\
+[home-agent]
+address = 2001:db8:1::1
+home-prefix = 2001:db8:1::/64
+configuration = separate-links
+home-interface = eth0
+[security]
+sequence-file = {tmp}/ha.seq
+node-key-dir = {tmp}/nodes
+{extra}"""
+
+
+def _config(tmp_path, extra=""):
+    (tmp_path / "nodes").mkdir(exist_ok=True)
+    return home_agent_from_text(HA.format(tmp=tmp_path, extra=extra), str(tmp_path / "ha.conf"))
+
+
+def test_node_key_dir_and_node_keys_give_one_secret_per_node(tmp_path):
+    """Files HOME-ADDRESS.key in node-key-dir are node keys, other files are ignored, and a
+    node also listed in [node-keys] takes the [node-keys] file."""
+    d = tmp_path / "nodes"
+    d.mkdir()
+    keys.generate_key_file(str(d / "2001:db8:1::100.key"))
+    keys.generate_key_file(str(d / "2001:db8:1::101.key"))
+    (d / "README").write_text("not a key")
+    own = keys.generate_key_file(str(tmp_path / "own.key"))
+    config = _config(tmp_path, f"[node-keys]\n2001:db8:1::101 = {own}\n")
+    files = node_key_files(config)
+    assert set(files) == {A("2001:db8:1::100"), A("2001:db8:1::101")}
+    assert files[A("2001:db8:1::101")].path == own
+    secrets = node_secrets(config)
+    assert secrets[A("2001:db8:1::101")] == keys.load_secret(own)
+    assert secrets[A("2001:db8:1::100")] == keys.load_secret(str(d / "2001:db8:1::100.key"))
+
+
+def test_badly_named_key_file_is_a_located_error(tmp_path):
+    """A .key file in node-key-dir whose name is no address stops start-up at [security]
+    node-key-dir."""
+    config = _config(tmp_path)
+    (tmp_path / "nodes" / "laptop.key").write_text("00" * 32)
+    with pytest.raises(ConfigError) as e:
+        node_key_files(config)
+    assert (e.value.section, e.value.key) == ("security", "node-key-dir")
+    assert "HOME-ADDRESS.key" in e.value.message
+
+
+def test_unreadable_secret_is_located_on_its_key(tmp_path):
+    """A key file that holds no secret is reported at the key that named it."""
+    config = _config(tmp_path)
+    bad = tmp_path / "nodes" / "2001:db8:1::100.key"
+    bad.write_text("not hex")
+    bad.chmod(0o600)
+    with pytest.raises(ConfigError) as e:
+        load_located(node_key_files(config)[A("2001:db8:1::100")], "mobile node key")
+    assert (e.value.section, e.value.key) == ("security", "node-key-dir")
+    assert e.value.message.startswith("mobile node key: ")
+
+
+def test_home_agent_sadb_reads_the_wall_clock_it_is_given(tmp_path):
+    """The SA database holds a pair per node key, over the sequence file, and its boot epoch
+    comes from the wall clock passed in (the service passes its own, tests a fixed one)."""
+    keys.generate_key_file(str(tmp_path / "n.key"))
+    config = _config(tmp_path, f"[node-keys]\n2001:db8:1::100 = {tmp_path}/n.key\n")
+    read = []
+    db = home_agent_sadb(config, lambda: read.append(1) or 1_800_000_000.0)
+    assert read and db.has_peer(A("2001:db8:1::100")) and db.epoch is not None
+    assert db.sequence_store.path == str(tmp_path / "ha.seq")
+
+
+def test_node_keyring_derives_a_pair_only_for_a_matching_spi():
+    """A mobile node derives the pair of an unknown home agent when its ESP's SPI is the one
+    derived for that home agent, and not for any other SPI."""
+    secret = bytes(range(32))
+    hoa, ha = A("2001:db8:1::100"), A("2001:db8:1::2")
+    ring = NodeKeyring(secret, hoa, SecurityAssociationDatabase())
+    ring.learn(ha, b"\x00\x00\x00\x01" + bytes(20))
+    assert not ring.sadb.has_peer(ha)
+    spi = keys.derive_sa(secret, ha, hoa).spi
+    ring.learn(ha, spi.to_bytes(4, "big") + bytes(20))
+    assert ring.sadb.has_peer(ha) and ha in ring.derived
+    assert {s.spi for s in keys.derive_pair(secret, hoa, ha, HOME_AGENT)} <= {
+        int(r["spi"], 16) for r in ring.sadb.describe()}
