@@ -158,6 +158,10 @@ class Endpoint:
         #: destination); the metrics measure latencies with it (haha.control.timing).
         self.message_taps: List[Callable[[str, Any, Any, float], None]] = []
         self.on_drop: Optional[Callable[[str, Dict[str, Any]], None]] = None
+        #: Packets dropped so far (any reason; ``counters`` has them by reason), and the
+        #: reason of the last one.
+        self.drops = 0
+        self.last_drop: Optional[str] = None
         self._outbox: List[Output] = []
         self._now = 0.0
 
@@ -234,6 +238,8 @@ class Endpoint:
 
     def _drop(self, reason: str, **fields: Any) -> None:
         self.counters["dropped." + reason] += 1
+        self.drops += 1
+        self.last_drop = reason
         if self.on_drop is not None:
             self.on_drop(reason, fields)
 
@@ -375,8 +381,8 @@ class Endpoint:
         return None
 
     def tunnelled(self, packet: Any, data: bytes) -> None:
-        """An IPv6-in-IPv6 packet: queued as :class:`Tunnelled` for the caller to decapsulate."""
-        self.counters["tunnelled-in"] += 1
+        """An IPv6-in-IPv6 packet: queued as :class:`Tunnelled` for the caller to decapsulate
+        (the caller counts it: it knows whether it has something that decapsulates)."""
         self._outbox.append(Tunnelled(data))
 
     def source_known(self, next_header: int, message_type: int, packet: Any) -> bool:

@@ -2,11 +2,22 @@
 
 :class:`Network` connects :class:`~haha.core.homeagent.HomeAgent` and
 :class:`~haha.core.mobilenode.MobileNode` machines by address and carries **encoded** packets
-between them: every message goes through ``encode_mh``/``encode_icmpv6`` and ``build_packet``,
-and back through ``parse_packet`` and ``decode_mh``/``decode_icmpv6``, so the codec is exercised
-end to end. ESP is left out: on a ``secured`` network a message sent with ``protect`` arrives
-marked ``protected_by`` the sender's identity (a home agent's source address, a mobile node's
-home address), as the security layer would mark it.
+between them. Each node runs the pipeline the daemon runs (:mod:`haha.endpoint`): every message
+is encoded, protected with ESP where the policy requires it, built into an IPv6 packet, carried
+as bytes, and on arrival parsed, admitted, authenticated, decoded and checked against the
+security policy before its machine sees it; so the codec, ESP and the policy are exercised end to
+end, and a packet the daemon would drop is dropped here too (``counters["dropped"]``, and each
+node's endpoint counts the reason).
+
+On a ``secured`` network (the default) the keys are those of a deployment with one peer key
+and a node group (docs/security.md): one secret derived from the seed keys every pair of home
+agents (by their signalling addresses), a node group key gives every mobile node its secret
+and every home agent derives the node's SAs on first contact; address take-over carries its
+ESP state as the daemon does. A restarted home agent gets fresh SAs with everyone (the daemon
+keeps its sequence numbers on disk instead). ``secured=False`` runs the lab policy
+(``security = none``): nothing is protected, the known-source checks stay. ``admission``
+(:class:`haha.security.admission.AdmissionSettings`) gives every node the daemon's admission
+budgets; without it nothing is rate limited.
 
 Everything is deterministic: one clock (``network.now``), one seeded :class:`random.Random`
 for the links, and per-machine generators derived from the seed and the node's name. Links
@@ -28,6 +39,7 @@ Typical use::
     assert net.identical_caches()
 """
 
+import hashlib
 import heapq
 import random
 from ipaddress import IPv6Address, IPv6Network
@@ -36,23 +48,23 @@ from haha.core.effects import (
     AdvertisePrefix,
     Event,
     HoldAddress,
-    Inbound,
     InstallRoute,
     ProxyNd,
     RemoveRoute,
-    Send,
-    SendIcmp,
     TunnelDown,
     TunnelUp,
 )
 from haha.core.homeagent import HomeAgent
 from haha.core.mobilenode import MobileNode
 from haha.core.settings import HomeAgentSettings, MobileNodeSettings
-from haha.wire.errors import WireError
-from haha.wire.icmpv6 import decode_icmpv6, encode_icmpv6
-from haha.wire.ipv6 import build_packet, parse_packet
-from haha.wire.mh import decode_mh, encode_mh
-from haha.wire.numbers import DEFAULT_PROFILE, IPPROTO_ICMPV6, IPPROTO_MH
+from haha.endpoint import Datagram, HomeAgentEndpoint, MobileNodeEndpoint
+from haha.security import keys as _keys
+from haha.security.admission import Admission
+from haha.security.nodegroup import NodeGroup, NodeSecrets
+from haha.security.policy import SecurityPolicy
+from haha.security.sadb import HOME_AGENT, SecurityAssociationDatabase
+from haha.security.takeover import TakeoverKeys
+from haha.wire.numbers import DEFAULT_PROFILE
 
 __all__ = ["ForwardingRecorder", "HomeAgentNode", "Link", "MobileNodeNode", "Network"]
 
@@ -131,11 +143,13 @@ class _Node:
         self.incarnation = 0
         self.started = False
         self._token = 0
+        #: The node's :class:`haha.endpoint.Endpoint`: its packet pipeline (ESP, policy...).
+        self.endpoint = None
 
-    def identity_for(self, src):
-        """The SA identity a receiver sees (``protected_by``) for a protected packet this node
-        sends from ``src`` (each kind of node defines it: HomeAgentNode, MobileNodeNode)."""
-        raise NotImplementedError(f"{type(self).__name__} must define identity_for")
+    @property
+    def counters(self):
+        """The endpoint's counters (packets received, dropped by reason, sent...)."""
+        return self.endpoint.counters
 
     def addresses(self):
         """The addresses packets reach this node at (each kind of node defines them)."""
@@ -158,9 +172,6 @@ class HomeAgentNode(_Node):
     @property
     def identity(self):
         return self.machine.identity
-
-    def identity_for(self, src):
-        return src
 
     def addresses(self):
         m = self.machine
@@ -194,9 +205,6 @@ class MobileNodeNode(_Node):
     def home_address(self):
         return self.machine.home_address
 
-    def identity_for(self, src):
-        return self.machine.home_address
-
     def addresses(self):
         m = self.machine
         return {m.care_of} if m.care_of is not None else {m.home_address}
@@ -216,21 +224,30 @@ class MobileNodeNode(_Node):
 
 
 class Network:
-    """The in-memory network. ``seed`` fixes every random choice; ``secured`` marks protected
-    messages as authenticated; ``latency`` is the default one-way delay."""
+    """The in-memory network (module docstring). ``seed`` fixes every random choice (ESP's
+    IVs included); ``secured`` runs ESP and the ESP policy (else the lab policy); ``latency``
+    is the default one-way delay; ``admission`` (an AdmissionSettings) the nodes' budgets."""
 
-    def __init__(self, seed=0, secured=True, latency=0.001, profile=DEFAULT_PROFILE, start=0.0):
+    def __init__(self, seed=0, secured=True, latency=0.001, profile=DEFAULT_PROFILE, start=0.0,
+                 admission=None):
         self.seed = seed
         self.rng = random.Random(f"haha-network/{seed}")
         self.secured = secured
         self.profile = profile
+        self.admission = admission
+        self.policy = SecurityPolicy(profile) if secured else \
+            SecurityPolicy(profile, "none", lab=True)
+        #: The peer key of every pair of home agents, and the node group key.
+        self.peer_secret = hashlib.sha256(f"haha-network/{seed}/peer-key".encode()).digest()
+        self.group_key = hashlib.sha256(f"haha-network/{seed}/node-group".encode()).digest()
         self.now = float(start)
         self.default = Link(latency=latency)
         self.nodes = {}
         self.links = {}
         self.blocked = set()
         self.counters = {"sent": 0, "delivered": 0, "lost": 0, "duplicated": 0,
-                         "partitioned": 0, "no-route": 0, "dead": 0, "undecodable": 0}
+                         "partitioned": 0, "no-route": 0, "dead": 0, "dropped": 0,
+                         "undecodable": 0}
         self._queue = []
         self._seq = 0
         self._in_flight = 0
@@ -249,6 +266,7 @@ class Network:
         node = HomeAgentNode(self, name, HomeAgent(settings, self._rng_for(name, 0)))
         node.alive = False
         self.nodes[name] = node
+        self._home_agent_endpoint(node)
         if start:
             self.start(name)
         return node
@@ -280,8 +298,67 @@ class Network:
             settings = MobileNodeSettings(**fields)
         node = MobileNodeNode(self, name, MobileNode(settings, self._rng_for(name, 0)))
         self.nodes[name] = node
+        self._mobile_node_endpoint(node)
         self._own(node)
         return node
+
+    def _limiter(self, peers=()):
+        if self.admission is None:
+            return None
+        limiter = Admission(self.admission)
+        for peer in peers:
+            limiter.pin(peer)
+        return limiter
+
+    def _sadb(self, node):
+        rng = random.Random(f"haha-esp/{self.seed}/{node.name}/{node.incarnation}")
+        return SecurityAssociationDatabase(rng=rng.randbytes)
+
+    def _home_agent_endpoint(self, node):
+        """The home agent's pipeline, with ESP keys as a daemon configured with the network's
+        peer key and node group key would have them (module docstring)."""
+        m = node.machine
+        sadb = group = None
+        if self.secured:
+            sadb = self._sadb(node)
+            group = NodeGroup(self.group_key, m.settings.home_prefix, m.address)
+            me = m.identity
+            # The configured peers' keys, as a daemon has them (started or not), and every
+            # other home agent's on the network.
+            others = [o for o in self.home_agents(alive=False)
+                      if o is not node and o.endpoint is not None]
+            for peer in set(m.settings.peers) | {o.machine.identity for o in others}:
+                if peer != me:
+                    for spec in _keys.derive_pair(self.peer_secret, me, peer, HOME_AGENT):
+                        sadb.add(spec)
+            for other in others:
+                peer = other.machine.identity
+                # A fresh pair on the other side too: this run's sequence numbers start over.
+                other.endpoint.sadb.remove_peer(me)
+                for spec in _keys.derive_pair(self.peer_secret, peer, me, HOME_AGENT):
+                    other.endpoint.sadb.add(spec)
+            for mn in self.mobile_nodes():
+                mn.endpoint.sadb.remove_peer(m.address)
+                mn.endpoint.keyring.derived.discard(m.address)
+        node.endpoint = HomeAgentEndpoint(m, self.profile, self.policy, sadb,
+                                          self._limiter(m.settings.peers), node_group=group,
+                                          contain_failures=False)
+        if self.secured and m.settings.address_takeover:
+            node.endpoint.takeover_keys = TakeoverKeys(sadb, m.address, NodeSecrets({}, group))
+
+    def _mobile_node_endpoint(self, node):
+        """The mobile node's pipeline: its secret from the node group key, its SAs with each
+        home agent derived on first use (as the daemon's keyring does)."""
+        from haha.service import NodeKeyring
+
+        m = node.machine
+        sadb = keyring = None
+        if self.secured:
+            sadb = self._sadb(node)
+            secret = _keys.derive_node_secret(self.group_key, m.home_address)
+            keyring = NodeKeyring(secret, m.home_address, sadb)
+        node.endpoint = MobileNodeEndpoint(m, self.profile, self.policy, sadb, self._limiter(),
+                                           keyring=keyring, contain_failures=False)
 
     def start(self, name):
         """Start (or restart, with empty state) home agent ``name``."""
@@ -293,6 +370,7 @@ class Network:
                                      self._rng_for(name, node.incarnation + 1))
             node.incarnation += 1
             node.forwarding.clear()
+            self._home_agent_endpoint(node)
         node.alive = True
         node.started = True
         self._own(node)
@@ -364,7 +442,7 @@ class Network:
             return serving[self.rng.randrange(len(serving))]
         return None
 
-    def _transmit(self, sender, packet, protected, dst):
+    def _transmit(self, sender, packet, dst):
         self.counters["sent"] += 1
         target = self._resolve(dst)
         if target is None:
@@ -387,70 +465,53 @@ class Network:
             self._seq += 1
             self._in_flight += 1
             heapq.heappush(self._queue, (self.now + delay, self._seq, "packet",
-                                         (target.name, packet, protected)))
+                                         (target.name, packet)))
 
-    def _encode(self, node, effect):
-        if type(effect) is Send:
-            src, dst = effect.src, effect.dst
-            payload = encode_mh(effect.message, effect.home_address or src,
-                                effect.routing_address or dst, self.profile)
-            packet = build_packet(src, dst, IPPROTO_MH, payload,
-                                  home_address=effect.home_address,
-                                  routing_address=effect.routing_address)
-            protected = node.identity_for(src) if effect.protect is not None else None
-            return packet, protected, dst
-        payload = encode_icmpv6(effect.message, effect.src, effect.dst)
-        return build_packet(effect.src, effect.dst, IPPROTO_ICMPV6, payload), None, effect.dst
-
-    def _apply(self, node, effects):
-        for effect in effects:
-            kind = type(effect)
-            if kind is Send or kind is SendIcmp:
-                packet, protected, dst = self._encode(node, effect)
-                self._transmit(node, packet, protected if self.secured else None, dst)
+    def _flush(self, node):
+        """Carry out what ``node``'s endpoint queued: packets onto the links, events into
+        ``node.events``, forwarding effects into ``node.forwarding``."""
+        for item in node.endpoint.output():
+            kind = type(item)
+            if kind is Datagram:
+                self._transmit(node, item.data, item.destination)
             elif kind is Event:
-                node.events.append((self.now, effect))
+                node.events.append((self.now, item))
             else:
-                node.forwarding.apply(effect)
+                node.forwarding.apply(item)  # IPv6-in-IPv6 and RAs: nothing to do here
         self._own(node)
         self._schedule(node)
 
     def _call(self, node, fn):
         if not node.alive and isinstance(node, HomeAgentNode):
             raise RuntimeError(f"{node.name} is not running")
-        effects = fn(self.now)
-        self._apply(node, effects)
+        effects = node.endpoint.call(self.now, fn, self.now)
+        self._flush(node)
         return effects
 
     def _schedule(self, node):
         node._token += 1
         if not node.alive:
             return
-        t = node.machine.next_deadline()
+        t = node.endpoint.next_timer()
         if t is not None:
             self._seq += 1
             heapq.heappush(self._queue, (max(t, self.now), self._seq, "tick",
                                          (node.name, node._token)))
 
-    def _deliver(self, name, packet, protected):
+    def _deliver(self, name, packet):
         node = self.nodes[name]
         if not node.alive:
             self.counters["dead"] += 1
             return
-        try:
-            p = parse_packet(packet)
-            if p.next_header == IPPROTO_MH:
-                msg = decode_mh(p.payload, p.source, p.destination, self.profile)
-            elif p.next_header == IPPROTO_ICMPV6:
-                msg = decode_icmpv6(p.payload, p.src, p.dst)
-            else:
-                raise WireError("unsupported", f"next header {p.next_header}")
-        except WireError:
-            self.counters["undecodable"] += 1
-            return
+        endpoint = node.endpoint
+        drops = endpoint.drops
         self.counters["delivered"] += 1
-        inbound = Inbound(msg, p.src, p.dst, p.home_address, p.routing_address, protected)
-        self._apply(node, node.machine.receive(inbound, self.now))
+        endpoint.receive(packet, self.now)
+        if endpoint.drops != drops:
+            self.counters["dropped"] += 1
+            if endpoint.last_drop.startswith("malformed-"):
+                self.counters["undecodable"] += 1
+        self._flush(node)
 
     # -- running -------------------------------------------------------------------------------
 
@@ -468,7 +529,8 @@ class Network:
             name, token = data
             node = self.nodes[name]
             if node.alive and token == node._token:
-                self._apply(node, node.machine.tick(self.now))
+                node.endpoint.handle_timer(self.now)
+                self._flush(node)
         return True
 
     def run_until(self, when):
