@@ -246,8 +246,12 @@ class Network:
         self.links = {}
         self.blocked = set()
         self.counters = {"sent": 0, "delivered": 0, "lost": 0, "duplicated": 0,
-                         "partitioned": 0, "no-route": 0, "dead": 0, "dropped": 0,
-                         "undecodable": 0}
+                         "partitioned": 0, "no-route": 0, "dead": 0, "intercepted": 0,
+                         "dropped": 0, "undecodable": 0}
+        #: ``f(sender, target, packet)`` (node names, bytes) for every packet put on a link,
+        #: returning the bytes to carry (changed or not) or None to lose them: an on-path
+        #: attacker, or a test's capture.
+        self.interceptors = []
         self._queue = []
         self._seq = 0
         self._in_flight = 0
@@ -451,6 +455,11 @@ class Network:
         if (sender.name, target.name) in self.blocked:
             self.counters["partitioned"] += 1
             return
+        for intercept in self.interceptors:
+            packet = intercept(sender.name, target.name, packet)
+            if packet is None:
+                self.counters["intercepted"] += 1
+                return
         link = self.links.get((sender.name, target.name), self.default)
         rng = self.rng
         if link.loss and rng.random() < link.loss:
@@ -512,6 +521,11 @@ class Network:
             if endpoint.last_drop.startswith("malformed-"):
                 self.counters["undecodable"] += 1
         self._flush(node)
+
+    def inject(self, name, packet):
+        """Deliver the IPv6 packet ``packet`` (bytes) to node ``name`` now, as if it had
+        arrived from the link (a forged or replayed packet), through its whole pipeline."""
+        self._deliver(name, bytes(packet))
 
     # -- running -------------------------------------------------------------------------------
 
