@@ -162,10 +162,17 @@ class Endpoint:
         #: reason of the last one.
         self.drops = 0
         self.last_drop: Optional[str] = None
+        #: Machine entry points run so far (a caller re-arms its timer only when it changed
+        #: or something was queued: a dropped packet costs neither).
+        self.calls = 0
         self._outbox: List[Output] = []
         self._now = 0.0
 
     # -- output ---------------------------------------------------------------------------
+
+    def has_output(self) -> bool:
+        """Whether anything is queued."""
+        return bool(self._outbox)
 
     def output(self) -> List[Output]:
         """Everything queued since the last call, in order, and empty the queue."""
@@ -196,6 +203,7 @@ class Endpoint:
         """Run a machine entry point at ``now``: ``method(*args, **kw)`` (the machine's own
         ``now`` is among ``args``) and process its effects; returns them, or None when it
         failed (contained, :class:`Failed`)."""
+        self.calls += 1
         try:
             effects = method(*args, **kw)
         except Exception as e:
@@ -428,7 +436,9 @@ class Endpoint:
                               home_address=effect.home_address,
                               routing_address=effect.routing_address)
         self.counters["sent." + type(message).__name__] += 1
-        self._outbox.append(Datagram(packet, effect.dst, effect.src))
+        dst: Any = effect.dst  # the effect records' fields are not typed yet
+        src: Any = effect.src
+        self._outbox.append(Datagram(packet, dst, src))
         for tap in self.message_taps:
             tap("out", message, effect.routing_address or effect.dst, self._now)
 
@@ -458,8 +468,9 @@ class Endpoint:
                            why=str(e))
             return
         self.counters["sent." + type(effect.message).__name__] += 1
-        self._outbox.append(Datagram(build_packet(effect.src, effect.dst, IPPROTO_ICMPV6, data),
-                                     effect.dst, effect.src))
+        dst: Any = effect.dst
+        src: Any = effect.src
+        self._outbox.append(Datagram(build_packet(src, dst, IPPROTO_ICMPV6, data), dst, src))
 
 
 class HomeAgentEndpoint(Endpoint):

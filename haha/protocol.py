@@ -187,8 +187,12 @@ class Adapter:
 
     def packet_received(self, data):
         """The transport's receiver: one complete IPv6 packet."""
-        self.endpoint.receive(data, self.now())
-        self.flush()
+        endpoint = self.endpoint
+        calls = endpoint.calls
+        endpoint.receive(data, self.now())
+        # A packet dropped before the machine queued nothing and moved no deadline.
+        if endpoint.calls != calls or endpoint.has_output():
+            self.flush()
 
     #: What decapsulates IPv6-in-IPv6 (the home agent's backend, the node's tunnel), or None.
     decapsulator = None
