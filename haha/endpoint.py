@@ -31,7 +31,7 @@ drive this class, so every in-memory scenario runs the pipeline the daemon runs.
 from collections import Counter
 from enum import Enum
 from ipaddress import IPv6Address
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from .core.effects import (
     Event,
@@ -108,8 +108,9 @@ class Failed(NamedTuple):
     error: BaseException
 
 
-#: What :meth:`Endpoint.output` yields: packets, and what the caller carries out.
-Output = Union[Datagram, Tunnelled, Advertised, Failed, Event, Any]
+#: What :meth:`Endpoint.output` yields: a :class:`Datagram`, :class:`Tunnelled`,
+#: :class:`Advertised`, :class:`Failed`, an ``Event`` or a forwarding effect of the core.
+Output = Any
 
 
 class _Silent:

@@ -17,6 +17,8 @@ counted (``effect-failed``) and logged. :class:`HomeAgentAdapter` and
 Advertisements; the mobile node's tunnel.
 """
 
+from typing import Any, Callable, List, Optional
+
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
@@ -51,7 +53,7 @@ _INFO_EVENTS = frozenset({
 })
 
 
-def _delegate(name):
+def _delegate(name: str) -> Any:
     """An attribute of the adapter that is its endpoint's."""
     return property(lambda self: getattr(self.endpoint, name),
                     lambda self, value: setattr(self.endpoint, name, value),
@@ -67,7 +69,7 @@ class Adapter:
     (:class:`haha.endpoint.Endpoint`), which :attr:`endpoint` holds.
     """
 
-    role = None
+    role: Optional[str] = None
 
     machine = _delegate("machine")
     profile = _delegate("profile")
@@ -79,8 +81,8 @@ class Adapter:
     #: A :class:`haha.security.takeover.TakeoverKeys` with address take-over and ESP.
     takeover_keys = _delegate("takeover_keys")
 
-    def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
-                 log=None):
+    def __init__(self, machine: Any, transport: Any, clock: Any, profile: Any, policy: Any,
+                 sadb: Any = None, limiter: Any = None, log: Any = None) -> None:
         self.endpoint = self._endpoint(machine, profile, policy, sadb, limiter)
         self.transport = transport
         self.clock = clock
@@ -88,20 +90,22 @@ class Adapter:
         self.endpoint.on_drop = self._log_drop
         #: The endpoint's counters, and the adapter's own (the same Counter).
         self.counters = self.endpoint.counters
-        self.observers = []
-        self._call = None
-        self._deadline = None
+        self.observers: List[Callable[[Any], None]] = []
+        self._call: Any = None
+        self._deadline: Optional[float] = None
         self.running = False
 
-    def _endpoint(self, machine, profile, policy, sadb, limiter):
+    def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
+                  limiter: Any) -> Endpoint:
         return Endpoint(machine, profile, policy, sadb, limiter)
 
     @property
-    def log(self):
+    def log(self) -> Any:
+        """The Twisted logger (the endpoint's too)."""
         return self._log
 
     @log.setter
-    def log(self, log):
+    def log(self, log: Any) -> None:
         self._log = log
         endpoint = self.__dict__.get("endpoint")
         if endpoint is not None:
@@ -109,13 +113,15 @@ class Adapter:
 
     # -- life cycle -------------------------------------------------------------------------
 
-    def now(self):
+    def now(self) -> float:
+        """The clock's time."""
         return self.clock.seconds()
 
-    def start_transport(self):
+    def start_transport(self) -> None:
+        """Start the transport, delivering to :meth:`packet_received`."""
         self.transport.start(self.packet_received)
 
-    def call(self, method, *args, **kw):
+    def call(self, method: Callable[..., Any], *args: Any, **kw: Any) -> Optional[list]:
         """Run a machine entry point (``method(*args, **kw)``) through the endpoint and carry
         out what it queued; returns the effects, or None when the machine failed (logged,
         not raised)."""
@@ -126,12 +132,12 @@ class Adapter:
     #: The name service.py and the lab used before :meth:`call` was public.
     _run = call
 
-    def apply(self, effects):
+    def apply(self, effects: list) -> None:
         """Process ``effects`` (a list from the machine), carry them out, re-arm the timer."""
         self.endpoint.apply(effects, self.now())
         self.flush()
 
-    def flush(self):
+    def flush(self) -> None:
         """Carry out everything the endpoint queued, in order, and re-arm the timer."""
         for item in self.endpoint.output():
             try:
@@ -155,13 +161,14 @@ class Adapter:
                 self.log.failure("carrying out {effect!r} failed", effect=item)
         self._rearm()
 
-    def stop_timer(self):
+    def stop_timer(self) -> None:
+        """Cancel the timer (the service stops it with the machine)."""
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
         self._deadline = None
 
-    def _rearm(self):
+    def _rearm(self) -> None:
         if not self.running:
             self.stop_timer()
             return
@@ -173,7 +180,7 @@ class Adapter:
             self._deadline = deadline
             self._call = self.clock.callLater(max(0.0, deadline - self.now()), self._fire)
 
-    def _fire(self):
+    def _fire(self) -> None:
         self._call = None
         self._deadline = None
         self.endpoint.handle_timer(self.now())
@@ -181,11 +188,11 @@ class Adapter:
 
     # -- inbound ----------------------------------------------------------------------------
 
-    def _log_drop(self, reason, fields):
+    def _log_drop(self, reason: str, fields: dict) -> None:
         if enabled(self._log, LogLevel.debug):
             self._log.debug("dropped a packet: {reason}", reason=reason, **fields)
 
-    def packet_received(self, data):
+    def packet_received(self, data: bytes) -> None:
         """The transport's receiver: one complete IPv6 packet."""
         endpoint = self.endpoint
         calls = endpoint.calls
@@ -195,9 +202,10 @@ class Adapter:
             self.flush()
 
     #: What decapsulates IPv6-in-IPv6 (the home agent's backend, the node's tunnel), or None.
-    decapsulator = None
+    decapsulator: Any = None
 
-    def tunnelled(self, data):
+    def tunnelled(self, data: bytes) -> None:
+        """Hand an IPv6-in-IPv6 packet to the decapsulator (counted either way)."""
         decapsulate = getattr(self.decapsulator, "decapsulate", None)
         if decapsulate is None:
             self.counters["dropped.tunnel-without-backend"] += 1
@@ -209,23 +217,25 @@ class Adapter:
             self.counters["tunnel-failed"] += 1
             self.log.failure("decapsulation failed")
 
-    def router_advertisement(self, source, advertisement):
+    def router_advertisement(self, source: Any, advertisement: Any) -> None:
         """A Router Advertisement passed the policy (home agents feed discovery with it)."""
 
     # -- outbound ---------------------------------------------------------------------------
 
-    def send_mh(self, effect):
+    def send_mh(self, effect: Any) -> None:
         """Encode, protect and send one ``Send`` now (the endpoint's path)."""
         self.apply([effect])
 
-    def send_icmp(self, effect):
+    def send_icmp(self, effect: Any) -> None:
         """Encode and send one ``SendIcmp`` now (the endpoint's path)."""
         self.apply([effect])
 
-    def duty(self, effect):
+    def duty(self, effect: Any) -> None:
+        """Carry out a non-packet effect (each role knows its own)."""
         raise TypeError(f"{self.role} cannot carry out {effect!r}")
 
-    def event(self, event):
+    def event(self, event: Any) -> None:
+        """Log ``event`` (info or debug by name) and tell the observers."""
         level = LogLevel.info if event.name in _INFO_EVENTS else LogLevel.debug
         if enabled(self._log, level):
             # Fields become strings (JSON observers) and the format is built only for events
@@ -248,27 +258,29 @@ class HomeAgentAdapter(Adapter):
 
     node_group = _delegate("node_group")
 
-    def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
-                 backend=None, home_interface=None, ra_listener=None, log=None,
-                 node_group=None):
+    def __init__(self, machine: Any, transport: Any, clock: Any, profile: Any, policy: Any,
+                 sadb: Any = None, limiter: Any = None, backend: Any = None,
+                 home_interface: Optional[str] = None, ra_listener: Any = None,
+                 log: Any = None, node_group: Any = None) -> None:
+        self._node_group = node_group
         super().__init__(machine, transport, clock, profile, policy, sadb, limiter, log)
-        self.endpoint.node_group = node_group
         self.backend = backend
         self.home_interface = home_interface
         self.ra_listener = ra_listener
 
-    def _endpoint(self, machine, profile, policy, sadb, limiter):
-        return HomeAgentEndpoint(machine, profile, policy, sadb, limiter)
+    def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
+                  limiter: Any) -> Endpoint:
+        return HomeAgentEndpoint(machine, profile, policy, sadb, limiter, self._node_group)
 
-    def router_advertisement(self, source, advertisement):
+    def router_advertisement(self, source: Any, advertisement: Any) -> None:
         if self.ra_listener is not None:
             self.ra_listener.router_advertisement(source, advertisement)
 
-    @property
-    def decapsulator(self):
+    @property  # type: ignore[override]
+    def decapsulator(self) -> Any:
         return self.backend
 
-    def duty(self, effect):
+    def duty(self, effect: Any) -> None:
         kind = type(effect)
         b = self.backend
         if kind is InstallRoute:
@@ -305,20 +317,22 @@ class MobileNodeAdapter(Adapter):
 
     keyring = _delegate("keyring")
 
-    def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
-                 tunnel=None, keyring=None, log=None):
+    def __init__(self, machine: Any, transport: Any, clock: Any, profile: Any, policy: Any,
+                 sadb: Any = None, limiter: Any = None, tunnel: Any = None,
+                 keyring: Any = None, log: Any = None) -> None:
+        self._keyring = keyring
         super().__init__(machine, transport, clock, profile, policy, sadb, limiter, log)
-        self.endpoint.keyring = keyring
         self.tunnel = tunnel
 
-    def _endpoint(self, machine, profile, policy, sadb, limiter):
-        return MobileNodeEndpoint(machine, profile, policy, sadb, limiter)
+    def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
+                  limiter: Any) -> Endpoint:
+        return MobileNodeEndpoint(machine, profile, policy, sadb, limiter, self._keyring)
 
-    @property
-    def decapsulator(self):
+    @property  # type: ignore[override]
+    def decapsulator(self) -> Any:
         return self.tunnel
 
-    def duty(self, effect):
+    def duty(self, effect: Any) -> None:
         kind = type(effect)
         if kind is TunnelUp:
             if self.tunnel is not None:
