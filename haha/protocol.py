@@ -145,7 +145,7 @@ class Adapter:
                 if kind is Datagram:
                     self.transport.send(item.data)
                 elif kind is Event:
-                    self.event(item)
+                    self._publish(item)  # counted by the endpoint
                 elif kind is Tunnelled:
                     self.tunnelled(item.data)
                 elif kind is Failed:
@@ -187,6 +187,10 @@ class Adapter:
         self.flush()
 
     # -- inbound ----------------------------------------------------------------------------
+
+    def _drop(self, reason: str, **fields: Any) -> None:
+        """Count and drop a packet (the endpoint's drop, with its debug line)."""
+        self.endpoint._drop(reason, **fields)
 
     def _log_drop(self, reason: str, fields: dict) -> None:
         if enabled(self._log, LogLevel.debug):
@@ -235,7 +239,12 @@ class Adapter:
         raise TypeError(f"{self.role} cannot carry out {effect!r}")
 
     def event(self, event: Any) -> None:
-        """Log ``event`` (info or debug by name) and tell the observers."""
+        """Count ``event``, log it (info or debug by name) and tell the observers (what the
+        adapter does with each event the endpoint queues; the endpoint counts those)."""
+        self.counters["event." + event.name] += 1
+        self._publish(event)
+
+    def _publish(self, event: Any) -> None:
         level = LogLevel.info if event.name in _INFO_EVENTS else LogLevel.debug
         if enabled(self._log, level):
             # Fields become strings (JSON observers) and the format is built only for events
