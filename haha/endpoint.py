@@ -159,33 +159,27 @@ class Endpoint:
         #: destination); the metrics measure latencies with it (haha.control.timing).
         self.message_taps: List[Callable[[str, Any, Any, float], None]] = []
         self.on_drop: Optional[Callable[[str, Dict[str, Any]], None]] = None
-        #: Packets dropped so far (any reason; ``counters`` has them by reason), and the
-        #: reason of the last one.
-        self.drops = 0
-        self.last_drop: Optional[str] = None
         #: Machine entry points run so far (a caller re-arms its timer only when it changed
         #: or something was queued: a dropped packet costs neither).
         self.calls = 0
-        self._outbox: List[Output] = []
+        #: The output queue: read it to see whether anything is queued, take it with
+        #: :meth:`output` (or :meth:`datagrams_to_send`).
+        self.outbox: List[Output] = []
         self._now = 0.0
 
     # -- output ---------------------------------------------------------------------------
 
-    def has_output(self) -> bool:
-        """Whether anything is queued."""
-        return bool(self._outbox)
-
     def output(self) -> List[Output]:
         """Everything queued since the last call, in order, and empty the queue."""
-        out = self._outbox
-        self._outbox = []
+        out = self.outbox
+        self.outbox = []
         return out
 
     def datagrams_to_send(self) -> List[Datagram]:
         """The packets queued since the last call, in order; the rest stays queued."""
-        out = self._outbox
+        out = self.outbox
         packets = [o for o in out if type(o) is Datagram]
-        self._outbox = [o for o in out if type(o) is not Datagram]
+        self.outbox = [o for o in out if type(o) is not Datagram]
         return packets
 
     # -- timers and machine calls -----------------------------------------------------------
@@ -211,7 +205,7 @@ class Endpoint:
             if not self.contain_failures:
                 raise
             self.counters["core-failed"] += 1
-            self._outbox.append(Failed(getattr(method, "__name__", repr(method)), e))
+            self.outbox.append(Failed(getattr(method, "__name__", repr(method)), e))
             return None
         self.apply(effects, now)
         return effects
@@ -233,7 +227,7 @@ class Endpoint:
                 self.send_mh(effect)
             elif kind is Event:
                 self.counters["event." + effect.name] += 1
-                self._outbox.append(effect)
+                self.outbox.append(effect)
             elif kind is SendIcmp:
                 self.send_icmp(effect)
             else:
@@ -241,14 +235,12 @@ class Endpoint:
 
     def duty(self, effect: Any) -> None:
         """A non-packet effect: queued for the caller (a subclass may act on it first)."""
-        self._outbox.append(effect)
+        self.outbox.append(effect)
 
     # -- inbound ----------------------------------------------------------------------------
 
     def _drop(self, reason: str, **fields: Any) -> None:
         self.counters["dropped." + reason] += 1
-        self.drops += 1
-        self.last_drop = reason
         if self.on_drop is not None:
             self.on_drop(reason, fields)
 
@@ -326,7 +318,17 @@ class Endpoint:
             tap("in", message, packet.home_address or packet.src, now)
         inbound = make_inbound(message, packet.src, packet.dst, packet.home_address,
                                packet.routing_address, protected_by)
-        self.call(now, self.machine.receive, inbound, now)
+        # Endpoint.call inlined: this is the per-packet path.
+        self.calls += 1
+        try:
+            effects = self.machine.receive(inbound, now)
+        except Exception as e:
+            if not self.contain_failures:
+                raise
+            self.counters["core-failed"] += 1
+            self.outbox.append(Failed("receive", e))
+            return None
+        self.apply(effects, now)
         return None
 
     def _known_sa(self, esp: bytes) -> bool:
@@ -392,7 +394,7 @@ class Endpoint:
     def tunnelled(self, packet: Any, data: bytes) -> None:
         """An IPv6-in-IPv6 packet: queued as :class:`Tunnelled` for the caller to decapsulate
         (the caller counts it: it knows whether it has something that decapsulates)."""
-        self._outbox.append(Tunnelled(data))
+        self.outbox.append(Tunnelled(data))
 
     def source_known(self, next_header: int, message_type: int, packet: Any) -> bool:
         """Lab mode only (nothing arrived in ESP): whether the sender is one the policy may
@@ -439,7 +441,7 @@ class Endpoint:
         self.counters["sent." + type(message).__name__] += 1
         dst: Any = effect.dst  # the effect records' fields are not typed yet
         src: Any = effect.src
-        self._outbox.append(Datagram(packet, dst, src))
+        self.outbox.append(Datagram(packet, dst, src))
         for tap in self.message_taps:
             tap("out", message, effect.routing_address or effect.dst, self._now)
 
@@ -471,7 +473,7 @@ class Endpoint:
         self.counters["sent." + type(effect.message).__name__] += 1
         dst: Any = effect.dst
         src: Any = effect.src
-        self._outbox.append(Datagram(build_packet(src, dst, IPPROTO_ICMPV6, data), dst, src))
+        self.outbox.append(Datagram(build_packet(src, dst, IPPROTO_ICMPV6, data), dst, src))
 
 
 class HomeAgentEndpoint(Endpoint):
@@ -539,12 +541,12 @@ class HomeAgentEndpoint(Endpoint):
         return bool(self.machine.is_known_peer(packet.source))
 
     def router_advertisement(self, packet: Any, advertisement: Any) -> None:
-        self._outbox.append(Advertised(packet.src, advertisement))
+        self.outbox.append(Advertised(packet.src, advertisement))
 
     def duty(self, effect: Any) -> None:
         if type(effect) is HoldAddress and self.takeover_keys is not None:
             self.takeover_keys.apply(effect)  # the SAs of the address held or released
-        self._outbox.append(effect)
+        self.outbox.append(effect)
 
 
 class MobileNodeEndpoint(Endpoint):

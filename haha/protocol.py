@@ -139,7 +139,11 @@ class Adapter:
 
     def flush(self) -> None:
         """Carry out everything the endpoint queued, in order, and re-arm the timer."""
-        for item in self.endpoint.output():
+        endpoint = self.endpoint
+        items = endpoint.outbox
+        if items:
+            endpoint.outbox = []
+        for item in items:
             try:
                 kind = type(item)
                 if kind is Datagram:
@@ -202,7 +206,7 @@ class Adapter:
         calls = endpoint.calls
         endpoint.receive(data, self.now())
         # A packet dropped before the machine queued nothing and moved no deadline.
-        if endpoint.calls != calls or endpoint.has_output():
+        if endpoint.calls != calls or endpoint.outbox:
             self.flush()
 
     #: What decapsulates IPv6-in-IPv6 (the home agent's backend, the node's tunnel), or None.

@@ -368,6 +368,7 @@ class Network:
         node.endpoint = HomeAgentEndpoint(m, self.profile, self.policy, sadb,
                                           self._limiter(m.settings.peers), node_group=group,
                                           contain_failures=False)
+        node.endpoint.on_drop = self._dropped
         if self.secured and m.settings.address_takeover:
             node.endpoint.takeover_keys = TakeoverKeys(sadb, m.address, NodeSecrets({}, group))
 
@@ -384,6 +385,13 @@ class Network:
             keyring = NodeKeyring(secret, m.home_address, sadb)
         node.endpoint = MobileNodeEndpoint(m, self.profile, self.policy, sadb, self._limiter(),
                                            keyring=keyring, contain_failures=False)
+        node.endpoint.on_drop = self._dropped
+
+    def _dropped(self, reason: str, fields: Dict[str, Any]) -> None:
+        """A node's endpoint dropped a packet (it counts the reason)."""
+        self.counters["dropped"] += 1
+        if reason.startswith("malformed-"):
+            self.counters["undecodable"] += 1
 
     def start(self, name: str) -> _Node:
         """Start (or restart, with empty state) home agent ``name``."""
@@ -535,14 +543,8 @@ class Network:
         if not node.alive:
             self.counters["dead"] += 1
             return
-        endpoint = node.endpoint
-        drops = endpoint.drops
         self.counters["delivered"] += 1
-        endpoint.receive(packet, self.now)
-        if endpoint.drops != drops:
-            self.counters["dropped"] += 1
-            if endpoint.last_drop.startswith("malformed-"):
-                self.counters["undecodable"] += 1
+        node.endpoint.receive(packet, self.now)
         self._flush(node)
 
     def inject(self, name: str, packet: bytes) -> None:
