@@ -3,7 +3,9 @@ and what ESP or the security policy refuses -- a flipped ICV bit, a replay, an u
 wrongly protected message -- is dropped before any machine sees it."""
 
 from ipaddress import IPv6Address as A
+from ipaddress import IPv6Network as N
 
+from haha.core.settings import HomeAgentSettings
 from haha.security.admission import AdmissionSettings
 from haha.testing import Network
 from haha.wire.ipv6 import build_packet, parse_packet
@@ -195,3 +197,36 @@ def test_admission_budgets_apply_in_the_network():
     mn.move(COA2)
     net.run_until_idle(timeout=60)
     assert has[0].machine.cache.get(HOA).care_of == COA2
+
+
+def test_address_take_over_continues_the_dead_peers_esp():
+    """With address take-over the survivor speaks with the dead peer's node as that peer, in
+    ESP: it derives the SA pair of the held address (TakeoverKeys), continues above the
+    sequence numbers the BIUs announced, and the node's refreshes, sent to the dead peer's
+    address, are authenticated by it -- no replay or authentication drop anywhere."""
+    prefix = N("2001:db8:1::/64")
+    addresses = [A(f"2001:db8:1::{i}") for i in (1, 2, 3)]
+    signalling = [A(f"2001:db8:f::{i}") for i in (1, 2, 3)]
+    net = Network(seed=2)
+    has = [net.add_home_agent(f"ha{i + 1}", HomeAgentSettings(
+        address=addresses[i], haha_address=signalling[i], home_prefix=prefix,
+        peers=tuple(s for s in signalling if s != signalling[i]), ha_lifetime=10,
+        hello_interval=2.0, boot_wait=5.0, address_takeover=True)) for i in range(3)]
+    net.run_for(10)
+    mn = net.add_mobile_node("mn", home_address=HOA, home_agents=[addresses[0]], lifetime=40,
+                             obeys_switch=False, registration_attempts=0)
+    mn.start(COA)
+    net.run_until_idle(timeout=30)
+    net.kill("ha1")
+    net.run_until_true(lambda: addresses[0] in has[1].forwarding.held, timeout=30)
+    received = has[1].counters["received.BindingUpdate"]
+    net.run_for(120)
+    keys = has[1].endpoint.takeover_keys
+    assert keys.counters["sas-derived"] == 2 and keys.counters["esp-state-learned"] > 0
+    assert has[1].endpoint.sadb.has_local(addresses[0], HOA)
+    assert has[1].counters["received.BindingUpdate"] > received  # refreshes, authenticated
+    assert mn.machine.state == "registered" and mn.machine.home_agent == addresses[0]
+    for node in net.nodes.values():
+        bad = {k: v for k, v in node.counters.items()
+               if k in ("dropped.replay", "dropped.too-old", "dropped.auth-failed")}
+        assert not bad, (node.name, bad)
