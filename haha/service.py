@@ -259,7 +259,7 @@ class HomeAgentService(MultiService):
             raise
         self.adapter.running = True
         self.started_at = self.reactor.seconds()
-        self.adapter._run(self.machine.start, self.reactor.seconds())
+        self.adapter.call(self.machine.start, self.reactor.seconds())
         if self.advertiser is not None:
             self.advertiser.start()
         self.discovery.start(self)
@@ -276,7 +276,7 @@ class HomeAgentService(MultiService):
                 self.machine.serving:
             yield self._drain(self.config.drain_timeout)
         notices.report_left_behind(self.machine)
-        self.adapter._run(self.machine.stop, self.reactor.seconds())
+        self.adapter.call(self.machine.stop, self.reactor.seconds())
         if self.advertiser is not None:
             self.advertiser.stop()
         self.adapter.running = False
@@ -296,7 +296,7 @@ class HomeAgentService(MultiService):
     def _drain(self, timeout: float) -> defer.Deferred[None]:
         """Ask every mobile node to switch away; fire when none is left or at ``timeout``."""
         self._drained = defer.Deferred()
-        self.adapter._run(self.machine.drain, self.reactor.seconds())
+        self.adapter.call(self.machine.drain, self.reactor.seconds())
         if not self.machine.cache.primary_count and not self._drained.called:
             self._drained.callback(None)
         # At ``timeout`` the wait is cancelled and the stop goes on with what is left.
@@ -320,10 +320,10 @@ class HomeAgentService(MultiService):
                               " ({held} more since the last such line)",
                               peer=address, source=source, held=held)
             return
-        self.adapter._run(self.machine.add_peer, address, self.reactor.seconds(), source)
+        self.adapter.call(self.machine.add_peer, address, self.reactor.seconds(), source)
 
     def peer_disappeared(self, address, source):
-        self.adapter._run(self.machine.remove_peer, address, self.reactor.seconds(), source)
+        self.adapter.call(self.machine.remove_peer, address, self.reactor.seconds(), source)
 
     # -- IControllable ----------------------------------------------------------------------
 
@@ -468,7 +468,7 @@ class MobileNodeService(MultiService):
         self.adapter.running = True
         self.leaving = False
         self.started_at = self.reactor.seconds()
-        self.adapter._run(self.machine.start, self.reactor.seconds(),
+        self.adapter.call(self.machine.start, self.reactor.seconds(),
                           care_of=self.config.care_of_address)
         if self.care_of_watch is not None:
             self.care_of_watch.start()
@@ -488,7 +488,7 @@ class MobileNodeService(MultiService):
         if not acknowledged:
             self.log.warn("stopping without an acknowledged deregistration from {ha}",
                           ha=self.machine.target)
-        self.adapter._run(self.machine.stop, self.reactor.seconds())
+        self.adapter.call(self.machine.stop, self.reactor.seconds())
         self.adapter.running = False
         self.adapter.stop_timer()
         if self.adapter.sadb is not None:
@@ -499,7 +499,7 @@ class MobileNodeService(MultiService):
 
     def move(self, care_of):
         """Movement detection found ``care_of`` (embedders call this)."""
-        self.adapter._run(self.machine.move, care_of, self.reactor.seconds())
+        self.adapter.call(self.machine.move, care_of, self.reactor.seconds())
         if self.care_of_watch is not None and self.running:
             self.care_of_watch.check()
 
@@ -568,7 +568,7 @@ class MobileNodeService(MultiService):
             self.move(coa)
             return {"care_of": str(coa)}
         if name == "home":
-            self.adapter._run(self.machine.return_home, self.reactor.seconds())
+            self.adapter.call(self.machine.return_home, self.reactor.seconds())
             return {"state": self.machine.state}
         raise ValueError(f"unknown command {name!r}; known: move, home")
 
