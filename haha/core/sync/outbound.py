@@ -42,8 +42,8 @@ from haha.wire.options import (
 )
 
 from haha.wire.records import maker
-from .effects import make_send
-from .seqnum import units_ceil
+from ..effects import make_send
+from ..seqnum import units_ceil
 
 UNSPECIFIED = IPv6Address(0)
 SINGLE_RETRIES = 3
