@@ -22,21 +22,15 @@ first-ranked live home agent takes over its mobile nodes from its copies and sen
 naming itself.
 """
 
-import math
 import random
 from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Tuple
 
 from haha.wire.addresses import address_int
-from haha.wire.icmpv6 import RA_H, DhaadReply, DhaadRequest, RouterAdvertisement
+from haha.wire.icmpv6 import DhaadReply, DhaadRequest, RouterAdvertisement
 from haha.wire.mh import (
-    BA_R,
     BE_UNKNOWN_MH_TYPE,
-    BU_A,
-    BU_H,
-    BU_R,
-    BindingAck,
     BindingError,
     BindingInfoAck,
     BindingInfoRequest,
@@ -45,16 +39,13 @@ from haha.wire.mh import (
     HaHello,
     UnknownMessage,
 )
-from haha.wire.options import AlternateCareOfAddress
-from haha.wire.options import BindingDigest, MobileNetworkPrefix
 
-from haha.wire.records import maker
-from . import candidates, halist, registration
+from . import halist
 from .addrtakeover import AddressTakeover
 from .antientropy import AntiEntropy
 from .cache import Binding, BindingCache
 from .duties import duties_of, transition
-from .effects import AdvertisePrefix, Event, Inbound, Send, SendIcmp, make_install, make_send
+from .effects import AdvertisePrefix, Event, Inbound, Send, SendIcmp
 from .flapwatch import FlapWatch
 from .halifecycle import (
     ACCEPT,
@@ -70,9 +61,10 @@ from .halifecycle import (
     NotServing,
     TableViolation,
 )
-from .seqnum import next_sequence
+from .peering import Peering
+from .registrar import Registrar
 from .slices import Backlog
-from .switching import SWITCH_TRIES, SwitchRequests, drain_target, take_over
+from .switching import SWITCH_TRIES, SwitchRequests, drain_target
 from .sync import UNSPECIFIED, Sync, SyncReceiver
 from .tombstones import TOMBSTONE_TIME, TOMBSTONE_WINDOW, Tombstones
 
@@ -90,8 +82,6 @@ __all__ = ["BOOTING", "CREATED", "DHAAD_MAX_ADDRESSES", "DRAINING", "SERVING", "
 #: At most this many addresses in a DHAAD reply: (1280 - 40 - 8) / 16 (RFC 6275 10.5 asks
 #: the reply to fit the minimum MTU).
 DHAAD_MAX_ADDRESSES = 77
-
-_ba = maker(BindingAck)
 
 Effects = List[Any]
 _Receiver = Callable[[Inbound, Any, float, Effects], None]
@@ -139,7 +129,6 @@ class HomeAgent:
         self.sync = Sync(settings, self.rng, self.counters)
         self.sync_in = SyncReceiver(self)
         self.antientropy = AntiEntropy()
-        self._untold: set = set()  # peers declared dead: what we registered since is not theirs
         # Take-over, bulk answers and sweeps run in slices (haha.core.slices); so do expiry
         # and switch retransmissions, at most work.size each per tick.
         self.work = Backlog(counters=self.counters)
@@ -150,12 +139,10 @@ class HomeAgent:
         self.identity = settings.signalling_address
         self.anycast = home_agents_anycast(settings.home_prefix)
         self.preference = settings.preference
-        self._net = address_int(settings.home_prefix.network_address)
-        self._mask = address_int(settings.home_prefix.netmask)
-        self._known = candidates.KnownPeers(settings.peers, settings.max_candidates,
-                                            settings.ha_lifetime, self.peers.__contains__)
-        self._hello_seq = self.rng.randrange(1 << 16)
-        self._next_hello: Optional[float] = None
+        self.home_net = address_int(settings.home_prefix.network_address)
+        self.home_mask = address_int(settings.home_prefix.netmask)
+        self.peering = Peering(self)  # HELLOs, peers coming and going
+        self.registrar = Registrar(self)  # Binding Updates
         self._boot_until: Optional[float] = None
         self.tombstones = Tombstones(settings.biu_max_timeout)
         self._drain_reported = False
@@ -242,7 +229,7 @@ class HomeAgent:
         out.append(Event("started", state=self.state))
         if self.settings.send_hello:
             self._send_hellos(now, out)
-        self.takeover.start(self._known, now, out)
+        self.takeover.start(self.peering.known, now, out)
         if self.state is HAState.SERVING:
             self.takeover.boot_over(self.peers, out)
 
@@ -270,7 +257,7 @@ class HomeAgent:
             out.append(AdvertisePrefix(self.settings.home_prefix, False))
         self.takeover.stop(out)
         self._enter(HAState.STOPPED)
-        self._next_hello = None
+        self.peering.next_hello = None
         self._boot_until = None
         self.work.clear()
         out.append(Event("stopped", primaries=self.cache.primary_count))
@@ -331,19 +318,7 @@ class HomeAgent:
         return self._input(HAInput.ADD_PEER, now, [], address, source)
 
     def _add_peer(self, now: float, out: Effects, address: Any, source: str) -> None:
-        if address == self.identity:
-            return
-        if not self._authorised(address):
-            self.counters["peer-refused"] += 1
-            out.append(Event("peer-refused", peer=address, source=source))
-            return
-        added = self._known.add(address, now)
-        if added == candidates.FULL:
-            self.counters["peer-refused:candidates-full"] += 1
-        elif added == candidates.ADDED:
-            out.append(Event("peer-known", peer=address, source=source))
-            if self.settings.send_hello and self.running:
-                self._send_hello(address, now, out)
+        self.peering.add(address, now, source, out)
 
     def remove_peer(self, address: Any, now: float, source: str = "discovery") -> Effects:
         """A discovery strategy no longer proposes ``address``. Static peers stay known; a
@@ -353,14 +328,7 @@ class HomeAgent:
         return self._input(HAInput.REMOVE_PEER, now, [], address, source)
 
     def _remove_peer(self, now: float, out: Effects, address: Any, source: str) -> None:
-        if address in self.settings.peers or address not in self._known:
-            return
-        if address in self.peers:
-            self.counters["peer-withdrawal-ignored:live"] += 1
-            return
-        self._known.discard(address)
-        out.append(Event("peer-forgotten", peer=address, source=source))
-        self._untold.discard(address)
+        self.peering.remove(address, now, source, out)
 
     def request_binding(self, now: float, home_address: Any = None,
                         prefix: Any = None) -> Effects:
@@ -394,7 +362,7 @@ class HomeAgent:
     @property
     def known_peers(self) -> FrozenSet[Any]:
         """Signalling addresses of every peer known (static or discovered), live or not."""
-        return frozenset(self._known)
+        return frozenset(self.peering.known)
 
     def ranked(self) -> List[Tuple[Any, int]]:
         """``(signalling address, preference)`` of every live home agent in sync
@@ -429,7 +397,7 @@ class HomeAgent:
     def is_known_peer(self, address: Any) -> bool:
         """Whether ``address`` is a configured or accepted peer home agent (its signalling
         address): the adapter's known-source test for HAHA messages in lab mode."""
-        return address in self._known
+        return address in self.peering.known
 
     def busy(self) -> bool:
         """True while synchronisation or switch requests are still outstanding."""
@@ -442,7 +410,7 @@ class HomeAgent:
     def next_deadline(self) -> Optional[float]:
         """The absolute time of the next timer, or None."""
         candidates = [self.cache.next_expiry(), self.peers.next_expiry(),
-                      self.sync.next_deadline(), self._next_hello, self._boot_until,
+                      self.sync.next_deadline(), self.peering.next_hello, self._boot_until,
                       self.switching.next_deadline(), self.takeover.next_deadline(),
                       self.work.next_deadline()]
         due = [t for t in candidates if t is not None]
@@ -461,12 +429,13 @@ class HomeAgent:
         if batch:
             self.sync.flush(now, out)
         for e in self.peers.pop_expired(now):
-            self._peer_down(e.address, "expired", now, out)
+            self.peering.down(e.address, "expired", now, out)
         self.sync.tick(now, out)
         if self._boot_until is not None and now >= self._boot_until:
             self._input(HAInput.BOOT_OVER, now, out)
-        if self._next_hello is not None and now >= self._next_hello:
-            self._send_hellos(now, out)
+        next_hello = self.peering.next_hello
+        if next_hello is not None and now >= next_hello:
+            self.peering.send_hellos(now, out)
         self.switching.tick(now, out, self.work.size or None)
         if self.takeover.enabled:
             self.takeover.tick(now, out)
@@ -502,92 +471,7 @@ class HomeAgent:
     # -- Binding Update (RFC 6275 10.3, RFC 3963 6.2) --------------------------------------
 
     def _on_bu(self, inb: Inbound, bu: BindingUpdate, now: float, out: Effects) -> None:
-        hoa = inb.home_address or inb.src
-        flags = bu.flags
-        if not flags & BU_H:
-            # Not a home registration: correspondent registrations need return routability
-            # (RFC 6275 9.5.1), which a home agent without route optimisation discards.
-            return self.drop(out, "not-home-registration", inb)
-        by = inb.protected_by
-        if by is not None and by is not hoa and by != hoa:
-            return self.drop(out, "sa-mismatch", inb, home_address=hoa)
-        care_of = inb.src
-        for o in bu.options:
-            if type(o) is AlternateCareOfAddress:
-                care_of = o.address
-                break
-        if care_of != hoa and address_int(care_of) & self._mask == self._net \
-                and bu.lifetime and self.settings.proxies_nd:
-            # A node started on its home link may send a BU or two with a care-of address in
-            # the home prefix before it notices it is home (docs/protocol.md 9): no tunnel to the
-            # home link, no rejection that would make it give up on this home agent.
-            return self.drop(out, "care-of-in-home-prefix", inb, home_address=hoa)
-        held = self.cache.get(hoa)
-        v = registration.examine(self.settings, bu, hoa, care_of, held,
-                                 self.state is HAState.DRAINING)
-        action = v.action
-        if action == registration.REGISTER:
-            self._register(hoa, care_of, bu, v, inb.dst, held, now, out)
-        elif action == registration.DEREGISTER:
-            self._deregister(held, now, out, "deregistered")
-            self.counters["bu-deregistered"] += 1
-        elif action == registration.DUPLICATE:
-            self.counters["bu-duplicate"] += 1
-        else:
-            self.counters[f"bu-rejected:{v.status}"] += 1
-        if flags & BU_A or v.status >= 128:
-            routing = inb.home_address if inb.home_address is not None \
-                and inb.home_address != inb.src else None
-            ba_flags = BA_R if flags & BU_R and self.settings.nemo else 0
-            out.append(make_send(_ba(v.status, v.sequence, v.lifetime, ba_flags, ()),
-                                 inb.dst, inb.src, None, routing, hoa))
-
-    def _register(self, hoa: Any, care_of: Any, bu: BindingUpdate, v: Any, local: Any,
-                  held: Optional[Binding], now: float, out: Effects) -> None:
-        lifetime = v.lifetime << 2
-        expires = now + lifetime
-        prefixes = v.prefixes
-        if held is not None and held.care_of != care_of:
-            self.flaps.moved(hoa, held.care_of, care_of, now, out)
-        if held is not None and held.primary is None:
-            # A refresh or a move of our own primary: duties change only with the tunnel.
-            same = held.care_of == care_of and held.prefixes == prefixes and held.local == local
-            b = self.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires,
-                                 prefixes, None, local, now, held)
-            if not same:
-                # Still primary, so proxy duty unchanged; the tunnel moved.
-                out.append(make_install(duties_of(self.settings, b)[0]))
-                out.append(Event("binding-updated", home_address=hoa, care_of=care_of,
-                                 sequence=bu.sequence))
-        else:
-            previous = held.primary if held is not None else None
-            old = duties_of(self.settings, held)
-            b = self.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires,
-                                 prefixes, None, local, now, held)
-            transition(hoa, old, duties_of(self.settings, b), out)
-            out.append(Event("binding-created", home_address=hoa, care_of=care_of,
-                             sequence=bu.sequence, prefixes=prefixes, previous=previous))
-        self.counters["bu-accepted"] += 1
-        if self.tombstones:
-            self.tombstones.lift(hoa)
-        switching = self.switching
-        if switching:
-            st = switching.get(hoa)
-            if st is not None and st.sequence != bu.sequence:
-                switching.cancel(hoa)
-        self.sync.publish(b, now, out)
-
-    def _deregister(self, held: Binding, now: float, out: Effects, why: str) -> None:
-        hoa = held.home_address
-        self.cache.remove(hoa)
-        self.tombstones.bury(hoa, held.sequence, now)
-        transition(hoa, duties_of(self.settings, held), (None, False), out)
-        self.switching.cancel(hoa)
-        out.append(Event("binding-deleted", home_address=hoa, reason=why,
-                         primary=held.primary is None))
-        # Whoever held it, the deregistration reached this home agent: tell everybody.
-        self.sync.publish(held, now, out, deleted=True)
-        self.check_drained(out)
+        self.registrar.binding_update(inb, bu, now, out)
 
     # -- BIU, BIA, BIR: haha.core.sync ----------------------------------------------------
 
@@ -601,115 +485,21 @@ class HomeAgent:
                 out: Effects) -> None:
         self.sync_in.bir(inb, bir, now, out)
 
-    # -- HELLO (draft 5.4) -----------------------------------------------------------------
+    # -- HELLO, Router Advertisements, peers coming and going: haha.core.peering ---------
 
     def peer_check(self, inb: Inbound, out: Effects) -> bool:
         """Whether ``inb`` comes from a known peer, protected by that peer's SA when
         protection is required; if not, it is counted and dropped."""
-        src = inb.src
-        if src not in self._known:
-            self.drop(out, "unknown-peer", inb)
-            return False
-        by = inb.protected_by
-        if by is None:
-            if self.settings.peer_protection_required:
-                self.drop(out, "unprotected", inb)
-                return False
-        elif by is not src and by != src:
-            self.drop(out, "sa-mismatch", inb)
-            return False
-        return True
-
-    _peer_check = peer_check  # the old name
+        return self.peering.check(inb, out)
 
     def _on_hello(self, inb: Inbound, hello: HaHello, now: float, out: Effects) -> None:
-        if not self.peer_check(inb, out):
-            return
-        self.counters["hello-received"] += 1
-        prefix = self.settings.home_prefix
-        if hello.prefix_length != prefix.prefixlen or (
-                hello.home_agent not in prefix and not self.settings.advertises_prefix):
-            return self.drop(out, "foreign-prefix", inb)
-        result = self.peers.hello(inb.src, hello, now)
-        if result == halist.STALE:
-            return self.drop(out, "stale-hello", inb, sequence=hello.sequence)
-        self.takeover.peer_hello(inb.src, hello)
-        if self.settings.hello_misses and result != halist.DELETED:
-            e = self.peers.get(inb.src)
-            if e is not None:  # fast failure detection (settings.hello_misses)
-                e.expires = min(e.expires,
-                                now + self.settings.hello_misses * self.settings.hello_interval)
-        self._peer_result(inb.src, result, now, out)
-        self._check_digest(inb.src, hello, now, out)
+        self.peering.hello(inb, hello, now, out)
 
-    def _check_digest(self, peer: Any, hello: HaHello, now: float, out: Effects) -> None:
-        """Anti-entropy (:mod:`.antientropy`): compare the HELLO's digest of ``peer``'s
-        primaries with our copies naming it; a lasting difference asks it for everything."""
-        if peer not in self.peers or not self.serving:
-            return
-        theirs = None
-        for o in hello.options:
-            if type(o) is BindingDigest:
-                theirs = (o.count, o.digest)
-        mine = self.cache.digest(peer)
-        if self.antientropy.heard(peer, theirs, mine, now):
-            assert theirs is not None
-            self.counters["anti-entropy-repairs"] += 1
-            out.append(Event("anti-entropy-repair", peer=peer, theirs=theirs[0], ours=mine[0]))
-            self.sync.request(peer, None, now, out)
-
-    def _peer_result(self, address: Any, result: Any, now: float, out: Effects) -> None:
-        if result == halist.RESTARTED:
-            # Its HELLO sequence jumped back: it restarted and must answer again before it
-            # is ranked (halist); it asks us for everything itself.
-            out.append(Event("peer-restarted", peer=address))
-            if self.serving:
-                self.sync.request(address, None, now, out)
-        elif result == halist.NEW:
-            self.sync.add_peer(address)
-            e = self.peers.get(address)
-            self.takeover.peer_seen(address, e.home_agent)
-            out.append(Event("peer-up", peer=address, home_agent=e.home_agent,
-                             preference=e.preference, via=e.source))
-            if self.settings.send_hello and e.source == "hello":
-                self._send_hello(address, now, out)
-            if self.serving:
-                self.sync.request(address, None, now, out)
-            if address in self._untold and self.serving:
-                # Push as well as pull: a peer we declared dead may never have doubted us, and
-                # then it will not ask for what we registered meanwhile. (If it restarted, its
-                # bulk request takes over whatever of this push has not left yet.)
-                for b in self.cache.primaries():
-                    self.sync.offer(address, b, now, out)
-            self._untold.discard(address)
-        elif result == halist.DELETED:
-            self._peer_down(address, "lifetime-zero", now, out)
-        elif result == halist.UPDATED:
-            e = self.peers.get(address)
-            self.takeover.peer_seen(address, e.home_agent)
-            out.append(Event("peer-changed", peer=address, preference=e.preference,
-                             lifetime=e.lifetime))
-
-    def _hello_message(self, lifetime: int) -> HaHello:
-        s = self.settings
-        self._hello_seq = next_sequence(self._hello_seq)
-        return HaHello(self._hello_seq, self.preference, lifetime,
-                       min(0xFFFF, math.ceil(s.hello_interval)), s.home_prefix.prefixlen,
-                       self.address, tuple(MobileNetworkPrefix(p) for p in s.hello_prefixes)
-                       + (BindingDigest(*self.cache.digest()),)
-                       + self.takeover.hello_options())
-
-    def _send_hello(self, address: Any, now: float, out: Effects,
-                    lifetime: Optional[int] = None) -> None:
-        if lifetime is None:
-            lifetime = self.settings.ha_lifetime
-        out.append(Send(self._hello_message(lifetime), self.identity, address, protect=address))
-        self.counters["hello-sent"] += 1
+    def _on_ra(self, inb: Inbound, ra: RouterAdvertisement, now: float, out: Effects) -> None:
+        self.peering.router_advertisement(inb, ra, now, out)
 
     def _send_hellos(self, now: float, out: Effects, lifetime: Optional[int] = None) -> None:
-        for address in sorted(self._known, key=int):
-            self._send_hello(address, now, out, lifetime)
-        self._next_hello = now + self.settings.hello_interval
+        self.peering.send_hellos(now, out, lifetime)
 
     def _set_preference(self, preference: int, now: float, out: Effects) -> None:
         if preference == self.preference:
@@ -717,36 +507,7 @@ class HomeAgent:
         self.preference = preference
         out.append(Event("preference", preference=preference))
         if self.settings.send_hello and self.running:
-            self._send_hellos(now, out)
-
-    # -- Router Advertisement from a home agent on the same link (docs/protocol.md 6.8) ----------
-
-    def _on_ra(self, inb: Inbound, ra: RouterAdvertisement, now: float, out: Effects) -> None:
-        # Not authenticated: an advertisement never creates, refreshes, ranks or deletes a
-        # peer (halist). Discovery may propose its sender as a candidate (add_peer).
-        if not ra.flags & RA_H:
-            self.counters["ignored:not-home-agent-ra"] += 1
-            return
-        self.counters["ignored:ra-not-liveness"] += 1
-
-    def _authorised(self, address: Any) -> bool:
-        if address in self.settings.peers:
-            return True
-        return any(address in p for p in self.settings.authorised_peer_prefixes)
-
-    # -- peers coming and going ------------------------------------------------------------
-
-    def _peer_down(self, address: Any, reason: str, now: float, out: Effects) -> None:
-        self.sync.drop_peer(address)
-        self.antientropy.forget(address)
-        self._untold.add(address)
-        out.append(Event("peer-down", peer=address, reason=reason))
-        self.takeover.peer_gone(address, out)
-        if not self.settings.take_over or not self.serving:
-            return
-        ranked = self.ranked()
-        if ranked and ranked[0][0] == self.identity:
-            take_over(self, address, now, out)  # haha.core.switching
+            self.peering.send_hellos(now, out)
 
     # -- DHAAD (RFC 6275 10.5, RFC 3963 7) -------------------------------------------------
 
