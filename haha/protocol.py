@@ -17,6 +17,7 @@ on-demand keys.
 
 from collections import Counter
 
+from twisted.internet import defer
 from twisted.logger import LogLevel
 
 from .backends.addresses import hold_address
@@ -24,6 +25,8 @@ from .logging import enabled, logger
 
 from .core.effects import (
     AdvertisePrefix,
+    AnnounceHome,
+    DrainComplete,
     Event,
     HoldAddress,
     InstallRoute,
@@ -426,6 +429,14 @@ class HomeAgentAdapter(Adapter):
         #: A :class:`haha.security.nodegroup.NodeGroup` deriving mobile nodes' SAs on first
         #: contact, or None.
         self.node_group = node_group
+        self._drain_waiters = []
+
+    def when_drained(self):
+        """A Deferred that fires the next time the machine says its drain is complete
+        (:class:`~haha.core.effects.DrainComplete`)."""
+        d = defer.Deferred()
+        self._drain_waiters.append(d)
+        return d
 
     def unprotect(self, packet):
         group = self.node_group
@@ -493,6 +504,11 @@ class HomeAgentAdapter(Adapter):
             hold_address(b, effect, self.home_interface, self.counters)
             if self.takeover_keys is not None:
                 self.takeover_keys.apply(effect)
+        elif kind is DrainComplete:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                if not d.called:  # a waiter that timed out already
+                    d.callback(None)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
@@ -509,10 +525,12 @@ class MobileNodeAdapter(Adapter):
     role = "mobile-node"
 
     def __init__(self, machine, transport, clock, profile, policy, sadb=None, limiter=None,
-                 tunnel=None, keyring=None, log=None):
+                 tunnel=None, keyring=None, log=None, interface=None):
         super().__init__(machine, transport, clock, profile, policy, sadb, limiter, log)
         self.tunnel = tunnel
         self.keyring = keyring
+        #: The interface on the home link the home address is announced on (AnnounceHome).
+        self.interface = interface
 
     def source_known(self, next_header, message_type, packet):
         m = self.machine
@@ -544,9 +562,29 @@ class MobileNodeAdapter(Adapter):
         elif kind is TunnelDown:
             if self.tunnel is not None:
                 self.tunnel.clear()
+        elif kind is AnnounceHome:
+            self.announce_home(effect)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
+
+
+    def announce_home(self, effect):
+        """Back on the home link: announce the home address with our own link-layer address
+        (RFC 6275 11.5.4) on ``interface``, through the tunnel when it can."""
+        announce = getattr(self.tunnel, "announce_home", None)
+        if announce is None:
+            return
+        if not self.interface:
+            self.counters["home-na-no-interface"] += 1
+            self.log.warn("home: no interface configured to announce {hoa} on",
+                          hoa=effect.home_address)
+            return
+        if announce(effect.home_address, self.interface) is not None:
+            self.counters["home-na-sent"] += 1
+            self.log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
+                          hoa=effect.home_address, interface=self.interface,
+                          dereg=effect.deregistered)
 
 
 __all__ = ["Adapter", "HomeAgentAdapter", "MobileNodeAdapter"]

@@ -45,7 +45,7 @@ from .addrtakeover import AddressTakeover
 from .antientropy import AntiEntropy
 from .cache import Binding, BindingCache
 from .duties import duties_of, transition
-from .effects import AdvertisePrefix, Event, Inbound, Send, SendIcmp
+from .effects import AdvertisePrefix, DrainComplete, Event, Inbound, Send, SendIcmp
 from .flapwatch import FlapWatch
 from .halifecycle import (
     ACCEPT,
@@ -570,8 +570,10 @@ class HomeAgent:
             self.check_drained(out)
 
     def check_drained(self, out: Effects) -> None:
-        """While draining, say ``drain-complete`` once the last primary is gone."""
+        """While draining, once the last primary is gone: :class:`DrainComplete` for whoever
+        waits for the drain, and the ``drain-complete`` event."""
         if self.state is HAState.DRAINING and self.cache.primary_count == 0 \
                 and not self._drain_reported:
             self._drain_reported = True
+            out.append(DrainComplete())
             out.append(Event("drain-complete"))
