@@ -40,7 +40,8 @@ STATES = ("created", "booting", "serving", "draining", "stopped")
 
 def machine(state, **kw):
     s = HomeAgentSettings(address=ME, home_prefix="2001:db8:1::/64", peers=[P2],
-                          authorised_peer_prefixes=[N("2001:db8:1::/64")], **{"boot_wait": 10, **kw})
+                          authorised_peer_prefixes=[N("2001:db8:1::/64")],
+                          **{"boot_wait": 10, **kw})
     ha = HomeAgent(s, random.Random(1))
     if state == "created":
         return ha, 0.0
