@@ -19,12 +19,15 @@ Advertisements; the mobile node's tunnel.
 
 from typing import Any, Callable, List, Optional
 
+from twisted.internet import defer
 from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from .backends.addresses import hold_address
 from .core.effects import (
     AdvertisePrefix,
+    AnnounceHome,
+    DrainComplete,
     Event,
     HoldAddress,
     InstallRoute,
@@ -280,6 +283,14 @@ class HomeAgentAdapter(Adapter):
         self.backend = backend
         self.home_interface = home_interface
         self.ra_listener = ra_listener
+        self._drain_waiters: List[defer.Deferred[None]] = []
+
+    def when_drained(self) -> "defer.Deferred[None]":
+        """A Deferred that fires the next time the machine says its drain is complete
+        (:class:`~haha.core.effects.DrainComplete`)."""
+        d: defer.Deferred[None] = defer.Deferred()
+        self._drain_waiters.append(d)
+        return d
 
     def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
                   limiter: Any) -> Endpoint:
@@ -313,6 +324,11 @@ class HomeAgentAdapter(Adapter):
         elif kind is HoldAddress:
             # The ESP side (TakeoverKeys) is the endpoint's; this is the backend's.
             hold_address(b, effect, self.home_interface, self.counters)
+        elif kind is DrainComplete:
+            waiters, self._drain_waiters = self._drain_waiters, []
+            for d in waiters:
+                if not d.called:  # a waiter that timed out already
+                    d.callback(None)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
@@ -332,10 +348,13 @@ class MobileNodeAdapter(Adapter):
 
     def __init__(self, machine: Any, transport: Any, clock: Any, profile: Any, policy: Any,
                  sadb: Any = None, limiter: Any = None, tunnel: Any = None,
-                 keyring: Any = None, log: Any = None) -> None:
+                 keyring: Any = None, log: Any = None,
+                 interface: Optional[str] = None) -> None:
         self._keyring = keyring
         super().__init__(machine, transport, clock, profile, policy, sadb, limiter, log)
         self.tunnel = tunnel
+        #: The interface on the home link the home address is announced on (AnnounceHome).
+        self.interface = interface
 
     def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
                   limiter: Any) -> Endpoint:
@@ -357,9 +376,29 @@ class MobileNodeAdapter(Adapter):
         elif kind is TunnelDown:
             if self.tunnel is not None:
                 self.tunnel.clear()
+        elif kind is AnnounceHome:
+            self.announce_home(effect)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
+
+
+    def announce_home(self, effect: AnnounceHome) -> None:
+        """Back on the home link: announce the home address with our own link-layer address
+        (RFC 6275 11.5.4) on ``interface``, through the tunnel when it can."""
+        announce = getattr(self.tunnel, "announce_home", None)
+        if announce is None:
+            return
+        if not self.interface:
+            self.counters["home-na-no-interface"] += 1
+            self.log.warn("home: no interface configured to announce {hoa} on",
+                          hoa=effect.home_address)
+            return
+        if announce(effect.home_address, self.interface) is not None:
+            self.counters["home-na-sent"] += 1
+            self.log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
+                          hoa=effect.home_address, interface=self.interface,
+                          dereg=effect.deregistered)
 
 
 __all__ = ["Adapter", "HomeAgentAdapter", "MobileNodeAdapter"]

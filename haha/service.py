@@ -33,7 +33,7 @@ from .advertiser import HomeLinkAdvertiser
 from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
 from .control.server import ControlFactory
 from .core.homeagent import HomeAgent, NotServing
-from .core.mobilenode import DEREGISTERING, HOME as MN_HOME, IDLE as MN_IDLE, MobileNode
+from .core.mobilenode import MobileNode
 from .core.settings import (
     HomeAgentSettings,
     MobileNodeSettings,
@@ -196,7 +196,6 @@ class HomeAgentService(MultiService):
                 interval=min(config.hello_interval, config.lifetime / 3),
                 lifetime=config.lifetime, prefix=config.home_prefix,
                 router_lifetime=config.router_lifetime)
-        adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "home-agent", "address": str(config.address)},
                         lambda: home_agent_gauges(machine))
@@ -295,18 +294,13 @@ class HomeAgentService(MultiService):
 
     def _drain(self, timeout: float) -> defer.Deferred[None]:
         """Ask every mobile node to switch away; fire when none is left or at ``timeout``."""
-        self._drained = defer.Deferred()
+        self._drained = self.adapter.when_drained()  # fired on the core's DrainComplete
         self.adapter.call(self.machine.drain, self.reactor.seconds())
         if not self.machine.cache.primary_count and not self._drained.called:
             self._drained.callback(None)
         # At ``timeout`` the wait is cancelled and the stop goes on with what is left.
         return self._drained.addTimeout(timeout, self.reactor,
                                         onTimeoutCancel=lambda result, timeout: None)
-
-    def _observe(self, event):
-        if event.name == "drain-complete" and self._drained is not None \
-                and not self._drained.called:
-            self._drained.callback(None)
 
     # -- IPeerListener ----------------------------------------------------------------------
 
@@ -433,7 +427,6 @@ class MobileNodeService(MultiService):
         self.care_of_watch = notices.CareOfWatch(reactor, machine, interface=config.interface) \
             if config.transport.kind == "raw" else None
         self.leaving = False
-        adapter.observers.append(self._observe)
         _start_services(self, config, self,
                         {"role": "mobile-node", "address": str(config.home_address)},
                         lambda: mobile_node_gauges(machine))
@@ -456,7 +449,7 @@ class MobileNodeService(MultiService):
         machine = MobileNode(settings, rng or random.Random())
         limiter = rate_limiter(config)
         adapter = MobileNodeAdapter(machine, transport, reactor, config.numbers, policy, sadb,
-                                    limiter, tunnel, keyring)
+                                    limiter, tunnel, keyring, interface=config.interface)
         return cls(config, machine, adapter, tunnel, transport, reactor)
 
     @startup.translated
@@ -502,26 +495,6 @@ class MobileNodeService(MultiService):
         self.adapter.call(self.machine.move, care_of, self.reactor.seconds())
         if self.care_of_watch is not None and self.running:
             self.care_of_watch.check()
-
-    def _observe(self, event):
-        """Back on the home link (deregistered, or given up on it): announce the home address
-        with our own link-layer address (RFC 6275 11.5.4), on ``interface``."""
-        if event.name != "state" or event["new"] != MN_HOME or event["old"] == MN_IDLE \
-                or self.leaving:
-            return
-        announce = getattr(self.tunnel, "announce_home", None)
-        if announce is None:
-            return
-        if not self.config.interface:
-            self.adapter.counters["home-na-no-interface"] += 1
-            self.log.warn("home: no interface configured to announce {hoa} on",
-                          hoa=self.config.home_address)
-            return
-        if announce(self.config.home_address, self.config.interface) is not None:
-            self.adapter.counters["home-na-sent"] += 1
-            self.log.info("home: announced {hoa} on {interface} (deregistered: {dereg})",
-                          hoa=self.config.home_address, interface=self.config.interface,
-                          dereg=event["old"] == DEREGISTERING)
 
     # -- IControllable ----------------------------------------------------------------------
 

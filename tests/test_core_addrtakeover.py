@@ -192,10 +192,10 @@ def test_binding_error_from_elsewhere_does_not_stop_the_switch_request():
     for be, src in ((BindingError(BE_UNKNOWN_MH_TYPE, HOA), A("2001:db8:99::77")),
                     (BindingError(1, HOA), COA)):
         ha2.receive(Inbound(be, src, HA[1]), net.now)
-        assert HOA in ha2._switch and HOA not in ha2.takeover.unswitchable
+        assert HOA in ha2.switching and HOA not in ha2.takeover.unswitchable
     assert ha2.counters["dropped:unexpected"] == 2
     ha2.receive(Inbound(BindingError(BE_UNKNOWN_MH_TYPE, HOA), COA, HA[1]), net.now)
-    assert HOA not in ha2._switch and HOA in ha2.takeover.unswitchable
+    assert HOA not in ha2.switching and HOA in ha2.takeover.unswitchable
 
 
 def test_binding_error_with_unspecified_home_address_is_matched_by_care_of():
@@ -209,7 +209,7 @@ def test_binding_error_with_unspecified_home_address_is_matched_by_care_of():
     ha2.switch(HOA, net.now, HA[2])
     from haha.core.effects import Inbound
     ha2.receive(Inbound(BindingError(BE_UNKNOWN_MH_TYPE, A("::")), COA, HA[1]), net.now)
-    assert HOA not in ha2._switch and HOA in ha2.takeover.unswitchable
+    assert HOA not in ha2.switching and HOA in ha2.takeover.unswitchable
 
 
 def test_address_takeover_needs_a_signalling_address_of_its_own():

@@ -9,6 +9,7 @@ import pytest
 
 from haha.core.effects import (
     AdvertisePrefix,
+    DrainComplete,
     Event,
     Inbound,
     InstallRoute,
@@ -767,3 +768,24 @@ def test_a_large_take_over_paces_its_switch_requests_and_jitters_their_retransmi
         buckets[k] = buckets.get(k, 0) + 1
     assert max(buckets.values()) <= 2
     assert len(again) > 100 and len(set(round(x, 4) for x in again)) > 0.9 * len(again)
+
+
+def test_drain_complete_is_an_effect_returned_once():
+    """The end of a drain is a DrainComplete effect (the service's drain waits for it, not
+    for the event), returned with the last primary's departure and only once per drain;
+    a drain that starts with no primary completes at once."""
+    r = Rig(preference=10)
+    r.hello(P2, pref=10)
+    r.bu(1)
+    r.bu(1, hoa=A(int(HOA) + 1))
+    out = r.ha.drain(1.0)
+    assert not [e for e in out if type(e) is DrainComplete]
+    out = r.biu(P2, bce(2))
+    assert not [e for e in out if type(e) is DrainComplete]  # one primary left
+    out = r.biu(P2, bce(2, hoa=A(int(HOA) + 1)))
+    assert [e for e in out if type(e) is DrainComplete] == [DrainComplete()]
+    assert len(events(out, "drain-complete")) == 1
+    out = r.biu(P2, bce(3, hoa=A(int(HOA) + 1)))
+    assert not [e for e in out if type(e) is DrainComplete]
+    empty = Rig()
+    assert DrainComplete() in empty.ha.drain(1.0)

@@ -98,7 +98,7 @@ def test_the_candidate_table_is_bounded():
     r = Rig(authorised_peer_prefixes=[PREFIX], max_candidates=8, ha_lifetime=30)
     for i in range(2000):
         r.ha.add_peer(A(f"2001:db8:1::1:{i:x}"), 0.0)
-    assert r.ha._known.candidates == 8 and len(r.ha._known) == 10
+    assert r.ha.peering.known.candidates == 8 and len(r.ha.peering.known) == 10
     assert r.ha.counters["peer-refused:candidates-full"] == 1992
     first = A("2001:db8:1::1:0")
     r.hello(first)  # a real candidate answers: live from its own HELLO
@@ -106,8 +106,8 @@ def test_the_candidate_table_is_bounded():
     late = A("2001:db8:1::2:1")
     out = r.ha.add_peer(late, 31.0)
     assert only(events(out, "peer-known"))["peer"] == late
-    assert first in r.ha._known and A("2001:db8:1::1:1") not in r.ha._known
-    assert r.ha._known.candidates == 8
+    assert first in r.ha.peering.known and A("2001:db8:1::1:1") not in r.ha.peering.known
+    assert r.ha.peering.known.candidates == 8
 
 
 def test_known_peers_table_on_its_own():

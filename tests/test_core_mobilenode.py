@@ -8,7 +8,7 @@ from ipaddress import IPv6Network as N
 import pytest
 
 from haha.core import mobilenode as mnm
-from haha.core.effects import Event, Inbound, Send, SendIcmp, TunnelDown, TunnelUp
+from haha.core.effects import AnnounceHome, Event, Inbound, Send, SendIcmp, TunnelDown, TunnelUp
 from haha.core.mobilenode import TRANSITIONS, InvalidTransition, MobileNode
 from haha.core.settings import MobileNodeSettings
 from haha.wire.icmpv6 import DhaadReply, DhaadRequest
@@ -570,3 +570,40 @@ def test_node_that_does_not_obey_switch_answers_binding_error_2_and_stays():
         assert (e.src, e.dst, e.protect) == (COA, HA1, None)
         assert m.state == "registered" and m.home_agent == HA1
     assert m.counters["switch-refused"] == 2 and m.counters["switch-received"] == 0
+
+
+def test_back_home_the_core_asks_for_the_home_address_announcement():
+    """Coming home is I/O the core asks for (RFC 6275 11.5.4): AnnounceHome once the
+    deregistration is acknowledged (after the tunnel is down), AnnounceHome(deregistered=False)
+    when the node comes home with nothing to deregister, and none while a stopping node
+    deregisters."""
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.0)
+    out = m.return_home(5.0)
+    assert not [e for e in out if type(e) is AnnounceHome]
+    out = m.receive(Inbound(BindingAck(0, m.sequence), HA1, HOA, None, None, HA1), 5.1)
+    assert [e for e in out if type(e) is AnnounceHome] == [AnnounceHome(HOA, True)]
+    # given up on every home agent: home anyway, announced as well
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m, lifetime=0xFFFF), 0.0)
+    m.return_home(1.0)
+    out = []
+    while m.state == "deregistering":
+        out += m.tick(m.next_deadline())
+    assert [e for e in out if type(e) is AnnounceHome] == [AnnounceHome(HOA, True)]
+    # no home agent yet (still discovering one): home at once, nothing to deregister
+    m = node(home_agents=())
+    m.start(0.0, COA)
+    assert m.state == "discovering"
+    out = m.return_home(0.5)
+    assert m.state == "home" and [e for e in out if type(e) is AnnounceHome] == [
+        AnnounceHome(HOA, False)]
+    # a stopping node deregisters from its care-of address: it is not home
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.0)
+    out = m.leave(1.0)
+    out += m.receive(ba(m, seq=m.sequence, lifetime=0), 1.1)
+    assert m.state == "home" and not [e for e in out if type(e) is AnnounceHome]

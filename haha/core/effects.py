@@ -10,7 +10,13 @@ records, the *effects*, which the adapter carries out in order:
   home agent's forwarding duties, mapped one to one onto :class:`haha.interfaces.IForwardingBackend`;
 - :class:`HoldAddress`: take over (or let go of) a home agent address (address take-over);
 - :class:`TunnelUp`, :class:`TunnelDown`: the mobile node's side of its tunnel;
+- :class:`AnnounceHome`: a mobile node back on its home link announces its home address;
+- :class:`DrainComplete`: a draining home agent holds no primary binding any more (whoever
+  waits for the drain, a stopping service, may go on);
 - :class:`Event`: something worth logging or counting (a binding created, a peer lost...).
+
+Every action the glue takes is one of these records, returned by the core: the glue never
+watches events to decide what to do (events are for logs, counters and metrics).
 
 The records are slotted frozen dataclasses; their constructors are the ordinary ones. The hot
 paths build them through :func:`haha.wire.records.maker`, which stores the fields through the
@@ -19,6 +25,8 @@ yields identical objects.
 """
 
 from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any, Dict, Optional, Tuple
 
 from haha.wire.records import maker
 
@@ -34,12 +42,12 @@ class Inbound:
     address or a mobile node's home address), None when it arrived unprotected.
     """
 
-    message: object
-    src: object
-    dst: object
-    home_address: object = None
-    routing_address: object = None
-    protected_by: object = None
+    message: Any  # a decoded Mobility Header or ICMPv6 message (haha.wire)
+    src: IPv6Address
+    dst: IPv6Address
+    home_address: Optional[IPv6Address] = None
+    routing_address: Optional[IPv6Address] = None
+    protected_by: Optional[IPv6Address] = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,21 +61,21 @@ class Send:
     node's home address), None to send in clear.
     """
 
-    message: object
-    src: object
-    dst: object
-    home_address: object = None
-    routing_address: object = None
-    protect: object = None
+    message: Any  # a Mobility Header message (haha.wire.mh)
+    src: IPv6Address
+    dst: IPv6Address
+    home_address: Optional[IPv6Address] = None
+    routing_address: Optional[IPv6Address] = None
+    protect: Optional[IPv6Address] = None
 
 
 @dataclass(frozen=True, slots=True)
 class SendIcmp:
     """Send ICMPv6 ``message`` (DHAAD request or reply) from ``src`` to ``dst``."""
 
-    message: object
-    src: object
-    dst: object
+    message: Any  # a DHAAD request or reply (haha.wire.icmpv6)
+    src: IPv6Address
+    dst: IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,14 +84,14 @@ class InstallRoute:
     ``IForwardingBackend.install(route)``. Idempotent: it replaces what was there for the home
     address."""
 
-    route: object
+    route: Any  # a haha.core.duties.ForwardingRoute (which imports this module)
 
 
 @dataclass(frozen=True, slots=True)
 class RemoveRoute:
     """Stop forwarding for ``home_address`` and its prefixes; ``IForwardingBackend.remove``."""
 
-    home_address: object
+    home_address: IPv6Address
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +100,7 @@ class ProxyNd:
     Discovery; ``IForwardingBackend.proxy_nd_start/stop``. Starting also sends an unsolicited
     Neighbour Advertisement (docs/protocol.md 6.7)."""
 
-    address: object
+    address: IPv6Address
     on: bool = True
 
 
@@ -101,7 +109,7 @@ class AdvertisePrefix:
     """Start (``on``) or stop attracting traffic for ``prefix`` (draft 3.2);
     ``IForwardingBackend.advertise_prefix/withdraw_prefix``."""
 
-    prefix: object
+    prefix: IPv6Network
     on: bool = True
 
 
@@ -113,7 +121,7 @@ class HoldAddress:
     as a /128 route for the operator's routing to redistribute
     (``hold_address(address, None)``). ``release_address`` undoes either."""
 
-    address: object
+    address: IPv6Address
     on: bool = True
     on_link: bool = True
 
@@ -124,17 +132,35 @@ class TunnelUp:
     through a bidirectional tunnel between ``care_of`` and ``home_agent``. Replaces any earlier
     tunnel of the node."""
 
-    home_address: object
-    care_of: object
-    home_agent: object
-    prefixes: tuple = ()
+    home_address: IPv6Address
+    care_of: IPv6Address
+    home_agent: IPv6Address
+    prefixes: Tuple[IPv6Network, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class TunnelDown:
     """Mobile node side: remove the tunnel of ``home_address``."""
 
-    home_address: object
+    home_address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class AnnounceHome:
+    """Mobile node side: back on its home link (deregistered, or given up on its binding),
+    announce ``home_address`` with the node's own link-layer address (RFC 6275 11.5.4:
+    unsolicited Neighbour Advertisements, so the neighbours forget the home agent's proxy
+    entry). ``deregistered``: it came home through a deregistration (False: it had no binding
+    to delete). Not returned when a stopping node deregisters (``MobileNode.leave``)."""
+
+    home_address: IPv6Address
+    deregistered: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class DrainComplete:
+    """Home agent side: draining, and the last primary binding is gone (switched away,
+    deregistered or expired); returned once per drain."""
 
 
 class Event:
@@ -151,28 +177,31 @@ class Event:
 
     __slots__ = ("name", "fields")
 
-    def __init__(self, name, **fields):
+    name: str
+    fields: Dict[str, Any]
+
+    def __init__(self, name: str, **fields: Any) -> None:
         object.__setattr__(self, "name", name)
         object.__setattr__(self, "fields", fields)
 
-    def __setattr__(self, key, value):
+    def __setattr__(self, key: str, value: Any) -> None:
         raise AttributeError("Event is immutable")
 
-    def __getitem__(self, key):
+    def __getitem__(self, key: str) -> Any:
         return self.fields[key]
 
-    def get(self, key, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         return self.fields.get(key, default)
 
-    def __eq__(self, other):
+    def __eq__(self, other: object) -> bool:
         if type(other) is not Event:
             return NotImplemented
         return self.name == other.name and self.fields == other.fields
 
-    def __hash__(self):
+    def __hash__(self) -> int:
         return hash((self.name, tuple(sorted((k, repr(v)) for k, v in self.fields.items()))))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         inner = "".join(f", {k}={v!r}" for k, v in self.fields.items())
         return f"Event({self.name!r}{inner})"
 
@@ -185,4 +214,4 @@ make_send = maker(Send)
 make_install = maker(InstallRoute)
 
 EFFECT_TYPES = (Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, HoldAddress,
-                TunnelUp, TunnelDown, Event)
+                TunnelUp, TunnelDown, AnnounceHome, DrainComplete, Event)

@@ -55,7 +55,7 @@ from haha.wire.mh import (
 )
 from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix
 
-from .effects import Event, Send, SendIcmp, TunnelDown, TunnelUp
+from .effects import AnnounceHome, Event, Send, SendIcmp, TunnelDown, TunnelUp
 from .homeagent import home_agents_anycast
 from .seqnum import next_sequence, seconds, units
 
@@ -590,6 +590,7 @@ class MobileNode:
             self._reset_binding()
             self._retransmit_at = None
             self.state = HOME
+            out.append(AnnounceHome(self.home_address, False))
             return
         self.target = ha
         self.state = DEREGISTERING
@@ -660,6 +661,8 @@ class MobileNode:
         self._home(out)
 
     def _home(self, out):
+        if not self._leaving:  # a stopping node (leave) is not on its home link
+            out.append(AnnounceHome(self.home_address, True))
         self._leaving = False
         self._reset_binding()
         self._retransmit_at = None

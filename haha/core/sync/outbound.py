@@ -30,6 +30,7 @@ import heapq
 from collections import OrderedDict, deque
 from itertools import chain, repeat
 from ipaddress import IPv6Address
+from typing import Any, Deque, Dict, Iterable, List, Optional, Tuple
 
 from haha.wire.addresses import address_int
 from haha.wire.mh import BindingInfoRequest, BindingInfoUpdate
@@ -42,8 +43,8 @@ from haha.wire.options import (
 )
 
 from haha.wire.records import maker
-from .effects import make_send
-from .seqnum import units_ceil
+from ..effects import make_send
+from ..seqnum import units_ceil
 
 UNSPECIFIED = IPv6Address(0)
 SINGLE_RETRIES = 3
@@ -58,18 +59,23 @@ _OVERHEAD = 40 + 37 + 8
 _ENTRY = 48  # a BCE Information option with its alignment padding
 _PREFIX = 24  # a Mobile Network Prefix option with its alignment padding
 
+Effects = List[Any]
+#: A timer item: (due, 0 for a BIU or 1 for a BIR, peer address, identifier).
+Timer = Tuple[float, int, Any, int]
+
 _bce = maker(BceInfo)
 _biu = maker(BindingInfoUpdate)
 
 
-def _owner_options(owner):
+def _owner_options(owner: Any) -> Tuple[Any, ...]:
     """The BIU options naming ``owner`` as the primary of the entries (None: the sender)."""
     if owner is None:
         return ()
     return (IpAddress(IPADDR_HOME_AGENT, owner, 128),)
 
 
-def entry_size(bce):
+def entry_size(bce: BceInfo) -> int:
+    """Octets ``bce`` takes in a BIU (the option, its prefixes, their padding)."""
     return _ENTRY + _PREFIX * len(bce.prefixes)
 
 
@@ -78,7 +84,9 @@ class Outstanding:
 
     __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker", "owner")
 
-    def __init__(self, identifier, entries, serial, timeout, next_at, marker=False, owner=None):
+    def __init__(self, identifier: int, entries: Dict[int, Tuple[BceInfo, Optional[float]]],
+                 serial: float, timeout: float, next_at: float, marker: bool = False,
+                 owner: Any = None) -> None:
         self.identifier = identifier
         self.entries = entries  # home address -> (BceInfo, expires or None for a deletion)
         self.serial = serial
@@ -93,7 +101,8 @@ class Request:
 
     __slots__ = ("identifier", "target", "started", "timeout", "next_at", "tries")
 
-    def __init__(self, identifier, target, started, timeout, next_at):
+    def __init__(self, identifier: int, target: Any, started: float, timeout: float,
+                 next_at: float) -> None:
         self.identifier = identifier
         self.target = target
         self.started = started
@@ -108,62 +117,65 @@ class PeerSync:
     __slots__ = ("address", "outstanding", "carrying", "pending", "serial", "answering",
                  "requests")
 
-    def __init__(self, address):
+    def __init__(self, address: Any) -> None:
         self.address = address
         # Bindings are keyed by their home address as an int (cheaper to hash than an address).
-        self.outstanding = {}
-        self.carrying = {}  # home address -> identifier of the outstanding BIU carrying it
+        self.outstanding: Dict[int, Outstanding] = {}
+        # home address -> identifier of the outstanding BIU carrying it
+        self.carrying: Dict[int, int] = {}
         # home address -> (BceInfo, expires, serial, owner), in arrival order. An OrderedDict:
         # entries leave from the front, and a plain dict would make every walk from its start
         # skip the slots of all entries deleted so far (O(N^2) over a bulk answer).
-        self.pending = OrderedDict()
+        self.pending: 'OrderedDict[int, Tuple[BceInfo, Optional[float], float, Any]]' = \
+            OrderedDict()
         self.serial = 0
-        self.answering = {}  # bulk request identifier -> barrier serial
-        self.requests = {}
+        self.answering: Dict[int, float] = {}  # bulk request identifier -> barrier serial
+        self.requests: Dict[int, Request] = {}
 
-    def busy(self):
+    def busy(self) -> bool:
         return bool(self.outstanding or self.pending or self.answering or self.requests)
 
 
 class Sync:
     """The synchronisation state towards every live peer of one home agent."""
 
-    def __init__(self, settings, rng, counters):
+    def __init__(self, settings: Any, rng: Any, counters: Any) -> None:
         self.settings = settings
         self.rng = rng
         self.counters = counters
         self.source = settings.signalling_address
-        self.peers = {}
-        self._heap = []
+        self.peers: Dict[Any, PeerSync] = {}
+        self._heap: List[Timer] = []
         # First transmissions all wait biu_initial_timeout, so their deadlines come in order:
         # a FIFO holds them for O(1); retransmissions and requests go to the heap.
-        self._fresh = deque()
+        self._fresh: Deque[Timer] = deque()
         self._budget = settings.sync_mtu - _OVERHEAD
         # Address take-over adds up to two ESP State options (48 octets each with padding) per
         # entry on the way out (haha.security.takeover): leave room for them.
         self._extra = 96 if settings.address_takeover else 0
         #: A haha.core.slices.Backlog to answer bulk requests in slices (None: at once), and
         #: the binding cache to check queued bindings against; the home agent sets both.
-        self.work = None
-        self.cache = None
+        self.work: Any = None
+        self.cache: Any = None
 
     # -- peers -----------------------------------------------------------------------------
 
-    def add_peer(self, address):
+    def add_peer(self, address: Any) -> PeerSync:
         if address not in self.peers:
             self.peers[address] = PeerSync(address)
         return self.peers[address]
 
-    def drop_peer(self, address):
+    def drop_peer(self, address: Any) -> Optional[PeerSync]:
         """Forget everything owed to ``address`` (declared dead, docs/protocol.md 6.3)."""
         return self.peers.pop(address, None)
 
-    def busy(self):
+    def busy(self) -> bool:
         return any(p.busy() for p in self.peers.values())
 
     # -- outgoing updates ------------------------------------------------------------------
 
-    def publish(self, binding, now, out, deleted=False, batch=False):
+    def publish(self, binding: Any, now: float, out: Effects, deleted: bool = False,
+                batch: bool = False) -> None:
         """Send the state of primary ``binding`` (or its deletion) to every live peer. When one
         identifier is free towards every peer, all peers get the same message object.
 
@@ -188,7 +200,7 @@ class Sync:
         for peer in self.peers.values():
             self._offer(peer, key, bce, expires, now, out, shared)
 
-    def offer(self, address, binding, now, out):
+    def offer(self, address: Any, binding: Any, now: float, out: Effects) -> None:
         """Send the state of primary ``binding`` to peer ``address`` only, unless it is already
         on its way there."""
         peer = self.peers.get(address)
@@ -202,7 +214,7 @@ class Sync:
         self._offer(peer, address_int(binding.home_address), bce, binding.expires, now, out)
 
     @staticmethod
-    def _withdraw(peer, hoa):
+    def _withdraw(peer: PeerSync, hoa: int) -> bool:
         """Take ``hoa`` out of the outstanding BIU carrying it (a newer state replaces it).
         True when that BIU is left with nothing to wait for and is forgotten."""
         old = peer.carrying.pop(hoa, None)
@@ -215,7 +227,8 @@ class Sync:
                     return True
         return False
 
-    def _offer(self, peer, hoa, bce, expires, now, out, shared=None):
+    def _offer(self, peer: PeerSync, hoa: int, bce: BceInfo, expires: Optional[float],
+               now: float, out: Effects, shared: Optional[BindingInfoUpdate] = None) -> None:
         self._withdraw(peer, hoa)
         peer.serial += 1
         if hoa in peer.pending:
@@ -235,7 +248,8 @@ class Sync:
         if peer.answering:
             self._check_barriers(peer, now, out)
 
-    def _queue(self, peer, hoa, bce, expires, now, out):
+    def _queue(self, peer: PeerSync, hoa: int, bce: BceInfo, expires: Optional[float],
+               now: float, out: Effects) -> None:
         self._withdraw(peer, hoa)
         peer.serial += 1
         pending = peer.pending
@@ -246,7 +260,7 @@ class Sync:
         if peer.answering:
             self._check_barriers(peer, now, out)
 
-    def flush(self, now, out):
+    def flush(self, now: float, out: Effects) -> None:
         """Send what :meth:`publish` queued with ``batch``, as the windows allow."""
         for peer in self.peers.values():
             if peer.pending:
@@ -254,7 +268,8 @@ class Sync:
                 if peer.answering:
                     self._check_barriers(peer, now, out)
 
-    def publish_deletion(self, home_address, sequence, now, out):
+    def publish_deletion(self, home_address: Any, sequence: Optional[int], now: float,
+                         out: Effects) -> None:
         """Tell every live peer that ``home_address`` was deleted at ``sequence`` (a peer sent
         us an older state of a binding we saw deregistered or expire: others may hold it too)."""
         bce = _bce(home_address, home_address, 0, sequence, 0, ())
@@ -262,7 +277,7 @@ class Sync:
         for peer in self.peers.values():
             self._offer(peer, key, bce, None, now, out)
 
-    def withdraw(self, home_address, now, out):
+    def withdraw(self, home_address: Any, now: float, out: Effects) -> None:
         """This home agent is no longer the primary of ``home_address`` (a newer registration
         elsewhere, a deletion from a peer): stop sending our stale state for it."""
         key = address_int(home_address)
@@ -273,7 +288,7 @@ class Sync:
             if entry is not None and entry[3] is None:
                 del peer.pending[key]
 
-    def _identifier(self, peer, wanted=None):
+    def _identifier(self, peer: PeerSync, wanted: Optional[int] = None) -> int:
         used = peer.outstanding
         if wanted and wanted not in used:
             return wanted
@@ -283,7 +298,8 @@ class Sync:
             if ident and ident not in used:
                 return ident
 
-    def _transmit(self, peer, o, entries, now, out, message=None):
+    def _transmit(self, peer: PeerSync, o: Outstanding, entries: Tuple[BceInfo, ...],
+                  now: float, out: Effects, message: Optional[BindingInfoUpdate] = None) -> None:
         o.next_at = now + o.timeout
         peer.outstanding[o.identifier] = o
         carrying = peer.carrying
@@ -300,18 +316,18 @@ class Sync:
         out.append(make_send(message, self.source, peer.address, None, None, peer.address))
         self.counters["biu-sent"] += 1
 
-    def _flush(self, peer, now, out):
+    def _flush(self, peer: PeerSync, now: float, out: Effects) -> None:
         """Send pending changes while the window has room, packed up to the MTU; one BIU
         carries consecutive entries of one primary only, so each BIU costs the entries it
         takes, whatever the backlog (copying the backlog per BIU made a bulk answer O(N^2))."""
         pending = peer.pending
         window = self.settings.biu_window
         while pending and len(peer.outstanding) < window:
-            entries = {}
-            bces = []
+            entries: Dict[int, Tuple[BceInfo, Optional[float]]] = {}
+            bces: List[BceInfo] = []
             room = self._budget
-            serial = None
-            owner = None
+            serial: Optional[float] = None
+            owner: Any = None
             for hoa, (bce, expires, s, who) in pending.items():
                 if serial is None:
                     owner = who
@@ -327,6 +343,7 @@ class Sync:
             for hoa in entries:
                 del pending[hoa]
             ident = self._identifier(peer)
+            assert serial is not None
             self._transmit(peer, Outstanding(ident, entries, serial,
                                              self.settings.biu_initial_timeout, 0.0,
                                              owner=owner),
@@ -334,7 +351,8 @@ class Sync:
 
     # -- bulk and single answers -----------------------------------------------------------
 
-    def answer_bulk(self, address, identifier, bindings, now, out, theirs=()):
+    def answer_bulk(self, address: Any, identifier: int, bindings: Iterable[Any], now: float,
+                    out: Effects, theirs: Iterable[Any] = ()) -> bool:
         """Answer a bulk BIR from ``address``: queue every primary binding (``bindings``), and
         the copies that name the requester as primary (``theirs``: it restarted and lost
         them; they go in BIUs naming it, see docs/core.md), then the end marker.
@@ -361,7 +379,7 @@ class Sync:
                           name="bulk-answer")
         return True
 
-    def _queue_bulk(self, peer, item, now):
+    def _queue_bulk(self, peer: PeerSync, item: Tuple[Any, Any], now: float) -> None:
         b, owner = item
         cache = self.cache
         if cache is not None and (cache.get(b.home_address) is not b or b.primary != owner):
@@ -375,13 +393,13 @@ class Sync:
         serial = pending[hoa][2] if hoa in pending else peer.serial
         pending[hoa] = (bce, b.expires, serial, owner)
 
-    def _close_bulk(self, peer, identifier, now, out):
+    def _close_bulk(self, peer: PeerSync, identifier: int, now: float, out: Effects) -> None:
         peer.serial += 1
         peer.answering[identifier] = peer.serial
         self._flush(peer, now, out)
         self._check_barriers(peer, now, out)
 
-    def give_back(self, address, bindings, now, out):
+    def give_back(self, address: Any, bindings: List[Any], now: float, out: Effects) -> None:
         """Send ``bindings`` to peer ``address`` in BIUs naming it as their primary (address
         take-over's hand-back: they were served from its address, which it now holds again)."""
         peer = self.peers.get(address)
@@ -396,7 +414,8 @@ class Sync:
             peer.pending[hoa] = (bce, b.expires, peer.serial, address)
         self._flush(peer, now, out)
 
-    def answer_single(self, address, identifier, binding, now, out):
+    def answer_single(self, address: Any, identifier: int, binding: Any, now: float,
+                      out: Effects) -> bool:
         """Answer a single BIR with one BIU carrying the request's identifier (draft 5.2)."""
         peer = self.peers.get(address)
         if peer is None:
@@ -413,7 +432,7 @@ class Sync:
                        (bce,), now, out)
         return True
 
-    def _check_barriers(self, peer, now, out):
+    def _check_barriers(self, peer: PeerSync, now: float, out: Effects) -> None:
         for ident, barrier in list(peer.answering.items()):
             if ident in peer.outstanding:
                 continue  # the end marker is on its way (or the identifier is busy)
@@ -426,7 +445,8 @@ class Sync:
 
     # -- acknowledgements ------------------------------------------------------------------
 
-    def acknowledge(self, address, bia, now, out):
+    def acknowledge(self, address: Any, bia: Any, now: float,
+                    out: Effects) -> Optional[Outstanding]:
         """Apply a BIA from ``address``; returns the acknowledged :class:`Outstanding` or None."""
         peer = self.peers.get(address)
         if peer is None:
@@ -449,7 +469,8 @@ class Sync:
 
     # -- requests (BIR) --------------------------------------------------------------------
 
-    def request(self, address, target, now, out):
+    def request(self, address: Any, target: Any, now: float,
+                out: Effects) -> Optional[Request]:
         """Send a BIR to ``address``: ``target`` None asks for every binding (bulk,
         docs/protocol.md 6.5), an IPv6Address for one home address, an IPv6Network for a prefix."""
         peer = self.peers.get(address)
@@ -469,9 +490,9 @@ class Sync:
         self._send_request(peer, r, now, out)
         return r
 
-    def _send_request(self, peer, r, now, out):
+    def _send_request(self, peer: PeerSync, r: Request, now: float, out: Effects) -> None:
         if r.target is None:
-            opts = (IpAddress(IPADDR_HOME_ADDRESS, UNSPECIFIED, 128),)
+            opts: Tuple[Any, ...] = (IpAddress(IPADDR_HOME_ADDRESS, UNSPECIFIED, 128),)
         elif isinstance(r.target, IPv6Address):
             opts = (IpAddress(IPADDR_HOME_ADDRESS, r.target, 128),)
         else:
@@ -482,7 +503,7 @@ class Sync:
                              None, None, peer.address))
         self.counters["bir-sent"] += 1
 
-    def answered(self, address, biu):
+    def answered(self, address: Any, biu: BindingInfoUpdate) -> Optional[Request]:
         """If BIU ``biu`` from ``address`` answers one of our BIRs, close the request and return
         it; a bulk request is closed only by its end marker (no entries)."""
         peer = self.peers.get(address)
@@ -498,15 +519,16 @@ class Sync:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def _live(self, item):
+    def _live(self, item: Timer) -> bool:
         t, kind, address, ident = item
         peer = self.peers.get(address)
         if peer is None:
             return False
-        entry = (peer.outstanding if kind == 0 else peer.requests).get(ident)
+        entry: Any = (peer.outstanding if kind == 0 else peer.requests).get(ident)
         return entry is not None and entry.next_at == t
 
-    def next_deadline(self):
+    def next_deadline(self) -> Optional[float]:
+        """When the next BIU or BIR retransmission is due, or None."""
         heap = self._heap
         while heap and not self._live(heap[0]):
             heapq.heappop(heap)
@@ -519,7 +541,7 @@ class Sync:
             return heap[0][0]
         return fresh[0][0] if fresh else None
 
-    def _due(self, now):
+    def _due(self, now: float) -> Optional[Timer]:
         """Pop the earliest timer item due at ``now`` from either queue, or None."""
         heap, fresh = self._heap, self._fresh
         h = heap[0][0] if heap and heap[0][0] <= now else None
@@ -530,7 +552,7 @@ class Sync:
             return heapq.heappop(heap)
         return fresh.popleft()
 
-    def tick(self, now, out):
+    def tick(self, now: float, out: Effects) -> None:
         """Retransmit every BIU and BIR whose timeout has passed."""
         heap = self._heap
         maximum = self.settings.biu_max_timeout

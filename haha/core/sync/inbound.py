@@ -1,0 +1,252 @@
+"""Binding synchronisation, inbound: BIU, BIA and BIR from peers (draft 5.1, 5.2; docs/protocol.md
+6.3-6.6), sans-IO.
+
+Rules: a BIU entry older than what is held is rejected (BIA 129) and does not overwrite; equal
+sequence numbers from different primaries are settled by rank (a live primary beats a dead one;
+then highest preference, lowest address), so every home agent reaches the same answer; a BIU
+entry that a tombstone covers (:mod:`haha.core.tombstones`) is rejected and answered with the
+deletion. A bulk request (BIR for ``::``) is answered with every primary and the copies naming
+the requester (:class:`~haha.core.sync.outbound.Sync`); when the end of a bulk answer arrives,
+the copies naming its sender that it did not refresh are swept.
+
+:class:`SyncReceiver` works on the state of the :class:`~haha.core.homeagent.HomeAgent` it
+belongs to (its cache, peers, tombstones, switch requests and outbound :class:`Sync`).
+"""
+
+from typing import TYPE_CHECKING, Any, List
+
+from haha.wire.mh import (
+    BIA_REJECTED_NOT_AUTHORISED,
+    BIA_REJECTED_OLDER,
+    BIA_SYNCHRONISED,
+    BindingInfoAck,
+    BindingInfoRequest,
+    BindingInfoUpdate,
+)
+from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
+
+from .. import halist
+from ..addrtakeover import handback_address
+from ..cache import Binding
+from ..duties import duties_of, transition
+from ..effects import Event, Inbound, make_send
+from ..seqnum import distance, seconds
+from ..switching import hand_back
+from .outbound import UNSPECIFIED
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..homeagent import HomeAgent
+
+
+class SyncReceiver:
+    """Applies what peers send: BIUs to the binding cache, BIAs to the outbound
+    synchronisation, BIRs answered from the cache."""
+
+    def __init__(self, ha: "HomeAgent") -> None:
+        self.ha = ha
+
+    # -- ranking ties ----------------------------------------------------------------------
+
+    def preference_of(self, address: Any) -> int:
+        ha = self.ha
+        if address == ha.identity:
+            return int(ha.preference)
+        e = ha.peers.get(address)
+        return e.preference if e is not None else 0
+
+    def loses_tie(self, claimant: Any, held: Binding) -> bool:
+        """Equal sequence numbers, different primaries: does ``claimant`` lose to ``held``?
+
+        A copy whose primary we have declared dead loses to any claimant (take-over). Otherwise
+        the rank of docs/protocol.md 6.6 decides, without liveness: both parties are talking to
+        each other, and a rule that depended on each one's view of the other could make two
+        home agents refuse each other forever.
+        """
+        ha = self.ha
+        holder = ha.primary_of(held)
+        if held.primary is not None and held.primary not in ha.peers:
+            return False
+        return bool(halist.rank_key(self.preference_of(claimant), claimant) >
+                    halist.rank_key(self.preference_of(holder), holder))
+
+    # -- BIU -------------------------------------------------------------------------------
+
+    def biu(self, inb: Inbound, biu: BindingInfoUpdate, now: float, out: List[Any]) -> None:
+        """A BIU from a peer: apply each entry, answer with one BIA."""
+        ha = self.ha
+        if not ha.peer_check(inb, out):
+            return
+        sender = inb.src
+        counters = ha.counters
+        counters["biu-received"] += 1
+        # The entries' primary is the sender, unless an IP Address option (sub-type 3) names
+        # another home agent (a bulk answer returning a restarted home agent's bindings).
+        claimant = sender
+        for o in biu.options:
+            if type(o) is IpAddress and o.subtype == IPADDR_HOME_AGENT:
+                claimant = o.address
+        mine = claimant == ha.identity
+        status = BIA_SYNCHRONISED
+        prefix = ha.settings.home_prefix
+        cache = ha.cache
+        settings = ha.settings
+        sync = ha.sync
+        tombstones = ha.tombstones
+        switching = ha.switching
+        for bce in biu.entries:
+            hoa = bce.home_address
+            if hoa not in prefix:
+                status = max(status, BIA_REJECTED_NOT_AUTHORISED)
+                continue
+            held = cache.get(hoa)
+            if held is None and tombstones and tombstones.buried(hoa, bce.sequence, now):
+                status = max(status, BIA_REJECTED_OLDER)
+                counters["biu-entry-rejected"] += 1
+                if bce.lifetime:
+                    # The sender still believes in a binding we saw deleted: tell it.
+                    sync.publish_deletion(hoa, tombstones.sequence(hoa), now, out)
+                continue
+            if held is not None:
+                d = distance(bce.sequence, held.sequence)
+                if d < 0 or d == 0 and held.primary != claimant and not (
+                        mine and held.primary in (None, sender)) and \
+                        self.loses_tie(claimant, held):
+                    status = max(status, BIA_REJECTED_OLDER)
+                    counters["biu-entry-rejected"] += 1
+                    if held.primary is None:
+                        sync.offer(sender, held, now, out)
+                    continue
+            counters["biu-entry-applied"] += 1
+            if bce.lifetime == 0:
+                tombstones.bury(hoa, bce.sequence, now)
+                if held is not None:
+                    cache.remove(hoa)
+                    transition(hoa, duties_of(settings, held), (None, False), out)
+                    switching.cancel(hoa)
+                    out.append(Event("binding-deleted", home_address=hoa, reason="peer",
+                                     primary=held.primary is None, by=sender))
+                    if held.primary is None:
+                        sync.withdraw(hoa, now, out)
+                        ha.check_drained(out)
+                continue
+            if tombstones:
+                tombstones.lift(hoa)
+            lifetime = seconds(bce.lifetime)
+            old = duties_of(settings, held)
+            was_primary = held is not None and held.primary is None
+            if mine:
+                # Our own binding from before a restart, returned by a peer: ours again.
+                b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
+                                now + lifetime, bce.prefixes, None, ha.address, now, held)
+                transition(hoa, old, duties_of(settings, b), out)
+                if not was_primary:
+                    out.append(Event("binding-restored", home_address=hoa, by=sender))
+                    sync.publish(b, now, out)
+                continue
+            if held is not None and held.care_of != bce.care_of_address:
+                # the node registered elsewhere from another care-of: may be a conflict too
+                ha.flaps.moved(hoa, held.care_of, bce.care_of_address, now, out)
+            b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
+                            now + lifetime, bce.prefixes, claimant, None, now, held)
+            transition(hoa, old, duties_of(settings, b), out)
+            if held is None:
+                out.append(Event("copy-created", home_address=hoa, primary=claimant))
+            elif was_primary:
+                switching.cancel(hoa)
+                sync.withdraw(hoa, now, out)
+                out.append(Event("primary-lost", home_address=hoa, to=claimant,
+                                 sequence=bce.sequence))
+                ha.check_drained(out)
+        out.append(make_send(BindingInfoAck(biu.identifier, status), ha.identity, sender,
+                             None, None, sender))
+        if status != BIA_SYNCHRONISED:
+            counters["bia-rejected-sent"] += 1
+        r = sync.answered(sender, biu)
+        if r is not None and r.target is None:
+            ha.peers.bulk_answered(sender)
+            self.sweep(sender, r.started, now, out)
+
+    def sweep(self, peer: Any, since: float, now: float, out: List[Any]) -> None:
+        """A bulk answer from ``peer`` is complete: copies naming it that the answer did not
+        refresh are gone at the primary."""
+        ha = self.ha
+        cache = ha.cache
+        stale = [b for b in cache.copies_of(peer) if b.touched < since]
+        removed = [0]
+
+        def remove(b: Binding, now: float, out: List[Any]) -> None:
+            if cache.get(b.home_address) is not b or b.primary != peer \
+                    or b.touched >= since:
+                return  # refreshed or taken since the answer ended
+            cache.remove(b.home_address)
+            ha.tombstones.bury(b.home_address, b.sequence, now)
+            transition(b.home_address, duties_of(ha.settings, b), (None, False), out)
+            removed[0] += 1
+
+        def done(now: float, out: List[Any]) -> None:
+            out.append(Event("bulk-sync-complete", peer=peer, removed=removed[0]))
+
+        ha.work.add(stale, remove, now, out, name="sweep", done=done)
+
+    # -- BIA -------------------------------------------------------------------------------
+
+    def bia(self, inb: Inbound, bia: BindingInfoAck, now: float, out: List[Any]) -> None:
+        """A BIA from a peer: it acknowledges one of our BIUs (or an address hand-back)."""
+        ha = self.ha
+        if not ha.peer_check(inb, out):
+            return
+        ha.counters["bia-received"] += 1
+        if ha.takeover.enabled:
+            address = handback_address(bia)
+            if address is not None:
+                ha.takeover.confirmed(inb.src, bia.identifier, address, out)
+                return
+        o = ha.sync.acknowledge(inb.src, bia, now, out)
+        if o is None:
+            ha.counters["bia-unmatched"] += 1
+        elif o.marker:
+            ha.peers.bulk_delivered(inb.src)
+        elif bia.status >= 128:
+            out.append(Event("biu-rejected", peer=inb.src, status=bia.status,
+                             home_addresses=tuple(bce.home_address
+                                                  for bce, _ in o.entries.values())))
+
+    # -- BIR -------------------------------------------------------------------------------
+
+    def bir(self, inb: Inbound, bir: BindingInfoRequest, now: float, out: List[Any]) -> None:
+        """A BIR from a peer: a bulk request, a request for one binding, or (address
+        take-over) a hand-back request."""
+        ha = self.ha
+        if not ha.peer_check(inb, out):
+            return
+        ha.counters["bir-received"] += 1
+        sender = inb.src
+        if ha.takeover.enabled:
+            wanted = handback_address(bir)
+            if wanted is not None:
+                hand_back(ha, sender, bir.identifier, wanted, now, out)
+                return
+        if sender not in ha.peers:
+            ha.drop(out, "bir-from-dead-peer", inb)
+            return
+        hoa = bir.home_address
+        cache = ha.cache
+        if hoa == UNSPECIFIED:
+            # Copies naming the requester go back to it too: a home agent that asks for
+            # everything has lost its state (restart), those were its primaries. It holds
+            # none of ours until it acknowledges the end of the answer (halist).
+            ha.peers.lost_state(sender)
+            ha.sync.answer_bulk(sender, bir.identifier, cache.primaries(), now, out,
+                                theirs=cache.copies_of(sender))
+            return
+        if hoa is not None:
+            b = cache.get(hoa)
+        elif bir.prefix is not None:
+            b = cache.lookup_prefix(bir.prefix.network_address)
+            if b is not None and not any(bir.prefix.subnet_of(p) for p in b.prefixes):
+                b = None
+        else:
+            ha.drop(out, "malformed-bir", inb)
+            return
+        if b is not None and b.primary is None:
+            ha.sync.answer_single(sender, bir.identifier, b, now, out)
