@@ -19,6 +19,7 @@ from . import registration
 from .cache import Binding
 from .duties import duties_of, transition
 from .effects import Event, Inbound, make_install, make_send
+from .seqnum import seconds
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from .homeagent import HomeAgent
