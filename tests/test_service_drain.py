@@ -5,6 +5,7 @@ from ipaddress import IPv6Address as A
 from twisted.internet.testing import MemoryReactorClock
 
 from haha.config import home_agent_from_text
+from haha.core.effects import DrainComplete
 from haha.io.memory import MemoryHub
 from haha.service import HomeAgentService
 
@@ -48,13 +49,13 @@ def test_drain_waits_until_drain_timeout_and_no_longer(tmp_path):
 
 
 def test_drain_finished_early_cancels_its_timeout(tmp_path):
-    """When the last node has left (drain-complete), the stop goes on at once and the drain
-    timeout is no longer scheduled."""
+    """When the last node has left (the core's DrainComplete effect), the stop goes on at once
+    and the drain timeout is no longer scheduled."""
     service, reactor = _service_with_a_node(tmp_path)
     drain = service._drain(3)
     assert not drain.called and len(reactor.getDelayedCalls()) >= 1
     before = len(reactor.getDelayedCalls())
-    service._observe(type("Event", (), {"name": "drain-complete"})())
+    service.adapter.duty(DrainComplete())
     assert drain.called
     assert len(reactor.getDelayedCalls()) == before - 1
     reactor.advance(3)  # the cancelled timeout does not fire on a finished wait
