@@ -12,7 +12,13 @@ from twisted.plugin import IPlugin
 from zope.interface import Attribute, Interface
 
 
-class IMobilityTransport(Interface):
+class ICounterSource(Interface):
+    """Optional: an object whose counters the daemon reports (``haha-ctl counters``, metrics)."""
+
+    counters = Attribute("A mapping of counter name to int.")
+
+
+class IMobilityTransport(ICounterSource):
     """The packet I/O seam: complete IPv6 packets in and out.
 
     Implementations: raw IPv6 sockets plus an AF_PACKET receiver (``haha.io.raw``), IPv6 packets
@@ -112,7 +118,7 @@ class IPeerDiscovery(Interface):
         """Stop reporting. May return a Deferred."""
 
 
-class ISecurityAssociations(Interface):
+class ISecurityAssociations(ICounterSource):
     """IPsec ESP transport mode (RFC 4303) for signalling, in user space.
 
     ``protect`` and ``unprotect`` work on the part of the packet after the IPv6 header and the
@@ -145,9 +151,13 @@ class IBackendPlugin(IPlugin):
     name = Attribute("The name used in the configuration file.")
     description = Attribute("One line for listings and error messages.")
 
-    def build(options, reactor):
-        """Return an :class:`IForwardingBackend`. ``options`` is the backend's own configuration
-        section (a :class:`haha.config.Section`)."""
+    def build(context):
+        """Return an :class:`IForwardingBackend`, complete: ``context`` (a
+        :class:`haha.backends.context.BackendContext`) holds everything the daemon gives a
+        backend (its configuration section, the reactor, the transport, the ownership of what
+        it installs in the kernel, the OS seams), and nothing is set on the backend afterwards.
+        (A plugin whose ``build`` takes ``(options, reactor)``, the signature before the
+        context, still loads, with a deprecation warning: :mod:`haha.plugins`.)"""
 
 
 class IDiscoveryPlugin(IPlugin):
@@ -191,3 +201,275 @@ class IControllable(Interface):
 
     def command(name, arguments):
         """Run an operator command (e.g. 'switch', 'drain'); ``arguments`` is a mapping."""
+
+
+# -- optional capabilities -------------------------------------------------------------------
+#
+# What a collaborator may do besides its required interface. The daemon asks with
+# ``providedBy`` (never ``getattr``/``hasattr``), so an object that has such a method by accident
+# is not called, and one that declares it is checked by ``verifyObject`` in the tests.
+
+
+class IAnycastJoin(Interface):
+    """A transport that can make this host a member of an anycast address (the raw transport:
+    the Home-Agents anycast address for DHAAD, RFC 6275 10.5)."""
+
+    def join_anycast(address, interface):
+        """Join anycast ``address`` on ``interface`` until the transport stops. Raises
+        ``OSError`` when the kernel refuses."""
+
+    def leave_anycast(address, interface):
+        """Leave what :meth:`join_anycast` joined (no-op when not joined)."""
+
+
+class IKernelTunnels(Interface):
+    """A transport that must be told to leave IPv6-in-IPv6 to the kernel's tunnels (the raw
+    transport's guard drops it otherwise; the ``netlink`` backend asks at start)."""
+
+    def leave_tunnels_to_kernel(enabled=True):
+        """Stop (``enabled``) or resume taking IPv6-in-IPv6 from the kernel."""
+
+
+class IDecapsulator(Interface):
+    """What takes inbound IPv6-in-IPv6 packets off the transport (the ``tun`` backend, the
+    mobile node's tunnel); without one they are dropped and counted."""
+
+    def decapsulate(packet):
+        """Take one complete IPv6 packet whose payload is IPv6 (``bytes``); True when the
+        inner packet was delivered, False when it was dropped (counted by reason)."""
+
+
+class IAddressHolder(Interface):
+    """A backend that can answer for another home agent's address (address take-over,
+    :class:`haha.core.effects.HoldAddress`); without it the duty is counted as unsupported."""
+
+    def hold_address(address, interface):
+        """Answer for ``address`` on ``interface`` (None: as a redistributable route)."""
+
+    def release_address(address, interface=None):
+        """Stop answering for ``address`` (unknown addresses are ignored)."""
+
+
+class IStartStop(Interface):
+    """Something the daemon starts with it and stops with it (a mobile node's tunnel)."""
+
+    def start():
+        """Prepare; raise when the system cannot. May return a Deferred."""
+
+    def stop():
+        """Release everything. May return a Deferred."""
+
+
+class IMobileTunnel(Interface):
+    """A mobile node's end of the bidirectional tunnel (RFC 6275 11.3.1; the daemon sets and
+    clears its end points as the node registers and returns home)."""
+
+    def set_endpoint(home_address, care_of, home_agent, prefixes=(), home_agents=()):
+        """Tunnel ``home_address`` (and ``prefixes``) between ``care_of`` and ``home_agent``,
+        accepting tunnelled packets from every one of ``home_agents`` too."""
+
+    def clear():
+        """Remove the end points (back home, or deregistered)."""
+
+
+class IHomeAnnouncer(Interface):
+    """A mobile node's tunnel that can announce the home address on the home link once the
+    node is back (RFC 6275 11.5.4)."""
+
+    def announce_home(home_address, interface):
+        """Send one unsolicited Neighbour Advertisement (Override set) for ``home_address`` on
+        ``interface``; return the packet sent, or None when it could not be sent."""
+
+
+class ISequencePersistence(Interface):
+    """A security association database that keeps its ESP sequence numbers on disk."""
+
+    sequence_store = Attribute("The :class:`haha.security.seqstore.SequenceStore`, or None.")
+
+
+class IKnownSpi(Interface):
+    """A security association database that can tell, before authenticating, whether an ESP
+    packet names one of its SPIs (admission: unknown SPIs take the unauthenticated budget)."""
+
+    def knows(esp):
+        """Whether ``esp`` (bytes starting at the SPI) names an inbound SA."""
+
+
+class ITieredLimiter(Interface):
+    """A rate limiter with separate budgets for unauthenticated input, authenticated peers and
+    answers to unauthenticated input (:class:`haha.security.ratelimit.RateLimiter`)."""
+
+    def unauthenticated(source, now):
+        """Whether one more unauthenticated packet from ``source`` fits the budget."""
+
+    def authenticated(peer, now):
+        """Whether one more authenticated packet from ``peer`` fits its budget."""
+
+    def answer(now):
+        """Whether one more answer to unauthenticated input fits the global budget."""
+
+
+# -- operating-system seams ------------------------------------------------------------------
+#
+# Every socket, TUN, nft and netlink call goes through one of these (the real object and its
+# in-memory twin: ``haha.io.system`` and ``haha.backends.netsys``). Tests check both with
+# ``verifyObject`` and the exact parameter lists, so a fake cannot drift from the real thing.
+
+
+class IPacketSocket(Interface):
+    """What :meth:`ISystem.packet_socket` returns: a non-blocking ``AF_PACKET`` socket."""
+
+    def fileno():
+        """The descriptor (the reactor watches it)."""
+
+    def recvfrom(n):
+        """``(data, address)`` of one queued frame; ``BlockingIOError`` when none."""
+
+    def close():
+        """Close it."""
+
+
+class IRawSocket(Interface):
+    """What :meth:`ISystem.raw_socket` returns: a non-blocking raw IPv6 socket."""
+
+    def fileno():
+        """The descriptor."""
+
+    def sendto(data, address):
+        """Send a complete IPv6 packet; returns the octets sent, raises ``OSError``."""
+
+    def close():
+        """Close it."""
+
+
+class ITunFile(Interface):
+    """The first item :meth:`ISystem.open_tun` returns: a non-blocking TUN queue."""
+
+    def fileno():
+        """The descriptor."""
+
+    def read(n):
+        """One packet; ``BlockingIOError`` when none."""
+
+    def write(data):
+        """Write one packet; returns the octets written, raises ``OSError``."""
+
+    def close():
+        """Close it (the device goes with the last descriptor)."""
+
+
+class ISystem(Interface):
+    """The operating-system seam of :mod:`haha.io`: sockets, TUN devices, nft
+    (:class:`haha.io.system.LinuxSystem`, :class:`haha.io.system.FakeSystem`)."""
+
+    def packet_socket(interface=None):
+        """A non-blocking :class:`IPacketSocket` for IPv6 on ``interface`` (None: all)."""
+
+    def set_receive_buffer(sock, size, log):
+        """Ask for a ``size``-octet receive buffer; returns the size granted or None."""
+
+    def attach_filter(sock, program):
+        """Attach a classic BPF ``program`` (:mod:`haha.io.bpf`) to ``sock``."""
+
+    def raw_socket():
+        """A non-blocking :class:`IRawSocket` (``IPPROTO_RAW``: whole IPv6 packets)."""
+
+    def set_mark(sock, mark):
+        """``SO_MARK``: packets sent through ``sock`` carry firewall mark ``mark``."""
+
+    def interface_index(name):
+        """The index of interface ``name``; ``OSError`` when there is none."""
+
+    def join_anycast(sock, address, interface):
+        """Make ``address`` anycast on ``interface`` while ``sock`` is open."""
+
+    def leave_anycast(sock, address, interface):
+        """Undo :meth:`join_anycast`."""
+
+    def run_nft(script):
+        """Run an nft script; ``haha.io.system.NftError`` with nft's complaint."""
+
+    def list_nft_tables():
+        """``[(family, name)]`` of the nft tables that exist."""
+
+    def open_tun(name):
+        """``(ITunFile, actual_name)`` of TUN device ``name`` (``%d`` allowed)."""
+
+
+class INetlink(Interface):
+    """The netlink seam of the forwarding backends: links, routes, rules, addresses, proxy
+    neighbour entries, ip6tnl tunnels, sysctls (:class:`haha.backends.netsys.Pyroute2Netlink`,
+    :class:`haha.backends.netsys.FakeNetlink`). Failures raise
+    :class:`haha.backends.netsys.NetlinkFailure` naming the operation."""
+
+    def close():
+        """Release the netlink socket."""
+
+    def index(name):
+        """The index of link ``name``."""
+
+    def link_info(name):
+        """``{"index", "mac", "mtu", "up", "addresses"}`` of link ``name``."""
+
+    def link_stats(name):
+        """``{"rx_packets", "tx_packets"}`` of link ``name``."""
+
+    def link_set(name, up=None, mtu=None):
+        """Bring link ``name`` up or down and/or set its MTU."""
+
+    def route_replace(dst, dev=None, table=None, metric=None, kind="unicast", proto=None):
+        """Add or replace a route."""
+
+    def route_delete(dst, dev=None, table=None, metric=None, kind="unicast", proto=None):
+        """Delete a route."""
+
+    def neigh_proxy_add(address, dev, proto=None):
+        """Add a proxy neighbour entry."""
+
+    def neigh_proxy_delete(address, dev):
+        """Delete a proxy neighbour entry."""
+
+    def neigh_proxy_dump():
+        """``[(address, dev, proto)]`` of every proxy neighbour entry."""
+
+    def route_dump(table=None, proto=None):
+        """The routes of ``table`` (None: main) tagged ``proto`` (None: any)."""
+
+    def rule_dump():
+        """``[(src, table, priority, proto)]`` of the source policy rules."""
+
+    def ip6tnl_dump():
+        """``{name: (local, remote)}`` of the ip6tnl links."""
+
+    def address_add(interface, dev):
+        """Add address ``interface`` (``"addr/len"``) to ``dev`` without DAD."""
+
+    def address_delete(interface, dev):
+        """Remove address ``interface`` from ``dev``."""
+
+    def rule_add(src, table, priority, proto=None):
+        """Add a policy rule: from ``src`` look up ``table``."""
+
+    def rule_delete(src, table, priority):
+        """Delete that policy rule."""
+
+    def steer_add(table, priority, mark, proto=None):
+        """Add the pair of rules steering unmarked traffic into ``table``."""
+
+    def steer_delete(table, priority, mark):
+        """Delete them."""
+
+    def steer_dump():
+        """``[(table, priority, mark, proto)]`` of the steering rules."""
+
+    def ip6tnl_add(name, local, remote):
+        """Create ip6tnl link ``name`` (mode ip6ip6) between ``local`` and ``remote``."""
+
+    def link_delete(name):
+        """Delete link ``name``."""
+
+    def sysctl_get(key):
+        """The value of sysctl ``key`` (dotted) as text."""
+
+    def sysctl_set(key, value):
+        """Set sysctl ``key`` to ``value``."""

@@ -20,6 +20,7 @@ it before anything else (the held addresses are in the kernel state record of
 
 from ipaddress import IPv6Address
 
+from ..interfaces import IAddressHolder
 from .netsys import RTPROT_HAHA
 
 #: Where an address held without a home link goes.
@@ -108,10 +109,13 @@ class AddressHolding:
 def hold_address(backend, effect, home_interface, counters):
     """Carry out a :class:`~haha.core.effects.HoldAddress` on ``backend`` (the adapter's
     duty): on ``home_interface`` when the effect is on the link, else as a route. A backend
-    without ``hold_address`` (a third party's) counts ``duty.unsupported`` and holds nothing."""
-    interface = home_interface if effect.on_link else None
-    method = getattr(backend, "hold_address" if effect.on else "release_address", None)
-    if method is None:
+    that does not provide :class:`~haha.interfaces.IAddressHolder` (a third party's) counts
+    ``duty.unsupported`` and holds nothing."""
+    if not IAddressHolder.providedBy(backend):
         counters["duty.unsupported"] += 1
         return
-    method(effect.address, interface)
+    interface = home_interface if effect.on_link else None
+    if effect.on:
+        backend.hold_address(effect.address, interface)
+    else:
+        backend.release_address(effect.address, interface)

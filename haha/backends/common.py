@@ -193,7 +193,8 @@ class LinkDuties(AddressHolding):
     ``transport``, ``counters``, ``table``, ``prefix_metric``, ``router_flag`` and calls
     :meth:`_init_link_duties`, :meth:`_claim` at start before installing anything, and
     :meth:`_stop_link_duties`. ``ownership`` (an :class:`Ownership`, set before start, None:
-    nothing is reclaimed) says what a previous run of the same daemon may have left."""
+    nothing is reclaimed; given to the host's constructor) says what a previous run of the
+    same daemon may have left."""
 
     log = class_logger()
 
@@ -204,11 +205,13 @@ class LinkDuties(AddressHolding):
             self._netlink = Pyroute2Netlink()
         return self._netlink
 
-    def _init_link_duties(self):
+    def _init_link_duties(self, ownership=None):
+        if ownership is not None and not isinstance(ownership, Ownership):
+            raise TypeError(f"ownership {ownership!r} is not an Ownership")
         self.proxied = set()  # (address, interface)
         self.prefixes = set()
         self._saved_sysctls = {}
-        self.ownership = None
+        self.ownership = ownership
         self._state = None
 
     def _stop_link_duties(self):

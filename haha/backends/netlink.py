@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from ..errors import StartupError
 from ..logging import class_logger
-from ..interfaces import IForwardingBackend
+from ..interfaces import IAddressHolder, IForwardingBackend, IKernelTunnels
 from .common import LinkDuties
 from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
@@ -63,17 +63,21 @@ def read_kernel_config():
         return None
 
 
-@implementer(IForwardingBackend)
+@implementer(IForwardingBackend, IAddressHolder)
 class NetlinkBackend(LinkDuties):
-    """Kernel tunnels. ``netlink``: the seam (default pyroute2 in the current namespace);
-    ``kernel_config``: a callable returning the kernel configuration text or None."""
+    """Kernel tunnels. ``transport``: sends the unsolicited Neighbour Advertisements;
+    ``netlink``: the seam (default pyroute2 in the current namespace); ``kernel_config``: a
+    callable returning the kernel configuration text or None; ``ownership``: what an earlier
+    run of the same daemon may have left (:class:`~haha.backends.common.Ownership`; None:
+    nothing reclaimed). The plugin builds it with :func:`build` from a
+    :class:`~haha.backends.context.BackendContext`."""
 
     name = "netlink"
     log = class_logger()
 
     def __init__(self, reactor=None, transport=None, table=None, prefix_metric=1024,
                  router_flag=False, enable_forwarding=True, netlink=None,
-                 kernel_config=read_kernel_config):
+                 kernel_config=read_kernel_config, ownership=None):
         self._reactor = reactor
         self.transport = transport
         self.table = table
@@ -87,7 +91,7 @@ class NetlinkBackend(LinkDuties):
         self._tunnels = {}  # (local, care_of) -> [name, set(home)]
         self._names = itertools.count()
         self.running = False
-        self._init_link_duties()
+        self._init_link_duties(ownership)
 
     def capabilities(self):
         return frozenset({"tunnel", "proxy-nd", "prefix-route"})
@@ -100,9 +104,9 @@ class NetlinkBackend(LinkDuties):
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
             raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
         self._probe()
-        leave = getattr(self.transport, "leave_tunnels_to_kernel", None)
-        if leave is not None:  # the raw transport's guard would drop what ip6tnl must receive
-            leave(True)
+        if IKernelTunnels.providedBy(self.transport):
+            # the raw transport's guard would drop what ip6tnl must receive
+            self.transport.leave_tunnels_to_kernel(True)
         self._claim()  # an earlier run's leftovers go before anything is installed
         if self.enable_forwarding:
             try:
@@ -220,10 +224,13 @@ class NetlinkBackend(LinkDuties):
         return out
 
 
-def build(options, reactor):
-    """The ``netlink`` backend plugin's factory; ``backend.transport`` (for the unsolicited
-    Neighbour Advertisement) is set by the daemon before ``start()``."""
-    return NetlinkBackend(reactor, None,
+def build(context):
+    """The ``netlink`` backend plugin's factory: a complete :class:`NetlinkBackend` from a
+    :class:`~haha.backends.context.BackendContext` (its ``[backend:netlink]`` options, reactor,
+    transport for the unsolicited Neighbour Advertisement, ownership, netlink seam)."""
+    options = context.options
+    return NetlinkBackend(context.reactor, context.transport,
                           table=options.get_int("table", None, minimum=1, maximum=0xFFFFFFFE),
                           enable_forwarding=options.get_bool("forwarding", True),
-                          router_flag=options.get_bool("router-flag", False))
+                          router_flag=options.get_bool("router-flag", False),
+                          netlink=context.netlink, ownership=context.ownership)

@@ -18,6 +18,9 @@ default (epoll/poll/select) reactors, not under the asyncio reactor.
 import socket
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
+from zope.interface import implementer
+
+from ..interfaces import INetlink
 from ..io.system import in_netns
 
 NTF_PROXY = 0x08
@@ -48,6 +51,7 @@ def _mac_bytes(text):
     return bytes(int(x, 16) for x in text.split(":")) if text else b""
 
 
+@implementer(INetlink)
 class Pyroute2Netlink:
     """Real netlink calls in namespace ``netns`` (``None``: the current one)."""
 
@@ -285,6 +289,7 @@ class Pyroute2Netlink:
             raise NetlinkFailure(f"sysctl {key}={value}: {e}", e.errno) from None
 
 
+@implementer(INetlink)
 class FakeNetlink:
     """The same operations on dictionaries. ``links`` maps names to dicts like
     :meth:`Pyroute2Netlink.link_info` returns; ``ip6tnl_error`` is what creating an ip6tnl

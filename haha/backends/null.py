@@ -9,7 +9,7 @@ from ipaddress import IPv6Address, IPv6Network
 
 from zope.interface import implementer
 
-from ..interfaces import IForwardingBackend
+from ..interfaces import IAddressHolder, IForwardingBackend
 
 
 def check_route(route):
@@ -35,7 +35,7 @@ def route_json(route):
     }
 
 
-@implementer(IForwardingBackend)
+@implementer(IForwardingBackend, IAddressHolder)
 class NullBackend:
     """Intent only. ``history`` lists every call as ``(method, argument...)``."""
 
@@ -109,6 +109,7 @@ class NullBackend:
         }
 
 
-def build(options, reactor):
-    """The ``null`` backend plugin's factory (``[backend:null]`` has no keys)."""
+def build(context):
+    """The ``null`` backend plugin's factory (``[backend:null]`` has no keys; the context's
+    transport and ownership are not needed: nothing is installed)."""
     return NullBackend()

@@ -35,7 +35,14 @@ from ipaddress import IPv6Address, IPv6Network
 from zope.interface import implementer
 
 from ..logging import class_logger
-from ..interfaces import IForwardingBackend
+from ..interfaces import (
+    IAddressHolder,
+    IDecapsulator,
+    IForwardingBackend,
+    IHomeAnnouncer,
+    IMobileTunnel,
+    IStartStop,
+)
 from ..io.tun import TunDevice
 from ..wire.errors import WireError
 from ..wire.ipv6 import build_packet, parse_packet
@@ -62,7 +69,8 @@ def _in_any(address, prefixes):
 class _Base(LinkDuties):
     log = class_logger()
 
-    def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun):
+    def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
+                 ownership=None):
         if not 1 <= hop_limit <= 255:
             raise ValueError(f"tunnel hop limit {hop_limit} out of range 1-255")
         if not 1280 <= mtu <= 65535:
@@ -76,7 +84,7 @@ class _Base(LinkDuties):
         self.counters = Counter()
         self.running = False
         self.router_flag = False
-        self._init_link_duties()
+        self._init_link_duties(ownership)
 
     def _start_tun(self):
         self.tun.start(self._from_tun)
@@ -120,7 +128,7 @@ class _Base(LinkDuties):
         return False
 
 
-@implementer(IForwardingBackend)
+@implementer(IForwardingBackend, IDecapsulator, IAddressHolder)
 class TunBackend(_Base):
     """The home agent's user-space forwarding plane.
 
@@ -130,7 +138,10 @@ class TunBackend(_Base):
     ``table``: the routing table for the routes (``None``: main). ``enable_forwarding``: set
     ``net.ipv6.conf.all.forwarding=1`` at start (restored at stop). ``netlink``/``system``: the
     seams (defaults: pyroute2 and the real system in the current namespace). ``tun``: a ready
-    :class:`~haha.io.tun.TunDevice` instead.
+    :class:`~haha.io.tun.TunDevice` instead. ``ownership``: what an earlier run of the same
+    daemon may have left (:class:`~haha.backends.common.Ownership`; None: nothing reclaimed).
+    The plugin builds it with :func:`build` from a
+    :class:`~haha.backends.context.BackendContext`.
     """
 
     name = "tun"
@@ -138,8 +149,9 @@ class TunBackend(_Base):
     def __init__(self, reactor, transport, tun_name="haha%d", mtu=DEFAULT_MTU,
                  hop_limit=DEFAULT_HOP_LIMIT, table=None, route_metric=None,
                  prefix_metric=1024, enable_forwarding=True, router_flag=False,
-                 netlink=None, system=None, tun=None):
-        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
+                 netlink=None, system=None, tun=None, ownership=None):
+        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
+                         ownership)
         self.table = table
         self.route_metric = route_metric
         self.prefix_metric = prefix_metric
@@ -165,8 +177,9 @@ class TunBackend(_Base):
         if self.running:
             raise RuntimeError("tun backend already started")
         if self.transport is None:
-            raise RuntimeError("the tun backend has no transport: set backend.transport to the "
-                               "daemon's transport before start()")
+            raise RuntimeError("the tun backend has no transport to send tunnelled packets "
+                               "through: build it with one (TunBackend(reactor, transport, ...), "
+                               "or a BackendContext with a transport)")
         self._claim()  # before anything is installed: an earlier run's leftovers go first
         try:
             self._start_tun()
@@ -323,6 +336,7 @@ class TunBackend(_Base):
         }
 
 
+@implementer(IMobileTunnel, IStartStop, IDecapsulator, IHomeAnnouncer)
 class MobileTunnel(_Base):
     """The mobile node's (or mobile router's) end of the bidirectional tunnel.
 
@@ -540,10 +554,14 @@ def options_of(options):
     }
 
 
-def build(options, reactor):
-    """The ``tun`` backend plugin's factory. Nothing touches the system until ``start()``; the
-    daemon sets ``backend.transport`` (its raw transport) before that."""
+def build(context):
+    """The ``tun`` backend plugin's factory: a complete :class:`TunBackend` from a
+    :class:`~haha.backends.context.BackendContext` (its ``[backend:tun]`` options, reactor,
+    transport, ownership and OS seams). Nothing touches the system until ``start()``."""
+    options = context.options
     kw = options_of(options)
-    return TunBackend(reactor, None,
+    return TunBackend(context.reactor, context.transport,
                       enable_forwarding=options.get_bool("forwarding", True),
-                      router_flag=options.get_bool("router-flag", False), **kw)
+                      router_flag=options.get_bool("router-flag", False),
+                      netlink=context.netlink, system=context.system,
+                      ownership=context.ownership, **kw)

@@ -20,6 +20,9 @@ import struct
 import subprocess
 from contextlib import contextmanager
 
+from zope.interface import implementer
+
+from ..interfaces import IPacketSocket, IRawSocket, ISystem, ITunFile
 from . import bpf
 from .sockbuf import apply_buffers
 
@@ -83,6 +86,7 @@ def _mreq(address, ifindex):
     return address.packed + struct.pack("@i", ifindex)
 
 
+@implementer(ITunFile)
 class _Fd:
     """A non-blocking file descriptor with ``read``/``write`` (a TUN queue)."""
 
@@ -104,6 +108,7 @@ class _Fd:
             self._fd = -1
 
 
+@implementer(ISystem)
 class LinuxSystem:
     """Real sockets, TUN and nft, in namespace ``netns`` (``None``: the current one)."""
 
@@ -223,6 +228,7 @@ class LinuxSystem:
 # --- in-memory twin ---------------------------------------------------------------------------
 
 
+@implementer(IPacketSocket)
 class FakePacketSocket:
     """An AF_PACKET socket in memory. :meth:`inject` plays the kernel: it runs the attached
     filter (when there is one) and queues what passes."""
@@ -259,6 +265,7 @@ class FakePacketSocket:
         self.closed = True
 
 
+@implementer(IRawSocket)
 class FakeRawSocket:
     """A raw IPv6 socket in memory: ``sent`` lists ``(packet, address)``; ``fail_with`` makes
     every send raise that errno until cleared; ``anycast`` holds the ``(address, interface)``
@@ -285,6 +292,7 @@ class FakeRawSocket:
         self.anycast.clear()
 
 
+@implementer(ITunFile)
 class FakeTunFile:
     """A TUN queue in memory: :meth:`inject` is a packet the kernel routed into the device,
     ``written`` what user space wrote to it."""
@@ -317,6 +325,7 @@ class FakeTunFile:
         self.closed = True
 
 
+@implementer(ISystem)
 class FakeSystem:
     """The in-memory :class:`LinuxSystem`: records sockets, TUN devices and nft scripts."""
 
