@@ -125,10 +125,11 @@ class ISecurityAssociations(ICounterSource):
     extension headers that stay in clear (Home Address option, type 2 routing header).
     """
 
-    def protect(peer, next_header, payload):
+    def protect(peer, next_header, payload, local=None):
         """Return the ESP header, encrypted ``payload`` and trailer for the outbound SA towards
-        ``peer`` (a home agent's address or a mobile node's home address). Raise
-        :class:`haha.security.SecurityError` when there is no usable SA."""
+        ``peer`` (a home agent's address or a mobile node's home address); with ``local``
+        (address take-over: the address this home agent speaks for) the SA of that pair when
+        there is one. Raise :class:`haha.security.SecurityError` when there is no usable SA."""
 
     def unprotect(source, esp):
         """Authenticate and decrypt ``esp`` (bytes starting at the SPI). Return
@@ -297,7 +298,8 @@ class IKnownSpi(Interface):
 
 class ITieredLimiter(Interface):
     """A rate limiter with separate budgets for unauthenticated input, authenticated peers and
-    answers to unauthenticated input (:class:`haha.security.ratelimit.RateLimiter`)."""
+    answers to unauthenticated input (:class:`haha.security.admission.Admission`; a plain
+    :class:`haha.security.ratelimit.RateLimiter` has only ``allow(source, now)``)."""
 
     def unauthenticated(source, now):
         """Whether one more unauthenticated packet from ``source`` fits the budget."""

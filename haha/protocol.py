@@ -36,6 +36,7 @@ from .core.effects import (
     make_inbound,
 )
 from .icmperror import GlobalBudget, parameter_problem
+from .interfaces import IDecapsulator
 from .security.errors import SecurityError
 from .security.sadb import MOBILE_NODE
 from .wire.errors import WireError
@@ -302,12 +303,11 @@ class Adapter:
     decapsulator = None
 
     def tunnelled(self, packet, data):
-        decapsulate = getattr(self.decapsulator, "decapsulate", None)
-        if decapsulate is None:
+        if not IDecapsulator.providedBy(self.decapsulator):
             return self._drop("tunnel-without-backend")
         self.counters["tunnelled-in"] += 1
         try:
-            decapsulate(data)
+            self.decapsulator.decapsulate(data)
         except Exception:
             self.counters["tunnel-failed"] += 1
             self.log.failure("decapsulation failed")

@@ -598,7 +598,7 @@ class HomeAgentService(MultiService):
         for k, v in self.machine.counters.items():
             c["core." + k] = v
         for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter,
-                       self.discovery, _sequence_store(self.sadb)):
+                       self.discovery, _kept_sequences(self.sadb)):
             if not ICounterSource.providedBy(source):
                 continue
             for k, v in source.counters.items():
@@ -779,7 +779,7 @@ class MobileNodeService(MultiService):
         for k, v in self.machine.counters.items():
             c["core." + k] = v
         c["registered_now"] = int(self.machine.home_agent is not None)
-        store = _sequence_store(self.adapter.sadb)
+        store = _kept_sequences(self.adapter.sadb)
         if ICounterSource.providedBy(store):
             for k, v in store.counters.items():
                 c[f"sequencestore.{k}"] = v
@@ -799,7 +799,7 @@ class MobileNodeService(MultiService):
         raise ValueError(f"unknown command {name!r}; known: move, home")
 
 
-def _sequence_store(sadb):
+def _kept_sequences(sadb):
     """The ESP sequence store of ``sadb`` when it keeps one, else None."""
     return sadb.sequence_store if ISequencePersistence.providedBy(sadb) else None
 
