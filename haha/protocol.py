@@ -20,6 +20,7 @@ from collections import Counter
 from twisted.logger import LogLevel
 
 from .backends.addresses import hold_address
+from .interfaces import IDecapsulator
 from .logging import enabled, logger
 
 from .core.effects import (
@@ -36,7 +37,6 @@ from .core.effects import (
     make_inbound,
 )
 from .icmperror import GlobalBudget, parameter_problem
-from .interfaces import IDecapsulator
 from .security.errors import SecurityError
 from .security.sadb import MOBILE_NODE
 from .wire.errors import WireError

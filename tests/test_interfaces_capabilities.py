@@ -128,7 +128,7 @@ def test_decapsulation_follows_the_declaration():
     from haha.core.settings import HomeAgentSettings
     from haha.protocol import HomeAgentAdapter
     from haha.security.policy import SecurityPolicy
-    from haha.wire.ipv6 import build_packet, parse_packet
+    from haha.wire.ipv6 import build_packet
     from haha.wire.numbers import IPPROTO_IPV6
 
     class LookAlike:
@@ -149,7 +149,8 @@ def test_decapsulation_follows_the_declaration():
     for backend, delivered in ((LookAlike(), False), (Declared(), True)):
         adapter = HomeAgentAdapter(machine, _Sender(), Clock(), machine.settings.numbers,
                                    SecurityPolicy(mode="none", lab=True), backend=backend)
-        adapter.tunnelled(parse_packet(data), data)
+        adapter.running = True
+        adapter.packet_received(data)
         assert (backend.got == [data]) is delivered
         assert adapter.counters["tunnelled-in"] == int(delivered)
         assert adapter.counters["dropped.tunnel-without-backend"] == int(not delivered)
