@@ -16,7 +16,7 @@ anything else is refused at start-up with a sentence saying what haha calls it w
 
 import inspect
 import warnings
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Dict, Optional
 
 from twisted.logger import Logger
 from twisted.plugin import IPlugin, getPlugins
@@ -28,7 +28,7 @@ from .inifile import ConfigError
 from .interfaces import IBackendPlugin, IDiscoveryPlugin, IForwardingBackend, IPeerDiscovery
 
 
-def _catalogue(interface, package=None):
+def _catalogue(interface: Any, package: Any = None) -> Dict[str, Any]:
     if package is None:
         import twisted.plugins as package
     found = {}
@@ -39,17 +39,17 @@ def _catalogue(interface, package=None):
     return found
 
 
-def backend_plugins(package=None):
+def backend_plugins(package: Any = None) -> Dict[str, Any]:
     """``{name: plugin}`` of every installed :class:`IBackendPlugin`."""
     return _catalogue(IBackendPlugin, package)
 
 
-def discovery_plugins(package=None):
+def discovery_plugins(package: Any = None) -> Dict[str, Any]:
     """``{name: plugin}`` of every installed :class:`IDiscoveryPlugin`."""
     return _catalogue(IDiscoveryPlugin, package)
 
 
-def _find(kind, choice, catalogue):
+def _find(kind: str, choice: Any, catalogue: Dict[str, Any]) -> Any:
     plugin = catalogue.get(choice.name)
     if plugin is None:
         names = ", ".join(sorted(catalogue)) or "none installed"
@@ -57,7 +57,7 @@ def _find(kind, choice, catalogue):
     return plugin
 
 
-def _verified(kind, name, obj, interface):
+def _verified(kind: str, name: str, obj: Any, interface: Any) -> Any:
     try:
         verifyObject(interface, obj)
     except Invalid as e:
@@ -149,7 +149,7 @@ def build_backend(choice: Any, context: Any, package: Any = None,
     return _verified("backend", choice.name, backend, IForwardingBackend)
 
 
-def build_discovery(choice, reactor, config, package=None):
+def build_discovery(choice: Any, reactor: Any, config: Any, package: Any = None) -> Any:
     """Build the peer-discovery strategy named by ``choice``."""
     plugin = _find("discovery", choice, discovery_plugins(package))
     discovery = plugin.build(choice.options, reactor, config)
@@ -157,7 +157,7 @@ def build_discovery(choice, reactor, config, package=None):
     return _verified("discovery", choice.name, discovery, IPeerDiscovery)
 
 
-def _load(kind, name, target):
+def _load(kind: str, name: str, target: str) -> Callable[..., Any]:
     """The callable ``"module:attribute"`` of plugin ``name``; a module that is missing or
     fails to import is a :class:`~haha.errors.StartupError` naming the plugin."""
     from importlib import import_module
@@ -187,12 +187,12 @@ class _LazyPlugin:
     """A plugin object whose implementation is imported only when it is built, so that
     ``getPlugins`` (which imports every plugin file) stays cheap."""
 
-    def __init__(self, name, description, factory):
+    def __init__(self, name: str, description: str, factory: str) -> None:
         self.name = name
         self.description = description
         self._factory = factory
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} -> {self._factory}>"
 
 
@@ -212,5 +212,5 @@ class BackendPlugin(_LazyPlugin):
 class DiscoveryPlugin(_LazyPlugin):
     """An :class:`IDiscoveryPlugin` built from ``"module:callable(options, reactor, config)"``."""
 
-    def build(self, options, reactor, config):
+    def build(self, options: Any, reactor: Any, config: Any) -> Any:
         return _load("discovery", self.name, self._factory)(options, reactor, config)
