@@ -17,21 +17,27 @@ transport's guard would drop the IPv6-in-IPv6 the kernel must decapsulate, so ``
 to leave protocol 41 to the kernel (:meth:`haha.io.raw.RawTransport.leave_tunnels_to_kernel`).
 """
 
+from __future__ import annotations
+
 import gzip
 import itertools
 import os
 import re
 from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
 
 from zope.interface import implementer
 
 from ..errors import StartupError
 from ..logging import class_logger
 from ..interfaces import IAddressHolder, IForwardingBackend, IKernelTunnels
-from .common import LinkDuties
+from .common import LinkDuties, Ownership, Scope
 from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
+
+if TYPE_CHECKING:
+    from .context import BackendContext
 
 EEXIST = 17
 EOPNOTSUPP = 95
@@ -49,7 +55,7 @@ NO_TUNNEL_MESSAGE = (
 )
 
 
-def read_kernel_config():
+def read_kernel_config() -> Optional[str]:
     """The running kernel's build configuration text, or None when it cannot be found."""
     try:
         with gzip.open("/proc/config.gz", "rt") as f:
@@ -75,9 +81,11 @@ class NetlinkBackend(LinkDuties):
     name = "netlink"
     log = class_logger()
 
-    def __init__(self, reactor=None, transport=None, table=None, prefix_metric=1024,
-                 router_flag=False, enable_forwarding=True, netlink=None,
-                 kernel_config=read_kernel_config, ownership=None):
+    def __init__(self, reactor: Any = None, transport: Any = None, table: Optional[int] = None,
+                 prefix_metric: int = 1024, router_flag: bool = False,
+                 enable_forwarding: bool = True, netlink: Any = None,
+                 kernel_config: Optional[Callable[[], Optional[str]]] = read_kernel_config,
+                 ownership: Optional[Ownership] = None) -> None:
         self._reactor = reactor
         self.transport = transport
         self.table = table
@@ -87,16 +95,16 @@ class NetlinkBackend(LinkDuties):
         self._netlink = netlink
         self._kernel_config = kernel_config
         self.counters = Counter()
-        self.routes = {}
-        self._tunnels = {}  # (local, care_of) -> [name, set(home)]
+        self.routes: Dict[IPv6Address, Any] = {}
+        self._tunnels: Dict[Any, List[Any]] = {}  # (local, care_of) -> [name, set(home)]
         self._names = itertools.count()
         self.running = False
         self._init_link_duties(ownership)
 
-    def capabilities(self):
+    def capabilities(self) -> frozenset[str]:
         return frozenset({"tunnel", "proxy-nd", "prefix-route"})
 
-    def start(self):
+    def start(self) -> None:
         """Check that the kernel can make ip6tnl links (raise :class:`KernelUnsupported`
         naming the missing driver when it cannot), remove what an earlier run of the same
         daemon left (when ``ownership`` is set), enable forwarding."""
@@ -116,7 +124,7 @@ class NetlinkBackend(LinkDuties):
                 raise
         self.running = True
 
-    def _probe(self):
+    def _probe(self) -> None:
         """Create and delete one ip6tnl link to learn whether the kernel has the driver.
 
         A kernel with ``ip6_tunnel`` loaded keeps a fallback device ``ip6tnl0`` (local ``::``,
@@ -139,7 +147,7 @@ class NetlinkBackend(LinkDuties):
             raise
         self.netlink.link_delete(probe)
 
-    def _reclaim_more(self, scopes):
+    def _reclaim_more(self, scopes: List[Scope]) -> None:
         """Leftover tunnels: ip6tnl links named like ours (``hahaN``) from one of our
         addresses that this run did not make."""
         ours = {entry[0] for entry in self._tunnels.values()}
@@ -157,13 +165,13 @@ class NetlinkBackend(LinkDuties):
             if self._nl(f"remove leftover tunnel {name}", self.netlink.link_delete, name):
                 self._leftover(f"tunnel {name} ({local} -> {remote})")
 
-    def stop(self):
+    def stop(self) -> None:
         for home in list(self.routes):
             self.remove(home)
         self._stop_link_duties()
         self.running = False
 
-    def install(self, route):
+    def install(self, route: Any) -> None:
         check_route(route)
         if route.home_address in self.routes:
             self.remove(route.home_address)
@@ -182,7 +190,7 @@ class NetlinkBackend(LinkDuties):
             self._nl(f"route {net} into {entry[0]}", self.netlink.route_replace, net,
                      dev=entry[0], table=self.table, proto=RTPROT_HAHA)
 
-    def remove(self, home_address):
+    def remove(self, home_address: IPv6Address) -> None:
         route = self.routes.pop(home_address, None)
         if route is None:
             return
@@ -196,7 +204,7 @@ class NetlinkBackend(LinkDuties):
             del self._tunnels[key]
             self._nl(f"delete tunnel {name}", self.netlink.link_delete, name)
 
-    def snapshot(self):
+    def snapshot(self) -> Dict[str, Any]:
         return {
             "name": self.name,
             "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
@@ -210,7 +218,7 @@ class NetlinkBackend(LinkDuties):
         }
 
 
-    def _tunnel_packets(self):
+    def _tunnel_packets(self) -> Dict[str, Dict[str, int]]:
         """The kernel's packet counters of this run's tunnels: ``{name: {"encapsulated": tx,
         "decapsulated": rx}}`` (the kernel does the work, so haha's own counters cannot)."""
         out = {}
@@ -224,7 +232,7 @@ class NetlinkBackend(LinkDuties):
         return out
 
 
-def build(context):
+def build(context: BackendContext) -> NetlinkBackend:
     """The ``netlink`` backend plugin's factory: a complete :class:`NetlinkBackend` from a
     :class:`~haha.backends.context.BackendContext` (its ``[backend:netlink]`` options, reactor,
     transport for the unsolicited Neighbour Advertisement, ownership, netlink seam)."""
