@@ -127,9 +127,9 @@ class Pyroute2Netlink:
             kw["proto"] = proto
         return kw
 
-    def route_replace(self, dst: Destination, dev: Optional[str] = None, table: Optional[int] = None,
-                      metric: Optional[int] = None, kind: str = "unicast",
-                      proto: Optional[int] = None) -> None:
+    def route_replace(self, dst: Destination, dev: Optional[str] = None,
+                      table: Optional[int] = None, metric: Optional[int] = None,
+                      kind: str = "unicast", proto: Optional[int] = None) -> None:
         self._do(f"route replace {dst} dev {dev} table {table}", self._ipr.route, "replace",
                  **self._route_kw(dst, dev, table, metric, kind, proto))
 
@@ -370,9 +370,9 @@ class FakeNetlink:
         if mtu is not None:
             link["mtu"] = mtu
 
-    def route_replace(self, dst: Destination, dev: Optional[str] = None, table: Optional[int] = None,
-                      metric: Optional[int] = None, kind: str = "unicast",
-                      proto: Optional[int] = None) -> None:
+    def route_replace(self, dst: Destination, dev: Optional[str] = None,
+                      table: Optional[int] = None, metric: Optional[int] = None,
+                      kind: str = "unicast", proto: Optional[int] = None) -> None:
         if dev is not None:
             self._need(dev)
         self.routes[(IPv6Network(dst), table)] = {"dev": dev, "metric": metric, "kind": kind,
