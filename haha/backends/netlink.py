@@ -25,7 +25,7 @@ import os
 import re
 from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from zope.interface import implementer
 
