@@ -247,3 +247,77 @@ def test_context_checks_its_fields():
         BackendContext({"table": "1"}, Clock())
     with pytest.raises(AttributeError):
         ok.transport = object()  # frozen: nothing is set afterwards
+
+
+def test_factory_signatures_are_told_apart():
+    """A plugin object's own ``build`` (not through BackendPlugin) is called the same way as
+    a factory: one parameter, or ``*args``, gets the context; two required parameters get
+    ``(options, reactor)`` with a deprecation warning; a required keyword-only parameter or
+    three required parameters are refused by name, before the factory runs."""
+    from haha.backends.context import BackendContext
+    from haha.backends.null import NullBackend
+    from haha.errors import StartupError
+    from haha.inifile import Section
+    from haha.plugins import call_backend_factory
+
+    reactor = Clock()
+    context = BackendContext(Section("backend:x"), reactor)
+    calls = []
+
+    class Plugin:
+        def build(self, context):
+            calls.append(("context", context))
+            return NullBackend()
+
+    class OldPlugin:
+        def build(self, options, reactor):
+            calls.append(("legacy", options, reactor))
+            return NullBackend()
+
+    def anything(*args):
+        calls.append(("args",) + args)
+        return NullBackend()
+
+    call_backend_factory("x", Plugin().build, context)
+    call_backend_factory("x", anything, context)
+    with pytest.warns(DeprecationWarning, match="plugin 'x'"):
+        call_backend_factory("x", OldPlugin().build, context)
+    assert calls == [("context", context), ("args", context),
+                     ("legacy", context.options, reactor)]
+    for factory in (lambda *, context: None, lambda a, b, c: None):
+        with pytest.raises(StartupError, match="plugin 'x'"):
+            call_backend_factory("x", factory, context)
+    assert len(calls) == 3
+
+
+def test_legacy_factory_gets_only_what_it_left_empty():
+    """The compatibility path for build(options, reactor) sets ``transport`` and
+    ``ownership`` only where the backend has that attribute and it is None, as the daemon did
+    before the context: a value the factory chose, or an attribute it does not have, is
+    left alone."""
+    from ipaddress import IPv6Network
+
+    from haha.backends.common import Ownership
+    from haha.backends.context import BackendContext
+    from haha.backends.null import NullBackend
+    from haha.inifile import Section
+    from haha.io.memory import MemoryHub
+    from haha.plugins import call_backend_factory
+
+    reactor = Clock()
+    own = Ownership(IPv6Network("2001:db8:1::/64"))
+    transport = MemoryHub(reactor).endpoint("2001:db8:1::1")
+    context = BackendContext(Section("backend:x"), reactor, transport=transport, ownership=own)
+    mine = object()
+
+    class Chosen(NullBackend):
+        def __init__(self):
+            super().__init__()
+            self.transport = mine
+            self.ownership = None
+
+    with pytest.warns(DeprecationWarning):
+        chosen = call_backend_factory("x", lambda options, reactor: Chosen(), context)
+        plain = call_backend_factory("x", lambda options, reactor: NullBackend(), context)
+    assert chosen.transport is mine and chosen.ownership is own
+    assert not hasattr(plain, "transport") and not hasattr(plain, "ownership")
