@@ -485,3 +485,16 @@ class INetlink(Interface):
 
     def sysctl_set(key: str, value: str) -> None:
         """Set sysctl ``key`` to ``value``."""
+
+
+def provide_what_inner_provides(wrapper: Any, inner: Any, *interfaces: Any) -> Any:
+    """Declare on ``wrapper`` (an object that forwards to ``inner``, e.g. through
+    ``__getattr__``) each of the optional capabilities ``interfaces`` that ``inner`` provides,
+    so that ``providedBy`` answers for the wrapper as it would for what it wraps. Returns
+    ``wrapper``. (A wrapper that forwards only some methods should declare only those.)"""
+    from zope.interface import alsoProvides
+
+    wanted = [i for i in interfaces if i.providedBy(inner)]
+    if wanted:
+        alsoProvides(wrapper, *wanted)
+    return wrapper

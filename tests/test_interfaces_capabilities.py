@@ -209,3 +209,30 @@ def test_kernel_tunnels_are_asked_for_only_through_a_declared_capability(declare
     b.start()
     assert transport.asked == ([True] if declared else [])
     b.stop()
+
+
+def test_a_forwarding_wrapper_can_declare_what_it_wraps():
+    """A transport wrapper that forwards to the raw transport (through ``__getattr__``)
+    provides the raw transport's optional capabilities once it declares them with
+    provide_what_inner_provides, and only those the wrapped object has."""
+    from haha.interfaces import provide_what_inner_provides
+
+    @implementer(IMobilityTransport)
+    class Wrapper:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    raw = RawTransport(MemoryReactor(), system=FakeSystem())
+    plain = Wrapper(raw)
+    assert not IAnycastJoin.providedBy(plain)  # a method found by forwarding is not enough
+    wrapped = provide_what_inner_provides(Wrapper(raw), raw, IAnycastJoin, IKernelTunnels,
+                                          IDecapsulator)
+    assert IAnycastJoin.providedBy(wrapped) and IKernelTunnels.providedBy(wrapped)
+    assert not IDecapsulator.providedBy(wrapped)  # the raw transport does not decapsulate
+    verifyObject(IAnycastJoin, wrapped)
+    memory = MemoryHub(Clock()).endpoint(HA)
+    assert not IAnycastJoin.providedBy(
+        provide_what_inner_provides(Wrapper(memory), memory, IAnycastJoin))
