@@ -31,13 +31,14 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-from zope.interface import Interface
+from twisted.logger import Logger
 
+from ..inifile import Section
 from ..interfaces import IMobilityTransport, INetlink, ISystem
 from .common import Ownership
 
 
-def _check(field: str, value: object, interface: type[Interface] | Any) -> None:
+def _check(field: str, value: object, interface: Any) -> None:
     if value is not None and not interface.providedBy(value):
         raise TypeError(f"BackendContext.{field}: {value!r} does not provide "
                         f"{interface.__name__}")
@@ -47,14 +48,14 @@ def _check(field: str, value: object, interface: type[Interface] | Any) -> None:
 class BackendContext:
     """Everything a backend plugin's factory is given (module docstring)."""
 
-    options: Any
+    options: Section
     reactor: Any
-    transport: Optional[Any] = None
+    transport: Optional[IMobilityTransport] = None
     ownership: Optional[Ownership] = None
-    config: Optional[Any] = None
-    log: Optional[Any] = None
-    netlink: Optional[Any] = None
-    system: Optional[Any] = None
+    config: Any = None
+    log: Optional[Logger] = None
+    netlink: Optional[INetlink] = None
+    system: Optional[ISystem] = None
 
     def __post_init__(self) -> None:
         if self.options is None:
