@@ -336,11 +336,12 @@ def backend_ownership(config):
 def backend_context(config, reactor, transport):
     """The :class:`haha.backends.context.BackendContext` a home agent's backend is built from:
     its ``[backend:NAME]`` section, the reactor, the daemon's transport, its
-    :func:`backend_ownership` and the whole configuration."""
+    :func:`backend_ownership`, the whole configuration and a logger carrying its address."""
     from .backends.context import BackendContext
 
     return BackendContext(config.backend.options, reactor, transport=transport,
-                          ownership=backend_ownership(config), config=config)
+                          ownership=backend_ownership(config), config=config,
+                          log=logger(f"haha.backends.{config.backend.name}", config.address))
 
 
 def _start_services(parent, config, target, labels, gauges):

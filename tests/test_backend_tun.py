@@ -331,9 +331,11 @@ def test_plugin_factory_reads_its_section_and_touches_nothing():
 def test_plugin_factory_builds_a_complete_backend_from_the_context(tmp_path):
     """Everything the daemon gives a backend arrives through the context, in one step: the
     transport (the unsolicited NA goes through it), the ownership (the state file is taken
-    at start) and the OS seams (the TUN is opened on the context's system, the routes made
-    through its netlink); nothing is set on the backend afterwards."""
+    at start), the logger (its start is logged there) and the OS seams (the TUN is opened on
+    the context's system, the routes made through its netlink); nothing is set on the
+    backend afterwards."""
     from twisted.internet.task import Clock
+    from twisted.logger import Logger
 
     from haha.backends.common import Ownership
     from haha.backends.context import BackendContext
@@ -346,11 +348,13 @@ def test_plugin_factory_builds_a_complete_backend_from_the_context(tmp_path):
     transport = MemoryHub(Clock()).endpoint(HA)
     own = Ownership(IPv6Network("2001:db8:1::/64"), "eth0", frozenset({HA}),
                     str(tmp_path / "ha.state"))
+    events = []
     b = build(BackendContext(parse_ini("[backend:tun]\nforwarding = no\n")["backend:tun"],
                              MemoryReactor(), transport=transport, ownership=own, netlink=nl,
-                             system=system))
+                             system=system, log=Logger(namespace="ha1", observer=events.append)))
     assert b.transport is transport and b.ownership is own
     b.start()
+    assert any("tun backend started" in e.get("log_format", "") for e in events)
     assert list(system.tuns) == [b.tun.name] and (tmp_path / "ha.state").exists()
     b.install(ForwardingRoute(HOME, COA, HA))
     assert (IPv6Network(HOME), None) in nl.routes

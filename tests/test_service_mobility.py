@@ -173,6 +173,9 @@ def test_home_agent_backend_is_told_what_it_owns(tmp_path):
     assert isinstance(context, BackendContext) and service.backend is not None
     assert context.ownership == own and context.transport is transport
     assert context.reactor is reactor and context.options is config.backend.options
+    # the backend's log lines carry the daemon's address (several daemons in one process)
+    assert context.log.namespace == "haha.backends.null"
+    assert context.log.observer.identity == str(config.address)
 
 
 def test_state_file_sits_beside_the_sequence_file(tmp_path):

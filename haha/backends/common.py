@@ -222,9 +222,13 @@ class LinkDuties(AddressHolding):
             self._netlink = Pyroute2Netlink()
         return self._netlink
 
-    def _init_link_duties(self, ownership: Optional[Ownership] = None) -> None:
+    def _init_link_duties(self, ownership: Optional[Ownership] = None,
+                          log: Any = None) -> None:
+        """``log``: a Logger carrying the daemon's identity, instead of the class's own."""
         if ownership is not None and not isinstance(ownership, Ownership):
             raise TypeError(f"ownership {ownership!r} is not an Ownership")
+        if log is not None:
+            self.log = log
         self.proxied: Set[Tuple[IPv6Address, str]] = set()  # (address, interface)
         self.prefixes: Set[IPv6Network] = set()
         self._saved_sysctls: Dict[str, str] = {}

@@ -75,7 +75,8 @@ class NetlinkBackend(LinkDuties):
     ``netlink``: the seam (default pyroute2 in the current namespace); ``kernel_config``: a
     callable returning the kernel configuration text or None; ``ownership``: what an earlier
     run of the same daemon may have left (:class:`~haha.backends.common.Ownership`; None:
-    nothing reclaimed). The plugin builds it with :func:`build` from a
+    nothing reclaimed); ``log``: a Logger carrying the daemon's identity (None: the class's
+    own). The plugin builds it with :func:`build` from a
     :class:`~haha.backends.context.BackendContext`."""
 
     name = "netlink"
@@ -85,7 +86,7 @@ class NetlinkBackend(LinkDuties):
                  prefix_metric: int = 1024, router_flag: bool = False,
                  enable_forwarding: bool = True, netlink: Any = None,
                  kernel_config: Optional[Callable[[], Optional[str]]] = read_kernel_config,
-                 ownership: Optional[Ownership] = None) -> None:
+                 ownership: Optional[Ownership] = None, log: Any = None) -> None:
         self._reactor = reactor
         self.transport = transport
         self.table = table
@@ -99,7 +100,7 @@ class NetlinkBackend(LinkDuties):
         self._tunnels: Dict[Any, List[Any]] = {}  # (local, care_of) -> [name, set(home)]
         self._names = itertools.count()
         self.running = False
-        self._init_link_duties(ownership)
+        self._init_link_duties(ownership, log)
 
     def capabilities(self) -> frozenset[str]:
         return frozenset({"tunnel", "proxy-nd", "prefix-route"})
@@ -241,4 +242,5 @@ def build(context: BackendContext) -> NetlinkBackend:
                           table=options.get_int("table", None, minimum=1, maximum=0xFFFFFFFE),
                           enable_forwarding=options.get_bool("forwarding", True),
                           router_flag=options.get_bool("router-flag", False),
-                          netlink=context.netlink, ownership=context.ownership)
+                          netlink=context.netlink, ownership=context.ownership,
+                          log=context.log)

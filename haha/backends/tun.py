@@ -76,7 +76,7 @@ class _Base(LinkDuties):
     log = class_logger()
 
     def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
-                 ownership=None):
+                 ownership=None, log=None):
         if not 1 <= hop_limit <= 255:
             raise ValueError(f"tunnel hop limit {hop_limit} out of range 1-255")
         if not 1280 <= mtu <= 65535:
@@ -90,7 +90,7 @@ class _Base(LinkDuties):
         self.counters = Counter()
         self.running = False
         self.router_flag = False
-        self._init_link_duties(ownership)
+        self._init_link_duties(ownership, log)
 
     def _start_tun(self):
         self.tun.start(self._from_tun)
@@ -146,6 +146,7 @@ class TunBackend(_Base):
     seams (defaults: pyroute2 and the real system in the current namespace). ``tun``: a ready
     :class:`~haha.io.tun.TunDevice` instead. ``ownership``: what an earlier run of the same
     daemon may have left (:class:`~haha.backends.common.Ownership`; None: nothing reclaimed).
+    ``log``: a Logger carrying the daemon's identity (None: the class's own).
     The plugin builds it with :func:`build` from a
     :class:`~haha.backends.context.BackendContext`.
     """
@@ -157,9 +158,10 @@ class TunBackend(_Base):
                  table: Optional[int] = None, route_metric: Optional[int] = None,
                  prefix_metric: int = 1024, enable_forwarding: bool = True,
                  router_flag: bool = False, netlink: Any = None, system: Any = None,
-                 tun: Any = None, ownership: Optional[Ownership] = None) -> None:
+                 tun: Any = None, ownership: Optional[Ownership] = None,
+                 log: Any = None) -> None:
         super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
-                         ownership)
+                         ownership, log)
         self.table = table
         self.route_metric = route_metric
         self.prefix_metric = prefix_metric
@@ -580,4 +582,4 @@ def build(context: BackendContext) -> TunBackend:
                       enable_forwarding=options.get_bool("forwarding", True),
                       router_flag=options.get_bool("router-flag", False),
                       netlink=context.netlink, system=context.system,
-                      ownership=context.ownership, **kw)
+                      ownership=context.ownership, log=context.log, **kw)
