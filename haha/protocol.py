@@ -24,6 +24,7 @@ from twisted.logger import LogLevel
 from twisted.python.failure import Failure
 
 from .backends.addresses import hold_address
+from .interfaces import IDecapsulator, IHomeAnnouncer
 from .core.effects import (
     AdvertisePrefix,
     AnnounceHome,
@@ -217,13 +218,12 @@ class Adapter:
 
     def tunnelled(self, data: bytes) -> None:
         """Hand an IPv6-in-IPv6 packet to the decapsulator (counted either way)."""
-        decapsulate = getattr(self.decapsulator, "decapsulate", None)
-        if decapsulate is None:
+        if not IDecapsulator.providedBy(self.decapsulator):
             self.counters["dropped.tunnel-without-backend"] += 1
             return
         self.counters["tunnelled-in"] += 1
         try:
-            decapsulate(data)
+            self.decapsulator.decapsulate(data)
         except Exception:
             self.counters["tunnel-failed"] += 1
             self.log.failure("decapsulation failed")
@@ -386,9 +386,9 @@ class MobileNodeAdapter(Adapter):
     def announce_home(self, effect: AnnounceHome) -> None:
         """Back on the home link: announce the home address with our own link-layer address
         (RFC 6275 11.5.4) on ``interface``, through the tunnel when it can."""
-        announce = getattr(self.tunnel, "announce_home", None)
-        if announce is None:
+        if not IHomeAnnouncer.providedBy(self.tunnel):
             return
+        announce = self.tunnel.announce_home
         if not self.interface:
             self.counters["home-na-no-interface"] += 1
             self.log.warn("home: no interface configured to announce {hoa} on",

@@ -43,7 +43,15 @@ from .inifile import ConfigError, parse_address
 from .logthrottle import LogThrottle
 from .leaving import deregister
 from .logging import logger
-from .interfaces import IControllable, IPeerListener, IRouterAdvertisementListener
+from .interfaces import (
+    IAnycastJoin,
+    ICounterSource,
+    IControllable,
+    IPeerListener,
+    IRouterAdvertisementListener,
+    ISequencePersistence,
+    IStartStop,
+)
 from .protocol import HomeAgentAdapter, MobileNodeAdapter
 from .control.jsonvalue import jsonable
 from .security import keyring as _keyring
@@ -92,12 +100,11 @@ def home_agent_sadb(config: HomeAgentConfig) -> SecurityAssociationDatabase | No
 def _join_anycast(config: HomeAgentConfig, transport: Any) -> tuple[IPv6Address, str] | None:
     """Join :func:`anycast_membership` through ``transport`` when it can (the raw transport);
     a refusal is a start-up failure with a sentence that says what to fix."""
-    join = getattr(transport, "join_anycast", None)
-    if join is None:
+    if not IAnycastJoin.providedBy(transport):
         return None
     address, interface = anycast_membership(config)
     try:
-        join(address, interface)
+        transport.join_anycast(address, interface)
     except OSError as e:
         raise OSError(e.errno, (
             f"cannot join the Home-Agents anycast address {address} of {config.home_prefix} on "
@@ -126,6 +133,17 @@ def backend_ownership(config):
 
     return Ownership(config.home_prefix, config.home_interface,
                      frozenset({config.address, config.haha_address}), kernel_state_path(config))
+
+
+def backend_context(config: HomeAgentConfig, reactor: Any, transport: Any) -> Any:
+    """The :class:`haha.backends.context.BackendContext` a home agent's backend is built from:
+    its ``[backend:NAME]`` section, the reactor, the daemon's transport, its
+    :func:`backend_ownership`, the whole configuration and a logger carrying its address."""
+    from .backends.context import BackendContext
+
+    return BackendContext(config.backend.options, reactor, transport=transport,
+                          ownership=backend_ownership(config), config=config,
+                          log=logger(f"haha.backends.{config.backend.name}", config.address))
 
 
 def _start_services(parent: Any, config: AnyConfig, target: Any, labels: dict[str, str],
@@ -203,10 +221,13 @@ class HomeAgentService(MultiService):
     @classmethod
     @startup.translated
     def build(cls, config, reactor=None, backend=None, discovery=None, transport=None,
-              sadb=None, rng=None):
+              sadb=None, rng=None, backend_factory=None):
         """Everything from ``config``; each keyword replaces what the configuration would
-        build (``sadb`` is ignored in lab mode). Raises :class:`haha.errors.StartupError`
-        when this host cannot run it (:mod:`haha.startup`)."""
+        build (``sadb`` is ignored in lab mode). ``backend`` is used as it is;
+        ``backend_factory`` (a callable taking a :class:`haha.backends.context.BackendContext`,
+        as a plugin's factory does) replaces the configured plugin and is given the daemon's
+        transport and ownership (:func:`backend_context`). Raises
+        :class:`haha.errors.StartupError` when this host cannot run it (:mod:`haha.startup`)."""
         if reactor is None:
             from twisted.internet import reactor
         startup.check_home_agent(config, transport=transport is None, backend=backend is None)
@@ -219,11 +240,8 @@ class HomeAgentService(MultiService):
         if transport is None:
             transport = build_transport(config, reactor, config.home_interface)
         if backend is None:
-            backend = build_backend(config.backend, reactor)
-        if getattr(backend, "transport", False) is None:
-            backend.transport = transport
-        if getattr(backend, "ownership", False) is None:
-            backend.ownership = backend_ownership(config)
+            backend = build_backend(config.backend, backend_context(config, reactor, transport),
+                                    factory=backend_factory)
         if discovery is None:
             discovery = build_discovery(config.discovery, reactor, config)
         machine = HomeAgent(settings, rng or random.Random())
@@ -369,8 +387,10 @@ class HomeAgentService(MultiService):
         for k, v in self.machine.counters.items():
             c["core." + k] = v
         for source in (self.transport, self.sadb, self.adapter.policy, self.adapter.limiter,
-                       self.discovery, getattr(self.sadb, "sequence_store", None)):
-            for k, v in getattr(source, "counters", {}).items():
+                       self.discovery, _kept_sequences(self.sadb)):
+            if not ICounterSource.providedBy(source):
+                continue
+            for k, v in source.counters.items():
                 c[f"{type(source).__name__.lower()}.{k}"] = v
         c["log-lines-suppressed"] = self._log_throttle.suppressed
         c["bindings_now"] = len(self.machine.cache)
@@ -456,7 +476,7 @@ class MobileNodeService(MultiService):
     def startService(self):  # noqa: N802 - Twisted hook
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
-        if self.tunnel is not None and hasattr(self.tunnel, "start"):
+        if IStartStop.providedBy(self.tunnel):
             self.tunnel.start()
         self.adapter.running = True
         self.leaving = False
@@ -486,7 +506,7 @@ class MobileNodeService(MultiService):
         self.adapter.stop_timer()
         if self.adapter.sadb is not None:
             self.adapter.sadb.flush()
-        if self.tunnel is not None and hasattr(self.tunnel, "stop"):
+        if IStartStop.providedBy(self.tunnel):
             yield defer.maybeDeferred(self.tunnel.stop)
         yield defer.maybeDeferred(self.transport.stop)
 
@@ -527,9 +547,10 @@ class MobileNodeService(MultiService):
         for k, v in self.machine.counters.items():
             c["core." + k] = v
         c["registered_now"] = int(self.machine.home_agent is not None)
-        store = getattr(self.adapter.sadb, "sequence_store", None)
-        for k, v in getattr(store, "counters", {}).items():
-            c[f"sequencestore.{k}"] = v
+        store = _kept_sequences(self.adapter.sadb)
+        if ICounterSource.providedBy(store):
+            for k, v in store.counters.items():
+                c[f"sequencestore.{k}"] = v
         return c
 
     def command(self, name, arguments):
@@ -544,6 +565,11 @@ class MobileNodeService(MultiService):
             self.adapter.call(self.machine.return_home, self.reactor.seconds())
             return {"state": self.machine.state}
         raise ValueError(f"unknown command {name!r}; known: move, home")
+
+
+def _kept_sequences(sadb):
+    """The ESP sequence store of ``sadb`` when it keeps one, else None."""
+    return sadb.sequence_store if ISequencePersistence.providedBy(sadb) else None
 
 
 def _mobile_tunnel(config, reactor, transport):

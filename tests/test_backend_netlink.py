@@ -143,17 +143,28 @@ def test_other_probe_failures_are_raised():
 
 
 def test_plugin_factories_touch_nothing():
-    """The null and netlink factories build from their sections without system calls."""
+    """The null and netlink factories build from a context holding their sections without
+    system calls; the netlink backend takes the context's transport, ownership and netlink
+    seam in the same step."""
     from twisted.internet.task import Clock
 
     from haha.backends import netlink, null
+    from haha.backends.common import Ownership
+    from haha.backends.context import BackendContext
     from haha.inifile import parse_ini
+    from haha.io.memory import MemoryHub
 
-    assert isinstance(null.build(parse_ini("[backend:null]\n")["backend:null"], Clock()),
-                      null.NullBackend)
+    assert isinstance(null.build(BackendContext(parse_ini("[backend:null]\n")["backend:null"],
+                                                Clock())), null.NullBackend)
     section = parse_ini("[backend:netlink]\ntable = 7\nforwarding = no\n")["backend:netlink"]
-    b = netlink.build(section, Clock())
-    assert (b.table, b.enable_forwarding, b.transport) == (7, False, None)
+    b = netlink.build(BackendContext(section, Clock()))
+    assert (b.table, b.enable_forwarding, b.transport, b.ownership) == (7, False, None, None)
+    nl = FakeNetlink()
+    transport = MemoryHub(Clock()).endpoint(IPv6Address("2001:db8:1::1"))
+    own = Ownership(IPv6Network("2001:db8:1::/64"))
+    b = netlink.build(BackendContext(parse_ini("[backend:netlink]\n")["backend:netlink"],
+                                     Clock(), transport=transport, ownership=own, netlink=nl))
+    assert (b.transport, b.ownership, b.netlink) == (transport, own, nl)
 
 
 def test_start_leaves_ipv6_in_ipv6_to_the_kernel():

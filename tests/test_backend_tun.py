@@ -303,25 +303,59 @@ def test_mobile_tunnel_accepts_its_other_home_agents():
 
 
 def test_plugin_factory_reads_its_section_and_touches_nothing():
-    """build(options, reactor) turns [backend:tun] into a TunBackend without opening anything;
-    start() refuses to run until the daemon gave it a transport; the same keys configure a
-    mobile node's MobileTunnel."""
+    """build(context) turns [backend:tun] into a TunBackend without opening anything; built
+    without a transport, start() refuses to run, saying how to give it one; the same keys
+    configure a mobile node's MobileTunnel."""
     from twisted.internet.task import Clock
 
+    from haha.backends.context import BackendContext
     from haha.backends.tun import build, options_of
     from haha.inifile import ConfigError, parse_ini
 
     text = "[backend:tun]\ndevice = ha%d\nmtu = 1400\nhop-limit = 32\ntable = 100\n" \
            "forwarding = no\nrouter-flag = yes\n"
     section = parse_ini(text)["backend:tun"]
-    b = build(section, Clock())
+    b = build(BackendContext(section, Clock()))
     assert (b.tun.requested_name, b.mtu, b.hop_limit, b.table) == ("ha%d", 1400, 32, 100)
     assert b.enable_forwarding is False and b.router_flag is True and b.transport is None
     assert section.unused() == []
-    with pytest.raises(RuntimeError, match="no transport"):
+    with pytest.raises(RuntimeError, match="no transport.*BackendContext"):
         b.start()
     t = MobileTunnel(MemoryReactor(), _Sender(), netlink=FakeNetlink(), system=FakeSystem(),
                      **options_of(parse_ini("[backend:tun]\n")["backend:tun"]))
     assert t.table == 0x4D4E and t.mtu == 1460
     with pytest.raises(ConfigError):
-        build(parse_ini("[backend:tun]\nmtu = 500\n")["backend:tun"], Clock())
+        build(BackendContext(parse_ini("[backend:tun]\nmtu = 500\n")["backend:tun"], Clock()))
+
+
+def test_plugin_factory_builds_a_complete_backend_from_the_context(tmp_path):
+    """Everything the daemon gives a backend arrives through the context, in one step: the
+    transport (the unsolicited NA goes through it), the ownership (the state file is taken
+    at start), the logger (its start is logged there) and the OS seams (the TUN is opened on
+    the context's system, the routes made through its netlink); nothing is set on the
+    backend afterwards."""
+    from twisted.internet.task import Clock
+    from twisted.logger import Logger
+
+    from haha.backends.common import Ownership
+    from haha.backends.context import BackendContext
+    from haha.backends.tun import build
+    from haha.inifile import parse_ini
+    from haha.io.memory import MemoryHub
+
+    system = FakeSystem()
+    nl = FakeNetlink({"eth0": {"mac": MAC, "addresses": [LL, HA]}}, system=system)
+    transport = MemoryHub(Clock()).endpoint(HA)
+    own = Ownership(IPv6Network("2001:db8:1::/64"), "eth0", frozenset({HA}),
+                    str(tmp_path / "ha.state"))
+    events = []
+    b = build(BackendContext(parse_ini("[backend:tun]\nforwarding = no\n")["backend:tun"],
+                             MemoryReactor(), transport=transport, ownership=own, netlink=nl,
+                             system=system, log=Logger(namespace="ha1", observer=events.append)))
+    assert b.transport is transport and b.ownership is own
+    b.start()
+    assert any("tun backend started" in e.get("log_format", "") for e in events)
+    assert list(system.tuns) == [b.tun.name] and (tmp_path / "ha.state").exists()
+    b.install(ForwardingRoute(HOME, COA, HA))
+    assert (IPv6Network(HOME), None) in nl.routes
+    b.stop()

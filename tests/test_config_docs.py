@@ -59,6 +59,8 @@ def read_keys(monkeypatch):
 def test_every_key_read_is_documented(monkeypatch):
     """Parse a home agent and a mobile node file and build every plugin: each key any of them
     reads must have a row in its section's table of docs/configuration.md."""
+    from haha.backends.context import BackendContext
+
     seen = read_keys(monkeypatch)
     ha = home_agent_from_text(HA)
     mobile_node_from_text(MN)
@@ -72,7 +74,7 @@ def test_every_key_read_is_documented(monkeypatch):
             c = home_agent_from_text(text)
             choice = c.backend if kind == "backend" else c.discovery
             if kind == "backend":
-                plugin.build(choice.options, Clock())
+                plugin.build(BackendContext(choice.options, Clock()))
             else:
                 plugin.build(choice.options, Clock(), c)
     assert ha.address

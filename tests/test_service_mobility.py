@@ -6,17 +6,20 @@ owns (tier 2: services on the in-memory hub with ESP, task.Clock).
 - ``home`` deregisters from the home address (RFC 6275 11.5.4, docs/protocol.md 9): every home agent
   deletes the binding, the primary stops proxying, and the node, once deregistered, announces
   its home address on its interface (unsolicited Neighbour Advertisement with Override).
-- ``HomeAgentService.build`` gives a kernel backend its :class:`Ownership` (home prefix, home
-  interface, addresses, state file beside the sequence file).
+- ``HomeAgentService.build`` builds the backend from a context holding its :class:`Ownership`
+  (home prefix, home interface, addresses, state file beside the sequence file) and the
+  daemon's transport.
 """
 
 from ipaddress import IPv6Address, IPv6Network
 
 import pytest
 from test_service import HAS, HOA, MN_TEXT, Network
+from zope.interface import implementer
 
 from haha.backends.common import Ownership
 from haha.config import home_agent_from_text, mobile_node_from_text
+from haha.interfaces import IDecapsulator, IHomeAnnouncer, IMobileTunnel
 from haha.service import (
     HomeAgentService,
     MobileNodeService,
@@ -27,6 +30,7 @@ from haha.service import (
 NEW_COA = IPv6Address("2001:db8:21::100")
 
 
+@implementer(IMobileTunnel, IDecapsulator, IHomeAnnouncer)
 class RecordingTunnel:
     """A mobile node's tunnel that records what the daemon asks of it."""
 
@@ -150,15 +154,28 @@ def test_home_agent_backend_is_told_what_it_owns(tmp_path):
                                        IPv6Address("2001:db8:11::1")}),
                             str(tmp_path / "ha1.state"))
 
-    class KernelBackend:
-        name = "kernel"
-        transport = None
-        ownership = None
+    from haha.backends.context import BackendContext
+    from haha.backends.null import NullBackend
+    from haha.io.memory import MemoryHub
+    from twisted.internet.task import Clock
 
-    backend = KernelBackend()
-    HomeAgentService.build(config, reactor=object(), backend=backend, transport=object(),
-                           discovery=object())
-    assert backend.ownership == own and backend.transport is not None
+    given = []
+
+    def factory(context):
+        given.append(context)
+        return NullBackend()
+
+    reactor = Clock()
+    transport = MemoryHub(reactor).endpoint(config.address)
+    service = HomeAgentService.build(config, reactor=reactor, transport=transport,
+                                     discovery=object(), backend_factory=factory)
+    [context] = given
+    assert isinstance(context, BackendContext) and service.backend is not None
+    assert context.ownership == own and context.transport is transport
+    assert context.reactor is reactor and context.options is config.backend.options
+    # the backend's log lines carry the daemon's address (several daemons in one process)
+    assert context.log.namespace == "haha.backends.null"
+    assert context.log.observer.identity == str(config.address)
 
 
 def test_state_file_sits_beside_the_sequence_file(tmp_path):
@@ -192,9 +209,17 @@ def test_a_second_home_agent_with_the_same_configuration_is_refused(tmp_path):
     system = FakeSystem()
     nl = FakeNetlink({"eth0": {"addresses": [IPv6Address("fe80::1")]}}, system=system)
     end = MemoryHub(reactor).endpoint(config.address)
-    backend = TunBackend(reactor, None, netlink=nl, system=system)
-    service = HomeAgentService.build(config, reactor=reactor, backend=backend, transport=end,
-                                     discovery=StaticDiscovery(config.peers))
+    built = []
+
+    def factory(context):  # what the tun plugin does, with the in-memory seams
+        built.append(TunBackend(context.reactor, context.transport, netlink=nl, system=system,
+                                ownership=context.ownership))
+        return built[-1]
+
+    service = HomeAgentService.build(config, reactor=reactor, transport=end,
+                                     discovery=StaticDiscovery(config.peers),
+                                     backend_factory=factory)
+    [backend] = built
     holder = StateFile(kernel_state_path(config))
     holder.acquire()
     holder.write({"pid": 4242})

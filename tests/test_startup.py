@@ -303,8 +303,8 @@ REFUSING = """\
 import errno, os
 from haha.backends.null import build as null_build
 
-def build(options, reactor):
-    backend = null_build(options, reactor)
+def build(context):
+    backend = null_build(context)
     def start():
         if os.environ.get("ACME") == "bug":
             raise RuntimeError("acme exploded")

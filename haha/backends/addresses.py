@@ -18,8 +18,13 @@ it before anything else (the held addresses are in the kernel state record of
 :mod:`haha.backends.common`), then asks for its own address back.
 """
 
-from ipaddress import IPv6Address
+from __future__ import annotations
 
+from collections import Counter
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
+
+from ..interfaces import IAddressHolder
 from .netsys import RTPROT_HAHA
 
 #: Where an address held without a home link goes.
@@ -30,14 +35,31 @@ class AddressHolding:
     """Mixin for :class:`~haha.backends.common.LinkDuties` hosts: ``held`` maps each address
     held to the interface it is on (None: held as a route)."""
 
+    if TYPE_CHECKING:  # what the host class (LinkDuties) provides
+        counters: Counter[str]
+        table: Optional[int]
+        log: Any
+
+        @property
+        def netlink(self) -> Any: ...
+
+        def _nl(self, what: str, func: Callable[..., Any], *args: Any, **kw: Any) -> bool: ...
+
+        def _save_state(self) -> None: ...
+
+        def _leftover(self, what: str) -> None: ...
+
+        def send_unsolicited_na(self, address: IPv6Address, interface: str) -> Optional[bytes]:
+            ...
+
     @property
-    def held(self):
+    def held(self) -> Dict[IPv6Address, Optional[str]]:
         h = self.__dict__.get("_held")
         if h is None:
             h = self.__dict__["_held"] = {}
         return h
 
-    def hold_address(self, address, interface):
+    def hold_address(self, address: IPv6Address, interface: Optional[str]) -> None:
         """Answer for ``address``: on ``interface`` with an unsolicited NA, or (``interface``
         None) on ``lo`` with a redistributable /128 route. Failures are logged and counted."""
         if not isinstance(address, IPv6Address):
@@ -61,7 +83,7 @@ class AddressHolding:
         self.log.info("holding {address} ({how})", address=str(address),
                       how=f"on {interface}" if interface else "as a /128 route")
 
-    def release_address(self, address, interface=None):
+    def release_address(self, address: IPv6Address, interface: Optional[str] = None) -> None:
         """Stop answering for ``address`` (unknown addresses are ignored)."""
         if address not in self.held:
             return
@@ -70,21 +92,21 @@ class AddressHolding:
         self._save_state()
         self.log.info("released {address}", address=str(address))
 
-    def _drop_held(self, address, interface):
+    def _drop_held(self, address: IPv6Address, interface: Optional[str]) -> None:
         if interface is None:
             self._nl(f"remove the route to {address}", self.netlink.route_delete,
                      f"{address}/128", dev=LOOPBACK, table=self.table, proto=RTPROT_HAHA)
         self._nl(f"remove {address}", self.netlink.address_delete, f"{address}/128",
                  interface or LOOPBACK)
 
-    def _release_held(self):
+    def _release_held(self) -> None:
         for address in sorted(self.held, key=int):
             self.release_address(address)
 
-    def _held_json(self):
+    def _held_json(self) -> List[List[Optional[str]]]:
         return [[str(a), i] for a, i in sorted(self.held.items(), key=lambda x: int(x[0]))]
 
-    def _reclaim_held(self, recorded):
+    def _reclaim_held(self, recorded: Any) -> None:
         """Remove the addresses an earlier run recorded as held (``[[address, interface or
         None], ...]`` from its state record) and this run does not hold."""
         for entry in recorded or ():
@@ -105,13 +127,17 @@ class AddressHolding:
                 self._leftover(f"held address {address} on {interface or LOOPBACK}")
 
 
-def hold_address(backend, effect, home_interface, counters):
+def hold_address(backend: Any, effect: Any, home_interface: Optional[str],
+                 counters: Counter[str]) -> None:
     """Carry out a :class:`~haha.core.effects.HoldAddress` on ``backend`` (the adapter's
     duty): on ``home_interface`` when the effect is on the link, else as a route. A backend
-    without ``hold_address`` (a third party's) counts ``duty.unsupported`` and holds nothing."""
-    interface = home_interface if effect.on_link else None
-    method = getattr(backend, "hold_address" if effect.on else "release_address", None)
-    if method is None:
+    that does not provide :class:`~haha.interfaces.IAddressHolder` (a third party's) counts
+    ``duty.unsupported`` and holds nothing."""
+    if not IAddressHolder.providedBy(backend):
         counters["duty.unsupported"] += 1
         return
-    method(effect.address, interface)
+    interface = home_interface if effect.on_link else None
+    if effect.on:
+        backend.hold_address(effect.address, interface)
+    else:
+        backend.release_address(effect.address, interface)

@@ -32,12 +32,16 @@ the ones the crashed run set. The kernel releases the lock when the process dies
 deletes the file.
 """
 
+from __future__ import annotations
+
 import errno
 import fcntl
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from ..errors import StartupError
 from ..logging import class_logger
@@ -57,11 +61,11 @@ class Ownership:
     scope (module docstring)."""
 
     prefix: IPv6Network
-    interface: str = None
+    interface: str | None = None
     addresses: frozenset = field(default_factory=frozenset)
-    state_file: str = None
+    state_file: str | None = None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if not isinstance(self.prefix, IPv6Network):
             raise TypeError(f"prefix {self.prefix!r} is not an IPv6Network")
         if self.interface is not None and (not isinstance(self.interface, str)
@@ -78,16 +82,16 @@ class Scope:
     """One run's kernel footprint: an :class:`Ownership` plus the backend's routing table."""
 
     prefix: IPv6Network
-    interface: str
+    interface: Optional[str]
     addresses: frozenset
-    table: int
+    table: Optional[int]
 
-    def to_json(self):
+    def to_json(self) -> Dict[str, Any]:
         return {"prefix": str(self.prefix), "interface": self.interface,
                 "addresses": sorted(str(a) for a in self.addresses), "table": self.table}
 
     @classmethod
-    def from_json(cls, data):
+    def from_json(cls, data: Dict[str, Any]) -> Scope:
         """The scope a state file recorded; ValueError/TypeError/KeyError when malformed."""
         table = data["table"]
         if table is not None and (isinstance(table, bool) or not isinstance(table, int)):
@@ -108,11 +112,11 @@ class StateFile:
     is held on the open file for the life of the process; the record is rewritten in place
     (not replaced) so the lock stays on the one file."""
 
-    def __init__(self, path):
+    def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = os.fspath(path)
-        self._fd = None
+        self._fd: Optional[int] = None
 
-    def acquire(self):
+    def acquire(self) -> Optional[Dict[str, Any]]:
         """Lock the file (creating it); return what the previous run recorded (a dict), or
         None when there is no readable record. Raises :class:`StateBusy` when a live process
         holds it, OSError when the file cannot be opened."""
@@ -143,32 +147,39 @@ class StateFile:
             raise ValueError(f"{self.path} does not hold an object")
         return data
 
-    def write(self, data):
+    def write(self, data: Dict[str, Any]) -> None:
         """Replace the record (fsynced) while holding the lock. The file is rewritten in place
         (the lock is on it), so a full disk must not leave half a record: a longer record first
         grows the file with spaces after the old one (still valid JSON if that fails half-way),
         then overwrites space already allocated; a shorter record is padded with spaces instead
         of truncating; short writes are continued. An OSError leaves the earlier record
         readable."""
+        fd = self._locked()
         blob = json.dumps(data, sort_keys=True).encode()
-        size = os.fstat(self._fd).st_size
+        size = os.fstat(fd).st_size
         if len(blob) < size:
             blob += b" " * (size - len(blob))
         elif len(blob) > size:
             self._pwrite_all(b" " * (len(blob) - size), size)
         self._pwrite_all(blob, 0)
-        os.fsync(self._fd)
+        os.fsync(fd)
 
-    def _pwrite_all(self, blob, offset):
+    def _locked(self) -> int:
+        if self._fd is None:
+            raise RuntimeError(f"{self.path} is not held: acquire() it first")
+        return self._fd
+
+    def _pwrite_all(self, blob: bytes, offset: int) -> None:
+        fd = self._locked()
         view = memoryview(blob)
         while view:
-            n = os.pwrite(self._fd, view, offset)
+            n = os.pwrite(fd, view, offset)
             if not n:
                 raise OSError(errno.ENOSPC, f"no progress writing {self.path}")
             view = view[n:]
             offset += n
 
-    def release(self, remove):
+    def release(self, remove: bool) -> None:
         """Unlock; ``remove`` deletes the file first (a clean stop leaves nothing)."""
         if self._fd is None:
             return
@@ -181,7 +192,7 @@ class StateFile:
         self._fd = None
 
     @property
-    def held(self):
+    def held(self) -> bool:
         return self._fd is not None
 
 
@@ -193,25 +204,38 @@ class LinkDuties(AddressHolding):
     ``transport``, ``counters``, ``table``, ``prefix_metric``, ``router_flag`` and calls
     :meth:`_init_link_duties`, :meth:`_claim` at start before installing anything, and
     :meth:`_stop_link_duties`. ``ownership`` (an :class:`Ownership`, set before start, None:
-    nothing is reclaimed) says what a previous run of the same daemon may have left."""
+    nothing is reclaimed; given to the host's constructor) says what a previous run of the
+    same daemon may have left."""
 
     log = class_logger()
+    _netlink: Any
+    transport: Any
+    counters: Counter[str]
+    table: Optional[int]
+    prefix_metric: Optional[int]
+    router_flag: bool
 
     @property
-    def netlink(self):
+    def netlink(self) -> Any:
         """The netlink seam, the real one (pyroute2) made on first use."""
         if self._netlink is None:
             self._netlink = Pyroute2Netlink()
         return self._netlink
 
-    def _init_link_duties(self):
-        self.proxied = set()  # (address, interface)
-        self.prefixes = set()
-        self._saved_sysctls = {}
-        self.ownership = None
-        self._state = None
+    def _init_link_duties(self, ownership: Optional[Ownership] = None,
+                          log: Any = None) -> None:
+        """``log``: a Logger carrying the daemon's identity, instead of the class's own."""
+        if ownership is not None and not isinstance(ownership, Ownership):
+            raise TypeError(f"ownership {ownership!r} is not an Ownership")
+        if log is not None:
+            self.log = log
+        self.proxied: Set[Tuple[IPv6Address, str]] = set()  # (address, interface)
+        self.prefixes: Set[IPv6Network] = set()
+        self._saved_sysctls: Dict[str, str] = {}
+        self.ownership = ownership
+        self._state: Optional[StateFile] = None
 
-    def _stop_link_duties(self):
+    def _stop_link_duties(self) -> None:
         self._release_held()
         for address, interface in list(self.proxied):
             self.proxy_nd_stop(address, interface)
@@ -227,17 +251,19 @@ class LinkDuties(AddressHolding):
     # -- leftovers of an earlier run (module docstring) ----------------------------------------
 
     @property
-    def state(self):
+    def state(self) -> Optional[StateFile]:
         """The :class:`StateFile` this run holds, or None. (A test simulates ``kill -9`` by
         dropping the backend after ``state.release(remove=False)``: the kernel closes the
         file, and so the lock, when a process dies.)"""
         return self._state
 
-    def _scope(self):
+    def _scope(self) -> Scope:
         o = self.ownership
+        if o is None:
+            raise RuntimeError("no ownership: this backend reclaims nothing")
         return Scope(o.prefix, o.interface, o.addresses, self.table)
 
-    def _claim(self):
+    def _claim(self) -> int:
         """Lock the ownership's state file, remove the leftovers of the previous run of this
         daemon (its recorded scope and the current one), carry over the sysctl values it
         found, and record this run. Raises :class:`StateBusy` when the daemon runs already.
@@ -256,12 +282,11 @@ class LinkDuties(AddressHolding):
                     self.log.warn("ignoring the unreadable kernel state record: {error}",
                                   error=str(e))
                 else:
-                    state = None
                     self.log.warn("cannot keep kernel state in {path}: {error}; leftovers "
                                   "of a crash are still recognised by protocol {proto}, but "
                                   "a second start of this daemon is not refused",
                                   path=path, error=str(e), proto=RTPROT_HAHA)
-            self._state = state
+            self._state = state if state.held else None
             if previous is not None:
                 try:
                     old = Scope.from_json(previous["scope"])
@@ -281,14 +306,14 @@ class LinkDuties(AddressHolding):
         self._save_state()
         return removed
 
-    def _release(self):
+    def _release(self) -> None:
         """Give the state file up after a start that failed (nothing of this run installed)."""
         if self._state is not None:
             self._state.release(remove=True)
             self._state = None
         self._saved_sysctls.clear()
 
-    def _save_state(self):
+    def _save_state(self) -> None:
         if self._state is None:
             return
         try:
@@ -299,11 +324,11 @@ class LinkDuties(AddressHolding):
             self.counters["state_errors"] += 1
             self.log.warn("cannot write the kernel state record: {error}", error=str(e))
 
-    def _leftover(self, what):
+    def _leftover(self, what: str) -> None:
         self.counters["leftovers_removed"] += 1
         self.log.info("removed a leftover of an earlier run: {what}", what=what)
 
-    def _reclaim(self, scopes):
+    def _reclaim(self, scopes: List[Scope]) -> int:
         """Remove haha-tagged proxy entries and prefix routes inside ``scopes`` that this run
         does not hold; returns how many were removed."""
         before = self.counters["leftovers_removed"]
@@ -343,10 +368,10 @@ class LinkDuties(AddressHolding):
         self._reclaim_more(scopes)
         return self.counters["leftovers_removed"] - before
 
-    def _reclaim_more(self, scopes):
+    def _reclaim_more(self, scopes: List[Scope]) -> None:
         """What a backend leaves besides proxy entries and prefix routes (hook)."""
 
-    def _nl(self, what, func, *args, **kw):
+    def _nl(self, what: str, func: Callable[..., Any], *args: Any, **kw: Any) -> bool:
         """A netlink call whose failure is logged and counted, never raised."""
         try:
             func(*args, **kw)
@@ -356,7 +381,7 @@ class LinkDuties(AddressHolding):
             self.log.warn("{what} failed: {error}", what=what, error=str(e), errno=e.errno)
             return False
 
-    def _set_sysctl(self, key, value):
+    def _set_sysctl(self, key: str, value: str) -> None:
         """Set a sysctl, remembering its first value for :meth:`_stop_link_duties` (in the
         state record too, before the change)."""
         if key not in self._saved_sysctls:
@@ -364,7 +389,7 @@ class LinkDuties(AddressHolding):
             self._save_state()
         self.netlink.sysctl_set(key, value)
 
-    def proxy_nd_start(self, address, interface):
+    def proxy_nd_start(self, address: IPv6Address, interface: str) -> None:
         if not isinstance(address, IPv6Address):
             raise TypeError(f"{address!r} is not an IPv6Address")
         if not isinstance(interface, str) or not interface:
@@ -381,14 +406,14 @@ class LinkDuties(AddressHolding):
             self.proxied.add((address, interface))
         self.send_unsolicited_na(address, interface)
 
-    def proxy_nd_stop(self, address, interface):
+    def proxy_nd_stop(self, address: IPv6Address, interface: str) -> None:
         if (address, interface) not in self.proxied:
             return
         self.proxied.discard((address, interface))
         self._nl(f"stop proxy ND for {address}", self.netlink.neigh_proxy_delete, address,
                  interface)
 
-    def send_unsolicited_na(self, address, interface):
+    def send_unsolicited_na(self, address: IPv6Address, interface: str) -> Optional[bytes]:
         """One unsolicited NA to all-nodes for ``address`` with our link-layer address
         (RFC 6275 10.4.1, RFC 4861 7.2.6). Returns the packet sent, or None."""
         if self.transport is None:
@@ -418,7 +443,7 @@ class LinkDuties(AddressHolding):
         self.counters["unsolicited_na"] += 1
         return packet
 
-    def advertise_prefix(self, prefix):
+    def advertise_prefix(self, prefix: IPv6Network) -> None:
         if not isinstance(prefix, IPv6Network):
             raise TypeError(f"{prefix!r} is not an IPv6Network")
         if prefix in self.prefixes:
@@ -427,7 +452,7 @@ class LinkDuties(AddressHolding):
                     metric=self.prefix_metric, kind="unreachable", proto=RTPROT_HAHA):
             self.prefixes.add(prefix)
 
-    def withdraw_prefix(self, prefix):
+    def withdraw_prefix(self, prefix: IPv6Network) -> None:
         if prefix not in self.prefixes:
             return
         self.prefixes.discard(prefix)

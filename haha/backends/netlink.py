@@ -17,21 +17,27 @@ transport's guard would drop the IPv6-in-IPv6 the kernel must decapsulate, so ``
 to leave protocol 41 to the kernel (:meth:`haha.io.raw.RawTransport.leave_tunnels_to_kernel`).
 """
 
+from __future__ import annotations
+
 import gzip
 import itertools
 import os
 import re
 from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional
 
 from zope.interface import implementer
 
 from ..errors import StartupError
 from ..logging import class_logger
-from ..interfaces import IForwardingBackend
-from .common import LinkDuties
+from ..interfaces import IAddressHolder, IForwardingBackend, IKernelTunnels
+from .common import LinkDuties, Ownership, Scope
 from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
+
+if TYPE_CHECKING:
+    from .context import BackendContext
 
 EEXIST = 17
 EOPNOTSUPP = 95
@@ -49,7 +55,7 @@ NO_TUNNEL_MESSAGE = (
 )
 
 
-def read_kernel_config():
+def read_kernel_config() -> Optional[str]:
     """The running kernel's build configuration text, or None when it cannot be found."""
     try:
         with gzip.open("/proc/config.gz", "rt") as f:
@@ -63,17 +69,24 @@ def read_kernel_config():
         return None
 
 
-@implementer(IForwardingBackend)
+@implementer(IForwardingBackend, IAddressHolder)
 class NetlinkBackend(LinkDuties):
-    """Kernel tunnels. ``netlink``: the seam (default pyroute2 in the current namespace);
-    ``kernel_config``: a callable returning the kernel configuration text or None."""
+    """Kernel tunnels. ``transport``: sends the unsolicited Neighbour Advertisements;
+    ``netlink``: the seam (default pyroute2 in the current namespace); ``kernel_config``: a
+    callable returning the kernel configuration text or None; ``ownership``: what an earlier
+    run of the same daemon may have left (:class:`~haha.backends.common.Ownership`; None:
+    nothing reclaimed); ``log``: a Logger carrying the daemon's identity (None: the class's
+    own). The plugin builds it with :func:`build` from a
+    :class:`~haha.backends.context.BackendContext`."""
 
     name = "netlink"
     log = class_logger()
 
-    def __init__(self, reactor=None, transport=None, table=None, prefix_metric=1024,
-                 router_flag=False, enable_forwarding=True, netlink=None,
-                 kernel_config=read_kernel_config):
+    def __init__(self, reactor: Any = None, transport: Any = None, table: Optional[int] = None,
+                 prefix_metric: int = 1024, router_flag: bool = False,
+                 enable_forwarding: bool = True, netlink: Any = None,
+                 kernel_config: Optional[Callable[[], Optional[str]]] = read_kernel_config,
+                 ownership: Optional[Ownership] = None, log: Any = None) -> None:
         self._reactor = reactor
         self.transport = transport
         self.table = table
@@ -83,16 +96,16 @@ class NetlinkBackend(LinkDuties):
         self._netlink = netlink
         self._kernel_config = kernel_config
         self.counters = Counter()
-        self.routes = {}
-        self._tunnels = {}  # (local, care_of) -> [name, set(home)]
+        self.routes: Dict[IPv6Address, Any] = {}
+        self._tunnels: Dict[Any, List[Any]] = {}  # (local, care_of) -> [name, set(home)]
         self._names = itertools.count()
         self.running = False
-        self._init_link_duties()
+        self._init_link_duties(ownership, log)
 
-    def capabilities(self):
+    def capabilities(self) -> frozenset[str]:
         return frozenset({"tunnel", "proxy-nd", "prefix-route"})
 
-    def start(self):
+    def start(self) -> None:
         """Check that the kernel can make ip6tnl links (raise :class:`KernelUnsupported`
         naming the missing driver when it cannot), remove what an earlier run of the same
         daemon left (when ``ownership`` is set), enable forwarding."""
@@ -100,9 +113,9 @@ class NetlinkBackend(LinkDuties):
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
             raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
         self._probe()
-        leave = getattr(self.transport, "leave_tunnels_to_kernel", None)
-        if leave is not None:  # the raw transport's guard would drop what ip6tnl must receive
-            leave(True)
+        if IKernelTunnels.providedBy(self.transport):
+            # the raw transport's guard would drop what ip6tnl must receive
+            self.transport.leave_tunnels_to_kernel(True)
         self._claim()  # an earlier run's leftovers go before anything is installed
         if self.enable_forwarding:
             try:
@@ -112,7 +125,7 @@ class NetlinkBackend(LinkDuties):
                 raise
         self.running = True
 
-    def _probe(self):
+    def _probe(self) -> None:
         """Create and delete one ip6tnl link to learn whether the kernel has the driver.
 
         A kernel with ``ip6_tunnel`` loaded keeps a fallback device ``ip6tnl0`` (local ``::``,
@@ -135,7 +148,7 @@ class NetlinkBackend(LinkDuties):
             raise
         self.netlink.link_delete(probe)
 
-    def _reclaim_more(self, scopes):
+    def _reclaim_more(self, scopes: List[Scope]) -> None:
         """Leftover tunnels: ip6tnl links named like ours (``hahaN``) from one of our
         addresses that this run did not make."""
         ours = {entry[0] for entry in self._tunnels.values()}
@@ -153,13 +166,13 @@ class NetlinkBackend(LinkDuties):
             if self._nl(f"remove leftover tunnel {name}", self.netlink.link_delete, name):
                 self._leftover(f"tunnel {name} ({local} -> {remote})")
 
-    def stop(self):
+    def stop(self) -> None:
         for home in list(self.routes):
             self.remove(home)
         self._stop_link_duties()
         self.running = False
 
-    def install(self, route):
+    def install(self, route: Any) -> None:
         check_route(route)
         if route.home_address in self.routes:
             self.remove(route.home_address)
@@ -178,7 +191,7 @@ class NetlinkBackend(LinkDuties):
             self._nl(f"route {net} into {entry[0]}", self.netlink.route_replace, net,
                      dev=entry[0], table=self.table, proto=RTPROT_HAHA)
 
-    def remove(self, home_address):
+    def remove(self, home_address: IPv6Address) -> None:
         route = self.routes.pop(home_address, None)
         if route is None:
             return
@@ -192,7 +205,7 @@ class NetlinkBackend(LinkDuties):
             del self._tunnels[key]
             self._nl(f"delete tunnel {name}", self.netlink.link_delete, name)
 
-    def snapshot(self):
+    def snapshot(self) -> Dict[str, Any]:
         return {
             "name": self.name,
             "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
@@ -206,7 +219,7 @@ class NetlinkBackend(LinkDuties):
         }
 
 
-    def _tunnel_packets(self):
+    def _tunnel_packets(self) -> Dict[str, Dict[str, int]]:
         """The kernel's packet counters of this run's tunnels: ``{name: {"encapsulated": tx,
         "decapsulated": rx}}`` (the kernel does the work, so haha's own counters cannot)."""
         out = {}
@@ -220,10 +233,14 @@ class NetlinkBackend(LinkDuties):
         return out
 
 
-def build(options, reactor):
-    """The ``netlink`` backend plugin's factory; ``backend.transport`` (for the unsolicited
-    Neighbour Advertisement) is set by the daemon before ``start()``."""
-    return NetlinkBackend(reactor, None,
+def build(context: BackendContext) -> NetlinkBackend:
+    """The ``netlink`` backend plugin's factory: a complete :class:`NetlinkBackend` from a
+    :class:`~haha.backends.context.BackendContext` (its ``[backend:netlink]`` options, reactor,
+    transport for the unsolicited Neighbour Advertisement, ownership, netlink seam)."""
+    options = context.options
+    return NetlinkBackend(context.reactor, context.transport,
                           table=options.get_int("table", None, minimum=1, maximum=0xFFFFFFFE),
                           enable_forwarding=options.get_bool("forwarding", True),
-                          router_flag=options.get_bool("router-flag", False))
+                          router_flag=options.get_bool("router-flag", False),
+                          netlink=context.netlink, ownership=context.ownership,
+                          log=context.log)

@@ -15,9 +15,15 @@ pyroute2's synchronous API runs its own asyncio loop inside each call: fine unde
 default (epoll/poll/select) reactors, not under the asyncio reactor.
 """
 
+from __future__ import annotations
+
 import socket
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple, Union
 
+from zope.interface import implementer
+
+from ..interfaces import INetlink
 from ..io.system import in_netns
 
 NTF_PROXY = 0x08
@@ -36,44 +42,51 @@ MAIN_TABLE = 254
 FIB_RULE_INVERT = 0x2  # fib_rule_hdr flags: the rule matches what its selectors do not
 
 
+#: A route destination: a network, or its text (``"2001:db8::1/128"``).
+Destination = Union[IPv6Network, str]
+#: A tunnel end point: an address, or its text (``"::"``).
+Address = Union[IPv6Address, str]
+
+
 class NetlinkFailure(RuntimeError):
     """A netlink operation failed; ``errno`` is the kernel's error number when known."""
 
-    def __init__(self, message, errno=None):
+    def __init__(self, message: str, errno: Optional[int] = None) -> None:
         super().__init__(message)
         self.errno = errno
 
 
-def _mac_bytes(text):
+def _mac_bytes(text: Optional[str]) -> bytes:
     return bytes(int(x, 16) for x in text.split(":")) if text else b""
 
 
+@implementer(INetlink)
 class Pyroute2Netlink:
     """Real netlink calls in namespace ``netns`` (``None``: the current one)."""
 
-    def __init__(self, netns=None):
+    def __init__(self, netns: Optional[str] = None) -> None:
         from pyroute2 import IPRoute  # heavy import, only when really used
 
         self.netns = netns
         self._ipr = IPRoute(netns=netns) if netns else IPRoute()
 
-    def close(self):
+    def close(self) -> None:
         self._ipr.close()
 
-    def _do(self, what, func, *args, **kw):
+    def _do(self, what: str, func: Callable[..., Any], *args: Any, **kw: Any) -> Any:
         try:
             return func(*args, **kw)
         except Exception as e:  # pyroute2 raises NetlinkError, OSError, ValueError...
             code = getattr(e, "code", None) or getattr(e, "errno", None)
             raise NetlinkFailure(f"{what}: {e}", code) from None
 
-    def index(self, name):
+    def index(self, name: str) -> int:
         found = self._do(f"look up {name}", self._ipr.link_lookup, ifname=name)
         if not found:
             raise NetlinkFailure(f"no interface named {name}")
         return found[0]
 
-    def link_info(self, name):
+    def link_info(self, name: str) -> Dict[str, Any]:
         idx = self.index(name)
         link = self._do(f"read {name}", self._ipr.get_links, idx)[0]
         addrs = []
@@ -84,22 +97,23 @@ class Pyroute2Netlink:
                 "mtu": link.get_attr("IFLA_MTU"), "up": bool(link["flags"] & 1),
                 "addresses": addrs}
 
-    def link_stats(self, name):
+    def link_stats(self, name: str) -> Dict[str, int]:
         """``{"rx_packets": n, "tx_packets": n}`` of link ``name`` (the kernel's counters)."""
         link = self._do(f"read {name}", self._ipr.get_links, self.index(name))[0]
         stats = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS") or {}
         return {"rx_packets": int(stats.get("rx_packets", 0)),
                 "tx_packets": int(stats.get("tx_packets", 0))}
 
-    def link_set(self, name, up=None, mtu=None):
-        kw = {}
+    def link_set(self, name: str, up: Optional[bool] = None, mtu: Optional[int] = None) -> None:
+        kw: Dict[str, Any] = {}
         if up is not None:
             kw["state"] = "up" if up else "down"
         if mtu is not None:
             kw["mtu"] = mtu
         self._do(f"set {name} {kw}", self._ipr.link, "set", index=self.index(name), **kw)
 
-    def _route_kw(self, dst, dev, table, metric, kind, proto):
+    def _route_kw(self, dst: Destination, dev: Optional[str], table: Optional[int],
+                  metric: Optional[int], kind: str, proto: Optional[int]) -> Dict[str, Any]:
         kw = {"dst": str(dst), "family": socket.AF_INET6}
         if dev is not None:
             kw["oif"] = self.index(dev)
@@ -113,30 +127,34 @@ class Pyroute2Netlink:
             kw["proto"] = proto
         return kw
 
-    def route_replace(self, dst, dev=None, table=None, metric=None, kind="unicast", proto=None):
+    def route_replace(self, dst: Destination, dev: Optional[str] = None,
+                      table: Optional[int] = None, metric: Optional[int] = None,
+                      kind: str = "unicast", proto: Optional[int] = None) -> None:
         self._do(f"route replace {dst} dev {dev} table {table}", self._ipr.route, "replace",
                  **self._route_kw(dst, dev, table, metric, kind, proto))
 
-    def route_delete(self, dst, dev=None, table=None, metric=None, kind="unicast", proto=None):
+    def route_delete(self, dst: Destination, dev: Optional[str] = None, table: Optional[int] = None,
+                     metric: Optional[int] = None, kind: str = "unicast",
+                     proto: Optional[int] = None) -> None:
         self._do(f"route delete {dst} dev {dev} table {table}", self._ipr.route, "del",
                  **self._route_kw(dst, dev, table, metric, kind, proto))
 
-    def neigh_proxy_add(self, address, dev, proto=None):
+    def neigh_proxy_add(self, address: IPv6Address, dev: str, proto: Optional[int] = None) -> None:
         kw = {} if proto is None else {"NDA_PROTOCOL": proto}
         self._do(f"proxy ND for {address} on {dev}", self._ipr.neigh, "replace",
                  dst=str(address), ifindex=self.index(dev), family=socket.AF_INET6,
                  flags=NTF_PROXY, state=NUD_PERMANENT, **kw)
 
-    def neigh_proxy_delete(self, address, dev):
+    def neigh_proxy_delete(self, address: IPv6Address, dev: str) -> None:
         self._do(f"remove proxy ND for {address} on {dev}", self._ipr.neigh, "del",
                  dst=str(address), ifindex=self.index(dev), family=socket.AF_INET6,
                  flags=NTF_PROXY)
 
-    def _names(self):
+    def _names(self) -> Dict[int, str]:
         return {link["index"]: link.get_attr("IFLA_IFNAME")
                 for link in self._do("list links", self._ipr.get_links)}
 
-    def neigh_proxy_dump(self):
+    def neigh_proxy_dump(self) -> List[Tuple[IPv6Address, str, Optional[int]]]:
         """``[(address, interface, protocol or None)]`` of every IPv6 proxy neighbour entry.
 
         A proxy entry is only listed when the dump request carries NTF_PROXY in its header;
@@ -154,7 +172,8 @@ class Pyroute2Netlink:
                         msg.get_attr("NDA_PROTOCOL")))
         return out
 
-    def route_dump(self, table=None, proto=None):
+    def route_dump(self, table: Optional[int] = None,
+                   proto: Optional[int] = None) -> List[Dict[str, Any]]:
         """The IPv6 routes of ``table`` (None: main), only those of protocol ``proto`` when
         given: dicts with ``dst`` (IPv6Network), ``dev``, ``metric``, ``kind``, ``proto``."""
         want = MAIN_TABLE if table is None else table
@@ -175,7 +194,7 @@ class Pyroute2Netlink:
                         "proto": msg["proto"]})
         return out
 
-    def rule_dump(self):
+    def rule_dump(self) -> List[Tuple[IPv6Network, int, int, Optional[int]]]:
         """``[(source network, table, priority, protocol or None)]`` of the IPv6 policy rules
         that select by source."""
         out = []
@@ -188,7 +207,7 @@ class Pyroute2Netlink:
                         msg.get_attr("FRA_PRIORITY"), msg.get_attr("FRA_PROTOCOL")))
         return out
 
-    def ip6tnl_dump(self):
+    def ip6tnl_dump(self) -> Dict[str, Tuple[IPv6Address, IPv6Address]]:
         """``{name: (local, remote)}`` of the ip6tnl links (exercised in the stock-kernel
         tier: this project's own kernel has no ip6_tunnel)."""
         out = {}
@@ -203,32 +222,33 @@ class Pyroute2Netlink:
                                                  IPv6Address(remote or "::"))
         return out
 
-    def address_add(self, interface, dev):
+    def address_add(self, interface: str, dev: str) -> None:
         iface = IPv6Interface(interface)
         self._do(f"add {iface} to {dev}", self._ipr.addr, "replace", index=self.index(dev),
                  address=str(iface.ip), prefixlen=iface.network.prefixlen,
                  family=socket.AF_INET6, flags=IFA_F_NODAD)
 
-    def address_delete(self, interface, dev):
+    def address_delete(self, interface: str, dev: str) -> None:
         iface = IPv6Interface(interface)
         self._do(f"remove {iface} from {dev}", self._ipr.addr, "del", index=self.index(dev),
                  address=str(iface.ip), prefixlen=iface.network.prefixlen,
                  family=socket.AF_INET6)
 
-    def rule_add(self, src, table, priority, proto=None):
+    def rule_add(self, src: IPv6Network, table: int, priority: int,
+                 proto: Optional[int] = None) -> None:
         src = IPv6Network(src)
         kw = {} if proto is None else {"FRA_PROTOCOL": proto}
         self._do(f"rule from {src} table {table}", self._ipr.rule, "add",
                  family=socket.AF_INET6, src=str(src.network_address),
                  src_len=src.prefixlen, table=table, priority=priority, **kw)
 
-    def rule_delete(self, src, table, priority):
+    def rule_delete(self, src: IPv6Network, table: int, priority: int) -> None:
         src = IPv6Network(src)
         self._do(f"delete rule from {src} table {table}", self._ipr.rule, "del",
                  family=socket.AF_INET6, src=str(src.network_address),
                  src_len=src.prefixlen, table=table, priority=priority)
 
-    def steer_add(self, table, priority, mark, proto=None):
+    def steer_add(self, table: int, priority: int, mark: int, proto: Optional[int] = None) -> None:
         """Send what no more specific route claims into ``table``, except packets marked
         ``mark``: rule ``priority`` looks in main without its default route
         (``suppress_prefixlength 0``: link-local, on-link and specific routes still win), rule
@@ -241,7 +261,7 @@ class Pyroute2Netlink:
                  family=socket.AF_INET6, table=table, priority=priority + 1, fwmark=mark,
                  fwmask=0xFFFFFFFF, flags=FIB_RULE_INVERT, **kw)
 
-    def steer_delete(self, table, priority, mark):
+    def steer_delete(self, table: int, priority: int, mark: int) -> None:
         """Remove what :meth:`steer_add` installed."""
         self._do(f"delete rule {priority} suppress_prefixlength 0", self._ipr.rule, "del",
                  family=socket.AF_INET6, table=MAIN_TABLE, priority=priority,
@@ -250,7 +270,7 @@ class Pyroute2Netlink:
                  family=socket.AF_INET6, table=table, priority=priority + 1, fwmark=mark,
                  fwmask=0xFFFFFFFF, flags=FIB_RULE_INVERT)
 
-    def steer_dump(self):
+    def steer_dump(self) -> List[Tuple[int, int, int, Optional[int]]]:
         """``[(table, priority, mark, protocol or None)]``: the :meth:`steer_add` pairs found
         (by their ``not fwmark`` rule, whose priority is ``priority + 1``)."""
         out = []
@@ -262,21 +282,21 @@ class Pyroute2Netlink:
                         msg.get_attr("FRA_PRIORITY") - 1, mark, msg.get_attr("FRA_PROTOCOL")))
         return out
 
-    def ip6tnl_add(self, name, local, remote):
+    def ip6tnl_add(self, name: str, local: Address, remote: Address) -> None:
         """An ``ip6tnl`` link in mode ip6ip6 without a Tunnel Encapsulation Limit option."""
         self._do(f"create ip6tnl {name}", self._ipr.link, "add", ifname=name, kind="ip6tnl",
                  ip6tnl_local=str(local), ip6tnl_remote=str(remote), ip6tnl_proto=41,
                  ip6tnl_flags=0x1)  # IP6_TNL_F_IGN_ENCAP_LIMIT
 
-    def link_delete(self, name):
+    def link_delete(self, name: str) -> None:
         self._do(f"delete {name}", self._ipr.link, "del", index=self.index(name))
 
-    def sysctl_get(self, key):
+    def sysctl_get(self, key: str) -> str:
         with in_netns(self.netns):
             with open("/proc/sys/" + key.replace(".", "/")) as f:
                 return f.read().strip()
 
-    def sysctl_set(self, key, value):
+    def sysctl_set(self, key: str, value: str) -> None:
         try:
             with in_netns(self.netns):
                 with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
@@ -285,6 +305,7 @@ class Pyroute2Netlink:
             raise NetlinkFailure(f"sysctl {key}={value}: {e}", e.errno) from None
 
 
+@implementer(INetlink)
 class FakeNetlink:
     """The same operations on dictionaries. ``links`` maps names to dicts like
     :meth:`Pyroute2Netlink.link_info` returns; ``ip6tnl_error`` is what creating an ip6tnl
@@ -292,64 +313,75 @@ class FakeNetlink:
     :meth:`load_ip6_tunnel` models a stock kernel). ``system``: a
     :class:`haha.io.system.FakeSystem` whose TUN devices appear here as links once opened."""
 
-    def __init__(self, links=None, system=None):
+    def __init__(self, links: Optional[Dict[str, Dict[str, Any]]] = None,
+                 system: Any = None) -> None:
         self.system = system
-        self.links = {}
+        self.links: Dict[str, Dict[str, Any]] = {}
         for name, info in (links or {"eth0": {}}).items():
             self.add_link(name, **info)
-        self.routes = {}  # (dst, table) -> dict(dev, metric, kind, proto)
-        self.proxies = set()  # (address, dev)
-        self.proxy_protocols = {}  # (address, dev) -> protocol, when one was given
-        self.addresses = set()  # (IPv6Interface, dev)
-        self.rules = set()  # (src network, table, priority)
-        self.rule_protocols = {}  # (src network, table, priority) -> protocol
-        self.steering = {}  # (table, priority, mark) -> protocol (steer_add pairs)
-        self.tunnels = {}
-        self.sysctls = {}
-        self.ip6tnl_error = NetlinkFailure("create ip6tnl: (95, 'Operation not supported')", 95)
+        # (dst, table) -> dict(dev, metric, kind, proto)
+        self.routes: Dict[Tuple[Any, Optional[int]], Dict[str, Any]] = {}
+        self.proxies: Set[Tuple[IPv6Address, str]] = set()  # (address, dev)
+        # (address, dev) -> protocol, when one was given
+        self.proxy_protocols: Dict[Tuple[IPv6Address, str], int] = {}
+        self.addresses: Set[Tuple[IPv6Interface, str]] = set()  # (IPv6Interface, dev)
+        self.rules: Set[Tuple[IPv6Network, int, int]] = set()  # (src network, table, priority)
+        # (src network, table, priority) -> protocol
+        self.rule_protocols: Dict[Tuple[IPv6Network, int, int], Optional[int]] = {}
+        # (table, priority, mark) -> protocol (steer_add pairs)
+        self.steering: Dict[Tuple[int, int, int], Optional[int]] = {}
+        self.tunnels: Dict[str, Tuple[IPv6Address, IPv6Address]] = {}
+        self.sysctls: Dict[str, str] = {}
+        self.ip6tnl_error: Optional[NetlinkFailure] = NetlinkFailure(
+            "create ip6tnl: (95, 'Operation not supported')", 95)
         self.closed = False
-        self.log = []
+        self.log: List[Tuple[Any, ...]] = []
 
-    def add_link(self, name, index=None, mac=b"\x02\x00\x00\x00\x00\x01", mtu=1500, up=True,
-                 addresses=()):
+    def add_link(self, name: str, index: Optional[int] = None,
+                 mac: bytes = b"\x02\x00\x00\x00\x00\x01", mtu: int = 1500, up: bool = True,
+                 addresses: Iterable[Any] = ()) -> None:
         self.links[name] = {"index": index or len(self.links) + 1, "mac": mac, "mtu": mtu,
                             "up": up, "addresses": [IPv6Address(a) for a in addresses],
                             "stats": {"rx_packets": 0, "tx_packets": 0}}
 
-    def close(self):
+    def close(self) -> None:
         self.closed = True
 
-    def _need(self, name):
+    def _need(self, name: str) -> Dict[str, Any]:
         if name not in self.links and self.system is not None and name in self.system.tuns:
             self.add_link(name, mac=b"", up=False)
         if name not in self.links:
             raise NetlinkFailure(f"no interface named {name}", 19)
         return self.links[name]
 
-    def index(self, name):
+    def index(self, name: str) -> int:
         return self._need(name)["index"]
 
-    def link_info(self, name):
+    def link_info(self, name: str) -> Dict[str, Any]:
         return dict(self._need(name))
 
-    def link_stats(self, name):
+    def link_stats(self, name: str) -> Dict[str, int]:
         return dict(self._need(name)["stats"])
 
-    def link_set(self, name, up=None, mtu=None):
+    def link_set(self, name: str, up: Optional[bool] = None, mtu: Optional[int] = None) -> None:
         link = self._need(name)
         if up is not None:
             link["up"] = up
         if mtu is not None:
             link["mtu"] = mtu
 
-    def route_replace(self, dst, dev=None, table=None, metric=None, kind="unicast", proto=None):
+    def route_replace(self, dst: Destination, dev: Optional[str] = None,
+                      table: Optional[int] = None, metric: Optional[int] = None,
+                      kind: str = "unicast", proto: Optional[int] = None) -> None:
         if dev is not None:
             self._need(dev)
         self.routes[(IPv6Network(dst), table)] = {"dev": dev, "metric": metric, "kind": kind,
                                                   "proto": proto}
         self.log.append(("route_replace", str(dst), dev, table))
 
-    def route_delete(self, dst, dev=None, table=None, metric=None, kind="unicast", proto=None):
+    def route_delete(self, dst: Destination, dev: Optional[str] = None, table: Optional[int] = None,
+                     metric: Optional[int] = None, kind: str = "unicast",
+                     proto: Optional[int] = None) -> None:
         key = (IPv6Network(dst), table)
         held = self.routes.get(key)
         # As the kernel: a protocol in the request must match the route's.
@@ -358,7 +390,7 @@ class FakeNetlink:
         del self.routes[key]
         self.log.append(("route_delete", str(dst), dev, table))
 
-    def neigh_proxy_add(self, address, dev, proto=None):
+    def neigh_proxy_add(self, address: IPv6Address, dev: str, proto: Optional[int] = None) -> None:
         self._need(dev)
         key = (IPv6Address(address), dev)
         self.proxies.add(key)
@@ -366,7 +398,7 @@ class FakeNetlink:
         if proto is not None:
             self.proxy_protocols[key] = proto
 
-    def neigh_proxy_delete(self, address, dev):
+    def neigh_proxy_delete(self, address: IPv6Address, dev: str) -> None:
         key = (IPv6Address(address), dev)
         if key not in self.proxies:
             raise NetlinkFailure(f"remove proxy ND for {address}: no such entry", 2)
@@ -374,34 +406,36 @@ class FakeNetlink:
         self.proxy_protocols.pop(key, None)
         self.log.append(("neigh_proxy_delete", str(address), dev))
 
-    def neigh_proxy_dump(self):
+    def neigh_proxy_dump(self) -> List[Tuple[IPv6Address, str, Optional[int]]]:
         return [(a, d, self.proxy_protocols.get((a, d))) for a, d in sorted(self.proxies)]
 
-    def route_dump(self, table=None, proto=None):
+    def route_dump(self, table: Optional[int] = None,
+                   proto: Optional[int] = None) -> List[Dict[str, Any]]:
         return [{"dst": dst, **{k: v for k, v in r.items()}}
                 for (dst, t), r in sorted(self.routes.items(), key=lambda kv: str(kv[0]))
                 if t == table and (proto is None or r["proto"] == proto)]
 
-    def rule_dump(self):
+    def rule_dump(self) -> List[Tuple[IPv6Network, int, int, Optional[int]]]:
         return [(s, t, p, self.rule_protocols.get((s, t, p))) for s, t, p in sorted(
             self.rules, key=str)]
 
-    def ip6tnl_dump(self):
+    def ip6tnl_dump(self) -> Dict[str, Tuple[IPv6Address, IPv6Address]]:
         return dict(self.tunnels)
 
-    def address_add(self, interface, dev):
+    def address_add(self, interface: str, dev: str) -> None:
         self._need(dev)
         self.addresses.add((IPv6Interface(interface), dev))
         self.links[dev]["addresses"].append(IPv6Interface(interface).ip)
 
-    def address_delete(self, interface, dev):
+    def address_delete(self, interface: str, dev: str) -> None:
         key = (IPv6Interface(interface), dev)
         if key not in self.addresses:
             raise NetlinkFailure(f"remove {interface}: no such address", 99)
         self.addresses.discard(key)
         self.links[dev]["addresses"].remove(key[0].ip)
 
-    def rule_add(self, src, table, priority, proto=None):
+    def rule_add(self, src: IPv6Network, table: int, priority: int,
+                 proto: Optional[int] = None) -> None:
         key = (IPv6Network(src), table, priority)
         if key in self.rules:
             raise NetlinkFailure(f"rule from {src} table {table}: File exists", 17)
@@ -409,7 +443,7 @@ class FakeNetlink:
         if proto is not None:
             self.rule_protocols[key] = proto
 
-    def rule_delete(self, src, table, priority):
+    def rule_delete(self, src: IPv6Network, table: int, priority: int) -> None:
         key = (IPv6Network(src), table, priority)
         if key not in self.rules:
             raise NetlinkFailure(f"delete rule from {src}: no such rule", 2)
@@ -417,22 +451,22 @@ class FakeNetlink:
         self.rule_protocols.pop(key, None)
         self.log.append(("rule_delete", str(key[0]), table, priority))
 
-    def steer_add(self, table, priority, mark, proto=None):
+    def steer_add(self, table: int, priority: int, mark: int, proto: Optional[int] = None) -> None:
         key = (table, priority, mark)
         if key in self.steering:
             raise NetlinkFailure(f"rule {priority + 1} not fwmark {mark}: File exists", 17)
         self.steering[key] = proto
         self.log.append(("steer_add", table, priority, mark))
 
-    def steer_delete(self, table, priority, mark):
+    def steer_delete(self, table: int, priority: int, mark: int) -> None:
         if self.steering.pop((table, priority, mark), False) is False:
             raise NetlinkFailure(f"delete rule {priority + 1} not fwmark {mark}: no such rule", 2)
         self.log.append(("steer_delete", table, priority, mark))
 
-    def steer_dump(self):
+    def steer_dump(self) -> List[Tuple[int, int, int, Optional[int]]]:
         return [(t, p, m, proto) for (t, p, m), proto in sorted(self.steering.items())]
 
-    def load_ip6_tunnel(self, fallback=True):
+    def load_ip6_tunnel(self, fallback: bool = True) -> None:
         """Model ``modprobe ip6_tunnel``: ip6tnl links can be made from now on, and (unless
         ``fallback`` is false, as with ``net.core.fb_tunnels_only_for_init_net=1``) the kernel's
         fallback device ``ip6tnl0`` (local ``::``, remote ``::``) exists, as in every namespace
@@ -442,7 +476,7 @@ class FakeNetlink:
             self.tunnels["ip6tnl0"] = (IPv6Address("::"), IPv6Address("::"))
             self.add_link("ip6tnl0", mac=b"", up=False)
 
-    def ip6tnl_add(self, name, local, remote):
+    def ip6tnl_add(self, name: str, local: Address, remote: Address) -> None:
         if self.ip6tnl_error is not None:
             raise self.ip6tnl_error
         ends = (IPv6Address(local), IPv6Address(remote))
@@ -452,15 +486,15 @@ class FakeNetlink:
         self.tunnels[name] = ends
         self.add_link(name)
 
-    def link_delete(self, name):
+    def link_delete(self, name: str) -> None:
         self._need(name)
         del self.links[name]
         self.tunnels.pop(name, None)
         for key in [k for k, r in self.routes.items() if r["dev"] == name]:
             del self.routes[key]  # as the kernel: a link's routes go with it
 
-    def sysctl_get(self, key):
+    def sysctl_get(self, key: str) -> str:
         return str(self.sysctls.get(key, "0"))
 
-    def sysctl_set(self, key, value):
+    def sysctl_set(self, key: str, value: str) -> None:
         self.sysctls[key] = str(value)

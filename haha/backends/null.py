@@ -5,14 +5,20 @@ themselves, and for tests: :meth:`NullBackend.snapshot` returns the intent (rout
 addresses, advertised prefixes) so a test can assert on the forwarding duties the core computed.
 """
 
+from __future__ import annotations
+
 from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
 
 from zope.interface import implementer
 
-from ..interfaces import IForwardingBackend
+from ..interfaces import IAddressHolder, IForwardingBackend
+
+if TYPE_CHECKING:
+    from .context import BackendContext
 
 
-def check_route(route):
+def check_route(route: Any) -> Any:
     """Raise ``TypeError`` unless ``route`` has ForwardingRoute's fields with usable types."""
     for field in ("home_address", "care_of", "local"):
         value = getattr(route, field, None)
@@ -25,7 +31,7 @@ def check_route(route):
     return route
 
 
-def route_json(route):
+def route_json(route: Any) -> Dict[str, Any]:
     return {
         "home_address": str(route.home_address),
         "care_of": str(route.care_of),
@@ -35,28 +41,28 @@ def route_json(route):
     }
 
 
-@implementer(IForwardingBackend)
+@implementer(IForwardingBackend, IAddressHolder)
 class NullBackend:
     """Intent only. ``history`` lists every call as ``(method, argument...)``."""
 
     name = "null"
 
-    def __init__(self):
-        self.routes = {}
-        self.proxied = set()
-        self.prefixes = set()
-        self.held = {}  # address -> interface (None: held as a route)
-        self.history = []
+    def __init__(self) -> None:
+        self.routes: Dict[IPv6Address, Any] = {}
+        self.proxied: Set[Tuple[IPv6Address, Optional[str]]] = set()
+        self.prefixes: Set[IPv6Network] = set()
+        self.held: Dict[IPv6Address, Optional[str]] = {}  # address -> interface (None: route)
+        self.history: List[Tuple[Any, ...]] = []
         self.running = False
 
-    def capabilities(self):
+    def capabilities(self) -> frozenset[str]:
         return frozenset({"tunnel", "proxy-nd", "prefix-route"})
 
-    def start(self):
+    def start(self) -> None:
         self.running = True
         self.history.append(("start",))
 
-    def stop(self):
+    def stop(self) -> None:
         self.running = False
         self.routes.clear()
         self.proxied.clear()
@@ -64,42 +70,42 @@ class NullBackend:
         self.held.clear()
         self.history.append(("stop",))
 
-    def install(self, route):
+    def install(self, route: Any) -> None:
         check_route(route)
         self.routes[route.home_address] = route
         self.history.append(("install", route))
 
-    def remove(self, home_address):
+    def remove(self, home_address: IPv6Address) -> None:
         self.routes.pop(home_address, None)
         self.history.append(("remove", home_address))
 
-    def proxy_nd_start(self, address, interface):
+    def proxy_nd_start(self, address: IPv6Address, interface: Optional[str]) -> None:
         self.proxied.add((address, interface))
         self.history.append(("proxy_nd_start", address, interface))
 
-    def proxy_nd_stop(self, address, interface):
+    def proxy_nd_stop(self, address: IPv6Address, interface: Optional[str]) -> None:
         self.proxied.discard((address, interface))
         self.history.append(("proxy_nd_stop", address, interface))
 
-    def advertise_prefix(self, prefix):
+    def advertise_prefix(self, prefix: IPv6Network) -> None:
         self.prefixes.add(prefix)
         self.history.append(("advertise_prefix", prefix))
 
-    def withdraw_prefix(self, prefix):
+    def withdraw_prefix(self, prefix: IPv6Network) -> None:
         self.prefixes.discard(prefix)
         self.history.append(("withdraw_prefix", prefix))
 
-    def hold_address(self, address, interface):
+    def hold_address(self, address: IPv6Address, interface: Optional[str]) -> None:
         if not isinstance(address, IPv6Address):
             raise TypeError(f"{address!r} is not an IPv6Address")
         self.held[address] = interface
         self.history.append(("hold_address", address, interface))
 
-    def release_address(self, address, interface=None):
+    def release_address(self, address: IPv6Address, interface: Optional[str] = None) -> None:
         self.held.pop(address, None)
         self.history.append(("release_address", address))
 
-    def snapshot(self):
+    def snapshot(self) -> Dict[str, Any]:
         return {
             "name": self.name,
             "routes": [route_json(self.routes[h]) for h in sorted(self.routes)],
@@ -109,6 +115,7 @@ class NullBackend:
         }
 
 
-def build(options, reactor):
-    """The ``null`` backend plugin's factory (``[backend:null]`` has no keys)."""
+def build(context: BackendContext) -> NullBackend:
+    """The ``null`` backend plugin's factory (``[backend:null]`` has no keys; the context's
+    transport and ownership are not needed: nothing is installed)."""
     return NullBackend()

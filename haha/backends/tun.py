@@ -29,20 +29,33 @@ Operating-system failures after start are logged and counted (``netlink_errors``
 bad arguments raise ``TypeError``/``ValueError`` and change nothing.
 """
 
+from __future__ import annotations
+
 from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterable, Optional, Set, Tuple
 
 from zope.interface import implementer
 
 from ..logging import class_logger
-from ..interfaces import IForwardingBackend
+from ..interfaces import (
+    IAddressHolder,
+    IDecapsulator,
+    IForwardingBackend,
+    IHomeAnnouncer,
+    IMobileTunnel,
+    IStartStop,
+)
 from ..io.tun import TunDevice
 from ..wire.errors import WireError
 from ..wire.ipv6 import build_packet, parse_packet
 from ..wire.numbers import IPPROTO_IPV6
-from .common import LinkDuties
+from .common import LinkDuties, Ownership
 from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
+
+if TYPE_CHECKING:
+    from .context import BackendContext
 #: Tunnel MTU default: a 1500-octet link minus the 40-octet outer header (RFC 2473 7).
 DEFAULT_MTU = 1460
 DEFAULT_HOP_LIMIT = 64
@@ -62,7 +75,8 @@ def _in_any(address, prefixes):
 class _Base(LinkDuties):
     log = class_logger()
 
-    def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun):
+    def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
+                 ownership=None, log=None):
         if not 1 <= hop_limit <= 255:
             raise ValueError(f"tunnel hop limit {hop_limit} out of range 1-255")
         if not 1280 <= mtu <= 65535:
@@ -76,7 +90,7 @@ class _Base(LinkDuties):
         self.counters = Counter()
         self.running = False
         self.router_flag = False
-        self._init_link_duties()
+        self._init_link_duties(ownership, log)
 
     def _start_tun(self):
         self.tun.start(self._from_tun)
@@ -120,7 +134,7 @@ class _Base(LinkDuties):
         return False
 
 
-@implementer(IForwardingBackend)
+@implementer(IForwardingBackend, IDecapsulator, IAddressHolder)
 class TunBackend(_Base):
     """The home agent's user-space forwarding plane.
 
@@ -130,33 +144,43 @@ class TunBackend(_Base):
     ``table``: the routing table for the routes (``None``: main). ``enable_forwarding``: set
     ``net.ipv6.conf.all.forwarding=1`` at start (restored at stop). ``netlink``/``system``: the
     seams (defaults: pyroute2 and the real system in the current namespace). ``tun``: a ready
-    :class:`~haha.io.tun.TunDevice` instead.
+    :class:`~haha.io.tun.TunDevice` instead. ``ownership``: what an earlier run of the same
+    daemon may have left (:class:`~haha.backends.common.Ownership`; None: nothing reclaimed).
+    ``log``: a Logger carrying the daemon's identity (None: the class's own).
+    The plugin builds it with :func:`build` from a
+    :class:`~haha.backends.context.BackendContext`.
     """
 
     name = "tun"
 
-    def __init__(self, reactor, transport, tun_name="haha%d", mtu=DEFAULT_MTU,
-                 hop_limit=DEFAULT_HOP_LIMIT, table=None, route_metric=None,
-                 prefix_metric=1024, enable_forwarding=True, router_flag=False,
-                 netlink=None, system=None, tun=None):
-        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
+    def __init__(self, reactor: Any, transport: Any, tun_name: str = "haha%d",
+                 mtu: int = DEFAULT_MTU, hop_limit: int = DEFAULT_HOP_LIMIT,
+                 table: Optional[int] = None, route_metric: Optional[int] = None,
+                 prefix_metric: int = 1024, enable_forwarding: bool = True,
+                 router_flag: bool = False, netlink: Any = None, system: Any = None,
+                 tun: Any = None, ownership: Optional[Ownership] = None,
+                 log: Any = None) -> None:
+        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
+                         ownership, log)
         self.table = table
         self.route_metric = route_metric
         self.prefix_metric = prefix_metric
         self.enable_forwarding = enable_forwarding
         self.router_flag = router_flag
-        self.routes = {}  # home address -> route
-        self._by_care_of = {}  # care-of -> set of home addresses
-        self._prefix_owner = {}  # IPv6Network -> home address
-        self._lpm = {}  # prefix length -> {network int: IPv6Network}
-        self._kernel_routes = set()  # IPv6Network routed into the TUN
+        self.routes: Dict[IPv6Address, Any] = {}  # home address -> route
+        # care-of -> set of home addresses
+        self._by_care_of: Dict[IPv6Address, Set[IPv6Address]] = {}
+        self._prefix_owner: Dict[IPv6Network, IPv6Address] = {}  # prefix -> home address
+        # prefix length -> {network int: IPv6Network}
+        self._lpm: Dict[int, Dict[int, IPv6Network]] = {}
+        self._kernel_routes: Set[IPv6Network] = set()  # routed into the TUN
 
-    def capabilities(self):
+    def capabilities(self) -> frozenset[str]:
         return frozenset({"tunnel", "proxy-nd", "prefix-route", "userspace"})
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self):
+    def start(self) -> None:
         """Remove what an earlier run of the same daemon left in the kernel (when
         ``ownership`` is set: :mod:`haha.backends.common`), open the TUN, bring it up with the
         tunnel MTU, enable forwarding. Raises when the system cannot (no /dev/net/tun, not
@@ -165,8 +189,9 @@ class TunBackend(_Base):
         if self.running:
             raise RuntimeError("tun backend already started")
         if self.transport is None:
-            raise RuntimeError("the tun backend has no transport: set backend.transport to the "
-                               "daemon's transport before start()")
+            raise RuntimeError("the tun backend has no transport to send tunnelled packets "
+                               "through: build it with one (TunBackend(reactor, transport, ...), "
+                               "or a BackendContext with a transport)")
         self._claim()  # before anything is installed: an earlier run's leftovers go first
         try:
             self._start_tun()
@@ -185,7 +210,7 @@ class TunBackend(_Base):
             self.install(route)
         self.log.info("tun backend started on {device}", device=self.tun.name)
 
-    def stop(self):
+    def stop(self) -> None:
         """Remove every route, proxy entry and prefix this backend installed; restore sysctls;
         close the TUN (which deletes the device). Idempotent."""
         for home in list(self.routes):
@@ -196,7 +221,7 @@ class TunBackend(_Base):
 
     # -- bindings ---------------------------------------------------------------------------
 
-    def install(self, route):
+    def install(self, route: Any) -> None:
         """Forward ``route.home_address`` and ``route.prefixes`` through the tunnel to
         ``route.care_of``; calling it again for the same home address replaces the state."""
         check_route(route)
@@ -224,7 +249,7 @@ class TunBackend(_Base):
                     self._kernel_routes.add(net)
         self.counters["installs"] += 1
 
-    def remove(self, home_address):
+    def remove(self, home_address: IPv6Address) -> None:
         route = self.routes.pop(home_address, None)
         if route is None:
             return
@@ -254,7 +279,7 @@ class TunBackend(_Base):
                          dev=self.tun.name, table=self.table, metric=self.route_metric,
                          proto=RTPROT_HAHA)
 
-    def lookup(self, destination):
+    def lookup(self, destination: IPv6Address) -> Any:
         """The route for ``destination``: exact home address, else longest-prefix match over
         the mobile network prefixes; None when nothing matches."""
         route = self.routes.get(destination)
@@ -308,7 +333,7 @@ class TunBackend(_Base):
             self.counters["decap_spoofed_source"] += 1
         return False
 
-    def snapshot(self):
+    def snapshot(self) -> Dict[str, Any]:
         return {
             "name": self.name,
             "device": self.tun.name,
@@ -323,6 +348,7 @@ class TunBackend(_Base):
         }
 
 
+@implementer(IMobileTunnel, IStartStop, IDecapsulator, IHomeAnnouncer)
 class MobileTunnel(_Base):
     """The mobile node's (or mobile router's) end of the bidirectional tunnel.
 
@@ -347,9 +373,11 @@ class MobileTunnel(_Base):
     tunnel.
     """
 
-    def __init__(self, reactor, transport, tun_name="hahamn%d", mtu=DEFAULT_MTU,
-                 hop_limit=DEFAULT_HOP_LIMIT, table=0x4D4E, rule_priority=1000, netlink=None,
-                 system=None, tun=None, router_flag=False, steer_mark=None):
+    def __init__(self, reactor: Any, transport: Any, tun_name: str = "hahamn%d",
+                 mtu: int = DEFAULT_MTU, hop_limit: int = DEFAULT_HOP_LIMIT,
+                 table: Optional[int] = 0x4D4E, rule_priority: int = 1000, netlink: Any = None,
+                 system: Any = None, tun: Any = None, router_flag: bool = False,
+                 steer_mark: Optional[int] = None) -> None:
         super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
         if table is None:
             table = 0x4D4E
@@ -359,13 +387,15 @@ class MobileTunnel(_Base):
         self.rule_priority = rule_priority
         self.router_flag = router_flag  # a mobile router's home Neighbour Advertisement has R
         self.steer_mark = steer_mark
-        self.home_address = None
-        self.care_of = None
-        self.home_agent = None
-        self.home_agents = frozenset()
-        self.prefixes = ()
+        self.home_address: Optional[IPv6Address] = None
+        self.care_of: Optional[IPv6Address] = None
+        self.home_agent: Optional[IPv6Address] = None
+        self.home_agents: FrozenSet[IPv6Address] = frozenset()
+        # The node's own mobile network prefixes (not LinkDuties' advertised prefixes, which a
+        # mobile tunnel never has).
+        self.prefixes: Tuple[IPv6Network, ...] = ()  # type: ignore[assignment]
 
-    def start(self):
+    def start(self) -> None:
         """Remove the policy rules an earlier run left (``kill -9``: the TUN, its address and
         the table's default route go with the process, the rules stay), open the TUN."""
         if self.running:
@@ -402,7 +432,7 @@ class MobileTunnel(_Base):
                         self.netlink.steer_delete, table, priority, mark):
                 self._leftover(f"steering rules at {priority} to table {table}")
 
-    def announce_home(self, home_address, interface):
+    def announce_home(self, home_address: IPv6Address, interface: str) -> Optional[bytes]:
         """Back on the home link after deregistering: one unsolicited Neighbour
         Advertisement to all-nodes for ``home_address`` on ``interface`` with our link-layer
         address and the Override flag (RFC 6275 11.5.4), so that neighbours (the home link's
@@ -414,12 +444,14 @@ class MobileTunnel(_Base):
             raise RuntimeError("the tunnel is still up: the node is not home")
         return self.send_unsolicited_na(home_address, interface)
 
-    def stop(self):
+    def stop(self) -> None:
         self.clear()
         self.tun.stop()
         self.running = False
 
-    def set_endpoint(self, home_address, care_of, home_agent, prefixes=(), home_agents=()):
+    def set_endpoint(self, home_address: IPv6Address, care_of: IPv6Address,
+                     home_agent: IPv6Address, prefixes: Iterable[IPv6Network] = (),
+                     home_agents: Iterable[IPv6Address] = ()) -> None:
         """Tunnel ``home_address`` (and ``prefixes``) between ``care_of`` and ``home_agent``;
         replaces any previous endpoint. Tunnelled packets from the other ``home_agents`` (the
         node's Home Agent list) are accepted too; ours go to ``home_agent`` only."""
@@ -460,9 +492,9 @@ class MobileTunnel(_Base):
                          self.table, self.rule_priority + 1, self.steer_mark, proto=RTPROT_HAHA)
         self.home_address, self.care_of, self.home_agent = home_address, care_of, home_agent
         self.home_agents = home_agents
-        self.prefixes = prefixes
+        self.prefixes = prefixes  # type: ignore[assignment]
 
-    def clear(self):
+    def clear(self) -> None:
         """Remove the endpoint (rules, home address, tunnel route). Idempotent."""
         if self.home_address is None:
             return
@@ -478,7 +510,7 @@ class MobileTunnel(_Base):
                  self.tun.name)
         self.home_address = self.care_of = self.home_agent = None
         self.home_agents = frozenset()
-        self.prefixes = ()
+        self.prefixes = ()  # type: ignore[assignment]
 
     def _sources(self):
         if self.home_address is None:
@@ -516,7 +548,7 @@ class MobileTunnel(_Base):
             return False
         return self._deliver(outer.payload)
 
-    def snapshot(self):
+    def snapshot(self) -> Dict[str, Any]:
         return {
             "device": self.tun.name,
             "home_address": str(self.home_address) if self.home_address else None,
@@ -529,7 +561,7 @@ class MobileTunnel(_Base):
         }
 
 
-def options_of(options):
+def options_of(options: Any) -> Dict[str, Any]:
     """The keyword arguments ``[backend:tun]`` gives (shared by :class:`TunBackend` and a mobile
     node's :class:`MobileTunnel`): ``device``, ``mtu``, ``hop-limit``, ``table``."""
     return {
@@ -540,10 +572,14 @@ def options_of(options):
     }
 
 
-def build(options, reactor):
-    """The ``tun`` backend plugin's factory. Nothing touches the system until ``start()``; the
-    daemon sets ``backend.transport`` (its raw transport) before that."""
+def build(context: BackendContext) -> TunBackend:
+    """The ``tun`` backend plugin's factory: a complete :class:`TunBackend` from a
+    :class:`~haha.backends.context.BackendContext` (its ``[backend:tun]`` options, reactor,
+    transport, ownership and OS seams). Nothing touches the system until ``start()``."""
+    options = context.options
     kw = options_of(options)
-    return TunBackend(reactor, None,
+    return TunBackend(context.reactor, context.transport,
                       enable_forwarding=options.get_bool("forwarding", True),
-                      router_flag=options.get_bool("router-flag", False), **kw)
+                      router_flag=options.get_bool("router-flag", False),
+                      netlink=context.netlink, system=context.system,
+                      ownership=context.ownership, log=context.log, **kw)

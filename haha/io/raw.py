@@ -38,7 +38,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
 from ..logging import class_logger
-from ..interfaces import IMobilityTransport
+from ..interfaces import IAnycastJoin, IKernelTunnels, IMobilityTransport
 from . import bpf
 from .system import LinuxSystem, NftError
 
@@ -126,7 +126,7 @@ class _PacketReader:
         return f"RawTransport({self.interface or '*'})"
 
 
-@implementer(IMobilityTransport)
+@implementer(IMobilityTransport, IAnycastJoin, IKernelTunnels)
 class RawTransport:
     """Complete IPv6 packets over raw sockets.
 

@@ -11,6 +11,8 @@ for TUN, like a file descriptor (``fileno``, ``read``, ``write``, ``close``); re
 :class:`BlockingIOError` when nothing is queued.
 """
 
+from __future__ import annotations
+
 import ctypes
 import errno
 import fcntl
@@ -19,7 +21,12 @@ import socket
 import struct
 import subprocess
 from contextlib import contextmanager
+from ipaddress import IPv6Address
+from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
 
+from zope.interface import implementer
+
+from ..interfaces import IPacketSocket, IRawSocket, ISystem, ITunFile
 from . import bpf
 from .sockbuf import apply_buffers
 
@@ -45,7 +52,7 @@ class NftError(RuntimeError):
 _libc = None
 
 
-def _setns(fd):
+def _setns(fd: int) -> None:
     global _libc
     if _libc is None:
         _libc = ctypes.CDLL(None, use_errno=True)
@@ -55,7 +62,7 @@ def _setns(fd):
 
 
 @contextmanager
-def in_netns(name):
+def in_netns(name: Optional[str]) -> Iterator[None]:
     """Run the body with the calling thread in network namespace ``name`` (``/run/netns/NAME``,
     as ``ip netns add`` makes it); ``None`` means stay where we are."""
     if name is None:
@@ -78,24 +85,25 @@ def in_netns(name):
         os.close(own)
 
 
-def _mreq(address, ifindex):
+def _mreq(address: IPv6Address, ifindex: int) -> bytes:
     """``struct ipv6_mreq { struct in6_addr ipv6mr_multiaddr; int ipv6mr_interface; }``."""
     return address.packed + struct.pack("@i", ifindex)
 
 
+@implementer(ITunFile)
 class _Fd:
     """A non-blocking file descriptor with ``read``/``write`` (a TUN queue)."""
 
-    def __init__(self, fd):
+    def __init__(self, fd: int) -> None:
         self._fd = fd
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._fd
 
-    def read(self, n):
+    def read(self, n: int) -> bytes:
         return os.read(self._fd, n)
 
-    def write(self, data):
+    def write(self, data: bytes) -> int:
         return os.write(self._fd, data)
 
     def close(self):
@@ -104,13 +112,14 @@ class _Fd:
             self._fd = -1
 
 
+@implementer(ISystem)
 class LinuxSystem:
     """Real sockets, TUN and nft, in namespace ``netns`` (``None``: the current one)."""
 
-    def __init__(self, netns=None):
+    def __init__(self, netns: Optional[str] = None) -> None:
         self.netns = netns
 
-    def packet_socket(self, interface=None):
+    def packet_socket(self, interface: Optional[str] = None) -> socket.socket:
         """A non-blocking ``AF_PACKET``/``SOCK_DGRAM`` socket for IPv6 on ``interface`` (all
         interfaces when ``None``)."""
         with in_netns(self.netns):
@@ -124,35 +133,35 @@ class LinuxSystem:
                 raise
         return s
 
-    def set_receive_buffer(self, sock, size, log):
+    def set_receive_buffer(self, sock: Any, size: int, log: Any) -> Optional[int]:
         """Ask for a ``size``-octet receive buffer on ``sock`` (:mod:`haha.io.sockbuf`); returns
         the size granted (None for 0: the kernel's default)."""
         return apply_buffers(sock, log, "packet socket", receive=size)["receive"]
 
-    def attach_filter(self, sock, program):
+    def attach_filter(self, sock: Any, program: Any) -> None:
         """``SO_ATTACH_FILTER`` with a ``struct sock_fprog { u16 len; sock_filter *filter; }``."""
         code = bpf.pack(program)
         buf = ctypes.create_string_buffer(code, len(code))
         fprog = struct.pack("HL", len(program), ctypes.addressof(buf))
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
 
-    def raw_socket(self):
+    def raw_socket(self) -> socket.socket:
         """A non-blocking ``AF_INET6``/``SOCK_RAW``/``IPPROTO_RAW`` socket: on Linux it implies
         ``IPV6_HDRINCL``, so what we write is the whole IPv6 packet."""
         with in_netns(self.netns):
             return socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
                                  socket.IPPROTO_RAW)
 
-    def set_mark(self, sock, mark):
+    def set_mark(self, sock: Any, mark: int) -> None:
         """``SO_MARK``: packets sent through ``sock`` carry firewall mark ``mark`` (policy
         rules can tell them apart; CAP_NET_ADMIN)."""
         sock.setsockopt(socket.SOL_SOCKET, SO_MARK, mark)
 
-    def interface_index(self, name):
+    def interface_index(self, name: str) -> int:
         with in_netns(self.netns):
             return socket.if_nametoindex(name)
 
-    def join_anycast(self, sock, address, interface):
+    def join_anycast(self, sock: Any, address: IPv6Address, interface: str) -> None:
         """Make ``address`` an anycast address of this host on ``interface`` for as long as
         ``sock`` (any ``AF_INET6`` socket) stays open: ``IPV6_JOIN_ANYCAST`` with an
         ``ipv6_mreq``. The kernel then answers Neighbour Solicitations for it on that link
@@ -164,12 +173,12 @@ class LinuxSystem:
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_JOIN_ANYCAST,
                         _mreq(address, self.interface_index(interface)))
 
-    def leave_anycast(self, sock, address, interface):
+    def leave_anycast(self, sock: Any, address: IPv6Address, interface: str) -> None:
         """Undo :meth:`join_anycast` (ENOENT when ``sock`` had not joined it)."""
         sock.setsockopt(socket.IPPROTO_IPV6, IPV6_LEAVE_ANYCAST,
                         _mreq(address, self.interface_index(interface)))
 
-    def run_nft(self, script):
+    def run_nft(self, script: str) -> str:
         """Feed ``script`` to ``nft -f -``; raise :class:`NftError` with its complaint."""
         argv = ["nft", "-f", "-"]
         if self.netns is not None:
@@ -182,7 +191,7 @@ class LinuxSystem:
             raise NftError(f"nft failed ({r.returncode}): {r.stderr.strip()}")
         return r.stdout
 
-    def list_nft_tables(self):
+    def list_nft_tables(self) -> List[Tuple[str, str]]:
         """``[(family, name)]`` of the tables that exist now."""
         argv = ["nft", "list", "tables"]
         if self.netns is not None:
@@ -223,6 +232,7 @@ class LinuxSystem:
 # --- in-memory twin ---------------------------------------------------------------------------
 
 
+@implementer(IPacketSocket)
 class FakePacketSocket:
     """An AF_PACKET socket in memory. :meth:`inject` plays the kernel: it runs the attached
     filter (when there is one) and queues what passes."""
@@ -259,22 +269,23 @@ class FakePacketSocket:
         self.closed = True
 
 
+@implementer(IRawSocket)
 class FakeRawSocket:
     """A raw IPv6 socket in memory: ``sent`` lists ``(packet, address)``; ``fail_with`` makes
     every send raise that errno until cleared; ``anycast`` holds the ``(address, interface)``
     memberships joined through it (the kernel forgets them when the socket closes)."""
 
-    def __init__(self):
-        self.sent = []
-        self.fail_with = None
+    def __init__(self) -> None:
+        self.sent: List[Tuple[bytes, Any]] = []
+        self.fail_with: Optional[int] = None
         self.closed = False
-        self.anycast = set()
-        self.mark = None  # SO_MARK, set through FakeSystem.set_mark
+        self.anycast: Set[Tuple[IPv6Address, str]] = set()
+        self.mark: Optional[int] = None  # SO_MARK, set through FakeSystem.set_mark
 
-    def fileno(self):
+    def fileno(self) -> int:
         return -1
 
-    def sendto(self, data, address):
+    def sendto(self, data: bytes, address: Any) -> int:
         if self.fail_with is not None:
             raise OSError(self.fail_with, os.strerror(self.fail_with))
         self.sent.append((bytes(data), address))
@@ -285,6 +296,7 @@ class FakeRawSocket:
         self.anycast.clear()
 
 
+@implementer(ITunFile)
 class FakeTunFile:
     """A TUN queue in memory: :meth:`inject` is a packet the kernel routed into the device,
     ``written`` what user space wrote to it."""
@@ -317,49 +329,50 @@ class FakeTunFile:
         self.closed = True
 
 
+@implementer(ISystem)
 class FakeSystem:
     """The in-memory :class:`LinuxSystem`: records sockets, TUN devices and nft scripts."""
 
-    def __init__(self, interfaces=None):
+    def __init__(self, interfaces: Optional[Dict[str, int]] = None) -> None:
         self.interfaces = dict(interfaces or {"lo": 1, "eth0": 2})
-        self.packet_sockets = []
-        self.raw_sockets = []
-        self.tuns = {}
-        self.nft_scripts = []
-        self.nft_tables = set()
-        self.nft_fail = None  # a message: every nft call fails with it
-        self.anycast_fail = None  # an errno: every anycast join fails with it
+        self.packet_sockets: List[FakePacketSocket] = []
+        self.raw_sockets: List[FakeRawSocket] = []
+        self.tuns: Dict[str, FakeTunFile] = {}
+        self.nft_scripts: List[str] = []
+        self.nft_tables: Set[Tuple[str, str]] = set()
+        self.nft_fail: Optional[str] = None  # a message: every nft call fails with it
+        self.anycast_fail: Optional[int] = None  # an errno: every anycast join fails with it
 
-    def packet_socket(self, interface=None):
+    def packet_socket(self, interface: Optional[str] = None) -> FakePacketSocket:
         if interface is not None and interface not in self.interfaces:
             raise OSError(errno.ENODEV, f"no such device {interface}")
         s = FakePacketSocket(interface)
         self.packet_sockets.append(s)
         return s
 
-    def set_receive_buffer(self, sock, size, log):
+    def set_receive_buffer(self, sock: Any, size: int, log: Any) -> Optional[int]:
         sock.receive_buffer = size or None
         return sock.receive_buffer
 
-    def attach_filter(self, sock, program):
+    def attach_filter(self, sock: Any, program: Any) -> None:
         bpf.pack(program)  # what the kernel would be handed must encode
         sock.filter = tuple(program)
 
-    def raw_socket(self):
+    def raw_socket(self) -> FakeRawSocket:
         s = FakeRawSocket()
         self.raw_sockets.append(s)
         return s
 
-    def set_mark(self, sock, mark):
+    def set_mark(self, sock: Any, mark: int) -> None:
         sock.mark = mark
 
-    def interface_index(self, name):
+    def interface_index(self, name: str) -> int:
         try:
             return self.interfaces[name]
         except KeyError:
             raise OSError(errno.ENODEV, f"no such device {name}") from None
 
-    def join_anycast(self, sock, address, interface):
+    def join_anycast(self, sock: Any, address: IPv6Address, interface: str) -> None:
         """As the kernel: EINVAL for a multicast address, ENODEV for an unknown interface."""
         if self.anycast_fail is not None:
             raise OSError(self.anycast_fail, os.strerror(self.anycast_fail))
@@ -370,17 +383,17 @@ class FakeSystem:
         self.interface_index(interface)
         sock.anycast.add((address, interface))
 
-    def leave_anycast(self, sock, address, interface):
+    def leave_anycast(self, sock: Any, address: IPv6Address, interface: str) -> None:
         if (address, interface) not in sock.anycast:
             raise OSError(errno.ENOENT, "not joined")
         sock.anycast.discard((address, interface))
 
-    def anycast(self):
+    def anycast(self) -> Set[Tuple[IPv6Address, str]]:
         """Every ``(address, interface)`` joined through an open raw socket (the kernel's
         /proc/net/anycast6, in memory)."""
         return {m for s in self.raw_sockets if not s.closed for m in s.anycast}
 
-    def run_nft(self, script):
+    def run_nft(self, script: str) -> str:
         if self.nft_fail:
             raise NftError(self.nft_fail)
         self.nft_scripts.append(script)
@@ -396,7 +409,7 @@ class FakeSystem:
                 self.nft_tables.discard((words[2], words[3]))
         return ""
 
-    def list_nft_tables(self):
+    def list_nft_tables(self) -> List[Tuple[str, str]]:
         return sorted(self.nft_tables)
 
     def open_tun(self, name):

@@ -25,6 +25,9 @@ Time is passed in (``now``); nothing here reads a clock.
 
 from dataclasses import dataclass
 
+from zope.interface import implementer
+
+from ..interfaces import ICounterSource, ITieredLimiter
 from .errors import RATE_LIMITED, SecurityConfigError
 from .ratelimit import RateLimiter, _Bucket, _positive, spend
 
@@ -60,6 +63,7 @@ class AdmissionSettings:
                 f"max_sources = {self.max_sources!r} must be a positive integer")
 
 
+@implementer(ICounterSource, ITieredLimiter)
 class Admission:
     """The two inbound budgets and the answer budget (module docstring).
 

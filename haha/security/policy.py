@@ -34,6 +34,10 @@ loudly at start-up.
 
 from typing import NamedTuple
 
+from zope.interface import implementer
+
+from ..interfaces import ICounterSource
+
 from ..wire.numbers import (
     DEFAULT_PROFILE,
     ICMP6_DHAAD_REPLY,
@@ -115,6 +119,7 @@ def rules_for(profile=DEFAULT_PROFILE):
     return table
 
 
+@implementer(ICounterSource)
 class SecurityPolicy:
     """The inbound/outbound protection policy (module docstring).
 

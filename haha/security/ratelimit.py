@@ -19,6 +19,9 @@ costs a dictionary look-up per packet, not an AES-GCM operation.
 
 from collections import OrderedDict
 
+from zope.interface import implementer
+
+from ..interfaces import ICounterSource
 from .errors import RATE_LIMITED, SecurityConfigError
 
 RATELIMIT_REASONS = (RATE_LIMITED,)
@@ -52,6 +55,7 @@ def _positive(name, value):
     return value
 
 
+@implementer(ICounterSource)
 class RateLimiter:
     """Token buckets per source (module docstring).
 

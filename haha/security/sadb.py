@@ -30,7 +30,7 @@ from ipaddress import IPv6Address, ip_address
 
 from zope.interface import implementer
 
-from ..interfaces import ISecurityAssociations
+from ..interfaces import IKnownSpi, ISecurityAssociations, ISequencePersistence
 from .errors import (
     AUTH_FAILED,
     BAD_PADDING,
@@ -147,7 +147,7 @@ class SaSpec:
         raise SecurityConfigError(f"{name}: role must be one of {', '.join(ROLES)}")
 
 
-@implementer(ISecurityAssociations)
+@implementer(ISecurityAssociations, ISequencePersistence, IKnownSpi)
 class SecurityAssociationDatabase:
     """Manually keyed ESP SAs (see the module docstring for peers and sources).
 

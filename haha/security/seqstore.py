@@ -45,6 +45,9 @@ import os
 import sys
 import time
 
+from zope.interface import implementer
+
+from ..interfaces import ICounterSource
 from .errors import SecurityConfigError
 from .esp import SEQ_MAX
 
@@ -58,6 +61,7 @@ def _name(direction, peer, spi):
     return f"{direction} {peer} 0x{spi:08x}"
 
 
+@implementer(ICounterSource)
 class SequenceStore:
     """The state file at ``path`` (created when missing). ``block`` is how many sequence
     numbers are reserved at a time (outbound) and how far a top moves between writes

@@ -1,6 +1,7 @@
 """twistd and haha plugins: `twistd haha`, `twistd haha-mn`, built-in backends and discovery.
 
-Kept tiny: nothing heavy is imported until a plugin is used.
+Kept tiny: nothing heavy is imported until a plugin is used. A backend's factory
+(``module:build``) takes one :class:`haha.backends.context.BackendContext`.
 """
 
 from twisted.application.service import ServiceMaker
