@@ -14,6 +14,12 @@ marked ``stock_kernel``.
 import os
 
 import pytest
+from hypothesis import settings
+
+# Property tests check behaviour, not speed (speed is measured by bench/): hypothesis's
+# per-example wall-clock deadline would only fail them on a busy machine.
+settings.register_profile("haha", deadline=None)
+settings.load_profile("haha")
 
 
 #: Markers of tests that need a kernel feature, and the build option that provides it.
