@@ -31,6 +31,7 @@ from ipaddress import IPv6Address, ip_address
 from zope.interface import implementer
 
 from ..interfaces import ISecurityAssociations
+from ..wire.addresses import address_int
 from .errors import (
     AUTH_FAILED,
     BAD_PADDING,
@@ -80,13 +81,13 @@ def _address(value, what):
 
 
 def _key(address):
-    # The hot paths key their tables by the address's integer. ``IPv6Address._ip`` is that
-    # integer: hashing or comparing IPv6Address objects costs ten times more (it goes through
-    # hex()), which matters against an AES-GCM operation of about a microsecond.
-    try:
-        return address._ip
-    except AttributeError:
-        return _address(address, "address")._ip
+    # The hot paths key their tables by the address's integer: hashing or comparing IPv6Address
+    # objects costs ten times more (it goes through hex()), which matters against an AES-GCM
+    # operation of about a microsecond. ``address_int`` is the codec's integer read
+    # (bench/wire_fast.py measures it against ``int(address)``).
+    if type(address) is IPv6Address:
+        return address_int(address)
+    return address_int(_address(address, "address"))
 
 
 @dataclass(frozen=True)
@@ -192,13 +193,13 @@ class SecurityAssociationDatabase:
         """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes."""
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
-        known = self._roles.get(spec.peer._ip)
+        known = self._roles.get(_key(spec.peer))
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}"
             )
         if spec.direction == "out":
-            if spec.peer._ip in self._out:
+            if _key(spec.peer) in self._out:
                 raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA")
             seq, limit, reserve = 0, None, None
             if self.sequence_store is not None and spec.epoch is None:
@@ -206,7 +207,7 @@ class SecurityAssociationDatabase:
             sa = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng,
                             seq=seq, limit=limit if limit is not None else 0xFFFFFFFF,
                             reserve=reserve, iv_mask=spec.epoch)
-            self._out[spec.peer._ip] = sa
+            self._out[_key(spec.peer)] = sa
         else:
             same = self._in.get(spec.spi, ())
             mine = {spec.peer, *spec.sources}
@@ -231,7 +232,7 @@ class SecurityAssociationDatabase:
                                floor=floor, advance=advance, save_at=save_at)
             self._in[spec.spi] = same + (sa,)
             self._in_peer[spec.peer] = sa
-        self._roles[spec.peer._ip] = spec.role
+        self._roles[_key(spec.peer)] = spec.role
 
     def _epoch_inbound(self, spec, window):
         store = self.sequence_store
@@ -258,8 +259,8 @@ class SecurityAssociationDatabase:
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
         local = _address(local, "local address")
-        key = (local._ip, spec.peer._ip)
-        known = self._roles.get(spec.peer._ip)
+        key = (_key(local), _key(spec.peer))
+        known = self._roles.get(_key(spec.peer))
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}")
@@ -282,11 +283,11 @@ class SecurityAssociationDatabase:
                            role=spec.role, sources=spec.sources, floor=floor)
             self._in[spec.spi] = same + (sa,)
             self._in_local[key] = sa
-        self._roles[spec.peer._ip] = spec.role
+        self._roles[_key(spec.peer)] = spec.role
 
     def remove_local(self, local):
         """Forget every SA added with :meth:`add_local` for ``local``."""
-        local = _address(local, "local address")._ip
+        local = address_int(_address(local, "local address"))
         for key in [k for k in self._out_local if k[0] == local]:
             del self._out_local[key]
         for key in [k for k in self._in_local if k[0] == local]:
@@ -339,7 +340,7 @@ class SecurityAssociationDatabase:
     def remove_peer(self, peer):
         """Forget every SA of ``peer`` (both directions). Unknown peers are ignored."""
         peer = _address(peer, "peer")
-        self._out.pop(peer._ip, None)
+        self._out.pop(_key(peer), None)
         gone = self._in_peer.pop(peer, None)
         if gone is not None:
             keep = tuple(sa for sa in self._in[gone.spi] if sa is not gone)
@@ -347,7 +348,7 @@ class SecurityAssociationDatabase:
                 self._in[gone.spi] = keep
             else:
                 del self._in[gone.spi]
-        self._roles.pop(peer._ip, None)
+        self._roles.pop(_key(peer), None)
 
     # -- ISecurityAssociations ------------------------------------------------------------------
 
@@ -362,9 +363,8 @@ class SecurityAssociationDatabase:
         if local is not None and self._out_local:
             sa = self._out_local.get((_key(local), _key(peer)))
         if sa is None:
-            try:
-                sa = self._out[peer._ip]
-            except (KeyError, AttributeError):
+            sa = self._out.get(address_int(peer)) if type(peer) is IPv6Address else None
+            if sa is None:
                 sa = self._lookup_out(peer)
         try:
             return sa.seal(next_header, payload)
@@ -400,10 +400,7 @@ class SecurityAssociationDatabase:
         if sas is None:
             self.counters[UNKNOWN_SPI] += 1
             raise SecurityError(UNKNOWN_SPI, spi=spi)
-        try:
-            src = source._ip
-        except AttributeError:
-            src = _key(source)
+        src = address_int(source) if type(source) is IPv6Address else _key(source)
         sa = sas[0]
         if src != sa.peer_key and src not in sa.source_keys:
             sa = self._by_source(sas, src, source)

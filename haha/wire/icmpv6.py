@@ -36,7 +36,7 @@ from .numbers import (
     ND_OPT_SOURCE_LLADDR,
     ND_OPT_TARGET_LLADDR,
 )
-from .records import maker
+from ._fast import maker
 
 DHAAD_R = 0x8000  # NEMO Mobile Router flag in the DHAAD Reserved field (RFC 3963 7.1, 7.2)
 

@@ -24,7 +24,7 @@ from .numbers import (
     IPPROTO_ROUTING,
     ROUTING_TYPE_2,
 )
-from .records import maker
+from ._fast import maker
 
 _FIXED = struct.Struct("!IHBB16s16s")
 _HEAD = struct.Struct("!IHBB")

@@ -40,7 +40,7 @@ from .options import (
     encode_entries,
     encode_options,
 )
-from .records import maker
+from ._fast import maker
 
 # Binding Update flags (IANA "Binding Update Flags"; RFC 6275 6.1.7, RFC 3963 4.1, ...).
 BU_A = 0x8000  # Acknowledge
@@ -399,16 +399,14 @@ def encode_mh(message, src, dst, profile=DEFAULT_PROFILE):
     encoded: a field out of range, an option that does not fit, a header over 2048 octets.
     """
     cls = type(message)
-    t = _last
-    if t[0] is not profile:
-        t = _tables(profile)
-    mtype = t[3].get(cls)
+    known, _, types = _tables(profile)
+    mtype = types.get(cls)
     try:
         if mtype is None:
             if cls is not UnknownMessage:
                 raise TypeError(f"{cls.__name__} is not a Mobility Header message")
             mtype = message.mh_type
-            if mtype in t[1]:
+            if mtype in known:
                 raise ValueError(f"MH type {mtype} is known under profile {profile.name}: "
                                  "use its class")
             body = bytes(message.data)
@@ -527,18 +525,11 @@ _PROFILE_DECODE = (
     ("hasr", _d_hasr, 8),
 )
 
-_TABLES = {}  # id(profile) -> (profile, message table, option table, class -> MH type)
-#: The tables of the profile used last: the codec checks it inline (``_last[0] is profile``)
-#: before calling _tables, since nearly every packet uses the same profile.
-_last = (None,)
-
-
 def _tables(profile):
-    # Keyed by identity: hashing a frozen dataclass on every packet costs more than decoding a
-    # small message. The profile is kept in the value so its id cannot be reused while cached.
-    global _last
-    t = _TABLES.get(id(profile))
-    if t is None or t[0] is not profile:
+    """``(message table, option table, class -> MH type)`` of ``profile``, built once and kept
+    on the profile itself (:attr:`NumberProfile.codec_tables`)."""
+    t = profile.codec_tables.get("mh")
+    if t is None:
         msgs = {n: (f, m) for n, f, m in _FIXED_DECODE}
         for key, f, m in _PROFILE_DECODE:
             msgs[getattr(profile, key)] = (f, m)
@@ -546,10 +537,7 @@ def _tables(profile):
         for mcls in MESSAGE_TYPES:
             key = getattr(mcls, "PROFILE_KEY", None)
             types[mcls] = getattr(profile, key) if key else mcls.MH_TYPE
-        if len(_TABLES) > 64:
-            _TABLES.clear()
-        t = _TABLES[id(profile)] = (profile, msgs, decoders_for(profile), types)
-    _last = t
+        t = profile.codec_tables["mh"] = (msgs, decoders_for(profile), types)
     return t
 
 
@@ -571,10 +559,7 @@ def decode_mh(data, src, dst, profile=DEFAULT_PROFILE, verify_checksum=True):
         raise WireError(BAD_LENGTH, f"Header Len says {size} octets, payload has {n}")
     if verify_checksum and not _ck.verify_ip(src, dst, IPPROTO_MH, data):
         raise WireError(BAD_CHECKSUM, f"Mobility Header checksum 0x{_ck_field:04x} is wrong")
-    t = _last
-    if t[0] is not profile:
-        t = _tables(profile)
-    _, msgs, opts, _ = t
+    msgs, opts, _ = _tables(profile)
     entry = msgs.get(mtype)
     if entry is None:
         return _UNKNOWN(mtype, bytes(data[6:]))

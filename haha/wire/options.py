@@ -16,7 +16,7 @@ from ipaddress import IPv6Address, IPv6Network
 from .addresses import address_at, address_int, network_parts, packed
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import OPT_ALT_COA, OPT_AUTH, OPT_BRA, OPT_NONCE, OPT_PAD1, OPT_PADN
-from .records import maker
+from ._fast import maker
 
 # Sub-types of the IP Address option (draft 4.2.1).
 IPADDR_HOME_AGENT = 3
@@ -260,20 +260,22 @@ def encode_options(options, offset, profile):
     return b"".join(out)
 
 
-class _Slow(Exception):
-    """Raised inside a fast path for anything it does not handle: the general code takes over
-    from the start, so results and errors are exactly the general code's."""
-
-
 def encode_entries(entries, options, offset, profile):
     """``encode_options((*entries, *options), offset, profile)``: the option area of a Binding
     Information Update, whose ``entries`` are BCE Information options (draft 4.2.3, 8n+2) each
     followed by its Mobile Network Prefix options (RFC 3963 4.3, 8n+4).
 
-    Each such option is packed whole with one ``struct`` call; any entry that is not a plain
-    :class:`BceInfo` of IPv6 addresses and networks, or a field that does not pack, sends the
-    whole area to :func:`encode_options`, which encodes it or raises its usual error.
+    Each such option is packed whole with one ``struct`` call. An area holding anything else
+    (an entry that is not a :class:`BceInfo` of IPv6 addresses and a tuple or list of IPv6
+    networks) is handed, whole, to :func:`encode_options`, which encodes it or raises its usual
+    error; a field that does not pack raises :class:`WireError` ``bad-value`` as there.
     """
+    for e in entries:
+        if not (type(e) is BceInfo and type(e.home_address) is IPv6Address
+                and type(e.care_of_address) is IPv6Address
+                and type(e.prefixes) in (tuple, list)
+                and all(type(net) is IPv6Network for net in e.prefixes)):
+            return encode_options((*entries, *options), offset, profile)
     out = []
     pos = offset
     bce_type = profile.opt_bce_info
@@ -283,29 +285,23 @@ def encode_entries(entries, options, offset, profile):
     as_int = address_int
     try:
         for e in entries:
-            if type(e) is not BceInfo:
-                raise _Slow
-            home, coa, prefixes = e.home_address, e.care_of_address, e.prefixes
-            if type(home) is not IPv6Address or type(coa) is not IPv6Address:
-                raise _Slow
+            prefixes = e.prefixes
             pad = (2 - pos) & 7
             if pad:
                 out.append(_PADS[pad])
-            out.append(pack_bce(bce_type, 40, as_int(home).to_bytes(16, "big"),
-                                as_int(coa).to_bytes(16, "big"), e.flags, e.sequence,
-                                e.lifetime, len(prefixes), 0))
+            out.append(pack_bce(bce_type, 40, as_int(e.home_address).to_bytes(16, "big"),
+                                as_int(e.care_of_address).to_bytes(16, "big"), e.flags,
+                                e.sequence, e.lifetime, len(prefixes), 0))
             pos += pad + 42
             for net in prefixes:
-                if type(net) is not IPv6Network:
-                    raise _Slow
                 pad = (4 - pos) & 7
                 if pad:
                     out.append(_PADS[pad])
                 out.append(pack_mnp(mnp_type, 18, 0, net.prefixlen,
                                     as_int(net.network_address).to_bytes(16, "big")))
                 pos += pad + 20
-    except (_Slow, struct.error, ValueError, AttributeError, TypeError):
-        return encode_options((*entries, *options), offset, profile)
+    except struct.error as e:
+        raise WireError(BAD_VALUE, f"cannot encode option: {e}") from None
     if options:
         out.append(encode_options(options, pos, profile))
     else:
@@ -468,61 +464,66 @@ def decode_entries(data, pos, end, table, profile):
     Information Update's option area.
 
     The usual area -- padding, BCE Information options and the Mobile Network Prefix options
-    each one owes -- is read here directly; at anything else (another option, a length that is
-    not the option's, an option that overruns, a missing prefix) the whole area goes to
+    each one owes -- is read directly; an area holding anything else (another option, a length
+    that is not the option's, an option that overruns, a missing prefix) goes whole to
     :func:`decode_options`, which decodes it or raises its usual error.
     """
+    entries = _usual_entries(data, pos, end, profile)
+    if entries is not None:
+        return entries, ()
+    found, others = [], []
+    for o in decode_options(data, pos, end, table, profile):
+        (found if type(o) is BceInfo else others).append(o)
+    return tuple(found), tuple(others)
+
+
+def _usual_entries(data, pos, end, profile):
+    """The BCE Information options of an area holding only them, their MNP options and
+    padding, all well formed; None for any other area."""
     entries = []
     bce_type = profile.opt_bce_info
     mnp_type = profile.opt_mnp
     unpack_tail = _BCE_TAIL.unpack_from
-    start = pos
-    try:
-        while pos < end:
-            t = data[pos]
-            if t == bce_type:
-                nxt = pos + 42
-                if nxt > end or data[pos + 1] != 40:
-                    raise _Slow
-                flags, seq, life, owed, _ = unpack_tail(data, pos + 34)
-                home, coa = _addr(data, pos + 2), _addr(data, pos + 18)
-                pos = nxt
-                prefixes = []
-                while owed:
-                    if pos >= end:
-                        raise _Slow
-                    t = data[pos]
-                    if t == OPT_PAD1:
-                        pos += 1
-                        continue
-                    if pos + 2 > end:
-                        raise _Slow
-                    nxt = pos + 2 + data[pos + 1]
-                    if nxt > end:
-                        raise _Slow
-                    if t == OPT_PADN:
-                        pos = nxt
-                        continue
-                    if t != mnp_type or nxt - pos != 20:
-                        raise _Slow
-                    prefixes.append(_prefix(data, pos + 3))
-                    owed -= 1
-                    pos = nxt
-                entries.append(_MK_BCE(home, coa, flags, seq, life, tuple(prefixes)))
-            elif t == OPT_PADN:
+    while pos < end:
+        t = data[pos]
+        if t == bce_type:
+            nxt = pos + 42
+            if nxt > end or data[pos + 1] != 40:
+                return None
+            flags, seq, life, owed, _ = unpack_tail(data, pos + 34)
+            home, coa = _addr(data, pos + 2), _addr(data, pos + 18)
+            pos = nxt
+            prefixes = []
+            while owed:
+                if pos >= end:
+                    return None
+                t = data[pos]
+                if t == OPT_PAD1:
+                    pos += 1
+                    continue
                 if pos + 2 > end:
-                    raise _Slow
+                    return None
                 nxt = pos + 2 + data[pos + 1]
                 if nxt > end:
-                    raise _Slow
+                    return None
+                if t == OPT_PADN:
+                    pos = nxt
+                    continue
+                if t != mnp_type or nxt - pos != 20:
+                    return None
+                prefixes.append(_prefix(data, pos + 3))
+                owed -= 1
                 pos = nxt
-            elif t == OPT_PAD1:
-                pos += 1
-            else:
-                raise _Slow
-    except _Slow:
-        entries, others = [], []
-        for o in decode_options(data, start, end, table, profile):
-            (entries if type(o) is BceInfo else others).append(o)
-        return tuple(entries), tuple(others)
-    return tuple(entries), ()
+            entries.append(_MK_BCE(home, coa, flags, seq, life, tuple(prefixes)))
+        elif t == OPT_PADN:
+            if pos + 2 > end:
+                return None
+            nxt = pos + 2 + data[pos + 1]
+            if nxt > end:
+                return None
+            pos = nxt
+        elif t == OPT_PAD1:
+            pos += 1
+        else:
+            return None
+    return tuple(entries)
