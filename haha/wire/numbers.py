@@ -121,7 +121,7 @@ class NumberProfile:
             ("Mobility Header type", self.MESSAGE_FIELDS, MH_ASSIGNED, ()),
             ("mobility option", self.OPTION_FIELDS, OPT_ASSIGNED, ("opt_mnp",)),
         ):
-            seen = {}
+            seen: dict[int, str] = {}
             for key in names:
                 value = getattr(self, key)
                 if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
