@@ -292,12 +292,6 @@ def encode_entries(entries: Sequence[BceInfo], options: Sequence["MobilityOption
     networks) is handed, whole, to :func:`encode_options`, which encodes it or raises its usual
     error; a field that does not pack raises :class:`WireError` ``bad-value`` as there.
     """
-    for e in entries:
-        if not (type(e) is BceInfo and type(e.home_address) is IPv6Address
-                and type(e.care_of_address) is IPv6Address
-                and type(e.prefixes) in (tuple, list)
-                and all(type(net) is IPv6Network for net in e.prefixes)):
-            return encode_options((*entries, *options), offset, profile)
     out = []
     pos = offset
     bce_type = profile.opt_bce_info
@@ -307,15 +301,22 @@ def encode_entries(entries: Sequence[BceInfo], options: Sequence["MobilityOption
     as_int = address_int
     try:
         for e in entries:
-            prefixes = e.prefixes
+            if type(e) is not BceInfo:
+                return encode_options((*entries, *options), offset, profile)
+            home, coa, prefixes = e.home_address, e.care_of_address, e.prefixes
+            if (type(home) is not IPv6Address or type(coa) is not IPv6Address
+                    or (type(prefixes) is not tuple and type(prefixes) is not list)):
+                return encode_options((*entries, *options), offset, profile)
             pad = (2 - pos) & 7
             if pad:
                 out.append(_PADS[pad])
-            out.append(pack_bce(bce_type, 40, as_int(e.home_address).to_bytes(16, "big"),
-                                as_int(e.care_of_address).to_bytes(16, "big"), e.flags,
-                                e.sequence, e.lifetime, len(prefixes), 0))
+            out.append(pack_bce(bce_type, 40, as_int(home).to_bytes(16, "big"),
+                                as_int(coa).to_bytes(16, "big"), e.flags, e.sequence,
+                                e.lifetime, len(prefixes), 0))
             pos += pad + 42
             for net in prefixes:
+                if type(net) is not IPv6Network:
+                    return encode_options((*entries, *options), offset, profile)
                 pad = (4 - pos) & 7
                 if pad:
                     out.append(_PADS[pad])
