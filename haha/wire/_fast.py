@@ -17,8 +17,8 @@ The shortcuts are used only when a self-check at import shows that they build th
 as the plain code (equal in value, hash and text); otherwise, or when the environment variable
 ``HAHA_WIRE_PLAIN`` is set to a non-empty value other than ``0``, the plain forms are used.
 ``tests/test_wire_fast.py`` runs the codec both ways over a corpus and compares bytes and
-records. Nothing outside :mod:`haha.wire` imports this module: it uses the public helpers of
-:mod:`haha.wire.addresses` and the plain constructors.
+records. Code outside :mod:`haha.wire` never imports this module: it uses the public helpers
+of :mod:`haha.wire.addresses` and the records' own constructors.
 """
 
 import os
