@@ -306,3 +306,39 @@ def test_entries_of_other_types_are_encoded_by_the_general_encoder():
     good = (options.BceInfo(ha, ha, 1, 2, 3, [net]),)
     assert options.encode_entries(good, (), 8, DEFAULT_PROFILE) == \
         options.encode_options(good, 8, DEFAULT_PROFILE)
+
+
+# --- where the shortcuts may live ----------------------------------------------------------------
+
+PACKAGE = os.path.join(os.path.dirname(HERE), "haha")
+FAST_MODULE = os.path.join(PACKAGE, "wire", "_fast.py")
+
+
+def _sources():
+    for root, _, names in os.walk(PACKAGE):
+        for name in names:
+            if name.endswith(".py"):
+                path = os.path.join(root, name)
+                with open(path, encoding="utf-8") as f:
+                    yield path, f.read()
+
+
+def test_the_shortcuts_live_in_one_private_module():
+    """No module of haha but wire/_fast.py touches IPv6Address's private slot, generates code
+    with exec or keys a cache by id(); none outside haha/wire imports wire/_fast.py."""
+    import re
+
+    private = re.compile(r"\._ip\b|\bexec\(|\bid\(profile")
+    importer = re.compile(r"^\s*(from\s+\S*_fast\s+import|import\s+\S*_fast\b|from\s+\S*wire"
+                          r"\s+import\s+.*\b_fast\b)", re.M)
+    wire = os.path.join(PACKAGE, "wire")
+    offenders = []
+    for path, text in _sources():
+        if path == FAST_MODULE:
+            continue
+        offenders += [f"{path}: {m.group(0)}" for m in private.finditer(text)]
+        if not path.startswith(wire + os.sep):
+            offenders += [f"{path}: {m.group(0).strip()}" for m in importer.finditer(text)]
+    assert offenders == []
+    with open(FAST_MODULE, encoding="utf-8") as f:
+        assert private.search(f.read())  # the patterns do find what they look for
