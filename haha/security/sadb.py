@@ -121,7 +121,8 @@ class SaSpec:
     #: Outbound: the boot epoch keying this SA, also its IV mask (haha.security.epoch).
     epoch: Optional[int] = None
     #: Inbound: ``rekey(epoch) -> (key, salt)``: the SA follows the sender's boot epochs.
-    rekey: Optional[Callable[[int], tuple[bytes, bytes]]] = field(default=None, repr=False, compare=False)
+    rekey: Optional[Callable[[int], tuple[bytes, bytes]]] = field(default=None, repr=False,
+                                                                 compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "peer", _address(self.peer, "SA peer"))

@@ -575,8 +575,10 @@ def mh_type_of_class(cls: type, profile: NumberProfile = DEFAULT_PROFILE) -> int
     return int(getattr(profile, key) if key else getattr(cls, "MH_TYPE"))
 
 
-def decode_mh(data: bytes, src: IPv6Address, dst: IPv6Address,
-              profile: NumberProfile = DEFAULT_PROFILE, verify_checksum: bool = True) -> "MhMessage":
+def decode_mh(
+    data: bytes, src: IPv6Address, dst: IPv6Address, profile: NumberProfile = DEFAULT_PROFILE,
+    verify_checksum: bool = True,
+) -> "MhMessage":
     """Decode one Mobility Header (``data`` is exactly the upper-layer payload).
 
     Raises :class:`WireError` for anything malformed: a payload shorter than Header Len says

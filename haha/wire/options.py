@@ -51,7 +51,8 @@ def _expect(name: str, length: int, want: int) -> None:
         raise WireError(BAD_LENGTH, f"{name} option length {length}, expected {want}")
 
 
-_NETWORKS: dict[bytes, IPv6Network] = {}  # prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
+#: prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
+_NETWORKS: dict[bytes, IPv6Network] = {}
 
 
 def _prefix(data: bytes, off: int) -> IPv6Network:
