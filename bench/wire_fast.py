@@ -6,8 +6,8 @@ Two parts, measured in the same run:
   ``HAHA_WIRE_PLAIN=1`` (the plain forms): a Binding Update with a Home Address option parsed
   and decoded (``parse_packet`` + ``decode_mh``, checksum verified), a Binding Acknowledgement
   encoded and built into a packet, and a Binding Information Update of 30 entries (each with a
-  prefix) encoded and decoded. Children alternate round by round, so a busy machine slows both alike; each value
-  is the median of the rounds' operations per second.
+  prefix) encoded and decoded. Children alternate round by round, so a busy machine slows both
+  alike; each value is the median of the rounds' operations per second.
 - ``helpers``: each shortcut against its plain form in this process: building an address from
   16 octets (``address_at``), reading its integer (``address_int``, and for the SA database's
   key the other candidates ``int(address)`` and ``address.packed``, each as a dict lookup),
