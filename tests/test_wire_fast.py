@@ -283,6 +283,24 @@ def test_a_new_profile_never_gets_an_old_profiles_tables():
         assert mh.encode_mh(hello, ha, ha, NumberProfile.make(hello=number))[2] == number
 
 
+def test_each_class_has_one_mh_type_under_each_profile():
+    """mh_type_of_class (which fills the profile's tables) and mh_type_of agree for every
+    message class, under the default profile and one that moves the draft's messages."""
+    moved = NumberProfile.make(hello=240, bir=241, biu=242, bia=243, hasr=244)
+    ha = IPv6Address("2001:db8::1")
+    samples = [mh.BindingRefreshRequest(), mh.BindingUpdate(1), mh.BindingAck(0, 1),
+               mh.BindingError(1, ha), mh.HomeAgentSwitch(), mh.HaHello(1, 2, 3, 4, 64, ha),
+               mh.BindingInfoRequest(1), mh.BindingInfoUpdate(1), mh.BindingInfoAck(1),
+               mh.HaSwitchRequest()]
+    assert {type(m) for m in samples} == set(mh.MESSAGE_TYPES)
+    for profile in (DEFAULT_PROFILE, moved):
+        for m in samples:
+            t = mh.mh_type_of_class(type(m), profile)
+            assert t == mh.mh_type_of(m, profile) == mh.encode_mh(m, ha, ha, profile)[2]
+    assert mh.mh_type_of_class(mh.HaHello, moved) == 240
+    assert mh.mh_type_of_class(mh.BindingUpdate, moved) == 5
+
+
 def test_encoders_take_no_exception_for_control_flow():
     """No exception class of the codec exists to steer its own code (the old _Slow)."""
     for module in (mh, options, ipv6, icmpv6):
