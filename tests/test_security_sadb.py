@@ -161,3 +161,29 @@ def test_describe_shows_state_without_keys():
     text = str(rows)
     for s in specs:
         assert s.key.hex() not in text and s.salt.hex() not in text
+
+
+@pytest.mark.parametrize("peer", [5, None, 2**127, "not an address", 1.5])
+def test_what_is_not_a_peers_address_finds_no_sa(peer):
+    """A value that is no peer's address (an IPv4 number, None, another IPv6 number, junk text,
+    a float) finds no SA: protect refuses with no-sa (counted once), unprotect refuses, and the
+    database still serves the real peer afterwards."""
+    db = SecurityAssociationDatabase.from_specs(derive_pair(SECRET, HA1, HA2))
+    peer_db = SecurityAssociationDatabase.from_specs(derive_pair(SECRET, HA2, HA1))
+    esp = peer_db.protect(HA1, IPPROTO_MH, b"payload!")
+    assert not db.has_peer(peer) and db.role_of(peer) is None
+    with pytest.raises(SecurityError) as e:
+        db.protect(peer, IPPROTO_MH, b"x")
+    assert e.value.reason == "no-sa" and db.counters["no-sa"] == 1
+    with pytest.raises((SecurityError, SecurityConfigError)):
+        db.unprotect(peer, esp)
+    assert db.unprotect(HA2, esp) == (HA2, IPPROTO_MH, b"payload!")
+
+
+def test_an_address_given_as_its_integer_or_packed_octets_is_that_address():
+    """ipaddress reads a large integer or 16 octets as an IPv6 address, and so does the
+    database: such a value names the same peer as the address object."""
+    db = SecurityAssociationDatabase.from_specs(derive_pair(SECRET, HA1, HA2))
+    assert db.has_peer(int(HA2)) and db.has_peer(HA2.packed)
+    assert db.role_of(int(HA2)) == "home-agent"
+    assert len(db.protect(HA2.packed, IPPROTO_MH, b"x")) > 8

@@ -18,10 +18,8 @@ records, the *effects*, which the adapter carries out in order:
 Every action the glue takes is one of these records, returned by the core: the glue never
 watches events to decide what to do (events are for logs, counters and metrics).
 
-The records are slotted frozen dataclasses; their constructors are the ordinary ones. The hot
-paths build them through :func:`haha.wire.records.maker`, which stores the fields through the
-slot descriptors (a frozen dataclass's ``__init__`` pays ``object.__setattr__`` per field) and
-yields identical objects.
+The records are slotted frozen dataclasses, built by their ordinary constructors (the
+``make_*`` names below, kept for older callers, are those constructors).
 """
 
 from dataclasses import dataclass
@@ -206,8 +204,8 @@ class Event:
         return f"Event({self.name!r}{inner})"
 
 
-#: Positional constructors (every field, in declaration order) building the same objects as
-#: the classes' own, for hot paths: the adapter may build Inbound records with
+#: Positional constructors (every field, in declaration order): the classes' own. The adapter
+#: may build Inbound records with
 #: ``make_inbound(message, src, dst, home_address, routing_address, protected_by)``.
 make_inbound = maker(Inbound)
 make_send = maker(Send)

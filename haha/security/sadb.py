@@ -26,11 +26,13 @@ Nothing here logs, and no error, ``repr`` or ``describe()`` output holds key mat
 
 import os
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
 
 from zope.interface import implementer
 
 from ..interfaces import IKnownSpi, ISecurityAssociations, ISequencePersistence
+from ..wire.addresses import address_int
 from .errors import (
     AUTH_FAILED,
     BAD_PADDING,
@@ -58,6 +60,12 @@ from .esp import (
 )
 from .epoch import EpochInboundSA
 
+if TYPE_CHECKING:
+    from .seqstore import SequenceStore
+
+#: An address as callers may give it: an IPv6Address or its text.
+AddressLike = Union[IPv6Address, str]
+
 HOME_AGENT = "home-agent"
 MOBILE_NODE = "mobile-node"
 ROLES = (HOME_AGENT, MOBILE_NODE)
@@ -69,7 +77,8 @@ SADB_REASONS = (UNKNOWN_SPI, REPLAY, TOO_OLD, AUTH_FAILED, BAD_PADDING, TRUNCATE
                 SEQ_EXHAUSTED, NO_SA)
 
 
-def _address(value, what):
+def _address(value: Any, what: str) -> IPv6Address:
+    a: Union[IPv4Address, IPv6Address]
     try:
         a = value if isinstance(value, IPv6Address) else ip_address(value)
     except (TypeError, ValueError):
@@ -79,14 +88,14 @@ def _address(value, what):
     return a
 
 
-def _key(address):
-    # The hot paths key their tables by the address's integer. ``IPv6Address._ip`` is that
-    # integer: hashing or comparing IPv6Address objects costs ten times more (it goes through
-    # hex()), which matters against an AES-GCM operation of about a microsecond.
-    try:
-        return address._ip
-    except AttributeError:
-        return _address(address, "address")._ip
+def _key(address: Any) -> int:
+    # The hot paths key their tables by the address's integer: hashing or comparing IPv6Address
+    # objects costs ten times more (it goes through hex()), which matters against an AES-GCM
+    # operation of about a microsecond. ``address_int`` is the codec's integer read
+    # (bench/wire_fast.py measures it against ``int(address)``).
+    if type(address) is IPv6Address:
+        return address_int(address)
+    return address_int(_address(address, "address"))
 
 
 @dataclass(frozen=True)
@@ -107,14 +116,15 @@ class SaSpec:
     key: bytes = field(repr=False)
     salt: bytes = field(repr=False)
     role: str = HOME_AGENT
-    sources: tuple = ()
-    replay_window: int = None
+    sources: tuple[IPv6Address, ...] = ()
+    replay_window: Optional[int] = None
     #: Outbound: the boot epoch keying this SA, also its IV mask (haha.security.epoch).
-    epoch: int = None
+    epoch: Optional[int] = None
     #: Inbound: ``rekey(epoch) -> (key, salt)``: the SA follows the sender's boot epochs.
-    rekey: object = field(default=None, repr=False, compare=False)
+    rekey: Optional[Callable[[int], tuple[bytes, bytes]]] = field(default=None, repr=False,
+                                                                 compare=False)
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         object.__setattr__(self, "peer", _address(self.peer, "SA peer"))
         if self.direction not in DIRECTIONS:
             raise SecurityConfigError(f"SA {self.direction!r} for peer {self.peer}: direction "
@@ -138,7 +148,7 @@ class SaSpec:
                                    for s in self.sources)
         )
 
-    def _refuse(self):
+    def _refuse(self) -> None:
         name = f"SA {self.direction} spi=0x{self.spi:08x} for peer {self.peer}"
         if not isinstance(self.key, (bytes, bytearray)) or len(self.key) not in KEY_LENGTHS:
             raise SecurityConfigError(f"{name}: key must be 16, 24 or 32 octets")
@@ -157,23 +167,29 @@ class SecurityAssociationDatabase:
     without one, a restarted node's peers drop its packets as too old (docs/security.md).
     """
 
-    def __init__(self, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom, sequence_store=None):
+    def __init__(self, replay_window: int = DEFAULT_REPLAY_WINDOW,
+                 rng: Callable[[int], bytes] = os.urandom,
+                 sequence_store: "Optional[SequenceStore]" = None) -> None:
         self.replay_window = replay_window
         self._rng = rng
         self.sequence_store = sequence_store
-        self._out = {}  # int(peer) -> OutboundSA
-        self._in = {}  # spi -> (InboundSA, ...): derived SPIs of different peers may collide
-        self._in_peer = {}  # peer -> InboundSA
-        self._roles = {}  # int(peer) -> role
-        self._out_local = {}  # (int(local), int(peer)) -> OutboundSA (address take-over)
-        self._in_local = {}  # (int(local), int(peer)) -> InboundSA
+        self._out: dict[int, OutboundSA] = {}  # int(peer) -> OutboundSA
+        # spi -> (InboundSA, ...): derived SPIs of different peers may collide
+        self._in: dict[int, tuple[InboundSA, ...]] = {}
+        self._in_peer: dict[IPv6Address, InboundSA] = {}  # peer -> InboundSA
+        self._roles: dict[int, str] = {}  # int(peer) -> role
+        # (int(local), int(peer)) -> OutboundSA (address take-over)
+        self._out_local: dict[tuple[int, int], OutboundSA] = {}
+        self._in_local: dict[tuple[int, int], InboundSA] = {}  # (int(local), int(peer)) -> SA
         self.counters = dict.fromkeys(SADB_REASONS, 0)
         # A peer's first epoch authenticated; a peer's new run authenticated and followed.
         self.counters["epoch-learned"] = self.counters["epoch-switched"] = 0
 
     @classmethod
-    def from_specs(cls, specs, replay_window=DEFAULT_REPLAY_WINDOW, rng=os.urandom,
-                   sequence_store=None):
+    def from_specs(cls, specs: Iterable[SaSpec], replay_window: int = DEFAULT_REPLAY_WINDOW,
+                   rng: Callable[[int], bytes] = os.urandom,
+                   sequence_store: "Optional[SequenceStore]" = None
+                   ) -> "SecurityAssociationDatabase":
         """A database holding ``specs`` (an iterable of :class:`SaSpec`). Raises
         :class:`SecurityConfigError` for a second SA of one peer in one direction, an inbound
         SPI shared with another peer for the same source addresses, or one peer given two
@@ -188,25 +204,25 @@ class SecurityAssociationDatabase:
                     db.add(spec)
         return db
 
-    def add(self, spec):
+    def add(self, spec: SaSpec) -> None:
         """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes."""
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
-        known = self._roles.get(spec.peer._ip)
+        known = self._roles.get(_key(spec.peer))
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}"
             )
         if spec.direction == "out":
-            if spec.peer._ip in self._out:
+            if _key(spec.peer) in self._out:
                 raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA")
             seq, limit, reserve = 0, None, None
             if self.sequence_store is not None and spec.epoch is None:
                 seq, limit, reserve = self.sequence_store.start_outbound(spec.peer, spec.spi)
-            sa = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng,
-                            seq=seq, limit=limit if limit is not None else 0xFFFFFFFF,
-                            reserve=reserve, iv_mask=spec.epoch)
-            self._out[spec.peer._ip] = sa
+            self._out[_key(spec.peer)] = OutboundSA(
+                spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng, seq=seq,
+                limit=limit if limit is not None else 0xFFFFFFFF, reserve=reserve,
+                iv_mask=spec.epoch)
         else:
             same = self._in.get(spec.spi, ())
             mine = {spec.peer, *spec.sources}
@@ -219,6 +235,7 @@ class SecurityAssociationDatabase:
             if spec.peer in self._in_peer:
                 raise SecurityConfigError(f"peer {spec.peer} already has an inbound SA")
             window = self.replay_window if spec.replay_window is None else spec.replay_window
+            sa: InboundSA
             if spec.rekey is not None:
                 sa = self._epoch_inbound(spec, window)
             else:
@@ -231,15 +248,16 @@ class SecurityAssociationDatabase:
                                floor=floor, advance=advance, save_at=save_at)
             self._in[spec.spi] = same + (sa,)
             self._in_peer[spec.peer] = sa
-        self._roles[spec.peer._ip] = spec.role
+        self._roles[_key(spec.peer)] = spec.role
 
-    def _epoch_inbound(self, spec, window):
+    def _epoch_inbound(self, spec: SaSpec, window: int) -> EpochInboundSA:
         store = self.sequence_store
         epoch, floor, advance, save_at = None, 0, None, None
         if store is not None:
             epoch, floor, advance, save_at = store.start_inbound_epoch(spec.peer, spec.spi)
 
-        def switched(new, old, peer=spec.peer, spi=spec.spi):
+        def switched(new: int, old: Optional[int], peer: IPv6Address = spec.peer,
+                     spi: int = spec.spi) -> Any:
             self.counters["epoch-switched" if old is not None else "epoch-learned"] += 1
             if store is None:
                 return None, None
@@ -249,7 +267,7 @@ class SecurityAssociationDatabase:
                               on_switch=switched, replay_window=window, role=spec.role,
                               sources=spec.sources, advance=advance, save_at=save_at)
 
-    def add_local(self, spec, local, seq=0, floor=0):
+    def add_local(self, spec: SaSpec, local: AddressLike, seq: int = 0, floor: int = 0) -> None:
         """Add ``spec`` as an SA of ``local`` (one of this node's addresses other than its
         own, held for address take-over): outbound ones start after sequence number ``seq``,
         inbound ones accept only numbers above ``floor``. Not kept in the sequence store (the
@@ -258,8 +276,8 @@ class SecurityAssociationDatabase:
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
         local = _address(local, "local address")
-        key = (local._ip, spec.peer._ip)
-        known = self._roles.get(spec.peer._ip)
+        key = (_key(local), _key(spec.peer))
+        known = self._roles.get(_key(spec.peer))
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}")
@@ -282,14 +300,14 @@ class SecurityAssociationDatabase:
                            role=spec.role, sources=spec.sources, floor=floor)
             self._in[spec.spi] = same + (sa,)
             self._in_local[key] = sa
-        self._roles[spec.peer._ip] = spec.role
+        self._roles[_key(spec.peer)] = spec.role
 
-    def remove_local(self, local):
+    def remove_local(self, local: AddressLike) -> None:
         """Forget every SA added with :meth:`add_local` for ``local``."""
-        local = _address(local, "local address")._ip
-        for key in [k for k in self._out_local if k[0] == local]:
+        at = address_int(_address(local, "local address"))
+        for key in [k for k in self._out_local if k[0] == at]:
             del self._out_local[key]
-        for key in [k for k in self._in_local if k[0] == local]:
+        for key in [k for k in self._in_local if k[0] == at]:
             gone = self._in_local.pop(key)
             keep = tuple(sa for sa in self._in[gone.spi] if sa is not gone)
             if keep:
@@ -297,11 +315,12 @@ class SecurityAssociationDatabase:
             else:
                 del self._in[gone.spi]
 
-    def has_local(self, local, peer):
+    def has_local(self, local: AddressLike, peer: AddressLike) -> bool:
         """Whether an outbound SA of ``local`` towards ``peer`` exists."""
         return (_key(local), _key(peer)) in self._out_local
 
-    def continue_after(self, peer, outbound, inbound, local=None):
+    def continue_after(self, peer: AddressLike, outbound: int, inbound: int,
+                       local: Optional[AddressLike] = None) -> None:
         """Move the SA pair with ``peer`` (``local``'s, else the own one) past numbers another
         home agent used with the same keys: outbound after ``outbound``, inbound counting
         everything up to ``inbound`` as received. Unknown pairs are ignored."""
@@ -316,11 +335,11 @@ class SecurityAssociationDatabase:
         if sa_in is not None:
             sa_in.raise_floor(inbound)
 
-    def state_of(self, peer):
+    def state_of(self, peer: AddressLike) -> list[tuple[Optional[IPv6Address], int, int]]:
         """``[(local, outbound seq, inbound top), ...]`` of every SA pair with ``peer``:
         ``local`` None for the node's own pair, else the held address (address take-over)."""
         p = _key(peer)
-        out = []
+        out: list[tuple[Optional[IPv6Address], int, int]] = []
         sa_out = self._out.get(p)
         sa_in = self._in_peer.get(_address(peer, "peer"))
         if sa_out is not None or sa_in is not None:
@@ -331,15 +350,15 @@ class SecurityAssociationDatabase:
                 out.append((IPv6Address(local), sa.seq, sa_in.top if sa_in else 0))
         return out
 
-    def flush(self):
+    def flush(self) -> None:
         """Record every inbound SA's anti-replay top in the sequence store (a clean stop)."""
         if self.sequence_store is not None:
             self.sequence_store.flush(self)
 
-    def remove_peer(self, peer):
+    def remove_peer(self, peer: AddressLike) -> None:
         """Forget every SA of ``peer`` (both directions). Unknown peers are ignored."""
         peer = _address(peer, "peer")
-        self._out.pop(peer._ip, None)
+        self._out.pop(_key(peer), None)
         gone = self._in_peer.pop(peer, None)
         if gone is not None:
             keep = tuple(sa for sa in self._in[gone.spi] if sa is not gone)
@@ -347,11 +366,12 @@ class SecurityAssociationDatabase:
                 self._in[gone.spi] = keep
             else:
                 del self._in[gone.spi]
-        self._roles.pop(peer._ip, None)
+        self._roles.pop(_key(peer), None)
 
     # -- ISecurityAssociations ------------------------------------------------------------------
 
-    def protect(self, peer, next_header, payload, local=None):
+    def protect(self, peer: AddressLike, next_header: int, payload: bytes,
+                local: Optional[AddressLike] = None) -> bytes:
         """ESP bytes (SPI to ICV) carrying ``payload`` on the outbound SA towards ``peer``
         (the one of ``local`` when there is one: address take-over).
 
@@ -362,9 +382,8 @@ class SecurityAssociationDatabase:
         if local is not None and self._out_local:
             sa = self._out_local.get((_key(local), _key(peer)))
         if sa is None:
-            try:
-                sa = self._out[peer._ip]
-            except (KeyError, AttributeError):
+            sa = self._out.get(address_int(peer)) if type(peer) is IPv6Address else None
+            if sa is None:
                 sa = self._lookup_out(peer)
         try:
             return sa.seal(next_header, payload)
@@ -372,7 +391,7 @@ class SecurityAssociationDatabase:
             self.counters[e.reason] += 1
             raise
 
-    def _lookup_out(self, peer):
+    def _lookup_out(self, peer: Any) -> OutboundSA:
         try:
             sa = self._out.get(_key(peer))
         except SecurityConfigError:
@@ -382,7 +401,7 @@ class SecurityAssociationDatabase:
             raise SecurityError(NO_SA, "no outbound SA for this peer", peer=peer)
         return sa
 
-    def unprotect(self, source, esp):
+    def unprotect(self, source: AddressLike, esp: bytes) -> tuple[IPv6Address, int, bytes]:
         """``(peer, next_header, payload)`` of an ESP packet from ``source``.
 
         ``source`` is the home address for a packet with a Home Address option, otherwise the
@@ -400,10 +419,7 @@ class SecurityAssociationDatabase:
         if sas is None:
             self.counters[UNKNOWN_SPI] += 1
             raise SecurityError(UNKNOWN_SPI, spi=spi)
-        try:
-            src = source._ip
-        except AttributeError:
-            src = _key(source)
+        src = address_int(source) if type(source) is IPv6Address else _key(source)
         sa = sas[0]
         if src != sa.peer_key and src not in sa.source_keys:
             sa = self._by_source(sas, src, source)
@@ -413,13 +429,13 @@ class SecurityAssociationDatabase:
             self.counters[e.reason] += 1
             raise
 
-    def knows(self, esp):
+    def knows(self, esp: bytes) -> bool:
         """Whether ESP packet ``esp`` names an inbound SA: the SPI alone, no cryptography
         (the adapter checks known SAs before charging anything to the unauthenticated
         budget, :mod:`haha.security.admission`)."""
         return len(esp) >= 4 and int.from_bytes(esp[:4], "big") in self._in
 
-    def _by_source(self, sas, src, source):
+    def _by_source(self, sas: tuple[InboundSA, ...], src: int, source: AddressLike) -> InboundSA:
         # Derived SPIs may collide between peers (docs/security.md): the source tells them apart.
         for sa in sas[1:]:
             if src == sa.peer_key or src in sa.source_keys:
@@ -430,7 +446,7 @@ class SecurityAssociationDatabase:
             WRONG_SOURCE, f"packet from {source} on the SA of {sa.peer}", spi=sa.spi, peer=sa.peer
         )
 
-    def has_peer(self, peer):
+    def has_peer(self, peer: AddressLike) -> bool:
         """Whether an outbound SA exists for ``peer``."""
         try:
             return _key(peer) in self._out
@@ -439,24 +455,24 @@ class SecurityAssociationDatabase:
 
     # -- inspection ---------------------------------------------------------------------------
 
-    def role_of(self, peer):
+    def role_of(self, peer: AddressLike) -> Optional[str]:
         """``home-agent`` or ``mobile-node`` for a peer with an SA, else None."""
         try:
             return self._roles.get(_key(peer))
         except SecurityConfigError:
             return None
 
-    def peers(self):
+    def peers(self) -> frozenset[IPv6Address]:
         """The peers with an outbound SA."""
         return frozenset(sa.peer for sa in self._out.values())
 
-    def describe(self):
+    def describe(self) -> list[dict[str, Any]]:
         """A JSON-serialisable list of the SAs: peer, role, direction, SPI, sequence numbers
         (for the control interface). Never keys or salts."""
-        rows = []
-        for key, sa in self._out.items():
-            rows.append({"peer": str(sa.peer), "role": self._roles[key], "direction": "out",
-                         "spi": f"0x{sa.spi:08x}", "seq": sa.seq, "remaining": sa.remaining})
+        rows: list[dict[str, Any]] = []
+        for key, out in self._out.items():
+            rows.append({"peer": str(out.peer), "role": self._roles[key], "direction": "out",
+                         "spi": f"0x{out.spi:08x}", "seq": out.seq, "remaining": out.remaining})
         for sa in self._in_peer.values():
             row = {"peer": str(sa.peer), "role": sa.role, "direction": "in",
                    "spi": f"0x{sa.spi:08x}", "top": sa.top, "received": sa.received,
@@ -464,16 +480,16 @@ class SecurityAssociationDatabase:
             if isinstance(sa, EpochInboundSA):
                 row["epoch"] = None if sa.epoch is None else f"{sa.epoch:016x}"
             rows.append(row)
-        for (local, peer), sa in self._out_local.items():
-            rows.append({"peer": str(sa.peer), "role": self._roles[peer], "direction": "out",
-                         "local": str(IPv6Address(local)), "spi": f"0x{sa.spi:08x}",
-                         "seq": sa.seq, "remaining": sa.remaining})
+        for (local, peer), out in self._out_local.items():
+            rows.append({"peer": str(out.peer), "role": self._roles[peer], "direction": "out",
+                         "local": str(IPv6Address(local)), "spi": f"0x{out.spi:08x}",
+                         "seq": out.seq, "remaining": out.remaining})
         for (local, _), sa in self._in_local.items():
             rows.append({"peer": str(sa.peer), "role": sa.role, "direction": "in",
                          "local": str(IPv6Address(local)), "spi": f"0x{sa.spi:08x}",
                          "top": sa.top, "received": sa.received, "window": sa.window})
         return rows
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<SecurityAssociationDatabase outbound={len(self._out)} "
                 f"inbound={len(self._in_peer)}>")

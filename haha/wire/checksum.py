@@ -14,12 +14,14 @@ address when a Home Address option is present and the destination the type 2 rou
 address when one is present (RFC 6275 6.1.1, 6.3, 6.4).
 """
 
+from ipaddress import IPv6Address
+
 from .addresses import address_int
 
 _from_bytes = int.from_bytes
 
 
-def _sum(s, d, next_header, data):
+def _sum(s: int, d: int, next_header: int, data: bytes) -> int:
     n = len(data)
     v = _from_bytes(data, "big")
     if n & 1:
@@ -27,7 +29,7 @@ def _sum(s, d, next_header, data):
     return (s + d + n + next_header + v) % 0xFFFF
 
 
-def checksum(src, dst, next_header, data):
+def checksum(src: bytes, dst: bytes, next_header: int, data: bytes) -> int:
     """The checksum to put in a header whose checksum field in ``data`` is zero.
 
     ``src`` and ``dst`` are the 16-octet packed pseudo-header addresses.
@@ -37,18 +39,18 @@ def checksum(src, dst, next_header, data):
     return 0xFFFF - rest if rest else 0
 
 
-def verify(src, dst, next_header, data):
+def verify(src: bytes, dst: bytes, next_header: int, data: bytes) -> bool:
     """True when ``data`` (checksum field included) sums to 0xFFFF with its pseudo-header."""
     return not _sum(_from_bytes(src, "big"), _from_bytes(dst, "big"), next_header, data)
 
 
-def checksum_ip(src, dst, next_header, data):
+def checksum_ip(src: IPv6Address, dst: IPv6Address, next_header: int, data: bytes) -> int:
     """:func:`checksum` with the addresses as :class:`ipaddress.IPv6Address`."""
     rest = _sum(address_int(src), address_int(dst), next_header, data)
     return 0xFFFF - rest if rest else 0
 
 
-def verify_ip(src, dst, next_header, data):
+def verify_ip(src: IPv6Address, dst: IPv6Address, next_header: int, data: bytes) -> bool:
     """:func:`verify` with the addresses as :class:`ipaddress.IPv6Address`."""
     # _sum written out: this runs for every packet received.
     n = len(data)
@@ -58,7 +60,8 @@ def verify_ip(src, dst, next_header, data):
     return not (address_int(src) + address_int(dst) + n + next_header + v) % 0xFFFF
 
 
-def checksum_ip_parts(src, dst, next_header, length, *parts):
+def checksum_ip_parts(src: IPv6Address, dst: IPv6Address, next_header: int, length: int,
+                      *parts: bytes) -> int:
     """:func:`checksum_ip` of the concatenation of ``parts`` (``length`` octets in all, the
     checksum field zero), each part but the last of even length so that it starts every next
     part on a 16-bit word."""

@@ -21,7 +21,7 @@ REASONS = frozenset(
 class WireError(ValueError):
     """Malformed or unusable bytes. ``reason`` is a member of :data:`REASONS`."""
 
-    def __init__(self, reason, detail=""):
+    def __init__(self, reason: str, detail: str = "") -> None:
         if reason not in REASONS:
             raise AssertionError(f"unknown WireError reason {reason!r}")
         self.reason = reason

@@ -15,6 +15,7 @@
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
+from typing import Union
 
 from . import checksum as _ck
 from .addresses import address_at, packed
@@ -36,7 +37,7 @@ from .numbers import (
     ND_OPT_SOURCE_LLADDR,
     ND_OPT_TARGET_LLADDR,
 )
-from .records import maker
+from ._fast import maker
 
 DHAAD_R = 0x8000  # NEMO Mobile Router flag in the DHAAD Reserved field (RFC 3963 7.1, 7.2)
 
@@ -63,7 +64,7 @@ _PI = struct.Struct("!BBIII")
 _I = struct.Struct("!I")
 
 
-def _prefix_packed(prefix, length):
+def _prefix_packed(prefix: IPv6Address, length: int) -> bytes:
     if not 0 <= length <= 128:
         raise ValueError(f"prefix length {length} is not 0-128")
     return packed(prefix)
@@ -80,7 +81,7 @@ class HomeAgentInformation:
     preference: int = 0
     lifetime: int = 1800
 
-    def encode(self):
+    def encode(self) -> bytes:
         return bytes((ND_OPT_HOME_AGENT_INFO, 1)) + _HAINFO.pack(0, self.preference, self.lifetime)
 
 
@@ -95,7 +96,7 @@ class PrefixInformation:
     valid_lifetime: int = 2592000
     preferred_lifetime: int = 604800
 
-    def encode(self):
+    def encode(self) -> bytes:
         return (
             bytes((ND_OPT_PREFIX_INFO, 4))
             + _PI.pack(self.prefix_length, self.flags, self.valid_lifetime,
@@ -104,7 +105,7 @@ class PrefixInformation:
         )
 
     @property
-    def network(self):
+    def network(self) -> IPv6Network:
         return IPv6Network((self.prefix.packed, self.prefix_length), strict=False)
 
 
@@ -114,7 +115,7 @@ class AdvertisementInterval:
 
     interval_ms: int
 
-    def encode(self):
+    def encode(self) -> bytes:
         return bytes((ND_OPT_ADV_INTERVAL, 1, 0, 0)) + _I.pack(self.interval_ms)
 
 
@@ -124,7 +125,7 @@ class Mtu:
 
     mtu: int
 
-    def encode(self):
+    def encode(self) -> bytes:
         return bytes((ND_OPT_MTU, 1, 0, 0)) + _I.pack(self.mtu)
 
 
@@ -135,7 +136,7 @@ class LinkLayerAddress:
     type: int
     address: bytes
 
-    def encode(self):
+    def encode(self) -> bytes:
         body = bytes(self.address)
         if len(body) != 6:
             raise ValueError(f"link-layer address of {len(body)} octets: this codec knows 6")
@@ -150,14 +151,19 @@ class UnknownNdOption:
     type: int
     data: bytes
 
-    def encode(self):
+    def encode(self) -> bytes:
         body = bytes(self.data)
         if (len(body) + 2) % 8:
             raise WireError(BAD_LENGTH, "ND option data must make the option a multiple of 8")
         return bytes((self.type, (len(body) + 2) // 8)) + body
 
 
-def _encode_nd(options):
+#: Any Neighbour Discovery option this module encodes or decodes.
+NdOption = Union[HomeAgentInformation, PrefixInformation, AdvertisementInterval, Mtu,
+                 LinkLayerAddress, UnknownNdOption]
+
+
+def _encode_nd(options: "tuple[NdOption, ...]") -> bytes:
     try:
         return b"".join(o.encode() for o in options)
     except WireError:
@@ -166,8 +172,8 @@ def _encode_nd(options):
         raise WireError(BAD_VALUE, f"cannot encode ND option: {e}") from None
 
 
-def _decode_nd(data, pos):
-    opts = []
+def _decode_nd(data: bytes, pos: int) -> "tuple[NdOption, ...]":
+    opts: list[NdOption] = []
     end = len(data)
     while pos < end:
         if pos + 2 > end:
@@ -216,7 +222,7 @@ class DhaadRequest:
 
     TYPE = ICMP6_DHAAD_REQUEST
 
-    def body(self):
+    def body(self) -> bytes:
         return _HH.pack(self.identifier, DHAAD_R if self.mobile_router else 0)
 
 
@@ -225,12 +231,12 @@ class DhaadReply:
     """RFC 6275 6.6 / RFC 3963 7.2: Identifier 16 | R + Reserved 16 | Home Agent Addresses."""
 
     identifier: int
-    addresses: tuple = ()
+    addresses: tuple[IPv6Address, ...] = ()
     mobile_router: bool = False
 
     TYPE = ICMP6_DHAAD_REPLY
 
-    def body(self):
+    def body(self) -> bytes:
         return _HH.pack(self.identifier, DHAAD_R if self.mobile_router else 0) + b"".join(
             packed(a) for a in self.addresses
         )
@@ -244,7 +250,7 @@ class MobilePrefixSolicitation:
 
     TYPE = ICMP6_MPS
 
-    def body(self):
+    def body(self) -> bytes:
         return _HH.pack(self.identifier, 0)
 
 
@@ -254,11 +260,11 @@ class MobilePrefixAdvertisement:
 
     identifier: int
     flags: int = 0
-    options: tuple = ()
+    options: "tuple[NdOption, ...]" = ()
 
     TYPE = ICMP6_MPA
 
-    def body(self):
+    def body(self) -> bytes:
         return _HH.pack(self.identifier, self.flags) + _encode_nd(self.options)
 
 
@@ -272,16 +278,16 @@ class RouterAdvertisement:
     router_lifetime: int = 1800
     reachable_time: int = 0
     retrans_timer: int = 0
-    options: tuple = ()
+    options: "tuple[NdOption, ...]" = ()
 
     TYPE = ICMP6_ROUTER_ADVERT
 
-    def body(self):
+    def body(self) -> bytes:
         return _RA.pack(self.cur_hop_limit, self.flags, self.router_lifetime, self.reachable_time,
                         self.retrans_timer) + _encode_nd(self.options)
 
     @property
-    def home_agent_information(self):
+    def home_agent_information(self) -> "HomeAgentInformation | None":
         for o in self.options:
             if type(o) is HomeAgentInformation:
                 return o
@@ -293,11 +299,11 @@ class NeighborSolicitation:
     """RFC 4861 4.3: Reserved 32 | Target Address 128 | options."""
 
     target: IPv6Address
-    options: tuple = ()
+    options: "tuple[NdOption, ...]" = ()
 
     TYPE = ICMP6_NEIGHBOR_SOLICIT
 
-    def body(self):
+    def body(self) -> bytes:
         return bytes(4) + packed(self.target) + _encode_nd(self.options)
 
 
@@ -307,11 +313,11 @@ class NeighborAdvertisement:
 
     target: IPv6Address
     flags: int = NA_O
-    options: tuple = ()
+    options: "tuple[NdOption, ...]" = ()
 
     TYPE = ICMP6_NEIGHBOR_ADVERT
 
-    def body(self):
+    def body(self) -> bytes:
         return _I.pack(self.flags) + packed(self.target) + _encode_nd(self.options)
 
 
@@ -332,7 +338,7 @@ class ParameterProblem:
 
     TYPE = ICMP6_PARAM_PROB
 
-    def body(self):
+    def body(self) -> bytes:
         if not 0 <= self.code <= 0xFF:
             raise ValueError(f"code {self.code} is not 0-255")
         return _I.pack(self.pointer) + bytes(self.invoking[:INVOKING_MAX])
@@ -346,20 +352,25 @@ class UnknownIcmp:
     code: int = 0
     data: bytes = b""
 
-    def body(self):
+    def body(self) -> bytes:
         if self.type in _MIN_LENGTH:
             raise ValueError(f"ICMPv6 type {self.type} has its own class")
         return bytes(self.data)
 
 
+#: Any ICMPv6 message this module encodes or decodes.
+IcmpMessage = Union[DhaadRequest, DhaadReply, MobilePrefixSolicitation, MobilePrefixAdvertisement,
+                    RouterAdvertisement, NeighborSolicitation, NeighborAdvertisement,
+                    ParameterProblem, UnknownIcmp]
+
 _MK_DHAAD_REQ = maker(DhaadRequest)
 _MK_DHAAD_REP = maker(DhaadReply)
 
 
-def encode_icmpv6(message, src, dst):
+def encode_icmpv6(message: "IcmpMessage", src: IPv6Address, dst: IPv6Address) -> bytes:
     """The bytes of ``message`` with its checksum for pseudo-header ``src``/``dst``."""
     try:
-        t = message.type if type(message) is UnknownIcmp else message.TYPE
+        t = message.type if isinstance(message, UnknownIcmp) else message.TYPE
         code = getattr(message, "code", 0)
         body = message.body()
     except (struct.error, AttributeError, TypeError, ValueError) as e:
@@ -374,7 +385,7 @@ def encode_icmpv6(message, src, dst):
     return head + c.to_bytes(2, "big") + body
 
 
-def _addresses(data, pos):
+def _addresses(data: bytes, pos: int) -> tuple[IPv6Address, ...]:
     if (len(data) - pos) % 16:
         raise WireError(BAD_LENGTH, "address list is not a multiple of 16 octets")
     return tuple(address_at(data, i) for i in range(pos, len(data), 16))
@@ -393,7 +404,8 @@ _MIN_LENGTH = {
 }
 
 
-def decode_icmpv6(data, src, dst, verify_checksum=True):
+def decode_icmpv6(data: bytes, src: IPv6Address, dst: IPv6Address,
+                  verify_checksum: bool = True) -> "IcmpMessage":
     """Decode one ICMPv6 message (``data`` is exactly the upper-layer payload)."""
     n = len(data)
     if n < 4:

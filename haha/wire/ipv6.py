@@ -10,6 +10,7 @@ extension headers it does not interpret by their length.
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
+from typing import Optional
 
 from .addresses import address_at, packed
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, UNKNOWN, UNSUPPORTED, WireError
@@ -24,7 +25,7 @@ from .numbers import (
     IPPROTO_ROUTING,
     ROUTING_TYPE_2,
 )
-from .records import maker
+from ._fast import maker
 
 _FIXED = struct.Struct("!IHBB16s16s")
 _HEAD = struct.Struct("!IHBB")
@@ -50,33 +51,33 @@ class Packet:
     next_header: int
     payload: bytes
     hop_limit: int = 64
-    home_address: IPv6Address = None
-    routing_address: IPv6Address = None
+    home_address: Optional[IPv6Address] = None
+    routing_address: Optional[IPv6Address] = None
     traffic_class: int = 0
     flow_label: int = 0
 
     @property
-    def source(self):
+    def source(self) -> IPv6Address:
         """The address the upper layer sees as source (home address when a HAO is present)."""
         return self.home_address or self.src
 
     @property
-    def destination(self):
+    def destination(self) -> IPv6Address:
         """The final destination (the type 2 routing header's address when present)."""
         return self.routing_address or self.dst
 
 
 def build_packet(
-    src,
-    dst,
-    next_header,
-    payload,
-    hop_limit=64,
-    home_address=None,
-    routing_address=None,
-    traffic_class=0,
-    flow_label=0,
-):
+    src: IPv6Address,
+    dst: IPv6Address,
+    next_header: int,
+    payload: bytes,
+    hop_limit: int = 64,
+    home_address: Optional[IPv6Address] = None,
+    routing_address: Optional[IPv6Address] = None,
+    traffic_class: int = 0,
+    flow_label: int = 0,
+) -> bytes:
     """A complete IPv6 packet. ``routing_address`` adds a type 2 routing header (``dst`` is then
     the care-of address), ``home_address`` a Destination Options header with the Home Address
     option (``src`` is then the care-of address). Raises :class:`WireError` for values that do
@@ -132,7 +133,8 @@ class ParameterProblem(WireError):
     the destination was not multicast). ``counter`` names the drop for the adapter's counters.
     """
 
-    def __init__(self, reason, detail, code, pointer, report, counter):
+    def __init__(self, reason: str, detail: str, code: int, pointer: int, report: str,
+                 counter: str) -> None:
         super().__init__(reason, detail)
         self.code = code
         self.pointer = pointer
@@ -144,7 +146,7 @@ class ParameterProblem(WireError):
 _ACTIONS = (None, "never", "always", "unicast")
 
 
-def _options(data, start, end, known):
+def _options(data: bytes, start: int, end: int, known: frozenset[int]) -> Optional[IPv6Address]:
     """Walk the options of an extension header ``data[start:end]``; return the Home Address
     option's address or None. An option not in ``known`` is skipped or refused as its action
     bits say (RFC 8200 4.2)."""
@@ -180,7 +182,7 @@ def _options(data, start, end, known):
 _MK_PACKET = maker(Packet)
 
 
-def parse_packet(data):
+def parse_packet(data: bytes) -> Packet:
     """Parse an IPv6 packet. Raises :class:`WireError` for anything malformed.
 
     Hop-by-Hop and Destination Options headers are walked (the Home Address option is read);

@@ -12,7 +12,8 @@ MH Type 8 | Reserved 8 | Checksum 16 | message data. Offsets below count from th
 
 import struct
 from dataclasses import dataclass
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any, Callable, Optional, Union
 
 from . import checksum as _ck
 from .addresses import address_at, packed
@@ -27,21 +28,25 @@ from .numbers import (
     MH_BRR,
     MH_BU,
     MH_HAS,
+    NumberProfile,
 )
 from .options import (
     IPADDR_HOME_ADDRESS,
     IPADDR_HOME_AGENT,
     AlternateCareOfAddress,
     BindingRefreshAdvice,
+    BceInfo,
     IpAddress,
     MobileNetworkPrefix,
+    MobilityOption,
+    OptionDecoder,
     decode_entries,
     decode_options,
     decoders_for,
     encode_entries,
     encode_options,
 )
-from .records import maker
+from ._fast import maker
 
 # Binding Update flags (IANA "Binding Update Flags"; RFC 6275 6.1.7, RFC 3963 4.1, ...).
 BU_A = 0x8000  # Acknowledge
@@ -123,7 +128,7 @@ _H = struct.Struct("!H")
 _ZERO2 = b"\x00\x00"
 
 
-def _find(options, cls):
+def _find(options: tuple[MobilityOption, ...], cls: type) -> Any:
     for o in options:
         if type(o) is cls:
             return o
@@ -134,12 +139,12 @@ def _find(options, cls):
 class BindingRefreshRequest:
     """RFC 6275 6.1.2: Reserved 16 | options @8."""
 
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     MH_TYPE = MH_BRR
     OPTIONS_AT = 8
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _ZERO2
 
 
@@ -154,25 +159,25 @@ class BindingUpdate:
     sequence: int
     flags: int = BU_A | BU_H
     lifetime: int = 0
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     MH_TYPE = MH_BU
     OPTIONS_AT = 12
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _BU.pack(self.sequence, self.flags, self.lifetime)
 
     @property
-    def lifetime_seconds(self):
+    def lifetime_seconds(self) -> int:
         return seconds(self.lifetime)
 
     @property
-    def alternate_care_of(self):
+    def alternate_care_of(self) -> Optional[IPv6Address]:
         o = _find(self.options, AlternateCareOfAddress)
         return o.address if o else None
 
     @property
-    def prefixes(self):
+    def prefixes(self) -> tuple[IPv6Network, ...]:
         return tuple(o.prefix for o in self.options if type(o) is MobileNetworkPrefix)
 
 
@@ -184,24 +189,24 @@ class BindingAck:
     sequence: int
     lifetime: int = 0
     flags: int = 0
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     MH_TYPE = MH_BA
     OPTIONS_AT = 12
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _BA.pack(self.status, self.flags, self.sequence, self.lifetime)
 
     @property
-    def accepted(self):
+    def accepted(self) -> bool:
         return self.status < 128
 
     @property
-    def lifetime_seconds(self):
+    def lifetime_seconds(self) -> int:
         return seconds(self.lifetime)
 
     @property
-    def refresh_interval(self):
+    def refresh_interval(self) -> Optional[int]:
         """Binding Refresh Advice in units of 4 s, or None."""
         o = _find(self.options, BindingRefreshAdvice)
         return o.interval if o else None
@@ -213,12 +218,12 @@ class BindingError:
 
     status: int
     home_address: IPv6Address
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     MH_TYPE = MH_BE
     OPTIONS_AT = 24
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _BE.pack(self.status, 0) + packed(self.home_address)
 
 
@@ -226,12 +231,12 @@ class BindingError:
 class HomeAgentSwitch:
     """RFC 5142 4.1: # of Addresses 8 | Reserved 8 | Home Agent Addresses | options."""
 
-    addresses: tuple = ()
-    options: tuple = ()
+    addresses: tuple[IPv6Address, ...] = ()
+    options: tuple[MobilityOption, ...] = ()
 
     MH_TYPE = MH_HAS
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return bytes((len(self.addresses), 0)) + b"".join(packed(a) for a in self.addresses)
 
 
@@ -251,12 +256,12 @@ class HaHello:
     interval: int
     prefix_length: int
     home_agent: IPv6Address
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     PROFILE_KEY = "hello"
     OPTIONS_AT = 32
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         if not 0 <= self.prefix_length <= 128:
             raise ValueError(f"prefix length {self.prefix_length} is not 0-128")
         return (
@@ -267,7 +272,7 @@ class HaHello:
         )
 
     @property
-    def prefixes(self):
+    def prefixes(self) -> tuple[IPv6Network, ...]:
         return tuple(o.prefix for o in self.options if type(o) is MobileNetworkPrefix)
 
 
@@ -279,23 +284,23 @@ class BindingInfoRequest:
     """
 
     identifier: int
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     PROFILE_KEY = "bir"
     OPTIONS_AT = 8
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _H.pack(self.identifier)
 
     @property
-    def home_address(self):
+    def home_address(self) -> Optional[IPv6Address]:
         for o in self.options:
             if type(o) is IpAddress and o.subtype == IPADDR_HOME_ADDRESS:
                 return o.address
         return None
 
     @property
-    def prefix(self):
+    def prefix(self) -> Optional[IPv6Network]:
         o = _find(self.options, MobileNetworkPrefix)
         return o.prefix if o else None
 
@@ -306,13 +311,13 @@ class BindingInfoUpdate:
     MNP options (``entries``), then any other options."""
 
     identifier: int
-    entries: tuple = ()
-    options: tuple = ()
+    entries: tuple[BceInfo, ...] = ()
+    options: tuple[MobilityOption, ...] = ()
 
     PROFILE_KEY = "biu"
     OPTIONS_AT = 8
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _H.pack(self.identifier)
 
 
@@ -322,12 +327,12 @@ class BindingInfoAck:
 
     identifier: int
     status: int = BIA_SYNCHRONISED
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     PROFILE_KEY = "bia"
     OPTIONS_AT = 12
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _BIA.pack(self.identifier, self.status, 0)
 
 
@@ -336,16 +341,16 @@ class HaSwitchRequest:
     """Draft 4.1.5: Reserved 16 | options @8 (optionally an IP Address option, sub-type 3, naming
     the desired home agent)."""
 
-    options: tuple = ()
+    options: tuple[MobilityOption, ...] = ()
 
     PROFILE_KEY = "hasr"
     OPTIONS_AT = 8
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return _ZERO2
 
     @property
-    def desired_home_agent(self):
+    def desired_home_agent(self) -> Optional[IPv6Address]:
         for o in self.options:
             if type(o) is IpAddress and o.subtype == IPADDR_HOME_AGENT:
                 return o.address
@@ -364,7 +369,7 @@ class UnknownMessage:
 
     OPTIONS_AT = 6
 
-    def fixed(self):
+    def fixed(self) -> bytes:
         return bytes(self.data)
 
 
@@ -382,47 +387,55 @@ MESSAGE_TYPES = (
 )
 
 
-def mh_type_of(message, profile=DEFAULT_PROFILE):
+#: Any Mobility Header message this module encodes or decodes.
+MhMessage = Union[BindingRefreshRequest, BindingUpdate, BindingAck, BindingError, HomeAgentSwitch,
+                  HaHello, BindingInfoRequest, BindingInfoUpdate, BindingInfoAck, HaSwitchRequest,
+                  UnknownMessage]
+
+
+def mh_type_of(message: "MhMessage", profile: NumberProfile = DEFAULT_PROFILE) -> int:
     """The MH Type number of ``message`` under ``profile``."""
-    cls = type(message)
-    if cls is UnknownMessage:
+    if type(message) is UnknownMessage:
         return message.mh_type
+    cls: Any = type(message)  # the class says its number: MH_TYPE, or PROFILE_KEY of profile
     t = getattr(cls, "MH_TYPE", None)
     if t is None:
-        return getattr(profile, cls.PROFILE_KEY)
-    return t
+        return int(getattr(profile, cls.PROFILE_KEY))
+    return int(t)
 
 
-def encode_mh(message, src, dst, profile=DEFAULT_PROFILE):
+def encode_mh(message: "MhMessage", src: IPv6Address, dst: IPv6Address,
+              profile: NumberProfile = DEFAULT_PROFILE) -> bytes:
     """The bytes of ``message`` as a Mobility Header, checksum computed for ``src``/``dst``.
 
     Raises :class:`WireError` (``bad-value`` or ``bad-length``) for a message that cannot be
     encoded: a field out of range, an option that does not fit, a header over 2048 octets.
     """
     cls = type(message)
-    t = _last
-    if t[0] is not profile:
-        t = _tables(profile)
-    mtype = t[3].get(cls)
+    # The profile's tables, read inline (a call per packet costs a few percent of a small one).
+    t = profile.codec_tables.get("mh") or _tables(profile)
+    known, _, types = t
+    mtype = types.get(cls)
+    msg: Any = message  # fields read by the class found: the encoder dispatches on it
     try:
         if mtype is None:
             if cls is not UnknownMessage:
                 raise TypeError(f"{cls.__name__} is not a Mobility Header message")
-            mtype = message.mh_type
-            if mtype in t[1]:
+            mtype = msg.mh_type
+            if mtype in known:
                 raise ValueError(f"MH type {mtype} is known under profile {profile.name}: "
                                  "use its class")
-            body = bytes(message.data)
+            body = bytes(msg.data)
             if len(body) % 8 != 2:
                 raise WireError(BAD_LENGTH, "unknown message data must end on an 8-octet boundary")
             opts = b""
         else:
-            body = message.fixed()
+            body = msg.fixed()
             at = 6 + len(body)
             if cls is BindingInfoUpdate:
-                opts = encode_entries(message.entries, message.options, at, profile)
+                opts = encode_entries(msg.entries, msg.options, at, profile)
             else:
-                opts = encode_options(message.options, at, profile)
+                opts = encode_options(msg.options, at, profile)
         total = 6 + len(body) + len(opts)
         if total > 2048:
             raise WireError(BAD_LENGTH, f"Mobility Header of {total} octets exceeds 2048")
@@ -453,27 +466,32 @@ _HASR = maker(HaSwitchRequest)
 _UNKNOWN = maker(UnknownMessage)
 
 
-def _d_brr(data, end, table, profile):
+def _d_brr(data: bytes, end: int, table: dict[int, OptionDecoder],
+           profile: NumberProfile) -> "MhMessage":
     return _BRR(decode_options(data, 8, end, table, profile))
 
 
-def _d_bu(data, end, table, profile):
+def _d_bu(data: bytes, end: int, table: dict[int, OptionDecoder],
+          profile: NumberProfile) -> "MhMessage":
     seq, flags, life = _BU.unpack_from(data, 6)
     return _BU_(seq, flags, life, decode_options(data, 12, end, table, profile))
 
 
-def _d_ba(data, end, table, profile):
+def _d_ba(data: bytes, end: int, table: dict[int, OptionDecoder],
+          profile: NumberProfile) -> "MhMessage":
     status, flags, seq, life = _BA.unpack_from(data, 6)
     return _BA_(status, seq, life, flags, decode_options(data, 12, end, table, profile))
 
 
-def _d_be(data, end, table, profile):
+def _d_be(data: bytes, end: int, table: dict[int, OptionDecoder],
+          profile: NumberProfile) -> "MhMessage":
     return _BE_(
         data[6], address_at(data, 8), decode_options(data, 24, end, table, profile)
     )
 
 
-def _d_has(data, end, table, profile):
+def _d_has(data: bytes, end: int, table: dict[int, OptionDecoder],
+           profile: NumberProfile) -> "MhMessage":
     n = data[6]
     at = 8 + 16 * n
     if at > end:
@@ -482,7 +500,8 @@ def _d_has(data, end, table, profile):
     return _HAS(addrs, decode_options(data, at, end, table, profile))
 
 
-def _d_hello(data, end, table, profile):
+def _d_hello(data: bytes, end: int, table: dict[int, OptionDecoder],
+             profile: NumberProfile) -> "MhMessage":
     seq, pref, life, interval, _, plen = _HELLO.unpack_from(data, 6)
     if plen > 128:
         raise WireError(BAD_VALUE, f"HELLO prefix length {plen} > 128")
@@ -492,23 +511,27 @@ def _d_hello(data, end, table, profile):
     )
 
 
-def _d_bir(data, end, table, profile):
+def _d_bir(data: bytes, end: int, table: dict[int, OptionDecoder],
+           profile: NumberProfile) -> "MhMessage":
     return _BIR(
         _H.unpack_from(data, 6)[0], decode_options(data, 8, end, table, profile)
     )
 
 
-def _d_biu(data, end, table, profile):
+def _d_biu(data: bytes, end: int, table: dict[int, OptionDecoder],
+           profile: NumberProfile) -> "MhMessage":
     entries, others = decode_entries(data, 8, end, table, profile)
     return _BIU(_H.unpack_from(data, 6)[0], entries, others)
 
 
-def _d_bia(data, end, table, profile):
+def _d_bia(data: bytes, end: int, table: dict[int, OptionDecoder],
+           profile: NumberProfile) -> "MhMessage":
     ident, status, _ = _BIA.unpack_from(data, 6)
     return _BIA_(ident, status, decode_options(data, 12, end, table, profile))
 
 
-def _d_hasr(data, end, table, profile):
+def _d_hasr(data: bytes, end: int, table: dict[int, OptionDecoder],
+            profile: NumberProfile) -> "MhMessage":
     return _HASR(decode_options(data, 8, end, table, profile))
 
 
@@ -528,33 +551,35 @@ _PROFILE_DECODE = (
     ("hasr", _d_hasr, 8),
 )
 
-_TABLES = {}  # id(profile) -> (profile, message table, option table, class -> MH type)
-#: The tables of the profile used last: the codec checks it inline (``_last[0] is profile``)
-#: before calling _tables, since nearly every packet uses the same profile.
-_last = (None,)
+#: A message decoder: ``decode(data, length, option table, profile)``.
+_Decoder = Callable[[bytes, int, dict[int, OptionDecoder], NumberProfile], MhMessage]
+#: ``(MH type -> (decoder, minimum length), option table, message class -> MH type)``.
+_Tables = tuple[dict[int, tuple[_Decoder, int]], dict[int, OptionDecoder], dict[type, int]]
 
 
-def _tables(profile):
-    # Keyed by identity: hashing a frozen dataclass on every packet costs more than decoding a
-    # small message. The profile is kept in the value so its id cannot be reused while cached.
-    global _last
-    t = _TABLES.get(id(profile))
-    if t is None or t[0] is not profile:
-        msgs = {n: (f, m) for n, f, m in _FIXED_DECODE}
+def _tables(profile: NumberProfile) -> "_Tables":
+    """``(message table, option table, class -> MH type)`` of ``profile``, built once and kept
+    on the profile itself (:attr:`NumberProfile.codec_tables`)."""
+    t: Optional[_Tables] = profile.codec_tables.get("mh")
+    if t is None:
+        msgs: dict[int, tuple[_Decoder, int]] = {n: (f, m) for n, f, m in _FIXED_DECODE}
         for key, f, m in _PROFILE_DECODE:
             msgs[getattr(profile, key)] = (f, m)
-        types = {}
-        for mcls in MESSAGE_TYPES:
-            key = getattr(mcls, "PROFILE_KEY", None)
-            types[mcls] = getattr(profile, key) if key else mcls.MH_TYPE
-        if len(_TABLES) > 64:
-            _TABLES.clear()
-        t = _TABLES[id(profile)] = (profile, msgs, decoders_for(profile), types)
-    _last = t
+        types: dict[type, int] = {mcls: mh_type_of_class(mcls, profile) for mcls in MESSAGE_TYPES}
+        t = profile.codec_tables["mh"] = (msgs, decoders_for(profile), types)
     return t
 
 
-def decode_mh(data, src, dst, profile=DEFAULT_PROFILE, verify_checksum=True):
+def mh_type_of_class(cls: type, profile: NumberProfile = DEFAULT_PROFILE) -> int:
+    """The MH Type number of the messages of class ``cls`` (one of :data:`MESSAGE_TYPES`)."""
+    key = getattr(cls, "PROFILE_KEY", None)
+    return int(getattr(profile, key) if key else getattr(cls, "MH_TYPE"))
+
+
+def decode_mh(
+    data: bytes, src: IPv6Address, dst: IPv6Address, profile: NumberProfile = DEFAULT_PROFILE,
+    verify_checksum: bool = True,
+) -> "MhMessage":
     """Decode one Mobility Header (``data`` is exactly the upper-layer payload).
 
     Raises :class:`WireError` for anything malformed: a payload shorter than Header Len says
@@ -572,10 +597,7 @@ def decode_mh(data, src, dst, profile=DEFAULT_PROFILE, verify_checksum=True):
         raise WireError(BAD_LENGTH, f"Header Len says {size} octets, payload has {n}")
     if verify_checksum and not _ck.verify_ip(src, dst, IPPROTO_MH, data):
         raise WireError(BAD_CHECKSUM, f"Mobility Header checksum 0x{_ck_field:04x} is wrong")
-    t = _last
-    if t[0] is not profile:
-        t = _tables(profile)
-    _, msgs, opts, _ = t
+    msgs, opts, _ = profile.codec_tables.get("mh") or _tables(profile)
     entry = msgs.get(mtype)
     if entry is None:
         return _UNKNOWN(mtype, bytes(data[6:]))

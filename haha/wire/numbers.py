@@ -7,6 +7,8 @@ own ``0xa`` for the BCE Information option collides with an assigned option and 
 """
 
 from dataclasses import dataclass, fields
+from functools import cached_property
+from typing import Any
 
 from .errors import ProfileError
 
@@ -97,7 +99,7 @@ class NumberProfile:
                      "opt_binding_digest")
 
     @classmethod
-    def make(cls, **values):
+    def make(cls, **values: Any) -> "NumberProfile":
         """Build and check a profile. Raises :class:`ProfileError` naming the offending key."""
         known = {f.name for f in fields(cls)}
         for key in values:
@@ -107,12 +109,19 @@ class NumberProfile:
         p.check()
         return p
 
-    def check(self):
+    @cached_property
+    def codec_tables(self) -> dict[str, Any]:
+        """Lookup tables the codec derives from this profile, filled on first use and kept with
+        the profile (not a field: no part of its value, equality or hash)."""
+        return {}
+
+    def check(self) -> None:
+        """Raise :class:`ProfileError` for a number out of range, reused or assigned."""
         for space, names, assigned, allowed in (
             ("Mobility Header type", self.MESSAGE_FIELDS, MH_ASSIGNED, ()),
             ("mobility option", self.OPTION_FIELDS, OPT_ASSIGNED, ("opt_mnp",)),
         ):
-            seen = {}
+            seen: dict[int, str] = {}
             for key in names:
                 value = getattr(self, key)
                 if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:

@@ -12,11 +12,20 @@ The Binding Cache Entry Information option is compound: on the wire it is follow
 import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 from .addresses import address_at, address_int, network_parts, packed
 from .errors import BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
-from .numbers import OPT_ALT_COA, OPT_AUTH, OPT_BRA, OPT_NONCE, OPT_PAD1, OPT_PADN
-from .records import maker
+from .numbers import (
+    OPT_ALT_COA,
+    OPT_AUTH,
+    OPT_BRA,
+    OPT_NONCE,
+    OPT_PAD1,
+    OPT_PADN,
+    NumberProfile,
+)
+from ._fast import maker
 
 # Sub-types of the IP Address option (draft 4.2.1).
 IPADDR_HOME_AGENT = 3
@@ -37,15 +46,16 @@ _MNP_OPTION = struct.Struct("!BBBB16s")
 _addr = address_at
 
 
-def _expect(name, length, want):
+def _expect(name: str, length: int, want: int) -> None:
     if length != want:
         raise WireError(BAD_LENGTH, f"{name} option length {length}, expected {want}")
 
 
-_NETWORKS = {}  # prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
+#: prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
+_NETWORKS: dict[bytes, IPv6Network] = {}
 
 
-def _prefix(data, off):
+def _prefix(data: bytes, off: int) -> IPv6Network:
     """The network whose prefix length is ``data[off]`` and address ``data[off + 1:off + 17]``
     (host bits cleared), from a small cache.
 
@@ -66,10 +76,14 @@ def _prefix(data, off):
     return net
 
 
-def _mnp_body(network):
+def _mnp_body(network: IPv6Network) -> bytes:
     """Reserved 8 | Prefix Length 8 | Prefix 128 (RFC 3963 4.3)."""
     plen, net = network_parts(network)
     return bytes((0, plen)) + net
+
+
+#: One option as the encoder lays it out: alignment ``x``, ``y`` (``xn+y``), type, body.
+OptionWire = tuple[int, int, int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +92,7 @@ class BindingRefreshAdvice:
 
     interval: int
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         return ((2, 0, OPT_BRA, _H.pack(self.interval)),)
 
 
@@ -88,7 +102,7 @@ class AlternateCareOfAddress:
 
     address: IPv6Address
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         return ((8, 6, OPT_ALT_COA, packed(self.address)),)
 
 
@@ -99,7 +113,7 @@ class NonceIndices:
     home_nonce_index: int
     care_of_nonce_index: int
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         return ((2, 0, OPT_NONCE, _HH.pack(self.home_nonce_index, self.care_of_nonce_index)),)
 
 
@@ -109,7 +123,7 @@ class BindingAuthorizationData:
 
     authenticator: bytes
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         return ((8, 2, OPT_AUTH, bytes(self.authenticator)),)
 
 
@@ -119,7 +133,7 @@ class MobileNetworkPrefix:
 
     prefix: IPv6Network
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         return ((8, 4, profile.opt_mnp, _mnp_body(self.prefix)),)
 
 
@@ -134,7 +148,7 @@ class IpAddress:
     address: IPv6Address
     prefix_length: int = 128
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         if not 0 <= self.prefix_length <= 128:
             raise ValueError(f"prefix length {self.prefix_length} is not 0-128")
         return (
@@ -157,9 +171,9 @@ class BceInfo:
     flags: int
     sequence: int
     lifetime: int
-    prefixes: tuple = ()
+    prefixes: tuple[IPv6Network, ...] = ()
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         body = _BCE_BODY.pack(
             packed(self.home_address), packed(self.care_of_address),
             self.flags, self.sequence, self.lifetime, len(self.prefixes), 0,
@@ -187,7 +201,7 @@ class BindingDigest:
     count: int
     digest: int
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         return ((8, 2, profile.opt_binding_digest, _DIGEST.pack(self.count, self.digest)),)
 
 
@@ -205,7 +219,7 @@ class EspState:
     outbound: int
     inbound: int
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         return ((8, 6, profile.opt_esp_state,
                  packed(self.home_address) + packed(self.local)
                  + _II.pack(self.outbound, self.inbound)),)
@@ -218,7 +232,7 @@ class UnknownOption:
     type: int
     data: bytes
 
-    def wire(self, profile):
+    def wire(self, profile: NumberProfile) -> Sequence[OptionWire]:
         t = self.type
         if t in (OPT_PAD1, OPT_PADN, OPT_BRA, OPT_ALT_COA, OPT_NONCE, OPT_AUTH) or t in (
             profile.opt_mnp, profile.opt_ip_address, profile.opt_bce_info,
@@ -229,11 +243,19 @@ class UnknownOption:
         return ((1, 0, t, bytes(self.data)),)
 
 
+#: Any mobility option this module encodes or decodes.
+MobilityOption = Union[BindingRefreshAdvice, AlternateCareOfAddress, NonceIndices,
+                       BindingAuthorizationData, MobileNetworkPrefix, IpAddress, BceInfo,
+                       BindingDigest, EspState, UnknownOption]
+#: An option decoder: ``decode(data, body offset, body length, profile)``.
+OptionDecoder = Callable[[bytes, int, int, NumberProfile], MobilityOption]
+
 #: Pad1 (RFC 6275 6.2.1) for one octet, PadN (6.2.2) with n-2 zero octets of data for more.
 _PADS = (b"", b"\x00") + tuple(bytes((OPT_PADN, n - 2)) + bytes(n - 2) for n in range(2, 8))
 
 
-def encode_options(options, offset, profile):
+def encode_options(options: Iterable["MobilityOption"], offset: int,
+                   profile: NumberProfile) -> bytes:
     """Encode ``options`` starting at Mobility Header offset ``offset``.
 
     Returns the option bytes with alignment padding and the trailing padding that makes
@@ -260,19 +282,16 @@ def encode_options(options, offset, profile):
     return b"".join(out)
 
 
-class _Slow(Exception):
-    """Raised inside a fast path for anything it does not handle: the general code takes over
-    from the start, so results and errors are exactly the general code's."""
-
-
-def encode_entries(entries, options, offset, profile):
+def encode_entries(entries: Sequence[BceInfo], options: Sequence["MobilityOption"], offset: int,
+                   profile: NumberProfile) -> bytes:
     """``encode_options((*entries, *options), offset, profile)``: the option area of a Binding
     Information Update, whose ``entries`` are BCE Information options (draft 4.2.3, 8n+2) each
     followed by its Mobile Network Prefix options (RFC 3963 4.3, 8n+4).
 
-    Each such option is packed whole with one ``struct`` call; any entry that is not a plain
-    :class:`BceInfo` of IPv6 addresses and networks, or a field that does not pack, sends the
-    whole area to :func:`encode_options`, which encodes it or raises its usual error.
+    Each such option is packed whole with one ``struct`` call. An area holding anything else
+    (an entry that is not a :class:`BceInfo` of IPv6 addresses and a tuple or list of IPv6
+    networks) is handed, whole, to :func:`encode_options`, which encodes it or raises its usual
+    error; a field that does not pack raises :class:`WireError` ``bad-value`` as there.
     """
     out = []
     pos = offset
@@ -284,10 +303,11 @@ def encode_entries(entries, options, offset, profile):
     try:
         for e in entries:
             if type(e) is not BceInfo:
-                raise _Slow
+                return encode_options((*entries, *options), offset, profile)
             home, coa, prefixes = e.home_address, e.care_of_address, e.prefixes
-            if type(home) is not IPv6Address or type(coa) is not IPv6Address:
-                raise _Slow
+            if (type(home) is not IPv6Address or type(coa) is not IPv6Address
+                    or (type(prefixes) is not tuple and type(prefixes) is not list)):
+                return encode_options((*entries, *options), offset, profile)
             pad = (2 - pos) & 7
             if pad:
                 out.append(_PADS[pad])
@@ -297,15 +317,15 @@ def encode_entries(entries, options, offset, profile):
             pos += pad + 42
             for net in prefixes:
                 if type(net) is not IPv6Network:
-                    raise _Slow
+                    return encode_options((*entries, *options), offset, profile)
                 pad = (4 - pos) & 7
                 if pad:
                     out.append(_PADS[pad])
                 out.append(pack_mnp(mnp_type, 18, 0, net.prefixlen,
                                     as_int(net.network_address).to_bytes(16, "big")))
                 pos += pad + 20
-    except (_Slow, struct.error, ValueError, AttributeError, TypeError):
-        return encode_options((*entries, *options), offset, profile)
+    except struct.error as e:
+        raise WireError(BAD_VALUE, f"cannot encode option: {e}") from None
     if options:
         out.append(encode_options(options, pos, profile))
     else:
@@ -325,35 +345,35 @@ _MK_DIGEST = maker(BindingDigest)
 _MK_ESP_STATE = maker(EspState)
 
 
-def _dec_bra(data, off, n, profile):
+def _dec_bra(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     if n != 2:
         _expect("Binding Refresh Advice", n, 2)
     return _MK_BRA(_H.unpack_from(data, off)[0])
 
 
-def _dec_altcoa(data, off, n, profile):
+def _dec_altcoa(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     if n != 16:
         _expect("Alternate Care-of Address", n, 16)
     return _MK_ALTCOA(_addr(data, off))
 
 
-def _dec_nonce(data, off, n, profile):
+def _dec_nonce(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     if n != 4:
         _expect("Nonce Indices", n, 4)
     return _MK_NONCE(*_HH.unpack_from(data, off))
 
 
-def _dec_auth(data, off, n, profile):
+def _dec_auth(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     return _MK_AUTH(bytes(data[off : off + n]))
 
 
-def _dec_mnp(data, off, n, profile):
+def _dec_mnp(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     if n != 18:
         _expect("Mobile Network Prefix", n, 18)
     return _MK_MNP(_prefix(data, off + 1))
 
 
-def _dec_ipaddr(data, off, n, profile):
+def _dec_ipaddr(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     if n != 18:
         _expect("IP Address", n, 18)
     plen = data[off + 1]
@@ -362,25 +382,25 @@ def _dec_ipaddr(data, off, n, profile):
     return _MK_IPADDR(data[off], _addr(data, off + 2), plen)
 
 
-def _dec_digest(data, off, n, profile):
+def _dec_digest(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     if n != 12:
         _expect("Binding Digest", n, 12)
     return _MK_DIGEST(*_DIGEST.unpack_from(data, off))
 
 
-def _dec_esp_state(data, off, n, profile):
+def _dec_esp_state(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     if n != 40:
         _expect("ESP State", n, 40)
     return _MK_ESP_STATE(_addr(data, off), _addr(data, off + 16),
                          *_II.unpack_from(data, off + 32))
 
 
-def _bce(data, off, prefixes):
+def _bce(data: bytes, off: int, prefixes: tuple[IPv6Network, ...]) -> BceInfo:
     flags, seq, life, _count, _ = _BCE_TAIL.unpack_from(data, off + 32)
     return _MK_BCE(_addr(data, off), _addr(data, off + 16), flags, seq, life, prefixes)
 
 
-def _dec_bce(data, off, n, profile):
+def _dec_bce(data: bytes, off: int, n: int, profile: NumberProfile) -> "MobilityOption":
     # Only reached through a custom table: decode_options reads BCE options itself, with the
     # "# of MNPs" Mobile Network Prefix options that follow them.
     _expect("Binding Cache Entry Information", n, 40)
@@ -395,9 +415,9 @@ _FIXED_DECODERS = {
 }
 
 
-def decoders_for(profile):
+def decoders_for(profile: NumberProfile) -> dict[int, "OptionDecoder"]:
     """The option-type -> decoder table of ``profile`` (built once per profile)."""
-    table = dict(_FIXED_DECODERS)
+    table: dict[int, OptionDecoder] = dict(_FIXED_DECODERS)
     table[profile.opt_mnp] = _dec_mnp
     table[profile.opt_ip_address] = _dec_ipaddr
     table[profile.opt_bce_info] = _dec_bce
@@ -406,16 +426,17 @@ def decoders_for(profile):
     return table
 
 
-def decode_options(data, pos, end, table, profile):
+def decode_options(data: bytes, pos: int, end: int, table: dict[int, "OptionDecoder"],
+                   profile: NumberProfile) -> tuple["MobilityOption", ...]:
     """Decode the options in ``data[pos:end]`` (``pos`` is their Mobility Header offset).
 
     Padding is skipped, lengths are checked, unknown types kept. A BCE Information option takes
     the Mobile Network Prefix options that follow it, as many as its "# of MNPs" says.
     """
-    opts = []
+    opts: list[MobilityOption] = []
     owed = 0  # MNP options still owed to the BCE Information option being read
-    prefixes = None
-    bce_at = None  # where that option's body starts
+    prefixes: list[IPv6Network] = []
+    bce_at = 0  # where that option's body starts
     bce_type = profile.opt_bce_info
     mnp_type = profile.opt_mnp
     while pos < end:
@@ -462,67 +483,79 @@ def decode_options(data, pos, end, table, profile):
     return tuple(opts)
 
 
-def decode_entries(data, pos, end, table, profile):
+def decode_entries(
+    data: bytes, pos: int, end: int, table: dict[int, "OptionDecoder"], profile: NumberProfile
+) -> tuple[tuple[BceInfo, ...], tuple["MobilityOption", ...]]:
     """``(entries, others)``: the options of ``data[pos:end]`` as :func:`decode_options` decodes
     them, BCE Information options (with their prefixes) apart from the rest, in order: a Binding
     Information Update's option area.
 
     The usual area -- padding, BCE Information options and the Mobile Network Prefix options
-    each one owes -- is read here directly; at anything else (another option, a length that is
-    not the option's, an option that overruns, a missing prefix) the whole area goes to
+    each one owes -- is read directly; an area holding anything else (another option, a length
+    that is not the option's, an option that overruns, a missing prefix) goes whole to
     :func:`decode_options`, which decodes it or raises its usual error.
     """
+    entries = _usual_entries(data, pos, end, profile)
+    if entries is not None:
+        return entries, ()
+    found: list[BceInfo] = []
+    others: list[MobilityOption] = []
+    for o in decode_options(data, pos, end, table, profile):
+        if isinstance(o, BceInfo):
+            found.append(o)
+        else:
+            others.append(o)
+    return tuple(found), tuple(others)
+
+
+def _usual_entries(data: bytes, pos: int, end: int,
+                   profile: NumberProfile) -> Optional[tuple[BceInfo, ...]]:
+    """The BCE Information options of an area holding only them, their MNP options and
+    padding, all well formed; None for any other area."""
     entries = []
     bce_type = profile.opt_bce_info
     mnp_type = profile.opt_mnp
     unpack_tail = _BCE_TAIL.unpack_from
-    start = pos
-    try:
-        while pos < end:
-            t = data[pos]
-            if t == bce_type:
-                nxt = pos + 42
-                if nxt > end or data[pos + 1] != 40:
-                    raise _Slow
-                flags, seq, life, owed, _ = unpack_tail(data, pos + 34)
-                home, coa = _addr(data, pos + 2), _addr(data, pos + 18)
-                pos = nxt
-                prefixes = []
-                while owed:
-                    if pos >= end:
-                        raise _Slow
-                    t = data[pos]
-                    if t == OPT_PAD1:
-                        pos += 1
-                        continue
-                    if pos + 2 > end:
-                        raise _Slow
-                    nxt = pos + 2 + data[pos + 1]
-                    if nxt > end:
-                        raise _Slow
-                    if t == OPT_PADN:
-                        pos = nxt
-                        continue
-                    if t != mnp_type or nxt - pos != 20:
-                        raise _Slow
-                    prefixes.append(_prefix(data, pos + 3))
-                    owed -= 1
-                    pos = nxt
-                entries.append(_MK_BCE(home, coa, flags, seq, life, tuple(prefixes)))
-            elif t == OPT_PADN:
+    while pos < end:
+        t = data[pos]
+        if t == bce_type:
+            nxt = pos + 42
+            if nxt > end or data[pos + 1] != 40:
+                return None
+            flags, seq, life, owed, _ = unpack_tail(data, pos + 34)
+            home, coa = _addr(data, pos + 2), _addr(data, pos + 18)
+            pos = nxt
+            prefixes = []
+            while owed:
+                if pos >= end:
+                    return None
+                t = data[pos]
+                if t == OPT_PAD1:
+                    pos += 1
+                    continue
                 if pos + 2 > end:
-                    raise _Slow
+                    return None
                 nxt = pos + 2 + data[pos + 1]
                 if nxt > end:
-                    raise _Slow
+                    return None
+                if t == OPT_PADN:
+                    pos = nxt
+                    continue
+                if t != mnp_type or nxt - pos != 20:
+                    return None
+                prefixes.append(_prefix(data, pos + 3))
+                owed -= 1
                 pos = nxt
-            elif t == OPT_PAD1:
-                pos += 1
-            else:
-                raise _Slow
-    except _Slow:
-        entries, others = [], []
-        for o in decode_options(data, start, end, table, profile):
-            (entries if type(o) is BceInfo else others).append(o)
-        return tuple(entries), tuple(others)
-    return tuple(entries), ()
+            entries.append(_MK_BCE(home, coa, flags, seq, life, tuple(prefixes)))
+        elif t == OPT_PADN:
+            if pos + 2 > end:
+                return None
+            nxt = pos + 2 + data[pos + 1]
+            if nxt > end:
+                return None
+            pos = nxt
+        elif t == OPT_PAD1:
+            pos += 1
+        else:
+            return None
+    return tuple(entries)
