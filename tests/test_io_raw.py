@@ -264,3 +264,58 @@ def test_tunnels_left_to_the_kernel():
     assert "meta l4proto { 50, 135 }" in system.nft_scripts[-1] and not sock.inject(tunnelled)
     t.leave_tunnels_to_kernel(False)
     assert sock.inject(tunnelled) and "meta l4proto { 41, 50, 135 }" in system.nft_scripts[-1]
+
+
+def _tunnelled_udp():
+    """IPv6-in-IPv6 carrying UDP whose checksum holds only the pseudo-header sum (what a
+    sender with transmit checksum offload leaves), and the same packet finished."""
+    from haha.wire import checksum
+    inner_body = bytearray(b"\x9c\x40\x14\x51\x00\x0d\x00\x00hello")
+    good = bytearray(inner_body)
+    good[6:8] = checksum.checksum(A.packed, HOME.packed, 17, bytes(inner_body)).to_bytes(2, "big")
+    # The pseudo-header sum alone, folded (RFC 8200 8.1): the complement of the checksum of
+    # an upper layer of zeros of the same length, counted without those zeros.
+    pseudo = 0
+    for w in range(0, 32, 2):
+        pseudo += int.from_bytes((A.packed + HOME.packed)[w:w + 2], "big")
+    pseudo += len(inner_body) + 17
+    while pseudo >> 16:
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+    partial = bytearray(inner_body)
+    partial[6:8] = pseudo.to_bytes(2, "big")
+    wrap = lambda body: build_packet(B, HOME, 41, build_packet(A, HOME, 17, bytes(body)))  # noqa
+    return wrap(partial), wrap(good)
+
+
+def test_checksum_left_to_hardware_is_completed_before_the_receiver():
+    """The packet sockets ask for PACKET_AUXDATA; a packet flagged TP_STATUS_CSUMNOTREADY
+    reaches the receiver with its inner UDP checksum completed (counted), one without the flag
+    unchanged."""
+    from haha.io.offload import PACKET_AUXDATA, SOL_PACKET, TP_STATUS_CSUMNOTREADY
+    t, system, reactor, got = _started()
+    sock = system.packet_sockets[0]
+    assert sock.options[(SOL_PACKET, PACKET_AUXDATA)] == 1
+    partial, good = _tunnelled_udp()
+    assert partial != good
+    sock.inject(partial, status=TP_STATUS_CSUMNOTREADY)
+    sock.inject(partial)
+    next(iter(reactor.readers)).doRead()
+    assert got == [good, partial]
+    assert t.counters["checksum_completed"] == 1 and t.counters["received"] == 2
+
+
+def test_checksum_not_completed_when_turned_off_or_impossible():
+    """complete_checksums=False hands the packet up as it came; a flagged packet without a
+    TCP/UDP header is handed up unchanged and counted as checksum_unfinished."""
+    from haha.io.offload import TP_STATUS_CSUMNOTREADY
+    t, system, reactor, got = _started()
+    sock = system.packet_sockets[0]
+    partial, _ = _tunnelled_udp()
+    t.complete_checksums = False
+    sock.inject(partial, status=TP_STATUS_CSUMNOTREADY)
+    next(iter(reactor.readers)).doRead()
+    t.complete_checksums = True
+    sock.inject(BU, status=TP_STATUS_CSUMNOTREADY)
+    next(iter(reactor.readers)).doRead()
+    assert got == [partial, BU]
+    assert t.counters["checksum_unfinished"] == 1 and not t.counters["checksum_completed"]

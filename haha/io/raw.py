@@ -31,6 +31,7 @@ import errno as _errno
 import itertools
 import os
 import re
+import socket
 from collections import Counter
 from ipaddress import IPv6Address
 
@@ -40,12 +41,16 @@ from zope.interface import implementer
 from ..logging import class_logger
 from ..interfaces import IMobilityTransport
 from . import bpf
+from .offload import (PACKET_AUXDATA, SOL_PACKET, TP_STATUS_CSUMNOTREADY, auxdata_status,
+                      complete_partial_checksum)
 from .system import LinuxSystem, NftError
 
 #: Largest datagram read from a packet socket (an IPv6 packet without jumbogram).
 MAX_PACKET = 65575
 #: Packets read per ``doRead`` before yielding to the reactor.
 READ_BURST = 64
+#: Room for the ``PACKET_AUXDATA`` control message (``struct tpacket_auxdata``, 20 octets).
+AUXDATA_SPACE = socket.CMSG_SPACE(32)
 #: Upper layers dropped in netfilter when addressed to us: IPv6-in-IPv6, ESP, Mobility Header.
 NFT_PROTOCOLS = (41, 50, 135)
 #: The same when the kernel's own tunnels decapsulate IPv6-in-IPv6 (``netlink`` backend,
@@ -160,6 +165,10 @@ class RawTransport:
         #: Firewall mark (SO_MARK) on everything sent, set before :meth:`start`: a mobile node's
         #: tunnel steers unmarked traffic into itself (haha.backends.tun.MobileTunnel).
         self.mark = None
+        #: Complete TCP/UDP checksums that a sender on this machine left to "hardware"
+        #: (``TP_STATUS_CSUMNOTREADY``, :mod:`haha.io.offload`) before handing a packet up.
+        #: Only a test showing what goes wrong without it turns it off.
+        self.complete_checksums = True
         self.table = table or table_name()
         self.counters = Counter()
         self.last_interface = None
@@ -216,6 +225,8 @@ class RawTransport:
                 sock = self._system.packet_socket(name)
                 self._readers.append(_PacketReader(self, sock, name))
                 self._system.set_receive_buffer(sock, self._receive_buffer, self.log)
+                # Say with every packet whether its checksum was left unfinished.
+                sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
                 self._system.attach_filter(sock, self.program)
                 self._drain(sock)
         except Exception:
@@ -374,7 +385,7 @@ class RawTransport:
             if self._receiver is None:
                 return
             try:
-                data, addr = reader.sock.recvfrom(MAX_PACKET)
+                data, anc, _, addr = reader.sock.recvmsg(MAX_PACKET, AUXDATA_SPACE)
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -391,6 +402,10 @@ class RawTransport:
             if len(data) < 40 or data[0] >> 4 != 6:
                 self.counters["received_malformed"] += 1
                 continue
+            if anc and auxdata_status(anc) & TP_STATUS_CSUMNOTREADY:
+                self.counters["checksum_partial"] += 1
+                if self.complete_checksums:
+                    data = self._complete(data)
             self.counters["received"] += 1
             self.last_interface = addr[0]
             try:
@@ -401,6 +416,18 @@ class RawTransport:
                                  interface=addr[0])
             finally:
                 self.last_interface = None
+
+    def _complete(self, data):
+        """``data`` with the TCP/UDP checksum the sender left to hardware completed
+        (``checksum_completed``); unchanged when it has no TCP/UDP header to complete
+        (``checksum_unfinished``: ESP, MH and ICMPv6 are always summed in software, so this
+        is a packet nobody can deliver intact)."""
+        done = complete_partial_checksum(data)
+        if done is None:
+            self.counters["checksum_unfinished"] += 1
+            return data
+        self.counters["checksum_completed"] += 1
+        return done
 
     def _lost(self, reader, reason):
         self.counters["receive_errors"] += 1

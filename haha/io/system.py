@@ -234,17 +234,33 @@ class FakePacketSocket:
         self.closed = False
         self.receive_buffer = None  # the size asked for through set_receive_buffer
         self.fail_with = None  # an errno to raise from the next recvfrom
+        self.options = {}  # (level, option) -> value, from setsockopt
+        self._status = 0
 
     def fileno(self):
         return -1
 
-    def inject(self, data, pkttype=bpf.PACKET_HOST, interface=None):
-        """Deliver ``data`` as the kernel would; True when the filter let it through."""
+    def setsockopt(self, level, option, value):
+        self.options[(level, option)] = value
+
+    def inject(self, data, pkttype=bpf.PACKET_HOST, interface=None, status=0):
+        """Deliver ``data`` as the kernel would; True when the filter let it through.
+        ``status``: the ``tp_status`` of its ``PACKET_AUXDATA`` (e.g. checksum not ready)."""
         if self.filter is not None and not bpf.run(self.filter, data, pkttype):
             return False
         self.queue.append((bytes(data), (interface or self.interface or "eth0", ETH_P_IPV6,
-                                         pkttype, 1, b"\x02\x00\x00\x00\x00\x01")))
+                                         pkttype, 1, b"\x02\x00\x00\x00\x00\x01"), status))
         return True
+
+    def recvmsg(self, n, ancbufsize=0):
+        """As ``recvfrom``, with the ``PACKET_AUXDATA`` control message when enabled."""
+        data, addr = self.recvfrom(n)
+        status = self._status
+        anc = []
+        if self.options.get((263, 8)) and ancbufsize:  # SOL_PACKET, PACKET_AUXDATA
+            anc.append((263, 8, struct.pack("=IIIHHHH", status, len(data), len(data),
+                                             0, 0, 0, 0)))
+        return data, anc, 0, addr
 
     def recvfrom(self, n):
         if self.fail_with is not None:
@@ -252,7 +268,9 @@ class FakePacketSocket:
             raise OSError(e, os.strerror(e))
         if not self.queue:
             raise BlockingIOError(errno.EAGAIN, "nothing queued")
-        data, addr = self.queue.pop(0)
+        entry = self.queue.pop(0)  # (data, address[, auxdata status])
+        data, addr = entry[0], entry[1]
+        self._status = entry[2] if len(entry) > 2 else 0
         return data[:n], addr
 
     def close(self):
