@@ -51,6 +51,11 @@ MAX_PACKET = 65575
 READ_BURST = 64
 #: Room for the ``PACKET_AUXDATA`` control message (``struct tpacket_auxdata``, 20 octets).
 AUXDATA_SPACE = socket.CMSG_SPACE(32)
+#: Send failures logged at most this often (seconds); the rest are only counted, so that a
+#: flood (a full socket buffer under overload) costs no more than the failures themselves.
+LOG_INTERVAL = 1.0
+#: Destinations whose socket address :meth:`RawTransport.send_encapsulated` keeps.
+SOCKADDR_CACHE = 4096
 #: Upper layers dropped in netfilter when addressed to us: IPv6-in-IPv6, ESP, Mobility Header.
 NFT_PROTOCOLS = (41, 50, 135)
 #: The same when the kernel's own tunnels decapsulate IPv6-in-IPv6 (``netlink`` backend,
@@ -177,6 +182,8 @@ class RawTransport:
         self._readers = []
         self._table_installed = False
         self._ifindex = {}
+        self._sockaddr = {}
+        self._send_logged_at = None
         self._anycast = set()
         self._anycast_filtered = set()
         self._kernel_tunnels = False
@@ -466,13 +473,48 @@ class RawTransport:
         try:
             self._raw.sendto(packet, (str(dst), 0, 0, scope))
         except OSError as e:
-            name = _errno.errorcode.get(e.errno, str(e.errno))
-            self.counters["send_errors"] += 1
-            self.counters[f"send_error.{name}"] += 1
-            self.log.warn("send to {destination} failed: {error}", destination=str(dst),
-                          error=str(e), errno=name, length=len(packet))
+            self._send_failed(e, dst, len(packet))
             return
         self.counters["sent"] += 1
+
+    def send_encapsulated(self, header, payload):
+        """Send the packet made of the 40-octet IPv6 ``header`` and ``payload`` (the
+        tunnel's data path: the two are gathered by the kernel, not copied into one here).
+        Errors as :meth:`send`."""
+        if self._raw is None:
+            self.counters["send_not_started"] += 1
+            return
+        key = header[24:40]
+        address = self._sockaddr.get(key)
+        if address is None:
+            if len(header) != 40 or header[0] >> 4 != 6 or key[0] == 0xFF or (
+                    key[0] == 0xFE and key[1] & 0xC0 == 0x80):
+                self.send(bytes(header) + bytes(payload))  # checked, or sent with a scope
+                return
+            if len(self._sockaddr) >= SOCKADDR_CACHE:
+                self._sockaddr.clear()
+            address = self._sockaddr[key] = (str(IPv6Address(key)), 0, 0, 0)
+        try:
+            self._raw.sendmsg((header, payload), (), 0, address)
+        except OSError as e:
+            self._send_failed(e, address[0], 40 + len(payload))
+            return
+        self.counters["sent"] += 1
+
+    def _send_failed(self, e, destination, length):
+        """Count a send failure; log it unless one was logged less than LOG_INTERVAL ago."""
+        name = _errno.errorcode.get(e.errno, str(e.errno))
+        self.counters["send_errors"] += 1
+        self.counters[f"send_error.{name}"] += 1
+        seconds = getattr(self._reactor, "seconds", None)
+        now = seconds() if seconds is not None else None
+        if now is not None and self._send_logged_at is not None and \
+                now - self._send_logged_at < LOG_INTERVAL:
+            return
+        self._send_logged_at = now
+        self.log.warn("send to {destination} failed: {error} ({count} failures so far)",
+                      destination=str(destination), error=str(e), errno=name, length=length,
+                      count=self.counters["send_errors"])
 
 
 def pid_alive(pid):
