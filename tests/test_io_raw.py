@@ -319,3 +319,26 @@ def test_checksum_not_completed_when_turned_off_or_impossible():
     next(iter(reactor.readers)).doRead()
     assert got == [partial, BU]
     assert t.counters["checksum_unfinished"] == 1 and not t.counters["checksum_completed"]
+
+
+def test_tunnel_receiver_takes_ipv6_in_ipv6_only():
+    """With set_tunnel_receiver, IPv6-in-IPv6 directly after the fixed header goes to the
+    tunnel (counted as tunnelled), signalling still to the daemon's receiver; its exceptions
+    are counted; None restores the default."""
+    t, system, reactor, got = _started()
+    sock = system.packet_sockets[0]
+    tunnelled = build_packet(B, A, 41, build_packet(HOME, B, 59, b""))
+    tunnel = []
+    t.set_tunnel_receiver(tunnel.append)
+    sock.inject(tunnelled)
+    sock.inject(BU)
+    next(iter(reactor.readers)).doRead()
+    assert tunnel == [tunnelled] and got == [BU] and t.counters["tunnelled"] == 1
+    t.set_tunnel_receiver(lambda p: 1 / 0)
+    sock.inject(tunnelled)
+    next(iter(reactor.readers)).doRead()
+    assert t.counters["receiver_errors"] == 1
+    t.set_tunnel_receiver(None)
+    sock.inject(tunnelled)
+    next(iter(reactor.readers)).doRead()
+    assert got == [BU, tunnelled]

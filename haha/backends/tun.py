@@ -98,11 +98,21 @@ class _Base(LinkDuties):
             self.tun.start(self._from_tun, offload=True)
         else:
             self.tun.start(self._from_tun)
+        self._tunnel_hook(self.decapsulate)
         try:
             self.netlink.link_set(self.tun.name, up=True, mtu=self.mtu)
         except Exception:
+            self._tunnel_hook(None)
             self.tun.stop()
             raise
+
+    def _tunnel_hook(self, receiver):
+        """Let the transport hand tunnelled packets straight to ``receiver`` (our
+        ``decapsulate``; None: to the daemon again), when it can
+        (:meth:`haha.io.raw.RawTransport.set_tunnel_receiver`)."""
+        hook = getattr(self.transport, "set_tunnel_receiver", None)
+        if hook is not None:
+            hook(receiver)
 
     def _encapsulate(self, inner, src, dst):
         self._send_tunnelled(inner, src.packed + dst.packed)
@@ -231,6 +241,7 @@ class TunBackend(_Base):
             try:
                 self._set_sysctl("net.ipv6.conf.all.forwarding", "1")
             except NetlinkFailure:
+                self._tunnel_hook(None)
                 self.tun.stop()
                 self._release()
                 raise
@@ -245,6 +256,8 @@ class TunBackend(_Base):
         for home in list(self.routes):
             self.remove(home)
         self._stop_link_duties()
+        if self.running:
+            self._tunnel_hook(None)
         self.tun.stop()
         self.running = False
 
@@ -394,6 +407,7 @@ class TunBackend(_Base):
             "prefixes": [str(p) for p in sorted(self.prefixes)],
             "held": self._held_json(),
             "counters": dict(self.counters),
+            "device_counters": dict(self.tun.counters),
         }
 
 
@@ -490,6 +504,8 @@ class MobileTunnel(_Base):
 
     def stop(self):
         self.clear()
+        if self.running:
+            self._tunnel_hook(None)
         self.tun.stop()
         self.running = False
 
@@ -602,6 +618,7 @@ class MobileTunnel(_Base):
             "prefixes": [str(p) for p in self.prefixes],
             "table": self.table,
             "counters": dict(self.counters),
+            "device_counters": dict(self.tun.counters),
         }
 
 

@@ -178,6 +178,7 @@ class RawTransport:
         self.counters = Counter()
         self.last_interface = None
         self._receiver = None
+        self._tunnel_receiver = None
         self._raw = None
         self._readers = []
         self._table_installed = False
@@ -321,6 +322,13 @@ class RawTransport:
         self._kernel_tunnels = bool(enabled)
         self._reinstall()
 
+    def set_tunnel_receiver(self, receiver):
+        """Hand IPv6-in-IPv6 that directly follows the fixed header to ``receiver(packet)``
+        (a user-space tunnel's ``decapsulate``, set by the ``tun`` backend and the mobile
+        node's tunnel at start) instead of the daemon's receiver, which would only parse it
+        and pass it on (counted as ``tunnelled``); ``None`` restores the default."""
+        self._tunnel_receiver = receiver
+
     @property
     def kernel_tunnels(self):
         """True while IPv6-in-IPv6 is left to the kernel (:meth:`leave_tunnels_to_kernel`)."""
@@ -414,6 +422,16 @@ class RawTransport:
                 if self.complete_checksums:
                     data = self._complete(data)
             self.counters["received"] += 1
+            tunnel = self._tunnel_receiver
+            if tunnel is not None and data[6] == 41:
+                self.counters["tunnelled"] += 1
+                try:
+                    tunnel(data)
+                except Exception:
+                    self.counters["receiver_errors"] += 1
+                    self.log.failure("tunnel receiver failed on a packet from {interface}",
+                                     interface=addr[0])
+                continue
             self.last_interface = addr[0]
             try:
                 self._receiver(data)
