@@ -34,6 +34,7 @@ import re
 import socket
 from collections import Counter
 from ipaddress import IPv6Address
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
@@ -69,12 +70,13 @@ _TABLE_RE = re.compile(r"^haha_(\d+)_\d+$")
 _instances = itertools.count(1)
 
 
-def table_name():
+def table_name() -> str:
     """A netfilter table name unique to this process and instance: ``haha_<pid>_<n>``."""
     return f"haha_{os.getpid()}_{next(_instances)}"
 
 
-def nft_ruleset(table, addresses=None, protocols=NFT_PROTOCOLS):
+def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
+                protocols: Iterable[int] = NFT_PROTOCOLS) -> str:
     """The nft script that creates ``table`` (family ``ip6``).
 
     Inbound packets addressed to us (``fib daddr type local``, or only ``addresses`` when
@@ -118,21 +120,21 @@ def nft_ruleset(table, addresses=None, protocols=NFT_PROTOCOLS):
 class _PacketReader:
     """The reactor's view of one AF_PACKET socket."""
 
-    def __init__(self, transport, sock, interface):
+    def __init__(self, transport: "RawTransport", sock: Any, interface: Optional[str]) -> None:
         self._transport = transport
         self.sock = sock
         self.interface = interface
 
-    def fileno(self):
-        return self.sock.fileno()
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
 
-    def doRead(self):
+    def doRead(self) -> None:
         self._transport._read(self)
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Any) -> None:
         self._transport._lost(self, reason)
 
-    def logPrefix(self):
+    def logPrefix(self) -> str:
         return f"RawTransport({self.interface or '*'})"
 
 
@@ -154,9 +156,12 @@ class RawTransport:
 
     log = class_logger()
 
-    def __init__(self, reactor, interfaces=None, addresses=None,
-                 icmp_types=bpf.DEFAULT_ICMP_TYPES, proxy_nd=False, netfilter=True,
-                 default_interface=None, system=None, table=None, receive_buffer=0):
+    def __init__(self, reactor: Any, interfaces: Optional[Iterable[str]] = None,
+                 addresses: Optional[Iterable[IPv6Address]] = None,
+                 icmp_types: Iterable[int] = bpf.DEFAULT_ICMP_TYPES, proxy_nd: bool = False,
+                 netfilter: bool = True, default_interface: Optional[str] = None,
+                 system: Any = None, table: Optional[str] = None,
+                 receive_buffer: int = 0) -> None:
         if isinstance(interfaces, str):
             raise TypeError("interfaces is a list of names, not one string")
         self._reactor = reactor
@@ -169,29 +174,30 @@ class RawTransport:
         self._receive_buffer = receive_buffer
         #: Firewall mark (SO_MARK) on everything sent, set before :meth:`start`: a mobile node's
         #: tunnel steers unmarked traffic into itself (haha.backends.tun.MobileTunnel).
-        self.mark = None
+        self.mark: Optional[int] = None
         #: Complete TCP/UDP checksums that a sender on this machine left to "hardware"
         #: (``TP_STATUS_CSUMNOTREADY``, :mod:`haha.io.offload`) before handing a packet up.
         #: Only a test showing what goes wrong without it turns it off.
         self.complete_checksums = True
         self.table = table or table_name()
-        self.counters = Counter()
-        self.last_interface = None
-        self._receiver = None
-        self._tunnel_receiver = None
-        self._raw = None
-        self._readers = []
+        self.counters: Counter[str] = Counter()
+        self.last_interface: Optional[str] = None
+        self._receiver: Optional[Callable[[bytes], Any]] = None
+        self._tunnel_receiver: Optional[Callable[[bytes], Any]] = None
+        self._raw: Any = None
+        self._readers: list[_PacketReader] = []
         self._table_installed = False
-        self._ifindex = {}
-        self._sockaddr = {}
-        self._send_logged_at = None
-        self._anycast = set()
-        self._anycast_filtered = set()
+        self._ifindex: dict[str, int] = {}
+        self._sockaddr: dict[bytes, tuple[str, int, int, int]] = {}
+        self._send_logged_at: Optional[float] = None
+        self._anycast: set[tuple[IPv6Address, str]] = set()
+        self._anycast_filtered: set[IPv6Address] = set()
         self._kernel_tunnels = False
         self.program = self._program()
 
     @staticmethod
-    def _check_addresses(addresses):
+    def _check_addresses(addresses: Optional[Iterable[IPv6Address]]
+                         ) -> Optional[frozenset[IPv6Address]]:
         if addresses is None:
             return None
         out = frozenset(addresses)
@@ -200,22 +206,22 @@ class RawTransport:
                 raise TypeError(f"address {a!r} is not an IPv6Address")
         return out
 
-    def _program(self):
+    def _program(self) -> Any:
         protocols = tuple(p for p in bpf.MOBILITY_PROTOCOLS
                           if not (self._kernel_tunnels and p == 41))
         return bpf.mobility_filter(self._icmp_types, self._addresses, protocols=protocols)
 
-    def _ruleset(self):
+    def _ruleset(self) -> str:
         return nft_ruleset(self.table, self._addresses, NFT_PROTOCOLS_KERNEL_TUNNELS
                            if self._kernel_tunnels else NFT_PROTOCOLS)
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self._receiver is not None
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, receiver):
+    def start(self, receiver: Callable[[bytes], Any]) -> None:
         """Open the sockets, attach the filter, install the nft table; then deliver inbound
         packets to ``receiver(packet)``. Raises ``OSError``/:class:`NftError` when the system
         cannot do it (not root, no such interface, no nft) and leaves nothing behind."""
@@ -246,14 +252,14 @@ class RawTransport:
         self.log.info("raw transport started: interfaces={interfaces} table={table}",
                       interfaces=self._interfaces or "all", table=self.table)
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop receiving, close the sockets, delete the nft table. Idempotent."""
         self._receiver = None
         for r in self._readers:
             self._reactor.removeReader(r)
         self._teardown()
 
-    def _teardown(self):
+    def _teardown(self) -> None:
         # Closing the raw socket ends its anycast memberships (the kernel's doing).
         self._anycast.clear()
         if self._anycast_filtered and self._addresses is not None:
@@ -281,7 +287,7 @@ class RawTransport:
                 self.log.error("cannot delete nft table {table}: {error}", table=self.table,
                                error=str(e))
 
-    def _remove_stale_tables(self):
+    def _remove_stale_tables(self) -> None:
         """Delete ``haha_<pid>_<n>`` tables whose process is gone (a daemon that crashed)."""
         try:
             tables = self._system.list_nft_tables()
@@ -299,7 +305,7 @@ class RawTransport:
                 self.log.warn("cannot remove stale nft table {table}: {error}", table=name,
                               error=str(e))
 
-    def _drain(self, sock):
+    def _drain(self, sock: Any) -> None:
         """Discard what was queued between socket creation and filter attachment."""
         for _ in range(10000):
             try:
@@ -308,13 +314,13 @@ class RawTransport:
                 return
             self.counters["drained"] += 1
 
-    def set_addresses(self, addresses):
+    def set_addresses(self, addresses: Optional[Iterable[IPv6Address]]) -> None:
         """Replace the destination addresses the filter and the nft guard accept (e.g. a new
         care-of address); ``None`` for every local address. Errors are raised, as at start."""
         self._addresses = self._check_addresses(addresses)
         self._reinstall()
 
-    def leave_tunnels_to_kernel(self, enabled=True):
+    def leave_tunnels_to_kernel(self, enabled: bool = True) -> None:
         """Let the kernel's own tunnels (``netlink`` backend: ip6tnl) receive IPv6-in-IPv6:
         the nft guard stops dropping protocol 41 (it still drops ESP and Mobility Header) and
         the BPF filter stops handing it up. ``enabled=False`` restores the default. Errors
@@ -322,7 +328,7 @@ class RawTransport:
         self._kernel_tunnels = bool(enabled)
         self._reinstall()
 
-    def set_tunnel_receiver(self, receiver):
+    def set_tunnel_receiver(self, receiver: Optional[Callable[[bytes], Any]]) -> None:
         """Hand IPv6-in-IPv6 that directly follows the fixed header to ``receiver(packet)``
         (a user-space tunnel's ``decapsulate``, set by the ``tun`` backend and the mobile
         node's tunnel at start) instead of the daemon's receiver, which would only parse it
@@ -330,11 +336,11 @@ class RawTransport:
         self._tunnel_receiver = receiver
 
     @property
-    def kernel_tunnels(self):
+    def kernel_tunnels(self) -> bool:
         """True while IPv6-in-IPv6 is left to the kernel (:meth:`leave_tunnels_to_kernel`)."""
         return self._kernel_tunnels
 
-    def _reinstall(self):
+    def _reinstall(self) -> None:
         """Attach the current filter program and replace the nft table (one nft transaction)."""
         self.program = self._program()
         for r in self._readers:
@@ -345,11 +351,11 @@ class RawTransport:
     # -- anycast ----------------------------------------------------------------------------
 
     @property
-    def anycast(self):
+    def anycast(self) -> frozenset[tuple[IPv6Address, str]]:
         """The ``(address, interface)`` anycast memberships held now."""
         return frozenset(self._anycast)
 
-    def join_anycast(self, address, interface):
+    def join_anycast(self, address: IPv6Address, interface: str) -> None:
         """Join anycast ``address`` on ``interface`` until :meth:`stop` (module docstring).
         Joining again is a no-op. When the transport filters by ``addresses``, the address is
         added to them. Raises ``RuntimeError`` before start, ``TypeError`` for a bad argument
@@ -378,7 +384,7 @@ class RawTransport:
         self.log.info("joined anycast {address} on {interface}", address=str(address),
                       interface=interface)
 
-    def leave_anycast(self, address, interface):
+    def leave_anycast(self, address: IPv6Address, interface: str) -> None:
         """Leave what :meth:`join_anycast` joined (no-op when not joined)."""
         if (address, interface) not in self._anycast:
             return
@@ -391,11 +397,11 @@ class RawTransport:
                           address=str(address), interface=interface, error=str(e))
         if address in self._anycast_filtered and not any(a == address for a, _ in self._anycast):
             self._anycast_filtered.discard(address)
-            self.set_addresses(self._addresses - {address})
+            self.set_addresses((self._addresses or frozenset()) - {address})
 
     # -- inbound ----------------------------------------------------------------------------
 
-    def _read(self, reader):
+    def _read(self, reader: _PacketReader) -> None:
         for _ in range(READ_BURST):
             if self._receiver is None:
                 return
@@ -409,7 +415,7 @@ class RawTransport:
                 self.counters["receive_errors"] += 1
                 self.log.warn("receive error on {interface}: {error}",
                               interface=reader.interface or "*", error=str(e),
-                              errno=_errno.errorcode.get(e.errno, e.errno))
+                              errno=_errno.errorcode.get(e.errno or 0, e.errno))
                 return
             if addr[2] == bpf.PACKET_OUTGOING:
                 self.counters["ignored_outgoing"] += 1
@@ -442,7 +448,7 @@ class RawTransport:
             finally:
                 self.last_interface = None
 
-    def _complete(self, data):
+    def _complete(self, data: bytes) -> bytes:
         """``data`` with the TCP/UDP checksum the sender left to hardware completed
         (``checksum_completed``); unchanged when it has no TCP/UDP header to complete
         (``checksum_unfinished``: ESP, MH and ICMPv6 are always summed in software, so this
@@ -454,14 +460,14 @@ class RawTransport:
         self.counters["checksum_completed"] += 1
         return done
 
-    def _lost(self, reader, reason):
+    def _lost(self, reader: _PacketReader, reason: Any) -> None:
         self.counters["receive_errors"] += 1
         self.log.error("packet socket on {interface} lost: {reason}",
                        interface=reader.interface or "*", reason=reason.getErrorMessage())
 
     # -- outbound ---------------------------------------------------------------------------
 
-    def send(self, packet, interface=None):
+    def send(self, packet: bytes, interface: Optional[str] = None) -> None:
         """Write one complete IPv6 packet. Never raises for network errors: they are counted
         (``send_errors`` and ``send_error.<ERRNO>``) and logged."""
         if self._raw is None:
@@ -495,7 +501,7 @@ class RawTransport:
             return
         self.counters["sent"] += 1
 
-    def send_encapsulated(self, header, payload):
+    def send_encapsulated(self, header: bytes, payload: "bytes | memoryview") -> None:
         """Send the packet made of the 40-octet IPv6 ``header`` and ``payload`` (the
         tunnel's data path: the two are gathered by the kernel, not copied into one here).
         Errors as :meth:`send`."""
@@ -519,9 +525,9 @@ class RawTransport:
             return
         self.counters["sent"] += 1
 
-    def _send_failed(self, e, destination, length):
+    def _send_failed(self, e: OSError, destination: object, length: int) -> None:
         """Count a send failure; log it unless one was logged less than LOG_INTERVAL ago."""
-        name = _errno.errorcode.get(e.errno, str(e.errno))
+        name = _errno.errorcode.get(e.errno or 0, str(e.errno))
         self.counters["send_errors"] += 1
         self.counters[f"send_error.{name}"] += 1
         seconds = getattr(self._reactor, "seconds", None)
@@ -535,7 +541,7 @@ class RawTransport:
                       count=self.counters["send_errors"])
 
 
-def pid_alive(pid):
+def pid_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists (one of another user counts too)."""
     try:
         os.kill(pid, 0)
