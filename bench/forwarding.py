@@ -172,23 +172,12 @@ def _plain(seconds, rates):
 
 def _daemons(backend, seconds, rates, tree=None):
     """One case with real daemons; ``tree``: run them on the code of that checkout."""
-    saved = os.environ.get("PYTHONPATH")
-    if tree is not None:
-        os.environ["PYTHONPATH"] = os.path.abspath(tree)
-    try:
-        return _daemons_run(backend, seconds, rates)
-    finally:
-        if tree is not None:
-            if saved is None:
-                del os.environ["PYTHONPATH"]
-            else:
-                os.environ["PYTHONPATH"] = saved
-
-
-def _daemons_run(backend, seconds, rates):
     topo = topology.shared_home_link(n_has=1, n_mns=1)
     with tempfile.TemporaryDirectory(prefix="hb-") as directory:
         d = NetnsDeployment(topo, directory, backend=backend, log_level="warn")
+        if tree is not None:
+            for daemon in list(d.has) + [d.mn]:
+                daemon.env["PYTHONPATH"] = os.path.abspath(tree)
         topo.create()
         try:
             d.write()
