@@ -19,7 +19,9 @@ Measured per case, in the same run: TCP goodput from the correspondent to the ho
 sender is one Python process sending as fast as it can). ``udp_1400_offered``: 1,400-octet
 UDP paced at rising offered rates (``--rates``, packets/s; 0 is as fast as the sender can),
 the delivered rate beside each: a data plane that is overloaded should deliver as much as
-at its best rate, not less. Prints one JSON object. ``--quick`` shortens every measurement.
+at its best rate, not less. With daemons, each measurement also gives the CPU time each daemon
+spent per packet (UDP) or per megabyte (TCP) delivered: rates depend on what else the machine
+runs, CPU per packet much less. Prints one JSON object. ``--quick`` shortens every measurement.
 
 ``--baseline-tree DIR`` adds the case ``tun_baseline``: the same daemons running the code of
 another checkout (``git archive main | tar -x -C DIR``), measured in the same run, so a change
@@ -129,18 +131,51 @@ def _measure(topo, kind, seconds, size=0, rate=0):
             "delivered_fraction": round(int(got) / max(int(sent), 1), 3)}
 
 
-def _all(topo, seconds, rates):
+def _cpu_seconds(pids):
+    """User + system CPU seconds used so far by each process (``/proc/PID/stat``)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return out
+
+
+def _measure_cpu(topo, pids, kind, seconds, size=0, rate=0):
+    """One measurement; with ``pids`` also the CPU time each daemon spent per packet (UDP) or
+    per megabyte (TCP) delivered: on a shared machine the load-independent figure."""
+    before = _cpu_seconds(pids)
+    out = _measure(topo, kind, seconds, size, rate)
+    after = _cpu_seconds(pids)
+    for name in pids:
+        if name in before and name in after:
+            used = after[name] - before[name]
+            if kind == "tcp":
+                mbytes = out["tcp_mbit_s"] / 8 * seconds
+                out[f"{name}_cpu_ms_per_mbyte"] = round(used * 1e3 / max(mbytes, 1e-9), 2)
+            else:
+                packets = out["delivered_pps"] * seconds
+                out[f"{name}_cpu_us_per_packet"] = round(used * 1e6 / max(packets, 1e-9), 1)
+    return out
+
+
+def _all(topo, seconds, rates, pids=None):
     """Every measurement of one case; one that fails is reported with its error, not hidden."""
     out = {}
+    pids = pids or {}
     for name, kind, size in (("tcp", "tcp", 0), ("udp_64", "udp", 64), ("udp_1400", "udp", 1400)):
         try:
-            out[name] = _measure(topo, kind, seconds, size)
+            out[name] = _measure_cpu(topo, pids, kind, seconds, size)
         except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
             out[name] = {"error": str(e).strip().splitlines()[-1][:300]}
     sweep = out["udp_1400_offered"] = []
     for rate in rates:
         try:
-            sweep.append(dict(_measure(topo, "udp", seconds, 1400, rate), rate=rate))
+            sweep.append(dict(_measure_cpu(topo, pids, "udp", seconds, 1400, rate), rate=rate))
         except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
             sweep.append({"rate": rate, "error": str(e).strip().splitlines()[-1][:300]})
     return out
@@ -187,7 +222,9 @@ def _daemons(backend, seconds, rates, tree=None):
             d.start(d.mn.name)
             d.wait_for("registration", lambda: (d.ask(d.mn.name, "status") or {}).get(
                 "home_agent") == d.has[0].address, timeout=30)
-            out = _all(topo, seconds, rates)
+            pids = {n.name: n.process.pid for n in list(d.has) + [d.mn]
+                    if getattr(n, "process", None) is not None}
+            out = _all(topo, seconds, rates, pids)
             out["ha1_forwarding"] = {k: v for k, v in (d.ask("ha1", "forwarding") or {}).items()
                                      if k in ("counters", "device_counters", "tunnel_packets")}
             return out
