@@ -365,6 +365,13 @@ class FakeTunFile:
         return len(data)
 
     def writev(self, buffers):
+        if self.fail_with is not None:
+            raise OSError(self.fail_with, os.strerror(self.fail_with))
+        if self.vnet_hdr and len(buffers) == 2 and len(buffers[0]) == 10:
+            # the virtio_net_hdr and the packet, as TunDevice writes them (one copy, as write)
+            self.written_vnet.append(bytes(buffers[0]))
+            self.written.append(bytes(buffers[1]))
+            return 10 + len(buffers[1])
         return self.write(b"".join(bytes(b) for b in buffers))
 
     def close(self):
