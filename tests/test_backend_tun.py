@@ -418,3 +418,36 @@ def test_backends_take_tunnelled_packets_from_the_transport_while_running():
     assert tx2.tunnel == t.decapsulate
     t.stop()
     assert tx2.tunnel is None
+
+
+def test_fast_paths_skip_the_parser_after_the_first_packet(monkeypatch):
+    """Once a tunnel's addresses were accepted by the full checks, its next packets (both
+    ends) are decapsulated without parsing, and packets from the TUN are encapsulated without
+    a route lookup: the parser and the lookup run once per tunnel, not per packet."""
+    import haha.backends.tun as tun_module
+    calls = Counter()
+    real_parse = tun_module.parse_packet
+
+    def parse(data):
+        calls["parse"] += 1
+        return real_parse(data)
+
+    monkeypatch.setattr(tun_module, "parse_packet", parse)
+    b, _, tx = _backend()
+    b.install(ForwardingRoute(HOME, COA, HA))
+    real_lookup = b.lookup
+    b.lookup = lambda d: calls.update(["lookup"]) or real_lookup(d)
+    t, _, ttx = _tunnel()
+    t.set_endpoint(HOME, COA, HA)
+    back = build_packet(HOME, CN, 58, bytes(8))
+    inner = build_packet(CN, HOME, 58, bytes(8))
+    for _ in range(5):
+        assert b.decapsulate(build_packet(COA, HA, 41, back))
+        assert t.decapsulate(build_packet(HA, COA, 41, inner))
+        b.tun.file.inject(inner)
+        b.tun.doRead()
+        t.tun.file.inject(back)
+        t.tun.doRead()
+    assert calls == {"parse": 2, "lookup": 1}
+    assert b.tun.file.written == [back] * 5 and t.tun.file.written == [inner] * 5
+    assert len(tx.sent) == 5 and len(ttx.sent) == 5

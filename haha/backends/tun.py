@@ -578,23 +578,41 @@ class MobileTunnel(_Base):
         return {IPv6Network(self.home_address)} | set(self.prefixes)
 
     def _from_tun(self, packet):
-        addrs = _inner(packet)
-        if addrs is None:
+        if len(packet) < 40 or packet[0] >> 4 != 6:
             self.counters["tun_malformed"] += 1
             return
         if self.home_address is None:
             self.counters["tun_no_endpoint"] += 1
             return
-        src = addrs[0]
-        if src != self.home_address and not _in_any(src, self.prefixes):
-            self.counters["tun_foreign_source"] += 1
-            return
-        self._encapsulate(packet, self.care_of, self.home_agent)
+        key = packet[8:24]
+        addresses = self._encap_cache.get(key)
+        if addresses is None:
+            src = IPv6Address(key)
+            if src != self.home_address and not _in_any(src, self.prefixes):
+                self.counters["tun_foreign_source"] += 1
+                return
+            addresses = self.care_of.packed + self.home_agent.packed
+            if len(self._encap_cache) >= FAST_CACHE_SIZE:
+                self._encap_cache.clear()
+            self._encap_cache[key] = addresses
+        self._send_tunnelled(packet, addresses)
 
     def decapsulate(self, packet):
         """Inbound IPv6-in-IPv6 from a home agent: write the inner packet to the TUN when the
         outer addresses are (home agent -> care-of), the home agent being ours or one of
-        ``home_agents``, and the inner destination is ours."""
+        ``home_agents``, and the inner destination is ours. Addresses already accepted once
+        (and no extension headers) take a fast path."""
+        end = self._simple_tunnelled(packet)
+        if end is not None:
+            key = packet[8:40] + packet[64:80]  # outer source, destination; inner destination
+            if key in self._decap_cache:
+                return self._deliver(memoryview(packet)[40:end])
+        if self._decapsulate(packet):
+            self._remember_accepted(packet, packet[8:40] + packet[64:80])
+            return True
+        return False
+
+    def _decapsulate(self, packet):
         parsed = self._parse_tunnelled(packet)
         if parsed is None:
             return False
