@@ -97,6 +97,7 @@ def test_tcp_through_offloaded_tun_arrives_intact(require_root):
         ha_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(ha_ns))
         backend = TunBackend(reactor, ha_tx, tun_name="hahatun0", netlink=ha_nl,
                              system=LinuxSystem(ha_ns))
+        backend.tun_offload = True  # off by default (docs/io.md, "Offloads")
         ha_tx.start(lambda p: backend.decapsulate(p) if p[6] == 41 else None)
         parts.append(ha_tx.stop)
         backend.start()
@@ -105,6 +106,7 @@ def test_tcp_through_offloaded_tun_arrives_intact(require_root):
         mn_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(mn_ns))
         tunnel = MobileTunnel(reactor, mn_tx, tun_name="hahamn0", netlink=mn_nl,
                               system=LinuxSystem(mn_ns))
+        tunnel.tun_offload = True
         mn_tx.start(lambda p: tunnel.decapsulate(p) if p[6] == 41 else None)
         parts.append(mn_tx.stop)
         tunnel.start()
