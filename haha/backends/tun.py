@@ -366,17 +366,10 @@ class TunBackend(_Base):
         it comes from a registered care-of address with a source the binding owns. Returns
         True when written; drops are counted by reason (``decap_*``). Outer and inner
         addresses already accepted once (and no extension headers) take a fast path."""
-        end = self._simple_tunnelled(packet)
-        if end is not None:
-            key = packet[8:40] + packet[48:64]  # outer source, destination; inner source
-            if key in self._decap_cache:
+        if self._decap_cache:
+            end = self._simple_tunnelled(packet)
+            if end is not None and packet[8:40] + packet[48:64] in self._decap_cache:
                 return self._deliver(memoryview(packet)[40:end])
-        if self._decapsulate(packet):
-            self._remember_accepted(packet, packet[8:40] + packet[48:64])
-            return True
-        return False
-
-    def _decapsulate(self, packet):
         parsed = self._parse_tunnelled(packet)
         if parsed is None:
             return False
@@ -390,7 +383,10 @@ class TunBackend(_Base):
             if outer.dst != route.local:
                 continue
             if inner_src == home or _in_any(inner_src, route.prefixes):
-                return self._deliver(outer.payload)
+                if not self._deliver(outer.payload):
+                    return False
+                self._remember_accepted(packet, packet[8:40] + packet[48:64])
+                return True
         if not any(outer.dst == self.routes[h].local for h in homes):
             self.counters["decap_wrong_local"] += 1
         else:
@@ -604,17 +600,10 @@ class MobileTunnel(_Base):
         outer addresses are (home agent -> care-of), the home agent being ours or one of
         ``home_agents``, and the inner destination is ours. Addresses already accepted once
         (and no extension headers) take a fast path."""
-        end = self._simple_tunnelled(packet)
-        if end is not None:
-            key = packet[8:40] + packet[64:80]  # outer source, destination; inner destination
-            if key in self._decap_cache:
+        if self._decap_cache:
+            end = self._simple_tunnelled(packet)
+            if end is not None and packet[8:40] + packet[64:80] in self._decap_cache:
                 return self._deliver(memoryview(packet)[40:end])
-        if self._decapsulate(packet):
-            self._remember_accepted(packet, packet[8:40] + packet[64:80])
-            return True
-        return False
-
-    def _decapsulate(self, packet):
         parsed = self._parse_tunnelled(packet)
         if parsed is None:
             return False
@@ -626,7 +615,10 @@ class MobileTunnel(_Base):
         if inner_dst != self.home_address and not _in_any(inner_dst, self.prefixes):
             self.counters["decap_wrong_destination"] += 1
             return False
-        return self._deliver(outer.payload)
+        if not self._deliver(outer.payload):
+            return False
+        self._remember_accepted(packet, packet[8:40] + packet[64:80])
+        return True
 
     def snapshot(self):
         return {
