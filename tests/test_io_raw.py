@@ -342,3 +342,40 @@ def test_tunnel_receiver_takes_ipv6_in_ipv6_only():
     sock.inject(tunnelled)
     next(iter(reactor.readers)).doRead()
     assert got == [BU, tunnelled]
+
+
+def test_send_encapsulated_gathers_header_and_packet():
+    """send_encapsulated sends header and payload as one packet to the header's destination
+    (socket address kept per destination); a link-local destination goes through send(), with
+    its scope; before start it is counted as send_not_started; a failing socket is counted
+    every time but logged at most once a second."""
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+    inner = build_packet(HOME, A, 59, b"x" * 20)
+    header = build_packet(A, B, 41, inner)[:40]
+    t0 = RawTransport(MemoryReactor(), system=FakeSystem())
+    t0.send_encapsulated(header, inner)
+    assert t0.counters["send_not_started"] == 1
+    t, system, _, _ = _started(default_interface="eth1")
+    raw = system.raw_sockets[0]
+    t.send_encapsulated(header, memoryview(inner))
+    t.send_encapsulated(header, inner)
+    assert raw.sent == [(header + inner, (str(B), 0, 0, 0))] * 2
+    ll = build_packet(A, IPv6Address("fe80::2"), 41, inner)[:40]
+    t.send_encapsulated(ll, inner)
+    assert raw.sent[-1] == (ll + inner, ("fe80::2", 0, 0, 3))
+    assert t.counters["sent"] == 3
+    clock = Clock()
+    t._reactor = clock
+    raw.fail_with = errno.ENOBUFS
+    seen = []
+    observer = lambda e: seen.append(e) if "failed" in e.get("log_format", "") else None  # noqa
+    globalLogPublisher.addObserver(observer)
+    try:
+        for _ in range(50):
+            t.send_encapsulated(header, inner)
+        clock.advance(1.5)
+        t.send_encapsulated(header, inner)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert t.counters["send_error.ENOBUFS"] == 51 and len(seen) == 2
