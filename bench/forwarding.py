@@ -16,8 +16,16 @@ the visited link, and back through ha1):
 Measured per case, in the same run: TCP goodput from the correspondent to the home address
 (Mbit/s, one connection, ``--seconds`` long), and UDP packets per second delivered with small
 (64-octet payload) and 1,400-octet packets, with the rate the sender offered beside it (the
-sender is one Python process sending as fast as it can). Prints one JSON object. ``--quick``
-shortens every measurement.
+sender is one Python process sending as fast as it can). ``udp_1400_offered``: 1,400-octet
+UDP paced at rising offered rates (``--rates``, packets/s; 0 is as fast as the sender can),
+the delivered rate beside each: a data plane that is overloaded should deliver as much as
+at its best rate, not less. With daemons, each measurement also gives the CPU time each daemon
+spent per packet (UDP) or per megabyte (TCP) delivered: rates depend on what else the machine
+runs, CPU per packet much less. Prints one JSON object. ``--quick`` shortens every measurement.
+
+``--baseline-tree DIR`` adds the case ``tun_baseline``: the same daemons running the code of
+another checkout (``git archive main | tar -x -C DIR``), measured in the same run, so a change
+of the data path is compared with what it replaces under the same load.
 """
 
 import argparse
@@ -53,7 +61,10 @@ if kind == "tcp":
     print(total, (last - first) if first else 0.0, flush=True)
 else:
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
+    try:  # past net.core.rmem_max (root): a burst must not be lost in the receiver itself
+        s.setsockopt(socket.SOL_SOCKET, 33, 1 << 24)  # SO_RCVBUFFORCE
+    except OSError:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 24)
     s.bind((address, port)); s.settimeout(seconds + 5)
     print("ready", flush=True)
     n = 0; first = last = None
@@ -80,28 +91,35 @@ if kind == "tcp":
     s.close()
     print(sent, flush=True)
 else:
+    rate = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0
     s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     s.connect((address, port)); block = bytes(size); n = 0; t0 = time.monotonic()
+    burst = 256 if not rate else max(1, min(256, int(rate / 1000)))
     while True:
-        for _ in range(256):
+        for _ in range(burst):
             try:
                 s.send(block); n += 1
             except OSError:
                 pass
-        if time.monotonic() >= end:
+        now = time.monotonic()
+        if now >= end:
             break
+        if rate:
+            ahead = t0 + n / rate - now
+            if ahead > 0:
+                time.sleep(ahead)
     print(n, time.monotonic() - t0, flush=True)
 """
 
 
-def _measure(topo, kind, seconds, size=0):
+def _measure(topo, kind, seconds, size=0, rate=0):
     """Run the receiver in mn1 and the sender in cn; return the case's numbers."""
     rx = topo.popen("mn1", [sys.executable, "-c", RECEIVER, kind, str(HOME_ADDRESS), str(PORT),
                             str(seconds)], stdout=subprocess.PIPE, text=True)
     try:
         assert rx.stdout.readline().strip() == "ready"
         tx = topo.run("cn", [sys.executable, "-c", SENDER, kind, str(HOME_ADDRESS), str(PORT),
-                             str(seconds), str(size)])
+                             str(seconds), str(size), str(rate)])
         out, _ = rx.communicate(timeout=seconds + 30)
     finally:
         if rx.poll() is None:
@@ -116,18 +134,57 @@ def _measure(topo, kind, seconds, size=0):
             "delivered_fraction": round(int(got) / max(int(sent), 1), 3)}
 
 
-def _all(topo, seconds):
-    """Every measurement of one case; one that fails is reported with its error, not hidden."""
+def _cpu_seconds(pids):
+    """User + system CPU seconds used so far by each process (``/proc/PID/stat``)."""
+    tick = os.sysconf("SC_CLK_TCK")
     out = {}
-    for name, kind, size in (("tcp", "tcp", 0), ("udp_64", "udp", 64), ("udp_1400", "udp", 1400)):
+    for name, pid in pids.items():
         try:
-            out[name] = _measure(topo, kind, seconds, size)
-        except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
-            out[name] = {"error": str(e).strip().splitlines()[-1][:300]}
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            out[name] = (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
     return out
 
 
-def _plain(seconds):
+def _measure_cpu(topo, pids, kind, seconds, size=0, rate=0):
+    """One measurement; with ``pids`` also the CPU time each daemon spent per packet (UDP) or
+    per megabyte (TCP) delivered: on a shared machine the load-independent figure."""
+    before = _cpu_seconds(pids)
+    out = _measure(topo, kind, seconds, size, rate)
+    after = _cpu_seconds(pids)
+    for name in pids:
+        if name in before and name in after:
+            used = after[name] - before[name]
+            if kind == "tcp":
+                mbytes = out["tcp_mbit_s"] / 8 * seconds
+                out[f"{name}_cpu_ms_per_mbyte"] = round(used * 1e3 / max(mbytes, 1e-9), 2)
+            else:
+                packets = out["delivered_pps"] * seconds
+                out[f"{name}_cpu_us_per_packet"] = round(used * 1e6 / max(packets, 1e-9), 1)
+    return out
+
+
+def _all(topo, seconds, rates, pids=None):
+    """Every measurement of one case; one that fails is reported with its error, not hidden."""
+    out = {}
+    pids = pids or {}
+    for name, kind, size in (("tcp", "tcp", 0), ("udp_64", "udp", 64), ("udp_1400", "udp", 1400)):
+        try:
+            out[name] = _measure_cpu(topo, pids, kind, seconds, size)
+        except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
+            out[name] = {"error": str(e).strip().splitlines()[-1][:300]}
+    sweep = out["udp_1400_offered"] = []
+    for rate in rates:
+        try:
+            sweep.append(dict(_measure_cpu(topo, pids, "udp", seconds, 1400, rate), rate=rate))
+        except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
+            sweep.append({"rate": rate, "error": str(e).strip().splitlines()[-1][:300]})
+    return out
+
+
+def _plain(seconds, rates):
     topo = topology.shared_home_link(n_has=1, n_mns=1)
     topo.create()
     try:
@@ -146,15 +203,19 @@ def _plain(seconds):
                        "101", "pref", "101"])
         topo.run("ha1", ["sysctl", "-qw", "net.ipv6.conf.all.accept_redirects=0"])
         topo.run("ha1", ["sysctl", "-qw", "net.ipv6.conf.all.send_redirects=0"], check=False)
-        return _all(topo, seconds)
+        return _all(topo, seconds, rates)
     finally:
         topo.destroy()
 
 
-def _daemons(backend, seconds):
+def _daemons(backend, seconds, rates, tree=None):
+    """One case with real daemons; ``tree``: run them on the code of that checkout."""
     topo = topology.shared_home_link(n_has=1, n_mns=1)
     with tempfile.TemporaryDirectory(prefix="hb-") as directory:
         d = NetnsDeployment(topo, directory, backend=backend, log_level="warn")
+        if tree is not None:
+            for daemon in list(d.has) + [d.mn]:
+                daemon.env["PYTHONPATH"] = os.path.abspath(tree)
         topo.create()
         try:
             d.write()
@@ -164,9 +225,11 @@ def _daemons(backend, seconds):
             d.start(d.mn.name)
             d.wait_for("registration", lambda: (d.ask(d.mn.name, "status") or {}).get(
                 "home_agent") == d.has[0].address, timeout=30)
-            out = _all(topo, seconds)
+            pids = {n.name: n.process.pid for n in list(d.has) + [d.mn]
+                    if getattr(n, "process", None) is not None}
+            out = _all(topo, seconds, rates, pids)
             out["ha1_forwarding"] = {k: v for k, v in (d.ask("ha1", "forwarding") or {}).items()
-                                     if k in ("counters", "tunnel_packets")}
+                                     if k in ("counters", "device_counters", "tunnel_packets")}
             return out
         finally:
             d.kill_all()
@@ -177,21 +240,36 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="1-second measurements")
     ap.add_argument("--seconds", type=float, default=None)
+    ap.add_argument("--rates", default="5000,10000,20000,40000,0",
+                    help="offered rates of the 1,400-octet UDP sweep, packets/s (0: unpaced)")
+    ap.add_argument("--baseline-tree", default=None, metavar="DIR",
+                    help="also measure the tun case with the daemons on the code in DIR")
+    ap.add_argument("--cases", default="plain,tun,netlink")
     args = ap.parse_args()
+    rates = [int(r) for r in args.rates.split(",") if r.strip()]
+    cases = set(args.cases.split(","))
     seconds = args.seconds or (1.0 if args.quick else 5.0)
     if os.geteuid() != 0:
         print(json.dumps({"bench": "forwarding", "error": "needs root (network namespaces)"}))
         return 0
-    results = {"plain": _plain(seconds), "tun": _daemons("tun", seconds)}
+    results = {}
+    if "plain" in cases:
+        results["plain"] = _plain(seconds, rates)
+    if args.baseline_tree:
+        results["tun_baseline"] = _daemons("tun", seconds, rates, args.baseline_tree)
+    if "tun" in cases:
+        results["tun"] = _daemons("tun", seconds, rates)
     config = read_kernel_config()
-    if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
+    if "netlink" not in cases:
+        pass
+    elif config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
         results["netlink"] = {"unavailable": "this kernel has no ip6_tunnel (run it in the "
                                              "stock-kernel tier: python -m haha.lab.vm)"}
     else:
-        results["netlink"] = _daemons("netlink", seconds)
-    base = results["plain"]["tcp"].get("tcp_mbit_s")
-    for name in ("tun", "netlink"):
-        tcp = results[name].get("tcp")
+        results["netlink"] = _daemons("netlink", seconds, rates)
+    base = results.get("plain", {}).get("tcp", {}).get("tcp_mbit_s")
+    for name in ("tun_baseline", "tun", "netlink"):
+        tcp = results.get(name, {}).get("tcp")
         if tcp and "tcp_mbit_s" in tcp and base:
             results[name]["tcp_fraction_of_plain"] = round(tcp["tcp_mbit_s"] / base, 3)
     print(json.dumps({"bench": "forwarding", "seconds": seconds, "results": results}))

@@ -359,3 +359,129 @@ def test_plugin_factory_builds_a_complete_backend_from_the_context(tmp_path):
     b.install(ForwardingRoute(HOME, COA, HA))
     assert (IPv6Network(HOME), None) in nl.routes
     b.stop()
+
+
+def test_fast_paths_forget_a_removed_or_moved_binding():
+    """The per-packet caches (destination -> tunnel addresses, tunnels accepted once) never
+    outlive the binding: after the care-of address moves, packets go to the new one and the
+    old care-of address's tunnel is refused; after remove() nothing is accepted or sent."""
+    b, _, tx = _backend()
+    b.install(ForwardingRoute(HOME, COA, HA))
+    inner = build_packet(CN, HOME, 58, bytes(8))
+    back = build_packet(HOME, CN, 58, bytes(8))
+    for _ in range(2):  # the second time through the caches
+        b.tun.file.inject(inner)
+        b.tun.doRead()
+        assert b.decapsulate(build_packet(COA, HA, 41, back))
+    assert [parse_packet(p).dst for p, _ in tx.sent] == [COA, COA]
+    b.install(ForwardingRoute(HOME, COA2, HA))
+    b.tun.file.inject(inner)
+    b.tun.doRead()
+    assert parse_packet(tx.sent[-1][0]).dst == COA2
+    assert not b.decapsulate(build_packet(COA, HA, 41, back))
+    assert b.decapsulate(build_packet(COA2, HA, 41, back))
+    b.remove(HOME)
+    b.tun.file.inject(inner)
+    b.tun.doRead()
+    assert len(tx.sent) == 3 and b.counters["tun_no_route"] == 1
+    assert not b.decapsulate(build_packet(COA2, HA, 41, back))
+    assert b.counters["decap_unknown_care_of"] == 2
+    assert b.counters["decapsulated"] == 3
+
+
+def test_fast_path_writes_the_inner_packet_without_padding():
+    """The fast path writes exactly the inner packet (its Payload Length), not octets after it
+    (Ethernet padding), and the same as the slow path."""
+    b, _, _ = _backend()
+    b.install(ForwardingRoute(HOME, COA, HA))
+    back = build_packet(HOME, CN, 58, bytes(8))
+    tunnelled = build_packet(COA, HA, 41, back)
+    assert b.decapsulate(tunnelled) and b.decapsulate(tunnelled + bytes(6))
+    assert b.tun.file.written == [back, back]
+
+
+def test_mobile_tunnel_fast_paths_follow_the_endpoint():
+    """After set_endpoint names another home agent or care-of address, or clear(), the node's
+    cached tunnel is not used any more: packets go to the new home agent, the old tunnel's
+    packets are refused."""
+    t, _, tx = _tunnel()
+    other = IPv6Address("2001:db8:1::2")
+    t.set_endpoint(HOME, COA, HA)
+    back = build_packet(CN, HOME, 58, bytes(8))
+    out = build_packet(HOME, CN, 58, bytes(8))
+    for _ in range(2):
+        assert t.decapsulate(build_packet(HA, COA, 41, back))
+        t.tun.file.inject(out)
+        t.tun.doRead()
+    t.set_endpoint(HOME, COA2, other)
+    assert not t.decapsulate(build_packet(HA, COA, 41, back))
+    t.tun.file.inject(out)
+    t.tun.doRead()
+    assert [(parse_packet(p).src, parse_packet(p).dst) for p, _ in tx.sent] == [
+        (COA, HA), (COA, HA), (COA2, other)]
+    t.clear()
+    assert not t.decapsulate(build_packet(other, COA2, 41, back))
+    t.tun.file.inject(out)
+    t.tun.doRead()
+    assert len(tx.sent) == 3 and t.counters["tun_no_endpoint"] == 1
+
+
+def test_backends_take_tunnelled_packets_from_the_transport_while_running():
+    """A started backend or mobile tunnel asks its transport to hand IPv6-in-IPv6 straight to
+    its decapsulate, and takes it back at stop."""
+    class _Hooked(_Sender):
+        tunnel = "unset"
+
+        def set_tunnel_receiver(self, receiver):
+            self.tunnel = receiver
+
+    system = FakeSystem()
+    tx = _Hooked()
+    b = TunBackend(MemoryReactor(), tx, tun_name="hahat%d", system=system,
+                   netlink=FakeNetlink({"eth0": {"mac": MAC, "addresses": [LL, HA]}},
+                                       system=system))
+    b.start()
+    assert tx.tunnel == b.decapsulate
+    b.stop()
+    assert tx.tunnel is None
+    tx2 = _Hooked()
+    system2 = FakeSystem()
+    t = MobileTunnel(MemoryReactor(), tx2, netlink=FakeNetlink({"eth0": {}}, system=system2),
+                     system=system2)
+    t.start()
+    assert tx2.tunnel == t.decapsulate
+    t.stop()
+    assert tx2.tunnel is None
+
+
+def test_fast_paths_skip_the_parser_after_the_first_packet(monkeypatch):
+    """Once a tunnel's addresses were accepted by the full checks, its next packets (both
+    ends) are decapsulated without parsing, and packets from the TUN are encapsulated without
+    a route lookup: the parser and the lookup run once per tunnel, not per packet."""
+    import haha.backends.tun as tun_module
+    calls = Counter()
+    real_parse = tun_module.parse_packet
+
+    def parse(data):
+        calls["parse"] += 1
+        return real_parse(data)
+
+    monkeypatch.setattr(tun_module, "parse_packet", parse)
+    b, _, tx = _backend()
+    b.install(ForwardingRoute(HOME, COA, HA))
+    real_lookup = b.lookup
+    b.lookup = lambda d: calls.update(["lookup"]) or real_lookup(d)
+    t, _, ttx = _tunnel()
+    t.set_endpoint(HOME, COA, HA)
+    back = build_packet(HOME, CN, 58, bytes(8))
+    inner = build_packet(CN, HOME, 58, bytes(8))
+    for _ in range(5):
+        assert b.decapsulate(build_packet(COA, HA, 41, back))
+        assert t.decapsulate(build_packet(HA, COA, 41, inner))
+        b.tun.file.inject(inner)
+        b.tun.doRead()
+        t.tun.file.inject(back)
+        t.tun.doRead()
+    assert calls == {"parse": 2, "lookup": 1}
+    assert b.tun.file.written == [back] * 5 and t.tun.file.written == [inner] * 5
+    assert len(tx.sent) == 5 and len(ttx.sent) == 5

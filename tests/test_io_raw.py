@@ -264,3 +264,118 @@ def test_tunnels_left_to_the_kernel():
     assert "meta l4proto { 50, 135 }" in system.nft_scripts[-1] and not sock.inject(tunnelled)
     t.leave_tunnels_to_kernel(False)
     assert sock.inject(tunnelled) and "meta l4proto { 41, 50, 135 }" in system.nft_scripts[-1]
+
+
+def _tunnelled_udp():
+    """IPv6-in-IPv6 carrying UDP whose checksum holds only the pseudo-header sum (what a
+    sender with transmit checksum offload leaves), and the same packet finished."""
+    from haha.wire import checksum
+    inner_body = bytearray(b"\x9c\x40\x14\x51\x00\x0d\x00\x00hello")
+    good = bytearray(inner_body)
+    good[6:8] = checksum.checksum(A.packed, HOME.packed, 17, bytes(inner_body)).to_bytes(2, "big")
+    # The pseudo-header sum alone, folded (RFC 8200 8.1): the complement of the checksum of
+    # an upper layer of zeros of the same length, counted without those zeros.
+    pseudo = 0
+    for w in range(0, 32, 2):
+        pseudo += int.from_bytes((A.packed + HOME.packed)[w:w + 2], "big")
+    pseudo += len(inner_body) + 17
+    while pseudo >> 16:
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+    partial = bytearray(inner_body)
+    partial[6:8] = pseudo.to_bytes(2, "big")
+    wrap = lambda body: build_packet(B, HOME, 41, build_packet(A, HOME, 17, bytes(body)))  # noqa
+    return wrap(partial), wrap(good)
+
+
+def test_checksum_left_to_hardware_is_completed_before_the_receiver():
+    """The packet sockets ask for PACKET_AUXDATA; a packet flagged TP_STATUS_CSUMNOTREADY
+    reaches the receiver with its inner UDP checksum completed (counted), one without the flag
+    unchanged."""
+    from haha.io.offload import PACKET_AUXDATA, SOL_PACKET, TP_STATUS_CSUMNOTREADY
+    t, system, reactor, got = _started()
+    sock = system.packet_sockets[0]
+    assert sock.options[(SOL_PACKET, PACKET_AUXDATA)] == 1
+    partial, good = _tunnelled_udp()
+    assert partial != good
+    sock.inject(partial, status=TP_STATUS_CSUMNOTREADY)
+    sock.inject(partial)
+    next(iter(reactor.readers)).doRead()
+    assert got == [good, partial]
+    assert t.counters["checksum_completed"] == 1 and t.counters["received"] == 2
+
+
+def test_checksum_not_completed_when_turned_off_or_impossible():
+    """complete_checksums=False hands the packet up as it came; a flagged packet without a
+    TCP/UDP header is handed up unchanged and counted as checksum_unfinished."""
+    from haha.io.offload import TP_STATUS_CSUMNOTREADY
+    t, system, reactor, got = _started()
+    sock = system.packet_sockets[0]
+    partial, _ = _tunnelled_udp()
+    t.complete_checksums = False
+    sock.inject(partial, status=TP_STATUS_CSUMNOTREADY)
+    next(iter(reactor.readers)).doRead()
+    t.complete_checksums = True
+    sock.inject(BU, status=TP_STATUS_CSUMNOTREADY)
+    next(iter(reactor.readers)).doRead()
+    assert got == [partial, BU]
+    assert t.counters["checksum_unfinished"] == 1 and not t.counters["checksum_completed"]
+
+
+def test_tunnel_receiver_takes_ipv6_in_ipv6_only():
+    """With set_tunnel_receiver, IPv6-in-IPv6 directly after the fixed header goes to the
+    tunnel (counted as tunnelled), signalling still to the daemon's receiver; its exceptions
+    are counted; None restores the default."""
+    t, system, reactor, got = _started()
+    sock = system.packet_sockets[0]
+    tunnelled = build_packet(B, A, 41, build_packet(HOME, B, 59, b""))
+    tunnel = []
+    t.set_tunnel_receiver(tunnel.append)
+    sock.inject(tunnelled)
+    sock.inject(BU)
+    next(iter(reactor.readers)).doRead()
+    assert tunnel == [tunnelled] and got == [BU] and t.counters["tunnelled"] == 1
+    t.set_tunnel_receiver(lambda p: 1 / 0)
+    sock.inject(tunnelled)
+    next(iter(reactor.readers)).doRead()
+    assert t.counters["receiver_errors"] == 1
+    t.set_tunnel_receiver(None)
+    sock.inject(tunnelled)
+    next(iter(reactor.readers)).doRead()
+    assert got == [BU, tunnelled]
+
+
+def test_send_encapsulated_gathers_header_and_packet():
+    """send_encapsulated sends header and payload as one packet to the header's destination
+    (socket address kept per destination); a link-local destination goes through send(), with
+    its scope; before start it is counted as send_not_started; a failing socket is counted
+    every time but logged at most once a second."""
+    from twisted.internet.task import Clock
+    from twisted.logger import globalLogPublisher
+    inner = build_packet(HOME, A, 59, b"x" * 20)
+    header = build_packet(A, B, 41, inner)[:40]
+    t0 = RawTransport(MemoryReactor(), system=FakeSystem())
+    t0.send_encapsulated(header, inner)
+    assert t0.counters["send_not_started"] == 1
+    t, system, _, _ = _started(default_interface="eth1")
+    raw = system.raw_sockets[0]
+    t.send_encapsulated(header, memoryview(inner))
+    t.send_encapsulated(header, inner)
+    assert raw.sent == [(header + inner, (str(B), 0, 0, 0))] * 2
+    ll = build_packet(A, IPv6Address("fe80::2"), 41, inner)[:40]
+    t.send_encapsulated(ll, inner)
+    assert raw.sent[-1] == (ll + inner, ("fe80::2", 0, 0, 3))
+    assert t.counters["sent"] == 3
+    clock = Clock()
+    t._reactor = clock
+    raw.fail_with = errno.ENOBUFS
+    seen = []
+    observer = lambda e: seen.append(e) if "failed" in e.get("log_format", "") else None  # noqa
+    globalLogPublisher.addObserver(observer)
+    try:
+        for _ in range(50):
+            t.send_encapsulated(header, inner)
+        clock.advance(1.5)
+        t.send_encapsulated(header, inner)
+    finally:
+        globalLogPublisher.removeObserver(observer)
+    assert t.counters["send_error.ENOBUFS"] == 51 and len(seen) == 2

@@ -31,8 +31,10 @@ import errno as _errno
 import itertools
 import os
 import re
+import socket
 from collections import Counter
 from ipaddress import IPv6Address
+from typing import Any, Callable, Iterable, Optional
 
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
@@ -40,12 +42,21 @@ from zope.interface import implementer
 from ..logging import class_logger
 from ..interfaces import IAnycastJoin, IKernelTunnels, IMobilityTransport
 from . import bpf
+from .offload import (PACKET_AUXDATA, SOL_PACKET, TP_STATUS_CSUMNOTREADY, auxdata_status,
+                      complete_partial_checksum)
 from .system import LinuxSystem, NftError
 
 #: Largest datagram read from a packet socket (an IPv6 packet without jumbogram).
 MAX_PACKET = 65575
 #: Packets read per ``doRead`` before yielding to the reactor.
 READ_BURST = 64
+#: Room for the ``PACKET_AUXDATA`` control message (``struct tpacket_auxdata``, 20 octets).
+AUXDATA_SPACE = socket.CMSG_SPACE(32)
+#: Send failures logged at most this often (seconds); the rest are only counted, so that a
+#: flood (a full socket buffer under overload) costs no more than the failures themselves.
+LOG_INTERVAL = 1.0
+#: Destinations whose socket address :meth:`RawTransport.send_encapsulated` keeps.
+SOCKADDR_CACHE = 4096
 #: Upper layers dropped in netfilter when addressed to us: IPv6-in-IPv6, ESP, Mobility Header.
 NFT_PROTOCOLS = (41, 50, 135)
 #: The same when the kernel's own tunnels decapsulate IPv6-in-IPv6 (``netlink`` backend,
@@ -59,12 +70,13 @@ _TABLE_RE = re.compile(r"^haha_(\d+)_\d+$")
 _instances = itertools.count(1)
 
 
-def table_name():
+def table_name() -> str:
     """A netfilter table name unique to this process and instance: ``haha_<pid>_<n>``."""
     return f"haha_{os.getpid()}_{next(_instances)}"
 
 
-def nft_ruleset(table, addresses=None, protocols=NFT_PROTOCOLS):
+def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
+                protocols: Iterable[int] = NFT_PROTOCOLS) -> str:
     """The nft script that creates ``table`` (family ``ip6``).
 
     Inbound packets addressed to us (``fib daddr type local``, or only ``addresses`` when
@@ -108,21 +120,21 @@ def nft_ruleset(table, addresses=None, protocols=NFT_PROTOCOLS):
 class _PacketReader:
     """The reactor's view of one AF_PACKET socket."""
 
-    def __init__(self, transport, sock, interface):
+    def __init__(self, transport: "RawTransport", sock: Any, interface: Optional[str]) -> None:
         self._transport = transport
         self.sock = sock
         self.interface = interface
 
-    def fileno(self):
-        return self.sock.fileno()
+    def fileno(self) -> int:
+        return int(self.sock.fileno())
 
-    def doRead(self):
+    def doRead(self) -> None:
         self._transport._read(self)
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Any) -> None:
         self._transport._lost(self, reason)
 
-    def logPrefix(self):
+    def logPrefix(self) -> str:
         return f"RawTransport({self.interface or '*'})"
 
 
@@ -144,9 +156,12 @@ class RawTransport:
 
     log = class_logger()
 
-    def __init__(self, reactor, interfaces=None, addresses=None,
-                 icmp_types=bpf.DEFAULT_ICMP_TYPES, proxy_nd=False, netfilter=True,
-                 default_interface=None, system=None, table=None, receive_buffer=0):
+    def __init__(self, reactor: Any, interfaces: Optional[Iterable[str]] = None,
+                 addresses: Optional[Iterable[IPv6Address]] = None,
+                 icmp_types: Iterable[int] = bpf.DEFAULT_ICMP_TYPES, proxy_nd: bool = False,
+                 netfilter: bool = True, default_interface: Optional[str] = None,
+                 system: Any = None, table: Optional[str] = None,
+                 receive_buffer: int = 0) -> None:
         if isinstance(interfaces, str):
             raise TypeError("interfaces is a list of names, not one string")
         self._reactor = reactor
@@ -159,22 +174,30 @@ class RawTransport:
         self._receive_buffer = receive_buffer
         #: Firewall mark (SO_MARK) on everything sent, set before :meth:`start`: a mobile node's
         #: tunnel steers unmarked traffic into itself (haha.backends.tun.MobileTunnel).
-        self.mark = None
+        self.mark: Optional[int] = None
+        #: Complete TCP/UDP checksums that a sender on this machine left to "hardware"
+        #: (``TP_STATUS_CSUMNOTREADY``, :mod:`haha.io.offload`) before handing a packet up.
+        #: Only a test showing what goes wrong without it turns it off.
+        self.complete_checksums = True
         self.table = table or table_name()
-        self.counters = Counter()
-        self.last_interface = None
-        self._receiver = None
-        self._raw = None
-        self._readers = []
+        self.counters: Counter[str] = Counter()
+        self.last_interface: Optional[str] = None
+        self._receiver: Optional[Callable[[bytes], Any]] = None
+        self._tunnel_receiver: Optional[Callable[[bytes], Any]] = None
+        self._raw: Any = None
+        self._readers: list[_PacketReader] = []
         self._table_installed = False
-        self._ifindex = {}
-        self._anycast = set()
-        self._anycast_filtered = set()
+        self._ifindex: dict[str, int] = {}
+        self._sockaddr: dict[bytes, tuple[str, int, int, int]] = {}
+        self._send_logged_at: Optional[float] = None
+        self._anycast: set[tuple[IPv6Address, str]] = set()
+        self._anycast_filtered: set[IPv6Address] = set()
         self._kernel_tunnels = False
         self.program = self._program()
 
     @staticmethod
-    def _check_addresses(addresses):
+    def _check_addresses(addresses: Optional[Iterable[IPv6Address]]
+                         ) -> Optional[frozenset[IPv6Address]]:
         if addresses is None:
             return None
         out = frozenset(addresses)
@@ -183,22 +206,22 @@ class RawTransport:
                 raise TypeError(f"address {a!r} is not an IPv6Address")
         return out
 
-    def _program(self):
+    def _program(self) -> Any:
         protocols = tuple(p for p in bpf.MOBILITY_PROTOCOLS
                           if not (self._kernel_tunnels and p == 41))
         return bpf.mobility_filter(self._icmp_types, self._addresses, protocols=protocols)
 
-    def _ruleset(self):
+    def _ruleset(self) -> str:
         return nft_ruleset(self.table, self._addresses, NFT_PROTOCOLS_KERNEL_TUNNELS
                            if self._kernel_tunnels else NFT_PROTOCOLS)
 
     @property
-    def running(self):
+    def running(self) -> bool:
         return self._receiver is not None
 
     # -- lifecycle --------------------------------------------------------------------------
 
-    def start(self, receiver):
+    def start(self, receiver: Callable[[bytes], Any]) -> None:
         """Open the sockets, attach the filter, install the nft table; then deliver inbound
         packets to ``receiver(packet)``. Raises ``OSError``/:class:`NftError` when the system
         cannot do it (not root, no such interface, no nft) and leaves nothing behind."""
@@ -216,6 +239,8 @@ class RawTransport:
                 sock = self._system.packet_socket(name)
                 self._readers.append(_PacketReader(self, sock, name))
                 self._system.set_receive_buffer(sock, self._receive_buffer, self.log)
+                # Say with every packet whether its checksum was left unfinished.
+                sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
                 self._system.attach_filter(sock, self.program)
                 self._drain(sock)
         except Exception:
@@ -227,14 +252,14 @@ class RawTransport:
         self.log.info("raw transport started: interfaces={interfaces} table={table}",
                       interfaces=self._interfaces or "all", table=self.table)
 
-    def stop(self):
+    def stop(self) -> None:
         """Stop receiving, close the sockets, delete the nft table. Idempotent."""
         self._receiver = None
         for r in self._readers:
             self._reactor.removeReader(r)
         self._teardown()
 
-    def _teardown(self):
+    def _teardown(self) -> None:
         # Closing the raw socket ends its anycast memberships (the kernel's doing).
         self._anycast.clear()
         if self._anycast_filtered and self._addresses is not None:
@@ -262,7 +287,7 @@ class RawTransport:
                 self.log.error("cannot delete nft table {table}: {error}", table=self.table,
                                error=str(e))
 
-    def _remove_stale_tables(self):
+    def _remove_stale_tables(self) -> None:
         """Delete ``haha_<pid>_<n>`` tables whose process is gone (a daemon that crashed)."""
         try:
             tables = self._system.list_nft_tables()
@@ -280,7 +305,7 @@ class RawTransport:
                 self.log.warn("cannot remove stale nft table {table}: {error}", table=name,
                               error=str(e))
 
-    def _drain(self, sock):
+    def _drain(self, sock: Any) -> None:
         """Discard what was queued between socket creation and filter attachment."""
         for _ in range(10000):
             try:
@@ -289,13 +314,13 @@ class RawTransport:
                 return
             self.counters["drained"] += 1
 
-    def set_addresses(self, addresses):
+    def set_addresses(self, addresses: Optional[Iterable[IPv6Address]]) -> None:
         """Replace the destination addresses the filter and the nft guard accept (e.g. a new
         care-of address); ``None`` for every local address. Errors are raised, as at start."""
         self._addresses = self._check_addresses(addresses)
         self._reinstall()
 
-    def leave_tunnels_to_kernel(self, enabled=True):
+    def leave_tunnels_to_kernel(self, enabled: bool = True) -> None:
         """Let the kernel's own tunnels (``netlink`` backend: ip6tnl) receive IPv6-in-IPv6:
         the nft guard stops dropping protocol 41 (it still drops ESP and Mobility Header) and
         the BPF filter stops handing it up. ``enabled=False`` restores the default. Errors
@@ -303,12 +328,19 @@ class RawTransport:
         self._kernel_tunnels = bool(enabled)
         self._reinstall()
 
+    def set_tunnel_receiver(self, receiver: Optional[Callable[[bytes], Any]]) -> None:
+        """Hand IPv6-in-IPv6 that directly follows the fixed header to ``receiver(packet)``
+        (a user-space tunnel's ``decapsulate``, set by the ``tun`` backend and the mobile
+        node's tunnel at start) instead of the daemon's receiver, which would only parse it
+        and pass it on (counted as ``tunnelled``); ``None`` restores the default."""
+        self._tunnel_receiver = receiver
+
     @property
-    def kernel_tunnels(self):
+    def kernel_tunnels(self) -> bool:
         """True while IPv6-in-IPv6 is left to the kernel (:meth:`leave_tunnels_to_kernel`)."""
         return self._kernel_tunnels
 
-    def _reinstall(self):
+    def _reinstall(self) -> None:
         """Attach the current filter program and replace the nft table (one nft transaction)."""
         self.program = self._program()
         for r in self._readers:
@@ -319,11 +351,11 @@ class RawTransport:
     # -- anycast ----------------------------------------------------------------------------
 
     @property
-    def anycast(self):
+    def anycast(self) -> frozenset[tuple[IPv6Address, str]]:
         """The ``(address, interface)`` anycast memberships held now."""
         return frozenset(self._anycast)
 
-    def join_anycast(self, address, interface):
+    def join_anycast(self, address: IPv6Address, interface: str) -> None:
         """Join anycast ``address`` on ``interface`` until :meth:`stop` (module docstring).
         Joining again is a no-op. When the transport filters by ``addresses``, the address is
         added to them. Raises ``RuntimeError`` before start, ``TypeError`` for a bad argument
@@ -352,7 +384,7 @@ class RawTransport:
         self.log.info("joined anycast {address} on {interface}", address=str(address),
                       interface=interface)
 
-    def leave_anycast(self, address, interface):
+    def leave_anycast(self, address: IPv6Address, interface: str) -> None:
         """Leave what :meth:`join_anycast` joined (no-op when not joined)."""
         if (address, interface) not in self._anycast:
             return
@@ -365,16 +397,16 @@ class RawTransport:
                           address=str(address), interface=interface, error=str(e))
         if address in self._anycast_filtered and not any(a == address for a, _ in self._anycast):
             self._anycast_filtered.discard(address)
-            self.set_addresses(self._addresses - {address})
+            self.set_addresses((self._addresses or frozenset()) - {address})
 
     # -- inbound ----------------------------------------------------------------------------
 
-    def _read(self, reader):
+    def _read(self, reader: _PacketReader) -> None:
         for _ in range(READ_BURST):
             if self._receiver is None:
                 return
             try:
-                data, addr = reader.sock.recvfrom(MAX_PACKET)
+                data, anc, _, addr = reader.sock.recvmsg(MAX_PACKET, AUXDATA_SPACE)
             except BlockingIOError:
                 return
             except InterruptedError:
@@ -383,7 +415,7 @@ class RawTransport:
                 self.counters["receive_errors"] += 1
                 self.log.warn("receive error on {interface}: {error}",
                               interface=reader.interface or "*", error=str(e),
-                              errno=_errno.errorcode.get(e.errno, e.errno))
+                              errno=_errno.errorcode.get(e.errno or 0, e.errno))
                 return
             if addr[2] == bpf.PACKET_OUTGOING:
                 self.counters["ignored_outgoing"] += 1
@@ -391,7 +423,21 @@ class RawTransport:
             if len(data) < 40 or data[0] >> 4 != 6:
                 self.counters["received_malformed"] += 1
                 continue
+            if anc and auxdata_status(anc) & TP_STATUS_CSUMNOTREADY:
+                self.counters["checksum_partial"] += 1
+                if self.complete_checksums:
+                    data = self._complete(data)
             self.counters["received"] += 1
+            tunnel = self._tunnel_receiver
+            if tunnel is not None and data[6] == 41:
+                self.counters["tunnelled"] += 1
+                try:
+                    tunnel(data)
+                except Exception:
+                    self.counters["receiver_errors"] += 1
+                    self.log.failure("tunnel receiver failed on a packet from {interface}",
+                                     interface=addr[0])
+                continue
             self.last_interface = addr[0]
             try:
                 self._receiver(data)
@@ -402,14 +448,26 @@ class RawTransport:
             finally:
                 self.last_interface = None
 
-    def _lost(self, reader, reason):
+    def _complete(self, data: bytes) -> bytes:
+        """``data`` with the TCP/UDP checksum the sender left to hardware completed
+        (``checksum_completed``); unchanged when it has no TCP/UDP header to complete
+        (``checksum_unfinished``: ESP, MH and ICMPv6 are always summed in software, so this
+        is a packet nobody can deliver intact)."""
+        done = complete_partial_checksum(data)
+        if done is None:
+            self.counters["checksum_unfinished"] += 1
+            return data
+        self.counters["checksum_completed"] += 1
+        return done
+
+    def _lost(self, reader: _PacketReader, reason: Any) -> None:
         self.counters["receive_errors"] += 1
         self.log.error("packet socket on {interface} lost: {reason}",
                        interface=reader.interface or "*", reason=reason.getErrorMessage())
 
     # -- outbound ---------------------------------------------------------------------------
 
-    def send(self, packet, interface=None):
+    def send(self, packet: bytes, interface: Optional[str] = None) -> None:
         """Write one complete IPv6 packet. Never raises for network errors: they are counted
         (``send_errors`` and ``send_error.<ERRNO>``) and logged."""
         if self._raw is None:
@@ -439,16 +497,51 @@ class RawTransport:
         try:
             self._raw.sendto(packet, (str(dst), 0, 0, scope))
         except OSError as e:
-            name = _errno.errorcode.get(e.errno, str(e.errno))
-            self.counters["send_errors"] += 1
-            self.counters[f"send_error.{name}"] += 1
-            self.log.warn("send to {destination} failed: {error}", destination=str(dst),
-                          error=str(e), errno=name, length=len(packet))
+            self._send_failed(e, dst, len(packet))
             return
         self.counters["sent"] += 1
 
+    def send_encapsulated(self, header: bytes, payload: "bytes | memoryview") -> None:
+        """Send the packet made of the 40-octet IPv6 ``header`` and ``payload`` (the
+        tunnel's data path: the two are gathered by the kernel, not copied into one here).
+        Errors as :meth:`send`."""
+        if self._raw is None:
+            self.counters["send_not_started"] += 1
+            return
+        key = header[24:40]
+        address = self._sockaddr.get(key)
+        if address is None:
+            if len(header) != 40 or header[0] >> 4 != 6 or key[0] == 0xFF or (
+                    key[0] == 0xFE and key[1] & 0xC0 == 0x80):
+                self.send(bytes(header) + bytes(payload))  # checked, or sent with a scope
+                return
+            if len(self._sockaddr) >= SOCKADDR_CACHE:
+                self._sockaddr.clear()
+            address = self._sockaddr[key] = (str(IPv6Address(key)), 0, 0, 0)
+        try:
+            self._raw.sendmsg((header, payload), (), 0, address)
+        except OSError as e:
+            self._send_failed(e, address[0], 40 + len(payload))
+            return
+        self.counters["sent"] += 1
 
-def pid_alive(pid):
+    def _send_failed(self, e: OSError, destination: object, length: int) -> None:
+        """Count a send failure; log it unless one was logged less than LOG_INTERVAL ago."""
+        name = _errno.errorcode.get(e.errno or 0, str(e.errno))
+        self.counters["send_errors"] += 1
+        self.counters[f"send_error.{name}"] += 1
+        seconds = getattr(self._reactor, "seconds", None)
+        now = seconds() if seconds is not None else None
+        if now is not None and self._send_logged_at is not None and \
+                now - self._send_logged_at < LOG_INTERVAL:
+            return
+        self._send_logged_at = now
+        self.log.warn("send to {destination} failed: {error} ({count} failures so far)",
+                      destination=str(destination), error=str(e), errno=name, length=length,
+                      count=self.counters["send_errors"])
+
+
+def pid_alive(pid: int) -> bool:
     """Whether a process ``pid`` exists (one of another user counts too)."""
     try:
         os.kill(pid, 0)

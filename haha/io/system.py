@@ -38,6 +38,12 @@ CLONE_NEWNET = 0x40000000
 TUNSETIFF = 0x400454CA
 IFF_TUN = 0x0001
 IFF_NO_PI = 0x1000
+#: ``<linux/if_tun.h>``: a ``struct virtio_net_hdr`` in front of every packet read and written,
+#: and the offloads user space accepts (``TUNSETOFFLOAD``): partial checksums, TCPv6 GSO.
+IFF_VNET_HDR = 0x4000
+TUNSETOFFLOAD = 0x400454D0
+TUN_F_CSUM = 0x01
+TUN_F_TSO6 = 0x04
 IFNAMSIZ = 16
 #: ``<linux/in6.h>``: join/leave an IPv6 anycast address (``struct ipv6_mreq``: the address and
 #: an interface index). Python's socket module does not name them.
@@ -105,6 +111,10 @@ class _Fd:
 
     def write(self, data: bytes) -> int:
         return os.write(self._fd, data)
+
+    def writev(self, buffers):
+        """One packet from several buffers (a virtio_net_hdr and the packet, uncopied)."""
+        return os.writev(self._fd, buffers)
 
     def close(self):
         if self._fd >= 0:
@@ -209,15 +219,17 @@ class LinuxSystem:
                 out.append((parts[1], parts[2]))
         return out
 
-    def open_tun(self, name):
+    def open_tun(self, name, vnet_hdr=False):
         """Create or attach TUN device ``name`` (``IFF_TUN | IFF_NO_PI``: whole IP packets, no
-        packet-information prefix); return ``(fd_object, actual_name)``."""
+        packet-information prefix; ``vnet_hdr``: with ``IFF_VNET_HDR``, a virtio_net_hdr in
+        front of each); return ``(fd_object, actual_name)``."""
         if len(name.encode()) >= IFNAMSIZ:
             raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} octets")
         with in_netns(self.netns):
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            ifr = struct.pack("16sH22x", name.encode(), IFF_TUN | IFF_NO_PI)
+            flags = IFF_TUN | IFF_NO_PI | (IFF_VNET_HDR if vnet_hdr else 0)
+            ifr = struct.pack("16sH22x", name.encode(), flags)
             with in_netns(self.netns):
                 res = fcntl.ioctl(fd, TUNSETIFF, ifr)
         except OSError as e:
@@ -227,6 +239,11 @@ class LinuxSystem:
             raise OSError(e.errno, f"{e.strerror}{hint}", f"TUN device {name}") from None
         actual = res[:IFNAMSIZ].rstrip(b"\0").decode()
         return _Fd(fd), actual
+
+    def set_tun_offload(self, tun, flags):
+        """``TUNSETOFFLOAD``: the offloads (``TUN_F_*``) user space accepts on reads from a
+        TUN opened with ``vnet_hdr``."""
+        fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, flags)
 
 
 # --- in-memory twin ---------------------------------------------------------------------------
@@ -244,17 +261,33 @@ class FakePacketSocket:
         self.closed = False
         self.receive_buffer = None  # the size asked for through set_receive_buffer
         self.fail_with = None  # an errno to raise from the next recvfrom
+        self.options = {}  # (level, option) -> value, from setsockopt
+        self._status = 0
 
     def fileno(self):
         return -1
 
-    def inject(self, data, pkttype=bpf.PACKET_HOST, interface=None):
-        """Deliver ``data`` as the kernel would; True when the filter let it through."""
+    def setsockopt(self, level, option, value):
+        self.options[(level, option)] = value
+
+    def inject(self, data, pkttype=bpf.PACKET_HOST, interface=None, status=0):
+        """Deliver ``data`` as the kernel would; True when the filter let it through.
+        ``status``: the ``tp_status`` of its ``PACKET_AUXDATA`` (e.g. checksum not ready)."""
         if self.filter is not None and not bpf.run(self.filter, data, pkttype):
             return False
         self.queue.append((bytes(data), (interface or self.interface or "eth0", ETH_P_IPV6,
-                                         pkttype, 1, b"\x02\x00\x00\x00\x00\x01")))
+                                         pkttype, 1, b"\x02\x00\x00\x00\x00\x01"), status))
         return True
+
+    def recvmsg(self, n, ancbufsize=0):
+        """As ``recvfrom``, with the ``PACKET_AUXDATA`` control message when enabled."""
+        data, addr = self.recvfrom(n)
+        status = self._status
+        anc = []
+        if self.options.get((263, 8)) and ancbufsize:  # SOL_PACKET, PACKET_AUXDATA
+            anc.append((263, 8, struct.pack("=IIIHHHH", status, len(data), len(data),
+                                             0, 0, 0, 0)))
+        return data, anc, 0, addr
 
     def recvfrom(self, n):
         if self.fail_with is not None:
@@ -262,7 +295,9 @@ class FakePacketSocket:
             raise OSError(e, os.strerror(e))
         if not self.queue:
             raise BlockingIOError(errno.EAGAIN, "nothing queued")
-        data, addr = self.queue.pop(0)
+        entry = self.queue.pop(0)  # (data, address[, auxdata status])
+        data, addr = entry[0], entry[1]
+        self._status = entry[2] if len(entry) > 2 else 0
         return data[:n], addr
 
     def close(self):
@@ -291,6 +326,9 @@ class FakeRawSocket:
         self.sent.append((bytes(data), address))
         return len(data)
 
+    def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+        return self.sendto(b"".join(bytes(b) for b in buffers), address)
+
     def close(self):
         self.closed = True
         self.anycast.clear()
@@ -301,17 +339,24 @@ class FakeTunFile:
     """A TUN queue in memory: :meth:`inject` is a packet the kernel routed into the device,
     ``written`` what user space wrote to it."""
 
-    def __init__(self, name):
+    def __init__(self, name, vnet_hdr=False):
         self.name = name
         self.queue = []
         self.written = []
         self.closed = False
         self.fail_with = None
+        #: Opened with IFF_VNET_HDR: reads carry a virtio_net_hdr (``inject``'s ``vnet``, or
+        #: none asked), writes must (kept in ``written_vnet``, the packets in ``written``).
+        self.vnet_hdr = vnet_hdr
+        self.written_vnet = []
+        self.offload = 0  # TUNSETOFFLOAD flags
 
     def fileno(self):
         return -1
 
-    def inject(self, packet):
+    def inject(self, packet, vnet=None):
+        if self.vnet_hdr:
+            packet = (vnet if vnet is not None else bytes(10)) + bytes(packet)
         self.queue.append(bytes(packet))
 
     def read(self, n):
@@ -322,8 +367,24 @@ class FakeTunFile:
     def write(self, data):
         if self.fail_with is not None:
             raise OSError(self.fail_with, os.strerror(self.fail_with))
-        self.written.append(bytes(data))
+        data = bytes(data)
+        if self.vnet_hdr:
+            if len(data) < 10:
+                raise OSError(errno.EINVAL, "shorter than a virtio_net_hdr")
+            self.written_vnet.append(data[:10])
+            data = data[10:]
+        self.written.append(data)
         return len(data)
+
+    def writev(self, buffers):
+        if self.fail_with is not None:
+            raise OSError(self.fail_with, os.strerror(self.fail_with))
+        if self.vnet_hdr and len(buffers) == 2 and len(buffers[0]) == 10:
+            # the virtio_net_hdr and the packet, as TunDevice writes them (one copy, as write)
+            self.written_vnet.append(bytes(buffers[0]))
+            self.written.append(bytes(buffers[1]))
+            return 10 + len(buffers[1])
+        return self.write(b"".join(bytes(b) for b in buffers))
 
     def close(self):
         self.closed = True
@@ -412,7 +473,7 @@ class FakeSystem:
     def list_nft_tables(self) -> List[Tuple[str, str]]:
         return sorted(self.nft_tables)
 
-    def open_tun(self, name):
+    def open_tun(self, name, vnet_hdr=False):
         if len(name.encode()) >= IFNAMSIZ:
             raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} octets")
         if "%d" in name:
@@ -420,7 +481,12 @@ class FakeSystem:
             while name.replace("%d", str(n)) in self.tuns:
                 n += 1
             name = name.replace("%d", str(n))
-        f = FakeTunFile(name)
+        f = FakeTunFile(name, vnet_hdr)
         self.tuns[name] = f
         self.interfaces.setdefault(name, max(self.interfaces.values(), default=0) + 1)
         return f, name
+
+    def set_tun_offload(self, tun, flags):
+        if not tun.vnet_hdr:
+            raise OSError(errno.EINVAL, "TUNSETOFFLOAD without IFF_VNET_HDR")
+        tun.offload = flags
