@@ -332,6 +332,13 @@ class IPacketSocket(Interface):
     def recvfrom(n: int) -> Tuple[bytes, Any]:
         """``(data, address)`` of one queued frame; ``BlockingIOError`` when none."""
 
+    def recvmsg(n: int, ancbufsize: int = 0) -> Tuple[bytes, Any, int, Any]:
+        """``(data, ancillary, flags, address)``: one frame with its control messages (the
+        ``PACKET_AUXDATA`` status when enabled); ``BlockingIOError`` when none."""
+
+    def setsockopt(level: int, option: int, value: Any) -> None:
+        """Set a socket option (``PACKET_AUXDATA``)."""
+
     def close() -> None:
         """Close it."""
 
@@ -344,6 +351,10 @@ class IRawSocket(Interface):
 
     def sendto(data: bytes, address: Any) -> int:
         """Send a complete IPv6 packet; returns the octets sent, raises ``OSError``."""
+
+    def sendmsg(buffers: Any, ancdata: Any = (), flags: int = 0, address: Any = None) -> int:
+        """Send one packet gathered from ``buffers`` (an outer header and the packet it
+        carries, without joining them); returns the octets sent, raises ``OSError``."""
 
     def close() -> None:
         """Close it."""
@@ -361,8 +372,23 @@ class ITunFile(Interface):
     def write(data: bytes) -> int:
         """Write one packet; returns the octets written, raises ``OSError``."""
 
+    def writev(buffers: Any) -> int:
+        """Write one packet gathered from ``buffers``; returns the octets written."""
+
     def close() -> None:
         """Close it (the device goes with the last descriptor)."""
+
+
+class ITunnelFastPath(Interface):
+    """A transport that carries IPv6-in-IPv6 for the user-space tunnel without a detour
+    (:class:`haha.io.raw.RawTransport`): tunnelled packets handed straight to the backend,
+    and an outer header sent with its packet without joining them."""
+
+    def set_tunnel_receiver(receiver: Optional[Callable[[bytes], Any]]) -> None:
+        """Hand every arriving IPv6-in-IPv6 packet to ``receiver`` (None: to the daemon)."""
+
+    def send_encapsulated(header: bytes, payload: Any) -> None:
+        """Send the 40-octet outer ``header`` followed by ``payload`` as one packet."""
 
 
 class ISystem(Interface):
@@ -399,8 +425,13 @@ class ISystem(Interface):
     def list_nft_tables() -> List[Tuple[str, str]]:
         """``[(family, name)]`` of the nft tables that exist."""
 
-    def open_tun(name: str) -> Tuple[Any, str]:
-        """``(ITunFile, actual_name)`` of TUN device ``name`` (``%d`` allowed)."""
+    def open_tun(name: str, vnet_hdr: bool = False) -> Tuple[Any, str]:
+        """``(ITunFile, actual_name)`` of TUN device ``name`` (``%d`` allowed); with
+        ``vnet_hdr`` every packet carries a ``virtio_net_hdr`` (``IFF_VNET_HDR``)."""
+
+    def set_tun_offload(tun: Any, flags: int) -> None:
+        """``TUNSETOFFLOAD``: the offloads (``TUN_F_*``) user space accepts on reads from a
+        TUN opened with ``vnet_hdr``."""
 
 
 class INetlink(Interface):

@@ -429,11 +429,19 @@ def test_mobile_tunnel_fast_paths_follow_the_endpoint():
 def test_backends_take_tunnelled_packets_from_the_transport_while_running():
     """A started backend or mobile tunnel asks its transport to hand IPv6-in-IPv6 straight to
     its decapsulate, and takes it back at stop."""
+    from zope.interface import implementer
+
+    from haha.interfaces import ITunnelFastPath
+
+    @implementer(ITunnelFastPath)
     class _Hooked(_Sender):
         tunnel = "unset"
 
         def set_tunnel_receiver(self, receiver):
             self.tunnel = receiver
+
+        def send_encapsulated(self, header, payload):
+            self.send(header + bytes(payload))
 
     system = FakeSystem()
     tx = _Hooked()

@@ -218,6 +218,9 @@ def test_the_check_fails_for_a_drifted_fake():
         def read(self, n):
             return b""
 
+        def writev(self, buffers):
+            return 0
+
         def close(self):
             pass
 

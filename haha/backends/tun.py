@@ -46,6 +46,7 @@ from ..interfaces import (
     IHomeAnnouncer,
     IMobileTunnel,
     IStartStop,
+    ITunnelFastPath,
 )
 from ..io.tun import TunDevice
 from ..wire.errors import WireError
@@ -125,9 +126,8 @@ class _Base(LinkDuties):
         """Let the transport hand tunnelled packets straight to ``receiver`` (our
         ``decapsulate``; None: to the daemon again), when it can
         (:meth:`haha.io.raw.RawTransport.set_tunnel_receiver`)."""
-        hook = getattr(self.transport, "set_tunnel_receiver", None)
-        if hook is not None:
-            hook(receiver)
+        if ITunnelFastPath.providedBy(self.transport):
+            self.transport.set_tunnel_receiver(receiver)
 
     def _encapsulate(self, inner, src, dst):
         self._send_tunnelled(inner, src.packed + dst.packed)
@@ -141,7 +141,7 @@ class _Base(LinkDuties):
             self.counters["too_big"] += 1
             return
         header = _OUTER.pack(_VERSION_6, n, IPPROTO_IPV6, self.hop_limit, addresses)
-        send = getattr(self.transport, "send_encapsulated", None)
+        send = self._split_send
         if send is not None:
             send(header, inner)
         else:
@@ -152,6 +152,8 @@ class _Base(LinkDuties):
         """Forget the per-packet caches (any change of routes or end points)."""
         self._encap_cache = {}
         self._decap_cache = set()
+        self._split_send = self.transport.send_encapsulated \
+            if ITunnelFastPath.providedBy(self.transport) else None
 
     @staticmethod
     def _simple_tunnelled(packet):

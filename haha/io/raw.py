@@ -40,7 +40,7 @@ from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
 
 from ..logging import class_logger
-from ..interfaces import IAnycastJoin, IKernelTunnels, IMobilityTransport
+from ..interfaces import IAnycastJoin, IKernelTunnels, IMobilityTransport, ITunnelFastPath
 from . import bpf
 from .offload import (PACKET_AUXDATA, SOL_PACKET, TP_STATUS_CSUMNOTREADY, auxdata_status,
                       complete_partial_checksum)
@@ -138,7 +138,7 @@ class _PacketReader:
         return f"RawTransport({self.interface or '*'})"
 
 
-@implementer(IMobilityTransport, IAnycastJoin, IKernelTunnels)
+@implementer(IMobilityTransport, IAnycastJoin, IKernelTunnels, ITunnelFastPath)
 class RawTransport:
     """Complete IPv6 packets over raw sockets.
 
