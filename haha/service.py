@@ -121,10 +121,20 @@ def _located(key_file, what):
 
 
 def security_policy(config):
+    if config.security.mode in KERNEL_ESP_MODES:
+        raise ConfigError(
+            f"mode = {config.security.mode}: haha.security.kernelmode installs (kernel-xfrm) or "
+            "checks (external) the kernel's SAs and policies, but the daemon's message pipeline "
+            "does not send and receive through the kernel's ESP yet (docs/security.md, "
+            "\"Kernel ESP\"); use mode = esp", config.path, "security", "mode")
     try:
         return SecurityPolicy(config.numbers, config.security.mode, config.security.lab)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "mode") from None
+
+
+#: Security modes where the kernel does ESP (haha.security.kernelmode).
+KERNEL_ESP_MODES = ("kernel-xfrm", "external")
 
 
 def rate_limiter(config):

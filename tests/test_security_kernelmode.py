@@ -406,3 +406,74 @@ def test_a_bad_key_blob_is_refused_before_the_kernel():
     """An SA whose blob is not an rfc4106 key blob is refused naming the SA, never its key."""
     with pytest.raises(SecurityConfigError, match="spi 0x00001234: an rfc4106 key blob"):
         state_add_line(XfrmState(LOCAL, PEER, 0x1234, 0, b"\x01" * 19))
+
+
+# -- configuration ------------------------------------------------------------------------------
+
+HA_CONF = """\
+[home-agent]
+address = 2001:db8:1::1
+home-prefix = 2001:db8:1::/64
+home-interface = eth0
+[security]
+"""
+
+
+def _conf_error(text, node=False):
+    from haha.config import ConfigError, home_agent_from_text, mobile_node_from_text
+
+    with pytest.raises(ConfigError) as e:
+        (mobile_node_from_text if node else home_agent_from_text)(text, "/etc/haha/ha1.conf")
+    return e.value
+
+
+def test_config_accepts_the_kernel_modes_with_their_keys():
+    """mode = kernel-xfrm and external are accepted for a home agent; kernel-xfrm's state
+    file defaults to NAME.xfrm beside the configuration (relative paths from there), external's
+    check interval to 60 s; both are configurable and range-checked with file, key and line."""
+    from haha.config import SECURITY_MODES, home_agent_from_text
+
+    assert {"kernel-xfrm", "external"} <= set(SECURITY_MODES)
+    c = home_agent_from_text(HA_CONF + "mode = kernel-xfrm\n", "/etc/haha/ha1.conf")
+    assert c.security.mode == "kernel-xfrm"
+    assert c.security.xfrm_state_file == "/etc/haha/ha1.xfrm"
+    c = home_agent_from_text(HA_CONF + "mode = kernel-xfrm\nxfrm-state-file = run/x.json\n",
+                             "/etc/haha/ha1.conf")
+    assert c.security.xfrm_state_file == "/etc/haha/run/x.json"
+    c = home_agent_from_text(HA_CONF + "mode = external\nexternal-check-interval = 15\n",
+                             "/etc/haha/ha1.conf")
+    assert c.security.external_check_interval == 15.0 and c.security.xfrm_state_file is None
+    e = _conf_error(HA_CONF + "mode = external\nexternal-check-interval = 0\n")
+    assert (e.section, e.key, e.line) == ("security", "external-check-interval", 7)
+
+
+def test_config_refuses_node_groups_in_kernel_xfrm_and_kernel_modes_on_nodes(tmp_path):
+    """A node group key cannot work when the kernel does ESP (its SAs would be derived on the
+    first packet, which the kernel has already dropped): refused at node-group-key with the way
+    out. A mobile node cannot use the kernel modes."""
+    key = tmp_path / "group.key"
+    key.write_text("00" * 32)
+    key.chmod(0o600)
+    e = _conf_error(HA_CONF + f"mode = kernel-xfrm\nnode-group-key = {key}\n")
+    assert (e.section, e.key) == ("security", "node-group-key")
+    assert "[node-keys]" in e.message
+    node = ("[mobile-node]\nhome-address = 2001:db8:1::100\nhome-prefix = 2001:db8:1::/64\n"
+            "home-agent = 2001:db8:1::1\ncare-of-address = 2001:db8:99::100\n"
+            "[security]\nmode = external\n")
+    e = _conf_error(node, node=True)
+    assert (e.section, e.key) == ("security", "mode") and "home agents" in e.message
+
+
+def test_the_daemon_refuses_the_kernel_modes_at_start_up():
+    """The daemon does not run its pipeline through the kernel's ESP yet: a configuration in
+    either mode stops start-up at [security] mode saying so, instead of running without
+    protection."""
+    from haha.config import ConfigError, home_agent_from_text
+    from haha.service import security_policy
+
+    for mode in ("kernel-xfrm", "external"):
+        c = home_agent_from_text(HA_CONF + f"mode = {mode}\n", "/etc/haha/ha1.conf")
+        with pytest.raises(ConfigError) as e:
+            security_policy(c)
+        assert (e.value.section, e.value.key) == ("security", "mode")
+        assert "pipeline" in e.value.message and "mode = esp" in e.value.message
