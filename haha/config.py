@@ -351,9 +351,9 @@ def _kernel_esp_keys(sec, mode, node, group_key, here):
     if mode in ("kernel-xfrm", "external") and node:
         raise sec.error("mode", f"mode = {mode} is for home agents; a mobile node uses "
                         "mode = esp")
-    if mode == "kernel-xfrm" and group_key is not None:
+    if mode in ("kernel-xfrm", "external") and group_key is not None:
         raise sec.error("node-group-key",
-                        "node-group-key cannot be used with mode = kernel-xfrm: a node's SAs "
+                        f"node-group-key cannot be used with mode = {mode}: a node's SAs "
                         "are derived on its first packet, and the kernel must hold them before "
                         "it; give each node its key in [node-keys] or node-key-dir")
     default = os.path.splitext(os.path.basename(sec.path))[0] + ".xfrm"

@@ -121,14 +121,11 @@ def _located(key_file, what):
 
 
 def security_policy(config):
-    if config.security.mode in KERNEL_ESP_MODES:
-        raise ConfigError(
-            f"mode = {config.security.mode}: haha.security.kernelmode installs (kernel-xfrm) or "
-            "checks (external) the kernel's SAs and policies, but the daemon's message pipeline "
-            "does not send and receive through the kernel's ESP yet (docs/security.md, "
-            "\"Kernel ESP\"); use mode = esp", config.path, "security", "mode")
+    mode = config.security.mode
+    if mode in KERNEL_ESP_MODES:
+        mode = "esp"  # the same rules; the kernel applies ESP (haha.security.kerneldaemon)
     try:
-        return SecurityPolicy(config.numbers, config.security.mode, config.security.lab)
+        return SecurityPolicy(config.numbers, mode, config.security.lab)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "mode") from None
 
@@ -146,11 +143,23 @@ def rate_limiter(config):
     return Admission(settings)
 
 
+def kernel_esp(config, transport, reactor):
+    """``(sadb, transport)`` when the kernel does ESP (``[security] mode = kernel-xfrm`` or
+    ``external``, docs/security.md "Kernel ESP")."""
+    from .security.kerneldaemon import kernel_esp_for
+
+    peers = {}
+    if config.security.mode == "kernel-xfrm":
+        peers = {p: _located(kf, "peer key") for p, kf in config.security.peer_keys.items()}
+    nodes = node_secrets(config) if config.security.mode == "kernel-xfrm" else {}
+    return kernel_esp_for(config, transport, reactor, peers, nodes, wall_clock())
+
+
 def home_agent_sadb(config):
     """The SA database of a home agent: one derived pair per peer key and per mobile node key
     (docs/security.md), or None in lab mode."""
-    if config.security.mode == "none":
-        return None
+    if config.security.mode in ("none",) + KERNEL_ESP_MODES:
+        return None  # kernel ESP: haha.security.kerneldaemon.kernel_esp_for
     specs = []
     me_peers = config.haha_address
     store = _sequence_store(config)
@@ -433,6 +442,8 @@ class HomeAgentService(MultiService):
             sadb = home_agent_sadb(config)
         if transport is None:
             transport = build_transport(config, reactor, config.home_interface)
+        if config.security.mode in KERNEL_ESP_MODES:
+            sadb, transport = kernel_esp(config, transport, reactor)
         if backend is None:
             backend = build_backend(config.backend, reactor)
         if getattr(backend, "transport", False) is None:

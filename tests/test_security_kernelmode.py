@@ -464,16 +464,40 @@ def test_config_refuses_node_groups_in_kernel_xfrm_and_kernel_modes_on_nodes(tmp
     assert (e.section, e.key) == ("security", "mode") and "home agents" in e.message
 
 
-def test_the_daemon_refuses_the_kernel_modes_at_start_up():
-    """The daemon does not run its pipeline through the kernel's ESP yet: a configuration in
-    either mode stops start-up at [security] mode saying so, instead of running without
-    protection."""
-    from haha.config import ConfigError, home_agent_from_text
-    from haha.service import security_policy
+def test_the_daemon_builds_kernel_esp_for_the_kernel_modes(tmp_path):
+    """A home agent configured for either mode gets the kernel-ESP stand-ins: the ESP rules of
+    mode esp, no user-space SA database, its transport wrapped; kernel-xfrm's pairs are its
+    [peer-keys] with the same derived SPIs; the UDP transport is refused (the kernel cannot
+    protect UDP-carried packets)."""
+    from haha.config import home_agent_from_text
+    from haha.errors import StartupError
+    from haha.security.kerneldaemon import KernelEspTransport, KernelSadb, kernel_esp_for
+    from haha.service import home_agent_sadb, security_policy
 
-    for mode in ("kernel-xfrm", "external"):
-        c = home_agent_from_text(HA_CONF + f"mode = {mode}\n", "/etc/haha/ha1.conf")
-        with pytest.raises(ConfigError) as e:
-            security_policy(c)
-        assert (e.value.section, e.value.key) == ("security", "mode")
-        assert "pipeline" in e.value.message and "mode = esp" in e.value.message
+    key = tmp_path / "ha2.key"
+    key.write_text(SECRET.hex())
+    key.chmod(0o600)
+    conf = (HA_CONF + "mode = kernel-xfrm\n[peers]\nstatic = 2001:db8:2::1\n"
+            f"[peer-keys]\n2001:db8:2::1 = {key}\n")
+    c = home_agent_from_text(conf, str(tmp_path / "ha1.conf"))
+    assert security_policy(c).mode == "esp" and home_agent_sadb(c) is None
+
+    class Raw:
+        counters = {"sent": 0}
+
+        def leave_esp_to_kernel(self, enabled=True):
+            pass
+
+    seam = FakeXfrm()
+    sadb, transport = kernel_esp_for(c, Raw(), None, {PEER: SECRET}, {}, WALL, seam=seam)
+    assert isinstance(sadb, KernelSadb) and isinstance(transport, KernelEspTransport)
+    assert isinstance(transport.mode, KernelXfrm)
+    out, inb = derive_pair(SECRET, LOCAL, PEER)
+    assert [p.out_state.spi for p in transport.mode.pairs] == [out.spi]
+    assert transport.mode.state_path == str(tmp_path / "ha1.xfrm")
+    assert sadb.role_of(PEER) == HOME_AGENT and sadb.has_peer(PEER)
+    ext = home_agent_from_text(conf.replace("kernel-xfrm", "external"), "/etc/haha/ha1.conf")
+    _, t2 = kernel_esp_for(ext, Raw(), None, {}, {}, WALL, seam=seam)
+    assert isinstance(t2.mode, ExternalCheck) and t2.mode.peers == [PEER]
+    with pytest.raises(StartupError, match="raw transport"):
+        kernel_esp_for(c, object(), None, {PEER: SECRET}, {}, WALL, seam=seam)

@@ -96,8 +96,8 @@ def nft_ruleset(table, addresses=None, protocols=NFT_PROTOCOLS):
         f"{head}"
         "  chain prerouting {\n"
         "    type filter hook prerouting priority -300; policy accept;\n"
-        f"    {match} meta l4proto {{ {protos} }} counter drop\n"
-        f"    {match} rt type 2 counter drop\n"
+        + (f"    {match} meta l4proto {{ {protos} }} counter drop\n" if protos else "")
+        + f"    {match} rt type 2 counter drop\n"
         f"    {match} exthdr dst exists icmpv6 type {{ {icmp} }} counter drop\n"
         "  }\n"
         "}\n"
@@ -189,8 +189,10 @@ class RawTransport:
         return bpf.mobility_filter(self._icmp_types, self._addresses, protocols=protocols)
 
     def _ruleset(self):
-        return nft_ruleset(self.table, self._addresses, NFT_PROTOCOLS_KERNEL_TUNNELS
-                           if self._kernel_tunnels else NFT_PROTOCOLS)
+        protocols = NFT_PROTOCOLS_KERNEL_TUNNELS if self._kernel_tunnels else NFT_PROTOCOLS
+        if getattr(self, "_kernel_esp", False):  # ESP and MH are the kernel's (kernel ESP)
+            protocols = tuple(p for p in protocols if p not in (50, 135))
+        return nft_ruleset(self.table, self._addresses, protocols)
 
     @property
     def running(self):
@@ -301,6 +303,14 @@ class RawTransport:
         the BPF filter stops handing it up. ``enabled=False`` restores the default. Errors
         are raised, as at start."""
         self._kernel_tunnels = bool(enabled)
+        self._reinstall()
+
+    def leave_esp_to_kernel(self, enabled=True):
+        """Let the kernel's IPsec receive ESP and the Mobility Header it decrypts
+        (``[security] mode = kernel-xfrm`` or ``external``): the nft guard stops dropping
+        protocols 50 and 135; the packet socket still hands them up (ESP is watched for peers'
+        boot epochs, :mod:`haha.security.kerneldaemon`). Errors are raised, as at start."""
+        self._kernel_esp = bool(enabled)
         self._reinstall()
 
     @property

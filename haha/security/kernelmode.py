@@ -83,6 +83,8 @@ class KernelPair:
     policies: Tuple[XfrmPolicy, ...]
     key_bits: int = 128
     secret: bytes = field(default=b"", repr=False, compare=False)
+    #: this end's address in the pair (None: the KernelXfrm's ``local``)
+    local: Optional[IPv6Address] = None
 
 
 def pair_policies(local: IPv6Address, peer: IPv6Address, role: str,
@@ -103,11 +105,14 @@ def pair_policies(local: IPv6Address, peer: IPv6Address, role: str,
 
 
 def kernel_pairs(local: IPv6Address, peers: Sequence[Tuple[IPv6Address, bytes, str]],
-                 key_bits: int = 128, replay_window: int = 64,
-                 wall: float = 0.0) -> List[KernelPair]:
+                 key_bits: int = 128, replay_window: int = 64, wall: float = 0.0,
+                 locals_: Optional[Dict[IPv6Address, IPv6Address]] = None
+                 ) -> List[KernelPair]:
     """The kernel entries for ``peers`` (``(address, derivation secret, role)``; a mobile
     node's address is its home address), in a stable order with reqids ``REQID_BASE + 1...``.
-    Outbound SAs start at the time floor of Unix time ``wall``."""
+    ``locals_`` maps a peer to this end's address in its pair when that is not ``local`` (a
+    home agent's HAHA address for its peers). Outbound SAs start at the time floor of Unix
+    time ``wall``."""
     if len(peers) > MAX_PAIRS:
         raise SecurityConfigError(f"kernel-xfrm supports at most {MAX_PAIRS} pairs, "
                                   f"not {len(peers)}")
@@ -119,13 +124,14 @@ def kernel_pairs(local: IPv6Address, peers: Sequence[Tuple[IPv6Address, bytes, s
             raise SecurityConfigError(f"peer {peer} is configured twice")
         seen.add(peer)
         reqid = REQID_BASE + n
-        o = derive_sa(secret, local, peer, key_bits)
-        i = derive_sa(secret, peer, local, key_bits)
+        me = (locals_ or {}).get(peer, local)
+        o = derive_sa(secret, me, peer, key_bits)
+        i = derive_sa(secret, peer, me, key_bits)
         out.append(KernelPair(
             peer, role, reqid,
-            XfrmState(local, peer, o.spi, reqid, o.key + o.salt, replay_window, oseq),
-            XfrmState(peer, local, i.spi, reqid, i.key + i.salt, replay_window),
-            pair_policies(local, peer, role, reqid), key_bits, bytes(secret)))
+            XfrmState(me, peer, o.spi, reqid, o.key + o.salt, replay_window, oseq),
+            XfrmState(peer, me, i.spi, reqid, i.key + i.salt, replay_window),
+            pair_policies(me, peer, role, reqid), key_bits, bytes(secret), me))
     spis: Dict[Tuple[IPv6Address, int], IPv6Address] = {}
     for p in out:
         k = (p.in_state.dst, p.in_state.spi)
@@ -364,8 +370,22 @@ class KernelXfrm:
 
     # -- epochs
 
+    def local_of(self, peer: IPv6Address) -> IPv6Address:
+        """This end's address in the pair with ``peer``."""
+        for p in self.pairs:
+            if p.peer == peer:
+                return p.local or self.local
+        return self.local
+
+    def role_of(self, peer: IPv6Address) -> Optional[str]:
+        """The role of ``peer`` (``home-agent``, ``mobile-node``), None if it has no pair."""
+        for p in self.pairs:
+            if p.peer == peer:
+                return p.role
+        return None
+
     def _tracker(self, p: KernelPair) -> EpochInboundSA:
-        secret, local, peer, bits = p.secret, self.local, p.peer, p.key_bits
+        secret, local, peer, bits = p.secret, p.local or self.local, p.peer, p.key_bits
 
         def rekey(epoch: Optional[int]) -> Tuple[bytes, bytes]:
             d = derive_sa(secret, peer, local, bits, epoch)
@@ -409,8 +429,9 @@ class KernelXfrm:
 
     def _replace_inbound(self, pair: KernelPair, want: Tuple[str, Optional[int]]) -> bool:
         epoch = want[1] if want[0] == "epoch" else None
-        d = derive_sa(pair.secret, pair.peer, self.local, pair.key_bits, epoch)
-        new = XfrmState(pair.peer, self.local, d.spi, pair.reqid, d.key + d.salt,
+        me = pair.local or self.local
+        d = derive_sa(pair.secret, pair.peer, me, pair.key_bits, epoch)
+        new = XfrmState(pair.peer, me, d.spi, pair.reqid, d.key + d.salt,
                         pair.in_state.replay_window)
         try:
             self.seam.delete_states([pair.in_state])
@@ -441,10 +462,12 @@ class ExternalCheck:
     as last read."""
 
     def __init__(self, seam: XfrmSeam, local: IPv6Address,
-                 peers: Sequence[IPv6Address]) -> None:
+                 peers: Sequence[IPv6Address],
+                 locals_: Optional[Dict[IPv6Address, IPv6Address]] = None) -> None:
         self.seam = seam
         self.local = local
         self.peers = list(peers)
+        self.locals = dict(locals_ or {})
         self._policies: List[XfrmPolicy] = []
         self.counters: Dict[str, int] = {"external.checks": 0, "external.missing-sa": 0,
                                          "external.missing-policy": 0,
@@ -463,11 +486,12 @@ class ExternalCheck:
         have = {(s.src, s.dst) for s in states if s.proto == "esp"}
         problems = []
         for peer in self.peers:
-            for src, dst in ((self.local, peer), (peer, self.local)):
+            me = self.locals.get(peer, self.local)
+            for src, dst in ((me, peer), (peer, me)):
                 if (src, dst) not in have:
                     self.counters["external.missing-sa"] += 1
                     problems.append(f"no ESP SA {src} -> {dst} in the kernel (peer {peer})")
-            for src, dst, way in ((self.local, peer, "out"), (peer, self.local, "in")):
+            for src, dst, way in ((me, peer, "out"), (peer, me, "in")):
                 p = effective(policies, way, src, dst, IPPROTO_MH)
                 if p is None or not p.requires_esp():
                     self.counters["external.missing-policy"] += 1
