@@ -94,7 +94,7 @@ class SecurityConfig:
     node_group_key: KeyFile = None  # home agent: derives the secrets of a node group
     node_group_prefix: object = None  # the group's home addresses (None: the home prefix)
     #: kernel-xfrm: what this run installed in the kernel (haha.security.kernelmode)
-    xfrm_state_file: str = None
+    xfrm_state_file: str | None = None
     #: external: seconds between checks of the IKE daemon's SAs and policies
     external_check_interval: float = 60.0
 
