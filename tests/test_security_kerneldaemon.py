@@ -189,3 +189,31 @@ def test_external_mode_checks_again_every_interval_and_counts(tmp_path):
     assert mode.counters["external.missing-policy"] == 2 + 2  # at the refused start, now
     t.stop()
     assert seam.sas  # not haha's: left alone
+
+
+def test_the_raw_guard_leaves_esp_and_mh_to_the_kernel():
+    """RawTransport.leave_esp_to_kernel(): the nft guard stops dropping ESP and MH (so the
+    kernel's xfrm receives them), alone and together with the kernel's tunnels (then the
+    protocol rule goes), keeping the type 2 routing header and HAO-ICMPv6 rules; the packet
+    socket still hands ESP up (the epoch watcher); False restores the default."""
+    from twisted.internet.testing import MemoryReactor
+
+    from haha.io.raw import RawTransport
+    from haha.io.system import FakeSystem
+
+    system = FakeSystem({"lo": 1, "eth0": 2})
+    t = RawTransport(MemoryReactor(), system=system, table="haha_test_1")
+    t.start(lambda data: None)
+    assert "meta l4proto { 41, 50, 135 }" in system.nft_scripts[-1]
+    t.leave_esp_to_kernel()
+    script = system.nft_scripts[-1]
+    assert "meta l4proto { 41 } counter drop" in script and "rt type 2" in script
+    t.leave_tunnels_to_kernel()
+    script = system.nft_scripts[-1]
+    assert "meta l4proto" not in script and "rt type 2 counter drop" in script
+    assert "icmpv6 type { 144, 145, 146, 147 }" in script
+    esp = build_packet(PEER, LOCAL, 50, bytes(40))
+    assert system.packet_sockets[0].inject(esp)
+    t.leave_esp_to_kernel(False)
+    assert "meta l4proto { 50, 135 }" in system.nft_scripts[-1]
+    t.stop()
