@@ -501,3 +501,43 @@ def test_the_daemon_builds_kernel_esp_for_the_kernel_modes(tmp_path):
     assert isinstance(t2.mode, ExternalCheck) and t2.mode.peers == [PEER]
     with pytest.raises(StartupError, match="raw transport"):
         kernel_esp_for(c, object(), None, {PEER: SECRET}, {}, WALL, seam=seam)
+
+
+def test_trying_a_kernel_senders_keys_is_under_the_new_epoch_budget():
+    """A flood of forged packets with ever new IV masks costs at most the budget of tries in
+    ICV checks under the epoch-free keys (10 at once), and is refused as epoch-limited or
+    stale-epoch after that; a genuine kernel sender is accepted again once a token is back."""
+    from haha.security.epoch import EpochInboundSA
+    from haha.security.esp import OutboundSA
+
+    now = [100.0]
+    out, inb = derive_pair(SECRET, PEER, LOCAL, epoch=(3 << 24) | 5)
+    sa = EpochInboundSA(inb.spi, inb.rekey, epoch=None, peer=LOCAL, clock=lambda: now[0])
+    calls = []
+    real = sa._static
+
+    class Counting:  # the epoch-free SA, counting its ICV checks
+        def authentic(self, esp):
+            calls.append(1)
+            return real.authentic(esp)
+
+        def _accept(self, esp, seq):
+            return real._accept(esp, seq)
+
+    sa._static = Counting()
+    wrong = derive_sa(bytes(32), LOCAL, PEER)
+    reasons = set()
+    for n in range(40):
+        forged = OutboundSA(inb.spi, wrong.key, wrong.salt, seq=n, iv_mask=(n + 1) * 0x10001)
+        with pytest.raises(SecurityError) as e:
+            sa.open(forged.seal(135, b"x" * 8))
+        reasons.add(e.value.reason)
+    assert len(calls) == 10
+    assert "epoch-limited" in reasons
+    kout, _ = derive_pair(SECRET, LOCAL, PEER)
+    kernel = OutboundSA(kout.spi, kout.key, kout.salt, seq=7, iv_mask=0x77)
+    with pytest.raises(SecurityError):
+        sa.open(kernel.seal(135, b"genuine"))  # no token left
+    now[0] += 1.0
+    assert sa.open(kernel.seal(135, b"genuine"))[1] == b"genuine"
+    assert sa.static_mask == 0x77

@@ -130,20 +130,28 @@ class EpochInboundSA(InboundSA):
         if epoch == self.epoch:
             return super()._accept(esp, seq)
         static = self._static
+        tried = False  # a token was spent on this packet
         if static is not None:
             if epoch == self._static_mask:
                 result = static._accept(esp, seq)
                 self.received += 1
                 return result
-            if static.authentic(esp):
-                self._static_mask = epoch
-                result = static._accept(esp, seq)
-                self.received += 1
-                return result
+            # A kernel sender's new mask costs an ICV check: under the same budget as a new
+            # epoch, so a flood of forged announcements costs no more than before.
+            if self._take_token():
+                tried = True
+                if static.authentic(esp):
+                    self._static_mask = epoch
+                    result = static._accept(esp, seq)
+                    self.received += 1
+                    return result
+            elif self.epoch is None or generation_of(epoch) > generation_of(self.epoch):
+                raise SecurityError(EPOCH_LIMITED, "too many new-epoch tries", spi=self.spi,
+                                    seq=seq, peer=self.peer)
         if self.epoch is not None and generation_of(epoch) <= generation_of(self.epoch):
             raise SecurityError(STALE_EPOCH, "an earlier run's keys", spi=self.spi, seq=seq,
                                 peer=self.peer)
-        if not self._take_token():
+        if not tried and not self._take_token():
             raise SecurityError(EPOCH_LIMITED, "too many new-epoch tries", spi=self.spi,
                                 seq=seq, peer=self.peer)
         key, salt = self._rekey(epoch)
