@@ -46,7 +46,7 @@ def _xfrm(topo, node, what):
                           capture_output=True, text=True).stdout
 
 
-def _run(tmp_path, mode, after_ha1=None):
+def _run(tmp_path, mode, after_ha1=None, crash=None):
     topo = separate_links(n_has=2, n_mns=1)
     d = _Deployment(topo, tmp_path, mode=mode)
     try:
@@ -72,6 +72,16 @@ def _run(tmp_path, mode, after_ha1=None):
         d.wait_for("ha2's copy", lambda: d.primary_of(d.mn.address) == expected, timeout=20)
         c1, c2 = _counters(d, "ha1"), _counters(d, "ha2")
         state = _xfrm(topo, "ha2", "state")
+        if crash:
+            # SIGKILL leaves the entries; the next start reclaims them and serves again
+            d.kill("ha2")
+            assert _xfrm(topo, "ha2", "state").count("proto esp") == 4
+            d.start("ha2")
+            d.wait_for("ha2 serving again", lambda: (d.ask("ha2", "status") or {})
+                       .get("state") == "serving", timeout=30)
+            d.wait_for("ha2's peer again", lambda: [p["address"] for p in d.ask(
+                "ha2", "peers") or []] == [first.signalling], timeout=20)
+            crash.update(_counters(d, "ha2"))
         d.stop("ha2")
         after = _xfrm(topo, "ha2", "state"), _xfrm(topo, "ha2", "policy")
         return c1, c2, state, after
@@ -84,8 +94,11 @@ def test_kernel_xfrm_home_agent_with_a_user_space_esp_peer(tmp_path):
     """ha2 (kernel-xfrm) and ha1 (user-space ESP) see each other live through protected
     HELLOs, and ha1's Binding Information Update reaches ha2 and is acknowledged; ha2 sent and
     received through the kernel's ESP (its transport's counters), ha1 accepted ha2's
-    epoch-free packets; ha2's SAs carried packets; a clean stop removes every entry."""
-    c1, c2, state, (state_after, policy_after) = _run(tmp_path, "kernel-xfrm")
+    epoch-free packets; ha2's SAs carried packets; after a SIGKILL ha2's entries stay, its next
+    start reclaims them (counted) and it is ha1's peer again; a clean stop removes every
+    entry."""
+    crash = {"crash": 1}
+    c1, c2, state, (state_after, policy_after) = _run(tmp_path, "kernel-xfrm", crash=crash)
     assert c2.get("kernelesptransport.kernel-esp.sent", 0) > 0, c2
     assert c2.get("kernelesptransport.kernel-esp.received", 0) > 0, c2
     assert c2.get("kernelesptransport.kernel-xfrm.epoch-rekeys", 0) >= 1, c2
@@ -93,6 +106,9 @@ def test_kernel_xfrm_home_agent_with_a_user_space_esp_peer(tmp_path):
     assert c1.get("received.HaHello", 0) > 0 and c1.get("received.BindingInfoAck", 0) > 0, c1
     assert "reqid 175118" in state  # haha's tag, 0x6861xxxx
     assert "proto esp" not in state_after and "dir " not in policy_after
+    # the run after the SIGKILL reclaimed the 4 SAs and 6 policies (HA pair, node pair)
+    assert crash.get("kernelesptransport.kernel-xfrm.reclaimed-states") == 4, crash
+    assert crash.get("kernelesptransport.kernel-xfrm.reclaimed-policies") == 6, crash
 
 
 def test_external_home_agent_with_ike_installed_sas(tmp_path):
