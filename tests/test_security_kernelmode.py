@@ -236,6 +236,31 @@ def test_a_failed_rekey_is_counted_and_keeps_the_old_keys(kx):
     assert kx.installed_keys(PEER) == ("static", None)
 
 
+def test_a_refused_replacement_puts_the_previous_keys_back(kx):
+    """When the kernel takes the old SA out but refuses the new one, the old one (the keys
+    of the epoch it had) is installed again, so the pair keeps working."""
+    kx.start()
+    _, inb = derive_pair(SECRET, LOCAL, PEER)
+    e1 = (5 << 24) | 1
+    assert kx.observe(PEER, _user_space_peer(e1).protect(LOCAL, 135, b"x" * 8))
+    before = kx.seam.blob_of(LOCAL, inb.spi)
+    orig = kx.seam.add_states
+    refused = []
+
+    def refuse_once(states):
+        if not refused:
+            refused.append(1)
+            raise XfrmError("ip xfrm state add failed: No buffer space available")
+        orig(states)
+
+    kx.seam.add_states = refuse_once
+    assert kx.observe(PEER, _user_space_peer((6 << 24) | 2).protect(LOCAL, 135, b"x" * 8)) \
+        is False
+    assert kx.seam.blob_of(LOCAL, inb.spi) == before
+    assert kx.installed_keys(PEER) == ("epoch", e1)
+    assert kx.counters["kernel-xfrm.rekey-failed"] == 1
+
+
 def test_user_space_receiver_accepts_a_kernel_senders_epoch_free_packets():
     """haha's user-space ESP (epoch-keyed inbound SA of a home-agent pair) accepts what a
     kernel-xfrm peer sends -- the epoch-free keys, IV = sequence number XOR a random mask --

@@ -239,6 +239,8 @@ class KernelXfrm:
         #: ("epoch", epoch)
         self._installed_keys: Dict[IPv6Address, Tuple[str, Optional[int]]] = {}
         self._trackers: Dict[IPv6Address, EpochInboundSA] = {}
+        #: peer -> the inbound SA in the kernel (with its key) once it was replaced
+        self._installed_sa: Dict[IPv6Address, XfrmState] = {}
         for p in self.pairs:
             if p.role == HOME_AGENT and p.secret:
                 self._trackers[p.peer] = self._tracker(p)
@@ -433,12 +435,22 @@ class KernelXfrm:
         d = derive_sa(pair.secret, pair.peer, me, pair.key_bits, epoch)
         new = XfrmState(pair.peer, me, d.spi, pair.reqid, d.key + d.salt,
                         pair.in_state.replay_window)
+        old = self._installed_sa.get(pair.peer, pair.in_state)
         try:
-            self.seam.delete_states([pair.in_state])
-            self.seam.add_states([new])
+            self.seam.delete_states([old])
         except XfrmError:
             self.counters["kernel-xfrm.rekey-failed"] += 1
             return False
+        try:
+            self.seam.add_states([new])
+        except XfrmError:
+            self.counters["kernel-xfrm.rekey-failed"] += 1
+            try:  # put the keys back that the kernel had, so the pair keeps working
+                self.seam.add_states([old])
+            except XfrmError:
+                pass
+            return False
+        self._installed_sa[pair.peer] = new
         self._installed_keys[pair.peer] = want
         self.counters["kernel-xfrm.epoch-rekeys"] += 1
         if self.on_epoch is not None:
