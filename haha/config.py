@@ -64,7 +64,7 @@ __all__ = [
 #: Home agent configurations of draft section 3.
 CONFIGURATIONS = KINDS
 TRANSPORTS = ("raw", "udp")
-SECURITY_MODES = ("esp", "none")
+SECURITY_MODES = ("esp", "kernel-xfrm", "external", "none")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 
 
@@ -117,6 +117,10 @@ class SecurityConfig:
     node_group_key: KeyFile | None = None  # home agent: derives the secrets of a node group
     #: the group's home addresses (None: the home prefix)
     node_group_prefix: IPv6Network | None = None
+    #: kernel-xfrm: what this run installed in the kernel (haha.security.kernelmode)
+    xfrm_state_file: str | None = None
+    #: external: seconds between checks of the IKE daemon's SAs and policies
+    external_check_interval: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -458,14 +462,33 @@ def _security(get: Callable[[str], Section], node: bool) -> SecurityConfig:
     here = os.path.dirname(os.path.abspath(sec.path))
     default_seq = os.path.join(here, os.path.splitext(os.path.basename(sec.path))[0] + ".seq")
     sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
+    xfrm_state_file, check_interval = _kernel_esp_keys(sec, mode, node, group_key, here)
     sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
                       "sequence-file", "max-sources", "admit-rate", "admit-burst",
                       "unauthenticated-rate", "unauthenticated-burst", "authenticated-rate",
                       "authenticated-burst", "answer-rate", "answer-burst", "node-group-key",
-                      "node-group-prefix"])
+                      "node-group-prefix", "xfrm-state-file", "external-check-interval"])
     return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,
                           sequence_file if mode == "esp" else None, rate, burst, admission,
-                          group_key, group_prefix)
+                          group_key, group_prefix, xfrm_state_file, check_interval)
+
+
+def _kernel_esp_keys(sec: Any, mode: str, node: bool, group_key: Any,
+                     here: str) -> tuple[str | None, float]:
+    """``(xfrm-state-file, external-check-interval)`` of the modes where the kernel does ESP
+    (haha.security.kernelmode); refuses what they cannot do."""
+    if mode in ("kernel-xfrm", "external") and node:
+        raise sec.error("mode", f"mode = {mode} is for home agents; a mobile node uses "
+                        "mode = esp")
+    if mode in ("kernel-xfrm", "external") and group_key is not None:
+        raise sec.error("node-group-key",
+                        f"node-group-key cannot be used with mode = {mode}: a node's SAs "
+                        "are derived on its first packet, and the kernel must hold them before "
+                        "it; give each node its key in [node-keys] or node-key-dir")
+    default = os.path.splitext(os.path.basename(sec.path))[0] + ".xfrm"
+    state = sec.get_str("xfrm-state-file", default)
+    interval = sec.get_float("external-check-interval", 60.0, minimum=1.0, maximum=86400.0)
+    return (os.path.join(here, state) if mode == "kernel-xfrm" else None), interval
 
 
 def _transport(get: Callable[[str], Section]) -> TransportConfig:
@@ -595,11 +618,12 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
     peers_sec.check_unused()
 
     security = _security(get, node=False)
-    if security.mode == "esp":
+    if security.mode in ("esp", "kernel-xfrm"):
         for p in settings.peers:
             if p not in security.peer_keys:
                 raise peers_sec.error(
-                    "static", f"static peer {p} has no key in [peer-keys] (security = esp)")
+                    "static",
+                    f"static peer {p} has no key in [peer-keys] (security = {security.mode})")
     transport = _transport(get)
     if transport.kind == "raw" and configuration != NO_HOME_LINK and home_interface is None:
         raise ConfigError(

@@ -56,6 +56,7 @@ from .protocol import HomeAgentAdapter, MobileNodeAdapter
 from .control.jsonvalue import jsonable
 from .security import keyring as _keyring
 from .security.keyring import (  # importable from here as before (__all__)
+    KERNEL_ESP_MODES,
     NodeKeyring,
     node_group,
     node_secrets,
@@ -87,6 +88,11 @@ def home_agent_settings(config: HomeAgentConfig) -> HomeAgentSettings:
 def mobile_node_settings(config: MobileNodeConfig) -> MobileNodeSettings:
     """The core's settings of a mobile node configuration (``config.settings``)."""
     return config.settings
+
+
+def kernel_esp(config: HomeAgentConfig, transport: Any, reactor: Any) -> tuple[Any, Any]:
+    """:func:`haha.security.keyring.kernel_esp` on this module's :data:`wall_clock`."""
+    return _keyring.kernel_esp(config, transport, reactor, wall_clock)
 
 
 def home_agent_sadb(config: HomeAgentConfig) -> SecurityAssociationDatabase | None:
@@ -239,6 +245,8 @@ class HomeAgentService(MultiService):
             sadb = _keyring.home_agent_sadb(config, wall_clock)
         if transport is None:
             transport = build_transport(config, reactor, config.home_interface)
+        if config.security.mode in KERNEL_ESP_MODES:
+            sadb, transport = kernel_esp(config, transport, reactor)
         if backend is None:
             backend = build_backend(config.backend, backend_context(config, reactor, transport),
                                     factory=backend_factory)
@@ -596,6 +604,6 @@ def _mobile_tunnel(config, reactor, transport):
                         **kw)
 
 
-__all__ = ["HomeAgentService", "MobileNodeService", "NodeKeyring", "anycast_membership",
-           "backend_ownership", "home_agent_sadb", "home_agent_settings", "kernel_state_path",
+__all__ = ["HomeAgentService", "KERNEL_ESP_MODES", "MobileNodeService", "NodeKeyring", "anycast_membership",
+           "backend_ownership", "home_agent_sadb", "home_agent_settings", "kernel_esp", "kernel_state_path",
            "build_transport", "mobile_node_settings", "node_secrets"]

@@ -108,8 +108,8 @@ def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
         f"{head}"
         "  chain prerouting {\n"
         "    type filter hook prerouting priority -300; policy accept;\n"
-        f"    {match} meta l4proto {{ {protos} }} counter drop\n"
-        f"    {match} rt type 2 counter drop\n"
+        + (f"    {match} meta l4proto {{ {protos} }} counter drop\n" if protos else "")
+        + f"    {match} rt type 2 counter drop\n"
         f"    {match} exthdr dst exists icmpv6 type {{ {icmp} }} counter drop\n"
         "  }\n"
         "}\n"
@@ -193,6 +193,7 @@ class RawTransport:
         self._anycast: set[tuple[IPv6Address, str]] = set()
         self._anycast_filtered: set[IPv6Address] = set()
         self._kernel_tunnels = False
+        self._kernel_esp = False  # leave_esp_to_kernel
         self.program = self._program()
 
     @staticmethod
@@ -212,8 +213,10 @@ class RawTransport:
         return bpf.mobility_filter(self._icmp_types, self._addresses, protocols=protocols)
 
     def _ruleset(self) -> str:
-        return nft_ruleset(self.table, self._addresses, NFT_PROTOCOLS_KERNEL_TUNNELS
-                           if self._kernel_tunnels else NFT_PROTOCOLS)
+        protocols = NFT_PROTOCOLS_KERNEL_TUNNELS if self._kernel_tunnels else NFT_PROTOCOLS
+        if self._kernel_esp:  # ESP and MH are the kernel's (kernel ESP)
+            protocols = tuple(p for p in protocols if p not in (50, 135))
+        return nft_ruleset(self.table, self._addresses, protocols)
 
     @property
     def running(self) -> bool:
@@ -334,6 +337,14 @@ class RawTransport:
         node's tunnel at start) instead of the daemon's receiver, which would only parse it
         and pass it on (counted as ``tunnelled``); ``None`` restores the default."""
         self._tunnel_receiver = receiver
+
+    def leave_esp_to_kernel(self, enabled: bool = True) -> None:
+        """Let the kernel's IPsec receive ESP and the Mobility Header it decrypts
+        (``[security] mode = kernel-xfrm`` or ``external``): the nft guard stops dropping
+        protocols 50 and 135; the packet socket still hands them up (ESP is watched for peers'
+        boot epochs, :mod:`haha.security.kerneldaemon`). Errors are raised, as at start."""
+        self._kernel_esp = bool(enabled)
+        self._reinstall()
 
     @property
     def kernel_tunnels(self) -> bool:

@@ -86,7 +86,7 @@ class EpochInboundSA(InboundSA):
     """
 
     __slots__ = ("epoch", "_rekey", "_on_switch", "switches", "_kw", "_clock", "_rate",
-                 "_burst", "_tokens", "_stamp")
+                 "_burst", "_tokens", "_stamp", "_static", "_static_mask")
 
     def __init__(self, spi, rekey, epoch=None, peer=None, floor=0, on_switch=None,
                  tries=TRIES_PER_SECOND, burst=TRIES_BURST, clock=time.monotonic, **kw):
@@ -103,6 +103,17 @@ class EpochInboundSA(InboundSA):
         self._burst = burst
         self._tokens = float(burst)
         self._stamp = None
+        # A sender whose ESP is done by a Linux kernel (``[security] mode = kernel-xfrm``)
+        # cannot announce an epoch: the kernel's IV is the sequence number XOR a random mask
+        # of its own. It sends under the epoch-free keys of the pair instead, which a ``rekey``
+        # marked ``static`` gives for ``None`` (haha.security.keys.derive_pair). Their packets
+        # are checked under those keys, in a window of their own; ``_static_mask`` is the mask
+        # the kernel's SA uses, learned from its first authentic packet.
+        self._static = None
+        self._static_mask = None
+        if getattr(rekey, "static", False):
+            skey, ssalt = rekey(None)
+            self._static = InboundSA(spi, skey, ssalt, peer=peer, **self._kw)
 
     def _take_token(self):
         now = self._clock()
@@ -118,10 +129,29 @@ class EpochInboundSA(InboundSA):
         epoch = _HEAD_IV.unpack_from(esp)[2] ^ seq
         if epoch == self.epoch:
             return super()._accept(esp, seq)
+        static = self._static
+        tried = False  # a token was spent on this packet
+        if static is not None:
+            if epoch == self._static_mask:
+                result = static._accept(esp, seq)
+                self.received += 1
+                return result
+            # A kernel sender's new mask costs an ICV check: under the same budget as a new
+            # epoch, so a flood of forged announcements costs no more than before.
+            if self._take_token():
+                tried = True
+                if static.authentic(esp):
+                    self._static_mask = epoch
+                    result = static._accept(esp, seq)
+                    self.received += 1
+                    return result
+            elif self.epoch is None or generation_of(epoch) > generation_of(self.epoch):
+                raise SecurityError(EPOCH_LIMITED, "too many new-epoch tries", spi=self.spi,
+                                    seq=seq, peer=self.peer)
         if self.epoch is not None and generation_of(epoch) <= generation_of(self.epoch):
             raise SecurityError(STALE_EPOCH, "an earlier run's keys", spi=self.spi, seq=seq,
                                 peer=self.peer)
-        if not self._take_token():
+        if not tried and not self._take_token():
             raise SecurityError(EPOCH_LIMITED, "too many new-epoch tries", spi=self.spi,
                                 seq=seq, peer=self.peer)
         key, salt = self._rekey(epoch)
@@ -139,6 +169,12 @@ class EpochInboundSA(InboundSA):
         if error is not None:
             raise error
         return result
+
+    @property
+    def static_mask(self):
+        """The IV mask of the sender's epoch-free (kernel) SA once one of its packets was
+        authentic, else None."""
+        return self._static_mask
 
     def _switch(self, epoch, candidate):
         old, self.epoch = self.epoch, epoch

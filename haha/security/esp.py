@@ -256,6 +256,15 @@ class InboundSA:
         _peer, next_header, payload = self._accept(esp, seq)
         return next_header, payload
 
+    def authentic(self, esp):
+        """Whether ``esp`` (at least :data:`MIN_LEN` octets) passes this SA's ICV check. Changes
+        no state: no window, no counter."""
+        try:
+            self._decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])
+        except InvalidTag:
+            return False
+        return True
+
     def _accept(self, esp, seq):
         """``(peer, next_header, payload)``: :meth:`open_checked` with the SA's peer in front,
         the tuple :meth:`SecurityAssociationDatabase.unprotect` returns (its fast path)."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 from ipaddress import IPv6Address
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Union
 
 from ..durability import boot_epoch_for, watch_store
 from ..inifile import ConfigError
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from .nodegroup import NodeGroup
 
 __all__ = [
-    "NodeKeyring", "home_agent_sadb", "load_located", "mobile_node_security", "node_group",
+    "KERNEL_ESP_MODES", "NodeKeyring", "home_agent_sadb", "kernel_esp", "load_located", "mobile_node_security", "node_group",
     "node_key_files", "node_secrets", "rate_limiter", "security_policy", "sequence_store",
 ]
 
@@ -55,10 +55,17 @@ def load_located(key_file: KeyFile, what: str) -> bytes:
     return secret
 
 
+#: Security modes where the kernel does ESP (haha.security.kernelmode).
+KERNEL_ESP_MODES = ("kernel-xfrm", "external")
+
+
 def security_policy(config: AnyConfig) -> SecurityPolicy:
     """The security policy of ``[security] mode`` (lab mode is refused without ``lab``)."""
+    mode = config.security.mode
+    if mode in KERNEL_ESP_MODES:
+        mode = "esp"  # the same rules; the kernel applies ESP (haha.security.kerneldaemon)
     try:
-        return SecurityPolicy(config.numbers, config.security.mode, config.security.lab)
+        return SecurityPolicy(config.numbers, mode, config.security.lab)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "mode") from None
 
@@ -100,8 +107,9 @@ def home_agent_sadb(config: HomeAgentConfig,
     """The SA database of a home agent: one derived pair per peer key and per mobile node key
     (docs/security.md), or None in lab mode. ``db.epoch`` is this run's boot epoch: peers
     follow it, so a run that lost its sequence file rejoins at once (haha.security.epoch), and
-    SIGHUP re-keys peers with it (haha.reload)."""
-    if config.security.mode == "none":
+    SIGHUP re-keys peers with it (haha.reload). None as well when the kernel does ESP
+    (:func:`kernel_esp`)."""
+    if config.security.mode in ("none",) + KERNEL_ESP_MODES:
         return None
     specs = []
     store = sequence_store(config, wall)
@@ -118,6 +126,20 @@ def home_agent_sadb(config: HomeAgentConfig,
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
     db.epoch = epoch
     return db
+
+
+def kernel_esp(config: HomeAgentConfig, transport: Any, reactor: Any,
+               wall: WallClock) -> tuple[Any, Any]:
+    """``(sadb, transport)`` when the kernel does ESP (``[security] mode = kernel-xfrm`` or
+    ``external``, docs/security.md "Kernel ESP")."""
+    from .kerneldaemon import kernel_esp_for
+
+    peers: dict[IPv6Address, bytes] = {}
+    nodes: dict[IPv6Address, bytes] = {}
+    if config.security.mode == "kernel-xfrm":
+        peers = {p: load_located(kf, "peer key") for p, kf in config.security.peer_keys.items()}
+        nodes = node_secrets(config)
+    return kernel_esp_for(config, transport, reactor, peers, nodes, wall())
 
 
 def node_key_files(config: HomeAgentConfig) -> dict[IPv6Address, KeyFile]:

@@ -264,6 +264,9 @@ def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=(), 
         d = derive_sa(secret, peer, local, key_bits, peer_epoch)
         return d.key, d.salt
 
+    # rekey(None) is the epoch-free pair a kernel-xfrm peer sends with (haha.security.epoch)
+    rekey.static = True  # type: ignore[attr-defined]
+
     return (
         SaSpec(peer, "out", out.spi, out.key, out.salt, role=role, epoch=epoch),
         SaSpec(peer, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources),
