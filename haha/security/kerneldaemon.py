@@ -86,12 +86,12 @@ class KernelSadb:
         src = local if local is not None else self._local(peer)
         return self.esp.protect(src, peer, next_header, payload)[1]
 
-    def unprotect(self, source: IPv6Address, payload: bytes) -> Tuple[IPv6Address, int, bytes]:
+    def unprotect(self, source: IPv6Address, esp: bytes) -> Tuple[IPv6Address, int, bytes]:
         """``(peer, 135, message)`` for a message the kernel delivered under a policy that
-        required ESP."""
+        required ESP (``esp`` is that message: the kernel has removed ESP already)."""
         if not self.esp.protected(source, self._local(source), IPPROTO_MH):
             raise SecurityError(UNPROTECTED, "no kernel policy required ESP for it", peer=source)
-        return source, IPPROTO_MH, payload
+        return source, IPPROTO_MH, esp
 
     def knows(self, esp: bytes) -> bool:
         """Every "ESP" packet that reaches the adapter was verified by the kernel."""
@@ -283,27 +283,27 @@ class KernelEspTransport:
 
     # -- out
 
-    def send(self, data: bytes, interface: Optional[str] = None) -> None:
+    def send(self, packet: bytes, interface: Optional[str] = None) -> None:
         try:
-            packet = parse_packet(data)
+            parsed = parse_packet(packet)
         except WireError:
-            self.inner.send(data, interface)
+            self.inner.send(packet, interface)
             return
-        if packet.next_header != IPPROTO_ESP:
-            self.inner.send(data, interface)
+        if parsed.next_header != IPPROTO_ESP:
+            self.inner.send(packet, interface)
             return
-        if packet.home_address is not None or packet.routing_address is not None:
+        if parsed.home_address is not None or parsed.routing_address is not None:
             # a mobile node away from home: the kernel would need mip6 (docs/security.md)
             self.own_counters["kernel-esp.send-refused-extension-headers"] += 1
             return
-        mh = bytes(packet.payload[:4]) + b"\0\0" + bytes(packet.payload[6:])  # kernel sums
-        anc = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO.pack(packet.src.packed, 0))]
+        mh = bytes(parsed.payload[:4]) + b"\0\0" + bytes(parsed.payload[6:])  # kernel sums
+        anc = [(socket.IPPROTO_IPV6, socket.IPV6_PKTINFO, _PKTINFO.pack(parsed.src.packed, 0))]
         try:
-            self._sock.sendmsg([mh], anc, 0, (str(packet.dst), 0))
+            self._sock.sendmsg([mh], anc, 0, (str(parsed.dst), 0))
         except OSError as e:
             self.own_counters["kernel-esp.send-errors"] += 1
             self.log.warn("cannot send a Mobility Header to {dst} through the kernel's ESP: "
-                          "{error}", dst=packet.dst, error=str(e))
+                          "{error}", dst=parsed.dst, error=str(e))
             return
         self.own_counters["kernel-esp.sent"] += 1
 
