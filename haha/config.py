@@ -84,14 +84,14 @@ class SecurityConfig:
     lab: bool = False
     peer_keys: dict = field(default_factory=dict)  # peer HA address -> KeyFile
     node_keys: dict = field(default_factory=dict)  # home address -> KeyFile
-    node_key_dir: str = None
-    key: KeyFile = None  # mobile node: its own secret, shared by the home agents
-    sequence_file: str = None  # ESP sequence numbers kept across restarts
+    node_key_dir: str | None = None
+    key: KeyFile | None = None  # mobile node: its own secret, shared by the home agents
+    sequence_file: str | None = None  # ESP sequence numbers kept across restarts
     rate: float = 50.0
     burst: int = 100
     #: haha.security.admission.AdmissionSettings (None: its defaults with rate and burst)
     admission: object = None
-    node_group_key: KeyFile = None  # home agent: derives the secrets of a node group
+    node_group_key: KeyFile | None = None  # home agent: derives the secrets of a node group
     node_group_prefix: object = None  # the group's home addresses (None: the home prefix)
 
 
@@ -99,7 +99,7 @@ class SecurityConfig:
 class TransportConfig:
     kind: str = "raw"
     interfaces: tuple = ()
-    udp_listen: tuple = None  # (host, port)
+    udp_listen: tuple | None = None  # (host, port)
     udp_peers: dict = field(default_factory=dict)  # IPv6Address/IPv6Network -> (host, port)
     receive_buffer: int = 8 << 20  # octets; 0 = the kernel's default
     send_buffer: int = 0
@@ -108,8 +108,8 @@ class TransportConfig:
 
 @dataclass(frozen=True)
 class ControlConfig:
-    socket: str = None  # Twisted server endpoint string
-    metrics: str = None  # Twisted server endpoint string
+    socket: str | None = None  # Twisted server endpoint string
+    metrics: str | None = None  # Twisted server endpoint string
 
 
 @dataclass(frozen=True)

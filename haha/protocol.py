@@ -76,7 +76,7 @@ class Adapter:
     :class:`haha.security.ratelimit.RateLimiter`) or None.
     """
 
-    role = None
+    role: str | None = None
     #: A :class:`haha.security.takeover.TakeoverKeys` with address take-over and ESP.
     takeover_keys = None
 

@@ -57,9 +57,9 @@ class Ownership:
     scope (module docstring)."""
 
     prefix: IPv6Network
-    interface: str = None
+    interface: str | None = None
     addresses: frozenset = field(default_factory=frozenset)
-    state_file: str = None
+    state_file: str | None = None
 
     def __post_init__(self):
         if not isinstance(self.prefix, IPv6Network):

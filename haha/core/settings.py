@@ -140,7 +140,7 @@ class HomeAgentSettings:
     kind: str = HOME_LINK
     #: The HAHA address (draft section 2): the address used for all HA<->HA signalling (HELLO,
     #: BIR, BIU, BIA) and the identity peers know this home agent by. None: ``address``.
-    haha_address: IPv6Address = None
+    haha_address: IPv6Address | None = None
     #: Home Agent Preference, an unsigned 16-bit value as the codec encodes it (draft 4.1.1;
     #: higher is preferred); sent in HELLO, used to rank home agents (docs/protocol.md 6.6) and to
     #: order DHAAD replies. Keep it above ``drain_preference`` so a draining peer sorts last.

@@ -76,10 +76,10 @@ class Seen:
     dst: IPv6Address
     headers: tuple  # extension header numbers, in order
     upper: int  # the next header after the extension headers (50 for ESP, 135 for MH, ...)
-    home_address: IPv6Address = None  # from a Home Address option
-    routing_type2: IPv6Address = None  # from a type 2 routing header
-    icmp_type: int = None
-    icmp_code: int = None
+    home_address: IPv6Address | None = None  # from a Home Address option
+    routing_type2: IPv6Address | None = None  # from a type 2 routing header
+    icmp_type: int | None = None
+    icmp_code: int | None = None
     payload: bytes = b""
 
 

@@ -54,8 +54,8 @@ class Link:
 class Route:
     node: str
     destination: str  # a prefix or "default"
-    via: str = None
-    dev: str = None
+    via: str | None = None
+    dev: str | None = None
 
 
 @dataclass

@@ -72,7 +72,7 @@ class Rule(NamedTuple):
     """What one message type needs: ESP, the sender's SA role (None: any), a known source."""
 
     protected: bool
-    role: str = None
+    role: str | None = None
     known_source: bool = False
     name: str = ""
 
@@ -81,7 +81,7 @@ class Decision(NamedTuple):
     """``process`` or not; ``reason`` (a :mod:`haha.security.errors` reason) when not."""
 
     process: bool
-    reason: str = None
+    reason: str | None = None
 
     def raise_if_dropped(self):
         """Raise the :class:`SecurityError` of a drop decision (for callers that prefer it)."""

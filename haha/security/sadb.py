@@ -108,9 +108,9 @@ class SaSpec:
     salt: bytes = field(repr=False)
     role: str = HOME_AGENT
     sources: tuple = ()
-    replay_window: int = None
+    replay_window: int | None = None
     #: Outbound: the boot epoch keying this SA, also its IV mask (haha.security.epoch).
-    epoch: int = None
+    epoch: int | None = None
     #: Inbound: ``rekey(epoch) -> (key, salt)``: the SA follows the sender's boot epochs.
     rekey: object = field(default=None, repr=False, compare=False)
 

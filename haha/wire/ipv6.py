@@ -50,8 +50,8 @@ class Packet:
     next_header: int
     payload: bytes
     hop_limit: int = 64
-    home_address: IPv6Address = None
-    routing_address: IPv6Address = None
+    home_address: IPv6Address | None = None
+    routing_address: IPv6Address | None = None
     traffic_class: int = 0
     flow_label: int = 0
 

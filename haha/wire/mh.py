@@ -527,7 +527,7 @@ _PROFILE_DECODE = (
     ("hasr", _d_hasr, 8),
 )
 
-_TABLES = {}  # id(profile) -> (profile, message table, option table, class -> MH type)
+_TABLES: dict[int, tuple] = {}  # id(profile) -> (profile, message table, option table, class -> MH type)
 #: The tables of the profile used last: the codec checks it inline (``_last[0] is profile``)
 #: before calling _tables, since nearly every packet uses the same profile.
 _last = (None,)

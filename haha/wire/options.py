@@ -42,7 +42,8 @@ def _expect(name, length, want):
         raise WireError(BAD_LENGTH, f"{name} option length {length}, expected {want}")
 
 
-_NETWORKS = {}  # prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
+#: prefix length + 16 octets -> IPv6Network (bounded; networks are immutable)
+_NETWORKS: dict[bytes, IPv6Network] = {}
 
 
 def _prefix(data, off):
