@@ -35,6 +35,7 @@ from .core.effects import (
     TunnelUp,
     make_inbound,
 )
+from .core.events import INFO_EVENTS
 from .icmperror import GlobalBudget, parameter_problem
 from .security.errors import SecurityError
 from .security.sadb import MOBILE_NODE
@@ -57,12 +58,7 @@ _UNSPECIFIED = bytes(16)
 _ANSWERS = frozenset({"BindingError", "DhaadReply"})
 
 #: Events logged at info level; the rest at debug (they are still counted).
-_INFO_EVENTS = frozenset({
-    "started", "stopped", "serving", "binding-created", "binding-deleted", "binding-expired",
-    "primary-lost", "peer-up", "peer-down", "take-over", "switch-requested", "drain-started",
-    "drain-complete", "registered", "registration-rejected", "discovery-failed",
-    "bulk-sync-complete", "deregistered", "switched", "address-conflict",
-})
+_INFO_EVENTS = INFO_EVENTS
 
 
 class Adapter:

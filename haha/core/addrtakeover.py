@@ -44,6 +44,7 @@ from haha.wire.mh import BindingInfoAck, BindingInfoRequest
 from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
 
 from .effects import Event, HoldAddress, Send
+from .events import EventName
 from .settings import HOME_LINK
 
 
@@ -105,7 +106,7 @@ class AddressTakeover:
             r = self._waiting[peer] = _Request(self.rng.getrandbits(16) or 1, timeout,
                                                now + timeout)
             self._send_request(peer, r, out)
-        out.append(Event("address-handback-requested", address=self.address,
+        out.append(Event(EventName.ADDRESS_HANDBACK_REQUESTED, address=self.address,
                          peers=tuple(sorted(peers, key=int))))
         self._maybe_hold_own(out)
 
@@ -170,7 +171,7 @@ class AddressTakeover:
             self.held[address] = peer
             self.counters["address-taken-over"] += 1
             out.append(HoldAddress(address, True, self.on_link))
-            out.append(Event("address-taken-over", address=address, peer=peer))
+            out.append(Event(EventName.ADDRESS_TAKEN_OVER, address=address, peer=peer))
         address = self.announced.get(dead)
         return address if address in self.held else None
 
@@ -188,7 +189,7 @@ class AddressTakeover:
         address is not the one ``peer`` announced (dropped, no answer)."""
         if address != self.announced.get(peer, peer):
             self.counters["dropped:handback-not-theirs"] += 1
-            out.append(Event("dropped", reason="handback-not-theirs", src=peer,
+            out.append(Event(EventName.DROPPED, reason="handback-not-theirs", src=peer,
                              address=address))
             return False
         self.counters["handback-request-received"] += 1
@@ -196,7 +197,7 @@ class AddressTakeover:
             return None
         self.counters["address-released"] += 1
         out.append(HoldAddress(address, False, self.on_link))
-        out.append(Event("address-released", address=address, to=peer))
+        out.append(Event(EventName.ADDRESS_RELEASED, address=address, to=peer))
         return address
 
     def confirm(self, peer, identifier, address, out):
@@ -211,7 +212,7 @@ class AddressTakeover:
             self.counters["handback-unmatched"] += 1
             return
         del self._waiting[peer]
-        out.append(Event("address-handback-confirmed", address=address, by=peer))
+        out.append(Event(EventName.ADDRESS_HANDBACK_CONFIRMED, address=address, by=peer))
         self._maybe_hold_own(out)
 
     def _maybe_hold_own(self, out):
@@ -219,7 +220,7 @@ class AddressTakeover:
             return
         self.own = True
         out.append(HoldAddress(self.address, True, self.on_link))
-        out.append(Event("address-held", address=self.address))
+        out.append(Event(EventName.ADDRESS_HELD, address=self.address))
 
     @staticmethod
     def switch_target(switching, cache, care_of):

@@ -19,6 +19,7 @@ changed most recently.
 from collections import OrderedDict
 
 from .effects import Event
+from .events import EventName
 
 #: A change back within this many seconds of the previous change is a flip.
 WINDOW = 600.0
@@ -89,7 +90,7 @@ class FlapWatch:
         self._tokens -= 1
         t.alarmed = now
         self.counters["address-conflict"] += 1
-        out.append(Event("address-conflict", home_address=home_address,
+        out.append(Event(EventName.ADDRESS_CONFLICT, home_address=home_address,
                          care_of=t.care_of, other_care_of=t.previous, flips=t.flips))
 
 

@@ -56,6 +56,7 @@ from haha.wire.mh import (
 from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix
 
 from .effects import Event, Send, SendIcmp, TunnelDown, TunnelUp
+from .events import EventName
 from .homeagent import home_agents_anycast
 from .seqnum import next_sequence, units
 
@@ -236,7 +237,7 @@ class MobileNode:
                 self.counters["switch-refused"] += 1
                 be = BindingError(BE_UNKNOWN_MH_TYPE, self.home_address)
                 return [Send(be, self.care_of or self.home_address, inbound.src),
-                        Event("switch-refused", src=inbound.src)]
+                        Event(EventName.SWITCH_REFUSED, src=inbound.src)]
             return self.dispatch(SWITCH, now, inbound=inbound)
         if kind is DhaadReply:
             return self.dispatch(DHAAD_REPLY, now, inbound=inbound)
@@ -245,7 +246,7 @@ class MobileNode:
         if kind is BindingError:
             return self.dispatch(BE, now, inbound=inbound)
         self.counters["dropped:unexpected"] += 1
-        return [Event("dropped", reason="unexpected", message=kind.__name__, src=inbound.src)]
+        return [Event(EventName.DROPPED, reason="unexpected", message=kind.__name__, src=inbound.src)]
 
     def next_deadline(self):
         due = [t for t in (self._retransmit_at, self._refresh_at, self.expires) if t is not None]
@@ -296,7 +297,7 @@ class MobileNode:
         before = self.state
         getattr(self, entry)(now, out, **kw)
         if self.state != before:
-            out.append(Event("state", old=before, new=self.state, input=event))
+            out.append(Event(EventName.STATE, old=before, new=self.state, input=event))
         return out
 
     # ======================================================================================
@@ -389,7 +390,7 @@ class MobileNode:
     def _bu_retransmit(self, now, out):
         limit = self.settings.registration_attempts
         if limit and self._attempts >= limit:
-            out.append(Event("registration-timeout", home_agent=self.target,
+            out.append(Event(EventName.REGISTRATION_TIMEOUT, home_agent=self.target,
                              attempts=self._attempts))
             self._rejected.add(self.target)
             return self._next_candidate(now, out)
@@ -432,7 +433,7 @@ class MobileNode:
         elif s.mobile_router and not ba.flags & BA_R:
             reason = "no R flag"  # the home agent does not serve mobile routers (docs/protocol.md 9)
         if reason is not None:
-            out.append(Event("registration-rejected", home_agent=self.target, status=ba.status,
+            out.append(Event(EventName.REGISTRATION_REJECTED, home_agent=self.target, status=ba.status,
                              reason=reason))
             self._rejected.add(self.target)
             if self.target == self.home_agent:
@@ -458,7 +459,7 @@ class MobileNode:
         if tunnel != self.tunnel:
             self.tunnel = tunnel
             out.append(tunnel)
-        out.append(Event("registered", home_agent=self.home_agent, care_of=self.care_of,
+        out.append(Event(EventName.REGISTERED, home_agent=self.home_agent, care_of=self.care_of,
                          lifetime=granted, sequence=ba.sequence))
 
     def _next_candidate(self, now, out):
@@ -470,7 +471,7 @@ class MobileNode:
 
     def _binding_lost(self, now, out):
         ha = self.home_agent or self.target
-        out.append(Event("binding-lost", home_agent=ha))
+        out.append(Event(EventName.BINDING_LOST, home_agent=ha))
         self._tunnel_down(out)
         self._reset_binding()
         if self.state in (REGISTERED, REFRESHING):
@@ -478,7 +479,7 @@ class MobileNode:
 
     def _binding_error(self, now, out, inbound):
         self.counters["binding-error"] += 1
-        out.append(Event("binding-error", status=inbound.message.status, src=inbound.src))
+        out.append(Event(EventName.BINDING_ERROR, status=inbound.message.status, src=inbound.src))
 
     def _reset_binding(self):
         self.home_agent = None
@@ -509,7 +510,7 @@ class MobileNode:
             self.counters["switch-already-there"] += 1
             return
         self.counters["switch-received"] += 1
-        out.append(Event("switch-received", src=inbound.src,
+        out.append(Event(EventName.SWITCH_RECEIVED, src=inbound.src,
                          desired=wanted[0] if wanted else None))
         asking = inbound.src
         for desired in wanted:
@@ -549,7 +550,7 @@ class MobileNode:
             self._timeout = self._timeout * 2
         elif not self._dhaad_failed:
             self._dhaad_failed = True
-            out.append(Event("discovery-failed", tries=self._dhaad_tries))
+            out.append(Event(EventName.DISCOVERY_FAILED, tries=self._dhaad_tries))
         self._send_dhaad(now, out)
 
     def _dhaad_reply(self, now, out, inbound):
@@ -631,7 +632,7 @@ class MobileNode:
 
     def _dereg_retransmit(self, now, out):
         if self._timeout >= self.settings.max_timeout:
-            out.append(Event("deregistration-timeout", home_agent=self.target))
+            out.append(Event(EventName.DEREGISTRATION_TIMEOUT, home_agent=self.target))
             # Any home agent of the group holds the binding (as primary or copy) and takes a
             # deregistration: try the others we know before giving up.
             self._dereg_tried.add(self.target)
@@ -653,7 +654,7 @@ class MobileNode:
         if ba.status == BA_SEQUENCE_OUT_OF_WINDOW:
             self.sequence = ba.sequence
             return self._send_dereg(now, out)
-        out.append(Event("deregistered", home_agent=self.target, status=ba.status))
+        out.append(Event(EventName.DEREGISTERED, home_agent=self.target, status=ba.status))
         self._home(out)
 
     def _dereg_expired(self, now, out):
