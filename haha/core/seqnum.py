@@ -13,29 +13,29 @@ HALF = 1 << 15
 MAX_UNITS = 0xFFFF
 
 
-def newer(x, y):
+def newer(x: int, y: int) -> bool:
     """True when sequence number ``x`` is newer than ``y`` (modulo 2**16)."""
     return 0 < (x - y) % MODULUS < HALF
 
 
-def distance(x, y):
+def distance(x: int, y: int) -> int:
     """How far ``x`` is ahead of ``y`` (negative when behind), in -32768..32767."""
     d = (x - y) % MODULUS
     return d - MODULUS if d >= HALF else d
 
 
-def next_sequence(x, step=1):
+def next_sequence(x: int, step: int = 1) -> int:
     """``x + step`` modulo 2**16."""
     return (x + step) % MODULUS
 
 
-def units(seconds):
+def units(seconds: float) -> int:
     """Whole 4-second units in ``seconds`` (rounded down), capped at 65535."""
     u = int(seconds) >> 2
     return u if u < MAX_UNITS else MAX_UNITS
 
 
-def units_ceil(seconds):
+def units_ceil(seconds: float) -> int:
     """4-second units covering ``seconds`` (rounded up), capped at 65535; 0 for nothing left."""
     if seconds <= 0:
         return 0

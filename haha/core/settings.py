@@ -9,6 +9,7 @@ reaches a machine. Mappings are frozen (``types.MappingProxyType``) and sequence
 Times are in seconds (``float`` allowed), lifetimes on the wire are converted by the machines.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
 from types import MappingProxyType
@@ -178,10 +179,10 @@ class HomeAgentSettings:
     #: Mobile routers: home address -> the Mobile Network Prefixes it is authorised to register
     #: (RFC 3963 6.2). A Binding Update with the R flag from a home address not listed here is
     #: answered 140; an explicit prefix outside the listed ones 142.
-    mobile_routers: object = field(default_factory=dict)
+    mobile_routers: Mapping[IPv6Address, tuple[IPv6Network, ...]] = field(default_factory=dict)
     #: Implicit mode (RFC 3963 5.2, 6.2): home address -> the prefixes installed when a mobile
     #: router registers without Mobile Network Prefix options. Missing: answered 143.
-    implicit_prefixes: object = field(default_factory=dict)
+    implicit_prefixes: Mapping[IPv6Address, tuple[IPv6Network, ...]] = field(default_factory=dict)
     #: Seconds to listen to peers' HELLOs after start before serving mobile nodes and asking
     #: each live peer for its bindings (draft 5.4 "SHOULD wait"; docs/protocol.md 6.5). Should exceed
     #: ``hello_interval``. 0 serves at once.
