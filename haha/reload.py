@@ -14,13 +14,15 @@ at start-up (its located one-line error is logged) and the daemon runs on unchan
 """
 
 import os
+from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address
+from typing import Any
 
-from .config import KeyFile
+from .config import HomeAgentConfig, KeyFile
 from .inifile import ConfigError
 from .logging import logger
 from .security import keys as _keys
-from .security.sadb import HOME_AGENT, MOBILE_NODE
+from .security.sadb import HOME_AGENT, MOBILE_NODE, SaSpec, SecurityAssociationDatabase
 
 log = logger("haha.reload")
 
@@ -34,9 +36,9 @@ _RESTART_FIELDS = ("address", "haha_address", "home_prefix", "configuration", "h
                    "log_level")
 
 
-def node_key_files(config):
+def node_key_files(config: HomeAgentConfig) -> dict[IPv6Address, KeyFile]:
     """``{home address: KeyFile}`` from ``[node-keys]`` and ``node-key-dir``."""
-    nodes = dict(config.security.node_keys)
+    nodes: dict[IPv6Address, KeyFile] = dict(config.security.node_keys)
     directory = config.security.node_key_dir
     if directory:
         for name in sorted(os.listdir(directory)):
@@ -52,26 +54,28 @@ def node_key_files(config):
     return nodes
 
 
-def _secret(key_file, what):
+def _secret(key_file: KeyFile, what: str) -> bytes:
     try:
         return _keys.load_secret(key_file.path)
     except Exception as e:  # KeyFileError, SecurityConfigError, OSError
         raise key_file.error(f"{what}: {e}") from None
 
 
-def _same_keys(sadb, specs):
+def _same_keys(sadb: SecurityAssociationDatabase, specs: Sequence[SaSpec]) -> bool:
     rows = {(r["direction"], r["spi"]) for r in sadb.describe()
             if r["peer"] == str(specs[0].peer)}
     return rows == {(s.direction, f"0x{s.spi:08x}") for s in specs}
 
 
-def reload_home_agent(service, load):
+def reload_home_agent(service: Any, load: Callable[[str], HomeAgentConfig]
+                      ) -> dict[str, list[str]]:
     """Re-read ``service.config.path`` with ``load`` and apply the keys (module docstring).
     Returns a summary dict (also logged). Raises ConfigError when the file does not load or a
     key file cannot be read; nothing is changed then."""
     old = service.config
     new = load(old.path)
-    summary = {"nodes-added": [], "nodes-removed": [], "rekeyed": [], "restart-needed": []}
+    summary: dict[str, list[str]] = {"nodes-added": [], "nodes-removed": [], "rekeyed": [],
+                                     "restart-needed": []}
     sadb = service.sadb
     if sadb is not None and new.security.mode == old.security.mode == "esp":
         epoch = getattr(sadb, "epoch", None)

@@ -145,6 +145,8 @@ class Event:
     """
 
     __slots__ = ("name", "fields")
+    name: str  # a haha.core.events.EventName
+    fields: dict
 
     def __init__(self, name, **fields):
         object.__setattr__(self, "name", name)
