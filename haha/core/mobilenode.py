@@ -38,7 +38,7 @@ state: :class:`InvalidTransition` is raised). The table is total; a test walks e
 import random
 from collections import Counter, deque
 from enum import StrEnum
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv6Address
 from typing import Any, cast
 
 from haha.wire.icmpv6 import DhaadReply, DhaadRequest
