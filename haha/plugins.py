@@ -7,19 +7,28 @@ package that ships one). A plugin object provides :class:`~haha.interfaces.IBack
 before the daemon uses it, so a broken plugin fails at start-up with its name, not mid-run.
 """
 
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
+from zope.interface.interface import InterfaceClass
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from .inifile import ConfigError
 from .interfaces import IBackendPlugin, IDiscoveryPlugin, IForwardingBackend, IPeerDiscovery
 
+if TYPE_CHECKING:
+    from .config import PluginChoice
+    from .inifile import Section
 
-def _catalogue(interface, package=None):
+
+def _catalogue(interface: type[Any], package: ModuleType | None = None) -> dict[str, Any]:
     if package is None:
         import twisted.plugins as package
-    found = {}
+    found: dict[str, Any] = {}
     for plugin in getPlugins(interface, package):
         name = getattr(plugin, "name", None)
         if isinstance(name, str) and name not in found:
@@ -27,17 +36,17 @@ def _catalogue(interface, package=None):
     return found
 
 
-def backend_plugins(package=None):
+def backend_plugins(package: ModuleType | None = None) -> dict[str, Any]:
     """``{name: plugin}`` of every installed :class:`IBackendPlugin`."""
     return _catalogue(IBackendPlugin, package)
 
 
-def discovery_plugins(package=None):
+def discovery_plugins(package: ModuleType | None = None) -> dict[str, Any]:
     """``{name: plugin}`` of every installed :class:`IDiscoveryPlugin`."""
     return _catalogue(IDiscoveryPlugin, package)
 
 
-def _find(kind, choice, catalogue):
+def _find(kind: str, choice: "PluginChoice", catalogue: dict[str, Any]) -> Any:
     plugin = catalogue.get(choice.name)
     if plugin is None:
         names = ", ".join(sorted(catalogue)) or "none installed"
@@ -45,7 +54,7 @@ def _find(kind, choice, catalogue):
     return plugin
 
 
-def _verified(kind, name, obj, interface):
+def _verified(kind: str, name: str, obj: Any, interface: InterfaceClass) -> Any:
     try:
         verifyObject(interface, obj)
     except Invalid as e:
@@ -56,7 +65,8 @@ def _verified(kind, name, obj, interface):
     return obj
 
 
-def build_backend(choice, reactor, package=None):
+def build_backend(choice: "PluginChoice", reactor: Any, package: ModuleType | None = None
+                  ) -> IForwardingBackend:
     """Build the forwarding backend named by ``choice`` (a :class:`haha.config.PluginChoice`)."""
     plugin = _find("backend", choice, backend_plugins(package))
     backend = plugin.build(choice.options, reactor)
@@ -64,7 +74,8 @@ def build_backend(choice, reactor, package=None):
     return _verified("backend", choice.name, backend, IForwardingBackend)
 
 
-def build_discovery(choice, reactor, config, package=None):
+def build_discovery(choice: "PluginChoice", reactor: Any, config: Any,
+                    package: ModuleType | None = None) -> IPeerDiscovery:
     """Build the peer-discovery strategy named by ``choice``."""
     plugin = _find("discovery", choice, discovery_plugins(package))
     discovery = plugin.build(choice.options, reactor, config)
@@ -72,7 +83,7 @@ def build_discovery(choice, reactor, config, package=None):
     return _verified("discovery", choice.name, discovery, IPeerDiscovery)
 
 
-def _load(kind, name, target):
+def _load(kind: str, name: str, target: str) -> Callable[..., Any]:
     """The callable ``"module:attribute"`` of plugin ``name``; a module that is missing or
     fails to import is a :class:`~haha.errors.StartupError` naming the plugin."""
     from importlib import import_module
@@ -102,12 +113,12 @@ class _LazyPlugin:
     """A plugin object whose implementation is imported only when it is built, so that
     ``getPlugins`` (which imports every plugin file) stays cheap."""
 
-    def __init__(self, name, description, factory):
+    def __init__(self, name: str, description: str, factory: str) -> None:
         self.name = name
         self.description = description
         self._factory = factory
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r} -> {self._factory}>"
 
 
@@ -115,7 +126,7 @@ class _LazyPlugin:
 class BackendPlugin(_LazyPlugin):
     """An :class:`IBackendPlugin` built from ``"module:callable(options, reactor)"``."""
 
-    def build(self, options, reactor):
+    def build(self, options: "Section", reactor: Any) -> Any:
         return _load("backend", self.name, self._factory)(options, reactor)
 
 
@@ -123,5 +134,5 @@ class BackendPlugin(_LazyPlugin):
 class DiscoveryPlugin(_LazyPlugin):
     """An :class:`IDiscoveryPlugin` built from ``"module:callable(options, reactor, config)"``."""
 
-    def build(self, options, reactor, config):
+    def build(self, options: "Section", reactor: Any, config: Any) -> Any:
         return _load("discovery", self.name, self._factory)(options, reactor, config)
