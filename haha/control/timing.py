@@ -30,8 +30,9 @@ from ..wire.mh import BindingAck, BindingInfoAck, BindingInfoUpdate, BindingUpda
 #: Events after which a taken-over node no longer waits for its registration here.
 _ENDED = frozenset({EventName.BINDING_DELETED, EventName.BINDING_EXPIRED,
                     EventName.PRIMARY_LOST})
-#: Mobile node events that abandon a pending registration without measuring it.
-_ABANDONED = frozenset({EventName.DEREGISTERED, EventName.STOPPED})
+#: Mobile node events that abandon a pending registration without measuring it (a stop is
+#: the ``state`` event into ``idle``: the node emits no ``stopped``).
+_ABANDONED = frozenset({EventName.DEREGISTERED})
 
 #: A callback taking one duration in seconds.
 Observe = Callable[[float], object]
@@ -120,7 +121,7 @@ class LatencyTracker:
             if name == EventName.REGISTERED and self._registering is not None:
                 self.observe_registration(max(0.0, now - self._registering))
                 self._registering = None
-            elif name in _ABANDONED:
+            elif name in _ABANDONED or (name == EventName.STATE and event.get("new") == "idle"):
                 self._registering = None
             return
         if name == EventName.SWITCH_REQUESTED:
