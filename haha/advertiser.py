@@ -10,7 +10,12 @@ agent service does not make this node the link's default router. On stop one las
 with Home Agent Lifetime 0 tells the peers to forget it at once.
 """
 
-from ipaddress import IPv6Address
+from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from .interfaces import IMobilityTransport
 
 from .wire.icmpv6 import (
     PI_R,
@@ -23,10 +28,14 @@ from .wire.icmpv6 import (
 from .wire.ipv6 import build_packet
 from .wire.numbers import IPPROTO_ICMPV6
 
+if TYPE_CHECKING:
+    from .core.homeagent import HomeAgent
+
 ALL_NODES = IPv6Address("ff02::1")
 
 
-def link_local_address(interface, path="/proc/net/if_inet6"):
+def link_local_address(interface: str | None, path: str = "/proc/net/if_inet6"
+                       ) -> IPv6Address | None:
     """The first link-local address of ``interface`` (from the kernel's table), or None."""
     try:
         with open(path) as f:
@@ -42,8 +51,9 @@ def link_local_address(interface, path="/proc/net/if_inet6"):
 class HomeLinkAdvertiser:
     """Periodic home-agent Router Advertisements (module docstring)."""
 
-    def __init__(self, clock, transport, machine, interface, interval, lifetime, prefix,
-                 router_lifetime=0, source=None):
+    def __init__(self, clock: IReactorTime, transport: IMobilityTransport, machine: "HomeAgent",
+                 interface: str | None, interval: float, lifetime: int, prefix: IPv6Network,
+                 router_lifetime: int = 0, source: IPv6Address | None = None) -> None:
         self.clock = clock
         self.transport = transport
         self.machine = machine
@@ -54,9 +64,10 @@ class HomeLinkAdvertiser:
         self.router_lifetime = router_lifetime
         self.source = source
         self.sent = 0
-        self._call = None
+        self._call: IDelayedCall | None = None
 
-    def advertisement(self, lifetime=None):
+    def advertisement(self, lifetime: int | None = None) -> RouterAdvertisement:
+        """The Router Advertisement (H flag, the prefix, Home Agent Information)."""
         m = self.machine
         return RouterAdvertisement(
             cur_hop_limit=64,
@@ -69,7 +80,8 @@ class HomeLinkAdvertiser:
             ),
         )
 
-    def send(self, lifetime=None):
+    def send(self, lifetime: int | None = None) -> bool:
+        """Send one advertisement; False when the interface has no link-local address."""
         src = self.source or link_local_address(self.interface)
         if src is None:
             return False
@@ -79,14 +91,16 @@ class HomeLinkAdvertiser:
         self.sent += 1
         return True
 
-    def start(self):
+    def start(self) -> None:
+        """Advertise now and every ``interval`` seconds."""
         self._tick()
 
-    def _tick(self):
+    def _tick(self) -> None:
         self.send()
         self._call = self.clock.callLater(self.interval, self._tick)
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop, and say so with a Home Agent Lifetime of 0."""
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None

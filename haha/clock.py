@@ -22,14 +22,16 @@ time: the control interface reports uptime and expiry as differences.
 
 import heapq
 import time
+from collections.abc import Callable
+from typing import Any
 
 
-def is_monotonic(reactor, monotonic=time.monotonic):
+def is_monotonic(reactor: object, monotonic: Callable[[], float] = time.monotonic) -> bool:
     """Whether ``reactor.seconds`` is ``monotonic`` (set by :func:`use_monotonic_time`)."""
     return getattr(reactor, "seconds", None) == monotonic
 
 
-def use_monotonic_time(reactor, monotonic=time.monotonic):
+def use_monotonic_time(reactor: Any, monotonic: Callable[[], float] = time.monotonic) -> Any:
     """Make ``reactor`` (a ``twisted.internet.base.ReactorBase``) measure time, schedule
     ``callLater`` and compute its poll timeouts with ``monotonic``; returns ``reactor``.
 

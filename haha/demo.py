@@ -14,20 +14,26 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from typing import IO
 
 from .lab.cluster import LocalCluster
 
 
 class Narrator:
-    def __init__(self, out):
+    """Writes the scenario's lines with the seconds since it began."""
+
+    def __init__(self, out: IO[str]) -> None:
         self.out = out
         self.t0 = time.monotonic()
 
-    def say(self, text):
+    def say(self, text: str) -> None:
+        """One line of narration."""
         self.out.write(f"[{time.monotonic() - self.t0:5.1f}s] {text}\n")
         self.out.flush()
 
-    def table(self, cluster, home_address):
+    def table(self, cluster: LocalCluster, home_address: str) -> None:
+        """What each home agent holds for ``home_address``."""
         for ha in cluster.has:
             bindings = cluster.ask(ha.name, "bindings")
             if bindings is None:
@@ -44,7 +50,8 @@ class Narrator:
                 self.out.write(f"          {ha.name:4} (no binding)\n")
 
 
-def run(directory, n_has=3, security="esp", mobile_router=False, out=sys.stdout):
+def run(directory: str, n_has: int = 3, security: str = "esp", mobile_router: bool = False,
+        out: IO[str] = sys.stdout) -> float:
     """Run the scenario in ``directory``; return the failover time in seconds."""
     say = Narrator(out)
     with LocalCluster(directory, n_has=n_has, security=security,
@@ -103,7 +110,8 @@ def run(directory, n_has=3, security="esp", mobile_router=False, out=sys.stdout)
         return failover
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m haha.demo``; an exit status."""
     p = argparse.ArgumentParser(prog="python -m haha.demo", description=__doc__.split("\n")[0])
     p.add_argument("--has", type=int, default=3, help="number of home agents (2-9)")
     p.add_argument("--mobile-router", action="store_true", help="a NEMO mobile router")

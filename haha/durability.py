@@ -14,23 +14,29 @@
 
 import signal
 import time
+from collections.abc import Callable
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Any
 
 from .logging import logger
 from .security.epoch import boot_epoch, generation_of
 
+if TYPE_CHECKING:
+    from .security.seqstore import SequenceStore
+
 log = logger("haha.durability")
 
 
-def watch_store(store):
+def watch_store(store: "SequenceStore") -> "SequenceStore":
     """Log a failing sequence file once per run of failures, and its recovery."""
 
-    def failed(error):
+    def failed(error: BaseException) -> None:
         log.error("cannot write the ESP sequence file {path}: {error}; serving on from memory "
                   "(sequence numbers stay unique; a crash before the disk is writable again is "
                   "covered by the boot epoch, docs/operations.md)",
                   path=store.path, error=getattr(error, "strerror", None) or str(error))
 
-    def recovered():
+    def recovered() -> None:
         log.info("the ESP sequence file {path} is written again (after {n} failed writes)",
                  path=store.path, n=store.counters["write-failed"])
 
@@ -39,7 +45,7 @@ def watch_store(store):
     return store
 
 
-def boot_epoch_for(store, wall=None):
+def boot_epoch_for(store: "SequenceStore | None", wall: float | None = None) -> int:
     """This run's boot epoch, recorded in ``store`` when it can be (logged either way)."""
     epoch, recorded = boot_epoch(store, time.time() if wall is None else wall)
     if store is not None and not recorded:
@@ -58,13 +64,15 @@ HANDLED = ("SIGHUP", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGQUIT")
 IF_DEFAULT = ("SIGUSR1",)
 
 
-def install_signal_handlers(service, reactor, reload=None, signals=signal):
+def install_signal_handlers(service: Any, reactor: Any,
+                            reload: Callable[[], object] | None = None,
+                            signals: ModuleType = signal) -> list[int]:
     """Handle :data:`HANDLED` for ``service`` (which has ``adapter.counters``). ``reload`` is
     called (in the reactor thread) on SIGHUP; without one SIGHUP is logged and ignored.
     ``signals`` is the :mod:`signal` module (a fake in tests). Returns the signal numbers."""
     counters = service.adapter.counters
 
-    def hangup():
+    def hangup() -> None:
         counters["signal.SIGHUP"] += 1
         if reload is None:
             log.info("SIGHUP: nothing to re-read; ignored")
@@ -76,20 +84,20 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
             counters["reload-failed"] += 1
             log.failure("SIGHUP: re-reading the configuration failed; running as before")
 
-    def ignored(name):
+    def ignored(name: str) -> None:
         counters[f"signal.{name}"] += 1
         log.info("{signal} received: ignored (SIGHUP re-reads the configuration, SIGTERM stops)",
                  signal=name)
 
-    def quit_():
+    def quit_() -> None:
         counters["signal.SIGQUIT"] += 1
         log.warn("SIGQUIT received: stopping as for SIGTERM (drain, goodbye, clean-up)")
         reactor.stop()
 
-    actions = {"SIGHUP": hangup, "SIGQUIT": quit_}
+    actions: dict[str, Callable[[], None]] = {"SIGHUP": hangup, "SIGQUIT": quit_}
     for name in ("SIGUSR1", "SIGUSR2", "SIGALRM"):
         actions[name] = (lambda n: lambda: ignored(n))(name)
-    installed = []
+    installed: list[int] = []
     for name in HANDLED:
         number = getattr(signals, name, None)
         if number is None:
@@ -97,7 +105,8 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
         if name in IF_DEFAULT and signals.getsignal(number) != signals.SIG_DFL:
             continue  # twistd's own (SIGUSR1 re-opens its log file)
 
-        def handler(signum, frame, action=actions[name]):
+        def handler(signum: int, frame: FrameType | None,
+                    action: Callable[[], None] = actions[name]) -> None:
             # Runs between two bytecodes of whatever the reactor was doing: hand over.
             reactor.callFromThread(action)
 
@@ -108,7 +117,8 @@ def install_signal_handlers(service, reactor, reload=None, signals=signal):
     return installed
 
 
-def daemon_signals(service, reactor, loader, signals=signal):
+def daemon_signals(service: Any, reactor: Any, loader: Callable[[str], Any],
+                   signals: ModuleType = signal) -> list[int]:
     """What ``twistd haha``/``haha-mn`` install once the reactor runs: a home agent re-reads
     its configuration on SIGHUP (:func:`haha.reload.reload_home_agent`); a mobile node logs
     SIGHUP and ignores it."""
@@ -117,7 +127,7 @@ def daemon_signals(service, reactor, loader, signals=signal):
     from .inifile import ConfigError
     from .reload import reload_home_agent
 
-    def reload():
+    def reload() -> None:
         try:
             reload_home_agent(service, loader)
         except ConfigError as e:

@@ -11,12 +11,12 @@ class StartupError(Exception):
     """The daemon cannot start. ``cause`` says what is wrong, ``fix`` what to do about it;
     ``str()`` is the one line an operator reads."""
 
-    def __init__(self, cause, fix=None):
+    def __init__(self, cause: str, fix: str | None = None) -> None:
         self.cause = cause
         self.fix = fix
         super().__init__(str(self))
 
-    def __str__(self):
+    def __str__(self) -> str:
         return f"{self.cause}; {self.fix}" if self.fix else self.cause
 
 

@@ -18,6 +18,8 @@ frozen. The daemon (``twistd haha``) installs it; embedders choose.
 import gc
 
 from twisted.application.internet import TimerService
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 
 #: Seconds between two freezes.
 INTERVAL = 1.0
@@ -26,23 +28,25 @@ INTERVAL = 1.0
 class GcFreezer(TimerService):
     """A service freezing the heap every ``interval`` seconds (module docstring)."""
 
-    def __init__(self, interval=INTERVAL, clock=None):
+    def __init__(self, interval: float = INTERVAL, clock: IReactorTime | None = None) -> None:
         super().__init__(interval, self.freeze)
         if clock is not None:
             self.clock = clock
         self.freezes = 0
 
-    def stopService(self):  # noqa: N802 - Twisted hook
+    def stopService(self) -> Deferred[None]:  # noqa: N802 - Twisted hook
         """Stop freezing and give the frozen objects back to the collector."""
         d = super().stopService()
         gc.unfreeze()
         return d
 
-    def freeze(self):
+    def freeze(self) -> None:
+        """Move every object alive now out of the collector's generations."""
         gc.freeze()
         self.freezes += 1
 
-    def counters(self):
+    def counters(self) -> dict[str, int]:
+        """Objects frozen now and freezes so far."""
         return {"gc-frozen": gc.get_freeze_count(), "gc-freezes": self.freezes}
 
 

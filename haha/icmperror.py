@@ -17,9 +17,11 @@ a Hop-by-Hop header that is not first (4.1), a routing header it cannot process 
 The answer carries as much of the invoking packet as fits in the minimum MTU.
 """
 
+from collections.abc import Callable
 from ipaddress import IPv6Address
 
 from .wire.icmpv6 import INVOKING_MAX, ParameterProblem
+from .wire.ipv6 import ParameterProblem as ParameterProblemError
 from .wire.numbers import (
     IPPROTO_DSTOPTS,
     IPPROTO_FRAGMENT,
@@ -39,18 +41,19 @@ class GlobalBudget:
     ``allow(now)`` spends a token or returns False; ``refused`` counts the refusals.
     """
 
-    def __init__(self, rate=DEFAULT_RATE, burst=DEFAULT_BURST):
+    def __init__(self, rate: float = DEFAULT_RATE, burst: float = DEFAULT_BURST) -> None:
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not rate > 0:
             raise ValueError(f"rate {rate!r} must be a positive number")
         if isinstance(burst, bool) or not isinstance(burst, (int, float)) or not burst >= 1:
             raise ValueError(f"burst {burst!r} must be at least 1")
         self.rate = rate
         self.burst = burst
-        self.tokens = burst
-        self.stamp = None
+        self.tokens: float = burst
+        self.stamp: float | None = None
         self.refused = 0
 
-    def allow(self, now):
+    def allow(self, now: float) -> bool:
+        """Spend a token at ``now`` (True), or count a refusal (False)."""
         if self.stamp is None:
             self.stamp = now
         elif now > self.stamp:
@@ -63,7 +66,7 @@ class GlobalBudget:
         return False
 
 
-def _carries_icmp_error(data):
+def _carries_icmp_error(data: bytes) -> bool:
     """Whether the header chain of ``data`` (walked by lengths only) ends in an ICMPv6 error
     message (types 0-127, RFC 4443 2.1). Unwalkable chains count as not."""
     end = min(len(data), 40 + int.from_bytes(data[4:6], "big"))
@@ -80,7 +83,10 @@ def _carries_icmp_error(data):
     return nh == IPPROTO_ICMPV6 and pos < end and data[pos] < 128
 
 
-def parameter_problem(data, error, source_for):
+def parameter_problem(
+        data: bytes, error: ParameterProblemError,
+        source_for: Callable[[IPv6Address], IPv6Address | None],
+) -> tuple[tuple[IPv6Address, IPv6Address, ParameterProblem], None] | tuple[None, str]:
     """The answer to invoking packet ``data`` that raised ``error`` (a ParameterProblem):
     ``((src, dst, message), None)``, or ``(None, why)`` when RFC 4443 2.4 forbids one.
 

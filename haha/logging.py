@@ -14,31 +14,32 @@ several daemons in one process can be told apart.
 """
 
 import sys
+from typing import Any
 
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     Logger,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogPublisher,
     jsonFileLogObserver,
 )
+from zope.interface import implementer
 
 LEVELS = {"debug": LogLevel.debug, "info": LogLevel.info, "warn": LogLevel.warn,
           "error": LogLevel.error}
 
 _predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)
-_thresholds = {}  # namespace -> the level it shows from; emptied by configure()
+#: namespace -> the level it shows from; emptied by configure()
+_thresholds: dict[str, LogLevel] = {}
+
+# The global publisher itself (it provides ILogObserver); twistd and embedders add their
+# observers to it, never replace it.
+observer = FilteringLogObserver(globalLogPublisher, [_predicate])
 
 
-def _publish(event):
-    globalLogPublisher(event)
-
-
-observer = FilteringLogObserver(_publish, [_predicate])
-
-
-def logger(namespace, identity=None):
+def logger(namespace: str, identity: object = None) -> Logger:
     """A Logger for ``namespace`` (``haha.<part>``) behind the level filter; with
     ``identity``, its events carry it (module docstring)."""
     if identity is None:
@@ -46,13 +47,14 @@ def logger(namespace, identity=None):
     return Logger(namespace=namespace, observer=_Tagging(str(identity)))
 
 
+@implementer(ILogObserver)
 class _Tagging:
     """An observer adding ``identity`` (and a system naming it) before the level filter."""
 
-    def __init__(self, identity):
+    def __init__(self, identity: str) -> None:
         self.identity = identity
 
-    def __call__(self, event):
+    def __call__(self, event: dict[str, Any]) -> None:
         event.setdefault("identity", self.identity)
         if event.get("log_system") is None:
             level = event.get("log_level")
@@ -61,13 +63,13 @@ class _Tagging:
         observer(event)
 
 
-def configure(level="info", namespace="haha"):
+def configure(level: str = "info", namespace: str = "haha") -> None:
     """Show haha events at ``level`` and above."""
     _predicate.setLogLevelForNamespace(namespace, LEVELS[level])
     _thresholds.clear()
 
 
-def enabled(log, level):
+def enabled(log: Logger, level: LogLevel) -> bool:
     """Whether ``log`` (a :func:`logger`) would publish an event at ``level``: ask before
     building fields on a hot path, so what the level discards costs one dictionary lookup."""
     if log.observer is not observer and type(log.observer) is not _Tagging:
@@ -80,11 +82,11 @@ def enabled(log, level):
     return level >= threshold
 
 
-def json_observer():
+def json_observer() -> ILogObserver:
     """A twistd ``--logger`` factory: one JSON object per event on standard output."""
     return jsonFileLogObserver(sys.stdout)
 
 
-def class_logger():
+def class_logger() -> Logger:
     """A Logger to use as a class attribute (its namespace becomes the class's full name)."""
     return Logger(observer=observer)

@@ -8,19 +8,20 @@ forgotten first). Time is passed in.
 """
 
 from collections import OrderedDict
+from collections.abc import Hashable
 
 
 class LogThrottle:
     """``allow(key, now)`` returns None (do not log: counted) or the number of lines held back
     for ``key`` since the last one logged (log now, and say so when it is not 0)."""
 
-    def __init__(self, interval=60.0, max_keys=1024):
+    def __init__(self, interval: float = 60.0, max_keys: int = 1024) -> None:
         self.interval = interval
         self.max_keys = max_keys
         self.suppressed = 0  # lines held back in total
-        self._keys = OrderedDict()  # key -> [time logged, held back since]
+        self._keys: OrderedDict[Hashable, list] = OrderedDict()  # key -> [time logged, held back since]
 
-    def allow(self, key, now):
+    def allow(self, key: Hashable, now: float) -> int | None:
         entry = self._keys.get(key)
         if entry is not None and now < entry[0] + self.interval:
             entry[1] += 1

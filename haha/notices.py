@@ -9,9 +9,17 @@
   copies to take them over.
 """
 
+from collections.abc import Callable
 from ipaddress import IPv6Address
+from typing import TYPE_CHECKING
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from .logging import logger
+
+if TYPE_CHECKING:
+    from .core.homeagent import HomeAgent
+    from .core.mobilenode import MobileNode
 
 log = logger("haha.notices")
 
@@ -19,10 +27,10 @@ log = logger("haha.notices")
 IF_INET6 = "/proc/thread-self/net/if_inet6"
 
 
-def local_addresses(path=IF_INET6):
+def local_addresses(path: str = IF_INET6) -> set[IPv6Address] | None:
     """The IPv6 addresses assigned on this host's interfaces (``/proc/net/if_inet6``), or
     None when they cannot be read."""
-    out = set()
+    out: set[IPv6Address] = set()
     try:
         with open(path) as f:
             for line in f:
@@ -39,28 +47,31 @@ class CareOfWatch:
     of ``addresses()``: once when it is found missing, then at most once per ``interval``
     seconds of ``reactor`` time while it stays missing."""
 
-    def __init__(self, reactor, machine, addresses=local_addresses, interval=60.0,
-                 interface=None):
+    def __init__(self, reactor: IReactorTime, machine: "MobileNode",
+                 addresses: Callable[[], set[IPv6Address] | None] = local_addresses,
+                 interval: float = 60.0, interface: str | None = None) -> None:
         self.reactor = reactor
         self.machine = machine
         self.addresses = addresses
         self.interval = interval
         self.interface = interface
-        self.missing_since = None
+        self.missing_since: float | None = None
         self.warnings = 0
-        self._watched = None
-        self._call = None
+        self._watched: IPv6Address | None = None
+        self._call: IDelayedCall | None = None
 
-    def start(self):
+    def start(self) -> "CareOfWatch":
+        """Check at once (and keep checking while the address is missing)."""
         self.check()
         return self
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop checking."""
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
 
-    def check(self):
+    def check(self) -> bool:
         """Look now (at start, after a move, and every ``interval`` while missing)."""
         if self._call is not None and self._call.active():
             self._call.cancel()
@@ -93,7 +104,8 @@ class CareOfWatch:
         return False
 
 
-def report_left_behind(machine, limit=5):
+def report_left_behind(machine: "HomeAgent", limit: int = 5
+                       ) -> tuple[int, list[IPv6Address]]:
     """Log the mobile nodes ``machine`` (a stopping :class:`haha.core.homeagent.HomeAgent`)
     is still the primary home agent of; returns ``(count, live peers)``."""
     primaries = sorted((b.home_address for b in machine.cache.primaries()), key=int)

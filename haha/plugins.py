@@ -16,22 +16,29 @@ anything else is refused at start-up with a sentence saying what haha calls it w
 
 import inspect
 import warnings
-from typing import Any, Callable, Dict, Optional
+from collections.abc import Callable
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Optional
 
 from twisted.logger import Logger
 from twisted.plugin import IPlugin, getPlugins
 from zope.interface import implementer
+from zope.interface.interface import InterfaceClass
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyObject
 
 from .inifile import ConfigError
 from .interfaces import IBackendPlugin, IDiscoveryPlugin, IForwardingBackend, IPeerDiscovery
 
+if TYPE_CHECKING:
+    from .config import PluginChoice
+    from .inifile import Section
 
-def _catalogue(interface: Any, package: Any = None) -> Dict[str, Any]:
+
+def _catalogue(interface: type[Any], package: ModuleType | None = None) -> dict[str, Any]:
     if package is None:
         import twisted.plugins as package
-    found = {}
+    found: dict[str, Any] = {}
     for plugin in getPlugins(interface, package):
         name = getattr(plugin, "name", None)
         if isinstance(name, str) and name not in found:
@@ -39,17 +46,17 @@ def _catalogue(interface: Any, package: Any = None) -> Dict[str, Any]:
     return found
 
 
-def backend_plugins(package: Any = None) -> Dict[str, Any]:
+def backend_plugins(package: ModuleType | None = None) -> dict[str, Any]:
     """``{name: plugin}`` of every installed :class:`IBackendPlugin`."""
     return _catalogue(IBackendPlugin, package)
 
 
-def discovery_plugins(package: Any = None) -> Dict[str, Any]:
+def discovery_plugins(package: ModuleType | None = None) -> dict[str, Any]:
     """``{name: plugin}`` of every installed :class:`IDiscoveryPlugin`."""
     return _catalogue(IDiscoveryPlugin, package)
 
 
-def _find(kind: str, choice: Any, catalogue: Dict[str, Any]) -> Any:
+def _find(kind: str, choice: "PluginChoice", catalogue: dict[str, Any]) -> Any:
     plugin = catalogue.get(choice.name)
     if plugin is None:
         names = ", ".join(sorted(catalogue)) or "none installed"
@@ -57,7 +64,7 @@ def _find(kind: str, choice: Any, catalogue: Dict[str, Any]) -> Any:
     return plugin
 
 
-def _verified(kind: str, name: str, obj: Any, interface: Any) -> Any:
+def _verified(kind: str, name: str, obj: Any, interface: InterfaceClass) -> Any:
     try:
         verifyObject(interface, obj)
     except Invalid as e:
@@ -149,7 +156,8 @@ def build_backend(choice: Any, context: Any, package: Any = None,
     return _verified("backend", choice.name, backend, IForwardingBackend)
 
 
-def build_discovery(choice: Any, reactor: Any, config: Any, package: Any = None) -> Any:
+def build_discovery(choice: "PluginChoice", reactor: Any, config: Any,
+                    package: ModuleType | None = None) -> IPeerDiscovery:
     """Build the peer-discovery strategy named by ``choice``."""
     plugin = _find("discovery", choice, discovery_plugins(package))
     discovery = plugin.build(choice.options, reactor, config)
@@ -212,5 +220,5 @@ class BackendPlugin(_LazyPlugin):
 class DiscoveryPlugin(_LazyPlugin):
     """An :class:`IDiscoveryPlugin` built from ``"module:callable(options, reactor, config)"``."""
 
-    def build(self, options: Any, reactor: Any, config: Any) -> Any:
+    def build(self, options: "Section", reactor: Any, config: Any) -> Any:
         return _load("discovery", self.name, self._factory)(options, reactor, config)

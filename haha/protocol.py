@@ -37,6 +37,7 @@ from .core.effects import (
     TunnelDown,
     TunnelUp,
 )
+from .core.events import INFO_EVENTS
 from .endpoint import (
     Advertised,
     Datagram,
@@ -49,12 +50,7 @@ from .endpoint import (
 from .logging import enabled, logger
 
 #: Events logged at info level; the rest at debug (they are still counted).
-_INFO_EVENTS = frozenset({
-    "started", "stopped", "serving", "binding-created", "binding-deleted", "binding-expired",
-    "primary-lost", "peer-up", "peer-down", "take-over", "switch-requested", "drain-started",
-    "drain-complete", "registered", "registration-rejected", "discovery-failed",
-    "bulk-sync-complete", "deregistered", "switched", "address-conflict",
-})
+_INFO_EVENTS = INFO_EVENTS
 
 
 def _delegate(name: str) -> Any:

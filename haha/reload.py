@@ -13,10 +13,14 @@ at the next restart; the log line names what differs. A file that does not load 
 at start-up (its located one-line error is logged) and the daemon runs on unchanged.
 """
 
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .config import HomeAgentConfig
 from .logging import logger
 from .security import keys as _keys
 from .security.keyring import load_located as _secret, node_key_files
-from .security.sadb import HOME_AGENT, MOBILE_NODE
+from .security.sadb import HOME_AGENT, MOBILE_NODE, SaSpec, SecurityAssociationDatabase
 
 log = logger("haha.reload")
 
@@ -30,19 +34,21 @@ _RESTART_FIELDS = ("address", "haha_address", "home_prefix", "configuration", "h
                    "log_level")
 
 
-def _same_keys(sadb, specs):
+def _same_keys(sadb: SecurityAssociationDatabase, specs: Sequence[SaSpec]) -> bool:
     rows = {(r["direction"], r["spi"]) for r in sadb.describe()
             if r["peer"] == str(specs[0].peer)}
     return rows == {(s.direction, f"0x{s.spi:08x}") for s in specs}
 
 
-def reload_home_agent(service, load):
+def reload_home_agent(service: Any, load: Callable[[str], HomeAgentConfig]
+                      ) -> dict[str, list[str]]:
     """Re-read ``service.config.path`` with ``load`` and apply the keys (module docstring).
     Returns a summary dict (also logged). Raises ConfigError when the file does not load or a
     key file cannot be read; nothing is changed then."""
     old = service.config
     new = load(old.path)
-    summary = {"nodes-added": [], "nodes-removed": [], "rekeyed": [], "restart-needed": []}
+    summary: dict[str, list[str]] = {"nodes-added": [], "nodes-removed": [], "rekeyed": [],
+                                     "restart-needed": []}
     sadb = service.sadb
     if sadb is not None and new.security.mode == old.security.mode == "esp":
         epoch = getattr(sadb, "epoch", None)

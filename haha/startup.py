@@ -23,12 +23,20 @@ import shutil
 import socket
 import stat
 import sys
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import StartupError
 from .inifile import ConfigError
 from .logging import logger
 from .io.raw import pid_alive
 from .statedir import ensure_directory
+
+if TYPE_CHECKING:
+    from .config import HomeAgentConfig, MobileNodeConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 log = logger("haha.startup")
 
@@ -42,7 +50,8 @@ RUNTIME_DIRECTORY_MODE = 0o750
 # -- checks -------------------------------------------------------------------------------------
 
 
-def check_home_agent(config, transport=True, backend=True):
+def check_home_agent(config: "HomeAgentConfig", transport: bool = True, backend: bool = True
+                     ) -> None:
     """Raise :class:`StartupError` when ``config`` cannot start here; ``transport`` and
     ``backend`` say whether those are built from the configuration (not passed in)."""
     if backend:  # first: "runs already" explains a taken port or socket too
@@ -64,7 +73,8 @@ def check_home_agent(config, transport=True, backend=True):
     _check_sequence_file(config)
 
 
-def check_mobile_node(config, transport=True, tunnel=True):
+def check_mobile_node(config: "MobileNodeConfig", transport: bool = True, tunnel: bool = True
+                      ) -> None:
     """:func:`check_home_agent` for a mobile node (``tunnel``: built from the configuration)."""
     names = []
     raw = transport and config.transport.kind == "raw"
@@ -80,10 +90,11 @@ def check_mobile_node(config, transport=True, tunnel=True):
     _check_sequence_file(config)
 
 
-def _check_system(config, names, raw, admin, what):
+def _check_system(config: "HomeAgentConfig | MobileNodeConfig",
+                  names: Iterable[tuple[str, str]], raw: bool, admin: bool, what: str) -> None:
     for name, key in names:
         check_interface(name, f"{config.path}: {key}")
-    missing = []
+    missing: list[str] = []
     if raw:
         missing += ["CAP_NET_RAW", "CAP_NET_ADMIN"]
     elif admin:
@@ -111,7 +122,7 @@ def _check_system(config, names, raw, admin, what):
             "install nftables (Debian: apt install nftables) or add its directory to PATH")
 
 
-def check_interface(name, where):
+def check_interface(name: str, where: str) -> None:
     """The interface ``name`` exists (in this network namespace)."""
     try:
         socket.if_nametoindex(name)
@@ -121,7 +132,7 @@ def check_interface(name, where):
                            "before starting") from None
 
 
-def effective_capabilities(status="/proc/self/status"):
+def effective_capabilities(status: str = "/proc/self/status") -> int | None:
     """The effective capability mask of this process, None when it cannot be read."""
     try:
         with open(status) as f:
@@ -133,7 +144,7 @@ def effective_capabilities(status="/proc/self/status"):
     return None
 
 
-def _check_sequence_file(config):
+def _check_sequence_file(config: "HomeAgentConfig | MobileNodeConfig") -> None:
     """The directory of the ESP sequence file (and the kernel state record beside it)."""
     path = config.security.sequence_file
     if config.security.mode == "none" or not path:
@@ -154,21 +165,25 @@ def _check_sequence_file(config):
             f"{os.geteuid()}", "run the daemon as the directory's owner or make it writable")
 
 
-def _check_udp(config):
+def _check_udp(config: "HomeAgentConfig | MobileNodeConfig") -> None:
+    if config.transport.udp_listen is None:
+        return
     host, port = config.transport.udp_listen
     _check_port(socket.SOCK_DGRAM, host, port, f"{config.path}: [transport] udp-listen")
 
 
-def _check_control(config):
+def _check_control(config: "HomeAgentConfig | MobileNodeConfig") -> None:
     for key, description in (("socket", config.control.socket),
                              ("metrics", config.control.metrics)):
         if description:
             check_endpoint(description, f"{config.path}: [control] {key}")
 
 
-def endpoint_arguments(description):
+def endpoint_arguments(description: str) -> tuple[str, list[str], dict[str, str]]:
     """``(kind, positional, keywords)`` of a Twisted server endpoint string (``\\`` escapes)."""
-    parts, current, escaped = [], [], False
+    parts: list[str] = []
+    current: list[str] = []
+    escaped = False
     for ch in description:
         if escaped:
             current.append(ch)
@@ -181,7 +196,9 @@ def endpoint_arguments(description):
         else:
             current.append(ch)
     parts.append("".join(current))
-    kind, args, kw = parts[0].lower(), [], {}
+    kind = parts[0].lower()
+    args: list[str] = []
+    kw: dict[str, str] = {}
     for part in parts[1:]:
         key, sep, value = part.partition("=")
         if sep:
@@ -191,7 +208,7 @@ def endpoint_arguments(description):
     return kind, args, kw
 
 
-def check_endpoint(description, where):
+def check_endpoint(description: str, where: str) -> None:
     """A ``unix:`` endpoint's directory exists (created, mode 0750, when its parent does) and
     is writable, and no running process holds the socket; a ``tcp:`` port is free."""
     kind, args, kw = endpoint_arguments(description)
@@ -200,16 +217,20 @@ def check_endpoint(description, where):
         if path:
             check_socket_path(path, where)
     elif kind in ("tcp", "tcp6"):
-        port = kw.get("port") or (args[0] if args else None)
+        text = kw.get("port") or (args[0] if args else None)
         try:
-            port = int(port)
-        except (TypeError, ValueError):
+            port = int(text) if text is not None else None
+        except ValueError:
+            port = None
+        if port is None:
             return  # twistd says what is wrong with the description itself
         host = kw.get("interface", "::" if kind == "tcp6" else "")
         _check_port(socket.SOCK_STREAM, host, port, where)
 
 
-def check_socket_path(path, where):
+def check_socket_path(path: str, where: str) -> None:
+    """The directory of unix socket ``path`` exists (made when its parent does) and is
+    writable, and no running process answers on the socket."""
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         parent = os.path.dirname(directory)
@@ -252,7 +273,7 @@ def check_socket_path(path, where):
             "stop that daemon first, or give this one its own socket")
 
 
-def _check_port(kind, host, port, where):
+def _check_port(kind: int, host: str, port: int, where: str) -> None:
     if not port:
         return
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -282,7 +303,7 @@ def _check_port(kind, host, port, where):
         probe.close()
 
 
-def check_state_file(path):
+def check_state_file(path: str | None) -> None:
     """No running process holds the kernel state file ``path`` (same daemon started twice)."""
     if not path or not os.path.exists(path):
         return
@@ -312,7 +333,7 @@ def check_state_file(path):
 # -- failures while starting ----------------------------------------------------------------------
 
 
-def explain(error):
+def explain(error: BaseException) -> StartupError | None:
     """The :class:`StartupError` for an exception raised while building or starting a
     daemon, or None when its cause is not known (a bug: keep the traceback)."""
     from twisted.internet.error import CannotListenError
@@ -361,11 +382,11 @@ def explain(error):
     return None
 
 
-def translated(method):
+def translated(method: F) -> F:
     """Decorate a start-up method: a failure :func:`explain` knows is raised as its
     :class:`StartupError` (the original is its ``__cause__``); anything else unchanged."""
     @functools.wraps(method)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return method(*args, **kwargs)
         except (StartupError, ConfigError):
@@ -375,13 +396,14 @@ def translated(method):
             if error is None:
                 raise
             raise error from e
-    return wrapper
+    return cast(F, wrapper)
 
 
 # -- twistd ---------------------------------------------------------------------------------------
 
 
-def report(name, error, stream=None, logged=True):
+def report(name: str, error: object, stream: IO[str] | None = None, logged: bool = True
+           ) -> str:
     """Write ``name: error`` as one line on ``stream`` (the process's real standard error,
     which twistd does not redirect) and, when ``logged``, log it (not before twistd has begun
     logging: Twisted would print a critical event on standard error a second time)."""
@@ -395,7 +417,8 @@ def report(name, error, stream=None, logged=True):
     return line
 
 
-def exit_on_failure(name, reactor=None):
+def exit_on_failure(name: str, reactor: Any = None
+                    ) -> Callable[[type[BaseException], BaseException, TracebackType | None], Any]:
     """Make an exception that escapes twistd's start of the application (our service's
     ``privilegedStartService``/``startService``, run before the reactor) end the process with
     one line and status 2 instead of a traceback. twistd has removed its pid file and told a
@@ -405,10 +428,10 @@ def exit_on_failure(name, reactor=None):
         from twisted.internet import reactor
     previous = sys.excepthook
 
-    def hook(kind, value, tb):
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> Any:
         if not isinstance(value, Exception):
             return previous(kind, value, tb)
-        error = value if isinstance(value, ConfigError) else explain(value)
+        error: object = value if isinstance(value, ConfigError) else explain(value)
         if error is None and isinstance(value, OSError):  # the system refused: say so
             error = value.strerror and value.filename and f"{value.filename}: {value.strerror}" \
                 or value.strerror or str(value)
@@ -425,12 +448,13 @@ def exit_on_failure(name, reactor=None):
         report(name, error)
         for stream in (sys.__stdout__, sys.stdout):
             try:
-                stream.flush()
+                if stream is not None:
+                    stream.flush()
             except (AttributeError, OSError, ValueError):
                 pass
         os._exit(2)
 
-    def started():
+    def started() -> None:
         if sys.excepthook is hook:
             sys.excepthook = previous
 

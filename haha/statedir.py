@@ -14,7 +14,7 @@ import re
 STATE_MODE = 0o750
 
 
-def ensure_directory(path, mode=STATE_MODE):
+def ensure_directory(path: str, mode: int = STATE_MODE) -> bool:
     """Make ``path`` (and missing parents) with ``mode`` unless it exists; True if it made it.
     Raises OSError when it cannot (the caller names the configuration key)."""
     if os.path.isdir(path):
@@ -24,7 +24,7 @@ def ensure_directory(path, mode=STATE_MODE):
     return True
 
 
-def unix_socket_path(endpoint):
+def unix_socket_path(endpoint: str) -> str | None:
     """The file of a ``unix:`` server endpoint description (``unix:/run/haha/ha1.sock`` or
     ``unix:address=/run/haha/ha1.sock:mode=660``), or None for another kind of endpoint."""
     if not endpoint.startswith("unix:"):

@@ -6,7 +6,10 @@ from starting, exits with status 2 and its one-line message (:mod:`haha.startup`
 """
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.python import usage
 
 from .config import ConfigError, load_home_agent, load_mobile_node
@@ -17,12 +20,13 @@ class Options(usage.Options):
     longdesc = "Run a HAHA home agent (Mobile IPv6 / NEMO) configured by FILE (docs/configuration.md)."
     optParameters = [["config", "c", None, "configuration file"]]
 
-    def postOptions(self):  # noqa: N802 - Twisted hook
+    def postOptions(self) -> None:  # noqa: N802 - Twisted hook
         if not self["config"]:
             raise usage.UsageError("--config FILE is required")
 
 
-def make(name, loader, service, options):
+def make(name: str, loader: Callable[[str], Any], service: str,
+         options: usage.Options) -> MultiService:
     """Load ``options['config']`` with ``loader`` and build ``service`` from it. A start-up
     failure, now or when twistd starts the service, is one line on standard error and exit
     status 2 (:mod:`haha.startup`)."""
@@ -54,7 +58,7 @@ def make(name, loader, service, options):
     return built
 
 
-def makeService(options):  # noqa: N802 - twistd hook
+def makeService(options: usage.Options) -> MultiService:  # noqa: N802 - twistd hook
     return make("haha", load_home_agent, "HomeAgentService", options)
 
 

@@ -105,3 +105,17 @@ def test_unknown_role_is_refused():
     """A role other than home-agent or mobile-node is a clear error."""
     with pytest.raises(ValueError, match="role 'router'"):
         LatencyTracker("router")
+
+
+def test_mobile_node_stop_abandons_the_pending_registration():
+    """A node stopped while registering (its machine's ``state`` event into ``idle``; a mobile
+    node emits no ``stopped``) measures nothing, and its next registration is timed from its
+    own first Binding Update, not from the one sent before the stop."""
+    t, seen = tracker("mobile-node")
+    t.message("out", BindingUpdate(1, lifetime=10), PEER, 1.0)
+    t.event(Event("state", old="registering", new="idle", input="stop"), 2.0)
+    assert t.pending()["registrations"] == 0
+    t.event(Event("state", old="idle", new="discovering", input="start-away"), 10.0)
+    t.message("out", BindingUpdate(2, lifetime=10), PEER, 10.0)
+    t.event(Event("registered", home_agent=PEER), 10.5)
+    assert seen["registration"] == [0.5]

@@ -21,13 +21,16 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import IO, Any, Protocol
 
 from .commands import ALL, HOME_AGENT, MOBILE_NODE, check
 
 WATCH = "watch"
 
 
-def request(path, cmd, arguments=None, timeout=10.0):
+def request(path: str, cmd: str, arguments: Mapping[str, str] | None = None,
+            timeout: float = 10.0) -> Any:
     """Send one request to the control socket at ``path``; return the decoded response."""
     message = dict(arguments or {})
     message["cmd"] = cmd
@@ -47,7 +50,7 @@ def request(path, cmd, arguments=None, timeout=10.0):
 # -- tables ---------------------------------------------------------------------------------------
 
 
-def _cell(value):
+def _cell(value: Any) -> str:
     if value is None:
         return "-"
     if isinstance(value, bool):
@@ -61,12 +64,13 @@ def _cell(value):
     return str(value)
 
 
-def _grid(rows):
+def _grid(rows: Sequence[Sequence[str]]) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def table(result, sort=False):
+def table(result: Any, sort: bool = False) -> str:
+    """``result`` (a dict, a list of rows or a value) as aligned text."""
     """``result`` as text: a list of objects is a table with a header row, an object is
     name/value lines, a list of plain values is one per line, anything else its text."""
     if isinstance(result, dict):
@@ -87,16 +91,24 @@ def table(result, sort=False):
     return _cell(result)
 
 
-def _commands_text(commands):
+class _Described(Protocol):
+    @property
+    def summary(self) -> str: ...
+
+    def usage(self) -> str: ...
+
+
+def _commands_text(commands: Iterable[_Described]) -> str:
     return _grid([(c.usage(), c.summary) for c in commands])
 
 
 # -- commands -------------------------------------------------------------------------------------
 
 
-def _parser():
+def _parser() -> argparse.ArgumentParser:
     shared = [c for c in HOME_AGENT if c in MOBILE_NODE]
-    sections = (("commands of every daemon", shared),
+    sections: tuple[tuple[str, Sequence[_Described]], ...] = (
+        ("commands of every daemon", shared),
                 ("commands of a home agent", [c for c in HOME_AGENT if c not in shared]),
                 ("commands of a mobile node or mobile router",
                  [c for c in MOBILE_NODE if c not in shared]),
@@ -123,15 +135,15 @@ class _WatchCommand:
     summary = "status, peers and bindings, redrawn every --interval seconds"
 
     @staticmethod
-    def usage():
+    def usage() -> str:
         return "watch [--interval SECONDS] [--count N]"
 
 
-def _indent(text):
+def _indent(text: str) -> str:
     return "\n".join("  " + line for line in text.splitlines())
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     p = _parser()
     args = p.parse_args(argv)
     kv = {}
@@ -167,7 +179,7 @@ def main(argv=None):
     return 0
 
 
-def _print(args, result):
+def _print(args: argparse.Namespace, result: Any) -> None:
     if args.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         print()
@@ -178,7 +190,7 @@ def _print(args, result):
     sys.stdout.flush()
 
 
-def snapshot(path):
+def snapshot(path: str) -> dict[str, Any]:
     """Status, peers and bindings of the daemon at ``path``, asked one after the other."""
     view = {}
     for name in ("status", "peers", "bindings"):
@@ -189,7 +201,7 @@ def snapshot(path):
     return view
 
 
-def render_view(path, view, now):
+def render_view(path: str, view: Mapping[str, Any], now: float) -> str:
     status = view["status"]
     lines = [f"haha-ctl watch {path}  {time.strftime('%H:%M:%S', time.localtime(now))}", "",
              table(status), "", f"peers ({len(view['peers'])})", table(view["peers"]), "",
@@ -197,8 +209,9 @@ def render_view(path, view, now):
     return "\n".join(lines)
 
 
-def watch(path, interval, count=None, as_json=False, out=None, sleep=time.sleep,
-          clock=time.time):
+def watch(path: str, interval: float, count: int | None = None, as_json: bool = False,
+          out: IO[str] | None = None, sleep: Callable[[float], object] = time.sleep,
+          clock: Callable[[], float] = time.time) -> int:
     """Show ``path``'s daemon every ``interval`` seconds until ``count`` views (or Ctrl-C). An
     unreachable daemon is shown as such and asked again (a restart is part of the view); the exit
     status is 2 when the last view could not be had."""

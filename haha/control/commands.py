@@ -6,22 +6,26 @@ not take, before the target sees the request (``drain x=1`` is an error, not a d
 ``help`` command answers the table of its own role.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Command:
     name: str
     summary: str
-    required: tuple = ()  # (key, placeholder) pairs
-    optional: tuple = ()
+    required: tuple[tuple[str, str], ...] = ()  # (key, placeholder) pairs
+    optional: tuple[tuple[str, str], ...] = ()
 
-    def usage(self):
+    def usage(self) -> str:
+        """``name key=VALUE [key=VALUE]``, as haha-ctl writes it."""
         words = [self.name] + [f"{k}={v}" for k, v in self.required]
         words += [f"[{k}={v}]" for k, v in self.optional]
         return " ".join(words)
 
-    def as_json(self):
+    def as_json(self) -> dict[str, str]:
+        """The entry ``help`` answers with."""
         return {"command": self.name, "usage": self.usage(), "summary": self.summary}
 
 
@@ -57,12 +61,12 @@ ALL = tuple({c.name: c for c in HOME_AGENT + MOBILE_NODE}.values())
 QUERIES = tuple(c.name for c in _QUERIES if c.name != "help")
 
 
-def for_role(role):
+def for_role(role: str | None) -> tuple[Command, ...] | None:
     """The commands of a daemon whose ``status()["role"]`` is ``role`` (None: unknown role)."""
-    return ROLES.get(role)
+    return ROLES.get(role) if role is not None else None
 
 
-def check(commands, name, arguments):
+def check(commands: tuple[Command, ...], name: str, arguments: Mapping[str, Any]) -> None:
     """Raise ValueError naming the mistake unless ``name`` with ``arguments`` (a dict) is one
     of ``commands``."""
     known = {c.name: c for c in commands}

@@ -18,15 +18,28 @@ Every sample carries the labels ``role`` and ``address`` of its daemon. ``GET /m
 scraper asks for it; scrapes are logged at debug level. docs/metrics.md documents every metric.
 """
 
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeGuard, Union
+
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from twisted.web.resource import Resource
-from twisted.web.server import Site
+from twisted.web import http
+from twisted.web.server import Request, Site
 
 from ..core import homeagent as _ha, mobilenode as _mn
 from ..logging import logger
 from .timing import LatencyTracker
+
+if TYPE_CHECKING:
+    from ..core.effects import Event
+    from ..core.homeagent import HomeAgent
+    from ..core.mobilenode import MobileNode
+    from ..protocol import Adapter
+
+#: What a gauges callable returns: ``[(family, value or {label: value})]``.
+Gauges = list[tuple[str, Union[float, dict[str, float]]]]
 
 
 COUNTER, GAUGE, HISTOGRAM = "counter", "gauge", "histogram"
@@ -135,13 +148,13 @@ MOBILE_NODE_STATES = (_mn.IDLE, _mn.HOME, _mn.DISCOVERING, _mn.REGISTERING, _mn.
                       _mn.REFRESHING, _mn.SWITCHING, _mn.DEREGISTERING)
 
 
-def _one_hot(states, current):
-    out = {s: int(current == s) for s in states}
+def _one_hot(states: Iterable[str], current: str) -> dict[str, float]:
+    out: dict[str, float] = {s: int(current == s) for s in states}
     out.setdefault(str(current), 1)
     return out
 
 
-def classify(name):
+def classify(name: str) -> tuple[str, str | None]:
     """``(family, label value or None)`` of the daemon counter ``name``."""
     exact = _EXACT.get(name)
     if exact is not None:
@@ -156,14 +169,14 @@ def classify(name):
     return "haha_other_total", name
 
 
-def _is_number(value):
+def _is_number(value: object) -> TypeGuard[float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class _Family:
     """Builds one family at scrape time with the daemon's labels in front."""
 
-    def __init__(self, name, labels):
+    def __init__(self, name: str, labels: Mapping[str, str]) -> None:
         kind, extra, text = CATALOGUE[name]
         self.extra = extra
         self.base = labels
@@ -171,23 +184,24 @@ class _Family:
         cls = CounterMetricFamily if kind == COUNTER else GaugeMetricFamily
         self.family = cls(name, text, labels=names)
 
-    def add(self, value, label=None):
-        values = list(self.base.values()) + ([label] if self.extra else [])
+    def add(self, value: float, label: str | None = None) -> None:
+        values: list[Any] = list(self.base.values()) + ([label] if self.extra else [])
         self.family.add_metric(values, float(value))
 
 
 class _DaemonCollector:
     """The counters and gauges of one daemon, read when scraped."""
 
-    def __init__(self, counters, gauges, labels):
+    def __init__(self, counters: Callable[[], Mapping[str, object]], gauges: Callable[[], Gauges],
+                 labels: Mapping[str, str]) -> None:
         self.counters = counters
         self.gauges = gauges
         self.labels = labels
 
-    def collect(self):
-        families = {}
+    def collect(self) -> Iterator[Any]:
+        families: dict[str, _Family] = {}
 
-        def family(name):
+        def family(name: str) -> _Family:
             f = families.get(name)
             if f is None:
                 f = families[name] = _Family(name, self.labels)
@@ -209,7 +223,7 @@ class _DaemonCollector:
             yield f.family
 
 
-def home_agent_gauges(machine):
+def home_agent_gauges(machine: "HomeAgent") -> Gauges:
     """The gauges of a :class:`haha.core.homeagent.HomeAgent`."""
     primaries = machine.cache.primary_count
     live = set(machine.peers.entries)
@@ -221,7 +235,7 @@ def home_agent_gauges(machine):
     ]
 
 
-def mobile_node_gauges(machine):
+def mobile_node_gauges(machine: "MobileNode") -> Gauges:
     """The gauges of a :class:`haha.core.mobilenode.MobileNode`."""
     return [
         ("haha_registered", int(machine.home_agent is not None)),
@@ -234,7 +248,8 @@ class ServiceMetrics:
     callables read at each scrape (``gauges`` returns ``[(family, value or {label: value})]``);
     ``labels`` the daemon's ``{"role": ..., "address": ...}``."""
 
-    def __init__(self, counters, gauges, labels):
+    def __init__(self, counters: Callable[[], Mapping[str, object]], gauges: Callable[[], Gauges],
+                 labels: Mapping[str, str]) -> None:
         self.labels = dict(labels)
         self.role = self.labels.get("role")
         self.log = logger("haha.metrics", self.labels.get("address"))
@@ -243,14 +258,15 @@ class ServiceMetrics:
         names = list(self.labels)
         values = list(self.labels.values())
 
-        def histogram(name, buckets):
+        def histogram(name: str, buckets: Sequence[float]) -> Any:
             h = Histogram(name, CATALOGUE[name][2], names, registry=self.registry,
                           buckets=buckets)
             return h.labels(*values)
 
         self.registration = histogram("haha_registration_latency_seconds",
                                       REGISTRATION_BUCKETS)
-        self.sync = self.takeover = None
+        self.sync: Any = None
+        self.takeover: Any = None
         if self.role == "home-agent":
             self.sync = histogram("haha_sync_latency_seconds", SYNC_BUCKETS)
             self.takeover = histogram("haha_takeover_seconds", TAKEOVER_BUCKETS)
@@ -260,19 +276,19 @@ class ServiceMetrics:
             observe_sync=self.sync.observe if self.sync else _ignore,
             observe_takeover=self.takeover.observe if self.takeover else _ignore)
 
-    def attach(self, adapter):
+    def attach(self, adapter: "Adapter") -> "ServiceMetrics":
         """Measure latencies from ``adapter``'s messages and events (a
         :class:`haha.protocol.Adapter`). A failure of the measurement is logged and counted
         (``metrics-failed``), never passed on: the packet or event is processed as usual."""
         tracker = self.tracker
 
-        def message(direction, msg, peer, now):
+        def message(direction: str, msg: object, peer: Any, now: float) -> None:
             try:
                 tracker.message(direction, msg, peer, now)
             except Exception:
                 self._failed(adapter)
 
-        def event(e):
+        def event(e: "Event") -> None:
             try:
                 tracker.event(e, adapter.now())
             except Exception:
@@ -282,17 +298,17 @@ class ServiceMetrics:
         adapter.observers.append(event)
         return self
 
-    def _failed(self, adapter):
+    def _failed(self, adapter: "Adapter") -> None:
         adapter.counters["metrics-failed"] += 1
         self.log.failure("measuring a latency failed")
 
-    def exposition(self, accept=None):
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """``(body bytes, content type)`` for a scraper sending ``accept``."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
 
 
-def _ignore(seconds):
+def _ignore(seconds: float) -> None:
     return None
 
 
@@ -301,11 +317,11 @@ class MetricsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, metrics):
+    def __init__(self, metrics: ServiceMetrics) -> None:
         super().__init__()
         self.metrics = metrics
 
-    def render_GET(self, request):  # noqa: N802 - twisted.web hook
+    def render_GET(self, request: Request) -> bytes:  # noqa: N802 - twisted.web hook
         if request.path != b"/metrics":
             request.setResponseCode(404)
             return b"not found: try /metrics\n"
@@ -320,9 +336,12 @@ class MetricsResource(Resource):
         return body
 
 
-def metrics_site(metrics):
+def metrics_site(metrics: ServiceMetrics) -> Site:
     """A twisted.web ``Site`` serving :class:`MetricsResource` (scrapes are not access-logged:
     :class:`MetricsResource` logs them at debug level)."""
-    site = Site(MetricsResource(metrics))
-    site.log = lambda request: None
-    return site
+    return _QuietSite(MetricsResource(metrics))
+
+
+class _QuietSite(Site):
+    def log(self, request: http.Request) -> None:
+        """No access log: :class:`MetricsResource` logs scrapes at debug level."""

@@ -8,44 +8,47 @@ and the connection stays usable; lines longer than 64 KiB are refused (the conne
 """
 
 import json
+from typing import Any, cast
 
 from twisted.internet import defer
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
+from twisted.python.failure import Failure
 
+from ..interfaces import IControllable
 from ..logging import logger
-from .commands import QUERIES, check, for_role
+from .commands import QUERIES, Command, check, for_role
 from .jsonvalue import jsonable
 
 log = logger("haha.control")
-
-_UNKNOWN = object()
 
 
 class ControlProtocol(LineOnlyReceiver):
     delimiter = b"\n"
     MAX_LENGTH = 65536
 
-    def lineReceived(self, line):  # noqa: N802 - Twisted hook
+    def lineReceived(self, line: bytes) -> None:  # noqa: N802 - Twisted hook
         d = defer.maybeDeferred(self._dispatch, line)
         d.addCallback(lambda result: {"ok": True, "result": result})
         d.addErrback(self._failed)
         d.addCallback(self._reply)
 
-    def lineLengthExceeded(self, line):  # noqa: N802 - Twisted hook
+    def lineLengthExceeded(self, line: bytes) -> None:  # noqa: N802 - Twisted hook
         self._reply({"ok": False, "error": "request longer than 64 KiB"})
-        self.transport.loseConnection()
+        if self.transport is not None:
+            self.transport.loseConnection()
 
-    def _dispatch(self, line):
+    def _dispatch(self, line: bytes) -> Any:
         try:
             request = json.loads(line)
         except ValueError:
             raise ValueError("request is not JSON") from None
         if not isinstance(request, dict) or not isinstance(request.get("cmd"), str):
             raise ValueError('request must be an object with a "cmd" string')
-        target = self.factory.target
+        factory = cast(ControlFactory, self.factory)
+        target = factory.target
         cmd = request.pop("cmd")
-        commands = self.factory.commands()
+        commands = factory.commands()
         if commands is not None:
             check(commands, cmd, request)
         if cmd == "help":
@@ -54,26 +57,28 @@ class ControlProtocol(LineOnlyReceiver):
             return getattr(target, cmd)()
         return target.command(cmd, request)
 
-    def _failed(self, failure):
+    def _failed(self, failure: Failure) -> dict[str, Any]:
         if failure.check(ValueError, KeyError, TypeError):
             return {"ok": False, "error": str(failure.value)}
         log.failure("control request failed", failure)
         return {"ok": False, "error": "internal error (see the daemon's log)"}
 
-    def _reply(self, response):
+    def _reply(self, response: dict[str, Any]) -> None:
         self.sendLine(json.dumps(jsonable(response)).encode())
 
 
 class ControlFactory(Factory):
     protocol = ControlProtocol
 
-    def __init__(self, target):
+    def __init__(self, target: IControllable) -> None:
         self.target = target
-        self._commands = _UNKNOWN
+        self._commands: tuple[Command, ...] | None = None
+        self._resolved = False
 
-    def commands(self):
+    def commands(self) -> tuple[Command, ...] | None:
         """The target's commands (by the role its status names; None for a role not in
         :mod:`haha.control.commands`, whose requests then go through unchecked)."""
-        if self._commands is _UNKNOWN:
+        if not self._resolved:
             self._commands = for_role(self.target.status().get("role"))
+            self._resolved = True
         return self._commands

@@ -19,15 +19,26 @@ Everything pending is bounded (``limit`` entries per kind, oldest forgotten firs
 requests never answered cannot grow memory.
 """
 
+from collections.abc import Callable, Hashable
+from ipaddress import IPv6Address
+from typing import Any
+
+from ..core.effects import Event
+from ..core.events import EventName
 from ..wire.mh import BindingAck, BindingInfoAck, BindingInfoUpdate, BindingUpdate
 
 #: Events after which a taken-over node no longer waits for its registration here.
-_ENDED = frozenset({"binding-deleted", "binding-expired", "primary-lost"})
-#: Mobile node events that abandon a pending registration without measuring it.
-_ABANDONED = frozenset({"deregistered", "stopped"})
+_ENDED = frozenset({EventName.BINDING_DELETED, EventName.BINDING_EXPIRED,
+                    EventName.PRIMARY_LOST})
+#: Mobile node events that abandon a pending registration without measuring it (a stop is
+#: the ``state`` event into ``idle``: the node emits no ``stopped``).
+_ABANDONED = frozenset({EventName.DEREGISTERED})
+
+#: A callback taking one duration in seconds.
+Observe = Callable[[float], object]
 
 
-def _nothing(seconds):
+def _nothing(seconds: float) -> None:
     return None
 
 
@@ -35,8 +46,9 @@ class LatencyTracker:
     """Pairs requests with their answers (module docstring). ``role`` is ``home-agent`` or
     ``mobile-node``; the callbacks take one duration in seconds (never negative)."""
 
-    def __init__(self, role, observe_registration=_nothing, observe_sync=_nothing,
-                 observe_takeover=_nothing, limit=4096):
+    def __init__(self, role: str, observe_registration: Observe = _nothing,
+                 observe_sync: Observe = _nothing, observe_takeover: Observe = _nothing,
+                 limit: int = 4096) -> None:
         if role not in ("home-agent", "mobile-node"):
             raise ValueError(f"role {role!r}: expected home-agent or mobile-node")
         self.role = role
@@ -45,19 +57,24 @@ class LatencyTracker:
         self.observe_takeover = observe_takeover
         self.limit = limit
         # Keyed by the address's integer: hashing an IPv6Address is a Python-level call.
-        self._bu = {}            # home address -> time the Binding Update arrived
-        self._biu = {}           # (peer, identifier) -> time of the first transmission
-        self._registering = None  # mobile node: time of the registration's first BU
-        self._switching = []     # home addresses of consecutive switch-requested events
-        self._takeovers = []     # [start, set of home addresses still to register]
+        self._bu: dict[int, float] = {}  # home address -> time the Binding Update arrived
+        #: (peer, identifier) -> time of the first transmission
+        self._biu: dict[tuple[int, int], float] = {}
+        #: Mobile node: time of the registration's first BU.
+        self._registering: float | None = None
+        #: Home addresses of consecutive switch-requested events.
+        self._switching: list[IPv6Address] = []
+        #: [start, set of home addresses still to register]
+        self._takeovers: list[tuple[float, set[IPv6Address]]] = []
 
-    def pending(self):
+    def pending(self) -> dict[str, int]:
         """How many requests wait for an answer (for tests and debugging)."""
         return {"registrations": len(self._bu) + (self._registering is not None),
                 "syncs": len(self._biu),
                 "takeovers": sum(len(waiting) for _, waiting in self._takeovers)}
 
-    def _remember(self, table, key, now, first=False):
+    def _remember(self, table: dict[Any, float], key: Hashable, now: float,
+                  first: bool = False) -> None:
         if first and key in table:
             return
         table.pop(key, None)
@@ -67,7 +84,7 @@ class LatencyTracker:
 
     # -- messages -------------------------------------------------------------------------
 
-    def message(self, direction, message, peer, now):
+    def message(self, direction: str, message: Any, peer: IPv6Address, now: float) -> None:
         """A message received (``direction`` 'in', ``peer`` its sender's home address or
         source) or sent ('out', ``peer`` its home address or destination) at ``now``."""
         kind = type(message)
@@ -97,37 +114,37 @@ class LatencyTracker:
 
     # -- events ---------------------------------------------------------------------------
 
-    def event(self, event, now):
+    def event(self, event: Event, now: float) -> None:
         """An event of the machine at ``now``."""
         name = event.name
         if self.role == "mobile-node":
-            if name == "registered" and self._registering is not None:
+            if name == EventName.REGISTERED and self._registering is not None:
                 self.observe_registration(max(0.0, now - self._registering))
                 self._registering = None
-            elif name in _ABANDONED:
+            elif name in _ABANDONED or (name == EventName.STATE and event.get("new") == "idle"):
                 self._registering = None
             return
-        if name == "switch-requested":
+        if name == EventName.SWITCH_REQUESTED:
             # A take-over requests a switch for each node it claimed, then says "take-over"
             # with their count: the run of switch requests just before it names them.
             self._switching.append(event["home_address"])
             return
         switching, self._switching = self._switching, []
-        if name == "take-over":
+        if name == EventName.TAKE_OVER:
             count = event.fields.get("count", len(switching))
             waiting = set(switching[-count:]) if count else set()
             if waiting:
-                self._takeovers.append([now, waiting])
+                self._takeovers.append((now, waiting))
                 if len(self._takeovers) > self.limit:
                     del self._takeovers[0]
-        elif name == "peer-down":
+        elif name == EventName.PEER_DOWN:
             peer = int(event["peer"])
             for key in [k for k in self._biu if k[0] == peer]:
                 del self._biu[key]  # never acknowledged now: not a latency
         elif name in _ENDED and "home_address" in event.fields:
             self._registered_here(event["home_address"], now)
 
-    def _registered_here(self, home_address, now):
+    def _registered_here(self, home_address: IPv6Address, now: float) -> None:
         if not self._takeovers:
             return
         for entry in list(self._takeovers):

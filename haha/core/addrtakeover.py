@@ -38,16 +38,23 @@ take-over for the HA lifetime after its expiry (:meth:`AddressTakeover.linger`),
 primary that died stops refreshing its copies before its peers can declare it dead.
 """
 
+import random
 from collections import deque
+from collections.abc import Collection, Iterable, MutableMapping
+from ipaddress import IPv6Address
+from typing import Literal
 
-from haha.wire.mh import BindingInfoAck, BindingInfoRequest
+from haha.wire.mh import BindingInfoAck, BindingInfoRequest, HaHello
 from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
 
+from .cache import Binding, BindingCache
 from .effects import Event, HoldAddress, Send
-from .settings import HOME_LINK
+from .effecttypes import Effects
+from .events import EventName
+from .settings import HOME_LINK, HomeAgentSettings
 
 
-def handback_address(message):
+def handback_address(message: BindingInfoRequest | BindingInfoAck) -> IPv6Address | None:
     """The address a hand-back BIR or BIA names (its IP Address option of sub-type 3), or
     None when ``message`` is an ordinary BIR/BIA."""
     for o in message.options:
@@ -59,7 +66,7 @@ def handback_address(message):
 class _Request:
     __slots__ = ("identifier", "timeout", "next_at")
 
-    def __init__(self, identifier, timeout, next_at):
+    def __init__(self, identifier: int, timeout: float, next_at: float) -> None:
         self.identifier = identifier
         self.timeout = timeout
         self.next_at = next_at
@@ -72,31 +79,32 @@ class AddressTakeover:
     ``rng`` and ``counters`` are the home agent's. Methods append effects to ``out``.
     """
 
-    def __init__(self, settings, rng, counters):
+    def __init__(self, settings: HomeAgentSettings, rng: random.Random,
+                 counters: MutableMapping[str, int]) -> None:
         self.settings = settings
         self.rng = rng
         self.counters = counters
         self.enabled = settings.address_takeover
         self.on_link = settings.kind == HOME_LINK
         self.address = settings.address
-        self.identity = settings.signalling_address
+        self.identity: IPv6Address = settings.signalling_address
         #: Peer signalling address -> the home agent address it announced (HELLO, RA).
-        self.announced = {}
+        self.announced: dict[IPv6Address, IPv6Address] = {}
         #: Address held for a dead peer -> that peer's signalling address.
-        self.held = {}
+        self.held: dict[IPv6Address, IPv6Address] = {}
         #: Peer signalling address -> the addresses it said it holds for others (its HELLOs).
-        self.held_by = {}
+        self.held_by: dict[IPv6Address, tuple[IPv6Address, ...]] = {}
         #: Whether this home agent holds its own address.
         self.own = False
         #: Home addresses whose node answered a switch request with Binding Error status 2.
-        self.unswitchable = set()
-        self._waiting = {}  # peer -> _Request (hand-back asked, not yet confirmed)
-        self._lingering = {}  # home address -> (binding, until)
-        self._linger_queue = deque()  # (until, home address)
+        self.unswitchable: set[IPv6Address] = set()
+        self._waiting: dict[IPv6Address, _Request] = {}  # peer -> _Request (hand-back asked, not yet confirmed)
+        self._lingering: dict[IPv6Address, tuple[Binding, float]] = {}  # home address -> (binding, until)
+        self._linger_queue: deque[tuple[float, IPv6Address]] = deque()  # (until, home address)
 
     # -- life cycle ----------------------------------------------------------------------
 
-    def start(self, peers, now, out):
+    def start(self, peers: Collection[IPv6Address], now: float, out: Effects) -> None:
         """Ask every peer in ``peers`` (signalling addresses) for our address back."""
         if not self.enabled:
             return
@@ -105,11 +113,11 @@ class AddressTakeover:
             r = self._waiting[peer] = _Request(self.rng.getrandbits(16) or 1, timeout,
                                                now + timeout)
             self._send_request(peer, r, out)
-        out.append(Event("address-handback-requested", address=self.address,
+        out.append(Event(EventName.ADDRESS_HANDBACK_REQUESTED, address=self.address,
                          peers=tuple(sorted(peers, key=int))))
         self._maybe_hold_own(out)
 
-    def boot_over(self, live, out):
+    def boot_over(self, live: Collection[IPv6Address], out: Effects) -> None:
         """The boot wait ended: peers not in ``live`` never showed up and hold nothing."""
         if not self.enabled:
             return
@@ -118,7 +126,7 @@ class AddressTakeover:
                 del self._waiting[peer]
         self._maybe_hold_own(out)
 
-    def stop(self, out):
+    def stop(self, out: Effects) -> None:
         """Let go of every address held (a clean stop: the survivors take them over)."""
         if not self.enabled:
             return
@@ -132,29 +140,30 @@ class AddressTakeover:
 
     # -- peers -------------------------------------------------------------------------------
 
-    def peer_seen(self, peer, home_agent):
+    def peer_seen(self, peer: IPv6Address, home_agent: IPv6Address | None) -> None:
         """Remember the home agent address ``peer`` announces."""
         if home_agent is not None and home_agent != self.address:
             self.announced[peer] = home_agent
 
-    def peer_hello(self, peer, hello):
+    def peer_hello(self, peer: IPv6Address, hello: HaHello) -> None:
         """Remember what ``peer``'s HELLO says it holds for others (IP Address options of
         sub-type 3): if it dies, those move too."""
         if self.enabled:
             self.held_by[peer] = tuple(o.address for o in hello.options if type(o) is IpAddress
                                        and o.subtype == IPADDR_HOME_AGENT)
 
-    def hello_options(self):
+    def hello_options(self) -> tuple[IpAddress, ...]:
         """IP Address options (sub-type 3) naming the addresses held for dead peers."""
         return tuple(IpAddress(IPADDR_HOME_AGENT, a, 128) for a in sorted(self.held, key=int))
 
-    def peer_gone(self, peer, out):
+    def peer_gone(self, peer: IPv6Address, out: Effects) -> None:
         """``peer`` is dead: it will not confirm a hand-back (whatever it held of ours, its
         host keeps until its next start reclaims it)."""
         if self._waiting.pop(peer, None) is not None:
             self._maybe_hold_own(out)
 
-    def take_over(self, dead, live, out):
+    def take_over(self, dead: IPv6Address, live: Collection[IPv6Address],
+                  out: Effects) -> IPv6Address | None:
         """This home agent ranks first after ``dead`` died (``live``: the live peers): hold the
         home agent address of every known peer that is not live. Returns the dead peer's
         address (the bindings taken over are served from it), or None."""
@@ -170,25 +179,26 @@ class AddressTakeover:
             self.held[address] = peer
             self.counters["address-taken-over"] += 1
             out.append(HoldAddress(address, True, self.on_link))
-            out.append(Event("address-taken-over", address=address, peer=peer))
-        address = self.announced.get(dead)
-        return address if address in self.held else None
+            out.append(Event(EventName.ADDRESS_TAKEN_OVER, address=address, peer=peer))
+        announced = self.announced.get(dead)
+        return announced if announced in self.held else None
 
     # -- the hand-back exchange ----------------------------------------------------------
 
-    def _send_request(self, peer, r, out):
+    def _send_request(self, peer: IPv6Address, r: _Request, out: Effects) -> None:
         bir = BindingInfoRequest(r.identifier, (IpAddress(IPADDR_HOME_AGENT, self.address, 128),))
         out.append(Send(bir, self.identity, peer, protect=peer))
         self.counters["handback-request-sent"] += 1
 
-    def requested(self, peer, identifier, address, out):
+    def requested(self, peer: IPv6Address, identifier: int, address: IPv6Address,
+                  out: Effects) -> IPv6Address | None | Literal[False]:
         """Peer ``peer`` asks for ``address`` back (an authenticated BIR). Returns the address
         released (the caller hands the bindings served from it back, then :meth:`confirm`
         answers), None when it was not held here (confirm all the same), or False when the
         address is not the one ``peer`` announced (dropped, no answer)."""
         if address != self.announced.get(peer, peer):
             self.counters["dropped:handback-not-theirs"] += 1
-            out.append(Event("dropped", reason="handback-not-theirs", src=peer,
+            out.append(Event(EventName.DROPPED, reason="handback-not-theirs", src=peer,
                              address=address))
             return False
         self.counters["handback-request-received"] += 1
@@ -196,14 +206,17 @@ class AddressTakeover:
             return None
         self.counters["address-released"] += 1
         out.append(HoldAddress(address, False, self.on_link))
-        out.append(Event("address-released", address=address, to=peer))
+        out.append(Event(EventName.ADDRESS_RELEASED, address=address, to=peer))
         return address
 
-    def confirm(self, peer, identifier, address, out):
+    def confirm(self, peer: IPv6Address, identifier: int, address: IPv6Address,
+                out: Effects) -> None:
+        """Answer a hand-back request of ``peer`` (authenticated BIA naming ``address``)."""
         bia = BindingInfoAck(identifier, 0, (IpAddress(IPADDR_HOME_AGENT, address, 128),))
         out.append(Send(bia, self.identity, peer, protect=peer))
 
-    def confirmed(self, peer, identifier, address, out):
+    def confirmed(self, peer: IPv6Address, identifier: int, address: IPv6Address | None,
+                  out: Effects) -> None:
         """A hand-back confirmation (authenticated BIA) from ``peer``; one that matches no
         outstanding request is counted (``handback-unmatched``) and ignored."""
         r = self._waiting.get(peer)
@@ -211,18 +224,19 @@ class AddressTakeover:
             self.counters["handback-unmatched"] += 1
             return
         del self._waiting[peer]
-        out.append(Event("address-handback-confirmed", address=address, by=peer))
+        out.append(Event(EventName.ADDRESS_HANDBACK_CONFIRMED, address=address, by=peer))
         self._maybe_hold_own(out)
 
-    def _maybe_hold_own(self, out):
+    def _maybe_hold_own(self, out: Effects) -> None:
         if self._waiting or self.own:
             return
         self.own = True
         out.append(HoldAddress(self.address, True, self.on_link))
-        out.append(Event("address-held", address=self.address))
+        out.append(Event(EventName.ADDRESS_HELD, address=self.address))
 
     @staticmethod
-    def switch_target(switching, cache, care_of):
+    def switch_target(switching: Iterable[IPv6Address], cache: BindingCache,
+                      care_of: IPv6Address) -> IPv6Address | None:
         """The home address with an outstanding switch request (``switching``) whose binding
         in ``cache`` has ``care_of``, or None."""
         for hoa in switching:
@@ -233,12 +247,12 @@ class AddressTakeover:
 
     # -- timers ----------------------------------------------------------------------------
 
-    def next_deadline(self):
+    def next_deadline(self) -> float | None:
         if not self._waiting:
             return None
         return min(r.next_at for r in self._waiting.values())
 
-    def tick(self, now, out):
+    def tick(self, now: float, out: Effects) -> None:
         maximum = self.settings.biu_max_timeout
         for peer, r in sorted(self._waiting.items(), key=lambda x: int(x[0])):
             if r.next_at <= now:
@@ -249,14 +263,14 @@ class AddressTakeover:
 
     # -- expired copies kept for take-over --------------------------------------------------
 
-    def linger(self, binding, now):
+    def linger(self, binding: Binding, now: float) -> None:
         """Keep expired copy ``binding`` until ``now`` + HA lifetime, for a take-over."""
         until = now + self.settings.ha_lifetime
         self._lingering[binding.home_address] = (binding, until)
         self._linger_queue.append((until, binding.home_address))
         self._prune(now)
 
-    def lingering_of(self, peer, now):
+    def lingering_of(self, peer: IPv6Address, now: float) -> list[Binding]:
         """Pop and return the kept copies whose primary is ``peer``."""
         self._prune(now)
         found = [b for b, until in self._lingering.values() if b.primary == peer]
@@ -264,11 +278,11 @@ class AddressTakeover:
             del self._lingering[b.home_address]
         return found
 
-    def forget(self, home_address):
+    def forget(self, home_address: IPv6Address) -> None:
         """``home_address`` has a live binding again (or was deleted): do not revive it."""
         self._lingering.pop(home_address, None)
 
-    def _prune(self, now):
+    def _prune(self, now: float) -> None:
         q = self._linger_queue
         while q and q[0][0] <= now:
             until, hoa = q.popleft()

@@ -14,6 +14,11 @@ answer refreshes what is stale and sweeps what the sender no longer holds. At mo
 per peer every :attr:`AntiEntropy.holdoff` seconds, so continuous churn costs a bounded amount.
 """
 
+from ipaddress import IPv6Address
+
+#: A binding digest: (count of primary bindings, XOR of their 64-bit digests).
+Digest = tuple[int, int]
+
 #: Seconds a difference must persist (seen in every HELLO) before a repair: longer than a
 #: lifetime unit (4 s) plus the first BIU retransmissions.
 DELAY = 10.0
@@ -24,13 +29,14 @@ HOLDOFF = 60.0
 class AntiEntropy:
     """When to repair each peer's copies (module docstring). Memory: two entries per peer."""
 
-    def __init__(self, delay=DELAY, holdoff=HOLDOFF):
+    def __init__(self, delay: float = DELAY, holdoff: float = HOLDOFF) -> None:
         self.delay = delay
         self.holdoff = holdoff
-        self._since = {}  # peer -> when its digests started to disagree with our copies
-        self._repaired = {}  # peer -> when we last asked it for everything
+        self._since: dict[IPv6Address, float] = {}  # peer -> when its digests started to disagree with our copies
+        self._repaired: dict[IPv6Address, float] = {}  # peer -> when we last asked it for everything
 
-    def heard(self, peer, theirs, mine, now):
+    def heard(self, peer: IPv6Address, theirs: Digest | None, mine: Digest,
+              now: float) -> bool:
         """A HELLO from ``peer`` carried ``theirs`` (``(count, digest)``, or None when it sends
         no digest); ``mine`` is the pair over our copies naming it. True when it is time to ask
         ``peer`` for all its bindings."""
@@ -47,7 +53,7 @@ class AntiEntropy:
         del self._since[peer]
         return True
 
-    def forget(self, peer):
+    def forget(self, peer: IPv6Address) -> None:
         """``peer`` is dead or gone: start afresh when it returns."""
         self._since.pop(peer, None)
         self._repaired.pop(peer, None)

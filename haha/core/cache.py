@@ -19,7 +19,10 @@ change: :meth:`BindingCache.digest` costs nothing however large the cache.
 import heapq
 import struct
 from hashlib import blake2b
+from collections.abc import Iterable, Iterator
+from ipaddress import IPv6Address, IPv6Network
 from itertools import count
+from typing import Literal
 
 from haha.wire.addresses import address_int
 
@@ -27,7 +30,8 @@ _FLAGS_SEQUENCE = struct.Struct("!HH")
 _PERSON = b"haha-bce-1"
 
 
-def bce_digest(home_address, care_of, flags, sequence, prefixes=()):
+def bce_digest(home_address: IPv6Address, care_of: IPv6Address, flags: int, sequence: int,
+               prefixes: Iterable[IPv6Network] = ()) -> int:
     """The 64-bit digest of one binding as a BIU carries it (docs/protocol.md, "Binding
     digests"): BLAKE2b with an 8-octet output and personalisation ``haha-bce-1`` over Home
     Address 128 | Care-of Address 128 | Flags 16 | Sequence 16, then for each Mobile Network
@@ -54,8 +58,10 @@ class Binding:
     __slots__ = ("home_address", "care_of", "flags", "sequence", "lifetime", "expires",
                  "prefixes", "primary", "local", "touched", "digest")
 
-    def __init__(self, home_address, care_of, flags, sequence, lifetime, expires, prefixes=(),
-                 primary=None, local=None, touched=0.0):
+    def __init__(self, home_address: IPv6Address, care_of: IPv6Address, flags: int,
+                 sequence: int, lifetime: int, expires: float,
+                 prefixes: tuple[IPv6Network, ...] = (), primary: IPv6Address | None = None,
+                 local: IPv6Address | None = None, touched: float = 0.0) -> None:
         self.home_address = home_address
         self.care_of = care_of
         self.flags = flags
@@ -69,13 +75,13 @@ class Binding:
         self.digest = bce_digest(home_address, care_of, flags, sequence, prefixes)
 
     @property
-    def is_copy(self):
+    def is_copy(self) -> bool:
         return self.primary is not None
 
-    def remaining(self, now):
+    def remaining(self, now: float) -> float:
         return max(0.0, self.expires - now)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         kind = "primary" if self.primary is None else f"copy of {self.primary}"
         return (f"<Binding {self.home_address} -> {self.care_of} seq {self.sequence} "
                 f"{kind} expires {self.expires:g}{' ' + str(self.prefixes) if self.prefixes else ''}>")
@@ -84,30 +90,30 @@ class Binding:
 class BindingCache:
     """Bindings by home address, by Mobile Network Prefix, and by expiry."""
 
-    def __init__(self):
-        self._by_home = {}
-        self._by_prefix = {}  # prefix length -> {network as int: Binding}
-        self._lengths = []  # prefix lengths in use, longest first
-        self._heap = []
+    def __init__(self) -> None:
+        self._by_home: dict[IPv6Address, Binding] = {}
+        self._by_prefix: dict[int, dict[int, Binding]] = {}  # prefix length -> {network: b}
+        self._lengths: list[int] = []  # prefix lengths in use, longest first
+        self._heap: list[tuple[float, int, IPv6Address]] = []
         self._order = count()
         self.primary_count = 0
-        self._digests = {}  # primary (None: ours) -> [count, XOR of entry digests]
+        self._digests: dict[IPv6Address | None, list[int]] = {}  # primary (None: ours) -> [count, XOR of entry digests]
 
     # -- queries ---------------------------------------------------------------------------
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._by_home)
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Binding]:
         return iter(list(self._by_home.values()))
 
-    def __contains__(self, home_address):
+    def __contains__(self, home_address: object) -> bool:
         return home_address in self._by_home
 
-    def get(self, home_address):
+    def get(self, home_address: IPv6Address) -> Binding | None:
         return self._by_home.get(home_address)
 
-    def lookup_prefix(self, address):
+    def lookup_prefix(self, address: IPv6Address) -> Binding | None:
         """The binding whose Mobile Network Prefix holds ``address`` (IPv6Address or
         IPv6Network's network address), longest prefix first; None if none does."""
         a = int(address)
@@ -117,22 +123,22 @@ class BindingCache:
                 return b
         return None
 
-    def lookup(self, address):
+    def lookup(self, address: IPv6Address) -> Binding | None:
         """The binding responsible for destination ``address``: the home address itself, else
         the longest matching Mobile Network Prefix."""
         b = self._by_home.get(address)
         return b if b is not None else self.lookup_prefix(address)
 
-    def primaries(self):
+    def primaries(self) -> list[Binding]:
         return [b for b in self._by_home.values() if b.primary is None]
 
-    def digest(self, primary=None):
+    def digest(self, primary: IPv6Address | None = None) -> tuple[int, int]:
         """``(count, digest)`` over the entries whose primary is ``primary`` (None: this home
         agent's own primaries): what a HELLO's Binding Digest option carries."""
         d = self._digests.get(primary)
         return (d[0], d[1]) if d is not None else (0, 0)
 
-    def _account(self, primary, digest, sign):
+    def _account(self, primary: IPv6Address | None, digest: int, sign: int) -> None:
         d = self._digests.get(primary)
         if d is None:
             d = self._digests[primary] = [0, 0]
@@ -141,7 +147,7 @@ class BindingCache:
         if not d[0]:
             del self._digests[primary]
 
-    def copies_of(self, peer):
+    def copies_of(self, peer: IPv6Address) -> list[Binding]:
         # Compared as integers: IPv6Address.__eq__ (Python code) for each of 100,000 entries
         # cost tens of milliseconds in one call.
         key = address_int(peer)
@@ -150,8 +156,10 @@ class BindingCache:
 
     # -- changes ---------------------------------------------------------------------------
 
-    def store(self, home_address, care_of, flags, sequence, lifetime, expires, prefixes,
-              primary, local, touched, existing=False):
+    def store(self, home_address: IPv6Address, care_of: IPv6Address, flags: int, sequence: int,
+              lifetime: int, expires: float, prefixes: tuple[IPv6Network, ...],
+              primary: IPv6Address | None, local: IPv6Address | None, touched: float,
+              existing: Binding | None | Literal[False] = False) -> Binding:
         """Create or update the entry of ``home_address``; returns it. ``existing`` may pass
         the entry (or None) the caller just looked up, saving a second lookup."""
         b = self._by_home.get(home_address) if existing is False else existing
@@ -193,7 +201,7 @@ class BindingCache:
             heapq.heappush(self._heap, (expires, next(self._order), home_address))
         return b
 
-    def remove(self, home_address):
+    def remove(self, home_address: IPv6Address) -> Binding | None:
         """Remove and return the entry of ``home_address`` (None if there is none)."""
         b = self._by_home.pop(home_address, None)
         if b is not None:
@@ -204,7 +212,7 @@ class BindingCache:
             self._account(b.primary, b.digest, -1)
         return b
 
-    def next_expiry(self):
+    def next_expiry(self) -> float | None:
         """The earliest expiry time of an entry, or None; after many removals possibly an
         earlier time (a stale item, skipped at most 64 per call so no call is long)."""
         heap = self._heap
@@ -219,13 +227,13 @@ class BindingCache:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
-    def pop_expired(self, now, limit=None):
+    def pop_expired(self, now: float, limit: int | None = None) -> list[Binding]:
         """Remove and return the entries whose lifetime ran out at or before ``now``, looking
         at most ``limit`` heap items (the rest stay due: ``next_expiry`` is then already
         past)."""
         heap = self._heap
         by_home = self._by_home
-        out = []
+        out: list[Binding] = []
         popped = 0
         while heap and heap[0][0] <= now:
             if limit is not None and popped >= limit:
@@ -242,7 +250,7 @@ class BindingCache:
             heapq.heapify(self._heap)
         return out
 
-    def _index(self, b, prefixes):
+    def _index(self, b: Binding, prefixes: Iterable[IPv6Network]) -> None:
         for p in prefixes:
             n = p.prefixlen
             table = self._by_prefix.get(n)
@@ -251,7 +259,7 @@ class BindingCache:
                 self._lengths = sorted(self._by_prefix, reverse=True)
             table[int(p.network_address)] = b
 
-    def _unindex(self, b, prefixes):
+    def _unindex(self, b: Binding, prefixes: Iterable[IPv6Network]) -> None:
         for p in prefixes:
             n = p.prefixlen
             table = self._by_prefix.get(n)

@@ -13,10 +13,22 @@ Sans-IO: time is passed in.
 """
 
 from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator
+from enum import StrEnum
+from ipaddress import IPv6Address
 
-ADDED = "added"
-KNOWN = "known"
-FULL = "full"
+
+class Proposal(StrEnum):
+    """What :meth:`KnownPeers.add` made of a proposed address."""
+
+    ADDED = "added"
+    KNOWN = "known"
+    FULL = "full"
+
+
+ADDED = Proposal.ADDED
+KNOWN = Proposal.KNOWN
+FULL = Proposal.FULL
 
 
 class KnownPeers:
@@ -26,31 +38,32 @@ class KnownPeers:
     as a set of addresses for ``in``, ``len`` and iteration (static peers first).
     """
 
-    def __init__(self, static, limit, hold, live):
+    def __init__(self, static: Iterable[IPv6Address], limit: int, hold: float,
+                 live: Callable[[IPv6Address], bool]) -> None:
         if limit < 0:
             raise ValueError(f"candidate limit {limit} must not be negative")
         self.static = frozenset(static)
         self.limit = limit
         self.hold = hold
         self._live = live
-        self._candidates = OrderedDict()  # address -> time proposed, oldest first
+        self._candidates: OrderedDict[IPv6Address, float] = OrderedDict()  # address -> time proposed, oldest first
 
-    def __contains__(self, address):
+    def __contains__(self, address: object) -> bool:
         return address in self.static or address in self._candidates
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[IPv6Address]:
         yield from self.static
         yield from tuple(self._candidates)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.static) + len(self._candidates)
 
     @property
-    def candidates(self):
+    def candidates(self) -> int:
         """How many discovered (non-static) peers are held."""
         return len(self._candidates)
 
-    def add(self, address, now):
+    def add(self, address: IPv6Address, now: float) -> Proposal:
         """Propose ``address``: ADDED, KNOWN (already there) or FULL (refused)."""
         if address in self:
             return KNOWN
@@ -59,7 +72,7 @@ class KnownPeers:
         self._candidates[address] = now
         return ADDED
 
-    def _evict(self, now):
+    def _evict(self, now: float) -> bool:
         for address, since in self._candidates.items():
             if since + self.hold > now:
                 return False  # oldest first: nothing older is left to try
@@ -68,6 +81,6 @@ class KnownPeers:
                 return True
         return False
 
-    def discard(self, address):
+    def discard(self, address: IPv6Address) -> None:
         """Forget a candidate (static peers stay)."""
         self._candidates.pop(address, None)

@@ -13,9 +13,15 @@ backend from one set of duties to another, so an update that changes nothing emi
 """
 
 from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, Optional
 
 from haha.wire.records import maker
 from .effects import ProxyNd, RemoveRoute, make_install
+
+if TYPE_CHECKING:
+    from .cache import Binding
+    from .settings import HomeAgentSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,17 +30,20 @@ class ForwardingRoute:
     tunnel between ``local`` (this home agent's address) and ``care_of``. ``primary`` is False
     when the route comes from a Binding Cache Copy (draft 3.2 forwarding from copies)."""
 
-    home_address: object
-    care_of: object
-    local: object
-    prefixes: tuple = ()
+    home_address: IPv6Address
+    care_of: IPv6Address
+    local: IPv6Address
+    prefixes: tuple[IPv6Network, ...] = ()
     primary: bool = True
 
 
 _route = maker(ForwardingRoute)
 
+#: What a binding asks of the backend: its route (None: none) and whether to proxy ND.
+Duties = tuple[Optional[ForwardingRoute], bool]
 
-def duties_of(settings, binding):
+
+def duties_of(settings: "HomeAgentSettings", binding: "Binding | None") -> Duties:
     """``(route or None, proxy: bool)`` for ``binding`` under ``settings``; None: no binding."""
     if binding is None:
         return None, False
@@ -53,7 +62,7 @@ def duties_of(settings, binding):
     return None, False
 
 
-def transition(home_address, old, new, out):
+def transition(home_address: IPv6Address, old: Duties, new: Duties, out: list) -> None:
     """Append to ``out`` the effects that turn duties ``old`` into ``new`` (both as returned by
     :func:`duties_of`)."""
     old_route, old_proxy = old

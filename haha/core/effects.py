@@ -164,16 +164,13 @@ class DrainComplete:
 class Event:
     """Something worth logging or counting: ``name`` plus keyword ``fields``.
 
-    Names used by the machines: binding-created, binding-updated, binding-deleted,
-    binding-expired, primary-lost, copy-created, copy-deleted, peer-up, peer-down, take-over,
-    switch-requested, switch-unsupported, drain-started, drain-complete, dropped (with
-    ``reason``), biu-rejected, bulk-sync-complete, address-taken-over, address-released,
-    address-held, address-handback-requested, address-handback-confirmed,
-    bindings-handed-back, state (mobile node transitions), registered, registration-rejected,
-    discovery-failed... Immutable; equal when name and fields are equal.
+    ``name`` is a :class:`haha.core.events.EventName` (every name, its level and its fields are
+    listed there and in docs/core.md). Immutable; equal when name and fields are equal.
     """
 
     __slots__ = ("name", "fields")
+    name: str  # a haha.core.events.EventName
+    fields: dict
 
     name: str
     fields: Dict[str, Any]

@@ -17,8 +17,12 @@ changed most recently.
 """
 
 from collections import OrderedDict
+from collections.abc import MutableMapping
+from ipaddress import IPv6Address
 
 from .effects import Event
+from .effecttypes import Effects
+from .events import EventName
 
 #: A change back within this many seconds of the previous change is a flip.
 WINDOW = 600.0
@@ -35,27 +39,28 @@ TRACKED = 4096
 class _Track:
     __slots__ = ("care_of", "previous", "changed", "flips", "alarmed")
 
-    def __init__(self, care_of, previous, changed):
+    def __init__(self, care_of: IPv6Address, previous: IPv6Address, changed: float) -> None:
         self.care_of = care_of
         self.previous = previous
         self.changed = changed
         self.flips = 0
-        self.alarmed = None
+        self.alarmed: float | None = None
 
 
 class FlapWatch:
     """Care-of flips per home address (module docstring). ``counters`` is the machine's."""
 
-    def __init__(self, counters):
+    def __init__(self, counters: MutableMapping[str, int]) -> None:
         self.counters = counters
-        self._tracks = OrderedDict()
+        self._tracks: OrderedDict[IPv6Address, _Track] = OrderedDict()
         self._tokens = float(ALARM_BURST)
-        self._stamp = None
+        self._stamp: float | None = None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._tracks)
 
-    def moved(self, home_address, old, new, now, out):
+    def moved(self, home_address: IPv6Address, old: IPv6Address, new: IPv6Address, now: float,
+              out: Effects) -> None:
         """The binding of ``home_address`` moved from care-of ``old`` to ``new`` at ``now``."""
         tracks = self._tracks
         t = tracks.get(home_address)
@@ -76,7 +81,7 @@ class FlapWatch:
         if t.flips >= FLIPS:
             self._alarm(home_address, t, now, out)
 
-    def _alarm(self, home_address, t, now, out):
+    def _alarm(self, home_address: IPv6Address, t: _Track, now: float, out: Effects) -> None:
         if t.alarmed is not None and now - t.alarmed < ALARM_INTERVAL:
             self.counters["address-conflict-suppressed"] += 1
             return
@@ -89,7 +94,7 @@ class FlapWatch:
         self._tokens -= 1
         t.alarmed = now
         self.counters["address-conflict"] += 1
-        out.append(Event("address-conflict", home_address=home_address,
+        out.append(Event(EventName.ADDRESS_CONFLICT, home_address=home_address,
                          care_of=t.care_of, other_care_of=t.previous, flips=t.flips))
 
 

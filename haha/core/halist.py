@@ -25,18 +25,36 @@ catching up holds no copies to take over from.
 Ranking (docs/protocol.md 6.6): highest preference first, then lowest signalling address.
 """
 
+from enum import StrEnum
+from ipaddress import IPv6Address, IPv6Network
+
+from haha.wire.mh import HaHello
+
 from .seqnum import distance
 
 #: A HELLO this far behind the last accepted one (or further) means the peer restarted.
 RESTART_WINDOW = 64
 
-NEW = "new"
-UPDATED = "updated"
-UNCHANGED = "unchanged"
-DELETED = "deleted"
-RESTARTED = "restarted"
-STALE = "stale"
-UNKNOWN = "unknown"
+
+class HelloResult(StrEnum):
+    """What :meth:`HomeAgentList.hello` made of a HELLO."""
+
+    NEW = "new"
+    UPDATED = "updated"
+    UNCHANGED = "unchanged"
+    DELETED = "deleted"
+    RESTARTED = "restarted"
+    STALE = "stale"
+    UNKNOWN = "unknown"
+
+
+NEW = HelloResult.NEW
+UPDATED = HelloResult.UPDATED
+UNCHANGED = HelloResult.UNCHANGED
+DELETED = HelloResult.DELETED
+RESTARTED = HelloResult.RESTARTED
+STALE = HelloResult.STALE
+UNKNOWN = HelloResult.UNKNOWN
 
 
 class HomeAgentEntry:
@@ -47,8 +65,9 @@ class HomeAgentEntry:
     __slots__ = ("address", "home_agent", "preference", "lifetime", "interval", "expires",
                  "sequence", "prefixes", "source", "answered", "holds")
 
-    def __init__(self, address, home_agent, preference, lifetime, interval, expires, sequence,
-                 prefixes, source):
+    def __init__(self, address: IPv6Address, home_agent: IPv6Address, preference: int,
+                 lifetime: int, interval: int, expires: float, sequence: int | None,
+                 prefixes: tuple[IPv6Network, ...], source: str) -> None:
         self.address = address
         self.home_agent = home_agent
         self.preference = preference
@@ -62,20 +81,20 @@ class HomeAgentEntry:
         self.holds = True
 
     @property
-    def in_sync(self):
+    def in_sync(self) -> bool:
         """Whether this peer may be ranked for take-over and listed in DHAAD replies."""
         return self.answered and self.holds
 
-    def rank_key(self):
+    def rank_key(self) -> tuple[int, int]:
         return (-self.preference, int(self.address))
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<HomeAgentEntry {self.address} ha={self.home_agent} pref={self.preference} "
                 f"expires={self.expires:g} via {self.source}"
                 f"{'' if self.in_sync else ' unsynced'}>")
 
 
-def rank_key(preference, address):
+def rank_key(preference: int, address: IPv6Address) -> tuple[int, int]:
     """Sort key of docs/protocol.md 6.6: highest preference, then lowest address."""
     return (-preference, int(address))
 
@@ -83,19 +102,19 @@ def rank_key(preference, address):
 class HomeAgentList:
     """Live peers by signalling address."""
 
-    def __init__(self):
-        self.entries = {}
+    def __init__(self) -> None:
+        self.entries: dict[IPv6Address, HomeAgentEntry] = {}
 
-    def __contains__(self, address):
+    def __contains__(self, address: object) -> bool:
         return address in self.entries
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self.entries)
 
-    def get(self, address):
+    def get(self, address: IPv6Address) -> HomeAgentEntry | None:
         return self.entries.get(address)
 
-    def hello(self, src, hello, now):
+    def hello(self, src: IPv6Address, hello: HaHello, now: float) -> HelloResult:
         """Apply HELLO ``hello`` received from peer ``src``; returns NEW, UPDATED, UNCHANGED,
         DELETED (lifetime 0 from a live peer), STALE or UNKNOWN (lifetime 0 from a peer that
         was not in the list)."""
@@ -135,33 +154,33 @@ class HomeAgentList:
 
     # -- synchronisation state (module docstring) ------------------------------------------
 
-    def bulk_answered(self, address):
+    def bulk_answered(self, address: IPv6Address) -> None:
         """``address`` completed its answer to our bulk request."""
         e = self.entries.get(address)
         if e is not None:
             e.answered = True
 
-    def lost_state(self, address):
+    def lost_state(self, address: IPv6Address) -> None:
         """``address`` asked for every binding: it holds no copies until it has our answer."""
         e = self.entries.get(address)
         if e is not None:
             e.holds = False
 
-    def bulk_delivered(self, address):
+    def bulk_delivered(self, address: IPv6Address) -> None:
         """``address`` acknowledged the end marker of our answer to its bulk request."""
         e = self.entries.get(address)
         if e is not None:
             e.holds = True
 
-    def remove(self, address):
+    def remove(self, address: IPv6Address) -> HomeAgentEntry | None:
         return self.entries.pop(address, None)
 
-    def next_expiry(self):
+    def next_expiry(self) -> float | None:
         if not self.entries:
             return None
         return min(e.expires for e in self.entries.values())
 
-    def pop_expired(self, now):
+    def pop_expired(self, now: float) -> list[HomeAgentEntry]:
         """Remove and return the entries whose lifetime ran out at or before ``now``, in rank
         order."""
         dead = [e for e in self.entries.values() if e.expires <= now]
@@ -170,10 +189,10 @@ class HomeAgentList:
         dead.sort(key=HomeAgentEntry.rank_key)
         return dead
 
-    def synced(self):
+    def synced(self) -> list[HomeAgentEntry]:
         """Live entries in sync (module docstring), in no particular order."""
         return [e for e in self.entries.values() if e.answered and e.holds]
 
-    def ranked(self):
+    def ranked(self) -> list[HomeAgentEntry]:
         """Live entries in sync, best first (docs/protocol.md 6.6): the candidates for take-over."""
         return sorted(self.synced(), key=HomeAgentEntry.rank_key)

@@ -37,6 +37,9 @@ state: :class:`InvalidTransition` is raised). The table is total; a test walks e
 
 import random
 from collections import Counter, deque
+from enum import StrEnum
+from ipaddress import IPv6Address
+from typing import Any, cast
 
 from haha.wire.icmpv6 import DhaadReply, DhaadRequest
 from haha.wire.mh import (
@@ -55,40 +58,74 @@ from haha.wire.mh import (
 )
 from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix
 
-from .effects import AnnounceHome, Event, Send, SendIcmp, TunnelDown, TunnelUp
+from .effects import AnnounceHome, Event, Inbound, Send, SendIcmp, TunnelDown, TunnelUp
+from .effecttypes import Effects
+from .events import EventName
 from .homeagent import home_agents_anycast
 from .seqnum import next_sequence, seconds, units
+from .settings import MobileNodeSettings
 
 IN_FLIGHT = 16  # sequence numbers of one registration attempt a BA may answer
 
-IDLE = "idle"
-HOME = "home"
-DISCOVERING = "discovering"
-REGISTERING = "registering"
-REGISTERED = "registered"
-REFRESHING = "refreshing"
-SWITCHING = "switching"
-DEREGISTERING = "deregistering"
-STATES = (IDLE, HOME, DISCOVERING, REGISTERING, REGISTERED, REFRESHING, SWITCHING,
-          DEREGISTERING)
 
-# Inputs.
-START_AWAY = "start-away"
-START_HOME = "start-home"
-MOVE = "move"
-RETURN_HOME = "return-home"
-STOP = "stop"
-LEAVE = "leave"  # stopping: deregister first
-BA = "ba"
-SWITCH = "switch"  # HASR (draft 4.1.5) or RFC 5142 Home Agent Switch
-DHAAD_REPLY = "dhaad-reply"
-BRR = "brr"
-BE = "be"
-RETRANSMIT = "retransmit"
-REFRESH = "refresh"
-EXPIRE = "expire"
-INPUTS = (START_AWAY, START_HOME, MOVE, RETURN_HOME, STOP, LEAVE, BA, SWITCH, DHAAD_REPLY, BRR,
-          BE, RETRANSMIT, REFRESH, EXPIRE)
+
+class State(StrEnum):
+    """The mobile node's states (module docstring)."""
+
+    IDLE = "idle"
+    HOME = "home"
+    DISCOVERING = "discovering"
+    REGISTERING = "registering"
+    REGISTERED = "registered"
+    REFRESHING = "refreshing"
+    SWITCHING = "switching"
+    DEREGISTERING = "deregistering"
+
+
+class Input(StrEnum):
+    """The inputs of the machine: operator calls, messages, timers."""
+
+    START_AWAY = "start-away"
+    START_HOME = "start-home"
+    MOVE = "move"
+    RETURN_HOME = "return-home"
+    STOP = "stop"
+    LEAVE = "leave"  # stopping: deregister first
+    BA = "ba"
+    SWITCH = "switch"  # HASR (draft 4.1.5) or RFC 5142 Home Agent Switch
+    DHAAD_REPLY = "dhaad-reply"
+    BRR = "brr"
+    BE = "be"
+    RETRANSMIT = "retransmit"
+    REFRESH = "refresh"
+    EXPIRE = "expire"
+
+
+IDLE = State.IDLE
+HOME = State.HOME
+DISCOVERING = State.DISCOVERING
+REGISTERING = State.REGISTERING
+REGISTERED = State.REGISTERED
+REFRESHING = State.REFRESHING
+SWITCHING = State.SWITCHING
+DEREGISTERING = State.DEREGISTERING
+STATES = tuple(State)
+
+START_AWAY = Input.START_AWAY
+START_HOME = Input.START_HOME
+MOVE = Input.MOVE
+RETURN_HOME = Input.RETURN_HOME
+STOP = Input.STOP
+LEAVE = Input.LEAVE
+BA = Input.BA
+SWITCH = Input.SWITCH
+DHAAD_REPLY = Input.DHAAD_REPLY
+BRR = Input.BRR
+BE = Input.BE
+RETRANSMIT = Input.RETRANSMIT
+REFRESH = Input.REFRESH
+EXPIRE = Input.EXPIRE
+INPUTS = tuple(Input)
 
 IGNORE = "ignore"
 INVALID = "invalid"
@@ -97,14 +134,14 @@ INVALID = "invalid"
 class InvalidTransition(RuntimeError):
     """An operator call that the mobile node's state does not allow."""
 
-    def __init__(self, state, event):
+    def __init__(self, state: State, event: Input) -> None:
         self.state = state
         self.event = event
         super().__init__(f"{event} is not allowed in state {state}")
 
 
-def _table():
-    t = {}
+def _table() -> dict[tuple[State, Input], str]:
+    t: dict[tuple[State, Input], str] = {}
     network = (BA, SWITCH, DHAAD_REPLY, BRR, BE)
     timers = (RETRANSMIT, REFRESH, EXPIRE)
     for s in STATES:
@@ -156,7 +193,7 @@ DHAAD_MAX_ADDRESSES = 77
 KNOWN_LIMIT = DHAAD_MAX_ADDRESSES
 
 
-def global_scope(address):
+def global_scope(address: IPv6Address) -> bool:
     """Whether ``address`` has global scope (draft 5.3 switches at once only to such)."""
     return not (address.is_link_local or address.is_multicast or address.is_unspecified
                 or address.is_loopback or address.is_site_local)
@@ -167,64 +204,66 @@ class MobileNode:
     :class:`~haha.core.settings.MobileNodeSettings`, ``rng`` a :class:`random.Random` (initial
     sequence number, DHAAD identifiers)."""
 
-    def __init__(self, settings, rng=None):
+    def __init__(self, settings: MobileNodeSettings, rng: random.Random | None = None) -> None:
         self.settings = settings
         self.rng = rng if rng is not None else random.Random()
-        self.counters = Counter()
+        self.counters: Counter[str] = Counter()
         self.state = IDLE
-        self.home_address = settings.home_address
+        self.home_address: IPv6Address = settings.home_address
         self.anycast = home_agents_anycast(settings.home_prefix)
-        self.care_of = None
-        self.home_agent = None  # the home agent holding our binding (when bound)
-        self.target = None  # the home agent the outstanding Binding Update went to
-        self.known_home_agents = list(settings.home_agents)
+        self.care_of: IPv6Address | None = None
+        #: The home agent holding our binding (when bound).
+        self.home_agent: IPv6Address | None = None
+        #: The home agent the outstanding Binding Update went to.
+        self.target: IPv6Address | None = None
+        self.known_home_agents: list[IPv6Address] = list(settings.home_agents)
         self.sequence = self.rng.randrange(1 << 16)
-        self.tunnel = None
-        self.expires = None
-        self.lifetime = None
-        self._candidates = []
-        self._rejected = set()
-        self._avoid = None
-        self._retransmit_at = None
-        self._timeout = None
+        self.tunnel: TunnelUp | None = None
+        self.expires: float | None = None
+        self.lifetime: int | None = None
+        self._candidates: list[IPv6Address] = []
+        self._rejected: set[IPv6Address | None] = set()
+        self._avoid: IPv6Address | None = None
+        self._retransmit_at: float | None = None
+        self._timeout = 0.0  # the retransmission interval, set by every state that sends
         self._attempts = 0
-        self._in_flight = deque(maxlen=IN_FLIGHT)
-        self._refresh_at = None
-        self._dhaad_id = None
+        self._in_flight: deque[int] = deque(maxlen=IN_FLIGHT)
+        self._refresh_at: float | None = None
+        self._dhaad_id: int | None = None
         self._dhaad_tries = 0
         self._dhaad_failed = False
-        self._dereg_tried = set()
+        self._dereg_tried: set[IPv6Address | None] = set()
         self._leaving = False  # the deregistration under way is the away form (``leave``)
 
     # ======================================================================================
     # public entry points
     # ======================================================================================
 
-    def start(self, now, care_of=None):
+    def start(self, now: float, care_of: IPv6Address | None = None) -> Effects:
         """Start on the home link (``care_of`` None) or away at ``care_of``. Returns effects."""
         if care_of is None:
             return self.dispatch(START_HOME, now)
         return self.dispatch(START_AWAY, now, care_of=care_of)
 
-    def move(self, care_of, now):
+    def move(self, care_of: IPv6Address, now: float) -> Effects:
         """Movement detection (outside this machine) found a new care-of address."""
         return self.dispatch(MOVE, now, care_of=care_of)
 
-    def return_home(self, now):
+    def return_home(self, now: float) -> Effects:
         """The node is back on its home link: deregister."""
         return self.dispatch(RETURN_HOME, now)
 
-    def stop(self, now):
+    def stop(self, now: float) -> Effects:
         """Forget everything at once (no signalling); the tunnel goes down."""
         return self.dispatch(STOP, now)
 
-    def leave(self, now):
+    def leave(self, now: float) -> Effects:
         """The node is stopping: if a home agent holds its binding, deregister from where it
         is (``deregistering`` until the BA; the caller bounds the wait, then calls ``stop``);
         otherwise stop at once."""
         return self.dispatch(LEAVE, now)
 
-    def receive(self, inbound, now):
+    def receive(self, inbound: Inbound, now: float) -> Effects:
         """Process one decoded message. Returns effects."""
         msg = inbound.message
         kind = type(msg)
@@ -236,7 +275,7 @@ class MobileNode:
                 self.counters["switch-refused"] += 1
                 be = BindingError(BE_UNKNOWN_MH_TYPE, self.home_address)
                 return [Send(be, self.care_of or self.home_address, inbound.src),
-                        Event("switch-refused", src=inbound.src)]
+                        Event(EventName.SWITCH_REFUSED, src=inbound.src)]
             return self.dispatch(SWITCH, now, inbound=inbound)
         if kind is DhaadReply:
             return self.dispatch(DHAAD_REPLY, now, inbound=inbound)
@@ -245,15 +284,15 @@ class MobileNode:
         if kind is BindingError:
             return self.dispatch(BE, now, inbound=inbound)
         self.counters["dropped:unexpected"] += 1
-        return [Event("dropped", reason="unexpected", message=kind.__name__, src=inbound.src)]
+        return [Event(EventName.DROPPED, reason="unexpected", message=kind.__name__, src=inbound.src)]
 
-    def next_deadline(self):
+    def next_deadline(self) -> float | None:
         due = [t for t in (self._retransmit_at, self._refresh_at, self.expires) if t is not None]
         return min(due) if due else None
 
-    def tick(self, now):
+    def tick(self, now: float) -> Effects:
         """Fire every timer due at ``now``, earliest first. Returns effects."""
-        out = []
+        out: Effects = []
         for _ in range(8):
             timers = [(t, name) for t, name in ((self.expires, EXPIRE),
                                                 (self._retransmit_at, RETRANSMIT),
@@ -272,11 +311,11 @@ class MobileNode:
         return out
 
     @property
-    def bound(self):
+    def bound(self) -> bool:
         """True while a binding is believed to exist at ``home_agent``."""
         return self.home_agent is not None
 
-    def busy(self):
+    def busy(self) -> bool:
         """True in the transient states (waiting for an answer)."""
         return self.state in (DISCOVERING, REGISTERING, REFRESHING, SWITCHING, DEREGISTERING)
 
@@ -284,29 +323,29 @@ class MobileNode:
     # dispatch
     # ======================================================================================
 
-    def dispatch(self, event, now, **kw):
+    def dispatch(self, event: Input, now: float, **kw: Any) -> Effects:
         """Drive one input through :data:`TRANSITIONS` (every other entry point calls this)."""
         entry = TRANSITIONS[(self.state, event)]
         if entry == INVALID:
             raise InvalidTransition(self.state, event)
-        out = []
+        out: Effects = []
         if entry == IGNORE:
             self.counters[f"ignored:{self.state}:{event}"] += 1
             return out
         before = self.state
         getattr(self, entry)(now, out, **kw)
         if self.state != before:
-            out.append(Event("state", old=before, new=self.state, input=event))
+            out.append(Event(EventName.STATE, old=before, new=self.state, input=event))
         return out
 
     # ======================================================================================
     # handlers
     # ======================================================================================
 
-    def _start_home(self, now, out):
+    def _start_home(self, now: float, out: Effects) -> None:
         self.state = HOME
 
-    def _stop(self, now, out):
+    def _stop(self, now: float, out: Effects) -> None:
         self._leaving = False
         self._tunnel_down(out)
         self._reset_binding()
@@ -316,7 +355,7 @@ class MobileNode:
         self.target = None
         self.state = IDLE
 
-    def _go_away(self, now, out, care_of):
+    def _go_away(self, now: float, out: Effects, care_of: IPv6Address) -> None:
         self._leaving = False
         self.care_of = care_of
         self._rejected = set()
@@ -328,7 +367,8 @@ class MobileNode:
 
     # -- registration ------------------------------------------------------------------------
 
-    def _register_with(self, home_agent, now, out, first):
+    def _register_with(self, home_agent: IPv6Address | None, now: float,
+                          out: Effects, first: bool) -> None:
         """Send a Binding Update to ``home_agent``: ``first`` when it holds no binding of ours
         (InitialBindackTimeoutFirstReg), else a refresh or care-of change."""
         self.target = home_agent
@@ -346,11 +386,12 @@ class MobileNode:
         self._refresh_at = None
         self._send_bu(now, out)
 
-    def _send_bu(self, now, out):
+    def _send_bu(self, now: float, out: Effects) -> None:
         s = self.settings
         self.sequence = next_sequence(self.sequence)
         flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
-        opts = []
+        assert self.care_of is not None  # sent only while away
+        opts: list[object] = []
         if s.alternate_care_of:
             opts.append(AlternateCareOfAddress(self.care_of))
         opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
@@ -361,7 +402,7 @@ class MobileNode:
         self._retransmit_at = now + self._timeout
         self.counters["bu-sent"] += 1
 
-    def _sent(self, sequence):
+    def _sent(self, sequence: int) -> None:
         """Note one Binding Update of the attempt in flight (the first of an attempt, with
         ``_attempts`` reset to 0, forgets the numbers of the previous attempt)."""
         if not self._attempts:
@@ -369,27 +410,28 @@ class MobileNode:
         self._in_flight.append(sequence)
         self._attempts += 1
 
-    def _answers_in_flight(self, ba):
+    def _answers_in_flight(self, ba: BindingAck) -> bool:
         """Whether ``ba`` answers a Binding Update of the attempt in flight (or is a 135, which
         carries the home agent's own number instead)."""
         return ba.sequence in self._in_flight or ba.status == BA_SEQUENCE_OUT_OF_WINDOW
 
-    def _resend_now(self, now, out, care_of):
+    def _resend_now(self, now: float, out: Effects, care_of: IPv6Address) -> None:
         self.care_of = care_of
         self._timeout = self.settings.initial_timeout if self.state == REFRESHING \
             else self.settings.first_timeout
         self._attempts = 0
         self._send_bu(now, out)
 
-    def _refresh(self, now, out, care_of=None, inbound=None):
+    def _refresh(self, now: float, out: Effects,
+                    care_of: IPv6Address | None = None, inbound: Inbound | None = None) -> None:
         if care_of is not None:
             self.care_of = care_of
         self._register_with(self.home_agent, now, out, first=False)
 
-    def _bu_retransmit(self, now, out):
+    def _bu_retransmit(self, now: float, out: Effects) -> None:
         limit = self.settings.registration_attempts
         if limit and self._attempts >= limit:
-            out.append(Event("registration-timeout", home_agent=self.target,
+            out.append(Event(EventName.REGISTRATION_TIMEOUT, home_agent=self.target,
                              attempts=self._attempts))
             self._rejected.add(self.target)
             return self._next_candidate(now, out)
@@ -397,8 +439,8 @@ class MobileNode:
         self._send_bu(now, out)
         self.counters["bu-retransmitted"] += 1
 
-    def _ba_valid(self, inbound, out):
-        ba = inbound.message
+    def _ba_valid(self, inbound: Inbound, out: Effects) -> bool:
+        ba = cast(BindingAck, inbound.message)
         if inbound.src != self.target:
             self.counters["dropped:ba-wrong-source"] += 1
             return False
@@ -413,10 +455,10 @@ class MobileNode:
             return False
         return True
 
-    def _binding_ack(self, now, out, inbound):
+    def _binding_ack(self, now: float, out: Effects, inbound: Inbound) -> None:
         if not self._ba_valid(inbound, out):
             return
-        ba = inbound.message
+        ba = cast(BindingAck, inbound.message)
         s = self.settings
         if ba.status == BA_SEQUENCE_OUT_OF_WINDOW:
             # RFC 6275 11.7.3: resend with a number above the one the home agent accepted.
@@ -432,7 +474,7 @@ class MobileNode:
         elif s.mobile_router and not ba.flags & BA_R:
             reason = "no R flag"  # the home agent does not serve mobile routers (docs/protocol.md 9)
         if reason is not None:
-            out.append(Event("registration-rejected", home_agent=self.target, status=ba.status,
+            out.append(Event(EventName.REGISTRATION_REJECTED, home_agent=self.target, status=ba.status,
                              reason=reason))
             self._rejected.add(self.target)
             if self.target == self.home_agent:
@@ -452,48 +494,49 @@ class MobileNode:
         self._rejected = set()
         self._candidates = []
         self.state = REGISTERED
-        if self.home_agent not in self.known_home_agents:
+        if self.home_agent is not None and self.home_agent not in self.known_home_agents:
             self.known_home_agents.append(self.home_agent)
         tunnel = TunnelUp(self.home_address, self.care_of, self.home_agent, s.prefixes)
         if tunnel != self.tunnel:
             self.tunnel = tunnel
             out.append(tunnel)
-        out.append(Event("registered", home_agent=self.home_agent, care_of=self.care_of,
+        out.append(Event(EventName.REGISTERED, home_agent=self.home_agent, care_of=self.care_of,
                          lifetime=granted, sequence=ba.sequence))
 
-    def _next_candidate(self, now, out):
+    def _next_candidate(self, now: float, out: Effects) -> None:
         while self._candidates:
             ha = self._candidates.pop(0)
             if ha not in self._rejected:
                 return self._register_with(ha, now, out, first=True)
         self._discover(now, out)
 
-    def _binding_lost(self, now, out):
+    def _binding_lost(self, now: float, out: Effects) -> None:
         ha = self.home_agent or self.target
-        out.append(Event("binding-lost", home_agent=ha))
+        out.append(Event(EventName.BINDING_LOST, home_agent=ha))
         self._tunnel_down(out)
         self._reset_binding()
         if self.state in (REGISTERED, REFRESHING):
             self._register_with(ha, now, out, first=True)
 
-    def _binding_error(self, now, out, inbound):
+    def _binding_error(self, now: float, out: Effects, inbound: Inbound) -> None:
         self.counters["binding-error"] += 1
-        out.append(Event("binding-error", status=inbound.message.status, src=inbound.src))
+        out.append(Event(EventName.BINDING_ERROR, status=cast(BindingError, inbound.message).status,
+                         src=inbound.src))
 
-    def _reset_binding(self):
+    def _reset_binding(self) -> None:
         self.home_agent = None
         self.expires = None
         self.lifetime = None
         self._refresh_at = None
 
-    def _tunnel_down(self, out):
+    def _tunnel_down(self, out: Effects) -> None:
         if self.tunnel is not None:
             self.tunnel = None
             out.append(TunnelDown(self.home_address))
 
     # -- switching (draft 5.3 / 6.1, RFC 5142) -----------------------------------------------
 
-    def _switch_request(self, now, out, inbound):
+    def _switch_request(self, now: float, out: Effects, inbound: Inbound) -> None:
         msg = inbound.message
         if inbound.routing_address is not None and inbound.routing_address != self.home_address:
             self.counters["dropped:switch-wrong-home-address"] += 1
@@ -501,17 +544,18 @@ class MobileNode:
         if inbound.protected_by is None and inbound.src not in self.known_home_agents:
             self.counters["dropped:switch-unauthenticated"] += 1
             return
+        wanted: list[IPv6Address]
         if type(msg) is HaSwitchRequest:
             wanted = [msg.desired_home_agent] if msg.desired_home_agent is not None else []
         else:
-            wanted = [a for a in msg.addresses]
+            wanted = [a for a in cast(HomeAgentSwitch, msg).addresses]
         if wanted and wanted[0] == self.home_agent and self.state == REGISTERED:
             self.counters["switch-already-there"] += 1
             return
         self.counters["switch-received"] += 1
-        out.append(Event("switch-received", src=inbound.src,
+        out.append(Event(EventName.SWITCH_RECEIVED, src=inbound.src,
                          desired=wanted[0] if wanted else None))
-        asking = inbound.src
+        asking = cast(IPv6Address, inbound.src)
         for desired in wanted:
             if global_scope(desired) and desired in self.known_home_agents:
                 self._rejected.discard(desired)
@@ -522,7 +566,7 @@ class MobileNode:
 
     # -- discovery (RFC 6275 11.4.1) -----------------------------------------------------------
 
-    def _discover(self, now, out):
+    def _discover(self, now: float, out: Effects) -> None:
         self.state = DISCOVERING
         self.target = None
         self._dhaad_tries = 0
@@ -530,18 +574,18 @@ class MobileNode:
         self._timeout = self.settings.dhaad_timeout
         self._send_dhaad(now, out)
 
-    def _send_dhaad(self, now, out):
+    def _send_dhaad(self, now: float, out: Effects) -> None:
         self._dhaad_id = self.rng.randrange(1, 1 << 16)
         out.append(SendIcmp(DhaadRequest(self._dhaad_id, self.settings.mobile_router),
                             self.care_of, self.anycast))
         self._retransmit_at = now + self._timeout
         self.counters["dhaad-sent"] += 1
 
-    def _discover_again(self, now, out, care_of):
+    def _discover_again(self, now: float, out: Effects, care_of: IPv6Address) -> None:
         self.care_of = care_of
         self._discover(now, out)
 
-    def _dhaad_retransmit(self, now, out):
+    def _dhaad_retransmit(self, now: float, out: Effects) -> None:
         # Back-off doubles for DHAAD_RETRIES retransmissions, then the node reports the failure
         # and keeps asking at the last interval.
         self._dhaad_tries += 1
@@ -549,11 +593,11 @@ class MobileNode:
             self._timeout = self._timeout * 2
         elif not self._dhaad_failed:
             self._dhaad_failed = True
-            out.append(Event("discovery-failed", tries=self._dhaad_tries))
+            out.append(Event(EventName.DISCOVERY_FAILED, tries=self._dhaad_tries))
         self._send_dhaad(now, out)
 
-    def _dhaad_reply(self, now, out, inbound):
-        reply = inbound.message
+    def _dhaad_reply(self, now: float, out: Effects, inbound: Inbound) -> None:
+        reply = cast(DhaadReply, inbound.message)
         if reply.identifier != self._dhaad_id or inbound.dst != self.care_of:
             self.counters["dropped:dhaad-unmatched"] += 1
             return
@@ -580,7 +624,7 @@ class MobileNode:
 
     # -- going home (RFC 6275 11.5.4, docs/protocol.md 9) -------------------------------------------
 
-    def _return_home(self, now, out):
+    def _return_home(self, now: float, out: Effects) -> None:
         ha = self.home_agent or self.target
         self._tunnel_down(out)
         self._refresh_at = None
@@ -599,7 +643,7 @@ class MobileNode:
         self._attempts = 0
         self._send_dereg(now, out)
 
-    def _leave(self, now, out):
+    def _leave(self, now: float, out: Effects) -> None:
         if self.home_agent is None or self.care_of is None:
             return self._stop(now, out)
         self._tunnel_down(out)
@@ -613,12 +657,13 @@ class MobileNode:
         self._attempts = 0
         self._send_dereg(now, out)
 
-    def _send_dereg(self, now, out):
+    def _send_dereg(self, now: float, out: Effects) -> None:
         s = self.settings
         self.sequence = next_sequence(self.sequence)
         flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
         if self._leaving:
             # RFC 6275 11.7.1: lifetime 0 from the care-of address, Home Address option.
+            assert self.care_of is not None  # _leave deregisters this way only when away
             bu = BindingUpdate(self.sequence, flags, 0, (AlternateCareOfAddress(self.care_of),))
             out.append(Send(bu, self.care_of, self.target, home_address=self.home_address,
                             protect=self.target))
@@ -630,9 +675,9 @@ class MobileNode:
         self._retransmit_at = now + self._timeout
         self.counters["dereg-sent"] += 1
 
-    def _dereg_retransmit(self, now, out):
+    def _dereg_retransmit(self, now: float, out: Effects) -> None:
         if self._timeout >= self.settings.max_timeout:
-            out.append(Event("deregistration-timeout", home_agent=self.target))
+            out.append(Event(EventName.DEREGISTRATION_TIMEOUT, home_agent=self.target))
             # Any home agent of the group holds the binding (as primary or copy) and takes a
             # deregistration: try the others we know before giving up.
             self._dereg_tried.add(self.target)
@@ -646,21 +691,21 @@ class MobileNode:
         self._timeout = min(self._timeout * 2, self.settings.max_timeout)
         self._send_dereg(now, out)
 
-    def _dereg_ack(self, now, out, inbound):
-        ba = inbound.message
+    def _dereg_ack(self, now: float, out: Effects, inbound: Inbound) -> None:
+        ba = cast(BindingAck, inbound.message)
         if inbound.src != self.target or not self._answers_in_flight(ba):
             self.counters["dropped:ba-stale"] += 1
             return
         if ba.status == BA_SEQUENCE_OUT_OF_WINDOW:
             self.sequence = ba.sequence
             return self._send_dereg(now, out)
-        out.append(Event("deregistered", home_agent=self.target, status=ba.status))
+        out.append(Event(EventName.DEREGISTERED, home_agent=self.target, status=ba.status))
         self._home(out)
 
-    def _dereg_expired(self, now, out):
+    def _dereg_expired(self, now: float, out: Effects) -> None:
         self._home(out)
 
-    def _home(self, out):
+    def _home(self, out: Effects) -> None:
         if not self._leaving:  # a stopping node (leave) is not on its home link
             out.append(AnnounceHome(self.home_address, True))
         self._leaving = False

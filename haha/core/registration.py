@@ -10,6 +10,9 @@ binding (133). The home agent applies the verdict; nothing here changes state.
 """
 
 from dataclasses import dataclass
+from enum import StrEnum
+from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING
 
 from haha.wire.mh import (
     BA_ACCEPTED,
@@ -22,14 +25,29 @@ from haha.wire.mh import (
     BA_PROHIBITED,
     BA_SEQUENCE_OUT_OF_WINDOW,
     BU_R,
+    BindingUpdate,
 )
 
 from .seqnum import newer, units
 
-REGISTER = "register"
-DEREGISTER = "deregister"
-DUPLICATE = "duplicate"
-REJECT = "reject"
+if TYPE_CHECKING:
+    from .cache import Binding
+    from .settings import HomeAgentSettings
+
+
+class Action(StrEnum):
+    """What the home agent is to do with a Binding Update."""
+
+    REGISTER = "register"
+    DEREGISTER = "deregister"
+    DUPLICATE = "duplicate"
+    REJECT = "reject"
+
+
+REGISTER = Action.REGISTER
+DEREGISTER = Action.DEREGISTER
+DUPLICATE = Action.DUPLICATE
+REJECT = Action.REJECT
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,14 +56,14 @@ class Verdict:
     ``sequence`` the BA's sequence number (the last accepted one for 135); ``lifetime`` the
     granted lifetime in 4-second units; ``prefixes`` the mobile network prefixes to forward."""
 
-    action: str
+    action: Action
     status: int
     sequence: int
     lifetime: int = 0
-    prefixes: tuple = ()
+    prefixes: tuple[IPv6Network, ...] = ()
 
 
-def invalid_prefix(prefix, settings):
+def invalid_prefix(prefix: IPv6Network, settings: "HomeAgentSettings") -> str | None:
     """Why ``prefix`` cannot be a Mobile Network Prefix (RFC 3963 141), or None."""
     if prefix.prefixlen == 0:
         return "zero length"
@@ -59,7 +77,8 @@ def invalid_prefix(prefix, settings):
     return None
 
 
-def authorised(prefix, home_address, settings):
+def authorised(prefix: IPv6Network, home_address: IPv6Address,
+               settings: "HomeAgentSettings") -> bool:
     """Whether mobile router ``home_address`` may register ``prefix`` (RFC 3963 6.2)."""
     for allowed in settings.mobile_routers.get(home_address, ()):
         if prefix.subnet_of(allowed):
@@ -67,7 +86,8 @@ def authorised(prefix, home_address, settings):
     return prefix in settings.implicit_prefixes.get(home_address, ())
 
 
-def examine(settings, bu, home_address, care_of, held, draining=False):
+def examine(settings: "HomeAgentSettings", bu: BindingUpdate, home_address: IPv6Address,
+            care_of: IPv6Address, held: "Binding | None", draining: bool = False) -> Verdict:
     """The :class:`Verdict` on Binding Update ``bu`` for ``home_address`` at ``care_of``.
 
     ``held`` is the cache entry of the home address (primary or copy) or None.
@@ -87,7 +107,7 @@ def examine(settings, bu, home_address, care_of, held, draining=False):
         if held is None:
             return Verdict(REJECT, BA_NOT_HOME_AGENT, seq)
         return Verdict(DEREGISTER, BA_ACCEPTED, seq)
-    prefixes = ()
+    prefixes: tuple[IPv6Network, ...] = ()
     if bu.flags & BU_R:
         if not settings.nemo or (home_address not in settings.mobile_routers
                                  and home_address not in settings.implicit_prefixes):

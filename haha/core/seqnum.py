@@ -16,18 +16,18 @@ MODULUS = 1 << 16
 HALF = 1 << 15
 
 
-def newer(x, y):
+def newer(x: int, y: int) -> bool:
     """True when sequence number ``x`` is newer than ``y`` (modulo 2**16)."""
     return 0 < (x - y) % MODULUS < HALF
 
 
-def distance(x, y):
+def distance(x: int, y: int) -> int:
     """How far ``x`` is ahead of ``y`` (negative when behind), in -32768..32767."""
     d = (x - y) % MODULUS
     return d - MODULUS if d >= HALF else d
 
 
-def next_sequence(x, step=1):
+def next_sequence(x: int, step: int = 1) -> int:
     """``x + step`` modulo 2**16."""
     return (x + step) % MODULUS
 

@@ -23,16 +23,25 @@ item still needs the work.
 """
 
 from collections import deque
+from collections.abc import Callable, Iterable, MutableMapping
+from typing import Any
+
+from .effecttypes import Effects
 
 #: Items per slice. A take-over item costs the daemon about 0.1-0.2 ms (cache, forwarding,
 #: BIU, HASR under ESP): 128 of them stay well under the 50 ms stall goal (bench/bulk.py).
 SLICE = 32
 
+#: A job's callables: ``step(item, now, out)``; ``after``/``done`` take ``(now, out)``.
+Step = Callable[[Any, float, Effects], None]
+Hook = Callable[[float, Effects], None]
+
 
 class _Job:
     __slots__ = ("items", "step", "alive", "done", "after", "name")
 
-    def __init__(self, items, step, alive, done, after, name):
+    def __init__(self, items: Iterable[Any], step: Step, alive: Callable[[], bool] | None,
+                 done: Hook | None, after: Hook | None, name: str) -> None:
         self.items = iter(items)
         self.step = step
         self.alive = alive
@@ -47,19 +56,22 @@ class Backlog:
     ``counters`` (a Counter, optional) gets ``slices`` and ``slice-items.<name>``.
     """
 
-    def __init__(self, size=SLICE, counters=None):
+    def __init__(self, size: int = SLICE, counters: MutableMapping[str, int] | None = None
+                 ) -> None:
         self.size = size
-        self.counters = counters if counters is not None else {}
-        self._jobs = deque()
-        self._since = None
+        self.counters: MutableMapping[str, int] = counters if counters is not None else {}
+        self._jobs: deque[_Job] = deque()
+        self._since: float | None = None
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._jobs)
 
-    def pending(self):
+    def pending(self) -> bool:
         return bool(self._jobs)
 
-    def add(self, items, step, now, out, alive=None, done=None, after=None, name="work"):
+    def add(self, items: Iterable[Any], step: Step, now: float, out: Effects,
+            alive: Callable[[], bool] | None = None, done: Hook | None = None,
+            after: Hook | None = None, name: str = "work") -> None:
         """Queue a job. Its first slice runs at once when nothing is queued before it (a small
         job is then done within the call, as if unsliced); unsliced (``size`` falsy), all of
         it runs at once."""
@@ -74,11 +86,11 @@ class Backlog:
         self._finish(job, now, out, self.size)
         self._since = now if self._jobs else None
 
-    def next_deadline(self):
+    def next_deadline(self) -> float | None:
         """When the next slice is due: at once (the time work was last queued or run)."""
         return self._since if self._jobs else None
 
-    def run(self, now, out):
+    def run(self, now: float, out: Effects) -> int:
         """Run one slice: up to ``size`` items, across jobs in order. Returns items done."""
         jobs = self._jobs
         budget = self.size or None
@@ -95,7 +107,7 @@ class Backlog:
             self.counters["slices"] = self.counters.get("slices", 0) + 1
         return done
 
-    def _finish(self, job, now, out, budget):
+    def _finish(self, job: _Job, now: float, out: Effects, budget: int | None) -> int:
         """Run ``job`` for up to ``budget`` items (None: all); pop it from the queue when it
         ends or is dropped. Returns the items done."""
         if job.alive is not None and not job.alive():
@@ -122,11 +134,11 @@ class Backlog:
         self.counters[key] = self.counters.get(key, 0) + n
         return n
 
-    def _pop(self, job):
+    def _pop(self, job: _Job) -> None:
         if self._jobs and self._jobs[0] is job:
             self._jobs.popleft()
 
-    def clear(self):
+    def clear(self) -> None:
         """Forget every job (the machine stopped)."""
         self._jobs.clear()
         self._since = None

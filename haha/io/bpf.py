@@ -18,7 +18,9 @@ Instruction layout: ``struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }`` (l
 """
 
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 
 # Instruction classes, sizes, modes, operations and sources (linux/bpf_common.h).
 LD, LDX, ST, STX, ALU, JMP, RET, MISC = range(8)
@@ -75,84 +77,88 @@ class Assembler:
 
     MAX_INSNS = 4096  # BPF_MAXINSNS
 
-    def __init__(self):
-        self._items = []  # (code, jt, jf, k) with jt/jf/k possibly labels
-        self._labels = {}
+    def __init__(self) -> None:
+        #: (code, jt, jf, k); jt, jf and (for JA) k may be labels
+        self._items: list[tuple[int, str | None, str | None, int | str]] = []
+        self._labels: dict[str, int] = {}
 
-    def label(self, name):
+    def label(self, name: str) -> "Assembler":
         if name in self._labels:
             raise BpfError(f"label {name!r} defined twice")
         self._labels[name] = len(self._items)
         return self
 
-    def _emit(self, code, jt=None, jf=None, k=0):
+    def _emit(self, code: int, jt: str | None = None, jf: str | None = None,
+              k: int | str = 0) -> "Assembler":
         self._items.append((code, jt, jf, k))
         return self
 
     # loads and stores
-    def ld_abs(self, offset, size=W):
+    def ld_abs(self, offset: int, size: int = W) -> "Assembler":
         return self._emit(LD | size | ABS, k=offset & _MASK)
 
-    def ld_ind(self, offset, size=B):
+    def ld_ind(self, offset: int, size: int = B) -> "Assembler":
         return self._emit(LD | size | IND, k=offset & _MASK)
 
-    def ld_ancillary(self, which):
+    def ld_ancillary(self, which: int) -> "Assembler":
         return self._emit(LD | W | ABS, k=(SKF_AD_OFF + which) & _MASK)
 
-    def ld_mem(self, slot):
+    def ld_mem(self, slot: int) -> "Assembler":
         return self._emit(LD | MEM, k=slot)
 
-    def ldx_imm(self, value):
+    def ldx_imm(self, value: int) -> "Assembler":
         return self._emit(LDX | W | IMM, k=value & _MASK)
 
-    def st(self, slot):
+    def st(self, slot: int) -> "Assembler":
         return self._emit(ST, k=slot)
 
-    def alu(self, op, value):
+    def alu(self, op: int, value: int) -> "Assembler":
         return self._emit(ALU | op | K, k=value & _MASK)
 
-    def alu_x(self, op):
+    def alu_x(self, op: int) -> "Assembler":
         return self._emit(ALU | op | X)
 
-    def tax(self):
+    def tax(self) -> "Assembler":
         return self._emit(MISC | TAX)
 
     # jumps and returns
-    def jeq(self, value, jt=None, jf=None):
+    def jeq(self, value: int, jt: str | None = None, jf: str | None = None) -> "Assembler":
         return self._emit(JMP | JEQ | K, jt, jf, value & _MASK)
 
-    def jge(self, value, jt=None, jf=None):
+    def jge(self, value: int, jt: str | None = None, jf: str | None = None) -> "Assembler":
         return self._emit(JMP | JGE | K, jt, jf, value & _MASK)
 
-    def ld_len(self):
+    def ld_len(self) -> "Assembler":
         return self._emit(LD | W | LEN)
 
-    def jset(self, value, jt=None, jf=None):
+    def jset(self, value: int, jt: str | None = None, jf: str | None = None) -> "Assembler":
         return self._emit(JMP | JSET | K, jt, jf, value & _MASK)
 
-    def ja(self, target):
+    def ja(self, target: str) -> "Assembler":
         return self._emit(JMP | JA, k=target)
 
-    def ret(self, value):
+    def ret(self, value: int) -> "Assembler":
         return self._emit(RET | K, k=value & _MASK)
 
-    def assemble(self):
+    def assemble(self) -> tuple[Insn, ...]:
         """The program as a tuple of :class:`Insn`."""
         if len(self._items) > self.MAX_INSNS:
             raise BpfError(f"program of {len(self._items)} instructions, at most {self.MAX_INSNS}")
-        out = []
+        out: list[Insn] = []
         for pc, (code, jt, jf, k) in enumerate(self._items):
+            t = f = 0
             if code == JMP | JA:
                 k = self._offset(pc, k, 0xFFFFFFFF)
             elif code & 0x07 == JMP:
-                jt, jf = self._offset(pc, jt, 255), self._offset(pc, jf, 255)
-            out.append(Insn(code, jt or 0, jf or 0, k))
+                t, f = self._offset(pc, jt, 255), self._offset(pc, jf, 255)
+            assert isinstance(k, int)
+            out.append(Insn(code, t, f, k))
         return tuple(out)
 
-    def _offset(self, pc, target, limit):
+    def _offset(self, pc: int, target: int | str | None, limit: int) -> int:
         if target is None:
             return 0
-        if target not in self._labels:
+        if not isinstance(target, str) or target not in self._labels:
             raise BpfError(f"undefined label {target!r}")
         off = self._labels[target] - pc - 1
         if off < 0:
@@ -162,20 +168,21 @@ class Assembler:
         return off
 
 
-def pack(program):
+def pack(program: Iterable[Insn]) -> bytes:
     """The bytes of the ``struct sock_filter`` array (native byte order)."""
     return b"".join(_INSN.pack(i.code, i.jt, i.jf, i.k) for i in program)
 
 
-def unpack(data):
+def unpack(data: bytes) -> tuple[Insn, ...]:
     """Inverse of :func:`pack`."""
     if len(data) % _INSN.size:
         raise BpfError(f"{len(data)} octets is not a whole number of instructions")
     return tuple(Insn(*t) for t in _INSN.iter_unpack(data))
 
 
-def mobility_filter(icmp_types=DEFAULT_ICMP_TYPES, addresses=None, max_headers=4,
-                    protocols=MOBILITY_PROTOCOLS):
+def mobility_filter(icmp_types: Iterable[int] = DEFAULT_ICMP_TYPES,
+                    addresses: Iterable[IPv6Address] | None = None, max_headers: int = 4,
+                    protocols: Iterable[int] = MOBILITY_PROTOCOLS) -> tuple[Insn, ...]:
     """The classic BPF program that lets only mobility traffic reach Python.
 
     ``protocols``: the upper layers accepted (default :data:`MOBILITY_PROTOCOLS`; without 41
@@ -239,7 +246,7 @@ def mobility_filter(icmp_types=DEFAULT_ICMP_TYPES, addresses=None, max_headers=4
     return a.assemble()
 
 
-def run(program, packet, pkttype=PACKET_HOST):
+def run(program: Sequence[Insn], packet: bytes, pkttype: int = PACKET_HOST) -> int:
     """Interpret ``program`` on ``packet`` as the kernel would; return the accepted length.
 
     An out-of-range packet load or a division by zero ends the program with 0, like the kernel.

@@ -13,14 +13,16 @@ that is not an IPv6 address is refused with a ``ValueError`` naming it.
 """
 
 from collections import Counter
+from collections.abc import Callable
 from ipaddress import IPv6Address
 
+from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
 from ..interfaces import IMobilityTransport
 
 
-def as_address(address):
+def as_address(address: IPv6Address | str) -> IPv6Address:
     """``address`` as an ``IPv6Address``: one already, or its text; anything else is refused
     with an error naming it."""
     if isinstance(address, IPv6Address):
@@ -36,33 +38,37 @@ def as_address(address):
 class MemoryHub:
     """The shared medium. ``clock`` provides ``callLater``."""
 
-    def __init__(self, clock, latency=0.0):
+    def __init__(self, clock: IReactorTime, latency: float = 0.0) -> None:
         self.clock = clock
         self.latency = latency
-        self.endpoints = []
-        self.drop_if = None
-        self._partitions = set()
-        self.counters = Counter()
-        self.log = []
+        self.endpoints: list[MemoryTransport] = []
+        #: ``drop_if(packet)``: True drops the packet (loss, filtering in tests).
+        self.drop_if: Callable[[bytes], bool] | None = None
+        self._partitions: set[frozenset[MemoryTransport]] = set()
+        self.counters: Counter[str] = Counter()
+        #: (sender's name, packet, names of the endpoints it was delivered to), in order.
+        self.log: list[tuple[str, bytes, tuple[str, ...]]] = []
 
-    def endpoint(self, *addresses, name=None):
+    def endpoint(self, *addresses: IPv6Address | str, name: str | None = None
+                 ) -> "MemoryTransport":
         """A new :class:`MemoryTransport` owning ``addresses`` (``IPv6Address`` or text)."""
         ep = MemoryTransport(self, addresses, name or f"ep{len(self.endpoints) + 1}")
         self.endpoints.append(ep)
         return ep
 
-    def partition(self, a, b):
+    def partition(self, a: "MemoryTransport", b: "MemoryTransport") -> None:
         """Cut both directions between endpoints ``a`` and ``b``."""
         self._partitions.add(frozenset((a, b)))
 
-    def heal(self, a=None, b=None):
+    def heal(self, a: "MemoryTransport | None" = None, b: "MemoryTransport | None" = None
+             ) -> None:
         """Undo :meth:`partition` for ``a``/``b`` (all partitions when called bare)."""
         if a is None:
             self._partitions.clear()
         else:
             self._partitions.discard(frozenset((a, b)))
 
-    def _route(self, sender, packet):
+    def _route(self, sender: "MemoryTransport", packet: bytes) -> bool:
         dst = IPv6Address(bytes(packet[24:40]))
         if dst.is_multicast:
             targets = [e for e in self.endpoints if e is not sender and e.running]
@@ -88,38 +94,44 @@ class MemoryHub:
 class MemoryTransport:
     """One endpoint of a :class:`MemoryHub`; addresses may change (a mobile node moving)."""
 
-    def __init__(self, hub, addresses, name):
+    def __init__(self, hub: MemoryHub, addresses: tuple[IPv6Address | str, ...], name: str
+                 ) -> None:
         self.hub = hub
         self.name = name
-        self.addresses = set()
+        self.addresses: set[IPv6Address] = set()
         for a in addresses:
             self.add_address(a)
-        self.counters = Counter()
-        self._receiver = None
+        self.counters: Counter[str] = Counter()
+        self._receiver: Callable[[bytes], object] | None = None
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<MemoryTransport {self.name} {sorted(map(str, self.addresses))}>"
 
     @property
-    def running(self):
+    def running(self) -> bool:
+        """Whether :meth:`start` was called (and :meth:`stop` not since)."""
         return self._receiver is not None
 
-    def add_address(self, address):
+    def add_address(self, address: IPv6Address | str) -> None:
         """Own ``address`` too (an ``IPv6Address`` or its text)."""
         self.addresses.add(as_address(address))
 
-    def remove_address(self, address):
+    def remove_address(self, address: IPv6Address | str) -> None:
+        """Stop owning ``address``."""
         self.addresses.discard(as_address(address))
 
-    def start(self, receiver):
+    def start(self, receiver: Callable[[bytes], object]) -> None:
+        """Deliver every packet for this endpoint's addresses to ``receiver``."""
         if self._receiver is not None:
             raise RuntimeError(f"{self.name} already started")
         self._receiver = receiver
 
-    def stop(self):
+    def stop(self) -> None:
+        """Receive nothing more; sending is refused (counted)."""
         self._receiver = None
 
-    def send(self, packet, interface=None):
+    def send(self, packet: bytes, interface: str | None = None) -> None:
+        """Hand a complete IPv6 packet to the hub (``interface`` is ignored)."""
         if self._receiver is None:  # like the real transports: nothing leaves a stopped one
             self.counters["send_not_started"] += 1
             return
@@ -130,7 +142,7 @@ class MemoryTransport:
         if not self.hub._route(self, packet):
             self.counters["undelivered"] += 1
 
-    def _deliver(self, packet):
+    def _deliver(self, packet: bytes) -> None:
         if self._receiver is None:
             self.counters["dropped_stopped"] += 1
             return

@@ -12,6 +12,8 @@ granted is that figure halved.
 
 import socket
 
+from twisted.logger import Logger
+
 SO_SNDBUFFORCE = getattr(socket, "SO_SNDBUFFORCE", 32)
 SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
@@ -21,7 +23,8 @@ _OPTIONS = {
 }
 
 
-def set_buffer(sock, direction, size):
+def set_buffer(sock: socket.socket, direction: str, size: int
+               ) -> tuple[int, str | None] | tuple[None, None]:
     """Ask for a ``direction`` (``"receive"`` or ``"send"``) buffer of ``size`` octets on
     ``sock``; returns ``(granted, limit)``: the size the kernel granted and the sysctl that
     capped it when it granted less. ``size`` 0 leaves the kernel's default and returns
@@ -37,10 +40,11 @@ def set_buffer(sock, direction, size):
     return granted, (sysctl if granted < size else None)
 
 
-def apply_buffers(sock, log, what, receive=0, send=0):
+def apply_buffers(sock: socket.socket, log: Logger, what: str, receive: int = 0,
+                  send: int = 0) -> dict[str, int | None]:
     """:func:`set_buffer` for both directions, logging once what was granted when it is less
     than asked (with the way to get more); returns ``{"receive": granted, "send": granted}``."""
-    out = {}
+    out: dict[str, int | None] = {}
     for direction, size in (("receive", receive), ("send", send)):
         granted, limit = set_buffer(sock, direction, size)
         out[direction] = granted

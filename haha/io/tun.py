@@ -16,8 +16,11 @@ virtio_net_hdr in front (gathered with ``writev``, the packet not copied).
 
 import errno as _errno
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
-from twisted.internet.interfaces import IReadDescriptor
+from twisted.internet.interfaces import IReactorFDSet, IReadDescriptor
+from twisted.python.failure import Failure
 from ..logging import class_logger
 from zope.interface import implementer
 
@@ -39,24 +42,25 @@ class TunDevice:
 
     log = class_logger()
 
-    def __init__(self, reactor, name="haha%d", system=None):
+    def __init__(self, reactor: IReactorFDSet, name: str = "haha%d",
+                 system: LinuxSystem | None = None) -> None:
         self._reactor = reactor
         self.requested_name = name
-        self.name = None
+        self.name: str | None = None
         self._system = system if system is not None else LinuxSystem()
-        self._file = None
-        self._receiver = None
-        self.counters = Counter()
+        self._file: Any = None  # the open device (a file object, or the fake's)
+        self._receiver: Callable[[bytes], object] | None = None
+        self.counters: Counter[str] = Counter()
         #: Opened with ``IFF_VNET_HDR`` and the kernel's offloads (``start(offload=True)``).
         self.offload = False
-        self._logged_at = None
+        self._logged_at: float | None = None
 
     @property
-    def file(self):
+    def file(self) -> Any:
         """The open device (a :class:`~haha.io.system.FakeTunFile` under the fake)."""
         return self._file
 
-    def start(self, receiver, offload=False):
+    def start(self, receiver: Callable[[bytes], object], offload: bool = False) -> None:
         """Create/attach the device and deliver each packet read to ``receiver(packet)``;
         ``offload``: with the kernel's offloads (module docstring). Raises ``OSError`` when the
         device cannot be opened."""
@@ -77,7 +81,8 @@ class TunDevice:
         self._reactor.addReader(self)
         self.log.info("TUN device {name} open", name=self.name)
 
-    def stop(self):
+    def stop(self) -> None:
+        """Stop reading and close the device (idempotent)."""
         if self._file is None:
             return
         self._reactor.removeReader(self)
@@ -85,7 +90,7 @@ class TunDevice:
         f, self._file = self._file, None
         f.close()
 
-    def write(self, packet):
+    def write(self, packet: bytes) -> bool:
         """Hand one packet to the kernel. Errors are counted and logged, never raised."""
         if self._file is None:
             self.counters["write_not_open"] += 1
@@ -96,7 +101,7 @@ class TunDevice:
             else:
                 self._file.write(packet)
         except OSError as e:
-            name = _errno.errorcode.get(e.errno, str(e.errno))
+            name = _errno.errorcode.get(e.errno or -1, str(e.errno))
             self.counters["write_errors"] += 1
             self.counters[f"write_error.{name}"] += 1
             now = self._reactor.seconds() if hasattr(self._reactor, "seconds") else None
@@ -111,10 +116,13 @@ class TunDevice:
 
     # IReadDescriptor
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._file.fileno() if self._file is not None else -1
 
-    def doRead(self):
+    def doRead(self) -> None:
+        receiver = self._receiver
+        if receiver is None:  # set and cleared with the file
+            return
         for _ in range(READ_BURST):
             if self._file is None:
                 return
@@ -135,12 +143,12 @@ class TunDevice:
                 self._segments(packet)
                 continue
             try:
-                self._receiver(packet)
+                receiver(packet)
             except Exception:
                 self.counters["receiver_errors"] += 1
                 self.log.failure("TUN {name} receiver failed", name=self.name)
 
-    def _segments(self, frame):
+    def _segments(self, frame: bytes) -> None:
         """Hand each packet of one offloaded read to the receiver."""
         try:
             packets = segments(frame)
@@ -162,10 +170,10 @@ class TunDevice:
                 self.counters["receiver_errors"] += 1
                 self.log.failure("TUN {name} receiver failed", name=self.name)
 
-    def connectionLost(self, reason):
+    def connectionLost(self, reason: Failure) -> None:
         self.counters["read_errors"] += 1
         self.log.error("TUN {name} lost: {reason}", name=self.name,
                        reason=reason.getErrorMessage())
 
-    def logPrefix(self):
+    def logPrefix(self) -> str:
         return f"TunDevice({self.name})"

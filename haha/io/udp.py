@@ -23,8 +23,12 @@ type 2 routing header that is the care-of address, as on a real network):
 """
 
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, IPv6Network
+from typing import Any
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import LogLevel
 from zope.interface import implementer
@@ -33,12 +37,15 @@ from ..interfaces import IMobilityTransport
 from ..logging import class_logger, enabled
 from .sockbuf import apply_buffers
 
+#: A UDP endpoint: (host, port).
+Endpoint = tuple[str, int]
+
 
 class _Protocol(DatagramProtocol):
-    def __init__(self, transport):
+    def __init__(self, transport: "UdpTransport") -> None:
         self._owner = transport
 
-    def datagramReceived(self, data, addr):
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
         self._owner._received(data, addr)
 
 
@@ -56,13 +63,15 @@ class UdpTransport:
 
     log = class_logger()
 
-    def __init__(self, reactor, port=0, interface="::1", peers=None, learn=True,
-                 max_learned=262144, receive_buffer=0, send_buffer=0):
+    def __init__(self, reactor: IReactorUDP, port: int = 0, interface: str = "::1",
+                 peers: Mapping[IPv6Address | IPv6Network, tuple[Any, int]] | None = None,
+                 learn: bool = True, max_learned: int = 262144, receive_buffer: int = 0,
+                 send_buffer: int = 0) -> None:
         self._reactor = reactor
         self._port_number = port
         self._interface = interface
-        self.static = {}
-        self.prefixes = []  # (IPv6Network, (host, port)), longest prefix first
+        self.static: dict[IPv6Address, Endpoint] = {}
+        self.prefixes: list[tuple[IPv6Network, Endpoint]] = []  # (IPv6Network, (host, port)), longest prefix first
         for address, endpoint in (peers or {}).items():
             if not isinstance(address, (IPv6Address, IPv6Network)):
                 raise TypeError(f"peer {address!r} is not an IPv6Address or IPv6Network")
@@ -80,42 +89,46 @@ class UdpTransport:
         self.max_learned = max_learned
         self.receive_buffer = receive_buffer
         self.send_buffer = send_buffer
-        self.buffers = {}
-        self.learned = OrderedDict()
-        self.counters = Counter()
-        self._receiver = None
-        self._port = None
+        self.buffers: dict[str, int | None] = {}
+        self.learned: OrderedDict[IPv6Address, Endpoint] = OrderedDict()
+        self.counters: Counter[str] = Counter()
+        self._receiver: Callable[[bytes], object] | None = None
+        self._port: Any = None  # twisted.internet.udp.Port (getHandle is not in its interface)
 
     @property
-    def address(self):
+    def address(self) -> Endpoint | None:
         """``(host, port)`` this transport listens on (after :meth:`start`)."""
         if self._port is None:
             return None
         a = self._port.getHost()
         return (a.host, a.port)
 
-    def start(self, receiver):
+    def start(self, receiver: Callable[[bytes], object]) -> None:
+        """Listen, and give every IPv6 packet received to ``receiver``."""
         if self._receiver is not None:
             raise RuntimeError("UdpTransport already started")
+        # 8192 is every reactor's default; IReactorUDP declares the argument without one.
         self._port = self._reactor.listenUDP(self._port_number, _Protocol(self),
-                                             interface=self._interface)
+                                             interface=self._interface, maxPacketSize=8192)
         if self.receive_buffer or self.send_buffer:
             self.buffers = apply_buffers(self._port.getHandle(), self.log, "UDP transport",
                                          self.receive_buffer, self.send_buffer)
         self._receiver = receiver
 
-    def stop(self):
+    def stop(self) -> Deferred[None] | None:
+        """Stop listening (a Deferred while the port closes)."""
         self._receiver = None
         if self._port is not None:
             port, self._port = self._port, None
             return port.stopListening()
         return None
 
-    def add_peer(self, address, endpoint):
+    def add_peer(self, address: IPv6Address, endpoint: tuple[Any, int]) -> None:
         """Add or replace a static entry."""
         self.static[address] = (str(endpoint[0]), int(endpoint[1]))
 
-    def endpoint_for(self, address):
+    def endpoint_for(self, address: IPv6Address) -> Endpoint | None:
+        """Where packets for ``address`` go: static, learned, then the longest prefix."""
         endpoint = self.static.get(address) or self.learned.get(address)
         if endpoint is None:
             for network, prefix_endpoint in self.prefixes:
@@ -123,7 +136,7 @@ class UdpTransport:
                     return prefix_endpoint
         return endpoint
 
-    def _received(self, data, addr):
+    def _received(self, data: bytes, addr: Any) -> None:
         if self._receiver is None:
             return
         if len(data) < 40 or data[0] >> 4 != 6:
@@ -145,7 +158,9 @@ class UdpTransport:
             self.counters["receiver_errors"] += 1
             self.log.failure("receiver failed on a packet from {endpoint}", endpoint=endpoint)
 
-    def send(self, packet, interface=None):
+    def send(self, packet: bytes, interface: str | None = None) -> None:
+        """Send a complete IPv6 packet to its destination's endpoint (multicast: to every
+        static peer)."""
         if self._port is None:
             self.counters["send_not_started"] += 1
             return

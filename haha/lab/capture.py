@@ -16,6 +16,7 @@ import signal
 import struct
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
@@ -35,7 +36,7 @@ class CaptureError(RuntimeError):
     """tcpdump could not be started or its file not read."""
 
 
-def read_pcap(path):
+def read_pcap(path: str) -> list[bytes]:
     """The IPv6 packets (bytes) of the pcap file at ``path``, in order."""
     with open(path, "rb") as f:
         data = f.read()
@@ -76,14 +77,14 @@ class Seen:
     dst: IPv6Address
     headers: tuple  # extension header numbers, in order
     upper: int  # the next header after the extension headers (50 for ESP, 135 for MH, ...)
-    home_address: IPv6Address = None  # from a Home Address option
-    routing_type2: IPv6Address = None  # from a type 2 routing header
-    icmp_type: int = None
-    icmp_code: int = None
+    home_address: IPv6Address | None = None  # from a Home Address option
+    routing_type2: IPv6Address | None = None  # from a type 2 routing header
+    icmp_type: int | None = None
+    icmp_code: int | None = None
     payload: bytes = b""
 
 
-def summarise(packet):
+def summarise(packet: bytes) -> "Seen":
     """Walk ``packet``'s header chain (module docstring); return a :class:`Seen`."""
     src, dst = IPv6Address(packet[8:24]), IPv6Address(packet[24:40])
     nh, offset, headers = packet[6], 40, []
@@ -116,15 +117,16 @@ def summarise(packet):
 class Capture:
     """``tcpdump`` in network namespace ``netns`` writing to ``path`` (module docstring)."""
 
-    def __init__(self, netns, path, interface="any", expression=("ip6",)):
+    def __init__(self, netns: str, path: str | os.PathLike[str], interface: str = "any",
+                 expression: Sequence[str] = ("ip6",)) -> None:
         self.netns = netns
         self.path = str(path)
         self.interface = interface
         self.expression = list(expression)
-        self.process = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.report = ""  # what tcpdump said when it stopped (packets captured, dropped)
 
-    def start(self, timeout=10.0):
+    def start(self, timeout: float = 10.0) -> "Capture":
         if os.path.exists(self.path):
             os.unlink(self.path)
         # --immediate-mode: without it, packets still in the kernel's current ring block when
@@ -132,6 +134,8 @@ class Capture:
         argv = ["ip", "netns", "exec", self.netns, "tcpdump", "-i", self.interface, "-U",
                 "--immediate-mode", "-n", "-s", "0", "-w", self.path] + self.expression
         self.process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        stderr = self.process.stderr
+        assert stderr is not None  # a pipe, asked for above
         timeout = scaled(timeout)
         deadline = time.monotonic() + timeout
         seen = b""
@@ -141,15 +145,15 @@ class Capture:
                 self.stop()
                 raise CaptureError(f"tcpdump in {self.netns} did not start: "
                                    f"{seen.decode(errors='replace')}")
-            ready, _, _ = select.select([self.process.stderr], [], [], left)
+            ready, _, _ = select.select([stderr], [], [], left)
             if ready:
-                chunk = os.read(self.process.stderr.fileno(), 4096)
+                chunk = os.read(stderr.fileno(), 4096)
                 if not chunk:
                     continue
                 seen += chunk
         return self
 
-    def stop(self):
+    def stop(self) -> list[bytes]:
         """End tcpdump (it flushes its file) and return the packets it wrote."""
         p, self.process = self.process, None
         if p is not None:
@@ -167,15 +171,15 @@ class Capture:
                     p.stderr.close()
         return self.packets()
 
-    def packets(self):
+    def packets(self) -> list[bytes]:
         if not os.path.exists(self.path):
             return []
         return read_pcap(self.path)
 
-    def __enter__(self):
+    def __enter__(self) -> "Capture":
         return self.start()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
 

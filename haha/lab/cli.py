@@ -14,17 +14,19 @@ on loopback, and every binding is checked (haha.lab.load; ``haha-lab load --help
 import argparse
 import json
 import sys
+from collections.abc import Sequence
 
 from .ping import ping
 from .topology import TOPOLOGIES, LabError
 
 
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["load"]:
+def main(argv: Sequence[str] | None = None) -> int:
+    """``haha-lab {show,up,down,ping} KIND`` or ``haha-lab load ...``; an exit status."""
+    args_in = sys.argv[1:] if argv is None else list(argv)
+    if args_in[:1] == ["load"]:
         from .load import main as load
 
-        return load(argv[1:])
+        return load(args_in[1:])
     p = argparse.ArgumentParser(prog="haha-lab", description=__doc__.split("\n")[0])
     p.add_argument("command", choices=["show", "up", "down", "ping"])
     p.add_argument("kind", choices=sorted(TOPOLOGIES))
@@ -32,7 +34,7 @@ def main(argv=None):
     p.add_argument("--tag", default="lab")
     p.add_argument("--has", type=int, default=2)
     p.add_argument("--mns", type=int, default=1)
-    args = p.parse_intermixed_args(argv)
+    args = p.parse_intermixed_args(args_in)
     topo = TOPOLOGIES[args.kind](n_has=args.has, n_mns=args.mns, tag=args.tag)
     try:
         if args.command == "up":

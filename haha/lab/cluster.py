@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from ..control.cli import request
 from ..security.keys import generate_key_file
@@ -67,9 +68,9 @@ class DaemonGroup:
     routers), write the configurations, and may override :meth:`command` (how a daemon's
     command line is wrapped, e.g. in ``ip netns exec``)."""
 
-    directory = None
-    has = ()
-    mobiles = ()
+    directory: str | None = None
+    has: Sequence["Node"] = ()
+    mobiles: Sequence["Node"] = ()
 
     @property
     def nodes(self):

@@ -42,6 +42,7 @@ makes the mobile node answer switch requests with Binding Error 2, like deployed
 
 import os
 import shutil
+from collections.abc import Sequence
 from ipaddress import IPv6Address, IPv6Network
 
 from ..security.keys import generate_key_file
@@ -94,6 +95,9 @@ class NetnsDeployment(DaemonGroup):
     ``obey_switch`` and ``esp``: see the module docstring. ``backend`` (:data:`BACKENDS`) is
     the home agents' forwarding backend; the mobile node always tunnels in user space.
     """
+
+    has: Sequence[Daemon]
+
 
     def __init__(self, topology, directory, lifetime=3, hello_interval=1.0, boot_wait=1.0,
                  mobile_router=False, mobile="mn1", log_level="debug", dhaad=False,

@@ -15,9 +15,12 @@ for the routing daemon (:meth:`~haha.lab.deploy.NetnsDeployment.route_held`, and
 
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .deploy import MOBILE_NETWORK, NetnsDeployment
 from .ping import ping
+from .topology import Topology
 
 INTERVAL = 0.1
 
@@ -26,13 +29,13 @@ class Pinger(threading.Thread):
     """The correspondent's echo requests, one every :data:`INTERVAL`, with the times of the
     ones answered."""
 
-    def __init__(self, netns, target):
+    def __init__(self, netns: str | None, target: str) -> None:
         super().__init__(daemon=True)
         self.netns, self.target = netns, target
-        self.answered = []
+        self.answered: list[float] = []
         self.done = threading.Event()
 
-    def run(self):
+    def run(self) -> None:
         while not self.done.is_set():
             started = time.monotonic()
             try:
@@ -44,7 +47,7 @@ class Pinger(threading.Thread):
             if left > 0:
                 time.sleep(left)
 
-    def gap_around(self, when):
+    def gap_around(self, when: float) -> float:
         """Seconds between the last answer before ``when`` and the first one after it."""
         before = [t for t in self.answered if t <= when]
         after = [t for t in self.answered if t > when]
@@ -58,12 +61,12 @@ class Router(threading.Thread):
     """Keeps router r's /128 routes on whoever holds each service address and (no home link)
     its home prefix route on the live advertisers: the stand-in for redistribution."""
 
-    def __init__(self, d):
+    def __init__(self, d: NetnsDeployment) -> None:
         super().__init__(daemon=True)
         self.d = d
         self.done = threading.Event()
 
-    def run(self):
+    def run(self) -> None:
         while not self.done.is_set():
             try:
                 self.d.route_held()
@@ -74,12 +77,14 @@ class Router(threading.Thread):
             time.sleep(0.1)
 
 
-def _status(d, name):
+def _status(d: NetnsDeployment, name: str) -> dict[str, Any]:
     return d.ask(name, "status") or {}
 
 
-def measure(directory, make, esp=True, mobile_router=False, lifetime=3, hello_interval=1.0,
-            hello_misses=0, mn_lifetime=12, dhaad=False, after=None):
+def measure(directory: str, make: Callable[..., Topology], esp: bool = True,
+            mobile_router: bool = False, lifetime: int = 3, hello_interval: float = 1.0,
+            hello_misses: int = 0, mn_lifetime: int = 12, dhaad: bool = False,
+            after: Callable[[NetnsDeployment, Any], object] | None = None) -> dict[str, Any]:
     """Run one fail-over in topology ``make`` (a :mod:`haha.lab.topology` function) and return
     ``{"gap": seconds of silence, "detection": seconds configured, "held": seconds from the
     kill until ha2's control socket shows ha1's address held (polled every 20 ms), ...}``.

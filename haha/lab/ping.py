@@ -18,6 +18,7 @@ import select
 import socket
 import struct
 import time
+from collections.abc import Callable
 from ipaddress import IPv6Address
 
 from ..io.system import in_netns
@@ -30,8 +31,9 @@ NEIGHBOR_ADVERT = 136
 IPPROTO_ICMPV6 = 58
 
 
-def ping(netns, destination, source=None, attempts=5, interval=0.5, interface=None,
-         clock=time.monotonic):
+def ping(netns: str | None, destination: IPv6Address | str,
+         source: IPv6Address | str | None = None, attempts: int = 5, interval: float = 0.5,
+         interface: str | None = None, clock: Callable[[], float] = time.monotonic) -> int:
     """Send up to ``attempts`` echo requests to ``destination`` from namespace ``netns``, one
     every ``interval`` seconds, and return the number of the attempt (1-based) that got a reply,
     or 0 when none did. ``source`` pins the source address (it must be assigned in ``netns``);
@@ -67,7 +69,7 @@ def ping(netns, destination, source=None, attempts=5, interval=0.5, interface=No
         s.close()
 
 
-def _checksum(src, dst, payload):
+def _checksum(src: IPv6Address, dst: IPv6Address, payload: bytes) -> int:
     """RFC 4443 2.3 / RFC 8200 8.1: ones' complement sum over the pseudo-header and message."""
     data = src.packed + dst.packed + struct.pack("!I3xB", len(payload), IPPROTO_ICMPV6) + payload
     if len(data) % 2:
@@ -78,12 +80,12 @@ def _checksum(src, dst, payload):
     return ~total & 0xFFFF
 
 
-def solicited_node(address):
+def solicited_node(address: IPv6Address) -> IPv6Address:
     """The solicited-node multicast address of ``address`` (RFC 4291 2.7.1)."""
     return IPv6Address(b"\xff\x02" + bytes(9) + b"\x01\xff" + IPv6Address(address).packed[13:])
 
 
-def dad_solicitation(address):
+def dad_solicitation(address: IPv6Address) -> bytes:
     """The complete IPv6 packet of a DAD Neighbour Solicitation for ``address`` (RFC 4861 4.3,
     RFC 4862 5.4.2): source ::, destination the solicited-node group, Hop Limit 255, no
     options."""
@@ -95,7 +97,9 @@ def dad_solicitation(address):
         + dst.packed + body
 
 
-def dad_probe(netns, interface, address, timeout=3.0, clock=time.monotonic):
+def dad_probe(netns: str | None, interface: str, address: IPv6Address | str,
+              timeout: float = 3.0, clock: Callable[[], float] = time.monotonic
+              ) -> list[tuple[IPv6Address, int, bytes | None]]:
     """Send one DAD Neighbour Solicitation for ``address`` on ``interface`` from namespace
     ``netns`` (source ::, destination its solicited-node group, Hop Limit 255, no options) and
     collect the Neighbour Advertisements for it until ``timeout``: a list of ``(source, flags,
@@ -108,7 +112,7 @@ def dad_probe(netns, interface, address, timeout=3.0, clock=time.monotonic):
         listen = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
         send = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_RAW)
         scope = socket.if_nametoindex(interface)
-    answers = []
+    answers: list[tuple[IPv6Address, int, bytes | None]] = []
     try:
         send.sendto(packet, (str(dst), 0, 0, scope))
         deadline = clock() + scaled(timeout)
@@ -134,8 +138,9 @@ def dad_probe(netns, interface, address, timeout=3.0, clock=time.monotonic):
         send.close()
 
 
-def unbound_source(sender_netns, receiver_netns, destination, port=49152, attempts=5,
-                   interval=0.5):
+def unbound_source(sender_netns: str | None, receiver_netns: str | None,
+                   destination: IPv6Address | str, port: int = 49152, attempts: int = 5,
+                   interval: float = 0.5) -> IPv6Address | None:
     """The source address a UDP socket that binds nothing in ``sender_netns`` uses towards
     ``destination`` (an address in ``receiver_netns``), as the receiver sees it: the kernel's
     source address selection, observed from the far end. None when nothing arrived within

@@ -13,7 +13,7 @@ import os
 ENVIRONMENT = "HAHA_WAIT_SCALE"
 
 
-def wait_scale():
+def wait_scale() -> float:
     """The factor from ``HAHA_WAIT_SCALE`` (a positive number; 1 when unset). A value that is not
     a positive number raises ValueError naming the variable."""
     text = os.environ.get(ENVIRONMENT, "").strip()
@@ -28,6 +28,6 @@ def wait_scale():
     return value
 
 
-def scaled(seconds):
+def scaled(seconds: float) -> float:
     """``seconds`` multiplied by :func:`wait_scale`."""
     return seconds * wait_scale()

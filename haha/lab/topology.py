@@ -21,7 +21,9 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 from ipaddress import IPv6Address, IPv6Interface, IPv6Network
 
 from ..io.system import in_netns
@@ -40,13 +42,13 @@ class Member:
 
     node: str
     ifname: str
-    addresses: tuple = ()
+    addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Link:
     name: str
-    members: tuple
+    members: tuple[Member, ...]
     bridge: bool = False
 
 
@@ -54,26 +56,27 @@ class Link:
 class Route:
     node: str
     destination: str  # a prefix or "default"
-    via: str = None
-    dev: str = None
+    via: str | None = None
+    dev: str | None = None
 
 
 @dataclass
 class Node:
     name: str
     forwarding: bool = False
-    loopback_addresses: tuple = ()
-    sysctls: dict = field(default_factory=dict)
+    loopback_addresses: tuple[str, ...] = ()
+    sysctls: dict[str, Any] = field(default_factory=dict)
 
 
-def _run(argv, check=True, input=None):
+def _run(argv: Sequence[str], check: bool = True, input: str | None = None
+         ) -> subprocess.CompletedProcess[str]:
     r = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=scaled(60))
     if check and r.returncode:
         raise LabError(f"{' '.join(argv)} failed ({r.returncode}): {r.stderr.strip()}")
     return r
 
 
-def write_sysctl(netns, key, value):
+def write_sysctl(netns: str | None, key: str, value: object) -> None:
     """Set ``key`` (dotted, e.g. ``net.ipv6.conf.all.forwarding``) inside ``netns``."""
     path = "/proc/sys/" + key.replace(".", "/")
     with in_netns(netns):
@@ -81,7 +84,8 @@ def write_sysctl(netns, key, value):
             f.write(f"{value}\n")
 
 
-def read_sysctl(netns, key):
+def read_sysctl(netns: str | None, key: str) -> str:
+    """The value of ``key`` inside ``netns``."""
     path = "/proc/sys/" + key.replace(".", "/")
     with in_netns(netns):
         with open(path) as f:
@@ -91,26 +95,32 @@ def read_sysctl(netns, key):
 class Topology:
     """Nodes, links and routes; :meth:`create` builds them, :meth:`destroy` removes them."""
 
-    def __init__(self, tag=None):
+    def __init__(self, tag: str | None = None) -> None:
         self.tag = tag or f"{os.getpid()}-{next(_counter)}"
-        self.nodes = {}
-        self.links = []
-        self.routes = []
-        self.joins = []  # (link name, link name): bridges joined at layer 2
-        self.moves = []  # (node, ifname, link): interfaces carried to another link after create
-        self.info = {}  # free-form facts for users (home prefix, HA addresses, ...)
+        self.nodes: dict[str, Node] = {}
+        self.links: list[Link] = []
+        self.routes: list[Route] = []
+        #: (link name, link name): bridges joined at layer 2
+        self.joins: list[tuple[str, str]] = []
+        #: (node, ifname, link): interfaces carried to another link after create
+        self.moves: list[tuple[str, str, str]] = []
+        self.info: dict[str, Any] = {}  # free-form facts for users (home prefix, HA addresses, ...)
         self.created = False
-        self._far = {}  # (node, ifname) -> (namespace, name) of its veth peer, once moved
+        #: (node, ifname) -> (namespace, name) of its veth peer, once moved
+        self._far: dict[tuple[str, str], tuple[str, str]] = {}
 
     # -- description ------------------------------------------------------------------------
 
-    def add_node(self, name, forwarding=False, loopback_addresses=(), **sysctls):
+    def add_node(self, name: str, forwarding: bool = False,
+                 loopback_addresses: Iterable[str] = (), **sysctls: Any) -> "Topology":
+        """A node (a network namespace) named ``name``."""
         if name in self.nodes:
             raise ValueError(f"node {name!r} defined twice")
         self.nodes[name] = Node(name, forwarding, tuple(loopback_addresses), dict(sysctls))
         return self
 
-    def add_link(self, name, *members, bridge=False):
+    def add_link(self, name: str, *members: tuple[str, str, Sequence[str]],
+                 bridge: bool = False) -> "Topology":
         """``members``: ``(node, ifname, [address/prefixlen, ...])`` tuples; two or more, or
         one when ``bridge`` (a segment other bridges are joined to)."""
         ms = []
@@ -127,7 +137,7 @@ class Topology:
         self.links.append(Link(name, tuple(ms), bridge or len(ms) > 2))
         return self
 
-    def join_links(self, a, b):
+    def join_links(self, a: str, b: str) -> "Topology":
         """Join bridged links ``a`` and ``b`` at layer 2 (a veth pair between their bridges):
         the stand-in for the L2 connectivity (e.g. L2TP) between separate home links of draft
         3.1, Figures 3 and 4."""
@@ -142,7 +152,8 @@ class Topology:
         self.joins.append((a, b))
         return self
 
-    def add_route(self, node, destination, via=None, dev=None):
+    def add_route(self, node: str, destination: str, via: str | None = None,
+                  dev: str | None = None) -> "Topology":
         if node not in self.nodes:
             raise ValueError(f"route: unknown node {node!r}")
         if destination != "default":
@@ -150,27 +161,27 @@ class Topology:
         self.routes.append(Route(node, destination, str(IPv6Address(via)) if via else None, dev))
         return self
 
-    def ns(self, node):
+    def ns(self, node: str) -> str:
         """The namespace name of ``node``."""
         if node not in self.nodes:
             raise KeyError(f"unknown node {node!r}")
         return f"haha-{self.tag}-{node}"
 
-    def _link_ns(self, link):
+    def _link_ns(self, link: Link) -> str:
         return f"haha-{self.tag}-L{link.name}"
 
-    def link_ns(self, name):
+    def link_ns(self, name: str) -> str:
         """The namespace holding the bridge of bridged link ``name`` (to capture on it)."""
         for lk in self.links:
             if lk.name == name and lk.bridge:
                 return self._link_ns(lk)
         raise KeyError(f"no bridged link {name!r}")
 
-    def namespaces(self):
+    def namespaces(self) -> list[str]:
         return [self.ns(n) for n in self.nodes] + [
             self._link_ns(lk) for lk in self.links if lk.bridge]
 
-    def address(self, node, link=None):
+    def address(self, node: str, link: str | None = None) -> IPv6Address:
         """The first address of ``node`` (on ``link`` when given) as IPv6Address."""
         for lk in self.links:
             if link is not None and lk.name != link:
@@ -184,7 +195,7 @@ class Topology:
 
     # -- building ---------------------------------------------------------------------------
 
-    def create(self, ready_timeout=10.0):
+    def create(self, ready_timeout: float = 10.0) -> "Topology":
         """Build everything (after removing leftovers of the same names)."""
         self.destroy()
         try:
@@ -226,7 +237,7 @@ class Topology:
         self.created = True
         return self
 
-    def _create_link(self, lk):
+    def _create_link(self, lk: Link) -> None:
         if not lk.bridge:
             a, b = lk.members
             _run(["ip", "-n", self.ns(a.node), "link", "add", a.ifname, "type", "veth",
@@ -245,11 +256,12 @@ class Topology:
                 _run(["ip", "-n", hub, "link", "set", port, "up"])
         for m in lk.members:
             ns = self.ns(m.node)
-            for a in m.addresses:
-                _run(["ip", "-n", ns, "-6", "addr", "add", a, "dev", m.ifname, "nodad"])
+            for address in m.addresses:
+                _run(["ip", "-n", ns, "-6", "addr", "add", address, "dev", m.ifname, "nodad"])
             _run(["ip", "-n", ns, "link", "set", m.ifname, "up"])
 
-    def _wait_ready(self, timeout, pending=None):
+    def _wait_ready(self, timeout: float, pending: Iterable[tuple[str, str]] | None = None
+                    ) -> None:
         """Wait until every member interface (or those ``pending``: (namespace, name) pairs)
         is up with carrier and has no tentative address."""
         timeout = scaled(timeout)
@@ -268,7 +280,7 @@ class Topology:
                 raise LabError(f"{ifname} in {ns} not ready after {timeout} s: {link} {addrs}")
             time.sleep(0.02)
 
-    def destroy(self):
+    def destroy(self) -> None:
         """Remove every namespace of this topology (missing ones are fine). Idempotent."""
         existing = set(_run(["ip", "netns", "list"]).stdout.split())
         for name in self.namespaces():
@@ -285,15 +297,15 @@ class Topology:
         self.moves = []
         self._far = {}
 
-    def __enter__(self):
+    def __enter__(self) -> "Topology":
         if not self.created:
             self.create()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.destroy()
 
-    def _far_end(self, node, ifname):
+    def _far_end(self, node: str, ifname: str) -> tuple[str, str]:
         """``(namespace, name)`` of the other end of ``node``'s veth ``ifname``."""
         if (node, ifname) in self._far:
             return self._far[(node, ifname)]
@@ -307,7 +319,8 @@ class Topology:
                 return self.ns(other.node), other.ifname
         raise KeyError(f"{node!r} has no interface {ifname!r}")
 
-    def move_interface(self, node, ifname, link, ready_timeout=10.0):
+    def move_interface(self, node: str, ifname: str, link: str, ready_timeout: float = 10.0
+                       ) -> None:
         """Carry ``node``'s interface ``ifname`` to bridged link ``link`` of the created
         topology, as a host unplugged from one link and plugged into another (a mobile node
         moving to another visited link, or back to its home link).
@@ -337,15 +350,16 @@ class Topology:
 
     # -- using ------------------------------------------------------------------------------
 
-    def run(self, node, argv, check=True, input=None):
+    def run(self, node: str, argv: Sequence[str], check: bool = True, input: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` inside ``node``'s namespace; return the CompletedProcess."""
         return _run(["ip", "netns", "exec", self.ns(node)] + list(argv), check, input)
 
-    def popen(self, node, argv, **kw):
+    def popen(self, node: str, argv: Sequence[str], **kw: Any) -> subprocess.Popen[Any]:
         """Start ``argv`` inside ``node``'s namespace (ended by :meth:`destroy`)."""
         return subprocess.Popen(["ip", "netns", "exec", self.ns(node)] + list(argv), **kw)
 
-    def describe(self):
+    def describe(self) -> dict[str, Any]:
         """A JSON-serialisable description (for the CLI and for logs)."""
         return {
             "tag": self.tag,
@@ -372,7 +386,7 @@ VISITED_PREFIX = IPv6Network("2001:db8:20::/64")
 CN_PREFIX = IPv6Network("2001:db8:30::/64")
 
 
-def _outer(topo, n_mns):
+def _outer(topo: Topology, n_mns: int) -> None:
     topo.add_node("cn")
     topo.add_link("cnl", ("r", "eth1", ["2001:db8:30::ff/64"]), ("cn", "eth0", ["2001:db8:30::10/64"]))
     topo.add_route("cn", "default", via="2001:db8:30::ff")
@@ -386,7 +400,7 @@ def _outer(topo, n_mns):
                      care_of={f"mn{i}": f"2001:db8:20::{0x10 + i:x}" for i in range(1, n_mns + 1)})
 
 
-def shared_home_link(n_has=2, n_mns=1, tag=None):
+def shared_home_link(n_has: int = 2, n_mns: int = 1, tag: str | None = None) -> Topology:
     """Draft 3.1 Figure 1: HAs ha1..haN on one home link (a bridge) with router r, which also
     reaches the correspondent's link and the visited link. HA i is 2001:db8:1::i."""
     t = Topology(tag)
@@ -403,7 +417,7 @@ def shared_home_link(n_has=2, n_mns=1, tag=None):
     return t
 
 
-def separate_links(n_has=2, n_mns=1, tag=None):
+def separate_links(n_has: int = 2, n_mns: int = 1, tag: str | None = None) -> Topology:
     """Draft 3.1 Figure 4: home agents on separate home links joined at layer 2, each also with
     a HAHA address on its own transit link to router r ("the Internet").
 
@@ -437,7 +451,7 @@ def separate_links(n_has=2, n_mns=1, tag=None):
     return t
 
 
-def no_home_link(n_has=2, n_mns=1, tag=None):
+def no_home_link(n_has: int = 2, n_mns: int = 1, tag: str | None = None) -> Topology:
     """Draft 3.2 Figure 5: no home link at all. HA i has only a HAHA address 2001:db8:2::i on
     its loopback, reached over a transit link 2001:db8:1i::/64 to r; r routes each HAHA address
     to its HA and the aggregated (virtual) home prefix 2001:db8:1::/64 to ha1."""

@@ -17,6 +17,8 @@ agent to drop messages from unknown sources silently. This package does that in 
 ``docs/security.md`` explains the choices and how to reproduce the key derivation.
 """
 
+from typing import Any
+
 from .admission import Admission, AdmissionSettings
 from .errors import REASONS, KeyFileError, SecurityConfigError, SecurityError
 from .policy import Decision, SecurityPolicy
@@ -49,7 +51,7 @@ _KEYS = {"derive_pair", "derive_sa", "load_key_file", "load_sa_blob", "load_secr
          "generate_key_file"}
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     # haha.security.keys is imported on first use, so that ``python -m haha.security.keys``
     # does not find it already imported by this package.
     if name in _KEYS:

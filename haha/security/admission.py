@@ -23,6 +23,7 @@ reflector towards the victim whose address they carry.
 Time is passed in (``now``); nothing here reads a clock.
 """
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 from zope.interface import implementer
@@ -52,7 +53,7 @@ class AdmissionSettings:
     answer_rate: float = 100.0
     answer_burst: int = 200
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("source_rate", "source_burst", "admit_rate", "admit_burst",
                      "unauthenticated_rate", "unauthenticated_burst", "authenticated_rate",
                      "authenticated_burst", "answer_rate", "answer_burst"):
@@ -71,31 +72,32 @@ class Admission:
     ``authenticated-budget`` and ``answer-budget`` to the packets each refused.
     """
 
-    def __init__(self, settings=None):
+    def __init__(self, settings: AdmissionSettings | None = None) -> None:
         s = settings if settings is not None else AdmissionSettings()
         self.settings = s
         self.sources = RateLimiter(rate=s.source_rate, burst=s.source_burst,
                                    max_sources=s.max_sources, admit_rate=s.admit_rate,
                                    admit_burst=s.admit_burst)
-        self._strangers = None
-        self._answers = None
-        self._peers = {}  # SA peer -> bucket; as many as there are SAs
+        self._strangers: _Bucket | None = None
+        self._answers: _Bucket | None = None
+        self._peers: dict[Hashable, _Bucket] = {}  # SA peer -> bucket; as many as there are SAs
         self.counters = dict.fromkeys(ADMISSION_REASONS, 0)
 
-    def __len__(self):
+    def __len__(self) -> int:
         """How many unauthenticated sources are tracked."""
         return len(self.sources)
 
-    def pin(self, source, now=0.0):
+    def pin(self, source: Hashable, now: float = 0.0) -> None:
         """Give a configured peer's address its own per-source bucket (lab mode traffic)."""
         self.sources.pin(source, now)
 
-    def unpin(self, source):
+    def unpin(self, source: Hashable) -> None:
+        """Let ``source`` share the common budgets again."""
         self.sources.unpin(source)
 
     _spend = staticmethod(spend)
 
-    def unauthenticated(self, source, now):
+    def unauthenticated(self, source: Hashable, now: float) -> bool:
         """Admit one unauthenticated packet from outer source ``source``."""
         if not self.sources.allow(source, now):
             self.counters[RATE_LIMITED] += 1
@@ -111,7 +113,7 @@ class Admission:
     #: What a caller that only knows :class:`RateLimiter` calls: everything unauthenticated.
     allow = unauthenticated
 
-    def authenticated(self, peer, now):
+    def authenticated(self, peer: Hashable, now: float) -> bool:
         """Admit one packet that authenticated under the SA of ``peer``."""
         s = self.settings
         bucket = self._peers.get(peer)
@@ -122,11 +124,11 @@ class Admission:
         self.counters["authenticated-budget"] += 1
         return False
 
-    def forget(self, peer):
+    def forget(self, peer: Hashable) -> None:
         """Drop the bucket of an SA peer that is gone."""
         self._peers.pop(peer, None)
 
-    def answer(self, now):
+    def answer(self, now: float) -> bool:
         """May one answer to unauthenticated input be sent now?"""
         s = self.settings
         if self._answers is None:

@@ -26,10 +26,20 @@ Sequence numbers of epoch-keyed SAs need no reservation on disk: a new run has n
 
 import os
 import time
+from collections.abc import Callable
+from ipaddress import IPv6Address
+from typing import TYPE_CHECKING, Any
 
 
 from .errors import AUTH_FAILED, EPOCH_LIMITED, STALE_EPOCH, SecurityError
 from .esp import _HEAD_IV, _NEVER, InboundSA
+
+if TYPE_CHECKING:
+    from .seqstore import SequenceStore
+
+#: ``rekey(epoch) -> (key, salt)``; ``on_switch(epoch, previous) -> (advance, save_at)``.
+Rekey = Callable[[int], tuple[bytes, bytes]]
+OnSwitch = Callable[[int, int | None], tuple[Callable[[int], int] | None, int | None]]
 
 #: Milliseconds between the Unix epoch and 2020-01-01T00:00:00Z.
 EPOCH_ORIGIN_MS = 1577836800000
@@ -43,12 +53,12 @@ TRIES_PER_SECOND = 5.0
 TRIES_BURST = 10
 
 
-def generation_of(epoch):
+def generation_of(epoch: int) -> int:
     """The 40-bit generation of a 64-bit epoch."""
     return epoch >> RANDOM_BITS
 
 
-def new_epoch(wall, recorded=0, rng=os.urandom):
+def new_epoch(wall: float, recorded: int = 0, rng: Callable[[int], bytes] = os.urandom) -> int:
     """A fresh epoch for a run starting at Unix time ``wall`` (seconds) after a run whose
     generation was ``recorded`` (0 when unknown)."""
     ms = int(wall * 1000) - EPOCH_ORIGIN_MS
@@ -56,7 +66,8 @@ def new_epoch(wall, recorded=0, rng=os.urandom):
     return (generation << RANDOM_BITS) | int.from_bytes(rng(3), "big")
 
 
-def boot_epoch(store, wall, rng=os.urandom):
+def boot_epoch(store: "SequenceStore | None", wall: float,
+               rng: Callable[[int], bytes] = os.urandom) -> tuple[int, bool]:
     """The epoch of this run, its generation recorded in ``store`` (a
     :class:`haha.security.seqstore.SequenceStore`, or None). Returns ``(epoch, recorded)``:
     ``recorded`` is False when the store could not write it (the disk is full or failing),
@@ -88,8 +99,11 @@ class EpochInboundSA(InboundSA):
     __slots__ = ("epoch", "_rekey", "_on_switch", "switches", "_kw", "_clock", "_rate",
                  "_burst", "_tokens", "_stamp", "_static", "_static_mask")
 
-    def __init__(self, spi, rekey, epoch=None, peer=None, floor=0, on_switch=None,
-                 tries=TRIES_PER_SECOND, burst=TRIES_BURST, clock=time.monotonic, **kw):
+    def __init__(self, spi: int, rekey: Rekey, epoch: int | None = None,
+                 peer: IPv6Address | None = None, floor: int = 0,
+                 on_switch: OnSwitch | None = None, tries: float = TRIES_PER_SECOND,
+                 burst: float = TRIES_BURST, clock: Callable[[], float] = time.monotonic,
+                 **kw: Any) -> None:
         key, salt = rekey(epoch if epoch is not None else 0)
         super().__init__(spi, key, salt, peer=peer, floor=floor if epoch is not None else 0,
                          **kw)
@@ -102,20 +116,20 @@ class EpochInboundSA(InboundSA):
         self._rate = tries
         self._burst = burst
         self._tokens = float(burst)
-        self._stamp = None
+        self._stamp: float | None = None
         # A sender whose ESP is done by a Linux kernel (``[security] mode = kernel-xfrm``)
         # cannot announce an epoch: the kernel's IV is the sequence number XOR a random mask
         # of its own. It sends under the epoch-free keys of the pair instead, which a ``rekey``
         # marked ``static`` gives for ``None`` (haha.security.keys.derive_pair). Their packets
         # are checked under those keys, in a window of their own; ``_static_mask`` is the mask
         # the kernel's SA uses, learned from its first authentic packet.
-        self._static = None
-        self._static_mask = None
+        self._static: InboundSA | None = None
+        self._static_mask: int | None = None
         if getattr(rekey, "static", False):
             skey, ssalt = rekey(None)
             self._static = InboundSA(spi, skey, ssalt, peer=peer, **self._kw)
 
-    def _take_token(self):
+    def _take_token(self) -> bool:
         now = self._clock()
         if self._stamp is not None:
             self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
@@ -125,7 +139,7 @@ class EpochInboundSA(InboundSA):
         self._tokens -= 1
         return True
 
-    def _accept(self, esp, seq):
+    def _accept(self, esp: bytes, seq: int) -> tuple[IPv6Address | None, int, bytes]:
         epoch = _HEAD_IV.unpack_from(esp)[2] ^ seq
         if epoch == self.epoch:
             return super()._accept(esp, seq)
@@ -161,22 +175,18 @@ class EpochInboundSA(InboundSA):
         except SecurityError as e:
             if e.reason == AUTH_FAILED:
                 raise
-            result = None  # authentic but malformed: the sender did switch
-            error = e
-        else:
-            error = None
+            self._switch(epoch, candidate)  # authentic but malformed: the sender did switch
+            raise
         self._switch(epoch, candidate)
-        if error is not None:
-            raise error
         return result
 
     @property
-    def static_mask(self):
+    def static_mask(self) -> int | None:
         """The IV mask of the sender's epoch-free (kernel) SA once one of its packets was
         authentic, else None."""
         return self._static_mask
 
-    def _switch(self, epoch, candidate):
+    def _switch(self, epoch: int, candidate: InboundSA) -> None:
         old, self.epoch = self.epoch, epoch
         self._decrypt = candidate._decrypt
         self._salt = candidate._salt
@@ -187,10 +197,10 @@ class EpochInboundSA(InboundSA):
         self._advance, self._save_at = None, _NEVER
         if self._on_switch is not None:
             advance, save_at = self._on_switch(epoch, old)
-            if advance is not None:
+            if advance is not None and save_at is not None:
                 self._advance, self._save_at = advance, save_at
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         e = "unknown" if self.epoch is None else f"{self.epoch:016x}"
         return f"<EpochInboundSA spi=0x{self.spi:08x} peer={self.peer} epoch={e} top={self._top}>"
 

@@ -6,42 +6,50 @@ nor the ``repr`` ever holds key material: the only facts an error may carry are 
 short human detail written by this package, the SPI, the sequence number and the peer address.
 """
 
-# Inbound ESP (RFC 4303 3.4).
-UNKNOWN_SPI = "unknown-spi"  # no inbound SA with that SPI
-REPLAY = "replay"  # sequence number already received (inside the window)
-TOO_OLD = "too-old"  # sequence number left of the anti-replay window (RFC 4303 3.4.3)
-AUTH_FAILED = "auth-failed"  # ICV check failed (forged, corrupted, wrong key)
-BAD_PADDING = "bad-padding"  # authenticated, but padding or pad length malformed (RFC 4303 2.4)
-TRUNCATED = "truncated"  # shorter than SPI + sequence + IV + 2 octets of trailer + ICV
-WRONG_SOURCE = "wrong-source"  # the SA is bound to another peer than the packet's source
-STALE_EPOCH = "stale-epoch"  # keys of an earlier run of the sender (haha.security.epoch)
-EPOCH_LIMITED = "epoch-limited"  # a new epoch announced beyond the budget of tries
-# Outbound.
-SEQ_EXHAUSTED = "seq-exhausted"  # 2^32-1 already sent: never wraps (RFC 4303 3.3.3)
-NO_SA = "no-sa"  # no outbound SA for that peer
-# Policy and admission (haha.security.policy, haha.security.ratelimit).
-UNPROTECTED = "unprotected"  # a message that must arrive in ESP did not
-UNKNOWN_SOURCE = "unknown-source"  # not from a configured, authorised peer (draft 5.2, 5.4)
-WRONG_PEER = "wrong-peer"  # protected, but by the SA of a peer whose role may not send this message
-RATE_LIMITED = "rate-limited"  # the source has used up its signalling budget
+from enum import StrEnum
 
-REASONS = (
-    UNKNOWN_SPI,
-    REPLAY,
-    TOO_OLD,
-    AUTH_FAILED,
-    BAD_PADDING,
-    TRUNCATED,
-    WRONG_SOURCE,
-    STALE_EPOCH,
-    EPOCH_LIMITED,
-    SEQ_EXHAUSTED,
-    NO_SA,
-    UNPROTECTED,
-    UNKNOWN_SOURCE,
-    WRONG_PEER,
-    RATE_LIMITED,
-)
+
+class Reason(StrEnum):
+    """Why a packet was refused (a :class:`SecurityError`'s ``reason``)."""
+
+    # Inbound ESP (RFC 4303 3.4).
+    UNKNOWN_SPI = "unknown-spi"  # no inbound SA with that SPI
+    REPLAY = "replay"  # sequence number already received (inside the window)
+    TOO_OLD = "too-old"  # sequence number left of the anti-replay window (RFC 4303 3.4.3)
+    AUTH_FAILED = "auth-failed"  # ICV check failed (forged, corrupted, wrong key)
+    BAD_PADDING = "bad-padding"  # authenticated, but padding or pad length malformed (RFC 4303 2.4)
+    TRUNCATED = "truncated"  # shorter than SPI + sequence + IV + 2 octets of trailer + ICV
+    WRONG_SOURCE = "wrong-source"  # the SA is bound to another peer than the packet's source
+    STALE_EPOCH = "stale-epoch"  # keys of an earlier run of the sender (haha.security.epoch)
+    EPOCH_LIMITED = "epoch-limited"  # a new epoch announced beyond the budget of tries
+    # Outbound.
+    SEQ_EXHAUSTED = "seq-exhausted"  # 2^32-1 already sent: never wraps (RFC 4303 3.3.3)
+    NO_SA = "no-sa"  # no outbound SA for that peer
+    # Policy and admission (haha.security.policy, haha.security.ratelimit).
+    UNPROTECTED = "unprotected"  # a message that must arrive in ESP did not
+    UNKNOWN_SOURCE = "unknown-source"  # not from a configured, authorised peer (draft 5.2, 5.4)
+    #: protected, but by the SA of a peer whose role may not send this message
+    WRONG_PEER = "wrong-peer"
+    RATE_LIMITED = "rate-limited"  # the source has used up its signalling budget
+
+
+UNKNOWN_SPI = Reason.UNKNOWN_SPI
+REPLAY = Reason.REPLAY
+TOO_OLD = Reason.TOO_OLD
+AUTH_FAILED = Reason.AUTH_FAILED
+BAD_PADDING = Reason.BAD_PADDING
+TRUNCATED = Reason.TRUNCATED
+WRONG_SOURCE = Reason.WRONG_SOURCE
+STALE_EPOCH = Reason.STALE_EPOCH
+EPOCH_LIMITED = Reason.EPOCH_LIMITED
+SEQ_EXHAUSTED = Reason.SEQ_EXHAUSTED
+NO_SA = Reason.NO_SA
+UNPROTECTED = Reason.UNPROTECTED
+UNKNOWN_SOURCE = Reason.UNKNOWN_SOURCE
+WRONG_PEER = Reason.WRONG_PEER
+RATE_LIMITED = Reason.RATE_LIMITED
+
+REASONS = tuple(Reason)
 _REASON_SET = frozenset(REASONS)
 
 
@@ -55,7 +63,8 @@ class SecurityError(Exception):
 
     __slots__ = ("reason", "detail", "spi", "seq", "peer")
 
-    def __init__(self, reason, detail="", *, spi=None, seq=None, peer=None):
+    def __init__(self, reason: str, detail: str = "", *, spi: int | None = None,
+                 seq: int | None = None, peer: object = None) -> None:
         if reason not in _REASON_SET:
             raise AssertionError(f"unknown SecurityError reason {reason!r}")
         self.reason = reason
@@ -65,7 +74,7 @@ class SecurityError(Exception):
         self.peer = peer
         super().__init__(reason)
 
-    def __str__(self):
+    def __str__(self) -> str:
         parts = [self.reason]
         if self.detail:
             parts.append(f": {self.detail}")
@@ -80,7 +89,7 @@ class SecurityError(Exception):
             parts.append(f" ({', '.join(facts)})")
         return "".join(parts)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"SecurityError({str(self)!r})"
 
 

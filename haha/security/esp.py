@@ -27,6 +27,8 @@ length that fits) is checked. Sequence number 0 is never sent (3.3.3) and counts
 
 import os
 import struct
+from collections.abc import Callable, Iterable
+from ipaddress import IPv6Address
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -75,7 +77,7 @@ _IV = slice(8, 16)
 _BODY = slice(16, None)  # ciphertext || ICV
 
 
-def _check_key(key, salt):
+def _check_key(key: bytes, salt: bytes) -> None:
     if not isinstance(key, (bytes, bytearray)) or len(key) not in KEY_LENGTHS:
         n = len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__
         raise SecurityConfigError(f"AES-GCM key must be 16, 24 or 32 octets, not {n}")
@@ -84,7 +86,7 @@ def _check_key(key, salt):
         raise SecurityConfigError(f"RFC 4106 salt must be 4 octets, not {n}")
 
 
-def _check_spi(spi):
+def _check_spi(spi: int) -> None:
     if not isinstance(spi, int) or isinstance(spi, bool) or not MIN_SPI <= spi <= 0xFFFFFFFF:
         raise SecurityConfigError(f"SPI {spi!r} is not in 256..4294967295 (RFC 4303 2.1)")
 
@@ -101,8 +103,10 @@ class OutboundSA:
 
     __slots__ = ("spi", "peer", "_encrypt", "_salt", "_seq", "_mask", "_limit", "_reserve")
 
-    def __init__(self, spi, key, salt, peer=None, seq=0, iv_mask=None, rng=os.urandom,
-                 limit=SEQ_MAX, reserve=None):
+    def __init__(self, spi: int, key: bytes, salt: bytes, peer: IPv6Address | None = None,
+                 seq: int = 0, iv_mask: int | None = None,
+                 rng: Callable[[int], bytes] = os.urandom, limit: int = SEQ_MAX,
+                 reserve: Callable[[int], int] | None = None) -> None:
         _check_spi(spi)
         _check_key(key, salt)
         if not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX:
@@ -123,16 +127,16 @@ class OutboundSA:
         self._reserve = reserve
 
     @property
-    def seq(self):
+    def seq(self) -> int:
         """The last sequence number sent."""
         return self._seq
 
     @property
-    def remaining(self):
+    def remaining(self) -> int:
         """How many more packets this SA may send."""
         return SEQ_MAX - self._seq
 
-    def seal(self, next_header, payload):
+    def seal(self, next_header: int, payload: bytes) -> bytes:
         """The ESP packet (bytes from the SPI to the ICV) carrying ``payload``.
 
         Raises :class:`SecurityError` ``seq-exhausted`` once sequence number 2^32-1 has been
@@ -155,7 +159,7 @@ class OutboundSA:
         return head + encrypt(self._salt + head[_IV], payload + _TAILS[next_header][n & 3],
                               head[_AAD])
 
-    def skip_to(self, seq):
+    def skip_to(self, seq: int) -> None:
         """Continue after sequence number ``seq`` when it is above the last one sent (another
         home agent used this SA's keys up to there: address take-over)."""
         if seq <= self._seq:
@@ -165,18 +169,20 @@ class OutboundSA:
             self._extend(seq)
         self._seq = seq
 
-    def _extend(self, seq):
+    def _extend(self, seq: int) -> None:
         if seq > SEQ_MAX:
             raise SecurityError(
                 SEQ_EXHAUSTED, "sequence number 2^32-1 already sent; the SA needs new keys",
                 spi=self.spi, peer=self.peer,
             )
-        limit = self._reserve(seq)
+        reserve = self._reserve
+        assert reserve is not None  # without it the limit is SEQ_MAX, refused above
+        limit = reserve(seq)
         if not seq <= limit <= SEQ_MAX:
             raise AssertionError(f"sequence reservation returned {limit} for {seq}")
         self._limit = limit
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<OutboundSA spi=0x{self.spi:08x} peer={self.peer} seq={self._seq}>"
 
 
@@ -191,8 +197,11 @@ class InboundSA:
                  "_decrypt", "_salt", "_top", "_bits", "_mask", "received", "_save_at",
                  "_advance")
 
-    def __init__(self, spi, key, salt, peer=None, replay_window=DEFAULT_REPLAY_WINDOW,
-                 role=None, sources=(), floor=0, advance=None, save_at=None):
+    def __init__(self, spi: int, key: bytes, salt: bytes, peer: IPv6Address | None = None,
+                 replay_window: int = DEFAULT_REPLAY_WINDOW, role: str | None = None,
+                 sources: Iterable[IPv6Address] = (), floor: int = 0,
+                 advance: Callable[[int], int] | None = None,
+                 save_at: int | None = None) -> None:
         _check_spi(spi)
         _check_key(key, salt)
         if not isinstance(replay_window, int) or not 64 <= replay_window <= 1 << 16:
@@ -224,18 +233,18 @@ class InboundSA:
         self._save_at = save_at if advance is not None and save_at is not None else _NEVER
 
     @property
-    def top(self):
+    def top(self) -> int:
         """The highest authenticated sequence number (0 before the first packet)."""
         return self._top
 
-    def raise_floor(self, floor):
+    def raise_floor(self, floor: int) -> None:
         """Count every number up to ``floor`` as received (another home agent accepted them
         with this SA's keys: address take-over). Never lowers the window."""
         if self._top < floor <= SEQ_MAX:
             self._top = floor
             self._bits = self._mask
 
-    def open(self, esp):
+    def open(self, esp: bytes) -> tuple[int, bytes, int]:
         """Authenticate and decrypt ``esp``; return ``(next_header, payload, seq)``.
 
         Raises :class:`SecurityError` (``truncated``, ``too-old``, ``replay``, ``auth-failed``,
@@ -250,13 +259,13 @@ class InboundSA:
         _peer, next_header, payload = self._accept(esp, seq)
         return next_header, payload, seq
 
-    def open_checked(self, esp, seq):
+    def open_checked(self, esp: bytes, seq: int) -> tuple[int, bytes]:
         """``(next_header, payload)``: :meth:`open` for a caller that has already checked
         ``len(esp) >= MIN_LEN`` and read the sequence number ``seq``."""
         _peer, next_header, payload = self._accept(esp, seq)
         return next_header, payload
 
-    def authentic(self, esp):
+    def authentic(self, esp: bytes) -> bool:
         """Whether ``esp`` (at least :data:`MIN_LEN` octets) passes this SA's ICV check. Changes
         no state: no window, no counter."""
         try:
@@ -265,7 +274,7 @@ class InboundSA:
             return False
         return True
 
-    def _accept(self, esp, seq):
+    def _accept(self, esp: bytes, seq: int) -> tuple[IPv6Address | None, int, bytes]:
         """``(peer, next_header, payload)``: :meth:`open_checked` with the SA's peer in front,
         the tuple :meth:`SecurityAssociationDatabase.unprotect` returns (its fast path)."""
         top = self._top
@@ -286,7 +295,9 @@ class InboundSA:
             self._bits = ((self._bits << shift) | 1) & self._mask if shift < self.window else 1
             self._top = seq
             if seq >= self._save_at:
-                self._save_at = self._advance(seq)
+                advance = self._advance
+                assert advance is not None  # _save_at is _NEVER without it
+                self._save_at = advance(seq)
         else:
             self._bits |= 1 << (top - seq)
         self.received += 1
@@ -299,5 +310,5 @@ class InboundSA:
                                 spi=self.spi, seq=seq)
         return self.peer, plain[-1], plain[:end]
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<InboundSA spi=0x{self.spi:08x} peer={self.peer} top={self._top}>"

@@ -57,7 +57,9 @@ import json
 import os
 import stat
 import sys
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from ipaddress import IPv6Address
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -75,7 +77,7 @@ SA_BLOB_LENGTHS = tuple(k + SALT_LEN for k in KEY_LENGTHS)
 _MAX_FILE = 4096
 
 
-def _parse_hex(text, path):
+def _parse_hex(text: str, path: str) -> bytes:
     chunks = []
     for line in text.splitlines():
         line = line.split("#", 1)[0]
@@ -94,7 +96,7 @@ def _parse_hex(text, path):
         ) from None
 
 
-def load_key_file(path, lengths=None):
+def load_key_file(path: str, lengths: Collection[int] | None = None) -> bytes:
     """The octets of the key file at ``path``.
 
     Raises :class:`KeyFileError` naming the file when it cannot be opened, is not a regular
@@ -140,12 +142,12 @@ def load_key_file(path, lengths=None):
     return secret
 
 
-def load_secret(path):
+def load_secret(path: str) -> bytes:
     """A derivation secret (16 to 64 octets) from ``path``; see :func:`load_key_file`."""
     return load_key_file(path, SECRET_LENGTHS)
 
 
-def split_sa_blob(blob):
+def split_sa_blob(blob: bytes) -> tuple[bytes, bytes]:
     """``(key, salt)`` from an RFC 4106 key blob ``key || salt`` (20, 28 or 36 octets)."""
     if not isinstance(blob, (bytes, bytearray)) or len(blob) not in SA_BLOB_LENGTHS:
         n = len(blob) if isinstance(blob, (bytes, bytearray)) else type(blob).__name__
@@ -153,12 +155,13 @@ def split_sa_blob(blob):
     return bytes(blob[:-SALT_LEN]), bytes(blob[-SALT_LEN:])
 
 
-def load_sa_blob(path):
+def load_sa_blob(path: str) -> tuple[bytes, bytes]:
     """``(key, salt)`` from a key file holding ``key || salt``; see :func:`load_key_file`."""
     return split_sa_blob(load_key_file(path, SA_BLOB_LENGTHS))
 
 
-def generate_key_file(path, size=DEFAULT_SECRET_LEN, force=False, rng=os.urandom):
+def generate_key_file(path: str, size: int = DEFAULT_SECRET_LEN, force: bool = False,
+                      rng: Callable[[int], bytes] = os.urandom) -> str:
     """Write ``size`` random octets as hex to a new file ``path`` with mode 0600.
 
     Refuses to replace an existing file unless ``force``; never follows a symbolic link at
@@ -203,7 +206,8 @@ class DerivedSa:
     salt: bytes = field(repr=False)
 
 
-def derive_sa(secret, sender, receiver, key_bits=128, epoch=None):
+def derive_sa(secret: bytes, sender: IPv6Address | str, receiver: IPv6Address | str,
+              key_bits: int = 128, epoch: int | None = None) -> DerivedSa:
     """The SPI, AES key and RFC 4106 salt of the SA carrying packets from ``sender`` to
     ``receiver`` (IPv6 addresses), derived from ``secret`` (module docstring); with ``epoch``
     (a 64-bit integer) the key and salt are the sender's run's."""
@@ -232,7 +236,7 @@ def derive_sa(secret, sender, receiver, key_bits=128, epoch=None):
     return DerivedSa(spi, okm[:klen], okm[klen:])
 
 
-def derive_node_secret(group_key, home_address):
+def derive_node_secret(group_key: bytes, home_address: IPv6Address | str) -> bytes:
     """The derivation secret of the mobile node at ``home_address`` in the node group keyed by
     ``group_key`` (module docstring): 32 octets."""
     if not isinstance(group_key, (bytes, bytearray)) or len(group_key) not in SECRET_LENGTHS:
@@ -242,7 +246,10 @@ def derive_node_secret(group_key, home_address):
                 info=hoa.packed).derive(bytes(group_key))
 
 
-def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=(), epoch=None):
+def derive_pair(secret: bytes, local: IPv6Address | str, peer: IPv6Address | str,
+                role: str = HOME_AGENT, key_bits: int = 128,
+                sources: Iterable[IPv6Address] = (), epoch: int | None = None
+                ) -> tuple[SaSpec, SaSpec]:
     """The two :class:`SaSpec` (outbound to ``peer``, inbound from it) of a pair, derived from
     ``secret``. ``local`` is this node's identity (its home agent address, or a mobile node's
     home address), ``peer`` the other end's, ``role`` what the peer is.
@@ -253,14 +260,15 @@ def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=(), 
         raise SecurityConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
     out = derive_sa(secret, local, peer, key_bits, epoch)
     inb = derive_sa(secret, peer, local, key_bits)
+    peer_address: IPv6Address = _address(peer, "receiver")  # checked by derive_sa
     if epoch is None:
         return (
-            SaSpec(peer, "out", out.spi, out.key, out.salt, role=role),
-            SaSpec(peer, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources)),
+            SaSpec(peer_address, "out", out.spi, out.key, out.salt, role=role),
+            SaSpec(peer_address, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources)),
         )
     secret = bytes(secret)
 
-    def rekey(peer_epoch):
+    def rekey(peer_epoch: int) -> tuple[bytes, bytes]:
         d = derive_sa(secret, peer, local, key_bits, peer_epoch)
         return d.key, d.salt
 
@@ -268,8 +276,8 @@ def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=(), 
     rekey.static = True  # type: ignore[attr-defined]
 
     return (
-        SaSpec(peer, "out", out.spi, out.key, out.salt, role=role, epoch=epoch),
-        SaSpec(peer, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources),
+        SaSpec(peer_address, "out", out.spi, out.key, out.salt, role=role, epoch=epoch),
+        SaSpec(peer_address, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources),
                rekey=rekey),
     )
 
@@ -277,11 +285,12 @@ def derive_pair(secret, local, peer, role=HOME_AGENT, key_bits=128, sources=(), 
 # -- command line -----------------------------------------------------------------------------
 
 
-def _xfrm_commands(secret, local, peer, key_bits, policies=False):
+def _xfrm_commands(secret: bytes, local: IPv6Address | str, peer: IPv6Address | str,
+                   key_bits: int, policies: bool = False) -> list[str]:
     """``ip xfrm state`` lines for both directions of the pair; with ``policies`` also the
     ``ip xfrm policy`` lines that make the kernel at ``local`` protect the Mobility Header
     (protocol 135) both ways with them, in transport mode."""
-    lines = []
+    lines: list[str] = []
     for src, dst in ((local, peer), (peer, local)):
         d = derive_sa(secret, src, dst, key_bits)
         lines.append(
@@ -297,7 +306,7 @@ def _xfrm_commands(secret, local, peer, key_bits, policies=False):
     return lines
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """``haha-keys {generate,derive,xfrm} ...``; returns an exit status."""
     p = argparse.ArgumentParser(prog="haha-keys",
                                 description="haha ESP key files and derived SAs")

@@ -13,40 +13,47 @@ so its SPI cannot be guessed either). :meth:`NodeGroup.ensure` derives the pair 
 home agent must write to first (a HASR after a take-over).
 """
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any, TypeVar
 
 from .keys import derive_node_secret, derive_pair
-from .sadb import MOBILE_NODE
+from .sadb import MOBILE_NODE, SaSpec, SecurityAssociationDatabase
+
+T = TypeVar("T")
 
 
 class NodeGroup:
     """The home addresses inside ``prefix`` whose secrets derive from ``group_key``; ``local``
     is this home agent's address (its identity in the pairs)."""
 
-    def __init__(self, group_key, prefix, local, key_bits=128):
+    def __init__(self, group_key: bytes, prefix: IPv6Network, local: IPv6Address,
+                 key_bits: int = 128) -> None:
         self._key = bytes(group_key)
         self.prefix = prefix
         self.local = local
         self.key_bits = key_bits
         self.derived = 0
 
-    def __repr__(self):  # never the key
+    def __repr__(self) -> str:  # never the key
         return f"<NodeGroup {self.prefix} derived={self.derived}>"
 
-    def covers(self, home_address):
+    def covers(self, home_address: Any) -> bool:
+        """Whether the group derives the secret of ``home_address`` (any object: only an
+        IPv6 address in the prefix, other than this home agent's, is covered)."""
         return home_address.version == 6 and home_address in self.prefix \
             and home_address != self.local
 
-    def secret(self, home_address):
+    def secret(self, home_address: IPv6Address) -> bytes:
         """The derivation secret of the node at ``home_address`` (it must be covered)."""
         return derive_node_secret(self._key, home_address)
 
-    def pair(self, home_address):
+    def pair(self, home_address: IPv6Address) -> tuple[SaSpec, SaSpec]:
         """The two SaSpecs (outbound, inbound) of the node at ``home_address``."""
         return derive_pair(derive_node_secret(self._key, home_address), self.local,
                            home_address, MOBILE_NODE, self.key_bits)
 
-    def ensure(self, sadb, home_address):
+    def ensure(self, sadb: SecurityAssociationDatabase, home_address: IPv6Address) -> bool:
         """Derive and install the pair of ``home_address`` unless ``sadb`` has one (or the
         address is outside the group). True when an SA exists afterwards."""
         if sadb.has_peer(home_address):
@@ -58,7 +65,8 @@ class NodeGroup:
         self.derived += 1
         return True
 
-    def admit(self, sadb, source, spi, unprotect):
+    def admit(self, sadb: SecurityAssociationDatabase, source: IPv6Address, spi: int,
+              unprotect: Callable[[], T]) -> T | None:
         """An ESP packet with ``spi`` from ``source`` (its home address when it carried a Home
         Address option) for which ``sadb`` has no pair: when ``source`` is in the group and the
         derived inbound SPI is ``spi``, install the pair and return ``unprotect()``'s result,
@@ -80,16 +88,17 @@ class NodeGroup:
         return result
 
 
-class NodeSecrets(Mapping):
+class NodeSecrets(Mapping[IPv6Address, bytes]):
     """``{home address: secret}`` of the nodes a home agent serves: the configured ones
     (``explicit``) and, looked up by address, every node the ``group`` covers (derived on
     demand). Iterating gives the configured ones only: a group has no list of members."""
 
-    def __init__(self, explicit, group=None):
+    def __init__(self, explicit: Mapping[IPv6Address, bytes], group: NodeGroup | None = None
+                 ) -> None:
         self._explicit = dict(explicit)
         self._group = group
 
-    def __getitem__(self, home_address):
+    def __getitem__(self, home_address: IPv6Address) -> bytes:
         secret = self._explicit.get(home_address)
         if secret is not None:
             return secret
@@ -97,15 +106,15 @@ class NodeSecrets(Mapping):
             return self._group.secret(home_address)
         raise KeyError(home_address)
 
-    def __contains__(self, home_address):
+    def __contains__(self, home_address: object) -> bool:
         return home_address in self._explicit or (
             self._group is not None and self._group.covers(home_address))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[IPv6Address]:
         return iter(self._explicit)
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._explicit)
 
-    def __repr__(self):  # never a secret
+    def __repr__(self) -> str:  # never a secret
         return f"<NodeSecrets {len(self._explicit)} configured, group={self._group!r}>"

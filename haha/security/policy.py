@@ -32,7 +32,7 @@ known-source check, and :attr:`SecurityPolicy.warning` holds the sentence the da
 loudly at start-up.
 """
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from zope.interface import implementer
 
@@ -51,6 +51,7 @@ from ..wire.numbers import (
     MH_BRR,
     MH_BU,
     MH_HAS,
+    NumberProfile,
 )
 from .errors import (
     UNKNOWN_SOURCE,
@@ -76,7 +77,7 @@ class Rule(NamedTuple):
     """What one message type needs: ESP, the sender's SA role (None: any), a known source."""
 
     protected: bool
-    role: str = None
+    role: str | None = None
     known_source: bool = False
     name: str = ""
 
@@ -85,11 +86,12 @@ class Decision(NamedTuple):
     """``process`` or not; ``reason`` (a :mod:`haha.security.errors` reason) when not."""
 
     process: bool
-    reason: str = None
+    reason: str | None = None
 
-    def raise_if_dropped(self):
+    def raise_if_dropped(self) -> None:
         """Raise the :class:`SecurityError` of a drop decision (for callers that prefer it)."""
         if not self.process:
+            assert self.reason is not None, "a drop decision names its reason"
             raise SecurityError(self.reason)
 
 
@@ -97,7 +99,7 @@ PROCESS = Decision(True)
 _OPEN = Rule(False)
 
 
-def rules_for(profile=DEFAULT_PROFILE):
+def rules_for(profile: NumberProfile = DEFAULT_PROFILE) -> dict[tuple[int, int], Rule]:
     """The policy table for a numbering profile: ``{(next_header, type): Rule}``."""
     ha = Rule(True, HOME_AGENT, True)
     table = {
@@ -127,7 +129,8 @@ class SecurityPolicy:
     maps each drop reason to a count.
     """
 
-    def __init__(self, profile=DEFAULT_PROFILE, mode="esp", lab=False):
+    def __init__(self, profile: NumberProfile = DEFAULT_PROFILE, mode: str = "esp",
+                 lab: bool = False) -> None:
         if mode not in MODES:
             raise SecurityConfigError(f"security = {mode!r}: expected one of {', '.join(MODES)}")
         if mode == "none" and lab is not True:
@@ -142,21 +145,22 @@ class SecurityPolicy:
         self.counters = dict.fromkeys(POLICY_REASONS, 0)
 
     @property
-    def warning(self):
+    def warning(self) -> str | None:
         """The start-up warning the daemon must log loudly, or None when ESP is enforced."""
         return LAB_WARNING if self.lab else None
 
-    def rule(self, next_header, message_type):
+    def rule(self, next_header: int, message_type: int) -> Rule:
         """The :class:`Rule` for a message (unlisted messages need nothing)."""
         return self._rules.get((next_header, message_type), _OPEN)
 
-    def must_protect(self, next_header, message_type):
+    def must_protect(self, next_header: int, message_type: int) -> bool:
         """Whether an outbound message of this type goes in ESP (never in lab mode)."""
         if self.lab:
             return False
         return self._rules.get((next_header, message_type), _OPEN).protected
 
-    def decide(self, next_header, message_type, protected, source_known, peer_role=None):
+    def decide(self, next_header: int, message_type: int, protected: bool, source_known: bool,
+               peer_role: str | None = None) -> Decision:
         """Process or drop an inbound message; drops are counted by reason.
 
         Checks, in order: ESP where required (``unprotected``; waived in lab mode), the role of
@@ -178,7 +182,7 @@ class SecurityPolicy:
         self.counters[reason] += 1
         return Decision(False, reason)
 
-    def describe(self):
+    def describe(self) -> list[dict[str, Any]]:
         """The table as a list of dicts (for documentation and the control interface)."""
         return [
             {"next_header": nh, "type": t, "message": r.name, "protected": r.protected,

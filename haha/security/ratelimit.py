@@ -18,6 +18,7 @@ costs a dictionary look-up per packet, not an AES-GCM operation.
 """
 
 from collections import OrderedDict
+from collections.abc import Hashable
 
 from zope.interface import implementer
 
@@ -30,12 +31,12 @@ RATELIMIT_REASONS = (RATE_LIMITED,)
 class _Bucket:
     __slots__ = ("tokens", "stamp")
 
-    def __init__(self, tokens, stamp):
+    def __init__(self, tokens: float, stamp: float) -> None:
         self.tokens = tokens
         self.stamp = stamp
 
 
-def spend(bucket, now, rate, burst):
+def spend(bucket: _Bucket, now: float, rate: float, burst: float) -> bool:
     """Refill ``bucket`` at ``rate`` tokens a second up to ``burst`` and take one token; False
     when none is left."""
     elapsed = now - bucket.stamp
@@ -49,7 +50,7 @@ def spend(bucket, now, rate, burst):
     return False
 
 
-def _positive(name, value):
+def _positive(name: str, value: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise SecurityConfigError(f"rate limit {name} = {value!r} must be a positive number")
     return value
@@ -63,7 +64,8 @@ class RateLimiter:
     ``rate-limited`` to the number of packets refused.
     """
 
-    def __init__(self, rate=10.0, burst=20, max_sources=4096, admit_rate=None, admit_burst=None):
+    def __init__(self, rate: float = 10.0, burst: float = 20, max_sources: int = 4096,
+                 admit_rate: float | None = None, admit_burst: float | None = None) -> None:
         self.rate = _positive("rate", rate)
         self.burst = _positive("burst", burst)
         if isinstance(max_sources, bool) or not isinstance(max_sources, int) or max_sources < 1:
@@ -76,28 +78,29 @@ class RateLimiter:
         self.admit_burst = _positive(
             "admit_burst", admit_burst if admit_burst is not None else max(1, max_sources // 4)
         )
-        self._buckets = OrderedDict()
-        self._pinned = {}
-        self._admit = None
+        self._buckets: OrderedDict[Hashable, _Bucket] = OrderedDict()
+        self._pinned: dict[Hashable, _Bucket] = {}
+        self._admit: _Bucket | None = None
         self.counters = dict.fromkeys(RATELIMIT_REASONS, 0)
 
-    def pin(self, source, now=0.0):
+    def pin(self, source: Hashable, now: float = 0.0) -> None:
         """Keep a bucket for ``source`` for good (a configured peer): never evicted, never
         subject to admission."""
         if source not in self._pinned:
-            self._pinned[source] = self._buckets.pop(source, None) or _Bucket(self.burst, now)
+            bucket = self._buckets.pop(source, None)
+            self._pinned[source] = bucket if bucket is not None else _Bucket(self.burst, now)
 
-    def unpin(self, source):
+    def unpin(self, source: Hashable) -> None:
         """Let ``source`` be treated like any other again."""
         self._pinned.pop(source, None)
 
-    def __len__(self):
+    def __len__(self) -> int:
         """How many sources are tracked (pinned ones included)."""
         return len(self._buckets) + len(self._pinned)
 
     _spend = staticmethod(spend)
 
-    def allow(self, source, now):
+    def allow(self, source: Hashable, now: float) -> bool:
         """Spend one token of ``source`` at time ``now``; False (and counted) when it has none."""
         bucket = self._pinned.get(source)
         if bucket is None:

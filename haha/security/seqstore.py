@@ -44,6 +44,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING
 
 from zope.interface import implementer
 
@@ -51,13 +54,20 @@ from ..interfaces import ICounterSource
 from .errors import SecurityConfigError
 from .esp import SEQ_MAX
 
+if TYPE_CHECKING:
+    from .sadb import SecurityAssociationDatabase
+
+#: ``reserve(seq) -> limit`` and ``advance(top) -> next threshold`` (haha.security.esp).
+Reserve = Callable[[int], int]
+Advance = Callable[[int], int]
+
 #: Entries that are not sequence numbers, and the largest value each may hold.
 _SPECIAL = {"epoch-generation": (1 << 40) - 1}
 
 DEFAULT_BLOCK = 1024
 
 
-def _name(direction, peer, spi):
+def _name(direction: str, peer: object, spi: int) -> str:
     return f"{direction} {peer} 0x{spi:08x}"
 
 
@@ -67,7 +77,8 @@ class SequenceStore:
     numbers are reserved at a time (outbound) and how far a top moves between writes
     (inbound)."""
 
-    def __init__(self, path, block=DEFAULT_BLOCK, floor=None):
+    def __init__(self, path: str | os.PathLike[str], block: int = DEFAULT_BLOCK,
+                 floor: Callable[[], int] | None = None) -> None:
         if isinstance(block, bool) or not isinstance(block, int) or not 1 <= block <= 1 << 24:
             raise SecurityConfigError(f"sequence block {block!r} is not in 1..16777216")
         self.path = os.fspath(path)
@@ -81,12 +92,12 @@ class SequenceStore:
         self.writes = 0
         #: ``write-failed``: writes that failed; ``failing``: 1 while the last write failed.
         self.counters = {"write-failed": 0, "failing": 0}
-        self.last_error = None
-        self.on_failure = None  # called with the OSError once per run of failed writes
-        self.on_recovery = None  # called when a write succeeds after failures
+        self.last_error: OSError | None = None
+        self.on_failure: Callable[[OSError], object] | None = None  # called with the OSError once per run of failed writes
+        self.on_recovery: Callable[[], object] | None = None  # called when a write succeeds after failures
         self._write = os.write  # the seam tests use to make the disk fail
 
-    def _load(self):
+    def _load(self) -> dict[str, int]:
         try:
             with open(self.path, encoding="ascii") as f:
                 data = json.load(f)
@@ -105,11 +116,11 @@ class SequenceStore:
                                       f"sequence number object; {self._way_forward()}")
         return data
 
-    def _way_forward(self):
+    def _way_forward(self) -> str:
         return (f"to start afresh safely run: python -m haha.security.seqstore reset "
                 f"{self.path} (docs/operations.md)")
 
-    def _save(self):
+    def _save(self) -> bool:
         """Write the file (module docstring); True when it is on disk, False when the write
         failed (counted, reported once, the previous file left as it was)."""
         if self._batch:
@@ -136,29 +147,29 @@ class SequenceStore:
         return True
 
     @property
-    def healthy(self):
+    def healthy(self) -> bool:
         """Whether the last write reached the disk."""
         return not self.counters["failing"]
 
-    def get(self, name, default=0):
+    def get(self, name: str, default: int = 0) -> int:
         """The value of entry ``name``."""
         return self._data.get(name, default)
 
-    def record(self, name, value):
+    def record(self, name: str, value: int) -> bool:
         """Set entry ``name`` and write; True when it is on disk."""
         self._data[name] = value
         return self._save()
 
-    def batch(self):
+    def batch(self) -> AbstractContextManager["SequenceStore"]:
         """A context manager holding writes back until it exits (one write for many SAs)."""
         store = self
 
         class _Batch:
-            def __enter__(self):
+            def __enter__(self) -> "SequenceStore":
                 store._batch += 1
                 return store
 
-            def __exit__(self, *exc):
+            def __exit__(self, *exc: object) -> None:
                 store._batch -= 1
                 if not store._batch and store._dirty:
                     store._save()
@@ -167,7 +178,7 @@ class SequenceStore:
 
     # -- outbound ---------------------------------------------------------------------------
 
-    def start_outbound(self, peer, spi):
+    def start_outbound(self, peer: object, spi: int) -> tuple[int, int, Reserve]:
         """``(seq, limit, reserve)`` for a new outbound SA object: the last number that may
         already have been sent, how far it may go before reserving again (this reservation is
         written now, or when the current batch ends) and the reservation callback."""
@@ -182,8 +193,8 @@ class SequenceStore:
         self._save()
         return used, limit, self._reserver(name)
 
-    def _reserver(self, name):
-        def reserve(seq):
+    def _reserver(self, name: str) -> Reserve:
+        def reserve(seq: int) -> int:
             # When the write fails the SA goes on from this in-memory reservation; the next
             # one tries the disk again (module docstring).
             limit = min(seq - 1 + self.block, SEQ_MAX)
@@ -195,14 +206,15 @@ class SequenceStore:
 
     # -- inbound ----------------------------------------------------------------------------
 
-    def start_inbound(self, peer, spi):
+    def start_inbound(self, peer: object, spi: int) -> tuple[int, Advance, int]:
         """``(floor, advance, save_at)`` for a new inbound SA object (see the module
         docstring)."""
         name = _name("in", peer, spi)
         floor = self._data.get(name, 0)
         return floor, self._advancer(name), floor + self.block
 
-    def start_inbound_epoch(self, peer, spi):
+    def start_inbound_epoch(self, peer: object, spi: int
+                            ) -> tuple[int | None, int, Advance | None, int | None]:
         """``(epoch, floor, advance, save_at)`` for a new epoch-keyed inbound SA: the latest
         epoch recorded for it (None when none is) and that epoch's window top."""
         prefix = _name("in", peer, spi) + " epoch "
@@ -214,7 +226,7 @@ class SequenceStore:
         return (epoch, floor, self._advancer(_epoch_name(peer, spi, epoch)),
                 floor + self.block)
 
-    def switch_inbound_epoch(self, peer, spi, epoch):
+    def switch_inbound_epoch(self, peer: object, spi: int, epoch: int) -> tuple[Advance, int]:
         """The peer began a new epoch: drop the entries of earlier ones, return
         ``(advance, save_at)`` for the new one (written once its top passes ``block``)."""
         prefix = _name("in", peer, spi) + " epoch "
@@ -225,15 +237,15 @@ class SequenceStore:
         self._save()
         return self._advancer(name), self.block
 
-    def _advancer(self, name):
-        def advance(top):
+    def _advancer(self, name: str) -> Advance:
+        def advance(top: int) -> int:
             self._data[name] = top
             self._save()
             return top + self.block
 
         return advance
 
-    def flush(self, sadb):
+    def flush(self, sadb: "SecurityAssociationDatabase") -> bool:
         """Write the current top of every inbound SA of ``sadb`` (at a clean stop); True when
         it reached the disk."""
         for row in sadb.describe():
@@ -247,7 +259,7 @@ class SequenceStore:
                     self._data[name] = row["top"]
         return self._save()
 
-    def forget(self, peer, spi):
+    def forget(self, peer: object, spi: int) -> None:
         """Remove both entries of an SA (before giving it new keys under the same SPI)."""
         for d in ("out", "in"):
             self._data.pop(_name(d, peer, spi), None)
@@ -258,7 +270,7 @@ class SequenceStore:
 TIME_FLOOR_ORIGIN = 1577836800
 
 
-def time_floor(wall):
+def time_floor(wall: float) -> int:
     """Where an outbound SA with no recorded sequence number starts, at Unix time ``wall``: one
     number per second since 2020 (capped at half the sequence space, reached in 2088).
 
@@ -270,11 +282,12 @@ def time_floor(wall):
     return min(max(int(wall) - TIME_FLOOR_ORIGIN, 0), SEQ_MAX // 2)
 
 
-def _epoch_name(peer, spi, epoch):
+def _epoch_name(peer: object, spi: int, epoch: int) -> str:
     return f"{_name('in', peer, spi)} epoch {epoch:016x}"
 
 
-def write_atomically(path, data, write=os.write):
+def write_atomically(path: str, data: bytes,
+                     write: Callable[[int, memoryview], int] = os.write) -> None:
     """Replace the file ``path`` by ``data``: written in full to ``path.tmp`` (mode 0600), fsynced,
     renamed over ``path``, directory fsynced. Raises OSError (the temporary file removed, ``path``
     untouched) when any step fails, including a write that makes no progress."""
@@ -307,7 +320,7 @@ def write_atomically(path, data, write=os.write):
         os.close(dfd)
 
 
-def reset(path, wall=None):
+def reset(path: str, wall: float | None = None) -> str | None:
     """Move a damaged (or any) sequence file aside and write a fresh one whose epoch
     generation is later than every earlier run's. Returns where the old file went (None when
     there was none)."""
@@ -333,7 +346,7 @@ def reset(path, wall=None):
     return aside
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     """``python -m haha.security.seqstore {check,reset} FILE``; returns an exit status."""
     p = argparse.ArgumentParser(prog="python -m haha.security.seqstore",
                                 description="haha ESP sequence files")

@@ -19,10 +19,14 @@ the holder's final numbers travel to the returning home agent in the BIUs that g
 bindings back, and it moves its own SAs past them.
 """
 
-from haha.wire.options import EspState
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv6Address
+
+from haha.core.effects import HoldAddress
+from haha.wire.options import BceInfo, EspState
 
 from . import keys as _keys
-from .sadb import MOBILE_NODE
+from .sadb import MOBILE_NODE, SecurityAssociationDatabase
 
 #: How far above its current outbound sequence number a home agent announces its high-water.
 MARGIN = 256
@@ -37,22 +41,23 @@ class TakeoverKeys:
     :class:`~haha.security.nodegroup.NodeSecrets` adds a node group's).
     """
 
-    def __init__(self, sadb, address, secrets):
+    def __init__(self, sadb: SecurityAssociationDatabase, address: IPv6Address,
+                 secrets: Mapping[IPv6Address, bytes]) -> None:
         self.sadb = sadb
         self.address = address
         self.secrets = secrets  # a Mapping; a node group's answers lookups, lists nobody
         #: (home address, local address) -> (outbound high-water, inbound top), as learned.
-        self.state = {}
+        self.state: dict[tuple[IPv6Address, IPv6Address], tuple[int, int]] = {}
         # (home address, local) -> numbers at release: sent with the node's BIUs from then on,
         # so whoever holds the address next (its owner, back) continues past them.
-        self._released = {}
+        self._released: dict[tuple[IPv6Address, IPv6Address], tuple[int, int]] = {}
         self.counters = {"esp-state-learned": 0, "esp-state-sent": 0, "sas-derived": 0}
 
     # -- what goes out in BIUs ---------------------------------------------------------------
 
-    def options(self, entries):
+    def options(self, entries: Iterable[BceInfo]) -> tuple[EspState, ...]:
         """The ESP State options for the BIU entries ``entries``."""
-        out = []
+        out: list[EspState] = []
         for bce in entries:
             hoa = bce.home_address
             for local, seq, top in self.sadb.state_of(hoa):
@@ -66,7 +71,7 @@ class TakeoverKeys:
 
     # -- what comes in ---------------------------------------------------------------------------
 
-    def learn(self, options):
+    def learn(self, options: Iterable[object]) -> None:
         """Merge the ESP State options of an authenticated BIU (highest numbers win); numbers
         for this home agent's own address move its own SAs past them (a hand-back)."""
         for o in options:
@@ -83,7 +88,7 @@ class TakeoverKeys:
 
     # -- holding and releasing an address ----------------------------------------------------
 
-    def hold(self, address):
+    def hold(self, address: IPv6Address) -> None:
         """Derive the SA pairs of ``address`` with the nodes its owner announced numbers for
         (the nodes it served: its BIUs carry them), continuing from those numbers. Nodes it
         never announced get nothing: without the numbers their replay window would drop what
@@ -102,7 +107,7 @@ class TakeoverKeys:
             self._released.pop((hoa, address), None)
             self.counters["sas-derived"] += 2
 
-    def release(self, address):
+    def release(self, address: IPv6Address) -> None:
         """Forget the SAs of ``address``, keeping their last numbers for the BIUs that hand the
         bindings back."""
         if address == self.address:
@@ -114,6 +119,8 @@ class TakeoverKeys:
                     self.state[(hoa, address)] = self._released[(hoa, address)]
         self.sadb.remove_local(address)
 
-    def apply(self, effect):
+    def apply(self, effect: HoldAddress) -> None:
         """Carry out the ESP side of a :class:`~haha.core.effects.HoldAddress`."""
-        (self.hold if effect.on else self.release)(effect.address)
+        address = effect.address
+        assert isinstance(address, IPv6Address)
+        (self.hold if effect.on else self.release)(address)

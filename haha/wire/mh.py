@@ -47,6 +47,7 @@ from .options import (
     encode_options,
 )
 from ._fast import maker
+from .status import BindingAckStatus, BindingErrorStatus, BindingInfoAckStatus
 
 # Binding Update flags (IANA "Binding Update Flags"; RFC 6275 6.1.7, RFC 3963 4.1, ...).
 BU_A = 0x8000  # Acknowledge
@@ -67,56 +68,35 @@ BA_P = 0x20
 BA_T = 0x10
 BA_B = 0x08
 
-# Binding Acknowledgement status (RFC 6275 6.1.8, RFC 3963 4.2).
-BA_ACCEPTED = 0
-BA_ACCEPTED_PREFIX_DISCOVERY = 1
-BA_UNSPECIFIED = 128
-BA_PROHIBITED = 129
-BA_INSUFFICIENT_RESOURCES = 130
-BA_HOME_REG_NOT_SUPPORTED = 131
-BA_NOT_HOME_SUBNET = 132
-BA_NOT_HOME_AGENT = 133
-BA_DAD_FAILED = 134
-BA_SEQUENCE_OUT_OF_WINDOW = 135
-BA_EXPIRED_HOME_NONCE = 136
-BA_EXPIRED_CARE_OF_NONCE = 137
-BA_EXPIRED_NONCES = 138
-BA_REG_TYPE_CHANGE = 139
-BA_MR_NOT_PERMITTED = 140  # NEMO: Mobile Router Operation not permitted
-BA_INVALID_PREFIX = 141  # NEMO: Invalid Prefix
-BA_PREFIX_NOT_AUTHORIZED = 142  # NEMO: Not Authorized for Prefix
-BA_FORWARDING_SETUP_FAILED = 143  # NEMO: Forwarding Setup failed
+# Status codes: aliases of the members of haha.wire.status, where they are defined.
+BA_ACCEPTED = BindingAckStatus.ACCEPTED
+BA_ACCEPTED_PREFIX_DISCOVERY = BindingAckStatus.ACCEPTED_PREFIX_DISCOVERY
+BA_UNSPECIFIED = BindingAckStatus.UNSPECIFIED
+BA_PROHIBITED = BindingAckStatus.PROHIBITED
+BA_INSUFFICIENT_RESOURCES = BindingAckStatus.INSUFFICIENT_RESOURCES
+BA_HOME_REG_NOT_SUPPORTED = BindingAckStatus.HOME_REG_NOT_SUPPORTED
+BA_NOT_HOME_SUBNET = BindingAckStatus.NOT_HOME_SUBNET
+BA_NOT_HOME_AGENT = BindingAckStatus.NOT_HOME_AGENT
+BA_DAD_FAILED = BindingAckStatus.DAD_FAILED
+BA_SEQUENCE_OUT_OF_WINDOW = BindingAckStatus.SEQUENCE_OUT_OF_WINDOW
+BA_EXPIRED_HOME_NONCE = BindingAckStatus.EXPIRED_HOME_NONCE
+BA_EXPIRED_CARE_OF_NONCE = BindingAckStatus.EXPIRED_CARE_OF_NONCE
+BA_EXPIRED_NONCES = BindingAckStatus.EXPIRED_NONCES
+BA_REG_TYPE_CHANGE = BindingAckStatus.REG_TYPE_CHANGE
+BA_MR_NOT_PERMITTED = BindingAckStatus.MR_NOT_PERMITTED
+BA_INVALID_PREFIX = BindingAckStatus.INVALID_PREFIX
+BA_PREFIX_NOT_AUTHORIZED = BindingAckStatus.PREFIX_NOT_AUTHORIZED
+BA_FORWARDING_SETUP_FAILED = BindingAckStatus.FORWARDING_SETUP_FAILED
 
-BA_STATUS_NAMES = {
-    0: "accepted",
-    1: "accepted, prefix discovery necessary",
-    128: "reason unspecified",
-    129: "administratively prohibited",
-    130: "insufficient resources",
-    131: "home registration not supported",
-    132: "not home subnet",
-    133: "not home agent for this mobile node",
-    134: "duplicate address detection failed",
-    135: "sequence number out of window",
-    136: "expired home nonce index",
-    137: "expired care-of nonce index",
-    138: "expired nonces",
-    139: "registration type change disallowed",
-    140: "mobile router operation not permitted",
-    141: "invalid prefix",
-    142: "not authorized for prefix",
-    143: "forwarding setup failed",
-}
+BA_STATUS_NAMES = {s.value: s.description for s in BindingAckStatus}
 
-# Binding Error status (RFC 6275 6.1.9).
-BE_UNKNOWN_HAO_BINDING = 1
-BE_UNKNOWN_MH_TYPE = 2
+BE_UNKNOWN_HAO_BINDING = BindingErrorStatus.UNKNOWN_HAO_BINDING
+BE_UNKNOWN_MH_TYPE = BindingErrorStatus.UNKNOWN_MH_TYPE
 
-# Binding Information Acknowledgement status (draft 4.1.4; >= 128 rejects).
-BIA_SYNCHRONISED = 0
-BIA_REJECTED = 128
-BIA_REJECTED_OLDER = 129  # extension: the sender's entry is older than ours (docs/protocol.md 6.4)
-BIA_REJECTED_NOT_AUTHORISED = 130  # extension: the entry is outside what the sender may claim
+BIA_SYNCHRONISED = BindingInfoAckStatus.SYNCHRONISED
+BIA_REJECTED = BindingInfoAckStatus.REJECTED
+BIA_REJECTED_OLDER = BindingInfoAckStatus.REJECTED_OLDER
+BIA_REJECTED_NOT_AUTHORISED = BindingInfoAckStatus.REJECTED_NOT_AUTHORISED
 
 _HDR = struct.Struct("!BBBBH")
 _BU = struct.Struct("!HHH")

@@ -1,0 +1,21 @@
+"""Type names for what the machines return: :data:`Effect` is any record of
+:mod:`haha.core.effects`, :data:`Effects` the list a machine appends them to."""
+
+from typing import Union
+
+from .effects import (
+    AdvertisePrefix,
+    Event,
+    HoldAddress,
+    InstallRoute,
+    ProxyNd,
+    RemoveRoute,
+    Send,
+    SendIcmp,
+    TunnelDown,
+    TunnelUp,
+)
+
+Effect = Union[Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, HoldAddress,
+               TunnelUp, TunnelDown, Event]
+Effects = list[Effect]

@@ -1,0 +1,153 @@
+"""Event names are defined once (haha.core.events), documented once (docs/core.md, "Events"),
+and the two agree with what the code emits: every documented event is emitted somewhere in
+haha/, every emitted event is documented, each at the documented level."""
+
+import ast
+import json
+import os
+import re
+
+from haha.core.effects import Event
+from haha.core.events import INFO_EVENTS, EventName, Level, level_of
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOC = os.path.join(ROOT, "docs", "core.md")
+ROW = re.compile(r"^\| `([a-z0-9-]+)` \| (debug|info) \|")
+
+
+def documented():
+    """{name: level} from the table of docs/core.md's "Events" section."""
+    with open(DOC) as f:
+        text = f.read()
+    section = text.split("\n## Events\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        m = ROW.match(line)
+        if m:
+            assert m.group(1) not in rows, f"{m.group(1)} documented twice"
+            rows[m.group(1)] = m.group(2)
+    return rows
+
+
+def emitted_in(source):
+    """The event names ``source`` passes as first argument to ``Event(...)``: string literals
+    as themselves, ``EventName.X`` members as their value; anything else as ``<dynamic>``."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id == "Event" and node.args):
+            continue
+        arg = node.args[0]
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            names.add(arg.value)
+        elif (isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name)
+              and arg.value.id == "EventName"):
+            names.add(EventName[arg.attr].value)
+        else:
+            names.add("<dynamic>")
+    return names
+
+
+def emitted():
+    """{name: [files]} for every event emitted in haha/."""
+    found = {}
+    for top, dirs, files in os.walk(os.path.join(ROOT, "haha")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(top, name)
+                with open(path) as f:
+                    for event in emitted_in(f.read()):
+                        found.setdefault(event, []).append(os.path.relpath(path, ROOT))
+    return found
+
+
+def test_every_documented_event_is_emitted():
+    """Each name in the documentation's table is emitted by some ``Event(...)`` in haha/."""
+    missing = sorted(set(documented()) - set(emitted()))
+    assert missing == []
+
+
+def test_every_emitted_event_is_documented_and_defined():
+    """Each ``Event(...)`` in haha/ names a documented event that EventName defines, by a
+    literal or a member (never a computed name the check could not see)."""
+    found = emitted()
+    unknown = {name: files for name, files in found.items() if name not in documented()}
+    assert unknown == {}
+    assert {name for name in found if name not in {e.value for e in EventName}} == set()
+
+
+def test_the_documentation_and_the_enum_agree():
+    """The table lists exactly EventName's members, each at the level the enum gives it."""
+    assert documented() == {e.value: e.level.value for e in EventName}
+
+
+def test_the_drifted_names_are_gone():
+    """``switched`` (logged at info, never emitted) and ``copy-deleted`` (documented, never
+    emitted) are neither defined nor documented: a mobile node's switch is ``switch-received``
+    then ``registered``; a copy that goes is ``binding-deleted``/``binding-expired`` with
+    ``primary`` false."""
+    for name in ("switched", "copy-deleted"):
+        assert name not in {e.value for e in EventName}
+        assert name not in documented()
+        assert name not in INFO_EVENTS
+    assert EventName.SWITCH_RECEIVED.level is Level.INFO
+
+
+def test_the_scan_sees_literals_members_and_computed_names():
+    """The source scan used above finds a literal, a member, and flags a computed name."""
+    source = ("out.append(Event('peer-up', peer=p))\n"
+              "out.append(Event(EventName.TAKE_OVER, count=1))\n"
+              "out.append(Event(name))\n"
+              "threading.Event()\n")
+    assert emitted_in(source) == {"peer-up", "take-over", "<dynamic>"}
+
+
+def test_members_are_their_names():
+    """A member equals, hashes, formats and serialises as its string, so emitters, counters,
+    observers comparing ``event.name == "..."`` and JSON log consumers see no difference
+    between ``Event("peer-up")`` and ``Event(EventName.PEER_UP)``."""
+    member = EventName.PEER_UP
+    assert member == "peer-up" and hash(member) == hash("peer-up")
+    assert f"{member}" == "peer-up" and str(member) == "peer-up"
+    assert "event." + member == "event.peer-up"
+    assert json.dumps({"event": member}) == '{"event": "peer-up"}'
+    assert Event(member, peer=1) == Event("peer-up", peer=1)
+    assert hash(Event(member, peer=1)) == hash(Event("peer-up", peer=1))
+    assert {Event(member).name: 1}["peer-up"] == 1
+
+
+def test_levels():
+    """INFO_EVENTS holds exactly the info-level members (as plain strings); level_of answers
+    for any name, an unknown one (an embedder's own event) at debug."""
+    assert INFO_EVENTS == {e.value for e in EventName if e.level is Level.INFO}
+    assert all(type(name) is str for name in INFO_EVENTS)
+    assert "binding-created" in INFO_EVENTS and "binding-updated" not in INFO_EVENTS
+    assert level_of("peer-down") is Level.INFO
+    assert level_of("copy-created") is Level.DEBUG
+    assert level_of("my-own-event") is Level.DEBUG
+
+
+def test_the_adapter_logs_every_event_at_its_level():
+    """The Twisted adapter takes its levels from EventName: at level info, exactly the
+    info-level members are published (at info), each counted and observed either way."""
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    from haha import logging as hlog
+    from haha.protocol import Adapter
+
+    published = []
+    globalLogPublisher.addObserver(published.append)
+    try:
+        hlog.configure("info")
+        a = Adapter(machine=None, transport=None, clock=None, profile=None, policy=None)
+        a.log = hlog.logger("haha.test-events")
+        for member in EventName:
+            a.event(Event(member))
+    finally:
+        globalLogPublisher.removeObserver(published.append)
+        hlog.configure("info")
+    logged = {e["event"]: e["log_level"] for e in published
+              if e.get("log_namespace") == "haha.test-events"}
+    assert logged == {name: LogLevel.info for name in INFO_EVENTS}
+    assert all(a.counters[f"event.{member}"] == 1 for member in EventName)
