@@ -174,7 +174,7 @@ class Peering:
                 ha.sync.request(address, None, now, out)
         elif result == halist.NEW:
             ha.sync.add_peer(address)
-            e = ha.peers.get(address)
+            e = ha.peers.entry(address)
             ha.takeover.peer_seen(address, e.home_agent)
             out.append(Event("peer-up", peer=address, home_agent=e.home_agent,
                              preference=e.preference, via=e.source))
@@ -193,7 +193,7 @@ class Peering:
         elif result == halist.DELETED:
             self.down(address, "lifetime-zero", now, out)
         elif result == halist.UPDATED:
-            e = ha.peers.get(address)
+            e = ha.peers.entry(address)
             ha.takeover.peer_seen(address, e.home_agent)
             out.append(Event("peer-changed", peer=address, preference=e.preference,
                              lifetime=e.lifetime))

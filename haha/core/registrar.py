@@ -67,6 +67,7 @@ class Registrar:
         if action == registration.REGISTER:
             self.register(hoa, care_of, bu, v, inb.dst, held, now, out)
         elif action == registration.DEREGISTER:
+            assert held is not None  # examine() deregisters only a binding the cache holds
             self.deregister(held, now, out, "deregistered")
             ha.counters["bu-deregistered"] += 1
         elif action == registration.DUPLICATE:

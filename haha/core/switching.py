@@ -181,7 +181,7 @@ def drain_target(ha: "HomeAgent") -> Any:
         switching = ha.switching
         address = others[switching.drain_cursor % len(others)]
         switching.drain_cursor += 1
-    return ha.peers.get(address).home_agent
+    return ha.peers.entry(address).home_agent
 
 
 def take_over(ha: "HomeAgent", address: Any, now: float, out: List[Any]) -> None:
