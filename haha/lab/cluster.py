@@ -50,7 +50,8 @@ def twistd_command() -> list[str]:
 class Node:
     """One daemon of the cluster: its name, configuration file, control socket, process."""
 
-    def __init__(self, name: str, kind: str, address: str, port: int, directory: str) -> None:
+    def __init__(self, name: str, kind: str, address: str, port: Optional[int],
+                 directory: str) -> None:
         self.name = name
         self.kind = kind  # "haha" or "haha-mn"
         self.address = address
