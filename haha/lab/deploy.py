@@ -46,7 +46,7 @@ import os
 import shutil
 from collections.abc import Sequence
 from ipaddress import IPv6Address, IPv6Network
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..security.keys import generate_key_file
 from .cluster import DaemonGroup, Node, twistd_command
