@@ -44,9 +44,9 @@ from .icmperror import GlobalBudget, parameter_problem
 from .security.errors import SecurityError
 from .security.sadb import MOBILE_NODE
 from .wire.errors import WireError
-from .wire.icmpv6 import decode_icmpv6, encode_icmpv6
+from .wire.icmpv6 import IcmpMessage, UnknownIcmp, decode_icmpv6, encode_icmpv6
 from .wire.ipv6 import ParameterProblem, build_packet, parse_packet
-from .wire.mh import BindingInfoUpdate, decode_mh, encode_mh, mh_type_of
+from .wire.mh import BindingInfoUpdate, MhMessage, decode_mh, encode_mh, mh_type_of
 from .wire.numbers import (
     ICMP6_ROUTER_ADVERT,
     IPPROTO_ESP,
@@ -288,13 +288,14 @@ class Endpoint:
             if nh == IPPROTO_NONE:
                 return self._drop("esp-dummy")
         source, destination = packet.source, packet.destination
+        message: MhMessage | IcmpMessage
         try:
             if nh == IPPROTO_MH:
                 message = decode_mh(payload, source, destination, self.profile)
                 mtype = mh_type_of(message, self.profile)
             elif nh == IPPROTO_ICMPV6:
                 message = decode_icmpv6(payload, source, destination)
-                mtype = message.TYPE if hasattr(message, "TYPE") else message.type
+                mtype = message.type if isinstance(message, UnknownIcmp) else message.TYPE
             else:
                 return self._drop("unexpected-next-header", next_header=nh)
         except WireError as e:
@@ -366,13 +367,14 @@ class Endpoint:
         """Drop a packet RFC 8200 refuses, answering it when RFC 4443 2.4 allows and the
         global budget has room (:mod:`haha.icmperror`)."""
         self._drop(error.counter, detail=error.detail)
-        answer, why = parameter_problem(data, error, self.error_source)
-        if answer is None:
-            self.counters["parameter-problem-not-sent." + why] += 1
+        verdict = parameter_problem(data, error, self.error_source)
+        if verdict[0] is None:
+            self.counters["parameter-problem-not-sent." + verdict[1]] += 1
         elif not self.error_budget.allow(self._now):
             self.counters["parameter-problem-not-sent.rate-limited"] += 1
         else:
-            self.send_icmp(SendIcmp(answer[2], answer[0], answer[1]))
+            src, dst, answer = verdict[0]
+            self.send_icmp(SendIcmp(answer, src, dst))
 
     def error_source(self, destination: IPv6Address) -> Optional[IPv6Address]:
         """The address an ICMPv6 error about a packet sent to ``destination`` leaves from:

@@ -21,11 +21,12 @@ import os
 import random
 import time
 from ipaddress import IPv6Address
-from typing import Any, Callable, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, Union
 
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet import defer
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from . import notices, startup
@@ -67,6 +68,11 @@ from .security.policy import SecurityPolicy
 from .security.sadb import SecurityAssociationDatabase
 from .statedir import ensure_directory, unix_socket_path
 from .transports import anycast_membership, build_transport
+
+if TYPE_CHECKING:
+    from .backends.common import Ownership
+    from .backends.tun import MobileTunnel
+    from .security.seqstore import SequenceStore
 
 log = logger("haha.service")
 
@@ -119,7 +125,7 @@ def _join_anycast(config: HomeAgentConfig, transport: Any) -> tuple[IPv6Address,
     return address, interface
 
 
-def kernel_state_path(config):
+def kernel_state_path(config: HomeAgentConfig) -> str | None:
     """Where a home agent keeps the record of what it installed in the kernel
     (:class:`haha.backends.common.StateFile`): beside the ESP sequence file, with the extension
     ``.state`` (``ha1.seq`` -> ``ha1.state``); in lab mode, without a sequence file, beside the
@@ -130,7 +136,7 @@ def kernel_state_path(config):
     return os.path.splitext(base)[0] + ".state"
 
 
-def backend_ownership(config):
+def backend_ownership(config: HomeAgentConfig) -> Ownership:
     """The :class:`haha.backends.common.Ownership` of a home agent: what a run of this daemon
     may leave in the kernel (proxy entries on the home interface for its home prefix, the
     prefix's route, tunnels from its addresses) and its state file (docs/io.md, "State left
@@ -196,8 +202,15 @@ def _warn_if_insecure(policy: SecurityPolicy) -> None:
 class HomeAgentService(MultiService):
     """A home agent as a Twisted service (module docstring)."""
 
-    def __init__(self, config, machine, adapter, backend, discovery, transport, reactor,
-                 sadb=None):
+    log: Logger  # set by _start_services, with the daemon's address
+    metrics: ServiceMetrics
+
+    def __init__(self, config: HomeAgentConfig, machine: HomeAgent, adapter: HomeAgentAdapter,
+                 backend: Any, discovery: Any, transport: Any, reactor: Any,
+                 sadb: Any = None) -> None:
+        # backend, discovery, transport: what plugins and embedders provide (IForwardingBackend,
+        # IPeerDiscovery, IMobilityTransport, checked with providedBy where optional);
+        # sadb: ISecurityAssociations (user-space or kernel ESP), None in lab mode.
         super().__init__()
         self.setName(f"haha {config.address}")  # two home agents in one MultiService
         self.config = config
@@ -208,11 +221,12 @@ class HomeAgentService(MultiService):
         self.transport = transport
         self.reactor = reactor
         self.sadb = sadb
-        self.started_at = None
-        self._drained = None
+        self.started_at: Optional[float] = None
+        self._drained: Optional[defer.Deferred[None]] = None
         self._log_throttle = LogThrottle()
-        self.anycast = None  # (address, interface) joined at start, when the transport can
-        self.advertiser = None
+        # (address, interface) joined at start, when the transport can
+        self.anycast: Optional[tuple[IPv6Address, str]] = None
+        self.advertiser: Optional[HomeLinkAdvertiser] = None
         if config.router_advertisements and config.home_interface and \
                 config.transport.kind == "raw":
             self.advertiser = HomeLinkAdvertiser(
@@ -226,8 +240,10 @@ class HomeAgentService(MultiService):
 
     @classmethod
     @startup.translated
-    def build(cls, config, reactor=None, backend=None, discovery=None, transport=None,
-              sadb=None, rng=None, backend_factory=None):
+    def build(cls, config: HomeAgentConfig, reactor: Any = None, backend: Any = None,
+              discovery: Any = None, transport: Any = None, sadb: Any = None,
+              rng: Optional[random.Random] = None,
+              backend_factory: Optional[Callable[[Any], Any]] = None) -> HomeAgentService:
         """Everything from ``config``; each keyword replaces what the configuration would
         build (``sadb`` is ignored in lab mode). ``backend`` is used as it is;
         ``backend_factory`` (a callable taking a :class:`haha.backends.context.BackendContext`,
@@ -273,7 +289,7 @@ class HomeAgentService(MultiService):
     # -- service ----------------------------------------------------------------------------
 
     @startup.translated
-    def startService(self):  # noqa: N802 - Twisted hook
+    def startService(self) -> None:  # noqa: N802 - Twisted hook
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
         try:
@@ -295,7 +311,7 @@ class HomeAgentService(MultiService):
         super().startService()
 
     @defer.inlineCallbacks
-    def stopService(self):  # noqa: N802 - Twisted hook
+    def stopService(self) -> Generator[Any, Any, None]:  # noqa: N802 - Twisted hook
         # The control socket and metrics (child services) stay up while the node drains.
         if self.config.drain_on_stop and self.machine.cache.primary_count and \
                 self.machine.serving:
@@ -330,7 +346,7 @@ class HomeAgentService(MultiService):
 
     # -- IPeerListener ----------------------------------------------------------------------
 
-    def peer_appeared(self, address, source):
+    def peer_appeared(self, address: IPv6Address, source: str) -> None:
         if self.sadb is not None and not self.sadb.has_peer(address):
             self.adapter.counters["peer-refused.no-key"] += 1
             # Discovery is unauthenticated: one line per source per minute, the rest counted.
@@ -342,7 +358,7 @@ class HomeAgentService(MultiService):
             return
         self.adapter.call(self.machine.add_peer, address, self.reactor.seconds(), source)
 
-    def peer_disappeared(self, address, source):
+    def peer_disappeared(self, address: IPv6Address, source: str) -> None:
         self.adapter.call(self.machine.remove_peer, address, self.reactor.seconds(), source)
 
     # -- IControllable ----------------------------------------------------------------------
@@ -441,7 +457,12 @@ class HomeAgentService(MultiService):
 class MobileNodeService(MultiService):
     """A mobile node or mobile router as a Twisted service."""
 
-    def __init__(self, config, machine, adapter, tunnel, transport, reactor):
+    log: Logger  # set by _start_services, with the daemon's address
+    metrics: ServiceMetrics
+
+    def __init__(self, config: MobileNodeConfig, machine: MobileNode, adapter: MobileNodeAdapter,
+                 tunnel: Any, transport: Any, reactor: Any) -> None:
+        # tunnel: an IMobileTunnel (None with the null backend); transport: IMobilityTransport
         super().__init__()
         self.setName(f"haha-mn {config.home_address}")
         self.config = config
@@ -450,7 +471,7 @@ class MobileNodeService(MultiService):
         self.tunnel = tunnel
         self.transport = transport
         self.reactor = reactor
-        self.started_at = None
+        self.started_at: Optional[float] = None
         # with the raw transport the care-of address must be ours (haha.notices)
         self.care_of_watch = notices.CareOfWatch(reactor, machine, interface=config.interface) \
             if config.transport.kind == "raw" else None
@@ -461,8 +482,9 @@ class MobileNodeService(MultiService):
 
     @classmethod
     @startup.translated
-    def build(cls, config, reactor=None, tunnel=None, transport=None, sadb=None, rng=None,
-              keyring=None):
+    def build(cls, config: MobileNodeConfig, reactor: Any = None, tunnel: Any = None,
+              transport: Any = None, sadb: Any = None, rng: Optional[random.Random] = None,
+              keyring: Optional[NodeKeyring] = None) -> MobileNodeService:
         if reactor is None:
             from twisted.internet import reactor
         startup.check_mobile_node(config, transport=transport is None, tunnel=tunnel is None)
@@ -481,7 +503,7 @@ class MobileNodeService(MultiService):
         return cls(config, machine, adapter, tunnel, transport, reactor)
 
     @startup.translated
-    def startService(self):  # noqa: N802 - Twisted hook
+    def startService(self) -> None:  # noqa: N802 - Twisted hook
         _warn_if_insecure(self.adapter.policy)
         self.adapter.start_transport()
         if IStartStop.providedBy(self.tunnel):
@@ -499,7 +521,7 @@ class MobileNodeService(MultiService):
         super().startService()
 
     @defer.inlineCallbacks
-    def stopService(self):  # noqa: N802 - Twisted hook
+    def stopService(self) -> Generator[Any, Any, None]:  # noqa: N802 - Twisted hook
         yield super().stopService()
         if self.care_of_watch is not None:
             self.care_of_watch.stop()
@@ -518,7 +540,7 @@ class MobileNodeService(MultiService):
             yield defer.maybeDeferred(self.tunnel.stop)
         yield defer.maybeDeferred(self.transport.stop)
 
-    def move(self, care_of):
+    def move(self, care_of: IPv6Address) -> None:
         """Movement detection found ``care_of`` (embedders call this)."""
         self.adapter.call(self.machine.move, care_of, self.reactor.seconds())
         if self.care_of_watch is not None and self.running:
@@ -561,7 +583,7 @@ class MobileNodeService(MultiService):
                 c[f"sequencestore.{k}"] = v
         return c
 
-    def command(self, name, arguments):
+    def command(self, name: str, arguments: dict[str, str]) -> Any:
         if name == "move":
             try:
                 coa = parse_address(arguments["care-of"])
@@ -575,12 +597,14 @@ class MobileNodeService(MultiService):
         raise ValueError(f"unknown command {name!r}; known: move, home")
 
 
-def _kept_sequences(sadb):
+def _kept_sequences(sadb: Any) -> Optional[SequenceStore]:
     """The ESP sequence store of ``sadb`` when it keeps one, else None."""
     return sadb.sequence_store if ISequencePersistence.providedBy(sadb) else None
 
 
-def _mobile_tunnel(config, reactor, transport):
+def _mobile_tunnel(config: MobileNodeConfig, reactor: Any,
+                   transport: Any) -> Optional[MobileTunnel]:
+    """The mobile node's tunnel from its ``[backend]`` (``tun``), None with ``null``."""
     if config.backend.name == "null":
         config.backend.options.check_unused()
         return None

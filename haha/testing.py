@@ -369,7 +369,7 @@ class Network:
                                           self._limiter(m.settings.peers), node_group=group,
                                           contain_failures=False)
         node.endpoint.on_drop = self._dropped
-        if self.secured and m.settings.address_takeover:
+        if sadb is not None and m.settings.address_takeover:  # secured
             node.endpoint.takeover_keys = TakeoverKeys(sadb, m.address, NodeSecrets({}, group))
 
     def _mobile_node_endpoint(self, node: MobileNodeNode) -> None:

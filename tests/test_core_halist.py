@@ -3,6 +3,8 @@
 
 from ipaddress import IPv6Address as A
 
+import pytest
+
 from haha.core import halist
 from haha.core.halist import HomeAgentList
 from haha.wire.mh import HaHello
@@ -80,3 +82,21 @@ def test_expiry_and_ranking():
     assert [e.address for e in hl.pop_expired(30.0)] == [P3]
     assert len(hl) == 2 and hl.next_expiry() == 40.0
     assert "2001:db8:1::2" in repr(hl.get(P2))
+
+
+def test_the_list_is_a_collection_of_peer_addresses():
+    """Iterating the list gives the live peers' signalling addresses (what the address
+    take-over's ``Collection[IPv6Address]`` parameters are given), and ``entry`` returns a live
+    peer's entry where ``get`` may answer None; a peer that is not live is a KeyError there."""
+    from collections.abc import Collection
+
+    hl = HomeAgentList()
+    assert list(hl) == [] and isinstance(hl, Collection)
+    hl.hello(P2, hello(1), 0.0)
+    hl.hello(P3, hello(1, address=P3), 0.0)
+    assert sorted(hl) == [P2, P3] and len(hl) == 2 and P3 in hl
+    assert hl.entry(P3) is hl.get(P3) and hl.entry(P3).home_agent == P3
+    hl.hello(P3, hello(2, lifetime=0, address=P3), 1.0)
+    assert list(hl) == [P2] and hl.get(P3) is None
+    with pytest.raises(KeyError):
+        hl.entry(P3)

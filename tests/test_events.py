@@ -77,6 +77,39 @@ def test_every_emitted_event_is_documented_and_defined():
     assert {name for name in found if name not in {e.value for e in EventName}} == set()
 
 
+def literal_emitters(source):
+    """``(line, name)`` of each ``Event(...)`` in ``source`` whose name is a string literal."""
+    return [(node.lineno, node.args[0].value) for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == "Event" and node.args
+            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)]
+
+
+def test_emitters_name_events_by_member():
+    """Event names are written once, in EventName: every ``Event(...)`` in haha/ names a
+    member, never a string literal (a literal bypasses the type checker and the enum)."""
+    found = []
+    for top, dirs, files in os.walk(os.path.join(ROOT, "haha")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                path = os.path.join(top, name)
+                with open(path) as f:
+                    found += [(os.path.relpath(path, ROOT), line, event)
+                              for line, event in literal_emitters(f.read())]
+    assert found == []
+
+
+def test_the_literal_scan_finds_literals_only():
+    """The scan used above reports a literal name with its line, and neither a member nor
+    another class's call."""
+    source = ("out.append(Event(EventName.PEER_UP, peer=p))\n"
+              "out.append(Event('peer-down', peer=p))\n"
+              "threading.Event()\n"
+              "Other('peer-up')\n")
+    assert literal_emitters(source) == [(2, "peer-down")]
+
+
 def test_the_documentation_and_the_enum_agree():
     """The table lists exactly EventName's members, each at the level the enum gives it."""
     assert documented() == {e.value: e.level.value for e in EventName}

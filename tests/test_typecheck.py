@@ -80,3 +80,29 @@ def test_strict_modules_are_fully_typed(tmp_path):
     r = mypy(tmp_path, "--follow-imports=silent", "--disallow-untyped-defs",
              "--disallow-incomplete-defs", *args)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+#: Modules of haha/ not yet fully typed. The list only shrinks: a module typed later moves to
+#: setup.cfg's strict list (and out of here), and a new module starts out typed.
+NOT_YET_TYPED = {"haha.lab.load"}
+
+
+def package_modules():
+    """Every module of haha/ by dotted name (a package by its own name)."""
+    out = set()
+    for top, dirs, files in os.walk(os.path.join(ROOT, "haha")):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        for name in files:
+            if name.endswith(".py"):
+                rel = os.path.relpath(os.path.join(top, name), ROOT)[:-3].replace(os.sep, ".")
+                out.add(rel[:-len(".__init__")] if rel.endswith(".__init__") else rel)
+    return out
+
+
+def test_every_module_is_fully_typed_but_the_listed_few():
+    """setup.cfg lists every module of haha/ as fully typed except NOT_YET_TYPED, and none of
+    those is listed (so the exception list cannot outlive the typing it waits for)."""
+    modules, strict = package_modules(), set(strict_modules())
+    assert "haha.core.homeagent" in modules and "haha" in modules
+    assert modules - strict == NOT_YET_TYPED
+    assert not NOT_YET_TYPED & strict

@@ -34,7 +34,8 @@ from __future__ import annotations
 import struct
 from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
-from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterable, Optional, Set, Tuple
+from typing import (TYPE_CHECKING, Any, Callable, Dict, FrozenSet, Iterable, Optional, Set,
+                    Tuple, Union)
 
 from zope.interface import implementer
 
@@ -57,7 +58,12 @@ from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
 
 if TYPE_CHECKING:
+    from ..core.duties import ForwardingRoute
+    from ..wire.ipv6 import Packet
     from .context import BackendContext
+
+#: A packet or part of one as the data path handles it (slices are memoryviews, uncopied).
+_Bytes = Union[bytes, bytearray, memoryview]
 #: Tunnel MTU default: a 1500-octet link minus the 40-octet outer header (RFC 2473 7).
 DEFAULT_MTU = 1460
 DEFAULT_HOP_LIMIT = 64
@@ -70,22 +76,23 @@ _VERSION_6 = 0x60000000
 FAST_CACHE_SIZE = 4096
 
 
-def _inner(packet):
+def _inner(packet: _Bytes) -> Optional[Tuple[IPv6Address, IPv6Address]]:
     """``(src, dst)`` of an inner IPv6 packet, or None when it is not one."""
     if len(packet) < 40 or packet[0] >> 4 != 6:
         return None
     return IPv6Address(bytes(packet[8:24])), IPv6Address(bytes(packet[24:40]))
 
 
-def _in_any(address, prefixes):
+def _in_any(address: IPv6Address, prefixes: Iterable[IPv6Network]) -> bool:
     return any(address in p for p in prefixes)
 
 
 class _Base(LinkDuties):
     log = class_logger()
 
-    def __init__(self, reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
-                 ownership=None, log=None):
+    def __init__(self, reactor: Any, transport: Any, tun_name: str, mtu: int, hop_limit: int,
+                 netlink: Any, system: Any, tun: Optional[TunDevice],
+                 ownership: Optional[Ownership] = None, log: Any = None) -> None:
         if not 1 <= hop_limit <= 255:
             raise ValueError(f"tunnel hop limit {hop_limit} out of range 1-255")
         if not 1280 <= mtu <= 65535:
@@ -96,7 +103,7 @@ class _Base(LinkDuties):
         self._netlink = netlink
         self.mtu = mtu
         self.hop_limit = hop_limit
-        self.counters = Counter()
+        self.counters: Counter[str] = Counter()
         self.running = False
         self.router_flag = False
         self._init_link_duties(ownership, log)
@@ -108,7 +115,15 @@ class _Base(LinkDuties):
     #: segmentation plus one read per packet (docs/io.md, "Offloads").
     tun_offload = False
 
-    def _start_tun(self):
+    def _from_tun(self, packet: bytes) -> None:
+        """A packet the kernel routed into the TUN (each subclass's own)."""
+        raise NotImplementedError
+
+    def decapsulate(self, packet: bytes) -> bool:
+        """An inbound IPv6-in-IPv6 packet (each subclass's own)."""
+        raise NotImplementedError
+
+    def _start_tun(self) -> None:
         self._fast_reset()
         if self.tun_offload:
             self.tun.start(self._from_tun, offload=True)
@@ -122,17 +137,17 @@ class _Base(LinkDuties):
             self.tun.stop()
             raise
 
-    def _tunnel_hook(self, receiver):
+    def _tunnel_hook(self, receiver: Optional[Callable[[bytes], bool]]) -> None:
         """Let the transport hand tunnelled packets straight to ``receiver`` (our
         ``decapsulate``; None: to the daemon again), when it can
         (:meth:`haha.io.raw.RawTransport.set_tunnel_receiver`)."""
         if ITunnelFastPath.providedBy(self.transport):
             self.transport.set_tunnel_receiver(receiver)
 
-    def _encapsulate(self, inner, src, dst):
+    def _encapsulate(self, inner: _Bytes, src: IPv6Address, dst: IPv6Address) -> None:
         self._send_tunnelled(inner, src.packed + dst.packed)
 
-    def _send_tunnelled(self, inner, addresses):
+    def _send_tunnelled(self, inner: _Bytes, addresses: bytes) -> None:
         """Encapsulate ``inner`` (RFC 2473 3.1) with the outer ``addresses`` (source and
         destination, 32 octets) and send it: the 40-octet header and the packet go to the
         transport as two buffers (``send_encapsulated``, not copied into one) when it can."""
@@ -148,15 +163,16 @@ class _Base(LinkDuties):
             self.transport.send(header + bytes(inner))
         self.counters["encapsulated"] += 1
 
-    def _fast_reset(self):
+    def _fast_reset(self) -> None:
         """Forget the per-packet caches (any change of routes or end points)."""
-        self._encap_cache = {}
-        self._decap_cache = set()
-        self._split_send = self.transport.send_encapsulated \
+        # inner destination (home agent) or source (mobile node) -> outer addresses
+        self._encap_cache: Dict[bytes, bytes] = {}
+        self._decap_cache: Set[bytes] = set()  # outer and inner addresses accepted once
+        self._split_send: Optional[Callable[[bytes, _Bytes], Any]] = self.transport.send_encapsulated \
             if ITunnelFastPath.providedBy(self.transport) else None
 
     @staticmethod
-    def _simple_tunnelled(packet):
+    def _simple_tunnelled(packet: bytes) -> Optional[int]:
         """The end of the inner packet when ``packet`` is IPv6 directly followed by IPv6 (no
         extension headers) and both lengths fit; else None (the full parser decides)."""
         if len(packet) < 80 or packet[6] != IPPROTO_IPV6 or packet[0] >> 4 != 6 \
@@ -167,7 +183,7 @@ class _Base(LinkDuties):
             return None
         return end
 
-    def _remember_accepted(self, packet, key):
+    def _remember_accepted(self, packet: bytes, key: bytes) -> None:
         """The slow path accepted ``packet``: accept its like on the fast path."""
         if self._simple_tunnelled(packet) is None:
             return
@@ -175,7 +191,8 @@ class _Base(LinkDuties):
             self._decap_cache.clear()
         self._decap_cache.add(key)
 
-    def _parse_tunnelled(self, packet):
+    def _parse_tunnelled(self, packet: bytes
+                         ) -> Optional[Tuple[Packet, Tuple[IPv6Address, IPv6Address]]]:
         """The outer Packet of an IPv6-in-IPv6 packet and the inner ``(src, dst)``, or None
         (counted)."""
         try:
@@ -193,7 +210,7 @@ class _Base(LinkDuties):
             return None
         return outer, inner
 
-    def _deliver(self, inner):
+    def _deliver(self, inner: _Bytes) -> bool:
         if self.tun.write(inner):
             self.counters["decapsulated"] += 1
             return True
@@ -328,7 +345,7 @@ class TunBackend(_Base):
         self._forget(route, keep=set())
         self.counters["removes"] += 1
 
-    def _forget(self, route, keep):
+    def _forget(self, route: ForwardingRoute, keep: Set[IPv6Network]) -> None:
         home = route.home_address
         homes = self._by_care_of.get(route.care_of)
         if homes is not None:
@@ -367,7 +384,7 @@ class TunBackend(_Base):
 
     # -- data path --------------------------------------------------------------------------
 
-    def _from_tun(self, packet):
+    def _from_tun(self, packet: bytes) -> None:
         if len(packet) < 40 or packet[0] >> 4 != 6:
             self.counters["tun_malformed"] += 1
             return
@@ -387,7 +404,7 @@ class TunBackend(_Base):
             return
         self._send_tunnelled(packet, addresses)
 
-    def decapsulate(self, packet):
+    def decapsulate(self, packet: bytes) -> bool:
         """Take an inbound IPv6-in-IPv6 packet (bytes); write its inner packet to the TUN when
         it comes from a registered care-of address with a source the binding owns. Returns
         True when written; drops are counted by reason (``decap_*``). Outer and inner
@@ -491,7 +508,7 @@ class MobileTunnel(_Base):
         self._start_tun()
         self.running = True
 
-    def _reclaim_rules(self):
+    def _reclaim_rules(self) -> None:
         """Policy rules with haha's protocol number into this tunnel's table at its priority
         are an earlier run's (the table is the node's own): removed, logged and counted."""
         try:
@@ -603,12 +620,12 @@ class MobileTunnel(_Base):
         self.prefixes = ()  # type: ignore[assignment]
         self._fast_reset()
 
-    def _sources(self):
+    def _sources(self) -> Set[IPv6Network]:
         if self.home_address is None:
             return set()
         return {IPv6Network(self.home_address)} | set(self.prefixes)
 
-    def _from_tun(self, packet):
+    def _from_tun(self, packet: bytes) -> None:
         if len(packet) < 40 or packet[0] >> 4 != 6:
             self.counters["tun_malformed"] += 1
             return
@@ -622,13 +639,15 @@ class MobileTunnel(_Base):
             if src != self.home_address and not _in_any(src, self.prefixes):
                 self.counters["tun_foreign_source"] += 1
                 return
+            # set_endpoint sets all three together (home_address is checked above)
+            assert self.care_of is not None and self.home_agent is not None
             addresses = self.care_of.packed + self.home_agent.packed
             if len(self._encap_cache) >= FAST_CACHE_SIZE:
                 self._encap_cache.clear()
             self._encap_cache[key] = addresses
         self._send_tunnelled(packet, addresses)
 
-    def decapsulate(self, packet):
+    def decapsulate(self, packet: bytes) -> bool:
         """Inbound IPv6-in-IPv6 from a home agent: write the inner packet to the TUN when the
         outer addresses are (home agent -> care-of), the home agent being ours or one of
         ``home_agents``, and the inner destination is ours. Addresses already accepted once

@@ -25,6 +25,7 @@ from typing import Any
 
 from ..core.effects import Event
 from ..core.events import EventName
+from ..core.mobilenode import State as MNState
 from ..wire.mh import BindingAck, BindingInfoAck, BindingInfoUpdate, BindingUpdate
 
 #: Events after which a taken-over node no longer waits for its registration here.
@@ -121,7 +122,8 @@ class LatencyTracker:
             if name == EventName.REGISTERED and self._registering is not None:
                 self.observe_registration(max(0.0, now - self._registering))
                 self._registering = None
-            elif name in _ABANDONED or (name == EventName.STATE and event.get("new") == "idle"):
+            elif name in _ABANDONED or (name == EventName.STATE
+                                        and event.get("new") == MNState.IDLE):
                 self._registering = None
             return
         if name == EventName.SWITCH_REQUESTED:

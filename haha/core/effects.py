@@ -170,9 +170,6 @@ class Event:
 
     __slots__ = ("name", "fields")
     name: str  # a haha.core.events.EventName
-    fields: dict
-
-    name: str
     fields: Dict[str, Any]
 
     def __init__(self, name: str, **fields: Any) -> None:

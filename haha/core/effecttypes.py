@@ -5,6 +5,8 @@ from typing import Union
 
 from .effects import (
     AdvertisePrefix,
+    AnnounceHome,
+    DrainComplete,
     Event,
     HoldAddress,
     InstallRoute,
@@ -17,5 +19,5 @@ from .effects import (
 )
 
 Effect = Union[Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, HoldAddress,
-               TunnelUp, TunnelDown, Event]
+               TunnelUp, TunnelDown, AnnounceHome, DrainComplete, Event]
 Effects = list[Effect]

@@ -17,7 +17,7 @@ receive (``other`` for every message type it has no use for).
 - :data:`REFUSE`: an operator call that the state does not allow: :class:`NotServing` is
   raised and nothing changes;
 - :data:`DROP`: a message the state has no use for: counted as ``dropped:<reason>``, an
-  ``Event("dropped")`` returned, nothing else;
+  ``Event(EventName.DROPPED)`` returned, nothing else;
 - :data:`IGNORE`: nothing to do (a timer before start or after stop); no effect.
 
 The table is total (a test walks every pair against the machine) and is the only place the

@@ -26,6 +26,7 @@ Ranking (docs/protocol.md 6.6): highest preference first, then lowest signalling
 """
 
 from enum import StrEnum
+from typing import Iterator
 from ipaddress import IPv6Address, IPv6Network
 
 from haha.wire.mh import HaHello
@@ -111,8 +112,17 @@ class HomeAgentList:
     def __len__(self) -> int:
         return len(self.entries)
 
+    def __iter__(self) -> Iterator[IPv6Address]:
+        """The live peers' signalling addresses (so the list is a ``Collection`` of them)."""
+        return iter(self.entries)
+
     def get(self, address: IPv6Address) -> HomeAgentEntry | None:
         return self.entries.get(address)
+
+    def entry(self, address: IPv6Address) -> HomeAgentEntry:
+        """The entry of live peer ``address``, which the caller knows is in the list (it was
+        just added or updated, or ranked); KeyError if it is not."""
+        return self.entries[address]
 
     def hello(self, src: IPv6Address, hello: HaHello, now: float) -> HelloResult:
         """Apply HELLO ``hello`` received from peer ``src``; returns NEW, UPDATED, UNCHANGED,

@@ -46,6 +46,7 @@ from .antientropy import AntiEntropy
 from .cache import Binding, BindingCache
 from .duties import duties_of, transition
 from .effects import AdvertisePrefix, DrainComplete, Event, Inbound, Send, SendIcmp
+from .events import EventName
 from .flapwatch import FlapWatch
 from .halifecycle import (
     ACCEPT,
@@ -226,7 +227,7 @@ class HomeAgent:
             self._boot_until = now + self.settings.boot_wait
         else:
             self._enter(HAState.SERVING)
-        out.append(Event("started", state=self.state))
+        out.append(Event(EventName.STARTED, state=self.state))
         if self.settings.send_hello:
             self._send_hellos(now, out)
         self.takeover.start(self.peering.known, now, out)
@@ -236,7 +237,7 @@ class HomeAgent:
     def _boot_over(self, now: float, out: Effects) -> None:
         self._boot_until = None
         self._enter(HAState.SERVING)
-        out.append(Event("serving", peers=len(self.peers)))
+        out.append(Event(EventName.SERVING, peers=len(self.peers)))
         self.takeover.boot_over(self.peers, out)
         for address in list(self.sync.peers):
             self.sync.request(address, None, now, out)
@@ -260,7 +261,7 @@ class HomeAgent:
         self.peering.next_hello = None
         self._boot_until = None
         self.work.clear()
-        out.append(Event("stopped", primaries=self.cache.primary_count))
+        out.append(Event(EventName.STOPPED, primaries=self.cache.primary_count))
 
     def drain(self, now: float) -> Effects:
         """Hand every mobile node over to the other home agents: advertise the drain
@@ -272,7 +273,7 @@ class HomeAgent:
         self._enter(HAState.DRAINING)
         self._set_preference(self.settings.drain_preference, now, out)
         primaries = self.cache.primaries()
-        out.append(Event("drain-started", primaries=len(primaries)))
+        out.append(Event(EventName.DRAIN_STARTED, primaries=len(primaries)))
         self.switching.drain_cursor = 0
         self._drain_reported = False
         for b in primaries:
@@ -287,7 +288,7 @@ class HomeAgent:
         self._enter(HAState.SERVING)
         self.switching.cancel_all()
         self._set_preference(self.settings.preference, now, out)
-        out.append(Event("resumed"))
+        out.append(Event(EventName.RESUMED))
 
     def set_preference(self, preference: int, now: float) -> Effects:
         """Change the advertised preference; a HELLO goes out at once (draft 5.4)."""
@@ -464,7 +465,7 @@ class HomeAgent:
         if inbound is not None:
             fields.setdefault("message", type(inbound.message).__name__)
             fields.setdefault("src", inbound.src)
-        out.append(Event("dropped", reason=reason, **fields))
+        out.append(Event(EventName.DROPPED, reason=reason, **fields))
 
     _drop = drop  # the old name
 
@@ -505,7 +506,7 @@ class HomeAgent:
         if preference == self.preference:
             return
         self.preference = preference
-        out.append(Event("preference", preference=preference))
+        out.append(Event(EventName.PREFERENCE, preference=preference))
         if self.settings.send_hello and self.running:
             self.peering.send_hellos(now, out)
 
@@ -539,7 +540,7 @@ class HomeAgent:
         switching.cancel(hoa)
         self.takeover.unswitchable.add(hoa)
         self.counters["switch-unsupported"] += 1
-        out.append(Event("switch-unsupported", home_address=hoa))
+        out.append(Event(EventName.SWITCH_UNSUPPORTED, home_address=hoa))
 
     # -- anything else -----------------------------------------------------------------------
 
@@ -563,7 +564,7 @@ class HomeAgent:
         self.tombstones.bury(b.home_address, b.sequence, now)
         transition(b.home_address, duties_of(self.settings, b), (None, False), out)
         self.switching.cancel(b.home_address)
-        out.append(Event("binding-expired", home_address=b.home_address,
+        out.append(Event(EventName.BINDING_EXPIRED, home_address=b.home_address,
                          primary=b.primary is None))
         if b.primary is None:
             self.sync.publish(b, now, out, deleted=True, batch=batch)
@@ -576,4 +577,4 @@ class HomeAgent:
                 and not self._drain_reported:
             self._drain_reported = True
             out.append(DrainComplete())
-            out.append(Event("drain-complete"))
+            out.append(Event(EventName.DRAIN_COMPLETE))

@@ -56,7 +56,7 @@ from haha.wire.mh import (
     HaSwitchRequest,
     HomeAgentSwitch,
 )
-from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix
+from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix, MobilityOption
 
 from .effects import AnnounceHome, Event, Inbound, Send, SendIcmp, TunnelDown, TunnelUp
 from .effecttypes import Effects
@@ -391,7 +391,8 @@ class MobileNode:
         self.sequence = next_sequence(self.sequence)
         flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
         assert self.care_of is not None  # sent only while away
-        opts: list[object] = []
+        assert self.target is not None  # _register_with names the home agent first
+        opts: list[MobilityOption] = []
         if s.alternate_care_of:
             opts.append(AlternateCareOfAddress(self.care_of))
         opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
@@ -496,6 +497,8 @@ class MobileNode:
         self.state = REGISTERED
         if self.home_agent is not None and self.home_agent not in self.known_home_agents:
             self.known_home_agents.append(self.home_agent)
+        # Accepted from the target (the source was checked) while away from home.
+        assert self.care_of is not None and self.home_agent is not None
         tunnel = TunnelUp(self.home_address, self.care_of, self.home_agent, s.prefixes)
         if tunnel != self.tunnel:
             self.tunnel = tunnel
@@ -555,7 +558,7 @@ class MobileNode:
         self.counters["switch-received"] += 1
         out.append(Event(EventName.SWITCH_RECEIVED, src=inbound.src,
                          desired=wanted[0] if wanted else None))
-        asking = cast(IPv6Address, inbound.src)
+        asking = inbound.src
         for desired in wanted:
             if global_scope(desired) and desired in self.known_home_agents:
                 self._rejected.discard(desired)
@@ -576,6 +579,7 @@ class MobileNode:
 
     def _send_dhaad(self, now: float, out: Effects) -> None:
         self._dhaad_id = self.rng.randrange(1, 1 << 16)
+        assert self.care_of is not None  # a node discovers only while away
         out.append(SendIcmp(DhaadRequest(self._dhaad_id, self.settings.mobile_router),
                             self.care_of, self.anycast))
         self._retransmit_at = now + self._timeout
@@ -661,6 +665,7 @@ class MobileNode:
         s = self.settings
         self.sequence = next_sequence(self.sequence)
         flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
+        assert self.target is not None  # _return_home and _leave name the home agent first
         if self._leaving:
             # RFC 6275 11.7.1: lifetime 0 from the care-of address, Home Address option.
             assert self.care_of is not None  # _leave deregisters this way only when away

@@ -22,6 +22,7 @@ from haha.wire.options import BindingDigest, MobileNetworkPrefix
 
 from . import candidates, halist
 from .effects import Event, Inbound, Send
+from .events import EventName
 from .seqnum import next_sequence
 from .switching import take_over
 
@@ -58,13 +59,13 @@ class Peering:
             return
         if not self.authorised(address):
             ha.counters["peer-refused"] += 1
-            out.append(Event("peer-refused", peer=address, source=source))
+            out.append(Event(EventName.PEER_REFUSED, peer=address, source=source))
             return
         added = self.known.add(address, now)
         if added == candidates.FULL:
             ha.counters["peer-refused:candidates-full"] += 1
         elif added == candidates.ADDED:
-            out.append(Event("peer-known", peer=address, source=source))
+            out.append(Event(EventName.PEER_KNOWN, peer=address, source=source))
             if ha.settings.send_hello and ha.running:
                 self.send_hello(address, now, out)
 
@@ -77,7 +78,7 @@ class Peering:
             ha.counters["peer-withdrawal-ignored:live"] += 1
             return
         self.known.discard(address)
-        out.append(Event("peer-forgotten", peer=address, source=source))
+        out.append(Event(EventName.PEER_FORGOTTEN, peer=address, source=source))
         self.untold.discard(address)
 
     # -- HELLO out -------------------------------------------------------------------------
@@ -161,7 +162,8 @@ class Peering:
         if ha.antientropy.heard(peer, theirs, mine, now):
             assert theirs is not None
             ha.counters["anti-entropy-repairs"] += 1
-            out.append(Event("anti-entropy-repair", peer=peer, theirs=theirs[0], ours=mine[0]))
+            out.append(Event(EventName.ANTI_ENTROPY_REPAIR, peer=peer, theirs=theirs[0],
+                             ours=mine[0]))
             ha.sync.request(peer, None, now, out)
 
     def _result(self, address: Any, result: Any, now: float, out: Effects) -> None:
@@ -169,14 +171,14 @@ class Peering:
         if result == halist.RESTARTED:
             # Its HELLO sequence jumped back: it restarted and must answer again before it
             # is ranked (halist); it asks us for everything itself.
-            out.append(Event("peer-restarted", peer=address))
+            out.append(Event(EventName.PEER_RESTARTED, peer=address))
             if ha.serving:
                 ha.sync.request(address, None, now, out)
         elif result == halist.NEW:
             ha.sync.add_peer(address)
-            e = ha.peers.get(address)
+            e = ha.peers.entry(address)
             ha.takeover.peer_seen(address, e.home_agent)
-            out.append(Event("peer-up", peer=address, home_agent=e.home_agent,
+            out.append(Event(EventName.PEER_UP, peer=address, home_agent=e.home_agent,
                              preference=e.preference, via=e.source))
             if ha.settings.send_hello and e.source == "hello":
                 self.send_hello(address, now, out)
@@ -193,9 +195,9 @@ class Peering:
         elif result == halist.DELETED:
             self.down(address, "lifetime-zero", now, out)
         elif result == halist.UPDATED:
-            e = ha.peers.get(address)
+            e = ha.peers.entry(address)
             ha.takeover.peer_seen(address, e.home_agent)
-            out.append(Event("peer-changed", peer=address, preference=e.preference,
+            out.append(Event(EventName.PEER_CHANGED, peer=address, preference=e.preference,
                              lifetime=e.lifetime))
 
     def router_advertisement(self, inb: Inbound, ra: RouterAdvertisement, now: float,
@@ -216,7 +218,7 @@ class Peering:
         ha.sync.drop_peer(address)
         ha.antientropy.forget(address)
         self.untold.add(address)
-        out.append(Event("peer-down", peer=address, reason=reason))
+        out.append(Event(EventName.PEER_DOWN, peer=address, reason=reason))
         ha.takeover.peer_gone(address, out)
         if not ha.settings.take_over or not ha.serving:
             return

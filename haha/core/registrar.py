@@ -19,6 +19,7 @@ from . import registration
 from .cache import Binding
 from .duties import duties_of, transition
 from .effects import Event, Inbound, make_install, make_send
+from .events import EventName
 from .seqnum import seconds
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -67,6 +68,7 @@ class Registrar:
         if action == registration.REGISTER:
             self.register(hoa, care_of, bu, v, inb.dst, held, now, out)
         elif action == registration.DEREGISTER:
+            assert held is not None  # examine() deregisters only a binding the cache holds
             self.deregister(held, now, out, "deregistered")
             ha.counters["bu-deregistered"] += 1
         elif action == registration.DUPLICATE:
@@ -97,7 +99,7 @@ class Registrar:
             if not same:
                 # Still primary, so proxy duty unchanged; the tunnel moved.
                 out.append(make_install(duties_of(ha.settings, b)[0]))
-                out.append(Event("binding-updated", home_address=hoa, care_of=care_of,
+                out.append(Event(EventName.BINDING_UPDATED, home_address=hoa, care_of=care_of,
                                  sequence=bu.sequence))
         else:
             previous = held.primary if held is not None else None
@@ -105,7 +107,7 @@ class Registrar:
             b = ha.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires,
                                prefixes, None, local, now, held)
             transition(hoa, old, duties_of(ha.settings, b), out)
-            out.append(Event("binding-created", home_address=hoa, care_of=care_of,
+            out.append(Event(EventName.BINDING_CREATED, home_address=hoa, care_of=care_of,
                              sequence=bu.sequence, prefixes=prefixes, previous=previous))
         ha.counters["bu-accepted"] += 1
         if ha.tombstones:
@@ -125,7 +127,7 @@ class Registrar:
         ha.tombstones.bury(hoa, held.sequence, now)
         transition(hoa, duties_of(ha.settings, held), (None, False), out)
         ha.switching.cancel(hoa)
-        out.append(Event("binding-deleted", home_address=hoa, reason=why,
+        out.append(Event(EventName.BINDING_DELETED, home_address=hoa, reason=why,
                          primary=held.primary is None))
         # Whoever held it, the deregistration reached this home agent: tell everybody.
         ha.sync.publish(held, now, out, deleted=True)

@@ -26,6 +26,7 @@ from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
 from .cache import Binding, BindingCache
 from .duties import duties_of, transition
 from .effects import Event, Send
+from .events import EventName
 from .settings import DRAIN_BEST, DRAIN_DISCOVER, SWITCH_RFC5142
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -96,7 +97,7 @@ class SwitchRequests:
             self._send(b, desired, out)
         else:
             self.counters["switch-paced"] += 1
-        out.append(Event("switch-requested", home_address=b.home_address, desired=desired))
+        out.append(Event(EventName.SWITCH_REQUESTED, home_address=b.home_address, desired=desired))
 
     def jittered(self, timeout: float) -> float:
         """A retransmission timeout stretched by up to a quarter at random, so requests sent
@@ -158,7 +159,7 @@ class SwitchRequests:
                 continue
             if st.tries >= SWITCH_TRIES:
                 del pending[hoa]
-                out.append(Event("switch-unanswered", home_address=hoa, desired=st.desired))
+                out.append(Event(EventName.SWITCH_UNANSWERED, home_address=hoa, desired=st.desired))
                 continue
             st.tries += 1
             st.timeout = min(st.timeout * 2, maximum)
@@ -181,7 +182,7 @@ def drain_target(ha: "HomeAgent") -> Any:
         switching = ha.switching
         address = others[switching.drain_cursor % len(others)]
         switching.drain_cursor += 1
-    return ha.peers.get(address).home_agent
+    return ha.peers.entry(address).home_agent
 
 
 def take_over(ha: "HomeAgent", address: Any, now: float, out: List[Any]) -> None:
@@ -219,7 +220,7 @@ def take_over(ha: "HomeAgent", address: Any, now: float, out: List[Any]) -> None
 
     def done(now: float, out: List[Any]) -> None:
         ha.counters["taken-over"] += taken[0]
-        out.append(Event("take-over", peer=address, count=taken[0]))
+        out.append(Event(EventName.TAKE_OVER, peer=address, count=taken[0]))
 
     alive: Callable[[], bool] = lambda: ha.serving and address not in ha.peers
     # In slices (haha.core.slices); dropped if the peer comes back or this HA stops.
@@ -247,6 +248,6 @@ def hand_back(ha: "HomeAgent", peer: Any, identifier: int, address: Any, now: fl
                 ha.sync.withdraw(b.home_address, now, out)
                 given.append(b)
         ha.sync.give_back(peer, given, now, out)
-        out.append(Event("bindings-handed-back", to=peer, count=len(given)))
+        out.append(Event(EventName.BINDINGS_HANDED_BACK, to=peer, count=len(given)))
         ha.check_drained(out)
     ha.takeover.confirm(peer, identifier, address, out)

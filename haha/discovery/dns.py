@@ -10,11 +10,15 @@ a live peer stays until its protected HELLOs stop (DNS is not authenticated).
 """
 
 from ipaddress import IPv6Address
+from typing import Any, Iterable, Optional
 
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.names import dns
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from ..interfaces import IPeerDiscovery
+from ..inifile import Section
+from ..interfaces import IPeerDiscovery, IPeerListener
 from ..logging import logger
 
 log = logger("haha.discovery.dns")
@@ -26,32 +30,33 @@ class DnsDiscovery:
 
     name = "dns"
 
-    def __init__(self, names, resolver, clock, interval=60.0):
+    def __init__(self, names: Iterable[str], resolver: Any, clock: IReactorTime,
+                 interval: float = 60.0) -> None:
         self.names = tuple(names)
         self.resolver = resolver
         self.clock = clock
         self.interval = interval
         self.lookups = 0
         self.failures = 0
-        self._answers = {n: frozenset() for n in self.names}
-        self._listener = None
-        self._call = None
+        self._answers: dict[str, frozenset[IPv6Address]] = {n: frozenset() for n in self.names}
+        self._listener: Optional[IPeerListener] = None
+        self._call: Optional[IDelayedCall] = None
 
-    def start(self, listener):
+    def start(self, listener: IPeerListener) -> None:
         self._listener = listener
         self._poll()
 
-    def stop(self):
+    def stop(self) -> None:
         self._listener = None
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
 
-    def current(self):
+    def current(self) -> frozenset[IPv6Address]:
         """Every address currently reported."""
         return frozenset().union(*self._answers.values()) if self._answers else frozenset()
 
-    def _poll(self):
+    def _poll(self) -> None:
         self._call = None
         if self._listener is None:
             return
@@ -61,8 +66,8 @@ class DnsDiscovery:
             d.addCallbacks(self._answered, self._failed, callbackArgs=(n,), errbackArgs=(n,))
         self._call = self.clock.callLater(self.interval, self._poll)
 
-    def _answered(self, result, name):
-        answers = result[0]
+    def _answered(self, result: tuple[list[Any], list[Any], list[Any]], name: str) -> None:
+        answers = result[0]  # (answers, authority, additional) of twisted.names
         found = set()
         for rr in answers:
             if rr.type == dns.AAAA:
@@ -72,12 +77,12 @@ class DnsDiscovery:
                     continue
         self._update(name, frozenset(found))
 
-    def _failed(self, failure, name):
+    def _failed(self, failure: Failure, name: str) -> None:
         self.failures += 1
         log.warn("DNS lookup of {name} failed: {why}", name=name,
                  why=failure.getErrorMessage())
 
-    def _update(self, name, found):
+    def _update(self, name: str, found: frozenset[IPv6Address]) -> None:
         if self._listener is None:
             return
         before = self.current()
@@ -89,7 +94,7 @@ class DnsDiscovery:
             self._listener.peer_disappeared(a, self.name)
 
 
-def build(options, reactor, config):
+def build(options: Section, reactor: Any, config: Any) -> DnsDiscovery:
     """Plugin factory. ``[discovery:dns]``: ``names`` (required), ``interval`` (s, default 60),
     ``servers`` (HOST:PORT list; default: the system resolver)."""
     from twisted.names import client

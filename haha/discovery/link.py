@@ -17,17 +17,26 @@ counted (``refused``) until tracked ones expire. A flood of advertisements namin
 agents costs bounded memory and cannot crowd out a real one.
 """
 
+from ipaddress import IPv6Address
+from typing import Any, Callable, Iterable, Optional
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
-from ..interfaces import IPeerDiscovery, IRouterAdvertisementListener
-from ..wire.icmpv6 import PI_R, RA_H, PrefixInformation
+from ..inifile import Section
+from ..interfaces import IPeerDiscovery, IPeerListener, IRouterAdvertisementListener
+from ..wire.icmpv6 import PI_R, RA_H, PrefixInformation, RouterAdvertisement
+
+#: Whether the daemon could accept a peer at this address (``wanted``).
+Wanted = Callable[[IPv6Address], bool]
 
 
 @implementer(IPeerDiscovery, IRouterAdvertisementListener)
 class LinkDiscovery:
     name = "link"
 
-    def __init__(self, clock, own_addresses=(), limit=64, wanted=None):
+    def __init__(self, clock: IReactorTime, own_addresses: Iterable[IPv6Address] = (),
+                 limit: int = 64, wanted: Optional[Wanted] = None) -> None:
         self.clock = clock
         self.own = frozenset(own_addresses)
         self.limit = limit
@@ -35,29 +44,30 @@ class LinkDiscovery:
         self.ignored = 0
         self.refused = 0
         self.unwanted = 0
-        self._expiry = {}  # address -> IDelayedCall
-        self._listener = None
+        self._expiry: dict[IPv6Address, IDelayedCall] = {}
+        self._listener: Optional[IPeerListener] = None
 
     @property
-    def counters(self):
+    def counters(self) -> dict[str, int]:
         """For the daemon's metrics: advertisements ignored, addresses refused (table full)."""
         return {"ignored": self.ignored, "refused": self.refused, "unwanted": self.unwanted,
                 "tracked": len(self._expiry)}
 
-    def start(self, listener):
+    def start(self, listener: IPeerListener) -> None:
         self._listener = listener
 
-    def stop(self):
+    def stop(self) -> None:
         self._listener = None
         for call in self._expiry.values():
             if call.active():
                 call.cancel()
         self._expiry.clear()
 
-    def peers(self):
+    def peers(self) -> frozenset[IPv6Address]:
         return frozenset(self._expiry)
 
-    def router_advertisement(self, source, advertisement):
+    def router_advertisement(self, source: IPv6Address,
+                             advertisement: RouterAdvertisement) -> None:
         if self._listener is None:
             return
         if not advertisement.flags & RA_H:
@@ -90,20 +100,20 @@ class LinkDiscovery:
             if call is None:
                 self._listener.peer_appeared(a, self.name)
 
-    def _expired(self, address):
+    def _expired(self, address: IPv6Address) -> None:
         self._expiry.pop(address, None)
         if self._listener is not None:
             self._listener.peer_disappeared(address, self.name)
 
 
-def build(options, reactor, config):
+def build(options: Section, reactor: Any, config: Any) -> LinkDiscovery:
     """Plugin factory. ``[discovery:link]`` takes no keys: the daemon feeds the advertisements
     it receives on its home interface."""
     return LinkDiscovery(reactor, (config.address, config.haha_address),
                          getattr(config, "max_candidates", 64), _wanted(config))
 
 
-def _wanted(config):
+def _wanted(config: Any) -> Wanted:
     """What the daemon could accept: keyed peers with ESP, else the authorised prefixes."""
     security = getattr(config, "security", None)
     if security is not None and security.mode == "esp":

@@ -213,7 +213,8 @@ class RawTransport:
         return bpf.mobility_filter(self._icmp_types, self._addresses, protocols=protocols)
 
     def _ruleset(self) -> str:
-        protocols = NFT_PROTOCOLS_KERNEL_TUNNELS if self._kernel_tunnels else NFT_PROTOCOLS
+        protocols: tuple[int, ...] = (NFT_PROTOCOLS_KERNEL_TUNNELS if self._kernel_tunnels
+                                      else NFT_PROTOCOLS)
         if self._kernel_esp:  # ESP and MH are the kernel's (kernel ESP)
             protocols = tuple(p for p in protocols if p not in (50, 135))
         return nft_ruleset(self.table, self._addresses, protocols)

@@ -22,7 +22,7 @@ import struct
 import subprocess
 from contextlib import contextmanager
 from ipaddress import IPv6Address
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 from zope.interface import implementer
 
@@ -56,6 +56,12 @@ class NftError(RuntimeError):
 
 
 _libc = None
+
+
+#: The buffers of one packet written with ``writev``/``sendmsg`` (a header and the packet).
+Buffers = Sequence[Union[bytes, bytearray, memoryview]]
+#: An AF_PACKET socket address: ``(interface, protocol, packet type, hardware type, address)``.
+PacketAddress = Tuple[str, int, int, int, bytes]
 
 
 def _setns(fd: int) -> None:
@@ -112,11 +118,11 @@ class _Fd:
     def write(self, data: bytes) -> int:
         return os.write(self._fd, data)
 
-    def writev(self, buffers):
+    def writev(self, buffers: Buffers) -> int:
         """One packet from several buffers (a virtio_net_hdr and the packet, uncopied)."""
         return os.writev(self._fd, buffers)
 
-    def close(self):
+    def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -219,7 +225,7 @@ class LinuxSystem:
                 out.append((parts[1], parts[2]))
         return out
 
-    def open_tun(self, name, vnet_hdr=False):
+    def open_tun(self, name: str, vnet_hdr: bool = False) -> Tuple[_Fd, str]:
         """Create or attach TUN device ``name`` (``IFF_TUN | IFF_NO_PI``: whole IP packets, no
         packet-information prefix; ``vnet_hdr``: with ``IFF_VNET_HDR``, a virtio_net_hdr in
         front of each); return ``(fd_object, actual_name)``."""
@@ -240,7 +246,7 @@ class LinuxSystem:
         actual = res[:IFNAMSIZ].rstrip(b"\0").decode()
         return _Fd(fd), actual
 
-    def set_tun_offload(self, tun, flags):
+    def set_tun_offload(self, tun: Any, flags: int) -> None:
         """``TUNSETOFFLOAD``: the offloads (``TUN_F_*``) user space accepts on reads from a
         TUN opened with ``vnet_hdr``."""
         fcntl.ioctl(tun.fileno(), TUNSETOFFLOAD, flags)
@@ -254,23 +260,25 @@ class FakePacketSocket:
     """An AF_PACKET socket in memory. :meth:`inject` plays the kernel: it runs the attached
     filter (when there is one) and queues what passes."""
 
-    def __init__(self, interface):
+    def __init__(self, interface: Optional[str]) -> None:
         self.interface = interface
-        self.filter = None
-        self.queue = []
+        self.filter: Any = None  # the program attached through FakeSystem.attach_filter
+        # (data, address[, auxdata status]) in arrival order
+        self.queue: List[Tuple[Any, ...]] = []
         self.closed = False
-        self.receive_buffer = None  # the size asked for through set_receive_buffer
-        self.fail_with = None  # an errno to raise from the next recvfrom
-        self.options = {}  # (level, option) -> value, from setsockopt
+        self.receive_buffer: Optional[int] = None  # the size asked for (set_receive_buffer)
+        self.fail_with: Optional[int] = None  # an errno to raise from the next recvfrom
+        self.options: Dict[Tuple[int, int], Any] = {}  # (level, option) -> value, setsockopt
         self._status = 0
 
-    def fileno(self):
+    def fileno(self) -> int:
         return -1
 
-    def setsockopt(self, level, option, value):
+    def setsockopt(self, level: int, option: int, value: Any) -> None:
         self.options[(level, option)] = value
 
-    def inject(self, data, pkttype=bpf.PACKET_HOST, interface=None, status=0):
+    def inject(self, data: bytes, pkttype: int = bpf.PACKET_HOST,
+               interface: Optional[str] = None, status: int = 0) -> bool:
         """Deliver ``data`` as the kernel would; True when the filter let it through.
         ``status``: the ``tp_status`` of its ``PACKET_AUXDATA`` (e.g. checksum not ready)."""
         if self.filter is not None and not bpf.run(self.filter, data, pkttype):
@@ -279,17 +287,18 @@ class FakePacketSocket:
                                          pkttype, 1, b"\x02\x00\x00\x00\x00\x01"), status))
         return True
 
-    def recvmsg(self, n, ancbufsize=0):
+    def recvmsg(self, n: int, ancbufsize: int = 0
+                ) -> Tuple[bytes, List[Tuple[int, int, bytes]], int, PacketAddress]:
         """As ``recvfrom``, with the ``PACKET_AUXDATA`` control message when enabled."""
         data, addr = self.recvfrom(n)
         status = self._status
-        anc = []
+        anc: List[Tuple[int, int, bytes]] = []
         if self.options.get((263, 8)) and ancbufsize:  # SOL_PACKET, PACKET_AUXDATA
             anc.append((263, 8, struct.pack("=IIIHHHH", status, len(data), len(data),
                                              0, 0, 0, 0)))
         return data, anc, 0, addr
 
-    def recvfrom(self, n):
+    def recvfrom(self, n: int) -> Tuple[bytes, PacketAddress]:
         if self.fail_with is not None:
             e, self.fail_with = self.fail_with, None
             raise OSError(e, os.strerror(e))
@@ -300,7 +309,7 @@ class FakePacketSocket:
         self._status = entry[2] if len(entry) > 2 else 0
         return data[:n], addr
 
-    def close(self):
+    def close(self) -> None:
         self.closed = True
 
 
@@ -326,10 +335,11 @@ class FakeRawSocket:
         self.sent.append((bytes(data), address))
         return len(data)
 
-    def sendmsg(self, buffers, ancdata=(), flags=0, address=None):
+    def sendmsg(self, buffers: Buffers, ancdata: Sequence[Any] = (), flags: int = 0,
+                address: Any = None) -> int:
         return self.sendto(b"".join(bytes(b) for b in buffers), address)
 
-    def close(self):
+    def close(self) -> None:
         self.closed = True
         self.anycast.clear()
 
@@ -339,32 +349,32 @@ class FakeTunFile:
     """A TUN queue in memory: :meth:`inject` is a packet the kernel routed into the device,
     ``written`` what user space wrote to it."""
 
-    def __init__(self, name, vnet_hdr=False):
+    def __init__(self, name: str, vnet_hdr: bool = False) -> None:
         self.name = name
-        self.queue = []
-        self.written = []
+        self.queue: List[bytes] = []
+        self.written: List[bytes] = []
         self.closed = False
-        self.fail_with = None
+        self.fail_with: Optional[int] = None
         #: Opened with IFF_VNET_HDR: reads carry a virtio_net_hdr (``inject``'s ``vnet``, or
         #: none asked), writes must (kept in ``written_vnet``, the packets in ``written``).
         self.vnet_hdr = vnet_hdr
-        self.written_vnet = []
+        self.written_vnet: List[bytes] = []
         self.offload = 0  # TUNSETOFFLOAD flags
 
-    def fileno(self):
+    def fileno(self) -> int:
         return -1
 
-    def inject(self, packet, vnet=None):
+    def inject(self, packet: bytes, vnet: Optional[bytes] = None) -> None:
         if self.vnet_hdr:
             packet = (vnet if vnet is not None else bytes(10)) + bytes(packet)
         self.queue.append(bytes(packet))
 
-    def read(self, n):
+    def read(self, n: int) -> bytes:
         if not self.queue:
             raise BlockingIOError(errno.EAGAIN, "nothing queued")
         return self.queue.pop(0)[:n]
 
-    def write(self, data):
+    def write(self, data: bytes) -> int:
         if self.fail_with is not None:
             raise OSError(self.fail_with, os.strerror(self.fail_with))
         data = bytes(data)
@@ -376,7 +386,7 @@ class FakeTunFile:
         self.written.append(data)
         return len(data)
 
-    def writev(self, buffers):
+    def writev(self, buffers: Buffers) -> int:
         if self.fail_with is not None:
             raise OSError(self.fail_with, os.strerror(self.fail_with))
         if self.vnet_hdr and len(buffers) == 2 and len(buffers[0]) == 10:
@@ -386,7 +396,7 @@ class FakeTunFile:
             return 10 + len(buffers[1])
         return self.write(b"".join(bytes(b) for b in buffers))
 
-    def close(self):
+    def close(self) -> None:
         self.closed = True
 
 
@@ -473,7 +483,7 @@ class FakeSystem:
     def list_nft_tables(self) -> List[Tuple[str, str]]:
         return sorted(self.nft_tables)
 
-    def open_tun(self, name, vnet_hdr=False):
+    def open_tun(self, name: str, vnet_hdr: bool = False) -> Tuple[FakeTunFile, str]:
         if len(name.encode()) >= IFNAMSIZ:
             raise ValueError(f"interface name {name!r} is longer than {IFNAMSIZ - 1} octets")
         if "%d" in name:
@@ -486,7 +496,7 @@ class FakeSystem:
         self.interfaces.setdefault(name, max(self.interfaces.values(), default=0) + 1)
         return f, name
 
-    def set_tun_offload(self, tun, flags):
+    def set_tun_offload(self, tun: FakeTunFile, flags: int) -> None:
         if not tun.vnet_hdr:
             raise OSError(errno.EINVAL, "TUNSETOFFLOAD without IFF_VNET_HDR")
         tun.offload = flags

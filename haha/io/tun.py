@@ -90,8 +90,9 @@ class TunDevice:
         f, self._file = self._file, None
         f.close()
 
-    def write(self, packet: bytes) -> bool:
-        """Hand one packet to the kernel. Errors are counted and logged, never raised."""
+    def write(self, packet: bytes | bytearray | memoryview) -> bool:
+        """Hand one packet to the kernel (a slice may be a memoryview, uncopied). Errors are
+        counted and logged, never raised."""
         if self._file is None:
             self.counters["write_not_open"] += 1
             return False

@@ -6,13 +6,16 @@ only through what they expose: their control sockets (``haha-ctl``'s protocol) a
 files. The demo (``python -m haha.demo``) and the process-level tests use it.
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Optional
 
 from ..control.cli import request
 from ..security.keys import generate_key_file
@@ -21,7 +24,7 @@ from .timing import scaled
 HOME_PREFIX = "2001:db8:1::/64"
 
 
-def free_udp_ports(n):
+def free_udp_ports(n: int) -> list[int]:
     """``n`` distinct UDP ports that were free a moment ago on 127.0.0.1."""
     socks = []
     try:
@@ -35,7 +38,7 @@ def free_udp_ports(n):
             s.close()
 
 
-def twistd_command():
+def twistd_command() -> list[str]:
     """How to run twistd with this interpreter (the venv's script when there is one)."""
     script = os.path.join(os.path.dirname(sys.executable), "twistd")
     if os.path.exists(script):
@@ -47,7 +50,8 @@ def twistd_command():
 class Node:
     """One daemon of the cluster: its name, configuration file, control socket, process."""
 
-    def __init__(self, name, kind, address, port, directory):
+    def __init__(self, name: str, kind: str, address: str, port: Optional[int],
+                 directory: str) -> None:
         self.name = name
         self.kind = kind  # "haha" or "haha-mn"
         self.address = address
@@ -55,11 +59,16 @@ class Node:
         self.config = os.path.join(directory, f"{name}.conf")
         self.socket = os.path.join(directory, f"{name}.sock")
         self.logfile = os.path.join(directory, f"{name}.log")
-        self.env = {}  # extra environment of the process (e.g. LD_PRELOAD for a test)
-        self.process = None
+        self.env: dict[str, str] = {}  # extra environment (e.g. LD_PRELOAD for a test)
+        self.process: Optional[subprocess.Popen[bytes]] = None
 
-    def running(self):
-        return self.process is not None and self.process.poll() is None
+    def running(self) -> bool:
+        return self.live() is not None
+
+    def live(self) -> Optional[subprocess.Popen[bytes]]:
+        """The process while it runs, else None."""
+        p = self.process
+        return p if p is not None and p.poll() is None else None
 
 
 class DaemonGroup:
@@ -70,26 +79,30 @@ class DaemonGroup:
 
     directory: str | None = None
     has: Sequence["Node"] = ()
-    mobiles: Sequence["Node"] = ()
 
     @property
-    def nodes(self):
+    def mobiles(self) -> Sequence[Node]:
+        """The mobile nodes or routers (each subclass says which)."""
+        return ()
+
+    @property
+    def nodes(self) -> list[Node]:
         return list(self.has) + list(self.mobiles)
 
-    def node(self, name):
+    def node(self, name: str) -> Node:
         for n in self.nodes:
             if n.name == name:
                 return n
         raise KeyError(name)
 
-    def command(self, n):
+    def command(self, n: Node) -> list[str]:
         """The command line that runs daemon ``n`` (twistd in the foreground, no pidfile)."""
         return twistd_command() + ["-n", "--pidfile=", f"--logfile={n.logfile}", n.kind,
                                    "--config", n.config]
 
     # -- processes --------------------------------------------------------------------------
 
-    def start(self, name):
+    def start(self, name: str) -> Node:
         n = self.node(name)
         if os.path.exists(n.socket):
             os.unlink(n.socket)
@@ -102,50 +115,51 @@ class DaemonGroup:
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         return n
 
-    def kill(self, name, sig=signal.SIGKILL):
-        n = self.node(name)
-        if n.running():
-            n.process.send_signal(sig)
-            n.process.wait(timeout=scaled(30))
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        p = self.node(name).live()
+        if p is not None:
+            p.send_signal(sig)
+            p.wait(timeout=scaled(30))
 
-    def stop(self, name, timeout=30):
+    def stop(self, name: str, timeout: float = 30) -> None:
         """SIGTERM (twistd stops the service: drain, goodbye) and wait for the exit."""
-        n = self.node(name)
-        if n.running():
-            n.process.send_signal(signal.SIGTERM)
+        p = self.node(name).live()
+        if p is not None:
+            p.send_signal(signal.SIGTERM)
             try:
-                n.process.wait(timeout=scaled(timeout))
+                p.wait(timeout=scaled(timeout))
             except subprocess.TimeoutExpired:
-                n.process.kill()
-                n.process.wait()
+                p.kill()
+                p.wait()
 
-    def stop_all(self, timeout=30):
+    def stop_all(self, timeout: float = 30) -> None:
         """SIGTERM every daemon at once, then wait for each (drains overlap)."""
-        running = [n for n in self.nodes if n.running()]
-        for n in running:
-            n.process.send_signal(signal.SIGTERM)
-        for n in running:
+        running = [p for p in (n.live() for n in self.nodes) if p is not None]
+        for p in running:
+            p.send_signal(signal.SIGTERM)
+        for p in running:
             try:
-                n.process.wait(timeout=scaled(timeout))
+                p.wait(timeout=scaled(timeout))
             except subprocess.TimeoutExpired:
-                n.process.kill()
-                n.process.wait()
+                p.kill()
+                p.wait()
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.kill_all()
 
-    def kill_all(self):
+    def kill_all(self) -> None:
         """SIGKILL every daemon still running and reap it (the clean-up path)."""
         for n in self.nodes:
-            if n.running():
-                n.process.kill()
-                n.process.wait()
+            p = n.live()
+            if p is not None:
+                p.kill()
+                p.wait()
             if n.process is not None and n.process.stderr is not None:
                 n.process.stderr.close()
 
     # -- observation ------------------------------------------------------------------------
 
-    def ask(self, name, cmd, **arguments):
+    def ask(self, name: str, cmd: str, **arguments: str) -> Any:
         """The control interface's answer (``result``), or None while it cannot be reached."""
         n = self.node(name)
         try:
@@ -156,7 +170,8 @@ class DaemonGroup:
             raise RuntimeError(f"{name} refused {cmd}: {response.get('error')}")
         return response["result"]
 
-    def wait_for(self, what, predicate, timeout=30.0, interval=0.1):
+    def wait_for(self, what: str, predicate: Callable[..., Any], timeout: float = 30.0,
+                 interval: float = 0.1) -> Any:
         """Poll ``predicate()`` until it returns a true value; raise with ``what`` and the logs'
         tails at ``timeout`` (multiplied by :func:`haha.lab.timing.wait_scale`). A daemon that
         exits meanwhile fails at once."""
@@ -175,7 +190,7 @@ class DaemonGroup:
                     self.tail(n.name) for n in self.nodes))
             time.sleep(interval)
 
-    def tail(self, name, lines=25):
+    def tail(self, name: str, lines: int = 25) -> str:
         n = self.node(name)
         try:
             with open(n.logfile) as f:
@@ -187,7 +202,8 @@ class DaemonGroup:
             err = n.process.stderr.read() or b""
         return f"--- {name} ---\n" + "".join(text) + err.decode(errors="replace")
 
-    def primary_of(self, home_address, names=None):
+    def primary_of(self, home_address: str, names: Optional[Sequence[str]] = None
+                   ) -> dict[str, tuple[str, bool]]:
         """{ha name: (primary, copy)} of ``home_address`` as each reachable HA reports it."""
         out = {}
         for ha in self.has:
@@ -211,8 +227,11 @@ class LocalCluster(DaemonGroup):
     daemons' ``[log] level``.
     """
 
-    def __init__(self, directory, n_has=3, lifetime=3, hello_interval=1.0, boot_wait=1.0,
-                 security="esp", mobile_router=False, log_level="debug"):
+    directory: str
+
+    def __init__(self, directory: str | os.PathLike[str], n_has: int = 3, lifetime: int = 3,
+                 hello_interval: float = 1.0, boot_wait: float = 1.0, security: str = "esp",
+                 mobile_router: bool = False, log_level: str = "debug") -> None:
         self.directory = str(directory)
         self.log_level = log_level
         self.lifetime = lifetime
@@ -228,16 +247,16 @@ class LocalCluster(DaemonGroup):
         self.care_of = "2001:db8:20::100"
 
     @property
-    def mobiles(self):
+    def mobiles(self) -> list[Node]:
         return [self.mn]
 
-    def __enter__(self):
+    def __enter__(self) -> LocalCluster:
         self.write()
         return self
 
     # -- configuration ----------------------------------------------------------------------
 
-    def write(self):
+    def write(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
         keys = os.path.join(self.directory, "keys")
         os.makedirs(keys, exist_ok=True)
@@ -254,7 +273,7 @@ class LocalCluster(DaemonGroup):
         with open(self.mn.config, "w") as f:
             f.write(self._mn_text())
 
-    def _ha_security(self, ha, others):
+    def _ha_security(self, ha: Node, others: Sequence[Node]) -> str:
         if self.security == "none":
             return "[security]\nmode = none\nlab = yes\n"
         lines = ["[peer-keys]"]
@@ -263,12 +282,12 @@ class LocalCluster(DaemonGroup):
         lines += ["[node-keys]", f"{self.mn.address} = keys/mn.key"]
         return "\n".join(lines) + "\n"
 
-    def _mn_security(self):
+    def _mn_security(self) -> str:
         if self.security == "none":
             return "[security]\nmode = none\nlab = yes\n"
         return "[security]\nkey = keys/mn.key\n"
 
-    def _ha_text(self, ha):
+    def _ha_text(self, ha: Node) -> str:
         others = [h for h in self.has if h is not ha]
         udp = "\n".join(f"{h.address} = 127.0.0.1:{h.port}" for h in others)
         mr = f"[mobile-routers]\n{self.mn.address} = 2001:db8:100::/48\n" \
@@ -306,7 +325,7 @@ socket = unix:{ha.socket}
 level = {self.log_level}
 """
 
-    def _mn_text(self):
+    def _mn_text(self) -> str:
         udp = "\n".join(f"{h.address} = 127.0.0.1:{h.port}" for h in self.has)
         mr = "mobile-router = yes\nprefixes = 2001:db8:100::/48\n" if self.mobile_router else ""
         return f"""\

@@ -40,13 +40,19 @@ makes the mobile node answer switch requests with Binding Error 2, like deployed
 ``esp=False`` runs without ESP (``[security] mode = none``, lab only).
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 from collections.abc import Sequence
 from ipaddress import IPv6Address, IPv6Network
+from typing import TYPE_CHECKING, Optional
 
 from ..security.keys import generate_key_file
 from .cluster import DaemonGroup, Node, twistd_command
+
+if TYPE_CHECKING:
+    from .topology import Topology
 
 HOME_ADDRESS = IPv6Address("2001:db8:1::100")
 ROUTER_HOME_ADDRESS = IPv6Address("2001:db8:1::200")
@@ -63,7 +69,7 @@ KINDS = {"shared-home-link": "home-link", "separate-links": "separate-links",
          "no-home-link": "no-home-link"}
 
 
-def service_address(kind, index):
+def service_address(kind: str, index: int) -> IPv6Address:
     """The moving home agent address of home agent ``index`` (1-based) with address take-over:
     ``2001:db8:1::a<i>`` on a home link, ``2001:db8:2::a<i>`` without one."""
     return IPv6Address(f"2001:db8:{2 if kind == 'no-home-link' else 1}::a{index}")
@@ -73,7 +79,8 @@ class Daemon(Node):
     """One daemon of a deployment: :class:`haha.lab.cluster.Node` plus its namespace and the
     addresses it uses."""
 
-    def __init__(self, name, kind, address, directory, netns, signalling=None):
+    def __init__(self, name: str, kind: str, address: IPv6Address | str, directory: str,
+                 netns: str, signalling: IPv6Address | str | None = None) -> None:
         super().__init__(name, kind, str(address), None, directory)
         self.netns = netns
         self.signalling = str(signalling or address)
@@ -97,12 +104,14 @@ class NetnsDeployment(DaemonGroup):
     """
 
     has: Sequence[Daemon]
+    directory: str
 
-
-    def __init__(self, topology, directory, lifetime=3, hello_interval=1.0, boot_wait=1.0,
-                 mobile_router=False, mobile="mn1", log_level="debug", dhaad=False,
-                 drain_mode=None, address_takeover=False, obey_switch=True, esp=True,
-                 mn_lifetime=60, hello_misses=0, backend="tun"):
+    def __init__(self, topology: Topology, directory: str | os.PathLike[str],
+                 lifetime: int = 3, hello_interval: float = 1.0, boot_wait: float = 1.0,
+                 mobile_router: bool = False, mobile: str = "mn1", log_level: str = "debug",
+                 dhaad: bool = False, drain_mode: Optional[str] = None,
+                 address_takeover: bool = False, obey_switch: bool = True, esp: bool = True,
+                 mn_lifetime: int = 60, hello_misses: int = 0, backend: str = "tun") -> None:
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -142,23 +151,31 @@ class NetnsDeployment(DaemonGroup):
         self.care_of = IPv6Address(topology.info["care_of"][mobile])
 
     @property
-    def mobiles(self):
+    def mobiles(self) -> list[Node]:
         return [self.mn]
 
-    def command(self, n):
+    def node(self, name: str) -> Daemon:
+        """Daemon ``name`` (every node of a deployment is a :class:`Daemon`)."""
+        for n in [*self.has, self.mn]:
+            if n.name == name:
+                return n
+        raise KeyError(name)
+
+    def command(self, n: Node) -> list[str]:
+        assert isinstance(n, Daemon)  # every node of a deployment runs in its namespace
         return ["ip", "netns", "exec", n.netns] + twistd_command() + [
             "-n", "--pidfile=", f"--logfile={n.logfile}", n.kind, "--config", n.config]
 
-    def __enter__(self):
+    def __enter__(self) -> NetnsDeployment:
         self.write()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.kill_all()
 
     # -- configuration ----------------------------------------------------------------------
 
-    def write(self):
+    def write(self) -> None:
         os.makedirs(self.directory, exist_ok=True)
         keys = os.path.join(self.directory, "keys")
         if os.path.isdir(keys):
@@ -175,10 +192,10 @@ class NetnsDeployment(DaemonGroup):
         with open(self.mn.config, "w") as f:
             f.write(self.mobile_text())
 
-    def preference(self, ha):
+    def preference(self, ha: Daemon) -> int:
         return 10 * (len(self.has) + 1 - self.has.index(ha) - 1)
 
-    def home_agent_text(self, ha):
+    def home_agent_text(self, ha: Daemon) -> str:
         others = [h for h in self.has if h is not ha]
         kind = self.configuration
         lines = [
@@ -233,7 +250,7 @@ class NetnsDeployment(DaemonGroup):
         lines += ["", "[log]", f"level = {self.log_level}", ""]
         return "\n".join(lines)
 
-    def mobile_text(self):
+    def mobile_text(self) -> str:
         first, rest = self.has[0], self.has[1:]
         lines = [
             f"# The mobile {'router' if self.mobile_router else 'node'} of a NetnsDeployment "
@@ -262,14 +279,14 @@ class NetnsDeployment(DaemonGroup):
 
     # -- the network around the daemons -------------------------------------------------------
 
-    def add_mobile_network_host(self):
+    def add_mobile_network_host(self) -> IPv6Address:
         """Give the mobile router an address inside its mobile network prefix (on its loopback:
         this kernel has no dummy interfaces), standing for a host of the mobile network."""
         self.topology.run(self.mobile_node, ["ip", "-6", "addr", "add",
                                              f"{MOBILE_NETWORK_HOST}/128", "dev", "lo", "nodad"])
         return MOBILE_NETWORK_HOST
 
-    def advertisers(self):
+    def advertisers(self) -> list[Daemon]:
         """The home agents whose backend currently advertises the home prefix, by their
         control sockets (a dead daemon advertises nothing)."""
         out = []
@@ -279,7 +296,7 @@ class NetnsDeployment(DaemonGroup):
                 out.append(ha)
         return out
 
-    def route_prefix(self, via=None):
+    def route_prefix(self, via: Optional[Sequence[str]] = None) -> list[str]:
         """Point router r's route for the home prefix at ``via`` (home agent names), or at
         every home agent advertising it (module docstring); return the names used."""
         t = self.topology
@@ -297,7 +314,7 @@ class NetnsDeployment(DaemonGroup):
         t.run("r", argv)
         return [ha.name for ha in chosen]
 
-    def holders(self):
+    def holders(self) -> dict[str, Daemon]:
         """{held address: home agent} as the live daemons' backends report it."""
         out = {}
         for ha in self.has:
@@ -306,7 +323,7 @@ class NetnsDeployment(DaemonGroup):
                 out[address] = ha
         return out
 
-    def route_held(self):
+    def route_held(self) -> dict[str, str]:
         """Without a shared home link: point router r's /128 route for every held service
         address at the home agent holding it (the stand-in for the routing daemon that
         redistributes the /128 route; module docstring). Returns ``{address: name}``."""
@@ -323,7 +340,7 @@ class NetnsDeployment(DaemonGroup):
                             self._next_hop(holder)])
         return {a: h.name for a, h in held.items()}
 
-    def _next_hop(self, ha):
+    def _next_hop(self, ha: Daemon) -> str:
         """r's next hop towards home agent ``ha``: its address on its transit link."""
         return str(self.topology.address(ha.name, link=f"t{ha.name[2:]}"))
 

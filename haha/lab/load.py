@@ -50,6 +50,7 @@ from collections import Counter
 from ipaddress import IPv6Address, IPv6Network
 
 from ..control.cli import request
+from ..core.events import EventName
 from ..security.keys import derive_node_secret, generate_key_file
 from .cluster import HOME_PREFIX, LocalCluster, free_udp_ports
 
@@ -365,7 +366,7 @@ class _Worker:
             self.nodes.append((i, care_of, machine, adapter))
 
     def _event(self, i, event):
-        if event.name == "registered" and i not in self.registered:
+        if event.name == EventName.REGISTERED and i not in self.registered:
             self.registered[i] = self.reactor.seconds() - self.started[i]
 
     def go(self):

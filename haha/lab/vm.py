@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any, Iterable, Optional, Sequence
 
 #: Modules the initramfs loads (with what they depend on, in ``modprobe``'s order) to reach
 #: the host's root file system.
@@ -98,7 +99,7 @@ sleep 60
 """
 
 
-def keep_visible(cwd):
+def keep_visible(cwd: str) -> str:
     """The guest's shell lines that keep the host directory holding ``cwd`` at its own path
     when ``cwd`` lies under ``/tmp`` or ``/run``, which the guest mounts afresh (a checkout, with
     its venv, cloned under /tmp by CI): its top directory there is bound back in."""
@@ -116,7 +117,7 @@ class VMError(RuntimeError):
     """The guest could not be prepared or booted."""
 
 
-def _run(argv, **kwargs):
+def _run(argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(argv, check=True, capture_output=True, text=True, **kwargs)
     except FileNotFoundError as e:
@@ -127,7 +128,7 @@ def _run(argv, **kwargs):
                       f"{(e.stderr or e.stdout).strip()}") from None
 
 
-def kernel_package():
+def kernel_package() -> str:
     """The versioned kernel package ``linux-image-amd64`` depends on (apt's lists)."""
     for attempt in (0, 1):
         out = subprocess.run(["apt-cache", "depends", META_PACKAGE], capture_output=True,
@@ -141,7 +142,7 @@ def kernel_package():
     raise VMError(f"apt-cache knows no package behind {META_PACKAGE}")
 
 
-def prepare_kernel(cache):
+def prepare_kernel(cache: str) -> tuple[str, str]:
     """Download, unpack and index the kernel once; return (vmlinuz path, modules dir)."""
     os.makedirs(cache, exist_ok=True)
     package = kernel_package()
@@ -167,7 +168,7 @@ def prepare_kernel(cache):
     return vmlinuz, os.path.join(root, "lib", "modules", release)
 
 
-def cpio_newc(entries):
+def cpio_newc(entries: Iterable[tuple[str, int, Optional[bytes]]]) -> bytes:
     """A cpio (newc) archive from (path, mode, data) triples; directories have data None."""
     out = bytearray()
     for ino, (path, mode, data) in enumerate(list(entries) + [("TRAILER!!!", 0, b"")], 1):
@@ -181,11 +182,11 @@ def cpio_newc(entries):
     return bytes(out)
 
 
-def boot_module_files(modules_dir):
+def boot_module_files(modules_dir: str) -> list[str]:
     """The module files of :data:`BOOT_MODULES` and their dependencies, in load order."""
     base = os.path.dirname(os.path.dirname(os.path.dirname(modules_dir)))
     release = os.path.basename(modules_dir)
-    files = []
+    files: list[str] = []
     for name in BOOT_MODULES:
         out = _run(["modprobe", "-d", base, "-S", release, "--show-depends", name]).stdout
         for line in out.splitlines():
@@ -195,15 +196,16 @@ def boot_module_files(modules_dir):
     return files
 
 
-def build_initramfs(modules_dir, path):
+def build_initramfs(modules_dir: str, path: str) -> None:
     """Write the initramfs: busybox, the boot modules, /init."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     with open(busybox, "rb") as f:
         bb = f.read()
     if b"ld-linux" in bb[:4096]:
         raise VMError(f"{busybox} is dynamically linked; install busybox-static")
-    entries = [(d, stat.S_IFDIR | 0o755, None)
-               for d in ("bin", "dev", "proc", "sys", "modules", "newroot", "lower", "rw", "kernel")]
+    entries: list[tuple[str, int, Optional[bytes]]] = [
+        (d, stat.S_IFDIR | 0o755, None)
+        for d in ("bin", "dev", "proc", "sys", "modules", "newroot", "lower", "rw", "kernel")]
     entries.append(("bin/busybox", stat.S_IFREG | 0o755, bb))
     for i, module in enumerate(boot_module_files(modules_dir)):
         with open(module, "rb") as f:
@@ -214,7 +216,8 @@ def build_initramfs(modules_dir, path):
         f.write(cpio_newc(entries))
 
 
-def qemu_argv(vmlinuz, initramfs, modules_dir, job, memory=3072, cpus=2):
+def qemu_argv(vmlinuz: str, initramfs: str, modules_dir: str, job: str, memory: int = 3072,
+              cpus: int = 2) -> list[str]:
     """The QEMU command line. TCG unless ``HAHA_VM_ACCEL`` names another accelerator: on the
     machines this was built on, /dev/kvm exists but a KVM guest hangs in the firmware."""
     accel = os.environ.get("HAHA_VM_ACCEL", "tcg,thread=multi")
@@ -231,12 +234,14 @@ def qemu_argv(vmlinuz, initramfs, modules_dir, job, memory=3072, cpus=2):
     ]
 
 
-def default_cache():
+def default_cache() -> str:
     venv = os.environ.get("VIRTUAL_ENV") or os.path.dirname(os.path.dirname(sys.executable))
     return os.path.join(venv, "stock-kernel")
 
 
-def run(command, cwd=None, cache=None, scale=10, memory=3072, env=None, timeout=None):
+def run(command: Sequence[str], cwd: Optional[str] = None, cache: Optional[str] = None,
+        scale: float = 10, memory: int = 3072, env: Optional[dict[str, str]] = None,
+        timeout: Optional[float] = None) -> int:
     """Boot the stock kernel, run ``command`` (argv) in ``cwd`` there, return its exit status.
     Raises :class:`VMError` when the guest cannot be prepared or ends without a status."""
     cwd = os.path.abspath(cwd or os.getcwd())
@@ -280,7 +285,7 @@ def run(command, cwd=None, cache=None, scale=10, memory=3072, env=None, timeout=
         shutil.rmtree(job, ignore_errors=True)
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m haha.lab.vm", description=__doc__.split(
         "\n\n")[0])
     parser.add_argument("--cache", help="kernel cache directory (default: VENV/stock-kernel)")

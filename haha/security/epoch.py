@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from .seqstore import SequenceStore
 
 #: ``rekey(epoch) -> (key, salt)``; ``on_switch(epoch, previous) -> (advance, save_at)``.
-Rekey = Callable[[int], tuple[bytes, bytes]]
+#: A ``rekey`` marked ``static`` also answers ``rekey(None)``: the epoch-free pair (below).
+Rekey = Callable[[int | None], tuple[bytes, bytes]]
 OnSwitch = Callable[[int, int | None], tuple[Callable[[int], int] | None, int | None]]
 
 #: Milliseconds between the Unix epoch and 2020-01-01T00:00:00Z.

@@ -111,7 +111,7 @@ def home_agent_sadb(config: HomeAgentConfig,
     (:func:`kernel_esp`)."""
     if config.security.mode in ("none",) + KERNEL_ESP_MODES:
         return None
-    specs = []
+    specs: list[_keys.SaSpec] = []
     store = sequence_store(config, wall)
     epoch = boot_epoch_for(store, wall())
     for peer, key_file in config.security.peer_keys.items():

@@ -268,7 +268,7 @@ def derive_pair(secret: bytes, local: IPv6Address | str, peer: IPv6Address | str
         )
     secret = bytes(secret)
 
-    def rekey(peer_epoch: int) -> tuple[bytes, bytes]:
+    def rekey(peer_epoch: int | None) -> tuple[bytes, bytes]:
         d = derive_sa(secret, peer, local, key_bits, peer_epoch)
         return d.key, d.salt
 

@@ -27,7 +27,7 @@ Nothing here logs, and no error, ``repr`` or ``describe()`` output holds key mat
 import os
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Union, cast
 
 from zope.interface import implementer
 
@@ -58,7 +58,7 @@ from .esp import (
     InboundSA,
     OutboundSA,
 )
-from .epoch import EpochInboundSA
+from .epoch import EpochInboundSA, Rekey
 
 if TYPE_CHECKING:
     from .seqstore import SequenceStore
@@ -121,7 +121,7 @@ class SaSpec:
     #: Outbound: the boot epoch keying this SA, also its IV mask (haha.security.epoch).
     epoch: Optional[int] = None
     #: Inbound: ``rekey(epoch) -> (key, salt)``: the SA follows the sender's boot epochs.
-    rekey: Optional[Callable[[int], tuple[bytes, bytes]]] = field(default=None, repr=False,
+    rekey: Optional[Rekey] = field(default=None, repr=False,
                                                                  compare=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +173,9 @@ class SecurityAssociationDatabase:
         self.replay_window = replay_window
         self._rng = rng
         self.sequence_store = sequence_store
+        #: This run's boot epoch when the outbound SAs are keyed by one (set by whoever built
+        #: the database, haha.security.keyring), else None.
+        self.epoch: Optional[int] = None
         self._out: dict[int, OutboundSA] = {}  # int(peer) -> OutboundSA
         # spi -> (InboundSA, ...): derived SPIs of different peers may collide
         self._in: dict[int, tuple[InboundSA, ...]] = {}
@@ -181,7 +184,8 @@ class SecurityAssociationDatabase:
         # (int(local), int(peer)) -> OutboundSA (address take-over)
         self._out_local: dict[tuple[int, int], OutboundSA] = {}
         self._in_local: dict[tuple[int, int], InboundSA] = {}  # (int(local), int(peer)) -> SA
-        self.counters = dict.fromkeys(SADB_REASONS, 0)
+        # Every drop reason (a str-valued Reason) plus the epoch counters below.
+        self.counters: dict[str, int] = dict.fromkeys(SADB_REASONS, 0)
         # A peer's first epoch authenticated; a peer's new run authenticated and followed.
         self.counters["epoch-learned"] = self.counters["epoch-switched"] = 0
 
@@ -237,7 +241,7 @@ class SecurityAssociationDatabase:
             window = self.replay_window if spec.replay_window is None else spec.replay_window
             sa: InboundSA
             if spec.rekey is not None:
-                sa = self._epoch_inbound(spec, window)
+                sa = self._epoch_inbound(spec, spec.rekey, window)
             else:
                 floor, advance, save_at = 0, None, None
                 if self.sequence_store is not None:
@@ -250,7 +254,7 @@ class SecurityAssociationDatabase:
             self._in_peer[spec.peer] = sa
         self._roles[_key(spec.peer)] = spec.role
 
-    def _epoch_inbound(self, spec: SaSpec, window: int) -> EpochInboundSA:
+    def _epoch_inbound(self, spec: SaSpec, rekey: Rekey, window: int) -> EpochInboundSA:
         store = self.sequence_store
         epoch, floor, advance, save_at = None, 0, None, None
         if store is not None:
@@ -263,7 +267,7 @@ class SecurityAssociationDatabase:
                 return None, None
             return store.switch_inbound_epoch(peer, spi, new)
 
-        return EpochInboundSA(spec.spi, spec.rekey, epoch=epoch, peer=spec.peer, floor=floor,
+        return EpochInboundSA(spec.spi, rekey, epoch=epoch, peer=spec.peer, floor=floor,
                               on_switch=switched, replay_window=window, role=spec.role,
                               sources=spec.sources, advance=advance, save_at=save_at)
 
@@ -424,7 +428,8 @@ class SecurityAssociationDatabase:
         if src != sa.peer_key and src not in sa.source_keys:
             sa = self._by_source(sas, src, source)
         try:
-            return sa._accept(esp, seq)
+            # Every SA of the database is built from a SaSpec, which names its peer.
+            return cast("tuple[IPv6Address, int, bytes]", sa._accept(esp, seq))
         except SecurityError as e:
             self.counters[e.reason] += 1
             raise
@@ -464,7 +469,7 @@ class SecurityAssociationDatabase:
 
     def peers(self) -> frozenset[IPv6Address]:
         """The peers with an outbound SA."""
-        return frozenset(sa.peer for sa in self._out.values())
+        return frozenset(sa.peer for sa in self._out.values() if sa.peer is not None)
 
     def describe(self) -> list[dict[str, Any]]:
         """A JSON-serialisable list of the SAs: peer, role, direction, SPI, sequence numbers

@@ -30,6 +30,7 @@ from ..addrtakeover import handback_address
 from ..cache import Binding
 from ..duties import duties_of, transition
 from ..effects import Event, Inbound, make_send
+from ..events import EventName
 from ..seqnum import distance, seconds
 from ..switching import hand_back
 from .outbound import UNSPECIFIED
@@ -123,7 +124,7 @@ class SyncReceiver:
                     cache.remove(hoa)
                     transition(hoa, duties_of(settings, held), (None, False), out)
                     switching.cancel(hoa)
-                    out.append(Event("binding-deleted", home_address=hoa, reason="peer",
+                    out.append(Event(EventName.BINDING_DELETED, home_address=hoa, reason="peer",
                                      primary=held.primary is None, by=sender))
                     if held.primary is None:
                         sync.withdraw(hoa, now, out)
@@ -140,7 +141,7 @@ class SyncReceiver:
                                 now + lifetime, bce.prefixes, None, ha.address, now, held)
                 transition(hoa, old, duties_of(settings, b), out)
                 if not was_primary:
-                    out.append(Event("binding-restored", home_address=hoa, by=sender))
+                    out.append(Event(EventName.BINDING_RESTORED, home_address=hoa, by=sender))
                     sync.publish(b, now, out)
                 continue
             if held is not None and held.care_of != bce.care_of_address:
@@ -150,11 +151,11 @@ class SyncReceiver:
                             now + lifetime, bce.prefixes, claimant, None, now, held)
             transition(hoa, old, duties_of(settings, b), out)
             if held is None:
-                out.append(Event("copy-created", home_address=hoa, primary=claimant))
+                out.append(Event(EventName.COPY_CREATED, home_address=hoa, primary=claimant))
             elif was_primary:
                 switching.cancel(hoa)
                 sync.withdraw(hoa, now, out)
-                out.append(Event("primary-lost", home_address=hoa, to=claimant,
+                out.append(Event(EventName.PRIMARY_LOST, home_address=hoa, to=claimant,
                                  sequence=bce.sequence))
                 ha.check_drained(out)
         out.append(make_send(BindingInfoAck(biu.identifier, status), ha.identity, sender,
@@ -184,7 +185,7 @@ class SyncReceiver:
             removed[0] += 1
 
         def done(now: float, out: List[Any]) -> None:
-            out.append(Event("bulk-sync-complete", peer=peer, removed=removed[0]))
+            out.append(Event(EventName.BULK_SYNC_COMPLETE, peer=peer, removed=removed[0]))
 
         ha.work.add(stale, remove, now, out, name="sweep", done=done)
 
@@ -207,7 +208,7 @@ class SyncReceiver:
         elif o.marker:
             ha.peers.bulk_delivered(inb.src)
         elif bia.status >= 128:
-            out.append(Event("biu-rejected", peer=inb.src, status=bia.status,
+            out.append(Event(EventName.BIU_REJECTED, peer=inb.src, status=bia.status,
                              home_addresses=tuple(bce.home_address
                                                   for bce, _ in o.entries.values())))
 
