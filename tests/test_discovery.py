@@ -84,6 +84,29 @@ def ra(address, lifetime, h=True):
     )
 
 
+def test_link_discovery_counters_reach_the_daemon():
+    """The home agent's counters (haha-ctl counters, metrics) include link discovery's
+    (``linkdiscovery.tracked`` ...): it declares ICounterSource, which the service checks."""
+    from twisted.internet.testing import MemoryReactorClock
+
+    from haha.config import home_agent_from_text
+    from haha.io.memory import MemoryHub
+    from haha.service import HomeAgentService
+
+    reactor = MemoryReactorClock()
+    config = home_agent_from_text(
+        "[home-agent]\naddress = 2001:db8:1::1\nhome-prefix = 2001:db8:1::/64\n"
+        "configuration = separate-links\n[security]\nmode = none\nlab = yes\n"
+        "[transport]\nkind = udp\nudp-listen = 127.0.0.1:1\n")
+    link = LinkDiscovery(reactor, own_addresses=[A("2001:db8:1::1")])
+    service = HomeAgentService.build(config, reactor=reactor, discovery=link,
+                                     transport=MemoryHub(reactor).endpoint(A("2001:db8:1::1")))
+    service.startService()
+    link.router_advertisement(A("fe80::2"), ra("2001:db8:1::2", 30))
+    c = service.counters()
+    assert c["linkdiscovery.tracked"] + c["linkdiscovery.unwanted"] == 1, c
+
+
 def test_link_discovery_follows_home_agent_lifetime():
     """An RA with H and a PI R-address makes a peer for the HA lifetime; 0 withdraws it."""
     clock = Clock()

@@ -24,14 +24,19 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from zope.interface import implementer
 
 from ..inifile import Section
-from ..interfaces import IPeerDiscovery, IPeerListener, IRouterAdvertisementListener
+from ..interfaces import (
+    ICounterSource,
+    IPeerDiscovery,
+    IPeerListener,
+    IRouterAdvertisementListener,
+)
 from ..wire.icmpv6 import PI_R, RA_H, PrefixInformation, RouterAdvertisement
 
 #: Whether the daemon could accept a peer at this address (``wanted``).
 Wanted = Callable[[IPv6Address], bool]
 
 
-@implementer(IPeerDiscovery, IRouterAdvertisementListener)
+@implementer(IPeerDiscovery, IRouterAdvertisementListener, ICounterSource)
 class LinkDiscovery:
     name = "link"
 
