@@ -29,6 +29,7 @@ from .core.effects import (
     AdvertisePrefix,
     AnnounceHome,
     DrainComplete,
+    LeaveComplete,
     Event,
     HoldAddress,
     InstallRoute,
@@ -351,6 +352,14 @@ class MobileNodeAdapter(Adapter):
         self.tunnel = tunnel
         #: The interface on the home link the home address is announced on (AnnounceHome).
         self.interface = interface
+        self._leave_waiters: List[defer.Deferred[bool]] = []
+
+    def when_left(self) -> "defer.Deferred[bool]":
+        """A Deferred that fires with the ``acknowledged`` of the machine's next
+        :class:`~haha.core.effects.LeaveComplete` (a stopping node's deregistration is over)."""
+        d: defer.Deferred[bool] = defer.Deferred()
+        self._leave_waiters.append(d)
+        return d
 
     def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
                   limiter: Any) -> Endpoint:
@@ -374,6 +383,11 @@ class MobileNodeAdapter(Adapter):
                 self.tunnel.clear()
         elif kind is AnnounceHome:
             self.announce_home(effect)
+        elif kind is LeaveComplete:
+            waiters, self._leave_waiters = self._leave_waiters, []
+            for d in waiters:
+                if not d.called:  # a waiter that timed out already
+                    d.callback(effect.acknowledged)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1

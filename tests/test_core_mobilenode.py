@@ -8,7 +8,16 @@ from ipaddress import IPv6Network as N
 import pytest
 
 from haha.core import mobilenode as mnm
-from haha.core.effects import AnnounceHome, Event, Inbound, Send, SendIcmp, TunnelDown, TunnelUp
+from haha.core.effects import (
+    AnnounceHome,
+    Event,
+    Inbound,
+    LeaveComplete,
+    Send,
+    SendIcmp,
+    TunnelDown,
+    TunnelUp,
+)
 from haha.core.mobilenode import TRANSITIONS, InvalidTransition, MobileNode
 from haha.core.settings import MobileNodeSettings
 from haha.wire.icmpv6 import DhaadReply, DhaadRequest
@@ -607,3 +616,46 @@ def test_back_home_the_core_asks_for_the_home_address_announcement():
     out = m.leave(1.0)
     out += m.receive(ba(m, seq=m.sequence, lifetime=0), 1.1)
     assert m.state == "home" and not [e for e in out if type(e) is AnnounceHome]
+
+
+def test_a_stopping_node_is_told_its_deregistration_is_over():
+    """The end of a stopping node's wait is an effect the core returns, once per leave:
+    LeaveComplete(True) on the Binding Acknowledgement, LeaveComplete(False) when every home
+    agent stayed silent, or when the node moves or is stopped in the middle; nothing when
+    nothing was registered (leave stops at once) and never for a node coming home."""
+    def leaves(out):
+        return [e for e in out if type(e) is LeaveComplete]
+
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.0)
+    out = m.leave(1.0)
+    assert not leaves(out) and m.state == "deregistering"
+    out = m.receive(ba(m, seq=m.sequence, lifetime=0), 1.1)
+    assert leaves(out) == [LeaveComplete(True)]
+    # unanswered everywhere: given up
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m, lifetime=0xFFFF), 0.0)
+    out = m.leave(1.0)
+    while m.state == "deregistering":
+        out += m.tick(m.next_deadline())
+    assert leaves(out) == [LeaveComplete(False)]
+    # cut short by a move, and by a stop
+    for cut in (lambda m: m.move(COA2, 1.5), lambda m: m.stop(1.5)):
+        m = node()
+        m.start(0.0, COA)
+        m.receive(ba(m), 0.0)
+        m.leave(1.0)
+        assert leaves(cut(m)) == [LeaveComplete(False)]
+    # nothing registered: leave is a stop, no wait to end
+    m = node()
+    m.start(0.0, COA)
+    assert not leaves(m.leave(0.5)) and m.state == "idle"
+    # coming home (not stopping) never ends a leave
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.0)
+    m.return_home(5.0)
+    out = m.receive(Inbound(BindingAck(0, m.sequence), HA1, HOA, None, None, HA1), 5.1)
+    assert not leaves(out)

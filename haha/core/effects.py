@@ -156,6 +156,15 @@ class AnnounceHome:
 
 
 @dataclass(frozen=True, slots=True)
+class LeaveComplete:
+    """Mobile node side: the deregistration of a stopping node (``MobileNode.leave``) is over:
+    answered by a Binding Acknowledgement (``acknowledged``), or given up on, or cut short
+    (the node moved or was stopped). Returned once per leave; a stopping service waits for it."""
+
+    acknowledged: bool
+
+
+@dataclass(frozen=True, slots=True)
 class DrainComplete:
     """Home agent side: draining, and the last primary binding is gone (switched away,
     deregistered or expired); returned once per drain."""

@@ -10,6 +10,7 @@ from .effects import (
     Event,
     HoldAddress,
     InstallRoute,
+    LeaveComplete,
     ProxyNd,
     RemoveRoute,
     Send,
@@ -19,5 +20,5 @@ from .effects import (
 )
 
 Effect = Union[Send, SendIcmp, InstallRoute, RemoveRoute, ProxyNd, AdvertisePrefix, HoldAddress,
-               TunnelUp, TunnelDown, AnnounceHome, DrainComplete, Event]
+               TunnelUp, TunnelDown, AnnounceHome, DrainComplete, LeaveComplete, Event]
 Effects = list[Effect]

@@ -58,7 +58,16 @@ from haha.wire.mh import (
 )
 from haha.wire.options import AlternateCareOfAddress, MobileNetworkPrefix, MobilityOption
 
-from .effects import AnnounceHome, Event, Inbound, Send, SendIcmp, TunnelDown, TunnelUp
+from .effects import (
+    AnnounceHome,
+    Event,
+    Inbound,
+    LeaveComplete,
+    Send,
+    SendIcmp,
+    TunnelDown,
+    TunnelUp,
+)
 from .effecttypes import Effects
 from .events import EventName
 from .homeagent import home_agents_anycast
@@ -346,6 +355,8 @@ class MobileNode:
         self.state = HOME
 
     def _stop(self, now: float, out: Effects) -> None:
+        if self._leaving:
+            out.append(LeaveComplete(False))
         self._leaving = False
         self._tunnel_down(out)
         self._reset_binding()
@@ -356,6 +367,8 @@ class MobileNode:
         self.state = IDLE
 
     def _go_away(self, now: float, out: Effects, care_of: IPv6Address) -> None:
+        if self._leaving:
+            out.append(LeaveComplete(False))
         self._leaving = False
         self.care_of = care_of
         self._rejected = set()
@@ -705,13 +718,15 @@ class MobileNode:
             self.sequence = ba.sequence
             return self._send_dereg(now, out)
         out.append(Event(EventName.DEREGISTERED, home_agent=self.target, status=ba.status))
-        self._home(out)
+        self._home(out, acknowledged=True)
 
     def _dereg_expired(self, now: float, out: Effects) -> None:
         self._home(out)
 
-    def _home(self, out: Effects) -> None:
-        if not self._leaving:  # a stopping node (leave) is not on its home link
+    def _home(self, out: Effects, acknowledged: bool = False) -> None:
+        if self._leaving:  # a stopping node (leave) is not on its home link: its wait ends
+            out.append(LeaveComplete(acknowledged))
+        else:
             out.append(AnnounceHome(self.home_address, True))
         self._leaving = False
         self._reset_binding()
