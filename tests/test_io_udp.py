@@ -236,7 +236,7 @@ def test_a_peer_packet_is_processed_before_a_backlog_of_node_packets():
     """A peer's HELLO queued in the kernel behind 5,000 Binding Updates is handed to the home
     agent first, and the backlog is processed in slices of at most ``slice_seconds`` (20 ms
     here, 20 packets at 1 ms each), each returning to the reactor; every packet arrives."""
-    t, r, got = _busy_transport()
+    t, r, got = _busy_transport(read_bytes=1 << 20)  # one read takes the whole queue
     hello = build_packet(PEER, HA, 135, b"hello" + bytes(11))
     r.port.kernel = [(_node_packet(i), ("127.0.0.1", 6000)) for i in range(5000)]
     r.port.kernel.append((hello, PEER_ENDPOINT))
@@ -252,6 +252,27 @@ def test_a_peer_packet_is_processed_before_a_backlog_of_node_packets():
         _turn(r)
     assert len(got) == 5002 and got.count(hello) == 2
     assert t.counters["received"] == 5002 and 200 <= t.counters["slices_deferred"] < 250
+
+
+def test_each_read_is_bounded_and_a_deep_peer_packet_still_waits_only_a_few_slices():
+    """A sender faster than the reads must not keep one read going (the reactor would block
+    while the excess is dropped): each readiness reads at most ``read_bytes`` (256 KiB here,
+    4,681 packets of 56 octets). A HELLO 20,000 packets deep is found by the fifth read, having
+    waited behind five slices of node traffic (100 packets), not 20,000."""
+    t, r, got = _busy_transport()
+    hello = build_packet(PEER, HA, 135, b"hello" + bytes(11))
+    r.port.kernel = [(_node_packet(i), ("127.0.0.1", 6000)) for i in range(20000)]
+    r.port.kernel.append((hello, PEER_ENDPOINT))
+    reads = 0
+    while hello not in got:
+        before = len(r.port.kernel)
+        r.port.doRead()
+        reads += 1
+        assert before - len(r.port.kernel) <= 256 * 1024 // 56 + 1
+        _turn(r)
+    assert reads == 5 and got.index(hello) <= 5 * 20 + 5
+    with pytest.raises(ValueError):
+        UdpTransport(_ClockReactor(), read_bytes=0)
 
 
 def test_timers_run_between_slices_of_a_backlog():

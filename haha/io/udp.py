@@ -25,9 +25,10 @@ Peers first. A home agent's peers and its mobile nodes share this one socket, an
 queues their datagrams in arrival order: under a burst of registrations a peer's HELLO would
 wait behind every Binding Update queued before it, and once that backlog took longer than the
 peers' lifetime to process, live peers were declared dead. So each time the socket is readable
-the transport reads everything queued (at most ``max_backlog`` packets wait in user space; more
-are counted, ``dropped_backlog``, and dropped, as the kernel would have) and sorts it into two
-queues: packets from a static peer (an address entry of the map, arriving from that entry's
+the transport reads up to ``read_bytes`` (256 KiB, about 2,200 Binding Updates; cheap: nothing
+but a receive and a look-up each) without processing it (at most ``max_backlog`` packets wait in
+user space; more are counted, ``dropped_backlog``, and dropped, as the kernel would have) and
+sorts it into two queues: packets from a static peer (an address entry of the map, arriving from that entry's
 own UDP endpoint) and the rest. The peers' queue is always handled first and in full; the rest
 in slices of at most ``slice_seconds`` of processing, each followed by a return to the reactor,
 which runs due timers (a HELLO to send, a liveness check) and reads the socket again, so a peer's
@@ -70,16 +71,17 @@ class UdpTransport:
     ``learn``: learn sources as described above, at most ``max_learned`` of them.
     ``receive_buffer``/``send_buffer``: socket buffer sizes in octets (0: the kernel's default;
     see :mod:`haha.io.sockbuf`); :attr:`buffers` tells what was granted after :meth:`start`.
-    ``max_backlog``/``slice_seconds``: the user-space queue of packets read but not yet
-    processed, and how long one slice of node traffic may run (module docstring, "Peers
-    first"); ``timer`` measures the slices (a test passes a fake one).
+    ``read_bytes``/``max_backlog``/``slice_seconds``: how much is read at each readiness, the
+    user-space queue of packets read but not yet processed, and how long one slice of node
+    traffic may run (module docstring, "Peers first"); ``timer`` measures the slices (a test
+    passes a fake one).
     """
 
     log = class_logger()
 
     def __init__(self, reactor, port=0, interface="::1", peers=None, learn=True,
                  max_learned=262144, receive_buffer=0, send_buffer=0, max_backlog=65536,
-                 slice_seconds=0.02, timer=time.perf_counter):
+                 slice_seconds=0.02, read_bytes=256 * 1024, timer=time.perf_counter):
         self._reactor = reactor
         self._port_number = port
         self._interface = interface
@@ -107,9 +109,11 @@ class UdpTransport:
         self.counters = Counter()
         self._receiver = None
         self._port = None
-        if max_backlog < 1 or not slice_seconds > 0:
-            raise ValueError("max_backlog must be at least 1 and slice_seconds positive")
+        if max_backlog < 1 or read_bytes < 1 or not slice_seconds > 0:
+            raise ValueError("max_backlog and read_bytes must be at least 1, slice_seconds "
+                             "positive")
         self.max_backlog = max_backlog
+        self.read_bytes = read_bytes
         self.slice_seconds = slice_seconds
         self._timer = timer
         #: Packets read from the socket and not yet processed: from static peers, the rest.
@@ -133,9 +137,10 @@ class UdpTransport:
                                              interface=self._interface)
         read = getattr(self._port, "doRead", None)
         if read is not None:
-            # Read everything queued in the kernel at each readiness (Twisted stops after
-            # maxThroughput octets), sorting it, then process (module docstring).
-            self._port.maxThroughput = self.max_backlog * 2048
+            # Read at most read_bytes at each readiness, sorting it, then process (module
+            # docstring): reading is cheap, but a sender faster than the reads would keep an
+            # unbounded read loop going (the reactor blocked while the excess is dropped).
+            self._port.maxThroughput = self.read_bytes
 
             def do_read(read=read):
                 self._reading = True
