@@ -785,6 +785,9 @@ def main(argv=None):
                    help="the home agents know the nodes by one node-group key (default) or "
                         "by one key file each")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for the burst")
+    p.add_argument("--admission", choices=("sized", "default"), default="sized",
+                   help="admission of new sources sized for --nodes (default) or the "
+                        "daemon's defaults")
     p.add_argument("--dir", help="keep configurations and logs here")
     args = p.parse_args(argv)
     if not 2 <= args.has <= 9:
@@ -796,7 +799,8 @@ def main(argv=None):
     stop_on_sigterm()
     try:
         cluster, ports, secret = start_cluster(directory, args.nodes, args.workers,
-                                               n_has=args.has, node_keys=args.node_keys)
+                                               n_has=args.has, node_keys=args.node_keys,
+                                               admission=args.admission)
         has = [(ha.address, ha.port) for ha in cluster.has]
         with Generator(args.nodes, args.workers, has, ports, secret) as generator:
             result = burst(cluster, generator, args.timeout)
