@@ -103,23 +103,24 @@ class Run:
     moment, and the later phases are not run."""
 
     def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME,
-                 node_keys="group"):
+                 node_keys="group", admission="sized"):
         self.ha_lifetime = ha_lifetime
         self.node_keys = node_keys
+        self.admission = admission
         self.directory = directory
         self.n = n_nodes
         self.workers = workers
         self.timeout = timeout
         self.secret = os.urandom(32)
         self.out = {"nodes": n_nodes, "workers": workers, "ha_lifetime": ha_lifetime,
-                    "node_keys": node_keys}
+                    "node_keys": node_keys, "admission": admission}
         self.interval = load.poll_interval(n_nodes)
 
     def __call__(self):
         started = time.monotonic()
         self.cluster, ports, _ = load.launch_cluster(
             os.path.join(self.directory, "set"), self.n, self.workers, self.secret,
-            lifetime=self.ha_lifetime, node_keys=self.node_keys)
+            lifetime=self.ha_lifetime, node_keys=self.node_keys, admission=self.admission)
         # Memory per configured node is measured against a home agent of the same
         # configuration knowing no node, started alongside.
         empty = None
@@ -127,7 +128,8 @@ class Run:
             empty, _, _ = load.launch_cluster(os.path.join(self.directory, "empty"), 0,
                                               self.workers, self.secret, n_has=2,
                                               lifetime=self.ha_lifetime,
-                                              node_keys=self.node_keys)
+                                              node_keys=self.node_keys,
+                                              admission=self.admission)
             load.wait_serving(empty)
             self.rss_empty = _rss(empty.has[0])
             empty.kill_all()
@@ -330,13 +332,17 @@ def main(argv=None):
                    help="the home agents' lifetime (failure detection time), seconds")
     p.add_argument("--node-keys", choices=("group", "files"), default="group",
                    help="one node-group key for every node (default) or one key file each")
+    p.add_argument("--admission", choices=("sized", "default"), default="sized",
+                   help="the home agents' admission of new sources sized for the burst "
+                        "(default, haha.lab.load.admission_lines) or the daemon's defaults")
     p.add_argument("--dir", help="keep configurations and logs here")
     args = p.parse_args(argv)
     n = args.nodes or (1000 if args.quick else 10000)
     directory = args.dir or tempfile.mkdtemp(prefix="haha-bench-scale-")
     load.stop_on_sigterm()
     try:
-        o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys)()
+        o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys,
+                args.admission)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

@@ -49,6 +49,7 @@ from .endpoint import (
     Tunnelled,
 )
 from .logging import enabled, logger
+from .logsummary import PER_BINDING_EVENTS, BurstSummary
 
 #: Events logged at info level; the rest at debug (they are still counted).
 _INFO_EVENTS = INFO_EVENTS
@@ -95,6 +96,10 @@ class Adapter:
         self._call: Any = None
         self._deadline: Optional[float] = None
         self.running = False
+        #: Per-binding info lines beyond a few a second go to debug, summarised once a second
+        #: (:mod:`haha.logsummary`).
+        self.log_summary = BurstSummary()
+        self._summary_call: Any = None
 
     def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
                   limiter: Any) -> Endpoint:
@@ -249,7 +254,14 @@ class Adapter:
         self._publish(event)
 
     def _publish(self, event: Any) -> None:
-        level = LogLevel.info if event.name in _INFO_EVENTS else LogLevel.debug
+        name = event.name
+        level = LogLevel.info if name in _INFO_EVENTS else LogLevel.debug
+        if name in PER_BINDING_EVENTS and level is LogLevel.info \
+                and not self.log_summary.admit(name, self.now()):
+            level = LogLevel.debug
+            if self._summary_call is None:
+                self._summary_call = self.clock.callLater(self.log_summary.window,
+                                                          self._summarise)
         if enabled(self._log, level):
             # Fields become strings (JSON observers) and the format is built only for events
             # the level shows: below it an event costs a counter and this check.
@@ -259,6 +271,15 @@ class Adapter:
                            event=event.name, **fields)
         for observer in list(self.observers):
             observer(event)
+
+
+    def _summarise(self) -> None:
+        """One info line per event name held back from info in the last window."""
+        self._summary_call = None
+        for name, count in self.log_summary.take():
+            self._log.info("{event}: {count} more in the last {window} s (each logged at "
+                           "debug level)", event=name, count=count,
+                           window=self.log_summary.window, summarised=True)
 
 
 class HomeAgentAdapter(Adapter):

@@ -21,7 +21,7 @@ import os
 import random
 import time
 from ipaddress import IPv6Address
-from typing import TYPE_CHECKING, Any, Callable, Generator, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Generator, Iterator, Optional, Union
 
 from twisted.application import strports
 from twisted.application.service import MultiService
@@ -386,15 +386,19 @@ class HomeAgentService(MultiService):
         })
 
     def bindings(self) -> list[dict[str, Any]]:
-        out = []
+        return list(self.binding_rows())
+
+    def binding_rows(self) -> Iterator[dict[str, Any]]:
+        """The rows of :meth:`bindings`, converted as they are taken (the control socket
+        streams them in slices: haha.control.server)."""
+        identity = self.machine.identity
         for view in sorted(self.machine.snapshot().values(), key=lambda v: int(v[0])):
-            out.append(jsonable({
+            yield jsonable({
                 "home_address": view.home_address, "care_of": view.care_of,
                 "sequence": view.sequence, "flags": view.flags,
                 "prefixes": list(view.prefixes), "primary": view.primary,
-                "copy": view.primary != self.machine.identity,
-            }))
-        return out
+                "copy": view.primary != identity,
+            })
 
     def peers(self) -> list[dict[str, Any]]:
         out = []

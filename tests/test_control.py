@@ -116,3 +116,46 @@ def test_haha_ctl_against_a_real_socket(tmp_path, capsys):
     assert json.loads(out[: out.index("}") + 1]) == {"role": "home-agent", "state": "serving"}
     assert "unknown command 'move'" in err
     assert cli.main(["--socket", os.path.join(str(tmp_path), "absent.sock"), "status"]) == 2
+
+
+class _ManyBindings(Target):
+    def __init__(self, n):
+        super().__init__()
+        self.n = n
+        self.taken = 0
+
+    def binding_rows(self):
+        for i in range(self.n):
+            self.taken += 1
+            yield {"home_address": f"2001:db8:1::1:{i:x}", "primary": "2001:db8:1::1"}
+
+
+def test_a_large_bindings_answer_is_streamed_in_slices_in_order():
+    """A target with binding_rows has its bindings answer written 1,000 rows per turn of the
+    reactor after the first 1,000 (a smaller answer is written at once) (a home agent answering 100,000 bindings in one turn went silent long enough to be
+    declared dead): after one turn only the first slice is built; the finished line is the
+    same JSON; an answer asked next on the connection comes after it, whole."""
+    from twisted.internet.task import Clock, Cooperator
+
+    clock = Clock()
+    target = _ManyBindings(5500)
+    factory = ControlFactory(target)
+    factory.cooperate = Cooperator(scheduler=lambda f: clock.callLater(0, f),
+                                   terminationPredicateFactory=lambda: lambda: True).cooperate
+    proto = factory.buildProtocol(None)
+    tr = StringTransport()
+    proto.makeConnection(tr)
+    proto.dataReceived(b'{"cmd": "bindings"}\n{"cmd": "status"}\n')
+    turns = 0
+    while clock.getDelayedCalls():
+        turns += 1
+        assert target.taken <= 1000 * (turns + 1)
+        assert b"\n" not in tr.value() or target.taken == 5500
+        for call in clock.getDelayedCalls():  # one turn: not the calls it schedules
+            clock.calls.remove(call)
+            call.func(*call.args, **call.kw)
+    assert turns >= 5
+    first, second = [json.loads(x) for x in tr.value().splitlines()]
+    assert first["ok"] and [r["home_address"] for r in first["result"]] == [
+        f"2001:db8:1::1:{i:x}" for i in range(5500)]
+    assert second == {"ok": True, "result": {"role": "home-agent", "state": "serving"}}

@@ -109,6 +109,36 @@ def test_window_coalesces_and_packs_pending_changes():
     assert [b.sequence for b in entries if b.home_address == binding(5).home_address] == [9]
 
 
+def test_a_burst_leaves_packed_at_the_timer_due_at_once():
+    """During a burst (``coalesce_after`` BIUs outstanding to a peer) further changes are
+    not sent one BIU each: they wait for the timer, due at the same instant (a driver runs it
+    after the packets of that instant), and leave packed up to the MTU, every peer getting
+    every change once. With ``coalesce_after = 0`` each change leaves at once, as before."""
+    sync = make()
+    sync.add_peer(P2)
+    sync.add_peer(P3)
+    out = []
+    for i in range(200):
+        sync.publish(binding(i), 5.0, out)
+    assert len(bius(out, P2)) == 4 and len(bius(out, P3)) == 4
+    assert sync.next_deadline() == 5.0
+    sync.tick(5.0, out)
+    per_biu = (1280 - 85) // 48
+    for peer in (P2, P3):
+        sent = bius(out, peer)
+        assert len(sent) == 4 + -(-196 // per_biu)
+        carried = [e.home_address for m in sent for e in m.message.entries]
+        assert sorted(carried) == sorted(binding(i).home_address for i in range(200))
+    assert sync.next_deadline() == 5.0 + 1.0  # the first retransmission, nothing else due
+    eager = make()
+    eager.coalesce_after = 0
+    eager.add_peer(P2)
+    out = []
+    for i in range(200):
+        eager.publish(binding(i), 5.0, out)
+    assert len(bius(out, P2)) == 64  # the window, then packed as acknowledgements free it
+
+
 def test_entries_with_prefixes_take_more_room():
     """A mobile router's entry counts its Mobile Network Prefix options against the MTU."""
     sync = make(window=1)

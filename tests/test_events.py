@@ -173,7 +173,9 @@ def test_the_adapter_logs_every_event_at_its_level():
     globalLogPublisher.addObserver(published.append)
     try:
         hlog.configure("info")
-        a = Adapter(machine=None, transport=None, clock=None, profile=None, policy=None)
+        from twisted.internet.task import Clock
+
+        a = Adapter(machine=None, transport=None, clock=Clock(), profile=None, policy=None)
         a.log = hlog.logger("haha.test-events")
         for member in EventName:
             a.event(Event(member))

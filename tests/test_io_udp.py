@@ -5,7 +5,7 @@ from ipaddress import IPv6Address, IPv6Network
 import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
 from zope.interface.verify import verifyObject
 
 from haha.interfaces import IMobilityTransport
@@ -172,3 +172,137 @@ def _until(predicate, timeout=5.0):
 
     check()
     return d
+
+
+# -- peers first: a burst of node traffic never delays a peer's packet ----------------------
+
+PEER = IPv6Address("2001:db8:1::2")
+PEER_ENDPOINT = ("127.0.0.1", 5002)
+
+
+class _ReadablePort(_Port):
+    """A listening port whose ``doRead`` delivers the datagrams queued "in the kernel" one by
+    one, in arrival order, as Twisted's UDP port does."""
+
+    def __init__(self, protocol):
+        super().__init__()
+        self.protocol = protocol
+        self.kernel = []
+        self.maxThroughput = 256 * 1024
+
+    def doRead(self):  # noqa: N802 - Twisted's name
+        read = 0
+        while self.kernel and read < self.maxThroughput:
+            data, addr = self.kernel.pop(0)
+            read += len(data)
+            self.protocol.datagramReceived(data, addr)
+
+
+class _ClockReactor(MemoryReactorClock):
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.port = _ReadablePort(protocol)
+        return self.port
+
+
+def _turn(r):
+    """One turn of the reactor: the calls due now, not the ones they schedule (Clock.advance
+    would run those too)."""
+    due = [c for c in r.getDelayedCalls() if c.getTime() <= r.seconds()]
+    for c in due:
+        r.calls.remove(c)
+        c.func(*c.args, **c.kw)
+
+
+def _node_packet(i):
+    return build_packet(IPv6Address(f"2001:db8:20::{i + 1:x}"), HA, 135, bytes(16))
+
+
+def _busy_transport(cost=0.001, **kw):
+    """A transport whose receiver takes ``cost`` seconds of a fake clock per packet."""
+    r = _ClockReactor()
+    now = [0.0]
+    t = UdpTransport(r, peers={PEER: PEER_ENDPOINT}, timer=lambda: now[0], **kw)
+    got = []
+
+    def receiver(data):
+        now[0] += cost
+        got.append(data)
+
+    t.start(receiver)
+    return t, r, got
+
+
+def test_a_peer_packet_is_processed_before_a_backlog_of_node_packets():
+    """A peer's HELLO queued in the kernel behind 5,000 Binding Updates is handed to the home
+    agent first, and the backlog is processed in slices of at most ``slice_seconds`` (20 ms
+    here, 20 packets at 1 ms each), each returning to the reactor; every packet arrives."""
+    t, r, got = _busy_transport(read_bytes=1 << 20)  # one read takes the whole queue
+    hello = build_packet(PEER, HA, 135, b"hello" + bytes(11))
+    r.port.kernel = [(_node_packet(i), ("127.0.0.1", 6000)) for i in range(5000)]
+    r.port.kernel.append((hello, PEER_ENDPOINT))
+    r.port.doRead()
+    assert got[0] == hello
+    assert len(got) == 1 + 20 and len(t.queue) == 4980
+    # A second HELLO arriving while the backlog is being worked off waits one slice at most.
+    _turn(r)
+    r.port.kernel.append((hello, PEER_ENDPOINT))
+    r.port.doRead()
+    assert got[-1] == hello and len(got) == 1 + 40 + 1
+    while t.queue:
+        _turn(r)
+    assert len(got) == 5002 and got.count(hello) == 2
+    assert t.counters["received"] == 5002 and 200 <= t.counters["slices_deferred"] < 250
+
+
+def test_each_read_is_bounded_and_a_deep_peer_packet_still_waits_only_a_few_slices():
+    """A sender faster than the reads must not keep one read going (the reactor would block
+    while the excess is dropped): each readiness reads at most ``read_bytes`` (256 KiB here,
+    4,681 packets of 56 octets). A HELLO 20,000 packets deep is found by the fifth read, having
+    waited behind five slices of node traffic (100 packets), not 20,000."""
+    t, r, got = _busy_transport()
+    hello = build_packet(PEER, HA, 135, b"hello" + bytes(11))
+    r.port.kernel = [(_node_packet(i), ("127.0.0.1", 6000)) for i in range(20000)]
+    r.port.kernel.append((hello, PEER_ENDPOINT))
+    reads = 0
+    while hello not in got:
+        before = len(r.port.kernel)
+        r.port.doRead()
+        reads += 1
+        assert before - len(r.port.kernel) <= 256 * 1024 // 56 + 1
+        _turn(r)
+    assert reads == 5 and got.index(hello) <= 5 * 20 + 5
+    with pytest.raises(ValueError):
+        UdpTransport(_ClockReactor(), read_bytes=0)
+
+
+def test_timers_run_between_slices_of_a_backlog():
+    """The reactor's due timers (sending a HELLO, checking liveness) run between two slices of
+    node traffic, not after the whole backlog."""
+    t, r, got = _busy_transport()
+    r.port.kernel = [(_node_packet(i), ("127.0.0.1", 6000)) for i in range(1000)]
+    fired = []
+    r.port.doRead()
+    r.callLater(0, lambda: fired.append(len(got)))
+    while t.queue:
+        _turn(r)
+    assert fired and fired[0] <= 40
+
+
+def test_only_the_peer_endpoint_gets_priority_and_the_backlog_is_bounded():
+    """A packet claiming a peer's source but arriving from another UDP endpoint waits its turn
+    like any node's; beyond ``max_backlog`` unprocessed packets the rest are counted and
+    dropped (as the kernel would drop them), peers' packets never."""
+    t, r, got = _busy_transport(max_backlog=10)
+    forged = build_packet(PEER, HA, 135, b"forged" + bytes(10))
+    hello = build_packet(PEER, HA, 135, b"hello" + bytes(11))
+    r.port.kernel = [(_node_packet(i), ("127.0.0.1", 6000)) for i in range(9)]
+    r.port.kernel += [(forged, ("127.0.0.1", 6666))]
+    r.port.kernel += [(_node_packet(i), ("127.0.0.1", 6000)) for i in range(9, 15)]
+    r.port.kernel += [(hello, PEER_ENDPOINT)]
+    r.port.doRead()
+    while t.queue:
+        r.advance(0)
+    assert got[0] == hello and got.index(forged) == 10
+    assert t.counters["dropped_backlog"] == 6 and len(got) == 11
+    with pytest.raises(ValueError):
+        UdpTransport(_ClockReactor(), max_backlog=0)

@@ -145,3 +145,22 @@ def test_haha_lab_load_refuses_bad_arguments(capsys):
         assert e.value.code == 2
     err = capsys.readouterr().err
     assert "haha-lab load" in err and "--has must be 2-9" in err
+
+
+def test_admission_is_sized_for_the_burst_unless_asked_for_the_defaults(tmp_path):
+    """The load cluster's home agents admit a burst of N new sources (node-group keys make
+    every first Binding Update unauthenticated input from a new source): the daemon's own
+    loader reads admission sized for N; with admission="default" nothing is set."""
+    from haha.config import load_home_agent
+
+    sized = load.LoadCluster(tmp_path / "s", 20000, [40000], os.urandom(32))
+    sized.write()
+    a = load_home_agent(sized.has[0].config).security.admission
+    assert (a.max_sources, a.admit_burst, a.unauthenticated_burst) == (20000, 20000, 20000)
+    assert a.admit_rate == a.unauthenticated_rate == 20000
+    plain = load.LoadCluster(tmp_path / "d", 20000, [40000], os.urandom(32),
+                             admission="default")
+    plain.write()
+    assert load_home_agent(plain.has[0].config).security.admission in (None, type(a)())
+    with pytest.raises(ValueError):
+        load.LoadCluster(tmp_path / "x", 1, [40000], b"", admission="lots")

@@ -134,3 +134,63 @@ def test_bad_state_files_and_forget(tmp_path):
     ha1.protect(HA2, 135, b"x")
     store.forget(HA2, int(spi, 16))
     assert not any(str(HA2) in k for k in json.loads((tmp_path / "ok.json").read_text()))
+
+
+def _node(i):
+    return IPv6Address(f"2001:db8:100::{i:x}")
+
+
+def test_sas_added_alone_share_one_reservation_per_run(tmp_path):
+    """SAs added one at a time (node-group nodes derived at first contact) write the file once
+    per run, not once each: the first writes ``out-shared``, the next thousand write nothing
+    (a rewrite of a growing file per new node made a burst of N registrations O(N^2))."""
+    store = SequenceStore(tmp_path / "s.seq", block=64)
+    db = SecurityAssociationDatabase(sequence_store=store)
+    for i in range(1, 1001):
+        for spec in derive_pair(SECRET, HA1, _node(i), "mobile-node"):
+            db.add(spec)
+    assert store.writes == 1
+    assert json.loads((tmp_path / "s.seq").read_text()) == {"out-shared": 64}
+    # Each SA still writes an entry of its own once it has used the shared block.
+    for _ in range(64):
+        db.protect(_node(7), 135, b"x")
+    assert store.writes == 1
+    db.protect(_node(7), 135, b"x")
+    assert store.writes == 2
+    data = json.loads((tmp_path / "s.seq").read_text())
+    own = [v for k, v in data.items() if k.startswith(f"out {_node(7)} ")]
+    assert own == [64 + 64]  # sequence number 65 used: 65..128 reserved
+
+
+def test_a_restart_starts_shared_sas_above_everything_they_sent(tmp_path):
+    """After a crash, an SA that only ever used the shared reservation (no entry of its own)
+    starts above every number any such SA may have sent, whether it is added alone again or
+    from the configuration in a batch; the receiver accepts it at once."""
+    path = tmp_path / "s.seq"
+    store = SequenceStore(path, block=32)
+    db = SecurityAssociationDatabase(sequence_store=store)
+    peers = [_node(i) for i in range(1, 6)]
+    receivers = {}
+    for p in peers:
+        for spec in derive_pair(SECRET, HA1, p, "mobile-node"):
+            db.add(spec)
+        receivers[p] = SecurityAssociationDatabase.from_specs(
+            derive_pair(SECRET, p, HA1, "home-agent"))
+    highest = 0
+    for k, p in enumerate(peers):
+        for _ in range(5 * k + 1):
+            esp = db.protect(p, 135, b"x")
+            receivers[p].unprotect(HA1, esp)
+            highest = max(highest, int.from_bytes(esp[4:8], "big"))
+    # Crash: a new run adds peers[0] alone and peers[1] in a batch (e.g. now configured).
+    store = SequenceStore(path, block=32)
+    db = SecurityAssociationDatabase(sequence_store=store)
+    for spec in derive_pair(SECRET, HA1, peers[0], "mobile-node"):
+        db.add(spec)
+    with store.batch():
+        for spec in derive_pair(SECRET, HA1, peers[1], "mobile-node"):
+            db.add(spec)
+    for p in peers[:2]:
+        esp = db.protect(p, 135, b"again")
+        assert int.from_bytes(esp[4:8], "big") > highest
+        assert receivers[p].unprotect(HA1, esp) == (HA1, 135, b"again")

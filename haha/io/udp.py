@@ -20,15 +20,30 @@ type 2 routing header that is the care-of address, as on a real network):
 4. a multicast destination goes to every distinct static endpoint of an address (not of a
    prefix);
 5. anything else is counted (``no_route``) and dropped.
+
+Peers first. A home agent's peers and its mobile nodes share this one socket, and the kernel
+queues their datagrams in arrival order: under a burst of registrations a peer's HELLO would
+wait behind every Binding Update queued before it, and once that backlog took longer than the
+peers' lifetime to process, live peers were declared dead. So each time the socket is readable
+the transport reads up to ``read_bytes`` (256 KiB, about 2,200 Binding Updates; cheap: nothing
+but a receive and a look-up each) without processing it (at most ``max_backlog`` packets wait in
+user space; more are counted, ``dropped_backlog``, and dropped, as the kernel would have) and
+sorts it into two queues: packets from a static peer (an address entry of the map, arriving from that entry's
+own UDP endpoint) and the rest. The peers' queue is always handled first and in full; the rest
+in slices of at most ``slice_seconds`` of processing, each followed by a return to the reactor,
+which runs due timers (a HELLO to send, a liveness check) and reads the socket again, so a peer's
+packet never waits behind more than one slice of node traffic. A packet handed to the protocol
+outside a socket read (tests driving it directly) is processed at once, as before.
 """
 
-from collections import Counter, OrderedDict
+import time
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorUDP
+from twisted.internet.interfaces import IReactorTime, IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import LogLevel
 from zope.interface import implementer
@@ -46,7 +61,11 @@ class _Protocol(DatagramProtocol):
         self._owner = transport
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
-        self._owner._received(data, addr)
+        owner = self._owner
+        if owner._reading:
+            owner._enqueue(data, addr)
+        else:
+            owner._received(data, addr)
 
 
 @implementer(IMobilityTransport)
@@ -59,6 +78,10 @@ class UdpTransport:
     ``learn``: learn sources as described above, at most ``max_learned`` of them.
     ``receive_buffer``/``send_buffer``: socket buffer sizes in octets (0: the kernel's default;
     see :mod:`haha.io.sockbuf`); :attr:`buffers` tells what was granted after :meth:`start`.
+    ``read_bytes``/``max_backlog``/``slice_seconds``: how much is read at each readiness, the
+    user-space queue of packets read but not yet processed, and how long one slice of node
+    traffic may run (module docstring, "Peers first"); ``timer`` measures the slices (a test
+    passes a fake one).
     """
 
     log = class_logger()
@@ -66,7 +89,9 @@ class UdpTransport:
     def __init__(self, reactor: IReactorUDP, port: int = 0, interface: str = "::1",
                  peers: Mapping[IPv6Address | IPv6Network, tuple[Any, int]] | None = None,
                  learn: bool = True, max_learned: int = 262144, receive_buffer: int = 0,
-                 send_buffer: int = 0) -> None:
+                 send_buffer: int = 0, max_backlog: int = 65536, slice_seconds: float = 0.02,
+                 read_bytes: int = 256 * 1024,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         self._reactor = reactor
         self._port_number = port
         self._interface = interface
@@ -94,6 +119,18 @@ class UdpTransport:
         self.counters: Counter[str] = Counter()
         self._receiver: Callable[[bytes], object] | None = None
         self._port: Any = None  # twisted.internet.udp.Port (getHandle is not in its interface)
+        if max_backlog < 1 or read_bytes < 1 or not slice_seconds > 0:
+            raise ValueError("max_backlog and read_bytes must be at least 1, slice_seconds "
+                             "positive")
+        self.max_backlog = max_backlog
+        self.read_bytes = read_bytes
+        self.slice_seconds = slice_seconds
+        self._timer = timer
+        #: Packets read from the socket and not yet processed: from static peers, the rest.
+        self.peer_queue: deque[tuple[bytes, Any]] = deque()
+        self.queue: deque[tuple[bytes, Any]] = deque()
+        self._reading = False
+        self._slice_call: Any = None
 
     @property
     def address(self) -> Endpoint | None:
@@ -110,6 +147,22 @@ class UdpTransport:
         # 8192 is every reactor's default; IReactorUDP declares the argument without one.
         self._port = self._reactor.listenUDP(self._port_number, _Protocol(self),
                                              interface=self._interface, maxPacketSize=8192)
+        read = getattr(self._port, "doRead", None)
+        if read is not None:
+            # Read at most read_bytes at each readiness, sorting it, then process (module
+            # docstring): reading is cheap, but a sender faster than the reads would keep an
+            # unbounded read loop going (the reactor blocked while the excess is dropped).
+            self._port.maxThroughput = self.read_bytes
+
+            def do_read(read: Callable[[], Any] = read) -> Any:
+                self._reading = True
+                try:
+                    return read()
+                finally:
+                    self._reading = False
+                    self._after_read()
+
+            self._port.doRead = do_read
         if self.receive_buffer or self.send_buffer:
             self.buffers = apply_buffers(self._port.getHandle(), self.log, "UDP transport",
                                          self.receive_buffer, self.send_buffer)
@@ -118,6 +171,11 @@ class UdpTransport:
     def stop(self) -> Deferred[None] | None:
         """Stop listening (a Deferred while the port closes)."""
         self._receiver = None
+        self.peer_queue.clear()
+        self.queue.clear()
+        if self._slice_call is not None and self._slice_call.active():
+            self._slice_call.cancel()
+        self._slice_call = None
         if self._port is not None:
             port, self._port = self._port, None
             return port.stopListening()
@@ -135,6 +193,45 @@ class UdpTransport:
                 if address in network:
                     return prefix_endpoint
         return endpoint
+
+    def _enqueue(self, data: bytes, addr: Any) -> None:
+        """A datagram read from the socket: queued, a static peer's in :attr:`peer_queue`."""
+        if len(data) >= 40 and self.static.get(IPv6Address(data[8:24])) == addr[:2]:
+            self.peer_queue.append((data, addr))
+            self.counters["received_from_peers"] += 1
+        elif len(self.queue) < self.max_backlog:
+            self.queue.append((data, addr))
+        else:
+            self.counters["dropped_backlog"] += 1
+
+    def _after_read(self) -> None:
+        peers, received = self.peer_queue, self._received
+        while peers:
+            received(*peers.popleft())
+        if self.queue and (self._slice_call is None or not self._slice_call.active()):
+            self._process()
+
+    def _process(self) -> None:
+        """Everything the peers sent, then node traffic for at most ``slice_seconds``; what is
+        left waits for the next turn of the reactor (after timers and a new read)."""
+        self._slice_call = None
+        peers, queue, received = self.peer_queue, self.queue, self._received
+        while peers:
+            received(*peers.popleft())
+        if not queue:
+            return
+        timer = self._timer
+        end = timer() + self.slice_seconds
+        while queue:
+            received(*queue.popleft())
+            if peers:  # a receiver that re-entered the reactor read more: peers first
+                while peers:
+                    received(*peers.popleft())
+            if timer() >= end:
+                break
+        if queue and self._receiver is not None:
+            self.counters["slices_deferred"] += 1
+            self._slice_call = cast(IReactorTime, self._reactor).callLater(0, self._process)
 
     def _received(self, data: bytes, addr: Any) -> None:
         if self._receiver is None:

@@ -13,6 +13,13 @@ may have used and for each inbound SA a floor below which everything counts as r
   reserves the next ``block`` numbers and the file is rewritten (atomically, fsynced) before
   the packet leaves; after a restart the SA continues above the last reservation, so it skips
   at most ``block`` numbers and never reuses one;
+- SAs added alone (outside :meth:`SequenceStore.batch`: a node of a node group derived when it
+  first speaks) and without an entry of their own share one reservation per run, ``out-shared``:
+  the first such SA of a run writes ``out-shared = base + block`` (``base`` the previous run's
+  ``out-shared`` or the time floor, whichever is higher), and every such SA starts at ``base``
+  with room up to ``base + block`` before it writes an entry of its own. A burst of 100,000 new
+  nodes costs one write instead of 100,000 rewrites of a growing file; after a restart every SA
+  without an entry starts above anything one of them may have sent;
 - inbound: the window's top is written once it has advanced ``block`` past the last value
   written, and by :meth:`SequenceStore.flush` at a clean stop; after a restart everything up to
   it counts as received. After a crash, at most ``block`` earlier packets could be replayed
@@ -64,6 +71,9 @@ Advance = Callable[[int], int]
 #: Entries that are not sequence numbers, and the largest value each may hold.
 _SPECIAL = {"epoch-generation": (1 << 40) - 1}
 
+#: The entry of the run's shared outbound reservation (module docstring, "SAs added alone").
+SHARED = "out-shared"
+
 DEFAULT_BLOCK = 1024
 
 
@@ -89,6 +99,8 @@ class SequenceStore:
         self._data = self._load()
         self._batch = 0
         self._dirty = False
+        #: This run's shared reservation ``(base, limit)``, None until an SA added alone needs it.
+        self._shared: tuple[int, int] | None = None
         self.writes = 0
         #: ``write-failed``: writes that failed; ``failing``: 1 while the last write failed.
         self.counters = {"write-failed": 0, "failing": 0}
@@ -184,14 +196,30 @@ class SequenceStore:
         written now, or when the current batch ends) and the reservation callback."""
         name = _name("out", peer, spi)
         used = self._data.get(name)
+        if used is None and not self._batch:
+            return self._start_shared(name)
         if used is None:
             used = self.floor() if self.floor is not None else 0
+            used = max(used, self._data.get(SHARED, 0))
         if used >= SEQ_MAX:
             return SEQ_MAX, SEQ_MAX, self._reserver(name)
         limit = min(used + self.block, SEQ_MAX)
         self._data[name] = limit
         self._save()
         return used, limit, self._reserver(name)
+
+    def _start_shared(self, name: str) -> tuple[int, int, Reserve]:
+        """``start_outbound`` of an SA added alone with no entry: the run's shared reservation
+        (written by the first such SA of the run, module docstring)."""
+        if self._shared is None:
+            floor = self.floor() if self.floor is not None else 0
+            base = max(self._data.get(SHARED, 0), floor)
+            limit = min(base + self.block, SEQ_MAX)
+            self._data[SHARED] = limit
+            self._save()
+            self._shared = (base, limit)
+        base, limit = self._shared
+        return base, limit, self._reserver(name)
 
     def _reserver(self, name: str) -> Reserve:
         def reserve(seq: int) -> int:

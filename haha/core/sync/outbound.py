@@ -139,6 +139,11 @@ class PeerSync:
 class Sync:
     """The synchronisation state towards every live peer of one home agent."""
 
+    #: Once this many BIUs are outstanding to a peer (a burst), further changes are queued
+    #: and sent packed at the next timer, due at once (:meth:`publish`); 0 never queues them
+    #: (one BIU per change while the window has room).
+    coalesce_after: int = 4
+
     def __init__(self, settings: Any, rng: Any, counters: Any) -> None:
         self.settings = settings
         self.rng = rng
@@ -157,6 +162,9 @@ class Sync:
         #: the binding cache to check queued bindings against; the home agent sets both.
         self.work: Any = None
         self.cache: Any = None
+        #: When the changes queued while peers had BIUs outstanding are sent (None: nothing
+        #: queued that way). See :meth:`publish`.
+        self._flush_at: Optional[float] = None
 
     # -- peers -----------------------------------------------------------------------------
 
@@ -191,6 +199,17 @@ class Sync:
             bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                        units_ceil(expires - now), binding.prefixes)
         key = address_int(binding.home_address)
+        limit = self.coalesce_after
+        if not batch and limit and any(len(p.outstanding) >= limit
+                                       for p in self.peers.values()):
+            # A burst: BIUs are already on their way. Queue this change and send everything
+            # queued at the next timer, due now: a driver runs it after the packets it is
+            # handling at this instant (the Twisted adapter after the slice of its socket
+            # backlog), so a burst of registrations leaves packed into full BIUs instead of
+            # one BIU (and one acknowledgement) per binding per peer.
+            batch = True
+            if self._flush_at is None:
+                self._flush_at = now
         if batch:
             for peer in self.peers.values():
                 self._queue(peer, key, bce, expires, now, out)
@@ -528,7 +547,15 @@ class Sync:
         return entry is not None and entry.next_at == t
 
     def next_deadline(self) -> Optional[float]:
-        """When the next BIU or BIR retransmission is due, or None."""
+        """When the next BIU or BIR retransmission (or the flush of changes queued during a
+        burst) is due, or None."""
+        flush_at = self._flush_at
+        if flush_at is not None:
+            other = self._next_retransmission()
+            return flush_at if other is None else min(flush_at, other)
+        return self._next_retransmission()
+
+    def _next_retransmission(self) -> Optional[float]:
         heap = self._heap
         while heap and not self._live(heap[0]):
             heapq.heappop(heap)
@@ -553,7 +580,11 @@ class Sync:
         return fresh.popleft()
 
     def tick(self, now: float, out: Effects) -> None:
-        """Retransmit every BIU and BIR whose timeout has passed."""
+        """Send what a burst queued (:meth:`publish`), retransmit every BIU and BIR whose
+        timeout has passed."""
+        if self._flush_at is not None and now >= self._flush_at:
+            self._flush_at = None
+            self.flush(now, out)
         heap = self._heap
         maximum = self.settings.biu_max_timeout
         while True:
