@@ -32,629 +32,66 @@ The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; ``Generator.ech
 same worker processes send it datagrams of a Binding Update's size, so the home agents' cost per
 packet can be compared with the cheapest thing a Twisted process can do with a datagram.
 
+The parts: :mod:`haha.lab.loadnodes` (identities and node keys), :mod:`haha.lab.loadcluster`
+(the home agents and their probe), :mod:`haha.lab.generator` (the worker processes and the echo
+baseline), :mod:`haha.lab.consistency` (the check); every name stays importable from here.
+
 ``haha-lab load --nodes N`` (:func:`main`) runs one burst on a 3-home-agent set, checks every
 binding and prints a JSON report; ``bench/scale.py`` runs the whole benchmark.
 """
 
+from __future__ import annotations
+
 import argparse
 import json
-import multiprocessing
 import os
 import shutil
 import signal
 import sys
 import tempfile
-import threading
 import time
-from collections import Counter
-from ipaddress import IPv6Address, IPv6Network
-
-from ..control.cli import request
-from ..core.events import EventName
-from ..security.keys import derive_node_secret, generate_key_file
-from .cluster import HOME_PREFIX, LocalCluster, free_udp_ports
-
-FIRST_HOME = int(IPv6Address("2001:db8:1::1:0"))
-CARE_OF_PREFIX = "2001:db8:21:{:x}::/64"
-BINDING_LIFETIME = 3600  # the home agents' maximum: no refresh falls inside a benchmark
-
-
-def home_address(i):
-    """The home address of node ``i``."""
-    return IPv6Address(FIRST_HOME + i)
-
-
-def care_of_prefix(worker):
-    return IPv6Network(CARE_OF_PREFIX.format(worker))
-
-
-def node_secret(run_secret, hoa):
-    """The 32-octet derivation secret of the node with home address ``hoa``."""
-    return derive_node_secret(run_secret, IPv6Address(hoa))
-
-
-def write_node_keys(directory, run_secret, n_nodes):
-    """One ``HOME-ADDRESS.key`` file (mode 0600) per node, for a home agent's node-key-dir."""
-    os.makedirs(directory, exist_ok=True)
-    for i in range(n_nodes):
-        hoa = home_address(i)
-        fd = os.open(os.path.join(directory, f"{hoa}.key"),
-                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-        try:
-            os.write(fd, node_secret(run_secret, hoa).hex().encode() + b"\n")
-        finally:
-            os.close(fd)
-
-
-def admission_lines(n_nodes):
-    """``[security]`` admission sized for ``n_nodes`` registering at once (what an operator of
-    that many nodes configures, docs/scale.md): with a node-group key every node's first Binding
-    Update is unauthenticated input from a new source, and the defaults admit 409.6 new
-    sources a second (a 10,000-node burst would take 24 s for admission alone)."""
-    return [f"max-sources = {max(4096, n_nodes)}", "admit-rate = 20000",
-            f"admit-burst = {max(1024, n_nodes)}", "unauthenticated-rate = 20000",
-            f"unauthenticated-burst = {max(4000, n_nodes)}"]
-
-
-def split(n_nodes, workers):
-    """``[(first, count)]`` of each worker: the nodes spread as evenly as possible."""
-    base, extra = divmod(n_nodes, workers)
-    out, first = [], 0
-    for w in range(workers):
-        count = base + (1 if w < extra else 0)
-        out.append((first, count))
-        first += count
-    return out
-
-
-# -- the home agents ------------------------------------------------------------------------------
-
-
-class LoadCluster(LocalCluster):
-    """``n_has`` home agents on 127.0.0.1 that know ``n_nodes`` generated mobile nodes.
-
-    ``worker_ports`` are the generator's UDP ports (worker ``w``'s care-of prefix is routed to
-    ``worker_ports[w]``); ``run_secret`` derives the node keys (module docstring)."""
-
-    def __init__(self, directory, n_nodes, worker_ports, run_secret, n_has=3, lifetime=3,
-                 hello_interval=1.0, boot_wait=1.0, log_level="info", node_keys="group",
-                 admission="sized"):
-        if node_keys not in ("group", "files"):
-            raise ValueError(f"node_keys {node_keys!r} is 'group' or 'files'")
-        if admission not in ("sized", "default"):
-            raise ValueError(f"admission {admission!r} is 'sized' or 'default'")
-        self.node_keys = node_keys
-        self.admission = admission
-        super().__init__(directory, n_has=n_has, lifetime=lifetime,
-                         hello_interval=hello_interval, boot_wait=boot_wait, security="esp",
-                         log_level=log_level)
-        self.n_nodes = n_nodes
-        self.worker_ports = list(worker_ports)
-        self.run_secret = run_secret
-
-    @property
-    def mobiles(self):
-        return []
-
-    def write(self):
-        os.makedirs(self.directory, exist_ok=True)
-        keys = os.path.join(self.directory, "keys")
-        os.makedirs(keys, exist_ok=True)
-        for a in self.has:
-            for b in self.has:
-                if a.name < b.name:
-                    generate_key_file(os.path.join(keys, f"{a.name}-{b.name}.key"), force=True)
-        if self.node_keys == "files":
-            write_node_keys(os.path.join(self.directory, "nodes"), self.run_secret, self.n_nodes)
-        else:
-            generate_key_file(os.path.join(keys, "group.key"), len(self.run_secret), force=True,
-                              rng=lambda n: self.run_secret)
-        for ha in self.has:
-            with open(ha.config, "w") as f:
-                f.write(self._ha_text(ha))
-
-    def _ha_security(self, ha, others):
-        lines = ["[peer-keys]"]
-        lines += [f"{h.address} = keys/{min(ha.name, h.name)}-{max(ha.name, h.name)}.key"
-                  for h in others]
-        lines += ["[security]", "node-key-dir = nodes" if self.node_keys == "files"
-                  else "node-group-key = keys/group.key"]
-        lines += admission_lines(self.n_nodes) if self.admission == "sized" else []
-        return "\n".join(lines) + "\n"
-
-    def _ha_text(self, ha):
-        prefixes = "".join(f"{care_of_prefix(w)} = 127.0.0.1:{port}\n"
-                           for w, port in enumerate(self.worker_ports))
-        return super()._ha_text(ha).replace("[udp-peers]\n", "[udp-peers]\n" + prefixes, 1)
-
-    def ha_named(self, address):
-        for ha in self.has:
-            if ha.address == str(address):
-                return ha
-        return None
-
-    # -- observation through the control sockets ----------------------------------------------
-
-    def control(self, name, cmd, timeout=120.0):
-        """``cmd``'s result from home agent ``name``, or None while it cannot be reached (a
-        large ``bindings`` answer may take a while: the timeout is generous)."""
-        n = self.node(name)
-        try:
-            response = request(n.socket, cmd, timeout=timeout)
-        except (OSError, ValueError):
-            return None
-        return response.get("result") if response.get("ok") else None
-
-    def views(self, names=None):
-        """``{ha address: [binding, ...]}`` of every reachable home agent (of ``names``)."""
-        out = {}
-        for ha in self.has:
-            if (names is None or ha.name in names) and ha.running():
-                bindings = self.control(ha.name, "bindings")
-                if bindings is not None:
-                    out[ha.address] = bindings
-        return out
-
-
-def proc_stat(pid):
-    """``(cpu seconds, rss octets)`` of process ``pid`` from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    cpu = (int(fields[11]) + int(fields[12])) / ticks  # utime, stime (fields 14, 15)
-    rss = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")  # field 24
-    return cpu, rss
-
-
-class ControlProbe:
-    """A thread asking each home agent's control socket for ``status`` every ``interval``
-    seconds and keeping the longest answer time per home agent: a daemon whose reactor is
-    blocked answers late (the probe's view of the longest stall)."""
-
-    def __init__(self, cluster, interval=0.2):
-        self.cluster = cluster
-        self.interval = interval
-        self.longest = Counter()
-        self.unanswered = Counter()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def reset(self):
-        longest, unanswered = dict(self.longest), dict(self.unanswered)
-        self.longest.clear()
-        self.unanswered.clear()
-        return {"longest_status_s": {k: round(v, 3) for k, v in longest.items()},
-                "status_timeouts": unanswered}
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(timeout=30)
-
-    def _run(self):
-        while not self._stop.wait(self.interval):
-            for ha in self.cluster.has:
-                if not ha.running() or not os.path.exists(ha.socket):
-                    continue
-                t = time.monotonic()
-                try:
-                    request(ha.socket, "status", timeout=10.0)
-                except (OSError, ValueError):
-                    self.unanswered[ha.name] += 1
-                    continue
-                self.longest[ha.name] = max(self.longest[ha.name], time.monotonic() - t)
-
-
-# -- consistency --------------------------------------------------------------------------------
-
-
-def check_consistency(views, home_addresses, node_homes=None, examples=10):
-    """Whether the bindings the home agents report agree (module docstring).
-
-    ``views``: ``{ha address: [binding dict as the control socket's bindings answer]}`` of the
-    live home agents; ``home_addresses``: every node's home address; ``node_homes``:
-    ``{home address: home agent the node is registered with, or None}`` (optional). Returns
-    ``{"consistent": bool, "problems": count, "examples": [text, ...]}``."""
-    tables = {str(ha): {b["home_address"]: b for b in bindings}
-              for ha, bindings in views.items()}
-    problems = []
-    for hoa in map(str, home_addresses):
-        entries = {ha: table.get(hoa) for ha, table in tables.items()}
-        missing = sorted(ha for ha, b in entries.items() if b is None)
-        if missing:
-            problems.append(f"{hoa}: no binding at {', '.join(missing)}")
-            continue
-        primaries = {b["primary"] for b in entries.values()}
-        if len(primaries) != 1:
-            problems.append(f"{hoa}: home agents disagree on the primary: "
-                            f"{', '.join(sorted(primaries))}")
-            continue
-        primary = primaries.pop()
-        if primary not in entries:
-            problems.append(f"{hoa}: primary {primary} is not a live home agent")
-            continue
-        wrong = sorted(ha for ha, b in entries.items() if b["copy"] != (ha != primary))
-        if wrong:
-            problems.append(f"{hoa}: primary/copy role wrong at {', '.join(wrong)}")
-            continue
-        if node_homes is not None:
-            home = node_homes.get(hoa)
-            if home != primary:
-                problems.append(f"{hoa}: the node is registered with {home}, the home agents "
-                                f"say {primary}")
-    expected = set(map(str, home_addresses))
-    for ha, table in sorted(tables.items()):
-        extra = len(set(table) - expected)
-        if extra:
-            problems.append(f"{ha}: {extra} bindings of unknown nodes")
-    return {"consistent": not problems, "problems": len(problems),
-            "examples": problems[:examples]}
-
-
-# -- the generator's worker processes ----------------------------------------------------------
-
-
-class SharedUdp:
-    """One UDP socket for many nodes' adapters: each node gets a :meth:`view` (an
-    ``IMobilityTransport`` of its own); arriving packets go to the node whose care-of address
-    is the fixed-header destination, the rest are counted (``unknown_destination``)."""
-
-    def __init__(self, reactor, port, peers):
-        from ..io.udp import UdpTransport
-
-        self.udp = UdpTransport(reactor, port=port, interface="127.0.0.1", peers=peers,
-                                learn=False, receive_buffer=8 << 20, send_buffer=8 << 20)
-        self.receivers = {}
-        self.counters = self.udp.counters
-
-    def start(self):
-        self.udp.start(self._received)
-
-    def stop(self):
-        return self.udp.stop()
-
-    def view(self, care_of):
-        return _NodeView(self, care_of)
-
-    def _received(self, data):
-        receiver = self.receivers.get(bytes(data[24:40]))
-        if receiver is None:
-            self.counters["unknown_destination"] += 1
-            return
-        receiver(data)
-
-
-class _NodeView:
-    def __init__(self, shared, care_of):
-        self.shared = shared
-        self.key = care_of.packed
-        self.counters = shared.counters
-
-    def start(self, receiver):
-        self.shared.receivers[self.key] = receiver
-
-    def send(self, packet, interface=None):
-        self.shared.udp.send(packet)
-
-    def stop(self):
-        self.shared.receivers.pop(self.key, None)
-
-
-class _Worker:
-    """What runs in one generator process (:func:`_worker_main`)."""
-
-    def __init__(self, reactor, spec):
-        from ..core.mobilenode import MobileNode
-        from ..core.settings import MobileNodeSettings
-        from ..protocol import MobileNodeAdapter
-        from ..security.policy import SecurityPolicy
-        from ..security.sadb import SecurityAssociationDatabase
-        from ..security.keyring import NodeKeyring
-        from ..wire.numbers import DEFAULT_PROFILE
-
-        self.reactor = reactor
-        self.index = spec["index"]
-        peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in spec["home_agents"]}
-        self.shared = SharedUdp(reactor, spec["port"], peers)
-        self.has = tuple(peers)
-        policy = SecurityPolicy(DEFAULT_PROFILE, "esp", False)
-        prefix = care_of_prefix(self.index)
-        self.nodes = []
-        self.started = {}
-        self.registered = {}
-        for k in range(spec["count"]):
-            i = spec["first"] + k
-            hoa = home_address(i)
-            care_of = IPv6Address(int(prefix.network_address) + 1 + k)
-            settings = MobileNodeSettings(home_address=hoa,
-                                          home_prefix=IPv6Network(HOME_PREFIX),
-                                          home_agents=self.has, lifetime=spec["lifetime"])
-            machine = MobileNode(settings)
-            sadb = SecurityAssociationDatabase()
-            keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
-            adapter = MobileNodeAdapter(machine, self.shared.view(care_of), reactor,
-                                        DEFAULT_PROFILE, policy, sadb, None, None, keyring)
-            adapter.observers.append(lambda event, i=i: self._event(i, event))
-            self.nodes.append((i, care_of, machine, adapter))
-
-    def _event(self, i, event):
-        if event.name == EventName.REGISTERED and i not in self.registered:
-            self.registered[i] = self.reactor.seconds() - self.started[i]
-
-    def go(self):
-        self.shared.start()
-        for i, care_of, machine, adapter in self.nodes:
-            adapter.start_transport()
-            adapter.running = True
-            self.started[i] = self.reactor.seconds()
-            adapter._run(machine.start, self.reactor.seconds(), care_of=care_of)
-        return {"started": len(self.nodes)}
-
-    def report(self, latencies=False):
-        from ..core.mobilenode import REGISTERED
-
-        by_ha = Counter()
-        states = Counter()
-        core = Counter()
-        for _, _, machine, adapter in self.nodes:
-            states[machine.state] += 1
-            if machine.state == REGISTERED:
-                by_ha[machine.home_agent] += 1
-            if latencies:
-                core.update(machine.counters)
-        t = os.times()
-        out = {"nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
-               "by_home_agent": {str(k): v for k, v in by_ha.items()}, "states": dict(states),
-               "first_registrations": len(self.registered),
-               "cpu_s": t.user + t.system, "transport": dict(self.shared.counters),
-               "core": dict(core)}
-        if latencies:
-            out["latencies"] = list(self.registered.values())
-        return out
-
-    def homes(self):
-        """``{home address: registered home agent or None}`` (None while not registered)."""
-        from ..core.mobilenode import REGISTERED
-
-        return {str(machine.settings.home_address):
-                str(machine.home_agent) if machine.state == REGISTERED else None
-                for _, _, machine, _ in self.nodes}
-
-
-class _EchoClient:
-    """Sends ``count`` datagrams of ``size`` octets to an echo server, ``window`` outstanding
-    at a time (a lost one is sent again after ``timeout``), and reports how long it took."""
-
-    def __init__(self, reactor, endpoint, count, size, window=256, timeout=0.5):
-        from twisted.internet.protocol import DatagramProtocol
-
-        client = self
-
-        class _P(DatagramProtocol):
-            def datagramReceived(self, data, addr):  # noqa: N802 - Twisted hook
-                client._answered(data)
-
-        self.reactor = reactor
-        self.endpoint = tuple(endpoint)
-        self.count = count
-        self.size = size
-        self.window = window
-        self.timeout = timeout
-        self.outstanding = {}
-        self.next = 0
-        self.answers = 0
-        self.sent = 0
-        self.port = reactor.listenUDP(0, _P(), interface="127.0.0.1")
-        from ..io.sockbuf import apply_buffers
-        from ..logging import logger
-        apply_buffers(self.port.getHandle(), logger("haha.lab.load"), "echo client",
-                      8 << 20, 8 << 20)
-        from twisted.internet import defer
-        self.done = defer.Deferred()
-        self._check = None
-        self.t0 = reactor.seconds()
-        self._check = reactor.callLater(timeout, self._resend)
-        self._fill()
-
-    def _send(self, n):
-        self.outstanding[n] = self.reactor.seconds()
-        self.sent += 1
-        self.port.write(n.to_bytes(4, "big") + bytes(self.size - 4), self.endpoint)
-
-    def _fill(self):
-        while len(self.outstanding) < self.window and self.next < self.count:
-            self._send(self.next)
-            self.next += 1
-        if not self.outstanding and self.next >= self.count and not self.done.called:
-            if self._check is not None and self._check.active():
-                self._check.cancel()
-            self.port.stopListening()
-            self.done.callback({"packets": self.count, "sent": self.sent,
-                                "seconds": self.reactor.seconds() - self.t0})
-
-    def _answered(self, data):
-        if self.outstanding.pop(int.from_bytes(data[:4], "big"), None) is not None:
-            self.answers += 1
-            self._fill()
-
-    def _resend(self):
-        if self.done.called:
-            return
-        now = self.reactor.seconds()
-        for n, sent in list(self.outstanding.items()):
-            if now - sent >= self.timeout:
-                self._send(n)
-        self._check = self.reactor.callLater(self.timeout / 2, self._resend)
-
-
-def _worker_main(spec, conn):
-    """A generator process: build the nodes, then obey the parent's commands on ``conn``."""
-    from twisted.internet import reactor
-    from twisted.internet.task import LoopingCall
-    from twisted.logger import globalLogBeginner
-
-    from ..logging import configure
-
-    globalLogBeginner.beginLoggingTo([lambda event: None], redirectStandardIO=False)
-    configure("error")
-    parent = os.getppid()
-    worker = _Worker(reactor, spec)
-
-    def answer(result):
-        conn.send(("ok", result))
-
-    def poll():
-        try:
-            waiting = conn.poll()
-        except (EOFError, OSError):
-            waiting = None
-        if waiting is None or not waiting and os.getppid() != parent:
-            reactor.stop()  # the parent is gone: nobody will ask again
-            return
-        while conn.poll():
-            try:
-                cmd, args = conn.recv()
-            except (EOFError, OSError):
-                reactor.stop()
-                return
-            if cmd == "go":
-                answer(worker.go())
-            elif cmd == "report":
-                answer(worker.report(**args))
-            elif cmd == "homes":
-                answer(worker.homes())
-            elif cmd == "echo":
-                _EchoClient(reactor, **args).done.addCallback(answer)
-            elif cmd == "stop":
-                answer({})
-                reactor.stop()
-                return
-
-    conn.send(("ok", {"ready": len(worker.nodes)}))
-    LoopingCall(poll).start(0.01)
-    reactor.run()
-
-
-def echo_main(port, ready):
-    """A bare Twisted UDP echo on 127.0.0.1:``port``: the baseline of the benchmark."""
-    from twisted.internet import reactor
-    from twisted.internet.protocol import DatagramProtocol
-
-    from ..io.sockbuf import apply_buffers
-    from ..logging import logger
-
-    class Echo(DatagramProtocol):
-        def datagramReceived(self, data, addr):  # noqa: N802 - Twisted hook
-            self.transport.write(data, addr)
-
-    listening = reactor.listenUDP(port, Echo(), interface="127.0.0.1")
-    apply_buffers(listening.getHandle(), logger("haha.lab.load"), "echo", 8 << 20, 8 << 20)
-    ready.set()
-    reactor.run()
-
-
-class Generator:
-    """``n_nodes`` mobile nodes in ``workers`` processes against ``home_agents`` (a list of
-    ``(address, udp port)``, the first preferred); use as a context manager."""
-
-    def __init__(self, n_nodes, workers, home_agents, ports, run_secret,
-                 lifetime=BINDING_LIFETIME):
-        self.n_nodes = n_nodes
-        self.home_addresses = [home_address(i) for i in range(n_nodes)]
-        self.specs = [{"index": w, "first": first, "count": count, "port": ports[w],
-                       "home_agents": list(home_agents), "secret": run_secret,
-                       "lifetime": lifetime}
-                      for w, (first, count) in enumerate(split(n_nodes, workers))]
-        self.ctx = multiprocessing.get_context("spawn")
-        self.processes = []
-        self.conns = []
-
-    def __enter__(self):
-        for spec in self.specs:
-            parent, child = self.ctx.Pipe()
-            p = self.ctx.Process(target=_worker_main, args=(spec, child), daemon=True)
-            p.start()
-            child.close()
-            self.processes.append(p)
-            self.conns.append(parent)
-        self._collect(timeout=600)
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def close(self):
-        for conn, p in zip(self.conns, self.processes):
-            if p.is_alive():
-                try:
-                    conn.send(("stop", {}))
-                except OSError:
-                    pass
-        for p in self.processes:
-            p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
-                p.join()
-        self.processes, self.conns = [], []
-
-    def _collect(self, timeout=120):
-        out = []
-        for conn, p in zip(self.conns, self.processes):
-            deadline = time.monotonic() + timeout
-            while not conn.poll(0.1):
-                if not p.is_alive():
-                    raise RuntimeError(f"generator worker {p.pid} exited with {p.exitcode}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"generator worker {p.pid} did not answer")
-            status, result = conn.recv()
-            out.append(result)
-        return out
-
-    def _all(self, cmd, timeout=120, **args):
-        for conn in self.conns:
-            conn.send((cmd, args))
-        return self._collect(timeout)
-
-    def go(self):
-        """Start every node (each worker starts its share at once)."""
-        self._all("go")
-
-    def report(self, latencies=False):
-        """The workers' reports merged (module docstring)."""
-        parts = self._all("report", latencies=latencies)
-        out = {"nodes": 0, "registered": 0, "first_registrations": 0,
-               "by_home_agent": Counter(), "states": Counter(), "transport": Counter(),
-               "core": Counter(), "cpu_s": [p["cpu_s"] for p in parts]}
-        for p in parts:
-            for k in ("nodes", "registered", "first_registrations"):
-                out[k] += p[k]
-            for k in ("by_home_agent", "states", "transport", "core"):
-                out[k].update(p[k])
-        if latencies:
-            out["latencies"] = sorted(x for p in parts for x in p["latencies"])
-        return out
-
-    def homes(self):
-        out = {}
-        for part in self._all("homes"):
-            out.update(part)
-        return out
-
-    def echo(self, endpoint, packets, size):
-        """Every worker sends its share of ``packets`` datagrams of ``size`` octets to the
-        echo server at ``endpoint``; the slowest worker's time."""
-        shares = split(packets, len(self.conns))
-        for conn, (_, count) in zip(self.conns, shares):
-            conn.send(("echo", {"endpoint": list(endpoint), "count": count, "size": size}))
-        parts = self._collect(timeout=600)
-        return {"packets": packets, "sent": sum(p["sent"] for p in parts),
-                "seconds": max(p["seconds"] for p in parts)}
-
-
-def percentiles(values, points=(50, 90, 99, 100)):
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, TypedDict, TypeVar, Unpack
+
+from .cluster import free_udp_ports
+from .consistency import BindingView, Consistency, check_consistency
+from .generator import (EchoResult, Generator, GeneratorReport, SharedUdp, WorkerReport,
+                        WorkerSpec, _EchoClient, _NodeView, _Worker, _worker_main,
+                        bu_packet_size, echo_main)
+from .loadcluster import (ClusterOptions, ControlProbe, LoadCluster, ProbeReport,
+                          admission_lines, proc_stat)
+from .loadnodes import (BINDING_LIFETIME, CARE_OF_PREFIX, FIRST_HOME, care_of_prefix,
+                        home_address, node_secret, split, write_node_keys)
+
+__all__ = [
+    "BINDING_LIFETIME", "CARE_OF_PREFIX", "FIRST_HOME", "BindingView", "BurstResult",
+    "ClusterOptions", "Consistency", "ControlProbe", "EchoResult", "Generator", "GeneratorReport", "LoadCluster", "ProbeReport",
+    "SharedUdp", "WorkerReport", "WorkerSpec", "_EchoClient", "_NodeView", "_Worker",
+    "_worker_main", "admission_lines", "bu_packet_size", "burst", "care_of_prefix",
+    "check_consistency", "echo_main", "home_address", "launch_cluster", "main",
+    "node_secret", "percentiles", "poll_interval", "proc_stat", "split", "start_cluster",
+    "stop_on_sigterm", "wait", "wait_serving", "write_node_keys"]
+
+T = TypeVar("T")
+
+
+class BurstResult(TypedDict):
+    """:func:`burst`'s figures: seconds until every node was registered and until every
+    binding was consistent, the check, registration latency percentiles, each worker's CPU
+    seconds during the phase, the nodes' core counters summed."""
+
+    nodes: int
+    registered_s: float
+    consistent_s: float
+    consistency: Consistency
+    latency_s: dict[str, float | None]
+    generator_cpu_s: list[float]
+    node_counters: dict[str, int]
+
+
+def percentiles(values: Sequence[float],
+                points: Sequence[int] = (50, 90, 99, 100)) -> dict[str, float | None]:
     """``{"p50": ..., ...}`` of ``values`` (sorted or not), in seconds rounded to ms."""
     if not values:
         return {f"p{q}": None for q in points}
@@ -663,32 +100,16 @@ def percentiles(values, points=(50, 90, 99, 100)):
             for q in points}
 
 
-def bu_packet_size():
-    """The size of a mobile node's first Binding Update as sent (ESP, Home Address option)."""
-    from ..security.sadb import SecurityAssociationDatabase
-    from ..security.keyring import NodeKeyring
-    from ..wire.ipv6 import build_packet
-    from ..wire.mh import BU_A, BU_H, BindingUpdate, encode_mh
-    from ..wire.numbers import IPPROTO_ESP, IPPROTO_MH
-
-    hoa, ha, coa = home_address(0), IPv6Address("2001:db8:1::1"), IPv6Address("2001:db8:21::1")
-    sadb = SecurityAssociationDatabase()
-    NodeKeyring(bytes(32), hoa, sadb).ensure(ha)
-    mh = encode_mh(BindingUpdate(1, flags=BU_A | BU_H, lifetime=150), hoa, ha)
-    return len(build_packet(coa, ha, IPPROTO_ESP, sadb.protect(ha, IPPROTO_MH, mh),
-                            home_address=hoa))
-
-
 # -- one run ------------------------------------------------------------------------------------
 
 
-def poll_interval(n_nodes):
+def poll_interval(n_nodes: int) -> float:
     """How often to ask the workers and home agents while waiting: a report walks every node,
     so it is asked for less often with more nodes (the generator must not become the load)."""
     return max(0.05, n_nodes / 100000)
 
 
-def wait(what, predicate, timeout, interval=0.05):
+def wait(what: str, predicate: Callable[[], T], timeout: float, interval: float = 0.05) -> T:
     """Poll ``predicate`` until true; its value, or TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -700,7 +121,9 @@ def wait(what, predicate, timeout, interval=0.05):
         time.sleep(interval)
 
 
-def launch_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args):
+def launch_cluster(directory: str | os.PathLike[str], n_nodes: int, workers: int,
+                   run_secret: bytes | None = None, **cluster_args: Unpack[ClusterOptions]
+                   ) -> tuple[LoadCluster, list[int], bytes]:
     """A written :class:`LoadCluster` with its home agents started (not yet serving), and the
     generator's ports: ``(cluster, ports, run_secret)``."""
     run_secret = run_secret or os.urandom(32)
@@ -712,7 +135,7 @@ def launch_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args)
     return cluster, ports, run_secret
 
 
-def wait_serving(cluster):
+def wait_serving(cluster: LoadCluster) -> None:
     """Wait until every home agent of ``cluster`` serves (loading many node keys takes a
     while: the timeout grows with them)."""
     for ha in cluster.has:
@@ -721,7 +144,9 @@ def wait_serving(cluster):
             timeout=max(60, cluster.n_nodes / 500))
 
 
-def start_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args):
+def start_cluster(directory: str | os.PathLike[str], n_nodes: int, workers: int,
+                  run_secret: bytes | None = None, **cluster_args: Unpack[ClusterOptions]
+                  ) -> tuple[LoadCluster, list[int], bytes]:
     """:func:`launch_cluster`, then :func:`wait_serving`."""
     cluster, ports, run_secret = launch_cluster(directory, n_nodes, workers, run_secret,
                                                 **cluster_args)
@@ -733,7 +158,7 @@ def start_cluster(directory, n_nodes, workers, run_secret=None, **cluster_args):
     return cluster, ports, run_secret
 
 
-def burst(cluster, generator, timeout):
+def burst(cluster: LoadCluster, generator: Generator, timeout: float) -> BurstResult:
     """Start every node at once; wait until all are registered and every binding is
     consistent on every home agent. Returns the phase's figures."""
     n = generator.n_nodes
@@ -749,8 +174,9 @@ def burst(cluster, generator, timeout):
                            f"{dict(r['by_home_agent'])}; states: {dict(r['states'])})") from None
     registered = time.monotonic() - t0
 
-    def settled():
-        counts = [cluster.control(ha.name, "status", timeout=30) or {} for ha in cluster.has]
+    def settled() -> bool:
+        counts: list[dict[str, Any]] = [  # the status answers (JSON objects)
+            cluster.control(ha.name, "status", timeout=30) or {} for ha in cluster.has]
         return all(c.get("bindings") == n for c in counts) and \
             sum(c.get("primaries", 0) for c in counts) == n
 
@@ -769,14 +195,16 @@ def burst(cluster, generator, timeout):
             "node_counters": dict(report["core"])}
 
 
-def stop_on_sigterm():
+def stop_on_sigterm() -> None:
     """SIGTERM unwinds like Ctrl-C, so the daemons and workers started are cleaned up."""
-    def handler(signum, frame):
+    def handler(signum: int, frame: FrameType | None) -> None:
         raise SystemExit(f"terminated by signal {signum}")
     signal.signal(signal.SIGTERM, handler)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
+    """``haha-lab load``: one burst, its figures as JSON on standard output; an exit status
+    (1 when the bindings are not consistent or the run failed)."""
     p = argparse.ArgumentParser(prog="haha-lab load", description=__doc__.split("\n")[0])
     p.add_argument("--nodes", type=int, default=1000, help="mobile nodes (default 1000)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
@@ -802,7 +230,7 @@ def main(argv=None):
         cluster, ports, secret = start_cluster(directory, args.nodes, args.workers,
                                                n_has=args.has, node_keys=args.node_keys,
                                                admission=args.admission)
-        has = [(ha.address, ha.port) for ha in cluster.has]
+        has = cluster.udp_endpoints()
         with Generator(args.nodes, args.workers, has, ports, secret) as generator:
             result = burst(cluster, generator, args.timeout)
         json.dump(result, sys.stdout)

@@ -1,0 +1,515 @@
+"""The load generator's processes: thousands of haha's own mobile nodes (:mod:`haha.lab.load`).
+
+:class:`Generator` starts ``workers`` processes (multiprocessing, ``spawn``). Each runs a Twisted
+reactor with its share of the nodes: per node one :class:`haha.core.mobilenode.MobileNode`, its
+own :class:`haha.protocol.MobileNodeAdapter` (haha's codec, policy and user-space ESP) and SA
+database filled on demand by :class:`haha.security.keyring.NodeKeyring` (the daemon's key
+derivation), all behind one UDP socket: :class:`SharedUdp` hands each arriving packet to the
+node whose care-of address is its destination. The parent starts every node at one instant (a
+burst) and asks the workers for reports: how many nodes are registered and with which home
+agent, the latency of each first registration, the CPU the worker used (so a run shows whether
+the generator, rather than the home agents, was the bottleneck).
+
+The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; :meth:`Generator.echo` makes
+the same worker processes send it datagrams of a Binding Update's size
+(:func:`bu_packet_size`), so the home agents' cost per packet can be compared with the cheapest
+thing a Twisted process can do with a datagram.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from collections import Counter
+from functools import partial
+from collections.abc import Callable, Mapping, Sequence
+from ipaddress import IPv6Address, IPv6Network
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnProcess
+from multiprocessing.synchronize import Event as ProcessEvent
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
+
+from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
+from twisted.logger import ILogObserver, LogEvent
+from zope.interface import implementer
+
+from ..core.effects import Event
+from ..core.events import EventName
+from ..interfaces import IMobilityTransport
+from .cluster import HOME_PREFIX
+from .loadnodes import BINDING_LIFETIME, care_of_prefix, home_address, node_secret, split
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.udp import Port
+
+#: Where a worker's shared socket sends the packets of a home agent: ``(host, UDP port)``.
+Endpoint = tuple[str, int]
+
+
+class WorkerSpec(TypedDict):
+    """What the parent tells a worker process to build (pickled to it at the start)."""
+
+    index: int  # the worker's number: its care-of prefix (haha.lab.loadnodes)
+    first: int  # its nodes are first .. first + count - 1
+    count: int
+    port: int  # its UDP port (the home agents route its care-of prefix there)
+    home_agents: list[tuple[str, int]]  # (address, UDP port), the first preferred
+    secret: bytes  # the run secret the node secrets derive from
+    lifetime: int  # the Binding Updates' lifetime, seconds
+
+
+class WorkerReport(TypedDict):
+    """One worker's :meth:`_Worker.report`."""
+
+    nodes: int
+    registered: int
+    by_home_agent: dict[str, int]  # registered nodes per home agent address
+    states: dict[str, int]  # nodes per mobile-node state
+    first_registrations: int
+    cpu_s: float  # the worker process's CPU time so far
+    transport: dict[str, int]  # the shared socket's counters
+    core: dict[str, int]  # the nodes' core counters summed (with latencies only)
+    latencies: NotRequired[list[float]]  # seconds to each first registration
+
+
+class GeneratorReport(TypedDict):
+    """:meth:`Generator.report`: the workers' reports merged, ``cpu_s`` per worker."""
+
+    nodes: int
+    registered: int
+    first_registrations: int
+    by_home_agent: Counter[str]
+    states: Counter[str]
+    transport: Counter[str]
+    core: Counter[str]
+    cpu_s: list[float]
+    latencies: NotRequired[list[float]]  # sorted
+
+
+class EchoResult(TypedDict):
+    """What sending datagrams to the echo server took: ``packets`` answered, ``sent`` in all
+    (with the ones sent again), ``seconds`` from the first to the last answer."""
+
+    packets: int
+    sent: int
+    seconds: float
+
+
+# -- the worker processes -----------------------------------------------------------------------
+
+
+class SharedUdp:
+    """One UDP socket for many nodes' adapters: each node gets a :meth:`view` (an
+    ``IMobilityTransport`` of its own); arriving packets go to the node whose care-of address
+    is the fixed-header destination, the rest are counted (``unknown_destination``)."""
+
+    def __init__(self, reactor: IReactorUDP, port: int,
+                 peers: Mapping[IPv6Address, Endpoint]) -> None:
+        from ..io.udp import UdpTransport
+
+        static: dict[IPv6Address | IPv6Network, Endpoint] = {a: e for a, e in peers.items()}
+        self.udp = UdpTransport(reactor, port=port, interface="127.0.0.1", peers=static,
+                                learn=False, receive_buffer=8 << 20, send_buffer=8 << 20)
+        self.receivers: dict[bytes, Callable[[bytes], object]] = {}
+        self.counters = self.udp.counters
+
+    def start(self) -> None:
+        self.udp.start(self._received)
+
+    def stop(self) -> Deferred[None] | None:
+        return self.udp.stop()
+
+    def view(self, care_of: IPv6Address) -> _NodeView:
+        """The transport of the node at ``care_of``."""
+        return _NodeView(self, care_of)
+
+    def _received(self, data: bytes) -> None:
+        receiver = self.receivers.get(bytes(data[24:40]))
+        if receiver is None:
+            self.counters["unknown_destination"] += 1
+            return
+        receiver(data)
+
+
+@implementer(IMobilityTransport)
+class _NodeView:
+    """One node's share of a :class:`SharedUdp`: what it receives is what arrives for its
+    care-of address; what it sends goes out of the shared socket."""
+
+    def __init__(self, shared: SharedUdp, care_of: IPv6Address) -> None:
+        self.shared = shared
+        self.key = care_of.packed
+        self.counters = shared.counters
+
+    def start(self, receiver: Callable[[bytes], object]) -> None:
+        self.shared.receivers[self.key] = receiver
+
+    def send(self, packet: bytes, interface: str | None = None) -> None:
+        self.shared.udp.send(packet)
+
+    def stop(self) -> None:
+        self.shared.receivers.pop(self.key, None)
+
+
+class _Worker:
+    """What runs in one generator process (:func:`_worker_main`)."""
+
+    def __init__(self, reactor: IReactorTime, spec: WorkerSpec) -> None:
+        from ..core.mobilenode import MobileNode
+        from ..core.settings import MobileNodeSettings
+        from ..protocol import MobileNodeAdapter
+        from ..security.keyring import NodeKeyring
+        from ..security.policy import SecurityPolicy
+        from ..security.sadb import SecurityAssociationDatabase
+        from ..wire.numbers import DEFAULT_PROFILE
+
+        self.reactor = reactor
+        self.index = spec["index"]
+        peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in spec["home_agents"]}
+        self.shared = SharedUdp(IReactorUDP(reactor), spec["port"], peers)
+        self.has = tuple(peers)
+        policy = SecurityPolicy(DEFAULT_PROFILE, "esp", False)
+        prefix = care_of_prefix(self.index)
+        self.nodes: list[tuple[int, IPv6Address, MobileNode, MobileNodeAdapter]] = []
+        self.started: dict[int, float] = {}
+        self.registered: dict[int, float] = {}  # node: seconds to its first registration
+        for k in range(spec["count"]):
+            i = spec["first"] + k
+            hoa = home_address(i)
+            care_of = IPv6Address(int(prefix.network_address) + 1 + k)
+            settings = MobileNodeSettings(home_address=hoa,
+                                          home_prefix=IPv6Network(HOME_PREFIX),
+                                          home_agents=self.has, lifetime=spec["lifetime"])
+            machine = MobileNode(settings)
+            sadb = SecurityAssociationDatabase()
+            keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
+            adapter = MobileNodeAdapter(machine, self.shared.view(care_of), reactor,
+                                        DEFAULT_PROFILE, policy, sadb, None, None, keyring)
+            adapter.observers.append(partial(self._event, i))
+            self.nodes.append((i, care_of, machine, adapter))
+
+    def _event(self, i: int, event: Event) -> None:
+        if event.name == EventName.REGISTERED and i not in self.registered:
+            self.registered[i] = self.reactor.seconds() - self.started[i]
+
+    def go(self) -> dict[str, int]:
+        """Start every node now; ``{"started": count}``."""
+        self.shared.start()
+        for i, care_of, machine, adapter in self.nodes:
+            adapter.start_transport()
+            adapter.running = True
+            self.started[i] = self.reactor.seconds()
+            adapter._run(machine.start, self.reactor.seconds(), care_of=care_of)
+        return {"started": len(self.nodes)}
+
+    def report(self, latencies: bool = False) -> WorkerReport:
+        """This worker's figures (the nodes' counters and latencies only with
+        ``latencies``: they cost a walk over every node's counters)."""
+        from ..core.mobilenode import REGISTERED
+
+        by_ha: Counter[IPv6Address | None] = Counter()
+        states: Counter[str] = Counter()
+        core: Counter[str] = Counter()
+        for _, _, machine, adapter in self.nodes:
+            states[machine.state] += 1
+            if machine.state == REGISTERED:
+                by_ha[machine.home_agent] += 1
+            if latencies:
+                core.update(machine.counters)
+        t = os.times()
+        out: WorkerReport = {
+            "nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
+            "by_home_agent": {str(k): v for k, v in by_ha.items()}, "states": dict(states),
+            "first_registrations": len(self.registered),
+            "cpu_s": t.user + t.system, "transport": dict(self.shared.counters),
+            "core": dict(core)}
+        if latencies:
+            out["latencies"] = list(self.registered.values())
+        return out
+
+    def homes(self) -> dict[str, str | None]:
+        """``{home address: registered home agent or None}`` (None while not registered)."""
+        from ..core.mobilenode import REGISTERED
+
+        return {str(machine.settings.home_address):
+                str(machine.home_agent) if machine.state == REGISTERED else None
+                for _, _, machine, _ in self.nodes}
+
+
+class _EchoClient:
+    """Sends ``count`` datagrams of ``size`` octets to an echo server, ``window`` outstanding
+    at a time (a lost one is sent again after ``timeout``), and reports how long it took."""
+
+    def __init__(self, reactor: IReactorTime, endpoint: Sequence[str | int], count: int,
+                 size: int, window: int = 256, timeout: float = 0.5) -> None:
+        from twisted.internet.protocol import DatagramProtocol
+
+        client = self
+
+        class _P(DatagramProtocol):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+                client._answered(data)
+
+        self.reactor = reactor
+        host, port = endpoint
+        self.endpoint = (str(host), int(port))
+        self.count = count
+        self.size = size
+        self.window = window
+        self.timeout = timeout
+        self.outstanding: dict[int, float] = {}  # datagram number: when last sent
+        self.next = 0
+        self.answers = 0
+        self.sent = 0
+        # getHandle and write are udp.Port's, beyond IListeningPort
+        self.port = cast("Port", IReactorUDP(reactor).listenUDP(0, _P(), interface="127.0.0.1",
+                                                                  maxPacketSize=8192))
+        from ..io.sockbuf import apply_buffers
+        from ..logging import logger
+        apply_buffers(self.port.getHandle(), logger("haha.lab.load"), "echo client",
+                      8 << 20, 8 << 20)
+        from twisted.internet import defer
+        self.done: Deferred[EchoResult] = defer.Deferred()
+        self._check: IDelayedCall | None = None
+        self.t0 = reactor.seconds()
+        self._check = reactor.callLater(timeout, self._resend)
+        self._fill()
+
+    def _send(self, n: int) -> None:
+        self.outstanding[n] = self.reactor.seconds()
+        self.sent += 1
+        self.port.write(n.to_bytes(4, "big") + bytes(self.size - 4), self.endpoint)
+
+    def _fill(self) -> None:
+        while len(self.outstanding) < self.window and self.next < self.count:
+            self._send(self.next)
+            self.next += 1
+        if not self.outstanding and self.next >= self.count and not self.done.called:
+            if self._check is not None and self._check.active():
+                self._check.cancel()
+            self.port.stopListening()
+            self.done.callback({"packets": self.count, "sent": self.sent,
+                                "seconds": self.reactor.seconds() - self.t0})
+
+    def _answered(self, data: bytes) -> None:
+        if self.outstanding.pop(int.from_bytes(data[:4], "big"), None) is not None:
+            self.answers += 1
+            self._fill()
+
+    def _resend(self) -> None:
+        if self.done.called:
+            return
+        now = self.reactor.seconds()
+        for n, sent in list(self.outstanding.items()):
+            if now - sent >= self.timeout:
+                self._send(n)
+        self._check = self.reactor.callLater(self.timeout / 2, self._resend)
+
+
+@implementer(ILogObserver)
+class _Discard:
+    """Twisted's global log observer in a worker: nothing (haha's own logging reports
+    errors)."""
+
+    def __call__(self, event: LogEvent) -> None:
+        pass
+
+
+def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
+    """A generator process: build the nodes, then obey the parent's commands on ``conn``."""
+    from twisted.internet import reactor
+    from twisted.internet.task import LoopingCall
+    from twisted.logger import globalLogBeginner
+
+    from ..logging import configure
+
+    globalLogBeginner.beginLoggingTo([_Discard()], redirectStandardIO=False)
+    configure("error")
+    parent = os.getppid()
+    worker = _Worker(reactor, spec)
+
+    def answer(result: object) -> None:
+        conn.send(("ok", result))
+
+    def poll() -> None:
+        try:
+            waiting: bool | None = conn.poll()
+        except (EOFError, OSError):
+            waiting = None
+        if waiting is None or not waiting and os.getppid() != parent:
+            reactor.stop()  # the parent is gone: nobody will ask again
+            return
+        while conn.poll():
+            try:
+                cmd: str
+                args: dict[str, Any]  # the command's keyword arguments, as the parent sent them
+                cmd, args = conn.recv()
+            except (EOFError, OSError):
+                reactor.stop()
+                return
+            if cmd == "go":
+                answer(worker.go())
+            elif cmd == "report":
+                answer(worker.report(**args))
+            elif cmd == "homes":
+                answer(worker.homes())
+            elif cmd == "echo":
+                _EchoClient(reactor, **args).done.addCallback(answer)
+            elif cmd == "stop":
+                answer({})
+                reactor.stop()
+                return
+
+    conn.send(("ok", {"ready": len(worker.nodes)}))
+    LoopingCall(poll).start(0.01)
+    reactor.run()
+
+
+def echo_main(port: int, ready: ProcessEvent) -> None:
+    """A bare Twisted UDP echo on 127.0.0.1:``port``: the baseline of the benchmark."""
+    from twisted.internet import reactor
+    from twisted.internet.protocol import DatagramProtocol
+
+    from ..io.sockbuf import apply_buffers
+    from ..logging import logger
+
+    class Echo(DatagramProtocol):
+        def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+            if self.transport is not None:  # always, once listening
+                self.transport.write(data, addr)
+
+    # 8192 is every reactor's default; IReactorUDP declares the argument without one.
+    listening = cast("Port", IReactorUDP(reactor).listenUDP(port, Echo(), interface="127.0.0.1",
+                                                             maxPacketSize=8192))
+    apply_buffers(listening.getHandle(), logger("haha.lab.load"), "echo", 8 << 20, 8 << 20)
+    ready.set()
+    reactor.run()
+
+
+# -- the parent's side ----------------------------------------------------------------------------
+
+
+class Generator:
+    """``n_nodes`` mobile nodes in ``workers`` processes against ``home_agents`` (a list of
+    ``(address, udp port)``, the first preferred); use as a context manager."""
+
+    def __init__(self, n_nodes: int, workers: int, home_agents: Sequence[tuple[str, int]],
+                 ports: Sequence[int], run_secret: bytes,
+                 lifetime: int = BINDING_LIFETIME) -> None:
+        self.n_nodes = n_nodes
+        self.home_addresses = [home_address(i) for i in range(n_nodes)]
+        self.specs: list[WorkerSpec] = [
+            {"index": w, "first": first, "count": count, "port": ports[w],
+             "home_agents": list(home_agents), "secret": run_secret, "lifetime": lifetime}
+            for w, (first, count) in enumerate(split(n_nodes, workers))]
+        self.ctx = multiprocessing.get_context("spawn")
+        self.processes: list[SpawnProcess] = []
+        self.conns: list[Connection] = []
+
+    def __enter__(self) -> Generator:
+        for spec in self.specs:
+            parent, child = self.ctx.Pipe()
+            p = self.ctx.Process(target=_worker_main, args=(spec, child), daemon=True)
+            p.start()
+            child.close()
+            self.processes.append(p)
+            self.conns.append(parent)
+        self._collect(timeout=600)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop every worker (killed if it does not stop within 10 s)."""
+        for conn, p in zip(self.conns, self.processes):
+            if p.is_alive():
+                try:
+                    conn.send(("stop", {}))
+                except OSError:
+                    pass
+        for p in self.processes:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        self.processes, self.conns = [], []
+
+    def _collect(self, timeout: float = 120) -> list[Any]:
+        """Each worker's answer, in worker order: unpickled from its pipe, so typed only by
+        the command asked (each caller says which)."""
+        out = []
+        for conn, p in zip(self.conns, self.processes):
+            deadline = time.monotonic() + timeout
+            while not conn.poll(0.1):
+                if not p.is_alive():
+                    raise RuntimeError(f"generator worker {p.pid} exited with {p.exitcode}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"generator worker {p.pid} did not answer")
+            status, result = conn.recv()
+            out.append(result)
+        return out
+
+    def _all(self, cmd: str, timeout: float = 120, **args: object) -> list[Any]:
+        for conn in self.conns:
+            conn.send((cmd, args))
+        return self._collect(timeout)
+
+    def go(self) -> None:
+        """Start every node (each worker starts its share at once)."""
+        self._all("go")
+
+    def report(self, latencies: bool = False) -> GeneratorReport:
+        """The workers' reports merged (module docstring)."""
+        parts: list[WorkerReport] = self._all("report", latencies=latencies)
+        out: GeneratorReport = {
+            "nodes": 0, "registered": 0, "first_registrations": 0,
+            "by_home_agent": Counter(), "states": Counter(), "transport": Counter(),
+            "core": Counter(), "cpu_s": [p["cpu_s"] for p in parts]}
+        for p in parts:
+            out["nodes"] += p["nodes"]
+            out["registered"] += p["registered"]
+            out["first_registrations"] += p["first_registrations"]
+            out["by_home_agent"].update(p["by_home_agent"])
+            out["states"].update(p["states"])
+            out["transport"].update(p["transport"])
+            out["core"].update(p["core"])
+        if latencies:
+            out["latencies"] = sorted(x for p in parts for x in p["latencies"])
+        return out
+
+    def homes(self) -> dict[str, str | None]:
+        """Every node's ``{home address: registered home agent or None}``."""
+        out: dict[str, str | None] = {}
+        parts: list[dict[str, str | None]] = self._all("homes")
+        for part in parts:
+            out.update(part)
+        return out
+
+    def echo(self, endpoint: Endpoint, packets: int, size: int) -> EchoResult:
+        """Every worker sends its share of ``packets`` datagrams of ``size`` octets to the
+        echo server at ``endpoint``; the slowest worker's time."""
+        shares = split(packets, len(self.conns))
+        for conn, (_, count) in zip(self.conns, shares):
+            conn.send(("echo", {"endpoint": list(endpoint), "count": count, "size": size}))
+        parts: list[EchoResult] = self._collect(timeout=600)
+        return {"packets": packets, "sent": sum(p["sent"] for p in parts),
+                "seconds": max(p["seconds"] for p in parts)}
+
+
+def bu_packet_size() -> int:
+    """The size of a mobile node's first Binding Update as sent (ESP, Home Address option)."""
+    from ..security.keyring import NodeKeyring
+    from ..security.sadb import SecurityAssociationDatabase
+    from ..wire.ipv6 import build_packet
+    from ..wire.mh import BU_A, BU_H, BindingUpdate, encode_mh
+    from ..wire.numbers import IPPROTO_ESP, IPPROTO_MH
+
+    hoa, ha, coa = home_address(0), IPv6Address("2001:db8:1::1"), IPv6Address("2001:db8:21::1")
+    sadb = SecurityAssociationDatabase()
+    NodeKeyring(bytes(32), hoa, sadb).ensure(ha)
+    mh = encode_mh(BindingUpdate(1, flags=BU_A | BU_H, lifetime=150), hoa, ha)
+    return len(build_packet(coa, ha, IPPROTO_ESP, sadb.protect(ha, IPPROTO_MH, mh),
+                            home_address=hoa))
