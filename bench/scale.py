@@ -334,7 +334,8 @@ def main(argv=None):
                    help="one node-group key for every node (default) or one key file each")
     p.add_argument("--admission", choices=("sized", "default"), default="sized",
                    help="the home agents' admission of new sources sized for the burst "
-                        "(default, haha.lab.load.admission_lines) or the daemon's defaults")
+                        "(default, haha.lab.loadcluster.admission_lines) or the daemon's "
+                        "defaults")
     p.add_argument("--dir", help="keep configurations and logs here")
     args = p.parse_args(argv)
     n = args.nodes or (1000 if args.quick else 10000)

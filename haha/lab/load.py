@@ -66,12 +66,13 @@ from .loadnodes import (BINDING_LIFETIME, CARE_OF_PREFIX, FIRST_HOME, care_of_pr
 
 __all__ = [
     "BINDING_LIFETIME", "CARE_OF_PREFIX", "FIRST_HOME", "BindingView", "BurstResult",
-    "ClusterOptions", "Consistency", "ControlProbe", "EchoResult", "Generator", "GeneratorReport", "LoadCluster", "ProbeReport",
-    "SharedUdp", "WorkerReport", "WorkerSpec", "_EchoClient", "_NodeView", "_Worker",
-    "_worker_main", "admission_lines", "bu_packet_size", "burst", "care_of_prefix",
-    "check_consistency", "echo_main", "home_address", "launch_cluster", "main",
-    "node_secret", "percentiles", "poll_interval", "proc_stat", "split", "start_cluster",
-    "stop_on_sigterm", "wait", "wait_serving", "write_node_keys"]
+    "ClusterOptions", "Consistency", "ControlProbe", "EchoResult", "Generator",
+    "GeneratorReport", "LoadCluster", "ProbeReport", "SharedUdp", "WorkerReport",
+    "WorkerSpec", "_EchoClient", "_NodeView", "_Worker", "_worker_main", "admission_lines",
+    "bu_packet_size", "burst", "care_of_prefix", "check_consistency", "echo_main",
+    "home_address", "launch_cluster", "main", "node_secret", "percentiles", "poll_interval",
+    "proc_stat", "split", "start_cluster", "stop_on_sigterm", "wait", "wait_serving",
+    "write_node_keys"]
 
 T = TypeVar("T")
 
