@@ -164,3 +164,70 @@ def test_admission_is_sized_for_the_burst_unless_asked_for_the_defaults(tmp_path
     assert load_home_agent(plain.has[0].config).security.admission in (None, type(a)())
     with pytest.raises(ValueError):
         load.LoadCluster(tmp_path / "x", 1, [40000], b"", admission="lots")
+
+
+def test_the_old_names_are_the_parts_own():
+    """haha.lab.load was split into loadnodes, loadcluster, generator and consistency: every
+    name it had is still importable from it and is the very object of the new module (a
+    caller of the old names, bench/scale.py included, runs the same code)."""
+    from haha.lab import consistency, generator, loadcluster, loadnodes
+
+    parts = {"check_consistency": consistency, "home_address": loadnodes,
+             "care_of_prefix": loadnodes, "node_secret": loadnodes, "split": loadnodes,
+             "write_node_keys": loadnodes, "BINDING_LIFETIME": loadnodes,
+             "LoadCluster": loadcluster, "ControlProbe": loadcluster,
+             "admission_lines": loadcluster, "proc_stat": loadcluster,
+             "Generator": generator, "SharedUdp": generator, "echo_main": generator,
+             "bu_packet_size": generator, "_worker_main": generator, "_Worker": generator}
+    for name, module in parts.items():
+        assert getattr(load, name) is getattr(module, name), name
+    for name in load.__all__:
+        assert hasattr(load, name), name
+    assert set(parts) <= set(load.__all__)
+
+
+def test_shared_udp_hands_each_packet_to_the_node_of_its_destination():
+    """A worker's shared socket: each node's view is an IMobilityTransport (checked with
+    verifyObject); a packet goes to the receiver of the node whose care-of address is its
+    destination, and only while that node's view is started; any other destination is
+    counted as unknown_destination and given to nobody."""
+    from ipaddress import IPv6Address
+
+    from twisted.internet.testing import MemoryReactor
+    from zope.interface.verify import verifyObject
+
+    from haha.interfaces import IMobilityTransport
+    from haha.lab.generator import SharedUdp
+
+    shared = SharedUdp(MemoryReactor(), 0, {IPv6Address(HA1): ("127.0.0.1", 40000)})
+    a, b = IPv6Address("2001:db8:21::1"), IPv6Address("2001:db8:21::2")
+    view_a, view_b = shared.view(a), shared.view(b)
+    assert verifyObject(IMobilityTransport, view_a)
+    got = {a: [], b: []}
+    view_a.start(got[a].append)
+    view_b.start(got[b].append)
+
+    def packet(destination):
+        return bytes(8) + IPv6Address(HA1).packed + destination.packed + b"payload"
+
+    shared._received(packet(b))
+    shared._received(packet(a))
+    assert got == {a: [packet(a)], b: [packet(b)]}
+    shared._received(packet(IPv6Address("2001:db8:21::3")))
+    view_a.stop()
+    shared._received(packet(a))
+    assert got == {a: [packet(a)], b: [packet(b)]}
+    assert shared.counters["unknown_destination"] == 2
+
+
+def test_udp_endpoints_are_the_home_agents_in_preference_order(tmp_path):
+    """What the generator is given: every home agent's (address, UDP port), ha1 (the
+    preferred) first, each port the one its configuration listens on."""
+    cluster = load.LoadCluster(tmp_path, 4, [40000], os.urandom(32), n_has=3)
+    endpoints = cluster.udp_endpoints()
+    assert [address for address, _ in endpoints] == [HA1, HA2, HA3]
+    assert [port for _, port in endpoints] == [ha.port for ha in cluster.has]
+    assert all(isinstance(port, int) and 0 < port < 65536 for _, port in endpoints)
+    cluster.has[1].port = None
+    with pytest.raises(RuntimeError, match="ha2 has no UDP port"):
+        cluster.udp_endpoints()
