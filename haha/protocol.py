@@ -135,9 +135,6 @@ class Adapter:
         self.flush()
         return effects
 
-    #: The name service.py and the lab used before :meth:`call` was public.
-    _run = call
-
     def apply(self, effects: list) -> None:
         """Process ``effects`` (a list from the machine), carry them out, re-arm the timer."""
         self.endpoint.apply(effects, self.now())

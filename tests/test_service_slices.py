@@ -30,7 +30,7 @@ def _copies(ha, now):
                                 200, ()) for i in range(k, k + 25))
         inbound = Inbound(BindingInfoUpdate(k + 1, entries), HAS[0], ha.machine.identity,
                           None, None, HAS[0])
-        ha.adapter._run(ha.machine.receive, inbound, now)
+        ha.adapter.call(ha.machine.receive, inbound, now)
 
 
 @pytest.mark.parametrize("sliced", [True, False], ids=["sliced", "unsliced-control"])

@@ -201,7 +201,7 @@ class _Worker:
             adapter.start_transport()
             adapter.running = True
             self.started[i] = self.reactor.seconds()
-            adapter._run(machine.start, self.reactor.seconds(), care_of=care_of)
+            adapter.call(machine.start, self.reactor.seconds(), care_of=care_of)
         return {"started": len(self.nodes)}
 
     def report(self, latencies: bool = False) -> WorkerReport:
