@@ -19,11 +19,8 @@ from haha.lab.deploy import NetnsDeployment
 from haha.lab.topology import separate_links
 from haha.security.keys import _xfrm_commands, derive_sa, load_secret
 
-# The kernel-xfrm run is in the stock-kernel tier CI runs; the external run with real daemons
-# (about 85 s under emulation) only in the full tier (`./dev stock-kernel -m "stock_kernel or
-# kernel_esp"`): CI's tier keeps the external mode's module-level test
-# (test_security_kernelmode_netns.py), within the suite's 20-minute budget.
-pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow, pytest.mark.kernel_esp]
+pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow,
+              pytest.mark.stock_kernel, pytest.mark.kernel_esp]
 
 
 class _Deployment(NetnsDeployment):
@@ -93,7 +90,6 @@ def _run(tmp_path, mode, after_ha1=None, crash=None):
         topo.destroy()
 
 
-@pytest.mark.stock_kernel
 def test_kernel_xfrm_home_agent_with_a_user_space_esp_peer(tmp_path):
     """ha2 (kernel-xfrm) and ha1 (user-space ESP) see each other live through protected
     HELLOs, and ha1's Binding Information Update reaches ha2 and is acknowledged; ha2 sent and
