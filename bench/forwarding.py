@@ -259,14 +259,13 @@ def main():
         results["tun_baseline"] = _daemons("tun", seconds, rates, args.baseline_tree)
     if "tun" in cases:
         results["tun"] = _daemons("tun", seconds, rates)
-    config = read_kernel_config()
-    if "netlink" not in cases:
-        pass
-    elif config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
-        results["netlink"] = {"unavailable": "this kernel has no ip6_tunnel (run it in the "
-                                             "stock-kernel tier: python -m haha.lab.vm)"}
-    else:
-        results["netlink"] = _daemons("netlink", seconds, rates)
+    if "netlink" in cases:
+        config = read_kernel_config()
+        if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
+            results["netlink"] = {"unavailable": "this kernel has no ip6_tunnel (run it in the "
+                                                 "stock-kernel tier: python -m haha.lab.vm)"}
+        else:
+            results["netlink"] = _daemons("netlink", seconds, rates)
     base = results.get("plain", {}).get("tcp", {}).get("tcp_mbit_s")
     for name in ("tun_baseline", "tun", "netlink"):
         tcp = results.get(name, {}).get("tcp")

@@ -17,7 +17,7 @@ counted (``effect-failed``) and logged. :class:`HomeAgentAdapter` and
 Advertisements; the mobile node's tunnel.
 """
 
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Generic, List, Optional, TypeVar
 
 from twisted.internet import defer
 from twisted.logger import LogLevel
@@ -53,6 +53,27 @@ from .logsummary import PER_BINDING_EVENTS, BurstSummary
 
 #: Events logged at info level; the rest at debug (they are still counted).
 _INFO_EVENTS = INFO_EVENTS
+
+
+T = TypeVar("T")
+
+
+class _Waiters(Generic[T]):
+    """Deferreds waiting for the next effect of one kind (a drain over, a leave over)."""
+
+    def __init__(self) -> None:
+        self._waiting: List[defer.Deferred[T]] = []
+
+    def wait(self) -> "defer.Deferred[T]":
+        d: defer.Deferred[T] = defer.Deferred()
+        self._waiting.append(d)
+        return d
+
+    def fire(self, value: T) -> None:
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if not d.called:  # a waiter that timed out already
+                d.callback(value)
 
 
 def _delegate(name: str) -> Any:
@@ -298,14 +319,12 @@ class HomeAgentAdapter(Adapter):
         self.backend = backend
         self.home_interface = home_interface
         self.ra_listener = ra_listener
-        self._drain_waiters: List[defer.Deferred[None]] = []
+        self._drained: _Waiters[None] = _Waiters()
 
     def when_drained(self) -> "defer.Deferred[None]":
         """A Deferred that fires the next time the machine says its drain is complete
         (:class:`~haha.core.effects.DrainComplete`)."""
-        d: defer.Deferred[None] = defer.Deferred()
-        self._drain_waiters.append(d)
-        return d
+        return self._drained.wait()
 
     def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
                   limiter: Any) -> Endpoint:
@@ -340,10 +359,7 @@ class HomeAgentAdapter(Adapter):
             # The ESP side (TakeoverKeys) is the endpoint's; this is the backend's.
             hold_address(b, effect, self.home_interface, self.counters)
         elif kind is DrainComplete:
-            waiters, self._drain_waiters = self._drain_waiters, []
-            for d in waiters:
-                if not d.called:  # a waiter that timed out already
-                    d.callback(None)
+            self._drained.fire(None)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1
@@ -370,14 +386,12 @@ class MobileNodeAdapter(Adapter):
         self.tunnel = tunnel
         #: The interface on the home link the home address is announced on (AnnounceHome).
         self.interface = interface
-        self._leave_waiters: List[defer.Deferred[bool]] = []
+        self._left: _Waiters[bool] = _Waiters()
 
     def when_left(self) -> "defer.Deferred[bool]":
         """A Deferred that fires with the ``acknowledged`` of the machine's next
         :class:`~haha.core.effects.LeaveComplete` (a stopping node's deregistration is over)."""
-        d: defer.Deferred[bool] = defer.Deferred()
-        self._leave_waiters.append(d)
-        return d
+        return self._left.wait()
 
     def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
                   limiter: Any) -> Endpoint:
@@ -402,10 +416,7 @@ class MobileNodeAdapter(Adapter):
         elif kind is AnnounceHome:
             self.announce_home(effect)
         elif kind is LeaveComplete:
-            waiters, self._leave_waiters = self._leave_waiters, []
-            for d in waiters:
-                if not d.called:  # a waiter that timed out already
-                    d.callback(effect.acknowledged)
+            self._left.fire(effect.acknowledged)
         else:
             super().duty(effect)
         self.counters["duty." + kind.__name__] += 1

@@ -136,10 +136,7 @@ def _modules():
         for path in sorted(TESTS.glob("test_*.py")):
             if path.stem == Path(__file__).stem:
                 continue
-            try:
-                yield importlib.import_module(path.stem)
-            except (ImportError, pytest.skip.Exception):  # an optional dependency is missing
-                continue
+            yield importlib.import_module(path.stem)
     finally:
         sys.path.remove(str(TESTS))
 
