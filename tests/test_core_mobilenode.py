@@ -231,19 +231,85 @@ def test_binding_update_form():
     assert bu.options == (AlternateCareOfAddress(COA),)
 
 
-def test_retransmission_back_off_with_new_sequence_numbers():
-    """First registration: 1.5 s, doubling to 32 s and staying there (with no attempt limit);
-    each retransmission carries a new sequence number (RFC 6275 11.8)."""
+def _retransmissions(m, count):
+    """The times and Binding Updates of ``m``'s first ``count`` sends (started at 0)."""
+    out = m.start(0.0, COA)
+    times, bus = [0.0], [only(sends(out)).message]
+    while len(times) < count:
+        t = m.next_deadline()
+        times.append(t)
+        bus.append(only(sends(m.tick(t))).message)
+    return times, bus
+
+
+def test_retransmission_back_off_resends_the_same_binding_update():
+    """First registration: 1.5 s, doubling to 32 s and staying there (with no attempt limit,
+    RFC 6275 11.8); each retransmission is the same message, sequence number included, so a
+    home agent that accepted a queued copy answers it without registering again."""
+    m = node(registration_attempts=0)
+    times, bus = _retransmissions(m, 9)
+    assert [b - a for a, b in zip(times, times[1:])] == [1.5, 3, 6, 12, 24, 32, 32, 32]
+    assert len(set(bus)) == 1 and m.counters["bu-retransmitted"] == 8
+
+
+def test_a_refresh_is_retransmitted_from_one_second_with_its_number():
+    """A refresh starts at INITIAL_BINDACK_TIMEOUT (1 s) and doubles; its retransmissions carry
+    the refresh's own number, one above the registration's."""
     m = node(registration_attempts=0)
     m.start(0.0, COA)
-    times, seqs = [0.0], [m.sequence]
-    while len(times) < 9:
-        t = m.next_deadline()
-        out = m.tick(t)
-        times.append(t)
-        seqs.append(only(sends(out)).message.sequence)
+    registered = m.sequence
+    m.receive(ba(m, lifetime=100), 0.5)
+    t = m._refresh_at
+    refresh = only(sends(m.tick(t))).message
+    first_retransmission = m.next_deadline()
+    again = only(sends(m.tick(first_retransmission))).message
+    second = m.next_deadline()
+    assert refresh.sequence == (registered + 1) % 65536 and again == refresh
+    assert (first_retransmission - t, second - first_retransmission) == (1.0, 2.0)
+
+
+def test_retransmission_with_new_sequence_numbers_when_configured():
+    """``retransmit_same_sequence = False``: each retransmission carries a new sequence number,
+    as deployed nodes do (docs/protocol.md 9), on the same back-off."""
+    m = node(registration_attempts=0, retransmit_same_sequence=False)
+    times, bus = _retransmissions(m, 9)
     assert [b - a for a, b in zip(times, times[1:])] == [1.5, 3, 6, 12, 24, 32, 32, 32]
+    seqs = [bu.sequence for bu in bus]
     assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
+
+
+def test_a_move_during_retransmission_starts_a_new_number():
+    """The retransmitted message is the attempt's own: after a move the next BU names the new
+    care-of address under a new number, and a BA for the old number is stale."""
+    m = node()
+    m.start(0.0, COA)
+    first = m.sequence
+    m.tick(1.5)
+    assert m.sequence == first
+    out = m.move(COA2, 2.0)
+    bu = only(sends(out)).message
+    assert bu.sequence == (first + 1) % 65536 and bu.options == (AlternateCareOfAddress(COA2),)
+    m.receive(ba(m, seq=first), 2.1)
+    assert m.state == "registering" and m.counters["dropped:ba-stale"] == 1
+
+
+def test_a_135_for_the_resent_number_goes_on_with_the_next():
+    """A strict RFC 6275 9.5.1 home agent answers a retransmission of an accepted number with
+    135 carrying that number: the node sends the next one and completes with its BA."""
+    m = node()
+    m.start(0.0, COA)
+    n = m.sequence
+    m.tick(1.5)
+    out = m.receive(ba(m, status=135, seq=n), 1.6)
+    assert only(sends(out)).message.sequence == (n + 1) % 65536
+    m.receive(ba(m), 1.7)
+    assert m.state == "registered"
+
+
+def test_settings_refuse_a_retransmission_mode_that_is_not_a_flag():
+    """``retransmit_same_sequence`` is true or false; anything else names the field."""
+    with pytest.raises(ValueError, match="retransmit_same_sequence"):
+        MobileNodeSettings(home_address=HOA, home_prefix=PREFIX, retransmit_same_sequence="yes")
 
 
 def test_accepted_ba_brings_the_tunnel_up_and_schedules_the_refresh():
@@ -519,7 +585,7 @@ def test_a_ba_for_an_earlier_copy_of_the_registration_in_flight_completes_it():
     """Queueing delay longer than the retransmission interval: the node has sent three BUs
     (three numbers) when the answer to the first arrives. It completes the registration; waiting
     for the newest number would livelock, as every answer arrives one retransmission late."""
-    m = node()
+    m = node(retransmit_same_sequence=False)  # three numbers in flight, as deployed nodes
     m.start(0.0, COA)
     first = m.sequence
     m.tick(1.5)

@@ -20,11 +20,16 @@ States:
 
 Retransmission (RFC 6275 11.8): a first registration with a home agent starts at
 InitialBindackTimeoutFirstReg (1.5 s), anything else at INITIAL_BINDACK_TIMEOUT (1 s), doubling
-to MAX_BINDACK_TIMEOUT (32 s); every retransmission carries a new sequence number (as deployed
-nodes do). A Binding Acknowledgement for any Binding Update of the registration in flight (same
-home agent, same care-of address; the last :data:`IN_FLIGHT` numbers) completes it: when queueing
-delay at a loaded home agent exceeds the retransmission interval, the answer to an earlier copy is
-the only answer that can arrive in time, and insisting on the newest number would livelock.
+to MAX_BINDACK_TIMEOUT (32 s). A retransmitted Binding Update is the same message, sequence
+number included (``retransmit_same_sequence``, the default): when it waited in a loaded home
+agent's queue behind the first copy, the home agent answers it from the binding the first copy
+made instead of registering again (a strict RFC 6275 9.5.1 home agent answers 135 with that
+number, and the node goes on with the next one). Without the setting every retransmission
+carries a new number, as deployed nodes do. A 135, a move or a switch starts a new number. A
+Binding Acknowledgement for any Binding Update of the registration in flight (same home agent,
+same care-of address; the last :data:`IN_FLIGHT` numbers) completes it: when queueing delay at a
+loaded home agent exceeds the retransmission interval, the answer to an earlier copy is the only
+answer that can arrive in time, and insisting on the newest number would livelock.
 
 Inputs are the operator/environment calls (``start``, ``move``, ``return_home``, ``leave``,
 ``stop``), the
@@ -399,9 +404,12 @@ class MobileNode:
         self._refresh_at = None
         self._send_bu(now, out)
 
-    def _send_bu(self, now: float, out: Effects) -> None:
+    def _send_bu(self, now: float, out: Effects, again: bool = False) -> None:
+        """Send the Binding Update of the attempt in flight: with a new sequence number, or
+        (``again``: a retransmission, with ``retransmit_same_sequence``) the number it had."""
         s = self.settings
-        self.sequence = next_sequence(self.sequence)
+        if not again:
+            self.sequence = next_sequence(self.sequence)
         flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
         assert self.care_of is not None  # sent only while away
         assert self.target is not None  # _register_with names the home agent first
@@ -450,7 +458,10 @@ class MobileNode:
             self._rejected.add(self.target)
             return self._next_candidate(now, out)
         self._timeout = min(self._timeout * 2, self.settings.max_timeout)
-        self._send_bu(now, out)
+        # Same care-of address, same home agent (a move or a switch starts a new attempt): the
+        # same message again, so a home agent that accepted a queued copy answers this one
+        # from its binding instead of registering it once more.
+        self._send_bu(now, out, again=self.settings.retransmit_same_sequence)
         self.counters["bu-retransmitted"] += 1
 
     def _ba_valid(self, inbound: Inbound, out: Effects) -> bool:

@@ -343,6 +343,12 @@ class MobileNodeSettings:
     #: registration), so a node whose home agent died unseen finds a live one. 0: never give
     #: up (RFC 6275 11.8 allows retrying at the capped rate forever).
     registration_attempts: int = 6
+    #: Retransmit a Binding Update with the sequence number it first carried (RFC 6275 11.8:
+    #: the node retransmits the message): a home agent that accepted a queued copy answers the
+    #: retransmission from its binding, without registering it again (docs/core.md,
+    #: "Registration"). False: every retransmission carries a new number, as the deployed
+    #: nodes of docs/protocol.md 9 do (each one then costs the home agent a registration).
+    retransmit_same_sequence: bool = True
     #: RFC 6275 12 INITIAL_DHAAD_TIMEOUT and DHAAD_RETRIES.
     dhaad_timeout: float = 3.0
     dhaad_retries: int = 4
@@ -365,6 +371,7 @@ class MobileNodeSettings:
                                 f"the home prefix {self.home_prefix}")
         _set(self, "home_agents", _addresses("home_agents", self.home_agents))
         _flag("mobile_router", self.mobile_router)
+        _flag("retransmit_same_sequence", self.retransmit_same_sequence)
         _set(self, "prefixes", _networks("prefixes", self.prefixes))
         if self.prefixes and not self.mobile_router:
             raise SettingsError("prefixes", "only a mobile router has Mobile Network Prefixes "

@@ -1,0 +1,270 @@
+"""Benchmark of one home agent's whole pipeline per Binding Update, in process, with ESP.
+
+What `bench/scale.py` measures across processes, without the sockets: a
+:class:`haha.endpoint.HomeAgentEndpoint` with the daemon's parts (user-space ESP, a node group
+key deriving each node's SAs on its first packet, the security policy, admission sized for the
+burst as `bench/scale.py` sizes it, two live peers with their own endpoints answering the
+BIUs) receives complete IPv6 packets that haha's own mobile nodes built
+(:class:`haha.endpoint.MobileNodeEndpoint`, ESP and all). The home agent's CPU time
+(``time.process_time`` around its calls only: the nodes and the peers are not counted) per
+Binding Update received, for three kinds of update:
+
+- ``first``: each node's first Binding Update (the node's SAs derived on first contact, a new
+  binding, a BIU to each peer, the BA encoded and protected);
+- ``new_number``: a retransmission with a new sequence number, as deployed nodes send it (RFC
+  6275 11.8; haha's node did it too): a refresh of the binding, a BIU to each peer, the BA;
+- ``same_number``: a retransmission carrying the number just accepted (haha's node now):
+  answered again from the binding, with nothing stored and nothing sent to the peers.
+
+Baseline ``esp_and_decode``: the same first packets only parsed, authenticated and decrypted
+(``unprotect`` on a database that holds the nodes' SAs already) and decoded: the part of the
+path that no change outside ESP and the codec can remove, in the same unit, in the same run.
+Each case is the best of ``rounds`` alternating runs (the machine is shared). ``--profile``
+prints a cProfile of the home agent's calls during one round instead.
+"""
+
+import argparse
+import cProfile
+import gc
+import json
+import pstats
+import random
+import sys
+import time
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from haha.core.homeagent import HomeAgent  # noqa: E402
+from haha.core.mobilenode import MobileNode  # noqa: E402
+from haha.core.settings import HomeAgentSettings, MobileNodeSettings  # noqa: E402
+from haha.endpoint import Datagram, HomeAgentEndpoint, MobileNodeEndpoint  # noqa: E402
+from haha.security import keys  # noqa: E402
+from haha.security.admission import Admission, AdmissionSettings  # noqa: E402
+from haha.security.keyring import NodeKeyring  # noqa: E402
+from haha.security.nodegroup import NodeGroup  # noqa: E402
+from haha.security.policy import SecurityPolicy  # noqa: E402
+from haha.security.sadb import HOME_AGENT, SecurityAssociationDatabase  # noqa: E402
+from haha.wire.ipv6 import parse_packet  # noqa: E402
+from haha.wire.mh import decode_mh  # noqa: E402
+from haha.wire.numbers import DEFAULT_PROFILE  # noqa: E402
+
+PREFIX = IPv6Network("2001:db8:1::/64")
+HAS = (IPv6Address("2001:db8:1::1"), IPv6Address("2001:db8:1::2"),
+       IPv6Address("2001:db8:1::3"))
+HOA_BASE = int(IPv6Address("2001:db8:1::1:0"))
+COA_BASE = int(IPv6Address("2001:db8:21::1"))
+PEER_SECRET = bytes(range(32))
+GROUP_KEY = bytes(range(32, 64))
+SLICE = 256  # packets between two turns of the timers, as the UDP transport's slices
+
+
+def _home_agent(address, n_nodes):
+    s = HomeAgentSettings(address=address, home_prefix=PREFIX,
+                          peers=tuple(a for a in HAS if a != address), boot_wait=0,
+                          max_binding_lifetime=3600)
+    sadb = SecurityAssociationDatabase()
+    for peer in s.peers:
+        for spec in keys.derive_pair(PEER_SECRET, address, peer, HOME_AGENT):
+            sadb.add(spec)
+    # Sized as bench/scale.py sizes it (haha.lab.loadcluster.admission_lines).
+    limiter = Admission(AdmissionSettings(
+        max_sources=max(4096, n_nodes), admit_rate=20000, admit_burst=max(1024, n_nodes),
+        unauthenticated_rate=20000, unauthenticated_burst=max(4000, n_nodes)))
+    for peer in s.peers:
+        limiter.pin(peer)
+    return HomeAgentEndpoint(HomeAgent(s, random.Random(str(address))), DEFAULT_PROFILE,
+                             SecurityPolicy(DEFAULT_PROFILE), sadb, limiter,
+                             node_group=NodeGroup(GROUP_KEY, PREFIX, address))
+
+
+class Set:
+    """Three home agents (the first measured) exchanging packets in memory."""
+
+    def __init__(self, n_nodes):
+        self.now = 0.0
+        self.eps = {a: _home_agent(a, n_nodes) for a in HAS}
+        self.ha = self.eps[HAS[0]]
+        self.cpu = 0.0
+        self.to_nodes = []
+        for ep in self.eps.values():
+            ep.start(self.now)
+        for _ in range(5):  # HELLOs: every peer live
+            self.now += 0.5
+            self.timers()
+            self.pump(measure=False)
+
+    def timers(self):
+        for ep in self.eps.values():
+            due = ep.next_timer()
+            if due is not None and due <= self.now:
+                t0 = time.process_time() if ep is self.ha else 0.0
+                ep.handle_timer(self.now)
+                if ep is self.ha:
+                    self.cpu += time.process_time() - t0
+
+    def pump(self, measure=True):
+        """Deliver what the home agents queued to each other until nothing is queued."""
+        moved = True
+        while moved:
+            moved = False
+            for ep in self.eps.values():
+                for d in ep.datagrams_to_send():
+                    ep.outbox.clear()
+                    target = self.eps.get(d.destination)
+                    if target is None:
+                        self.to_nodes.append(d)
+                        continue
+                    moved = True
+                    if target is self.ha and measure:
+                        t0 = time.process_time()
+                        target.receive(d.data, self.now)
+                        self.cpu += time.process_time() - t0
+                    else:
+                        target.receive(d.data, self.now)
+                ep.outbox.clear()
+
+    def burst(self, packets):
+        """The measured home agent's CPU seconds for ``packets`` (and the peers' answers)."""
+        self.cpu = 0.0
+        receive = self.ha.receive
+        for i in range(0, len(packets), SLICE):
+            self.now += 0.001
+            t0 = time.process_time()
+            for data in packets[i:i + SLICE]:
+                receive(data, self.now)
+            self.cpu += time.process_time() - t0
+            self.timers()
+            self.pump()
+        self.timers()
+        self.pump()
+        return self.cpu
+
+
+class Nodes:
+    """``n`` of haha's mobile nodes, each with its endpoint, ESP and node-group secret."""
+
+    def __init__(self, n):
+        self.eps = []
+        for i in range(n):
+            hoa = IPv6Address(HOA_BASE + i)
+            m = MobileNode(MobileNodeSettings(home_address=hoa, home_prefix=PREFIX,
+                                              home_agents=(HAS[0],), lifetime=3600),
+                           random.Random(i))
+            sadb = SecurityAssociationDatabase()
+            ring = NodeKeyring(keys.derive_node_secret(GROUP_KEY, hoa), hoa, sadb)
+            self.eps.append(MobileNodeEndpoint(m, DEFAULT_PROFILE, SecurityPolicy(DEFAULT_PROFILE),
+                                               sadb, keyring=ring))
+
+    def start(self, now):
+        """Every node's first Binding Update."""
+        out = []
+        for i, ep in enumerate(self.eps):
+            ep.start(now, care_of=IPv6Address(COA_BASE + i))
+            out.extend(d.data for d in ep.datagrams_to_send())
+            ep.outbox.clear()
+        return out
+
+    def retransmit(self, now):
+        """Every node's retransmission (its timer), as its machine builds it."""
+        out = []
+        for ep in self.eps:
+            due = ep.next_timer()
+            ep.handle_timer(max(now, due))
+            out.extend(d.data for d in ep.datagrams_to_send())
+            ep.outbox.clear()
+        return out
+
+    def resend_with(self, now, same):
+        """Every node's Binding Update once more, with the same sequence number (``same``)
+        or the next one, whatever the machine's own retransmission does."""
+        from haha.core.effects import Send
+        from haha.wire.mh import BindingUpdate
+
+        out = []
+        for ep in self.eps:
+            m = ep.machine
+            m.sequence = m.sequence if same else (m.sequence + 1) & 0xFFFF
+            bu = BindingUpdate(m.sequence, 0x8000 | 0x4000, 900, ())
+            ep.apply([Send(bu, m.care_of, HAS[0], home_address=m.home_address,
+                           protect=HAS[0])], now)
+            out.extend(d.data for d in ep.datagrams_to_send())
+            ep.outbox.clear()
+        return out
+
+
+def esp_and_decode(packets, n):
+    """The baseline: parse, unprotect and decode each packet with the SAs already there."""
+    ha = _home_agent(HAS[0], n)
+    group = ha.node_group
+    sadb = ha.sadb
+    for i in range(n):
+        group.ensure(sadb, IPv6Address(HOA_BASE + i))
+    t0 = time.process_time()
+    for data in packets:
+        p = parse_packet(data)
+        _, _, payload = sadb.unprotect(p.source, p.payload)
+        decode_mh(payload, p.source, p.destination, DEFAULT_PROFILE)
+    return time.process_time() - t0
+
+
+def one_round(n):
+    """``{case: HA CPU seconds}`` for one home agent set and ``n`` fresh nodes."""
+    nodes = Nodes(n)
+    first = nodes.start(0.0)
+    s = Set(n)
+    # The nodes' first BUs were built at 0; the home agents' clock is a little later.
+    out = {"first": s.burst(first)}
+    accepted = s.ha.machine.counters["bu-accepted"]
+    if accepted != n:
+        raise SystemExit(f"first: {accepted} of {n} accepted ({dict(s.ha.counters)})")
+    out["same_number"] = s.burst(nodes.resend_with(s.now, same=True))
+    if s.ha.machine.counters["bu-duplicate"] != n:
+        raise SystemExit(f"same_number: {s.ha.machine.counters['bu-duplicate']} duplicates")
+    out["new_number"] = s.burst(nodes.resend_with(s.now, same=False))
+    if s.ha.machine.counters["bu-accepted"] != 2 * n:
+        raise SystemExit(f"new_number: {s.ha.machine.counters['bu-accepted']} accepted")
+    out["esp_and_decode"] = esp_and_decode(first, n)
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer nodes and rounds")
+    ap.add_argument("--nodes", type=int, default=None)
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--profile", choices=("first", "same_number", "new_number"),
+                    help="print a cProfile of the home agent's calls for one case")
+    args = ap.parse_args(argv)
+    n = args.nodes or (1000 if args.quick else 5000)
+    rounds = args.rounds or (3 if args.quick else 5)
+    if args.profile:
+        nodes = Nodes(n)
+        first = nodes.start(0.0)
+        s = Set(n)
+        if args.profile != "first":
+            s.burst(first)
+            first = nodes.resend_with(s.now, same=args.profile == "same_number")
+        prof = cProfile.Profile()
+        receive = s.ha.receive
+        s.ha.receive = lambda data, now: prof.runcall(receive, data, now)
+        s.burst(first)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+        return
+    best = {}
+    for _ in range(rounds):
+        gc.collect()
+        for case, cpu in one_round(n).items():
+            best[case] = min(best.get(case, cpu), cpu)
+    us = {case: 1e6 * cpu / n for case, cpu in best.items()}
+    base = us.pop("esp_and_decode")
+    results = [{"case": case, "metric": "ha_cpu_per_binding_update", "unit": "us",
+                "value": round(v, 1), "baselines": {"esp_and_decode": round(base, 1)},
+                "ratio": round(v / base, 2), "updates": n}
+               for case, v in us.items()]
+    print(json.dumps({"bench": "registration", "results": results}))
+
+
+if __name__ == "__main__":
+    main()
