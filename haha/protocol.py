@@ -116,6 +116,7 @@ class Adapter:
         self.observers: List[Callable[[Any], None]] = []
         self._call: Any = None
         self._deadline: Optional[float] = None
+        self._rearm_call: Any = None
         self.running = False
         #: Per-binding info lines beyond a few a second go to debug, summarised once a second
         #: (:mod:`haha.logsummary`).
@@ -163,6 +164,11 @@ class Adapter:
 
     def flush(self) -> None:
         """Carry out everything the endpoint queued, in order, and re-arm the timer."""
+        self._carry_out()
+        self._rearm()
+
+    def _carry_out(self) -> None:
+        """Carry out everything the endpoint queued, in order."""
         endpoint = self.endpoint
         items = endpoint.outbox
         if items:
@@ -187,7 +193,6 @@ class Adapter:
             except Exception:  # a backend or transport bug must not stop the daemon
                 self.counters["effect-failed"] += 1
                 self.log.failure("carrying out {effect!r} failed", effect=item)
-        self._rearm()
 
     def stop_timer(self) -> None:
         """Cancel the timer (the service stops it with the machine)."""
@@ -195,6 +200,20 @@ class Adapter:
             self._call.cancel()
         self._call = None
         self._deadline = None
+        if self._rearm_call is not None and self._rearm_call.active():
+            self._rearm_call.cancel()
+        self._rearm_call = None
+
+    def _rearm_soon(self) -> None:
+        """Re-arm the timer once the packets being delivered now are all handled: one
+        ``next_deadline`` per turn of the reactor (or slice of the transport) instead of one
+        per packet, which in a burst cost as much as the registration itself."""
+        if self._rearm_call is None:
+            self._rearm_call = self.clock.callLater(0, self._rearm_now)
+
+    def _rearm_now(self) -> None:
+        self._rearm_call = None
+        self._rearm()
 
     def _rearm(self) -> None:
         if not self.running:
@@ -229,9 +248,12 @@ class Adapter:
         endpoint = self.endpoint
         calls = endpoint.calls
         endpoint.receive(data, self.now())
-        # A packet dropped before the machine queued nothing and moved no deadline.
+        # A packet dropped before the machine queued nothing and moved no deadline. What it
+        # queued goes out now; the timer is re-armed after the packets delivered with it.
         if endpoint.calls != calls or endpoint.outbox:
-            self.flush()
+            self._carry_out()
+            if endpoint.calls != calls:
+                self._rearm_soon()
 
     #: What decapsulates IPv6-in-IPv6 (the home agent's backend, the node's tunnel), or None.
     decapsulator: Any = None
