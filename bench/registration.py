@@ -16,6 +16,11 @@ Binding Update received, for three kinds of update:
 - ``same_number``: a retransmission carrying the number just accepted (haha's node now):
   answered again from the binding, with nothing stored and nothing sent to the peers.
 
+The measured home agent runs behind the Twisted adapter as in the daemon
+(:class:`haha.protocol.HomeAgentAdapter` with a recording transport, the latency metrics
+attached, events published to haha's logger at the default level), with a clock that runs its
+delayed calls between slices of 256 packets, as the UDP transport's slices do.
+
 Baseline ``esp_and_decode``: the same first packets only parsed, authenticated and decrypted
 (``unprotect`` on a database that holds the nodes' SAs already) and decoded: the part of the
 path that no change outside ESP and the codec can remove, in the same unit, in the same run.
@@ -27,6 +32,7 @@ import argparse
 import cProfile
 import gc
 import json
+import os
 import pstats
 import random
 import sys
@@ -39,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from haha.core.homeagent import HomeAgent  # noqa: E402
 from haha.core.mobilenode import MobileNode  # noqa: E402
 from haha.core.settings import HomeAgentSettings, MobileNodeSettings  # noqa: E402
-from haha.endpoint import Datagram, HomeAgentEndpoint, MobileNodeEndpoint  # noqa: E402
+from haha.endpoint import HomeAgentEndpoint, MobileNodeEndpoint  # noqa: E402
 from haha.security import keys  # noqa: E402
 from haha.security.admission import Admission, AdmissionSettings  # noqa: E402
 from haha.security.keyring import NodeKeyring  # noqa: E402
@@ -79,61 +85,152 @@ def _home_agent(address, n_nodes):
                              node_group=NodeGroup(GROUP_KEY, PREFIX, address))
 
 
+class _Call:
+    """One delayed call of :class:`_Clock`."""
+
+    def __init__(self, when, f, args):
+        self.when, self.f, self.args, self.live = when, f, args, True
+
+    def active(self):
+        return self.live
+
+    def cancel(self):
+        self.live = False
+
+    def getTime(self):  # noqa: N802 - IDelayedCall
+        return self.when
+
+
+class _Clock:
+    """The reactor's time and delayed calls, run by :meth:`Set.timers` as a reactor would."""
+
+    def __init__(self, owner):
+        self.owner = owner
+        self.calls = []
+
+    def seconds(self):
+        return self.owner.now
+
+    def callLater(self, delay, f, *args):  # noqa: N802 - IReactorTime
+        c = _Call(self.owner.now + delay, f, args)
+        self.calls.append(c)
+        return c
+
+    def run_due(self):
+        due = [c for c in self.calls if c.live and c.when <= self.owner.now]
+        self.calls = [c for c in self.calls if c.live and c.when > self.owner.now]
+        for c in due:
+            c.live = False
+            c.f(*c.args)
+
+
+class _Transport:
+    """What the measured home agent sends: kept for the peers and the nodes."""
+
+    def __init__(self):
+        self.sent = []
+
+    def send(self, packet, interface=None):
+        self.sent.append(packet)
+
+
+class _Backend:
+    """The null backend's duties, without its bookkeeping."""
+
+    def install(self, route):
+        pass
+
+    def remove(self, home_address):
+        pass
+
+    def proxy_nd_start(self, address, interface):
+        pass
+
+    proxy_nd_stop = proxy_nd_start
+
+
 class Set:
-    """Three home agents (the first measured) exchanging packets in memory."""
+    """Three home agents exchanging packets in memory; the first (measured) runs as a daemon
+    does: behind the Twisted adapter (:class:`haha.protocol.HomeAgentAdapter`: effects carried
+    out, timer re-armed, events published to the log and the latency metrics)."""
 
     def __init__(self, n_nodes):
+        from haha.control.metrics import ServiceMetrics
+        from haha.logging import logger
+        from haha.protocol import HomeAgentAdapter
+
         self.now = 0.0
         self.eps = {a: _home_agent(a, n_nodes) for a in HAS}
-        self.ha = self.eps[HAS[0]]
+        ep = self.eps[HAS[0]]
+        self.clock = _Clock(self)
+        self.transport = _Transport()
+        self.adapter = HomeAgentAdapter(ep.machine, self.transport, self.clock, ep.profile,
+                                        ep.policy, ep.sadb, ep.limiter, backend=_Backend(),
+                                        node_group=ep.node_group,
+                                        log=logger("haha.home-agent", HAS[0]))
+        self.ha = self.adapter.endpoint
+        self.eps[HAS[0]] = self.ha
+        ServiceMetrics(lambda: self.adapter.counters, list,
+                       {"role": "home-agent", "address": str(HAS[0])}).attach(self.adapter)
         self.cpu = 0.0
         self.to_nodes = []
-        for ep in self.eps.values():
-            ep.start(self.now)
+        self.adapter.running = True
+        self.adapter.call(self.ha.machine.start, self.now)
+        for other in HAS[1:]:
+            self.eps[other].start(self.now)
         for _ in range(5):  # HELLOs: every peer live
             self.now += 0.5
             self.timers()
             self.pump(measure=False)
 
     def timers(self):
+        t0 = time.process_time()
+        self.clock.run_due()
+        self.cpu += time.process_time() - t0
         for ep in self.eps.values():
+            if ep is self.ha:
+                continue
             due = ep.next_timer()
             if due is not None and due <= self.now:
-                t0 = time.process_time() if ep is self.ha else 0.0
                 ep.handle_timer(self.now)
-                if ep is self.ha:
-                    self.cpu += time.process_time() - t0
+
+    def _sent(self, ep):
+        if ep is self.ha:
+            sent, self.transport.sent = self.transport.sent, []
+            return [(IPv6Address(d[24:40]), d) for d in sent]
+        out = [(d.destination, d.data) for d in ep.datagrams_to_send()]
+        ep.outbox.clear()
+        return out
 
     def pump(self, measure=True):
-        """Deliver what the home agents queued to each other until nothing is queued."""
+        """Deliver what the home agents sent to each other until nothing is sent."""
         moved = True
         while moved:
             moved = False
             for ep in self.eps.values():
-                for d in ep.datagrams_to_send():
-                    ep.outbox.clear()
-                    target = self.eps.get(d.destination)
+                for destination, data in self._sent(ep):
+                    target = self.eps.get(destination)
                     if target is None:
-                        self.to_nodes.append(d)
+                        self.to_nodes.append(data)
                         continue
                     moved = True
-                    if target is self.ha and measure:
+                    if target is self.ha:
                         t0 = time.process_time()
-                        target.receive(d.data, self.now)
-                        self.cpu += time.process_time() - t0
+                        self.adapter.packet_received(data)
+                        if measure:
+                            self.cpu += time.process_time() - t0
                     else:
-                        target.receive(d.data, self.now)
-                ep.outbox.clear()
+                        target.receive(data, self.now)
 
     def burst(self, packets):
         """The measured home agent's CPU seconds for ``packets`` (and the peers' answers)."""
         self.cpu = 0.0
-        receive = self.ha.receive
+        receive = self.adapter.packet_received
         for i in range(0, len(packets), SLICE):
             self.now += 0.001
             t0 = time.process_time()
             for data in packets[i:i + SLICE]:
-                receive(data, self.now)
+                receive(data)
             self.cpu += time.process_time() - t0
             self.timers()
             self.pump()
@@ -229,7 +326,17 @@ def one_round(n):
     return out
 
 
+def _log_to_devnull():
+    """The daemon's text log (twistd --logfile), written to /dev/null: what the level lets
+    through is formatted as in the daemon."""
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    devnull = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(devnull)], redirectStandardIO=False)
+
+
 def main(argv=None):
+    _log_to_devnull()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer nodes and rounds")
     ap.add_argument("--nodes", type=int, default=None)
@@ -247,9 +354,9 @@ def main(argv=None):
             s.burst(first)
             first = nodes.resend_with(s.now, same=args.profile == "same_number")
         prof = cProfile.Profile()
-        receive = s.ha.receive
-        s.ha.receive = lambda data, now: prof.runcall(receive, data, now)
+        prof.enable()
         s.burst(first)
+        prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(40)
         return
     best = {}

@@ -48,6 +48,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from haha.lab import load  # noqa: E402
 from haha.lab.cluster import free_udp_ports  # noqa: E402
+from haha.lab.generator import default_workers  # noqa: E402
 
 HA_LIFETIME = 3
 
@@ -325,8 +326,9 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="1,000 nodes")
     p.add_argument("--nodes", type=int, help="mobile nodes (default 10,000; 1,000 with "
                                              "--quick; 100,000 is the issue's goal)")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                   help="generator processes (default: half the cores)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="generator processes (default: several where the cores allow, "
+                        "haha.lab.generator.default_workers)")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds allowed per phase")
     p.add_argument("--ha-lifetime", type=int, default=HA_LIFETIME,
                    help="the home agents' lifetime (failure detection time), seconds")

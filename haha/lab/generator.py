@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
 import time
 from collections import Counter
 from functools import partial
@@ -37,6 +38,7 @@ from zope.interface import implementer
 from ..core.effects import Event
 from ..core.events import EventName
 from ..interfaces import IMobilityTransport
+from ..logging import logger
 from .cluster import HOME_PREFIX
 from .loadnodes import BINDING_LIFETIME, care_of_prefix, home_address, node_secret, split
 
@@ -95,6 +97,15 @@ class EchoResult(TypedDict):
     packets: int
     sent: int
     seconds: float
+
+
+def default_workers(cpus: int | None = None) -> int:
+    """How many generator processes to start by default on a machine with ``cpus`` cores (the
+    machine's own when None): several where the cores allow, never more than there are cores,
+    and at most half of them from four cores up (the home agents need the rest): 1 core 1, 2
+    cores 2, 4 cores 2, 8 cores 4."""
+    n = cpus if cpus is not None else (os.cpu_count() or 1)
+    return max(1, min(n, max(2, n // 2)))
 
 
 # -- the worker processes -----------------------------------------------------------------------
@@ -175,18 +186,28 @@ class _Worker:
         self.nodes: list[tuple[int, IPv6Address, MobileNode, MobileNodeAdapter]] = []
         self.started: dict[int, float] = {}
         self.registered: dict[int, float] = {}  # node: seconds to its first registration
+        # What the nodes share is built once: the parsed home prefix, one random source for
+        # their first sequence numbers, the quiet logger.
+        home_prefix = IPv6Network(HOME_PREFIX)
+        rng = random.Random()
+        log = logger("haha.mobile-node")
+        base = int(prefix.network_address) + 1
         for k in range(spec["count"]):
             i = spec["first"] + k
             hoa = home_address(i)
-            care_of = IPv6Address(int(prefix.network_address) + 1 + k)
-            settings = MobileNodeSettings(home_address=hoa,
-                                          home_prefix=IPv6Network(HOME_PREFIX),
+            care_of = IPv6Address(base + k)
+            settings = MobileNodeSettings(home_address=hoa, home_prefix=home_prefix,
                                           home_agents=self.has, lifetime=spec["lifetime"])
-            machine = MobileNode(settings)
+            machine = MobileNode(settings, rng)
             sadb = SecurityAssociationDatabase()
             keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
+            # A configured node has its SAs with its home agent before it registers (as a
+            # daemon with a key file): derived now, so that the burst measures registering,
+            # not key derivation. SAs with the other home agents are derived on first use.
+            keyring.ensure(self.has[0])
             adapter = MobileNodeAdapter(machine, self.shared.view(care_of), reactor,
-                                        DEFAULT_PROFILE, policy, sadb, None, None, keyring)
+                                        DEFAULT_PROFILE, policy, sadb, None, None, keyring,
+                                        log=log)
             adapter.observers.append(partial(self._event, i))
             self.nodes.append((i, care_of, machine, adapter))
 

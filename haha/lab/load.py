@@ -58,7 +58,7 @@ from .cluster import free_udp_ports
 from .consistency import BindingView, Consistency, check_consistency
 from .generator import (EchoResult, Generator, GeneratorReport, SharedUdp, WorkerReport,
                         WorkerSpec, _EchoClient, _NodeView, _Worker, _worker_main,
-                        bu_packet_size, echo_main)
+                        bu_packet_size, default_workers, echo_main)
 from .loadcluster import (ClusterOptions, ControlProbe, LoadCluster, ProbeReport,
                           admission_lines, proc_stat)
 from .loadnodes import (BINDING_LIFETIME, CARE_OF_PREFIX, FIRST_HOME, care_of_prefix,
@@ -208,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     (1 when the bindings are not consistent or the run failed)."""
     p = argparse.ArgumentParser(prog="haha-lab load", description=__doc__.split("\n")[0])
     p.add_argument("--nodes", type=int, default=1000, help="mobile nodes (default 1000)")
-    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                   help="generator processes (default: half the cores)")
+    p.add_argument("--workers", type=int, default=default_workers(),
+                   help="generator processes (default: several where the cores allow, "
+                        "haha.lab.generator.default_workers)")
     p.add_argument("--has", type=int, default=3, help="home agents (2-9)")
     p.add_argument("--node-keys", choices=("group", "files"), default="group",
                    help="the home agents know the nodes by one node-group key (default) or "
