@@ -123,3 +123,32 @@ def test_a_dropped_packet_arms_no_timer_and_sends_nothing():
     assert sum(v for k, v in a.counters.items() if k.startswith("dropped.")) == 1
     assert len(a.transport.packets) == sent
     assert clock.getDelayedCalls() == [timer]
+
+
+def test_packets_delivered_together_re_arm_the_timer_once_after_them():
+    """Packets the transport delivers in one turn of the reactor are answered at once, but the
+    machine's next deadline is asked once, after them (a delayed call due now), not once per
+    packet; then exactly one timer is armed, at the endpoint's next_timer."""
+    a, clock, _ = adapter()
+    asked = []
+    real = a.endpoint.next_timer
+    a.endpoint.next_timer = lambda: asked.append(1) or real()
+    sent = len(a.transport.packets)
+    for seq in range(1, 6):
+        a.packet_received(hello_from_peer(seq))
+    assert a.counters["received.HaHello"] == 5 and not asked
+    assert len(a.transport.packets) > sent  # the answers went out with each packet
+    clock.advance(0)
+    assert len(asked) == 1
+    calls = clock.getDelayedCalls()
+    assert len(calls) == 1 and calls[0].getTime() == real()
+
+
+def test_stopping_the_timer_cancels_a_pending_re_arm():
+    """A service stopping its machine between a packet and the re-arm leaves no delayed call
+    behind (neither the timer nor the pending re-arm)."""
+    a, clock, _ = adapter()
+    a.packet_received(hello_from_peer(1))
+    a.running = False
+    a.stop_timer()
+    assert clock.getDelayedCalls() == []
