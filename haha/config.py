@@ -279,6 +279,7 @@ MOBILE_NODE_KEYS: dict[str, tuple[str, str | None]] = {
     "prefixes": ("mobile-node", "prefixes"),
     "lifetime": ("mobile-node", "lifetime"),
     "obeys_switch": ("mobile-node", "obey-switch"),
+    "retransmit_same_sequence": ("mobile-node", "retransmit-same-sequence"),
     "numbers": ("numbers", None),
 }
 
@@ -656,6 +657,7 @@ def parse_mobile_node(parsed: dict[str, Section], path: str) -> MobileNodeConfig
         mobile_router=mn.get_bool("mobile-router", False),
         prefixes=mn.get_prefixes("prefixes"),
         obeys_switch=mn.get_bool("obey-switch", True),
+        retransmit_same_sequence=mn.get_bool("retransmit-same-sequence", True),
         numbers=_numbers(get("numbers"))))
     coa = mn.get_address("care-of-address", required=True)
     interface = mn.get_str("interface")

@@ -307,3 +307,17 @@ def test_address_takeover_and_obey_switch():
     assert c.obeys_switch is False and mobile_node_settings(c).obeys_switch is False
     e = err(node.replace("[security]", "obey-switch = maybe\n[security]"), node=True)
     assert e.key == "obey-switch"
+
+
+def test_retransmit_same_sequence():
+    """retransmit-same-sequence is on by default, ``no`` reaches the node's settings, anything
+    else is a located error naming the key."""
+    node = ("[mobile-node]\nhome-address = 2001:db8:1::100\nhome-prefix = 2001:db8:1::/64\n"
+            "home-agent = 2001:db8:1::1\ncare-of-address = 2001:db8:99::100\n"
+            "[security]\nmode = none\nlab = yes\n")
+    assert mobile_node_from_text(node).settings.retransmit_same_sequence is True
+    c = mobile_node_from_text(node.replace("[security]", "retransmit-same-sequence = no\n"
+                                                         "[security]"))
+    assert c.settings.retransmit_same_sequence is False
+    e = err(node.replace("[security]", "retransmit-same-sequence = twice\n[security]"), node=True)
+    assert (e.section, e.key, e.line) == ("mobile-node", "retransmit-same-sequence", 6)
