@@ -75,3 +75,24 @@ def test_what_the_nodes_share_is_built_once():
     assert len({m.settings.home_address for m in machines}) == len(machines)
     assert len({care_of for _, care_of, _, _ in w.nodes}) == len(machines)
     assert generator.split(5, 2) == [(0, 3), (3, 2)]
+
+
+def test_registration_benchmark_runs_and_checks_what_it_measured():
+    """bench/registration.py on a few nodes prints its JSON shape: three cases per BU with the
+    in-run baseline; it exits with an error unless every first BU was accepted, every resend of
+    the same number was answered as a duplicate and every new number registered again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "bench", "registration.py"),
+                          "--nodes", "40", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["bench"] == "registration"
+    assert [r["case"] for r in doc["results"]] == ["first", "same_number", "new_number"]
+    for r in doc["results"]:
+        assert r["unit"] == "us" and r["value"] > 0 and r["baselines"]["esp_and_decode"] > 0
+        assert r["updates"] == 40
