@@ -7,7 +7,8 @@ transport delivers goes to :meth:`~haha.endpoint.Endpoint.receive` with the inje
 ``IReactorTime``'s time; what the endpoint queues is carried out in order (packets to the
 transport, forwarding effects to the backend or tunnel, events to the log and the observers,
 IPv6-in-IPv6 packets to the decapsulator, Router Advertisements to discovery); and exactly one
-timer is kept armed for the machine's next deadline. The service calls the machine through
+timer is kept armed for the machine's next deadline (after packets, re-armed once the packets
+delivered together are handled). The service calls the machine through
 :meth:`Adapter.call` (or the endpoint's named entry points through it).
 
 Nothing that arrives can stop it: the endpoint counts and drops what it refuses, contains a
@@ -207,7 +208,7 @@ class Adapter:
     def _rearm_soon(self) -> None:
         """Re-arm the timer once the packets being delivered now are all handled: one
         ``next_deadline`` per turn of the reactor (or slice of the transport) instead of one
-        per packet, which in a burst cost as much as the registration itself."""
+        per packet (6.7 % of a home agent's time in a 10,000-node burst, docs/core.md)."""
         if self._rearm_call is None:
             self._rearm_call = self.clock.callLater(0, self._rearm_now)
 
