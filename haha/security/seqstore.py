@@ -242,7 +242,8 @@ class SequenceStore:
         """``(floor, advance, save_at)`` for a new inbound SA object (see the module
         docstring)."""
         floor = self._data.get(_name("in", peer, spi), 0)
-        return floor, self._advance, floor + self.block
+        # self.block itself for a new SA: one shared int instead of one per SA
+        return floor, self._advance, floor + self.block if floor else self.block
 
     def start_inbound_epoch(self, peer: object, spi: int
                             ) -> tuple[int | None, int, Advance | None, int | None]:
