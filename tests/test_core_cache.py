@@ -64,8 +64,56 @@ def test_heap_is_compacted_after_many_refreshes():
     for i in range(1000):
         store(c, "2001:db8:1::10", seq=i, expires=10.0 + i)
     c.pop_expired(5.0)
-    assert len(c._heap) <= 64 + 3
+    assert c.expiry_entries() <= 64 + 3
     assert c.next_expiry() == 1009.0
+
+
+def test_expiry_within_one_second_is_exact_and_in_order():
+    """Bindings expiring milliseconds apart in the same second (one wheel bucket) expire each
+    at its own time, never early, in order, also after refreshes that move one within the
+    second and with ``limit`` cutting a mass expiry into slices."""
+    c = BindingCache()
+    times = [50.0 + i / 1000 for i in range(500)]
+    for i, t in enumerate(reversed(times)):
+        store(c, f"2001:db8:1::{i + 1:x}", expires=t)
+    # a refresh within the second: the earliest now expires last
+    first = min(c, key=lambda b: b.expires)
+    store(c, str(first.home_address), seq=2, expires=50.9995)
+    # a bucket this large answers its second first (a lower bound), then exactly once sorted
+    assert c.next_expiry() == 50.0
+    assert c.pop_expired(50.0) == [] and c.next_expiry() == 50.001
+    assert c.pop_expired(50.0005) == []
+    got = []
+    now = 50.0
+    while len(c):
+        now = c.next_expiry()
+        batch = c.pop_expired(now, limit=7)
+        assert len(batch) <= 7 and all(b.expires <= now for b in batch)
+        assert all(b.expires > now for b in c) or len(batch) == 7
+        got += [b.expires for b in batch]
+    assert got == sorted(got) and len(got) == 500 and got[-1] == 50.9995
+
+
+def test_expiry_wheel_holds_one_entry_per_binding():
+    """The expiry index costs one list slot per binding (no tuple, float or counter per
+    entry): N bindings created and each refreshed into the same second leave N entries."""
+    import tracemalloc
+
+    c = BindingCache()
+    for i in range(2000):
+        store(c, f"2001:db8:1::{i + 1:x}", expires=100.0 + i % 7)
+    for i in range(2000):
+        store(c, f"2001:db8:1::{i + 1:x}", seq=2, expires=100.5 + i % 7)
+    assert c.expiry_entries() == 2000
+    more = [Binding(A(f"2001:db8:2::{i:x}"), A("2001:db8:99::1"), 0, 1, 400, 200.0 + i / 8)
+            for i in range(4000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for b in more:
+        c._schedule(b)  # what store() adds to the index for a new binding
+    per_binding = (tracemalloc.get_traced_memory()[0] - before) / len(more)
+    tracemalloc.stop()
+    assert per_binding < 24, per_binding  # a (expires, order, address) heap item took ~100
 
 
 def test_binding_repr_and_remaining():
