@@ -121,7 +121,8 @@ def home_agent_sadb(config: HomeAgentConfig,
     for hoa, secret in node_secrets(config).items():
         specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
     try:
-        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
+        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store,
+                                                    cipher_cache=config.security.cipher_cache)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
     db.epoch = epoch
@@ -224,7 +225,8 @@ def mobile_node_security(
         return None, None
     assert config.security.key is not None, "haha.config requires key with mode = esp"
     secret = load_located(config.security.key, "mobile node key")
-    sadb = SecurityAssociationDatabase(sequence_store=sequence_store(config, wall))
+    sadb = SecurityAssociationDatabase(sequence_store=sequence_store(config, wall),
+                                       cipher_cache=config.security.cipher_cache)
     keyring = NodeKeyring(secret, config.home_address, sadb)
     for ha in config.home_agents:
         keyring.ensure(ha)
