@@ -188,3 +188,47 @@ def test_cipher_cache_key_reaches_the_database(tmp_path):
         home_agent_from_text(CONF.format(tmp=tmp_path, extra="cipher-cache = 0"),
                              str(tmp_path / "ha.conf"))
     assert "cipher-cache" in str(e.value) and "ha.conf:8" in str(e.value)
+
+
+def test_node_group_sas_keep_no_key_and_rederive_it_identically():
+    """A node group's SAs hold the group as their key source, not key bytes; once their
+    context was evicted the group derives the keys again, and the packets are the same bytes
+    as those of SAs that were never evicted (and open at the nodes)."""
+    from ipaddress import IPv6Network
+
+    from haha.security.nodegroup import NodeGroup
+
+    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA)
+    small = SecurityAssociationDatabase(rng=fixed_rng, cipher_cache=1)
+    large, nodes = pairs(4, 1000)
+    for i in range(4):
+        assert group.ensure(small, node(i))
+        assert not isinstance(small._out[int(node(i))]._key, bytes)
+        assert not isinstance(small._in_peer[node(i)]._key, bytes)
+    for rnd in range(3):
+        for i in range(4):
+            sealed = small.protect(node(i), IPPROTO_MH, b"ba %d" % rnd)
+            assert sealed == large.protect(node(i), IPPROTO_MH, b"ba %d" % rnd)
+            assert nodes[i].unprotect(HA, sealed)[2] == b"ba %d" % rnd
+            bu = nodes[i].protect(HA, IPPROTO_MH, b"bu %d" % rnd)
+            assert small.unprotect(node(i), bu)[2] == b"bu %d" % rnd
+    assert group.rederived >= 20 and len(small.ciphers) == 1
+
+
+def test_a_node_group_pair_costs_under_500_octets():
+    """A node group's SA pair in the database, its context evicted, keeps under 500 octets of
+    Python objects (no key bytes, no closures, no context)."""
+    from ipaddress import IPv6Network
+
+    from haha.security.nodegroup import NodeGroup
+
+    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA)
+    ha = SecurityAssociationDatabase(rng=fixed_rng, cipher_cache=1)
+    pairs_ = [group.pair(node(i)) for i in range(2000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for p in pairs_:
+        group._install(ha, p)
+    per_pair = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    tracemalloc.stop()
+    assert per_pair < 500, per_pair

@@ -194,7 +194,6 @@ class EpochInboundSA(InboundSA):
         old, self.epoch = self.epoch, epoch
         self._ciphers.drop(self)  # the old keys' context: built again from the new keys
         self._key = candidate._key
-        self._salt = candidate._salt
         self._top = candidate._top
         self._bits = candidate._bits
         self.received += candidate.received

@@ -24,12 +24,14 @@ Inbound checks, in RFC 4303 3.4 order: length, anti-replay pre-check (3.4.3), IC
 decryption, one step), then the window moves, then the trailer (padding 1, 2, 3, ... and a pad
 length that fits) is checked. Sequence number 0 is never sent (3.3.3) and counts as a replay.
 
-Memory (docs/security.md, "Memory per SA"): an SA keeps its key and salt as bytes and its
-counters as integers in ``__slots__``; the AES-GCM context (an OpenSSL cipher context of about
-2.5 KB) is built when the SA is first used and kept in a :class:`CipherCache` holding the
-contexts of the most recently used SAs only. An SA whose context was evicted builds it again
-from its key at its next packet (a few microseconds): the bytes on the wire, the sequence
-numbers and the anti-replay window do not depend on it.
+Memory (docs/security.md, "Memory per SA"): an SA keeps its counters as integers in
+``__slots__`` and its keying material as one ``key || salt`` bytes object, or nothing at all
+when a shared :class:`KeySource` can derive it again (a node group's SAs). The AES-GCM context
+(an OpenSSL cipher context of about 2.5 KB) and the salt are built when the SA is first used and
+kept in a :class:`CipherCache` holding the contexts of the most recently used SAs only. An SA
+whose context was evicted builds it again at its next packet (a few microseconds, a key
+derivation more with a key source): the bytes on the wire, the sequence numbers and the
+anti-replay window do not depend on it.
 """
 
 import os
@@ -37,6 +39,7 @@ import struct
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from ipaddress import IPv6Address
+from typing import Protocol, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -92,6 +95,14 @@ _EMPTY: frozenset = frozenset()
 _WINDOW_MASKS: dict[int, int] = {}
 
 
+class KeySource(Protocol):
+    """Derives an SA's ``key || salt`` again when its cipher context is rebuilt, so that the SA
+    needs to keep no key material (one source serves many SAs: it reads ``sa.peer``)."""
+
+    def keys(self, sa: "_Keyed") -> bytes:
+        """``key || salt`` (RFC 4106: a 16, 24 or 32 octet key and a 4 octet salt) of ``sa``."""
+
+
 class CipherCache:
     """The AES-GCM contexts of at most ``capacity`` SAs, the most recently used ones.
 
@@ -113,14 +124,19 @@ class CipherCache:
         self.evicted = 0
 
     def load(self, sa: "_Keyed") -> AESGCM:
-        """Build ``sa``'s context, keep it among the most recent, evict beyond capacity."""
-        aead = AESGCM(sa._key)
+        """Build ``sa``'s context (and salt), keep it among the most recent, evict beyond
+        capacity."""
+        keymat = sa._key
+        if keymat.__class__ is not bytes:
+            keymat = keymat.keys(sa)  # type: ignore[union-attr]  # a KeySource
+        aead = AESGCM(keymat[:-SALT_LEN])  # type: ignore[index]
+        sa._salt = keymat[-SALT_LEN:]  # type: ignore[index]
         lru = self.lru
         lru[sa] = None
         self.built += 1
         while len(lru) > self.capacity:
             old = lru.popitem(last=False)[0]
-            old._aead = None
+            old._aead = old._salt = None
             self.evicted += 1
         sa._aead = aead
         return aead
@@ -128,7 +144,7 @@ class CipherCache:
     def drop(self, sa: "_Keyed") -> None:
         """Forget ``sa``'s context (the SA was removed or re-keyed)."""
         self.lru.pop(sa, None)
-        sa._aead = None
+        sa._aead = sa._salt = None
 
     def __len__(self) -> int:
         return len(self.lru)
@@ -143,14 +159,19 @@ default_ciphers = CipherCache()
 
 
 class _Keyed:
-    """What both halves of an SA share: key, salt and the cached cipher context."""
+    """What both halves of an SA share: keying material, and the cipher context and salt
+    while the :class:`CipherCache` holds them (None otherwise)."""
 
     __slots__ = ("_key", "_salt", "_aead", "_ciphers")
 
-    _key: bytes
-    _salt: bytes
+    _key: Union[bytes, KeySource]  # key || salt, or what derives it
+    _salt: bytes | None
     _aead: AESGCM | None
     _ciphers: CipherCache
+
+    def use_key_source(self, source: KeySource) -> None:
+        """Keep no key material: ``source`` derives it whenever the context is rebuilt."""
+        self._key = source
 
     def _cipher(self) -> AESGCM:
         """The SA's AES-GCM context, from the cache or built again (module docstring)."""
@@ -206,8 +227,8 @@ class OutboundSA(_Keyed):
             raise SecurityConfigError("IV mask must be a 64-bit unsigned integer")
         self.spi = spi
         self.peer = peer
-        self._key = bytes(key)
-        self._salt = bytes(salt)
+        self._key = bytes(key) + bytes(salt)
+        self._salt = None
         self._aead = None
         self._ciphers = default_ciphers if ciphers is None else ciphers
         self._seq = seq
@@ -249,8 +270,8 @@ class OutboundSA(_Keyed):
             aead = self._ciphers.load(self)
         else:
             self._ciphers.lru.move_to_end(self)
-        return head + aead.encrypt(self._salt + head[_IV], payload + _TAILS[next_header][n & 3],
-                                   head[_AAD])
+        return head + aead.encrypt(self._salt + head[_IV],  # type: ignore[operator]
+                                   payload + _TAILS[next_header][n & 3], head[_AAD])
 
     def skip_to(self, seq: int) -> None:
         """Continue after sequence number ``seq`` when it is above the last one sent (another
@@ -313,8 +334,8 @@ class InboundSA(_Keyed):
         self.peer_key = peer_key if peer_key is not None or peer is None else int(peer)
         self.source_keys = frozenset(int(s) for s in self.sources) if self.sources else _EMPTY
         self.window = replay_window
-        self._key = bytes(key)
-        self._salt = bytes(salt)
+        self._key = bytes(key) + bytes(salt)
+        self._salt = None
         self._aead = None
         self._ciphers = default_ciphers if ciphers is None else ciphers
         if not isinstance(floor, int) or not 0 <= floor <= SEQ_MAX:
@@ -370,7 +391,8 @@ class InboundSA(_Keyed):
         """Whether ``esp`` (at least :data:`MIN_LEN` octets) passes this SA's ICV check. Changes
         no state: no window, no counter."""
         try:
-            self._cipher().decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])
+            aead = self._cipher()
+            aead.decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])  # type: ignore[operator]
         except InvalidTag:
             return False
         return True
@@ -392,7 +414,8 @@ class InboundSA(_Keyed):
         else:
             self._ciphers.lru.move_to_end(self)
         try:
-            plain = aead.decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])
+            plain = aead.decrypt(self._salt + esp[_IV],  # type: ignore[operator]
+                                 esp[_BODY], esp[_AAD])
         except InvalidTag:
             raise SecurityError(AUTH_FAILED, "ICV mismatch", spi=self.spi, seq=seq) from None
         if seq > top:

@@ -11,21 +11,45 @@ only once the packet has authenticated under it: a forged packet naming home add
 prefix makes the home agent compute, never store (the derivation is keyed by the home address,
 so its SPI cannot be guessed either). :meth:`NodeGroup.ensure` derives the pair for a node this
 home agent must write to first (a HASR after a take-over).
+
+The SAs keep no key material: the group is their :class:`~haha.security.esp.KeySource`, and
+derives a node's key and salt again whenever its SA's cipher context was evicted and is rebuilt
+(two HKDF derivations, about as much as one new node costs), so a node's SA pair costs no
+key bytes at all.
 """
 
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
-from .keys import derive_node_secret, derive_pair
+from .keys import derive_node_secret, derive_pair, derive_sa
 from .sadb import MOBILE_NODE, SaSpec, SecurityAssociationDatabase
 
 T = TypeVar("T")
 
 
+class _GroupKeys:
+    """The :class:`~haha.security.esp.KeySource` of a group's SAs in one direction."""
+
+    __slots__ = ("_group", "_outbound")
+
+    def __init__(self, group: "NodeGroup", outbound: bool) -> None:
+        self._group = group
+        self._outbound = outbound
+
+    def keys(self, sa: Any) -> bytes:
+        g = self._group
+        g.rederived += 1
+        secret = derive_node_secret(g._key, sa.peer)
+        d = derive_sa(secret, g.local, sa.peer, g.key_bits) if self._outbound \
+            else derive_sa(secret, sa.peer, g.local, g.key_bits)
+        return d.key + d.salt
+
+
 class NodeGroup:
     """The home addresses inside ``prefix`` whose secrets derive from ``group_key``; ``local``
-    is this home agent's address (its identity in the pairs)."""
+    is this home agent's address (its identity in the pairs). ``derived`` counts the pairs
+    installed, ``rederived`` the keys derived again for an evicted cipher context."""
 
     def __init__(self, group_key: bytes, prefix: IPv6Network, local: IPv6Address,
                  key_bits: int = 128) -> None:
@@ -34,6 +58,12 @@ class NodeGroup:
         self.local = local
         self.key_bits = key_bits
         self.derived = 0
+        self.rederived = 0
+        self._sources = {"out": _GroupKeys(self, True), "in": _GroupKeys(self, False)}
+
+    def _install(self, sadb: SecurityAssociationDatabase, specs: tuple[SaSpec, SaSpec]) -> None:
+        for spec in specs:
+            sadb.add(spec, key_source=self._sources[spec.direction])
 
     def __repr__(self) -> str:  # never the key
         return f"<NodeGroup {self.prefix} derived={self.derived}>"
@@ -60,8 +90,7 @@ class NodeGroup:
             return True
         if not self.covers(home_address):
             return False
-        for spec in self.pair(home_address):
-            sadb.add(spec)
+        self._install(sadb, self.pair(home_address))
         self.derived += 1
         return True
 
@@ -77,8 +106,7 @@ class NodeGroup:
         out, inbound = self.pair(source)
         if inbound.spi != spi:
             return None
-        sadb.add(out)
-        sadb.add(inbound)
+        self._install(sadb, (out, inbound))
         try:
             result = unprotect()
         except Exception:

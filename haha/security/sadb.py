@@ -58,6 +58,7 @@ from .esp import (
     MIN_SPI,
     SALT_LEN,
     InboundSA,
+    KeySource,
     OutboundSA,
 )
 from .epoch import EpochInboundSA, Rekey
@@ -230,8 +231,10 @@ class SecurityAssociationDatabase:
                     db.add(spec)
         return db
 
-    def add(self, spec: SaSpec) -> None:
-        """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes."""
+    def add(self, spec: SaSpec, key_source: Optional[KeySource] = None) -> None:
+        """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes.
+        With ``key_source`` the SA keeps no key material: the source derives ``spec``'s key
+        and salt again whenever the SA's cipher context is rebuilt (a node group's SAs)."""
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
         p = _key(spec.peer)  # one integer object for this SA's tables and its peer_key
@@ -250,6 +253,8 @@ class SecurityAssociationDatabase:
                 spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng, seq=seq,
                 limit=limit if limit is not None else 0xFFFFFFFF, reserve=reserve,
                 iv_mask=spec.epoch, ciphers=self.ciphers)
+            if key_source is not None:
+                out.use_key_source(key_source)
             self._out[p] = out
         else:
             same = self._same_spi(spec.spi)
@@ -275,6 +280,8 @@ class SecurityAssociationDatabase:
                                replay_window=window, role=spec.role, sources=spec.sources,
                                floor=floor, advance=advance, save_at=save_at,
                                ciphers=self.ciphers, peer_key=p)
+                if key_source is not None:
+                    sa.use_key_source(key_source)
             self._set_spi(spec.spi, same + (sa,))
             self._in_peer[spec.peer] = sa
         if p not in self._roles:
