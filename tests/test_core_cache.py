@@ -121,3 +121,24 @@ def test_binding_repr_and_remaining():
     b = Binding(A("2001:db8:1::10"), A("2001:db8:99::1"), 0, 1, 400, 50.0, primary=PEER)
     assert "copy of 2001:db8:1::2" in repr(b)
     assert b.remaining(40.0) == 10.0 and b.remaining(60.0) == 0.0
+
+
+def test_bindings_share_their_home_agents_addresses_and_lifetimes():
+    """Bindings naming equal (but separately decoded) local or primary addresses, and equal
+    lifetimes, hold one object for each: a cache of many copies keeps one address per peer,
+    not one per copy."""
+    c = BindingCache()
+    made = []
+    for i in range(50):
+        b = c.store(A(f"2001:db8:1::{i + 1:x}"), A("2001:db8:99::1"), 0xC000, 1, int("3600"),
+                    100.0, (), A("2001:db8:1::2"), A("2001:db8:1::1"), 0.0)
+        made.append(b)
+    assert len({id(b.primary) for b in made}) == 1
+    assert len({id(b.local) for b in made}) == 1
+    assert len({id(b.lifetime) for b in made}) == 1
+    assert all(b.primary == A("2001:db8:1::2") and b.lifetime == 3600 for b in made)
+    # an update to another primary keeps that one shared too
+    for b in made[:10]:
+        c.store(b.home_address, b.care_of, b.flags, 2, 3600, 100.0, (), A("2001:db8:1::3"),
+                None, 0.0)
+    assert len({id(b.primary) for b in made[:10]}) == 1 and made[0].primary == A("2001:db8:1::3")

@@ -50,6 +50,8 @@ def bce_digest(home_address: IPv6Address, care_of: IPv6Address, flags: int, sequ
 _EXPIRES = attrgetter("expires")
 #: A bucket this short is scanned for its exact earliest expiry (next_expiry).
 _SCAN = 64
+#: At most this many distinct addresses and lifetimes are shared between bindings.
+_SHARED = 256
 
 _ONES = (1 << 128) - 1
 _MASKS = [(_ONES << (128 - n)) & _ONES for n in range(129)]
@@ -109,6 +111,11 @@ class BindingCache:
         self._items = 0  # entries in the wheel, stale ones included
         self._next: float | None = None  # next_expiry(), when _next_valid
         self._next_valid = False
+        # One object per distinct local or primary address (home agents' addresses) and per
+        # distinct lifetime: each decoded message brings its own, which every binding would
+        # otherwise keep (about 100 octets per address, 32 per lifetime).
+        self._addresses: dict[int, IPv6Address] = {}  # keyed by integer: hashing is cheap
+        self._lifetimes: dict[int, int] = {}
         self.primary_count = 0
         self._digests: dict[IPv6Address | None, list[int]] = {}  # primary (None: ours) -> [count, XOR of entry digests]
 
@@ -176,6 +183,16 @@ class BindingCache:
         """Create or update the entry of ``home_address``; returns it. ``existing`` may pass
         the entry (or None) the caller just looked up, saving a second lookup."""
         b = self._by_home.get(home_address) if existing is False else existing
+        if local is not None:
+            local = self._share(local)
+        if primary is not None:
+            primary = self._share(primary)
+        lifetimes = self._lifetimes
+        same = lifetimes.get(lifetime)
+        if same is not None:
+            lifetime = same
+        elif len(lifetimes) < _SHARED:
+            lifetimes[lifetime] = lifetime
         if b is None:
             b = Binding(home_address, care_of, flags, sequence, lifetime, expires, prefixes,
                         primary, local, touched)
@@ -221,6 +238,16 @@ class BindingCache:
                 if self._next_valid and self._next is not None and expires < self._next:
                     self._next = expires
         return b
+
+    def _share(self, address: IPv6Address) -> IPv6Address:
+        addresses = self._addresses
+        key = address_int(address)
+        same = addresses.get(key)
+        if same is not None:
+            return same
+        if len(addresses) < _SHARED:
+            addresses[key] = address
+        return address
 
     def _schedule(self, b: Binding) -> None:
         k = int(b.expires)
