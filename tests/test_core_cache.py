@@ -142,3 +142,30 @@ def test_bindings_share_their_home_agents_addresses_and_lifetimes():
         c.store(b.home_address, b.care_of, b.flags, 2, 3600, 100.0, (), A("2001:db8:1::3"),
                 None, 0.0)
     assert len({id(b.primary) for b in made[:10]}) == 1 and made[0].primary == A("2001:db8:1::3")
+
+
+def test_digests_follow_every_change_without_being_stored():
+    """After creations, updates (sequence, care-of, primary changes) and removals in random
+    order, the per-primary (count, XOR) equals the digests of the entries as they are, and
+    a binding keeps no digest of its own (44 octets less each)."""
+    import random
+    from functools import reduce
+
+    from haha.core.cache import bce_digest
+
+    rng = random.Random(7)
+    c = BindingCache()
+    primaries = [None, PEER, A("2001:db8:1::3")]
+    for _ in range(3000):
+        hoa = A(f"2001:db8:1::{rng.randrange(1, 200):x}")
+        if rng.random() < 0.2:
+            c.remove(hoa)
+            continue
+        c.store(hoa, A(f"2001:db8:99::{rng.randrange(1, 5)}"), 0xC000, rng.randrange(4), 400,
+                100.0 + rng.randrange(50), (), rng.choice(primaries), None, 0.0)
+    for p in primaries:
+        mine = [b for b in c if b.primary == p]
+        want = reduce(lambda x, y: x ^ y, (bce_digest(b.home_address, b.care_of, b.flags,
+                                                      b.sequence, b.prefixes) for b in mine), 0)
+        assert c.digest(p) == (len(mine), want)
+    assert not hasattr(next(iter(c)), "__dict__") and "digest" not in Binding.__slots__
