@@ -208,13 +208,13 @@ class OutboundSA(_Keyed):
     :class:`CipherCache` its AES-GCM context lives in.
     """
 
-    __slots__ = ("spi", "peer", "_seq", "_mask", "_limit", "_reserve")
+    __slots__ = ("spi", "peer", "role", "_seq", "_mask", "_limit", "_reserve")
 
     def __init__(self, spi: int, key: bytes, salt: bytes, peer: IPv6Address | None = None,
                  seq: int = 0, iv_mask: int | None = None,
                  rng: Callable[[int], bytes] = os.urandom, limit: int = SEQ_MAX,
                  reserve: "Callable[[OutboundSA, int], int] | None" = None,
-                 ciphers: CipherCache | None = None) -> None:
+                 ciphers: CipherCache | None = None, role: str | None = None) -> None:
         _check_spi(spi)
         _check_key(key, salt)
         if not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX:
@@ -227,6 +227,8 @@ class OutboundSA(_Keyed):
             raise SecurityConfigError("IV mask must be a 64-bit unsigned integer")
         self.spi = spi
         self.peer = peer
+        #: What the peer is (``home-agent``, ``mobile-node``), as the database was told.
+        self.role = role
         self._key = bytes(key) + bytes(salt)
         self._salt = None
         self._aead = None

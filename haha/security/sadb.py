@@ -189,7 +189,6 @@ class SecurityAssociationDatabase:
         # (a tuple only then: one per SA would cost 56 octets each)
         self._in: dict[int, Union[InboundSA, tuple[InboundSA, ...]]] = {}
         self._in_peer: dict[IPv6Address, InboundSA] = {}  # peer -> InboundSA
-        self._roles: dict[int, str] = {}  # int(peer) -> role
         # (int(local), int(peer)) -> OutboundSA (address take-over)
         self._out_local: dict[tuple[int, int], OutboundSA] = {}
         self._in_local: dict[tuple[int, int], InboundSA] = {}  # (int(local), int(peer)) -> SA
@@ -197,6 +196,21 @@ class SecurityAssociationDatabase:
         self.counters: dict[str, int] = dict.fromkeys(SADB_REASONS, 0)
         # A peer's first epoch authenticated; a peer's new run authenticated and followed.
         self.counters["epoch-learned"] = self.counters["epoch-switched"] = 0
+
+    def _role(self, p: int, peer: Any) -> Optional[str]:
+        """The role of the peer whose integer is ``p`` (every SA of a peer has the same): from
+        its own SAs, else from one held for address take-over; None without any SA. Kept on
+        the SAs rather than in a table of its own (an entry per node)."""
+        out = self._out.get(p)
+        if out is not None:
+            return out.role
+        sa = self._in_peer.get(peer if type(peer) is IPv6Address else IPv6Address(p))
+        if sa is not None:
+            return sa.role
+        for (_, q), local_sa in list(self._out_local.items()) + list(self._in_local.items()):
+            if q == p:
+                return local_sa.role
+        return None
 
     def _same_spi(self, spi: int) -> tuple[InboundSA, ...]:
         """The inbound SAs of ``spi`` (usually none or one)."""
@@ -238,7 +252,7 @@ class SecurityAssociationDatabase:
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
         p = _key(spec.peer)  # one integer object for this SA's tables and its peer_key
-        known = self._roles.get(p)
+        known = self._role(p, spec.peer)
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}"
@@ -252,7 +266,7 @@ class SecurityAssociationDatabase:
             out = OutboundSA(
                 spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng, seq=seq,
                 limit=limit if limit is not None else 0xFFFFFFFF, reserve=reserve,
-                iv_mask=spec.epoch, ciphers=self.ciphers)
+                iv_mask=spec.epoch, ciphers=self.ciphers, role=spec.role)
             if key_source is not None:
                 out.use_key_source(key_source)
             self._out[p] = out
@@ -284,8 +298,6 @@ class SecurityAssociationDatabase:
                     sa.use_key_source(key_source)
             self._set_spi(spec.spi, same + (sa,))
             self._in_peer[spec.peer] = sa
-        if p not in self._roles:
-            self._roles[p] = spec.role
 
     def _epoch_inbound(self, spec: SaSpec, rekey: Rekey, window: int) -> EpochInboundSA:
         store = self.sequence_store
@@ -315,7 +327,7 @@ class SecurityAssociationDatabase:
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
         local = _address(local, "local address")
         key = (_key(local), _key(spec.peer))
-        known = self._roles.get(_key(spec.peer))
+        known = self._role(_key(spec.peer), spec.peer)
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}")
@@ -324,7 +336,8 @@ class SecurityAssociationDatabase:
                 raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA "
                                           f"from {local}")
             self._out_local[key] = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer,
-                                              rng=self._rng, seq=seq, ciphers=self.ciphers)
+                                              rng=self._rng, seq=seq, ciphers=self.ciphers,
+                                              role=spec.role)
         else:
             if key in self._in_local:
                 raise SecurityConfigError(f"peer {spec.peer} already has an inbound SA to "
@@ -339,7 +352,6 @@ class SecurityAssociationDatabase:
                            ciphers=self.ciphers)
             self._set_spi(spec.spi, same + (sa,))
             self._in_local[key] = sa
-        self._roles[_key(spec.peer)] = spec.role
 
     def remove_local(self, local: AddressLike) -> None:
         """Forget every SA added with :meth:`add_local` for ``local``."""
@@ -398,7 +410,6 @@ class SecurityAssociationDatabase:
         gone = self._in_peer.pop(peer, None)
         if gone is not None:
             self._forget_inbound(gone)
-        self._roles.pop(_key(peer), None)
 
     def _forget_inbound(self, gone: InboundSA) -> None:
         self._set_spi(gone.spi, tuple(sa for sa in self._same_spi(gone.spi) if sa is not gone))
@@ -498,7 +509,7 @@ class SecurityAssociationDatabase:
     def role_of(self, peer: AddressLike) -> Optional[str]:
         """``home-agent`` or ``mobile-node`` for a peer with an SA, else None."""
         try:
-            return self._roles.get(_key(peer))
+            return self._role(_key(peer), peer)
         except SecurityConfigError:
             return None
 
@@ -511,7 +522,7 @@ class SecurityAssociationDatabase:
         (for the control interface). Never keys or salts."""
         rows: list[dict[str, Any]] = []
         for key, out in self._out.items():
-            rows.append({"peer": str(out.peer), "role": self._roles[key], "direction": "out",
+            rows.append({"peer": str(out.peer), "role": out.role, "direction": "out",
                          "spi": f"0x{out.spi:08x}", "seq": out.seq, "remaining": out.remaining})
         for sa in self._in_peer.values():
             row = {"peer": str(sa.peer), "role": sa.role, "direction": "in",
@@ -521,7 +532,7 @@ class SecurityAssociationDatabase:
                 row["epoch"] = None if sa.epoch is None else f"{sa.epoch:016x}"
             rows.append(row)
         for (local, peer), out in self._out_local.items():
-            rows.append({"peer": str(out.peer), "role": self._roles[peer], "direction": "out",
+            rows.append({"peer": str(out.peer), "role": out.role, "direction": "out",
                          "local": str(IPv6Address(local)), "spi": f"0x{out.spi:08x}",
                          "seq": out.seq, "remaining": out.remaining})
         for (local, _), sa in self._in_local.items():
