@@ -11,6 +11,7 @@ from haha.security.keyring import (
     NodeKeyring,
     home_agent_sadb,
     load_located,
+    node_group,
     node_key_files,
     node_secrets,
 )
@@ -75,13 +76,17 @@ def test_unreadable_secret_is_located_on_its_key(tmp_path):
 
 
 def test_home_agent_sadb_reads_the_wall_clock_it_is_given(tmp_path):
-    """The SA database holds a pair per node key, over the sequence file, and its boot epoch
-    comes from the wall clock passed in (the service passes its own, tests a fixed one)."""
+    """The SA database is over the sequence file and its boot epoch comes from the wall clock
+    passed in (the service passes its own, tests a fixed one); a node key gives no SA at
+    start-up: the node group holds the node's secret and derives its pair on first use."""
     keys.generate_key_file(str(tmp_path / "n.key"))
     config = _config(tmp_path, f"[node-keys]\n2001:db8:1::100 = {tmp_path}/n.key\n")
     read = []
     db = home_agent_sadb(config, lambda: read.append(1) or 1_800_000_000.0)
-    assert read and db.has_peer(A("2001:db8:1::100")) and db.epoch is not None
+    assert read and not db.has_peer(A("2001:db8:1::100")) and db.epoch is not None
+    group = node_group(config)
+    assert group.covers(A("2001:db8:1::100")) and not group.covers(A("2001:db8:1::101"))
+    assert group.ensure(db, A("2001:db8:1::100")) and db.has_peer(A("2001:db8:1::100"))
     assert db.sequence_store.path == str(tmp_path / "ha.seq")
 
 

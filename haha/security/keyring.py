@@ -3,9 +3,10 @@
 What ``[security]``, ``[peer-keys]`` and ``[node-keys]`` name becomes, at start-up:
 
 - :func:`home_agent_sadb`: one derived SA pair per peer key (stamped with this run's boot
-  epoch) and per mobile node key, over the ESP sequence file (docs/security.md);
+  epoch), over the ESP sequence file (docs/security.md);
 - :func:`node_secrets`: the mobile node secrets of ``[node-keys]`` and ``node-key-dir``;
-- :func:`node_group`: the node group of ``node-group-key``;
+- :func:`node_group`: the node group of ``node-group-key`` and those configured secrets, which
+  derives a mobile node's SA pair when the node first shows up (configured or not);
 - :func:`mobile_node_security`: a mobile node's SA database and its :class:`NodeKeyring`, which
   derives the pair with any home agent on first use;
 - :func:`security_policy` and :func:`rate_limiter`: the policy and the admission budgets.
@@ -29,7 +30,7 @@ from . import keys as _keys
 from .admission import Admission, AdmissionSettings
 from .errors import KeyFileError, SecurityConfigError
 from .policy import SecurityPolicy
-from .sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
+from .sadb import HOME_AGENT, SecurityAssociationDatabase
 from .seqstore import SequenceStore, time_floor
 
 if TYPE_CHECKING:
@@ -104,8 +105,9 @@ def sequence_store(config: AnyConfig, wall: WallClock) -> SequenceStore:
 
 def home_agent_sadb(config: HomeAgentConfig,
                     wall: WallClock) -> SecurityAssociationDatabase | None:
-    """The SA database of a home agent: one derived pair per peer key and per mobile node key
-    (docs/security.md), or None in lab mode. ``db.epoch`` is this run's boot epoch: peers
+    """The SA database of a home agent: one derived pair per peer key (docs/security.md), or
+    None in lab mode; mobile nodes' pairs are derived on first contact by :func:`node_group`'s
+    group, configured nodes' too (their keys cost nothing more than their secrets until then). ``db.epoch`` is this run's boot epoch: peers
     follow it, so a run that lost its sequence file rejoins at once (haha.security.epoch), and
     SIGHUP re-keys peers with it (haha.reload). None as well when the kernel does ESP
     (:func:`kernel_esp`)."""
@@ -118,8 +120,6 @@ def home_agent_sadb(config: HomeAgentConfig,
         secret = load_located(key_file, "peer key")
         specs.extend(_keys.derive_pair(secret, config.haha_address, peer, HOME_AGENT,
                                        epoch=epoch))
-    for hoa, secret in node_secrets(config).items():
-        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
     try:
         db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store,
                                                     cipher_cache=config.security.cipher_cache)
@@ -173,14 +173,23 @@ def node_secrets(config: HomeAgentConfig) -> dict[IPv6Address, bytes]:
 
 
 def node_group(config: HomeAgentConfig) -> NodeGroup | None:
-    """The home agent's node group (``[security] node-group-key``), or None."""
+    """The home agent's mobile nodes: the group of ``[security] node-group-key`` and the
+    configured secrets (:func:`node_secrets`, read now: a file that cannot be read stops the
+    start), whose SA pairs are derived on first contact; None when there are neither, and in
+    lab mode and the kernel's ESP modes (there the kernel holds every SA from the start)."""
     sec = config.security
-    if sec.mode == "none" or sec.node_group_key is None:
+    if sec.mode in ("none",) + KERNEL_ESP_MODES:
+        return None
+    configured = node_secrets(config)
+    if sec.node_group_key is None and not configured:
         return None
     from .nodegroup import NodeGroup
 
-    return NodeGroup(load_located(sec.node_group_key, "node group key"),
-                     sec.node_group_prefix or config.home_prefix, config.address)
+    group_key = None
+    if sec.node_group_key is not None:
+        group_key = load_located(sec.node_group_key, "node group key")
+    return NodeGroup(group_key, sec.node_group_prefix or config.home_prefix, config.address,
+                     configured=configured)
 
 
 class NodeKeyring:
