@@ -59,10 +59,23 @@ def test_the_cache_bound_holds_and_evicts_the_least_recently_used():
     assert ha.ciphers.evicted > 0 and ha.ciphers.built == ha.ciphers.evicted + 8
     last_out = ha._out[int(node(39))]
     first_out = ha._out[int(node(0))]
-    assert last_out._aead is not None and first_out._aead is None
+    assert last_out._crypt is not None and first_out._crypt is None
     # using the oldest again brings it back and pushes out the now least recently used
     ha.protect(node(0), IPPROTO_MH, b"x")
-    assert first_out._aead is not None and len(ha.ciphers) == 8
+    assert first_out._crypt is not None and len(ha.ciphers) == 8
+
+
+def test_an_sa_used_since_it_was_loaded_outlives_one_that_was_not():
+    """The clock approximation of least recently used: with room for three contexts, loading a
+    fourth evicts the oldest SA that was not used since it was loaded, not the oldest one."""
+    ha, nodes = pairs(4, 3)
+    outs = [ha._out[int(node(i))] for i in range(4)]
+    for i in range(3):
+        ha.protect(node(i), IPPROTO_MH, b"load")
+    ha.protect(node(0), IPPROTO_MH, b"used again")  # the oldest, but used since
+    ha.protect(node(3), IPPROTO_MH, b"a fourth")
+    assert [sa._crypt is not None for sa in outs] == [True, False, True, True]
+    assert ha.ciphers.evicted == 1
 
 
 def test_an_evicted_sa_seals_byte_identically():
@@ -86,7 +99,7 @@ def test_an_evicted_sa_still_opens_and_keeps_its_replay_window():
     second = nodes[0].protect(HA, IPPROTO_MH, b"two")
     assert ha.unprotect(node(0), second)[2] == b"two"
     ha.unprotect(node(1), nodes[1].protect(HA, IPPROTO_MH, b"evicts node 0"))
-    assert ha._in_peer[node(0)]._aead is None
+    assert ha._in_peer[node(0)]._crypt is None
     with pytest.raises(SecurityError) as e:
         ha.unprotect(node(0), second)
     assert e.value.reason == REPLAY

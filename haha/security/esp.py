@@ -95,6 +95,10 @@ _EMPTY: frozenset = frozenset()
 _WINDOW_MASKS: dict[int, int] = {}
 
 
+#: ``AESGCM.encrypt`` or ``decrypt`` of one context: ``(nonce, data, associated_data)``.
+Crypt = Callable[[bytes, bytes, bytes], bytes]
+
+
 class KeySource(Protocol):
     """Derives an SA's ``key || salt`` again when its cipher context is rebuilt, so that the SA
     needs to keep no key material (one source serves many SAs: it reads ``sa.peer``)."""
@@ -106,10 +110,13 @@ class KeySource(Protocol):
 class CipherCache:
     """The AES-GCM contexts of at most ``capacity`` SAs, the most recently used ones.
 
-    An SA asks :meth:`load` for its context when it has none; every later use moves it to the
-    recent end (:attr:`lru`); the least recently used SA beyond ``capacity`` loses its context
-    (``sa._aead = None``) and builds it again when next used. ``built`` counts contexts built,
-    ``evicted`` contexts dropped for room."""
+    An SA asks :meth:`load` for its context when it has none. :attr:`lru` lists the SAs
+    holding one, oldest first, each with its use count (packets sealed or opened) when it was
+    last looked at. Beyond ``capacity`` the oldest goes, unless it was used since (its count
+    moved): then it gets a second chance at the recent end (the "clock" approximation of least
+    recently used, which costs the packets nothing: a packet only reads the SA's context, it
+    moves nothing). An evicted SA (``sa._crypt = None``) builds its context again when next
+    used. ``built`` counts contexts built, ``evicted`` contexts dropped for room."""
 
     __slots__ = ("capacity", "lru", "built", "evicted")
 
@@ -118,33 +125,38 @@ class CipherCache:
             raise SecurityConfigError(f"cipher cache size {capacity!r} is not a positive "
                                       "integer")
         self.capacity = capacity
-        #: SA -> None, least recently used first.
-        self.lru: OrderedDict["_Keyed", None] = OrderedDict()
+        #: SA -> its use count when last looked at, oldest first.
+        self.lru: OrderedDict["_Keyed", int] = OrderedDict()
         self.built = 0
         self.evicted = 0
 
-    def load(self, sa: "_Keyed") -> AESGCM:
-        """Build ``sa``'s context (and salt), keep it among the most recent, evict beyond
-        capacity."""
+    def load(self, sa: "_Keyed") -> Crypt:
+        """Build ``sa``'s context (and salt), keep it at the recent end, make room beyond
+        capacity; returns the SA's encrypt (outbound) or decrypt (inbound) call."""
         keymat = sa._key
         if keymat.__class__ is not bytes:
             keymat = keymat.keys(sa)  # type: ignore[union-attr]  # a KeySource
         aead = AESGCM(keymat[:-SALT_LEN])  # type: ignore[index]
-        sa._salt = keymat[-SALT_LEN:]  # type: ignore[index]
+        crypt: Crypt = aead.encrypt if sa._OUTBOUND else aead.decrypt
         lru = self.lru
-        lru[sa] = None
-        self.built += 1
-        while len(lru) > self.capacity:
-            old = lru.popitem(last=False)[0]
-            old._aead = old._salt = None
+        while len(lru) >= self.capacity:  # room first: the SA being loaded is never the one
+            old, seen = lru.popitem(last=False)
+            uses = old._uses()
+            if uses != seen:
+                lru[old] = uses  # used since it was last looked at: a second chance
+                continue
+            old._crypt = old._salt = None
             self.evicted += 1
-        sa._aead = aead
-        return aead
+        lru[sa] = sa._uses()
+        self.built += 1
+        sa._salt = keymat[-SALT_LEN:]  # type: ignore[index]
+        sa._crypt = crypt
+        return crypt
 
     def drop(self, sa: "_Keyed") -> None:
         """Forget ``sa``'s context (the SA was removed or re-keyed)."""
         self.lru.pop(sa, None)
-        sa._aead = sa._salt = None
+        sa._crypt = sa._salt = None
 
     def __len__(self) -> int:
         return len(self.lru)
@@ -159,27 +171,30 @@ default_ciphers = CipherCache()
 
 
 class _Keyed:
-    """What both halves of an SA share: keying material, and the cipher context and salt
-    while the :class:`CipherCache` holds them (None otherwise)."""
+    """What both halves of an SA share: keying material, and the cipher context's encrypt or
+    decrypt call and the salt while the :class:`CipherCache` holds them (None otherwise)."""
 
-    __slots__ = ("_key", "_salt", "_aead", "_ciphers")
+    __slots__ = ("_key", "_salt", "_crypt", "_ciphers")
 
+    _OUTBOUND = False  # which call of the context the SA uses
     _key: Union[bytes, KeySource]  # key || salt, or what derives it
     _salt: bytes | None
-    _aead: AESGCM | None
+    _crypt: Crypt | None
     _ciphers: CipherCache
+
+    def _uses(self) -> int:
+        """Packets the SA sealed or opened so far (the cache's clock reads it)."""
+        raise NotImplementedError
 
     def use_key_source(self, source: KeySource) -> None:
         """Keep no key material: ``source`` derives it whenever the context is rebuilt."""
         self._key = source
 
-    def _cipher(self) -> AESGCM:
-        """The SA's AES-GCM context, from the cache or built again (module docstring)."""
-        aead = self._aead
-        if aead is None:
-            return self._ciphers.load(self)
-        self._ciphers.lru.move_to_end(self)
-        return aead
+    def _cipher(self) -> Crypt:
+        """The SA's encrypt or decrypt call, from the cache or built again (module
+        docstring)."""
+        crypt = self._crypt
+        return crypt if crypt is not None else self._ciphers.load(self)
 
 
 def _check_key(key: bytes, salt: bytes) -> None:
@@ -210,6 +225,8 @@ class OutboundSA(_Keyed):
 
     __slots__ = ("spi", "peer", "role", "_seq", "_mask", "_limit", "_reserve")
 
+    _OUTBOUND = True
+
     def __init__(self, spi: int, key: bytes, salt: bytes, peer: IPv6Address | None = None,
                  seq: int = 0, iv_mask: int | None = None,
                  rng: Callable[[int], bytes] = os.urandom, limit: int = SEQ_MAX,
@@ -231,7 +248,7 @@ class OutboundSA(_Keyed):
         self.role = role
         self._key = bytes(key) + bytes(salt)
         self._salt = None
-        self._aead = None
+        self._crypt = None
         self._ciphers = default_ciphers if ciphers is None else ciphers
         self._seq = seq
         self._mask = iv_mask
@@ -241,6 +258,9 @@ class OutboundSA(_Keyed):
     @property
     def seq(self) -> int:
         """The last sequence number sent."""
+        return self._seq
+
+    def _uses(self) -> int:
         return self._seq
 
     @property
@@ -267,13 +287,11 @@ class OutboundSA(_Keyed):
         head = _HEAD_IV.pack(self.spi, seq, seq ^ self._mask)
         if payload.__class__ is not bytes:
             payload = bytes(payload)
-        aead = self._aead  # inline _cipher(): this is the hot path
-        if aead is None:
-            aead = self._ciphers.load(self)
-        else:
-            self._ciphers.lru.move_to_end(self)
-        return head + aead.encrypt(self._salt + head[_IV],  # type: ignore[operator]
-                                   payload + _TAILS[next_header][n & 3], head[_AAD])
+        encrypt = self._crypt  # inline _cipher(): this is the hot path
+        if encrypt is None:
+            encrypt = self._ciphers.load(self)
+        return head + encrypt(self._salt + head[_IV],  # type: ignore[operator]
+                              payload + _TAILS[next_header][n & 3], head[_AAD])
 
     def skip_to(self, seq: int) -> None:
         """Continue after sequence number ``seq`` when it is above the last one sent (another
@@ -338,7 +356,7 @@ class InboundSA(_Keyed):
         self.window = replay_window
         self._key = bytes(key) + bytes(salt)
         self._salt = None
-        self._aead = None
+        self._crypt = None
         self._ciphers = default_ciphers if ciphers is None else ciphers
         if not isinstance(floor, int) or not 0 <= floor <= SEQ_MAX:
             raise SecurityConfigError(f"replay floor {floor!r} is not in 0..{SEQ_MAX}")
@@ -360,6 +378,9 @@ class InboundSA(_Keyed):
     def top(self) -> int:
         """The highest authenticated sequence number (0 before the first packet)."""
         return self._top
+
+    def _uses(self) -> int:
+        return self.received
 
     def raise_floor(self, floor: int) -> None:
         """Count every number up to ``floor`` as received (another home agent accepted them
@@ -393,8 +414,8 @@ class InboundSA(_Keyed):
         """Whether ``esp`` (at least :data:`MIN_LEN` octets) passes this SA's ICV check. Changes
         no state: no window, no counter."""
         try:
-            aead = self._cipher()
-            aead.decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])  # type: ignore[operator]
+            decrypt = self._cipher()
+            decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])  # type: ignore[operator]
         except InvalidTag:
             return False
         return True
@@ -410,14 +431,12 @@ class InboundSA(_Keyed):
                                     seq=seq)
             if (self._bits >> diff) & 1:
                 raise SecurityError(REPLAY, "already received", spi=self.spi, seq=seq)
-        aead = self._aead  # inline _cipher(): this is the hot path
-        if aead is None:
-            aead = self._ciphers.load(self)
-        else:
-            self._ciphers.lru.move_to_end(self)
+        decrypt = self._crypt  # inline _cipher(): this is the hot path
+        if decrypt is None:
+            decrypt = self._ciphers.load(self)
         try:
-            plain = aead.decrypt(self._salt + esp[_IV],  # type: ignore[operator]
-                                 esp[_BODY], esp[_AAD])
+            plain = decrypt(self._salt + esp[_IV],  # type: ignore[operator]
+                            esp[_BODY], esp[_AAD])
         except InvalidTag:
             raise SecurityError(AUTH_FAILED, "ICV mismatch", spi=self.spi, seq=seq) from None
         if seq > top:
