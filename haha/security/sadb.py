@@ -470,7 +470,7 @@ class SecurityAssociationDatabase:
         if type(found) is tuple:
             sa = self._by_source(found, src, source)
         else:
-            sa = cast(InboundSA, found)
+            sa = found  # type: ignore[assignment]  # not cast(): a call on the hot path
             if src != sa.peer_key and src not in sa.source_keys:
                 sa = self._by_source((sa,), src, source)
         try:
