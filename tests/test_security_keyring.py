@@ -103,3 +103,29 @@ def test_node_keyring_derives_a_pair_only_for_a_matching_spi():
     assert ring.sadb.has_peer(ha) and ha in ring.derived
     assert {s.spi for s in keys.derive_pair(secret, hoa, ha, HOME_AGENT)} <= {
         int(r["spi"], 16) for r in ring.sadb.describe()}
+
+
+def test_node_key_files_fast_paths_read_what_the_general_ones_do(tmp_path):
+    """Key files without comments (read with bytes.fromhex) and names parsed with inet_pton
+    give the same secrets and addresses as the general paths; a name that is no address, or
+    a file that is no hexadecimal, is still refused with its located error."""
+    (tmp_path / "nodes").mkdir()
+    secret = bytes(range(32))
+    texts = [secret.hex() + "\n", " ".join(f"{b:02x}" for b in secret) + "\n",
+             "# comment\n" + secret.hex() + "\n", "0x" + secret.hex()]
+    for i, text in enumerate(texts):
+        path = tmp_path / "nodes" / f"2001:db8:1:0:0:0:0:{i + 1:x}.key"
+        path.write_text(text)
+        path.chmod(0o600)
+    config = _config(tmp_path)
+    got = node_secrets(config)
+    assert got == {A(f"2001:db8:1::{i + 1:x}"): secret for i in range(len(texts))}
+    bad = tmp_path / "nodes" / "2001:db8:1::9.key"
+    bad.write_text("a" * 63 + "\n")
+    bad.chmod(0o600)
+    with pytest.raises(ConfigError, match="not hexadecimal"):
+        node_secrets(config)
+    bad.unlink()
+    (tmp_path / "nodes" / "not-an-address.key").write_text(secret.hex())
+    with pytest.raises(ConfigError, match="HOME-ADDRESS.key"):
+        node_key_files(config)

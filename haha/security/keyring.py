@@ -20,6 +20,7 @@ move it by hand.
 from __future__ import annotations
 
 import os
+import socket
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -151,17 +152,22 @@ def node_key_files(config: HomeAgentConfig) -> dict[IPv6Address, KeyFile]:
     nodes = dict(config.security.node_keys)
     directory = config.security.node_key_dir
     if directory:
+        where = (config.path, "security", "node-key-dir", None)
         for name in sorted(os.listdir(directory)):
             if not name.endswith(".key"):
                 continue
             try:
-                hoa = IPv6Address(name[:-4])
-            except ValueError:
+                # inet_pton then the integer: several times faster than parsing the text with
+                # IPv6Address (100,000 files at start-up); it also refuses a zone ("%eth0"),
+                # which no home address has.
+                hoa = IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, name[:-4]),
+                                                 "big"))
+            except (OSError, ValueError):
                 raise ConfigError(
                     f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
                     config.path, "security", "node-key-dir") from None
-            nodes.setdefault(hoa, KeyFile(os.path.join(directory, name),
-                                          (config.path, "security", "node-key-dir", None)))
+            if hoa not in nodes:
+                nodes[hoa] = KeyFile(os.path.join(directory, name), where)
     return nodes
 
 
