@@ -105,14 +105,19 @@ def test_expiry_wheel_holds_one_entry_per_binding():
     for i in range(2000):
         store(c, f"2001:db8:1::{i + 1:x}", seq=2, expires=100.5 + i % 7)
     assert c.expiry_entries() == 2000
-    more = [Binding(A(f"2001:db8:2::{i:x}"), A("2001:db8:99::1"), 0, 1, 400, 200.0 + i / 8)
-            for i in range(4000)]
+    import haha.core.cache
+
+    more = [Binding(A(f"2001:db8:2::{i:x}"), A("2001:db8:99::1"), 0, 1, 400,
+                    200.0 + i % 10 + i / 100000) for i in range(4000)]
+    mine = [tracemalloc.Filter(True, haha.core.cache.__file__)]  # the index's own allocations
     tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
+    before = tracemalloc.take_snapshot().filter_traces(mine)
     for b in more:
         c._schedule(b)  # what store() adds to the index for a new binding
-    per_binding = (tracemalloc.get_traced_memory()[0] - before) / len(more)
+    after = tracemalloc.take_snapshot().filter_traces(mine)
     tracemalloc.stop()
+    grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    per_binding = grown / len(more)
     assert per_binding < 24, per_binding  # a (expires, order, address) heap item took ~100
 
 
