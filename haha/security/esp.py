@@ -182,9 +182,9 @@ class _Keyed:
     _crypt: Crypt | None
     _ciphers: CipherCache
 
-    def _uses(self) -> int:
-        """Packets the SA sealed or opened so far (the cache's clock reads it)."""
-        raise NotImplementedError
+    #: ``_uses()``: packets the SA sealed or opened so far (the cache's clock reads it);
+    #: each half defines it.
+    _uses: Callable[[], int]
 
     def use_key_source(self, source: KeySource) -> None:
         """Keep no key material: ``source`` derives it whenever the context is rebuilt."""
