@@ -121,6 +121,8 @@ class SecurityConfig:
     xfrm_state_file: str | None = None
     #: external: seconds between checks of the IKE daemon's SAs and policies
     external_check_interval: float = 60.0
+    #: SAs that keep their AES-GCM context between packets (haha.security.esp.CipherCache)
+    cipher_cache: int = 4096
 
 
 @dataclass(frozen=True)
@@ -464,14 +466,16 @@ def _security(get: Callable[[str], Section], node: bool) -> SecurityConfig:
     default_seq = os.path.join(here, os.path.splitext(os.path.basename(sec.path))[0] + ".seq")
     sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
     xfrm_state_file, check_interval = _kernel_esp_keys(sec, mode, node, group_key, here)
-    sec.check_unused(["mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
+    cipher_cache = sec.get_int("cipher-cache", 4096, minimum=1, maximum=10_000_000)
+    sec.check_unused(["cipher-cache", "mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
                       "sequence-file", "max-sources", "admit-rate", "admit-burst",
                       "unauthenticated-rate", "unauthenticated-burst", "authenticated-rate",
                       "authenticated-burst", "answer-rate", "answer-burst", "node-group-key",
                       "node-group-prefix", "xfrm-state-file", "external-check-interval"])
     return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,
                           sequence_file if mode == "esp" else None, rate, burst, admission,
-                          group_key, group_prefix, xfrm_state_file, check_interval)
+                          group_key, group_prefix, xfrm_state_file, check_interval,
+                          cipher_cache=cipher_cache)
 
 
 def _kernel_esp_keys(sec: Any, mode: str, node: bool, group_key: Any,

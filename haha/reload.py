@@ -2,9 +2,10 @@
 
 What routing daemons do on SIGHUP. Applied at once:
 
-- mobile node keys (``[node-keys]``, ``node-key-dir``): a node added gets its SA pair, a node
-  removed loses it (its binding, if any, lives until its lifetime ends: it can no longer
-  refresh it), a node whose key file now holds another secret is re-keyed;
+- mobile node keys (``[node-keys]``, ``node-key-dir``): a node added is served (its SA pair is
+  derived when it first shows up, as at start-up), a node removed loses its pair (its binding,
+  if any, lives until its lifetime ends: it can no longer refresh it), a node whose key file
+  now holds another secret is re-keyed (its pair derived again from the new secret);
 - peer keys (``[peer-keys]``) of the peers already configured: a changed secret re-keys the
   pair (with this run's boot epoch).
 
@@ -40,6 +41,24 @@ def _same_keys(sadb: SecurityAssociationDatabase, specs: Sequence[SaSpec]) -> bo
     return rows == {(s.direction, f"0x{s.spi:08x}") for s in specs}
 
 
+def _reload_configured(sadb: SecurityAssociationDatabase, group: Any,
+                       nodes: dict[Any, bytes], summary: dict[str, list[str]]) -> None:
+    """The configured nodes of the home agent's node group (haha.security.nodegroup) become
+    ``nodes``: a node removed or re-keyed loses its SAs, derived again on its next contact
+    (re-keyed) or never (removed)."""
+    old = group.configured()
+    for hoa in sorted(set(old) - set(nodes)):
+        sadb.remove_peer(hoa)
+        summary["nodes-removed"].append(str(hoa))
+    for hoa, secret in sorted(nodes.items()):
+        if hoa not in old:
+            summary["nodes-added"].append(str(hoa))
+        elif old[hoa] != secret:
+            sadb.remove_peer(hoa)
+            summary["rekeyed"].append(str(hoa))
+    group.set_configured(nodes)
+
+
 def reload_home_agent(service: Any, load: Callable[[str], HomeAgentConfig]
                       ) -> dict[str, list[str]]:
     """Re-read ``service.config.path`` with ``load`` and apply the keys (module docstring).
@@ -56,7 +75,13 @@ def reload_home_agent(service: Any, load: Callable[[str], HomeAgentConfig]
         nodes = {hoa: _secret(kf, "mobile node key") for hoa, kf in node_key_files(new).items()}
         peers = {p: _secret(kf, "peer key") for p, kf in new.security.peer_keys.items()
                  if p in old.peers}
-        current = {p for p in sadb.peers() if sadb.role_of(p) == MOBILE_NODE}
+        group = getattr(service.adapter, "node_group", None)
+        current: set[Any] = set()
+        if group is not None:  # the group derives nodes' pairs on first contact
+            _reload_configured(sadb, group, nodes, summary)
+            nodes = {}
+        else:
+            current = {p for p in sadb.peers() if sadb.role_of(p) == MOBILE_NODE}
         for hoa in sorted(current - set(nodes)):
             sadb.remove_peer(hoa)
             summary["nodes-removed"].append(str(hoa))

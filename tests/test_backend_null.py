@@ -53,3 +53,16 @@ def test_bad_route_is_refused():
     with pytest.raises(TypeError):
         b.install(ForwardingRoute(HOME, R.care_of, R.local, ("2001:db8::/48",)))
     assert b.routes == {}
+
+
+def test_history_is_bounded():
+    """history keeps only the last HISTORY calls: a daemon with backend = null that registers
+    nodes for ever does not grow by one entry per call (the routes themselves are kept)."""
+    from haha.backends.null import HISTORY
+
+    b = NullBackend()
+    for i in range(HISTORY + 500):
+        b.install(ForwardingRoute(IPv6Address(int(HOME) + i), R.care_of, R.local))
+    assert len(b.history) == HISTORY
+    assert b.history[-1][1].home_address == IPv6Address(int(HOME) + HISTORY + 499)
+    assert len(b.routes) == HISTORY + 500

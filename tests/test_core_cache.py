@@ -64,8 +64,61 @@ def test_heap_is_compacted_after_many_refreshes():
     for i in range(1000):
         store(c, "2001:db8:1::10", seq=i, expires=10.0 + i)
     c.pop_expired(5.0)
-    assert len(c._heap) <= 64 + 3
+    assert c.expiry_entries() <= 64 + 3
     assert c.next_expiry() == 1009.0
+
+
+def test_expiry_within_one_second_is_exact_and_in_order():
+    """Bindings expiring milliseconds apart in the same second (one wheel bucket) expire each
+    at its own time, never early, in order, also after refreshes that move one within the
+    second and with ``limit`` cutting a mass expiry into slices."""
+    c = BindingCache()
+    times = [50.0 + i / 1000 for i in range(500)]
+    for i, t in enumerate(reversed(times)):
+        store(c, f"2001:db8:1::{i + 1:x}", expires=t)
+    # a refresh within the second: the earliest now expires last
+    first = min(c, key=lambda b: b.expires)
+    store(c, str(first.home_address), seq=2, expires=50.9995)
+    # a bucket this large answers its second first (a lower bound), then exactly once sorted
+    assert c.next_expiry() == 50.0
+    assert c.pop_expired(50.0) == [] and c.next_expiry() == 50.001
+    assert c.pop_expired(50.0005) == []
+    got = []
+    now = 50.0
+    while len(c):
+        now = c.next_expiry()
+        batch = c.pop_expired(now, limit=7)
+        assert len(batch) <= 7 and all(b.expires <= now for b in batch)
+        assert all(b.expires > now for b in c) or len(batch) == 7
+        got += [b.expires for b in batch]
+    assert got == sorted(got) and len(got) == 500 and got[-1] == 50.9995
+
+
+def test_expiry_wheel_holds_one_entry_per_binding():
+    """The expiry index costs one list slot per binding (no tuple, float or counter per
+    entry): N bindings created and each refreshed into the same second leave N entries."""
+    import tracemalloc
+
+    c = BindingCache()
+    for i in range(2000):
+        store(c, f"2001:db8:1::{i + 1:x}", expires=100.0 + i % 7)
+    for i in range(2000):
+        store(c, f"2001:db8:1::{i + 1:x}", seq=2, expires=100.5 + i % 7)
+    assert c.expiry_entries() == 2000
+    import haha.core.cache
+
+    more = [Binding(A(f"2001:db8:2::{i:x}"), A("2001:db8:99::1"), 0, 1, 400,
+                    200.0 + i % 10 + i / 100000) for i in range(4000)]
+    mine = [tracemalloc.Filter(True, haha.core.cache.__file__)]  # the index's own allocations
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot().filter_traces(mine)
+    for b in more:
+        c._schedule(b)  # what store() adds to the index for a new binding
+    after = tracemalloc.take_snapshot().filter_traces(mine)
+    tracemalloc.stop()
+    grown = sum(d.size_diff for d in after.compare_to(before, "filename"))
+    per_binding = grown / len(more)
+    assert per_binding < 24, per_binding  # a (expires, order, address) heap item took ~100
 
 
 def test_binding_repr_and_remaining():
@@ -73,3 +126,51 @@ def test_binding_repr_and_remaining():
     b = Binding(A("2001:db8:1::10"), A("2001:db8:99::1"), 0, 1, 400, 50.0, primary=PEER)
     assert "copy of 2001:db8:1::2" in repr(b)
     assert b.remaining(40.0) == 10.0 and b.remaining(60.0) == 0.0
+
+
+def test_bindings_share_their_home_agents_addresses_and_lifetimes():
+    """Bindings naming equal (but separately decoded) local or primary addresses, and equal
+    lifetimes, hold one object for each: a cache of many copies keeps one address per peer,
+    not one per copy."""
+    c = BindingCache()
+    made = []
+    for i in range(50):
+        b = c.store(A(f"2001:db8:1::{i + 1:x}"), A("2001:db8:99::1"), 0xC000, 1, int("3600"),
+                    100.0, (), A("2001:db8:1::2"), A("2001:db8:1::1"), 0.0)
+        made.append(b)
+    assert len({id(b.primary) for b in made}) == 1
+    assert len({id(b.local) for b in made}) == 1
+    assert len({id(b.lifetime) for b in made}) == 1
+    assert all(b.primary == A("2001:db8:1::2") and b.lifetime == 3600 for b in made)
+    # an update to another primary keeps that one shared too
+    for b in made[:10]:
+        c.store(b.home_address, b.care_of, b.flags, 2, 3600, 100.0, (), A("2001:db8:1::3"),
+                None, 0.0)
+    assert len({id(b.primary) for b in made[:10]}) == 1 and made[0].primary == A("2001:db8:1::3")
+
+
+def test_digests_follow_every_change_without_being_stored():
+    """After creations, updates (sequence, care-of, primary changes) and removals in random
+    order, the per-primary (count, XOR) equals the digests of the entries as they are, and
+    a binding keeps no digest of its own (44 octets less each)."""
+    import random
+    from functools import reduce
+
+    from haha.core.cache import bce_digest
+
+    rng = random.Random(7)
+    c = BindingCache()
+    primaries = [None, PEER, A("2001:db8:1::3")]
+    for _ in range(3000):
+        hoa = A(f"2001:db8:1::{rng.randrange(1, 200):x}")
+        if rng.random() < 0.2:
+            c.remove(hoa)
+            continue
+        c.store(hoa, A(f"2001:db8:99::{rng.randrange(1, 5)}"), 0xC000, rng.randrange(4), 400,
+                100.0 + rng.randrange(50), (), rng.choice(primaries), None, 0.0)
+    for p in primaries:
+        mine = [b for b in c if b.primary == p]
+        want = reduce(lambda x, y: x ^ y, (bce_digest(b.home_address, b.care_of, b.flags,
+                                                      b.sequence, b.prefixes) for b in mine), 0)
+        assert c.digest(p) == (len(mine), want)
+    assert not hasattr(next(iter(c)), "__dict__") and "digest" not in Binding.__slots__

@@ -140,8 +140,9 @@ def ha(tmp_path):
 
 
 def _nodes(service):
-    return sorted(str(p) for p in service.sadb.peers() if service.sadb.role_of(p) ==
-                  "mobile-node")
+    """The configured nodes the home agent serves (their pairs are derived on first contact,
+    haha.security.nodegroup)."""
+    return sorted(str(p) for p in service.adapter.node_group.configured())
 
 
 def _spis(service, peer):
@@ -149,16 +150,24 @@ def _spis(service, peer):
 
 
 def test_reread_adds_removes_and_rekeys_nodes(ha):
-    """A node added to [node-keys] gets its SAs, a node removed loses them, a node whose key
-    file changed is re-keyed; the summary says so."""
+    """A node added to [node-keys] is served (its SAs derived when it shows up), a node
+    removed loses its SAs and is no longer served, a node whose key file changed loses the
+    SAs of its old key and gets pairs of the new one; the summary says so."""
+    group = ha.adapter.node_group
+    assert group.ensure(ha.sadb, MN1) and ha.sadb.has_peer(MN1)  # MN1 has spoken
     ha.write([(MN1, "mn1"), (MN2, "mn2")])
     s = reload_home_agent(ha, load_home_agent)
     assert s["nodes-added"] == [str(MN2)] and _nodes(ha) == [str(MN1), str(MN2)]
+    assert group.ensure(ha.sadb, MN2) and ha.sadb.has_peer(MN2)
     before = _spis(ha, MN1)
     ha.write([(MN1, "mn1-new")])
     s = reload_home_agent(ha, load_home_agent)
     assert s["nodes-removed"] == [str(MN2)] and s["rekeyed"] == [str(MN1)]
-    assert _nodes(ha) == [str(MN1)] and _spis(ha, MN1) != before
+    assert _nodes(ha) == [str(MN1)]
+    assert not ha.sadb.has_peer(MN2) and not group.covers(MN2)
+    assert not group.ensure(ha.sadb, MN2)  # a removed node's pair is never derived again
+    assert not ha.sadb.has_peer(MN1)  # the old key's SAs are gone
+    assert group.ensure(ha.sadb, MN1) and _spis(ha, MN1) != before
     assert s["restart-needed"] == []
 
 
@@ -174,13 +183,14 @@ def test_a_broken_file_or_key_changes_nothing(ha, tmp_path):
     """A configuration error, or a node key file that cannot be read, raises ConfigError (the
     daemon logs it) and leaves every SA as it was."""
     rows = ha.sadb.describe()
+    nodes = ha.adapter.node_group.configured()
     ha.write([(MN1, "mn1"), (MN2, "missing")])
     with pytest.raises(ConfigError, match="missing.key"):
         reload_home_agent(ha, load_home_agent)
     (tmp_path / "ha.conf").write_text("[home-agent]\npreferense = 1\n")
     with pytest.raises(ConfigError):
         reload_home_agent(ha, load_home_agent)
-    assert ha.sadb.describe() == rows
+    assert ha.sadb.describe() == rows and ha.adapter.node_group.configured() == nodes
 
 
 def test_daemon_sighup_logs_a_refused_file_and_runs_on(ha, tmp_path):

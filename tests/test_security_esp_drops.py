@@ -257,7 +257,7 @@ def test_no_key_material_in_errors_or_reprs():
     texts += [str(e.value), repr(e.value)]
     spec = SaSpec(HA2, "out", SPI, KEY, SALT)
     texts += [repr(spec), str(spec), repr(s), repr(r), str(s.describe()), str(r.describe()),
-              repr(s._out[int(HA2)]), repr(r._in[SPI][0])]
+              repr(s._out[int(HA2)]), repr(r._same_spi(SPI)[0]), repr(r.ciphers)]
     secrets = [KEY, SALT]
     needles = []
     for x in secrets:

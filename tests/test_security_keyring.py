@@ -11,6 +11,7 @@ from haha.security.keyring import (
     NodeKeyring,
     home_agent_sadb,
     load_located,
+    node_group,
     node_key_files,
     node_secrets,
 )
@@ -75,13 +76,17 @@ def test_unreadable_secret_is_located_on_its_key(tmp_path):
 
 
 def test_home_agent_sadb_reads_the_wall_clock_it_is_given(tmp_path):
-    """The SA database holds a pair per node key, over the sequence file, and its boot epoch
-    comes from the wall clock passed in (the service passes its own, tests a fixed one)."""
+    """The SA database is over the sequence file and its boot epoch comes from the wall clock
+    passed in (the service passes its own, tests a fixed one); a node key gives no SA at
+    start-up: the node group holds the node's secret and derives its pair on first use."""
     keys.generate_key_file(str(tmp_path / "n.key"))
     config = _config(tmp_path, f"[node-keys]\n2001:db8:1::100 = {tmp_path}/n.key\n")
     read = []
     db = home_agent_sadb(config, lambda: read.append(1) or 1_800_000_000.0)
-    assert read and db.has_peer(A("2001:db8:1::100")) and db.epoch is not None
+    assert read and not db.has_peer(A("2001:db8:1::100")) and db.epoch is not None
+    group = node_group(config)
+    assert group.covers(A("2001:db8:1::100")) and not group.covers(A("2001:db8:1::101"))
+    assert group.ensure(db, A("2001:db8:1::100")) and db.has_peer(A("2001:db8:1::100"))
     assert db.sequence_store.path == str(tmp_path / "ha.seq")
 
 
@@ -98,3 +103,29 @@ def test_node_keyring_derives_a_pair_only_for_a_matching_spi():
     assert ring.sadb.has_peer(ha) and ha in ring.derived
     assert {s.spi for s in keys.derive_pair(secret, hoa, ha, HOME_AGENT)} <= {
         int(r["spi"], 16) for r in ring.sadb.describe()}
+
+
+def test_node_key_files_fast_paths_read_what_the_general_ones_do(tmp_path):
+    """Key files without comments (read with bytes.fromhex) and names parsed with inet_pton
+    give the same secrets and addresses as the general paths; a name that is no address, or
+    a file that is no hexadecimal, is still refused with its located error."""
+    (tmp_path / "nodes").mkdir()
+    secret = bytes(range(32))
+    texts = [secret.hex() + "\n", " ".join(f"{b:02x}" for b in secret) + "\n",
+             "# comment\n" + secret.hex() + "\n", "0x" + secret.hex()]
+    for i, text in enumerate(texts):
+        path = tmp_path / "nodes" / f"2001:db8:1:0:0:0:0:{i + 1:x}.key"
+        path.write_text(text)
+        path.chmod(0o600)
+    config = _config(tmp_path)
+    got = node_secrets(config)
+    assert got == {A(f"2001:db8:1::{i + 1:x}"): secret for i in range(len(texts))}
+    bad = tmp_path / "nodes" / "2001:db8:1::9.key"
+    bad.write_text("a" * 63 + "\n")
+    bad.chmod(0o600)
+    with pytest.raises(ConfigError, match="not hexadecimal"):
+        node_secrets(config)
+    bad.unlink()
+    (tmp_path / "nodes" / "not-an-address.key").write_text(secret.hex())
+    with pytest.raises(ConfigError, match="HOME-ADDRESS.key"):
+        node_key_files(config)

@@ -195,3 +195,27 @@ def test_address_take_over_derives_a_group_nodes_pair_with_the_held_address():
     assert node.unprotect(dead, esp)[0] == dead
     tk.release(dead)
     assert not sadb.has_local(dead, HOA)
+
+
+def test_configured_nodes_are_derived_on_first_contact_and_win_over_the_group():
+    """A group holding configured secrets (node-key-dir, [node-keys]) derives a configured
+    node's pair from its own secret when its first packet authenticates; without a group key
+    it covers nobody else of the prefix; with one, the configured secret wins over the
+    derived one. Nothing is derived before a packet comes."""
+    own = os.urandom(32)
+    only = NodeGroup(None, PREFIX, HA, configured={HOA: own})
+    sadb = SecurityAssociationDatabase()
+    assert only.covers(HOA) and not only.covers(IPv6Address("2001:db8:1::101"))
+    assert not sadb.peers()
+    esp = _node_packet(own)
+    spi = int.from_bytes(esp[:4], "big")
+    peer, nh, _ = only.admit(sadb, HOA, spi, lambda: sadb.unprotect(HOA, esp))
+    assert (peer, nh) == (HOA, 135) and only.derived == 1
+    other = IPv6Address("2001:db8:1::101")
+    assert only.admit(sadb, other, spi, lambda: 1 / 0) is None and not only.ensure(sadb, other)
+    with pytest.raises(KeyError):
+        only.secret(other)
+    both = NodeGroup(GROUP, PREFIX, HA, configured={HOA: own})
+    assert both.secret(HOA) == own and both.covers(other)
+    assert both.secret(other) == keys.derive_node_secret(GROUP, other)
+    assert own.hex() not in repr(both) and "configured=1" in repr(both)

@@ -7,8 +7,9 @@ addresses, advertised prefixes) so a test can assert on the forwarding duties th
 
 from __future__ import annotations
 
+from collections import deque
 from ipaddress import IPv6Address, IPv6Network
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Set, Tuple
+from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Set, Tuple
 
 from zope.interface import implementer
 
@@ -41,9 +42,15 @@ def route_json(route: Any) -> Dict[str, Any]:
     }
 
 
+#: How many calls :attr:`NullBackend.history` keeps.
+HISTORY = 1000
+
+
 @implementer(IForwardingBackend, IAddressHolder)
 class NullBackend:
-    """Intent only. ``history`` lists every call as ``(method, argument...)``."""
+    """Intent only. ``history`` lists the last :data:`HISTORY` calls as ``(method,
+    argument...)`` (bounded: a daemon running with ``backend = null`` registers nodes for
+    ever)."""
 
     name = "null"
 
@@ -52,7 +59,7 @@ class NullBackend:
         self.proxied: Set[Tuple[IPv6Address, Optional[str]]] = set()
         self.prefixes: Set[IPv6Network] = set()
         self.held: Dict[IPv6Address, Optional[str]] = {}  # address -> interface (None: route)
-        self.history: List[Tuple[Any, ...]] = []
+        self.history: Deque[Tuple[Any, ...]] = deque(maxlen=HISTORY)
         self.running = False
 
     def capabilities(self) -> frozenset[str]:

@@ -3,17 +3,22 @@
 A :class:`Binding` is one entry. ``primary`` is None for a binding this home agent holds as the
 mobile node's primary home agent, and the signalling address of the primary home agent for a
 copy (a BCC "MUST be marked as BCC", draft 2). Lookups: by home address (a dict) and by Mobile
-Network Prefix, longest match (one dict per prefix length in use). Expiry: a heap of
-``(expires, order, home address)`` with lazy deletion, so a refresh costs one push and no
-search; stale heap items are skipped when they surface. ``order`` (a running count) breaks
-ties, so entries expiring together never compare addresses (``IPv6Address.__lt__`` made mass
-expiry cost seconds at 100,000 bindings). Entries are ``__slots__`` objects holding the
-decoded addresses by reference: about 600 octets per binding all told (``bench/core.py``).
+Network Prefix, longest match (one dict per prefix length in use). Expiry: a wheel of
+one-second buckets, each a list of the bindings expiring in that second, with lazy deletion: a
+refresh appends the binding to its new bucket (nothing when the second is the same) and no
+search; an entry whose binding is gone or now expires in another second is skipped when its
+bucket comes up. A binding costs its bucket one list slot (8 octets; the heap of ``(expires,
+order, home address)`` tuples this replaces cost about 100), entries are never compared
+(``IPv6Address.__lt__`` once made mass expiry cost seconds at 100,000 bindings), and a heap
+orders only the buckets' seconds. The bucket of the current second is sorted once when it
+comes up, so bindings expiring a few milliseconds apart cost no rescan. Entries are
+``__slots__`` objects holding the decoded addresses by reference (``bench/memory.py``).
 
-Digests (anti-entropy, docs/protocol.md "Binding digests"): each entry keeps
-:func:`bce_digest` of what a BIU would carry of it, and the cache keeps, per primary (None for
-this home agent's own), the count of entries and the XOR of their digests, updated with every
-change: :meth:`BindingCache.digest` costs nothing however large the cache.
+Digests (anti-entropy, docs/protocol.md "Binding digests"): the cache keeps, per primary (None
+for this home agent's own), the count of entries and the XOR of their :func:`bce_digest` (of
+what a BIU would carry of each), updated with every change: :meth:`BindingCache.digest` costs
+nothing however large the cache. An entry's own digest is computed when it changes or goes
+(``Binding.digest``), not kept: 44 octets less per binding for one more hash per change.
 """
 
 import heapq
@@ -21,7 +26,7 @@ import struct
 from hashlib import blake2b
 from collections.abc import Iterable, Iterator
 from ipaddress import IPv6Address, IPv6Network
-from itertools import count
+from operator import attrgetter
 from typing import Literal
 
 from haha.wire.addresses import address_int
@@ -43,6 +48,12 @@ def bce_digest(home_address: IPv6Address, care_of: IPv6Address, flags: int, sequ
     return int.from_bytes(blake2b(data, digest_size=8, person=_PERSON).digest(), "big")
 
 
+_EXPIRES = attrgetter("expires")
+#: A bucket this short is scanned for its exact earliest expiry (next_expiry).
+_SCAN = 64
+#: At most this many distinct addresses and lifetimes are shared between bindings.
+_SHARED = 256
+
 _ONES = (1 << 128) - 1
 _MASKS = [(_ONES << (128 - n)) & _ONES for n in range(129)]
 
@@ -56,7 +67,7 @@ class Binding:
     """
 
     __slots__ = ("home_address", "care_of", "flags", "sequence", "lifetime", "expires",
-                 "prefixes", "primary", "local", "touched", "digest")
+                 "prefixes", "primary", "local", "touched")
 
     def __init__(self, home_address: IPv6Address, care_of: IPv6Address, flags: int,
                  sequence: int, lifetime: int, expires: float,
@@ -72,7 +83,12 @@ class Binding:
         self.primary = primary
         self.local = local
         self.touched = touched
-        self.digest = bce_digest(home_address, care_of, flags, sequence, prefixes)
+
+    @property
+    def digest(self) -> int:
+        """:func:`bce_digest` of the entry as it is now."""
+        return bce_digest(self.home_address, self.care_of, self.flags, self.sequence,
+                          self.prefixes)
 
     @property
     def is_copy(self) -> bool:
@@ -94,8 +110,18 @@ class BindingCache:
         self._by_home: dict[IPv6Address, Binding] = {}
         self._by_prefix: dict[int, dict[int, Binding]] = {}  # prefix length -> {network: b}
         self._lengths: list[int] = []  # prefix lengths in use, longest first
-        self._heap: list[tuple[float, int, IPv6Address]] = []
-        self._order = count()
+        # second -> bindings expiring in it (some stale: module docstring)
+        self._wheel: dict[int, list[Binding]] = {}
+        self._seconds: list[int] = []  # heap of the wheel's keys
+        self._sorted: set[int] = set()  # buckets sorted latest first (none appended since)
+        self._items = 0  # entries in the wheel, stale ones included
+        self._next: float | None = None  # next_expiry(), when _next_valid
+        self._next_valid = False
+        # One object per distinct local or primary address (home agents' addresses) and per
+        # distinct lifetime: each decoded message brings its own, which every binding would
+        # otherwise keep (about 100 octets per address, 32 per lifetime).
+        self._addresses: dict[int, IPv6Address] = {}  # keyed by integer: hashing is cheap
+        self._lifetimes: dict[int, int] = {}
         self.primary_count = 0
         self._digests: dict[IPv6Address | None, list[int]] = {}  # primary (None: ours) -> [count, XOR of entry digests]
 
@@ -163,6 +189,16 @@ class BindingCache:
         """Create or update the entry of ``home_address``; returns it. ``existing`` may pass
         the entry (or None) the caller just looked up, saving a second lookup."""
         b = self._by_home.get(home_address) if existing is False else existing
+        if local is not None:
+            local = self._share(local)
+        if primary is not None:
+            primary = self._share(primary)
+        lifetimes = self._lifetimes
+        same = lifetimes.get(lifetime)
+        if same is not None:
+            lifetime = same
+        elif len(lifetimes) < _SHARED:
+            lifetimes[lifetime] = lifetime
         if b is None:
             b = Binding(home_address, care_of, flags, sequence, lifetime, expires, prefixes,
                         primary, local, touched)
@@ -171,16 +207,17 @@ class BindingCache:
                 self._index(b, prefixes)
             if primary is None:
                 self.primary_count += 1
-            self._account(primary, b.digest, 1)
-            heapq.heappush(self._heap, (expires, next(self._order), home_address))
+            self._account(primary, bce_digest(home_address, care_of, flags, sequence,
+                                              prefixes), 1)
+            self._schedule(b)
             return b
-        if b.sequence != sequence or b.care_of != care_of or b.flags != flags \
-                or b.prefixes != prefixes or b.primary != primary:
-            self._account(b.primary, b.digest, -1)
-            if b.sequence != sequence or b.care_of != care_of or b.flags != flags \
-                    or b.prefixes != prefixes:
-                b.digest = bce_digest(home_address, care_of, flags, sequence, prefixes)
-            self._account(primary, b.digest, 1)
+        changed = b.sequence != sequence or b.care_of != care_of or b.flags != flags \
+            or b.prefixes != prefixes
+        if changed or b.primary != primary:
+            old = b.digest
+            self._account(b.primary, old, -1)
+            self._account(primary, bce_digest(home_address, care_of, flags, sequence, prefixes)
+                          if changed else old, 1)
         if b.prefixes != prefixes:
             if b.prefixes:
                 self._unindex(b, b.prefixes)
@@ -197,14 +234,47 @@ class BindingCache:
         b.local = local
         b.touched = touched
         if b.expires != expires:
+            before = b.expires
+            if self._next_valid and self._next is not None and before <= self._next:
+                self._next_valid = False  # it was the earliest
             b.expires = expires
-            heapq.heappush(self._heap, (expires, next(self._order), home_address))
+            if int(expires) != int(before):
+                self._schedule(b)  # the entry in the old second is stale now
+            else:
+                self._sorted.discard(int(expires))  # moved within its bucket's order
+                if self._next_valid and self._next is not None and expires < self._next:
+                    self._next = expires
         return b
+
+    def _share(self, address: IPv6Address) -> IPv6Address:
+        addresses = self._addresses
+        key = address_int(address)
+        same = addresses.get(key)
+        if same is not None:
+            return same
+        if len(addresses) < _SHARED:
+            addresses[key] = address
+        return address
+
+    def _schedule(self, b: Binding) -> None:
+        k = int(b.expires)
+        bucket = self._wheel.get(k)
+        if bucket is None:
+            self._wheel[k] = [b]
+            heapq.heappush(self._seconds, k)
+        else:
+            bucket.append(b)
+            self._sorted.discard(k)
+        self._items += 1
+        if self._next_valid and (self._next is None or b.expires < self._next):
+            self._next = b.expires  # only ever lowers the earliest expiry: still exact
 
     def remove(self, home_address: IPv6Address) -> Binding | None:
         """Remove and return the entry of ``home_address`` (None if there is none)."""
         b = self._by_home.pop(home_address, None)
         if b is not None:
+            if self._next_valid and self._next is not None and b.expires <= self._next:
+                self._next_valid = False
             if b.prefixes:
                 self._unindex(b, b.prefixes)
             if b.primary is None:
@@ -213,42 +283,89 @@ class BindingCache:
         return b
 
     def next_expiry(self) -> float | None:
-        """The earliest expiry time of an entry, or None; after many removals possibly an
-        earlier time (a stale item, skipped at most 64 per call so no call is long)."""
-        heap = self._heap
-        by_home = self._by_home
-        for _ in range(64):  # bounded: past that, a stale top only wakes pop_expired early
-            if not heap:
+        """The earliest expiry time of an entry, or None; when the earliest second holds many
+        entries, possibly an earlier time (a stale entry's: ``pop_expired`` then clears it)."""
+        if self._next_valid:
+            return self._next
+        wheel, seconds, by_home = self._wheel, self._seconds, self._by_home
+        for _ in range(_SCAN):  # bounded: past that, a stale entry only wakes pop_expired early
+            if not seconds:
+                self._next, self._next_valid = None, True
                 return None
-            t, _, hoa = heap[0]
-            b = by_home.get(hoa)
-            if b is not None and b.expires == t:
-                return t
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+            k = seconds[0]
+            bucket = wheel[k]
+            if len(bucket) > _SCAN:
+                # Sorted latest first: the end holds the earliest (maybe a stale entry's).
+                return bucket[-1].expires if k in self._sorted else float(k)
+            live = [b for b in bucket if by_home.get(b.home_address) is b
+                    and int(b.expires) == k]
+            if live:
+                if len(live) != len(bucket):
+                    self._items -= len(bucket) - len(live)
+                    wheel[k] = live
+                    self._sorted.discard(k)
+                self._next = min(b.expires for b in live)
+                self._next_valid = True
+                return self._next
+            self._drop_bucket(k)
+        return float(seconds[0]) if seconds else None
+
+    def _drop_bucket(self, k: int) -> None:
+        self._items -= len(self._wheel.pop(k))
+        self._sorted.discard(k)
+        heapq.heappop(self._seconds)  # k is always the earliest second when dropped
 
     def pop_expired(self, now: float, limit: int | None = None) -> list[Binding]:
         """Remove and return the entries whose lifetime ran out at or before ``now``, looking
-        at most ``limit`` heap items (the rest stay due: ``next_expiry`` is then already
+        at most ``limit`` wheel entries (the rest stay due: ``next_expiry`` is then already
         past)."""
-        heap = self._heap
-        by_home = self._by_home
+        wheel, seconds, by_home = self._wheel, self._seconds, self._by_home
         out: list[Binding] = []
-        popped = 0
-        while heap and heap[0][0] <= now:
-            if limit is not None and popped >= limit:
-                break  # stale items count: each call does at most ``limit`` pops
-            popped += 1
-            t, _, hoa = heapq.heappop(heap)
-            b = by_home.get(hoa)
-            if b is not None and b.expires == t:
-                self.remove(hoa)
+        looked = 0
+        self._next_valid = False
+        while seconds and seconds[0] <= now:
+            k = seconds[0]
+            bucket = wheel[k]
+            if k not in self._sorted:
+                # Latest first, so what is due is at the end (once per bucket and second).
+                bucket.sort(key=_EXPIRES, reverse=True)
+                self._sorted.add(k)
+            waiting = False  # an entry of this second is not due yet
+            while bucket:
+                if limit is not None and looked >= limit:
+                    return out  # stale entries count: each call does at most ``limit``
+                b = bucket[-1]
+                if by_home.get(b.home_address) is not b or int(b.expires) != k:
+                    bucket.pop()  # stale
+                    self._items -= 1
+                    looked += 1
+                    continue
+                if b.expires > now:
+                    waiting = True  # sorted: nothing before it in the list is due
+                    break
+                bucket.pop()
+                self._items -= 1
+                looked += 1
+                self.remove(b.home_address)
                 out.append(b)
-        if len(heap) > 64 and len(heap) > 3 * len(by_home):
-            order = self._order
-            self._heap = [(b.expires, next(order), b.home_address) for b in by_home.values()]
-            heapq.heapify(self._heap)
+            if waiting:
+                break
+            self._drop_bucket(k)
+        if self._items > 64 and self._items > 3 * len(by_home):
+            self._rebuild()
         return out
+
+    def _rebuild(self) -> None:
+        """The wheel again from the live entries (many refreshes left stale ones behind)."""
+        self._wheel, self._seconds, self._sorted, self._items = {}, [], set(), 0
+        self._next_valid = False
+        for b in self._by_home.values():
+            self._schedule(b)
+
+    def expiry_entries(self) -> int:
+        """Entries in the expiry wheel, stale ones included (they stay within a few times the
+        number of bindings: ``pop_expired`` rebuilds the wheel beyond that)."""
+        return self._items
 
     def _index(self, b: Binding, prefixes: Iterable[IPv6Network]) -> None:
         for p in prefixes:

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 #: ``rekey(epoch) -> (key, salt)``; ``on_switch(epoch, previous) -> (advance, save_at)``.
 #: A ``rekey`` marked ``static`` also answers ``rekey(None)``: the epoch-free pair (below).
 Rekey = Callable[[int | None], tuple[bytes, bytes]]
-OnSwitch = Callable[[int, int | None], tuple[Callable[[int], int] | None, int | None]]
+OnSwitch = Callable[[int, int | None], tuple[Callable[[InboundSA, int], int] | None, int | None]]
 
 #: Milliseconds between the Unix epoch and 2020-01-01T00:00:00Z.
 EPOCH_ORIGIN_MS = 1577836800000
@@ -112,7 +112,8 @@ class EpochInboundSA(InboundSA):
         self._rekey = rekey
         self._on_switch = on_switch
         self.switches = 0
-        self._kw = {k: v for k, v in kw.items() if k in ("replay_window", "role", "sources")}
+        self._kw = {k: v for k, v in kw.items()
+                    if k in ("replay_window", "role", "sources", "ciphers")}
         self._clock = clock
         self._rate = tries
         self._burst = burst
@@ -178,6 +179,8 @@ class EpochInboundSA(InboundSA):
                 raise
             self._switch(epoch, candidate)  # authentic but malformed: the sender did switch
             raise
+        finally:
+            candidate._ciphers.drop(candidate)  # a candidate's context never stays cached
         self._switch(epoch, candidate)
         return result
 
@@ -189,8 +192,8 @@ class EpochInboundSA(InboundSA):
 
     def _switch(self, epoch: int, candidate: InboundSA) -> None:
         old, self.epoch = self.epoch, epoch
-        self._decrypt = candidate._decrypt
-        self._salt = candidate._salt
+        self._ciphers.drop(self)  # the old keys' context: built again from the new keys
+        self._key = candidate._key
         self._top = candidate._top
         self._bits = candidate._bits
         self.received += candidate.received

@@ -23,12 +23,23 @@ key/nonce pair twice). Known-answer tests pass a mask that reproduces a publishe
 Inbound checks, in RFC 4303 3.4 order: length, anti-replay pre-check (3.4.3), ICV (with GCM
 decryption, one step), then the window moves, then the trailer (padding 1, 2, 3, ... and a pad
 length that fits) is checked. Sequence number 0 is never sent (3.3.3) and counts as a replay.
+
+Memory (docs/security.md, "Memory per SA"): an SA keeps its counters as integers in
+``__slots__`` and its keying material as one ``key || salt`` bytes object, or nothing at all
+when a shared :class:`KeySource` can derive it again (a node group's SAs). The AES-GCM context
+(an OpenSSL cipher context of about 2.5 KB) and the salt are built when the SA is first used and
+kept in a :class:`CipherCache` holding the contexts of the most recently used SAs only. An SA
+whose context was evicted builds it again at its next packet (a few microseconds, a key
+derivation more with a key source): the bytes on the wire, the sequence numbers and the
+anti-replay window do not depend on it.
 """
 
 import os
 import struct
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from ipaddress import IPv6Address
+from typing import Protocol, Union
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -77,6 +88,115 @@ _IV = slice(8, 16)
 _BODY = slice(16, None)  # ciphertext || ICV
 
 
+#: Cipher contexts a :class:`CipherCache` keeps by default (``[security] cipher-cache``).
+DEFAULT_CIPHER_CACHE = 4096
+_EMPTY: frozenset = frozenset()
+#: Replay-window bitmap masks by window size, shared by every SA of that size.
+_WINDOW_MASKS: dict[int, int] = {}
+
+
+#: ``AESGCM.encrypt`` or ``decrypt`` of one context: ``(nonce, data, associated_data)``.
+Crypt = Callable[[bytes, bytes, bytes], bytes]
+
+
+class KeySource(Protocol):
+    """Derives an SA's ``key || salt`` again when its cipher context is rebuilt, so that the SA
+    needs to keep no key material (one source serves many SAs: it reads ``sa.peer``)."""
+
+    def keys(self, sa: "_Keyed") -> bytes:
+        """``key || salt`` (RFC 4106: a 16, 24 or 32 octet key and a 4 octet salt) of ``sa``."""
+
+
+class CipherCache:
+    """The AES-GCM contexts of at most ``capacity`` SAs, the most recently used ones.
+
+    An SA asks :meth:`load` for its context when it has none. :attr:`lru` lists the SAs
+    holding one, oldest first, each with its use count (packets sealed or opened) when it was
+    last looked at. Beyond ``capacity`` the oldest goes, unless it was used since (its count
+    moved): then it gets a second chance at the recent end (the "clock" approximation of least
+    recently used, which costs the packets nothing: a packet only reads the SA's context, it
+    moves nothing). An evicted SA (``sa._crypt = None``) builds its context again when next
+    used. ``built`` counts contexts built, ``evicted`` contexts dropped for room."""
+
+    __slots__ = ("capacity", "lru", "built", "evicted")
+
+    def __init__(self, capacity: int = DEFAULT_CIPHER_CACHE) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise SecurityConfigError(f"cipher cache size {capacity!r} is not a positive "
+                                      "integer")
+        self.capacity = capacity
+        #: SA -> its use count when last looked at, oldest first.
+        self.lru: OrderedDict["_Keyed", int] = OrderedDict()
+        self.built = 0
+        self.evicted = 0
+
+    def load(self, sa: "_Keyed") -> Crypt:
+        """Build ``sa``'s context (and salt), keep it at the recent end, make room beyond
+        capacity; returns the SA's encrypt (outbound) or decrypt (inbound) call."""
+        keymat = sa._key
+        if keymat.__class__ is not bytes:
+            keymat = keymat.keys(sa)  # type: ignore[union-attr]  # a KeySource
+        aead = AESGCM(keymat[:-SALT_LEN])  # type: ignore[index]
+        crypt: Crypt = aead.encrypt if sa._OUTBOUND else aead.decrypt
+        lru = self.lru
+        while len(lru) >= self.capacity:  # room first: the SA being loaded is never the one
+            old, seen = lru.popitem(last=False)
+            uses = old._uses()
+            if uses != seen:
+                lru[old] = uses  # used since it was last looked at: a second chance
+                continue
+            old._crypt = old._salt = None
+            self.evicted += 1
+        lru[sa] = sa._uses()
+        self.built += 1
+        sa._salt = keymat[-SALT_LEN:]  # type: ignore[index]
+        sa._crypt = crypt
+        return crypt
+
+    def drop(self, sa: "_Keyed") -> None:
+        """Forget ``sa``'s context (the SA was removed or re-keyed)."""
+        self.lru.pop(sa, None)
+        sa._crypt = sa._salt = None
+
+    def __len__(self) -> int:
+        return len(self.lru)
+
+    def __repr__(self) -> str:
+        return (f"<CipherCache {len(self.lru)}/{self.capacity} built={self.built} "
+                f"evicted={self.evicted}>")
+
+
+#: The cache of SAs made without one (tests, tools); each database has its own.
+default_ciphers = CipherCache()
+
+
+class _Keyed:
+    """What both halves of an SA share: keying material, and the cipher context's encrypt or
+    decrypt call and the salt while the :class:`CipherCache` holds them (None otherwise)."""
+
+    __slots__ = ("_key", "_salt", "_crypt", "_ciphers")
+
+    _OUTBOUND = False  # which call of the context the SA uses
+    _key: Union[bytes, KeySource]  # key || salt, or what derives it
+    _salt: bytes | None
+    _crypt: Crypt | None
+    _ciphers: CipherCache
+
+    #: ``_uses()``: packets the SA sealed or opened so far (the cache's clock reads it);
+    #: each half defines it.
+    _uses: Callable[[], int]
+
+    def use_key_source(self, source: KeySource) -> None:
+        """Keep no key material: ``source`` derives it whenever the context is rebuilt."""
+        self._key = source
+
+    def _cipher(self) -> Crypt:
+        """The SA's encrypt or decrypt call, from the cache or built again (module
+        docstring)."""
+        crypt = self._crypt
+        return crypt if crypt is not None else self._ciphers.load(self)
+
+
 def _check_key(key: bytes, salt: bytes) -> None:
     if not isinstance(key, (bytes, bytearray)) or len(key) not in KEY_LENGTHS:
         n = len(key) if isinstance(key, (bytes, bytearray)) else type(key).__name__
@@ -91,22 +211,27 @@ def _check_spi(spi: int) -> None:
         raise SecurityConfigError(f"SPI {spi!r} is not in 256..4294967295 (RFC 4303 2.1)")
 
 
-class OutboundSA:
+class OutboundSA(_Keyed):
     """The sending half of one SA: sequence counter, IV generation, encryption.
 
     ``seq`` is the last sequence number sent (0 for a new SA: the first packet carries 1).
     ``iv_mask`` is the 64-bit mask of the IV (drawn from ``rng`` when not given). ``limit`` and
     ``reserve`` let sequence numbers survive restarts (:mod:`haha.security.seqstore`): the SA
-    sends up to ``limit`` and then calls ``reserve(seq)``, which must record durably that
-    numbers up to its result may be used and return it, before the packet leaves.
+    sends up to ``limit`` and then calls ``reserve(sa, seq)``, which must record durably that
+    numbers up to its result may be used and return it, before the packet leaves (the SA is
+    passed, so one function serves every SA: no object per SA). ``ciphers`` is the
+    :class:`CipherCache` its AES-GCM context lives in.
     """
 
-    __slots__ = ("spi", "peer", "_encrypt", "_salt", "_seq", "_mask", "_limit", "_reserve")
+    __slots__ = ("spi", "peer", "role", "_seq", "_mask", "_limit", "_reserve")
+
+    _OUTBOUND = True
 
     def __init__(self, spi: int, key: bytes, salt: bytes, peer: IPv6Address | None = None,
                  seq: int = 0, iv_mask: int | None = None,
                  rng: Callable[[int], bytes] = os.urandom, limit: int = SEQ_MAX,
-                 reserve: Callable[[int], int] | None = None) -> None:
+                 reserve: "Callable[[OutboundSA, int], int] | None" = None,
+                 ciphers: CipherCache | None = None, role: str | None = None) -> None:
         _check_spi(spi)
         _check_key(key, salt)
         if not isinstance(seq, int) or not 0 <= seq <= SEQ_MAX:
@@ -119,8 +244,12 @@ class OutboundSA:
             raise SecurityConfigError("IV mask must be a 64-bit unsigned integer")
         self.spi = spi
         self.peer = peer
-        self._encrypt = AESGCM(bytes(key)).encrypt
-        self._salt = bytes(salt)
+        #: What the peer is (``home-agent``, ``mobile-node``), as the database was told.
+        self.role = role
+        self._key = bytes(key) + bytes(salt)
+        self._salt = None
+        self._crypt = None
+        self._ciphers = default_ciphers if ciphers is None else ciphers
         self._seq = seq
         self._mask = iv_mask
         self._limit = limit if reserve is not None else SEQ_MAX
@@ -129,6 +258,9 @@ class OutboundSA:
     @property
     def seq(self) -> int:
         """The last sequence number sent."""
+        return self._seq
+
+    def _uses(self) -> int:
         return self._seq
 
     @property
@@ -155,9 +287,11 @@ class OutboundSA:
         head = _HEAD_IV.pack(self.spi, seq, seq ^ self._mask)
         if payload.__class__ is not bytes:
             payload = bytes(payload)
-        encrypt = self._encrypt  # an attribute, not a method: a plain load is cheaper
-        return head + encrypt(self._salt + head[_IV], payload + _TAILS[next_header][n & 3],
-                              head[_AAD])
+        encrypt = self._crypt  # inline _cipher(): this is the hot path
+        if encrypt is None:
+            encrypt = self._ciphers.load(self)
+        return head + encrypt(self._salt + head[_IV],  # type: ignore[operator]
+                              payload + _TAILS[next_header][n & 3], head[_AAD])
 
     def skip_to(self, seq: int) -> None:
         """Continue after sequence number ``seq`` when it is above the last one sent (another
@@ -177,7 +311,7 @@ class OutboundSA:
             )
         reserve = self._reserve
         assert reserve is not None  # without it the limit is SEQ_MAX, refused above
-        limit = reserve(seq)
+        limit = reserve(self, seq)
         if not seq <= limit <= SEQ_MAX:
             raise AssertionError(f"sequence reservation returned {limit} for {seq}")
         self._limit = limit
@@ -186,22 +320,23 @@ class OutboundSA:
         return f"<OutboundSA spi=0x{self.spi:08x} peer={self.peer} seq={self._seq}>"
 
 
-class InboundSA:
+class InboundSA(_Keyed):
     """The receiving half of one SA: anti-replay window, ICV check, decryption, trailer check.
 
     The window (RFC 4303 3.4.3) is ``replay_window`` sequence numbers wide ending at the
-    highest authenticated sequence number ``top``; bit ``i`` of the bitmap records ``top - i``.
+    highest authenticated sequence number ``top``; bit ``i`` of the bitmap (one integer)
+    records ``top - i``. ``ciphers`` is the :class:`CipherCache` its AES-GCM context lives in.
     """
 
     __slots__ = ("spi", "peer", "role", "sources", "peer_key", "source_keys", "window",
-                 "_decrypt", "_salt", "_top", "_bits", "_mask", "received", "_save_at",
-                 "_advance")
+                 "_top", "_bits", "_mask", "received", "_save_at", "_advance")
 
     def __init__(self, spi: int, key: bytes, salt: bytes, peer: IPv6Address | None = None,
                  replay_window: int = DEFAULT_REPLAY_WINDOW, role: str | None = None,
                  sources: Iterable[IPv6Address] = (), floor: int = 0,
-                 advance: Callable[[int], int] | None = None,
-                 save_at: int | None = None) -> None:
+                 advance: "Callable[[InboundSA, int], int] | None" = None,
+                 save_at: int | None = None, ciphers: CipherCache | None = None,
+                 peer_key: int | None = None) -> None:
         _check_spi(spi)
         _check_key(key, salt)
         if not isinstance(replay_window, int) or not 64 <= replay_window <= 1 << 16:
@@ -211,24 +346,31 @@ class InboundSA:
         self.spi = spi
         self.peer = peer
         self.role = role
-        #: Every outer source address (besides ``peer``) the SA accepts packets from.
-        self.sources = frozenset(sources)
-        #: ``peer`` and ``sources`` as integers, for fast comparison by the database.
-        self.peer_key = None if peer is None else int(peer)
-        self.source_keys = frozenset(int(s) for s in self.sources)
+        #: Every outer source address (besides ``peer``) the SA accepts packets from (one
+        #: shared empty set for the usual SA with none).
+        self.sources = frozenset(sources) if sources else _EMPTY
+        #: ``peer`` and ``sources`` as integers, for fast comparison by the database (which
+        #: passes ``peer_key``, the integer it keys its tables with, to share it).
+        self.peer_key = peer_key if peer_key is not None or peer is None else int(peer)
+        self.source_keys = frozenset(int(s) for s in self.sources) if self.sources else _EMPTY
         self.window = replay_window
-        self._decrypt = AESGCM(bytes(key)).decrypt
-        self._salt = bytes(salt)
+        self._key = bytes(key) + bytes(salt)
+        self._salt = None
+        self._crypt = None
+        self._ciphers = default_ciphers if ciphers is None else ciphers
         if not isinstance(floor, int) or not 0 <= floor <= SEQ_MAX:
             raise SecurityConfigError(f"replay floor {floor!r} is not in 0..{SEQ_MAX}")
-        self._mask = (1 << replay_window) - 1
+        mask = _WINDOW_MASKS.get(replay_window)
+        if mask is None:
+            mask = _WINDOW_MASKS[replay_window] = (1 << replay_window) - 1
+        self._mask = mask
         # Sequence number 0 counts as already received: it is never sent. A floor (the top
         # recorded before a restart) makes every number up to it count as received.
         self._top = floor
         self._bits = 1 if floor == 0 else self._mask
         self.received = 0
-        # ``advance(top)`` records the top durably (haha.security.seqstore) once it reaches
-        # ``save_at`` and returns the next threshold.
+        # ``advance(sa, top)`` records the top durably (haha.security.seqstore) once it
+        # reaches ``save_at`` and returns the next threshold.
         self._advance = advance
         self._save_at = save_at if advance is not None and save_at is not None else _NEVER
 
@@ -236,6 +378,9 @@ class InboundSA:
     def top(self) -> int:
         """The highest authenticated sequence number (0 before the first packet)."""
         return self._top
+
+    def _uses(self) -> int:
+        return self.received
 
     def raise_floor(self, floor: int) -> None:
         """Count every number up to ``floor`` as received (another home agent accepted them
@@ -269,7 +414,8 @@ class InboundSA:
         """Whether ``esp`` (at least :data:`MIN_LEN` octets) passes this SA's ICV check. Changes
         no state: no window, no counter."""
         try:
-            self._decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])
+            decrypt = self._cipher()
+            decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])  # type: ignore[operator]
         except InvalidTag:
             return False
         return True
@@ -285,9 +431,12 @@ class InboundSA:
                                     seq=seq)
             if (self._bits >> diff) & 1:
                 raise SecurityError(REPLAY, "already received", spi=self.spi, seq=seq)
-        decrypt = self._decrypt  # an attribute, not a method: a plain load is cheaper
+        decrypt = self._crypt  # inline _cipher(): this is the hot path
+        if decrypt is None:
+            decrypt = self._ciphers.load(self)
         try:
-            plain = decrypt(self._salt + esp[_IV], esp[_BODY], esp[_AAD])
+            plain = decrypt(self._salt + esp[_IV],  # type: ignore[operator]
+                            esp[_BODY], esp[_AAD])
         except InvalidTag:
             raise SecurityError(AUTH_FAILED, "ICV mismatch", spi=self.spi, seq=seq) from None
         if seq > top:
@@ -297,7 +446,7 @@ class InboundSA:
             if seq >= self._save_at:
                 advance = self._advance
                 assert advance is not None  # _save_at is _NEVER without it
-                self._save_at = advance(seq)
+                self._save_at = advance(self, seq)
         else:
             self._bits |= 1 << (top - seq)
         self.received += 1

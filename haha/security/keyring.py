@@ -3,9 +3,10 @@
 What ``[security]``, ``[peer-keys]`` and ``[node-keys]`` name becomes, at start-up:
 
 - :func:`home_agent_sadb`: one derived SA pair per peer key (stamped with this run's boot
-  epoch) and per mobile node key, over the ESP sequence file (docs/security.md);
+  epoch), over the ESP sequence file (docs/security.md);
 - :func:`node_secrets`: the mobile node secrets of ``[node-keys]`` and ``node-key-dir``;
-- :func:`node_group`: the node group of ``node-group-key``;
+- :func:`node_group`: the node group of ``node-group-key`` and those configured secrets, which
+  derives a mobile node's SA pair when the node first shows up (configured or not);
 - :func:`mobile_node_security`: a mobile node's SA database and its :class:`NodeKeyring`, which
   derives the pair with any home agent on first use;
 - :func:`security_policy` and :func:`rate_limiter`: the policy and the admission budgets.
@@ -19,6 +20,7 @@ move it by hand.
 from __future__ import annotations
 
 import os
+import socket
 from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any, Callable, Union
 
@@ -29,7 +31,7 @@ from . import keys as _keys
 from .admission import Admission, AdmissionSettings
 from .errors import KeyFileError, SecurityConfigError
 from .policy import SecurityPolicy
-from .sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
+from .sadb import HOME_AGENT, SecurityAssociationDatabase
 from .seqstore import SequenceStore, time_floor
 
 if TYPE_CHECKING:
@@ -104,8 +106,9 @@ def sequence_store(config: AnyConfig, wall: WallClock) -> SequenceStore:
 
 def home_agent_sadb(config: HomeAgentConfig,
                     wall: WallClock) -> SecurityAssociationDatabase | None:
-    """The SA database of a home agent: one derived pair per peer key and per mobile node key
-    (docs/security.md), or None in lab mode. ``db.epoch`` is this run's boot epoch: peers
+    """The SA database of a home agent: one derived pair per peer key (docs/security.md), or
+    None in lab mode; mobile nodes' pairs are derived on first contact by :func:`node_group`'s
+    group, configured nodes' too (their keys cost nothing more than their secrets until then). ``db.epoch`` is this run's boot epoch: peers
     follow it, so a run that lost its sequence file rejoins at once (haha.security.epoch), and
     SIGHUP re-keys peers with it (haha.reload). None as well when the kernel does ESP
     (:func:`kernel_esp`)."""
@@ -118,10 +121,9 @@ def home_agent_sadb(config: HomeAgentConfig,
         secret = load_located(key_file, "peer key")
         specs.extend(_keys.derive_pair(secret, config.haha_address, peer, HOME_AGENT,
                                        epoch=epoch))
-    for hoa, secret in node_secrets(config).items():
-        specs.extend(_keys.derive_pair(secret, config.address, hoa, MOBILE_NODE))
     try:
-        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store)
+        db = SecurityAssociationDatabase.from_specs(specs, sequence_store=store,
+                                                    cipher_cache=config.security.cipher_cache)
     except SecurityConfigError as e:
         raise ConfigError(str(e), config.path, "security", "sequence-file") from None
     db.epoch = epoch
@@ -150,17 +152,22 @@ def node_key_files(config: HomeAgentConfig) -> dict[IPv6Address, KeyFile]:
     nodes = dict(config.security.node_keys)
     directory = config.security.node_key_dir
     if directory:
+        where = (config.path, "security", "node-key-dir", None)
         for name in sorted(os.listdir(directory)):
             if not name.endswith(".key"):
                 continue
             try:
-                hoa = IPv6Address(name[:-4])
-            except ValueError:
+                # inet_pton then the integer: several times faster than parsing the text with
+                # IPv6Address (100,000 files at start-up); it also refuses a zone ("%eth0"),
+                # which no home address has.
+                hoa = IPv6Address(int.from_bytes(socket.inet_pton(socket.AF_INET6, name[:-4]),
+                                                 "big"))
+            except (OSError, ValueError):
                 raise ConfigError(
                     f"{name}: files in node-key-dir are named HOME-ADDRESS.key",
                     config.path, "security", "node-key-dir") from None
-            nodes.setdefault(hoa, KeyFile(os.path.join(directory, name),
-                                          (config.path, "security", "node-key-dir", None)))
+            if hoa not in nodes:
+                nodes[hoa] = KeyFile(os.path.join(directory, name), where)
     return nodes
 
 
@@ -172,14 +179,23 @@ def node_secrets(config: HomeAgentConfig) -> dict[IPv6Address, bytes]:
 
 
 def node_group(config: HomeAgentConfig) -> NodeGroup | None:
-    """The home agent's node group (``[security] node-group-key``), or None."""
+    """The home agent's mobile nodes: the group of ``[security] node-group-key`` and the
+    configured secrets (:func:`node_secrets`, read now: a file that cannot be read stops the
+    start), whose SA pairs are derived on first contact; None when there are neither, and in
+    lab mode and the kernel's ESP modes (there the kernel holds every SA from the start)."""
     sec = config.security
-    if sec.mode == "none" or sec.node_group_key is None:
+    if sec.mode in ("none",) + KERNEL_ESP_MODES:
+        return None
+    configured = node_secrets(config)
+    if sec.node_group_key is None and not configured:
         return None
     from .nodegroup import NodeGroup
 
-    return NodeGroup(load_located(sec.node_group_key, "node group key"),
-                     sec.node_group_prefix or config.home_prefix, config.address)
+    group_key = None
+    if sec.node_group_key is not None:
+        group_key = load_located(sec.node_group_key, "node group key")
+    return NodeGroup(group_key, sec.node_group_prefix or config.home_prefix, config.address,
+                     configured=configured)
 
 
 class NodeKeyring:
@@ -224,7 +240,8 @@ def mobile_node_security(
         return None, None
     assert config.security.key is not None, "haha.config requires key with mode = esp"
     secret = load_located(config.security.key, "mobile node key")
-    sadb = SecurityAssociationDatabase(sequence_store=sequence_store(config, wall))
+    sadb = SecurityAssociationDatabase(sequence_store=sequence_store(config, wall),
+                                       cipher_cache=config.security.cipher_cache)
     keyring = NodeKeyring(secret, config.home_address, sadb)
     for ha in config.home_agents:
         keyring.ensure(ha)

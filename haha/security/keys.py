@@ -78,6 +78,13 @@ _MAX_FILE = 4096
 
 
 def _parse_hex(text: str, path: str) -> bytes:
+    if "#" not in text and "x" not in text and "X" not in text:
+        # The common file (one hexadecimal line): bytes.fromhex skips the whitespace between
+        # pairs. Anything it refuses takes the general path below, which explains the error.
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
     chunks = []
     for line in text.splitlines():
         line = line.split("#", 1)[0]

@@ -11,47 +11,111 @@ only once the packet has authenticated under it: a forged packet naming home add
 prefix makes the home agent compute, never store (the derivation is keyed by the home address,
 so its SPI cannot be guessed either). :meth:`NodeGroup.ensure` derives the pair for a node this
 home agent must write to first (a HASR after a take-over).
+
+Configured nodes (``[node-keys]``, ``node-key-dir``) are served the same way: the group holds
+their secrets (``configured``, one bytes object each; they win over the group key) and derives
+their pairs on first contact too, so a configured node costs its secret and no SA until it
+speaks, and start-up reads the key files but derives nothing. A group without a group key
+covers its configured nodes only.
+
+The SAs keep no key material: the group is their :class:`~haha.security.esp.KeySource`, and
+derives a node's key and salt again whenever its SA's cipher context was evicted and is rebuilt
+(two HKDF derivations, about as much as one new node costs), so a node's SA pair costs no
+key bytes at all.
 """
 
 from collections.abc import Callable, Iterator, Mapping
 from ipaddress import IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
-from .keys import derive_node_secret, derive_pair
+from ..wire.addresses import address_int
+from .keys import derive_node_secret, derive_pair, derive_sa
 from .sadb import MOBILE_NODE, SaSpec, SecurityAssociationDatabase
 
 T = TypeVar("T")
 
 
-class NodeGroup:
-    """The home addresses inside ``prefix`` whose secrets derive from ``group_key``; ``local``
-    is this home agent's address (its identity in the pairs)."""
+class _GroupKeys:
+    """The :class:`~haha.security.esp.KeySource` of a group's SAs in one direction."""
 
-    def __init__(self, group_key: bytes, prefix: IPv6Network, local: IPv6Address,
-                 key_bits: int = 128) -> None:
-        self._key = bytes(group_key)
+    __slots__ = ("_group", "_outbound")
+
+    def __init__(self, group: "NodeGroup", outbound: bool) -> None:
+        self._group = group
+        self._outbound = outbound
+
+    def keys(self, sa: Any) -> bytes:
+        g = self._group
+        g.rederived += 1
+        secret = g.secret(sa.peer)
+        d = derive_sa(secret, g.local, sa.peer, g.key_bits) if self._outbound \
+            else derive_sa(secret, sa.peer, g.local, g.key_bits)
+        return d.key + d.salt
+
+
+class NodeGroup:
+    """The home addresses inside ``prefix`` whose secrets derive from ``group_key`` (None: no
+    group key), and the ``configured`` nodes with their own secrets; ``local`` is this home
+    agent's address (its identity in the pairs). ``derived`` counts the pairs installed,
+    ``rederived`` the keys derived again for an evicted cipher context."""
+
+    def __init__(self, group_key: bytes | None, prefix: IPv6Network, local: IPv6Address,
+                 key_bits: int = 128,
+                 configured: Mapping[IPv6Address, bytes] | None = None) -> None:
+        self._key = None if group_key is None else bytes(group_key)
+        # home address (as an integer: cheaper to keep and to hash) -> secret
+        self._configured: dict[int, bytes] = {}
+        if configured:
+            self.set_configured(configured)
         self.prefix = prefix
         self.local = local
         self.key_bits = key_bits
         self.derived = 0
+        self.rederived = 0
+        self._sources = {"out": _GroupKeys(self, True), "in": _GroupKeys(self, False)}
+
+    def _install(self, sadb: SecurityAssociationDatabase, specs: tuple[SaSpec, SaSpec]) -> None:
+        for spec in specs:
+            sadb.add(spec, key_source=self._sources[spec.direction])
 
     def __repr__(self) -> str:  # never the key
-        return f"<NodeGroup {self.prefix} derived={self.derived}>"
+        return (f"<NodeGroup {self.prefix} configured={len(self._configured)} "
+                f"derived={self.derived}>")
 
     def covers(self, home_address: Any) -> bool:
-        """Whether the group derives the secret of ``home_address`` (any object: only an
-        IPv6 address in the prefix, other than this home agent's, is covered)."""
-        return home_address.version == 6 and home_address in self.prefix \
+        """Whether the group has the secret of ``home_address`` (any object: only a
+        configured node's address, or an IPv6 address in the prefix other than this home
+        agent's when there is a group key, is covered)."""
+        if getattr(home_address, "version", None) != 6:
+            return False
+        if self._configured and address_int(home_address) in self._configured:
+            return True
+        return self._key is not None and home_address in self.prefix \
             and home_address != self.local
 
     def secret(self, home_address: IPv6Address) -> bytes:
-        """The derivation secret of the node at ``home_address`` (it must be covered)."""
+        """The derivation secret of the node at ``home_address`` (it must be covered): its
+        configured one, else derived from the group key."""
+        secret = self._configured.get(address_int(home_address)) if self._configured else None
+        if secret is not None:
+            return secret
+        if self._key is None:
+            raise KeyError(home_address)
         return derive_node_secret(self._key, home_address)
 
     def pair(self, home_address: IPv6Address) -> tuple[SaSpec, SaSpec]:
         """The two SaSpecs (outbound, inbound) of the node at ``home_address``."""
-        return derive_pair(derive_node_secret(self._key, home_address), self.local,
-                           home_address, MOBILE_NODE, self.key_bits)
+        return derive_pair(self.secret(home_address), self.local, home_address, MOBILE_NODE,
+                           self.key_bits)
+
+    def configured(self) -> dict[IPv6Address, bytes]:
+        """``{home address: secret}`` of the configured nodes."""
+        return {IPv6Address(a): s for a, s in self._configured.items()}
+
+    def set_configured(self, nodes: Mapping[IPv6Address, bytes]) -> None:
+        """Replace the configured nodes (SIGHUP, :mod:`haha.reload`). The SAs of a node
+        removed or re-keyed are the caller's to remove."""
+        self._configured = {address_int(a): bytes(s) for a, s in nodes.items()}
 
     def ensure(self, sadb: SecurityAssociationDatabase, home_address: IPv6Address) -> bool:
         """Derive and install the pair of ``home_address`` unless ``sadb`` has one (or the
@@ -60,8 +124,7 @@ class NodeGroup:
             return True
         if not self.covers(home_address):
             return False
-        for spec in self.pair(home_address):
-            sadb.add(spec)
+        self._install(sadb, self.pair(home_address))
         self.derived += 1
         return True
 
@@ -77,8 +140,7 @@ class NodeGroup:
         out, inbound = self.pair(source)
         if inbound.spi != spi:
             return None
-        sadb.add(out)
-        sadb.add(inbound)
+        self._install(sadb, (out, inbound))
         try:
             result = unprotect()
         except Exception:

@@ -50,12 +50,15 @@ from .errors import (
 )
 from .esp import (
     _HEAD,
+    DEFAULT_CIPHER_CACHE,
     DEFAULT_REPLAY_WINDOW,
+    CipherCache,
     KEY_LENGTHS,
     MIN_LEN,
     MIN_SPI,
     SALT_LEN,
     InboundSA,
+    KeySource,
     OutboundSA,
 )
 from .epoch import EpochInboundSA, Rekey
@@ -165,22 +168,27 @@ class SecurityAssociationDatabase:
     draws each outbound SA's IV mask (:mod:`haha.security.esp`). ``sequence_store`` (a
     :class:`haha.security.seqstore.SequenceStore`) keeps sequence numbers across restarts;
     without one, a restarted node's peers drop its packets as too old (docs/security.md).
+    ``cipher_cache`` is how many SAs keep their AES-GCM context between packets
+    (:class:`haha.security.esp.CipherCache`: the most recently used ones).
     """
 
     def __init__(self, replay_window: int = DEFAULT_REPLAY_WINDOW,
                  rng: Callable[[int], bytes] = os.urandom,
-                 sequence_store: "Optional[SequenceStore]" = None) -> None:
+                 sequence_store: "Optional[SequenceStore]" = None,
+                 cipher_cache: int = DEFAULT_CIPHER_CACHE) -> None:
         self.replay_window = replay_window
         self._rng = rng
         self.sequence_store = sequence_store
+        #: The AES-GCM contexts of the most recently used SAs of this database.
+        self.ciphers = CipherCache(cipher_cache)
         #: This run's boot epoch when the outbound SAs are keyed by one (set by whoever built
         #: the database, haha.security.keyring), else None.
         self.epoch: Optional[int] = None
         self._out: dict[int, OutboundSA] = {}  # int(peer) -> OutboundSA
-        # spi -> (InboundSA, ...): derived SPIs of different peers may collide
-        self._in: dict[int, tuple[InboundSA, ...]] = {}
+        # spi -> InboundSA, or a tuple of them: derived SPIs of different peers may collide
+        # (a tuple only then: one per SA would cost 56 octets each)
+        self._in: dict[int, Union[InboundSA, tuple[InboundSA, ...]]] = {}
         self._in_peer: dict[IPv6Address, InboundSA] = {}  # peer -> InboundSA
-        self._roles: dict[int, str] = {}  # int(peer) -> role
         # (int(local), int(peer)) -> OutboundSA (address take-over)
         self._out_local: dict[tuple[int, int], OutboundSA] = {}
         self._in_local: dict[tuple[int, int], InboundSA] = {}  # (int(local), int(peer)) -> SA
@@ -189,16 +197,45 @@ class SecurityAssociationDatabase:
         # A peer's first epoch authenticated; a peer's new run authenticated and followed.
         self.counters["epoch-learned"] = self.counters["epoch-switched"] = 0
 
+    def _role(self, p: int, peer: Any) -> Optional[str]:
+        """The role of the peer whose integer is ``p`` (every SA of a peer has the same): from
+        its own SAs, else from one held for address take-over; None without any SA. Kept on
+        the SAs rather than in a table of its own (an entry per node)."""
+        out = self._out.get(p)
+        if out is not None:
+            return out.role
+        sa = self._in_peer.get(peer if type(peer) is IPv6Address else IPv6Address(p))
+        if sa is not None:
+            return sa.role
+        for (_, q), local_sa in list(self._out_local.items()) + list(self._in_local.items()):
+            if q == p:
+                return local_sa.role
+        return None
+
+    def _same_spi(self, spi: int) -> tuple[InboundSA, ...]:
+        """The inbound SAs of ``spi`` (usually none or one)."""
+        sas = self._in.get(spi)
+        if sas is None:
+            return ()
+        return sas if type(sas) is tuple else (cast(InboundSA, sas),)
+
+    def _set_spi(self, spi: int, sas: tuple[InboundSA, ...]) -> None:
+        if not sas:
+            self._in.pop(spi, None)
+        else:
+            self._in[spi] = sas[0] if len(sas) == 1 else sas
+
     @classmethod
     def from_specs(cls, specs: Iterable[SaSpec], replay_window: int = DEFAULT_REPLAY_WINDOW,
                    rng: Callable[[int], bytes] = os.urandom,
-                   sequence_store: "Optional[SequenceStore]" = None
+                   sequence_store: "Optional[SequenceStore]" = None,
+                   cipher_cache: int = DEFAULT_CIPHER_CACHE
                    ) -> "SecurityAssociationDatabase":
         """A database holding ``specs`` (an iterable of :class:`SaSpec`). Raises
         :class:`SecurityConfigError` for a second SA of one peer in one direction, an inbound
         SPI shared with another peer for the same source addresses, or one peer given two
         roles; nothing is half-built."""
-        db = cls(replay_window, rng, sequence_store)
+        db = cls(replay_window, rng, sequence_store, cipher_cache)
         if sequence_store is None:
             for spec in specs:
                 db.add(spec)
@@ -208,27 +245,33 @@ class SecurityAssociationDatabase:
                     db.add(spec)
         return db
 
-    def add(self, spec: SaSpec) -> None:
-        """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes."""
+    def add(self, spec: SaSpec, key_source: Optional[KeySource] = None) -> None:
+        """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes.
+        With ``key_source`` the SA keeps no key material: the source derives ``spec``'s key
+        and salt again whenever the SA's cipher context is rebuilt (a node group's SAs)."""
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
-        known = self._roles.get(_key(spec.peer))
+        p = _key(spec.peer)  # one integer object for this SA's tables and its peer_key
+        known = self._role(p, spec.peer)
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}"
             )
         if spec.direction == "out":
-            if _key(spec.peer) in self._out:
+            if p in self._out:
                 raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA")
             seq, limit, reserve = 0, None, None
             if self.sequence_store is not None and spec.epoch is None:
                 seq, limit, reserve = self.sequence_store.start_outbound(spec.peer, spec.spi)
-            self._out[_key(spec.peer)] = OutboundSA(
+            out = OutboundSA(
                 spec.spi, spec.key, spec.salt, peer=spec.peer, rng=self._rng, seq=seq,
                 limit=limit if limit is not None else 0xFFFFFFFF, reserve=reserve,
-                iv_mask=spec.epoch)
+                iv_mask=spec.epoch, ciphers=self.ciphers, role=spec.role)
+            if key_source is not None:
+                out.use_key_source(key_source)
+            self._out[p] = out
         else:
-            same = self._in.get(spec.spi, ())
+            same = self._same_spi(spec.spi)
             mine = {spec.peer, *spec.sources}
             for other in same:
                 if other.peer == spec.peer or mine & ({other.peer} | other.sources):
@@ -249,10 +292,12 @@ class SecurityAssociationDatabase:
                                                                                 spec.spi)
                 sa = InboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer,
                                replay_window=window, role=spec.role, sources=spec.sources,
-                               floor=floor, advance=advance, save_at=save_at)
-            self._in[spec.spi] = same + (sa,)
+                               floor=floor, advance=advance, save_at=save_at,
+                               ciphers=self.ciphers, peer_key=p)
+                if key_source is not None:
+                    sa.use_key_source(key_source)
+            self._set_spi(spec.spi, same + (sa,))
             self._in_peer[spec.peer] = sa
-        self._roles[_key(spec.peer)] = spec.role
 
     def _epoch_inbound(self, spec: SaSpec, rekey: Rekey, window: int) -> EpochInboundSA:
         store = self.sequence_store
@@ -269,6 +314,7 @@ class SecurityAssociationDatabase:
 
         return EpochInboundSA(spec.spi, rekey, epoch=epoch, peer=spec.peer, floor=floor,
                               on_switch=switched, replay_window=window, role=spec.role,
+                              ciphers=self.ciphers,
                               sources=spec.sources, advance=advance, save_at=save_at)
 
     def add_local(self, spec: SaSpec, local: AddressLike, seq: int = 0, floor: int = 0) -> None:
@@ -281,7 +327,7 @@ class SecurityAssociationDatabase:
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
         local = _address(local, "local address")
         key = (_key(local), _key(spec.peer))
-        known = self._roles.get(_key(spec.peer))
+        known = self._role(_key(spec.peer), spec.peer)
         if known is not None and known != spec.role:
             raise SecurityConfigError(
                 f"peer {spec.peer} is already a {known}; an SA cannot make it a {spec.role}")
@@ -290,34 +336,30 @@ class SecurityAssociationDatabase:
                 raise SecurityConfigError(f"peer {spec.peer} already has an outbound SA "
                                           f"from {local}")
             self._out_local[key] = OutboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer,
-                                              rng=self._rng, seq=seq)
+                                              rng=self._rng, seq=seq, ciphers=self.ciphers,
+                                              role=spec.role)
         else:
             if key in self._in_local:
                 raise SecurityConfigError(f"peer {spec.peer} already has an inbound SA to "
                                           f"{local}")
-            same = self._in.get(spec.spi, ())
+            same = self._same_spi(spec.spi)
             if any(other.peer == spec.peer for other in same):
                 raise SecurityConfigError(f"inbound SPI 0x{spec.spi:08x} of peer {spec.peer} "
                                           "is already in use")
             window = self.replay_window if spec.replay_window is None else spec.replay_window
             sa = InboundSA(spec.spi, spec.key, spec.salt, peer=spec.peer, replay_window=window,
-                           role=spec.role, sources=spec.sources, floor=floor)
-            self._in[spec.spi] = same + (sa,)
+                           role=spec.role, sources=spec.sources, floor=floor,
+                           ciphers=self.ciphers)
+            self._set_spi(spec.spi, same + (sa,))
             self._in_local[key] = sa
-        self._roles[_key(spec.peer)] = spec.role
 
     def remove_local(self, local: AddressLike) -> None:
         """Forget every SA added with :meth:`add_local` for ``local``."""
         at = address_int(_address(local, "local address"))
         for key in [k for k in self._out_local if k[0] == at]:
-            del self._out_local[key]
+            self.ciphers.drop(self._out_local.pop(key))
         for key in [k for k in self._in_local if k[0] == at]:
-            gone = self._in_local.pop(key)
-            keep = tuple(sa for sa in self._in[gone.spi] if sa is not gone)
-            if keep:
-                self._in[gone.spi] = keep
-            else:
-                del self._in[gone.spi]
+            self._forget_inbound(self._in_local.pop(key))
 
     def has_local(self, local: AddressLike, peer: AddressLike) -> bool:
         """Whether an outbound SA of ``local`` towards ``peer`` exists."""
@@ -362,15 +404,16 @@ class SecurityAssociationDatabase:
     def remove_peer(self, peer: AddressLike) -> None:
         """Forget every SA of ``peer`` (both directions). Unknown peers are ignored."""
         peer = _address(peer, "peer")
-        self._out.pop(_key(peer), None)
+        out = self._out.pop(_key(peer), None)
+        if out is not None:
+            self.ciphers.drop(out)
         gone = self._in_peer.pop(peer, None)
         if gone is not None:
-            keep = tuple(sa for sa in self._in[gone.spi] if sa is not gone)
-            if keep:
-                self._in[gone.spi] = keep
-            else:
-                del self._in[gone.spi]
-        self._roles.pop(_key(peer), None)
+            self._forget_inbound(gone)
+
+    def _forget_inbound(self, gone: InboundSA) -> None:
+        self._set_spi(gone.spi, tuple(sa for sa in self._same_spi(gone.spi) if sa is not gone))
+        self.ciphers.drop(gone)
 
     # -- ISecurityAssociations ------------------------------------------------------------------
 
@@ -419,14 +462,17 @@ class SecurityAssociationDatabase:
             raise SecurityError(TRUNCATED, f"ESP packet of {len(esp)} octets is shorter than "
                                 f"{MIN_LEN}")
         spi, seq = _HEAD.unpack_from(esp)
-        sas = self._in.get(spi)
-        if sas is None:
+        found = self._in.get(spi)
+        if found is None:
             self.counters[UNKNOWN_SPI] += 1
             raise SecurityError(UNKNOWN_SPI, spi=spi)
         src = address_int(source) if type(source) is IPv6Address else _key(source)
-        sa = sas[0]
-        if src != sa.peer_key and src not in sa.source_keys:
-            sa = self._by_source(sas, src, source)
+        if type(found) is tuple:
+            sa = self._by_source(found, src, source)
+        else:
+            sa = found  # type: ignore[assignment]  # not cast(): a call on the hot path
+            if src != sa.peer_key and src not in sa.source_keys:
+                sa = self._by_source((sa,), src, source)
         try:
             # Every SA of the database is built from a SaSpec, which names its peer.
             return cast("tuple[IPv6Address, int, bytes]", sa._accept(esp, seq))
@@ -442,7 +488,7 @@ class SecurityAssociationDatabase:
 
     def _by_source(self, sas: tuple[InboundSA, ...], src: int, source: AddressLike) -> InboundSA:
         # Derived SPIs may collide between peers (docs/security.md): the source tells them apart.
-        for sa in sas[1:]:
+        for sa in sas:
             if src == sa.peer_key or src in sa.source_keys:
                 return sa
         sa = sas[0]
@@ -463,7 +509,7 @@ class SecurityAssociationDatabase:
     def role_of(self, peer: AddressLike) -> Optional[str]:
         """``home-agent`` or ``mobile-node`` for a peer with an SA, else None."""
         try:
-            return self._roles.get(_key(peer))
+            return self._role(_key(peer), peer)
         except SecurityConfigError:
             return None
 
@@ -476,7 +522,7 @@ class SecurityAssociationDatabase:
         (for the control interface). Never keys or salts."""
         rows: list[dict[str, Any]] = []
         for key, out in self._out.items():
-            rows.append({"peer": str(out.peer), "role": self._roles[key], "direction": "out",
+            rows.append({"peer": str(out.peer), "role": out.role, "direction": "out",
                          "spi": f"0x{out.spi:08x}", "seq": out.seq, "remaining": out.remaining})
         for sa in self._in_peer.values():
             row = {"peer": str(sa.peer), "role": sa.role, "direction": "in",
@@ -486,7 +532,7 @@ class SecurityAssociationDatabase:
                 row["epoch"] = None if sa.epoch is None else f"{sa.epoch:016x}"
             rows.append(row)
         for (local, peer), out in self._out_local.items():
-            rows.append({"peer": str(out.peer), "role": self._roles[peer], "direction": "out",
+            rows.append({"peer": str(out.peer), "role": out.role, "direction": "out",
                          "local": str(IPv6Address(local)), "spi": f"0x{out.spi:08x}",
                          "seq": out.seq, "remaining": out.remaining})
         for (local, _), sa in self._in_local.items():

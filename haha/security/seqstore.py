@@ -53,7 +53,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
@@ -64,9 +64,12 @@ from .esp import SEQ_MAX
 if TYPE_CHECKING:
     from .sadb import SecurityAssociationDatabase
 
-#: ``reserve(seq) -> limit`` and ``advance(top) -> next threshold`` (haha.security.esp).
-Reserve = Callable[[int], int]
-Advance = Callable[[int], int]
+#: ``reserve(sa, seq) -> limit`` and ``advance(sa, top) -> next threshold``
+#: (haha.security.esp): one function each for every SA of a store, which names the entry from
+#: the SA's peer, SPI and (inbound, keyed by boot epoch) epoch when it writes, so an SA costs
+#: the store no object of its own.
+Reserve = Callable[[Any, int], int]
+Advance = Callable[[Any, int], int]
 
 #: Entries that are not sequence numbers, and the largest value each may hold.
 _SPECIAL = {"epoch-generation": (1 << 40) - 1}
@@ -108,6 +111,9 @@ class SequenceStore:
         self.on_failure: Callable[[OSError], object] | None = None  # called with the OSError once per run of failed writes
         self.on_recovery: Callable[[], object] | None = None  # called when a write succeeds after failures
         self._write = os.write  # the seam tests use to make the disk fail
+        # Bound once: every SA of this store holds these same two objects.
+        self._reserve: Reserve = self._reserve_for
+        self._advance: Advance = self._advance_for
 
     def _load(self) -> dict[str, int]:
         try:
@@ -202,11 +208,11 @@ class SequenceStore:
             used = self.floor() if self.floor is not None else 0
             used = max(used, self._data.get(SHARED, 0))
         if used >= SEQ_MAX:
-            return SEQ_MAX, SEQ_MAX, self._reserver(name)
+            return SEQ_MAX, SEQ_MAX, self._reserve
         limit = min(used + self.block, SEQ_MAX)
         self._data[name] = limit
         self._save()
-        return used, limit, self._reserver(name)
+        return used, limit, self._reserve
 
     def _start_shared(self, name: str) -> tuple[int, int, Reserve]:
         """``start_outbound`` of an SA added alone with no entry: the run's shared reservation
@@ -219,27 +225,25 @@ class SequenceStore:
             self._save()
             self._shared = (base, limit)
         base, limit = self._shared
-        return base, limit, self._reserver(name)
+        return base, limit, self._reserve
 
-    def _reserver(self, name: str) -> Reserve:
-        def reserve(seq: int) -> int:
-            # When the write fails the SA goes on from this in-memory reservation; the next
-            # one tries the disk again (module docstring).
-            limit = min(seq - 1 + self.block, SEQ_MAX)
-            self._data[name] = limit
-            self._save()
-            return limit
-
-        return reserve
+    def _reserve_for(self, sa: Any, seq: int) -> int:
+        """The next reservation of outbound SA ``sa`` (``sa.peer``, ``sa.spi``), from ``seq``."""
+        # When the write fails the SA goes on from this in-memory reservation; the next
+        # one tries the disk again (module docstring).
+        limit = min(seq - 1 + self.block, SEQ_MAX)
+        self._data[_name("out", sa.peer, sa.spi)] = limit
+        self._save()
+        return limit
 
     # -- inbound ----------------------------------------------------------------------------
 
     def start_inbound(self, peer: object, spi: int) -> tuple[int, Advance, int]:
         """``(floor, advance, save_at)`` for a new inbound SA object (see the module
         docstring)."""
-        name = _name("in", peer, spi)
-        floor = self._data.get(name, 0)
-        return floor, self._advancer(name), floor + self.block
+        floor = self._data.get(_name("in", peer, spi), 0)
+        # self.block itself for a new SA: one shared int instead of one per SA
+        return floor, self._advance, floor + self.block if floor else self.block
 
     def start_inbound_epoch(self, peer: object, spi: int
                             ) -> tuple[int | None, int, Advance | None, int | None]:
@@ -251,8 +255,7 @@ class SequenceStore:
         if not known:
             return None, 0, None, None
         epoch, floor = max(known)
-        return (epoch, floor, self._advancer(_epoch_name(peer, spi, epoch)),
-                floor + self.block)
+        return epoch, floor, self._advance, floor + self.block
 
     def switch_inbound_epoch(self, peer: object, spi: int, epoch: int) -> tuple[Advance, int]:
         """The peer began a new epoch: drop the entries of earlier ones, return
@@ -263,15 +266,17 @@ class SequenceStore:
         name = _epoch_name(peer, spi, epoch)
         self._data[name] = 0
         self._save()
-        return self._advancer(name), self.block
+        return self._advance, self.block
 
-    def _advancer(self, name: str) -> Advance:
-        def advance(top: int) -> int:
-            self._data[name] = top
-            self._save()
-            return top + self.block
-
-        return advance
+    def _advance_for(self, sa: Any, top: int) -> int:
+        """Record inbound SA ``sa``'s window top (its entry named by ``sa.peer``, ``sa.spi``
+        and, for an SA keyed by boot epoch, ``sa.epoch``); the next threshold."""
+        epoch = getattr(sa, "epoch", None)
+        name = _name("in", sa.peer, sa.spi) if epoch is None else \
+            _epoch_name(sa.peer, sa.spi, epoch)
+        self._data[name] = top
+        self._save()
+        return top + self.block
 
     def flush(self, sadb: "SecurityAssociationDatabase") -> bool:
         """Write the current top of every inbound SA of ``sadb`` (at a clean stop); True when
