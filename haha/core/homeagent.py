@@ -65,7 +65,7 @@ from .halifecycle import (
 from .peering import Peering
 from .registrar import Registrar
 from .slices import Backlog
-from .switching import SWITCH_TRIES, SwitchRequests, drain_target
+from .switching import SWITCH_TRIES, TAKE_OVER_SLICE, SwitchRequests, drain_target
 from .sync import UNSPECIFIED, Sync, SyncReceiver
 from .tombstones import TOMBSTONE_TIME, TOMBSTONE_WINDOW, Tombstones
 
@@ -133,6 +133,7 @@ class HomeAgent:
         # Take-over, bulk answers and sweeps run in slices (haha.core.slices); so do expiry
         # and switch retransmissions, at most work.size each per tick.
         self.work = Backlog(counters=self.counters)
+        self.work.sizes["take-over"] = TAKE_OVER_SLICE  # cheap items (switching.py)
         self.sync.work = self.work
         self.sync.cache = self.cache
         self.flaps = FlapWatch(self.counters)  # a home address claimed from two care-ofs
@@ -437,7 +438,7 @@ class HomeAgent:
         next_hello = self.peering.next_hello
         if next_hello is not None and now >= next_hello:
             self.peering.send_hellos(now, out)
-        self.switching.tick(now, out, self.work.size or None)
+        self.switching.tick(now, out, self.switching.slice if self.work.size else None)
         if self.takeover.enabled:
             self.takeover.tick(now, out)
         if sliced:

@@ -38,6 +38,10 @@ DRAIN_MODES = (DRAIN_SPREAD, DRAIN_BEST, DRAIN_DISCOVER)
 SWITCH_HASR = "hasr"  # the draft's Home Agent Switch Request (4.1.5)
 SWITCH_RFC5142 = "rfc5142"  # RFC 5142 Home Agent Switch (MH type 12)
 SWITCH_MESSAGES = (SWITCH_HASR, SWITCH_RFC5142)
+# Who takes over a dead peer's mobile nodes (HomeAgentSettings.take_over_share).
+TAKE_OVER_FIRST = "first"  # the first-ranked live home agent takes every one
+TAKE_OVER_SPLIT = "split"  # every live home agent takes its share, decided by home address
+TAKE_OVER_SHARES = (TAKE_OVER_FIRST, TAKE_OVER_SPLIT)
 
 MAX_LIFETIME_UNITS = MAX_UNITS  # a 16-bit lifetime in units of 4 s (RFC 6275 6.1.7)
 
@@ -215,6 +219,12 @@ class HomeAgentSettings:
     #: Whether the first-ranked live home agent takes over a dead peer's mobile nodes from its
     #: copies (docs/protocol.md 6.6).
     take_over: bool = True
+    #: Who takes a dead peer's nodes over: 'first' (the first-ranked live home agent, all of
+    #: them) or 'split' (every live home agent its share, :func:`haha.core.switching.share_of`
+    #: the home address over the ranked live home agents: each share is decided without
+    #: negotiation, and the take-over and its switch requests run on every survivor at once).
+    #: Every home agent of a set must use the same value.
+    take_over_share: str = TAKE_OVER_FIRST
     #: Address take-over (:mod:`haha.core.addrtakeover`): the home agent that takes over a dead
     #: peer's nodes also holds its home agent address, so nodes that obey no switch request
     #: keep working; this home agent holds its own ``address`` itself, after an authenticated
@@ -277,6 +287,7 @@ class HomeAgentSettings:
         _number("biu_window", self.biu_window, 1, 4096, integer=True)
         _number("sync_mtu", self.sync_mtu, 1280, 65535, integer=True)
         _flag("take_over", self.take_over)
+        _choice("take_over_share", self.take_over_share, TAKE_OVER_SHARES)
         _flag("address_takeover", self.address_takeover)
         if self.address_takeover and self.haha_address in (None, self.address):
             raise SettingsError("address_takeover", "needs a haha_address of its own (the home "

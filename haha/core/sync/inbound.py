@@ -13,7 +13,7 @@ the copies naming its sender that it did not refresh are swept.
 belongs to (its cache, peers, tombstones, switch requests and outbound :class:`Sync`).
 """
 
-from typing import TYPE_CHECKING, Any, List
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from haha.wire.mh import (
     BIA_REJECTED_NOT_AUTHORISED,
@@ -23,7 +23,7 @@ from haha.wire.mh import (
     BindingInfoRequest,
     BindingInfoUpdate,
 )
-from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
+from haha.wire.options import IPADDR_HOME_AGENT, BceInfo, IpAddress
 
 from .. import halist
 from ..addrtakeover import handback_address
@@ -45,6 +45,13 @@ class SyncReceiver:
 
     def __init__(self, ha: "HomeAgent") -> None:
         self.ha = ha
+        #: Claims refused while their holder was live: holder -> {home address: (claimant,
+        #: entry, when received)}. A survivor's take-over may reach us before we have declared
+        #: the dead peer dead ourselves (its last HELLO reached us later): the claim loses to
+        #: the holder's rank then, and is applied if the holder dies before saying HELLO again
+        #: (:meth:`apply_claims`), so the copy names the survivor at once rather than after the
+        #: node re-registers or anti-entropy repairs it.
+        self.claims: Dict[Any, Dict[Any, Tuple[Any, BceInfo, float]]] = {}
 
     # -- ranking ties ----------------------------------------------------------------------
 
@@ -116,6 +123,8 @@ class SyncReceiver:
                     counters["biu-entry-rejected"] += 1
                     if held.primary is None:
                         sync.offer(sender, held, now, out)
+                    elif d == 0 and held.primary in ha.peers and claimant in ha.peers:
+                        self.claims.setdefault(held.primary, {})[hoa] = (claimant, bce, now)
                     continue
             counters["biu-entry-applied"] += 1
             if bce.lifetime == 0:
@@ -166,6 +175,39 @@ class SyncReceiver:
         if r is not None and r.target is None:
             ha.peers.bulk_answered(sender)
             self.sweep(sender, r.started, now, out)
+
+    def apply_claims(self, dead: Any, now: float, out: List[Any]) -> None:
+        """Peer ``dead`` was declared dead: the claims on its bindings that we refused while
+        it was live (:attr:`claims`) become copies naming their claimant, if the claimant is
+        live and the copy is still the one the claim contested (same sequence, still naming
+        ``dead``). Those are then not ours to take over."""
+        claims = self.claims.pop(dead, None)
+        if not claims:
+            return
+        ha = self.ha
+        cache = ha.cache
+        settings = ha.settings
+        applied = 0
+        for hoa, (claimant, bce, received) in claims.items():
+            held = cache.get(hoa)
+            if held is None or held.primary != dead or held.sequence != bce.sequence \
+                    or claimant not in ha.peers:
+                continue
+            lifetime = seconds(bce.lifetime)
+            expires = received + lifetime
+            if expires <= now:
+                continue
+            old = duties_of(settings, held)
+            b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
+                            expires, bce.prefixes, claimant, None, now, held)
+            transition(hoa, old, duties_of(settings, b), out)
+            applied += 1
+        ha.counters["claims-applied"] += applied
+
+    def forget_claims(self, holder: Any) -> None:
+        """``holder`` said HELLO: it is live, and the claims refused on its bindings were
+        wrong (or it restarted): forget them."""
+        self.claims.pop(holder, None)
 
     def sweep(self, peer: Any, since: float, now: float, out: List[Any]) -> None:
         """A bulk answer from ``peer`` is complete: copies naming it that the answer did not

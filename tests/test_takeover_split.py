@@ -1,0 +1,239 @@
+"""Take-over split between the survivors (``take_over_share = "split"``) and paced, bounded
+switch requests (haha.core.switching).
+
+On the in-memory network (every packet encoded, ESP on): the primary of every node dies; each
+survivor takes its share (decided from the home address, without negotiation) and tells those
+nodes; at every instant the network can observe, no node has two primaries, and at the end
+every node is registered with the survivor that is its only primary and was told by it. With
+the survivors detecting the death at different instants (one hears the dead peer's last HELLO
+later), the other survivor's take-over BIUs reach it while it still ranks the dead peer first:
+their claims are kept and applied when it too declares the peer dead.
+
+In the core, with many bindings: every slice is bounded by a count of items, first
+transmissions of switch requests leave before any retransmission, and the shares of two
+survivors are disjoint, complete and even.
+"""
+
+import random
+from collections import Counter
+from ipaddress import IPv6Address as A
+from ipaddress import IPv6Network as N
+
+import pytest
+
+from haha.core.effects import Event, Inbound, Send
+from haha.core.homeagent import HomeAgent
+from haha.core.settings import HomeAgentSettings, SettingsError
+from haha.core.switching import SWITCH_SLICE, TAKE_OVER_SLICE, share_of
+from haha.testing import Network
+from haha.wire.mh import BU_A, BU_H, BindingInfoUpdate, HaHello, HaSwitchRequest
+from haha.wire.options import BceInfo
+
+PREFIX = N("2001:db8:1::/64")
+HAS = [A("2001:db8:1::1"), A("2001:db8:1::2"), A("2001:db8:1::3")]
+BASE = int(A("2001:db8:1::1:0"))
+COA = int(A("2001:db8:99::"))
+
+
+def hoa(i):
+    return A(BASE + i)
+
+
+# -- the in-memory network ----------------------------------------------------------------------
+
+
+def _network(seed, n, share="split", ha3_latency=None):
+    """Three home agents (HA lifetime 3 s, HELLO every second), ``n`` nodes registered with
+    ha1 and knowing all three."""
+    net = Network(seed=seed)
+    has = net.add_home_agents(3, PREFIX, boot_wait=2.0, ha_lifetime=3, hello_interval=1.0,
+                              take_over_share=share)
+    if ha3_latency is not None:
+        net.set_links(["ha1"], ["ha3"], both=False, latency=ha3_latency)
+    net.run_for(5)
+    mns = [net.add_mobile_node(f"mn{i}", home_address=hoa(i), home_agents=HAS)
+           for i in range(n)]
+    for i, mn in enumerate(mns):
+        mn.start(A(COA + i + 1))
+    net.run_until_idle(timeout=120)
+    assert has[0].machine.cache.primary_count == n
+    return net, has, mns
+
+
+def _watch(net, done, timeout=120.0):
+    """Run, one packet or timer at a time, until ``done()``; after every step, no home
+    address may be primary at two live home agents. Returns the number of steps."""
+    deadline = net.now + timeout
+    steps = 0
+    while not done():
+        assert net._queue and net._queue[0][0] <= deadline, "the network did not settle"
+        net.step()
+        steps += 1
+        twice = [h for h, names in net.primaries().items() if len(names) > 1]
+        assert not twice, f"two primaries at t={net.now}: {twice[:3]}"
+    return steps
+
+
+def _kill_and_watch(net, has, timeout=120.0, kill=True):
+    """Kill ha1 (unless ``kill`` is False: it is dead already) and :func:`_watch` until both
+    survivors have declared a peer dead and every machine is idle."""
+    if kill:
+        net.kill("ha1")
+    return _watch(net, lambda: net.idle() and all(h.events_named("peer-down")
+                                                  for h in has[1:]), timeout)
+
+
+def _assert_served_and_told(net, has, mns):
+    """Every node registered with the survivor that is its only primary, that survivor the
+    one its share names, and every node told by it (its switch request received)."""
+    survivors = has[1:]
+    by_address = {h.address: h for h in survivors}
+    primaries = net.primaries()
+    ranked = sorted(h.identity for h in survivors)  # equal preferences: lowest address first
+    for mn in mns:
+        m = mn.machine
+        assert m.state == "registered"
+        holder = by_address[m.home_agent]
+        assert primaries[m.home_address] == [holder.name]
+        assert holder.identity == ranked[share_of(m.home_address, 2)]
+        assert m.counters["switch-received"] >= 1
+    assert net.identical_caches()
+
+
+def test_split_take_over_each_survivor_its_share_never_two_primaries():
+    """300 nodes of ha1: ha2 and ha3 each take over their share (together all, about half
+    each), send switch requests only to their own, and every node ends registered with the
+    survivor its share names, told by it; no node ever has two primaries."""
+    net, has, mns = _network(seed=11, n=300)
+    steps = _kill_and_watch(net, has)
+    assert steps > 1000
+    taken = [h.events_named("take-over") for h in has[1:]]
+    counts = [sum(e["count"] for e in t) for t in taken]
+    assert sum(counts) == 300 and min(counts) >= 100
+    sent = [h.machine.counters["switch-sent"] for h in has[1:]]
+    assert sent[0] >= counts[0] and sent[1] >= counts[1]
+    _assert_served_and_told(net, has, mns)
+
+
+def test_first_ranked_take_over_is_unchanged():
+    """With the default ``take_over_share`` ("first"), the first-ranked survivor takes every
+    node over, the other none."""
+    net, has, mns = _network(seed=12, n=60, share="first")
+    _kill_and_watch(net, has)
+    assert [sum(e["count"] for e in h.events_named("take-over")) for h in has[1:]] == [60, 0]
+    assert all(mn.machine.home_agent == HAS[1] for mn in mns)
+
+
+@pytest.mark.parametrize("seed", [21, 22, 23])
+def test_split_take_over_when_the_survivors_detect_at_different_instants(seed):
+    """ha3 hears ha1 120 ms later than ha2 does, so it declares ha1 dead 120 ms after ha2:
+    ha2's take-over BIUs reach ha3 while it still ranks ha1 first, and are refused. They are
+    not lost: ha3 keeps the claims and applies them when ha1 dies for it too. The nodes are
+    half a second away, so none has re-registered yet: right after ha3's take-over, each
+    survivor holds every binding either as its own primary or as a copy naming the other
+    (none still naming ha1); never two primaries; at the end every node is served and told."""
+    net, has, mns = _network(seed=seed, n=200, ha3_latency=0.12)
+    net.set_links(["ha2", "ha3"], [mn.name for mn in mns], latency=0.5)
+    net.kill("ha1")
+    _watch(net, lambda: has[2].events_named("take-over"), timeout=30)
+    end = net.now + 0.01
+    _watch(net, lambda: net._queue[0][0] > end)
+    assert not any(mn.machine.counters["switch-received"] for mn in mns)
+    for me, other in ((has[1], has[2]), (has[2], has[1])):
+        primaries = {b.home_address for b in me.machine.cache if b.primary is None}
+        others = {b.home_address for b in me.machine.cache if b.primary == other.identity}
+        assert len(primaries) + len(others) == 200 and not primaries & others
+    assert has[2].machine.counters["claims-applied"] > 50
+    _kill_and_watch(net, has, kill=False)
+    _assert_served_and_told(net, has, mns)
+    assert not has[2].events_named("anti-entropy-repair")
+
+
+# -- the core, with many bindings ------------------------------------------------------------------
+
+
+def _survivor(identity, copies, share="split", seed=5):
+    """A home agent at ``identity`` holding ``copies`` copies naming HAS[0], whose peers are
+    the two other home agents; every peer has said HELLO and is in sync."""
+    s = HomeAgentSettings(address=identity, home_prefix=PREFIX,
+                          peers=tuple(a for a in HAS if a != identity), boot_wait=0,
+                          max_binding_lifetime=3600, take_over_share=share,
+                          switch_rate=1e6)
+    ha = HomeAgent(s, random.Random(seed))
+    ha.start(0.0)
+    for k, peer in enumerate(a for a in HAS if a != identity):
+        lifetime = 3 if peer == HAS[0] else 3600
+        ha.receive(Inbound(HaHello(k + 1, 0, lifetime, 1, 64, peer), peer, identity, None,
+                           None, peer), 0.0)
+        ha.peers.bulk_answered(peer)  # as if it had answered our bulk request: in sync
+    for k in range(0, copies, 24):
+        entries = tuple(BceInfo(hoa(i), A(COA + i), BU_H | BU_A, 1, 900, ())
+                        for i in range(k, min(copies, k + 24)))
+        ha.receive(Inbound(BindingInfoUpdate(k + 1, entries), HAS[0], identity, None, None,
+                           HAS[0]), 0.0)
+    return ha
+
+
+def _drive(ha, start, until):
+    """Tick ``ha`` at every deadline (a past one at once) from ``start`` to ``until``; the
+    effects of each call."""
+    calls = []
+    now = start
+    while True:
+        d = ha.next_deadline()
+        if d is None or d > until:
+            return calls
+        now = max(now, d)
+        calls.append(ha.tick(now))
+
+
+def _hasrs(out):
+    return [e for e in out if type(e) is Send and type(e.message) is HaSwitchRequest]
+
+
+def test_shares_of_two_survivors_are_disjoint_complete_and_even():
+    """ha2 and ha3, each deciding alone, take over disjoint sets of 20,000 copies whose union
+    is all of them, each within 2 % of half."""
+    n = 20000
+    taken = {}
+    for me in HAS[1:]:
+        ha = _survivor(me, n)
+        _drive(ha, 0.0, 5.0)
+        taken[me] = {b.home_address for b in ha.cache if b.primary is None}
+    a, b = taken[HAS[1]], taken[HAS[2]]
+    assert not a & b and len(a | b) == n
+    assert abs(len(a) - n / 2) < n * 0.02
+    assert Counter(share_of(hoa(i), 3) for i in range(30000)).most_common()[-1][1] > 9500
+
+
+def test_take_over_of_many_bindings_in_bounded_slices_hasrs_first():
+    """A survivor taking over its share of 20,000 copies: no call carries more than
+    TAKE_OVER_SLICE forwarding changes nor more than SWITCH_SLICE switch requests; every node
+    of its share gets its first switch request before any is retransmitted."""
+    ha = _survivor(HAS[1], 20000)
+    calls = _drive(ha, 0.0, 30.0)
+    from haha.core.effects import InstallRoute
+    installs = [sum(type(e) is InstallRoute for e in out) for out in calls]
+    hasrs = [len(_hasrs(out)) for out in calls]
+    mine = ha.cache.primary_count
+    assert 9000 < mine < 11000
+    assert max(installs) <= TAKE_OVER_SLICE and sum(installs) == mine
+    assert max(hasrs) <= SWITCH_SLICE
+    order = [e.dst for out in calls for e in _hasrs(out)]
+    firsts = len(set(order))
+    assert firsts == mine
+    assert len(set(order[:mine])) == mine  # every first transmission before a retransmission
+    assert ha.counters["switch-retransmitted"] > 0
+
+
+def test_take_over_share_is_checked():
+    """A take_over_share other than 'first' or 'split' is refused naming the field."""
+    with pytest.raises(SettingsError, match="take_over_share"):
+        HomeAgentSettings(address=HAS[0], home_prefix=PREFIX, take_over_share="half")
+
+
+def test_take_over_event_counts_only_what_was_taken():
+    """A survivor whose share of a dead peer's copies is empty emits no take-over event."""
+    ha = _survivor(HAS[1], 0)
+    calls = _drive(ha, 0.0, 5.0)
+    assert not [e for out in calls for e in out if type(e) is Event and e.name == "take-over"]
