@@ -237,3 +237,60 @@ def test_take_over_event_counts_only_what_was_taken():
     ha = _survivor(HAS[1], 0)
     calls = _drive(ha, 0.0, 5.0)
     assert not [e for out in calls for e in out if type(e) is Event and e.name == "take-over"]
+
+
+# -- retransmission timeout from the nodes' answer times ---------------------------------------------
+
+
+def _requests(n_first, n_second):
+    """A SwitchRequests over a cache of ``n_first + n_second`` primaries (sequence 1)."""
+    from collections import Counter as C
+
+    from haha.core.cache import BindingCache
+    from haha.core.switching import SwitchRequests
+
+    s = HomeAgentSettings(address=HAS[1], home_prefix=PREFIX, switch_rate=1e6)
+    cache = BindingCache()
+    for i in range(n_first + n_second):
+        cache.store(hoa(i), A(COA + i), BU_H | BU_A, 1, 900, 900.0, (), None, HAS[1], 0.0)
+    return SwitchRequests(s, random.Random(3), C(), cache, set()), cache
+
+
+def _asked(sr, cache, now):
+    out = []
+    sr.tick(now, out, None)
+    return {e.routing_address for e in _hasrs(out)}
+
+
+def test_retransmission_timeout_follows_the_nodes_answer_time():
+    """Ten nodes answer their switch request 2 s after it left (one sample each): the
+    timeout becomes SRTT + 4 RTTVAR (over 2 s) instead of 1 s. Ten requests sent at 0.51 s,
+    due for retransmission by 1.76 s under the old timeout, are not repeated at 2.05 s (they
+    wait for the new estimate), and are once that has passed."""
+    sr, cache = _requests(10, 10)
+    out = []
+    for i in range(10):
+        sr.request(cache.get(hoa(i)), HAS[1], 0.0, out)
+    assert len(_asked(sr, cache, 0.01)) == 9  # the paced rest of the first ten (1 at once)
+    assert sr.rto() == 1.0
+    for i in range(10, 20):
+        sr.request(cache.get(hoa(i)), HAS[1], 0.5, out)
+    assert len(_asked(sr, cache, 0.51)) == 9
+    for i in range(10):
+        sr.answered(hoa(i), 2.0)
+    assert 2.0 < sr.rto() < 3.0
+    assert _asked(sr, cache, 2.05) == set()
+    assert len(sr.pending) == 10
+    late = 0.51 + 1.25 * sr.rto() + 0.01
+    assert _asked(sr, cache, late) == {hoa(i) for i in range(10, 20)}
+    assert sr.counters["switch-retransmitted"] == 10
+
+
+def test_a_retransmitted_request_gives_no_sample():
+    """Karn's rule: an answer to a request sent more than once says nothing of the answer
+    time; the timeout stays."""
+    sr, cache = _requests(1, 0)
+    sr.request(cache.get(hoa(0)), HAS[1], 0.0, [])  # sent at once
+    assert _asked(sr, cache, 1.3) == {hoa(0)}  # and again
+    sr.answered(hoa(0), 5.0)
+    assert sr.srtt is None and sr.rto() == 1.0 and not sr.pending

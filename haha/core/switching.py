@@ -71,7 +71,7 @@ class SwitchState:
     """A switch request in progress: ``waiting`` until its paced first transmission, then
     retransmitted until the node re-registers elsewhere or ``SWITCH_TRIES`` are spent."""
 
-    __slots__ = ("desired", "sequence", "timeout", "next_at", "tries", "waiting")
+    __slots__ = ("desired", "sequence", "timeout", "next_at", "tries", "waiting", "sent_at")
 
     def __init__(self, desired: Any, sequence: int, timeout: float, next_at: float,
                  waiting: bool) -> None:
@@ -81,6 +81,7 @@ class SwitchState:
         self.next_at = next_at
         self.tries = 1
         self.waiting = waiting
+        self.sent_at = 0.0  # when last sent
 
 
 class SwitchRequests:
@@ -100,6 +101,13 @@ class SwitchRequests:
         self._heap: List[Tuple[float, int, Any]] = []  # retransmissions: (next_at, order, hoa)
         self._order = itertools.count()  # ties never compare addresses
         self._slot = 0.0  # when the next paced first switch request may leave
+        # The nodes' answer time (switch request sent once, to the Binding Update that
+        # answers it), smoothed as RFC 6298 does for TCP: the retransmission timeout follows
+        # it, so a survivor whose queue of re-registrations takes seconds to work through
+        # does not ask every node again meanwhile (each repeat costs it, and the node, a
+        # packet more while nothing was lost).
+        self.srtt: Optional[float] = None
+        self.rttvar = 0.0
         #: Switch requests per tick when the home agent works in slices.
         self.slice = SWITCH_SLICE
         self.drain_cursor = 0
@@ -120,7 +128,7 @@ class SwitchRequests:
         """Ask the node of ``b`` to switch to ``desired`` (None: let it discover)."""
         if b.home_address in self.unswitchable:
             return
-        timeout = self.settings.biu_initial_timeout
+        timeout = self.rto()
         at = max(now, self._slot)
         self._slot = at + 1.0 / self.settings.switch_rate
         waiting = at > now
@@ -128,12 +136,39 @@ class SwitchRequests:
                          at if waiting else now + self.jittered(timeout), waiting)
         self.pending[b.home_address] = st
         if not waiting:
+            st.sent_at = now
             heapq.heappush(self._heap, (st.next_at, next(self._order), b.home_address))
             self._send(b, desired, out)
         else:
             self._first.append((at, b.home_address))
             self.counters["switch-paced"] += 1
         out.append(Event(EventName.SWITCH_REQUESTED, home_address=b.home_address, desired=desired))
+
+    def rto(self) -> float:
+        """The first retransmission timeout: ``biu_initial_timeout`` until answers were
+        measured, then SRTT + 4 RTTVAR (RFC 6298 2.3), within ``biu_initial_timeout`` and
+        ``biu_max_timeout``."""
+        s = self.settings
+        if self.srtt is None:
+            return float(s.biu_initial_timeout)
+        return min(max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar), s.biu_max_timeout)
+
+    def answered(self, home_address: Any, now: float) -> None:
+        """The node of ``home_address`` re-registered (a new sequence number): its request is
+        done. A request sent once gives a sample of the answer time (Karn: a retransmitted
+        one is ambiguous)."""
+        st = self.pending.pop(home_address, None)
+        if st is None or st.waiting or st.tries != 1:
+            return
+        sample = now - st.sent_at
+        if sample < 0:
+            return
+        if self.srtt is None:
+            self.srtt = sample
+            self.rttvar = sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
 
     def jittered(self, timeout: float) -> float:
         """A retransmission timeout stretched by up to a quarter at random, so requests sent
@@ -202,6 +237,8 @@ class SwitchRequests:
                 del pending[hoa]
                 continue
             st.waiting = False
+            st.sent_at = now
+            st.timeout = max(st.timeout, self.rto())
             st.next_at = now + self.jittered(st.timeout)
             heapq.heappush(heap, (st.next_at, next(self._order), hoa))
             self._send(b, st.desired, out)
@@ -217,11 +254,19 @@ class SwitchRequests:
             if b is None or b.primary is not None or b.sequence != st.sequence:
                 del pending[hoa]
                 continue
+            if st.tries == 1 and now < st.sent_at + self.rto():
+                # Answers have been slower than this request's timeout foresaw: wait for
+                # the current estimate before asking again.
+                st.timeout = self.rto()
+                st.next_at = st.sent_at + self.jittered(st.timeout)
+                heapq.heappush(heap, (st.next_at, next(self._order), hoa))
+                continue  # (counted in the slice: bounded work per tick)
             if st.tries >= SWITCH_TRIES:
                 del pending[hoa]
                 out.append(Event(EventName.SWITCH_UNANSWERED, home_address=hoa, desired=st.desired))
                 continue
             st.tries += 1
+            st.sent_at = now
             st.timeout = min(st.timeout * 2, maximum)
             st.next_at = now + self.jittered(st.timeout)
             heapq.heappush(heap, (st.next_at, next(self._order), hoa))
