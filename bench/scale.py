@@ -218,6 +218,8 @@ class Run:
         survivors = [ha.name for ha in c.has if ha is not first]
         before = {s: _counter_read(c, s, "event.peer-down") for s in survivors}
         downs0 = sum(before.values())
+        gen0 = self.generator.report()["cpu_s"]
+        cpu0 = _cpu(c, survivors)
         self.generator.mark()
         wall0 = time.time()
         t0 = time.monotonic()
@@ -246,6 +248,8 @@ class Run:
         check = load.wait("a consistent set of survivors", lambda: self._consistent(survivors),
                           self.timeout, max(0.5, self.interval))
         consistent = time.monotonic() - t0
+        cpu1 = _cpu(c, survivors)
+        gen1 = self.generator.report()["cpu_s"]
         phase = self.generator.phase(wall0)
         told = load.percentiles(phase["told"])
         moved = load.percentiles(phase["registered"])
@@ -262,7 +266,9 @@ class Run:
                 "switch_sent": {s: _counter_read(c, s, "core.switch-sent") for s in survivors},
                 "switch_retransmitted": {s: _counter_read(c, s, "core.switch-retransmitted")
                                          for s in survivors},
-                "taken_over": {s: _counter_read(c, s, "core.taken-over") for s in survivors}}
+                "taken_over": {s: _counter_read(c, s, "core.taken-over") for s in survivors},
+                "ha_cpu_s": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1},
+                "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)]}
 
     def restart(self):
         """The killed home agent started again, relearning every binding."""

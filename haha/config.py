@@ -202,6 +202,8 @@ class HomeAgentConfig:
     boot_wait = _Core[float]("boot_wait", "[home-agent] boot-wait")
     take_over = _Core[bool]("take_over", "[home-agent] take-over")
     take_over_share = _Core[str]("take_over_share", "[home-agent] take-over-share")
+    sync_mtu = _Core[int]("sync_mtu", "[home-agent] sync-mtu")
+    sync_window = _Core[int]("biu_window", "[home-agent] sync-window")
     address_takeover = _Core[bool]("address_takeover", "[home-agent] address-takeover")
     drain_mode = _Core[str]("drain", "[home-agent] drain-mode")
     switch_message = _Core[str]("switch_message", "[home-agent] switch-message")
@@ -261,6 +263,8 @@ HOME_AGENT_KEYS: dict[str, tuple[str, str | None]] = {
     "boot_wait": ("home-agent", "boot-wait"),
     "take_over": ("home-agent", "take-over"),
     "take_over_share": ("home-agent", "take-over-share"),
+    "sync_mtu": ("home-agent", "sync-mtu"),
+    "biu_window": ("home-agent", "sync-window"),
     "address_takeover": ("home-agent", "address-takeover"),
     "drain": ("home-agent", "drain-mode"),
     "switch_message": ("home-agent", "switch-message"),
@@ -580,6 +584,8 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
         boot_wait=ha.get_float("boot-wait", min(2 * hello, float(lifetime))),
         take_over=ha.get_bool("take-over", True),
         take_over_share=ha.get_str("take-over-share", TAKE_OVER_FIRST),
+        sync_mtu=ha.get_int("sync-mtu", 1280),
+        biu_window=ha.get_int("sync-window", 64),
         address_takeover=ha.get_bool("address-takeover", False),
         drain=ha.get_str("drain-mode", DRAIN_SPREAD),
         switch_message=ha.get_str("switch-message", SWITCH_HASR),

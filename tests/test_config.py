@@ -307,3 +307,20 @@ def test_address_takeover_and_obey_switch():
     assert c.obeys_switch is False and mobile_node_settings(c).obeys_switch is False
     e = err(node.replace("[security]", "obey-switch = maybe\n[security]"), node=True)
     assert e.key == "obey-switch"
+
+
+def test_take_over_share_and_sync_packing():
+    """take-over-share (first by default, split), sync-mtu (1280) and sync-window (64) reach
+    the core's settings; a value out of range or an unknown choice stops the start with a
+    located error."""
+    c = ha(BASE)
+    assert (c.settings.take_over_share, c.settings.sync_mtu, c.settings.biu_window) == \
+        ("first", 1280, 64)
+    c = ha(BASE.replace("home-interface", "take-over-share = split\nsync-mtu = 8000\n"
+                        "sync-window = 256\nhome-interface"))
+    assert (c.settings.take_over_share, c.settings.sync_mtu, c.settings.biu_window) == \
+        ("split", 8000, 256)
+    for line, key in (("take-over-share = half", "take-over-share"),
+                      ("sync-mtu = 1000", "sync-mtu"), ("sync-window = 0", "sync-window")):
+        e = err(BASE.replace("home-interface", line + "\nhome-interface"))
+        assert (e.section, e.key, e.line) == ("home-agent", key, 4)

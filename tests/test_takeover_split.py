@@ -282,7 +282,13 @@ def test_retransmission_timeout_follows_the_nodes_answer_time():
     assert _asked(sr, cache, 2.05) == set()
     assert len(sr.pending) == 10
     late = 0.51 + 1.25 * sr.rto() + 0.01
-    assert _asked(sr, cache, late) == {hoa(i) for i in range(10, 20)}
+    first = _asked(sr, cache, late)
+    assert first and first <= {hoa(i) for i in range(10, 20)}
+    # That timeout, with no answer since, backed the timer off (RFC 6298 5.5): the rest wait
+    # for the doubled timeout, then go too.
+    assert sr.backoff == 2.0
+    rest = _asked(sr, cache, 0.51 + 1.25 * sr.rto() + 0.01)
+    assert first | rest == {hoa(i) for i in range(10, 20)}
     assert sr.counters["switch-retransmitted"] == 10
 
 
@@ -293,4 +299,71 @@ def test_a_retransmitted_request_gives_no_sample():
     sr.request(cache.get(hoa(0)), HAS[1], 0.0, [])  # sent at once
     assert _asked(sr, cache, 1.3) == {hoa(0)}  # and again
     sr.answered(hoa(0), 5.0)
-    assert sr.srtt is None and sr.rto() == 1.0 and not sr.pending
+    assert sr.srtt is None and sr.rto() == 2.0 and not sr.pending  # 1 s, backed off once
+
+
+def test_unanswered_requests_back_the_timer_off():
+    """200 requests sent at once and never answered: they are not all repeated a second
+    later. The first timeout doubles the timer; the others wait for it (without the backoff,
+    all 200 would go again by 1.25 s), then are repeated too: none is abandoned."""
+    sr, cache = _requests(200, 0)
+    for i in range(200):
+        sr.request(cache.get(hoa(i)), HAS[1], 0.0, [])
+    assert len(_asked(sr, cache, 0.01)) == 199
+    again = _asked(sr, cache, 1.3)
+    assert 0 < len(again) < 20 and sr.backoff == 2.0
+    assert again | _asked(sr, cache, 2.6) == {hoa(i) for i in range(200)}
+
+
+# -- relearning: the bulk answer and the sweep in bounded slices --------------------------------------
+
+
+def test_bulk_answer_of_many_bindings_in_bounded_slices_and_complete():
+    """A home agent with 20,000 primaries answers a restarted peer's bulk request: no call
+    looks at more than BULK_SLICE cache entries (the request's own call included), every
+    primary reaches the requester exactly once, packed to sync_mtu, then the end marker."""
+    from haha.core.sync.outbound import BULK_SLICE
+    from haha.wire.mh import BindingInfoAck, BindingInfoRequest
+    from haha.wire.options import IPADDR_HOME_ADDRESS, IpAddress
+
+    me, peer = HAS[1], HAS[2]
+    s = HomeAgentSettings(address=me, home_prefix=PREFIX, peers=(peer,), boot_wait=0,
+                          max_binding_lifetime=3600, sync_mtu=8000)
+    ha = HomeAgent(s, random.Random(9))
+    ha.start(0.0)
+    ha.receive(Inbound(HaHello(1, 0, 3600, 1, 64, peer), peer, me, None, None, peer), 0.0)
+    n = 20000
+    for i in range(n):  # its primaries (as registrations would leave them)
+        ha.cache.store(hoa(i), A(COA + i), BU_H | BU_A, 1, 900, 900.0, (), None, me, 0.0)
+
+    def items():
+        return ha.counters["slice-items.bulk-answer"]
+
+    carried, ended, looked = [], False, []
+    before = items()
+    out = ha.receive(Inbound(BindingInfoRequest(77, (IpAddress(IPADDR_HOME_ADDRESS, A("::"),
+                                                                128),)),
+                             peer, me, None, None, peer), 1.0)
+    looked.append(items() - before)
+    now = 1.0
+    for _ in range(10000):
+        bius = [e.message for e in out if type(e) is Send
+                and type(e.message) is BindingInfoUpdate]
+        out = []
+        for biu in bius:
+            carried.extend(bce.home_address for bce in biu.entries)
+            ended = ended or (not biu.entries and biu.identifier == 77)
+            out += ha.receive(Inbound(BindingInfoAck(biu.identifier, 0), peer, me, None, None,
+                                      peer), now)
+        if ended:
+            break
+        d = ha.next_deadline()
+        if d is not None and d <= now:
+            before = items()
+            out += ha.tick(now)
+            looked.append(items() - before)
+        elif not out:
+            now += 0.001
+    assert ended and sorted(carried) == sorted(hoa(i) for i in range(n))
+    assert max(looked) <= BULK_SLICE and sum(looked) == 2 * n
+    assert ha.counters["biu-sent"] < n / 100  # about 164 bindings a BIU at sync_mtu 8000

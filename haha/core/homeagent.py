@@ -67,6 +67,8 @@ from .registrar import Registrar
 from .slices import Backlog
 from .switching import SWITCH_TRIES, TAKE_OVER_SLICE, SwitchRequests, drain_target
 from .sync import UNSPECIFIED, Sync, SyncReceiver
+from .sync.inbound import SWEEP_SLICE
+from .sync.outbound import BULK_SLICE
 from .tombstones import TOMBSTONE_TIME, TOMBSTONE_WINDOW, Tombstones
 
 # The states by their old names (importable as before).
@@ -133,7 +135,9 @@ class HomeAgent:
         # Take-over, bulk answers and sweeps run in slices (haha.core.slices); so do expiry
         # and switch retransmissions, at most work.size each per tick.
         self.work = Backlog(counters=self.counters)
-        self.work.sizes["take-over"] = TAKE_OVER_SLICE  # cheap items (switching.py)
+        # Cheaper items, larger slices (each bounded by a count, well under 50 ms).
+        self.work.sizes.update({"take-over": TAKE_OVER_SLICE, "bulk-answer": BULK_SLICE,
+                                "sweep": SWEEP_SLICE})
         self.sync.work = self.work
         self.sync.cache = self.cache
         self.flaps = FlapWatch(self.counters)  # a home address claimed from two care-ofs

@@ -108,6 +108,11 @@ class SwitchRequests:
         # packet more while nothing was lost).
         self.srtt: Optional[float] = None
         self.rttvar = 0.0
+        # RFC 6298 5.5: a timeout backs the timer off (doubles it) until an answer gives a
+        # new sample; here at most once per timeout period, as one timeout speaks for every
+        # request sent around the same time.
+        self.backoff = 1.0
+        self._backed_off_at: Optional[float] = None
         #: Switch requests per tick when the home agent works in slices.
         self.slice = SWITCH_SLICE
         self.drain_cursor = 0
@@ -147,11 +152,13 @@ class SwitchRequests:
     def rto(self) -> float:
         """The first retransmission timeout: ``biu_initial_timeout`` until answers were
         measured, then SRTT + 4 RTTVAR (RFC 6298 2.3), within ``biu_initial_timeout`` and
-        ``biu_max_timeout``."""
+        ``biu_max_timeout``; times :attr:`backoff` after unanswered requests timed out."""
         s = self.settings
         if self.srtt is None:
-            return float(s.biu_initial_timeout)
-        return min(max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar), s.biu_max_timeout)
+            base = float(s.biu_initial_timeout)
+        else:
+            base = max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar)
+        return min(base * self.backoff, s.biu_max_timeout)
 
     def answered(self, home_address: Any, now: float) -> None:
         """The node of ``home_address`` re-registered (a new sequence number): its request is
@@ -163,6 +170,8 @@ class SwitchRequests:
         sample = now - st.sent_at
         if sample < 0:
             return
+        self.backoff = 1.0
+        self._backed_off_at = None
         if self.srtt is None:
             self.srtt = sample
             self.rttvar = sample / 2
@@ -265,6 +274,11 @@ class SwitchRequests:
                 del pending[hoa]
                 out.append(Event(EventName.SWITCH_UNANSWERED, home_address=hoa, desired=st.desired))
                 continue
+            if st.tries == 1 and (self._backed_off_at is None
+                                  or now >= self._backed_off_at + self.rto()):
+                # A first timeout with no answer measured since: back the timer off.
+                self.backoff = min(self.backoff * 2, 64.0)
+                self._backed_off_at = now
             st.tries += 1
             st.sent_at = now
             st.timeout = min(st.timeout * 2, maximum)

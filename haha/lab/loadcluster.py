@@ -46,6 +46,12 @@ def take_over_lines(share: str, n_nodes: int) -> list[str]:
     return lines
 
 
+#: The BIU size between the load cluster's home agents: on loopback with the UDP transport the
+#: path MTU is the transport's read size (8,192), so a BIU carries 164 bindings instead of
+#: the 24 of the 1,280-octet default (docs/configuration.md, ``sync-mtu``).
+SYNC_MTU = 8000
+
+
 class ClusterOptions(TypedDict, total=False):
     """:class:`LoadCluster`'s optional arguments, for the functions that pass them on."""
 
@@ -121,7 +127,8 @@ class LoadCluster(LocalCluster):
         prefixes = "".join(f"{care_of_prefix(w)} = 127.0.0.1:{port}\n"
                            for w, port in enumerate(self.worker_ports))
         take_over = "".join(line + "\n" for line in take_over_lines(self.take_over_share,
-                                                                     self.n_nodes))
+                                                                     self.n_nodes)
+                            + [f"sync-mtu = {SYNC_MTU}"])
         return super()._ha_text(ha).replace("[udp-peers]\n", "[udp-peers]\n" + prefixes, 1) \
             .replace("backend = null\n", "backend = null\n" + take_over, 1)
 

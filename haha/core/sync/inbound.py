@@ -23,6 +23,7 @@ from haha.wire.mh import (
     BindingInfoRequest,
     BindingInfoUpdate,
 )
+from haha.wire.addresses import address_int
 from haha.wire.options import IPADDR_HOME_AGENT, BceInfo, IpAddress
 
 from .. import halist
@@ -34,6 +35,10 @@ from ..events import EventName
 from ..seqnum import distance, seconds
 from ..switching import hand_back
 from .outbound import UNSPECIFIED
+
+#: Cache entries looked at per slice of the sweep after a bulk answer: most are passed over
+#: at a fraction of a microsecond each.
+SWEEP_SLICE = 2048
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ..homeagent import HomeAgent
@@ -52,6 +57,10 @@ class SyncReceiver:
         #: (:meth:`apply_claims`), so the copy names the survivor at once rather than after the
         #: node re-registers or anti-entropy repairs it.
         self.claims: Dict[Any, Dict[Any, Tuple[Any, BceInfo, float]]] = {}
+        #: Copies created by the bulk answer under way from each peer: counted, not one
+        #: ``copy-created`` event each (100,000 events for a restart), and reported in its
+        #: ``bulk-sync-complete``.
+        self.bulk_copied: Dict[Any, int] = {}
 
     # -- ranking ties ----------------------------------------------------------------------
 
@@ -95,10 +104,12 @@ class SyncReceiver:
                 claimant = o.address
         mine = claimant == ha.identity
         status = BIA_SYNCHRONISED
+        copied = 0
         prefix = ha.settings.home_prefix
         cache = ha.cache
         settings = ha.settings
         sync = ha.sync
+        bulk = sync.bulk_requested(sender)
         tombstones = ha.tombstones
         switching = ha.switching
         for bce in biu.entries:
@@ -160,13 +171,19 @@ class SyncReceiver:
                             now + lifetime, bce.prefixes, claimant, None, now, held)
             transition(hoa, old, duties_of(settings, b), out)
             if held is None:
-                out.append(Event(EventName.COPY_CREATED, home_address=hoa, primary=claimant))
+                if bulk:
+                    copied += 1
+                else:
+                    out.append(Event(EventName.COPY_CREATED, home_address=hoa,
+                                     primary=claimant))
             elif was_primary:
                 switching.cancel(hoa)
                 sync.withdraw(hoa, now, out)
                 out.append(Event(EventName.PRIMARY_LOST, home_address=hoa, to=claimant,
                                  sequence=bce.sequence))
                 ha.check_drained(out)
+        if copied:
+            self.bulk_copied[sender] = self.bulk_copied.get(sender, 0) + copied
         out.append(make_send(BindingInfoAck(biu.identifier, status), ha.identity, sender,
                              None, None, sender))
         if status != BIA_SYNCHRONISED:
@@ -214,22 +231,29 @@ class SyncReceiver:
         refresh are gone at the primary."""
         ha = self.ha
         cache = ha.cache
-        stale = [b for b in cache.copies_of(peer) if b.touched < since]
+        # Every entry of the cache is an item (picked in the slices: a bounded scan per
+        # slice, none of it in this call); only stale copies naming ``peer`` are removed.
+        snapshot = list(cache)
+        key = address_int(peer)
         removed = [0]
 
         def remove(b: Binding, now: float, out: List[Any]) -> None:
-            if cache.get(b.home_address) is not b or b.primary != peer \
-                    or b.touched >= since:
-                return  # refreshed or taken since the answer ended
+            p = b.primary
+            if p is None or b.touched >= since or address_int(p) != key \
+                    or cache.get(b.home_address) is not b:
+                return  # not a copy of ``peer``, or refreshed or taken since the answer ended
             cache.remove(b.home_address)
             ha.tombstones.bury(b.home_address, b.sequence, now)
             transition(b.home_address, duties_of(ha.settings, b), (None, False), out)
             removed[0] += 1
 
-        def done(now: float, out: List[Any]) -> None:
-            out.append(Event(EventName.BULK_SYNC_COMPLETE, peer=peer, removed=removed[0]))
+        copied = self.bulk_copied.pop(peer, 0)
 
-        ha.work.add(stale, remove, now, out, name="sweep", done=done)
+        def done(now: float, out: List[Any]) -> None:
+            out.append(Event(EventName.BULK_SYNC_COMPLETE, peer=peer, removed=removed[0],
+                             copied=copied))
+
+        ha.work.add(snapshot, remove, now, out, name="sweep", done=done)
 
     # -- BIA -------------------------------------------------------------------------------
 
@@ -279,8 +303,7 @@ class SyncReceiver:
             # everything has lost its state (restart), those were its primaries. It holds
             # none of ours until it acknowledges the end of the answer (halist).
             ha.peers.lost_state(sender)
-            ha.sync.answer_bulk(sender, bir.identifier, cache.primaries(), now, out,
-                                theirs=cache.copies_of(sender))
+            ha.sync.answer_bulk_scan(sender, bir.identifier, list(cache), now, out)
             return
         if hoa is not None:
             b = cache.get(hoa)
