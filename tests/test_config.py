@@ -316,11 +316,12 @@ def test_take_over_share_and_sync_packing():
     c = ha(BASE)
     assert (c.settings.take_over_share, c.settings.sync_mtu, c.settings.biu_window) == \
         ("first", 1280, 64)
-    c = ha(BASE.replace("home-interface", "take-over-share = split\nsync-mtu = 8000\n"
+    c = ha(BASE.replace("home-interface", "take-over-share = split\nsync-mtu = 2100\n"
                         "sync-window = 256\nhome-interface"))
     assert (c.settings.take_over_share, c.settings.sync_mtu, c.settings.biu_window) == \
-        ("split", 8000, 256)
+        ("split", 2100, 256)
     for line, key in (("take-over-share = half", "take-over-share"),
-                      ("sync-mtu = 1000", "sync-mtu"), ("sync-window = 0", "sync-window")):
+                      ("sync-mtu = 1000", "sync-mtu"), ("sync-mtu = 2101", "sync-mtu"),
+                      ("sync-window = 0", "sync-window")):
         e = err(BASE.replace("home-interface", line + "\nhome-interface"))
         assert (e.section, e.key, e.line) == ("home-agent", key, 4)

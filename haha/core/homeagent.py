@@ -137,7 +137,7 @@ class HomeAgent:
         self.work = Backlog(counters=self.counters)
         # Cheaper items, larger slices (each bounded by a count, well under 50 ms).
         self.work.sizes.update({"take-over": TAKE_OVER_SLICE, "bulk-answer": BULK_SLICE,
-                                "sweep": SWEEP_SLICE})
+                                "sweep": SWEEP_SLICE, "claims": TAKE_OVER_SLICE})
         self.sync.work = self.work
         self.sync.cache = self.cache
         self.flaps = FlapWatch(self.counters)  # a home address claimed from two care-ofs

@@ -204,22 +204,31 @@ class SyncReceiver:
         ha = self.ha
         cache = ha.cache
         settings = ha.settings
-        applied = 0
-        for hoa, (claimant, bce, received) in claims.items():
+        applied = [0]
+
+        def apply(item: Tuple[Any, Tuple[Any, BceInfo, float]], now: float,
+                  out: List[Any]) -> None:
+            hoa, (claimant, bce, received) = item
             held = cache.get(hoa)
             if held is None or held.primary != dead or held.sequence != bce.sequence \
                     or claimant not in ha.peers:
-                continue
+                return
             lifetime = seconds(bce.lifetime)
             expires = received + lifetime
             if expires <= now:
-                continue
+                return
             old = duties_of(settings, held)
             b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
                             expires, bce.prefixes, claimant, None, now, held)
             transition(hoa, old, duties_of(settings, b), out)
-            applied += 1
-        ha.counters["claims-applied"] += applied
+            applied[0] += 1
+
+        def done(now: float, out: List[Any]) -> None:
+            ha.counters["claims-applied"] += applied[0]
+
+        # In slices (a survivor's whole share may have been refused); queued before this home
+        # agent's own take-over, which then finds those copies naming their claimant.
+        ha.work.add(list(claims.items()), apply, now, out, name="claims", done=done)
 
     def forget_claims(self, holder: Any) -> None:
         """``holder`` said HELLO: it is live, and the claims refused on its bindings were
