@@ -44,10 +44,11 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 SWITCH_TRIES = 7
 
 #: Switch requests (first transmissions and retransmissions) sent per tick at most, when the
-#: home agent works in slices: each costs the daemon about 0.1-0.2 ms (the node's SA, ESP,
+#: home agent works in slices: each costs the daemon 0.1-0.3 ms (deriving the node's SA, ESP,
 #: sendto), so a tick stays well under the 50 ms stall goal, and a take-over is not throttled
-#: by the slices of node traffic the transport runs between two ticks.
-SWITCH_SLICE = 128
+#: by the 20 ms slices of node traffic the transport runs between two ticks (at the old
+#: limit of 32, about 1,600 a second).
+SWITCH_SLICE = 64
 
 #: Bindings taken over per slice: a take-over item costs the core tens of microseconds
 #: (cache, forwarding effects, the BIU entry queued, the switch request queued: its
