@@ -3,23 +3,25 @@
 - :class:`SwitchRequests`: the switch requests (HASR, or RFC 5142 Home Agent Switch) a home
   agent has outstanding. First transmissions are paced at ``switch_rate`` per second (a take-over
   of thousands of nodes is spread over seconds instead of leaving in one burst that the nodes
-  then answer at once); each request is retransmitted from ``biu_initial_timeout`` doubling up
-  to ``biu_max_timeout``, with jitter, :data:`SWITCH_TRIES` times at most, until the node
-  re-registers (a new sequence number) or goes elsewhere.
+  then answer at once); each request is retransmitted after a timeout that follows the nodes'
+  measured answer time (:meth:`SwitchRequests.rto`: ``biu_initial_timeout`` at first, backed
+  off while nothing is answered) doubling up to ``biu_max_timeout``, with jitter,
+  :data:`SWITCH_TRIES` times at most, until the node re-registers (a new sequence number) or
+  goes elsewhere.
 - :func:`take_over`: a peer died and this home agent ranks first among the live ones (or, with
   ``take_over_share`` 'split', it is one of the live ones: it takes the copies whose
   :func:`share_of` is its place in the ranking): its copies naming the dead peer become
   primaries, in slices (:mod:`haha.core.slices`), each announced to the peers and followed by
   a switch request naming this home agent (or, while draining, the drain target).
+- :func:`hand_back`: address take-over (:mod:`haha.core.addrtakeover`): a peer asks for its
+  address back; the bindings served from it go back with it, as BIUs naming the peer.
+- :func:`drain_target`: where a draining home agent sends its mobile nodes
+  (``settings.drain``).
 
 Switch requests leave before anything else the tick has to do: first transmissions (paced, in a
 FIFO: their slots only grow) before any retransmission, at most :data:`SWITCH_SLICE` per tick,
 so a take-over of 100,000 nodes tells them as fast as ``switch_rate`` allows while
 retransmissions, which only add load while the nodes' answers are queued, wait.
-- :func:`hand_back`: address take-over (:mod:`haha.core.addrtakeover`): a peer asks for its
-  address back; the bindings served from it go back with it, as BIUs naming the peer.
-- :func:`drain_target`: where a draining home agent sends its mobile nodes
-  (``settings.drain``).
 """
 
 import heapq
