@@ -259,6 +259,7 @@ class Run:
                 "served_and_told_s": None if told_s is None
                 else round(max(seen["primaries"], told_s), 3),
                 "told_percentiles_s": told, "untold": phase["untold"],
+                "unmoved": phase["unmoved"],
                 "reregistered_percentiles_s": moved,
                 "served_s": round(seen["registered"], 3),
                 "consistent_s": round(consistent, 3), "consistency": check,

@@ -257,7 +257,8 @@ def test_a_worker_records_when_each_node_is_told_and_registers_again():
     home agent) and its registrations; a node counts as told at the first of "a request
     naming the home agent it ends with" and "registered with it", re-registered at the
     latter; a request naming another home agent does not count; a node registered with a
-    home agent that told it nothing since the mark is untold."""
+    home agent that told it nothing since the mark is untold, unless it was registered there
+    already at the mark (unmoved)."""
     from types import SimpleNamespace
 
     from haha.core.effects import Event
@@ -270,7 +271,9 @@ def test_a_worker_records_when_each_node_is_told_and_registers_again():
     w.started, w.registered = {0: 0.0, 1: 0.0, 2: 0.0}, {}
     machines = [SimpleNamespace(state=REGISTERED, home_agent=HA2) for _ in range(3)]
     w.nodes = [(i, None, m, None) for i, m in enumerate(machines)]
+    machines[2].home_agent = HA3  # registered with HA3 at the mark, then with HA2
     w.mark()
+    machines[2].home_agent = HA2
     since = w.mark_at
     w._event(0, Event(EventName.SWITCH_RECEIVED, src=HA3, desired=HA3))  # not its final one
     w._event(0, Event(EventName.SWITCH_RECEIVED, src=HA2, desired=HA2))
@@ -279,6 +282,9 @@ def test_a_worker_records_when_each_node_is_told_and_registers_again():
     w._event(1, Event(EventName.REGISTERED, home_agent=HA2))  # registered before any request
     report = w.phase(since)
     assert report["untold"] == 1 and report["unregistered"] == 0  # node 2: nothing since
+    machines[2].home_agent = HA3  # as if it had stayed where it was at the mark
+    assert w.phase(since)["untold"] == 0 and w.phase(since)["unmoved"] == 1
+    machines[2].home_agent = HA2
     assert len(report["told"]) == 2 and len(report["registered"]) == 2
     assert abs(min(report["told"]) - (told0 - since)) < 1e-6
     assert all(t >= 0 for t in report["told"] + report["registered"])

@@ -92,13 +92,15 @@ class PhaseReport(TypedDict):
     """:meth:`_Worker.phase`: seconds from the phase's start until each registered node was
     told by its home agent (``told``: a switch request from it, or a registration with it,
     whichever came first) and until it registered with it (``registered``); nodes registered
-    with a home agent that told them nothing since the mark (``untold``), and nodes not
-    registered (``unregistered``)."""
+    with a home agent that told them nothing since the mark (``untold``), nodes registered
+    with the same home agent at the mark and at the end, told nothing (``unmoved``: the phase
+    did not concern them), and nodes not registered (``unregistered``)."""
 
     told: list[float]
     registered: list[float]
     untold: int
     unregistered: int
+    unmoved: int
 
 
 class EchoResult(TypedDict):
@@ -224,8 +226,14 @@ class _Worker:
     def mark(self) -> dict[str, float]:
         """Start recording what each node is told and where it registers (a phase begins);
         ``{"mark": wall-clock time}``."""
+        from ..core.mobilenode import REGISTERED
+
         self.mark_at = time.time()
         self.since_mark = {}
+        # Where each node was registered at the mark: one still there at the end was not
+        # moved by the phase (nothing to tell it).
+        self.at_mark = {i: str(m.home_agent) if m.state == REGISTERED else None
+                        for i, _, m, _ in self.nodes}
         return {"mark": self.mark_at}
 
     def phase(self, since: float) -> PhaseReport:
@@ -236,7 +244,8 @@ class _Worker:
 
         told: list[float] = []
         moved: list[float] = []
-        untold = unregistered = 0
+        untold = unregistered = unmoved = 0
+        at_mark = getattr(self, "at_mark", {})
         for i, _, machine, _ in self.nodes:
             if machine.state != REGISTERED:
                 unregistered += 1
@@ -251,13 +260,16 @@ class _Worker:
                 if kind == "registered" and t_moved is None:
                     t_moved = t
             if t_told is None:
-                untold += 1
+                if at_mark.get(i) == final:
+                    unmoved += 1  # registered there before the phase: nothing to tell
+                else:
+                    untold += 1
             else:
                 told.append(t_told - since)
             if t_moved is not None:
                 moved.append(t_moved - since)
         return {"told": told, "registered": moved, "untold": untold,
-                "unregistered": unregistered}
+                "unregistered": unregistered, "unmoved": unmoved}
 
     def go(self) -> dict[str, int]:
         """Start every node now; ``{"started": count}``."""
@@ -527,8 +539,9 @@ class Generator:
         return self._collect(timeout)
 
     def go(self) -> None:
-        """Start every node (each worker starts its share at once)."""
-        self._all("go")
+        """Start every node (each worker starts its share at once: with 100,000 nodes on a
+        busy machine that alone may take minutes)."""
+        self._all("go", timeout=900)
 
     def report(self, latencies: bool = False) -> GeneratorReport:
         """The workers' reports merged (module docstring)."""
@@ -560,7 +573,8 @@ class Generator:
         return {"told": sorted(x for p in parts for x in p["told"]),
                 "registered": sorted(x for p in parts for x in p["registered"]),
                 "untold": sum(p["untold"] for p in parts),
-                "unregistered": sum(p["unregistered"] for p in parts)}
+                "unregistered": sum(p["unregistered"] for p in parts),
+                "unmoved": sum(p["unmoved"] for p in parts)}
 
     def homes(self) -> dict[str, str | None]:
         """Every node's ``{home address: registered home agent or None}``."""
