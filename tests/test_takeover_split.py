@@ -395,3 +395,33 @@ def test_control_bindings_rows_are_made_as_they_are_written():
     assert [r["home_address"] for r in [first] + rest] == [str(hoa(i)) for i in range(3)]
     assert rest[-1]["care_of"] == str(A(COA + 99)) and rest[-1]["sequence"] == 2
     assert not any(r["copy"] for r in rest)
+
+
+def test_a_bulk_answer_creates_its_copies_without_an_event_each():
+    """The copies a peer's bulk answer creates (entries packed several to a BIU while our
+    bulk request is outstanding) raise no copy-created event each: bulk-sync-complete counts
+    them. A single-entry BIU meanwhile is an ordinary change and still raises its event."""
+    from haha.wire.mh import BindingInfoRequest
+
+    me, peer = HAS[0], HAS[1]
+    s = HomeAgentSettings(address=me, home_prefix=PREFIX, peers=(peer,), boot_wait=0)
+    ha = HomeAgent(s, random.Random(4))
+    ha.start(0.0)
+    out = ha.receive(Inbound(HaHello(1, 0, 3600, 1, 64, peer), peer, me, None, None, peer), 0.0)
+    bir = [e.message for e in out if type(e) is Send and type(e.message) is BindingInfoRequest]
+    assert len(bir) == 1
+    entries = tuple(BceInfo(hoa(i), A(COA + i), BU_H | BU_A, 1, 900, ()) for i in range(41))
+
+    def biu(ident, bces):
+        return ha.receive(Inbound(BindingInfoUpdate(ident, bces), peer, me, None, None, peer),
+                          0.1)
+
+    def named(out, name):
+        return [e for e in out if type(e) is Event and e.name == name]
+
+    assert not named(biu(5, entries), "copy-created")
+    one = (BceInfo(hoa(99), A(COA + 99), BU_H | BU_A, 1, 900, ()),)
+    assert len(named(biu(6, one), "copy-created")) == 1
+    done = named(biu(bir[0].identifier, ()), "bulk-sync-complete")
+    assert [(e["peer"], e["copied"], e["removed"]) for e in done] == [(peer, 41, 0)]
+    assert len(ha.cache) == 42

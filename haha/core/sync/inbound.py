@@ -57,8 +57,9 @@ class SyncReceiver:
         #: (:meth:`apply_claims`), so the copy names the survivor at once rather than after the
         #: node re-registers or anti-entropy repairs it.
         self.claims: Dict[Any, Dict[Any, Tuple[Any, BceInfo, float]]] = {}
-        #: Copies created by the bulk answer under way from each peer: counted, not one
-        #: ``copy-created`` event each (100,000 events for a restart), and reported in its
+        #: Copies created by the bulk answer under way from each peer (entries of BIUs packing
+        #: several while our bulk request is outstanding): counted, not one ``copy-created``
+        #: event each (100,000 events for a restart), and reported in its
         #: ``bulk-sync-complete``.
         self.bulk_copied: Dict[Any, int] = {}
 
@@ -109,7 +110,9 @@ class SyncReceiver:
         cache = ha.cache
         settings = ha.settings
         sync = ha.sync
-        bulk = sync.bulk_requested(sender)
+        # Packed entries while our bulk request to the sender is outstanding: its answer (or a
+        # burst as large), counted for bulk-sync-complete rather than one event each.
+        bulk = len(biu.entries) > 1 and sync.bulk_requested(sender)
         tombstones = ha.tombstones
         switching = ha.switching
         for bce in biu.entries:
