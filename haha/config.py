@@ -43,6 +43,7 @@ from .core.settings import (
     KINDS,
     NO_HOME_LINK,
     SWITCH_HASR,
+    TAKE_OVER_FIRST,
     HomeAgentSettings,
     MobileNodeSettings,
     SettingsError,
@@ -202,6 +203,9 @@ class HomeAgentConfig:
     max_binding_lifetime = _Core[int]("max_binding_lifetime", "[home-agent] max-binding-lifetime")
     boot_wait = _Core[float]("boot_wait", "[home-agent] boot-wait")
     take_over = _Core[bool]("take_over", "[home-agent] take-over")
+    take_over_share = _Core[str]("take_over_share", "[home-agent] take-over-share")
+    sync_mtu = _Core[int]("sync_mtu", "[home-agent] sync-mtu")
+    sync_window = _Core[int]("biu_window", "[home-agent] sync-window")
     address_takeover = _Core[bool]("address_takeover", "[home-agent] address-takeover")
     drain_mode = _Core[str]("drain", "[home-agent] drain-mode")
     switch_message = _Core[str]("switch_message", "[home-agent] switch-message")
@@ -260,6 +264,9 @@ HOME_AGENT_KEYS: dict[str, tuple[str, str | None]] = {
     "max_binding_lifetime": ("home-agent", "max-binding-lifetime"),
     "boot_wait": ("home-agent", "boot-wait"),
     "take_over": ("home-agent", "take-over"),
+    "take_over_share": ("home-agent", "take-over-share"),
+    "sync_mtu": ("home-agent", "sync-mtu"),
+    "biu_window": ("home-agent", "sync-window"),
     "address_takeover": ("home-agent", "address-takeover"),
     "drain": ("home-agent", "drain-mode"),
     "switch_message": ("home-agent", "switch-message"),
@@ -581,6 +588,9 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
         max_binding_lifetime=ha.get_int("max-binding-lifetime", 3600),
         boot_wait=ha.get_float("boot-wait", min(2 * hello, float(lifetime))),
         take_over=ha.get_bool("take-over", True),
+        take_over_share=ha.get_str("take-over-share", TAKE_OVER_FIRST),
+        sync_mtu=ha.get_int("sync-mtu", 1280),
+        biu_window=ha.get_int("sync-window", 64),
         address_takeover=ha.get_bool("address-takeover", False),
         drain=ha.get_str("drain-mode", DRAIN_SPREAD),
         switch_message=ha.get_str("switch-message", SWITCH_HASR),

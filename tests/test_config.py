@@ -321,3 +321,21 @@ def test_retransmit_same_sequence():
     assert c.settings.retransmit_same_sequence is False
     e = err(node.replace("[security]", "retransmit-same-sequence = twice\n[security]"), node=True)
     assert (e.section, e.key, e.line) == ("mobile-node", "retransmit-same-sequence", 6)
+
+
+def test_take_over_share_and_sync_packing():
+    """take-over-share (first by default, split), sync-mtu (1280) and sync-window (64) reach
+    the core's settings; a value out of range or an unknown choice stops the start with a
+    located error."""
+    c = ha(BASE)
+    assert (c.settings.take_over_share, c.settings.sync_mtu, c.settings.biu_window) == \
+        ("first", 1280, 64)
+    c = ha(BASE.replace("home-interface", "take-over-share = split\nsync-mtu = 2100\n"
+                        "sync-window = 256\nhome-interface"))
+    assert (c.settings.take_over_share, c.settings.sync_mtu, c.settings.biu_window) == \
+        ("split", 2100, 256)
+    for line, key in (("take-over-share = half", "take-over-share"),
+                      ("sync-mtu = 1000", "sync-mtu"), ("sync-mtu = 2101", "sync-mtu"),
+                      ("sync-window = 0", "sync-window")):
+        e = err(BASE.replace("home-interface", line + "\nhome-interface"))
+        assert (e.section, e.key, e.line) == ("home-agent", key, 4)

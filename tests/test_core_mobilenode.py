@@ -482,6 +482,22 @@ def test_switch_requests_are_checked():
     assert m.counters["switch-already-there"] == 1
 
 
+def test_a_repeated_switch_request_while_switching_to_that_home_agent_sends_nothing():
+    """A switch request repeated while the node's Binding Update to the named home agent is
+    still unanswered (queued at a survivor taking many nodes over) adds no Binding Update:
+    the node's own retransmission covers a loss; its sequence number stays."""
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m), 0.0)
+    assert only(sends(m.receive(hasr(HA2), 1.0))).dst == HA2
+    sequence = m.sequence
+    assert m.receive(hasr(HA2), 2.0) == []
+    assert m.state == "switching" and m.sequence == sequence
+    assert m.counters["switch-already-underway"] == 1
+    out = m.receive(hasr(HA3), 2.1)  # another home agent named: a new request (HA3 is not
+    assert type(only(sends(out)).message) is DhaadRequest  # in its list: discovery)
+
+
 def test_dhaad_retries_then_reports_failure_and_keeps_trying():
     """DHAAD: 3 s doubling; after DHAAD_RETRIES a failure is reported and requests go on at the
     capped interval; unmatched replies are ignored."""

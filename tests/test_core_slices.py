@@ -90,6 +90,11 @@ class Twin:
                               max_binding_lifetime=3600)
         self.ha = HomeAgent(s, random.Random(7))
         self.ha.work.size = size
+        # Every job and the switch requests in slices of ``size`` (the defaults give the
+        # take-over and switch requests larger slices of their own: test_takeover_split.py).
+        self.ha.work.sizes = {}
+        if size:
+            self.ha.switching.slice = size
         self.calls = []
         self.now = 0.0
         self.call(self.ha.start)

@@ -231,3 +231,60 @@ def test_udp_endpoints_are_the_home_agents_in_preference_order(tmp_path):
     cluster.has[1].port = None
     with pytest.raises(RuntimeError, match="ha2 has no UDP port"):
         cluster.udp_endpoints()
+
+
+def test_the_take_over_is_split_and_sized_unless_asked_for_first(tmp_path):
+    """The load cluster's home agents take a dead peer's nodes over in shares, with switch
+    requests paced for the node count and BIUs packed to 2,100 octets; with
+    take_over_share="first" the first-ranked survivor takes all at the daemon's rate."""
+    from haha.config import load_home_agent
+
+    split = load.LoadCluster(tmp_path / "s", 100000, [40000], os.urandom(32))
+    split.write()
+    s = load_home_agent(split.has[0].config).settings
+    assert (s.take_over_share, s.switch_rate, s.sync_mtu) == ("split", 20000.0, 2100)
+    first = load.LoadCluster(tmp_path / "f", 100000, [40000], os.urandom(32),
+                             take_over_share="first")
+    first.write()
+    s = load_home_agent(first.has[0].config).settings
+    assert (s.take_over_share, s.switch_rate) == ("first", 4000.0)
+    with pytest.raises(ValueError):
+        load.LoadCluster(tmp_path / "x", 1, [40000], b"", take_over_share="half")
+
+
+def test_a_worker_records_when_each_node_is_told_and_registers_again():
+    """After a mark, a worker keeps per node the switch requests it received (naming which
+    home agent) and its registrations; a node counts as told at the first of "a request
+    naming the home agent it ends with" and "registered with it", re-registered at the
+    latter; a request naming another home agent does not count; a node registered with a
+    home agent that told it nothing since the mark is untold, unless it was registered there
+    already at the mark (unmoved)."""
+    from types import SimpleNamespace
+
+    from haha.core.effects import Event
+    from haha.core.events import EventName
+    from haha.core.mobilenode import REGISTERED
+    from haha.lab.generator import _Worker
+
+    w = _Worker.__new__(_Worker)
+    w.reactor = SimpleNamespace(seconds=lambda: 0.0)
+    w.started, w.registered = {0: 0.0, 1: 0.0, 2: 0.0}, {}
+    machines = [SimpleNamespace(state=REGISTERED, home_agent=HA2) for _ in range(3)]
+    w.nodes = [(i, None, m, None) for i, m in enumerate(machines)]
+    machines[2].home_agent = HA3  # registered with HA3 at the mark, then with HA2
+    w.mark()
+    machines[2].home_agent = HA2
+    since = w.mark_at
+    w._event(0, Event(EventName.SWITCH_RECEIVED, src=HA3, desired=HA3))  # not its final one
+    w._event(0, Event(EventName.SWITCH_RECEIVED, src=HA2, desired=HA2))
+    told0 = w.since_mark[0][-1][0]
+    w._event(0, Event(EventName.REGISTERED, home_agent=HA2))
+    w._event(1, Event(EventName.REGISTERED, home_agent=HA2))  # registered before any request
+    report = w.phase(since)
+    assert report["untold"] == 1 and report["unregistered"] == 0  # node 2: nothing since
+    machines[2].home_agent = HA3  # as if it had stayed where it was at the mark
+    assert w.phase(since)["untold"] == 0 and w.phase(since)["unmoved"] == 1
+    machines[2].home_agent = HA2
+    assert len(report["told"]) == 2 and len(report["registered"]) == 2
+    assert abs(min(report["told"]) - (told0 - since)) < 1e-6
+    assert all(t >= 0 for t in report["told"] + report["registered"])

@@ -12,6 +12,7 @@ kept as the control: there, both the survivor and its peer declare each other de
 import pytest
 
 from haha.core.effects import Inbound
+from haha.core.switching import TAKE_OVER_SLICE
 from haha.wire.mh import BU_A, BU_H, BindingInfoUpdate
 from haha.wire.options import BceInfo
 from test_service import HAS, Network
@@ -67,6 +68,6 @@ def test_hellos_keep_flowing_during_a_large_take_over(tmp_path, sliced):
     if sliced:
         assert ("ha2", HAS[0]) in downs
         assert false_downs == []
-        assert ha2.machine.counters["slices"] >= COPIES // 128
+        assert ha2.machine.counters["slices"] >= COPIES // TAKE_OVER_SLICE
     else:
         assert ("ha3", HAS[1]) in false_downs

@@ -65,8 +65,10 @@ from .halifecycle import (
 from .peering import Peering
 from .registrar import Registrar
 from .slices import Backlog
-from .switching import SWITCH_TRIES, SwitchRequests, drain_target
+from .switching import SWITCH_TRIES, TAKE_OVER_SLICE, SwitchRequests, drain_target
 from .sync import UNSPECIFIED, Sync, SyncReceiver
+from .sync.inbound import SWEEP_SLICE
+from .sync.outbound import BULK_SLICE
 from .tombstones import TOMBSTONE_TIME, TOMBSTONE_WINDOW, Tombstones
 
 # The states by their old names (importable as before).
@@ -133,6 +135,9 @@ class HomeAgent:
         # Take-over, bulk answers and sweeps run in slices (haha.core.slices); so do expiry
         # and switch retransmissions, at most work.size each per tick.
         self.work = Backlog(counters=self.counters)
+        # Cheaper items, larger slices (each bounded by a count, well under 50 ms).
+        self.work.sizes.update({"take-over": TAKE_OVER_SLICE, "bulk-answer": BULK_SLICE,
+                                "sweep": SWEEP_SLICE, "claims": TAKE_OVER_SLICE})
         self.sync.work = self.work
         self.sync.cache = self.cache
         self.flaps = FlapWatch(self.counters)  # a home address claimed from two care-ofs
@@ -437,7 +442,7 @@ class HomeAgent:
         next_hello = self.peering.next_hello
         if next_hello is not None and now >= next_hello:
             self.peering.send_hellos(now, out)
-        self.switching.tick(now, out, self.work.size or None)
+        self.switching.tick(now, out, self.switching.slice if self.work.size else None)
         if self.takeover.enabled:
             self.takeover.tick(now, out)
         if sliced:

@@ -579,6 +579,12 @@ class MobileNode:
         if wanted and wanted[0] == self.home_agent and self.state == REGISTERED:
             self.counters["switch-already-there"] += 1
             return
+        if wanted and wanted[0] == self.target and self.state in (REGISTERING, SWITCHING):
+            # A retransmitted request while our Binding Update to that home agent is on its
+            # way (queued at a home agent taking many nodes over): our own retransmission
+            # covers its loss; a new Binding Update would only add to the queue.
+            self.counters["switch-already-underway"] += 1
+            return
         self.counters["switch-received"] += 1
         out.append(Event(EventName.SWITCH_RECEIVED, src=inbound.src,
                          desired=wanted[0] if wanted else None))

@@ -24,6 +24,7 @@ from . import candidates, halist
 from .effects import Event, Inbound, Send
 from .events import EventName
 from .seqnum import next_sequence
+from .settings import TAKE_OVER_SPLIT
 from .switching import take_over
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -141,6 +142,8 @@ class Peering:
         if result == halist.STALE:
             return ha.drop(out, "stale-hello", inb, sequence=hello.sequence)
         ha.takeover.peer_hello(inb.src, hello)
+        if ha.sync_in.claims:
+            ha.sync_in.forget_claims(inb.src)
         if settings.hello_misses and result != halist.DELETED:
             e = ha.peers.get(inb.src)
             if e is not None:  # fast failure detection (settings.hello_misses)
@@ -213,15 +216,22 @@ class Peering:
 
     def down(self, address: Any, reason: str, now: float, out: Effects) -> None:
         """Peer ``address`` is dead (``reason``): stop synchronising with it, and take over
-        its mobile nodes if this home agent ranks first among the live ones."""
+        its mobile nodes if this home agent ranks first among the live ones (with
+        ``take_over_share`` 'split': its share of them)."""
         ha = self.ha
         ha.sync.drop_peer(address)
         ha.antientropy.forget(address)
         self.untold.add(address)
         out.append(Event(EventName.PEER_DOWN, peer=address, reason=reason))
         ha.takeover.peer_gone(address, out)
+        # Another survivor's claims on its bindings, refused while it was live here.
+        ha.sync_in.apply_claims(address, now, out)
         if not ha.settings.take_over or not ha.serving:
             return
-        ranked = ha.ranked()
-        if ranked and ranked[0][0] == ha.identity:
+        order = [a for a, _ in ha.ranked()]
+        if ha.settings.take_over_share == TAKE_OVER_SPLIT:
+            # Every survivor its share, decided by the same ranking everywhere (switching.py).
+            if ha.identity in order:
+                take_over(ha, address, now, out, share=(order.index(ha.identity), len(order)))
+        elif order and order[0] == ha.identity:
             take_over(ha, address, now, out)

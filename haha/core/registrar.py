@@ -116,7 +116,7 @@ class Registrar:
         if switching:
             st = switching.get(hoa)
             if st is not None and st.sequence != bu.sequence:
-                switching.cancel(hoa)
+                switching.answered(hoa, now)  # done; its answer time feeds the timeout
         ha.sync.publish(b, now, out)
 
     def deregister(self, held: Binding, now: float, out: Effects, why: str) -> None:

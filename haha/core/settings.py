@@ -38,6 +38,14 @@ DRAIN_MODES = (DRAIN_SPREAD, DRAIN_BEST, DRAIN_DISCOVER)
 SWITCH_HASR = "hasr"  # the draft's Home Agent Switch Request (4.1.5)
 SWITCH_RFC5142 = "rfc5142"  # RFC 5142 Home Agent Switch (MH type 12)
 SWITCH_MESSAGES = (SWITCH_HASR, SWITCH_RFC5142)
+#: The largest ``sync_mtu``: a Mobility Header's length field counts 8-octet units in one
+#: octet (RFC 6275 6.1.1), so a BIU's Mobility Header is at most 2,048 octets; with the IPv6
+#: header (40), ESP's worst case (37) and room for an IP Address option naming a primary, 2,100.
+MAX_SYNC_MTU = 2100
+# Who takes over a dead peer's mobile nodes (HomeAgentSettings.take_over_share).
+TAKE_OVER_FIRST = "first"  # the first-ranked live home agent takes every one
+TAKE_OVER_SPLIT = "split"  # every live home agent takes its share, decided by home address
+TAKE_OVER_SHARES = (TAKE_OVER_FIRST, TAKE_OVER_SPLIT)
 
 MAX_LIFETIME_UNITS = MAX_UNITS  # a 16-bit lifetime in units of 4 s (RFC 6275 6.1.7)
 
@@ -210,11 +218,18 @@ class HomeAgentSettings:
     #: How many BIUs may be unacknowledged towards one peer; further changes are coalesced and
     #: sent, several bindings per BIU, as acknowledgements come back.
     biu_window: int = 64
-    #: Packet size (octets) a BIU must fit, IPv6 header and ESP overhead included.
+    #: Packet size (octets) a BIU must fit, IPv6 header and ESP overhead included; at most
+    #: :data:`MAX_SYNC_MTU` (a Mobility Header is at most 2,048 octets).
     sync_mtu: int = 1280
     #: Whether the first-ranked live home agent takes over a dead peer's mobile nodes from its
     #: copies (docs/protocol.md 6.6).
     take_over: bool = True
+    #: Who takes a dead peer's nodes over: 'first' (the first-ranked live home agent, all of
+    #: them) or 'split' (every live home agent its share, :func:`haha.core.switching.share_of`
+    #: the home address over the ranked live home agents: each share is decided without
+    #: negotiation, and the take-over and its switch requests run on every survivor at once).
+    #: Every home agent of a set must use the same value.
+    take_over_share: str = TAKE_OVER_FIRST
     #: Address take-over (:mod:`haha.core.addrtakeover`): the home agent that takes over a dead
     #: peer's nodes also holds its home agent address, so nodes that obey no switch request
     #: keep working; this home agent holds its own ``address`` itself, after an authenticated
@@ -275,8 +290,9 @@ class HomeAgentSettings:
         _number("biu_initial_timeout", self.biu_initial_timeout, 0.001)
         _number("biu_max_timeout", self.biu_max_timeout, self.biu_initial_timeout)
         _number("biu_window", self.biu_window, 1, 4096, integer=True)
-        _number("sync_mtu", self.sync_mtu, 1280, 65535, integer=True)
+        _number("sync_mtu", self.sync_mtu, 1280, MAX_SYNC_MTU, integer=True)
         _flag("take_over", self.take_over)
+        _choice("take_over_share", self.take_over_share, TAKE_OVER_SHARES)
         _flag("address_takeover", self.address_takeover)
         if self.address_takeover and self.haha_address in (None, self.address):
             raise SettingsError("address_takeover", "needs a haha_address of its own (the home "

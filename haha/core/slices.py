@@ -38,10 +38,12 @@ Hook = Callable[[float, Effects], None]
 
 
 class _Job:
-    __slots__ = ("items", "step", "alive", "done", "after", "name")
+    __slots__ = ("items", "step", "alive", "done", "after", "name", "size")
 
     def __init__(self, items: Iterable[Any], step: Step, alive: Callable[[], bool] | None,
-                 done: Hook | None, after: Hook | None, name: str) -> None:
+                 done: Hook | None, after: Hook | None, name: str,
+                 size: int | None = None) -> None:
+        self.size = size
         self.items = iter(items)
         self.step = step
         self.alive = alive
@@ -59,6 +61,9 @@ class Backlog:
     def __init__(self, size: int = SLICE, counters: MutableMapping[str, int] | None = None
                  ) -> None:
         self.size = size
+        #: Items per slice of the jobs of a given name, when their items are cheaper than the
+        #: default ``size`` (the take-over: haha.core.switching.TAKE_OVER_SLICE).
+        self.sizes: dict[str, int] = {}
         self.counters: MutableMapping[str, int] = counters if counters is not None else {}
         self._jobs: deque[_Job] = deque()
         self._since: float | None = None
@@ -73,9 +78,11 @@ class Backlog:
             alive: Callable[[], bool] | None = None, done: Hook | None = None,
             after: Hook | None = None, name: str = "work") -> None:
         """Queue a job. Its first slice runs at once when nothing is queued before it (a small
-        job is then done within the call, as if unsliced); unsliced (``size`` falsy), all of
-        it runs at once."""
-        job = _Job(items, step, alive, done, after, name)
+        job is then done within the call, as if unsliced); unsliced (the backlog's ``size``
+        falsy), all of it runs at once. A job whose ``name`` is in :attr:`sizes` takes that
+        many items per slice (a slice that starts with it, across jobs)."""
+        size = self.sizes.get(name)
+        job = _Job(items, step, alive, done, after, name, size)
         if not self.size:
             self._finish(job, now, out, None)
             return
@@ -83,7 +90,7 @@ class Backlog:
         self._jobs.append(job)
         if queued:
             return
-        self._finish(job, now, out, self.size)
+        self._finish(job, now, out, size or self.size)
         self._since = now if self._jobs else None
 
     def next_deadline(self) -> float | None:
@@ -93,7 +100,7 @@ class Backlog:
     def run(self, now: float, out: Effects) -> int:
         """Run one slice: up to ``size`` items, across jobs in order. Returns items done."""
         jobs = self._jobs
-        budget = self.size or None
+        budget = (jobs[0].size or self.size or None) if jobs and self.size else None
         done = 0
         while jobs and (budget is None or done < budget):
             job = jobs[0]

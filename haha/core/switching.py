@@ -3,23 +3,33 @@
 - :class:`SwitchRequests`: the switch requests (HASR, or RFC 5142 Home Agent Switch) a home
   agent has outstanding. First transmissions are paced at ``switch_rate`` per second (a take-over
   of thousands of nodes is spread over seconds instead of leaving in one burst that the nodes
-  then answer at once); each request is retransmitted from ``biu_initial_timeout`` doubling up
-  to ``biu_max_timeout``, with jitter, :data:`SWITCH_TRIES` times at most, until the node
-  re-registers (a new sequence number) or goes elsewhere.
-- :func:`take_over`: a peer died and this home agent ranks first among the live ones: its copies
-  naming the dead peer become primaries, in slices (:mod:`haha.core.slices`), each announced to
-  the peers and followed by a switch request naming this home agent (or, while draining, the
-  drain target).
+  then answer at once); each request is retransmitted after a timeout that follows the nodes'
+  measured answer time (:meth:`SwitchRequests.rto`: ``biu_initial_timeout`` at first, backed
+  off while nothing is answered) doubling up to ``biu_max_timeout``, with jitter,
+  :data:`SWITCH_TRIES` times at most, until the node re-registers (a new sequence number) or
+  goes elsewhere.
+- :func:`take_over`: a peer died and this home agent ranks first among the live ones (or, with
+  ``take_over_share`` 'split', it is one of the live ones: it takes the copies whose
+  :func:`share_of` is its place in the ranking): its copies naming the dead peer become
+  primaries, in slices (:mod:`haha.core.slices`), each announced to the peers and followed by
+  a switch request naming this home agent (or, while draining, the drain target).
 - :func:`hand_back`: address take-over (:mod:`haha.core.addrtakeover`): a peer asks for its
   address back; the bindings served from it go back with it, as BIUs naming the peer.
 - :func:`drain_target`: where a draining home agent sends its mobile nodes
   (``settings.drain``).
+
+Switch requests leave before anything else the tick has to do: first transmissions (paced, in a
+FIFO: their slots only grow) before any retransmission, at most :data:`SWITCH_SLICE` per tick,
+so a take-over of 100,000 nodes tells them as fast as ``switch_rate`` allows while
+retransmissions, which only add load while the nodes' answers are queued, wait.
 """
 
 import heapq
 import itertools
-from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
+from collections import deque
+from typing import TYPE_CHECKING, Any, Callable, Deque, Dict, List, Optional, Tuple
 
+from haha.wire.addresses import address_int
 from haha.wire.mh import HaSwitchRequest, HomeAgentSwitch
 from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
 
@@ -35,12 +45,36 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 #: A switch request is sent at most this many times (1 s doubling: about 95 s).
 SWITCH_TRIES = 7
 
+#: Switch requests (first transmissions and retransmissions) sent per tick at most, when the
+#: home agent works in slices: each costs the daemon 0.1-0.3 ms (deriving the node's SA, ESP,
+#: sendto), so a tick stays well under the 50 ms stall goal, and a take-over is not throttled
+#: by the 20 ms slices of node traffic the transport runs between two ticks (at the old
+#: limit of 32, about 1,600 a second).
+SWITCH_SLICE = 64
+
+#: Bindings taken over per slice: a take-over item costs the core tens of microseconds
+#: (cache, forwarding effects, the BIU entry queued, the switch request queued: its
+#: transmission is paced apart), so 256 stay far below the 50 ms stall goal.
+TAKE_OVER_SLICE = 256
+
+_M64 = (1 << 64) - 1
+
+
+def share_of(home_address: Any, count: int) -> int:
+    """Which of ``count`` ranked live home agents takes over ``home_address`` when
+    ``take_over_share`` is 'split': its index, from the 128-bit address folded to 64 bits and
+    mixed by a multiplicative (Fibonacci) hash, so consecutive addresses spread evenly. Every
+    home agent computes the same answer from the same ranking, without any message."""
+    x = address_int(home_address)
+    x = ((x ^ (x >> 64)) * 0x9E3779B97F4A7C15) & _M64
+    return ((x >> 32) * count) >> 32
+
 
 class SwitchState:
     """A switch request in progress: ``waiting`` until its paced first transmission, then
     retransmitted until the node re-registers elsewhere or ``SWITCH_TRIES`` are spent."""
 
-    __slots__ = ("desired", "sequence", "timeout", "next_at", "tries", "waiting")
+    __slots__ = ("desired", "sequence", "timeout", "next_at", "tries", "waiting", "sent_at")
 
     def __init__(self, desired: Any, sequence: int, timeout: float, next_at: float,
                  waiting: bool) -> None:
@@ -50,6 +84,7 @@ class SwitchState:
         self.next_at = next_at
         self.tries = 1
         self.waiting = waiting
+        self.sent_at = 0.0  # when last sent
 
 
 class SwitchRequests:
@@ -64,9 +99,25 @@ class SwitchRequests:
         self.cache = cache
         self.unswitchable = unswitchable
         self.pending: Dict[Any, SwitchState] = {}
-        self._heap: List[Tuple[float, int, Any]] = []  # (next_at, order, home address)
+        # Paced first transmissions, (slot, home address): slots only grow, so a FIFO.
+        self._first: Deque[Tuple[float, Any]] = deque()
+        self._heap: List[Tuple[float, int, Any]] = []  # retransmissions: (next_at, order, hoa)
         self._order = itertools.count()  # ties never compare addresses
         self._slot = 0.0  # when the next paced first switch request may leave
+        # The nodes' answer time (switch request sent once, to the Binding Update that
+        # answers it), smoothed as RFC 6298 does for TCP: the retransmission timeout follows
+        # it, so a survivor whose queue of re-registrations takes seconds to work through
+        # does not ask every node again meanwhile (each repeat costs it, and the node, a
+        # packet more while nothing was lost).
+        self.srtt: Optional[float] = None
+        self.rttvar = 0.0
+        # RFC 6298 5.5: a timeout backs the timer off (doubles it) until an answer gives a
+        # new sample; here at most once per timeout period, as one timeout speaks for every
+        # request sent around the same time.
+        self.backoff = 1.0
+        self._backed_off_at: Optional[float] = None
+        #: Switch requests per tick when the home agent works in slices.
+        self.slice = SWITCH_SLICE
         self.drain_cursor = 0
 
     def __bool__(self) -> bool:
@@ -85,19 +136,51 @@ class SwitchRequests:
         """Ask the node of ``b`` to switch to ``desired`` (None: let it discover)."""
         if b.home_address in self.unswitchable:
             return
-        timeout = self.settings.biu_initial_timeout
+        timeout = self.rto()
         at = max(now, self._slot)
         self._slot = at + 1.0 / self.settings.switch_rate
         waiting = at > now
         st = SwitchState(desired, b.sequence, timeout,
                          at if waiting else now + self.jittered(timeout), waiting)
         self.pending[b.home_address] = st
-        heapq.heappush(self._heap, (st.next_at, next(self._order), b.home_address))
         if not waiting:
+            st.sent_at = now
+            heapq.heappush(self._heap, (st.next_at, next(self._order), b.home_address))
             self._send(b, desired, out)
         else:
+            self._first.append((at, b.home_address))
             self.counters["switch-paced"] += 1
         out.append(Event(EventName.SWITCH_REQUESTED, home_address=b.home_address, desired=desired))
+
+    def rto(self) -> float:
+        """The first retransmission timeout: ``biu_initial_timeout`` until answers were
+        measured, then SRTT + 4 RTTVAR (RFC 6298 2.3), within ``biu_initial_timeout`` and
+        ``biu_max_timeout``; times :attr:`backoff` after unanswered requests timed out."""
+        s = self.settings
+        if self.srtt is None:
+            base = float(s.biu_initial_timeout)
+        else:
+            base = max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar)
+        return min(base * self.backoff, s.biu_max_timeout)
+
+    def answered(self, home_address: Any, now: float) -> None:
+        """The node of ``home_address`` re-registered (a new sequence number): its request is
+        done. A request sent once gives a sample of the answer time (Karn: a retransmitted
+        one is ambiguous)."""
+        st = self.pending.pop(home_address, None)
+        if st is None or st.waiting or st.tries != 1:
+            return
+        sample = now - st.sent_at
+        if sample < 0:
+            return
+        self.backoff = 1.0
+        self._backed_off_at = None
+        if self.srtt is None:
+            self.srtt = sample
+            self.rttvar = sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
 
     def jittered(self, timeout: float) -> float:
         """A retransmission timeout stretched by up to a quarter at random, so requests sent
@@ -123,45 +206,84 @@ class SwitchRequests:
             self.cancel(hoa)
 
     def next_deadline(self) -> Optional[float]:
+        first = self._first
+        pending = self.pending
         heap = self._heap
-        for _ in range(64):  # bounded: past that, a stale top only wakes tick early
+        for _ in range(64):  # bounded: past that, a stale head only wakes tick early
+            if not first:
+                break
+            t, hoa = first[0]
+            st = pending.get(hoa)
+            if st is not None and st.waiting and st.next_at == t:
+                break
+            first.popleft()
+        for _ in range(64):
             if not heap:
-                return None
+                break
             t, _, hoa = heap[0]
-            st = self.pending.get(hoa)
-            if st is not None and st.next_at == t:
-                return t
+            st = pending.get(hoa)
+            if st is not None and not st.waiting and st.next_at == t:
+                break
             heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        due = [q[0][0] for q in (first, heap) if q]
+        return min(due) if due else None
 
     def tick(self, now: float, out: List[Any], limit: Optional[int]) -> None:
-        """Send the paced first transmissions and retransmissions due at ``now``, at most
-        ``limit`` (None: all); the rest stay due."""
+        """Send the paced first transmissions and then the retransmissions due at ``now``, at
+        most ``limit`` (None: all); the rest stay due. No retransmission leaves while a first
+        transmission is due: nodes not yet told come before nodes told once."""
+        first = self._first
         heap = self._heap
         pending = self.pending
         maximum = self.settings.biu_max_timeout
+        cache = self.cache
         sent = 0
+        while first and first[0][0] <= now and (limit is None or sent < limit):
+            t, hoa = first.popleft()
+            sent += 1  # stale items count too
+            st = pending.get(hoa)
+            if st is None or not st.waiting or st.next_at != t:
+                continue
+            b = cache.get(hoa)
+            if b is None or b.primary is not None or b.sequence != st.sequence:
+                del pending[hoa]
+                continue
+            st.waiting = False
+            st.sent_at = now
+            st.timeout = max(st.timeout, self.rto())
+            st.next_at = now + self.jittered(st.timeout)
+            heapq.heappush(heap, (st.next_at, next(self._order), hoa))
+            self._send(b, st.desired, out)
+        if first and first[0][0] <= now:
+            return  # first transmissions still due: retransmissions wait
         while heap and heap[0][0] <= now and (limit is None or sent < limit):
             t, _, hoa = heapq.heappop(heap)
             sent += 1  # stale items count too: a mass expiry leaves 100,000 of them
             st = pending.get(hoa)
-            if st is None or st.next_at != t:
+            if st is None or st.waiting or st.next_at != t:
                 continue
-            b = self.cache.get(hoa)
+            b = cache.get(hoa)
             if b is None or b.primary is not None or b.sequence != st.sequence:
                 del pending[hoa]
                 continue
-            if st.waiting:  # its paced first transmission
-                st.waiting = False
-                st.next_at = now + self.jittered(st.timeout)
+            if st.tries == 1 and now < st.sent_at + self.rto():
+                # Answers have been slower than this request's timeout foresaw: wait for
+                # the current estimate before asking again.
+                st.timeout = self.rto()
+                st.next_at = st.sent_at + self.jittered(st.timeout)
                 heapq.heappush(heap, (st.next_at, next(self._order), hoa))
-                self._send(b, st.desired, out)
-                continue
+                continue  # (counted in the slice: bounded work per tick)
             if st.tries >= SWITCH_TRIES:
                 del pending[hoa]
                 out.append(Event(EventName.SWITCH_UNANSWERED, home_address=hoa, desired=st.desired))
                 continue
+            if st.tries == 1 and (self._backed_off_at is None
+                                  or now >= self._backed_off_at + self.rto()):
+                # A first timeout with no answer measured since: back the timer off.
+                self.backoff = min(self.backoff * 2, 64.0)
+                self._backed_off_at = now
             st.tries += 1
+            st.sent_at = now
             st.timeout = min(st.timeout * 2, maximum)
             st.next_at = now + self.jittered(st.timeout)
             heapq.heappush(heap, (st.next_at, next(self._order), hoa))
@@ -185,28 +307,47 @@ def drain_target(ha: "HomeAgent") -> Any:
     return ha.peers.entry(address).home_agent
 
 
-def take_over(ha: "HomeAgent", address: Any, now: float, out: List[Any]) -> None:
+def take_over(ha: "HomeAgent", address: Any, now: float, out: List[Any],
+              share: Optional[Tuple[int, int]] = None) -> None:
     """Peer ``address`` died and ``ha`` ranks first among the live home agents: its copies
     naming ``address`` become ``ha``'s primaries (in slices), each announced to the peers
-    and followed by a switch request."""
+    and followed by a switch request. With ``share`` ``(index, count)`` (``take_over_share``
+    'split'), only the copies whose :func:`share_of` over ``count`` is ``index``: the others
+    are the other survivors' to take."""
     cache = ha.cache
     settings = ha.settings
-    copies = list(cache.copies_of(address))
+    key = address_int(address)
+    # The cache's entries as they are now (a list of references: C speed, no per-entry work
+    # in this call); which are copies of the dead peer, and ours to take, is decided lazily,
+    # a slice at a time.
+    snapshot: List[Binding] = list(cache)
+    lingering: List[Binding] = []
     local = ha.takeover.take_over(address, ha.peers, out) or ha.address
     for b in ha.takeover.lingering_of(address, now):
         # A copy that expired before its primary was declared dead (addrtakeover.py).
-        if cache.get(b.home_address) is None:
+        if cache.get(b.home_address) is None and (
+                share is None or share_of(b.home_address, share[1]) == share[0]):
             ha.tombstones.lift(b.home_address)
-            copies.append(cache.store(b.home_address, b.care_of, b.flags, b.sequence,
-                                      b.lifetime, now + b.lifetime, b.prefixes,
-                                      address, None, now))
-    if not copies:
-        return
+            lingering.append(cache.store(b.home_address, b.care_of, b.flags, b.sequence,
+                                         b.lifetime, now + b.lifetime, b.prefixes,
+                                         address, None, now))
+    if share is None:
+        def ours(b: Binding) -> bool:
+            p = b.primary
+            return p is not None and address_int(p) == key
+    else:
+        index, count = share
+
+        def ours(b: Binding) -> bool:
+            p = b.primary
+            return p is not None and address_int(p) == key and \
+                share_of(b.home_address, count) == index
+    copies = itertools.chain(lingering, snapshot)
     taken = [0]
 
     def take(b: Binding, now: float, out: List[Any]) -> None:
-        if cache.get(b.home_address) is not b or b.primary != address:
-            return  # refreshed by another primary, or deleted, since the peer died
+        if not ours(b) or cache.get(b.home_address) is not b:
+            return  # another's, or refreshed by another primary or deleted since it died
         old = duties_of(settings, b)
         b = cache.store(b.home_address, b.care_of, b.flags, b.sequence, b.lifetime,
                         b.expires, b.prefixes, None, local, now)
@@ -219,11 +360,15 @@ def take_over(ha: "HomeAgent", address: Any, now: float, out: List[Any]) -> None
         taken[0] += 1
 
     def done(now: float, out: List[Any]) -> None:
+        if not taken[0]:
+            return  # nothing of the dead peer's was ours (or still its) to take
         ha.counters["taken-over"] += taken[0]
         out.append(Event(EventName.TAKE_OVER, peer=address, count=taken[0]))
 
     alive: Callable[[], bool] = lambda: ha.serving and address not in ha.peers
-    # In slices (haha.core.slices); dropped if the peer comes back or this HA stops.
+    # In slices (haha.core.slices); dropped if the peer comes back or this HA stops. Every
+    # entry of the snapshot is an item, so a slice is bounded whatever the share of the
+    # dead peer's copies in the cache (an entry that is not ours costs a test).
     ha.work.add(copies, take, now, out, name="take-over", done=done,
                 after=ha.sync.flush, alive=alive)
 

@@ -90,6 +90,21 @@ class GeneratorReport(TypedDict):
     latencies: NotRequired[list[float]]  # sorted
 
 
+class PhaseReport(TypedDict):
+    """:meth:`_Worker.phase`: seconds from the phase's start until each registered node was
+    told by its home agent (``told``: a switch request from it, or a registration with it,
+    whichever came first) and until it registered with it (``registered``); nodes registered
+    with a home agent that told them nothing since the mark (``untold``), nodes registered
+    with the same home agent at the mark and at the end, told nothing (``unmoved``: the phase
+    did not concern them), and nodes not registered (``unregistered``)."""
+
+    told: list[float]
+    registered: list[float]
+    untold: int
+    unregistered: int
+    unmoved: int
+
+
 class EchoResult(TypedDict):
     """What sending datagrams to the echo server took: ``packets`` answered, ``sent`` in all
     (with the ones sent again), ``seconds`` from the first to the last answer."""
@@ -192,6 +207,12 @@ class _Worker:
         rng = random.Random()
         log = logger("haha.mobile-node")
         base = int(prefix.network_address) + 1
+        # Since the last mark() (a phase such as a take-over): per node, in order, what it was
+        # told and where it registered, as (wall-clock time, "told" or "registered", home
+        # agent): "told" is a switch request naming that home agent (or sent by it when it
+        # names none).
+        self.mark_at: float | None = None
+        self.since_mark: dict[int, list[tuple[float, str, str]]] = {}
         for k in range(spec["count"]):
             i = spec["first"] + k
             hoa = home_address(i)
@@ -212,8 +233,64 @@ class _Worker:
             self.nodes.append((i, care_of, machine, adapter))
 
     def _event(self, i: int, event: Event) -> None:
-        if event.name == EventName.REGISTERED and i not in self.registered:
-            self.registered[i] = self.reactor.seconds() - self.started[i]
+        name = event.name
+        if name == EventName.REGISTERED:
+            if i not in self.registered:
+                self.registered[i] = self.reactor.seconds() - self.started[i]
+            if self.mark_at is not None:
+                self.since_mark.setdefault(i, []).append(
+                    (time.time(), "registered", str(event.get("home_agent"))))
+        elif name == EventName.SWITCH_RECEIVED and self.mark_at is not None:
+            named = event.get("desired") or event.get("src")
+            self.since_mark.setdefault(i, []).append((time.time(), "told", str(named)))
+
+    def mark(self) -> dict[str, float]:
+        """Start recording what each node is told and where it registers (a phase begins);
+        ``{"mark": wall-clock time}``."""
+        from ..core.mobilenode import REGISTERED
+
+        self.mark_at = time.time()
+        self.since_mark = {}
+        # Where each node was registered at the mark: one still there at the end was not
+        # moved by the phase (nothing to tell it).
+        self.at_mark = {i: str(m.home_agent) if m.state == REGISTERED else None
+                        for i, _, m, _ in self.nodes}
+        return {"mark": self.mark_at}
+
+    def phase(self, since: float) -> PhaseReport:
+        """Per node registered now, when (wall-clock seconds after ``since``) it was first told
+        by the home agent it is registered with and when it first registered with it since
+        the last :meth:`mark` (:class:`PhaseReport`)."""
+        from ..core.mobilenode import REGISTERED
+
+        told: list[float] = []
+        moved: list[float] = []
+        untold = unregistered = unmoved = 0
+        at_mark = getattr(self, "at_mark", {})
+        for i, _, machine, _ in self.nodes:
+            if machine.state != REGISTERED:
+                unregistered += 1
+                continue
+            final = str(machine.home_agent)
+            t_told = t_moved = None
+            for t, kind, ha in self.since_mark.get(i, ()):
+                if ha != final:
+                    continue
+                if t_told is None:
+                    t_told = t  # told by it, or registered with it first: told either way
+                if kind == "registered" and t_moved is None:
+                    t_moved = t
+            if t_told is None:
+                if at_mark.get(i) == final:
+                    unmoved += 1  # registered there before the phase: nothing to tell
+                else:
+                    untold += 1
+            else:
+                told.append(t_told - since)
+            if t_moved is not None:
+                moved.append(t_moved - since)
+        return {"told": told, "registered": moved, "untold": untold,
+                "unregistered": unregistered, "unmoved": unmoved}
 
     def go(self) -> dict[str, int]:
         """Start every node now; ``{"started": count}``."""
@@ -376,6 +453,10 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
                 answer(worker.report(**args))
             elif cmd == "homes":
                 answer(worker.homes())
+            elif cmd == "mark":
+                answer(worker.mark())
+            elif cmd == "phase":
+                answer(worker.phase(**args))
             elif cmd == "echo":
                 _EchoClient(reactor, **args).done.addCallback(answer)
             elif cmd == "stop":
@@ -479,8 +560,9 @@ class Generator:
         return self._collect(timeout)
 
     def go(self) -> None:
-        """Start every node (each worker starts its share at once)."""
-        self._all("go")
+        """Start every node (each worker starts its share at once: with 100,000 nodes on a
+        busy machine that alone may take minutes)."""
+        self._all("go", timeout=900)
 
     def report(self, latencies: bool = False) -> GeneratorReport:
         """The workers' reports merged (module docstring)."""
@@ -500,6 +582,20 @@ class Generator:
         if latencies:
             out["latencies"] = sorted(x for p in parts for x in p["latencies"])
         return out
+
+    def mark(self) -> None:
+        """Every worker starts recording what its nodes are told and where they register."""
+        self._all("mark")
+
+    def phase(self, since: float) -> PhaseReport:
+        """The workers' :meth:`_Worker.phase` merged: ``since`` is a wall-clock time
+        (``time.time()``) after the last :meth:`mark`, such as a home agent's kill."""
+        parts: list[PhaseReport] = self._all("phase", since=since)
+        return {"told": sorted(x for p in parts for x in p["told"]),
+                "registered": sorted(x for p in parts for x in p["registered"]),
+                "untold": sum(p["untold"] for p in parts),
+                "unregistered": sum(p["unregistered"] for p in parts),
+                "unmoved": sum(p["unmoved"] for p in parts)}
 
     def homes(self) -> dict[str, str | None]:
         """Every node's ``{home address: registered home agent or None}``."""

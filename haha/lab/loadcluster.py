@@ -34,6 +34,24 @@ def admission_lines(n_nodes: int) -> list[str]:
             f"unauthenticated-burst = {max(4000, n_nodes)}"]
 
 
+def take_over_lines(share: str, n_nodes: int) -> list[str]:
+    """``[home-agent]`` lines for the take-over of ``n_nodes`` (docs/scale.md, "Take-over"):
+    ``take-over-share`` ('split': every survivor takes its share, 'first': the first-ranked
+    survivor takes all) and, when split, switch requests paced for that many nodes (each
+    survivor tells its share within a few seconds; the daemon's default of 4,000 a second
+    would take 12.5 s for 50,000)."""
+    lines = [f"take-over-share = {share}"]
+    if share == "split":
+        lines.append(f"switch-rate = {max(4000, n_nodes // 5)}")
+    return lines
+
+
+#: The BIU size between the load cluster's home agents: loopback carries any size, so the
+#: largest a Mobility Header allows (docs/configuration.md, ``sync-mtu``): 41 bindings per BIU
+#: instead of the 24 of the 1,280-octet default.
+SYNC_MTU = 2100
+
+
 class ClusterOptions(TypedDict, total=False):
     """:class:`LoadCluster`'s optional arguments, for the functions that pass them on."""
 
@@ -44,6 +62,7 @@ class ClusterOptions(TypedDict, total=False):
     log_level: str
     node_keys: str
     admission: str
+    take_over_share: str
 
 
 class LoadCluster(LocalCluster):
@@ -56,13 +75,16 @@ class LoadCluster(LocalCluster):
                  worker_ports: Sequence[int], run_secret: bytes, n_has: int = 3,
                  lifetime: int = 3, hello_interval: float = 1.0, boot_wait: float = 1.0,
                  log_level: str = "info", node_keys: str = "group",
-                 admission: str = "sized") -> None:
+                 admission: str = "sized", take_over_share: str = "split") -> None:
         if node_keys not in ("group", "files"):
             raise ValueError(f"node_keys {node_keys!r} is 'group' or 'files'")
         if admission not in ("sized", "default"):
             raise ValueError(f"admission {admission!r} is 'sized' or 'default'")
+        if take_over_share not in ("first", "split"):
+            raise ValueError(f"take_over_share {take_over_share!r} is 'first' or 'split'")
         self.node_keys = node_keys
         self.admission = admission
+        self.take_over_share = take_over_share
         super().__init__(directory, n_has=n_has, lifetime=lifetime,
                          hello_interval=hello_interval, boot_wait=boot_wait, security="esp",
                          log_level=log_level)
@@ -104,7 +126,11 @@ class LoadCluster(LocalCluster):
     def _ha_text(self, ha: Node) -> str:
         prefixes = "".join(f"{care_of_prefix(w)} = 127.0.0.1:{port}\n"
                            for w, port in enumerate(self.worker_ports))
-        return super()._ha_text(ha).replace("[udp-peers]\n", "[udp-peers]\n" + prefixes, 1)
+        take_over = "".join(line + "\n" for line in take_over_lines(self.take_over_share,
+                                                                     self.n_nodes)
+                            + [f"sync-mtu = {SYNC_MTU}"])
+        return super()._ha_text(ha).replace("[udp-peers]\n", "[udp-peers]\n" + prefixes, 1) \
+            .replace("backend = null\n", "backend = null\n" + take_over, 1)
 
     def ha_named(self, address: object) -> Node | None:
         """The home agent whose address is ``address`` (text or an address), or None."""

@@ -13,7 +13,7 @@ the copies naming its sender that it did not refresh are swept.
 belongs to (its cache, peers, tombstones, switch requests and outbound :class:`Sync`).
 """
 
-from typing import TYPE_CHECKING, Any, List
+from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from haha.wire.mh import (
     BIA_REJECTED_NOT_AUTHORISED,
@@ -23,7 +23,8 @@ from haha.wire.mh import (
     BindingInfoRequest,
     BindingInfoUpdate,
 )
-from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
+from haha.wire.addresses import address_int
+from haha.wire.options import IPADDR_HOME_AGENT, BceInfo, IpAddress
 
 from .. import halist
 from ..addrtakeover import handback_address
@@ -35,6 +36,10 @@ from ..seqnum import distance, seconds
 from ..switching import hand_back
 from .outbound import UNSPECIFIED
 
+#: Cache entries looked at per slice of the sweep after a bulk answer: most are passed over
+#: at a fraction of a microsecond each.
+SWEEP_SLICE = 2048
+
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from ..homeagent import HomeAgent
 
@@ -45,6 +50,18 @@ class SyncReceiver:
 
     def __init__(self, ha: "HomeAgent") -> None:
         self.ha = ha
+        #: Claims refused while their holder was live: holder -> {home address: (claimant,
+        #: entry, when received)}. A survivor's take-over may reach us before we have declared
+        #: the dead peer dead ourselves (its last HELLO reached us later): the claim loses to
+        #: the holder's rank then, and is applied if the holder dies before saying HELLO again
+        #: (:meth:`apply_claims`), so the copy names the survivor at once rather than after the
+        #: node re-registers or anti-entropy repairs it.
+        self.claims: Dict[Any, Dict[Any, Tuple[Any, BceInfo, float]]] = {}
+        #: Copies created by the bulk answer under way from each peer (entries of BIUs packing
+        #: several while our bulk request is outstanding): counted, not one ``copy-created``
+        #: event each (100,000 events for a restart), and reported in its
+        #: ``bulk-sync-complete``.
+        self.bulk_copied: Dict[Any, int] = {}
 
     # -- ranking ties ----------------------------------------------------------------------
 
@@ -88,10 +105,14 @@ class SyncReceiver:
                 claimant = o.address
         mine = claimant == ha.identity
         status = BIA_SYNCHRONISED
+        copied = 0
         prefix = ha.settings.home_prefix
         cache = ha.cache
         settings = ha.settings
         sync = ha.sync
+        # Packed entries while our bulk request to the sender is outstanding: its answer (or a
+        # burst as large), counted for bulk-sync-complete rather than one event each.
+        bulk = len(biu.entries) > 1 and sync.bulk_requested(sender)
         tombstones = ha.tombstones
         switching = ha.switching
         for bce in biu.entries:
@@ -116,6 +137,8 @@ class SyncReceiver:
                     counters["biu-entry-rejected"] += 1
                     if held.primary is None:
                         sync.offer(sender, held, now, out)
+                    elif d == 0 and held.primary in ha.peers and claimant in ha.peers:
+                        self.claims.setdefault(held.primary, {})[hoa] = (claimant, bce, now)
                     continue
             counters["biu-entry-applied"] += 1
             if bce.lifetime == 0:
@@ -151,13 +174,19 @@ class SyncReceiver:
                             now + lifetime, bce.prefixes, claimant, None, now, held)
             transition(hoa, old, duties_of(settings, b), out)
             if held is None:
-                out.append(Event(EventName.COPY_CREATED, home_address=hoa, primary=claimant))
+                if bulk:
+                    copied += 1
+                else:
+                    out.append(Event(EventName.COPY_CREATED, home_address=hoa,
+                                     primary=claimant))
             elif was_primary:
                 switching.cancel(hoa)
                 sync.withdraw(hoa, now, out)
                 out.append(Event(EventName.PRIMARY_LOST, home_address=hoa, to=claimant,
                                  sequence=bce.sequence))
                 ha.check_drained(out)
+        if copied:
+            self.bulk_copied[sender] = self.bulk_copied.get(sender, 0) + copied
         out.append(make_send(BindingInfoAck(biu.identifier, status), ha.identity, sender,
                              None, None, sender))
         if status != BIA_SYNCHRONISED:
@@ -167,27 +196,76 @@ class SyncReceiver:
             ha.peers.bulk_answered(sender)
             self.sweep(sender, r.started, now, out)
 
+    def apply_claims(self, dead: Any, now: float, out: List[Any]) -> None:
+        """Peer ``dead`` was declared dead: the claims on its bindings that we refused while
+        it was live (:attr:`claims`) become copies naming their claimant, if the claimant is
+        live and the copy is still the one the claim contested (same sequence, still naming
+        ``dead``). Those are then not ours to take over."""
+        claims = self.claims.pop(dead, None)
+        if not claims:
+            return
+        ha = self.ha
+        cache = ha.cache
+        settings = ha.settings
+        applied = [0]
+
+        def apply(item: Tuple[Any, Tuple[Any, BceInfo, float]], now: float,
+                  out: List[Any]) -> None:
+            hoa, (claimant, bce, received) = item
+            held = cache.get(hoa)
+            if held is None or held.primary != dead or held.sequence != bce.sequence \
+                    or claimant not in ha.peers:
+                return
+            lifetime = seconds(bce.lifetime)
+            expires = received + lifetime
+            if expires <= now:
+                return
+            old = duties_of(settings, held)
+            b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
+                            expires, bce.prefixes, claimant, None, now, held)
+            transition(hoa, old, duties_of(settings, b), out)
+            applied[0] += 1
+
+        def done(now: float, out: List[Any]) -> None:
+            ha.counters["claims-applied"] += applied[0]
+
+        # In slices (a survivor's whole share may have been refused); queued before this home
+        # agent's own take-over, which then finds those copies naming their claimant.
+        ha.work.add(list(claims.items()), apply, now, out, name="claims", done=done)
+
+    def forget_claims(self, holder: Any) -> None:
+        """``holder`` said HELLO: it is live, and the claims refused on its bindings were
+        wrong (or it restarted): forget them."""
+        self.claims.pop(holder, None)
+
     def sweep(self, peer: Any, since: float, now: float, out: List[Any]) -> None:
         """A bulk answer from ``peer`` is complete: copies naming it that the answer did not
         refresh are gone at the primary."""
         ha = self.ha
         cache = ha.cache
-        stale = [b for b in cache.copies_of(peer) if b.touched < since]
+        # Every entry of the cache is an item (picked in the slices: a bounded scan per
+        # slice, none of it in this call); only stale copies naming ``peer`` are removed.
+        snapshot = list(cache)
+        key = address_int(peer)
         removed = [0]
 
         def remove(b: Binding, now: float, out: List[Any]) -> None:
-            if cache.get(b.home_address) is not b or b.primary != peer \
-                    or b.touched >= since:
-                return  # refreshed or taken since the answer ended
+            p = b.primary
+            if p is None or b.touched >= since or address_int(p) != key \
+                    or cache.get(b.home_address) is not b:
+                return  # not a copy of ``peer``, or refreshed or taken since the answer ended
             cache.remove(b.home_address)
             ha.tombstones.bury(b.home_address, b.sequence, now)
             transition(b.home_address, duties_of(ha.settings, b), (None, False), out)
             removed[0] += 1
 
-        def done(now: float, out: List[Any]) -> None:
-            out.append(Event(EventName.BULK_SYNC_COMPLETE, peer=peer, removed=removed[0]))
+        copied = self.bulk_copied.pop(peer, 0)
 
-        ha.work.add(stale, remove, now, out, name="sweep", done=done)
+        def done(now: float, out: List[Any]) -> None:
+            out.append(Event(EventName.BULK_SYNC_COMPLETE, peer=peer, removed=removed[0],
+                             copied=copied))
+
+        ha.work.add(snapshot, remove, now, out, name="sweep", done=done)
 
     # -- BIA -------------------------------------------------------------------------------
 
@@ -237,8 +315,7 @@ class SyncReceiver:
             # everything has lost its state (restart), those were its primaries. It holds
             # none of ours until it acknowledges the end of the answer (halist).
             ha.peers.lost_state(sender)
-            ha.sync.answer_bulk(sender, bir.identifier, cache.primaries(), now, out,
-                                theirs=cache.copies_of(sender))
+            ha.sync.answer_bulk_scan(sender, bir.identifier, list(cache), now, out)
             return
         if hoa is not None:
             b = cache.get(hoa)
