@@ -505,8 +505,11 @@ class INetlink(Interface):
     def steer_dump() -> List[Tuple[int, int, int, Optional[int]]]:
         """``[(table, priority, mark, proto)]`` of the steering rules."""
 
-    def ip6tnl_add(name: str, local: Any, remote: Any) -> None:
-        """Create ip6tnl link ``name`` (mode ip6ip6) between ``local`` and ``remote``."""
+    def ip6tnl_add(name: str, local: Any, remote: Any, hop_limit: Optional[int] = None,
+                   fwmark: Optional[int] = None) -> None:
+        """Create ip6tnl link ``name`` (mode ip6ip6) between ``local`` and ``remote`` (outer
+        Hop Limit ``hop_limit``, None: the kernel's; outer packets routed with firewall mark
+        ``fwmark``, None: none)."""
 
     def link_delete(name: str) -> None:
         """Delete link ``name``."""
