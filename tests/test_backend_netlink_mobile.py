@@ -346,3 +346,54 @@ def test_the_kernel_tunnel_keys_are_documented(monkeypatch):
     docs = documented()
     missing = sorted(f"[{s}] {k}" for s, k in keys if k not in docs.get(s, set()))
     assert not missing, f"undocumented: {missing}"
+
+
+def test_the_daemon_drives_the_kernel_tunnel_through_registration_move_and_return_home(
+        tmp_path):
+    """A mobile node service on the in-memory network with the kernel tunnel (on the fake of a
+    stock kernel): once registered with ha1 its links run from the care-of address to ha1
+    (holding the home address) and to ha2/ha3 (receive-only, the node's Home Agent list);
+    ``haha-ctl tunnel`` shows them; after ``move`` they run from the new care-of address only;
+    ``home`` removes every link and rule before the node announces its home address."""
+    from test_service import HAS, HOA, MN_TEXT, Network
+
+    from haha.service import MobileNodeService
+
+    net = Network(tmp_path)
+    nl = FakeNetlink({"eth0": {"mac": MAC, "addresses": [LL]}})
+    nl.load_ip6_tunnel()
+    tunnel = KernelMobileTunnel(net.mn_end, netlink=nl, kernel_config=lambda: "")
+    text = MN_TEXT.format(keys=tmp_path).replace("lifetime = 60\n",
+                                                 "lifetime = 60\ninterface = eth0\n")
+    mn = MobileNodeService.build(mobile_node_from_text(text, str(tmp_path / "mn.conf")),
+                                 net.clock, transport=net.mn_end, tunnel=tunnel)
+    net.mn = mn
+    try:
+        net.start()
+        coa = IPv6Address(mn.status()["care_of"])
+        assert mn.status()["state"] == "registered"
+        shown = mn.command("tunnel", {})
+        assert shown["home_agent"] == str(HAS[0]) and shown["device"] == "hahamn0"
+        assert sorted(shown["tunnels"].values()) == sorted([str(coa), str(h)] for h in HAS)
+        assert _home_on_address(nl, HOA) == ["hahamn0"]
+        assert (IPv6Network(f"{HOA}/128"), TABLE, 1000) in nl.rules
+        net.mn_end.add_address(COA2)
+        mn.command("move", {"care-of": str(COA2)})
+        net.run(3)
+        assert mn.status()["care_of"] == str(COA2)
+        assert sorted(_ours(nl).values()) == sorted((COA2, h) for h in HAS)
+        (to_ha1,) = [n for n, (_, remote) in _ours(nl).items() if remote == HAS[0]]
+        assert nl.routes[(DEFAULT, TABLE)]["dev"] == to_ha1
+        assert _home_on_address(nl, HOA) == [to_ha1]
+        net.mn_end.add_address(HOA)
+        mn.command("home", {})
+        net.run(3)
+        assert mn.status()["state"] == "home"
+        assert _ours(nl) == {} and nl.rules == set() and nl.routes == {}
+        assert mn.counters()["home-na-sent"] == 1
+    finally:
+        net.stop_all()
+
+
+def _home_on_address(nl, address):
+    return sorted(d for a, d in nl.addresses if a.ip == address)
