@@ -264,6 +264,13 @@ class IStartStop(Interface):
         """Release everything. May return a Deferred."""
 
 
+class ISnapshot(Interface):
+    """Optional: a mobile node's tunnel that describes what it installed (``haha-ctl tunnel``)."""
+
+    def snapshot() -> Dict[str, Any]:
+        """A JSON-serialisable description of its end points, links and counters."""
+
+
 class IMobileTunnel(Interface):
     """A mobile node's end of the bidirectional tunnel (RFC 6275 11.3.1; the daemon sets and
     clears its end points as the node registers and returns home)."""

@@ -51,6 +51,7 @@ from .interfaces import (
     IPeerListener,
     IRouterAdvertisementListener,
     ISequencePersistence,
+    ISnapshot,
     IStartStop,
 )
 from .protocol import HomeAgentAdapter, MobileNodeAdapter
@@ -599,9 +600,9 @@ class MobileNodeService(MultiService):
         if name == "home":
             self.adapter.call(self.machine.return_home, self.reactor.seconds())
             return {"state": self.machine.state}
-        if name == "tunnel":
-            snapshot = getattr(self.tunnel, "snapshot", None)
-            return jsonable(snapshot()) if snapshot is not None else None
+        if name == "tunnel":  # None: no tunnel (backend = null), or one that cannot say
+            return jsonable(self.tunnel.snapshot()) if ISnapshot.providedBy(self.tunnel) \
+                else None
         raise ValueError(f"unknown command {name!r}; known: move, home, tunnel")
 
 

@@ -17,7 +17,8 @@ from haha.backends.netlink_mobile import KernelMobileTunnel
 from haha.backends.netsys import RTPROT_HAHA, FakeNetlink, NetlinkFailure
 from haha.config import mobile_node_from_text
 from haha.inifile import ConfigError
-from haha.interfaces import IHomeAnnouncer, IKernelTunnels, IMobileTunnel, IStartStop
+from haha.interfaces import (IHomeAnnouncer, IKernelTunnels, IMobileTunnel, ISnapshot,
+                             IStartStop)
 from haha.io.raw import RawTransport
 from haha.io.system import FakeSystem
 from haha.wire.icmpv6 import NA_O, NeighborAdvertisement, decode_icmpv6
@@ -84,12 +85,12 @@ def _home_on(nl):
 
 def test_provides_the_mobile_tunnel_interfaces():
     """KernelMobileTunnel provides what the mobile node's adapter and service use
-    (IMobileTunnel, IStartStop, IHomeAnnouncer); it takes no IPv6-in-IPv6 from the transport
-    (IDecapsulator): the kernel decapsulates."""
+    (IMobileTunnel, IStartStop, IHomeAnnouncer, ISnapshot for ``haha-ctl tunnel``); it takes
+    no IPv6-in-IPv6 from the transport (IDecapsulator): the kernel decapsulates."""
     from haha.interfaces import IDecapsulator
 
     t = KernelMobileTunnel(_Transport(), netlink=_stock_netlink(), kernel_config=lambda: "")
-    for interface in (IMobileTunnel, IStartStop, IHomeAnnouncer):
+    for interface in (IMobileTunnel, IStartStop, IHomeAnnouncer, ISnapshot):
         assert verifyObject(interface, t)
     assert not IDecapsulator.providedBy(t)
 

@@ -46,7 +46,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Tup
 
 from zope.interface import implementer
 
-from ..interfaces import IHomeAnnouncer, IKernelTunnels, IMobileTunnel, IStartStop
+from ..interfaces import IHomeAnnouncer, IKernelTunnels, IMobileTunnel, ISnapshot, IStartStop
 from ..logging import class_logger
 from .common import LinkDuties
 from .mobile import (DEFAULT_RULE_PRIORITY, DEFAULT_TABLE, MobileRouting, check_endpoint,
@@ -61,7 +61,7 @@ _DEVICE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,9}$")
 _DEFAULT_ROUTE = IPv6Network("::/0")
 
 
-@implementer(IMobileTunnel, IStartStop, IHomeAnnouncer)
+@implementer(IMobileTunnel, IStartStop, IHomeAnnouncer, ISnapshot)
 class KernelMobileTunnel(MobileRouting, LinkDuties):
     """The node's (or mobile router's) end of the bidirectional tunnel as kernel ip6tnl links
     (module docstring).

@@ -46,6 +46,7 @@ from ..interfaces import (
     IForwardingBackend,
     IHomeAnnouncer,
     IMobileTunnel,
+    ISnapshot,
     IStartStop,
     ITunnelFastPath,
 )
@@ -453,7 +454,7 @@ class TunBackend(_Base):
         }
 
 
-@implementer(IMobileTunnel, IStartStop, IDecapsulator, IHomeAnnouncer)
+@implementer(IMobileTunnel, IStartStop, IDecapsulator, IHomeAnnouncer, ISnapshot)
 class MobileTunnel(MobileRouting, _Base):
     """The mobile node's (or mobile router's) end of the bidirectional tunnel.
 
