@@ -264,6 +264,22 @@ def test_kernel_refusals_are_counted_and_the_rest_still_installed():
     assert _home_on(nl) == [] and set(_ours(nl)) == {"other0"}
 
 
+def test_a_new_home_address_moves_to_the_same_link_and_a_failed_switch_leaves_no_address():
+    """A new home address at the same care-of address and home agent replaces the old one on
+    the same link (and its rule); a switch whose new link the kernel refuses leaves the home
+    address on no link (the old home agent's link only receives) and no route."""
+    home2 = IPv6Address("2001:db8:1::200")
+    t, nl, _ = _tunnel()
+    t.set_endpoint(HOME, COA, HA, home_agents=(HA, HA2))
+    t.set_endpoint(home2, COA, HA, home_agents=(HA, HA2))
+    assert sorted((str(a.ip), d) for a, d in nl.addresses) == [(str(home2), "hahamn0")]
+    assert nl.rules == {(IPv6Network(f"{home2}/128"), TABLE, 1000)}
+    nl.ip6tnl_error = NetlinkFailure("create ip6tnl: no memory", 12)
+    t.set_endpoint(home2, COA, HA3, home_agents=(HA, HA3))
+    assert nl.addresses == set() and nl.routes == {}
+    assert set(_ours(nl)) == {"hahamn0"} and t.counters["no_tunnel_to_home_agent"] == 1
+
+
 def test_bad_arguments_change_nothing():
     """Wrong types in set_endpoint raise TypeError before anything changes; a reserved table,
     a hop limit, MTU, steering mark or device prefix out of range are refused at

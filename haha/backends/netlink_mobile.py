@@ -206,6 +206,9 @@ class KernelMobileTunnel(MobileRouting, LinkDuties):
                 self._nl(f"remove the home address from {old_on}", self.netlink.address_delete,
                          f"{old_home}/128", old_on)
         elif send is None:
+            if old_on is not None and old_on not in stale:  # kept only to receive now
+                self._nl(f"remove the home address from {old_on}", self.netlink.address_delete,
+                         f"{old_home}/128", old_on)
             self._address_on = None
         if send != self._route_dev:
             if send is not None:
