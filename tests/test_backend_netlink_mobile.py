@@ -414,3 +414,38 @@ def test_the_daemon_drives_the_kernel_tunnel_through_registration_move_and_retur
 
 def _home_on_address(nl, address):
     return sorted(d for a, d in nl.addresses if a.ip == address)
+
+
+@pytest.mark.netns
+@pytest.mark.stock_kernel
+def test_this_machine_kernel_is_refused_in_one_line_or_accepted(tmp_path, require_root):
+    """On a kernel without ip6_tunnel (this project's) ``twistd haha-mn`` with ``backend =
+    netlink`` stops with exactly one line, the driver's message, status 2, no traceback; on a
+    kernel with it (the stock-kernel tier) the real tunnel starts in a fresh namespace beside
+    ip6tnl0, leaves no probe link, and its stop leaves no link of its own."""
+    import os
+    import subprocess
+
+    from haha.backends.netlink import read_kernel_config
+    from test_startup import mn_text, one_line, twistd
+
+    config = read_kernel_config()
+    if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
+        os.chmod(tmp_path, 0o755)
+        r = twistd(str(tmp_path), mn_text(extra="backend = netlink"), kind="haha-mn")
+        assert one_line(r, "haha-mn") == f"haha-mn: {NO_DRIVER}"
+        return
+    from haha.backends.netsys import Pyroute2Netlink
+
+    ns = f"hahamk{os.getpid() % 100000}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        nl = Pyroute2Netlink(ns)
+        t = KernelMobileTunnel(None, netlink=nl)
+        t.start()
+        assert set(nl.ip6tnl_dump()) == {"ip6tnl0"}
+        t.stop()
+        assert set(nl.ip6tnl_dump()) == {"ip6tnl0"}
+        nl.close()
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
