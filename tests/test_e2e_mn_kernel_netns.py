@@ -12,7 +12,13 @@ IPv6-in-IPv6 packet. Then the node moves to 2001:db8:21::11: new links from ther
 the old address, and ping and TCP work again. A ``kill -9`` of the node leaves its links and
 rules in the kernel; the next run removes them and registers again; a clean stop leaves
 nothing. Needs ``ip6_tunnel``: deselected on this project's kernel, run by the stock-kernel
-tier (``./dev stock-kernel tests/test_e2e_mn_kernel_netns.py``).
+tier (``./dev stock-kernel -k mn_kernel``).
+
+A NEMO mobile router with the kernel tunnel (RFC 3963, explicit mode): the correspondent
+reaches an address inside its mobile network prefix through the kernel links (the rule from
+the prefix sends the replies into the tunnel), before and after ha1's ``kill -9``, after which
+the router's home address and default route move to its link to ha2, which existed already
+to receive.
 """
 
 import subprocess
@@ -21,9 +27,11 @@ from ipaddress import IPv6Address
 
 import pytest
 from test_e2e_mobility_netns import NEW_CARE_OF, ROUTER2, haha_ctl, with_second_visited_link
-from test_e2e_netns import (CORRESPONDENT, deployment, installed, reach, start_home_agents,
-                            status)
+from test_e2e_netns import (CORRESPONDENT, deployment, fail_over, installed, reach, register,
+                            start_home_agents, status)
 
+from haha.lab import topology
+from haha.lab.deploy import MOBILE_NETWORK
 from haha.lab.timing import scaled
 
 pytestmark = [pytest.mark.netns, pytest.mark.process, pytest.mark.slow, pytest.mark.ip6_tunnel,
@@ -195,3 +203,41 @@ def test_a_mobile_node_with_a_kernel_tunnel_through_kernel_home_agents(tmp_path,
         assert kernel_links(d) == {}
         left = installed(d, "mn1")
         assert not left.get("links") and not left.get("rules"), left
+
+
+def test_a_nemo_mobile_router_with_a_kernel_tunnel_through_a_failover(tmp_path, require_root):
+    """A mobile router with ``backend = netlink`` registers 2001:db8:100::/48: a rule from the
+    prefix leads into its table; the correspondent's ping to 2001:db8:100::1 crosses the
+    router's kernel links (their counters rise, its daemon sees no IPv6-in-IPv6) through ha1,
+    and after ha1's SIGKILL through ha2, whose link (until then receive-only) now holds the
+    home address and the table's default route."""
+    with deployment(tmp_path, topology.shared_home_link, n_has=2, mobile_router=True,
+                    backend="netlink", mn_backend="netlink") as (d, caps):
+        host = d.add_mobile_network_host()
+        d.topology.run("r", ["ip", "-6", "route", "replace", str(MOBILE_NETWORK), "via",
+                             d.mn.address])
+        start_home_agents(d, caps)
+        register(d)
+        rules = d.topology.run("mn1", ["ip", "-6", "rule"]).stdout
+        assert f"from {MOBILE_NETWORK} lookup 19790 proto 72" in rules, rules
+        tunnel = node_tunnel(d)
+        assert tunnel["prefixes"] == [str(MOBILE_NETWORK)]
+        links = {remote: name for name, (_, remote) in tunnel["tunnels"].items()}
+        assert tunnel["device"] == links[d.has[0].address]
+        before = node_packets(d)
+        reach(d, host, through="ha1")
+        middle = node_packets(d)
+        assert middle[0] > before[0] and middle[1] > before[1], (before, middle)
+        fail_over(d)
+        d.wait_for("the tunnel follows ha2", lambda: node_tunnel(d).get("device") ==
+                   links[d.has[1].address], timeout=15)
+        addresses = d.topology.run("mn1", ["ip", "-6", "addr", "show", "dev",
+                                           links[d.has[1].address]]).stdout
+        assert f"{d.mn.address}/128" in addresses
+        to_ha2 = links[d.has[1].address]
+        middle = node_tunnel(d)["tunnel_packets"][to_ha2]
+        reach(d, host, through="ha2")
+        after = node_tunnel(d)["tunnel_packets"][to_ha2]
+        assert after["encapsulated"] > middle["encapsulated"], (middle, after)
+        assert after["decapsulated"] > middle["decapsulated"], (middle, after)
+        assert node_user_space_tunnelled(d) == 0
