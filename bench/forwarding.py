@@ -10,8 +10,9 @@ the visited link, and back through ha1):
   (and back through ha1), so every packet crosses the same links and forwarding hops;
 - ``tun``: a real home agent daemon (``backend = tun``, user-space tunnel) and a real mobile
   node daemon (user-space tunnel), registered with ESP;
-- ``netlink``: the same with ``backend = netlink`` (the kernel's ip6tnl); only on a kernel with
-  ``ip6_tunnel`` (the stock-kernel tier), otherwise reported with the reason.
+- ``netlink``: the same with ``backend = netlink`` (the kernel's ip6tnl) at the home agent and
+  at the node, so the whole data path is the kernel's; only on a kernel with ``ip6_tunnel``
+  (the stock-kernel tier), otherwise reported with the reason.
 
 Measured per case, in the same run: TCP goodput from the correspondent to the home address
 (Mbit/s, one connection, ``--seconds`` long), and UDP packets per second delivered with small
@@ -212,7 +213,8 @@ def _daemons(backend, seconds, rates, tree=None):
     """One case with real daemons; ``tree``: run them on the code of that checkout."""
     topo = topology.shared_home_link(n_has=1, n_mns=1)
     with tempfile.TemporaryDirectory(prefix="hb-") as directory:
-        d = NetnsDeployment(topo, directory, backend=backend, log_level="warn")
+        d = NetnsDeployment(topo, directory, backend=backend, mn_backend=backend,
+                            log_level="warn")
         if tree is not None:
             for daemon in list(d.has) + [d.mn]:
                 daemon.env["PYTHONPATH"] = os.path.abspath(tree)

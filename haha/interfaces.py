@@ -264,6 +264,13 @@ class IStartStop(Interface):
         """Release everything. May return a Deferred."""
 
 
+class ISnapshot(Interface):
+    """Optional: a mobile node's tunnel that describes what it installed (``haha-ctl tunnel``)."""
+
+    def snapshot() -> Dict[str, Any]:
+        """A JSON-serialisable description of its end points, links and counters."""
+
+
 class IMobileTunnel(Interface):
     """A mobile node's end of the bidirectional tunnel (RFC 6275 11.3.1; the daemon sets and
     clears its end points as the node registers and returns home)."""
@@ -505,8 +512,11 @@ class INetlink(Interface):
     def steer_dump() -> List[Tuple[int, int, int, Optional[int]]]:
         """``[(table, priority, mark, proto)]`` of the steering rules."""
 
-    def ip6tnl_add(name: str, local: Any, remote: Any) -> None:
-        """Create ip6tnl link ``name`` (mode ip6ip6) between ``local`` and ``remote``."""
+    def ip6tnl_add(name: str, local: Any, remote: Any, hop_limit: Optional[int] = None,
+                   fwmark: Optional[int] = None) -> None:
+        """Create ip6tnl link ``name`` (mode ip6ip6) between ``local`` and ``remote`` (outer
+        Hop Limit ``hop_limit``, None: the kernel's; outer packets routed with firewall mark
+        ``fwmark``, None: none)."""
 
     def link_delete(name: str) -> None:
         """Delete link ``name``."""

@@ -51,6 +51,7 @@ from .interfaces import (
     IPeerListener,
     IRouterAdvertisementListener,
     ISequencePersistence,
+    ISnapshot,
     IStartStop,
 )
 from .protocol import HomeAgentAdapter, MobileNodeAdapter
@@ -72,6 +73,7 @@ from .wire.addresses import address_int
 
 if TYPE_CHECKING:
     from .backends.common import Ownership
+    from .backends.netlink_mobile import KernelMobileTunnel
     from .backends.tun import MobileTunnel
     from .security.seqstore import SequenceStore
 
@@ -609,7 +611,10 @@ class MobileNodeService(MultiService):
         if name == "home":
             self.adapter.call(self.machine.return_home, self.reactor.seconds())
             return {"state": self.machine.state}
-        raise ValueError(f"unknown command {name!r}; known: move, home")
+        if name == "tunnel":  # None: no tunnel (backend = null), or one that cannot say
+            return jsonable(self.tunnel.snapshot()) if ISnapshot.providedBy(self.tunnel) \
+                else None
+        raise ValueError(f"unknown command {name!r}; known: move, home, tunnel")
 
 
 def _kept_sequences(sadb: Any) -> Optional[SequenceStore]:
@@ -618,19 +623,26 @@ def _kept_sequences(sadb: Any) -> Optional[SequenceStore]:
 
 
 def _mobile_tunnel(config: MobileNodeConfig, reactor: Any,
-                   transport: Any) -> Optional[MobileTunnel]:
-    """The mobile node's tunnel from its ``[backend]`` (``tun``), None with ``null``."""
+                   transport: Any) -> Optional[MobileTunnel | KernelMobileTunnel]:
+    """The mobile node's tunnel from its ``[backend]``: ``tun`` (user space, any kernel),
+    ``netlink`` (the kernel's ip6tnl), None with ``null``."""
     if config.backend.name == "null":
         config.backend.options.check_unused()
         return None
-    if config.backend.name != "tun":
+    if config.backend.name not in ("tun", "netlink"):
         raise config.backend.error(
-            f"a mobile node's tunnel is 'tun' or 'null', not {config.backend.name!r}")
-    from .backends.tun import MobileTunnel, options_of
+            f"a mobile node's tunnel is 'tun', 'netlink' or 'null', not {config.backend.name!r}")
     from .io.raw import RawTransport
 
     options = config.backend.options
-    kw = options_of(options)
+    if config.backend.name == "netlink":
+        from .backends import netlink_mobile
+
+        kw = netlink_mobile.options_of(options)
+    else:
+        from .backends import tun
+
+        kw = tun.options_of(options)
     home = options.get_str("default-source", "home", choices=("home", "care-of")) == "home"
     mark = options.get_int("mark", 0x4D4E, minimum=1, maximum=0xFFFFFFFF)
     options.check_unused()
@@ -639,8 +651,12 @@ def _mobile_tunnel(config: MobileNodeConfig, reactor: Any,
         # The transport's own packets (signalling, the tunnel's outer packets) carry the mark
         # and keep the main table; everything else unmarked is steered into the tunnel.
         transport.mark = steer = mark
-    return MobileTunnel(reactor, transport, router_flag=config.mobile_router, steer_mark=steer,
-                        **kw)
+    if config.backend.name == "netlink":
+        return netlink_mobile.KernelMobileTunnel(
+            transport, router_flag=config.mobile_router, steer_mark=steer,
+            log=logger("haha.backends.netlink_mobile", config.home_address), **kw)
+    return tun.MobileTunnel(reactor, transport, router_flag=config.mobile_router,
+                            steer_mark=steer, **kw)
 
 
 __all__ = ["HomeAgentService", "KERNEL_ESP_MODES", "MobileNodeService", "NodeKeyring", "anycast_membership",

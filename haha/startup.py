@@ -82,8 +82,9 @@ def check_mobile_node(config: "MobileNodeConfig", transport: bool = True, tunnel
         names += [(n, "[transport] interfaces") for n in config.transport.interfaces]
     if config.interface and raw:
         names.append((config.interface, "[mobile-node] interface"))
-    _check_system(config, names, raw=raw, admin=tunnel and config.backend.name == "tun",
-                  what="the tun tunnel")
+    _check_system(config, names, raw=raw,
+                  admin=tunnel and config.backend.name in ("tun", "netlink"),
+                  what=f"the {config.backend.name} tunnel")
     if transport and config.transport.kind == "udp":
         _check_udp(config)
     _check_control(config)

@@ -83,3 +83,21 @@ def test_unknown_topology_kind_is_refused(tmp_path):
     t.add_node("a")
     with pytest.raises(ValueError, match="no deployment"):
         NetnsDeployment(t, tmp_path)
+
+
+def test_the_mobile_node_tunnel_can_be_chosen(tmp_path):
+    """``mn_backend="netlink"`` gives the node ``backend = netlink`` (the kernel's ip6tnl, no
+    [backend:tun] section) whatever the home agents use; the default stays ``tun``; an unknown
+    one is refused before anything is written."""
+    topo = topology.no_home_link(n_has=2, tag="cfgtest")
+    d = NetnsDeployment(topo, tmp_path, backend="netlink", mn_backend="netlink")
+    d.write()
+    mn = load_mobile_node(d.mn.config)
+    assert mn.backend.name == "netlink" and "backend:tun" not in open(d.mn.config).read()
+    assert all(load_home_agent(ha.config).backend.name == "netlink" for ha in d.has)
+    default = NetnsDeployment(topo, tmp_path / "default")
+    default.write()
+    assert load_mobile_node(default.mn.config).backend.name == "tun"
+    with pytest.raises(ValueError, match="no mobile node tunnel 'kernel'"):
+        NetnsDeployment(topo, tmp_path / "bad", mn_backend="kernel")
+    assert not (tmp_path / "bad").exists()

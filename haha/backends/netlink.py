@@ -69,6 +69,38 @@ def read_kernel_config() -> Optional[str]:
         return None
 
 
+def require_ip6_tunnel(netlink: Any,
+                       kernel_config: Optional[Callable[[], Optional[str]]] = read_kernel_config
+                       ) -> None:
+    """Raise :class:`KernelUnsupported` (a one-line start-up error naming the driver) unless
+    the kernel can make ip6tnl links: its configuration (``kernel_config()``, None: unknown)
+    says ``# CONFIG_IPV6_TUNNEL is not set``, or a probe link fails with "Operation not
+    supported". Used by the home agent's backend and the mobile node's kernel tunnel.
+
+    A kernel with ``ip6_tunnel`` loaded keeps a fallback device ``ip6tnl0`` (local ``::``,
+    remote ``::``) in every namespace (unless ``net.core.fb_tunnels_only_for_init_net``), and
+    two ip6tnl links may not share their end points: the probe's remote end is therefore an
+    address of the discard-only prefix 100::/64 (RFC 6666) made unique by the process id,
+    never ``::``. "File exists" (a link of that name or those end points is there) proves the
+    driver as well as a created link does."""
+    config = kernel_config() if kernel_config else None
+    if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
+        raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
+    pid = os.getpid()
+    probe = f"hahap{pid % 100000}"
+    remote = IPv6Address("100::") + (pid & 0xFFFFFFFF)
+    try:
+        netlink.ip6tnl_add(probe, "::", remote)
+    except NetlinkFailure as e:
+        if e.errno == EOPNOTSUPP:
+            raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(
+                why="creating an ip6tnl link fails with 'Operation not supported'")) from None
+        if e.errno == EEXIST:
+            return
+        raise
+    netlink.link_delete(probe)
+
+
 @implementer(IForwardingBackend, IAddressHolder)
 class NetlinkBackend(LinkDuties):
     """Kernel tunnels. ``transport``: sends the unsolicited Neighbour Advertisements;
@@ -109,10 +141,7 @@ class NetlinkBackend(LinkDuties):
         """Check that the kernel can make ip6tnl links (raise :class:`KernelUnsupported`
         naming the missing driver when it cannot), remove what an earlier run of the same
         daemon left (when ``ownership`` is set), enable forwarding."""
-        config = self._kernel_config() if self._kernel_config else None
-        if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
-            raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(why="CONFIG_IPV6_TUNNEL is not set"))
-        self._probe()
+        require_ip6_tunnel(self.netlink, self._kernel_config)
         if IKernelTunnels.providedBy(self.transport):
             # the raw transport's guard would drop what ip6tnl must receive
             self.transport.leave_tunnels_to_kernel(True)
@@ -124,29 +153,6 @@ class NetlinkBackend(LinkDuties):
                 self._release()
                 raise
         self.running = True
-
-    def _probe(self) -> None:
-        """Create and delete one ip6tnl link to learn whether the kernel has the driver.
-
-        A kernel with ``ip6_tunnel`` loaded keeps a fallback device ``ip6tnl0`` (local ``::``,
-        remote ``::``) in every namespace (unless ``net.core.fb_tunnels_only_for_init_net``),
-        and two ip6tnl links may not share their end points: the probe's remote end is
-        therefore an address of the discard-only prefix 100::/64 (RFC 6666) made unique by the
-        process id, never ``::``. "File exists" (a link of that name or those end points is
-        there) proves the driver as well as a created link does."""
-        pid = os.getpid()
-        probe = f"hahap{pid % 100000}"
-        remote = IPv6Address("100::") + (pid & 0xFFFFFFFF)
-        try:
-            self.netlink.ip6tnl_add(probe, "::", remote)
-        except NetlinkFailure as e:
-            if e.errno == EOPNOTSUPP:
-                raise KernelUnsupported(NO_TUNNEL_MESSAGE.format(
-                    why="creating an ip6tnl link fails with 'Operation not supported'")) from None
-            if e.errno == EEXIST:
-                return
-            raise
-        self.netlink.link_delete(probe)
 
     def _reclaim_more(self, scopes: List[Scope]) -> None:
         """Leftover tunnels: ip6tnl links named like ours (``hahaN``) from one of our

@@ -282,11 +282,20 @@ class Pyroute2Netlink:
                         msg.get_attr("FRA_PRIORITY") - 1, mark, msg.get_attr("FRA_PROTOCOL")))
         return out
 
-    def ip6tnl_add(self, name: str, local: Address, remote: Address) -> None:
-        """An ``ip6tnl`` link in mode ip6ip6 without a Tunnel Encapsulation Limit option."""
+    def ip6tnl_add(self, name: str, local: Address, remote: Address,
+                   hop_limit: Optional[int] = None, fwmark: Optional[int] = None) -> None:
+        """An ``ip6tnl`` link in mode ip6ip6 without a Tunnel Encapsulation Limit option.
+        ``hop_limit``: the outer Hop Limit (None: the kernel's default, which copies the inner
+        packet's); ``fwmark``: the firewall mark its outer packets are routed with (None:
+        none)."""
+        kw: Dict[str, Any] = {}
+        if hop_limit is not None:
+            kw["ip6tnl_ttl"] = hop_limit
+        if fwmark is not None:
+            kw["ip6tnl_fwmark"] = fwmark
         self._do(f"create ip6tnl {name}", self._ipr.link, "add", ifname=name, kind="ip6tnl",
                  ip6tnl_local=str(local), ip6tnl_remote=str(remote), ip6tnl_proto=41,
-                 ip6tnl_flags=0x1)  # IP6_TNL_F_IGN_ENCAP_LIMIT
+                 ip6tnl_flags=0x1, **kw)  # IP6_TNL_F_IGN_ENCAP_LIMIT
 
     def link_delete(self, name: str) -> None:
         self._do(f"delete {name}", self._ipr.link, "del", index=self.index(name))
@@ -331,6 +340,8 @@ class FakeNetlink:
         # (table, priority, mark) -> protocol (steer_add pairs)
         self.steering: Dict[Tuple[int, int, int], Optional[int]] = {}
         self.tunnels: Dict[str, Tuple[IPv6Address, IPv6Address]] = {}
+        # name -> {"hop_limit", "fwmark"} as given to ip6tnl_add
+        self.tunnel_options: Dict[str, Dict[str, Optional[int]]] = {}
         self.sysctls: Dict[str, str] = {}
         self.ip6tnl_error: Optional[NetlinkFailure] = NetlinkFailure(
             "create ip6tnl: (95, 'Operation not supported')", 95)
@@ -476,7 +487,8 @@ class FakeNetlink:
             self.tunnels["ip6tnl0"] = (IPv6Address("::"), IPv6Address("::"))
             self.add_link("ip6tnl0", mac=b"", up=False)
 
-    def ip6tnl_add(self, name: str, local: Address, remote: Address) -> None:
+    def ip6tnl_add(self, name: str, local: Address, remote: Address,
+                   hop_limit: Optional[int] = None, fwmark: Optional[int] = None) -> None:
         if self.ip6tnl_error is not None:
             raise self.ip6tnl_error
         ends = (IPv6Address(local), IPv6Address(remote))
@@ -484,12 +496,18 @@ class FakeNetlink:
             # as the kernel: ip6tnl links are unique by name and by (local, remote)
             raise NetlinkFailure(f"create ip6tnl {name}: (17, 'File exists')", 17)
         self.tunnels[name] = ends
-        self.add_link(name)
+        self.tunnel_options[name] = {"hop_limit": hop_limit, "fwmark": fwmark}
+        self.add_link(name, up=False)
+        self.log.append(("ip6tnl_add", name, str(ends[0]), str(ends[1])))
 
     def link_delete(self, name: str) -> None:
         self._need(name)
         del self.links[name]
         self.tunnels.pop(name, None)
+        self.tunnel_options.pop(name, None)
+        # as the kernel: a link's addresses go with it
+        self.addresses = {(a, d) for a, d in self.addresses if d != name}
+        self.log.append(("link_delete", name))
         for key in [k for k, r in self.routes.items() if r["dev"] == name]:
             del self.routes[key]  # as the kernel: a link's routes go with it
 

@@ -46,6 +46,7 @@ from ..interfaces import (
     IForwardingBackend,
     IHomeAnnouncer,
     IMobileTunnel,
+    ISnapshot,
     IStartStop,
     ITunnelFastPath,
 )
@@ -54,6 +55,7 @@ from ..wire.errors import WireError
 from ..wire.ipv6 import parse_packet
 from ..wire.numbers import IPPROTO_IPV6
 from .common import LinkDuties, Ownership
+from .mobile import MobileRouting, check_endpoint, check_table
 from .netsys import RTPROT_HAHA, NetlinkFailure
 from .null import check_route, route_json
 
@@ -452,8 +454,8 @@ class TunBackend(_Base):
         }
 
 
-@implementer(IMobileTunnel, IStartStop, IDecapsulator, IHomeAnnouncer)
-class MobileTunnel(_Base):
+@implementer(IMobileTunnel, IStartStop, IDecapsulator, IHomeAnnouncer, ISnapshot)
+class MobileTunnel(MobileRouting, _Base):
     """The mobile node's (or mobile router's) end of the bidirectional tunnel.
 
     :meth:`set_endpoint` (re)points it: the home address is put on the TUN (``nodad``), a
@@ -483,11 +485,7 @@ class MobileTunnel(_Base):
                  system: Any = None, tun: Any = None, router_flag: bool = False,
                  steer_mark: Optional[int] = None) -> None:
         super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
-        if table is None:
-            table = 0x4D4E
-        if not 1 <= table < 0xFFFFFFFF or table in (253, 254, 255):
-            raise ValueError(f"routing table {table} is reserved or out of range")
-        self.table = table
+        self.table = check_table(table)
         self.rule_priority = rule_priority
         self.router_flag = router_flag  # a mobile router's home Neighbour Advertisement has R
         self.steer_mark = steer_mark
@@ -508,46 +506,6 @@ class MobileTunnel(_Base):
         self._start_tun()
         self.running = True
 
-    def _reclaim_rules(self) -> None:
-        """Policy rules with haha's protocol number into this tunnel's table at its priority
-        are an earlier run's (the table is the node's own): removed, logged and counted."""
-        try:
-            rules = self.netlink.rule_dump()
-        except NetlinkFailure as e:
-            self.counters["netlink_errors"] += 1
-            self.log.warn("cannot list policy rules: {error}", error=str(e))
-            return
-        for src, table, priority, proto in rules:
-            if proto != RTPROT_HAHA or table != self.table or priority != self.rule_priority:
-                continue
-            if self._nl(f"remove leftover rule from {src}", self.netlink.rule_delete, src,
-                        table, priority):
-                self._leftover(f"policy rule from {src} to table {table}")
-        try:
-            steering = self.netlink.steer_dump()
-        except NetlinkFailure as e:
-            self.counters["netlink_errors"] += 1
-            self.log.warn("cannot list policy rules: {error}", error=str(e))
-            return
-        for table, priority, mark, proto in steering:
-            if proto != RTPROT_HAHA or table != self.table:
-                continue
-            if self._nl(f"remove leftover steering rules at {priority}",
-                        self.netlink.steer_delete, table, priority, mark):
-                self._leftover(f"steering rules at {priority} to table {table}")
-
-    def announce_home(self, home_address: IPv6Address, interface: str) -> Optional[bytes]:
-        """Back on the home link after deregistering: one unsolicited Neighbour
-        Advertisement to all-nodes for ``home_address`` on ``interface`` with our link-layer
-        address and the Override flag (RFC 6275 11.5.4), so that neighbours (the home link's
-        router) stop sending to the home agent that proxied for us. Returns the packet sent,
-        or None (counted as ``na_errors``)."""
-        if not isinstance(home_address, IPv6Address):
-            raise TypeError(f"home address {home_address!r} is not an IPv6Address")
-        if self.home_address is not None:
-            raise RuntimeError("the tunnel is still up: the node is not home")
-        return self.send_unsolicited_na(home_address, interface)
-
     def stop(self) -> None:
         self.clear()
         if self.running:
@@ -561,69 +519,43 @@ class MobileTunnel(_Base):
         """Tunnel ``home_address`` (and ``prefixes``) between ``care_of`` and ``home_agent``;
         replaces any previous endpoint. Tunnelled packets from the other ``home_agents`` (the
         node's Home Agent list) are accepted too; ours go to ``home_agent`` only."""
-        for name, value in (("home_address", home_address), ("care_of", care_of),
-                            ("home_agent", home_agent)):
-            if not isinstance(value, IPv6Address):
-                raise TypeError(f"{name} {value!r} is not an IPv6Address")
-        home_agents = frozenset(home_agents)
-        for a in home_agents:
-            if not isinstance(a, IPv6Address):
-                raise TypeError(f"home agent {a!r} is not an IPv6Address")
-        prefixes = tuple(prefixes)
-        for p in prefixes:
-            if not isinstance(p, IPv6Network):
-                raise TypeError(f"prefix {p!r} is not an IPv6Network")
+        agents, nets = check_endpoint(home_address, care_of, home_agent, prefixes, home_agents)
         if not self.running:
             raise RuntimeError("mobile tunnel not started")
-        new_sources = {IPv6Network(home_address)} | set(prefixes)
+        new_sources = {IPv6Network(home_address)} | set(nets)
         old_sources = self._sources()
         if self.home_address is not None and self.home_address != home_address:
             self._nl("remove home address", self.netlink.address_delete,
                      f"{self.home_address}/128", self.tun.name)
-        for src in old_sources - new_sources:
-            self._nl(f"delete rule from {src}", self.netlink.rule_delete, src, self.table,
-                     self.rule_priority)
+        self._delete_rules(old_sources - new_sources)
         if self.home_address != home_address:
             self._nl("add home address", self.netlink.address_add, f"{home_address}/128",
                      self.tun.name)
-        for src in new_sources - old_sources:
-            self._nl(f"rule from {src}", self.netlink.rule_add, src, self.table,
-                     self.rule_priority, proto=RTPROT_HAHA)
+        self._add_rules(new_sources - old_sources)
         if self.home_address is None:
             self._nl("default route into the tunnel", self.netlink.route_replace,
                      IPv6Network("::/0"), dev=self.tun.name, table=self.table,
                      proto=RTPROT_HAHA)
-            if self.steer_mark is not None:
-                self._nl("steer unmarked traffic into the tunnel", self.netlink.steer_add,
-                         self.table, self.rule_priority + 1, self.steer_mark, proto=RTPROT_HAHA)
+            self._steer(True)
         self.home_address, self.care_of, self.home_agent = home_address, care_of, home_agent
-        self.home_agents = home_agents
-        self.prefixes = prefixes  # type: ignore[assignment]
+        self.home_agents = agents
+        self.prefixes = nets
         self._fast_reset()
 
     def clear(self) -> None:
         """Remove the endpoint (rules, home address, tunnel route). Idempotent."""
         if self.home_address is None:
             return
-        for src in self._sources():
-            self._nl(f"delete rule from {src}", self.netlink.rule_delete, src, self.table,
-                     self.rule_priority)
-        if self.steer_mark is not None:
-            self._nl("remove the steering rules", self.netlink.steer_delete, self.table,
-                     self.rule_priority + 1, self.steer_mark)
+        self._delete_rules(self._sources())
+        self._steer(False)
         self._nl("remove tunnel route", self.netlink.route_delete, IPv6Network("::/0"),
                  dev=self.tun.name, table=self.table, proto=RTPROT_HAHA)
         self._nl("remove home address", self.netlink.address_delete, f"{self.home_address}/128",
                  self.tun.name)
         self.home_address = self.care_of = self.home_agent = None
         self.home_agents = frozenset()
-        self.prefixes = ()  # type: ignore[assignment]
+        self.prefixes = ()
         self._fast_reset()
-
-    def _sources(self) -> Set[IPv6Network]:
-        if self.home_address is None:
-            return set()
-        return {IPv6Network(self.home_address)} | set(self.prefixes)
 
     def _from_tun(self, packet: bytes) -> None:
         if len(packet) < 40 or packet[0] >> 4 != 6:

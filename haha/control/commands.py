@@ -51,6 +51,7 @@ MOBILE_NODE = _QUERIES + (
     Command("move", "the node moved: register this care-of address",
             required=(("care-of", "ADDRESS"),)),
     Command("home", "the node is back on its home link: deregister"),
+    Command("tunnel", "the node's tunnel: end points, links and the kernel's packet counts"),
 )
 
 ROLES = {"home-agent": HOME_AGENT, "mobile-node": MOBILE_NODE, "mobile-router": MOBILE_NODE}

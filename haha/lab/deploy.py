@@ -5,7 +5,8 @@ ones: ``shared_home_link``, ``separate_links``, ``no_home_link``) and writes, fo
 agents, a home agent configuration of the matching draft section 3 kind (raw transport, the
 ``tun`` backend or, with ``backend="netlink"``, the kernel's ip6tnl, ESP with keys generated for
 the run) and one for a mobile node or NEMO mobile router on
-the visited link (raw transport, ``tun`` backend, care-of address from the topology). Each daemon
+the visited link (raw transport, ``tun`` backend or, with ``mn_backend="netlink"``, the kernel's
+ip6tnl, care-of address from the topology). Each daemon
 runs as ``ip netns exec NS twistd -n --pidfile= --logfile=LOG haha|haha-mn --config FILE`` and is
 observed, as :class:`haha.lab.cluster.LocalCluster` does, only through its control socket and its
 log file.
@@ -100,7 +101,8 @@ class NetnsDeployment(DaemonGroup):
     ``mn_lifetime`` the binding lifetime the node asks for; ``hello_misses`` the home
     agents' fast failure detection. ``address_takeover``,
     ``obey_switch`` and ``esp``: see the module docstring. ``backend`` (:data:`BACKENDS`) is
-    the home agents' forwarding backend; the mobile node always tunnels in user space.
+    the home agents' forwarding backend; ``mn_backend`` (:data:`BACKENDS`) the mobile node's
+    tunnel: ``tun`` in user space (the default), ``netlink`` the kernel's ip6tnl.
     """
 
     has: Sequence[Daemon]
@@ -111,7 +113,8 @@ class NetnsDeployment(DaemonGroup):
                  mobile_router: bool = False, mobile: str = "mn1", log_level: str = "debug",
                  dhaad: bool = False, drain_mode: Optional[str] = None,
                  address_takeover: bool = False, obey_switch: bool = True, esp: bool = True,
-                 mn_lifetime: int = 60, hello_misses: int = 0, backend: str = "tun") -> None:
+                 mn_lifetime: int = 60, hello_misses: int = 0, backend: str = "tun",
+                 mn_backend: str = "tun") -> None:
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -133,6 +136,9 @@ class NetnsDeployment(DaemonGroup):
         if backend not in BACKENDS:
             raise ValueError(f"no deployment for backend {backend!r} (one of {BACKENDS})")
         self.backend = backend
+        if mn_backend not in BACKENDS:
+            raise ValueError(f"no mobile node tunnel {mn_backend!r} (one of {BACKENDS})")
+        self.mn_backend = mn_backend
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
@@ -270,8 +276,10 @@ class NetnsDeployment(DaemonGroup):
         if self.mobile_router:
             lines += ["mobile-router = yes", f"prefixes = {MOBILE_NETWORK}"]
         security = ["key = keys/mn.key"] if self.esp else ["mode = none", "lab = yes"]
-        lines += ["backend = tun", "", "[backend:tun]", "device = hahamn0", "",
-                  "[security]", *security, "",
+        lines += [f"backend = {self.mn_backend}", ""]
+        if self.mn_backend == "tun":
+            lines += ["[backend:tun]", "device = hahamn0", ""]
+        lines += ["[security]", *security, "",
                   "[transport]", "kind = raw", "interfaces = eth0", "",
                   "[control]", f"socket = unix:{self.mn.socket}", "",
                   "[log]", f"level = {self.log_level}", ""]
