@@ -596,6 +596,9 @@ class TunBackend(_Base):
             "held": self._held_json(),
             "counters": dict(self.counters),
             "device_counters": dict(self.tun.counters),
+            "super_packets": self.super_packets,
+            "tunnel_socket_counters": dict(self.tunnel_socket.counters)
+            if self.tunnel_socket is not None else {},
         }
 
 
@@ -868,6 +871,9 @@ class MobileTunnel(_Base):
             "table": self.table,
             "counters": dict(self.counters),
             "device_counters": dict(self.tun.counters),
+            "super_packets": self.super_packets,
+            "tunnel_socket_counters": dict(self.tunnel_socket.counters)
+            if self.tunnel_socket is not None else {},
         }
 
 

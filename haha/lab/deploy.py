@@ -111,7 +111,8 @@ class NetnsDeployment(DaemonGroup):
                  mobile_router: bool = False, mobile: str = "mn1", log_level: str = "debug",
                  dhaad: bool = False, drain_mode: Optional[str] = None,
                  address_takeover: bool = False, obey_switch: bool = True, esp: bool = True,
-                 mn_lifetime: int = 60, hello_misses: int = 0, backend: str = "tun") -> None:
+                 mn_lifetime: int = 60, hello_misses: int = 0, backend: str = "tun",
+                 tun_options: Sequence[str] = ()) -> None:
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -133,6 +134,9 @@ class NetnsDeployment(DaemonGroup):
         if backend not in BACKENDS:
             raise ValueError(f"no deployment for backend {backend!r} (one of {BACKENDS})")
         self.backend = backend
+        #: Extra ``key = value`` lines of every daemon's ``[backend:tun]`` (the home agents'
+        #: with ``backend = tun``, and the node's).
+        self.tun_options = tuple(tun_options)
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
@@ -228,7 +232,7 @@ class NetnsDeployment(DaemonGroup):
             lines.append(f"home-interface = {home}")
             interfaces.append(home)
         if self.backend == "tun":
-            lines += ["", "[backend:tun]", "device = haha0"]
+            lines += ["", "[backend:tun]", "device = haha0", *self.tun_options]
         lines += ["", "[peers]"]
         if kind == "home-link" and not self.address_takeover:
             # Draft 5.4 / docs/protocol.md 6.8: on one home link the HAs learn each other from
@@ -270,7 +274,7 @@ class NetnsDeployment(DaemonGroup):
         if self.mobile_router:
             lines += ["mobile-router = yes", f"prefixes = {MOBILE_NETWORK}"]
         security = ["key = keys/mn.key"] if self.esp else ["mode = none", "lab = yes"]
-        lines += ["backend = tun", "", "[backend:tun]", "device = hahamn0", "",
+        lines += ["backend = tun", "", "[backend:tun]", "device = hahamn0", *self.tun_options, "",
                   "[security]", *security, "",
                   "[transport]", "kind = raw", "interfaces = eth0", "",
                   "[control]", f"socket = unix:{self.mn.socket}", "",
