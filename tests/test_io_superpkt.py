@@ -28,7 +28,7 @@ from haha.inifile import ConfigError, parse_ini
 from haha.io.offload import VNET_HDR, ones_sum
 from haha.io.raw import RawTransport
 from haha.io.superpkt import (TunnelSocket, complete_tcp_checksum, gso_header,
-                              pseudo_sum)
+                              pseudo_sum, tcp_checksum_ok)
 from haha.io.system import FakeSystem
 from haha.io.tun import TunDevice
 
@@ -98,6 +98,18 @@ def test_ones_sum_at_the_piece_boundaries():
     for n in (511, 512, 513, 1023, 1024, 1025, 4095, 4097, 65535, 65536):
         data = os.urandom(n)
         assert ones_sum(data) == _word_sum(data) % 0xFFFF, n
+
+
+def test_tcp_checksum_ok_accepts_scapy_and_refuses_a_flipped_bit():
+    """tcp_checksum_ok is true for scapy's packets, odd and even, and false once one bit of
+    the payload or of an address (the pseudo-header) is flipped."""
+    for size in (0, 1, 1399, 30000, 30001):
+        good = _tcp(CN, HOME, os.urandom(size))
+        assert tcp_checksum_ok(good)
+        for at in (len(good) - 1, 20):
+            bad = bytearray(good)
+            bad[at] ^= 0x04
+            assert not tcp_checksum_ok(bytes(bad)), (size, at)
 
 
 def test_pseudo_sum_is_what_the_kernel_expects_for_needs_csum():
@@ -320,7 +332,8 @@ def test_home_agent_writes_reassembled_super_packets_as_gso_and_checks_them():
     """A reassembled tunnel packet from the care-of address with the home address as inner
     source is written to the TUN as GSO (pseudo-header sum in the field); a small one as it
     is; one from an unknown care-of address, to another local address, with a spoofed inner
-    source or a wrong length is counted and dropped (no open relay)."""
+    source or a wrong length is counted and dropped (no open relay), and so is one whose TCP
+    checksum is wrong (the kernel would trust a GSO packet's)."""
     b, tx, sock = _super_backend()
     b.install(ForwardingRoute(HOME, COA, HA, (MNP,), True))
     big = _tcp(HOME, CN, bytes(30000))
@@ -338,7 +351,11 @@ def test_home_agent_writes_reassembled_super_packets_as_gso_and_checks_them():
     b._from_tunnel_socket(COA.packed, IPv6Address("2001:db8:1::2").packed, big)
     b._from_tunnel_socket(COA.packed, HA.packed, _tcp(CN, CN, bytes(3000)))
     b._from_tunnel_socket(COA.packed, HA.packed, big[:-1])
+    damaged = bytearray(big)
+    damaged[-100] ^= 0x40
+    b._from_tunnel_socket(COA.packed, HA.packed, bytes(damaged))
     assert len(b.tun.file.written) == n
+    assert b.counters["super_checksum_bad"] == 1
     assert b.counters["decap_unknown_care_of"] == 1
     assert b.counters["decap_wrong_local"] == 1
     assert b.counters["decap_spoofed_source"] == 1

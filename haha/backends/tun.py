@@ -50,7 +50,8 @@ from ..interfaces import (
     ITunnelFastPath,
 )
 from ..io.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR
-from ..io.superpkt import MAX_INNER, TunnelSocket, complete_tcp_checksum, gso_header, pseudo_sum
+from ..io.superpkt import (MAX_INNER, TunnelSocket, complete_tcp_checksum, gso_header,
+                           pseudo_sum, tcp_checksum_ok)
 from ..io.tun import TunDevice
 from ..wire.errors import WireError
 from ..wire.ipv6 import parse_packet
@@ -225,11 +226,14 @@ class _Base(LinkDuties):
 
     def _deliver_super(self, inner: bytes) -> bool:
         """Write a reassembled inner packet to the TUN: a TCP segment larger than the tunnel
-        MTU as one GSO super-packet (the kernel finishes its checksum and segments it when
-        it forwards it), anything else as it is."""
+        MTU, its checksum verified, as one GSO super-packet (the kernel finishes its checksum
+        and segments it when it forwards it), anything else as it is."""
         vnet = gso_header(inner, self.mtu)
         if vnet is None:
             return self._deliver(inner)
+        if not tcp_checksum_ok(inner):  # the kernel would trust it: damaged on the way
+            self.counters["super_checksum_bad"] += 1
+            return False
         mv = memoryview(inner)
         if self.tun.write_offloaded(vnet, (mv[:56], pseudo_sum(inner), mv[58:])):
             self.counters["decapsulated"] += 1

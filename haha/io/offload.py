@@ -26,7 +26,7 @@ The one's complement sum of a string of octets equals the big-endian integer the
 
 import struct
 from itertools import repeat
-from typing import List, Optional, Tuple
+from typing import List, Literal, Optional, Tuple
 
 #: ``struct virtio_net_hdr`` (legacy layout, the host's byte order, 10 octets).
 VNET_HDR = struct.Struct("=BBHHHH")
@@ -65,7 +65,7 @@ MAX_HEADERS = 16
 _TCP_FIN_PSH = 0x09
 _TCP_CWR = 0x80
 
-_BIG = repeat("big")
+_BIG: "repeat[Literal['big']]" = repeat("big")
 _PLEN = struct.Struct("!H")
 _SEQ = struct.Struct("!I")
 

@@ -20,7 +20,9 @@ whole instead:
   TCPv6 (:func:`gso_header`): ``gso_size`` is the tunnel MTU's segment size and the checksum
   is left to the kernel (``NEEDS_CSUM`` with the pseudo-header sum in the field), so local
   delivery takes one large segment and forwarding (a mobile router's network, the home
-  agent's correspondents) is segmented again by the kernel in C.
+  agent's correspondents) is segmented again by the kernel in C. Its checksum is verified
+  first (:func:`tcp_checksum_ok`, one sum): the kernel trusts a ``NEEDS_CSUM`` packet, so
+  a super-packet damaged between the ends is counted and dropped here.
 
 The raw transport's netfilter guard drops IPv6-in-IPv6 addressed to us before the kernel
 sees it; :meth:`haha.io.raw.RawTransport.pass_tunnel_fragments` lets fragments of it through
@@ -77,6 +79,14 @@ def complete_tcp_checksum(packet: _Bytes, start: int = 40) -> bytes:
     total = (ones_sum(packet[8:40]) + length + IPPROTO_TCP + ones_sum(packet[start:])
              - (packet[at] << 8 | packet[at + 1]))
     return _CSUM.pack(0xFFFF - total % 0xFFFF)
+
+
+def tcp_checksum_ok(packet: _Bytes, start: int = 40) -> bool:
+    """Whether the TCP segment at ``start`` of IPv6 ``packet`` (TCP directly after the
+    40-octet header) carries a correct checksum: with its pseudo-header it sums to zero."""
+    total = (ones_sum(packet[8:40]) + len(packet) - start + IPPROTO_TCP +
+             ones_sum(packet[start:]))
+    return total % 0xFFFF == 0
 
 
 def pseudo_sum(packet: _Bytes, start: int = 40) -> bytes:
@@ -247,4 +257,4 @@ class TunnelSocket:
 
 
 __all__ = ["MAX_INNER", "TunnelSocket", "complete_tcp_checksum", "gso_header",
-           "open_tunnel_socket", "pseudo_sum"]
+           "open_tunnel_socket", "pseudo_sum", "tcp_checksum_ok"]
