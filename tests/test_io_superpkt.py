@@ -416,3 +416,23 @@ def test_configuration_key():
                    ["backend:tun"])
     text = str(e.value)
     assert "super-packets" in text and "backend:tun" in text and ":3:" in text
+
+
+def test_daemon_configurations_carry_the_option(tmp_path):
+    """A lab deployment with ``tun_options`` writes the key into the home agents' and the
+    node's [backend:tun]; the daemons' loaders accept it and the tunnels they build have
+    super-packets on (the benchmark's tun_super case relies on this)."""
+    from haha.config import load_home_agent, load_mobile_node
+    from haha.lab import topology
+    from haha.lab.deploy import NetnsDeployment
+
+    d = NetnsDeployment(topology.shared_home_link(n_has=2, tag="cfgtest"), tmp_path,
+                        tun_options=["super-packets = yes"])
+    d.write()
+    for config in [load_home_agent(ha.config) for ha in d.has] + [load_mobile_node(d.mn.config)]:
+        assert config.backend.name == "tun"
+        assert options_of(config.backend.options)["super_packets"] is True
+    plain = NetnsDeployment(topology.shared_home_link(n_has=1, tag="cfgtest"), tmp_path / "p")
+    plain.write()
+    assert options_of(load_home_agent(plain.has[0].config).backend.options)[
+        "super_packets"] is False
