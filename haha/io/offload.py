@@ -76,7 +76,7 @@ class OffloadError(ValueError):
 
 #: Octets summed per integer by :func:`ones_sum` (even): a longer string is summed in pieces,
 #: because reducing one huge integer modulo 0xFFFF costs more than adding the pieces first.
-SUM_CHUNK = 512
+SUM_CHUNK = 4096
 
 
 def ones_sum(data: "bytes | memoryview") -> int:
