@@ -27,8 +27,9 @@ from haha.core.duties import ForwardingRoute
 from haha.inifile import ConfigError, parse_ini
 from haha.io.offload import VNET_HDR, ones_sum
 from haha.io.raw import RawTransport
-from haha.io.superpkt import (TunnelSocket, complete_tcp_checksum, gso_header,
-                              pseudo_sum, tcp_checksum_ok)
+from haha.io.superpkt import (KERNEL_SUM_PROTOCOL, KernelSum, TunnelSocket,
+                              complete_tcp_checksum, gso_header, pseudo_sum,
+                              python_segment_sum, tcp_checksum_ok)
 from haha.io.system import FakeSystem
 from haha.io.tun import TunDevice
 
@@ -139,6 +140,83 @@ def test_gso_header_for_a_large_tcp_segment_only():
     cut = bytearray(big)
     cut[4:6] = (len(big) - 41).to_bytes(2, "big")
     assert gso_header(bytes(cut), 1460) is None
+
+
+# -- sums in the kernel ---------------------------------------------------------------------
+
+class _Loopback:
+    """The two loopback sockets of KernelSum, doing in Python what the kernel does
+    (IPV6_CHECKSUM at 16: complement of pseudo-header (::1, ::1, length, 253) plus the
+    payload with the field taken as zero), or misbehaving as told."""
+
+    def __init__(self):
+        self.queue = []
+        self.mode = "kernel"
+        self.closed = 0
+
+    def sendto(self, data, address):
+        data = bytearray(data)
+        if self.mode == "error":
+            raise OSError(errno.EPERM, "dropped")
+        data[16:18] = b"\0\0"
+        total = 2 + len(data) + KERNEL_SUM_PROTOCOL + _word_sum(data)
+        while total > 0xFFFF:
+            total = (total & 0xFFFF) + (total >> 16)
+        data[16:18] = (0xFFFF - total).to_bytes(2, "big")
+        if self.mode == "other":
+            data[0] ^= 1
+        if self.mode != "late":
+            self.queue.append(bytes(data))
+
+    def recv(self, n):
+        if not self.queue:
+            raise BlockingIOError(errno.EAGAIN, "nothing")
+        return self.queue.pop(0)[:n]
+
+    def close(self):
+        self.closed += 1
+
+
+def test_kernel_sum_gives_the_segments_own_sum_and_falls_back_when_it_cannot():
+    """With the kernel's answer the segment's sum (field taken as zero) comes out as Python
+    computes it, for even and odd lengths; an error, an answer not there yet or another
+    packet read back gives None (the caller sums in Python), counted; after MAX_FAILURES in a
+    row it is not asked again; stop closes both sockets."""
+    lo = _Loopback()
+    ks = KernelSum(opener=lambda: (lo, lo))
+    assert ks(bytes(100)) is None  # not started
+    ks.start()
+    for n in (32, 33, 1400, 65001):
+        segment = os.urandom(n)
+        assert ks(segment) == python_segment_sum(segment), n
+    assert ks.counters["sums"] == 4
+    segment = os.urandom(2000)
+    good = _tcp(CN, HOME, segment)
+    assert complete_tcp_checksum(good, summer=ks) == good[56:58]
+    assert tcp_checksum_ok(good, summer=ks)
+    for mode, counter in (("error", "error.EPERM"), ("late", "error.EAGAIN"),
+                          ("other", "mismatch")):
+        lo.mode = mode
+        assert ks(segment) is None and ks.counters[counter] == 1, mode
+    assert complete_tcp_checksum(good, summer=ks) == good[56:58]  # in Python
+    lo.mode = "kernel"
+    assert ks(segment) == python_segment_sum(segment)
+    lo.mode = "error"
+    for _ in range(KernelSum.MAX_FAILURES):
+        ks(segment)
+    lo.mode = "kernel"
+    assert ks(segment) is None and not lo.queue  # no longer asked
+    ks.stop()
+    assert lo.closed == 2 and not ks.running
+
+
+def test_kernel_sum_without_loopback_sockets_sums_nothing():
+    """When the sockets cannot be opened, start logs it and every sum is left to Python."""
+    def refuse():
+        raise OSError(errno.EPERM, "not allowed")
+    ks = KernelSum(opener=refuse)
+    ks.start()
+    assert not ks.running and ks.counters["unavailable"] == 1 and ks(bytes(64)) is None
 
 
 # -- the protocol-41 socket -----------------------------------------------------------------
@@ -297,6 +375,7 @@ def _super_backend(cls=TunBackend, **kw):
     b = cls(MemoryReactor(), tx, netlink=nl, system=system, super_packets=True, **kw)
     sock = _Sock()
     b.tunnel_socket = TunnelSocket(MemoryReactor(), b.hop_limit, opener=lambda: sock)
+    b.kernel_sum = None  # sums in Python (KernelSum has tests of its own)
     b.start()
     return b, tx, sock
 
@@ -398,6 +477,7 @@ def test_super_packets_need_a_transport_that_passes_fragments():
 
     b = TunBackend(MemoryReactor(), _Plain(), netlink=nl, system=system, super_packets=True)
     b.tunnel_socket = TunnelSocket(MemoryReactor(), 64, opener=_Sock)
+    b.kernel_sum = None
     with pytest.raises(RuntimeError, match="raw transport"):
         b.start()
     assert not b.running and all(f.closed for f in system.tuns.values())

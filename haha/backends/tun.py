@@ -50,8 +50,8 @@ from ..interfaces import (
     ITunnelFastPath,
 )
 from ..io.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR
-from ..io.superpkt import (MAX_INNER, TunnelSocket, complete_tcp_checksum, gso_header,
-                           pseudo_sum, tcp_checksum_ok)
+from ..io.superpkt import (MAX_INNER, KernelSum, TunnelSocket, complete_tcp_checksum,
+                           gso_header, pseudo_sum, tcp_checksum_ok)
 from ..io.tun import TunDevice
 from ..wire.errors import WireError
 from ..wire.ipv6 import parse_packet
@@ -117,8 +117,12 @@ class _Base(LinkDuties):
         self.super_packets = bool(super_packets)
         #: The protocol-41 socket of the super-packets (None without them); replaceable
         #: before start (tests).
+        netns = getattr(system, "netns", None)
         self.tunnel_socket: Optional[TunnelSocket] = TunnelSocket(
-            reactor, hop_limit, netns=getattr(system, "netns", None)) if super_packets else None
+            reactor, hop_limit, netns=netns) if super_packets else None
+        #: Sums the super-packets' TCP segments in the kernel (None: in Python);
+        #: replaceable before start (tests).
+        self.kernel_sum: Optional[KernelSum] = KernelSum(netns) if super_packets else None
         self._init_link_duties(ownership, log)
         self._fast_reset()
 
@@ -176,6 +180,8 @@ class _Base(LinkDuties):
         except Exception:
             sock.stop()
             raise
+        if self.kernel_sum is not None:
+            self.kernel_sum.start()
         self.tun.gso_receiver = self._gso_from_tun
 
     def _stop_super(self) -> None:
@@ -184,6 +190,8 @@ class _Base(LinkDuties):
             return
         self.tun.gso_receiver = None
         sock.stop()
+        if self.kernel_sum is not None:
+            self.kernel_sum.stop()
         try:
             self.transport.pass_tunnel_fragments(False)
         except Exception as e:  # the transport may be stopped already; nothing to undo then
@@ -200,7 +208,8 @@ class _Base(LinkDuties):
         mv = memoryview(frame)
         packet = mv[10:]
         if not sock.send(addresses[:16], addresses[16:],
-                         (mv[10:66], complete_tcp_checksum(packet), mv[68:])):
+                         (mv[10:66], complete_tcp_checksum(packet, summer=self.kernel_sum),
+                          mv[68:])):
             self.counters["super_send_failed"] += 1
             return False
         self.counters["super_sent"] += 1
@@ -231,7 +240,7 @@ class _Base(LinkDuties):
         vnet = gso_header(inner, self.mtu)
         if vnet is None:
             return self._deliver(inner)
-        if not tcp_checksum_ok(inner):  # the kernel would trust it: damaged on the way
+        if not tcp_checksum_ok(inner, summer=self.kernel_sum):  # the kernel would trust it: damaged on the way
             self.counters["super_checksum_bad"] += 1
             return False
         mv = memoryview(inner)
@@ -603,6 +612,8 @@ class TunBackend(_Base):
             "super_packets": self.super_packets,
             "tunnel_socket_counters": dict(self.tunnel_socket.counters)
             if self.tunnel_socket is not None else {},
+            "kernel_sum_counters": dict(self.kernel_sum.counters)
+            if self.kernel_sum is not None else {},
         }
 
 
@@ -878,6 +889,8 @@ class MobileTunnel(_Base):
             "super_packets": self.super_packets,
             "tunnel_socket_counters": dict(self.tunnel_socket.counters)
             if self.tunnel_socket is not None else {},
+            "kernel_sum_counters": dict(self.kernel_sum.counters)
+            if self.kernel_sum is not None else {},
         }
 
 

@@ -69,24 +69,155 @@ _CSUM = struct.Struct("!H")
 Receiver = Callable[[bytes, bytes, bytes], object]
 
 
-def complete_tcp_checksum(packet: _Bytes, start: int = 40) -> bytes:
+#: The sum of a TCP segment with its checksum field taken as zero (a segment's octets in,
+#: the one's complement sum out, None when it cannot tell).
+SegmentSum = Callable[[_Bytes], Optional[int]]
+
+
+def python_segment_sum(segment: _Bytes) -> int:
+    """The one's complement sum of a TCP ``segment`` with its checksum field (octets 16-17)
+    taken as zero, in Python (:func:`haha.io.offload.ones_sum`)."""
+    return (ones_sum(segment) - (segment[16] << 8 | segment[17])) % 0xFFFF
+
+
+def _segment_sum(segment: _Bytes, summer: Optional[SegmentSum]) -> int:
+    total = summer(segment) if summer is not None else None
+    return python_segment_sum(segment) if total is None else total
+
+
+def complete_tcp_checksum(packet: _Bytes, start: int = 40,
+                          summer: Optional[SegmentSum] = None) -> bytes:
     """The checksum field (2 octets) that completes the TCP segment at ``start`` of IPv6
     ``packet`` (TCP directly after the 40-octet header), whatever the field holds now (a
     partial pseudo-header sum, or anything): the complement of the one's complement sum of
-    the pseudo-header (RFC 8200 8.1) and the segment with the field taken as zero."""
-    length = len(packet) - start
-    at = start + 16
-    total = (ones_sum(packet[8:40]) + length + IPPROTO_TCP + ones_sum(packet[start:])
-             - (packet[at] << 8 | packet[at + 1]))
+    the pseudo-header (RFC 8200 8.1) and the segment with the field taken as zero.
+    ``summer`` sums the segment (:class:`KernelSum`; in Python without it, or when it
+    cannot)."""
+    total = (ones_sum(packet[8:40]) + len(packet) - start + IPPROTO_TCP +
+             _segment_sum(packet[start:], summer))
     return _CSUM.pack(0xFFFF - total % 0xFFFF)
 
 
-def tcp_checksum_ok(packet: _Bytes, start: int = 40) -> bool:
+def tcp_checksum_ok(packet: _Bytes, start: int = 40,
+                    summer: Optional[SegmentSum] = None) -> bool:
     """Whether the TCP segment at ``start`` of IPv6 ``packet`` (TCP directly after the
-    40-octet header) carries a correct checksum: with its pseudo-header it sums to zero."""
+    40-octet header) carries a correct checksum: with its pseudo-header it sums to zero.
+    ``summer`` as for :func:`complete_tcp_checksum`."""
+    at = start + 16
     total = (ones_sum(packet[8:40]) + len(packet) - start + IPPROTO_TCP +
-             ones_sum(packet[start:]))
+             _segment_sum(packet[start:], summer) + (packet[at] << 8 | packet[at + 1]))
     return total % 0xFFFF == 0
+
+
+#: The protocol number :class:`KernelSum` uses on loopback (RFC 3692: for experimentation).
+KERNEL_SUM_PROTOCOL = 253
+IPV6_CHECKSUM = 7
+_LOOPBACK = ("::1", 0)
+
+
+class KernelSum:
+    """One's complement sums of TCP segments computed by the kernel, in C, while it copies
+    them: a raw socket of protocol 253 with ``IPV6_CHECKSUM`` at offset 16 sends the segment
+    to ``::1``; the kernel sums the payload with the field taken as zero and stores the
+    complement of that plus its pseudo-header (``::1``, ``::1``, length, 253) in the
+    field; a second raw socket bound to ``::1`` reads back only the first 32 octets
+    (the rest is discarded in the kernel). The segment's own sum is what remains once the
+    loopback pseudo-header is taken out. About 6 us of CPU for 64 KB where Python's
+    integers take about 95.
+
+    Anything that goes wrong (no loopback, a firewall dropping protocol 253, the packet not
+    there yet, something else read back) answers None, counted, and the caller sums in
+    Python; after ``MAX_FAILURES`` failures in a row it is not asked again."""
+
+    MAX_FAILURES = 16
+    log = class_logger()
+
+    def __init__(self, netns: Optional[str] = None,
+                 opener: Optional[Callable[[], tuple[Any, Any]]] = None) -> None:
+        self._opener = opener if opener is not None else (lambda: self._open(netns))
+        self._tx: Any = None
+        self._rx: Any = None
+        self._failures = 0
+        self.counters: Counter[str] = Counter()
+
+    @staticmethod
+    def _open(netns: Optional[str]) -> tuple[socket.socket, socket.socket]:
+        with in_netns(netns):
+            tx = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                               KERNEL_SUM_PROTOCOL)
+            rx = socket.socket(socket.AF_INET6, socket.SOCK_RAW | socket.SOCK_NONBLOCK,
+                               KERNEL_SUM_PROTOCOL)
+        try:
+            tx.setsockopt(socket.IPPROTO_IPV6, IPV6_CHECKSUM, 16)
+            rx.bind(_LOOPBACK)
+        except OSError:
+            tx.close()
+            rx.close()
+            raise
+        return tx, rx
+
+    @property
+    def running(self) -> bool:
+        return self._tx is not None
+
+    def start(self) -> None:
+        """Open the sockets; when that fails (no loopback), log it: every sum is then taken
+        in Python."""
+        if self._tx is not None:
+            return
+        try:
+            self._tx, self._rx = self._opener()
+        except OSError as e:
+            self.counters["unavailable"] += 1
+            self.log.warn("checksums in Python: cannot open the loopback sockets: {error}",
+                          error=str(e))
+            return
+        self._failures = 0
+
+    def stop(self) -> None:
+        """Close the sockets (idempotent)."""
+        tx, rx, self._tx, self._rx = self._tx, self._rx, None, None
+        for sock in (tx, rx):
+            if sock is not None:
+                sock.close()
+
+    def __call__(self, segment: _Bytes) -> Optional[int]:
+        """The sum of ``segment`` with octets 16-17 taken as zero, or None (module and class
+        docstrings)."""
+        tx, rx = self._tx, self._rx
+        n = len(segment)
+        if tx is None or n < 32 or self._failures >= self.MAX_FAILURES:
+            return None
+        try:
+            tx.sendto(segment, _LOOPBACK)
+            back = rx.recv(32)
+        except OSError as e:
+            self._failed(f"error.{_errno.errorcode.get(e.errno or 0, e.errno)}")
+            return None
+        if len(back) != 32 or back[:16] != segment[:16] or back[18:] != segment[18:32]:
+            self._drain()
+            self._failed("mismatch")
+            return None
+        self._failures = 0
+        self.counters["sums"] += 1
+        # back[16:18] = ~fold(pseudo + sum): pseudo is ::1 + ::1 (1 + 1), length, 253
+        return (0xFFFF - (back[16] << 8 | back[17]) - (2 + n + KERNEL_SUM_PROTOCOL)) % 0xFFFF
+
+    def _failed(self, reason: str) -> None:
+        self._failures += 1
+        self.counters[reason] += 1
+        if self._failures == self.MAX_FAILURES:
+            self.log.warn("checksums in Python from now on: the kernel's sums failed "
+                          "{count} times in a row ({reason})", count=self._failures,
+                          reason=reason)
+
+    def _drain(self) -> None:
+        """Discard whatever else is queued (late answers of earlier sums)."""
+        for _ in range(64):
+            try:
+                self._rx.recv(32)
+            except OSError:
+                return
 
 
 def pseudo_sum(packet: _Bytes, start: int = 40) -> bytes:
@@ -256,5 +387,6 @@ class TunnelSocket:
         return "TunnelSocket"
 
 
-__all__ = ["MAX_INNER", "TunnelSocket", "complete_tcp_checksum", "gso_header",
-           "open_tunnel_socket", "pseudo_sum", "tcp_checksum_ok"]
+__all__ = ["KERNEL_SUM_PROTOCOL", "KernelSum", "MAX_INNER", "SegmentSum", "TunnelSocket",
+           "complete_tcp_checksum", "gso_header", "open_tunnel_socket", "pseudo_sum",
+           "python_segment_sum", "tcp_checksum_ok"]
