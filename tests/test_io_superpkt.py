@@ -516,3 +516,39 @@ def test_daemon_configurations_carry_the_option(tmp_path):
     plain.write()
     assert options_of(load_home_agent(plain.has[0].config).backend.options)[
         "super_packets"] is False
+
+
+def test_home_agent_super_path_edge_cases():
+    """A GSO read with Hop Limit 0 is dropped and counted (the kernel forwarded it: nothing
+    may forward it further); one too long for one tunnel packet (over 65,535 octets) and one
+    the socket refuses are cut into segments instead, counted; ECN-marked GSO goes whole;
+    one whose Payload Length does not match its length never goes whole."""
+    b, tx, sock = _super_backend()
+    b.install(ForwardingRoute(HOME, COA, HA, (), True))
+    expired = bytearray(_tcp(CN, HOME, bytes(5000)))
+    expired[7] = 0
+    b.tun.file.queue.append(_gso_frame(bytes(expired)))
+    b.tun.doRead()
+    assert b.counters["hop_limit_exceeded"] == 1 and not sock.sent and not tx.sent
+    huge = _tcp(CN, HOME, bytes(65500))
+    assert len(huge) > 65535
+    b.tun.file.queue.append(_gso_frame(huge, gso_size=1400))
+    b.tun.doRead()
+    assert b.counters["super_too_big"] == 1 and not sock.sent
+    assert len(tx.sent) == 47 and all(len(p) <= 1500 for p in tx.sent)
+    sock.fail_with = errno.EMSGSIZE
+    tx.sent.clear()
+    b.tun.file.queue.append(_gso_frame(_tcp(CN, HOME, bytes(5000))))
+    b.tun.doRead()
+    assert b.counters["super_send_failed"] == 1 and len(tx.sent) == 4
+    sock.fail_with = None
+    ecn = bytearray(_gso_frame(_tcp(CN, HOME, bytes(5000))))
+    ecn[1] |= 0x80
+    b.tun.file.queue.append(bytes(ecn))
+    b.tun.doRead()
+    assert b.counters["super_sent"] == 1 and len(sock.sent) == 1
+    wrong = bytearray(_gso_frame(_tcp(CN, HOME, bytes(5000))))
+    wrong[14:16] = (5000).to_bytes(2, "big")  # Payload Length not the packet's
+    b.tun.file.queue.append(bytes(wrong))
+    b.tun.doRead()
+    assert len(sock.sent) == 1  # not sent whole

@@ -219,12 +219,13 @@ class _Base(LinkDuties):
     @staticmethod
     def _whole_tcp(frame: bytes) -> bool:
         """``frame`` (a GSO read) is a TCPv6 super-packet whose TCP header follows the IPv6
-        header directly, with the checksum left to us."""
+        header directly, with the checksum left to us and a Payload Length that says its
+        length (what the exit point checks)."""
         flags, gso_type, _, _, csum_start, csum_offset = VNET_HDR.unpack_from(frame)
         return (gso_type & 0x7F == VIRTIO_NET_HDR_GSO_TCPV6 and
                 bool(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) and csum_start == 40 and
                 csum_offset == 16 and len(frame) >= 70 and frame[10] >> 4 == 6 and
-                frame[16] == 6)
+                frame[16] == 6 and (frame[14] << 8 | frame[15]) == len(frame) - 50)
 
     def _inner_ok(self, inner: bytes) -> bool:
         """A reassembled inner packet is IPv6 and exactly as long as it says."""
