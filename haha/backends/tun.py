@@ -229,7 +229,8 @@ class _Base(LinkDuties):
 
     def _inner_ok(self, inner: bytes) -> bool:
         """A reassembled inner packet is IPv6 and exactly as long as it says."""
-        if len(inner) < 40 or inner[0] >> 4 != 6 or 40 + (inner[4] << 8 | inner[5]) != len(inner):
+        if len(inner) < 40 or inner[0] >> 4 != 6 or \
+                40 + (inner[4] << 8 | inner[5]) != len(inner):
             self.counters["decap_malformed"] += 1
             return False
         return True
@@ -241,7 +242,8 @@ class _Base(LinkDuties):
         vnet = gso_header(inner, self.mtu)
         if vnet is None:
             return self._deliver(inner)
-        if not tcp_checksum_ok(inner, summer=self.kernel_sum):  # the kernel would trust it: damaged on the way
+        # The kernel trusts what it is told needs a checksum: damage on the way stops here.
+        if not tcp_checksum_ok(inner, summer=self.kernel_sum):
             self.counters["super_checksum_bad"] += 1
             return False
         mv = memoryview(inner)
