@@ -6,8 +6,8 @@ about as much as reading them one by one. This module lets the tunnel carry a su
 whole instead:
 
 - **Entry point.** The inner TCP checksum (left partial by the kernel) is completed once over
-  the whole super-packet (:func:`complete_tcp_checksum`, one sum in C through Python's
-  integers), and the inner packet is sent through an ``AF_INET6``/``SOCK_RAW`` socket of
+  the whole super-packet (:func:`complete_tcp_checksum`; the sum is taken by the kernel,
+  :class:`KernelSum`, or in Python when it cannot), and the inner packet is sent through an ``AF_INET6``/``SOCK_RAW`` socket of
   protocol 41 *without* header inclusion (:class:`TunnelSocket`): the kernel writes the outer
   header (source from ``IPV6_PKTINFO``, Hop Limit ``IPV6_UNICAST_HOPS``, Traffic Class 0,
   Flow Label 0 with ``IPV6_AUTOFLOWLABEL`` off) and fragments the tunnel packet in C (RFC 2473
