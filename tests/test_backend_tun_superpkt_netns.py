@@ -139,6 +139,17 @@ def _watch_gso_writes(tun, mtu, seen):
     tun.write_offloaded = write
 
 
+def _icmp_errors(topo):
+    """ICMPv6 Destination Unreachable and Parameter Problem messages sent so far by the
+    home agent's and the node's kernels (``/proc/net/snmp6`` of their namespaces)."""
+    out = {}
+    for node in ("ha1", "mn1"):
+        lines = topo.run(node, ["cat", "/proc/net/snmp6"]).stdout.splitlines()
+        table = dict(line.split()[:2] for line in lines if line.strip())
+        out[node] = (int(table["Icmp6OutDestUnreachs"]), int(table["Icmp6OutParmProblems"]))
+    return out
+
+
 @pytest.mark.netns
 @pytest.mark.parametrize("super_packets", [False, True], ids=["off", "on"])
 @pytest_twisted.inlineCallbacks
@@ -147,7 +158,8 @@ def test_tcp_both_ways_with_and_without_super_packets(require_root, super_packet
     address arrive intact through the user-space tunnel, with super-packets off (nothing goes
     the new way, the guard has no fragment rule) and on (the home agent and the node each
     sent super-packets whole with correct TCP checksums, and each wrote the other's to its
-    TUN as GSO packets the kernel accepted)."""
+    TUN as GSO packets the kernel accepted); neither end's kernel sent an ICMPv6 error
+    (Destination Unreachable, Parameter Problem) meanwhile."""
     topo = topology.shared_home_link(n_has=1, n_mns=1)
     topo.create()
     parts = []
@@ -184,11 +196,14 @@ def test_tcp_both_ways_with_and_without_super_packets(require_root, super_packet
         backend.proxy_nd_start(HOME, "eth0")
         tunnel.set_endpoint(HOME, care_of, ha_addr)
 
+        errors = _icmp_errors(topo)
         down = yield deferToThread(_transfer, topo, "mn1", HOME, "cn")
         assert down == (SIZE, _expected()), (backend.snapshot(), tunnel.snapshot())
         up = yield deferToThread(_transfer, topo, "cn", cn_addr, "mn1", HOME)
         assert up == (SIZE, _expected()), (backend.snapshot(), tunnel.snapshot())
 
+        # neither tunnel end's kernel answered a (reassembled) tunnel packet with an error
+        assert _icmp_errors(topo) == errors, (errors, _icmp_errors(topo))
         ruleset = ha_tx._ruleset()
         if not super_packets:
             assert backend.tunnel_socket is None and tunnel.tunnel_socket is None
