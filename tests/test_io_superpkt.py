@@ -330,8 +330,9 @@ def test_tun_hands_gso_reads_to_the_hook_before_cutting_them():
 
 def test_guard_lets_tunnel_fragments_through_only_when_asked():
     """pass_tunnel_fragments puts an accept rule for fragments of IPv6-in-IPv6 in front of
-    the rule that drops protocol 41, and takes it away again; without the guard it refuses
-    (every tunnel packet would reach both sockets)."""
+    the rule that drops protocol 41, and an output rule dropping ICMPv6 Port Unreachable
+    about IPv6-in-IPv6, and takes both away again; without the guard it refuses (every
+    tunnel packet would reach both sockets)."""
     system = FakeSystem()
     tx = RawTransport(MemoryReactor(), interfaces=["eth0"], system=system)
     tx.start(lambda p: None)
@@ -342,8 +343,12 @@ def test_guard_lets_tunnel_fragments_through_only_when_asked():
     drop = [i for i, r in enumerate(rules) if "meta l4proto { 41" in r]
     assert accept and drop and accept[0] < drop[0] and "accept" in rules[accept[0]]
     assert "exthdr frag exists" in system.nft_scripts[-1]
+    # and the Port Unreachable a kernel tunnel handler sends for a reassembled one is dropped
+    output = [r for r in rules if "port-unreachable" in r]
+    assert output and "@th,112,8 41" in output[0] and output[0].strip().endswith("drop")
+    assert "hook output" in tx._ruleset()
     tx.pass_tunnel_fragments(False)
-    assert "frag" not in tx._ruleset()
+    assert "frag" not in tx._ruleset() and "hook output" not in tx._ruleset()
     tx.stop()
     bare = RawTransport(Clock(), interfaces=["eth0"], system=FakeSystem(), netfilter=False)
     with pytest.raises(RuntimeError, match="netfilter guard"):

@@ -94,7 +94,11 @@ def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
       "has one" stands for "has a Home Address option" here.
 
     ``tunnel_fragments``: fragments of IPv6-in-IPv6 are accepted first, so that the kernel
-    reassembles them for a protocol-41 raw socket (super-packets, :mod:`haha.io.superpkt`).
+    reassembles them for a protocol-41 raw socket (super-packets, :mod:`haha.io.superpkt`);
+    and an output chain drops the ICMPv6 Port Unreachable a kernel with ``ip6_tunnel``
+    sends for each reassembled one (its tunnel handler finds no tunnel of its own for it,
+    after the raw socket has taken its copy): the quoted packet's Next Header, octet 14 of
+    the ICMPv6 message, is 41.
     """
     if addresses is not None:
         addresses = sorted(set(addresses))
@@ -118,7 +122,12 @@ def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
         + f"    {match} rt type 2 counter drop\n"
         f"    {match} exthdr dst exists icmpv6 type {{ {icmp} }} counter drop\n"
         "  }\n"
-        "}\n"
+        + ("  chain output {\n"
+           "    type filter hook output priority -300; policy accept;\n"
+           "    icmpv6 type destination-unreachable icmpv6 code port-unreachable "
+           "@th,112,8 41 counter drop\n"
+           "  }\n" if tunnel_fragments else "")
+        + "}\n"
     )
 
 
