@@ -140,13 +140,15 @@ def _watch_gso_writes(tun, mtu, seen):
 
 
 def _icmp_errors(topo):
-    """ICMPv6 Destination Unreachable and Parameter Problem messages sent so far by the
-    home agent's and the node's kernels (``/proc/net/snmp6`` of their namespaces)."""
+    """ICMPv6 Destination Unreachable and Parameter Problem messages received so far by the
+    home agent's and the node's kernels (``/proc/net/snmp6`` of their namespaces): what one
+    tunnel end's kernel answers reaches the other (the Out counters count a message before
+    netfilter may drop it)."""
     out = {}
     for node in ("ha1", "mn1"):
         lines = topo.run(node, ["cat", "/proc/net/snmp6"]).stdout.splitlines()
         table = dict(line.split()[:2] for line in lines if line.strip())
-        out[node] = (int(table["Icmp6OutDestUnreachs"]), int(table["Icmp6OutParmProblems"]))
+        out[node] = (int(table["Icmp6InDestUnreachs"]), int(table["Icmp6InParmProblems"]))
     return out
 
 
@@ -158,8 +160,8 @@ def test_tcp_both_ways_with_and_without_super_packets(require_root, super_packet
     address arrive intact through the user-space tunnel, with super-packets off (nothing goes
     the new way, the guard has no fragment rule) and on (the home agent and the node each
     sent super-packets whole with correct TCP checksums, and each wrote the other's to its
-    TUN as GSO packets the kernel accepted); neither end's kernel sent an ICMPv6 error
-    (Destination Unreachable, Parameter Problem) meanwhile."""
+    TUN as GSO packets the kernel accepted); no ICMPv6 error (Destination Unreachable,
+    Parameter Problem) reached either end meanwhile."""
     topo = topology.shared_home_link(n_has=1, n_mns=1)
     topo.create()
     parts = []
@@ -202,7 +204,7 @@ def test_tcp_both_ways_with_and_without_super_packets(require_root, super_packet
         up = yield deferToThread(_transfer, topo, "cn", cn_addr, "mn1", HOME)
         assert up == (SIZE, _expected()), (backend.snapshot(), tunnel.snapshot())
 
-        # neither tunnel end's kernel answered a (reassembled) tunnel packet with an error
+        # no ICMPv6 error about a (reassembled) tunnel packet reached either tunnel end
         assert _icmp_errors(topo) == errors, (errors, _icmp_errors(topo))
         ruleset = ha_tx._ruleset()
         if not super_packets:
