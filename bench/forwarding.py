@@ -10,6 +10,8 @@ the visited link, and back through ha1):
   (and back through ha1), so every packet crosses the same links and forwarding hops;
 - ``tun``: a real home agent daemon (``backend = tun``, user-space tunnel) and a real mobile
   node daemon (user-space tunnel), registered with ESP;
+- ``tun_super``: the same with ``super-packets = yes`` in every daemon's ``[backend:tun]``
+  (TCP super-packets cross the tunnel whole as outer fragments, docs/io.md "Super-packets");
 - ``netlink``: the same with ``backend = netlink`` (the kernel's ip6tnl) at the home agent and
   at the node, so the whole data path is the kernel's; only on a kernel with ``ip6_tunnel``
   (the stock-kernel tier), otherwise reported with the reason.
@@ -209,12 +211,13 @@ def _plain(seconds, rates):
         topo.destroy()
 
 
-def _daemons(backend, seconds, rates, tree=None):
-    """One case with real daemons; ``tree``: run them on the code of that checkout."""
+def _daemons(backend, seconds, rates, tree=None, tun_options=()):
+    """One case with real daemons; ``tree``: run them on the code of that checkout;
+    ``tun_options``: extra lines of their ``[backend:tun]``."""
     topo = topology.shared_home_link(n_has=1, n_mns=1)
     with tempfile.TemporaryDirectory(prefix="hb-") as directory:
         d = NetnsDeployment(topo, directory, backend=backend, mn_backend=backend,
-                            log_level="warn")
+                            log_level="warn", tun_options=tun_options)
         if tree is not None:
             for daemon in list(d.has) + [d.mn]:
                 daemon.env["PYTHONPATH"] = os.path.abspath(tree)
@@ -231,7 +234,8 @@ def _daemons(backend, seconds, rates, tree=None):
                     if getattr(n, "process", None) is not None}
             out = _all(topo, seconds, rates, pids)
             out["ha1_forwarding"] = {k: v for k, v in (d.ask("ha1", "forwarding") or {}).items()
-                                     if k in ("counters", "device_counters", "tunnel_packets")}
+                                     if k in ("counters", "device_counters", "tunnel_packets",
+                                              "tunnel_socket_counters")}
             return out
         finally:
             d.kill_all()
@@ -246,7 +250,7 @@ def main():
                     help="offered rates of the 1,400-octet UDP sweep, packets/s (0: unpaced)")
     ap.add_argument("--baseline-tree", default=None, metavar="DIR",
                     help="also measure the tun case with the daemons on the code in DIR")
-    ap.add_argument("--cases", default="plain,tun,netlink")
+    ap.add_argument("--cases", default="plain,tun,tun_super,netlink")
     args = ap.parse_args()
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     cases = set(args.cases.split(","))
@@ -261,6 +265,9 @@ def main():
         results["tun_baseline"] = _daemons("tun", seconds, rates, args.baseline_tree)
     if "tun" in cases:
         results["tun"] = _daemons("tun", seconds, rates)
+    if "tun_super" in cases:
+        results["tun_super"] = _daemons("tun", seconds, rates,
+                                        tun_options=["super-packets = yes"])
     if "netlink" in cases:
         config = read_kernel_config()
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
@@ -269,11 +276,14 @@ def main():
         else:
             results["netlink"] = _daemons("netlink", seconds, rates)
     base = results.get("plain", {}).get("tcp", {}).get("tcp_mbit_s")
-    for name in ("tun_baseline", "tun", "netlink"):
+    for name in ("tun_baseline", "tun", "tun_super", "netlink"):
         tcp = results.get(name, {}).get("tcp")
         if tcp and "tcp_mbit_s" in tcp and base:
             results[name]["tcp_fraction_of_plain"] = round(tcp["tcp_mbit_s"] / base, 3)
-    print(json.dumps({"bench": "forwarding", "seconds": seconds, "results": results}))
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[:3]
+    print(json.dumps({"bench": "forwarding", "seconds": seconds, "loadavg": load,
+                      "results": results}))
     return 0
 
 

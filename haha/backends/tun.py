@@ -50,6 +50,9 @@ from ..interfaces import (
     IStartStop,
     ITunnelFastPath,
 )
+from ..io.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR
+from ..io.superpkt import (MAX_INNER, KernelSum, TunnelSocket, complete_tcp_checksum,
+                           gso_header, pseudo_sum, tcp_checksum_ok)
 from ..io.tun import TunDevice
 from ..wire.errors import WireError
 from ..wire.ipv6 import parse_packet
@@ -94,7 +97,8 @@ class _Base(LinkDuties):
 
     def __init__(self, reactor: Any, transport: Any, tun_name: str, mtu: int, hop_limit: int,
                  netlink: Any, system: Any, tun: Optional[TunDevice],
-                 ownership: Optional[Ownership] = None, log: Any = None) -> None:
+                 ownership: Optional[Ownership] = None, log: Any = None,
+                 super_packets: bool = False) -> None:
         if not 1 <= hop_limit <= 255:
             raise ValueError(f"tunnel hop limit {hop_limit} out of range 1-255")
         if not 1280 <= mtu <= 65535:
@@ -108,6 +112,19 @@ class _Base(LinkDuties):
         self.counters: Counter[str] = Counter()
         self.running = False
         self.router_flag = False
+        #: Carry TCP super-packets whole, as outer fragments (haha.io.superpkt; docs/io.md
+        #: "Super-packets"): implies ``tun_offload``. Off by default: a deployed peer
+        #: (a kernel tunnel) cannot forward what it reassembles, and middleboxes drop
+        #: fragments.
+        self.super_packets = bool(super_packets)
+        #: The protocol-41 socket of the super-packets (None without them); replaceable
+        #: before start (tests).
+        netns = getattr(system, "netns", None)
+        self.tunnel_socket: Optional[TunnelSocket] = TunnelSocket(
+            reactor, hop_limit, netns=netns) if super_packets else None
+        #: Sums the super-packets' TCP segments in the kernel (None: in Python);
+        #: replaceable before start (tests).
+        self.kernel_sum: Optional[KernelSum] = KernelSum(netns) if super_packets else None
         self._init_link_duties(ownership, log)
         self._fast_reset()
 
@@ -125,19 +142,119 @@ class _Base(LinkDuties):
         """An inbound IPv6-in-IPv6 packet (each subclass's own)."""
         raise NotImplementedError
 
+    def _gso_from_tun(self, frame: bytes) -> bool:
+        """A GSO read (super-packets on): True when it was sent whole (each subclass's)."""
+        raise NotImplementedError
+
+    def _from_tunnel_socket(self, source: bytes, destination: bytes, inner: bytes) -> None:
+        """A reassembled tunnel packet (super-packets on; each subclass's own)."""
+        raise NotImplementedError
+
     def _start_tun(self) -> None:
         self._fast_reset()
-        if self.tun_offload:
+        if self.tun_offload or self.super_packets:
             self.tun.start(self._from_tun, offload=True)
         else:
             self.tun.start(self._from_tun)
         self._tunnel_hook(self.decapsulate)
         try:
             self.netlink.link_set(self.tun.name, up=True, mtu=self.mtu)
+            self._start_super()
         except Exception:
             self._tunnel_hook(None)
             self.tun.stop()
             raise
+
+    def _start_super(self) -> None:
+        """Super-packets: GSO reads whole to the tunnel socket, reassembled tunnel packets
+        from it, and the guard letting fragments through. Raises when any part cannot."""
+        sock = self.tunnel_socket
+        if sock is None:
+            return
+        passer = getattr(self.transport, "pass_tunnel_fragments", None)
+        if passer is None:
+            raise RuntimeError("super-packets need the raw transport (its netfilter guard "
+                               "must let tunnel fragments through to the kernel)")
+        sock.mark = getattr(self.transport, "mark", None)
+        sock.start(self._from_tunnel_socket)
+        try:
+            passer(True)
+        except Exception:
+            sock.stop()
+            raise
+        if self.kernel_sum is not None:
+            self.kernel_sum.start()
+        self.tun.gso_receiver = self._gso_from_tun
+
+    def _stop_super(self) -> None:
+        sock = self.tunnel_socket
+        if sock is None or not sock.running:
+            return
+        self.tun.gso_receiver = None
+        sock.stop()
+        if self.kernel_sum is not None:
+            self.kernel_sum.stop()
+        try:
+            self.transport.pass_tunnel_fragments(False)
+        except Exception as e:  # the transport may be stopped already; nothing to undo then
+            self.log.debug("guard not restored: {error}", error=str(e))
+
+    def _send_super(self, frame: bytes, addresses: bytes) -> bool:
+        """Send the super-packet of ``frame`` (virtio_net_hdr in front) whole from
+        ``addresses[:16]`` to ``addresses[16:]``, its TCP checksum completed; False when it
+        cannot go whole (the caller cuts it into segments)."""
+        sock = self.tunnel_socket
+        if sock is None or len(frame) - 10 > MAX_INNER:
+            self.counters["super_too_big"] += 1
+            return False
+        mv = memoryview(frame)
+        packet = mv[10:]
+        if not sock.send(addresses[:16], addresses[16:],
+                         (mv[10:66], complete_tcp_checksum(packet, summer=self.kernel_sum),
+                          mv[68:])):
+            self.counters["super_send_failed"] += 1
+            return False
+        self.counters["super_sent"] += 1
+        self.counters["encapsulated"] += 1
+        return True
+
+    @staticmethod
+    def _whole_tcp(frame: bytes) -> bool:
+        """``frame`` (a GSO read) is a TCPv6 super-packet whose TCP header follows the IPv6
+        header directly, with the checksum left to us and a Payload Length that says its
+        length (what the exit point checks)."""
+        flags, gso_type, _, _, csum_start, csum_offset = VNET_HDR.unpack_from(frame)
+        return (gso_type & 0x7F == VIRTIO_NET_HDR_GSO_TCPV6 and
+                bool(flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) and csum_start == 40 and
+                csum_offset == 16 and len(frame) >= 70 and frame[10] >> 4 == 6 and
+                frame[16] == 6 and (frame[14] << 8 | frame[15]) == len(frame) - 50)
+
+    def _inner_ok(self, inner: bytes) -> bool:
+        """A reassembled inner packet is IPv6 and exactly as long as it says."""
+        if len(inner) < 40 or inner[0] >> 4 != 6 or \
+                40 + (inner[4] << 8 | inner[5]) != len(inner):
+            self.counters["decap_malformed"] += 1
+            return False
+        return True
+
+    def _deliver_super(self, inner: bytes) -> bool:
+        """Write a reassembled inner packet to the TUN: a TCP segment larger than the tunnel
+        MTU, its checksum verified, as one GSO super-packet (the kernel finishes its checksum
+        and segments it when it forwards it), anything else as it is."""
+        vnet = gso_header(inner, self.mtu)
+        if vnet is None:
+            return self._deliver(inner)
+        # The kernel trusts what it is told needs a checksum: damage on the way stops here.
+        if not tcp_checksum_ok(inner, summer=self.kernel_sum):
+            self.counters["super_checksum_bad"] += 1
+            return False
+        mv = memoryview(inner)
+        if self.tun.write_offloaded(vnet, (mv[:56], pseudo_sum(inner), mv[58:])):
+            self.counters["decapsulated"] += 1
+            self.counters["super_received"] += 1
+            return True
+        self.counters["decap_write_errors"] += 1
+        return False
 
     def _tunnel_hook(self, receiver: Optional[Callable[[bytes], bool]]) -> None:
         """Let the transport hand tunnelled packets straight to ``receiver`` (our
@@ -170,6 +287,8 @@ class _Base(LinkDuties):
         # inner destination (home agent) or source (mobile node) -> outer addresses
         self._encap_cache: Dict[bytes, bytes] = {}
         self._decap_cache: Set[bytes] = set()  # outer and inner addresses accepted once
+        # super-packets: inner destination -> outer addresses, None: not a host route
+        self._super_cache: Dict[bytes, Optional[bytes]] = {}
         self._split_send: Optional[Callable[[bytes, _Bytes], Any]] = self.transport.send_encapsulated \
             if ITunnelFastPath.providedBy(self.transport) else None
 
@@ -245,9 +364,9 @@ class TunBackend(_Base):
                  prefix_metric: int = 1024, enable_forwarding: bool = True,
                  router_flag: bool = False, netlink: Any = None, system: Any = None,
                  tun: Any = None, ownership: Optional[Ownership] = None,
-                 log: Any = None) -> None:
+                 log: Any = None, super_packets: bool = False) -> None:
         super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
-                         ownership, log)
+                         ownership, log, super_packets)
         self.table = table
         self.route_metric = route_metric
         self.prefix_metric = prefix_metric
@@ -289,6 +408,7 @@ class TunBackend(_Base):
                 self._set_sysctl("net.ipv6.conf.all.forwarding", "1")
             except NetlinkFailure:
                 self._tunnel_hook(None)
+                self._stop_super()
                 self.tun.stop()
                 self._release()
                 raise
@@ -305,6 +425,7 @@ class TunBackend(_Base):
         self._stop_link_duties()
         if self.running:
             self._tunnel_hook(None)
+        self._stop_super()
         self.tun.stop()
         self.running = False
 
@@ -419,24 +540,66 @@ class TunBackend(_Base):
         if parsed is None:
             return False
         outer, (inner_src, _) = parsed
-        homes = self._by_care_of.get(outer.src)
+        if not self._accepts(outer.src, outer.dst, inner_src):
+            return False
+        if not self._deliver(outer.payload):
+            return False
+        self._remember_accepted(packet, packet[8:40] + packet[48:64])
+        return True
+
+    def _accepts(self, outer_src: IPv6Address, outer_dst: IPv6Address,
+                 inner_src: IPv6Address) -> bool:
+        """A tunnel packet from a registered care-of address to that route's ``local``
+        address, with an inner source the binding owns; the rest counted by reason."""
+        homes = self._by_care_of.get(outer_src)
         if not homes:
             self.counters["decap_unknown_care_of"] += 1
             return False
         for home in homes:
             route = self.routes[home]
-            if outer.dst != route.local:
-                continue
-            if inner_src == home or _in_any(inner_src, route.prefixes):
-                if not self._deliver(outer.payload):
-                    return False
-                self._remember_accepted(packet, packet[8:40] + packet[48:64])
+            if outer_dst == route.local and (
+                    inner_src == home or _in_any(inner_src, route.prefixes)):
                 return True
-        if not any(outer.dst == self.routes[h].local for h in homes):
+        if not any(outer_dst == self.routes[h].local for h in homes):
             self.counters["decap_wrong_local"] += 1
         else:
             self.counters["decap_spoofed_source"] += 1
         return False
+
+    def _gso_from_tun(self, frame: bytes) -> bool:
+        """A TCP super-packet to a home address (a host route: a mobile network's prefix
+        keeps wire-sized packets, which a kernel mobile router can forward) goes whole."""
+        if not self._whole_tcp(frame):
+            return False
+        key = frame[34:50]
+        addresses = self._super_cache.get(key, b"")
+        if addresses == b"":
+            route = self.routes.get(IPv6Address(key))
+            addresses = route.local.packed + route.care_of.packed if route is not None else None
+            if len(self._super_cache) >= FAST_CACHE_SIZE:
+                self._super_cache.clear()
+            self._super_cache[key] = addresses
+        if addresses is None:
+            return False
+        if frame[17] == 0:
+            self.counters["hop_limit_exceeded"] += 1
+            return True
+        return self._send_super(frame, addresses)
+
+    def _from_tunnel_socket(self, source: bytes, destination: bytes, inner: bytes) -> None:
+        """A reassembled tunnel packet: checked as :meth:`decapsulate` does, then written
+        (:meth:`_deliver_super`)."""
+        if not self._inner_ok(inner):
+            return
+        key = source + destination + inner[8:24]
+        if key not in self._decap_cache:
+            if not self._accepts(IPv6Address(source), IPv6Address(destination),
+                                 IPv6Address(inner[8:24])):
+                return
+            if len(self._decap_cache) >= FAST_CACHE_SIZE:
+                self._decap_cache.clear()
+            self._decap_cache.add(key)
+        self._deliver_super(inner)
 
     def snapshot(self) -> Dict[str, Any]:
         return {
@@ -451,6 +614,11 @@ class TunBackend(_Base):
             "held": self._held_json(),
             "counters": dict(self.counters),
             "device_counters": dict(self.tun.counters),
+            "super_packets": self.super_packets,
+            "tunnel_socket_counters": dict(self.tunnel_socket.counters)
+            if self.tunnel_socket is not None else {},
+            "kernel_sum_counters": dict(self.kernel_sum.counters)
+            if self.kernel_sum is not None else {},
         }
 
 
@@ -483,8 +651,9 @@ class MobileTunnel(MobileRouting, _Base):
                  mtu: int = DEFAULT_MTU, hop_limit: int = DEFAULT_HOP_LIMIT,
                  table: Optional[int] = 0x4D4E, rule_priority: int = 1000, netlink: Any = None,
                  system: Any = None, tun: Any = None, router_flag: bool = False,
-                 steer_mark: Optional[int] = None) -> None:
-        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun)
+                 steer_mark: Optional[int] = None, super_packets: bool = False) -> None:
+        super().__init__(reactor, transport, tun_name, mtu, hop_limit, netlink, system, tun,
+                         super_packets=super_packets)
         self.table = check_table(table)
         self.rule_priority = rule_priority
         self.router_flag = router_flag  # a mobile router's home Neighbour Advertisement has R
@@ -510,6 +679,7 @@ class MobileTunnel(MobileRouting, _Base):
         self.clear()
         if self.running:
             self._tunnel_hook(None)
+        self._stop_super()
         self.tun.stop()
         self.running = False
 
@@ -592,17 +762,53 @@ class MobileTunnel(MobileRouting, _Base):
         if parsed is None:
             return False
         outer, (_, inner_dst) = parsed
-        if self.home_address is None or outer.dst != self.care_of or (
-                outer.src != self.home_agent and outer.src not in self.home_agents):
-            self.counters["decap_unknown_peer"] += 1
-            return False
-        if inner_dst != self.home_address and not _in_any(inner_dst, self.prefixes):
-            self.counters["decap_wrong_destination"] += 1
+        if not self._accepts(outer.src, outer.dst, inner_dst):
             return False
         if not self._deliver(outer.payload):
             return False
         self._remember_accepted(packet, packet[8:40] + packet[64:80])
         return True
+
+    def _accepts(self, outer_src: IPv6Address, outer_dst: IPv6Address,
+                 inner_dst: IPv6Address) -> bool:
+        """From our home agent (or one of the node's) to the care-of address, for the home
+        address or a prefix of ours; the rest counted by reason."""
+        if self.home_address is None or outer_dst != self.care_of or (
+                outer_src != self.home_agent and outer_src not in self.home_agents):
+            self.counters["decap_unknown_peer"] += 1
+            return False
+        if inner_dst != self.home_address and not _in_any(inner_dst, self.prefixes):
+            self.counters["decap_wrong_destination"] += 1
+            return False
+        return True
+
+    def _gso_from_tun(self, frame: bytes) -> bool:
+        """A TCP super-packet from the home address (not from a mobile network's prefix)
+        goes whole to the home agent."""
+        if not self._whole_tcp(frame) or self.home_address is None:
+            return False
+        addresses = self._super_cache.get(b"")
+        if addresses is None:
+            assert self.care_of is not None and self.home_agent is not None
+            addresses = self._super_cache[b""] = self.care_of.packed + self.home_agent.packed
+        if frame[18:34] != self.home_address.packed:
+            return False
+        return self._send_super(frame, addresses)
+
+    def _from_tunnel_socket(self, source: bytes, destination: bytes, inner: bytes) -> None:
+        """A reassembled tunnel packet: checked as :meth:`decapsulate` does, then written
+        (:meth:`_deliver_super`)."""
+        if not self._inner_ok(inner):
+            return
+        key = source + destination + inner[24:40]
+        if key not in self._decap_cache:
+            if not self._accepts(IPv6Address(source), IPv6Address(destination),
+                                 IPv6Address(inner[24:40])):
+                return
+            if len(self._decap_cache) >= FAST_CACHE_SIZE:
+                self._decap_cache.clear()
+            self._decap_cache.add(key)
+        self._deliver_super(inner)
 
     def snapshot(self) -> Dict[str, Any]:
         return {
@@ -615,6 +821,11 @@ class MobileTunnel(MobileRouting, _Base):
             "table": self.table,
             "counters": dict(self.counters),
             "device_counters": dict(self.tun.counters),
+            "super_packets": self.super_packets,
+            "tunnel_socket_counters": dict(self.tunnel_socket.counters)
+            if self.tunnel_socket is not None else {},
+            "kernel_sum_counters": dict(self.kernel_sum.counters)
+            if self.kernel_sum is not None else {},
         }
 
 
@@ -626,6 +837,7 @@ def options_of(options: Any) -> Dict[str, Any]:
         "mtu": options.get_int("mtu", DEFAULT_MTU, minimum=1280, maximum=65535),
         "hop_limit": options.get_int("hop-limit", DEFAULT_HOP_LIMIT, minimum=1, maximum=255),
         "table": options.get_int("table", None, minimum=1, maximum=0xFFFFFFFE),
+        "super_packets": options.get_bool("super-packets", False),
     }
 
 

@@ -76,7 +76,8 @@ def table_name() -> str:
 
 
 def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
-                protocols: Iterable[int] = NFT_PROTOCOLS) -> str:
+                protocols: Iterable[int] = NFT_PROTOCOLS, tunnel_fragments: bool = False
+                ) -> str:
     """The nft script that creates ``table`` (family ``ip6``).
 
     Inbound packets addressed to us (``fib daddr type local``, or only ``addresses`` when
@@ -91,6 +92,13 @@ def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
     - a Destination Options header in front of ICMPv6 144-147 (a Mobile Prefix Solicitation
       with a Home Address option). nft cannot look inside a Destination Options header, so
       "has one" stands for "has a Home Address option" here.
+
+    ``tunnel_fragments``: fragments of IPv6-in-IPv6 are accepted first, so that the kernel
+    reassembles them for a protocol-41 raw socket (super-packets, :mod:`haha.io.superpkt`);
+    and an output chain drops the ICMPv6 Port Unreachable a kernel with ``ip6_tunnel``
+    sends for each reassembled one (its tunnel handler finds no tunnel of its own for it,
+    after the raw socket has taken its copy): the quoted packet's Next Header, octet 14 of
+    the ICMPv6 message, is 41.
     """
     if addresses is not None:
         addresses = sorted(set(addresses))
@@ -108,11 +116,18 @@ def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
         f"{head}"
         "  chain prerouting {\n"
         "    type filter hook prerouting priority -300; policy accept;\n"
+        + (f"    {match} meta l4proto 41 exthdr frag exists counter accept\n"
+           if tunnel_fragments else "")
         + (f"    {match} meta l4proto {{ {protos} }} counter drop\n" if protos else "")
         + f"    {match} rt type 2 counter drop\n"
         f"    {match} exthdr dst exists icmpv6 type {{ {icmp} }} counter drop\n"
         "  }\n"
-        "}\n"
+        + ("  chain output {\n"
+           "    type filter hook output priority -300; policy accept;\n"
+           "    icmpv6 type destination-unreachable icmpv6 code port-unreachable "
+           "@th,112,8 41 counter drop\n"
+           "  }\n" if tunnel_fragments else "")
+        + "}\n"
     )
 
 
@@ -194,6 +209,7 @@ class RawTransport:
         self._anycast_filtered: set[IPv6Address] = set()
         self._kernel_tunnels = False
         self._kernel_esp = False  # leave_esp_to_kernel
+        self._tunnel_fragments = False  # pass_tunnel_fragments
         self.program = self._program()
 
     @staticmethod
@@ -217,7 +233,7 @@ class RawTransport:
                                       else NFT_PROTOCOLS)
         if self._kernel_esp:  # ESP and MH are the kernel's (kernel ESP)
             protocols = tuple(p for p in protocols if p not in (50, 135))
-        return nft_ruleset(self.table, self._addresses, protocols)
+        return nft_ruleset(self.table, self._addresses, protocols, self._tunnel_fragments)
 
     @property
     def running(self) -> bool:
@@ -345,6 +361,19 @@ class RawTransport:
         protocols 50 and 135; the packet socket still hands them up (ESP is watched for peers'
         boot epochs, :mod:`haha.security.kerneldaemon`). Errors are raised, as at start."""
         self._kernel_esp = bool(enabled)
+        self._reinstall()
+
+    def pass_tunnel_fragments(self, enabled: bool = True) -> None:
+        """Let fragments of IPv6-in-IPv6 addressed to us through the nft guard, so that the
+        kernel reassembles them for a protocol-41 raw socket (the user-space tunnels'
+        super-packets, :mod:`haha.io.superpkt`); the packet socket's filter never hands
+        fragments up, so nothing arrives twice. Needs the guard (without it every tunnel
+        packet would reach both sockets): ``RuntimeError`` otherwise. Errors are raised, as
+        at start."""
+        if enabled and not self._netfilter:
+            raise RuntimeError("super-packets need the raw transport's netfilter guard "
+                               "(netfilter = yes)")
+        self._tunnel_fragments = bool(enabled)
         self._reinstall()
 
     @property

@@ -53,6 +53,11 @@ class TunDevice:
         self.counters: Counter[str] = Counter()
         #: Opened with ``IFF_VNET_HDR`` and the kernel's offloads (``start(offload=True)``).
         self.offload = False
+        #: With ``offload``: called first with each GSO read (the ``virtio_net_hdr`` and
+        #: the super-packet, uncut); True when it took the read whole (counted
+        #: ``gso_whole``), False to have it cut into segments as usual
+        #: (:mod:`haha.io.superpkt`).
+        self.gso_receiver: Callable[[bytes], bool] | None = None
         self._logged_at: float | None = None
 
     @property
@@ -93,14 +98,20 @@ class TunDevice:
     def write(self, packet: bytes | bytearray | memoryview) -> bool:
         """Hand one packet to the kernel (a slice may be a memoryview, uncopied). Errors are
         counted and logged, never raised."""
+        if self.offload:
+            return self._write((VNET_NONE, packet))
+        return self._write(packet)
+
+    def _write(self, data: Any) -> bool:
+        """One write: ``data`` a buffer, or a tuple of buffers gathered with ``writev``."""
         if self._file is None:
             self.counters["write_not_open"] += 1
             return False
         try:
-            if self.offload:
-                self._file.writev((VNET_NONE, packet))
+            if isinstance(data, tuple):
+                self._file.writev(data)
             else:
-                self._file.write(packet)
+                self._file.write(data)
         except OSError as e:
             name = _errno.errorcode.get(e.errno or -1, str(e.errno))
             self.counters["write_errors"] += 1
@@ -114,6 +125,15 @@ class TunDevice:
             return False
         self.counters["written"] += 1
         return True
+
+    def write_offloaded(self, vnet: bytes, buffers: tuple[bytes | memoryview, ...]) -> bool:
+        """Hand one packet made of ``buffers`` to the kernel behind the ``virtio_net_hdr``
+        ``vnet`` (a GSO super-packet whose checksum the kernel finishes; needs ``offload``).
+        Errors as :meth:`write`."""
+        if not self.offload:
+            self.counters["write_not_offloaded"] += 1
+            return False
+        return self._write((vnet,) + buffers)
 
     # IReadDescriptor
 
@@ -141,6 +161,17 @@ class TunDevice:
                 return
             self.counters["read"] += 1
             if self.offload:
+                hook = self.gso_receiver
+                if hook is not None and len(packet) > 1 and packet[1]:
+                    try:
+                        taken = hook(packet)
+                    except Exception:
+                        self.counters["receiver_errors"] += 1
+                        self.log.failure("TUN {name} receiver failed", name=self.name)
+                        continue
+                    if taken:
+                        self.counters["gso_whole"] += 1
+                        continue
                 self._segments(packet)
                 continue
             try:

@@ -114,7 +114,7 @@ class NetnsDeployment(DaemonGroup):
                  dhaad: bool = False, drain_mode: Optional[str] = None,
                  address_takeover: bool = False, obey_switch: bool = True, esp: bool = True,
                  mn_lifetime: int = 60, hello_misses: int = 0, backend: str = "tun",
-                 mn_backend: str = "tun") -> None:
+                 mn_backend: str = "tun", tun_options: Sequence[str] = ()) -> None:
         kind = topology.info.get("kind")
         if kind not in KINDS:
             raise ValueError(f"no deployment for topology kind {kind!r}")
@@ -139,6 +139,9 @@ class NetnsDeployment(DaemonGroup):
         if mn_backend not in BACKENDS:
             raise ValueError(f"no mobile node tunnel {mn_backend!r} (one of {BACKENDS})")
         self.mn_backend = mn_backend
+        #: Extra ``key = value`` lines of every daemon's ``[backend:tun]`` (the home agents'
+        #: with ``backend = tun``, and the node's).
+        self.tun_options = tuple(tun_options)
         self.log_level = log_level
         self.home_prefix = IPv6Network(topology.info["home_prefix"])
         haha = topology.info.get("haha", {})
@@ -234,7 +237,7 @@ class NetnsDeployment(DaemonGroup):
             lines.append(f"home-interface = {home}")
             interfaces.append(home)
         if self.backend == "tun":
-            lines += ["", "[backend:tun]", "device = haha0"]
+            lines += ["", "[backend:tun]", "device = haha0", *self.tun_options]
         lines += ["", "[peers]"]
         if kind == "home-link" and not self.address_takeover:
             # Draft 5.4 / docs/protocol.md 6.8: on one home link the HAs learn each other from
@@ -278,7 +281,7 @@ class NetnsDeployment(DaemonGroup):
         security = ["key = keys/mn.key"] if self.esp else ["mode = none", "lab = yes"]
         lines += [f"backend = {self.mn_backend}", ""]
         if self.mn_backend == "tun":
-            lines += ["[backend:tun]", "device = hahamn0", ""]
+            lines += ["[backend:tun]", "device = hahamn0", *self.tun_options, ""]
         lines += ["[security]", *security, "",
                   "[transport]", "kind = raw", "interfaces = eth0", "",
                   "[control]", f"socket = unix:{self.mn.socket}", "",
