@@ -477,3 +477,12 @@ def test_configured_peers_come_first_only_under_their_own_sa(tmp_path):
                                "home-prefix = 2001:db8:1::/64\ncare-of-address = 2001:db8:99::1\n"
                                "[security]\nmode = none\nlab = yes\n")
     assert priority_peers(mn) == {}
+
+
+def test_raw_update_peer_replaces_one_peer():
+    """``update_peer`` adds or replaces one configured peer's SPIs and leaves the others."""
+    other = IPv6Address("2001:db8:1::3")
+    t, sock, reader, got, r = _raw({PEER: {PEER_SPI}, other: None})
+    t.update_peer(PEER, [7])
+    assert t._is_peer(esp(PEER, 1, spi=7)) and not t._is_peer(esp(PEER, 1, spi=PEER_SPI))
+    assert t._is_peer(build_packet(other, HA, 135, bytes(16)))

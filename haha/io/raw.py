@@ -246,6 +246,13 @@ class RawTransport:
         self._peers = table
         self.input.exempt = frozenset(table)
 
+    def update_peer(self, address: IPv6Address, spis: Optional[Iterable[int]]) -> None:
+        """Add or replace one configured peer (a SIGHUP re-keyed it: :mod:`haha.reload`)."""
+        peers = {IPv6Address(a): None if s is None else [int.from_bytes(x, "big") for x in s]
+                 for a, s in self._peers.items()}
+        peers[address] = spis
+        self.set_peers(peers)
+
     @staticmethod
     def _check_addresses(addresses: Optional[Iterable[IPv6Address]]
                          ) -> Optional[frozenset[IPv6Address]]:
