@@ -486,3 +486,25 @@ def test_raw_update_peer_replaces_one_peer():
     t.update_peer(PEER, [7])
     assert t._is_peer(esp(PEER, 1, spi=7)) and not t._is_peer(esp(PEER, 1, spi=PEER_SPI))
     assert t._is_peer(build_packet(other, HA, 135, bytes(16)))
+
+
+def test_the_queue_and_kernel_drop_counters_are_in_haha_ctl_counters():
+    """A home agent's ``counters`` (what ``haha-ctl counters`` prints and /metrics serves)
+    include the transport's queue and kernel-drop counters, 0 before anything happened, so a
+    monitor sees them from the start."""
+    from twisted.internet.task import Clock
+
+    from haha.backends.null import NullBackend
+    from haha.config import home_agent_from_text
+    from haha.service import HomeAgentService
+
+    config = home_agent_from_text(
+        "[home-agent]\naddress = 2001:db8:1::1\nhome-prefix = 2001:db8:1::/64\n"
+        "home-interface = eth0\n[security]\nmode = none\nlab = yes\n"
+        "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n", "ha.conf")
+    service = HomeAgentService.build(config, Clock(), backend=NullBackend())
+    counters = service.counters()
+    for name in ("kernel_drops", "superseded", "dropped_backlog", "dropped_source_backlog"):
+        assert counters[f"udptransport.{name}"] == 0
+    service.transport.counters["kernel_drops"] += 3
+    assert service.counters()["udptransport.kernel_drops"] == 3

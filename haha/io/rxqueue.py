@@ -108,6 +108,8 @@ class InputQueue:
         self.supersede = bool(supersede)
         self._timer = timer
         self.counters: Counter[str] = counters if counters is not None else Counter()
+        for name in ("superseded", "dropped_backlog", "dropped_source_backlog"):
+            self.counters[name] += 0  # shown (as 0) before the first one
         self.exempt: frozenset[bytes] = frozenset()
         #: The peers' packets, ``(data, meta)``, processed first and in full.
         self.peers: deque[tuple[bytes, Any]] = deque()

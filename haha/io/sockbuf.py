@@ -82,6 +82,7 @@ class KernelDrops:
     def __init__(self, counters: "Counter[str]", name: str = "kernel_drops") -> None:
         self.counters = counters
         self.name = name
+        counters[name] += 0  # shown (as 0) before the first drop
         #: The socket's drop count in the last control message (it only grows, modulo 2**32).
         self.last = 0
 
