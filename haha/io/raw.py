@@ -248,8 +248,9 @@ class RawTransport:
 
     def update_peer(self, address: IPv6Address, spis: Optional[Iterable[int]]) -> None:
         """Add or replace one configured peer (a SIGHUP re-keyed it: :mod:`haha.reload`)."""
-        peers = {IPv6Address(a): None if s is None else [int.from_bytes(x, "big") for x in s]
-                 for a, s in self._peers.items()}
+        peers: dict[IPv6Address, Optional[Iterable[int]]] = {
+            IPv6Address(a): None if s is None else [int.from_bytes(x, "big") for x in s]
+            for a, s in self._peers.items()}
         peers[address] = spis
         self.set_peers(peers)
 
