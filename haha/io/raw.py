@@ -237,22 +237,18 @@ class RawTransport:
     def set_peers(self, peers: Mapping[IPv6Address, Optional[Iterable[int]]]) -> None:
         """Replace the configured peers (the constructor's ``peers``): their packets come
         first, and none is ever superseded."""
-        table: dict[bytes, Optional[frozenset[bytes]]] = {}
+        self._peers = {}
         for address, spis in peers.items():
-            if not isinstance(address, IPv6Address):
-                raise TypeError(f"peer {address!r} is not an IPv6Address")
-            table[address.packed] = None if spis is None else frozenset(
-                int(spi).to_bytes(4, "big") for spi in spis)
-        self._peers = table
-        self.input.exempt = frozenset(table)
+            self.update_peer(address, spis)
+        self.input.exempt = frozenset(self._peers)
 
     def update_peer(self, address: IPv6Address, spis: Optional[Iterable[int]]) -> None:
         """Add or replace one configured peer (a SIGHUP re-keyed it: :mod:`haha.reload`)."""
-        peers: dict[IPv6Address, Optional[Iterable[int]]] = {
-            IPv6Address(a): None if s is None else [int.from_bytes(x, "big") for x in s]
-            for a, s in self._peers.items()}
-        peers[address] = spis
-        self.set_peers(peers)
+        if not isinstance(address, IPv6Address):
+            raise TypeError(f"peer {address!r} is not an IPv6Address")
+        self._peers[address.packed] = None if spis is None else frozenset(
+            int(spi).to_bytes(4, "big") for spi in spis)
+        self.input.exempt = frozenset(self._peers)
 
     @staticmethod
     def _check_addresses(addresses: Optional[Iterable[IPv6Address]]
