@@ -508,3 +508,26 @@ def test_the_queue_and_kernel_drop_counters_are_in_haha_ctl_counters():
         assert counters[f"udptransport.{name}"] == 0
     service.transport.counters["kernel_drops"] += 3
     assert service.counters()["udptransport.kernel_drops"] == 3
+
+
+def test_udp_static_peers_are_never_superseded():
+    """On the UDP transport a static peer's address is exempt from supersession wherever its
+    packets wait (a peer's SA carries many different messages of one length), including one
+    added later with ``add_peer``; a node's copies are superseded."""
+    from test_io_udp import PEER_ENDPOINT, _busy_transport
+
+    t, r, got = _busy_transport()
+    other = IPv6Address("2001:db8:1::3")
+    t.add_peer(other, ("127.0.0.1", 5003))
+    peer_copies = [esp(PEER, seq, spi=PEER_SPI) for seq in (1, 2)]
+    elsewhere = [esp(PEER, seq, spi=PEER_SPI) for seq in (3, 4)]  # from another endpoint
+    later = [esp(other, seq, spi=7) for seq in (1, 2)]
+    r.port.kernel = ([(p, PEER_ENDPOINT) for p in peer_copies]
+                     + [(p, ("127.0.0.1", 6666)) for p in elsewhere]
+                     + [(p, ("127.0.0.1", 5003)) for p in later]
+                     + [(esp(node(0), seq), ("127.0.0.1", 6000)) for seq in (1, 2)])
+    r.port.doRead()
+    while t.queue:
+        _turn(r)
+    assert got == peer_copies + later + elsewhere + [esp(node(0), 2)]
+    assert t.counters["superseded"] == 1
