@@ -489,7 +489,7 @@ class RawTransport:
                               errno=_errno.errorcode.get(e.errno or 0, e.errno))
                 break
             read += len(data)
-            if anc:
+            if len(anc) > 1:  # PACKET_AUXDATA always; SO_RXQ_OVFL once the kernel dropped
                 reader.drops.seen(anc)
             if addr[2] == bpf.PACKET_OUTGOING:
                 self.counters["ignored_outgoing"] += 1
