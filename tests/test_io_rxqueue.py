@@ -555,3 +555,14 @@ def test_a_peer_backlog_is_sliced_too_and_cannot_starve_the_nodes():
     order = [d for d, _ in got]
     assert sorted(order) == sorted(bulk + nodes) and order.index(bulk[-1]) < 25 * 21
     assert order[-1] == nodes[-1] and 25 <= turns <= 30
+
+
+def test_the_peers_queue_is_bounded_too():
+    """Peers' packets are sliced, so a peer sending faster than they are processed would grow
+    their queue: it holds at most ``max_backlog`` packets too, the rest counted and dropped."""
+    q, got = _queue(max_backlog=3)
+    for seq in range(1, 6):
+        q.put_peer(esp(PEER, seq, spi=PEER_SPI), seq)
+    assert q.counters["dropped_backlog"] == 2 and q.counters["received_from_peers"] == 3
+    _drain(q)
+    assert [m for _, m in got] == [1, 2, 3]

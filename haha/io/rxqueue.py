@@ -24,11 +24,10 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   not matter is in docs/io.md. Packets from configured peer addresses (whose SA carries many
   different messages that must all arrive) and packets without ESP are never superseded.
 
-Both queues are bounded: at most ``max_backlog`` packets wait in all (more are counted,
+Both queues are bounded: at most ``max_backlog`` packets wait in each (more are counted,
 ``dropped_backlog``, and dropped, as the kernel would have dropped them), and at most
-``max_per_source`` of them from one fixed-header source (``dropped_source_backlog``), so one
-sender cannot fill the queue for everybody. No bound is needed on the peers' queue: it is emptied
-after every read, and a read is bounded by the transport.
+``max_per_source`` of the other traffic from one fixed-header source
+(``dropped_source_backlog``), so one sender cannot fill the queue for everybody.
 
 Sans reactor: the queue is given ``call_later(0, f)`` to come back after the reactor's turn
 (``None``: everything is processed at once) and ``timer`` to measure slices (a test passes a
@@ -112,7 +111,7 @@ class InputQueue:
         for name in ("superseded", "dropped_backlog", "dropped_source_backlog"):
             self.counters[name] += 0  # shown (as 0) before the first one
         self.exempt: frozenset[bytes] = frozenset()
-        #: The peers' packets, ``(data, meta)``, processed first and in full.
+        #: The peers' packets, ``(data, meta)``, processed first.
         self.peers: deque[tuple[bytes, Any]] = deque()
         #: Everything else, in arrival order (a superseding packet takes its predecessor's
         #: place).
@@ -126,6 +125,9 @@ class InputQueue:
 
     def put_peer(self, data: bytes, meta: Any) -> None:
         """Queue a packet the transport attributed to a configured peer."""
+        if len(self.peers) >= self.max_backlog:
+            self.counters["dropped_backlog"] += 1
+            return
         self.peers.append((data, meta))
         self.counters["received_from_peers"] += 1
 
