@@ -308,7 +308,7 @@ def test_timers_run_between_slices_of_a_backlog():
 def test_only_the_peer_endpoint_gets_priority_and_the_backlog_is_bounded():
     """A packet claiming a peer's source but arriving from another UDP endpoint waits its turn
     like any node's; beyond ``max_backlog`` unprocessed packets the rest are counted and
-    dropped (as the kernel would drop them), peers' packets never."""
+    dropped (as the kernel would drop them); a full node backlog never drops a peer's packet."""
     t, r, got = _busy_transport(max_backlog=10)
     forged = build_packet(PEER, HA, 135, b"forged" + bytes(10))
     hello = build_packet(PEER, HA, 135, b"hello" + bytes(11))
