@@ -9,10 +9,9 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   dead. So a transport reads much more than it processes at each readiness and sorts what it
   read into two queues: packets it can attribute to a configured peer (each transport says how:
   :meth:`InputQueue.put_peer`) and the rest (:meth:`InputQueue.put`). :meth:`InputQueue.run`
-  processes the peers' packets at once, then the rest, each for at most ``slice_seconds`` a
-  turn of the reactor; between turns due timers run and the socket is read again, peers
-  first. While peers' packets remain (a bulk synchronisation), a turn processes one packet of
-  the rest, so that peers' traffic cannot starve it.
+  processes every peer packet at once, then the rest in slices of at most ``slice_seconds``,
+  returning to the reactor between slices (due timers run, the socket is read again, peers
+  first).
 - **Retransmissions cost as much as the first copy.** A node whose Binding Update waits longer
   than its retransmission timer sends it again; both copies wait, and each costs a decryption,
   a decoding and an answer. With ``supersede`` a packet protected by ESP that arrives while an
@@ -179,41 +178,35 @@ class InputQueue:
         return slot
 
     def run(self) -> None:
-        """After a read: a slice now, unless one is already scheduled (it will come after the
-        reactor's turn); then only the peers' packets now, for at most one slice's time."""
-        if self._slice_call is not None and self._slice_call.active():
-            self._serve_peers(self._timer() + self.slice_seconds)
-        else:
-            self._process()
-
-    def _serve_peers(self, end: float) -> bool:
-        """The peers' packets until none is left (True) or ``end`` (when the reactor can take
-        us back: a bulk synchronisation from a peer must not hold the reactor either)."""
-        peers, deliver, timer = self.peers, self._deliver, self._timer
-        can_defer = self._call_later is not None
+        """After a read: every peer packet now; the rest in a slice now unless one is already
+        scheduled (it will come after the reactor's turn)."""
+        peers, deliver = self.peers, self._deliver
         while peers:
             deliver(*peers.popleft())
-            if can_defer and timer() >= end:
-                return not peers
-        return True
+        if self.queue and (self._slice_call is None or not self._slice_call.active()):
+            self._process()
 
     def _process(self) -> None:
-        """One slice: the peers' packets for at most ``slice_seconds``, then other traffic for
-        at most ``slice_seconds`` when the peers' are done, else one packet (so that peer
-        traffic cannot starve it); what is left waits for the next turn of the reactor (after
-        timers and a new read)."""
+        """Every peer packet, then other traffic for at most ``slice_seconds``; what is left
+        waits for the next turn of the reactor (after timers and a new read)."""
         self._slice_call = None
-        peers, queue, deliver, timer = self.peers, self.queue, self._deliver, self._timer
-        can_defer = self._call_later is not None
-        done = self._serve_peers(timer() + self.slice_seconds)
-        end = timer() + (self.slice_seconds if done else 0.0)
+        peers, queue, deliver = self.peers, self.queue, self._deliver
+        while peers:
+            deliver(*peers.popleft())
+        if not queue:
+            return
+        timer = self._timer
+        end = timer() + self.slice_seconds
         pop = self._pop
         while queue:
             slot = pop()
             deliver(slot[_DATA], slot[_META])
-            if can_defer and timer() >= end:
+            if peers:  # a receiver that re-entered the reactor read more: peers first
+                while peers:
+                    deliver(*peers.popleft())
+            if timer() >= end and self._call_later is not None:
                 break
-        if (peers or queue) and self._call_later is not None:
+        if queue and self._call_later is not None:
             self.counters["slices_deferred"] += 1
             self._slice_call = self._call_later(0, self._process)
 
