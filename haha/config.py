@@ -133,9 +133,14 @@ class TransportConfig:
     udp_listen: tuple[str, int] | None = None  # (host, port)
     #: IPv6Address/IPv6Network -> (host, port)
     udp_peers: dict[IPv6Address | IPv6Network, tuple[str, int]] = field(default_factory=dict)
-    receive_buffer: int = 8 << 20  # octets; 0 = the kernel's default
+    receive_buffer: int = 32 << 20  # octets; 0 = the kernel's default
     send_buffer: int = 0
     udp_learned: int = 262144  # most sources the UDP transport remembers
+    #: The input queue (haha.io.rxqueue): packets read and not yet processed, in all and from
+    #: one source; whether a node's retransmission replaces its waiting copy.
+    max_backlog: int = 131072
+    max_per_source: int = 1024
+    supersede: bool = True
 
 
 @dataclass(frozen=True)
@@ -517,12 +522,16 @@ def _transport(get: Callable[[str], Section]) -> TransportConfig:
         except ValueError as e:
             raise ps.error(key, f"{e} (keys are IPv6 addresses or prefixes, values "
                            "HOST:PORT)") from None
-    receive_buffer = sec.get_int("receive-buffer", 8 << 20, minimum=0, maximum=1 << 30)
+    receive_buffer = sec.get_int("receive-buffer", 32 << 20, minimum=0, maximum=1 << 30)
     send_buffer = sec.get_int("send-buffer", 0, minimum=0, maximum=1 << 30)
     learned = sec.get_int("udp-learned", 262144, minimum=1, maximum=1 << 24)
+    backlog = sec.get_int("max-backlog", 131072, minimum=1, maximum=1 << 24)
+    per_source = sec.get_int("max-per-source", 1024, minimum=1, maximum=1 << 24)
+    supersede = sec.get_bool("supersede", True)
     sec.check_unused(["kind", "interfaces", "udp-listen", "receive-buffer", "send-buffer",
-                      "udp-learned"])
-    return TransportConfig(kind, interfaces, listen, peers, receive_buffer, send_buffer, learned)
+                      "udp-learned", "max-backlog", "max-per-source", "supersede"])
+    return TransportConfig(kind, interfaces, listen, peers, receive_buffer, send_buffer, learned,
+                           backlog, per_source, supersede)
 
 
 def _control(get: Callable[[str], Section]) -> ControlConfig:

@@ -96,6 +96,9 @@ def reload_home_agent(service: Any, load: Callable[[str], HomeAgentConfig]
                 summary["nodes-added"].append(str(hoa))
             for spec in specs:
                 sadb.add(spec)
+        # The raw transport knows a configured peer by its inbound SPI (docs/io.md, "Input
+        # queues"); other transports have no update_peer.
+        update_peer = getattr(service.transport, "update_peer", None)
         for peer, secret in sorted(peers.items()):
             specs = _keys.derive_pair(secret, old.haha_address, peer, HOME_AGENT, epoch=epoch)
             if sadb.has_peer(peer) and _same_keys(sadb, specs):
@@ -103,6 +106,8 @@ def reload_home_agent(service: Any, load: Callable[[str], HomeAgentConfig]
             sadb.remove_peer(peer)
             for spec in specs:
                 sadb.add(spec)
+            if update_peer is not None:
+                update_peer(peer, [s.spi for s in specs if s.direction == "in"])
             summary["rekeyed"].append(str(peer))
     for name in _RESTART_FIELDS:
         if getattr(old, name) != getattr(new, name):

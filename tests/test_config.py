@@ -224,7 +224,7 @@ def test_socket_buffers_and_learned_map_are_configurable():
     udp = BASE + "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n"
     c = ha(udp)
     assert (c.transport.receive_buffer, c.transport.send_buffer,
-            c.transport.udp_learned) == (8 << 20, 0, 262144)
+            c.transport.udp_learned) == (32 << 20, 0, 262144)
     c = ha(udp + "receive-buffer = 1048576\nsend-buffer = 65536\nudp-learned = 10\n")
     t = build_transport(c, MemoryReactor())
     assert (t.receive_buffer, t.send_buffer, t.max_learned) == (1048576, 65536, 10)
@@ -233,6 +233,28 @@ def test_socket_buffers_and_learned_map_are_configurable():
     assert (e.section, e.key) == ("transport", "udp-learned")
     e = err(udp + "receive-buffer = -1\n")
     assert (e.section, e.key) == ("transport", "receive-buffer")
+
+
+def test_input_queue_is_configurable_on_both_transports():
+    """[transport] max-backlog, max-per-source and supersede reach the input queue of the UDP
+    and of the raw transport the service builds; the defaults hold a burst of 100,000 nodes;
+    a bad value stops start-up naming section, key and line."""
+    from twisted.internet.testing import MemoryReactor
+
+    from haha.service import build_transport
+
+    udp = BASE + "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n"
+    t = ha(udp).transport
+    assert (t.max_backlog, t.max_per_source, t.supersede) == (131072, 1024, True)
+    keys = "max-backlog = 500\nmax-per-source = 7\nsupersede = no\n"
+    raw = BASE + "[transport]\nkind = raw\n" + keys
+    for text in (udp + keys, raw):
+        c = ha(text)
+        q = build_transport(c, MemoryReactor(), "eth0").input
+        assert (q.max_backlog, q.max_per_source, q.supersede) == (500, 7, False)
+    for key, bad in (("max-backlog", "0"), ("max-per-source", "-3"), ("supersede", "maybe")):
+        e = err(udp + f"{key} = {bad}\n")
+        assert (e.section, e.key, e.line) == ("transport", key, udp.count("\n") + 1)
 
 
 def test_mobile_node_config():

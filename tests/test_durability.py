@@ -236,3 +236,19 @@ def test_reread_rekeys_a_peer_whose_key_changed_with_this_runs_epoch(ha, tmp_pat
     packet = ha.sadb.protect(IPv6Address("2001:db8:1::2"), 135, b"x")
     iv, seq = int.from_bytes(packet[8:16], "big"), int.from_bytes(packet[4:8], "big")
     assert f"{iv ^ seq:016x}" == ha.status()["boot_epoch"]
+
+
+def test_a_rekeyed_peer_keeps_its_priority_on_the_raw_transport(ha, tmp_path):
+    """A SIGHUP that re-keys a configured peer tells the transport the new SPI of the peer's
+    inbound SA, by which the raw transport puts the peer's packets first (docs/io.md, "Input
+    queues"); an unchanged peer key tells it nothing."""
+    told = []
+    ha.transport.update_peer = lambda peer, spis: told.append((peer, list(spis)))
+    reload_home_agent(ha, load_home_agent)
+    assert told == []
+    generate_key_file(str(tmp_path / "peer.key"), force=True)
+    s = reload_home_agent(ha, load_home_agent)
+    peer = IPv6Address("2001:db8:1::2")
+    inbound = [int(r["spi"], 16) for r in ha.sadb.describe()
+               if r["peer"] == str(peer) and r["direction"] == "in"]
+    assert s["rekeyed"] == [str(peer)] and told == [(peer, inbound)]

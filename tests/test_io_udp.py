@@ -180,22 +180,39 @@ PEER = IPv6Address("2001:db8:1::2")
 PEER_ENDPOINT = ("127.0.0.1", 5002)
 
 
+class _KernelSocket:
+    """The socket under a listening port: ``recvmsg`` takes the datagrams queued "in the
+    kernel" one by one, in arrival order, and says when there is none left."""
+
+    def __init__(self):
+        self.kernel = []
+        self.options = {}
+
+    def setsockopt(self, level, option, value):
+        self.options[(level, option)] = value
+
+    def recvmsg(self, size, ancsize=0):
+        if not self.kernel:
+            raise BlockingIOError()
+        data, addr = self.kernel.pop(0)
+        return data, [], 0, addr
+
+
 class _ReadablePort(_Port):
-    """A listening port whose ``doRead`` delivers the datagrams queued "in the kernel" one by
-    one, in arrival order, as Twisted's UDP port does."""
+    """A listening port with a socket the transport reads itself."""
 
     def __init__(self, protocol):
         super().__init__()
         self.protocol = protocol
-        self.kernel = []
-        self.maxThroughput = 256 * 1024
+        self.socket = _KernelSocket()
 
-    def doRead(self):  # noqa: N802 - Twisted's name
-        read = 0
-        while self.kernel and read < self.maxThroughput:
-            data, addr = self.kernel.pop(0)
-            read += len(data)
-            self.protocol.datagramReceived(data, addr)
+    @property
+    def kernel(self):
+        return self.socket.kernel
+
+    @kernel.setter
+    def kernel(self, value):
+        self.socket.kernel = value
 
 
 class _ClockReactor(MemoryReactorClock):
@@ -291,7 +308,7 @@ def test_timers_run_between_slices_of_a_backlog():
 def test_only_the_peer_endpoint_gets_priority_and_the_backlog_is_bounded():
     """A packet claiming a peer's source but arriving from another UDP endpoint waits its turn
     like any node's; beyond ``max_backlog`` unprocessed packets the rest are counted and
-    dropped (as the kernel would drop them), peers' packets never."""
+    dropped (as the kernel would drop them); a full node backlog never drops a peer's packet."""
     t, r, got = _busy_transport(max_backlog=10)
     forged = build_packet(PEER, HA, 135, b"forged" + bytes(10))
     hello = build_packet(PEER, HA, 135, b"hello" + bytes(11))

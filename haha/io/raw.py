@@ -22,6 +22,15 @@ Built for kernels with and without Mobile IPv6 support (docs/io.md):
   takes packets sent to it as local (an ICMPv6 type it does not know is dropped silently), and
   the membership ends with the socket, at :meth:`RawTransport.stop` or when the process dies.
 
+Inbound signalling is not processed in arrival order: each readiness of a packet socket reads up
+to ``read_bytes`` into the input queue (:mod:`haha.io.rxqueue`, docs/io.md "Input queues"),
+where packets from configured peers come first and a node's retransmission replaces its earlier
+copy still waiting; IPv6-in-IPv6 for a user-space tunnel is still handed over as it is read (at
+most :data:`READ_BURST` such packets a readiness). A packet counts as a peer's when its
+fixed-header source is a configured peer address *and*, for a peer with ESP keys, it is ESP
+under an SPI of that peer's inbound SA (derived from the pair's secret: a stranger claiming the
+peer's address does not know it).
+
 Socket errors are logged (``twisted.logger``, structured fields) and counted, never raised.
 All operating-system calls go through a :class:`haha.io.system.LinuxSystem` (or its
 :class:`~haha.io.system.FakeSystem` twin).
@@ -32,9 +41,10 @@ import itertools
 import os
 import re
 import socket
+import time
 from collections import Counter
 from ipaddress import IPv6Address
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 from twisted.internet.interfaces import IReadDescriptor
 from zope.interface import implementer
@@ -44,14 +54,21 @@ from ..interfaces import IAnycastJoin, IKernelTunnels, IMobilityTransport, ITunn
 from . import bpf
 from .offload import (PACKET_AUXDATA, SOL_PACKET, TP_STATUS_CSUMNOTREADY, auxdata_status,
                       complete_partial_checksum)
+from .rxqueue import (DEFAULT_MAX_BACKLOG, DEFAULT_MAX_PER_SOURCE, DEFAULT_SLICE_SECONDS,
+                      InputQueue, esp_offset)
+from .sockbuf import RXQ_OVFL_SPACE, KernelDrops, count_kernel_drops
 from .system import LinuxSystem, NftError
 
 #: Largest datagram read from a packet socket (an IPv6 packet without jumbogram).
 MAX_PACKET = 65575
-#: Packets read per ``doRead`` before yielding to the reactor.
+#: IPv6-in-IPv6 packets handed to a user-space tunnel per ``doRead`` before yielding to the
+#: reactor (the data path's bound; signalling is bounded by ``read_bytes``).
 READ_BURST = 64
-#: Room for the ``PACKET_AUXDATA`` control message (``struct tpacket_auxdata``, 20 octets).
-AUXDATA_SPACE = socket.CMSG_SPACE(32)
+#: Octets of signalling read per ``doRead`` into the input queue (about 1,700 Binding Updates).
+READ_BYTES = 256 * 1024
+#: Room for the ``PACKET_AUXDATA`` control message (``struct tpacket_auxdata``, 20 octets) and
+#: the ``SO_RXQ_OVFL`` one.
+AUXDATA_SPACE = socket.CMSG_SPACE(32) + RXQ_OVFL_SPACE
 #: Send failures logged at most this often (seconds); the rest are only counted, so that a
 #: flood (a full socket buffer under overload) costs no more than the failures themselves.
 LOG_INTERVAL = 1.0
@@ -139,6 +156,7 @@ class _PacketReader:
         self._transport = transport
         self.sock = sock
         self.interface = interface
+        self.drops = KernelDrops(transport.counters)
 
     def fileno(self) -> int:
         return int(self.sock.fileno())
@@ -165,6 +183,11 @@ class RawTransport:
     ``default_interface``: used for link-local and multicast destinations when ``send`` is not
     told. ``system``: the OS seam (default :class:`LinuxSystem`). ``receive_buffer``: each
     packet socket's receive buffer in octets (0: the kernel's default; :mod:`haha.io.sockbuf`).
+    ``peers``: the configured peers whose packets come first, each address mapped to the SPIs
+    of its inbound SAs (``None``: no ESP with that peer, its address is all there is; module
+    docstring); :meth:`set_peers` replaces them. ``read_bytes``, ``max_backlog``,
+    ``max_per_source``, ``slice_seconds``, ``supersede``, ``timer``: the input queue's
+    (:class:`haha.io.rxqueue.InputQueue`).
 
     While the receiver runs, :attr:`last_interface` names the interface the packet came in on.
     """
@@ -176,7 +199,12 @@ class RawTransport:
                  icmp_types: Iterable[int] = bpf.DEFAULT_ICMP_TYPES, proxy_nd: bool = False,
                  netfilter: bool = True, default_interface: Optional[str] = None,
                  system: Any = None, table: Optional[str] = None,
-                 receive_buffer: int = 0) -> None:
+                 receive_buffer: int = 0,
+                 peers: Optional[Mapping[IPv6Address, Optional[Iterable[int]]]] = None,
+                 read_bytes: int = READ_BYTES, max_backlog: int = DEFAULT_MAX_BACKLOG,
+                 max_per_source: int = DEFAULT_MAX_PER_SOURCE,
+                 slice_seconds: float = DEFAULT_SLICE_SECONDS, supersede: bool = True,
+                 timer: Callable[[], float] = time.perf_counter) -> None:
         if isinstance(interfaces, str):
             raise TypeError("interfaces is a list of names, not one string")
         self._reactor = reactor
@@ -211,6 +239,32 @@ class RawTransport:
         self._kernel_esp = False  # leave_esp_to_kernel
         self._tunnel_fragments = False  # pass_tunnel_fragments
         self.program = self._program()
+        if read_bytes < 1:
+            raise ValueError(f"read_bytes {read_bytes!r} must be at least 1")
+        self.read_bytes = read_bytes
+        # A reactor without IReactorTime (a test's) gets everything processed at once.
+        self.input = InputQueue(self._deliver, getattr(reactor, "callLater", None),
+                                max_backlog=max_backlog, max_per_source=max_per_source,
+                                slice_seconds=slice_seconds, supersede=supersede, timer=timer,
+                                counters=self.counters)
+        self._peers: dict[bytes, Optional[frozenset[bytes]]] = {}
+        self.set_peers(peers or {})
+
+    def set_peers(self, peers: Mapping[IPv6Address, Optional[Iterable[int]]]) -> None:
+        """Replace the configured peers (the constructor's ``peers``): their packets come
+        first, and none is ever superseded."""
+        self._peers = {}
+        for address, spis in peers.items():
+            self.update_peer(address, spis)
+        self.input.exempt = frozenset(self._peers)
+
+    def update_peer(self, address: IPv6Address, spis: Optional[Iterable[int]]) -> None:
+        """Add or replace one configured peer (a SIGHUP re-keyed it: :mod:`haha.reload`)."""
+        if not isinstance(address, IPv6Address):
+            raise TypeError(f"peer {address!r} is not an IPv6Address")
+        self._peers[address.packed] = None if spis is None else frozenset(
+            int(spi).to_bytes(4, "big") for spi in spis)
+        self.input.exempt = frozenset(self._peers)
 
     @staticmethod
     def _check_addresses(addresses: Optional[Iterable[IPv6Address]]
@@ -259,6 +313,7 @@ class RawTransport:
                 sock = self._system.packet_socket(name)
                 self._readers.append(_PacketReader(self, sock, name))
                 self._system.set_receive_buffer(sock, self._receive_buffer, self.log)
+                count_kernel_drops(sock)
                 # Say with every packet whether its checksum was left unfinished.
                 sock.setsockopt(SOL_PACKET, PACKET_AUXDATA, 1)
                 self._system.attach_filter(sock, self.program)
@@ -275,6 +330,7 @@ class RawTransport:
     def stop(self) -> None:
         """Stop receiving, close the sockets, delete the nft table. Idempotent."""
         self._receiver = None
+        self.input.clear()
         for r in self._readers:
             self._reactor.removeReader(r)
         self._teardown()
@@ -443,13 +499,16 @@ class RawTransport:
     # -- inbound ----------------------------------------------------------------------------
 
     def _read(self, reader: _PacketReader) -> None:
-        for _ in range(READ_BURST):
+        """One readiness: up to ``read_bytes`` of signalling into the input queue (and at most
+        :data:`READ_BURST` tunnelled packets handed over), then the queue's turn."""
+        read = tunnelled = 0
+        while read < self.read_bytes and tunnelled < READ_BURST:
             if self._receiver is None:
                 return
             try:
                 data, anc, _, addr = reader.sock.recvmsg(MAX_PACKET, AUXDATA_SPACE)
             except BlockingIOError:
-                return
+                break
             except InterruptedError:
                 continue
             except OSError as e:
@@ -457,7 +516,10 @@ class RawTransport:
                 self.log.warn("receive error on {interface}: {error}",
                               interface=reader.interface or "*", error=str(e),
                               errno=_errno.errorcode.get(e.errno or 0, e.errno))
-                return
+                break
+            read += len(data)
+            if len(anc) > 1:  # PACKET_AUXDATA always; SO_RXQ_OVFL once the kernel dropped
+                reader.drops.seen(anc)
             if addr[2] == bpf.PACKET_OUTGOING:
                 self.counters["ignored_outgoing"] += 1
                 continue
@@ -472,6 +534,7 @@ class RawTransport:
             tunnel = self._tunnel_receiver
             if tunnel is not None and data[6] == 41:
                 self.counters["tunnelled"] += 1
+                tunnelled += 1
                 try:
                     tunnel(data)
                 except Exception:
@@ -479,15 +542,41 @@ class RawTransport:
                     self.log.failure("tunnel receiver failed on a packet from {interface}",
                                      interface=addr[0])
                 continue
-            self.last_interface = addr[0]
-            try:
-                self._receiver(data)
-            except Exception:
-                self.counters["receiver_errors"] += 1
-                self.log.failure("receiver failed on a packet from {interface}",
-                                 interface=addr[0])
-            finally:
-                self.last_interface = None
+            if self._is_peer(data):
+                self.input.put_peer(data, addr[0])
+            else:
+                self.input.put(data, addr[0])
+        if self._receiver is not None:
+            self.input.run()
+
+    def _is_peer(self, data: bytes) -> bool:
+        """Whether ``data`` comes from a configured peer (module docstring)."""
+        peers = self._peers
+        if not peers:
+            return False
+        source = data[8:24]
+        if source not in peers:
+            return False
+        spis = peers[source]
+        if spis is None:
+            return True
+        off = esp_offset(data)
+        return off >= 0 and data[off:off + 4] in spis
+
+    def _deliver(self, data: bytes, interface: Optional[str]) -> None:
+        """Hand one queued packet to the receiver, naming its interface meanwhile."""
+        receiver = self._receiver
+        if receiver is None:
+            return
+        self.last_interface = interface
+        try:
+            receiver(data)
+        except Exception:
+            self.counters["receiver_errors"] += 1
+            self.log.failure("receiver failed on a packet from {interface}",
+                             interface=interface)
+        finally:
+            self.last_interface = None
 
     def _complete(self, data: bytes) -> bytes:
         """``data`` with the TCP/UDP checksum the sender left to hardware completed

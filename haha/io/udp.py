@@ -21,39 +21,44 @@ type 2 routing header that is the care-of address, as on a real network):
    prefix);
 5. anything else is counted (``no_route``) and dropped.
 
-Peers first. A home agent's peers and its mobile nodes share this one socket, and the kernel
-queues their datagrams in arrival order: under a burst of registrations a peer's HELLO would
-wait behind every Binding Update queued before it, and once that backlog took longer than the
-peers' lifetime to process, live peers were declared dead. So each time the socket is readable
-the transport reads up to ``read_bytes`` (256 KiB, about 2,200 Binding Updates; cheap: nothing
-but a receive and a look-up each) without processing it (at most ``max_backlog`` packets wait in
-user space; more are counted, ``dropped_backlog``, and dropped, as the kernel would have) and
-sorts it into two queues: packets from a static peer (an address entry of the map, arriving from that entry's
-own UDP endpoint) and the rest. The peers' queue is always handled first and in full; the rest
-in slices of at most ``slice_seconds`` of processing, each followed by a return to the reactor,
-which runs due timers (a HELLO to send, a liveness check) and reads the socket again, so a peer's
-packet never waits behind more than one slice of node traffic. A packet handed to the protocol
-outside a socket read (tests driving it directly) is processed at once, as before.
+Peers first and superseded packets (:mod:`haha.io.rxqueue`, docs/io.md "Input queues"): each
+time the socket is readable the transport reads up to ``read_bytes`` (256 KiB, about 2,200
+Binding Updates; cheap: a ``recvmsg`` and a look-up each) without processing it, and puts it in
+the input queue: packets from a static peer (an address entry of the map, arriving from that
+entry's own UDP endpoint) in the peers' queue, the rest in the other, where a node's
+retransmission replaces its earlier copy still waiting (same source address, SPI, length and UDP
+endpoint). The peers' queue is processed at once, the rest in slices of ``slice_seconds``
+between which the reactor runs. A packet handed to the protocol outside a socket read (tests
+driving it directly) is processed at once, as before.
+
+Kernel drops. The socket has ``SO_RXQ_OVFL`` on: every datagram read carries the number of
+datagrams the kernel has dropped on the socket so far for want of room in its receive buffer,
+kept as the counter ``kernel_drops`` (drops are seen with the next datagram queued after them).
 """
 
+import errno as _errno
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime, IReactorUDP
+from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import LogLevel
 from zope.interface import implementer
 
 from ..interfaces import IMobilityTransport
 from ..logging import class_logger, enabled
-from .sockbuf import apply_buffers
+from .rxqueue import (DEFAULT_MAX_BACKLOG, DEFAULT_MAX_PER_SOURCE, DEFAULT_SLICE_SECONDS,
+                      InputQueue)
+from .sockbuf import RXQ_OVFL_SPACE, KernelDrops, apply_buffers, count_kernel_drops
 
 #: A UDP endpoint: (host, port).
 Endpoint = tuple[str, int]
+#: Largest datagram read (as Twisted's default ``maxPacketSize``).
+MAX_DATAGRAM = 8192
 
 
 class _Protocol(DatagramProtocol):
@@ -61,11 +66,9 @@ class _Protocol(DatagramProtocol):
         self._owner = transport
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
-        owner = self._owner
-        if owner._reading:
-            owner._enqueue(data, addr)
-        else:
-            owner._received(data, addr)
+        # Only a datagram handed over outside the transport's own reads (UdpTransport._read
+        # queues what it reads itself): processed at once.
+        self._owner._received(data, addr)
 
 
 @implementer(IMobilityTransport)
@@ -78,10 +81,9 @@ class UdpTransport:
     ``learn``: learn sources as described above, at most ``max_learned`` of them.
     ``receive_buffer``/``send_buffer``: socket buffer sizes in octets (0: the kernel's default;
     see :mod:`haha.io.sockbuf`); :attr:`buffers` tells what was granted after :meth:`start`.
-    ``read_bytes``/``max_backlog``/``slice_seconds``: how much is read at each readiness, the
-    user-space queue of packets read but not yet processed, and how long one slice of node
-    traffic may run (module docstring, "Peers first"); ``timer`` measures the slices (a test
-    passes a fake one).
+    ``read_bytes``: how much is read at each readiness; ``max_backlog``, ``max_per_source``,
+    ``slice_seconds``, ``supersede``: the input queue's (:class:`haha.io.rxqueue.InputQueue`);
+    ``timer`` measures the slices (a test passes a fake one).
     """
 
     log = class_logger()
@@ -89,13 +91,16 @@ class UdpTransport:
     def __init__(self, reactor: IReactorUDP, port: int = 0, interface: str = "::1",
                  peers: Mapping[IPv6Address | IPv6Network, tuple[Any, int]] | None = None,
                  learn: bool = True, max_learned: int = 262144, receive_buffer: int = 0,
-                 send_buffer: int = 0, max_backlog: int = 65536, slice_seconds: float = 0.02,
-                 read_bytes: int = 256 * 1024,
+                 send_buffer: int = 0, max_backlog: int = DEFAULT_MAX_BACKLOG,
+                 slice_seconds: float = DEFAULT_SLICE_SECONDS, read_bytes: int = 256 * 1024,
+                 max_per_source: int = DEFAULT_MAX_PER_SOURCE, supersede: bool = True,
                  timer: Callable[[], float] = time.perf_counter) -> None:
         self._reactor = reactor
         self._port_number = port
         self._interface = interface
         self.static: dict[IPv6Address, Endpoint] = {}
+        #: The static address entries by their 16 octets (the input queue's look-up).
+        self._static_packed: dict[bytes, Endpoint] = {}
         self.prefixes: list[tuple[IPv6Network, Endpoint]] = []  # (IPv6Network, (host, port)), longest prefix first
         for address, endpoint in (peers or {}).items():
             if not isinstance(address, (IPv6Address, IPv6Network)):
@@ -107,6 +112,7 @@ class UdpTransport:
                 self.prefixes.append((address, (str(host), udp_port)))
             else:
                 self.static[address] = (str(host), udp_port)
+                self._static_packed[address.packed] = (str(host), udp_port)
         self.prefixes.sort(key=lambda entry: -entry[0].prefixlen)
         self.learn = learn
         if max_learned < 1:
@@ -119,18 +125,27 @@ class UdpTransport:
         self.counters: Counter[str] = Counter()
         self._receiver: Callable[[bytes], object] | None = None
         self._port: Any = None  # twisted.internet.udp.Port (getHandle is not in its interface)
-        if max_backlog < 1 or read_bytes < 1 or not slice_seconds > 0:
-            raise ValueError("max_backlog and read_bytes must be at least 1, slice_seconds "
-                             "positive")
-        self.max_backlog = max_backlog
+        if read_bytes < 1:
+            raise ValueError(f"read_bytes {read_bytes!r} must be at least 1")
         self.read_bytes = read_bytes
-        self.slice_seconds = slice_seconds
-        self._timer = timer
-        #: Packets read from the socket and not yet processed: from static peers, the rest.
-        self.peer_queue: deque[tuple[bytes, Any]] = deque()
-        self.queue: deque[tuple[bytes, Any]] = deque()
-        self._reading = False
-        self._slice_call: Any = None
+        #: Packets read from the socket and not yet processed (module docstring).
+        # A reactor without IReactorTime (a test's) gets everything processed at once.
+        self.input = InputQueue(self._received, getattr(reactor, "callLater", None),
+                                max_backlog=max_backlog, max_per_source=max_per_source,
+                                slice_seconds=slice_seconds, supersede=supersede, timer=timer,
+                                counters=self.counters)
+        self.input.exempt = frozenset(self._static_packed)
+        self._drops = KernelDrops(self.counters)
+
+    @property
+    def peer_queue(self) -> deque[tuple[bytes, Any]]:
+        """The static peers' packets read and not yet processed."""
+        return self.input.peers
+
+    @property
+    def queue(self) -> deque[list[Any]]:
+        """Every other packet read and not yet processed."""
+        return self.input.queue
 
     @property
     def address(self) -> Endpoint | None:
@@ -147,35 +162,48 @@ class UdpTransport:
         # 8192 is every reactor's default; IReactorUDP declares the argument without one.
         self._port = self._reactor.listenUDP(self._port_number, _Protocol(self),
                                              interface=self._interface, maxPacketSize=8192)
-        read = getattr(self._port, "doRead", None)
-        if read is not None:
-            # Read at most read_bytes at each readiness, sorting it, then process (module
-            # docstring): reading is cheap, but a sender faster than the reads would keep an
-            # unbounded read loop going (the reactor blocked while the excess is dropped).
-            self._port.maxThroughput = self.read_bytes
-
-            def do_read(read: Callable[[], Any] = read) -> Any:
-                self._reading = True
-                try:
-                    return read()
-                finally:
-                    self._reading = False
-                    self._after_read()
-
-            self._port.doRead = do_read
+        sock = getattr(self._port, "socket", None)
+        if sock is not None:
+            # Read at most read_bytes at each readiness into the input queue, then process
+            # (module docstring): reading is cheap, but a sender faster than the reads would
+            # keep an unbounded read loop going (the reactor blocked while the excess is
+            # dropped). recvmsg, not Twisted's recvfrom: it brings the kernel's drop count.
+            count_kernel_drops(sock)
+            self._port.doRead = lambda: self._read(sock)
         if self.receive_buffer or self.send_buffer:
             self.buffers = apply_buffers(self._port.getHandle(), self.log, "UDP transport",
                                          self.receive_buffer, self.send_buffer)
         self._receiver = receiver
 
+    def _read(self, sock: Any) -> None:
+        """One readiness of the socket: up to ``read_bytes`` into the input queue, then
+        :meth:`haha.io.rxqueue.InputQueue.run`."""
+        read, limit, enqueue, drops = 0, self.read_bytes, self._enqueue, self._drops
+        while read < limit:
+            try:
+                data, anc, _, addr = sock.recvmsg(MAX_DATAGRAM, RXQ_OVFL_SPACE)
+            except (BlockingIOError, ConnectionRefusedError):
+                # Nothing more; or the ICMP error of an earlier send (connected sockets
+                # only): Twisted's read ignores both too.
+                break
+            except InterruptedError:
+                continue
+            except OSError as e:
+                self.counters["receive_errors"] += 1
+                self.log.warn("UDP receive failed: {error}", error=str(e),
+                              errno=_errno.errorcode.get(e.errno or 0, e.errno))
+                break
+            read += len(data)
+            if anc:
+                drops.seen(anc)
+            enqueue(data, addr)
+        if self._receiver is not None:
+            self.input.run()
+
     def stop(self) -> Deferred[None] | None:
         """Stop listening (a Deferred while the port closes)."""
         self._receiver = None
-        self.peer_queue.clear()
-        self.queue.clear()
-        if self._slice_call is not None and self._slice_call.active():
-            self._slice_call.cancel()
-        self._slice_call = None
+        self.input.clear()
         if self._port is not None:
             port, self._port = self._port, None
             return port.stopListening()
@@ -184,6 +212,8 @@ class UdpTransport:
     def add_peer(self, address: IPv6Address, endpoint: tuple[Any, int]) -> None:
         """Add or replace a static entry."""
         self.static[address] = (str(endpoint[0]), int(endpoint[1]))
+        self._static_packed[address.packed] = self.static[address]
+        self.input.exempt = frozenset(self._static_packed)
 
     def endpoint_for(self, address: IPv6Address) -> Endpoint | None:
         """Where packets for ``address`` go: static, learned, then the longest prefix."""
@@ -195,43 +225,15 @@ class UdpTransport:
         return endpoint
 
     def _enqueue(self, data: bytes, addr: Any) -> None:
-        """A datagram read from the socket: queued, a static peer's in :attr:`peer_queue`."""
-        if len(data) >= 40 and self.static.get(IPv6Address(data[8:24])) == addr[:2]:
-            self.peer_queue.append((data, addr))
-            self.counters["received_from_peers"] += 1
-        elif len(self.queue) < self.max_backlog:
-            self.queue.append((data, addr))
-        else:
-            self.counters["dropped_backlog"] += 1
-
-    def _after_read(self) -> None:
-        peers, received = self.peer_queue, self._received
-        while peers:
-            received(*peers.popleft())
-        if self.queue and (self._slice_call is None or not self._slice_call.active()):
-            self._process()
-
-    def _process(self) -> None:
-        """Everything the peers sent, then node traffic for at most ``slice_seconds``; what is
-        left waits for the next turn of the reactor (after timers and a new read)."""
-        self._slice_call = None
-        peers, queue, received = self.peer_queue, self.queue, self._received
-        while peers:
-            received(*peers.popleft())
-        if not queue:
+        """A datagram read from the socket: into the input queue, a static peer's (from its
+        own endpoint) among the peers'."""
+        if len(data) < 40 or data[0] >> 4 != 6:
+            self.counters["received_malformed"] += 1
             return
-        timer = self._timer
-        end = timer() + self.slice_seconds
-        while queue:
-            received(*queue.popleft())
-            if peers:  # a receiver that re-entered the reactor read more: peers first
-                while peers:
-                    received(*peers.popleft())
-            if timer() >= end:
-                break
-        if queue and self._receiver is not None:
-            self.counters["slices_deferred"] += 1
-            self._slice_call = cast(IReactorTime, self._reactor).callLater(0, self._process)
+        if self._static_packed.get(data[8:24]) == addr[:2]:
+            self.input.put_peer(data, addr)
+        else:
+            self.input.put(data, addr, addr)
 
     def _received(self, data: bytes, addr: Any) -> None:
         if self._receiver is None:

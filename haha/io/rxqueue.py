@@ -1,0 +1,221 @@
+"""The input queue both transports put what they read into: peers first, superseded packets.
+
+A home agent's peers and its mobile nodes reach it through one socket (or one packet socket per
+interface), and the kernel queues their packets in arrival order. Two things go wrong under a
+burst of registrations when they are processed in that order (docs/io.md, "Input queues"):
+
+- **A peer waits behind every node.** A peer's HELLO queued behind thousands of Binding Updates
+  is processed seconds later, and once that exceeds the peers' lifetime live peers are declared
+  dead. So a transport reads much more than it processes at each readiness and sorts what it
+  read into two queues: packets it can attribute to a configured peer (each transport says how:
+  :meth:`InputQueue.put_peer`) and the rest (:meth:`InputQueue.put`). :meth:`InputQueue.run`
+  processes every peer packet at once, then the rest in slices of at most ``slice_seconds``,
+  returning to the reactor between slices (due timers run, the socket is read again, peers
+  first).
+- **Retransmissions cost as much as the first copy.** A node whose Binding Update waits longer
+  than its retransmission timer sends it again; both copies wait, and each costs a decryption,
+  a decoding and an answer. With ``supersede`` a packet protected by ESP that arrives while an
+  older one *of the same sender, SA and length* still waits (same fixed-header source, same
+  SPI, same length, and for the UDP transport the same UDP endpoint) takes the older one's
+  place in the queue, the older one dropped and counted (``superseded``). Of two such packets
+  the one with the higher ESP sequence number is kept (the later one the sender sent); an
+  arrival with a lower or equal number is dropped instead. What this can lose and why it does
+  not matter is in docs/io.md. Packets from configured peer addresses (whose SA carries many
+  different messages that must all arrive) and packets without ESP are never superseded.
+
+Both queues are bounded: at most ``max_backlog`` packets wait in each (more are counted,
+``dropped_backlog``, and dropped, as the kernel would have dropped them), and at most
+``max_per_source`` of the other traffic from one fixed-header source
+(``dropped_source_backlog``), so one sender cannot fill the queue for everybody.
+
+Sans reactor: the queue is given ``call_later(0, f)`` to come back after the reactor's turn
+(``None``: everything is processed at once) and ``timer`` to measure slices (a test passes a
+fake one).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Hashable
+from typing import Any
+
+#: Next-header values of the extension headers walked to find ESP: Hop-by-Hop Options,
+#: Routing, Destination Options (the Home Address option travels in the last one, before ESP).
+_EXTENSIONS = frozenset((0, 43, 60))
+#: ESP's protocol number.
+ESP = 50
+#: At most this many extension headers are walked (a packet with more is not superseded).
+MAX_EXTENSIONS = 4
+
+#: Defaults sized for 100,000 mobile nodes registering in one burst (docs/io.md).
+DEFAULT_MAX_BACKLOG = 131072
+DEFAULT_MAX_PER_SOURCE = 1024
+DEFAULT_SLICE_SECONDS = 0.02
+
+
+def esp_offset(data: bytes) -> int:
+    """Where the ESP header of IPv6 packet ``data`` starts (after at most
+    :data:`MAX_EXTENSIONS` Hop-by-Hop, Routing and Destination Options headers), or -1 when the
+    packet has no ESP header there or is too short to hold its SPI and sequence number."""
+    nh = data[6]
+    off = 40
+    n = len(data)
+    walked = 0
+    while nh in _EXTENSIONS:
+        if walked == MAX_EXTENSIONS or off + 8 > n:
+            return -1
+        nh = data[off]
+        off += (data[off + 1] + 1) * 8
+        walked += 1
+    if nh != ESP or off + 8 > n:
+        return -1
+    return off
+
+
+# A queued packet: [data, meta, ESP sequence number, supersession key or None, source].
+_DATA, _META, _SEQ, _KEY, _SOURCE = range(5)
+
+
+class InputQueue:
+    """Packets read but not yet processed (module docstring).
+
+    ``deliver(data, meta)`` processes one packet (``meta`` is whatever the transport put with
+    it: the UDP endpoint, the interface). ``call_later(0, f)`` schedules the next slice.
+    ``exempt``: fixed-header sources (16 octets each) never superseded, the configured peers'
+    addresses; the transport may replace it. ``counters`` is shared with the transport.
+    """
+
+    def __init__(self, deliver: Callable[[bytes, Any], object],
+                 call_later: Callable[[float, Callable[[], None]], Any] | None, *,
+                 max_backlog: int = DEFAULT_MAX_BACKLOG,
+                 max_per_source: int = DEFAULT_MAX_PER_SOURCE,
+                 slice_seconds: float = DEFAULT_SLICE_SECONDS, supersede: bool = True,
+                 timer: Callable[[], float] = time.perf_counter,
+                 counters: Counter[str] | None = None) -> None:
+        if not isinstance(max_backlog, int) or max_backlog < 1:
+            raise ValueError(f"max_backlog {max_backlog!r} must be at least 1")
+        if not isinstance(max_per_source, int) or max_per_source < 1:
+            raise ValueError(f"max_per_source {max_per_source!r} must be at least 1")
+        if not slice_seconds > 0:
+            raise ValueError(f"slice_seconds {slice_seconds!r} must be positive")
+        self._deliver = deliver
+        self._call_later = call_later
+        self.max_backlog = max_backlog
+        self.max_per_source = max_per_source
+        self.slice_seconds = slice_seconds
+        self.supersede = bool(supersede)
+        self._timer = timer
+        self.counters: Counter[str] = counters if counters is not None else Counter()
+        for name in ("superseded", "dropped_backlog", "dropped_source_backlog"):
+            self.counters[name] += 0  # shown (as 0) before the first one
+        self.exempt: frozenset[bytes] = frozenset()
+        #: The peers' packets, ``(data, meta)``, processed first.
+        self.peers: deque[tuple[bytes, Any]] = deque()
+        #: Everything else, in arrival order (a superseding packet takes its predecessor's
+        #: place).
+        self.queue: deque[list[Any]] = deque()
+        self._latest: dict[Hashable, list[Any]] = {}
+        self._per_source: dict[bytes, int] = {}
+        self._slice_call: Any = None
+
+    def __len__(self) -> int:
+        return len(self.peers) + len(self.queue)
+
+    def put_peer(self, data: bytes, meta: Any) -> None:
+        """Queue a packet the transport attributed to a configured peer."""
+        if len(self.peers) >= self.max_backlog:
+            self.counters["dropped_backlog"] += 1
+            return
+        self.peers.append((data, meta))
+        self.counters["received_from_peers"] += 1
+
+    def put(self, data: bytes, meta: Any, endpoint: Hashable = None) -> None:
+        """Queue any other packet (at least 40 octets: the transport checked). ``endpoint``
+        takes part in the supersession key (the UDP transport's source endpoint)."""
+        source = data[8:24]
+        key = None
+        seq = 0
+        if self.supersede and source not in self.exempt:
+            off = esp_offset(data)
+            if off >= 0:
+                key = (source, data[off:off + 4], len(data), endpoint)
+                seq = int.from_bytes(data[off + 4:off + 8], "big")
+                slot = self._latest.get(key)
+                if slot is not None:
+                    self.counters["superseded"] += 1
+                    if seq > slot[_SEQ]:  # the newer keeps the older one's place
+                        slot[_DATA] = data
+                        slot[_META] = meta
+                        slot[_SEQ] = seq
+                    return
+        queue = self.queue
+        if len(queue) >= self.max_backlog:
+            self.counters["dropped_backlog"] += 1
+            return
+        per_source = self._per_source
+        held = per_source.get(source, 0)
+        if held >= self.max_per_source:
+            self.counters["dropped_source_backlog"] += 1
+            return
+        per_source[source] = held + 1
+        slot = [data, meta, seq, key, source]
+        if key is not None:
+            self._latest[key] = slot
+        queue.append(slot)
+
+    def _pop(self) -> list[Any]:
+        slot = self.queue.popleft()
+        key = slot[_KEY]
+        if key is not None:
+            del self._latest[key]
+        source = slot[_SOURCE]
+        held = self._per_source[source] - 1
+        if held:
+            self._per_source[source] = held
+        else:
+            del self._per_source[source]
+        return slot
+
+    def run(self) -> None:
+        """After a read: every peer packet now; the rest in a slice now unless one is already
+        scheduled (it will come after the reactor's turn)."""
+        peers, deliver = self.peers, self._deliver
+        while peers:
+            deliver(*peers.popleft())
+        if self.queue and (self._slice_call is None or not self._slice_call.active()):
+            self._process()
+
+    def _process(self) -> None:
+        """Every peer packet, then other traffic for at most ``slice_seconds``; what is left
+        waits for the next turn of the reactor (after timers and a new read)."""
+        self._slice_call = None
+        peers, queue, deliver = self.peers, self.queue, self._deliver
+        while peers:
+            deliver(*peers.popleft())
+        if not queue:
+            return
+        timer = self._timer
+        end = timer() + self.slice_seconds
+        pop = self._pop
+        while queue:
+            slot = pop()
+            deliver(slot[_DATA], slot[_META])
+            if peers:  # a receiver that re-entered the reactor read more: peers first
+                while peers:
+                    deliver(*peers.popleft())
+            if timer() >= end and self._call_later is not None:
+                break
+        if queue and self._call_later is not None:
+            self.counters["slices_deferred"] += 1
+            self._slice_call = self._call_later(0, self._process)
+
+    def clear(self) -> None:
+        """Forget every queued packet and the scheduled slice (the transport stops)."""
+        self.peers.clear()
+        self.queue.clear()
+        self._latest.clear()
+        self._per_source.clear()
+        if self._slice_call is not None and self._slice_call.active():
+            self._slice_call.cancel()
+        self._slice_call = None

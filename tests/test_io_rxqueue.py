@@ -1,0 +1,543 @@
+"""The input queue both transports share (haha.io.rxqueue): superseded packets, bounds, peers
+first on the raw transport, kernel drops (tier 2; one test on real loopback sockets)."""
+
+import struct
+from collections import Counter
+from ipaddress import IPv6Address
+
+import pytest
+import pytest_twisted
+from twisted.internet import defer, reactor
+from twisted.internet.testing import MemoryReactor, MemoryReactorClock
+
+from haha.io import bpf
+from haha.io.raw import RawTransport
+from haha.io.rxqueue import InputQueue, esp_offset
+from haha.io.sockbuf import SO_RXQ_OVFL
+from haha.io.system import FakeSystem
+from haha.io.udp import UdpTransport
+from haha.wire.ipv6 import build_packet
+
+HA = IPv6Address("2001:db8:1::1")
+PEER = IPv6Address("2001:db8:1::2")
+PEER_SPI = 0x1234ABCD
+
+
+def node(i):
+    return IPv6Address(f"2001:db8:20::{i + 1:x}")
+
+
+def esp(src, seq, spi=None, body=16, dst=HA, **kw):
+    """An IPv6 packet from ``src`` carrying ESP with ``spi`` (the node's own by default) and
+    sequence number ``seq``: the queue looks at nothing else."""
+    spi = 0x10000 + int(src) % 0xFFFF if spi is None else spi
+    return build_packet(src, dst, 50, struct.pack("!II", spi, seq) + bytes(body), **kw)
+
+
+def _queue(**kw):
+    got = []
+    q = InputQueue(lambda data, meta: got.append((data, meta)), None, **kw)
+    return q, got
+
+
+def _drain(q):
+    q.run()
+
+
+# -- superseded packets --------------------------------------------------------------------
+
+
+def test_a_retransmission_takes_the_place_of_its_waiting_copy():
+    """A node's packet under ESP arriving while its earlier copy (same source, SPI, length)
+    still waits replaces that copy in its place in the queue: processed once, the newer one,
+    before the packets that arrived after the first copy; the dropped copy is counted."""
+    q, got = _queue()
+    a1, b1, a2, a3 = esp(node(0), 1), esp(node(1), 7), esp(node(0), 2), esp(node(0), 3)
+    q.put(a1, "m1")
+    q.put(b1, "m2")
+    q.put(a2, "m3")
+    q.put(a3, "m4")
+    assert len(q.queue) == 2 and q.counters["superseded"] == 2
+    _drain(q)
+    assert got == [(a3, "m4"), (b1, "m2")]
+
+
+def test_an_older_or_repeated_copy_arriving_late_is_the_one_dropped():
+    """Of two copies the higher ESP sequence number is kept: one sent earlier that arrives
+    later (reordered), and an exact repeat (a replay the SA would refuse anyway), are dropped
+    and counted; the waiting newer one stays."""
+    q, got = _queue()
+    a5, a3 = esp(node(0), 5), esp(node(0), 3)
+    q.put(a5, 1)
+    q.put(a3, 2)
+    q.put(a5, 3)
+    assert q.counters["superseded"] == 2
+    _drain(q)
+    assert got == [(a5, 1)]
+
+
+def test_what_is_never_superseded():
+    """Only the same sender, SA and length supersede: another SPI, another length (a different
+    message from the same node), another source, another UDP endpoint, a packet without ESP, a
+    configured peer's packets (its SA carries many different messages) and everything with
+    supersede off are all processed."""
+    q, got = _queue()
+    q.exempt = frozenset({PEER.packed})
+    packets = [
+        (esp(node(0), 1), None), (esp(node(0), 2, spi=0x999), None),
+        (esp(node(0), 3, body=24), None), (esp(node(1), 4), None),
+        (esp(node(0), 5), ("::1", 6000)), (esp(node(0), 6), ("::1", 6001)),
+        (build_packet(node(0), HA, 135, bytes(16)), None),
+        (build_packet(node(0), HA, 135, bytes(16)), None),
+        (esp(PEER, 1, spi=PEER_SPI), None), (esp(PEER, 2, spi=PEER_SPI), None),
+    ]
+    for data, endpoint in packets:
+        q.put(data, None, endpoint)
+    _drain(q)
+    assert len(got) == len(packets) and q.counters["superseded"] == 0
+    off, got_off = _queue(supersede=False)
+    for seq in (1, 2, 3):
+        off.put(esp(node(0), seq), seq)
+    _drain(off)
+    assert [m for _, m in got_off] == [1, 2, 3] and off.counters["superseded"] == 0
+
+
+def test_a_copy_already_processed_is_not_superseded():
+    """Once a packet has been handed on, the next one from the same sender is queued again
+    (nothing is dropped for a packet no longer waiting)."""
+    q, got = _queue()
+    q.put(esp(node(0), 1), 1)
+    _drain(q)
+    q.put(esp(node(0), 2), 2)
+    _drain(q)
+    assert [m for _, m in got] == [1, 2] and q.counters["superseded"] == 0
+
+
+def test_esp_is_found_behind_the_home_address_option_and_the_routing_header():
+    """A Binding Update carries ESP behind a Destination Options header (Home Address
+    option), a Binding Acknowledgement behind a type 2 routing header: both are found and
+    superseded. A header chain cut short, or longer than four extension headers, is not."""
+    bu = esp(node(0), 1, home_address=IPv6Address("2001:db8:1::100"))
+    assert esp_offset(bu) == 40 + 24
+    ba = esp(HA, 1, dst=node(0), routing_address=IPv6Address("2001:db8:1::100"))
+    assert esp_offset(ba) == 40 + 24
+    assert esp_offset(build_packet(node(0), HA, 135, bytes(16))) == -1
+    assert esp_offset(bu[:40 + 24 + 7]) == -1  # no room for SPI and sequence number
+    assert esp_offset(bu[:40 + 4]) == -1
+    deep = bytearray(build_packet(node(0), HA, 60, bytes((60, 0)) + bytes(6)))
+    chain = b"".join(bytes((60, 0)) + bytes(6) for _ in range(4)) + bytes((50, 0)) + bytes(6)
+    assert esp_offset(bytes(deep[:40]) + chain + bytes(16)) == -1
+    q, got = _queue()
+    q.put(bu, 1)
+    q.put(esp(node(0), 2, home_address=IPv6Address("2001:db8:1::100")), 2)
+    _drain(q)
+    assert [m for _, m in got] == [2] and q.counters["superseded"] == 1
+
+
+def test_the_backlog_and_each_source_are_bounded():
+    """At most ``max_backlog`` packets wait and at most ``max_per_source`` from one source;
+    more are dropped and counted; a retransmission that supersedes a waiting copy needs no
+    room; a source's share is freed as its packets are processed."""
+    q, got = _queue(max_backlog=5, max_per_source=2)
+    for i in range(3):  # one source, no ESP: two wait, the third is dropped
+        q.put(build_packet(node(0), HA, 135, bytes(16)), ("a", i))
+    assert q.counters["dropped_source_backlog"] == 1
+    for i in range(1, 5):
+        q.put(esp(node(i), 1), ("b", i))
+    assert q.counters["dropped_backlog"] == 1 and len(q.queue) == 5
+    q.put(esp(node(1), 2), ("b", "newer"))
+    assert q.counters["superseded"] == 1 and len(q.queue) == 5
+    _drain(q)
+    assert len(got) == 5 and ("b", "newer") in [m for _, m in got]
+    q.put(build_packet(node(0), HA, 135, bytes(16)), ("a", 9))
+    assert q.counters["dropped_source_backlog"] == 1 and len(q.queue) == 1
+    with pytest.raises(ValueError):
+        InputQueue(lambda d, m: None, None, max_per_source=0)
+    with pytest.raises(ValueError):
+        InputQueue(lambda d, m: None, None, max_backlog=0)
+
+
+# -- the raw transport: peers first, no priority for a claimed source ----------------------
+
+
+def _raw(peers, cost=0.001, **kw):
+    """A started RawTransport on the fake system whose receiver takes ``cost`` seconds of a
+    fake clock per packet; returns (transport, packet socket, reader, received)."""
+    now = [0.0]
+    r = MemoryReactorClock()
+    t = RawTransport(r, system=FakeSystem({"eth0": 2}), table="haha_test_q", interfaces=["eth0"],
+                     peers=peers, timer=lambda: now[0], **kw)
+    got = []
+
+    def receiver(data):
+        now[0] += cost
+        got.append((data, t.last_interface))
+
+    t.start(receiver)
+    return t, t._system.packet_sockets[0], next(iter(r.readers)), got, r
+
+
+def _turn(r):
+    """One turn of the reactor: the calls due now, not the ones they schedule."""
+    due = [c for c in r.getDelayedCalls() if c.getTime() <= r.seconds()]
+    for c in due:
+        r.calls.remove(c)
+        c.func(*c.args, **c.kw)
+
+
+def test_raw_a_peer_hello_behind_thousands_of_binding_updates_is_handled_first():
+    """The raw transport reads what is queued in the kernel into its input queue: a peer's
+    HELLO (ESP from the peer's address under the peer's SPI) behind 2,000 Binding Updates is
+    handed over first, with its interface named; the Binding Updates follow in slices of
+    ``slice_seconds`` (20 packets at 1 ms each), and every packet arrives."""
+    t, sock, reader, got, r = _raw({PEER: {PEER_SPI}})
+    hello = esp(PEER, 1, spi=PEER_SPI)
+    for i in range(2000):
+        assert sock.inject(esp(node(i), 1))
+    assert sock.inject(hello)
+    reader.doRead()
+    assert got[0] == (hello, "eth0")
+    assert len(got) == 1 + 20
+    while t.input.queue:
+        _turn(r)
+    assert len(got) == 2001 and t.counters["received_from_peers"] == 1
+    assert 90 <= t.counters["slices_deferred"] <= 110
+
+
+def test_raw_each_read_is_bounded_and_a_deep_hello_waits_only_a_few_slices():
+    """Each readiness reads at most ``read_bytes`` (256 KiB: 4,096 packets of 64 octets): a
+    HELLO 10,000 packets deep is found by the third read, having waited behind three slices
+    of node traffic (60 packets), not 10,000."""
+    t, sock, reader, got, r = _raw({PEER: {PEER_SPI}})
+    hello = esp(PEER, 1, spi=PEER_SPI)
+    for i in range(10000):
+        sock.inject(esp(node(i), 1))
+    sock.inject(hello)
+    reads = 0
+    while (hello, "eth0") not in got:
+        before = len(sock.queue)
+        reader.doRead()
+        reads += 1
+        assert before - len(sock.queue) <= 256 * 1024 // len(hello) + 1
+        _turn(r)
+    assert reads == 3 and got.index((hello, "eth0")) <= 3 * 20
+
+
+def test_raw_a_forged_peer_source_gets_no_priority():
+    """A packet claiming a peer's address gets no priority without the peer's SPI: a plain
+    Mobility Header and ESP under another SPI from the peer's address wait their turn behind
+    the node traffic read before them; only the genuine one goes first. Without ESP keys
+    (``None``) the configured address is all there is and suffices; with no peers configured
+    everything is processed in arrival order."""
+    t, sock, reader, got, r = _raw({PEER: {PEER_SPI}})
+    plain = build_packet(PEER, HA, 135, b"forged" + bytes(10))
+    wrong = esp(PEER, 9, spi=PEER_SPI + 1)
+    genuine = esp(PEER, 1, spi=PEER_SPI)
+    for i in range(30):
+        sock.inject(esp(node(i), 1))
+    for p in (plain, wrong, genuine):
+        sock.inject(p)
+    reader.doRead()
+    while t.input.queue:
+        _turn(r)
+    order = [d for d, _ in got]
+    assert order[0] == genuine and order.index(plain) == 31 and order.index(wrong) == 32
+    t2, sock2, reader2, got2, _ = _raw({PEER: None})
+    for i in range(30):
+        sock2.inject(esp(node(i), 1))
+    sock2.inject(plain)
+    reader2.doRead()
+    assert got2[0][0] == plain
+    t3, sock3, reader3, got3, r3 = _raw({})
+    for i in range(30):
+        sock3.inject(esp(node(i), 1))
+    sock3.inject(genuine)
+    reader3.doRead()
+    while t3.input.queue:
+        _turn(r3)
+    assert got3[-1][0] == genuine and t3.counters["received_from_peers"] == 0
+    t.set_peers({PEER: None})
+    assert t._is_peer(plain)
+    with pytest.raises(TypeError):
+        t.set_peers({"2001:db8:1::2": None})
+
+
+def test_raw_a_node_retransmission_while_queued_is_processed_once():
+    """Binding Updates a node sent again while its first copy still waited in the raw
+    transport's queue are processed once (the last copy, in the first one's place), the
+    others counted as superseded; a peer's packets under one SA are all processed."""
+    t, sock, reader, got, r = _raw({PEER: {PEER_SPI}})
+    for i in range(50):
+        sock.inject(esp(node(i), 1))
+    for seq in range(2, 12):
+        sock.inject(esp(node(40), seq))
+    for seq in range(1, 4):
+        sock.inject(esp(PEER, seq, spi=PEER_SPI))
+    reader.doRead()
+    while t.input.queue:
+        _turn(r)
+    from_node_40 = [d for d, _ in got if d[8:24] == node(40).packed]
+    assert from_node_40 == [esp(node(40), 11)] and t.counters["superseded"] == 10
+    assert len(got) == 50 + 3
+    order = [d for d, _ in got]
+    assert order.index(esp(node(40), 11)) == 3 + 40  # the first copy's place
+
+
+def test_raw_tunnelled_packets_are_handed_over_at_once_and_bounded_per_read():
+    """IPv6-in-IPv6 for a user-space tunnel does not enter the queue: it is handed over as it
+    is read, at most 64 a readiness, while signalling read with it waits for the queue."""
+    t, sock, reader, got, r = _raw({})
+    tunnelled = []
+    t.set_tunnel_receiver(tunnelled.append)
+    inner = build_packet(node(0), IPv6Address("2001:db8:99::1"), 59, b"")
+    for i in range(100):
+        sock.inject(build_packet(node(0), HA, 41, inner))
+    reader.doRead()
+    assert len(tunnelled) == 64 and t.counters["tunnelled"] == 64
+    reader.doRead()
+    assert len(tunnelled) == 100 and got == []
+
+
+def test_raw_kernel_drops_are_counted_from_so_rxq_ovfl():
+    """Every packet socket has SO_RXQ_OVFL on; the drop count its control messages carry
+    (cumulative per socket) becomes ``kernel_drops``: only what grew is added."""
+    t, sock, reader, got, r = _raw({})
+    assert sock.options[(1, SO_RXQ_OVFL)] == 1
+    counts = iter([0, 5, 5, 12])
+    plain_recvmsg = sock.recvmsg
+
+    def recvmsg(n, ancbufsize=0):
+        data, anc, flags, addr = plain_recvmsg(n, ancbufsize)
+        return data, anc + [(1, SO_RXQ_OVFL, struct.pack("=I", next(counts)))], flags, addr
+
+    sock.recvmsg = recvmsg
+    for i in range(4):
+        sock.inject(esp(node(i), 1))
+    reader.doRead()
+    assert t.counters["kernel_drops"] == 12 and len(got) == 4
+
+
+def test_raw_stop_forgets_what_waits():
+    """Stopping the transport drops what still waits in the queue and the scheduled slice:
+    nothing reaches the receiver afterwards."""
+    t, sock, reader, got, r = _raw({})
+    for i in range(100):
+        sock.inject(esp(node(i), 1))
+    reader.doRead()
+    assert t.input.queue and r.getDelayedCalls()
+    t.stop()
+    assert not t.input.queue and not [c for c in r.getDelayedCalls() if c.active()]
+    assert len(got) == 20
+
+
+def test_raw_without_a_reactor_clock_everything_is_processed_at_once():
+    """With a reactor that cannot schedule (no IReactorTime) a read's packets are all
+    processed before the read returns."""
+    system = FakeSystem({"eth0": 2})
+    r = MemoryReactor()
+    t = RawTransport(r, system=system, table="haha_test_q2", interfaces=["eth0"])
+    got = []
+    t.start(got.append)
+    for i in range(300):
+        system.packet_sockets[0].inject(esp(node(i), 1), pkttype=bpf.PACKET_HOST)
+    next(iter(r.readers)).doRead()
+    assert len(got) == 300
+
+
+# -- the UDP transport: supersession keyed by the UDP endpoint too, kernel drops ------------
+
+
+def test_udp_retransmissions_are_superseded_per_udp_endpoint():
+    """On the UDP transport the same source and SPI from two UDP endpoints are two senders
+    (both processed); from one endpoint the retransmission supersedes its waiting copy."""
+    from test_io_udp import _busy_transport
+
+    t, r, got = _busy_transport()
+    first, again = esp(node(0), 1), esp(node(0), 2)
+    r.port.kernel = [(esp(node(9), 1), ("127.0.0.1", 6001)) for _ in range(1)]
+    r.port.kernel += [(first, ("127.0.0.1", 6000)), (first, ("127.0.0.1", 6002)),
+                      (again, ("127.0.0.1", 6000))]
+    r.port.doRead()
+    while t.queue:
+        _turn(r)
+    assert got == [esp(node(9), 1), again, first]
+    assert t.counters["superseded"] == 1
+
+
+@pytest_twisted.inlineCallbacks
+def test_udp_kernel_drops_over_loopback():
+    """A real UDP socket with a small receive buffer: datagrams sent faster than the reactor
+    reads are dropped by the kernel, and the next datagram read brings their number
+    (SO_RXQ_OVFL): ``kernel_drops`` is exactly what was sent and never received."""
+    got = []
+    ha = UdpTransport(reactor, receive_buffer=4096)
+    ha.start(got.append)
+    mn = UdpTransport(reactor)
+    mn.start(lambda p: None)
+    try:
+        mn.add_peer(HA, ha.address)
+        packet = esp(node(0), 1, dst=HA, body=400)
+        for i in range(300):  # no reactor turn in between: the kernel queue overflows
+            mn.send(esp(node(i), 1, dst=HA, body=400))
+        yield _until(lambda: got)
+        yield _sleep(0.2)
+        first = len(got)
+        assert first < 300
+        mn.send(packet)
+        yield _until(lambda: len(got) > first)
+        assert ha.counters["kernel_drops"] == 301 - len(got)
+    finally:
+        yield ha.stop()
+        yield mn.stop()
+
+
+def _sleep(seconds):
+    d = defer.Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    return d
+
+
+def _until(predicate, timeout=5.0):
+    d = defer.Deferred()
+    deadline = reactor.seconds() + timeout
+
+    def check():
+        if predicate():
+            d.callback(None)
+        elif reactor.seconds() > deadline:
+            d.errback(AssertionError("timed out"))
+        else:
+            reactor.callLater(0.005, check)
+
+    check()
+    return d
+
+
+def test_the_queue_shares_the_transport_counters():
+    """The queue counts into the transport's own counters (what ``haha-ctl counters`` shows
+    as ``udptransport.*`` and ``rawtransport.*``)."""
+    counters = Counter()
+    q = InputQueue(lambda d, m: None, None, counters=counters)
+    q.put(esp(node(0), 1), None)
+    q.put(esp(node(0), 2), None)
+    assert counters["superseded"] == 1
+
+
+# -- the raw transport the service builds: peers from the configuration ---------------------
+
+
+def _ha_config(tmp_path, me, peer, mode="esp"):
+    from haha.config import home_agent_from_text
+
+    keys = f"[peer-keys]\n{peer} = {tmp_path}/pair.key\n" if mode == "esp" else ""
+    security = f"sequence-file = {me}.seq\n" if mode == "esp" else "lab = yes\n"
+    text = (f"[home-agent]\naddress = {me}\nhome-prefix = 2001:db8:1::/64\n"
+            f"home-interface = eth0\n[peers]\nstatic = {peer}\n"
+            f"[security]\nmode = {mode}\n" + security + keys)
+    return home_agent_from_text(text, str(tmp_path / f"{me}.conf"))
+
+
+def test_configured_peers_come_first_only_under_their_own_sa(tmp_path):
+    """The service's raw transport knows each configured peer by its address and the SPI of
+    its inbound SA, derived from the pair's secret exactly as the SA database derives it: a
+    HELLO the peer sealed with its real SA goes ahead of 500 Binding Updates, a packet from the
+    peer's address sealed under another key does not. With ``mode = none`` the address alone
+    is the peer; a mobile node's transport has no peers."""
+    from haha.security.keys import generate_key_file
+    from haha.service import home_agent_sadb
+    from haha.transports import priority_peers
+
+    generate_key_file(str(tmp_path / "pair.key"))
+    generate_key_file(str(tmp_path / "other.key"))
+    config = _ha_config(tmp_path, HA, PEER)
+    peers = priority_peers(config)
+    mine = home_agent_sadb(config)
+    inbound = [row for row in mine.describe() if row["peer"] == str(PEER)
+               and row["direction"] == "in"]
+    assert peers == {PEER: frozenset({int(inbound[0]["spi"], 16)})}
+    theirs = home_agent_sadb(_ha_config(tmp_path, PEER, HA))
+    hello = build_packet(PEER, HA, 50, theirs.protect(HA, 135, bytes(16)))
+    (tmp_path / "pair.key").write_bytes((tmp_path / "other.key").read_bytes())
+    stranger = home_agent_sadb(_ha_config(tmp_path, PEER, HA))
+    forged = build_packet(PEER, HA, 50, stranger.protect(HA, 135, bytes(16)))
+    t, sock, reader, got, r = _raw(peers)
+    for i in range(500):
+        sock.inject(esp(node(i), 1))
+    sock.inject(forged)
+    sock.inject(hello)
+    reader.doRead()
+    while t.input.queue:
+        _turn(r)
+    order = [d for d, _ in got]
+    assert order[0] == hello and order.index(forged) == 501
+    assert priority_peers(_ha_config(tmp_path, HA, PEER, mode="none")) == {PEER: None}
+    from haha.config import mobile_node_from_text
+
+    mn = mobile_node_from_text("[mobile-node]\nhome-address = 2001:db8:1::100\n"
+                               "home-prefix = 2001:db8:1::/64\ncare-of-address = 2001:db8:99::1\n"
+                               "[security]\nmode = none\nlab = yes\n")
+    assert priority_peers(mn) == {}
+
+
+def test_raw_update_peer_replaces_one_peer():
+    """``update_peer`` adds or replaces one configured peer's SPIs and leaves the others."""
+    other = IPv6Address("2001:db8:1::3")
+    t, sock, reader, got, r = _raw({PEER: {PEER_SPI}, other: None})
+    t.update_peer(PEER, [7])
+    assert t._is_peer(esp(PEER, 1, spi=7)) and not t._is_peer(esp(PEER, 1, spi=PEER_SPI))
+    assert t._is_peer(build_packet(other, HA, 135, bytes(16)))
+
+
+def test_the_queue_and_kernel_drop_counters_are_in_haha_ctl_counters():
+    """A home agent's ``counters`` (what ``haha-ctl counters`` prints and /metrics serves)
+    include the transport's queue and kernel-drop counters, 0 before anything happened, so a
+    monitor sees them from the start."""
+    from twisted.internet.task import Clock
+
+    from haha.backends.null import NullBackend
+    from haha.config import home_agent_from_text
+    from haha.service import HomeAgentService
+
+    config = home_agent_from_text(
+        "[home-agent]\naddress = 2001:db8:1::1\nhome-prefix = 2001:db8:1::/64\n"
+        "home-interface = eth0\n[security]\nmode = none\nlab = yes\n"
+        "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n", "ha.conf")
+    service = HomeAgentService.build(config, Clock(), backend=NullBackend())
+    counters = service.counters()
+    for name in ("kernel_drops", "superseded", "dropped_backlog", "dropped_source_backlog"):
+        assert counters[f"udptransport.{name}"] == 0
+    service.transport.counters["kernel_drops"] += 3
+    assert service.counters()["udptransport.kernel_drops"] == 3
+
+
+def test_udp_static_peers_are_never_superseded():
+    """On the UDP transport a static peer's address is exempt from supersession wherever its
+    packets wait (a peer's SA carries many different messages of one length), including one
+    added later with ``add_peer``; a node's copies are superseded."""
+    from test_io_udp import PEER_ENDPOINT, _busy_transport
+
+    t, r, got = _busy_transport()
+    other = IPv6Address("2001:db8:1::3")
+    t.add_peer(other, ("127.0.0.1", 5003))
+    peer_copies = [esp(PEER, seq, spi=PEER_SPI) for seq in (1, 2)]
+    elsewhere = [esp(PEER, seq, spi=PEER_SPI) for seq in (3, 4)]  # from another endpoint
+    later = [esp(other, seq, spi=7) for seq in (1, 2)]
+    r.port.kernel = ([(p, PEER_ENDPOINT) for p in peer_copies]
+                     + [(p, ("127.0.0.1", 6666)) for p in elsewhere]
+                     + [(p, ("127.0.0.1", 5003)) for p in later]
+                     + [(esp(node(0), seq), ("127.0.0.1", 6000)) for seq in (1, 2)])
+    r.port.doRead()
+    while t.queue:
+        _turn(r)
+    assert got == peer_copies + later + elsewhere + [esp(node(0), 2)]
+    assert t.counters["superseded"] == 1
+
+def test_the_peers_queue_is_bounded_too():
+    """The peers' queue holds at most ``max_backlog`` packets too (one read could bring more):
+    the rest are counted and dropped."""
+    q, got = _queue(max_backlog=3)
+    for seq in range(1, 6):
+        q.put_peer(esp(PEER, seq, spi=PEER_SPI), seq)
+    assert q.counters["dropped_backlog"] == 2 and q.counters["received_from_peers"] == 3
+    _drain(q)
+    assert [m for _, m in got] == [1, 2, 3]
