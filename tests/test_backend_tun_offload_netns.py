@@ -6,9 +6,6 @@ Topology and parts as in test_backend_tun_netns.py (haha.lab.shared_home_link; h
 RawTransport + TunBackend, mn1 a RawTransport + MobileTunnel, both in this process).
 """
 
-import hashlib
-import subprocess
-import sys
 from ipaddress import IPv6Address
 
 import pytest
@@ -22,61 +19,16 @@ from haha.core.duties import ForwardingRoute
 from haha.io.raw import RawTransport
 from haha.io.system import LinuxSystem
 from haha.lab import topology
-from haha.lab.timing import scaled
+from tcptransfer import expected, transfer
 
 HOME = IPv6Address("2001:db8:1::100")
 PORT = 5202
 SIZE = 8 << 20
 
-RECEIVER = r"""
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
-print("ready", flush=True)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    d = c.recv(1 << 18)
-    if not d:
-        break
-    h.update(d); n += len(d)
-print(n, h.hexdigest(), flush=True)
-"""
-
-SENDER = r"""
-import socket, sys
-s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=30)
-size = int(sys.argv[3]); block = bytes(range(256)) * 256; sent = 0
-while sent < size:
-    s.sendall(block[:size - sent]); sent += min(len(block), size - sent)
-s.close()
-"""
-
-
-def _expected():
-    block = bytes(range(256)) * 256
-    h = hashlib.sha256()
-    sent = 0
-    while sent < SIZE:
-        chunk = block[:SIZE - sent]
-        h.update(chunk)
-        sent += len(chunk)
-    return h.hexdigest()
 
 
 def _transfer(topo):
-    rx = topo.popen("mn1", [sys.executable, "-c", RECEIVER, str(HOME), str(PORT)],
-                    stdout=subprocess.PIPE, text=True)
-    try:
-        assert rx.stdout.readline().strip() == "ready"
-        topo.run("cn", [sys.executable, "-c", SENDER, str(HOME), str(PORT), str(SIZE)])
-        out, _ = rx.communicate(timeout=scaled(60))
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait()
-    n, digest = out.split()
-    return int(n), digest
+    return transfer(topo, "mn1", HOME, "cn", PORT, SIZE)
 
 
 @pytest.mark.netns
@@ -117,7 +69,7 @@ def test_tcp_through_offloaded_tun_arrives_intact(require_root):
         tunnel.set_endpoint(HOME, care_of, ha_addr)
 
         n, digest = yield deferToThread(_transfer, topo)
-        assert n == SIZE and digest == _expected(), (n, backend.snapshot(), tunnel.snapshot())
+        assert (n, digest) == expected(SIZE), (n, backend.snapshot(), tunnel.snapshot())
         assert backend.tun.offload and tunnel.tun.offload
         assert backend.tun.counters["gso_reads"] > 0, backend.snapshot()
         assert backend.tun.counters["gso_segments"] > backend.tun.counters["gso_reads"]

@@ -9,10 +9,8 @@ Topology and parts as in test_backend_tun_offload_netns.py (haha.lab.shared_home
 runs a RawTransport + TunBackend, mn1 a RawTransport + MobileTunnel, both in this process).
 """
 
-import hashlib
 import struct
 import subprocess
-import sys
 from ipaddress import IPv6Address
 
 import pytest
@@ -28,66 +26,20 @@ from haha.io.raw import RawTransport
 from haha.io.superpkt import KernelSum, python_segment_sum
 from haha.io.system import LinuxSystem
 from haha.lab import topology
-from haha.lab.timing import scaled
+from tcptransfer import expected, transfer
 
 HOME = IPv6Address("2001:db8:1::100")
 PORT = 5203
 SIZE = 8 << 20
 
-RECEIVER = r"""
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
-print("ready", flush=True)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    d = c.recv(1 << 18)
-    if not d:
-        break
-    h.update(d); n += len(d)
-print(n, h.hexdigest(), flush=True)
-"""
-
-SENDER = r"""
-import socket, sys
-source = sys.argv[4] if len(sys.argv) > 4 else None
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-if source:
-    s.bind((source, 0))
-s.settimeout(30); s.connect((sys.argv[1], int(sys.argv[2])))
-size = int(sys.argv[3]); block = bytes(range(256)) * 256; sent = 0
-while sent < size:
-    s.sendall(block[:size - sent]); sent += min(len(block), size - sent)
-s.close()
-"""
 
 
 def _expected():
-    block = bytes(range(256)) * 256
-    h = hashlib.sha256()
-    sent = 0
-    while sent < SIZE:
-        chunk = block[:SIZE - sent]
-        h.update(chunk)
-        sent += len(chunk)
-    return h.hexdigest()
+    return expected(SIZE)
 
 
 def _transfer(topo, receiver, address, sender, source=None):
-    rx = topo.popen(receiver, [sys.executable, "-c", RECEIVER, str(address), str(PORT)],
-                    stdout=subprocess.PIPE, text=True)
-    try:
-        assert rx.stdout.readline().strip() == "ready"
-        argv = [sys.executable, "-c", SENDER, str(address), str(PORT), str(SIZE)]
-        topo.run(sender, argv + ([str(source)] if source else []))
-        out, _ = rx.communicate(timeout=scaled(60))
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait()
-    n, digest = out.split()
-    return int(n), digest
+    return transfer(topo, receiver, address, sender, PORT, SIZE, source)
 
 
 def _word_sum(data):
@@ -200,9 +152,9 @@ def test_tcp_both_ways_with_and_without_super_packets(require_root, super_packet
 
         errors = _icmp_errors(topo)
         down = yield deferToThread(_transfer, topo, "mn1", HOME, "cn")
-        assert down == (SIZE, _expected()), (backend.snapshot(), tunnel.snapshot())
+        assert down == _expected(), (backend.snapshot(), tunnel.snapshot())
         up = yield deferToThread(_transfer, topo, "cn", cn_addr, "mn1", HOME)
-        assert up == (SIZE, _expected()), (backend.snapshot(), tunnel.snapshot())
+        assert up == _expected(), (backend.snapshot(), tunnel.snapshot())
 
         # no ICMPv6 error about a (reassembled) tunnel packet reached either tunnel end
         assert _icmp_errors(topo) == errors, (errors, _icmp_errors(topo))

@@ -3,9 +3,6 @@ shared home link, two home agents, ESP): TCP to and from the node's home address
 the tunnel as super-packets through ha1, and again through ha2 after ha1's SIGKILL (the
 take-over installs the route, and the super-packet path follows it), bytes intact."""
 
-import hashlib
-import subprocess
-import sys
 from ipaddress import IPv6Address
 
 import pytest
@@ -13,58 +10,15 @@ import pytest
 from haha.lab import topology
 from haha.lab.deploy import NetnsDeployment
 from haha.lab.timing import scaled
+from tcptransfer import expected, transfer
 
 PORT = 5204
 SIZE = 4 << 20
 
-RECEIVER = r"""
-import hashlib, socket, sys
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(1)
-print("ready", flush=True)
-c, _ = s.accept(); h = hashlib.sha256(); n = 0
-while True:
-    d = c.recv(1 << 18)
-    if not d:
-        break
-    h.update(d); n += len(d)
-print(n, h.hexdigest(), flush=True)
-"""
-
-SENDER = r"""
-import socket, sys
-source = sys.argv[4] if len(sys.argv) > 4 else None
-s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
-if source:
-    s.bind((source, 0))
-s.settimeout(60); s.connect((sys.argv[1], int(sys.argv[2])))
-size = int(sys.argv[3]); block = bytes(range(256)) * 256; sent = 0
-while sent < size:
-    s.sendall(block[:size - sent]); sent += min(len(block), size - sent)
-s.close()
-"""
-
-
-def _expected():
-    block = bytes(range(256)) * 256
-    return hashlib.sha256((block * (SIZE // len(block) + 1))[:SIZE]).hexdigest()
 
 
 def _transfer(topo, receiver, address, sender, source=None):
-    rx = topo.popen(receiver, [sys.executable, "-c", RECEIVER, str(address), str(PORT)],
-                    stdout=subprocess.PIPE, text=True)
-    try:
-        assert rx.stdout.readline().strip() == "ready"
-        argv = [sys.executable, "-c", SENDER, str(address), str(PORT), str(SIZE)]
-        topo.run(sender, argv + ([str(source)] if source else []))
-        out, _ = rx.communicate(timeout=scaled(90))
-    finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.wait()
-    n, digest = out.split()
-    return int(n), digest
+    return transfer(topo, receiver, address, sender, PORT, SIZE, source, timeout=90)
 
 
 def _super(d, name):
@@ -79,8 +33,8 @@ def _both_ways(d, ha):
     topo = d.topology
     home = IPv6Address(d.mn.address)
     before = _super(d, ha)
-    assert _transfer(topo, d.mn.name, home, "cn") == (SIZE, _expected())
-    assert _transfer(topo, "cn", topo.address("cn"), d.mn.name, home) == (SIZE, _expected())
+    assert _transfer(topo, d.mn.name, home, "cn") == expected(SIZE)
+    assert _transfer(topo, "cn", topo.address("cn"), d.mn.name, home) == expected(SIZE)
     after = _super(d, ha)
     assert after[0] > before[0] and after[1] > before[1], (ha, before, after)
 
