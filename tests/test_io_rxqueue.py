@@ -17,6 +17,7 @@ from haha.io.sockbuf import SO_RXQ_OVFL
 from haha.io.system import FakeSystem
 from haha.io.udp import UdpTransport
 from haha.wire.ipv6 import build_packet
+from test_io_udp import _turn, _until
 
 HA = IPv6Address("2001:db8:1::1")
 PEER = IPv6Address("2001:db8:1::2")
@@ -175,14 +176,6 @@ def _raw(peers, cost=0.001, **kw):
 
     t.start(receiver)
     return t, t._system.packet_sockets[0], next(iter(r.readers)), got, r
-
-
-def _turn(r):
-    """One turn of the reactor: the calls due now, not the ones they schedule."""
-    due = [c for c in r.getDelayedCalls() if c.getTime() <= r.seconds()]
-    for c in due:
-        r.calls.remove(c)
-        c.func(*c.args, **c.kw)
 
 
 def test_raw_a_peer_hello_behind_thousands_of_binding_updates_is_handled_first():
@@ -394,22 +387,6 @@ def test_udp_kernel_drops_over_loopback():
 def _sleep(seconds):
     d = defer.Deferred()
     reactor.callLater(seconds, d.callback, None)
-    return d
-
-
-def _until(predicate, timeout=5.0):
-    d = defer.Deferred()
-    deadline = reactor.seconds() + timeout
-
-    def check():
-        if predicate():
-            d.callback(None)
-        elif reactor.seconds() > deadline:
-            d.errback(AssertionError("timed out"))
-        else:
-            reactor.callLater(0.005, check)
-
-    check()
     return d
 
 
