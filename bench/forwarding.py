@@ -138,50 +138,85 @@ def _measure(topo, kind, seconds, size=0, rate=0):
 
 
 def _cpu_seconds(pids):
-    """User + system CPU seconds used so far by each process (``/proc/PID/stat``)."""
+    """``(user, system)`` CPU seconds used so far by each process (``/proc/PID/stat``)."""
     tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for name, pid in pids.items():
         try:
             with open(f"/proc/{pid}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            out[name] = (int(fields[11]) + int(fields[12])) / tick
+            out[name] = (int(fields[11]) / tick, int(fields[12]) / tick)
         except (OSError, IndexError, ValueError):
             pass
     return out
 
 
-def _measure_cpu(topo, pids, kind, seconds, size=0, rate=0):
+#: Set by ``--profile DIR``: ``(py-spy executable, directory)``; each daemon is sampled during
+#: the TCP measurement and the unpaced 1,400-octet UDP one of every case.
+PROFILE = None
+
+
+def _profilers(pids, label, seconds):
+    """Start ``py-spy record`` (collapsed stacks, native frames) on every daemon for
+    ``seconds``; returns the processes to wait for."""
+    if PROFILE is None or not pids:
+        return []
+    spy, directory = PROFILE
+    procs = []
+    for name, pid in pids.items():
+        out = os.path.join(directory, f"{label}-{name}.txt")
+        procs.append(subprocess.Popen([spy, "record", "-p", str(pid), "-d",
+                                       str(max(1, int(seconds))), "-r", "250", "--nonblocking",
+                                       "-f", "raw", "-o", out],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    return procs
+
+
+def _measure_cpu(topo, pids, kind, seconds, size=0, rate=0, profile=None):
     """One measurement; with ``pids`` also the CPU time each daemon spent per packet (UDP) or
-    per megabyte (TCP) delivered: on a shared machine the load-independent figure."""
+    per megabyte (TCP) delivered, and its share spent in the kernel (system time, which
+    includes softirq work done in its context): on a shared machine the load-independent
+    figures. ``profile``: a label; with ``--profile`` each daemon is sampled meanwhile."""
     before = _cpu_seconds(pids)
+    spies = _profilers(pids, profile, seconds) if profile else []
     out = _measure(topo, kind, seconds, size, rate)
     after = _cpu_seconds(pids)
+    for spy in spies:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            spy.kill()
     for name in pids:
         if name in before and name in after:
-            used = after[name] - before[name]
+            user = after[name][0] - before[name][0]
+            system = after[name][1] - before[name][1]
+            used = user + system
             if kind == "tcp":
                 mbytes = out["tcp_mbit_s"] / 8 * seconds
                 out[f"{name}_cpu_ms_per_mbyte"] = round(used * 1e3 / max(mbytes, 1e-9), 2)
             else:
                 packets = out["delivered_pps"] * seconds
                 out[f"{name}_cpu_us_per_packet"] = round(used * 1e6 / max(packets, 1e-9), 1)
+            out[f"{name}_system_share"] = round(system / used, 2) if used else None
     return out
 
 
-def _all(topo, seconds, rates, pids=None):
+def _all(topo, seconds, rates, pids=None, case=""):
     """Every measurement of one case; one that fails is reported with its error, not hidden."""
     out = {}
     pids = pids or {}
     for name, kind, size in (("tcp", "tcp", 0), ("udp_64", "udp", 64), ("udp_1400", "udp", 1400)):
         try:
-            out[name] = _measure_cpu(topo, pids, kind, seconds, size)
+            out[name] = _measure_cpu(topo, pids, kind, seconds, size,
+                                     profile=f"{case}-tcp" if kind == "tcp" else None)
         except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
             out[name] = {"error": str(e).strip().splitlines()[-1][:300]}
     sweep = out["udp_1400_offered"] = []
     for rate in rates:
         try:
-            sweep.append(dict(_measure_cpu(topo, pids, "udp", seconds, 1400, rate), rate=rate))
+            sweep.append(dict(_measure_cpu(topo, pids, "udp", seconds, 1400, rate,
+                                           profile=None if rate else f"{case}-udp-unpaced"),
+                              rate=rate))
         except (LabError, ValueError, AssertionError, subprocess.TimeoutExpired) as e:
             sweep.append({"rate": rate, "error": str(e).strip().splitlines()[-1][:300]})
     return out
@@ -211,7 +246,7 @@ def _plain(seconds, rates):
         topo.destroy()
 
 
-def _daemons(backend, seconds, rates, tree=None, tun_options=()):
+def _daemons(backend, seconds, rates, tree=None, tun_options=(), case=""):
     """One case with real daemons; ``tree``: run them on the code of that checkout;
     ``tun_options``: extra lines of their ``[backend:tun]``."""
     topo = topology.shared_home_link(n_has=1, n_mns=1)
@@ -232,10 +267,19 @@ def _daemons(backend, seconds, rates, tree=None, tun_options=()):
                 "home_agent") == d.has[0].address, timeout=30)
             pids = {n.name: n.process.pid for n in list(d.has) + [d.mn]
                     if getattr(n, "process", None) is not None}
-            out = _all(topo, seconds, rates, pids)
+            out = _all(topo, seconds, rates, pids, case)
             out["ha1_forwarding"] = {k: v for k, v in (d.ask("ha1", "forwarding") or {}).items()
                                      if k in ("counters", "device_counters", "tunnel_packets",
                                               "tunnel_socket_counters")}
+            out["mn1_tunnel"] = {k: v for k, v in (d.ask(d.mn.name, "tunnel") or {}).items()
+                                 if k in ("counters", "device_counters")}
+            for ns, device in (("ha1", "haha0"), (d.mn.name, "hahamn0")):
+                try:  # the kernel's drops in front of each TUN (its queue full: not read)
+                    stats = json.loads(topo.run(ns, ["ip", "-s", "-j", "link", "show", device])
+                                       .stdout)[0]["stats64"]
+                    out[f"{ns}_tun_tx"] = {k: stats["tx"][k] for k in ("packets", "dropped")}
+                except (LabError, ValueError, KeyError, IndexError):
+                    pass
             return out
         finally:
             d.kill_all()
@@ -251,7 +295,15 @@ def main():
     ap.add_argument("--baseline-tree", default=None, metavar="DIR",
                     help="also measure the tun case with the daemons on the code in DIR")
     ap.add_argument("--cases", default="plain,tun,tun_super,netlink")
+    ap.add_argument("--profile", default=None, metavar="DIR",
+                    help="sample each daemon with py-spy (collapsed stacks into DIR) during the "
+                         "TCP and the unpaced 1,400-octet UDP measurements")
+    ap.add_argument("--py-spy", default="py-spy", help="the py-spy executable")
     args = ap.parse_args()
+    global PROFILE
+    if args.profile:
+        os.makedirs(args.profile, exist_ok=True)
+        PROFILE = (args.py_spy, args.profile)
     rates = [int(r) for r in args.rates.split(",") if r.strip()]
     cases = set(args.cases.split(","))
     seconds = args.seconds or (1.0 if args.quick else 5.0)
@@ -262,19 +314,20 @@ def main():
     if "plain" in cases:
         results["plain"] = _plain(seconds, rates)
     if args.baseline_tree:
-        results["tun_baseline"] = _daemons("tun", seconds, rates, args.baseline_tree)
+        results["tun_baseline"] = _daemons("tun", seconds, rates, args.baseline_tree,
+                                           case="tun_baseline")
     if "tun" in cases:
-        results["tun"] = _daemons("tun", seconds, rates)
+        results["tun"] = _daemons("tun", seconds, rates, case="tun")
     if "tun_super" in cases:
         results["tun_super"] = _daemons("tun", seconds, rates,
-                                        tun_options=["super-packets = yes"])
+                                        tun_options=["super-packets = yes"], case="tun_super")
     if "netlink" in cases:
         config = read_kernel_config()
         if config is not None and "# CONFIG_IPV6_TUNNEL is not set" in config:
             results["netlink"] = {"unavailable": "this kernel has no ip6_tunnel (run it in the "
                                                  "stock-kernel tier: python -m haha.lab.vm)"}
         else:
-            results["netlink"] = _daemons("netlink", seconds, rates)
+            results["netlink"] = _daemons("netlink", seconds, rates, case="netlink")
     base = results.get("plain", {}).get("tcp", {}).get("tcp_mbit_s")
     for name in ("tun_baseline", "tun", "tun_super", "netlink"):
         tcp = results.get(name, {}).get("tcp")

@@ -50,7 +50,9 @@ from ..interfaces import (
     IStartStop,
     ITunnelFastPath,
 )
-from ..io.offload import VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR
+from ..io.offload import (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
+                          VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR, VNET_HDR_LEN, VNET_NONE,
+                          partial_header)
 from ..io.superpkt import (MAX_INNER, KernelSum, TunnelSocket, complete_tcp_checksum,
                            gso_header, pseudo_sum, tcp_checksum_ok)
 from ..io.tun import TunDevice
@@ -157,13 +159,43 @@ class _Base(LinkDuties):
         else:
             self.tun.start(self._from_tun)
         self._tunnel_hook(self.decapsulate)
+        if self.tun.offload:
+            self._partial_hooks(True)
         try:
             self.netlink.link_set(self.tun.name, up=True, mtu=self.mtu)
             self._start_super()
         except Exception:
             self._tunnel_hook(None)
+            self._partial_hooks(False)
             self.tun.stop()
             raise
+
+    def _partial_hooks(self, on: bool) -> None:
+        """Partial checksums left to the kernel (docs/io.md "Partial checksums left to the
+        kernel"): inbound tunnel packets whose inner checksum is partial are written to the
+        offloaded TUN as they are (raw transport), and, where the subclass can
+        (:meth:`_partial_from_tun`), partial reads of the TUN leave as they are."""
+        setter = getattr(self.transport, "set_partial_tunnel_receiver", None)
+        if setter is not None:
+            setter(self._decapsulate_partial if on else None)
+        self.tun.partial_receiver = self._partial_from_tun if on else None
+
+    def _partial_from_tun(self, frame: bytes) -> bool:
+        """A non-GSO read with a partial checksum: True when it was sent on as it is (the
+        home agent's; a node cannot, and completes it)."""
+        return False
+
+    def _decapsulate_partial(self, packet: bytes) -> bool:
+        """An inbound tunnel packet whose inner TCP/UDP checksum the sender left partial
+        (a sender on this machine, through veths): decapsulated as :meth:`decapsulate`
+        does, the inner packet written behind a ``NEEDS_CSUM`` header so that the kernel
+        behind the (offloaded) TUN does what the hardware would have done, instead of
+        summing it here. Returns what :meth:`decapsulate` returns."""
+        self._partial = True
+        try:
+            return self.decapsulate(packet)
+        finally:
+            self._partial = False
 
     def _start_super(self) -> None:
         """Super-packets: GSO reads whole to the tunnel socket, reassembled tunnel packets
@@ -262,6 +294,8 @@ class _Base(LinkDuties):
         (:meth:`haha.io.raw.RawTransport.set_tunnel_receiver`)."""
         if ITunnelFastPath.providedBy(self.transport):
             self.transport.set_tunnel_receiver(receiver)
+        if receiver is None:
+            self._partial_hooks(False)
 
     def _encapsulate(self, inner: _Bytes, src: IPv6Address, dst: IPv6Address) -> None:
         self._send_tunnelled(inner, src.packed + dst.packed)
@@ -331,7 +365,22 @@ class _Base(LinkDuties):
             return None
         return outer, inner
 
+    #: Set while :meth:`_decapsulate_partial` runs: :meth:`_deliver` leaves the checksum to
+    #: the kernel.
+    _partial = False
+
     def _deliver(self, inner: _Bytes) -> bool:
+        if self._partial:
+            vnet = partial_header(inner)
+            if vnet is None:  # as the transport's completion would: handed on unchanged
+                self.counters["decap_partial_unfinished"] += 1
+                vnet = VNET_NONE
+            if self.tun.write_offloaded(vnet, (memoryview(inner),)):
+                self.counters["decapsulated"] += 1
+                self.counters["decap_partial"] += 1
+                return True
+            self.counters["decap_write_errors"] += 1
+            return False
         if self.tun.write(inner):
             self.counters["decapsulated"] += 1
             return True
@@ -511,21 +560,58 @@ class TunBackend(_Base):
         if len(packet) < 40 or packet[0] >> 4 != 6:
             self.counters["tun_malformed"] += 1
             return
-        key = packet[24:40]
+        addresses = self._outer_addresses(packet[24:40])
+        if addresses is None:
+            return
+        if packet[7] == 0:
+            self.counters["hop_limit_exceeded"] += 1
+            return
+        self._send_tunnelled(packet, addresses)
+
+    def _outer_addresses(self, key: bytes) -> Optional[bytes]:
+        """The outer source and destination (32 octets) for inner destination ``key``, or
+        None (counted ``tun_no_route``)."""
         addresses = self._encap_cache.get(key)
         if addresses is None:
             route = self.lookup(IPv6Address(key))
             if route is None:
                 self.counters["tun_no_route"] += 1
-                return
+                return None
             addresses = route.local.packed + route.care_of.packed
             if len(self._encap_cache) >= FAST_CACHE_SIZE:
                 self._encap_cache.clear()
             self._encap_cache[key] = addresses
-        if packet[7] == 0:
+        return addresses
+
+    def _partial_from_tun(self, frame: bytes) -> bool:
+        """A read whose TCP/UDP checksum the kernel left partial (a sender on this machine;
+        what arrives from a network card is summed): the tunnel packet is written back to
+        the TUN behind a ``NEEDS_CSUM`` header pointing at the inner checksum, and the
+        kernel forwards it to the care-of address like any packet, finishing the checksum
+        in C where the hardware would (or leaving it to the next veth, as it left it to
+        us). Its outer Hop Limit is written one higher, since that forwarding takes one off.
+        False (summed here, sent the usual way) when it cannot: a tunnel Hop Limit of 255,
+        a packet too long to be tunnelled or a header that does not fit."""
+        n = len(frame) - VNET_HDR_LEN
+        if self.hop_limit >= 255 or n < 40 or n + 40 > 0xFFFF or frame[10] >> 4 != 6:
+            return False
+        _, _, _, _, start, offset = VNET_HDR.unpack_from(frame)
+        if start < 40 or start + offset + 2 > n:
+            return False
+        addresses = self._outer_addresses(frame[34:50])
+        if addresses is None:
+            return True  # counted: dropped as _from_tun drops it
+        if frame[17] == 0:
             self.counters["hop_limit_exceeded"] += 1
-            return
-        self._send_tunnelled(packet, addresses)
+            return True
+        header = _OUTER.pack(_VERSION_6, n, IPPROTO_IPV6, self.hop_limit + 1, addresses)
+        vnet = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 0, 0,
+                             40 + start, offset)
+        if not self.tun.write_offloaded(vnet, (header, memoryview(frame)[VNET_HDR_LEN:])):
+            return False
+        self.counters["encapsulated"] += 1
+        self.counters["encap_partial"] += 1
+        return True
 
     def decapsulate(self, packet: bytes) -> bool:
         """Take an inbound IPv6-in-IPv6 packet (bytes); write its inner packet to the TUN when

@@ -104,7 +104,7 @@ def _finish(total: int) -> int:
     return 0xFFFF - (total % 0xFFFF)
 
 
-def transport_header(packet: bytes) -> Optional[Tuple[int, int, int]]:
+def transport_header(packet: "bytes | bytearray | memoryview") -> Optional[Tuple[int, int, int]]:
     """``(start, checksum_offset, end)`` of the first TCP or UDP header of an IPv6 packet,
     looking through Hop-by-Hop, Routing and Destination Options headers and IPv6-in-IPv6;
     ``end`` is where the innermost packet's payload ends. None when there is none or the
@@ -154,6 +154,21 @@ def complete_partial_checksum(packet: bytes) -> Optional[bytes]:
     out = bytearray(packet)
     finish_checksum(out, *where)
     return bytes(out)
+
+
+def partial_header(packet: "bytes | bytearray | memoryview") -> Optional[bytes]:
+    """The ``virtio_net_hdr`` that hands ``packet``, whose TCP/UDP checksum was left partial
+    (``TP_STATUS_CSUMNOTREADY``), to a TUN with offloads as it is, for the kernel to finish
+    or trust as it would have without the tunnel (``NEEDS_CSUM`` over the first TCP/UDP
+    header :func:`transport_header` finds); None when there is none (complete it here)."""
+    where = transport_header(packet)
+    if where is None:
+        return None
+    start, offset, end = where
+    if end != len(packet):  # the checksum covers the packet's end: nothing may follow
+        return None
+    return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 0, 0, start,
+                         offset)
 
 
 def auxdata_status(ancdata: List[Tuple[int, int, bytes]]) -> int:

@@ -227,6 +227,7 @@ class RawTransport:
         self.last_interface: Optional[str] = None
         self._receiver: Optional[Callable[[bytes], Any]] = None
         self._tunnel_receiver: Optional[Callable[[bytes], Any]] = None
+        self._partial_tunnel_receiver: Optional[Callable[[bytes], Any]] = None
         self._raw: Any = None
         self._readers: list[_PacketReader] = []
         self._table_installed = False
@@ -411,6 +412,14 @@ class RawTransport:
         and pass it on (counted as ``tunnelled``); ``None`` restores the default."""
         self._tunnel_receiver = receiver
 
+    def set_partial_tunnel_receiver(self, receiver: Optional[Callable[[bytes], Any]]) -> None:
+        """Hand IPv6-in-IPv6 whose inner TCP/UDP checksum the sender left partial
+        (``TP_STATUS_CSUMNOTREADY``) to ``receiver(packet)`` uncompleted, instead of
+        completing it and handing it to the tunnel receiver (a user-space tunnel with an
+        offloaded TUN lets the kernel behind it finish it: docs/io.md "Partial checksums left
+        to the kernel"); only while a tunnel receiver is set. ``None`` restores completion."""
+        self._partial_tunnel_receiver = receiver
+
     def leave_esp_to_kernel(self, enabled: bool = True) -> None:
         """Let the kernel's IPsec receive ESP and the Mobility Header it decrypts
         (``[security] mode = kernel-xfrm`` or ``external``): the nft guard stops dropping
@@ -526,12 +535,16 @@ class RawTransport:
             if len(data) < 40 or data[0] >> 4 != 6:
                 self.counters["received_malformed"] += 1
                 continue
+            tunnel = self._tunnel_receiver
             if anc and auxdata_status(anc) & TP_STATUS_CSUMNOTREADY:
                 self.counters["checksum_partial"] += 1
-                if self.complete_checksums:
+                partial = self._partial_tunnel_receiver
+                if partial is not None and tunnel is not None and data[6] == 41:
+                    tunnel = partial  # left to the kernel behind the tunnel's TUN
+                    self.counters["checksum_left_partial"] += 1
+                elif self.complete_checksums:
                     data = self._complete(data)
             self.counters["received"] += 1
-            tunnel = self._tunnel_receiver
             if tunnel is not None and data[6] == 41:
                 self.counters["tunnelled"] += 1
                 tunnelled += 1
