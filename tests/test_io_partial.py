@@ -126,6 +126,7 @@ def _backend(cls=TunBackend, **kw):
         def __init__(self):
             self.sent, self.counters, self.fragments, self.mark = [], Counter(), [], None
             self.partial = []
+            self.reads_every_interface = False
 
         def send(self, packet, interface=None):
             self.sent.append(packet)
@@ -161,7 +162,8 @@ def test_home_agent_writes_partial_reads_back_as_tunnel_packets():
     Hop Limit one above the tunnel's, for the forwarding that takes one off) behind
     NEEDS_CSUM at the inner checksum: nothing summed, nothing sent through the transport,
     and what the kernel completes is scapy's checksum. Without a route it is counted and
-    dropped; with a tunnel Hop Limit of 255 it is completed and sent the usual way."""
+    dropped; with a tunnel Hop Limit of 255, or a transport reading every interface (it
+    would read them back), it is completed and sent the usual way."""
     b, tx = _backend()
     b.install(ForwardingRoute(HOME, COA, HA, (), True))
     good = _udp(ext=True)
@@ -183,6 +185,15 @@ def test_home_agent_writes_partial_reads_back_as_tunnel_packets():
     assert b.counters["tun_no_route"] == 1 and len(b.tun.file.written) == 1
     b.stop()
     assert tx.partial[-1] is None and b.tun.partial_receiver is None
+
+    # a transport that reads every interface would read the written-back packets too
+    every, tx = _backend()
+    assert every.tun.partial_receiver is not None
+    every.stop()
+    tx.reads_every_interface = True
+    every.start()
+    assert every.tun.partial_receiver is None and tx.partial[-1] == every._decapsulate_partial
+    every.stop()
 
     hl, tx = _backend(hop_limit=255)
     hl.install(ForwardingRoute(HOME, COA, HA, (), True))

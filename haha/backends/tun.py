@@ -178,7 +178,10 @@ class _Base(LinkDuties):
         setter = getattr(self.transport, "set_partial_tunnel_receiver", None)
         if setter is not None:
             setter(self._decapsulate_partial if on else None)
-        self.tun.partial_receiver = self._partial_from_tun if on else None
+        # A transport reading every interface would read each tunnel packet written back
+        # to the TUN as well (and drop it, from no care-of address): the sum stays ours.
+        self.tun.partial_receiver = self._partial_from_tun if on and not getattr(
+            self.transport, "reads_every_interface", False) else None
 
     def _partial_from_tun(self, frame: bytes) -> bool:
         """A non-GSO read with a partial checksum: True when it was sent on as it is (the

@@ -412,6 +412,12 @@ class RawTransport:
         and pass it on (counted as ``tunnelled``); ``None`` restores the default."""
         self._tunnel_receiver = receiver
 
+    @property
+    def reads_every_interface(self) -> bool:
+        """One packet socket for every interface (no ``interfaces`` given): it also reads
+        what a TUN hands the kernel."""
+        return self._interfaces is None
+
     def set_partial_tunnel_receiver(self, receiver: Optional[Callable[[bytes], Any]]) -> None:
         """Hand IPv6-in-IPv6 whose inner TCP/UDP checksum the sender left partial
         (``TP_STATUS_CSUMNOTREADY``) to ``receiver(packet)`` uncompleted, instead of
