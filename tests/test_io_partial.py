@@ -263,3 +263,44 @@ def test_raw_transport_hands_partial_tunnel_packets_over_uncompleted():
     next(iter(reactor.readers)).doRead()
     assert len(tunnel) == 1 and tunnel[0][40:] == good
     assert t.counters["checksum_completed"] == 1
+
+
+def _kinds():
+    """Every kind of packet a TUN hands over with a partial checksum, finished by scapy, and
+    where its checksum is (start, offset)."""
+    tcp = bytes(IPv6(src=str(CN), dst=str(HOME), hlim=63) /
+                TCP(sport=80, dport=40000, flags="A", seq=7, ack=9) / Raw(b"z" * 333))
+    ack = bytes(IPv6(src=str(CN), dst=str(HOME), hlim=63) / TCP(sport=80, dport=40000,
+                                                                   flags="A"))
+    return {
+        "udp-1400": (_udp(), 40, 6),
+        "udp-odd": (_udp(payload=b"q" * 1001), 40, 6),
+        "udp-empty": (_udp(payload=b""), 40, 6),
+        "udp-behind-destination-options": (_udp(ext=True), 48, 6),
+        "tcp-segment": (tcp, 40, 16),
+        "tcp-ack": (ack, 40, 16),
+    }
+
+
+def test_every_kind_of_partial_packet_is_finished_right_at_both_ends():
+    """For UDP (even, odd and empty payloads, behind a Destination Options header) and TCP
+    (a segment, a bare ACK) with partial checksums: the tunnel packet the home agent writes
+    back and the inner packet the node writes, once the kernel has done what NEEDS_CSUM asks,
+    carry scapy's checksum."""
+    b, _ = _backend()
+    b.install(ForwardingRoute(HOME, COA, HA, (), True))
+    t, _ = _backend(MobileTunnel)
+    t.set_endpoint(HOME, COA, HA)
+    for name, (good, start, offset) in _kinds().items():
+        assert _scapy_ok(good), name
+        partial = _partial(good, start, offset)
+        b.tun.file.inject(partial, VNET_HDR.pack(1, 0, 0, 0, start, offset))
+        b.tun.doRead()
+        vnet, written = b.tun.file.written_vnet[-1], b.tun.file.written[-1]
+        assert written[40:] == partial, name
+        assert _kernel_completes(written, vnet)[40:] == good, name
+        # the node, as the written-back tunnel packet reaches it through a veth: partial
+        assert t._decapsulate_partial(written[:7] + bytes([64]) + written[8:]), name
+        vnet, inner = t.tun.file.written_vnet[-1], t.tun.file.written[-1]
+        assert inner == partial and _kernel_completes(inner, vnet) == good, name
+    assert b.counters["encap_partial"] == len(_kinds()) == t.counters["decap_partial"]
