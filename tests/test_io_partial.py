@@ -207,7 +207,8 @@ def test_tunnel_ends_write_partial_inner_packets_for_the_kernel():
     """A tunnel packet whose inner checksum is partial (the raw transport's partial
     receiver) passes the same checks as decapsulate and is written behind NEEDS_CSUM at the
     inner checksum (decap_partial), at the node and at the home agent; a spoofed one is
-    counted and not written; one without TCP/UDP is written as it is (counted)."""
+    counted and not written; one without TCP/UDP is written as it is (counted); one whose
+    checksum does not reach its end (nested, octets after it) is completed here first."""
     t, tx = _backend(MobileTunnel)
     assert tx.partial[-1] == t._decapsulate_partial
     t.set_endpoint(HOME, COA, HA)
@@ -227,6 +228,16 @@ def test_tunnel_ends_write_partial_inner_packets_for_the_kernel():
     assert t._decapsulate_partial(bytes(IPv6(src=str(HA), dst=str(COA), nh=41) / Raw(icmp)))
     assert t.tun.file.written_vnet[-1] == VNET_NONE
     assert t.counters["decap_partial_unfinished"] == 1
+    # a UDP packet inside a further IPv6 header (the sum cannot be left to the kernel, which
+    # would sum to the end of the whole packet): completed here, then written
+    middle = bytes(IPv6(src=str(CN), dst=str(HOME), nh=41, plen=len(good) + 2))
+    nested = middle + partial + b"\0\0"  # octets after the innermost packet's end
+    assert partial_header(nested) is None
+    assert t._decapsulate_partial(bytes(IPv6(src=str(HA), dst=str(COA), nh=41) /
+                                        Raw(nested)))
+    assert t.tun.file.written[-1] == middle + good + b"\0\0"
+    assert t.tun.file.written_vnet[-1] == VNET_NONE
+    assert t.counters["decap_partial_completed"] == 1
     # afterwards decapsulate writes finished packets the usual way again
     assert t.decapsulate(bytes(IPv6(src=str(HA), dst=str(COA), nh=41) / Raw(good)))
     assert t.tun.file.written_vnet[-1] == VNET_NONE and t.tun.file.written[-1] == good

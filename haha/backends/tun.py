@@ -52,7 +52,7 @@ from ..interfaces import (
 )
 from ..io.offload import (VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
                           VIRTIO_NET_HDR_GSO_TCPV6, VNET_HDR, VNET_HDR_LEN, VNET_NONE,
-                          partial_header)
+                          complete_partial_checksum, partial_header)
 from ..io.superpkt import (MAX_INNER, KernelSum, TunnelSocket, complete_tcp_checksum,
                            gso_header, pseudo_sum, tcp_checksum_ok)
 from ..io.tun import TunDevice
@@ -375,8 +375,13 @@ class _Base(LinkDuties):
     def _deliver(self, inner: _Bytes) -> bool:
         if self._partial:
             vnet = partial_header(inner)
-            if vnet is None:  # as the transport's completion would: handed on unchanged
-                self.counters["decap_partial_unfinished"] += 1
+            if vnet is None:  # completed here, as the transport would have (or not at all)
+                done = complete_partial_checksum(bytes(inner))
+                if done is None:
+                    self.counters["decap_partial_unfinished"] += 1
+                else:
+                    inner = done
+                    self.counters["decap_partial_completed"] += 1
                 vnet = VNET_NONE
             if self.tun.write_offloaded(vnet, (memoryview(inner),)):
                 self.counters["decapsulated"] += 1
