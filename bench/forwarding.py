@@ -154,6 +154,8 @@ def _cpu_seconds(pids):
 #: Set by ``--profile DIR``: ``(py-spy executable, directory)``; each daemon is sampled during
 #: the TCP measurement and the unpaced 1,400-octet UDP one of every case.
 PROFILE = None
+#: ``--perf``: with ``--profile``, ``perf record`` each daemon as well (kernel symbols).
+PERF = False
 
 
 def _profilers(pids, label, seconds):
@@ -169,6 +171,12 @@ def _profilers(pids, label, seconds):
                                        str(max(1, int(seconds))), "-r", "250", "--nonblocking",
                                        "-f", "raw", "-o", out],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        if PERF:  # the kernel's share, by symbol: perf report -i FILE --sort sym
+            procs.append(subprocess.Popen(
+                ["perf", "record", "-q", "-F", "499", "-p", str(pid), "-o",
+                 os.path.join(directory, f"{label}-{name}.perf.data"), "--", "sleep",
+                 str(max(1, int(seconds)))],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     return procs
 
 
@@ -299,8 +307,11 @@ def main():
                     help="sample each daemon with py-spy (collapsed stacks into DIR) during the "
                          "TCP and the unpaced 1,400-octet UDP measurements")
     ap.add_argument("--py-spy", default="py-spy", help="the py-spy executable")
+    ap.add_argument("--perf", action="store_true",
+                    help="with --profile, also 'perf record' each daemon (kernel symbols)")
     args = ap.parse_args()
-    global PROFILE
+    global PROFILE, PERF
+    PERF = args.perf
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
         PROFILE = (args.py_spy, args.profile)
