@@ -161,6 +161,11 @@ def partial_header(packet: "bytes | bytearray | memoryview") -> Optional[bytes]:
     (``TP_STATUS_CSUMNOTREADY``), to a TUN with offloads as it is, for the kernel to finish
     or trust as it would have without the tunnel (``NEEDS_CSUM`` over the first TCP/UDP
     header :func:`transport_header` finds); None when there is none (complete it here)."""
+    n = len(packet)
+    if n >= 48 and packet[0] >> 4 == 6 and 40 + (packet[4] << 8 | packet[5]) == n:
+        common = _DIRECT_PARTIAL.get(packet[6])  # TCP or UDP right after the fixed header
+        if common is not None and 40 + CHECKSUM_OFFSET[packet[6]] + 2 <= n:
+            return common
     where = transport_header(packet)
     if where is None:
         return None
@@ -169,6 +174,12 @@ def partial_header(packet: "bytes | bytearray | memoryview") -> Optional[bytes]:
         return None
     return VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE, 0, 0, start,
                          offset)
+
+
+#: :func:`partial_header` of a packet with TCP or UDP right after its fixed header.
+_DIRECT_PARTIAL = {proto: VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_NONE,
+                                        0, 0, 40, offset)
+                   for proto, offset in CHECKSUM_OFFSET.items()}
 
 
 def auxdata_status(ancdata: List[Tuple[int, int, bytes]]) -> int:
