@@ -379,3 +379,17 @@ def test_send_encapsulated_gathers_header_and_packet():
     finally:
         globalLogPublisher.removeObserver(observer)
     assert t.counters["send_error.ENOBUFS"] == 51 and len(seen) == 2
+
+
+def test_guard_lets_plain_tcp_and_udp_go_before_any_address_test():
+    """The guard's first prerouting rule accepts TCP and UDP directly after the fixed header
+    (they match none of its drop rules), so the packets a home agent forwards cost no FIB
+    look-up there; every rule that tests the address comes after it, and the tunnel-fragment
+    rule tests the protocol before the address."""
+    t, system, _, _ = _started()
+    t.pass_tunnel_fragments(True)
+    rules = [r.strip() for r in t._ruleset().split("chain prerouting {\n")[1]
+             .split("\n  }")[0].splitlines()]
+    assert rules[1] == "ip6 nexthdr { 6, 17 } accept"
+    assert all("fib daddr type local" in r for r in rules[2:]), rules
+    assert rules[2].startswith("meta l4proto 41 exthdr frag exists fib daddr")

@@ -133,7 +133,11 @@ def nft_ruleset(table: str, addresses: Optional[Iterable[IPv6Address]] = None,
         f"{head}"
         "  chain prerouting {\n"
         "    type filter hook prerouting priority -300; policy accept;\n"
-        + (f"    {match} meta l4proto 41 exthdr frag exists counter accept\n"
+        # TCP or UDP right after the fixed header (no extension header at all) matches no
+        # rule below: let it go before the address test, a FIB look-up per rule with "fib
+        # daddr type local" (most of what a home agent forwards is such a packet)
+        "    ip6 nexthdr { 6, 17 } accept\n"
+        + (f"    meta l4proto 41 exthdr frag exists {match} counter accept\n"
            if tunnel_fragments else "")
         + (f"    {match} meta l4proto {{ {protos} }} counter drop\n" if protos else "")
         + f"    {match} rt type 2 counter drop\n"
