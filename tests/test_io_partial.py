@@ -162,8 +162,9 @@ def test_home_agent_writes_partial_reads_back_as_tunnel_packets():
     Hop Limit one above the tunnel's, for the forwarding that takes one off) behind
     NEEDS_CSUM at the inner checksum: nothing summed, nothing sent through the transport,
     and what the kernel completes is scapy's checksum. Without a route it is counted and
-    dropped; with a tunnel Hop Limit of 255, or a transport reading every interface (it
-    would read them back), it is completed and sent the usual way."""
+    dropped; with a tunnel Hop Limit of 255, a transport reading every interface (it would
+    read them back) or forwarding left to the administrator, it is completed and sent the
+    usual way."""
     b, tx = _backend()
     b.install(ForwardingRoute(HOME, COA, HA, (), True))
     good = _udp(ext=True)
@@ -201,6 +202,13 @@ def test_home_agent_writes_partial_reads_back_as_tunnel_packets():
     hl.tun.doRead()
     assert not hl.counters["encap_partial"] and len(tx.sent) == 1
     assert tx.sent[0][40:] == good and tx.sent[0][7] == 255
+
+    # forwarding = no: the kernel might not forward it; summed and sent the usual way
+    nf, tx = _backend(enable_forwarding=False)
+    nf.install(ForwardingRoute(HOME, COA, HA, (), True))
+    nf.tun.file.inject(partial, VNET_HDR.pack(1, 0, 0, 0, 48, 6))
+    nf.tun.doRead()
+    assert not nf.counters["encap_partial"] and len(tx.sent) == 1 and tx.sent[0][40:] == good
 
 
 def test_tunnel_ends_write_partial_inner_packets_for_the_kernel():

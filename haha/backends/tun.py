@@ -599,9 +599,11 @@ class TunBackend(_Base):
         in C where the hardware would (or leaving it to the next veth, as it left it to
         us). Its outer Hop Limit is written one higher, since that forwarding takes one off.
         False (summed here, sent the usual way) when it cannot: a tunnel Hop Limit of 255,
-        a packet too long to be tunnelled or a header that does not fit."""
+        a packet too long to be tunnelled, a header that does not fit, or forwarding left to
+        the administrator (``forwarding = no``: the kernel might not forward it)."""
         n = len(frame) - VNET_HDR_LEN
-        if self.hop_limit >= 255 or n < 40 or n + 40 > 0xFFFF or frame[10] >> 4 != 6:
+        if self.hop_limit >= 255 or n < 40 or n + 40 > 0xFFFF or frame[10] >> 4 != 6 or \
+                not self.enable_forwarding:
             return False
         _, _, _, _, start, offset = VNET_HDR.unpack_from(frame)
         if start < 40 or start + offset + 2 > n:
