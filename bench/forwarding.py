@@ -26,9 +26,10 @@ at its best rate, not less. With daemons, each measurement also gives the CPU ti
 spent per packet (UDP) or per megabyte (TCP) delivered: rates depend on what else the machine
 runs, CPU per packet much less. Prints one JSON object. ``--quick`` shortens every measurement.
 
-``--baseline-tree DIR`` adds the case ``tun_baseline``: the same daemons running the code of
-another checkout (``git archive main | tar -x -C DIR``), measured in the same run, so a change
-of the data path is compared with what it replaces under the same load.
+``--baseline-tree DIR`` adds the case ``tun_baseline`` (and ``tun_super_baseline`` when
+``tun_super`` is measured): the same daemons running the code of another checkout (``git
+archive main | tar -x -C DIR``), measured in the same run, so a change of the data path is
+compared with what it replaces under the same load.
 """
 
 import argparse
@@ -324,9 +325,13 @@ def main():
     results = {}
     if "plain" in cases:
         results["plain"] = _plain(seconds, rates)
-    if args.baseline_tree:
+    if args.baseline_tree and "tun" in cases:
         results["tun_baseline"] = _daemons("tun", seconds, rates, args.baseline_tree,
                                            case="tun_baseline")
+    if args.baseline_tree and "tun_super" in cases:
+        results["tun_super_baseline"] = _daemons(
+            "tun", seconds, rates, args.baseline_tree, tun_options=["super-packets = yes"],
+            case="tun_super_baseline")
     if "tun" in cases:
         results["tun"] = _daemons("tun", seconds, rates, case="tun")
     if "tun_super" in cases:
@@ -340,7 +345,7 @@ def main():
         else:
             results["netlink"] = _daemons("netlink", seconds, rates, case="netlink")
     base = results.get("plain", {}).get("tcp", {}).get("tcp_mbit_s")
-    for name in ("tun_baseline", "tun", "tun_super", "netlink"):
+    for name in ("tun_baseline", "tun", "tun_super_baseline", "tun_super", "netlink"):
         tcp = results.get(name, {}).get("tcp")
         if tcp and "tcp_mbit_s" in tcp and base:
             results[name]["tcp_fraction_of_plain"] = round(tcp["tcp_mbit_s"] / base, 3)
