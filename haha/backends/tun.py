@@ -25,6 +25,11 @@ everything sourced from the home address (and a mobile router's prefixes) into t
 packets are encapsulated from the care-of address to the home agent, and the home agent's
 tunnelled packets to the home address (or prefixes) are decapsulated into the TUN.
 
+With an offloaded TUN (``super-packets = yes``) packets whose checksum a sender on this machine
+left partial are not summed in Python: the home agent writes the tunnel packet back to its
+TUN for the kernel to forward and finish, and both ends write a partial inner packet behind
+``NEEDS_CSUM`` (docs/io.md "Partial checksums left to the kernel").
+
 Operating-system failures after start are logged and counted (``netlink_errors``), not raised;
 bad arguments raise ``TypeError``/``ValueError`` and change nothing.
 """
