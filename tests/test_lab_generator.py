@@ -96,3 +96,94 @@ def test_registration_benchmark_runs_and_checks_what_it_measured():
     for r in doc["results"]:
         assert r["unit"] == "us" and r["value"] > 0 and r["baselines"]["esp_and_decode"] > 0
         assert r["updates"] == 40
+
+
+def _nodecost():
+    """bench/nodecost.py as a module (its Run drives one worker in process)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                        "nodecost.py")
+    spec = importlib.util.spec_from_file_location("bench_nodecost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_worker_registers_switches_and_its_counts_match_every_machine():
+    """A worker's nodes, driven in process against real home-agent pipelines (bench/nodecost.py
+    asserts each step: one retransmission per node, every node registered, one Binding Update
+    per switch request, every node with the survivor at the end); the counts its reports
+    take from the state events equal a walk over every machine at each step, and every timer
+    went through the worker's one timer wheel (the reactor holds one call for it)."""
+    nodecost = _nodecost()
+    run = nodecost.Run(40)
+    w = run.worker
+    seen = []
+    real = run._deliver
+
+    def deliver(packets):
+        real(packets)
+        states, by_ha = w.walk()
+        seen.append((+w.states == +states, +w.by_home_agent == +by_ha))
+    run._deliver = deliver
+    figures = run()
+    assert set(figures) == set(nodecost.STEPS) and all(v >= 0 for v in figures.values())
+    assert seen and all(a and b for a, b in seen), seen
+    assert w.report()["by_home_agent"] == {HAS[1][0]: 40}
+    assert w.report(latencies=True)["states"] == {"registered": 40}
+    assert len(run.reactor.real.getDelayedCalls()) == 1
+    assert w.clock.counters["fired"] > 0
+
+
+def test_the_shared_socket_sends_to_the_home_agent_of_the_destination():
+    """A node's packet leaves the shared socket for the UDP endpoint of its destination home
+    agent; a destination that is no home agent is counted (no_route) and not sent, a send
+    error counted (send_errors) and never raised, and nothing is sent before start."""
+    from twisted.internet.testing import MemoryReactor
+
+    from haha.lab.generator import SharedUdp
+
+    peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in HAS}
+    shared = SharedUdp(MemoryReactor(), 0, peers)
+    view = shared.view(IPv6Address("2001:db8:21::1"))
+
+    def packet(destination):
+        return bytes(8) + bytes(16) + IPv6Address(destination).packed + b"payload"
+
+    view.send(packet(HAS[0][0]))
+    assert shared.counters["send_not_started"] == 1
+    sent = []
+    shared._sendto = lambda data, endpoint: sent.append((data, endpoint))
+    view.send(packet(HAS[1][0]))
+    view.send(packet("2001:db8:1::99"))
+    assert sent == [(packet(HAS[1][0]), ("127.0.0.1", HAS[1][1]))]
+    assert shared.counters["sent"] == 1 and shared.counters["no_route"] == 1
+
+    def full(data, endpoint):
+        raise BlockingIOError(11, "full")
+    shared._sendto = full
+    view.send(packet(HAS[2][0]))
+    assert shared.counters["send_errors"] == 1 and shared.counters["sent"] == 1
+
+
+def test_nodecost_benchmark_prints_its_json_shape():
+    """bench/nodecost.py on a few nodes prints every step's CPU per node with the in-run
+    floor (the codec and ESP of one registration) as baseline, and the ratio case."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "bench", "nodecost.py"),
+                          "--nodes", "30", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["bench"] == "nodecost" and doc["nodes"] == 30
+    cases = [r["case"] for r in doc["results"]]
+    assert cases[:-1] == list(_nodecost().STEPS)
+    for r in doc["results"][:-1]:
+        assert r["unit"] == "us" and r["value"] >= 0 and r["baselines"]["floor"] > 0
+    assert doc["results"][-1]["value"] > 0
