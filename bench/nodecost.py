@@ -13,8 +13,8 @@ microseconds of the worker's CPU per node:
 
 - ``start``: every node started (its first Binding Update encoded, protected and sent, its
   retransmission timer armed), then the reactor's turn;
-- ``retransmit``: 1.6 s later, no answer yet: every node's retransmission timer fires and it
-  sends its Binding Update again;
+- ``retransmit``: 1.9 s later (after the first timeout, jittered or not), no answer yet:
+  every node's retransmission timer fires and it sends its Binding Update again;
 - ``registered``: the home agent's Binding Acknowledgement delivered to every node (dispatch,
   ESP, decoding, the machine, events and the generator's record, the timer re-armed for the
   refresh);
@@ -178,7 +178,7 @@ class Run:
         w = self.worker
         self._measure("start", lambda: (w.go(), self._turn()), profile)
         first, self.sent = self.sent, []
-        self._measure("retransmit", lambda: self._turn(1.6), profile)
+        self._measure("retransmit", lambda: self._turn(1.9), profile)
         assert len(self.sent) == self.n, f"{len(self.sent)} retransmissions for {self.n} nodes"
         self.sent = []
         acks = self._to_home_agents(first)

@@ -301,26 +301,46 @@ class MobileNode:
         return [Event(EventName.DROPPED, reason="unexpected", message=kind.__name__, src=inbound.src)]
 
     def next_deadline(self) -> float | None:
-        due = [t for t in (self._retransmit_at, self._refresh_at, self.expires) if t is not None]
-        return min(due) if due else None
+        """The earliest of the retransmission, refresh and expiry timers (None: none set).
+        Asked after every packet and timer: no list, no call beyond this one."""
+        best = self._retransmit_at
+        t = self._refresh_at
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self.expires
+        if t is not None and (best is None or t < best):
+            best = t
+        return best
+
+    def _due(self, now: float) -> Input | None:
+        """The earliest timer due at ``now``, cleared (ties: expiry, refresh, retransmission),
+        or None."""
+        name: Input | None = None
+        best = now
+        t = self.expires
+        if t is not None and t <= best:
+            name, best = EXPIRE, t
+        t = self._refresh_at
+        if t is not None and (t < best or name is None and t <= best):
+            name, best = REFRESH, t
+        t = self._retransmit_at
+        if t is not None and (t < best or name is None and t <= best):
+            name = RETRANSMIT
+        if name is EXPIRE:
+            self.expires = None
+        elif name is RETRANSMIT:
+            self._retransmit_at = None
+        elif name is REFRESH:
+            self._refresh_at = None
+        return name
 
     def tick(self, now: float) -> Effects:
         """Fire every timer due at ``now``, earliest first. Returns effects."""
         out: Effects = []
         for _ in range(8):
-            timers = [(t, name) for t, name in ((self.expires, EXPIRE),
-                                                (self._retransmit_at, RETRANSMIT),
-                                                (self._refresh_at, REFRESH))
-                      if t is not None and t <= now]
-            if not timers:
+            name = self._due(now)
+            if name is None:
                 break
-            t, name = min(timers)
-            if name == EXPIRE:
-                self.expires = None
-            elif name == RETRANSMIT:
-                self._retransmit_at = None
-            else:
-                self._refresh_at = None
             out.extend(self.dispatch(name, now))
         return out
 
@@ -421,8 +441,14 @@ class MobileNode:
         out.append(Send(bu, self.care_of, self.target, home_address=self.home_address,
                         protect=self.target))
         self._sent(self.sequence)
-        self._retransmit_at = now + self._timeout
+        self._retransmit_at = now + self._jittered(self._timeout)
         self.counters["bu-sent"] += 1
+
+    def _jittered(self, timeout: float) -> float:
+        """The wait before retransmitting a Binding Update: ``timeout`` (RFC 6275 11.8), or
+        with ``retransmit_jitter`` a draw from [timeout, timeout * (1 + jitter)]."""
+        jitter = self.settings.retransmit_jitter
+        return timeout * (1.0 + jitter * self.rng.random()) if jitter else timeout
 
     def _sent(self, sequence: int) -> None:
         """Note one Binding Update of the attempt in flight (the first of an attempt, with
@@ -514,6 +540,8 @@ class MobileNode:
         advice = ba.refresh_interval
         if advice:
             refresh = min(refresh, seconds(advice))
+        if s.refresh_jitter:  # sooner, never later (settings)
+            refresh *= 1.0 - s.refresh_jitter * self.rng.random()
         self._refresh_at = now + refresh
         self._retransmit_at = None
         self._rejected = set()
@@ -707,7 +735,7 @@ class MobileNode:
                                (AlternateCareOfAddress(self.home_address),))
             out.append(Send(bu, self.home_address, self.target, protect=self.target))
         self._sent(self.sequence)
-        self._retransmit_at = now + self._timeout
+        self._retransmit_at = now + self._jittered(self._timeout)
         self.counters["dereg-sent"] += 1
 
     def _dereg_retransmit(self, now: float, out: Effects) -> None:

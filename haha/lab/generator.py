@@ -47,6 +47,12 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.udp import Port
 
+#: The generated nodes' ``retransmit_jitter`` and ``refresh_jitter``
+#: (:class:`haha.core.settings.MobileNodeSettings`): started at one instant, they would otherwise
+#: all retransmit at the same instants.
+RETRANSMIT_JITTER = 0.25
+REFRESH_JITTER = 0.1
+
 #: Where a worker's shared socket sends the packets of a home agent: ``(host, UDP port)``.
 Endpoint = tuple[str, int]
 
@@ -280,8 +286,12 @@ class _Worker:
             i = spec["first"] + k
             hoa = home_address(i)
             care_of = IPv6Address(base + k)
+            # Every node starts at one instant: jittered retransmissions (and refreshes) keep
+            # them from retransmitting in lockstep (docs/configuration.md).
             settings = MobileNodeSettings(home_address=hoa, home_prefix=home_prefix,
-                                          home_agents=self.has, lifetime=spec["lifetime"])
+                                          home_agents=self.has, lifetime=spec["lifetime"],
+                                          retransmit_jitter=RETRANSMIT_JITTER,
+                                          refresh_jitter=REFRESH_JITTER)
             machine = MobileNode(settings, rng)
             sadb = SecurityAssociationDatabase()
             keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
