@@ -187,3 +187,25 @@ def test_nodecost_benchmark_prints_its_json_shape():
     for r in doc["results"][:-1]:
         assert r["unit"] == "us" and r["value"] >= 0 and r["baselines"]["floor"] > 0
     assert doc["results"][-1]["value"] > 0
+
+
+def test_a_worker_profiles_its_phases_only_when_asked(tmp_path):
+    """With HAHA_LAB_PROFILE naming a directory a worker writes a cProfile per phase there
+    (readable by pstats, named after the phase and the worker); without it nothing is
+    profiled or written."""
+    import pstats
+
+    from haha.lab.generator import _PhaseProfile
+
+    p = _PhaseProfile(str(tmp_path), 3)
+    p.start()
+    sum(range(1000))
+    p.dump("burst")
+    stats = pstats.Stats(str(tmp_path / "burst-3.prof"))
+    assert stats.total_calls > 0
+    p.dump("end")  # not started again: nothing more
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["burst-3.prof"]
+    off = _PhaseProfile(None, 0)
+    off.start()
+    off.dump("burst")
+    assert off.profile is None and sorted(f.name for f in tmp_path.iterdir()) == ["burst-3.prof"]
