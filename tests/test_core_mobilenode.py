@@ -829,3 +829,20 @@ def test_timers_due_together_fire_expiry_then_refresh_then_retransmission():
     assert m._due(10.0) == "retransmit" and m._due(10.0) == "refresh"
     m._retransmit_at = m._refresh_at = m.expires = None
     assert m.next_deadline() is None
+
+
+def test_a_retransmission_reuses_the_binding_update_record_and_a_new_attempt_does_not():
+    """A retransmission hands out the very record first sent (nothing of it changes, so
+    nothing is built again); a move starts a new attempt with a new record for the new
+    care-of address, which its own retransmissions reuse in turn."""
+    m = node(registration_attempts=0)
+    first = only(sends(m.start(0.0, COA)))
+    again = only(sends(m.tick(m.next_deadline())))
+    assert again is first
+    moved = only(sends(m.move(COA2, 2.0)))
+    assert moved is not first and moved.message.options == (AlternateCareOfAddress(COA2),)
+    assert only(sends(m.tick(m.next_deadline()))) is moved
+    m2 = node(registration_attempts=0, retransmit_same_sequence=False)
+    a = only(sends(m2.start(0.0, COA)))
+    b = only(sends(m2.tick(m2.next_deadline())))
+    assert b is not a and b.message.sequence == (a.message.sequence + 1) % 65536

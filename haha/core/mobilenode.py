@@ -242,6 +242,8 @@ class MobileNode:
         self._timeout = 0.0  # the retransmission interval, set by every state that sends
         self._attempts = 0
         self._in_flight: deque[int] = deque(maxlen=IN_FLIGHT)
+        #: The Binding Update of the registration attempt in flight, as last sent.
+        self._bu_sent: Send | None = None
         self._refresh_at: float | None = None
         self._dhaad_id: int | None = None
         self._dhaad_tries = 0
@@ -428,18 +430,23 @@ class MobileNode:
         """Send the Binding Update of the attempt in flight: with a new sequence number, or
         (``again``: a retransmission, with ``retransmit_same_sequence``) the number it had."""
         s = self.settings
-        if not again:
-            self.sequence = next_sequence(self.sequence)
-        flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
-        assert self.care_of is not None  # sent only while away
-        assert self.target is not None  # _register_with names the home agent first
-        opts: list[MobilityOption] = []
-        if s.alternate_care_of:
-            opts.append(AlternateCareOfAddress(self.care_of))
-        opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
-        bu = BindingUpdate(self.sequence, flags, units(s.lifetime), tuple(opts))
-        out.append(Send(bu, self.care_of, self.target, home_address=self.home_address,
-                        protect=self.target))
+        send = self._bu_sent
+        if not again or send is None:
+            # A new attempt (every state that retransmits entered with one): a new message.
+            # A retransmission is the very same record (nothing of it changed).
+            if not again:
+                self.sequence = next_sequence(self.sequence)
+            flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
+            assert self.care_of is not None  # sent only while away
+            assert self.target is not None  # _register_with names the home agent first
+            opts: list[MobilityOption] = []
+            if s.alternate_care_of:
+                opts.append(AlternateCareOfAddress(self.care_of))
+            opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
+            bu = BindingUpdate(self.sequence, flags, units(s.lifetime), tuple(opts))
+            send = self._bu_sent = Send(bu, self.care_of, self.target,
+                                        home_address=self.home_address, protect=self.target)
+        out.append(send)
         self._sent(self.sequence)
         self._retransmit_at = now + self._jittered(self._timeout)
         self.counters["bu-sent"] += 1
