@@ -10,6 +10,17 @@ burst) and asks the workers for reports: how many nodes are registered and with 
 agent, the latency of each first registration, the CPU the worker used (so a run shows whether
 the generator, rather than the home agents, was the bottleneck).
 
+What a worker adds around the nodes is kept lean, so that the generator measures the home
+agents rather than itself (``bench/nodecost.py`` measures a worker's CPU per node and step):
+the nodes' timers share one :class:`haha.lab.timerwheel.TimerWheel` (one reactor call for all,
+instead of a ``DelayedCall`` per node in the reactor's heap); the shared socket looks at a
+packet's destination octets only, and sends without address objects or queues; the nodes
+retransmit and refresh with jitter (:data:`RETRANSMIT_JITTER`), so that nodes started together
+do not retransmit together; the counts the parent asks for every few tenths of a second
+(registered nodes, per home agent, per state) are kept from the nodes' state events instead of
+walking every node, and the home agents each event names are made text only in a report.
+With :data:`PROFILE_ENV` set, each worker writes a cProfile of each phase.
+
 The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; :meth:`Generator.echo` makes
 the same worker processes send it datagrams of a Binding Update's size
 (:func:`bu_packet_size`), so the home agents' cost per packet can be compared with the cheapest
