@@ -5,8 +5,9 @@ one generator worker (:class:`haha.lab.generator._Worker`, exactly as a worker p
 it: haha's own :class:`~haha.core.mobilenode.MobileNode`, its
 :class:`~haha.protocol.MobileNodeAdapter` with user-space ESP and an SA database filled by the
 daemon's :class:`~haha.security.keyring.NodeKeyring`, the shared socket's dispatch) on a
-simulated reactor (``MemoryReactorClock``: no socket; what the nodes send is captured where
-the socket's ``sendto`` would be), against home agents that are real
+simulated reactor (a real reactor's timers on a simulated time; no socket: what the nodes
+send is captured where the socket's ``sendto`` would be, what they receive enters where the
+datagram read from the socket would), against home agents that are real
 :class:`haha.endpoint.HomeAgentEndpoint` pipelines with the run's node-group key (their CPU is
 not counted: ``time.process_time`` around the worker's calls only). Steps, each in
 microseconds of the worker's CPU per node:
@@ -120,12 +121,27 @@ class Run:
         self.worker = _Worker(self.reactor, spec)  # type: ignore
         self.sent = []
         shared = self.worker.shared
-        if hasattr(shared, "udp"):  # the code before the lean shared socket
-            shared.udp.send = lambda packet, interface=None: self.sent.append(packet)
-            shared.start = lambda: None
+        shared.start = lambda: None
+        sent = self.sent
+        if hasattr(shared, "udp"):
+            # The code before the lean shared socket: its UdpTransport's own paths both ways,
+            # only the system calls replaced (as for the code after it).
+            class _Port:
+                def write(self, packet, endpoint):
+                    sent.append(packet)
+
+            udp = shared.udp
+            udp._port = _Port()
+            udp._receiver = shared._received
+            addr = ("127.0.0.1", HAS[0][1])
+
+            def received(data):
+                udp._enqueue(data, addr)
+                udp.input.run()
+            self.received = received
         else:
-            shared.start = lambda: None
-            shared._sendto = lambda packet, endpoint: self.sent.append(packet)
+            shared._sendto = lambda packet, endpoint: sent.append(packet)
+            self.received = shared._received
         self.has = {IPv6Address(a): _home_agent(a) for a, _ in HAS}
         self.cpu = {}
 
@@ -156,7 +172,7 @@ class Run:
         return out
 
     def _deliver(self, packets):
-        received = self.worker.shared._received
+        received = self.received
         for data in packets:
             received(data)
         self._turn()
@@ -177,10 +193,11 @@ class Run:
     def __call__(self, profile=None):
         w = self.worker
         self._measure("start", lambda: (w.go(), self._turn()), profile)
-        first, self.sent = self.sent, []
+        first = list(self.sent)
+        self.sent.clear()
         self._measure("retransmit", lambda: self._turn(1.9), profile)
         assert len(self.sent) == self.n, f"{len(self.sent)} retransmissions for {self.n} nodes"
-        self.sent = []
+        self.sent.clear()
         acks = self._to_home_agents(first)
         self._measure("registered", lambda: self._deliver(acks), profile)
         assert w.report()["registered"] == self.n
@@ -190,7 +207,8 @@ class Run:
         w.mark()
         requests = self._switch_requests(survivor)
         self._measure("switched", lambda: self._deliver(requests), profile)
-        updates, self.sent = self.sent, []
+        updates = list(self.sent)
+        self.sent.clear()
         assert len(updates) == self.n, f"{len(updates)} Binding Updates after the requests"
         acks = self._to_home_agents(updates)
         self._measure("reregistered", lambda: self._deliver(acks), profile)
