@@ -209,3 +209,31 @@ def test_a_worker_profiles_its_phases_only_when_asked(tmp_path):
     off.start()
     off.dump("burst")
     assert off.profile is None and sorted(f.name for f in tmp_path.iterdir()) == ["burst-3.prof"]
+
+
+def test_the_shared_socket_reports_the_kernels_drops():
+    """A worker's report carries the datagrams the kernel dropped on its socket for want of
+    room (kernel_drops, from /proc/net/udp): none on an idle socket, more than none once the
+    receive buffer overflowed while nobody read; nothing known before the socket is open."""
+    import socket
+
+    from twisted.internet import reactor
+
+    from haha.lab.generator import SharedUdp
+
+    shared = SharedUdp(reactor, 0, {IPv6Address(HAS[0][0]): ("127.0.0.1", HAS[0][1])})
+    assert shared.kernel_drops() is None
+    shared.start()
+    try:
+        assert shared.kernel_drops() == 0
+        handle = shared.port.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for _ in range(500):
+                sender.sendto(bytes(200), ("127.0.0.1", shared.port.getHost().port))
+        finally:
+            sender.close()
+        assert shared.kernel_drops() > 0
+    finally:
+        shared.stop()

@@ -198,6 +198,23 @@ class SharedUdp:
         """The transport of the node at ``care_of``."""
         return _NodeView(self, care_of)
 
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel has dropped on the socket for want of room in its receive
+        buffer (the ``drops`` of its line in ``/proc/net/udp``, found by the socket's inode:
+        nothing to count per packet); None before :meth:`start` or where that is unknown."""
+        if self.port is None:
+            return None
+        try:
+            inode = str(os.fstat(self.port.fileno()).st_ino)
+            with open("/proc/net/udp") as table:
+                for line in table:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        return int(fields[12])
+        except (OSError, ValueError):
+            return None
+        return None
+
     def _received(self, data: bytes) -> None:
         receiver = self.receivers.get(data[24:40])
         if receiver is None:
@@ -424,11 +441,15 @@ class _Worker:
             states = +self.states
             by_ha = +self.by_home_agent
         t = os.times()
+        transport = dict(self.shared.counters)
+        drops = self.shared.kernel_drops()
+        if drops is not None:
+            transport["kernel_drops"] = drops
         out: WorkerReport = {
             "nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
             "by_home_agent": {str(k): v for k, v in by_ha.items()}, "states": dict(states),
             "first_registrations": len(self.registered),
-            "cpu_s": t.user + t.system, "transport": dict(self.shared.counters),
+            "cpu_s": t.user + t.system, "transport": transport,
             "core": dict(core)}
         if latencies:
             out["latencies"] = list(self.registered.values())
