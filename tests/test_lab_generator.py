@@ -116,7 +116,8 @@ def test_a_worker_registers_switches_and_its_counts_match_every_machine():
     asserts each step: one retransmission per node, every node registered, one Binding Update
     per switch request, every node with the survivor at the end); the counts its reports
     take from the state events equal a walk over every machine at each step, and every timer
-    went through the worker's one timer wheel (the reactor holds one call for it)."""
+    went through the worker's one timer wheel (the reactor holds one call for it); homes() says
+where each node is registered as its machine does."""
     nodecost = _nodecost()
     run = nodecost.Run(40)
     w = run.worker
@@ -135,6 +136,12 @@ def test_a_worker_registers_switches_and_its_counts_match_every_machine():
     assert w.report(latencies=True)["states"] == {"registered": 40}
     assert len(run.reactor.real.getDelayedCalls()) == 1
     assert w.clock.counters["fired"] > 0
+    # homes() (what the consistency check reads) against each machine, read afresh.
+    assert w.homes() == {str(m.settings.home_address): str(m.home_agent)
+                         for _, _, m, _ in w.nodes}
+    w.nodes[0][2].state = "switching"
+    assert w.homes()[str(w.nodes[0][2].settings.home_address)] is None
+    assert _worker(3).homes() == {str(load.home_address(i)): None for i in range(3)}
 
 
 def test_the_shared_socket_sends_to_the_home_agent_of_the_destination():

@@ -459,9 +459,23 @@ class _Worker:
         """``{home address: registered home agent or None}`` (None while not registered)."""
         from ..core.mobilenode import REGISTERED
 
-        return {str(machine.settings.home_address):
-                str(machine.home_agent) if machine.state == REGISTERED else None
-                for _, _, machine, _ in self.nodes}
+        # Asked every half second while the parent waits for consistency: the home
+        # addresses' text is made once per worker, each home agent's once per call.
+        texts = self.__dict__.get("_home_texts")
+        if texts is None or len(texts) != len(self.nodes):
+            texts = self._home_texts = [str(m.settings.home_address) for _, _, m, _ in self.nodes]
+        names: dict[object, str] = {}
+        out: dict[str, str | None] = {}
+        for text, (_, _, machine, _) in zip(texts, self.nodes):
+            if machine.state == REGISTERED:
+                ha = machine.home_agent
+                name = names.get(ha)
+                if name is None:
+                    name = names[ha] = str(ha)
+                out[text] = name
+            else:
+                out[text] = None
+        return out
 
 
 class _EchoClient:
