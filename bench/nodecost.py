@@ -30,7 +30,8 @@ microseconds of the worker's CPU per node:
 Baseline ``floor``, in the same run and unit: per node, the codec and ESP alone of one
 registration (a Binding Update encoded, protected and built into a packet; an
 acknowledgement parsed, unprotected and decoded), what no change outside ESP and the codec
-can remove. Prints one JSON object; ``--profile STEP`` prints a cProfile of that step instead.
+can remove. Prints one JSON object; ``--profile STEP`` prints a cProfile of that step instead
+(and writes it to the file named by ``HAHA_NODECOST_PROFILE`` when set).
 """
 
 import argparse
@@ -155,6 +156,8 @@ class Run:
         self.cpu[step] = time.process_time() - t0
         if profile == step:
             prof.disable()
+            if os.environ.get("HAHA_NODECOST_PROFILE"):
+                prof.dump_stats(os.environ["HAHA_NODECOST_PROFILE"])
             pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(30)
 
     def _turn(self, dt=0.0):
