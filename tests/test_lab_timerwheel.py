@@ -112,3 +112,27 @@ def test_resolution_must_be_positive():
     """A slot of zero or negative length is refused."""
     with pytest.raises(ValueError):
         TimerWheel(Clock(), 0)
+
+
+def test_a_timer_asked_for_while_a_slot_runs_waits_for_its_own_slot():
+    """A call made by a firing timer (an adapter re-arming for its next deadline) lands in a
+    later slot and runs there, never in the slot being run and never early; the wheel then
+    holds nothing (len counts pending and cancelled timers until their slot)."""
+    clock, wheel = _wheel()
+    seen = []
+    start = clock.seconds()
+
+    def first():
+        seen.append(("first", clock.seconds()))
+        wheel.callLater(0.001, lambda: seen.append(("second", clock.seconds())))
+    wheel.callLater(0.5, first)
+    cancelled = wheel.callLater(0.7, seen.append, "never")
+    cancelled.cancel()
+    assert len(wheel) == 2
+    clock.advance(0.5 + 0.0101)
+    assert [name for name, _ in seen] == ["first"]
+    clock.advance(0.0101)
+    assert [name for name, _ in seen] == ["first", "second"]
+    assert seen[1][1] >= seen[0][1] + 0.001 and seen[0][1] >= start + 0.5
+    clock.advance(1)
+    assert len(wheel) == 0 and clock.getDelayedCalls() == []
