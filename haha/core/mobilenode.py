@@ -25,7 +25,10 @@ number included (``retransmit_same_sequence``, the default): when it waited in a
 agent's queue behind the first copy, the home agent answers it from the binding the first copy
 made instead of registering again (a strict RFC 6275 9.5.1 home agent answers 135 with that
 number, and the node goes on with the next one). Without the setting every retransmission
-carries a new number, as deployed nodes do. A 135, a move or a switch starts a new number. A
+carries a new number, as deployed nodes do. With ``retransmit_jitter`` each wait is drawn from
+the RFC's value to that fraction more (never sooner), and with ``refresh_jitter`` the refresh
+falls up to that fraction earlier (never later): nodes started together (a load generator's)
+do not retransmit or refresh in lockstep. A 135, a move or a switch starts a new number. A
 Binding Acknowledgement for any Binding Update of the registration in flight (same home agent,
 same care-of address; the last :data:`IN_FLIGHT` numbers) completes it: when queueing delay at a
 loaded home agent exceeds the retransmission interval, the answer to an earlier copy is the only
