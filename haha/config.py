@@ -294,6 +294,8 @@ MOBILE_NODE_KEYS: dict[str, tuple[str, str | None]] = {
     "lifetime": ("mobile-node", "lifetime"),
     "obeys_switch": ("mobile-node", "obey-switch"),
     "retransmit_same_sequence": ("mobile-node", "retransmit-same-sequence"),
+    "retransmit_jitter": ("mobile-node", "retransmit-jitter"),
+    "refresh_jitter": ("mobile-node", "refresh-jitter"),
     "numbers": ("numbers", None),
 }
 
@@ -681,6 +683,8 @@ def parse_mobile_node(parsed: dict[str, Section], path: str) -> MobileNodeConfig
         prefixes=mn.get_prefixes("prefixes"),
         obeys_switch=mn.get_bool("obey-switch", True),
         retransmit_same_sequence=mn.get_bool("retransmit-same-sequence", True),
+        retransmit_jitter=mn.get_float("retransmit-jitter", 0.0),
+        refresh_jitter=mn.get_float("refresh-jitter", 0.0),
         numbers=_numbers(get("numbers"))))
     coa = mn.get_address("care-of-address", required=True)
     interface = mn.get_str("interface")

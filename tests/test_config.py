@@ -345,6 +345,24 @@ def test_retransmit_same_sequence():
     assert (e.section, e.key, e.line) == ("mobile-node", "retransmit-same-sequence", 6)
 
 
+def test_retransmit_and_refresh_jitter():
+    """retransmit-jitter and refresh-jitter are 0 by default (RFC 6275's timers exactly),
+    reach the node's settings, and a value out of range or not a number is a located error
+    naming the key and its line."""
+    node = ("[mobile-node]\nhome-address = 2001:db8:1::100\nhome-prefix = 2001:db8:1::/64\n"
+            "home-agent = 2001:db8:1::1\ncare-of-address = 2001:db8:99::100\n"
+            "[security]\nmode = none\nlab = yes\n")
+    s = mobile_node_from_text(node).settings
+    assert (s.retransmit_jitter, s.refresh_jitter) == (0.0, 0.0)
+    c = mobile_node_from_text(node.replace("[security]", "retransmit-jitter = 0.25\n"
+                                                         "refresh-jitter = 0.1\n[security]"))
+    assert (c.settings.retransmit_jitter, c.settings.refresh_jitter) == (0.25, 0.1)
+    for key, bad in (("retransmit-jitter", "2"), ("refresh-jitter", "0.9"),
+                     ("retransmit-jitter", "lots")):
+        e = err(node.replace("[security]", f"{key} = {bad}\n[security]"), node=True)
+        assert (e.section, e.key, e.line) == ("mobile-node", key, 6)
+
+
 def test_take_over_share_and_sync_packing():
     """take-over-share (first by default, split), sync-mtu (1280) and sync-window (64) reach
     the core's settings; a value out of range or an unknown choice stops the start with a

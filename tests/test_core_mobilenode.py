@@ -741,3 +741,108 @@ def test_a_stopping_node_is_told_its_deregistration_is_over():
     m.return_home(5.0)
     out = m.receive(Inbound(BindingAck(0, m.sequence), HA1, HOA, None, None, HA1), 5.1)
     assert not leaves(out)
+
+
+def test_retransmission_jitter_stays_within_its_bounds_and_keeps_the_back_off():
+    """With ``retransmit_jitter`` each wait before a retransmission lies in [T, T * (1 +
+    jitter)], T the RFC 6275 11.8 back-off (1.5 s doubling to 32 s), which doubles T, not the
+    drawn value; the message is still the same. Nodes that start at the same instant do not
+    retransmit at the same instant, and without jitter they do (the default)."""
+    expected = [1.5, 3, 6, 12, 24, 32, 32, 32]
+    m = node(registration_attempts=0, retransmit_jitter=0.25)
+    times, bus = _retransmissions(m, 9)
+    waits = [b - a for a, b in zip(times, times[1:])]
+    assert all(t <= w <= t * 1.25 for w, t in zip(waits, expected)), waits
+    assert waits != expected and len(set(bus)) == 1
+    firsts = []
+    for seed in range(20):
+        n = MobileNode(MobileNodeSettings(home_address=HOA, home_prefix=PREFIX,
+                                          home_agents=(HA1,), retransmit_jitter=0.25),
+                       random.Random(seed))
+        n.start(0.0, COA)
+        firsts.append(n.next_deadline())
+    assert all(1.5 <= t <= 1.875 for t in firsts) and len(set(firsts)) == 20
+    plain = []
+    for seed in range(3):
+        n = MobileNode(MobileNodeSettings(home_address=HOA, home_prefix=PREFIX,
+                                          home_agents=(HA1,)), random.Random(seed))
+        n.start(0.0, COA)
+        plain.append(n.next_deadline())
+    assert plain == [1.5] * 3
+
+
+def test_a_deregistration_is_retransmitted_with_jitter_too():
+    """A deregistration (a Binding Update too) waits [1 s, 1.25 s] before its first
+    retransmission with ``retransmit_jitter = 0.25``."""
+    m = node(retransmit_jitter=0.25)
+    m.start(0.0, COA)
+    m.receive(ba(m, lifetime=100), 0.5)
+    m.return_home(10.0)
+    assert m.state == "deregistering" and 11.0 <= m.next_deadline() <= 11.25
+
+
+def test_refresh_jitter_refreshes_sooner_never_later():
+    """With ``refresh_jitter`` the refresh is due between R * (1 - jitter) and R (R: 95 % of
+    the granted lifetime, or the Binding Refresh Advice), never after R, so the binding never
+    expires for it; the expiry itself is unchanged."""
+    times = set()
+    for seed in range(30):
+        m = MobileNode(MobileNodeSettings(home_address=HOA, home_prefix=PREFIX,
+                                          home_agents=(HA1,), refresh_jitter=0.2),
+                       random.Random(seed))
+        m.start(0.0, COA)
+        m.receive(ba(m, lifetime=100), 1.0)
+        assert m.expires == 401.0
+        assert 1.0 + 380 * 0.8 <= m._refresh_at <= 381.0
+        times.add(m._refresh_at)
+    assert len(times) == 30
+    m = node(refresh_jitter=0.5)
+    m.start(0.0, COA)
+    m.receive(ba(m, lifetime=100, options=(BindingRefreshAdvice(10),)), 1.0)
+    assert 21.0 <= m._refresh_at <= 41.0
+
+
+@pytest.mark.parametrize("field, value", [("retransmit_jitter", -0.1),
+                                          ("retransmit_jitter", 1.5),
+                                          ("refresh_jitter", 0.6), ("refresh_jitter", "x")])
+def test_settings_refuse_jitter_out_of_range(field, value):
+    """Jitter is a number, 0 to 1 for retransmissions and 0 to 0.5 for the refresh; anything
+    else names the field."""
+    with pytest.raises(ValueError, match=field):
+        MobileNodeSettings(home_address=HOA, home_prefix=PREFIX, **{field: value})
+
+
+def test_timers_due_together_fire_expiry_then_refresh_then_retransmission():
+    """tick() fires every timer due, the earliest first, and between timers due at the same
+    instant the expiry first, then the refresh, then the retransmission; next_deadline() is
+    the earliest set."""
+    m = node()
+    m.start(0.0, COA)
+    m.receive(ba(m, lifetime=100), 1.0)
+    assert m.next_deadline() == 381.0
+    m._retransmit_at, m._refresh_at, m.expires = 5.0, 5.0, 5.0
+    assert m.next_deadline() == 5.0
+    assert m._due(5.0) == "expire" and m._due(5.0) == "refresh"
+    assert m._due(5.0) == "retransmit" and m._due(5.0) is None
+    m._retransmit_at, m._refresh_at, m.expires = 3.0, 4.0, None
+    assert m.next_deadline() == 3.0 and m._due(2.9) is None
+    assert m._due(10.0) == "retransmit" and m._due(10.0) == "refresh"
+    m._retransmit_at = m._refresh_at = m.expires = None
+    assert m.next_deadline() is None
+
+
+def test_a_retransmission_reuses_the_binding_update_record_and_a_new_attempt_does_not():
+    """A retransmission hands out the very record first sent (nothing of it changes, so
+    nothing is built again); a move starts a new attempt with a new record for the new
+    care-of address, which its own retransmissions reuse in turn."""
+    m = node(registration_attempts=0)
+    first = only(sends(m.start(0.0, COA)))
+    again = only(sends(m.tick(m.next_deadline())))
+    assert again is first
+    moved = only(sends(m.move(COA2, 2.0)))
+    assert moved is not first and moved.message.options == (AlternateCareOfAddress(COA2),)
+    assert only(sends(m.tick(m.next_deadline()))) is moved
+    m2 = node(registration_attempts=0, retransmit_same_sequence=False)
+    a = only(sends(m2.start(0.0, COA)))
+    b = only(sends(m2.tick(m2.next_deadline())))
+    assert b is not a and b.message.sequence == (a.message.sequence + 1) % 65536

@@ -96,3 +96,151 @@ def test_registration_benchmark_runs_and_checks_what_it_measured():
     for r in doc["results"]:
         assert r["unit"] == "us" and r["value"] > 0 and r["baselines"]["esp_and_decode"] > 0
         assert r["updates"] == 40
+
+
+def _nodecost():
+    """bench/nodecost.py as a module (its Run drives one worker in process)."""
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
+                        "nodecost.py")
+    spec = importlib.util.spec_from_file_location("bench_nodecost", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_worker_registers_switches_and_its_counts_match_every_machine():
+    """A worker's nodes, driven in process against real home-agent pipelines (bench/nodecost.py
+    asserts each step: one retransmission per node, every node registered, one Binding Update
+    per switch request, every node with the survivor at the end); the counts its reports
+    take from the state events equal a walk over every machine at each step, and every timer
+    went through the worker's one timer wheel (the reactor holds one call for it); homes() says
+where each node is registered as its machine does."""
+    nodecost = _nodecost()
+    run = nodecost.Run(40)
+    w = run.worker
+    seen = []
+    real = run._deliver
+
+    def deliver(packets):
+        real(packets)
+        states, by_ha = w.walk()
+        seen.append((+w.states == +states, +w.by_home_agent == +by_ha))
+    run._deliver = deliver
+    figures = run()
+    assert set(figures) == set(nodecost.STEPS) and all(v >= 0 for v in figures.values())
+    assert seen and all(a and b for a, b in seen), seen
+    assert w.report()["by_home_agent"] == {HAS[1][0]: 40}
+    assert w.report(latencies=True)["states"] == {"registered": 40}
+    assert len(run.reactor.real.getDelayedCalls()) == 1
+    assert w.clock.counters["fired"] > 0
+    # homes() (what the consistency check reads) against each machine, read afresh.
+    assert w.homes() == {str(m.settings.home_address): str(m.home_agent)
+                         for _, _, m, _ in w.nodes}
+    w.nodes[0][2].state = "switching"
+    assert w.homes()[str(w.nodes[0][2].settings.home_address)] is None
+    assert _worker(3).homes() == {str(load.home_address(i)): None for i in range(3)}
+
+
+def test_the_shared_socket_sends_to_the_home_agent_of_the_destination():
+    """A node's packet leaves the shared socket for the UDP endpoint of its destination home
+    agent; a destination that is no home agent is counted (no_route) and not sent, a send
+    error counted (send_errors) and never raised, and nothing is sent before start."""
+    from twisted.internet.testing import MemoryReactor
+
+    from haha.lab.generator import SharedUdp
+
+    peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in HAS}
+    shared = SharedUdp(MemoryReactor(), 0, peers)
+    view = shared.view(IPv6Address("2001:db8:21::1"))
+
+    def packet(destination):
+        return bytes(8) + bytes(16) + IPv6Address(destination).packed + b"payload"
+
+    view.send(packet(HAS[0][0]))
+    assert shared.counters["send_not_started"] == 1
+    sent = []
+    shared._sendto = lambda data, endpoint: sent.append((data, endpoint))
+    view.send(packet(HAS[1][0]))
+    view.send(packet("2001:db8:1::99"))
+    assert sent == [(packet(HAS[1][0]), ("127.0.0.1", HAS[1][1]))]
+    assert shared.counters["sent"] == 1 and shared.counters["no_route"] == 1
+
+    def full(data, endpoint):
+        raise BlockingIOError(11, "full")
+    shared._sendto = full
+    view.send(packet(HAS[2][0]))
+    assert shared.counters["send_errors"] == 1 and shared.counters["sent"] == 1
+
+
+def test_nodecost_benchmark_prints_its_json_shape():
+    """bench/nodecost.py on a few nodes prints every step's CPU per node with the in-run
+    floor (the codec and ESP of one registration) as baseline, and the ratio case."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "bench", "nodecost.py"),
+                          "--nodes", "30", "--rounds", "1"],
+                         capture_output=True, text=True, timeout=300, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["bench"] == "nodecost" and doc["nodes"] == 30
+    cases = [r["case"] for r in doc["results"]]
+    assert cases[:-1] == list(_nodecost().STEPS)
+    for r in doc["results"][:-1]:
+        assert r["unit"] == "us" and r["value"] >= 0 and r["baselines"]["floor"] > 0
+    assert doc["results"][-1]["value"] > 0
+
+
+def test_a_worker_profiles_its_phases_only_when_asked(tmp_path):
+    """With HAHA_LAB_PROFILE naming a directory a worker writes a cProfile per phase there
+    (readable by pstats, named after the phase and the worker); without it nothing is
+    profiled or written."""
+    import pstats
+
+    from haha.lab.generator import _PhaseProfile
+
+    p = _PhaseProfile(str(tmp_path), 3)
+    p.start()
+    sum(range(1000))
+    p.dump("burst")
+    stats = pstats.Stats(str(tmp_path / "burst-3.prof"))
+    assert stats.total_calls > 0
+    p.dump("end")  # not started again: nothing more
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["burst-3.prof"]
+    off = _PhaseProfile(None, 0)
+    off.start()
+    off.dump("burst")
+    assert off.profile is None and sorted(f.name for f in tmp_path.iterdir()) == ["burst-3.prof"]
+
+
+def test_the_shared_socket_reports_the_kernels_drops():
+    """A worker's report carries the datagrams the kernel dropped on its socket for want of
+    room (kernel_drops, from /proc/net/udp): none on an idle socket, more than none once the
+    receive buffer overflowed while nobody read; nothing known before the socket is open."""
+    import socket
+
+    from twisted.internet import reactor
+
+    from haha.lab.generator import SharedUdp
+
+    shared = SharedUdp(reactor, 0, {IPv6Address(HAS[0][0]): ("127.0.0.1", HAS[0][1])})
+    assert shared.kernel_drops() is None
+    shared.start()
+    try:
+        assert shared.kernel_drops() == 0
+        handle = shared.port.getHandle()
+        handle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for _ in range(500):
+                sender.sendto(bytes(200), ("127.0.0.1", shared.port.getHost().port))
+        finally:
+            sender.close()
+        assert shared.kernel_drops() > 0
+    finally:
+        shared.stop()

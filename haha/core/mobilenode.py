@@ -25,7 +25,10 @@ number included (``retransmit_same_sequence``, the default): when it waited in a
 agent's queue behind the first copy, the home agent answers it from the binding the first copy
 made instead of registering again (a strict RFC 6275 9.5.1 home agent answers 135 with that
 number, and the node goes on with the next one). Without the setting every retransmission
-carries a new number, as deployed nodes do. A 135, a move or a switch starts a new number. A
+carries a new number, as deployed nodes do. With ``retransmit_jitter`` each wait is drawn from
+the RFC's value to that fraction more (never sooner), and with ``refresh_jitter`` the refresh
+falls up to that fraction earlier (never later): nodes started together (a load generator's)
+do not retransmit or refresh in lockstep. A 135, a move or a switch starts a new number. A
 Binding Acknowledgement for any Binding Update of the registration in flight (same home agent,
 same care-of address; the last :data:`IN_FLIGHT` numbers) completes it: when queueing delay at a
 loaded home agent exceeds the retransmission interval, the answer to an earlier copy is the only
@@ -242,6 +245,8 @@ class MobileNode:
         self._timeout = 0.0  # the retransmission interval, set by every state that sends
         self._attempts = 0
         self._in_flight: deque[int] = deque(maxlen=IN_FLIGHT)
+        #: The Binding Update of the registration attempt in flight, as last sent.
+        self._bu_sent: Send | None = None
         self._refresh_at: float | None = None
         self._dhaad_id: int | None = None
         self._dhaad_tries = 0
@@ -301,26 +306,46 @@ class MobileNode:
         return [Event(EventName.DROPPED, reason="unexpected", message=kind.__name__, src=inbound.src)]
 
     def next_deadline(self) -> float | None:
-        due = [t for t in (self._retransmit_at, self._refresh_at, self.expires) if t is not None]
-        return min(due) if due else None
+        """The earliest of the retransmission, refresh and expiry timers (None: none set).
+        Asked after every packet and timer: no list, no call beyond this one."""
+        best = self._retransmit_at
+        t = self._refresh_at
+        if t is not None and (best is None or t < best):
+            best = t
+        t = self.expires
+        if t is not None and (best is None or t < best):
+            best = t
+        return best
+
+    def _due(self, now: float) -> Input | None:
+        """The earliest timer due at ``now``, cleared (ties: expiry, refresh, retransmission),
+        or None."""
+        name: Input | None = None
+        best = now
+        t = self.expires
+        if t is not None and t <= best:
+            name, best = EXPIRE, t
+        t = self._refresh_at
+        if t is not None and (t < best or name is None and t <= best):
+            name, best = REFRESH, t
+        t = self._retransmit_at
+        if t is not None and (t < best or name is None and t <= best):
+            name = RETRANSMIT
+        if name is EXPIRE:
+            self.expires = None
+        elif name is RETRANSMIT:
+            self._retransmit_at = None
+        elif name is REFRESH:
+            self._refresh_at = None
+        return name
 
     def tick(self, now: float) -> Effects:
         """Fire every timer due at ``now``, earliest first. Returns effects."""
         out: Effects = []
         for _ in range(8):
-            timers = [(t, name) for t, name in ((self.expires, EXPIRE),
-                                                (self._retransmit_at, RETRANSMIT),
-                                                (self._refresh_at, REFRESH))
-                      if t is not None and t <= now]
-            if not timers:
+            name = self._due(now)
+            if name is None:
                 break
-            t, name = min(timers)
-            if name == EXPIRE:
-                self.expires = None
-            elif name == RETRANSMIT:
-                self._retransmit_at = None
-            else:
-                self._refresh_at = None
             out.extend(self.dispatch(name, now))
         return out
 
@@ -408,21 +433,32 @@ class MobileNode:
         """Send the Binding Update of the attempt in flight: with a new sequence number, or
         (``again``: a retransmission, with ``retransmit_same_sequence``) the number it had."""
         s = self.settings
-        if not again:
-            self.sequence = next_sequence(self.sequence)
-        flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
-        assert self.care_of is not None  # sent only while away
-        assert self.target is not None  # _register_with names the home agent first
-        opts: list[MobilityOption] = []
-        if s.alternate_care_of:
-            opts.append(AlternateCareOfAddress(self.care_of))
-        opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
-        bu = BindingUpdate(self.sequence, flags, units(s.lifetime), tuple(opts))
-        out.append(Send(bu, self.care_of, self.target, home_address=self.home_address,
-                        protect=self.target))
+        send = self._bu_sent
+        if not again or send is None:
+            # A new attempt (every state that retransmits entered with one): a new message.
+            # A retransmission is the very same record (nothing of it changed).
+            if not again:
+                self.sequence = next_sequence(self.sequence)
+            flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
+            assert self.care_of is not None  # sent only while away
+            assert self.target is not None  # _register_with names the home agent first
+            opts: list[MobilityOption] = []
+            if s.alternate_care_of:
+                opts.append(AlternateCareOfAddress(self.care_of))
+            opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
+            bu = BindingUpdate(self.sequence, flags, units(s.lifetime), tuple(opts))
+            send = self._bu_sent = Send(bu, self.care_of, self.target,
+                                        home_address=self.home_address, protect=self.target)
+        out.append(send)
         self._sent(self.sequence)
-        self._retransmit_at = now + self._timeout
+        self._retransmit_at = now + self._jittered(self._timeout)
         self.counters["bu-sent"] += 1
+
+    def _jittered(self, timeout: float) -> float:
+        """The wait before retransmitting a Binding Update: ``timeout`` (RFC 6275 11.8), or
+        with ``retransmit_jitter`` a draw from [timeout, timeout * (1 + jitter)]."""
+        jitter = self.settings.retransmit_jitter
+        return timeout * (1.0 + jitter * self.rng.random()) if jitter else timeout
 
     def _sent(self, sequence: int) -> None:
         """Note one Binding Update of the attempt in flight (the first of an attempt, with
@@ -514,6 +550,8 @@ class MobileNode:
         advice = ba.refresh_interval
         if advice:
             refresh = min(refresh, seconds(advice))
+        if s.refresh_jitter:  # sooner, never later (settings)
+            refresh *= 1.0 - s.refresh_jitter * self.rng.random()
         self._refresh_at = now + refresh
         self._retransmit_at = None
         self._rejected = set()
@@ -707,7 +745,7 @@ class MobileNode:
                                (AlternateCareOfAddress(self.home_address),))
             out.append(Send(bu, self.home_address, self.target, protect=self.target))
         self._sent(self.sequence)
-        self._retransmit_at = now + self._timeout
+        self._retransmit_at = now + self._jittered(self._timeout)
         self.counters["dereg-sent"] += 1
 
     def _dereg_retransmit(self, now: float, out: Effects) -> None:

@@ -365,6 +365,16 @@ class MobileNodeSettings:
     #: "Registration"). False: every retransmission carries a new number, as the deployed
     #: nodes of docs/protocol.md 9 do (each one then costs the home agent a registration).
     retransmit_same_sequence: bool = True
+    #: Each Binding Update retransmission timeout is drawn from [T, T * (1 + jitter)], T the
+    #: RFC 6275 11.8 value (the back-off doubles T, not the drawn value): never sooner than the
+    #: RFC's timeout, and nodes that sent together (a load generator's burst, nodes woken by
+    #: one event) do not retransmit together. 0 (the default): exactly T. At most 1.
+    retransmit_jitter: float = 0.0
+    #: The refresh is due at a point drawn from [R * (1 - jitter), R], R the refresh time
+    #: (``refresh_fraction`` of the granted lifetime, or the Binding Refresh Advice): never
+    #: later, so that bindings granted together are not refreshed together. 0: exactly R.
+    #: At most 0.5.
+    refresh_jitter: float = 0.0
     #: RFC 6275 12 INITIAL_DHAAD_TIMEOUT and DHAAD_RETRIES.
     dhaad_timeout: float = 3.0
     dhaad_retries: int = 4
@@ -400,6 +410,8 @@ class MobileNodeSettings:
         _number("registration_attempts", self.registration_attempts, 0, integer=True)
         _number("dhaad_timeout", self.dhaad_timeout, 0.001)
         _number("dhaad_retries", self.dhaad_retries, 0, 64, integer=True)
+        _number("retransmit_jitter", self.retransmit_jitter, 0.0, 1.0)
+        _number("refresh_jitter", self.refresh_jitter, 0.0, 0.5)
         _number("refresh_fraction", self.refresh_fraction, 0.1, 1.0)
         if self.refresh_fraction >= 1.0:
             raise SettingsError("refresh_fraction", "must be below 1 (refresh before expiry)")

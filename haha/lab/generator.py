@@ -10,6 +10,17 @@ burst) and asks the workers for reports: how many nodes are registered and with 
 agent, the latency of each first registration, the CPU the worker used (so a run shows whether
 the generator, rather than the home agents, was the bottleneck).
 
+What a worker adds around the nodes is kept lean, so that the generator measures the home
+agents rather than itself (``bench/nodecost.py`` measures a worker's CPU per node and step):
+the nodes' timers share one :class:`haha.lab.timerwheel.TimerWheel` (one reactor call for all,
+instead of a ``DelayedCall`` per node in the reactor's heap); the shared socket looks at a
+packet's destination octets only, and sends without address objects or queues; the nodes
+retransmit and refresh with jitter (:data:`RETRANSMIT_JITTER`), so that nodes started together
+do not retransmit together; the counts the parent asks for every few tenths of a second
+(registered nodes, per home agent, per state) are kept from the nodes' state events instead of
+walking every node, and the home agents each event names are made text only in a report.
+With :data:`PROFILE_ENV` set, each worker writes a cProfile of each phase.
+
 The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; :meth:`Generator.echo` makes
 the same worker processes send it datagrams of a Binding Update's size
 (:func:`bu_packet_size`), so the home agents' cost per packet can be compared with the cheapest
@@ -32,6 +43,7 @@ from multiprocessing.synchronize import Event as ProcessEvent
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from twisted.internet.interfaces import IDelayedCall, IReactorTime, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import ILogObserver, LogEvent
 from zope.interface import implementer
 
@@ -45,6 +57,12 @@ from .loadnodes import BINDING_LIFETIME, care_of_prefix, home_address, node_secr
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.udp import Port
+
+#: The generated nodes' ``retransmit_jitter`` and ``refresh_jitter``
+#: (:class:`haha.core.settings.MobileNodeSettings`): started at one instant, they would otherwise
+#: all retransmit at the same instants.
+RETRANSMIT_JITTER = 0.25
+REFRESH_JITTER = 0.1
 
 #: Where a worker's shared socket sends the packets of a home agent: ``(host, UDP port)``.
 Endpoint = tuple[str, int]
@@ -129,34 +147,99 @@ def default_workers(cpus: int | None = None) -> int:
 class SharedUdp:
     """One UDP socket for many nodes' adapters: each node gets a :meth:`view` (an
     ``IMobilityTransport`` of its own); arriving packets go to the node whose care-of address
-    is the fixed-header destination, the rest are counted (``unknown_destination``)."""
+    is the fixed-header destination, the rest are counted (``unknown_destination``).
+
+    Lean on purpose (the generator must not be the load): a packet is looked at only as far
+    as the dispatch needs, its destination's 16 octets (the receiving node parses it), and a
+    packet sent goes to the UDP endpoint of its destination's 16 octets (the home agents),
+    with no address object, queue or copy on either path. What :class:`haha.io.udp.UdpTransport`
+    adds for a daemon (peers first, superseding, learning, prefixes) has no use here: every
+    datagram is a home agent's answer to one node.
+    """
 
     def __init__(self, reactor: IReactorUDP, port: int,
                  peers: Mapping[IPv6Address, Endpoint]) -> None:
-        from ..io.udp import UdpTransport
-
-        static: dict[IPv6Address | IPv6Network, Endpoint] = {a: e for a, e in peers.items()}
-        self.udp = UdpTransport(reactor, port=port, interface="127.0.0.1", peers=static,
-                                learn=False, receive_buffer=8 << 20, send_buffer=8 << 20)
+        self.reactor = reactor
+        self.port_number = port
+        #: Where packets to each home agent go, by its address's 16 octets.
+        self.endpoints: dict[bytes, Endpoint] = {a.packed: (str(h), int(p))
+                                                 for a, (h, p) in peers.items()}
         self.receivers: dict[bytes, Callable[[bytes], object]] = {}
-        self.counters = self.udp.counters
+        self.counters: Counter[str] = Counter()
+        self.port: Any = None  # twisted.internet.udp.Port once started
+        self._sendto: Callable[[bytes, Endpoint], object] | None = None
 
     def start(self) -> None:
-        self.udp.start(self._received)
+        """Listen (buffers of 8 MiB each way: a burst answers thousands of nodes at once)."""
+        from ..io.sockbuf import apply_buffers
+
+        shared = self
+
+        class _Protocol(DatagramProtocol):
+            def datagramReceived(self, data: bytes, addr: Any) -> None:  # noqa: N802
+                shared._received(data)
+
+        self.port = self.reactor.listenUDP(self.port_number, _Protocol(),
+                                           interface="127.0.0.1", maxPacketSize=8192)
+        handle = self.port.getHandle()
+        apply_buffers(handle, logger("haha.lab.load"), "generator", 8 << 20, 8 << 20)
+        self._sendto = handle.sendto
 
     def stop(self) -> Deferred[None] | None:
-        return self.udp.stop()
+        """Stop listening (a Deferred while the port closes)."""
+        self._sendto = None
+        if self.port is not None:
+            port, self.port = self.port, None
+            stopped: Deferred[None] | None = port.stopListening()
+            return stopped
+        return None
 
     def view(self, care_of: IPv6Address) -> _NodeView:
         """The transport of the node at ``care_of``."""
         return _NodeView(self, care_of)
 
+    def kernel_drops(self) -> int | None:
+        """Datagrams the kernel has dropped on the socket for want of room in its receive
+        buffer (the ``drops`` of its line in ``/proc/net/udp``, found by the socket's inode:
+        nothing to count per packet); None before :meth:`start` or where that is unknown."""
+        if self.port is None:
+            return None
+        try:
+            inode = str(os.fstat(self.port.fileno()).st_ino)
+            with open("/proc/net/udp") as table:
+                for line in table:
+                    fields = line.split()
+                    if len(fields) > 12 and fields[9] == inode:
+                        return int(fields[12])
+        except (OSError, ValueError):
+            return None
+        return None
+
     def _received(self, data: bytes) -> None:
-        receiver = self.receivers.get(bytes(data[24:40]))
+        receiver = self.receivers.get(data[24:40])
         if receiver is None:
             self.counters["unknown_destination"] += 1
             return
+        self.counters["received"] += 1
         receiver(data)
+
+    def send(self, packet: bytes, interface: str | None = None) -> None:
+        """Send one IPv6 packet to its destination's home agent (errors counted, never
+        raised: the node retransmits)."""
+        endpoint = self.endpoints.get(packet[24:40])
+        if endpoint is None:
+            self.counters["no_route"] += 1
+            return
+        sendto = self._sendto
+        if sendto is None:
+            self.counters["send_not_started"] += 1
+            return
+        try:
+            sendto(packet, endpoint)
+        except OSError:  # a full send buffer (BlockingIOError) among them: lost, retransmitted
+            self.counters["send_errors"] += 1
+        else:
+            self.counters["sent"] += 1
 
 
 @implementer(IMobilityTransport)
@@ -168,12 +251,13 @@ class _NodeView:
         self.shared = shared
         self.key = care_of.packed
         self.counters = shared.counters
+        self._send = shared.send
 
     def start(self, receiver: Callable[[bytes], object]) -> None:
         self.shared.receivers[self.key] = receiver
 
     def send(self, packet: bytes, interface: str | None = None) -> None:
-        self.shared.udp.send(packet)
+        self._send(packet)
 
     def stop(self) -> None:
         self.shared.receivers.pop(self.key, None)
@@ -191,8 +275,13 @@ class _Worker:
         from ..security.sadb import SecurityAssociationDatabase
         from ..wire.numbers import DEFAULT_PROFILE
 
+        from .timerwheel import TimerWheel
+
         self.reactor = reactor
+        #: The nodes' timers: one reactor call for all of them (:mod:`haha.lab.timerwheel`).
+        self.clock = TimerWheel(reactor)
         self.index = spec["index"]
+        self.first = spec["first"]
         peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in spec["home_agents"]}
         self.shared = SharedUdp(IReactorUDP(reactor), spec["port"], peers)
         self.has = tuple(peers)
@@ -211,14 +300,26 @@ class _Worker:
         # told and where it registered, as (wall-clock time, "told" or "registered", home
         # agent): "told" is a switch request naming that home agent (or sent by it when it
         # names none).
+        # The home agents are kept as the events carry them (made text only in a report).
         self.mark_at: float | None = None
-        self.since_mark: dict[int, list[tuple[float, str, str]]] = {}
+        self.since_mark: dict[int, list[tuple[float, str, object]]] = {}
+        self.at_mark: dict[int, object] = {}
+        # Kept up to date from the nodes' state events, so that the parent's frequent
+        # questions (how many registered, with whom) cost nothing per node: nodes per state,
+        # registered nodes per home agent, and the home agent each registered node counts for.
+        self.states: Counter[str] = Counter({"idle": spec["count"]})
+        self.by_home_agent: Counter[object] = Counter()
+        self.counted: dict[int, object] = {}
         for k in range(spec["count"]):
             i = spec["first"] + k
             hoa = home_address(i)
             care_of = IPv6Address(base + k)
+            # Every node starts at one instant: jittered retransmissions (and refreshes) keep
+            # them from retransmitting in lockstep (docs/configuration.md).
             settings = MobileNodeSettings(home_address=hoa, home_prefix=home_prefix,
-                                          home_agents=self.has, lifetime=spec["lifetime"])
+                                          home_agents=self.has, lifetime=spec["lifetime"],
+                                          retransmit_jitter=RETRANSMIT_JITTER,
+                                          refresh_jitter=REFRESH_JITTER)
             machine = MobileNode(settings, rng)
             sadb = SecurityAssociationDatabase()
             keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
@@ -226,7 +327,7 @@ class _Worker:
             # daemon with a key file): derived now, so that the burst measures registering,
             # not key derivation. SAs with the other home agents are derived on first use.
             keyring.ensure(self.has[0])
-            adapter = MobileNodeAdapter(machine, self.shared.view(care_of), reactor,
+            adapter = MobileNodeAdapter(machine, self.shared.view(care_of), self.clock,
                                         DEFAULT_PROFILE, policy, sadb, None, None, keyring,
                                         log=log)
             adapter.observers.append(partial(self._event, i))
@@ -234,15 +335,25 @@ class _Worker:
 
     def _event(self, i: int, event: Event) -> None:
         name = event.name
-        if name == EventName.REGISTERED:
+        if name == EventName.STATE:
+            fields = event.fields
+            old, new = fields["old"], fields["new"]
+            self.states[old] -= 1
+            self.states[new] += 1
+            if old == "registered":
+                self.by_home_agent[self.counted.pop(i, None)] -= 1
+            if new == "registered":
+                ha = self.counted[i] = self.nodes[i - self.first][2].home_agent
+                self.by_home_agent[ha] += 1
+        elif name == EventName.REGISTERED:
             if i not in self.registered:
                 self.registered[i] = self.reactor.seconds() - self.started[i]
             if self.mark_at is not None:
                 self.since_mark.setdefault(i, []).append(
-                    (time.time(), "registered", str(event.get("home_agent"))))
+                    (time.time(), "registered", event.get("home_agent")))
         elif name == EventName.SWITCH_RECEIVED and self.mark_at is not None:
             named = event.get("desired") or event.get("src")
-            self.since_mark.setdefault(i, []).append((time.time(), "told", str(named)))
+            self.since_mark.setdefault(i, []).append((time.time(), "told", named))
 
     def mark(self) -> dict[str, float]:
         """Start recording what each node is told and where it registers (a phase begins);
@@ -253,7 +364,7 @@ class _Worker:
         self.since_mark = {}
         # Where each node was registered at the mark: one still there at the end was not
         # moved by the phase (nothing to tell it).
-        self.at_mark = {i: str(m.home_agent) if m.state == REGISTERED else None
+        self.at_mark = {i: m.home_agent if m.state == REGISTERED else None
                         for i, _, m, _ in self.nodes}
         return {"mark": self.mark_at}
 
@@ -266,12 +377,12 @@ class _Worker:
         told: list[float] = []
         moved: list[float] = []
         untold = unregistered = unmoved = 0
-        at_mark = getattr(self, "at_mark", {})
+        at_mark = self.at_mark
         for i, _, machine, _ in self.nodes:
             if machine.state != REGISTERED:
                 unregistered += 1
                 continue
-            final = str(machine.home_agent)
+            final = machine.home_agent
             t_told = t_moved = None
             for t, kind, ha in self.since_mark.get(i, ()):
                 if ha != final:
@@ -295,33 +406,50 @@ class _Worker:
     def go(self) -> dict[str, int]:
         """Start every node now; ``{"started": count}``."""
         self.shared.start()
+        seconds = self.reactor.seconds
         for i, care_of, machine, adapter in self.nodes:
             adapter.start_transport()
             adapter.running = True
-            self.started[i] = self.reactor.seconds()
-            adapter.call(machine.start, self.reactor.seconds(), care_of=care_of)
+            self.started[i] = now = seconds()
+            adapter.call(machine.start, now, care_of=care_of)
         return {"started": len(self.nodes)}
 
-    def report(self, latencies: bool = False) -> WorkerReport:
-        """This worker's figures (the nodes' counters and latencies only with
-        ``latencies``: they cost a walk over every node's counters)."""
+    def walk(self) -> tuple[Counter[str], Counter[object]]:
+        """Nodes per state and registered nodes per home agent, read from every machine."""
         from ..core.mobilenode import REGISTERED
 
-        by_ha: Counter[IPv6Address | None] = Counter()
+        by_ha: Counter[object] = Counter()
         states: Counter[str] = Counter()
-        core: Counter[str] = Counter()
-        for _, _, machine, adapter in self.nodes:
+        for _, _, machine, _ in self.nodes:
             states[machine.state] += 1
             if machine.state == REGISTERED:
                 by_ha[machine.home_agent] += 1
-            if latencies:
+        return states, by_ha
+
+    def report(self, latencies: bool = False) -> WorkerReport:
+        """This worker's figures: without ``latencies`` from the counts the nodes' state
+        events keep (the parent asks often), with them (once a phase) from a walk over every
+        node, which adds the nodes' core counters and each first registration's latency."""
+        from ..core.mobilenode import REGISTERED
+
+        core: Counter[str] = Counter()
+        if latencies:
+            states, by_ha = self.walk()
+            for _, _, machine, _ in self.nodes:
                 core.update(machine.counters)
+        else:
+            states = +self.states
+            by_ha = +self.by_home_agent
         t = os.times()
+        transport = dict(self.shared.counters)
+        drops = self.shared.kernel_drops()
+        if drops is not None:
+            transport["kernel_drops"] = drops
         out: WorkerReport = {
             "nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
             "by_home_agent": {str(k): v for k, v in by_ha.items()}, "states": dict(states),
             "first_registrations": len(self.registered),
-            "cpu_s": t.user + t.system, "transport": dict(self.shared.counters),
+            "cpu_s": t.user + t.system, "transport": transport,
             "core": dict(core)}
         if latencies:
             out["latencies"] = list(self.registered.values())
@@ -331,9 +459,23 @@ class _Worker:
         """``{home address: registered home agent or None}`` (None while not registered)."""
         from ..core.mobilenode import REGISTERED
 
-        return {str(machine.settings.home_address):
-                str(machine.home_agent) if machine.state == REGISTERED else None
-                for _, _, machine, _ in self.nodes}
+        # Asked every half second while the parent waits for consistency: the home
+        # addresses' text is made once per worker, each home agent's once per call.
+        texts = self.__dict__.get("_home_texts")
+        if texts is None or len(texts) != len(self.nodes):
+            texts = self._home_texts = [str(m.settings.home_address) for _, _, m, _ in self.nodes]
+        names: dict[object, str] = {}
+        out: dict[str, str | None] = {}
+        for text, (_, _, machine, _) in zip(texts, self.nodes):
+            if machine.state == REGISTERED:
+                ha = machine.home_agent
+                name = names.get(ha)
+                if name is None:
+                    name = names[ha] = str(ha)
+                out[text] = name
+            else:
+                out[text] = None
+        return out
 
 
 class _EchoClient:
@@ -415,6 +557,35 @@ class _Discard:
         pass
 
 
+#: With this variable naming a directory, each worker profiles itself (cProfile) and writes
+#: ``burst-W.prof`` (from ``go`` to the first ``mark``) and ``end-W.prof`` (from the last mark to
+#: its stop: a kill and a restart) there, ``W`` its index; read them with :mod:`pstats`.
+PROFILE_ENV = "HAHA_LAB_PROFILE"
+
+
+class _PhaseProfile:
+    """A worker's optional profile per phase (:data:`PROFILE_ENV`): nothing without a
+    directory."""
+
+    def __init__(self, directory: str | None, index: int) -> None:
+        self.directory = directory
+        self.index = index
+        self.profile: Any = None
+
+    def start(self) -> None:
+        if self.directory:
+            import cProfile
+
+            self.profile = cProfile.Profile()
+            self.profile.enable()
+
+    def dump(self, phase: str) -> None:
+        if self.profile is not None and self.directory:
+            self.profile.disable()
+            self.profile.dump_stats(os.path.join(self.directory, f"{phase}-{self.index}.prof"))
+            self.profile = None
+
+
 def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
     """A generator process: build the nodes, then obey the parent's commands on ``conn``."""
     from twisted.internet import reactor
@@ -427,6 +598,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
     configure("error")
     parent = os.getppid()
     worker = _Worker(reactor, spec)
+    profiler = _PhaseProfile(os.environ.get(PROFILE_ENV), spec["index"])
 
     def answer(result: object) -> None:
         conn.send(("ok", result))
@@ -448,12 +620,15 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
                 reactor.stop()
                 return
             if cmd == "go":
+                profiler.start()
                 answer(worker.go())
             elif cmd == "report":
                 answer(worker.report(**args))
             elif cmd == "homes":
                 answer(worker.homes())
             elif cmd == "mark":
+                profiler.dump("burst")
+                profiler.start()
                 answer(worker.mark())
             elif cmd == "phase":
                 answer(worker.phase(**args))
@@ -467,6 +642,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
     conn.send(("ok", {"ready": len(worker.nodes)}))
     LoopingCall(poll).start(0.01)
     reactor.run()
+    profiler.dump("end")
 
 
 def echo_main(port: int, ready: ProcessEvent) -> None:
