@@ -142,3 +142,64 @@ def test_a_peers_new_epochs_are_followed_with_their_own_keys_through_evictions()
                 raise AssertionError("an earlier run's packet was accepted")
         old = sender.protect(HA, 135, PAYLOAD)
     assert receiver.counters["epoch-switched"] == 2
+
+
+def _pair_args(hoa, secret=None):
+    out, inb = keys.derive_pair(secret or keys.derive_node_secret(GROUP, hoa), HA, hoa,
+                                MOBILE_NODE)
+    return out, inb, (out.spi, out.key + out.salt, inb.spi, inb.key + inb.salt)
+
+
+def test_adding_a_derived_pair_equals_adding_its_two_specs(tmp_path):
+    """add_derived_pair leaves the database as add of the two SaSpecs does (SAs, SPIs,
+    roles, sequence numbers reserved in the sequence store), and the SAs carry packets both
+    ways."""
+    from haha.security.seqstore import SequenceStore
+
+    hoa = NODES[0]
+    out, inb, (o_spi, o_keys, i_spi, i_keys) = _pair_args(hoa)
+    a = SecurityAssociationDatabase(sequence_store=SequenceStore(str(tmp_path / "a"), block=8))
+    b = SecurityAssociationDatabase(sequence_store=SequenceStore(str(tmp_path / "b"), block=8))
+    a.add(out)
+    a.add(inb)
+    b.add_derived_pair(hoa, MOBILE_NODE, o_spi, o_keys, i_spi, i_keys, prime=True)
+    assert a.describe() == b.describe() and b.role_of(hoa) == MOBILE_NODE
+    assert a.state_of(hoa) == b.state_of(hoa)
+    node = _node_db(keys.derive_node_secret(GROUP, hoa), hoa)
+    for _ in range(10):  # past the store's block: reservations work the same
+        assert b.unprotect(hoa, node.protect(HA, 135, PAYLOAD))[0] == hoa
+        assert node.unprotect(HA, b.protect(hoa, 135, PAYLOAD))[0] == HA
+    assert b.ciphers.built == 2
+
+
+def test_a_derived_pair_is_refused_as_add_refuses_it_and_changes_nothing():
+    """A second pair for a peer, a peer already known in another role, an inbound SPI in use
+    for the same source, and bad keys, SPIs, roles or peers are refused with
+    SecurityConfigError, and the database is left as it was."""
+    import pytest
+
+    from haha.security.errors import SecurityConfigError
+
+    hoa, other = NODES[0], NODES[1]
+    _, _, args = _pair_args(hoa)
+    db = SecurityAssociationDatabase()
+    db.add_derived_pair(hoa, MOBILE_NODE, *args)
+    before = db.describe()
+    bad = [
+        (hoa, MOBILE_NODE, *args),  # a second pair
+        (hoa, HOME_AGENT, *args),  # another role
+        (other, MOBILE_NODE, args[0] ^ 1, args[1], args[2], args[3]),  # hoa's inbound SPI
+        (other, MOBILE_NODE, args[0], args[1][:-1], args[2] ^ 1, args[3]),  # short keys
+        (other, MOBILE_NODE, 255, args[1], args[2] ^ 1, args[3]),  # reserved SPI
+        (other, "router", args[0], args[1], args[2] ^ 1, args[3]),  # no such role
+        (str(other), MOBILE_NODE, args[0], args[1], args[2] ^ 1, args[3]),  # not an address
+    ]
+    # The third is allowed: hoa's inbound SPI for another peer (derived SPIs may collide; the
+    # source tells the SAs apart).
+    ok = bad.pop(2)
+    for call in bad:
+        with pytest.raises(SecurityConfigError):
+            db.add_derived_pair(*call)
+        assert db.describe() == before
+    db.add_derived_pair(*ok)
+    assert db.has_peer(other)

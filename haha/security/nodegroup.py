@@ -94,11 +94,13 @@ class NodeGroup:
                        role=MOBILE_NODE),
                 SaSpec(home_address, "in", in_spi, in_keys[:k], in_keys[k:], role=MOBILE_NODE))
 
-    def _install(self, sadb: SecurityAssociationDatabase, specs: tuple[SaSpec, SaSpec]) -> None:
+    def _install(self, sadb: SecurityAssociationDatabase, home_address: IPv6Address,
+                 keys: tuple[int, bytes, int, bytes]) -> None:
         # The contexts are built now from the keys just derived (both are used at once: the
         # packet opened, the answer sealed), not derived again at their first use.
-        for spec in specs:
-            sadb.add(spec, key_source=self._sources[spec.direction], prime=True)
+        out_spi, out_keys, in_spi, in_keys = keys
+        sadb.add_derived_pair(home_address, MOBILE_NODE, out_spi, out_keys, in_spi, in_keys,
+                              (self._sources["out"], self._sources["in"]), prime=True)
 
     def __repr__(self) -> str:  # never the key
         return (f"<NodeGroup {self.prefix} configured={len(self._configured)} "
@@ -167,7 +169,7 @@ class NodeGroup:
             return True
         if not self.covers(home_address):
             return False
-        self._install(sadb, self.pair(home_address))
+        self._install(sadb, home_address, self.pair_keys(home_address))
         self.derived += 1
         return True
 
@@ -183,7 +185,7 @@ class NodeGroup:
         keys = self.pair_keys(source)
         if keys[2] != spi:
             return None
-        self._install(sadb, self._specs(source, keys))
+        self._install(sadb, source, keys)
         try:
             result = unprotect()
         except Exception:
