@@ -245,13 +245,10 @@ class SecurityAssociationDatabase:
                     db.add(spec)
         return db
 
-    def add(self, spec: SaSpec, key_source: Optional[KeySource] = None,
-            prime: bool = False) -> None:
+    def add(self, spec: SaSpec, key_source: Optional[KeySource] = None) -> None:
         """Add one SA. Raises :class:`SecurityConfigError` and changes nothing when it clashes.
         With ``key_source`` the SA keeps no key material: the source derives ``spec``'s key
-        and salt again whenever the SA's cipher context is rebuilt (a node group's SAs).
-        ``prime``: build the SA's cipher context now, from ``spec``'s key and salt (an SA about
-        to be used, whose key source would otherwise derive them again at once)."""
+        and salt again whenever the SA's cipher context is rebuilt (a node group's SAs)."""
         if not isinstance(spec, SaSpec):
             raise SecurityConfigError(f"expected an SaSpec, got {type(spec).__name__}")
         p = _key(spec.peer)  # one integer object for this SA's tables and its peer_key
@@ -273,8 +270,6 @@ class SecurityAssociationDatabase:
             if key_source is not None:
                 out.use_key_source(key_source)
             self._out[p] = out
-            if prime:
-                self.ciphers.load(out, spec.key + spec.salt)
         else:
             same = self._same_spi(spec.spi)
             mine = {spec.peer, *spec.sources}
@@ -303,8 +298,6 @@ class SecurityAssociationDatabase:
                     sa.use_key_source(key_source)
             self._set_spi(spec.spi, same + (sa,))
             self._in_peer[spec.peer] = sa
-            if prime:
-                self.ciphers.load(sa, spec.key + spec.salt)
 
     def add_derived_pair(self, peer: IPv6Address, role: str, out_spi: int, out_keys: bytes,
                          in_spi: int, in_keys: bytes,
