@@ -30,6 +30,11 @@ per datagram from ``/proc`` (the issue's goal: at most 4x that per Binding Updat
 pays a ``recvfrom`` and a ``sendto`` per datagram; the home agent here pays neither, so its
 ratio to the echo understates the daemon's by those two system calls.
 
+Case ``udp_send``: what the daemon adds per datagram it sends, which the in-process cases do not
+pay: CPU per :meth:`haha.io.udp.UdpTransport.send` of a Binding Acknowledgement-sized packet to
+a static peer on loopback, against a bare ``sendto`` of the same packet (baseline
+``bare_sendto``), best of five runs of ``--send-datagrams`` each.
+
 ``--cipher-cache N`` sizes the measured home agent's cache of AES-GCM contexts (4,096 by
 default, as in the daemon): with fewer contexts than nodes every packet rebuilds its SA's
 context, as at 100,000 nodes.
@@ -363,6 +368,53 @@ def echo_baseline(packets):
     return 1e6 * cpu / answered, answered
 
 
+def udp_send(count):
+    """``(us per UdpTransport.send, us per bare sendto)`` to a socket on loopback."""
+    import socket
+
+    from twisted.internet import reactor
+
+    from haha.io.udp import UdpTransport
+    from haha.wire.ipv6 import build_packet
+
+    sink = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sink.bind(("::1", 0))
+    port = sink.getsockname()[1]
+    transport = UdpTransport(reactor, peers={HAS[1]: ("::1", port)})
+    transport.start(lambda data: None)
+    packet = build_packet(HAS[0], HAS[1], 50, bytes(76))
+    bare = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+    def drain():
+        while True:
+            try:
+                sink.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+
+    def timed(send):
+        best = None
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(count):
+                send()
+            cpu = time.process_time() - t0
+            best = cpu if best is None else min(best, cpu)
+            drain()
+        return 1e6 * best / count
+
+    try:
+        via = timed(lambda: transport.send(packet))
+        direct = timed(lambda: bare.sendto(packet, ("::1", port)))
+    finally:
+        transport.stop()
+        sink.close()
+        bare.close()
+    if transport.counters["sent"] != 5 * count:
+        raise SystemExit(f"udp_send: {dict(transport.counters)}")
+    return via, direct
+
+
 def one_round(n):
     """``{case: HA CPU seconds}`` for one home agent set and ``n`` fresh nodes."""
     nodes = Nodes(n)
@@ -403,6 +455,8 @@ def main(argv=None):
                     help="AES-GCM contexts the measured home agent keeps (default 4096)")
     ap.add_argument("--echo-datagrams", type=int, default=50000,
                     help="datagrams for the echo baseline (0: no echo baseline)")
+    ap.add_argument("--send-datagrams", type=int, default=20000,
+                    help="datagrams per run of the udp_send case (0: not measured)")
     ap.add_argument("--profile", choices=("first", "same_number", "new_number"),
                     help="print a cProfile of the home agent's calls for one case")
     args = ap.parse_args(argv)
@@ -441,6 +495,11 @@ def main(argv=None):
             row["baselines"]["echo_per_datagram"] = round(echo, 2)
             row["ratio_to_echo"] = round(v / echo, 1)
         results.append(row)
+    if args.send_datagrams:
+        via, direct = udp_send(args.send_datagrams)
+        results.append({"case": "udp_send", "metric": "cpu_per_datagram_sent", "unit": "us",
+                        "value": round(via, 2), "baselines": {"bare_sendto": round(direct, 2)},
+                        "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
     print(json.dumps({"bench": "registration", "cipher_cache": CIPHER_CACHE,
                       "loadavg": os.getloadavg()[0], "results": results}))
 
