@@ -72,9 +72,14 @@ def test_one_key_serves_many_messages_unchanged():
 
 
 def test_expand_refuses_what_rfc5869_does_not_define():
-    """A PRK shorter than HashLen and an output above 255 * HashLen are refused."""
+    """A PRK shorter than HashLen, an output above 255 * HashLen, a negative length and a key
+    that is not bytes are refused; the longest output is 255 blocks."""
     with pytest.raises(ValueError):
         expand(bytes(31), b"", 10)
+    with pytest.raises(ValueError):
+        HmacKey(bytes(32)).expand(b"", -1)
+    with pytest.raises(TypeError):
+        HmacKey("not bytes")
     with pytest.raises(ValueError):
         expand(bytes(32), b"", 255 * 32 + 1)
     assert len(expand(bytes(32), b"", 255 * 32)) == 255 * 32
