@@ -171,3 +171,14 @@ def test_a_secret_kdf_without_epochs_refuses_epoch_keys_and_checks_its_inputs():
     with pytest.raises(SecurityConfigError):
         keys.GroupKdf(bytes(65))
     assert "00" * 16 not in repr(kdf) + repr(keys.GroupKdf(bytes(32))) + repr(HmacKey(bytes(32)))
+
+
+def test_node_secrets_follow_a_changed_group_key():
+    """derive_node_secret keeps each group key's PRK: alternating between keys (more of them
+    than it keeps) every secret is the one of the key asked for, never another key's."""
+    rng = random.Random(3)
+    group_keys = [rng.randbytes(32) for _ in range(12)]
+    hoa = IPv6Address("2001:db8:1::100")
+    for _ in range(3):
+        for k in group_keys + group_keys[::-1]:
+            assert keys.derive_node_secret(k, hoa) == _old_node_secret(k, hoa)

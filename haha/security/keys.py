@@ -323,11 +323,23 @@ class GroupKdf:
         return "<GroupKdf>"
 
 
+#: GroupKdf by group key, for derive_node_secret: a caller deriving many nodes' secrets from
+#: one key (the load generator, the tools) computes its PRK once. Keyed by the key itself, so a
+#: changed key never meets another key's PRK; a few keys at most (emptied beyond that).
+_GROUP_KDFS: dict[bytes, GroupKdf] = {}
+_GROUP_KDFS_MAX = 8
+
+
 def derive_node_secret(group_key: bytes, home_address: IPv6Address | str) -> bytes:
     """The derivation secret of the mobile node at ``home_address`` in the node group keyed by
-    ``group_key`` (module docstring): 32 octets. Deriving many nodes' secrets from one key:
-    :class:`GroupKdf` computes the key's PRK once."""
-    kdf = GroupKdf(group_key)
+    ``group_key`` (module docstring): 32 octets. The key's PRK is computed once per key
+    (:class:`GroupKdf`)."""
+    key = _check_secret(group_key, "a node group key")
+    kdf = _GROUP_KDFS.get(key)
+    if kdf is None:
+        if len(_GROUP_KDFS) >= _GROUP_KDFS_MAX:
+            _GROUP_KDFS.clear()
+        kdf = _GROUP_KDFS[key] = GroupKdf(key)
     return kdf.node_secret(_address(home_address, "home address").packed)
 
 
