@@ -365,6 +365,9 @@ def echo_baseline(packets):
         server.join()
     if not answered:
         raise SystemExit("the echo server answered nothing")
+    if cpu < 3 / os.sysconf("SC_CLK_TCK"):  # /proc counts CPU in ticks (10 ms)
+        raise SystemExit(f"the echo used {cpu:.3f} s of CPU for {answered} datagrams: too few "
+                         "to measure, raise --echo-datagrams")
     return 1e6 * cpu / answered, answered
 
 
