@@ -20,8 +20,9 @@ covers its configured nodes only.
 
 The SAs keep no key material: the group is their :class:`~haha.security.esp.KeySource`, and
 derives a node's key and salt again whenever its SA's cipher context was evicted and is rebuilt
-(the group key's PRK is computed once, so that is three HMACs and a key schedule), so a node's
-SA pair costs no key bytes at all. A pair just derived builds its two contexts from the keys at
+(the group key's PRK is computed once: four HMACs give both directions, the second held for
+the other context's rebuild, :meth:`NodeGroup.keys_of`), so a node's SA pair costs no key
+bytes at all. A pair just derived builds its two contexts from the keys at
 hand (it is used at once), not from a second derivation.
 """
 
