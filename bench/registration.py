@@ -18,7 +18,8 @@ Binding Update received, for three kinds of update:
 
 The measured home agent runs behind the Twisted adapter as in the daemon
 (:class:`haha.protocol.HomeAgentAdapter` with a recording transport, the latency metrics
-attached, events published to haha's logger at the default level), with a clock that runs its
+attached, events published to haha's logger at the default level, a sequence store in a
+temporary directory as the daemon keeps in its state directory), with a clock that runs its
 delayed calls between slices of 256 packets, as the UDP transport's slices do.
 
 Baseline ``esp_and_decode``: the same first packets only parsed, authenticated and decrypted
@@ -50,6 +51,7 @@ import os
 import pstats
 import random
 import sys
+import tempfile
 import time
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -66,6 +68,7 @@ from haha.security.keyring import NodeKeyring  # noqa: E402
 from haha.security.nodegroup import NodeGroup  # noqa: E402
 from haha.security.policy import SecurityPolicy  # noqa: E402
 from haha.security.sadb import HOME_AGENT, SecurityAssociationDatabase  # noqa: E402
+from haha.security.seqstore import SequenceStore  # noqa: E402
 from haha.wire.ipv6 import parse_packet  # noqa: E402
 from haha.wire.mh import decode_mh  # noqa: E402
 from haha.wire.numbers import DEFAULT_PROFILE  # noqa: E402
@@ -87,7 +90,9 @@ def _home_agent(address, n_nodes):
     s = HomeAgentSettings(address=address, home_prefix=PREFIX,
                           peers=tuple(a for a in HAS if a != address), boot_wait=0,
                           max_binding_lifetime=3600)
-    sadb = SecurityAssociationDatabase(cipher_cache=CIPHER_CACHE)
+    # A sequence store as the daemon keeps (its state directory), in a directory of its own.
+    store = SequenceStore(os.path.join(tempfile.mkdtemp(prefix="haha-bench-reg-"), "seq"))
+    sadb = SecurityAssociationDatabase(cipher_cache=CIPHER_CACHE, sequence_store=store)
     for peer in s.peers:
         for spec in keys.derive_pair(PEER_SECRET, address, peer, HOME_AGENT):
             sadb.add(spec)
