@@ -18,12 +18,27 @@ Binding Update received, for three kinds of update:
 
 The measured home agent runs behind the Twisted adapter as in the daemon
 (:class:`haha.protocol.HomeAgentAdapter` with a recording transport, the latency metrics
-attached, events published to haha's logger at the default level), with a clock that runs its
+attached, events published to haha's logger at the default level, a sequence store in a
+temporary directory as the daemon keeps in its state directory), with a clock that runs its
 delayed calls between slices of 256 packets, as the UDP transport's slices do.
 
 Baseline ``esp_and_decode``: the same first packets only parsed, authenticated and decrypted
 (``unprotect`` on a database that holds the nodes' SAs already) and decoded: the part of the
 path that no change outside ESP and the codec can remove, in the same unit, in the same run.
+Baseline ``echo``: a bare Twisted UDP echo (the one ``bench/scale.py`` measures, in a process
+of its own on loopback) answering as many datagrams of a Binding Update's size, its CPU time
+per datagram from ``/proc`` (the issue's goal: at most 4x that per Binding Update). The echo
+pays a ``recvfrom`` and a ``sendto`` per datagram; the home agent here pays neither, so its
+ratio to the echo understates the daemon's by those two system calls.
+
+Case ``udp_send``: what the daemon adds per datagram it sends, which the in-process cases do not
+pay: CPU per :meth:`haha.io.udp.UdpTransport.send` of a Binding Acknowledgement-sized packet to
+a static peer on loopback, against a bare ``sendto`` of the same packet (baseline
+``bare_sendto``), best of five runs of ``--send-datagrams`` each.
+
+``--cipher-cache N`` sizes the measured home agent's cache of AES-GCM contexts (4,096 by
+default, as in the daemon): with fewer contexts than nodes every packet rebuilds its SA's
+context, as at 100,000 nodes.
 Each case is the best of ``rounds`` alternating runs (the machine is shared). ``--profile``
 prints a cProfile of the home agent's calls during one round instead.
 """
@@ -36,6 +51,7 @@ import os
 import pstats
 import random
 import sys
+import tempfile
 import time
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -52,6 +68,7 @@ from haha.security.keyring import NodeKeyring  # noqa: E402
 from haha.security.nodegroup import NodeGroup  # noqa: E402
 from haha.security.policy import SecurityPolicy  # noqa: E402
 from haha.security.sadb import HOME_AGENT, SecurityAssociationDatabase  # noqa: E402
+from haha.security.seqstore import SequenceStore  # noqa: E402
 from haha.wire.ipv6 import parse_packet  # noqa: E402
 from haha.wire.mh import decode_mh  # noqa: E402
 from haha.wire.numbers import DEFAULT_PROFILE  # noqa: E402
@@ -66,11 +83,16 @@ GROUP_KEY = bytes(range(32, 64))
 SLICE = 256  # packets between two turns of the timers, as the UDP transport's slices
 
 
+CIPHER_CACHE = 4096  # --cipher-cache
+
+
 def _home_agent(address, n_nodes):
     s = HomeAgentSettings(address=address, home_prefix=PREFIX,
                           peers=tuple(a for a in HAS if a != address), boot_wait=0,
                           max_binding_lifetime=3600)
-    sadb = SecurityAssociationDatabase()
+    # A sequence store as the daemon keeps (its state directory), in a directory of its own.
+    store = SequenceStore(os.path.join(tempfile.mkdtemp(prefix="haha-bench-reg-"), "seq"))
+    sadb = SecurityAssociationDatabase(cipher_cache=CIPHER_CACHE, sequence_store=store)
     for peer in s.peers:
         for spec in keys.derive_pair(PEER_SECRET, address, peer, HOME_AGENT):
             sadb.add(spec)
@@ -306,6 +328,101 @@ def esp_and_decode(packets, n):
     return time.process_time() - t0
 
 
+def echo_baseline(packets):
+    """CPU microseconds per datagram of a bare Twisted UDP echo (module docstring), and the
+    datagrams answered."""
+    import multiprocessing
+    import socket
+
+    from haha.lab.cluster import free_udp_ports
+    from haha.lab.generator import bu_packet_size, echo_main
+    from haha.lab.loadcluster import proc_stat
+
+    ctx = multiprocessing.get_context("spawn")
+    port = free_udp_ports(1)[0]
+    ready = ctx.Event()
+    server = ctx.Process(target=echo_main, args=(port, ready), daemon=True)
+    server.start()
+    try:
+        if not ready.wait(60):
+            raise SystemExit("the echo server did not start")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.settimeout(1.0)
+        sock.connect(("127.0.0.1", port))
+        data = bytes(bu_packet_size())
+        answered = sent = 0
+        cpu0 = proc_stat(server.pid)[0]
+        while sent < packets:  # windows of 64: never more in flight than the buffers hold
+            window = min(64, packets - sent)
+            for _ in range(window):
+                sock.send(data)
+            sent += window
+            for _ in range(window):
+                try:
+                    sock.recv(4096)
+                except socket.timeout:
+                    break
+                answered += 1
+        cpu = proc_stat(server.pid)[0] - cpu0
+        sock.close()
+    finally:
+        server.kill()
+        server.join()
+    if not answered:
+        raise SystemExit("the echo server answered nothing")
+    if cpu < 3 / os.sysconf("SC_CLK_TCK"):  # /proc counts CPU in ticks (10 ms)
+        raise SystemExit(f"the echo used {cpu:.3f} s of CPU for {answered} datagrams: too few "
+                         "to measure, raise --echo-datagrams")
+    return 1e6 * cpu / answered, answered
+
+
+def udp_send(count):
+    """``(us per UdpTransport.send, us per bare sendto)`` to a socket on loopback."""
+    import socket
+
+    from twisted.internet import reactor
+
+    from haha.io.udp import UdpTransport
+    from haha.wire.ipv6 import build_packet
+
+    sink = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sink.bind(("::1", 0))
+    port = sink.getsockname()[1]
+    transport = UdpTransport(reactor, peers={HAS[1]: ("::1", port)})
+    transport.start(lambda data: None)
+    packet = build_packet(HAS[0], HAS[1], 50, bytes(76))
+    bare = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+    def drain():
+        while True:
+            try:
+                sink.recv(4096, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                return
+
+    def timed(send):
+        best = None
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(count):
+                send()
+            cpu = time.process_time() - t0
+            best = cpu if best is None else min(best, cpu)
+            drain()
+        return 1e6 * best / count
+
+    try:
+        via = timed(lambda: transport.send(packet))
+        direct = timed(lambda: bare.sendto(packet, ("::1", port)))
+    finally:
+        transport.stop()
+        sink.close()
+        bare.close()
+    if transport.counters["sent"] != 5 * count:
+        raise SystemExit(f"udp_send: {dict(transport.counters)}")
+    return via, direct
+
+
 def one_round(n):
     """``{case: HA CPU seconds}`` for one home agent set and ``n`` fresh nodes."""
     nodes = Nodes(n)
@@ -336,14 +453,22 @@ def _log_to_devnull():
 
 
 def main(argv=None):
+    global CIPHER_CACHE
     _log_to_devnull()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer nodes and rounds")
     ap.add_argument("--nodes", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--cipher-cache", type=int, default=CIPHER_CACHE,
+                    help="AES-GCM contexts the measured home agent keeps (default 4096)")
+    ap.add_argument("--echo-datagrams", type=int, default=50000,
+                    help="datagrams for the echo baseline (0: no echo baseline)")
+    ap.add_argument("--send-datagrams", type=int, default=20000,
+                    help="datagrams per run of the udp_send case (0: not measured)")
     ap.add_argument("--profile", choices=("first", "same_number", "new_number"),
                     help="print a cProfile of the home agent's calls for one case")
     args = ap.parse_args(argv)
+    CIPHER_CACHE = args.cipher_cache
     n = args.nodes or (1000 if args.quick else 5000)
     rounds = args.rounds or (3 if args.quick else 5)
     if args.profile:
@@ -366,11 +491,25 @@ def main(argv=None):
             best[case] = min(best.get(case, cpu), cpu)
     us = {case: 1e6 * cpu / n for case, cpu in best.items()}
     base = us.pop("esp_and_decode")
-    results = [{"case": case, "metric": "ha_cpu_per_binding_update", "unit": "us",
-                "value": round(v, 1), "baselines": {"esp_and_decode": round(base, 1)},
-                "ratio": round(v / base, 2), "updates": n}
-               for case, v in us.items()]
-    print(json.dumps({"bench": "registration", "results": results}))
+    echo = None
+    if args.echo_datagrams:
+        echo = min(echo_baseline(args.echo_datagrams)[0] for _ in range(2))
+    results = []
+    for case, v in us.items():
+        row = {"case": case, "metric": "ha_cpu_per_binding_update", "unit": "us",
+               "value": round(v, 1), "baselines": {"esp_and_decode": round(base, 1)},
+               "ratio": round(v / base, 2), "updates": n}
+        if echo is not None:
+            row["baselines"]["echo_per_datagram"] = round(echo, 2)
+            row["ratio_to_echo"] = round(v / echo, 1)
+        results.append(row)
+    if args.send_datagrams:
+        via, direct = udp_send(args.send_datagrams)
+        results.append({"case": "udp_send", "metric": "cpu_per_datagram_sent", "unit": "us",
+                        "value": round(via, 2), "baselines": {"bare_sendto": round(direct, 2)},
+                        "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
+    print(json.dumps({"bench": "registration", "cipher_cache": CIPHER_CACHE,
+                      "loadavg": os.getloadavg()[0], "results": results}))
 
 
 if __name__ == "__main__":

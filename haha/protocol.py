@@ -18,6 +18,7 @@ counted (``effect-failed``) and logged. :class:`HomeAgentAdapter` and
 Advertisements; the mobile node's tunnel.
 """
 
+from ipaddress import IPv6Address
 from typing import Any, Callable, Generic, List, Optional, TypeVar
 
 from twisted.internet import defer
@@ -51,6 +52,7 @@ from .endpoint import (
 )
 from .logging import enabled, logger
 from .logsummary import PER_BINDING_EVENTS, BurstSummary
+from .wire.addresses import address_text
 
 #: Events logged at info level; the rest at debug (they are still counted).
 _INFO_EVENTS = INFO_EVENTS
@@ -306,8 +308,9 @@ class Adapter:
         if enabled(self._log, level):
             # Fields become strings (JSON observers) and the format is built only for events
             # the level shows: below it an event costs a counter and this check.
-            fields = {k: (str(v) if not isinstance(v, (int, float, str, bool, type(None)))
-                          else v) for k, v in event.fields.items()}
+            fields = {k: (v if isinstance(v, (int, float, str, bool, type(None)))
+                          else address_text(v) if type(v) is IPv6Address else str(v))
+                      for k, v in event.fields.items()}
             self._log.emit(level, "{event} " + " ".join(f"{k}={{{k}}}" for k in fields),
                            event=event.name, **fields)
         for observer in list(self.observers):

@@ -323,3 +323,78 @@ def test_only_the_peer_endpoint_gets_priority_and_the_backlog_is_bounded():
     assert t.counters["dropped_backlog"] == 6 and len(got) == 11
     with pytest.raises(ValueError):
         UdpTransport(_ClockReactor(), max_backlog=0)
+
+
+class _Socket:
+    """A socket's sendto, recording or failing with ``fail`` (an OSError) once."""
+
+    def __init__(self):
+        self.sent = []
+        self.fail = None
+
+    def setsockopt(self, *args):  # SO_RXQ_OVFL at start
+        pass
+
+    def sendto(self, data, addr):
+        if self.fail is not None:
+            e, self.fail = self.fail, None
+            raise e
+        self.sent.append((data, addr))
+
+
+class _SocketPort(_Port):
+    def __init__(self):
+        super().__init__()
+        self.socket = _Socket()
+
+
+class _SocketReactor(_Reactor):
+    def listenUDP(self, port, protocol, interface="", maxPacketSize=8192):
+        self.port = _SocketPort()
+        self.protocol = protocol
+        return self.port
+
+
+def test_a_host_is_checked_by_twisted_once_then_written_to_directly():
+    """The first datagram to a host goes through Twisted's Port.write (which refuses
+    hostnames and the wrong address family); later ones, to any port of that host, are one
+    sendto of the packet object itself (no copy), counted as sent; a bytearray packet is sent
+    as bytes."""
+    import errno
+
+    r = _SocketReactor()
+    t = UdpTransport(r, peers={HA: ("::1", 5001), IPv6Network("2001:db8:20::/64"): ("::1", 5002)})
+    t.start(lambda data: None)
+    to_ha = build_packet(COA, HA, 135, bytes(16), home_address=HOME)
+    t.send(to_ha)
+    assert r.port.written == [(to_ha, ("::1", 5001))] and r.port.socket.sent == []
+    t.send(to_ha)
+    to_node = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
+    t.send(bytearray(to_node))  # a prefix entry, the same host
+    assert r.port.socket.sent == [(to_ha, ("::1", 5001)), (to_node, ("::1", 5002))]
+    assert r.port.socket.sent[0][0] is to_ha and type(r.port.socket.sent[1][0]) is bytes
+    assert len(r.port.written) == 1 and t.counters["sent"] == 3
+    r.port.socket.fail = OSError(errno.ENOBUFS, "No buffer space available")
+    t.send(to_ha)
+    assert t.counters["send_errors"] == 1 and t.counters["sent"] == 3
+    r.port.socket.fail = ConnectionRefusedError(errno.ECONNREFUSED, "refused")
+    t.send(to_ha)  # as Port.write: ignored without a connection
+    assert t.counters["send_errors"] == 1 and t.counters["sent"] == 4
+
+
+def test_a_datagram_too_large_raises_as_twisted_does():
+    """EMSGSIZE from the direct sendto raises Twisted's MessageLengthError, as Port.write
+    does, and nothing is counted as sent."""
+    import errno
+
+    from twisted.internet.error import MessageLengthError
+
+    r = _SocketReactor()
+    t = UdpTransport(r, peers={HA: ("::1", 5001)})
+    t.start(lambda data: None)
+    to_ha = build_packet(COA, HA, 135, bytes(16), home_address=HOME)
+    t.send(to_ha)
+    r.port.socket.fail = OSError(errno.EMSGSIZE, "Message too long")
+    with pytest.raises(MessageLengthError):
+        t.send(to_ha)
+    assert t.counters["sent"] == 1

@@ -237,11 +237,11 @@ def test_a_node_group_pair_costs_under_500_octets():
 
     group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA)
     ha = SecurityAssociationDatabase(rng=fixed_rng, cipher_cache=1)
-    pairs_ = [group.pair(node(i)) for i in range(2000)]
+    pairs_ = [(node(i), group.pair_keys(node(i))) for i in range(2000)]
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    for p in pairs_:
-        group._install(ha, p)
+    for hoa, keys in pairs_:
+        group._install(ha, hoa, keys)
     per_pair = (tracemalloc.get_traced_memory()[0] - before) / 2000
     tracemalloc.stop()
     assert per_pair < 500, per_pair

@@ -44,6 +44,7 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.error import MessageLengthError
 from twisted.internet.interfaces import IReactorUDP
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import LogLevel
@@ -136,6 +137,8 @@ class UdpTransport:
                                 counters=self.counters)
         self.input.exempt = frozenset(self._static_packed)
         self._drops = KernelDrops(self.counters)
+        #: Hosts Twisted's Port.write has accepted (IP literals of the socket's family).
+        self._checked_hosts: set[str] = set()
 
     @property
     def peer_queue(self) -> deque[tuple[bytes, Any]]:
@@ -259,29 +262,63 @@ class UdpTransport:
 
     def send(self, packet: bytes, interface: str | None = None) -> None:
         """Send a complete IPv6 packet to its destination's endpoint (multicast: to every
-        static peer)."""
-        if self._port is None:
+        static peer).
+
+        A unicast packet costs one dictionary look-up by its 16 destination octets (the static
+        entries; no address object unless it must be looked up among the learned entries and
+        prefixes) and one ``sendto`` of the packet as it is: Twisted's ``Port.write`` checks
+        that the host is an IP literal of the socket's family by parsing it at every call, so
+        a host is checked by it once, at its first datagram, and written to directly after."""
+        port = self._port
+        if port is None:
             self.counters["send_not_started"] += 1
             return
         if len(packet) < 40 or packet[0] >> 4 != 6:
             self.counters["send_invalid"] += 1
             return
-        dst = IPv6Address(bytes(packet[24:40]))
-        if dst.is_multicast:
-            targets = sorted(set(self.static.values()))
-        else:
-            ep = self.endpoint_for(dst)
-            targets = [ep] if ep else []
+        if packet.__class__ is not bytes:
+            packet = bytes(packet)
+        if packet[24] != 0xFF:  # unicast (RFC 4291 2.7: multicast is ff00::/8)
+            key = packet[24:40]
+            ep = self._static_packed.get(key)
+            if ep is None:
+                ep = self.endpoint_for(IPv6Address(key))
+                if ep is None:
+                    return self._no_route(key)
+            return self._write(port, packet, ep)
+        targets = sorted(set(self.static.values()))
         if not targets:
-            self.counters["no_route"] += 1
-            if enabled(self.log, LogLevel.debug):
-                self.log.debug("no UDP endpoint for {destination}", destination=str(dst))
-            return
+            return self._no_route(packet[24:40])
         for ep in targets:
-            try:
-                self._port.write(bytes(packet), ep)
-            except OSError as e:
-                self.counters["send_errors"] += 1
-                self.log.warn("UDP send to {endpoint} failed: {error}", endpoint=ep, error=str(e))
+            self._write(port, packet, ep)
+
+    def _no_route(self, destination: bytes) -> None:
+        self.counters["no_route"] += 1
+        if enabled(self.log, LogLevel.debug):
+            self.log.debug("no UDP endpoint for {destination}",
+                           destination=str(IPv6Address(destination)))
+
+    def _write(self, port: Any, packet: bytes, ep: Endpoint) -> None:
+        """One datagram to ``ep``, counted (``sent`` or ``send_errors``)."""
+        try:
+            sock = getattr(port, "socket", None)
+            if sock is not None and ep[0] in self._checked_hosts:
+                try:
+                    sock.sendto(packet, ep)  # EINTR is retried by Python (PEP 475)
+                except ConnectionRefusedError:  # as Port.write: not an error without a
+                    pass  # connection (an ICMP error of an earlier datagram)
+                except OSError as e:
+                    if e.errno == _errno.EMSGSIZE:  # as Port.write
+                        raise MessageLengthError("message too long") from None
+                    raise
             else:
-                self.counters["sent"] += 1
+                port.write(packet, ep)
+                if sock is not None:  # Port.write accepted the host: no need to check again
+                    if len(self._checked_hosts) >= 4096:
+                        self._checked_hosts.clear()
+                    self._checked_hosts.add(ep[0])
+        except OSError as e:
+            self.counters["send_errors"] += 1
+            self.log.warn("UDP send to {endpoint} failed: {error}", endpoint=ep, error=str(e))
+        else:
+            self.counters["sent"] += 1

@@ -130,12 +130,17 @@ class CipherCache:
         self.built = 0
         self.evicted = 0
 
-    def load(self, sa: "_Keyed") -> Crypt:
+    def load(self, sa: "_Keyed", keys: bytes | None = None) -> Crypt:
         """Build ``sa``'s context (and salt), keep it at the recent end, make room beyond
-        capacity; returns the SA's encrypt (outbound) or decrypt (inbound) call."""
-        keymat = sa._key
-        if keymat.__class__ is not bytes:
-            keymat = keymat.keys(sa)  # type: ignore[union-attr]  # a KeySource
+        capacity; returns the SA's encrypt (outbound) or decrypt (inbound) call. ``keys``:
+        the SA's ``key || salt`` when the caller has it at hand (an SA just derived), else the
+        SA's own or its key source's."""
+        if keys is not None:
+            keymat: Union[bytes, KeySource] = keys
+        else:
+            keymat = sa._key
+            if keymat.__class__ is not bytes:
+                keymat = keymat.keys(sa)  # type: ignore[union-attr]  # a KeySource
         aead = AESGCM(keymat[:-SALT_LEN])  # type: ignore[index]
         crypt: Crypt = aead.encrypt if sa._OUTBOUND else aead.decrypt
         lru = self.lru

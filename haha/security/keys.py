@@ -61,11 +61,9 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-
 from .errors import KeyFileError, SecurityConfigError
 from .esp import KEY_LENGTHS, MIN_SPI, SALT_LEN
+from .hkdf import HmacKey
 from .sadb import HOME_AGENT, ROLES, SaSpec, _address
 
 HKDF_SALT = b"haha-esp-sa-v1"
@@ -213,44 +211,147 @@ class DerivedSa:
     salt: bytes = field(repr=False)
 
 
+# The HMAC keys of the three salts (RFC 5869 extract keys HMAC with the salt), hashed once.
+_SA_SALT = HmacKey(HKDF_SALT)
+_EPOCH_SALT = HmacKey(HKDF_EPOCH_SALT)
+_NODE_SALT = HmacKey(NODE_SECRET_SALT)
+#: ``key_len`` as the one octet that starts ``info``, by key length.
+_KLEN = {k: bytes((k,)) for k in KEY_LENGTHS}
+
+
+def _check_secret(secret: bytes, what: str = "a derivation secret") -> bytes:
+    if not isinstance(secret, (bytes, bytearray)) or len(secret) not in SECRET_LENGTHS:
+        raise SecurityConfigError(f"{what} is 16 to 64 octets")
+    return bytes(secret)
+
+
+def _check_bits(key_bits: int) -> int:
+    if key_bits not in (128, 192, 256) or isinstance(key_bits, bool):
+        raise SecurityConfigError(f"key_bits {key_bits!r} is not 128, 192 or 256")
+    return key_bits // 8
+
+
+def _check_epoch(epoch: int) -> None:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 1 << 64:
+        raise SecurityConfigError(f"epoch {epoch!r} is not a 64-bit unsigned integer")
+
+
+def spi_of(okm: bytes, klen: int) -> int:
+    """The SPI in an SA's OKM (module docstring)."""
+    return MIN_SPI + int.from_bytes(okm[klen + 4 : klen + 8], "big") % (2**32 - MIN_SPI)
+
+
+class SecretKdf:
+    """The derivations of one derivation ``secret`` with its PRKs computed once (RFC 5869
+    extract), so that each SA costs only its expand: what a pair, a peer or a node group keeps
+    for the secret it derives from again and again (a peer's new epochs, an evicted node's
+    context). ``epochs``: also the PRK of the epoch salt (keys of a sender's run). Holds the
+    PRKs, never the secret; a new secret needs a new object."""
+
+    __slots__ = ("_sa", "_epoch")
+
+    def __init__(self, secret: bytes, epochs: bool = False) -> None:
+        secret = _check_secret(secret)
+        self._sa = HmacKey(_SA_SALT.digest(secret))
+        self._epoch = HmacKey(_EPOCH_SALT.digest(secret)) if epochs else None
+
+    def okm(self, klen: int, sender: bytes, receiver: bytes) -> bytes:
+        """The OKM (``key_len + 8`` octets: key, salt, SPI) of the SA from ``sender`` to
+        ``receiver`` (16 octets each), ``klen`` 16, 24 or 32."""
+        return self._sa.expand(_KLEN[klen] + sender + receiver, klen + 8)
+
+    def epoch_keys(self, klen: int, sender: bytes, receiver: bytes, epoch: int) -> bytes:
+        """``key || salt`` of the SA from ``sender`` to ``receiver`` in the sender's run
+        ``epoch`` (module docstring); the object must have been made with ``epochs``."""
+        prk = self._epoch
+        if prk is None:
+            raise SecurityConfigError("this SecretKdf was made without epochs")
+        return prk.expand(_KLEN[klen] + sender + receiver + epoch.to_bytes(8, "big"), klen + 4)
+
+    def sa(self, sender: IPv6Address, receiver: IPv6Address, key_bits: int = 128,
+           epoch: int | None = None) -> DerivedSa:
+        """:func:`derive_sa` of this secret."""
+        klen = _check_bits(key_bits)
+        s = _address(sender, "sender").packed
+        r = _address(receiver, "receiver").packed
+        if s == r:
+            raise SecurityConfigError(f"sender and receiver are both {sender}")
+        okm = self.okm(klen, s, r)
+        spi = spi_of(okm, klen)
+        if epoch is None:
+            return DerivedSa(spi, okm[:klen], okm[klen : klen + 4])
+        _check_epoch(epoch)
+        keys = self.epoch_keys(klen, s, r, epoch)
+        return DerivedSa(spi, keys[:klen], keys[klen:])
+
+    def __repr__(self) -> str:  # never the secret
+        return "<SecretKdf>"
+
+
 def derive_sa(secret: bytes, sender: IPv6Address | str, receiver: IPv6Address | str,
               key_bits: int = 128, epoch: int | None = None) -> DerivedSa:
     """The SPI, AES key and RFC 4106 salt of the SA carrying packets from ``sender`` to
     ``receiver`` (IPv6 addresses), derived from ``secret`` (module docstring); with ``epoch``
     (a 64-bit integer) the key and salt are the sender's run's."""
-    if not isinstance(secret, (bytes, bytearray)) or len(secret) not in SECRET_LENGTHS:
-        raise SecurityConfigError("a derivation secret is 16 to 64 octets")
-    if key_bits not in (128, 192, 256):
-        raise SecurityConfigError(f"key_bits {key_bits!r} is not 128, 192 or 256")
-    klen = key_bits // 8
+    _check_secret(secret)
+    _check_bits(key_bits)
     s = _address(sender, "sender")
     r = _address(receiver, "receiver")
     if s == r:
         raise SecurityConfigError(f"sender and receiver are both {s}")
-    okm = HKDF(
-        algorithm=hashes.SHA256(), length=klen + 8, salt=HKDF_SALT,
-        info=bytes((klen,)) + s.packed + r.packed,
-    ).derive(bytes(secret))
-    spi = MIN_SPI + int.from_bytes(okm[klen + 4 : klen + 8], "big") % (2**32 - MIN_SPI)
-    if epoch is None:
-        return DerivedSa(spi, okm[:klen], okm[klen : klen + 4])
-    if isinstance(epoch, bool) or not isinstance(epoch, int) or not 0 <= epoch < 1 << 64:
-        raise SecurityConfigError(f"epoch {epoch!r} is not a 64-bit unsigned integer")
-    okm = HKDF(
-        algorithm=hashes.SHA256(), length=klen + 4, salt=HKDF_EPOCH_SALT,
-        info=bytes((klen,)) + s.packed + r.packed + epoch.to_bytes(8, "big"),
-    ).derive(bytes(secret))
-    return DerivedSa(spi, okm[:klen], okm[klen:])
+    if epoch is not None:
+        _check_epoch(epoch)
+    return SecretKdf(secret, epochs=epoch is not None).sa(s, r, key_bits, epoch)
+
+
+class GroupKdf:
+    """A node group's key with its PRK computed once (RFC 5869 extract of the group key):
+    :meth:`node_secret` is :func:`derive_node_secret` for one HMAC. Holds the PRK, never the
+    group key; a new group key needs a new object."""
+
+    __slots__ = ("_prk",)
+
+    def __init__(self, group_key: bytes) -> None:
+        self._prk = HmacKey(_NODE_SALT.digest(_check_secret(group_key, "a node group key")))
+
+    def node_secret(self, home_address: bytes) -> bytes:
+        """The secret (32 octets: one HMAC block) of the node whose packed home address is
+        ``home_address``."""
+        return self._prk.expand(home_address, DEFAULT_SECRET_LEN)
+
+    def __repr__(self) -> str:  # never the key
+        return "<GroupKdf>"
+
+
+#: GroupKdf by group key, for derive_node_secret: a caller deriving many nodes' secrets from
+#: one key (the load generator, the tools) computes its PRK once. Keyed by the key itself, so a
+#: changed key never meets another key's PRK; a few keys at most (emptied beyond that).
+_GROUP_KDFS: dict[bytes, GroupKdf] = {}
+_GROUP_KDFS_MAX = 8
 
 
 def derive_node_secret(group_key: bytes, home_address: IPv6Address | str) -> bytes:
     """The derivation secret of the mobile node at ``home_address`` in the node group keyed by
-    ``group_key`` (module docstring): 32 octets."""
-    if not isinstance(group_key, (bytes, bytearray)) or len(group_key) not in SECRET_LENGTHS:
-        raise SecurityConfigError("a node group key is 16 to 64 octets")
-    hoa = _address(home_address, "home address")
-    return HKDF(algorithm=hashes.SHA256(), length=DEFAULT_SECRET_LEN, salt=NODE_SECRET_SALT,
-                info=hoa.packed).derive(bytes(group_key))
+    ``group_key`` (module docstring): 32 octets. The key's PRK is computed once per key
+    (:class:`GroupKdf`)."""
+    key = _check_secret(group_key, "a node group key")
+    kdf = _GROUP_KDFS.get(key)
+    if kdf is None:
+        if len(_GROUP_KDFS) >= _GROUP_KDFS_MAX:
+            _GROUP_KDFS.clear()
+        kdf = _GROUP_KDFS[key] = GroupKdf(key)
+    return kdf.node_secret(_address(home_address, "home address").packed)
+
+
+def derive_pair_keys(kdf: SecretKdf, local: bytes, peer: bytes, klen: int
+                     ) -> tuple[int, bytes, int, bytes]:
+    """``(outbound SPI, key || salt, inbound SPI, key || salt)`` of the pair between ``local``
+    and ``peer`` (packed addresses), both directions from one PRK: what a node group installs
+    for a node, without :class:`SaSpec` objects."""
+    out = kdf.okm(klen, local, peer)
+    inb = kdf.okm(klen, peer, local)
+    end = klen + 4
+    return spi_of(out, klen), out[:end], spi_of(inb, klen), inb[:end]
 
 
 def derive_pair(secret: bytes, local: IPv6Address | str, peer: IPv6Address | str,
@@ -265,18 +366,24 @@ def derive_pair(secret: bytes, local: IPv6Address | str, peer: IPv6Address | str
     by it and the inbound SA follows the peer's epochs (its ``rekey``)."""
     if role not in ROLES:
         raise SecurityConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
-    out = derive_sa(secret, local, peer, key_bits, epoch)
-    inb = derive_sa(secret, peer, local, key_bits)
-    peer_address: IPv6Address = _address(peer, "receiver")  # checked by derive_sa
+    if epoch is not None:
+        _check_epoch(epoch)
+    local_address = _address(local, "sender")
+    peer_address = _address(peer, "receiver")
+    if local_address == peer_address:
+        raise SecurityConfigError(f"sender and receiver are both {local_address}")
+    # One PRK for both directions (and, with epochs, for every later epoch of the peer).
+    kdf = SecretKdf(secret, epochs=epoch is not None)
+    out = kdf.sa(local_address, peer_address, key_bits, epoch)
+    inb = kdf.sa(peer_address, local_address, key_bits)
     if epoch is None:
         return (
             SaSpec(peer_address, "out", out.spi, out.key, out.salt, role=role),
             SaSpec(peer_address, "in", inb.spi, inb.key, inb.salt, role=role, sources=tuple(sources)),
         )
-    secret = bytes(secret)
 
     def rekey(peer_epoch: int | None) -> tuple[bytes, bytes]:
-        d = derive_sa(secret, peer, local, key_bits, peer_epoch)
+        d = kdf.sa(peer_address, local_address, key_bits, peer_epoch)
         return d.key, d.salt
 
     # rekey(None) is the epoch-free pair a kernel-xfrm peer sends with (haha.security.epoch)

@@ -20,8 +20,10 @@ covers its configured nodes only.
 
 The SAs keep no key material: the group is their :class:`~haha.security.esp.KeySource`, and
 derives a node's key and salt again whenever its SA's cipher context was evicted and is rebuilt
-(two HKDF derivations, about as much as one new node costs), so a node's SA pair costs no
-key bytes at all.
+(the group key's PRK is computed once: four HMACs give both directions, the second held for
+the other context's rebuild, :meth:`NodeGroup.keys_of`), so a node's SA pair costs no key
+bytes at all. A pair just derived builds its two contexts from the keys at
+hand (it is used at once), not from a second derivation.
 """
 
 from collections.abc import Callable, Iterator, Mapping
@@ -29,7 +31,7 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any, TypeVar
 
 from ..wire.addresses import address_int
-from .keys import derive_node_secret, derive_pair, derive_sa
+from .keys import GroupKdf, SecretKdf, derive_pair_keys
 from .sadb import MOBILE_NODE, SaSpec, SecurityAssociationDatabase
 
 T = TypeVar("T")
@@ -47,36 +49,59 @@ class _GroupKeys:
     def keys(self, sa: Any) -> bytes:
         g = self._group
         g.rederived += 1
-        secret = g.secret(sa.peer)
-        d = derive_sa(secret, g.local, sa.peer, g.key_bits) if self._outbound \
-            else derive_sa(secret, sa.peer, g.local, g.key_bits)
-        return d.key + d.salt
+        return g.keys_of(sa.peer, self._outbound)
 
 
 class NodeGroup:
     """The home addresses inside ``prefix`` whose secrets derive from ``group_key`` (None: no
     group key), and the ``configured`` nodes with their own secrets; ``local`` is this home
     agent's address (its identity in the pairs). ``derived`` counts the pairs installed,
-    ``rederived`` the keys derived again for an evicted cipher context."""
+    ``rederived`` the keys derived again for an evicted cipher context.
+
+    The group key's PRK is computed once (:class:`~haha.security.keys.GroupKdf`), and a node's
+    pair is derived in one pass: one node secret, one PRK, both directions. An evicted node's
+    two contexts are usually rebuilt together (its Binding Update opened, its
+    acknowledgement sealed), so rebuilding one direction keeps the other direction's
+    ``key || salt`` for the next rebuild of the same node (:meth:`keys_of`): the only key
+    material the group holds besides its keys, one SA's, dropped when used, replaced by the next
+    node's, and forgotten when the configured secrets change."""
 
     def __init__(self, group_key: bytes | None, prefix: IPv6Network, local: IPv6Address,
                  key_bits: int = 128,
                  configured: Mapping[IPv6Address, bytes] | None = None) -> None:
-        self._key = None if group_key is None else bytes(group_key)
+        self._kdf = None if group_key is None else GroupKdf(group_key)
+        self._key = self._kdf is not None
         # home address (as an integer: cheaper to keep and to hash) -> secret
         self._configured: dict[int, bytes] = {}
+        # (home address as an integer, outbound?, key || salt): the other half of the pair
+        # derived last (class docstring)
+        self._held: tuple[int, bool, bytes] | None = None
         if configured:
             self.set_configured(configured)
         self.prefix = prefix
         self.local = local
+        self._local = local.packed
         self.key_bits = key_bits
+        self._klen = key_bits // 8
         self.derived = 0
         self.rederived = 0
         self._sources = {"out": _GroupKeys(self, True), "in": _GroupKeys(self, False)}
 
-    def _install(self, sadb: SecurityAssociationDatabase, specs: tuple[SaSpec, SaSpec]) -> None:
-        for spec in specs:
-            sadb.add(spec, key_source=self._sources[spec.direction])
+    def _specs(self, home_address: IPv6Address, keys: tuple[int, bytes, int, bytes]
+               ) -> tuple[SaSpec, SaSpec]:
+        out_spi, out_keys, in_spi, in_keys = keys
+        k = self._klen
+        return (SaSpec(home_address, "out", out_spi, out_keys[:k], out_keys[k:],
+                       role=MOBILE_NODE),
+                SaSpec(home_address, "in", in_spi, in_keys[:k], in_keys[k:], role=MOBILE_NODE))
+
+    def _install(self, sadb: SecurityAssociationDatabase, home_address: IPv6Address,
+                 keys: tuple[int, bytes, int, bytes]) -> None:
+        # The contexts are built now from the keys just derived (both are used at once: the
+        # packet opened, the answer sealed), not derived again at their first use.
+        out_spi, out_keys, in_spi, in_keys = keys
+        sadb.add_derived_pair(home_address, MOBILE_NODE, out_spi, out_keys, in_spi, in_keys,
+                              (self._sources["out"], self._sources["in"]), prime=True)
 
     def __repr__(self) -> str:  # never the key
         return (f"<NodeGroup {self.prefix} configured={len(self._configured)} "
@@ -90,7 +115,7 @@ class NodeGroup:
             return False
         if self._configured and address_int(home_address) in self._configured:
             return True
-        return self._key is not None and home_address in self.prefix \
+        return self._key and home_address in self.prefix \
             and home_address != self.local
 
     def secret(self, home_address: IPv6Address) -> bytes:
@@ -99,14 +124,34 @@ class NodeGroup:
         secret = self._configured.get(address_int(home_address)) if self._configured else None
         if secret is not None:
             return secret
-        if self._key is None:
+        if self._kdf is None:
             raise KeyError(home_address)
-        return derive_node_secret(self._key, home_address)
+        return self._kdf.node_secret(home_address.packed)
+
+    def pair_keys(self, home_address: IPv6Address) -> tuple[int, bytes, int, bytes]:
+        """``(outbound SPI, key || salt, inbound SPI, key || salt)`` of the node at
+        ``home_address`` (it must be covered), both directions in one pass."""
+        return derive_pair_keys(SecretKdf(self.secret(home_address)), self._local,
+                                home_address.packed, self._klen)
 
     def pair(self, home_address: IPv6Address) -> tuple[SaSpec, SaSpec]:
         """The two SaSpecs (outbound, inbound) of the node at ``home_address``."""
-        return derive_pair(self.secret(home_address), self.local, home_address, MOBILE_NODE,
-                           self.key_bits)
+        return self._specs(home_address, self.pair_keys(home_address))
+
+    def keys_of(self, home_address: IPv6Address, outbound: bool) -> bytes:
+        """``key || salt`` of the node's SA in one direction, for a context being rebuilt:
+        the other direction's is held for the next call (class docstring)."""
+        at = address_int(home_address)
+        held = self._held
+        if held is not None and held[0] == at and held[1] == outbound:
+            self._held = None
+            return held[2]
+        _, out_keys, _, in_keys = self.pair_keys(home_address)
+        if outbound:
+            self._held = (at, False, in_keys)
+            return out_keys
+        self._held = (at, True, out_keys)
+        return in_keys
 
     def configured(self) -> dict[IPv6Address, bytes]:
         """``{home address: secret}`` of the configured nodes."""
@@ -116,6 +161,7 @@ class NodeGroup:
         """Replace the configured nodes (SIGHUP, :mod:`haha.reload`). The SAs of a node
         removed or re-keyed are the caller's to remove."""
         self._configured = {address_int(a): bytes(s) for a, s in nodes.items()}
+        self._held = None  # a re-keyed node's keys must not outlive its secret
 
     def ensure(self, sadb: SecurityAssociationDatabase, home_address: IPv6Address) -> bool:
         """Derive and install the pair of ``home_address`` unless ``sadb`` has one (or the
@@ -124,7 +170,7 @@ class NodeGroup:
             return True
         if not self.covers(home_address):
             return False
-        self._install(sadb, self.pair(home_address))
+        self._install(sadb, home_address, self.pair_keys(home_address))
         self.derived += 1
         return True
 
@@ -137,10 +183,10 @@ class NodeGroup:
         when the group does not explain the packet."""
         if sadb.has_peer(source) or not self.covers(source):
             return None
-        out, inbound = self.pair(source)
-        if inbound.spi != spi:
+        keys = self.pair_keys(source)
+        if keys[2] != spi:
             return None
-        self._install(sadb, (out, inbound))
+        self._install(sadb, source, keys)
         try:
             result = unprotect()
         except Exception:

@@ -299,6 +299,66 @@ class SecurityAssociationDatabase:
             self._set_spi(spec.spi, same + (sa,))
             self._in_peer[spec.peer] = sa
 
+    def add_derived_pair(self, peer: IPv6Address, role: str, out_spi: int, out_keys: bytes,
+                         in_spi: int, in_keys: bytes,
+                         key_sources: tuple[Optional[KeySource], Optional[KeySource]]
+                         = (None, None), prime: bool = False) -> None:
+        """Both SAs of a pair whose keys were just derived (``out_keys`` and ``in_keys``:
+        ``key || salt``): what :meth:`add` of the two :class:`SaSpec` does (same checks, same
+        errors, nothing added when one fails), without building them: a node group installs a
+        pair per node on its first packet. ``key_sources`` (outbound, inbound) as for
+        :meth:`add`; ``prime`` builds both cipher contexts from the keys given."""
+        if type(peer) is not IPv6Address:
+            raise SecurityConfigError(f"SA peer {peer!r} is not an IPv6Address")
+        if role not in ROLES:
+            raise SecurityConfigError(f"role {role!r} is not one of {', '.join(ROLES)}")
+        klen = len(out_keys) - SALT_LEN
+        if klen not in KEY_LENGTHS or len(in_keys) != len(out_keys):
+            raise SecurityConfigError(f"SA pair for peer {peer}: key || salt must be 20, 28 or "
+                                      "36 octets")
+        for spi in (out_spi, in_spi):
+            if not isinstance(spi, int) or isinstance(spi, bool) \
+                    or not MIN_SPI <= spi <= 0xFFFFFFFF:
+                raise SecurityConfigError(f"SA pair for peer {peer}: SPI {spi!r} is not in "
+                                          "256..4294967295 (RFC 4303 2.1 reserves 0-255)")
+        p = address_int(peer)
+        known = self._role(p, peer)
+        if known is not None and known != role:
+            raise SecurityConfigError(
+                f"peer {peer} is already a {known}; an SA cannot make it a {role}")
+        if p in self._out:
+            raise SecurityConfigError(f"peer {peer} already has an outbound SA")
+        if peer in self._in_peer:
+            raise SecurityConfigError(f"peer {peer} already has an inbound SA")
+        same = self._same_spi(in_spi)
+        for other in same:
+            if other.peer == peer or peer in other.sources:
+                raise SecurityConfigError(
+                    f"inbound SPI 0x{in_spi:08x} of peer {peer} is already used by "
+                    f"the SA of peer {other.peer} for the same source addresses")
+        store = self.sequence_store
+        seq, limit, reserve = 0, None, None
+        floor, advance, save_at = 0, None, None
+        if store is not None:
+            seq, limit, reserve = store.start_outbound(peer, out_spi)
+            floor, advance, save_at = store.start_inbound(peer, in_spi)
+        out = OutboundSA(out_spi, out_keys[:klen], out_keys[klen:], peer=peer, rng=self._rng,
+                         seq=seq, limit=limit if limit is not None else 0xFFFFFFFF,
+                         reserve=reserve, ciphers=self.ciphers, role=role)
+        sa = InboundSA(in_spi, in_keys[:klen], in_keys[klen:], peer=peer,
+                       replay_window=self.replay_window, role=role, floor=floor,
+                       advance=advance, save_at=save_at, ciphers=self.ciphers, peer_key=p)
+        if key_sources[0] is not None:
+            out.use_key_source(key_sources[0])
+        if key_sources[1] is not None:
+            sa.use_key_source(key_sources[1])
+        self._out[p] = out
+        self._set_spi(in_spi, same + (sa,))
+        self._in_peer[peer] = sa
+        if prime:
+            self.ciphers.load(out, out_keys)
+            self.ciphers.load(sa, in_keys)
+
     def _epoch_inbound(self, spec: SaSpec, rekey: Rekey, window: int) -> EpochInboundSA:
         store = self.sequence_store
         epoch, floor, advance, save_at = None, 0, None, None

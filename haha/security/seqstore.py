@@ -53,11 +53,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
+from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import implementer
 
 from ..interfaces import ICounterSource
+from ..wire.addresses import address_text
 from .errors import SecurityConfigError
 from .esp import SEQ_MAX
 
@@ -81,7 +83,9 @@ DEFAULT_BLOCK = 1024
 
 
 def _name(direction: str, peer: object, spi: int) -> str:
-    return f"{direction} {peer} 0x{spi:08x}"
+    # address_text: str() of an address costs more than the rest of adding an SA
+    text = address_text(peer) if type(peer) is IPv6Address else str(peer)
+    return f"{direction} {text} 0x{spi:08x}"
 
 
 @implementer(ICounterSource)

@@ -1,0 +1,205 @@
+"""What a node group and a pair keep between derivations is never stale: a node's pair is
+derived once on first contact (its two cipher contexts built from those keys), an evicted
+node's contexts are rebuilt from one derivation of the pair with the right keys for the right
+node, a re-keyed configured node or another group key gets its own keys, and a peer's new
+epoch is followed with that epoch's keys even when its context was evicted in between."""
+
+import os
+from ipaddress import IPv6Address, IPv6Network
+
+from haha.security import keys
+from haha.security.epoch import new_epoch
+from haha.security.nodegroup import NodeGroup
+from haha.security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
+
+GROUP = bytes(range(32))
+PREFIX = IPv6Network("2001:db8:1::/64")
+HA = IPv6Address("2001:db8:1::1")
+NODES = [IPv6Address(f"2001:db8:1::{i:x}") for i in range(0x100, 0x106)]
+PAYLOAD = b"\x3b" + bytes(15)
+
+
+def _node_db(secret, hoa):
+    return SecurityAssociationDatabase.from_specs(keys.derive_pair(secret, hoa, HA, HOME_AGENT))
+
+
+def _reference(group_key, hoa):
+    """``(out key || salt, in key || salt)`` of the home agent's pair with ``hoa``, derived
+    from scratch with derive_pair."""
+    out, inb = keys.derive_pair(keys.derive_node_secret(group_key, hoa), HA, hoa, MOBILE_NODE)
+    return out.key + out.salt, inb.key + inb.salt
+
+
+def _counting(group):
+    calls = []
+    real = group.pair_keys
+
+    def pair_keys(hoa):
+        calls.append(hoa)
+        return real(hoa)
+
+    group.pair_keys = pair_keys
+    return calls
+
+
+def test_first_contact_derives_the_pair_once_and_builds_both_contexts_from_it():
+    """admit derives the node's pair once: the packet is opened and the answer sealed with
+    contexts built from those keys, with no second derivation (rederived stays 0)."""
+    group = NodeGroup(GROUP, PREFIX, HA)
+    calls = _counting(group)
+    sadb = SecurityAssociationDatabase()
+    node = _node_db(keys.derive_node_secret(GROUP, NODES[0]), NODES[0])
+    esp = node.protect(HA, 135, PAYLOAD)
+    spi = int.from_bytes(esp[:4], "big")
+    assert group.admit(sadb, NODES[0], spi, lambda: sadb.unprotect(NODES[0], esp))[0] == NODES[0]
+    answer = sadb.protect(NODES[0], 135, PAYLOAD)
+    assert node.unprotect(HA, answer)[1:] == (135, PAYLOAD)
+    assert calls == [NODES[0]] and group.rederived == 0 and sadb.ciphers.built == 2
+
+
+def test_evicted_nodes_are_rebuilt_with_their_own_keys_one_derivation_per_pair():
+    """With room for one context, six nodes taking turns (BU in, BA out) have both contexts
+    rebuilt at every turn: every packet opens on both sides, and each rebuilt pair costs one
+    derivation (the second direction's keys were held from the first)."""
+    group = NodeGroup(GROUP, PREFIX, HA)
+    sadb = SecurityAssociationDatabase(cipher_cache=1)
+    nodes = {h: _node_db(keys.derive_node_secret(GROUP, h), h) for h in NODES}
+    for h in NODES:
+        group.ensure(sadb, h)
+    calls = _counting(group)
+    for _ in range(3):
+        for h, node in nodes.items():
+            assert sadb.unprotect(h, node.protect(HA, 135, PAYLOAD))[0] == h
+            assert node.unprotect(HA, sadb.protect(h, 135, PAYLOAD))[1:] == (135, PAYLOAD)
+    assert group.rederived == 2 * 3 * len(NODES)
+    assert len(calls) == 3 * len(NODES)
+
+
+def test_held_keys_serve_only_the_same_node_and_direction():
+    """The keys held from one rebuild are handed out only for the other direction of the same
+    node: asking for another node, or the same direction again, derives afresh and gets that
+    node's own keys."""
+    group = NodeGroup(GROUP, PREFIX, HA)
+    a, b = NODES[0], NODES[1]
+    want_a, want_b = _reference(GROUP, a), _reference(GROUP, b)
+    assert group.keys_of(a, False) == want_a[1]  # holds a's outbound
+    assert group.keys_of(b, True) == want_b[0]  # another node: not a's
+    assert group.keys_of(b, True) == want_b[0]  # the same direction again: b's outbound
+    assert group.keys_of(b, False) == want_b[1]
+    assert group.keys_of(a, True) == want_a[0]
+
+
+def test_a_rekeyed_configured_node_never_gets_its_old_keys():
+    """A configured node whose secret changes (SIGHUP) gets keys of its new secret, even
+    when the other half of its pair under the old secret was held."""
+    old, new = os.urandom(32), os.urandom(32)
+    hoa = NODES[2]
+    group = NodeGroup(GROUP, PREFIX, HA, configured={hoa: old})
+    group.keys_of(hoa, False)  # holds the outbound keys under the old secret
+    group.set_configured({hoa: new})
+    out, _ = keys.derive_pair(new, HA, hoa, MOBILE_NODE)
+    assert group.keys_of(hoa, True) == out.key + out.salt
+
+
+def test_each_group_key_derives_its_own_nodes():
+    """Two groups with different keys (a group key changed at a restart) derive each node
+    from their own key: nothing computed for one key is reused for the other."""
+    other = os.urandom(32)
+    g1, g2 = NodeGroup(GROUP, PREFIX, HA), NodeGroup(other, PREFIX, HA)
+    for h in NODES[:3]:
+        assert g1.pair_keys(h)[1] == _reference(GROUP, h)[0]
+        assert g2.pair_keys(h)[1] == _reference(other, h)[0]
+        assert g1.secret(h) == keys.derive_node_secret(GROUP, h) != g2.secret(h)
+
+
+def test_a_peers_new_epochs_are_followed_with_their_own_keys_through_evictions():
+    """A peer home agent restarting three times (three epochs) is followed each time, with a
+    cipher cache of one context evicted between packets: the receiver never opens a packet
+    under a previous epoch's keys or context, and an earlier run's packet stays refused."""
+    secret = bytes(range(7, 39))
+    peer = IPv6Address("2001:db8:2::1")
+    receiver = SecurityAssociationDatabase.from_specs(
+        keys.derive_pair(secret, HA, peer, epoch=new_epoch(1.8e9, 0, lambda n: b"\1" * n)),
+        cipher_cache=1)
+    other = SecurityAssociationDatabase.from_specs(keys.derive_pair(secret, HA, NODES[0]),
+                                                   cipher_cache=1)
+    old = None
+    for run in range(1, 4):
+        epoch = new_epoch(1.8e9 + run, 0, lambda n, r=run: bytes([r]) * n)
+        sender = SecurityAssociationDatabase.from_specs(
+            keys.derive_pair(secret, peer, HA, epoch=epoch))
+        for _ in range(2):
+            esp = sender.protect(HA, 135, PAYLOAD)
+            assert receiver.unprotect(peer, esp)[1:] == (135, PAYLOAD)
+            receiver.ciphers.drop(receiver._in_peer[peer])  # evicted between packets
+            other.protect(NODES[0], 135, PAYLOAD)
+        if old is not None:
+            try:
+                receiver.unprotect(peer, old)
+            except Exception as e:
+                assert getattr(e, "reason", None) in ("stale-epoch", "replay", "too-old")
+            else:
+                raise AssertionError("an earlier run's packet was accepted")
+        old = sender.protect(HA, 135, PAYLOAD)
+    assert receiver.counters["epoch-switched"] == 2
+
+
+def _pair_args(hoa, secret=None):
+    out, inb = keys.derive_pair(secret or keys.derive_node_secret(GROUP, hoa), HA, hoa,
+                                MOBILE_NODE)
+    return out, inb, (out.spi, out.key + out.salt, inb.spi, inb.key + inb.salt)
+
+
+def test_adding_a_derived_pair_equals_adding_its_two_specs(tmp_path):
+    """add_derived_pair leaves the database as add of the two SaSpecs does (SAs, SPIs,
+    roles, sequence numbers reserved in the sequence store), and the SAs carry packets both
+    ways."""
+    from haha.security.seqstore import SequenceStore
+
+    hoa = NODES[0]
+    out, inb, (o_spi, o_keys, i_spi, i_keys) = _pair_args(hoa)
+    a = SecurityAssociationDatabase(sequence_store=SequenceStore(str(tmp_path / "a"), block=8))
+    b = SecurityAssociationDatabase(sequence_store=SequenceStore(str(tmp_path / "b"), block=8))
+    a.add(out)
+    a.add(inb)
+    b.add_derived_pair(hoa, MOBILE_NODE, o_spi, o_keys, i_spi, i_keys, prime=True)
+    assert a.describe() == b.describe() and b.role_of(hoa) == MOBILE_NODE
+    assert a.state_of(hoa) == b.state_of(hoa)
+    node = _node_db(keys.derive_node_secret(GROUP, hoa), hoa)
+    for _ in range(10):  # past the store's block: reservations work the same
+        assert b.unprotect(hoa, node.protect(HA, 135, PAYLOAD))[0] == hoa
+        assert node.unprotect(HA, b.protect(hoa, 135, PAYLOAD))[0] == HA
+    assert b.ciphers.built == 2
+
+
+def test_a_derived_pair_is_refused_as_add_refuses_it_and_changes_nothing():
+    """A second pair for a peer, a peer already known in another role, an inbound SPI in use
+    for the same source, and bad keys, SPIs, roles or peers are refused with
+    SecurityConfigError, and the database is left as it was."""
+    import pytest
+
+    from haha.security.errors import SecurityConfigError
+
+    hoa, other = NODES[0], NODES[1]
+    _, _, args = _pair_args(hoa)
+    db = SecurityAssociationDatabase()
+    db.add_derived_pair(hoa, MOBILE_NODE, *args)
+    before = db.describe()
+    bad = [
+        (hoa, MOBILE_NODE, *args),  # a second pair
+        (hoa, HOME_AGENT, *args),  # another role
+        (other, MOBILE_NODE, args[0] ^ 1, args[1], args[2], args[3]),  # hoa's inbound SPI
+        (other, MOBILE_NODE, args[0], args[1][:-1], args[2] ^ 1, args[3]),  # short keys
+        (other, MOBILE_NODE, 255, args[1], args[2] ^ 1, args[3]),  # reserved SPI
+        (other, "router", args[0], args[1], args[2] ^ 1, args[3]),  # no such role
+        (str(other), MOBILE_NODE, args[0], args[1], args[2] ^ 1, args[3]),  # not an address
+    ]
+    # The third is allowed: hoa's inbound SPI for another peer (derived SPIs may collide; the
+    # source tells the SAs apart).
+    ok = bad.pop(2)
+    for call in bad:
+        with pytest.raises(SecurityConfigError):
+            db.add_derived_pair(*call)
+        assert db.describe() == before
+    db.add_derived_pair(*ok)
+    assert db.has_peer(other)
