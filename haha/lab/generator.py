@@ -323,10 +323,12 @@ class _Worker:
             machine = MobileNode(settings, rng)
             sadb = SecurityAssociationDatabase()
             keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
-            # A configured node has its SAs with its home agent before it registers (as a
-            # daemon with a key file): derived now, so that the burst measures registering,
-            # not key derivation. SAs with the other home agents are derived on first use.
-            keyring.ensure(self.has[0])
+            # A node has its SAs with every configured home agent before it registers, as
+            # `twistd haha-mn` derives them at start (mobile_node_security): derived now, so
+            # that the burst and a take-over measure registering, not the nodes' key
+            # derivation.
+            for ha in self.has:
+                keyring.ensure(ha)
             adapter = MobileNodeAdapter(machine, self.shared.view(care_of), self.clock,
                                         DEFAULT_PROFILE, policy, sadb, None, None, keyring,
                                         log=log)
