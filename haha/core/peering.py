@@ -191,9 +191,8 @@ class Peering:
                     # Push as well as pull: a peer we declared dead may never have doubted
                     # us, and then it will not ask for what we registered meanwhile. (If it
                     # restarted, its bulk request takes over whatever of this push has not
-                    # left yet.)
-                    for b in ha.cache.primaries():
-                        ha.sync.offer(address, b, now, out)
+                    # left yet.) In slices: Sync.push.
+                    ha.sync.push(address, list(ha.cache), now, out)
             self.untold.discard(address)
         elif result == halist.DELETED:
             self.down(address, "lifetime-zero", now, out)

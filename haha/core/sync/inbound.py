@@ -111,8 +111,11 @@ class SyncReceiver:
         settings = ha.settings
         sync = ha.sync
         # Packed entries while our bulk request to the sender is outstanding: its answer (or a
-        # burst as large), counted for bulk-sync-complete rather than one event each.
-        bulk = len(biu.entries) > 1 and sync.bulk_requested(sender)
+        # burst as large), counted for bulk-sync-complete rather than one event each. So are
+        # those arriving while we boot: a peer that sees us come back pushes its primaries
+        # before our bulk request leaves (at the end of the boot wait), and its
+        # bulk-sync-complete reports them.
+        bulk = len(biu.entries) > 1 and (not ha.serving or sync.bulk_requested(sender))
         tombstones = ha.tombstones
         switching = ha.switching
         for bce in biu.entries:

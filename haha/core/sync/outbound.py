@@ -4,8 +4,15 @@ One :class:`PeerSync` per live peer keeps what this home agent still owes it:
 
 - ``outstanding``: BIUs sent and not yet acknowledged, by identifier (random, non-zero, unique
   per peer, so a BIA matches exactly one; docs/protocol.md 6.1). Each is retransmitted with
-  exponential back-off (``biu_initial_timeout`` doubling up to ``biu_max_timeout``) until its
-  BIA arrives or the peer is declared dead.
+  exponential back-off (its first timeout doubling up to ``biu_max_timeout``) until its BIA
+  arrives or the peer is declared dead.
+- The first timeout follows the peer's measured answer time (RFC 6298 applied to BIAs): SRTT +
+  4 RTTVAR of the BIAs of BIUs sent once (Karn's rule), within :data:`MIN_TIMEOUT` and
+  ``biu_max_timeout``; ``biu_initial_timeout`` until a BIA was measured. A BIU lost in a bulk
+  answer is then repeated within a few answer times, not after a second, and a peer whose
+  backlog makes it answer in seconds is not sent every outstanding BIU again meanwhile (which
+  doubled its work). A timeout doubles the peer's timeout for new BIUs until a BIA of a BIU
+  sent once is measured again (RFC 6298 5.5).
 - Coalescing: a binding is carried by at most one outstanding BIU per peer. A newer change takes
   the binding out of the older BIU (which is dropped when it empties) and goes out at once in a
   new one, so a retransmission never carries stale state.
@@ -49,6 +56,15 @@ from ..seqnum import units_ceil
 UNSPECIFIED = IPv6Address(0)
 SINGLE_RETRIES = 3
 
+#: The shortest first timeout of a BIU, seconds, however quickly the peer answered: BIAs are
+#: not delayed (unlike TCP's acknowledgements, hence RFC 6298's floor of a second), but a
+#: peer's reactor may run a slice of bulk work (tens of milliseconds) before reading them.
+MIN_TIMEOUT = 0.1
+
+#: RFC 6298 2.3's gains.
+_ALPHA = 0.125
+_BETA = 0.25
+
 #: Cache entries looked at per slice of a bulk answer (haha.core.slices): queueing one costs
 #: a few microseconds, passing over one that is not sent (a copy) well under one, so a slice
 #: stays around 10 ms; at the default slice of 32, node traffic handled between two slices
@@ -88,7 +104,8 @@ def entry_size(bce: BceInfo) -> int:
 class Outstanding:
     """A BIU waiting for its BIA."""
 
-    __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker", "owner")
+    __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker", "owner",
+                 "sent", "resent")
 
     def __init__(self, identifier: int, entries: Dict[int, Tuple[BceInfo, Optional[float]]],
                  serial: float, timeout: float, next_at: float, marker: bool = False,
@@ -100,6 +117,8 @@ class Outstanding:
         self.next_at = next_at
         self.marker = marker
         self.owner = owner  # None: this home agent is the primary; else the named primary
+        self.sent = 0.0  # when first sent
+        self.resent = False  # retransmitted: its BIA measures nothing (Karn's rule)
 
 
 class Request:
@@ -121,7 +140,7 @@ class PeerSync:
     """What this home agent owes one live peer."""
 
     __slots__ = ("address", "outstanding", "carrying", "pending", "serial", "answering",
-                 "requests")
+                 "requests", "srtt", "rttvar", "backoff", "backed_off")
 
     def __init__(self, address: Any) -> None:
         self.address = address
@@ -137,6 +156,37 @@ class PeerSync:
         self.serial = 0
         self.answering: Dict[int, float] = {}  # bulk request identifier -> barrier serial
         self.requests: Dict[int, Request] = {}
+        #: The peer's answer time (RFC 6298): smoothed round trip of BIU to BIA and its
+        #: variation (None until one is measured), and the factor a timeout doubled.
+        self.srtt: Optional[float] = None
+        self.rttvar = 0.0
+        self.backoff = 1
+        self.backed_off = float("-inf")  # when the backoff last doubled
+
+    def measured(self, rtt: float) -> None:
+        """A BIA of a BIU sent once arrived ``rtt`` seconds after it (RFC 6298 2.2, 2.3)."""
+        if self.srtt is None:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - rtt)
+            self.srtt = (1 - _ALPHA) * self.srtt + _ALPHA * rtt
+        self.backoff = 1
+
+    def timed_out(self, o: "Outstanding", now: float) -> None:
+        """``o`` was not acknowledged in time: double the timeout of new BIUs, once for all
+        the BIUs sent before this (a window timing out together is one loss event)."""
+        if o.sent >= self.backed_off and self.backoff < 64:
+            self.backoff *= 2
+            self.backed_off = now
+
+    def timeout(self, initial: float, maximum: float) -> float:
+        """The first retransmission timeout of a BIU to this peer (module docstring)."""
+        if self.srtt is None:
+            base = initial
+        else:
+            base = max(MIN_TIMEOUT, self.srtt + 4 * self.rttvar)
+        return min(base * self.backoff, maximum)
 
     def busy(self) -> bool:
         return bool(self.outstanding or self.pending or self.answering or self.requests)
@@ -157,8 +207,9 @@ class Sync:
         self.source = settings.signalling_address
         self.peers: Dict[Any, PeerSync] = {}
         self._heap: List[Timer] = []
-        # First transmissions all wait biu_initial_timeout, so their deadlines come in order:
-        # a FIFO holds them for O(1); retransmissions and requests go to the heap.
+        # First transmissions mostly wait the same timeout, so their deadlines mostly come in
+        # order: a FIFO holds them for O(1); retransmissions, requests and a first deadline
+        # earlier than the FIFO's last (the timeout shrank) go to the heap.
         self._fresh: Deque[Timer] = deque()
         self._budget = settings.sync_mtu - _OVERHEAD
         # Address take-over adds up to two ESP State options (48 octets each with padding) per
@@ -237,6 +288,47 @@ class Sync:
         bce = _bce(binding.home_address, binding.care_of, binding.flags, binding.sequence,
                    units_ceil(binding.expires - now), binding.prefixes)
         self._offer(peer, address_int(binding.home_address), bce, binding.expires, now, out)
+
+    def push(self, address: Any, snapshot: List[Any], now: float, out: Effects) -> None:
+        """Send peer ``address`` every primary binding of ``snapshot`` (a list of the cache's
+        entries) that is not already on its way there: a peer we declared dead may never have
+        doubted us, and then it will not ask for what we registered meanwhile.
+
+        With a :attr:`work` backlog the entries are picked in slices ("push", as many per
+        slice as a bulk answer's), each checked against :attr:`cache` when its turn comes, and
+        each slice's BIUs leave packed at its end: queueing 50,000 in the call that saw the
+        peer come back held the reactor for a third of a second."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return
+        cache = self.cache
+
+        def step(b: Any, now: float, out: Effects) -> None:
+            if b.primary is not None or (cache is not None
+                                         and cache.get(b.home_address) is not b):
+                return
+            hoa = address_int(b.home_address)
+            if hoa in peer.carrying or hoa in peer.pending:
+                return
+            peer.serial += 1
+            peer.pending[hoa] = (_bce(b.home_address, b.care_of, b.flags, b.sequence,
+                                      units_ceil(b.expires - now), b.prefixes),
+                                 b.expires, peer.serial, None)
+
+        def after(now: float, out: Effects) -> None:
+            if self.peers.get(address) is peer and peer.pending:
+                self._flush(peer, now, out)
+                if peer.answering:
+                    self._check_barriers(peer, now, out)
+
+        if self.work is None:
+            for b in snapshot:
+                step(b, now, out)
+            after(now, out)
+        else:
+            self.work.sizes.setdefault("push", BULK_SLICE)
+            self.work.add(snapshot, step, now, out, alive=lambda: self.peers.get(address) is peer,
+                          after=after, name="push")
 
     @staticmethod
     def _withdraw(peer: PeerSync, hoa: int) -> bool:
@@ -325,6 +417,8 @@ class Sync:
 
     def _transmit(self, peer: PeerSync, o: Outstanding, entries: Tuple[BceInfo, ...],
                   now: float, out: Effects, message: Optional[BindingInfoUpdate] = None) -> None:
+        o.timeout = peer.timeout(self.settings.biu_initial_timeout, self.settings.biu_max_timeout)
+        o.sent = now
         o.next_at = now + o.timeout
         peer.outstanding[o.identifier] = o
         carrying = peer.carrying
@@ -513,6 +607,8 @@ class Sync:
         o = peer.outstanding.pop(bia.identifier, None)
         if o is None:
             return None
+        if not o.resent:
+            peer.measured(now - o.sent)
         carrying = peer.carrying
         ident = o.identifier
         for hoa in o.entries:
@@ -652,6 +748,8 @@ class Sync:
                         bce.home_address, bce.care_of_address, bce.flags, bce.sequence,
                         units_ceil(expires - now), bce.prefixes)
                     for bce, expires in o.entries.values())
+                peer.timed_out(o, now)
+                o.resent = True
                 o.timeout = min(o.timeout * 2, maximum)
                 o.next_at = now + o.timeout
                 heapq.heappush(heap, (o.next_at, 0, address, ident))
