@@ -39,7 +39,6 @@ from ipaddress import IPv6Address
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from haha.core.cache import Binding  # noqa: E402,F401
 from haha.testing import Network  # noqa: E402
 from haha.wire.mh import BU_A, BU_H  # noqa: E402
 
@@ -74,7 +73,10 @@ class TimedNetwork(Network):
         if free > t:
             heapq.heappop(self._queue)
             self._seq += 1
-            heapq.heappush(self._queue, (free, self._seq, kind, data))
+            # A timer due while the node was busy runs before the packets that waited with
+            # it, as the reactor runs due timers before reading its sockets.
+            heapq.heappush(self._queue, (free, -self._seq if kind == "tick" else self._seq,
+                                         kind, data))
             return True
         self._held = []
         prof = self.profiles.get(name)
@@ -189,8 +191,19 @@ def run(n, slowdown, window, profile=False, timeout=600.0):
         "ha1": {k: c1[k] for k in ("biu-received", "biu-entry-applied", "biu-entry-rejected",
                                    "bir-sent", "bir-retransmitted")},
         "cpu_s": {k: round(v, 3) for k, v in net.cpu.items()},
+        "peer_downs": {h.name: sum(1 for t, e in h.events if e.name == "peer-down"
+                                   and t >= served_at) for h in (ha1, ha2, ha3)},
+        "bulk_answers": {s.name: s.machine.counters.get("slice-items.bulk-answer", 0) // 2
+                         for s in (ha2, ha3)},
         "ha1_us_per_copy": round(net.cpu.get("ha1", 0.0) / max(1, len(cache)) * 1e6, 1),
     }
+    if os.environ.get("RELEARN_TRACE"):
+        for h in (ha1, ha2, ha3):
+            for t, e in h.events:
+                if t >= start and e.name not in ("copy-created", "binding-restored"):
+                    print(f"{t - served_at:8.3f} {h.name} {e.name} {e.fields}", file=sys.stderr)
+            print(h.name, {k: v for k, v in h.machine.counters.items()
+                           if "bir" in k or "drop" in k or "bia" in k}, file=sys.stderr)
     if profile:
         st = pstats.Stats(net.profiles["ha1"], stream=sys.stderr)
         st.sort_stats("tottime").print_stats(25)

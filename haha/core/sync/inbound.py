@@ -314,6 +314,10 @@ class SyncReceiver:
         hoa = bir.home_address
         cache = ha.cache
         if hoa == UNSPECIFIED:
+            if ha.sync.repeated_bulk(sender, bir.identifier, now):
+                # Sent before our answer (or its end marker) reached the requester.
+                ha.counters["bir-repeated"] += 1
+                return
             # Copies naming the requester go back to it too: a home agent that asks for
             # everything has lost its state (restart), those were its primaries. It holds
             # none of ours until it acknowledges the end of the answer (halist).
