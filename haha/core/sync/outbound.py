@@ -14,12 +14,12 @@ One :class:`PeerSync` per live peer keeps what this home agent still owes it:
   new BIUs, once per loss event, until a BIA of a BIU sent once is measured again (RFC 6298
   5.5).
 - The window follows the peer's answer time: a BIA measured later than :attr:`Sync.target`
-  (an eighth of ``ha_lifetime``) halves the peer's window (once per round trip, down to one
-  BIU), as does a timeout; each BIA measured in time grows it by one BIU per window's worth
-  of BIAs, up to ``biu_window``. What a home agent has not yet read waits in its input queue
-  with the peers' HELLOs, so a restarted home agent taking two bulk answers on a loaded
-  machine read HELLOs seconds late and declared its peers dead; the window keeps that queue
-  within the target.
+  (an eighth of the failure detection time) halves the peer's window (once per round trip,
+  down to one BIU), as does a timeout; each BIA measured in time grows it by one BIU per
+  window's worth of BIAs, up to ``biu_window``. What a home agent has not yet read waits in
+  its input queue with the peers' HELLOs: a restarted home agent taking two full windows of
+  bulk answers on a loaded machine would read HELLOs seconds late, and its peers would
+  declare it dead. The window keeps that queue within the target.
 - Fast retransmission: a peer answers BIUs in the order they arrive (one socket, peers first
   in its input queue), so a BIU still unacknowledged when :data:`FAST_RETRANSMIT` BIUs sent
   after it have been acknowledged was lost: it is sent again at once (once; then its timer),
@@ -237,8 +237,13 @@ class Sync:
         self.counters = counters
         self.source = settings.signalling_address
         #: The longest answer time of a peer that does not shrink its window (module
-        #: docstring): an eighth of the HA lifetime, so a peer reads our HELLOs well within it.
-        self.target = max(0.05, settings.ha_lifetime / 8)
+        #: docstring): an eighth of the failure detection time (the HA lifetime, or
+        #: ``hello_misses`` HELLO intervals when shorter), so a peer reads our HELLOs well
+        #: within it.
+        detection = float(settings.ha_lifetime)
+        if settings.hello_misses:
+            detection = min(detection, settings.hello_misses * settings.hello_interval)
+        self.target = max(0.05, detection / 8)
         self.peers: Dict[Any, PeerSync] = {}
         self._heap: List[Timer] = []
         # First transmissions mostly wait the same timeout, so their deadlines mostly come in
@@ -331,10 +336,11 @@ class Sync:
         With a :attr:`work` backlog the entries are picked in slices ("push", as many per
         slice as a bulk answer's), each checked against :attr:`cache` when its turn comes, and
         each slice's BIUs leave packed at its end: queueing 50,000 in the call that saw the
-        peer come back held the reactor for a third of a second."""
+        peer come back held the reactor for a third of a second. A bulk request from the peer
+        (it restarted) ends the push: the answer sends every primary."""
         peer = self.peers.get(address)
-        if peer is None:
-            return
+        if peer is None or peer.answering:
+            return  # a bulk answer under way sends all of it
         cache = self.cache
 
         def step(b: Any, now: float, out: Effects) -> None:
@@ -361,7 +367,9 @@ class Sync:
             after(now, out)
         else:
             self.work.sizes.setdefault("push", BULK_SLICE)
-            self.work.add(snapshot, step, now, out, alive=lambda: self.peers.get(address) is peer,
+            # A bulk request from the peer stops the push: its answer sends all of it.
+            self.work.add(snapshot, step, now, out,
+                          alive=lambda: self.peers.get(address) is peer and not peer.answering,
                           after=after, name="push")
 
     @staticmethod
