@@ -692,7 +692,7 @@ class Sync:
         """Send again at once the BIUs that :data:`FAST_RETRANSMIT` later ones overtook. The
         outstanding BIUs are in the order they were first sent: only the front is looked at."""
         limit = peer.acked_order - FAST_RETRANSMIT
-        for o in list(peer.outstanding.values()):
+        for o in peer.outstanding.values():  # _resend does not change the dict
             if o.order > limit:
                 break
             if o.fast:
