@@ -80,10 +80,13 @@ class TimedNetwork(Network):
         if free > t:
             heapq.heappop(self._queue)
             self._seq += 1
-            # A timer due while the node was busy runs before the packets that waited with
-            # it, as the reactor runs due timers before reading its sockets.
-            heapq.heappush(self._queue, (free, -self._seq if kind == "tick" else self._seq,
-                                         kind, data))
+            # What waited for a busy node is taken in the order it became due (a timer, a
+            # slice of bulk work, a packet), as the reactor alternates between its due timers
+            # and a slice of its sockets: ordered by that time, then by arrival. (A timer
+            # rescheduled after every packet and placed behind the packets waiting with it
+            # never ran; placed before them, slices of bulk work kept the packets waiting.)
+            due = seq if isinstance(seq, float) else t + self._seq * 1e-12
+            heapq.heappush(self._queue, (free, due, kind, data))
             return True
         self._held = []
         prof = self.profiles.get(name)
