@@ -85,7 +85,15 @@ class TimedNetwork(Network):
             # and a slice of its sockets: ordered by that time, then by arrival. (A timer
             # rescheduled after every packet and placed behind the packets waiting with it
             # never ran; placed before them, slices of bulk work kept the packets waiting.)
-            due = seq if isinstance(seq, float) else t + self._seq * 1e-12
+            if kind == "tick":
+                # The network schedules a node's timer at max(due, now) after each packet:
+                # its order is the time it was due, not the time it was rescheduled.
+                due_at = self.nodes[name].endpoint.next_timer()
+                due = (t if due_at is None else min(t, due_at)) + self._seq * 1e-12
+            elif isinstance(seq, float):
+                due = seq
+            else:
+                due = t + self._seq * 1e-12
             heapq.heappush(self._queue, (free, due, kind, data))
             return True
         self._held = []
@@ -158,7 +166,7 @@ def run(n, slowdown, window, profile=False, timeout=600.0):
             o = _orig(address, bia, now, out)
             if o is not None and address == ha1.machine.identity:
                 t = _sent.pop(o.identifier, None)
-                if t is not None and not o.resent:
+                if t is not None and not getattr(o, "resent", False):
                     rtts.append(net.now - t)
                 if o.marker:
                     marks.setdefault(_name, {})["end_acked"] = net.now
