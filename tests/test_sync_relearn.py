@@ -237,3 +237,21 @@ def _resend_bulk(node, peer, ident, now):
                                                                  128),)),
                       m.sync.source, peer, None, None, peer)]
 
+
+
+def test_the_relearning_benchmark_runs_and_reports_every_binding_held():
+    """bench/relearn.py with a few hundred bindings prints one JSON object whose case holds a
+    value and a CPU baseline, the restarted home agent holding every binding, no peer-down."""
+    import json
+    import os
+    import subprocess
+    import sys
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench", "relearn.py")
+    out = subprocess.run([sys.executable, bench, "--nodes", "400", "--slowdown", "3"],
+                         capture_output=True, text=True, timeout=120, check=True)
+    report = json.loads(out.stdout)
+    (case,) = report["results"]
+    assert case["value"] is not None and case["value"] > 0 and case["baselines"]["cpu_s"] > 0
+    raw = report["raw"]
+    assert raw["held"] == 400 and raw["ha1"]["biu-entry-applied"] >= 400
+    assert not any(raw["peer_downs"].values())
