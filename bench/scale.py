@@ -22,7 +22,11 @@ Cases:
   exactly one survivor and the survivors agree. Baseline: the measured failure detection (until
   both survivors have counted a peer-down).
 - ``restart``: the killed home agent started again; time from serving until it holds a
-  consistent copy of every binding. Baseline: its start-up time (process start to serving).
+  consistent copy of every binding: until its ``status`` counts every binding (``held_s``),
+  if the consistency check that follows passes at once, else until the passing check began;
+  ``checked_s`` is when the check ended (it asks every home agent and worker for everything:
+  seconds at 10,000 nodes, which the value counted before). Baseline: its start-up time
+  (process start to serving).
 - ``memory``: RSS per configured node (a home agent knowing N nodes against one knowing none,
   both serving, before any registration), per primary binding and per copy (RSS growth of the
   primary and of a copy holder during the burst).
@@ -284,10 +288,22 @@ class Run:
         load.wait("the restarted home agent holding every binding", lambda: (
             c.control(first.name, "status", 30) or {}).get("bindings") == self.n,
             self.timeout, self.interval)
-        check = load.wait("consistency with the restarted home agent", self._consistent,
+        held = time.monotonic() - t0 - serving
+        # The check asks every home agent for every binding and every worker for its nodes:
+        # seconds at 10,000 nodes, far more at 100,000. Its own duration is not relearning:
+        # the phase's value is when the state it found consistent was there (when the count
+        # was reached, if the first check passes; else when the passing check began).
+        attempts = []
+
+        def consistent():
+            attempts.append(time.monotonic() - t0 - serving)
+            return self._consistent()
+        check = load.wait("consistency with the restarted home agent", consistent,
                           self.timeout, max(0.5, self.interval))
         return {"serving_s": round(serving, 3),
-                "relearned_s": round(time.monotonic() - t0 - serving, 3), "consistency": check}
+                "relearned_s": round(held if len(attempts) == 1 else attempts[-1], 3),
+                "held_s": round(held, 3), "check_attempts": len(attempts),
+                "checked_s": round(time.monotonic() - t0 - serving, 3), "consistency": check}
 
 
 def _failed(o, phase):
@@ -357,6 +373,7 @@ def results(o):
         out.append(dict(restart_case, value=r["relearned_s"],
                         baselines={"start-up-to-serving": r["serving_s"]},
                         consistent=r["consistency"]["consistent"],
+                        held_s=r.get("held_s"), checked_s=r.get("checked_s"),
                         longest_status_s=r["probe"]["longest_status_s"]))
     out.append({"case": f"memory per configured node ({n} nodes, {o['node_keys']} keys)",
                 "metric": "RSS delta",

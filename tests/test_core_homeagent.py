@@ -463,18 +463,34 @@ def test_hello_on_start_periodically_and_on_change():
 
 
 def test_boot_wait_then_bulk_request_to_live_peers():
-    """While booting a home agent listens; at the end of the boot wait it serves and asks each
-    live peer for all its bindings; peers that come up later are asked at once."""
-    r = Rig(boot_wait=15, alive=(P2,))
+    """While booting a home agent listens, and asks each peer it hears for all its bindings at
+    once (a restarted home agent relearns during its boot wait); at the end of the boot wait it
+    serves without asking a peer that has answered again; peers that come up later are asked
+    at once."""
+    r = Rig(boot_wait=15, alive=(P2,), synced=False)
     assert r.ha.state == "booting"
-    assert not sends(r.out, BindingInfoRequest)
+    assert [e.dst for e in sends(r.out, BindingInfoRequest)] == [P2]
+    r.answer_bulk(P2)
     out = r.run_to(15.0)
     assert r.ha.state == "serving"
-    assert [e.dst for e in sends(out, BindingInfoRequest)] == [P2]
+    assert not sends(out, BindingInfoRequest)
     out = r.hello(P3)
     assert [e.dst for e in sends(out, BindingInfoRequest)] == [P3]
     assert [e.dst for e in sends(out, HaHello)] == [P3]  # greet the newcomer at once
     assert only(events(out, "peer-up"))["peer"] == P3
+
+
+def test_boot_over_asks_no_peer_twice():
+    """A peer heard while booting whose answer is still under way when the boot wait ends is
+    not sent a second bulk request: only its first is retransmitted; a peer heard only at
+    the end of the wait is asked then."""
+    r = Rig(boot_wait=15, alive=(P2,), synced=False)
+    (first,) = sends(r.out, BindingInfoRequest)
+    out = r.run_to(15.0)
+    assert r.ha.state == "serving"
+    assert {e.message.identifier for e in sends(out, BindingInfoRequest, P2)} == \
+        {first.message.identifier}
+    assert sends(r.hello(P3), BindingInfoRequest, P3)
 
 
 def test_stale_and_foreign_hellos_are_dropped():

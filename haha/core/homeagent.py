@@ -245,7 +245,9 @@ class HomeAgent:
         out.append(Event(EventName.SERVING, peers=len(self.peers)))
         self.takeover.boot_over(self.peers, out)
         for address in list(self.sync.peers):
-            self.sync.request(address, None, now, out)
+            e = self.peers.entries.get(address)
+            if e is None or not e.answered:  # else it answered while we booted
+                self.sync.request(address, None, now, out)
 
     def stop(self, now: float) -> Effects:
         """Leave: HELLO with lifetime 0 to the peers (they delete this home agent at once),

@@ -185,15 +185,17 @@ class Peering:
                              preference=e.preference, via=e.source))
             if ha.settings.send_hello and e.source == "hello":
                 self.send_hello(address, now, out)
-            if ha.serving:
+            if ha.running:
+                # Booting too: a restarted home agent relearns from the peers it hears during
+                # its boot wait, and the answer replaces their push of the same bindings (a
+                # request at the end of the wait had them sent twice).
                 ha.sync.request(address, None, now, out)
-                if address in self.untold:
-                    # Push as well as pull: a peer we declared dead may never have doubted
-                    # us, and then it will not ask for what we registered meanwhile. (If it
-                    # restarted, its bulk request takes over whatever of this push has not
-                    # left yet.)
-                    for b in ha.cache.primaries():
-                        ha.sync.offer(address, b, now, out)
+            if ha.serving and address in self.untold:
+                # Push as well as pull: a peer we declared dead may never have doubted us,
+                # and then it will not ask for what we registered meanwhile. (If it
+                # restarted, its bulk request takes over whatever of this push has not left
+                # yet.) In slices: Sync.push.
+                ha.sync.push(address, list(ha.cache), now, out)
             self.untold.discard(address)
         elif result == halist.DELETED:
             self.down(address, "lifetime-zero", now, out)

@@ -111,8 +111,11 @@ class SyncReceiver:
         settings = ha.settings
         sync = ha.sync
         # Packed entries while our bulk request to the sender is outstanding: its answer (or a
-        # burst as large), counted for bulk-sync-complete rather than one event each.
-        bulk = len(biu.entries) > 1 and sync.bulk_requested(sender)
+        # burst as large), counted for bulk-sync-complete rather than one event each. So are
+        # those arriving while we boot: a peer that sees us come back pushes its primaries
+        # before our bulk request leaves (at the end of the boot wait), and its
+        # bulk-sync-complete reports them.
+        bulk = len(biu.entries) > 1 and (not ha.serving or sync.bulk_requested(sender))
         tombstones = ha.tombstones
         switching = ha.switching
         for bce in biu.entries:
@@ -311,6 +314,10 @@ class SyncReceiver:
         hoa = bir.home_address
         cache = ha.cache
         if hoa == UNSPECIFIED:
+            if ha.sync.repeated_bulk(sender, bir.identifier, now):
+                # Sent before our answer (or its end marker) reached the requester.
+                ha.counters["bir-repeated"] += 1
+                return
             # Copies naming the requester go back to it too: a home agent that asks for
             # everything has lost its state (restart), those were its primaries. It holds
             # none of ours until it acknowledges the end of the answer (halist).

@@ -4,12 +4,31 @@ One :class:`PeerSync` per live peer keeps what this home agent still owes it:
 
 - ``outstanding``: BIUs sent and not yet acknowledged, by identifier (random, non-zero, unique
   per peer, so a BIA matches exactly one; docs/protocol.md 6.1). Each is retransmitted with
-  exponential back-off (``biu_initial_timeout`` doubling up to ``biu_max_timeout``) until its
-  BIA arrives or the peer is declared dead.
+  exponential back-off (its first timeout doubling up to ``biu_max_timeout``) until its BIA
+  arrives or the peer is declared dead.
+- The first timeout follows the peer's measured answer time (RFC 6298 applied to BIAs): SRTT +
+  4 RTTVAR of the BIAs of BIUs sent once (Karn's rule), within ``biu_initial_timeout`` and
+  ``biu_max_timeout``. A peer whose backlog makes it answer in seconds (a restarted home agent
+  taking a bulk answer on a loaded machine) is then not sent every outstanding BIU again
+  meanwhile, which doubled its work and its backlog. A timeout doubles the peer's timeout for
+  new BIUs, once per loss event, until a BIA of a BIU sent once is measured again (RFC 6298
+  5.5).
+- The window follows the peer's answer time: a BIA measured later than :attr:`Sync.target`
+  (an eighth of the failure detection time) halves the peer's window (once per round trip,
+  down to one BIU), as does a timeout; each BIA measured in time grows it by one BIU per
+  window's worth of BIAs, up to ``biu_window``. What a home agent has not yet read waits in
+  its input queue with the peers' HELLOs: a restarted home agent taking two full windows of
+  bulk answers on a loaded machine would read HELLOs seconds late, and its peers would
+  declare it dead. The window keeps that queue within the target.
+- Fast retransmission: a peer answers BIUs in the order they arrive (one socket, peers first
+  in its input queue), so a BIU still unacknowledged when :data:`FAST_RETRANSMIT` BIUs sent
+  after it have been acknowledged was lost: it is sent again at once (once; then its timer),
+  instead of holding the end of a bulk answer for a timeout.
 - Coalescing: a binding is carried by at most one outstanding BIU per peer. A newer change takes
   the binding out of the older BIU (which is dropped when it empties) and goes out at once in a
   new one, so a retransmission never carries stale state.
-- A window: at most ``biu_window`` BIUs outstanding per peer. Further changes wait in
+- A window: at most ``biu_window`` BIUs outstanding per peer, fewer while the peer answers
+  slowly (below). Further changes wait in
   ``pending`` (newest state per binding, first-come order) and leave, packed as many per BIU as
   ``sync_mtu`` allows, as acknowledgements free the window.
 - Bulk answers (docs/protocol.md 6.5): every primary binding is queued, and so are the copies that
@@ -19,6 +38,10 @@ One :class:`PeerSync` per live peer keeps what this home agent still owes it:
   request's identifier) is sent, reliably too. The requester retransmits its BIR until the end
   marker arrives, then drops the copies naming that peer which the answer did not refresh.
   (Chunks carry their own identifiers so that each BIA matches one chunk; see docs/core.md.)
+  A BIR repeating the identifier of a bulk request answered in the last ``biu_max_timeout``
+  seconds is not answered again: the requester sent it before our end marker reached it (the
+  marker's BIA says it did). Answering it again sent a restarted home agent on a loaded
+  machine its 100,000 bindings once per retransmission of its request.
 - ``requests``: BIRs sent to the peer, retransmitted like BIUs; a single-binding request gives
   up after :data:`SINGLE_RETRIES` retransmissions (nobody may be primary for it).
 
@@ -48,6 +71,13 @@ from ..seqnum import units_ceil
 
 UNSPECIFIED = IPv6Address(0)
 SINGLE_RETRIES = 3
+
+#: BIUs sent later and acknowledged that make an unacknowledged BIU lost (module docstring).
+FAST_RETRANSMIT = 3
+
+#: RFC 6298 2.3's gains.
+_ALPHA = 0.125
+_BETA = 0.25
 
 #: Cache entries looked at per slice of a bulk answer (haha.core.slices): queueing one costs
 #: a few microseconds, passing over one that is not sent (a copy) well under one, so a slice
@@ -88,7 +118,8 @@ def entry_size(bce: BceInfo) -> int:
 class Outstanding:
     """A BIU waiting for its BIA."""
 
-    __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker", "owner")
+    __slots__ = ("identifier", "entries", "serial", "timeout", "next_at", "marker", "owner",
+                 "sent", "resent", "order", "fast")
 
     def __init__(self, identifier: int, entries: Dict[int, Tuple[BceInfo, Optional[float]]],
                  serial: float, timeout: float, next_at: float, marker: bool = False,
@@ -100,6 +131,10 @@ class Outstanding:
         self.next_at = next_at
         self.marker = marker
         self.owner = owner  # None: this home agent is the primary; else the named primary
+        self.sent = 0.0  # when first sent
+        self.resent = False  # retransmitted: its BIA measures nothing (Karn's rule)
+        self.order = 0  # its place among the BIUs first sent to the peer
+        self.fast = False  # sent again by fast retransmission
 
 
 class Request:
@@ -121,7 +156,8 @@ class PeerSync:
     """What this home agent owes one live peer."""
 
     __slots__ = ("address", "outstanding", "carrying", "pending", "serial", "answering",
-                 "requests")
+                 "requests", "srtt", "rttvar", "backoff", "backed_off", "sent_order",
+                 "acked_order", "answered", "window", "shrunk")
 
     def __init__(self, address: Any) -> None:
         self.address = address
@@ -137,6 +173,51 @@ class PeerSync:
         self.serial = 0
         self.answering: Dict[int, float] = {}  # bulk request identifier -> barrier serial
         self.requests: Dict[int, Request] = {}
+        #: The peer's answer time (RFC 6298): smoothed round trip of BIU to BIA and its
+        #: variation (None until one is measured), and the factor a timeout doubled.
+        self.srtt: Optional[float] = None
+        self.rttvar = 0.0
+        self.backoff = 1
+        self.backed_off = float("-inf")  # when the backoff last doubled
+        self.sent_order = 0  # BIUs first sent so far (Outstanding.order)
+        self.acked_order = -1  # the latest-sent BIU acknowledged
+        # bulk request identifier -> when the end marker of our answer was acknowledged
+        self.answered: Dict[int, float] = {}
+        self.window = 0.0  # BIUs that may be outstanding (0: not set yet; see Sync.window)
+        self.shrunk = float("-inf")  # when the window last shrank
+
+    def measured(self, rtt: float) -> None:
+        """A BIA of a BIU sent once arrived ``rtt`` seconds after it (RFC 6298 2.2, 2.3)."""
+        if self.srtt is None:
+            self.srtt = rtt
+            self.rttvar = rtt / 2
+        else:
+            self.rttvar = (1 - _BETA) * self.rttvar + _BETA * abs(self.srtt - rtt)
+            self.srtt = (1 - _ALPHA) * self.srtt + _ALPHA * rtt
+        self.backoff = 1
+
+    def timed_out(self, o: "Outstanding", now: float) -> None:
+        """``o`` was not acknowledged in time: double the timeout of new BIUs and halve the
+        window, once for all the BIUs sent before this (a window timing out together is one
+        loss event)."""
+        if o.sent >= self.backed_off and self.backoff < 64:
+            self.backoff *= 2
+            self.backed_off = now
+        self.shrink(o, now)
+
+    def shrink(self, o: "Outstanding", now: float) -> None:
+        """Halve the window, unless it already shrank since ``o`` was sent."""
+        if o.sent >= self.shrunk:
+            self.window = max(1.0, self.window / 2)
+            self.shrunk = now
+
+    def timeout(self, initial: float, maximum: float) -> float:
+        """The first retransmission timeout of a BIU to this peer (module docstring)."""
+        if self.srtt is None:
+            base = initial
+        else:
+            base = max(initial, self.srtt + 4 * self.rttvar)
+        return min(base * self.backoff, maximum)
 
     def busy(self) -> bool:
         return bool(self.outstanding or self.pending or self.answering or self.requests)
@@ -155,10 +236,19 @@ class Sync:
         self.rng = rng
         self.counters = counters
         self.source = settings.signalling_address
+        #: The longest answer time of a peer that does not shrink its window (module
+        #: docstring): an eighth of the failure detection time (the HA lifetime, or
+        #: ``hello_misses`` HELLO intervals when shorter), so a peer reads our HELLOs well
+        #: within it.
+        detection = float(settings.ha_lifetime)
+        if settings.hello_misses:
+            detection = min(detection, settings.hello_misses * settings.hello_interval)
+        self.target = max(0.05, detection / 8)
         self.peers: Dict[Any, PeerSync] = {}
         self._heap: List[Timer] = []
-        # First transmissions all wait biu_initial_timeout, so their deadlines come in order:
-        # a FIFO holds them for O(1); retransmissions and requests go to the heap.
+        # First transmissions mostly wait the same timeout, so their deadlines mostly come in
+        # order: a FIFO holds them for O(1); retransmissions, requests and a first deadline
+        # earlier than the FIFO's last (the timeout shrank) go to the heap.
         self._fresh: Deque[Timer] = deque()
         self._budget = settings.sync_mtu - _OVERHEAD
         # Address take-over adds up to two ESP State options (48 octets each with padding) per
@@ -238,6 +328,50 @@ class Sync:
                    units_ceil(binding.expires - now), binding.prefixes)
         self._offer(peer, address_int(binding.home_address), bce, binding.expires, now, out)
 
+    def push(self, address: Any, snapshot: List[Any], now: float, out: Effects) -> None:
+        """Send peer ``address`` every primary binding of ``snapshot`` (a list of the cache's
+        entries) that is not already on its way there: a peer we declared dead may never have
+        doubted us, and then it will not ask for what we registered meanwhile.
+
+        With a :attr:`work` backlog the entries are picked in slices ("push", as many per
+        slice as a bulk answer's), each checked against :attr:`cache` when its turn comes, and
+        each slice's BIUs leave packed at its end: queueing 50,000 in the call that saw the
+        peer come back held the reactor for a third of a second. A bulk request from the peer
+        (it restarted) ends the push: the answer sends every primary."""
+        peer = self.peers.get(address)
+        if peer is None or peer.answering:
+            return  # a bulk answer under way sends all of it
+        cache = self.cache
+
+        def step(b: Any, now: float, out: Effects) -> None:
+            if b.primary is not None or (cache is not None
+                                         and cache.get(b.home_address) is not b):
+                return
+            hoa = address_int(b.home_address)
+            if hoa in peer.carrying or hoa in peer.pending:
+                return
+            peer.serial += 1
+            peer.pending[hoa] = (_bce(b.home_address, b.care_of, b.flags, b.sequence,
+                                      units_ceil(b.expires - now), b.prefixes),
+                                 b.expires, peer.serial, None)
+
+        def after(now: float, out: Effects) -> None:
+            if self.peers.get(address) is peer and peer.pending:
+                self._flush(peer, now, out)
+                if peer.answering:
+                    self._check_barriers(peer, now, out)
+
+        if self.work is None:
+            for b in snapshot:
+                step(b, now, out)
+            after(now, out)
+        else:
+            self.work.sizes.setdefault("push", BULK_SLICE)
+            # A bulk request from the peer stops the push: its answer sends all of it.
+            self.work.add(snapshot, step, now, out,
+                          alive=lambda: self.peers.get(address) is peer and not peer.answering,
+                          after=after, name="push")
+
     @staticmethod
     def _withdraw(peer: PeerSync, hoa: int) -> bool:
         """Take ``hoa`` out of the outstanding BIU carrying it (a newer state replaces it).
@@ -258,7 +392,7 @@ class Sync:
         peer.serial += 1
         if hoa in peer.pending:
             peer.pending[hoa] = (bce, expires, peer.pending[hoa][2], None)
-        elif not peer.pending and len(peer.outstanding) < self.settings.biu_window:
+        elif not peer.pending and len(peer.outstanding) < self.window(peer):
             if shared is not None and shared.identifier not in peer.outstanding:
                 ident = shared.identifier
             else:
@@ -323,8 +457,18 @@ class Sync:
             if ident and ident not in used:
                 return ident
 
+    def window(self, peer: PeerSync) -> int:
+        """BIUs that may be outstanding to ``peer`` now (module docstring)."""
+        if not peer.window:
+            peer.window = float(self.settings.biu_window)
+        return int(peer.window)
+
     def _transmit(self, peer: PeerSync, o: Outstanding, entries: Tuple[BceInfo, ...],
                   now: float, out: Effects, message: Optional[BindingInfoUpdate] = None) -> None:
+        o.timeout = peer.timeout(self.settings.biu_initial_timeout, self.settings.biu_max_timeout)
+        o.sent = now
+        o.order = peer.sent_order
+        peer.sent_order += 1
         o.next_at = now + o.timeout
         peer.outstanding[o.identifier] = o
         carrying = peer.carrying
@@ -346,7 +490,7 @@ class Sync:
         carries consecutive entries of one primary only, so each BIU costs the entries it
         takes, whatever the backlog (copying the backlog per BIU made a bulk answer O(N^2))."""
         pending = peer.pending
-        window = self.settings.biu_window
+        window = self.window(peer)
         while pending and len(peer.outstanding) < window:
             entries: Dict[int, Tuple[BceInfo, Optional[float]]] = {}
             bces: List[BceInfo] = []
@@ -513,18 +657,65 @@ class Sync:
         o = peer.outstanding.pop(bia.identifier, None)
         if o is None:
             return None
+        if not o.resent:
+            rtt = now - o.sent
+            peer.measured(rtt)
+            if rtt > self.target:
+                peer.shrink(o, now)
+            else:
+                limit = self.settings.biu_window
+                if peer.window < limit:
+                    peer.window = min(limit, peer.window + 1 / peer.window)
+        if o.order > peer.acked_order:
+            peer.acked_order = o.order
+            if peer.outstanding:
+                self._lost(peer, now, out)
         carrying = peer.carrying
         ident = o.identifier
         for hoa in o.entries:
             if carrying.get(hoa) == ident:
                 del carrying[hoa]
         if o.marker:
-            peer.answering.pop(ident, None)
+            if peer.answering.pop(ident, None) is not None:
+                done = peer.answered
+                horizon = now - self.settings.biu_max_timeout
+                for old in [k for k, t in done.items() if t < horizon]:
+                    del done[old]
+                done[ident] = now
         if peer.pending:
             self._flush(peer, now, out)
         if peer.answering:
             self._check_barriers(peer, now, out)
         return o
+
+    def _lost(self, peer: PeerSync, now: float, out: Effects) -> None:
+        """Send again at once the BIUs that :data:`FAST_RETRANSMIT` later ones overtook. The
+        outstanding BIUs are in the order they were first sent: only the front is looked at."""
+        limit = peer.acked_order - FAST_RETRANSMIT
+        for o in peer.outstanding.values():  # _resend does not change the dict
+            if o.order > limit:
+                break
+            if o.fast:
+                continue
+            o.fast = True
+            self.counters["biu-fast-retransmitted"] += 1
+            self._resend(peer, o, now, out)
+
+    def _resend(self, peer: PeerSync, o: Outstanding, now: float, out: Effects) -> None:
+        """Send outstanding BIU ``o`` again, its lifetimes as they are now; its timer restarts
+        with its current timeout."""
+        o.resent = True
+        o.next_at = now + o.timeout
+        address = peer.address
+        heapq.heappush(self._heap, (o.next_at, 0, address, o.identifier))
+        entries = tuple(
+            bce if expires is None else _bce(
+                bce.home_address, bce.care_of_address, bce.flags, bce.sequence,
+                units_ceil(expires - now), bce.prefixes)
+            for bce, expires in o.entries.values())
+        out.append(make_send(_biu(o.identifier, entries, _owner_options(o.owner)), self.source,
+                             address, None, None, address))
+        self.counters["biu-retransmitted"] += 1
 
     # -- requests (BIR) --------------------------------------------------------------------
 
@@ -548,6 +739,17 @@ class Sync:
         used[ident] = r
         self._send_request(peer, r, now, out)
         return r
+
+    def repeated_bulk(self, address: Any, identifier: int, now: float) -> bool:
+        """Whether a bulk BIR from ``address`` with ``identifier`` repeats one being answered
+        or answered in the last ``biu_max_timeout`` seconds (module docstring): nothing to do."""
+        peer = self.peers.get(address)
+        if peer is None:
+            return False
+        if identifier in peer.answering:
+            return True
+        t = peer.answered.get(identifier)
+        return t is not None and now - t <= self.settings.biu_max_timeout
 
     def _send_request(self, peer: PeerSync, r: Request, now: float, out: Effects) -> None:
         if r.target is None:
@@ -633,7 +835,6 @@ class Sync:
         if self._flush_at is not None and now >= self._flush_at:
             self._flush_at = None
             self.flush(now, out)
-        heap = self._heap
         maximum = self.settings.biu_max_timeout
         while True:
             item = self._due(now)
@@ -647,17 +848,9 @@ class Sync:
                 o = peer.outstanding.get(ident)
                 if o is None or o.next_at != t:
                     continue
-                entries = tuple(
-                    bce if expires is None else _bce(
-                        bce.home_address, bce.care_of_address, bce.flags, bce.sequence,
-                        units_ceil(expires - now), bce.prefixes)
-                    for bce, expires in o.entries.values())
+                peer.timed_out(o, now)
                 o.timeout = min(o.timeout * 2, maximum)
-                o.next_at = now + o.timeout
-                heapq.heappush(heap, (o.next_at, 0, address, ident))
-                out.append(make_send(_biu(ident, entries, _owner_options(o.owner)), self.source,
-                                     address, None, None, address))
-                self.counters["biu-retransmitted"] += 1
+                self._resend(peer, o, now, out)
             else:
                 r = peer.requests.get(ident)
                 if r is None or r.next_at != t:
