@@ -613,3 +613,30 @@ def test_urgent_slice_seconds_is_checked():
         InputQueue(lambda d, m: None, None, urgent_slice_seconds=0)
     assert InputQueue(lambda d, m: None, None, slice_seconds=0.001,
                       urgent_slice_seconds=0.5).urgent_slice_seconds == 0.001
+
+
+def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
+    """``HomeAgentService.build`` wires the UDP transport's input queue to the machine: the
+    queue's ``urgent()`` is true exactly while the home agent has a take-over queued, and the
+    switch requests ask the queue whether a node's answer is already waiting."""
+    from twisted.internet.task import Clock
+
+    from haha.backends.null import NullBackend
+    from haha.config import home_agent_from_text
+    from haha.service import HomeAgentService
+
+    config = home_agent_from_text(
+        "[home-agent]\naddress = 2001:db8:1::1\nhome-prefix = 2001:db8:1::/64\n"
+        "home-interface = eth0\n[security]\nmode = none\nlab = yes\n"
+        "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n", "ha.conf")
+    service = HomeAgentService.build(config, Clock(), backend=NullBackend())
+    queue, machine = service.transport.input, service.machine
+    assert queue.urgent is not None and not queue.urgent()
+    machine.work.add(range(10000), lambda item, now, out: None, 0.0, [], name="take-over")
+    assert machine.work.has("take-over") and queue.urgent()
+    machine.work.clear()
+    assert not queue.urgent()
+    waiting = machine.switching.waiting
+    assert waiting is not None and not waiting(node(0))
+    queue.put(esp(node(0), 1), None)
+    assert waiting(node(0)) and not waiting(node(1))

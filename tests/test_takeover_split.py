@@ -315,6 +315,76 @@ def test_unanswered_requests_back_the_timer_off():
     assert again | _asked(sr, cache, 2.6) == {hoa(i) for i in range(200)}
 
 
+def test_a_lost_first_request_is_repeated_within_the_cap_whatever_the_answer_time():
+    """Answers measured at 20 s (a survivor working through a queue of re-registrations) put
+    the timeout above 20 s; a request sent afterwards and lost is still repeated within
+    ``switch_retransmit_cap`` (4 s, up to a quarter more for jitter), not 20 s later."""
+    sr, cache = _requests(10, 1)
+    for i in range(10):
+        sr.request(cache.get(hoa(i)), HAS[1], 0.0, [])
+    _asked(sr, cache, 0.01)
+    for i in range(10):
+        sr.answered(hoa(i), 20.0)
+    assert sr.rto() > 20.0 and sr.first_timeout() == 4.0
+    sr.request(cache.get(hoa(10)), HAS[1], 30.0, [])
+    assert _asked(sr, cache, 30.0 + 3.9) == set()
+    assert _asked(sr, cache, 30.0 + 1.25 * 4.0 + 0.01) == {hoa(10)}
+
+
+def test_the_cap_is_a_setting():
+    """``switch_retransmit_cap`` bounds the first retransmission as set, and is checked."""
+    with pytest.raises(SettingsError, match="switch_retransmit_cap"):
+        HomeAgentSettings(address=HAS[1], home_prefix=PREFIX, switch_retransmit_cap=0)
+    sr, cache = _requests(1, 0)
+    sr.settings = HomeAgentSettings(address=HAS[1], home_prefix=PREFIX, switch_rate=1e6,
+                                    switch_retransmit_cap=0.5)
+    assert sr.first_timeout() == 0.5
+    sr.request(cache.get(hoa(0)), HAS[1], 0.0, [])
+    assert _asked(sr, cache, 0.5 * 1.25 + 0.01) == {hoa(0)}
+
+
+def test_a_request_whose_answer_waits_in_the_input_queue_is_not_repeated():
+    """Twenty requests due for retransmission: the ten whose nodes have a packet waiting in
+    the transport's input queue (``waiting``) are not repeated (counted), the ten others
+    are; once the queued answers are gone and still nothing was answered, the first ten are
+    repeated too, one timeout later."""
+    sr, cache = _requests(20, 0)
+    queued = {A(COA + i) for i in range(10)}
+    sr.waiting = lambda care_of: care_of in queued
+    for i in range(20):
+        sr.request(cache.get(hoa(i)), HAS[1], 0.0, [])
+    _asked(sr, cache, 0.01)
+    again = _asked(sr, cache, 1.3) | _asked(sr, cache, 2.6) | _asked(sr, cache, 3.2)
+    assert again == {hoa(i) for i in range(10, 20)}
+    assert sr.counters["switch-answer-queued"] >= 10
+    queued.clear()
+    assert {hoa(i) for i in range(10)} <= _asked(sr, cache, 6.0)
+
+
+def test_urgent_while_taking_over_and_while_first_switch_requests_are_due():
+    """``HomeAgent.urgent`` (what the transport asks before giving node traffic a full slice)
+    is false before the peer dies, true from the take-over's first slice until the last
+    node's first switch request has left, then false again though retransmissions remain."""
+    ha = _survivor(HAS[1], 4000)
+    assert not ha.urgent(0.0)
+    now, seen = 0.0, []
+    while True:  # a reactor turn every 5 ms at least, a tick when a deadline is due
+        d = ha.next_deadline()
+        if d is None or d > 30.0:
+            break
+        now = max(now + 0.005, d)
+        ha.tick(now)
+        seen.append((ha.urgent(now), ha.work.has("take-over"), ha.switching.first_due(now),
+                     ha.switching.get(hoa(0)) is not None or bool(ha.switching)))
+    assert all(u == (job or first) for u, job, first, _ in seen)
+    assert sum(job for _, job, _, _ in seen) >= 4000 // TAKE_OVER_SLICE - 1
+    # After the last slice, first transmissions still due keep it urgent a while.
+    assert any(u and not job for u, job, _, _ in seen)
+    assert not seen[-1][0] and ha.counters["taken-over"] > 1500
+    retransmissions_left = [pending for u, _, _, pending in seen if not u]
+    assert any(retransmissions_left)  # requests outstanding, not urgent
+
+
 # -- relearning: the bulk answer and the sweep in bounded slices --------------------------------------
 
 

@@ -409,6 +409,13 @@ class HomeAgent:
         """True while synchronisation or switch requests are still outstanding."""
         return bool(self.switching) or self.sync.busy() or self.work.pending()
 
+    def urgent(self, now: float) -> bool:
+        """True while this home agent has work that should come before its mobile nodes'
+        traffic (the transport's input queue asks, haha.io.rxqueue): a take-over still in
+        slices, or switch requests' first transmissions due (nodes not yet told that their
+        home agent died). Peers' traffic still goes first."""
+        return self.work.has("take-over") or self.switching.first_due(now)
+
     # ======================================================================================
     # timers
     # ======================================================================================

@@ -119,6 +119,16 @@ class SwitchRequests:
         #: Switch requests per tick when the home agent works in slices.
         self.slice = SWITCH_SLICE
         self.drain_cursor = 0
+        #: ``waiting(care_of)``: whether a packet from ``care_of`` waits, unprocessed, in the
+        #: input queue of this home agent's transport (the service sets it; None: never). A
+        #: request whose node's answer is already here is not repeated.
+        self.waiting: Optional[Callable[[Any], bool]] = None
+
+    def first_due(self, now: float) -> bool:
+        """Whether a paced first transmission is due at ``now`` (a node not yet told: work to
+        do before node traffic, :meth:`haha.core.homeagent.HomeAgent.urgent`)."""
+        first = self._first
+        return bool(first) and first[0][0] <= now
 
     def __bool__(self) -> bool:
         return bool(self.pending)
@@ -136,7 +146,7 @@ class SwitchRequests:
         """Ask the node of ``b`` to switch to ``desired`` (None: let it discover)."""
         if b.home_address in self.unswitchable:
             return
-        timeout = self.rto()
+        timeout = self.first_timeout()
         at = max(now, self._slot)
         self._slot = at + 1.0 / self.settings.switch_rate
         waiting = at > now
@@ -151,6 +161,13 @@ class SwitchRequests:
             self._first.append((at, b.home_address))
             self.counters["switch-paced"] += 1
         out.append(Event(EventName.SWITCH_REQUESTED, home_address=b.home_address, desired=desired))
+
+    def first_timeout(self) -> float:
+        """The timeout before a request's first retransmission: :meth:`rto`, at most
+        ``switch_retransmit_cap`` (the answer time measured while the nodes' Binding Updates
+        queue up, and its back-off, would otherwise leave a lost request unrepeated for up to
+        ``biu_max_timeout``)."""
+        return min(self.rto(), self.settings.switch_retransmit_cap)
 
     def rto(self) -> float:
         """The first retransmission timeout: ``biu_initial_timeout`` until answers were
@@ -250,7 +267,7 @@ class SwitchRequests:
                 continue
             st.waiting = False
             st.sent_at = now
-            st.timeout = max(st.timeout, self.rto())
+            st.timeout = max(st.timeout, self.first_timeout())
             st.next_at = now + self.jittered(st.timeout)
             heapq.heappush(heap, (st.next_at, next(self._order), hoa))
             self._send(b, st.desired, out)
@@ -266,13 +283,21 @@ class SwitchRequests:
             if b is None or b.primary is not None or b.sequence != st.sequence:
                 del pending[hoa]
                 continue
-            if st.tries == 1 and now < st.sent_at + self.rto():
+            if st.tries == 1 and now < st.sent_at + self.first_timeout():
                 # Answers have been slower than this request's timeout foresaw: wait for
-                # the current estimate before asking again.
-                st.timeout = self.rto()
+                # the current estimate (within the cap) before asking again.
+                st.timeout = self.first_timeout()
                 st.next_at = st.sent_at + self.jittered(st.timeout)
                 heapq.heappush(heap, (st.next_at, next(self._order), hoa))
                 continue  # (counted in the slice: bounded work per tick)
+            waiting = self.waiting
+            if waiting is not None and waiting(b.care_of):
+                # The node's answer is in our input queue, not yet processed: asking again
+                # would only add to the queue. Looked at again one timeout later.
+                st.next_at = now + self.jittered(st.timeout)
+                heapq.heappush(heap, (st.next_at, next(self._order), hoa))
+                self.counters["switch-answer-queued"] += 1
+                continue
             if st.tries >= SWITCH_TRIES:
                 del pending[hoa]
                 out.append(Event(EventName.SWITCH_UNANSWERED, home_address=hoa, desired=st.desired))
