@@ -219,7 +219,8 @@ class Run:
         survivors = [ha.name for ha in c.has if ha is not first]
         before = {s: _counter_read(c, s, "event.peer-down") for s in survivors}
         downs0 = sum(before.values())
-        gen0 = self.generator.report()["cpu_s"]
+        report0 = self.generator.report()
+        gen0 = report0["cpu_s"]
         cpu0 = _cpu(c, survivors)
         self.generator.mark()
         wall0 = time.time()
@@ -250,7 +251,8 @@ class Run:
                           self.timeout, max(0.5, self.interval))
         consistent = time.monotonic() - t0
         cpu1 = _cpu(c, survivors)
-        gen1 = self.generator.report()["cpu_s"]
+        report1 = self.generator.report()
+        gen1 = report1["cpu_s"]
         phase = self.generator.phase(wall0)
         told = load.percentiles(phase["told"])
         moved = load.percentiles(phase["registered"])
@@ -269,6 +271,9 @@ class Run:
                 "switch_retransmitted": {s: _counter_read(c, s, "core.switch-retransmitted")
                                          for s in survivors},
                 "taken_over": {s: _counter_read(c, s, "core.taken-over") for s in survivors},
+                "switch_answer_queued": {s: _counter_read(c, s, "core.switch-answer-queued")
+                                         for s in survivors},
+                "generator_drops": generator_drops(report0, report1),
                 "ha_cpu_s": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1},
                 "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)]}
 
@@ -288,6 +293,19 @@ class Run:
                           self.timeout, max(0.5, self.interval))
         return {"serving_s": round(serving, 3),
                 "relearned_s": round(time.monotonic() - t0 - serving, 3), "consistency": check}
+
+
+#: The generator's socket counters of packets lost before a node saw them: the kernel's
+#: drops for want of buffer, the input queue's bounds, receive errors.
+GENERATOR_DROPS = ("kernel_drops", "dropped_backlog", "dropped_source_backlog",
+                   "receive_errors")
+
+
+def generator_drops(before, after):
+    """What the generator's sockets dropped between two reports, per counter (a switch
+    request dropped there is a node never told: counted, not lost silently)."""
+    return {k: after["transport"].get(k, 0) - before["transport"].get(k, 0)
+            for k in GENERATOR_DROPS}
 
 
 def _failed(o, phase):
@@ -344,6 +362,7 @@ def results(o):
                         reregistered_s=k["reregistered_percentiles_s"]["p100"],
                         consistent_s=k["consistent_s"],
                         consistent=k["consistency"]["consistent"], peer_downs=k["peer_downs"],
+                        generator_drops=k["generator_drops"],
                         peer_downs_expected=2,
                         longest_status_s=k["probe"]["longest_status_s"]))
     r = o.get("restart", {"failed": "not run (an earlier phase failed)"})

@@ -126,18 +126,31 @@ def default_workers(cpus: int | None = None) -> int:
 # -- the worker processes -----------------------------------------------------------------------
 
 
+#: Receive buffer asked per node of a worker (octets): the kernel books about 830 octets per
+#: signalling packet queued on loopback (twice the size asked is the budget), so this holds
+#: about two packets per node, every node's switch request and its Binding Acknowledgement
+#: arriving while the worker is busy (a take-over tells every node within seconds).
+RECEIVE_BUFFER_PER_NODE = 1024
+
+
+def receive_buffer_for(nodes: int) -> int:
+    """The receive buffer of a worker's shared socket for ``nodes`` nodes: at least 8 MiB."""
+    return max(8 << 20, nodes * RECEIVE_BUFFER_PER_NODE)
+
+
 class SharedUdp:
     """One UDP socket for many nodes' adapters: each node gets a :meth:`view` (an
     ``IMobilityTransport`` of its own); arriving packets go to the node whose care-of address
     is the fixed-header destination, the rest are counted (``unknown_destination``)."""
 
     def __init__(self, reactor: IReactorUDP, port: int,
-                 peers: Mapping[IPv6Address, Endpoint]) -> None:
+                 peers: Mapping[IPv6Address, Endpoint], nodes: int = 0) -> None:
         from ..io.udp import UdpTransport
 
         static: dict[IPv6Address | IPv6Network, Endpoint] = {a: e for a, e in peers.items()}
         self.udp = UdpTransport(reactor, port=port, interface="127.0.0.1", peers=static,
-                                learn=False, receive_buffer=8 << 20, send_buffer=8 << 20)
+                                learn=False, receive_buffer=receive_buffer_for(nodes),
+                                send_buffer=8 << 20)
         self.receivers: dict[bytes, Callable[[bytes], object]] = {}
         self.counters = self.udp.counters
 
@@ -194,7 +207,7 @@ class _Worker:
         self.reactor = reactor
         self.index = spec["index"]
         peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in spec["home_agents"]}
-        self.shared = SharedUdp(IReactorUDP(reactor), spec["port"], peers)
+        self.shared = SharedUdp(IReactorUDP(reactor), spec["port"], peers, spec["count"])
         self.has = tuple(peers)
         policy = SecurityPolicy(DEFAULT_PROFILE, "esp", False)
         prefix = care_of_prefix(self.index)
