@@ -315,32 +315,49 @@ def test_unanswered_requests_back_the_timer_off():
     assert again | _asked(sr, cache, 2.6) == {hoa(i) for i in range(200)}
 
 
-def test_a_lost_first_request_is_repeated_within_the_cap_whatever_the_answer_time():
-    """Answers measured at 20 s (a survivor working through a queue of re-registrations) put
-    the timeout above 20 s; a request sent afterwards and lost is still repeated within
-    ``switch_retransmit_cap`` (4 s, up to a quarter more for jitter), not 20 s later."""
+def test_a_lost_first_request_is_repeated_within_the_cap_after_a_long_back_off():
+    """Requests timing out with no answer back the timer off (here five times: ``rto`` at
+    ``biu_max_timeout``, 32 s); a request sent then and lost is still repeated within
+    ``switch_retransmit_cap`` (4 s, up to a quarter more for jitter), not 32 s later."""
+    sr, cache = _requests(6, 1)
+    now = 0.0
+    for i in range(6):  # one request at a time, each timing out unanswered
+        sr.request(cache.get(hoa(i)), HAS[1], now, [])
+        now += sr.rto() * 1.25 + 0.01
+        assert hoa(i) in _asked(sr, cache, now)
+    assert sr.backoff >= 32.0 and sr.rto() == 32.0 and sr.first_timeout() == 4.0
+    sr.request(cache.get(hoa(6)), HAS[1], now, [])
+    assert hoa(6) not in _asked(sr, cache, now + 3.9)
+    assert hoa(6) in _asked(sr, cache, now + 1.25 * 4.0 + 0.01)
+
+
+def test_the_measured_answer_time_is_not_cut_by_the_cap():
+    """Answers measured at 20 s (a survivor working through a queue of re-registrations):
+    the first retransmission waits for that answer time, above the cap, rather than asking
+    every node again while its answer is on its way."""
     sr, cache = _requests(10, 1)
     for i in range(10):
         sr.request(cache.get(hoa(i)), HAS[1], 0.0, [])
     _asked(sr, cache, 0.01)
     for i in range(10):
         sr.answered(hoa(i), 20.0)
-    assert sr.rto() > 20.0 and sr.first_timeout() == 4.0
+    assert sr.first_timeout() == sr.rto() > 20.0
     sr.request(cache.get(hoa(10)), HAS[1], 30.0, [])
-    assert _asked(sr, cache, 30.0 + 3.9) == set()
-    assert _asked(sr, cache, 30.0 + 1.25 * 4.0 + 0.01) == {hoa(10)}
+    assert _asked(sr, cache, 30.0 + 19.0) == set()
 
 
 def test_the_cap_is_a_setting():
-    """``switch_retransmit_cap`` bounds the first retransmission as set, and is checked."""
+    """``switch_retransmit_cap`` bounds the backed-off first retransmission as set (here
+    2 s against a 16 s back-off), and is checked."""
     with pytest.raises(SettingsError, match="switch_retransmit_cap"):
         HomeAgentSettings(address=HAS[1], home_prefix=PREFIX, switch_retransmit_cap=0)
     sr, cache = _requests(1, 0)
     sr.settings = HomeAgentSettings(address=HAS[1], home_prefix=PREFIX, switch_rate=1e6,
-                                    switch_retransmit_cap=0.5)
-    assert sr.first_timeout() == 0.5
+                                    switch_retransmit_cap=2.0)
+    sr.backoff = 16.0  # as after four unanswered timeouts
+    assert sr.rto() == 16.0 and sr.first_timeout() == 2.0
     sr.request(cache.get(hoa(0)), HAS[1], 0.0, [])
-    assert _asked(sr, cache, 0.5 * 1.25 + 0.01) == {hoa(0)}
+    assert _asked(sr, cache, 2.0 * 1.25 + 0.01) == {hoa(0)}
 
 
 def test_a_request_whose_answer_waits_in_the_input_queue_is_not_repeated():

@@ -247,11 +247,12 @@ class HomeAgentSettings:
     #: First transmissions of switch requests per second: a take-over of many nodes is spread
     #: over time instead of leaving in one burst (retransmissions then stay spread, jittered).
     switch_rate: float = 4000.0
-    #: The longest a switch request waits for its first retransmission, in seconds, whatever
-    #: the measured answer time and its back-off say (those can reach ``biu_max_timeout`` while
-    #: the nodes' answers queue up), so a lost first request is repeated within seconds. A
-    #: request whose node has a packet waiting in the input queue (answered, only not yet
-    #: processed: the service asks the transport) is not repeated then.
+    #: The longest the back-off after unanswered switch requests may delay a request's first
+    #: retransmission, in seconds (unless the measured answer time is longer: that is kept).
+    #: The back-off doubles up to ``biu_max_timeout`` while nothing is answered; with this a
+    #: lost first request is still repeated within seconds. A request whose node has a packet
+    #: waiting in the input queue (answered, only not yet processed: the service asks the
+    #: transport) is not repeated then.
     switch_retransmit_cap: float = 4.0
     #: Answer DHAAD requests (RFC 6275 10.5) sent to the home prefix's Home-Agents anycast
     #: address or to ``address``.

@@ -163,22 +163,26 @@ class SwitchRequests:
         out.append(Event(EventName.SWITCH_REQUESTED, home_address=b.home_address, desired=desired))
 
     def first_timeout(self) -> float:
-        """The timeout before a request's first retransmission: :meth:`rto`, at most
-        ``switch_retransmit_cap`` (the answer time measured while the nodes' Binding Updates
-        queue up, and its back-off, would otherwise leave a lost request unrepeated for up to
-        ``biu_max_timeout``)."""
-        return min(self.rto(), self.settings.switch_retransmit_cap)
+        """The timeout before a request's first retransmission: :meth:`rto`, but backed off
+        at most to ``switch_retransmit_cap`` (or the measured answer time, when that is
+        longer): the back-off after unanswered requests doubles up to ``biu_max_timeout``,
+        and without this a request lost while nothing was being answered would wait that
+        long; the measured answer time itself is never cut (repeating sooner than nodes
+        answer only adds load)."""
+        base = self._base()
+        return min(self.rto(), max(base, self.settings.switch_retransmit_cap))
+
+    def _base(self) -> float:
+        s = self.settings
+        if self.srtt is None:
+            return float(s.biu_initial_timeout)
+        return max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar)
 
     def rto(self) -> float:
         """The first retransmission timeout: ``biu_initial_timeout`` until answers were
         measured, then SRTT + 4 RTTVAR (RFC 6298 2.3), within ``biu_initial_timeout`` and
         ``biu_max_timeout``; times :attr:`backoff` after unanswered requests timed out."""
-        s = self.settings
-        if self.srtt is None:
-            base = float(s.biu_initial_timeout)
-        else:
-            base = max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar)
-        return min(base * self.backoff, s.biu_max_timeout)
+        return min(self._base() * self.backoff, self.settings.biu_max_timeout)
 
     def answered(self, home_address: Any, now: float) -> None:
         """The node of ``home_address`` re-registered (a new sequence number): its request is
