@@ -42,12 +42,12 @@ def hoa(i):
 # -- the in-memory network ----------------------------------------------------------------------
 
 
-def _network(seed, n, share="split", ha3_latency=None):
-    """Three home agents (HA lifetime 3 s, HELLO every second), ``n`` nodes registered with
-    ha1 and knowing all three."""
+def _network(seed, n, share="split", ha3_latency=None, **overrides):
+    """Three home agents (HA lifetime 3 s, HELLO every second; ``overrides`` to their
+    settings), ``n`` nodes registered with ha1 and knowing all three."""
     net = Network(seed=seed)
     has = net.add_home_agents(3, PREFIX, boot_wait=2.0, ha_lifetime=3, hello_interval=1.0,
-                              take_over_share=share)
+                              take_over_share=share, **overrides)
     if ha3_latency is not None:
         net.set_links(["ha1"], ["ha3"], both=False, latency=ha3_latency)
     net.run_for(5)
@@ -112,6 +112,21 @@ def test_split_take_over_each_survivor_its_share_never_two_primaries():
     assert sum(counts) == 300 and min(counts) >= 100
     sent = [h.machine.counters["switch-sent"] for h in has[1:]]
     assert sent[0] >= counts[0] and sent[1] >= counts[1]
+    _assert_served_and_told(net, has, mns)
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_lost_switch_requests_are_repeated_and_never_two_primaries(seed):
+    """A third of the survivors' packets to the nodes are lost and the first retransmission
+    is capped at 1.5 s: lost switch requests are repeated (counted), every node ends
+    registered with the one survivor its share names, told by it, and no node ever has two
+    primaries."""
+    net, has, mns = _network(seed=seed, n=120, switch_retransmit_cap=1.5)
+    net.set_links(["ha2", "ha3"], [f"mn{i}" for i in range(120)], both=False, loss=0.33)
+    _kill_and_watch(net, has, timeout=300)
+    assert sum(h.machine.counters["switch-retransmitted"] for h in has[1:]) > 0
+    net.set_links(["ha2", "ha3"], [f"mn{i}" for i in range(120)], both=False, loss=0.0)
+    _watch(net, lambda: net.idle() and all(m.machine.state == "registered" for m in mns), 300)
     _assert_served_and_told(net, has, mns)
 
 
