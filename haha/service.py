@@ -206,7 +206,6 @@ def _home_int(b: Any) -> int:
     return address_int(b.home_address)
 
 
-@implementer(IControllable, IPeerListener)
 def _prioritise_take_over(machine: HomeAgent, transport: Any, adapter: HomeAgentAdapter
                           ) -> None:
     """Schedule a take-over before node traffic: while ``machine`` has urgent work (a
@@ -222,6 +221,7 @@ def _prioritise_take_over(machine: HomeAgent, transport: Any, adapter: HomeAgent
     machine.switching.waiting = lambda care_of: holds(care_of.packed)
 
 
+@implementer(IControllable, IPeerListener)
 class HomeAgentService(MultiService):
     """A home agent as a Twisted service (module docstring)."""
 
