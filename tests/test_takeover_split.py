@@ -241,6 +241,29 @@ def test_take_over_of_many_bindings_in_bounded_slices_hasrs_first():
     assert ha.counters["switch-retransmitted"] > 0
 
 
+def test_the_take_over_finishes_before_its_switch_requests_go():
+    """While the take-over of 10,000 bindings is in slices, the ticks send no switch request
+    (but the first of each slice, sent as it is queued): every binding is primary, its route
+    installed and its BIU queued within the take-over's own slices; the switch requests
+    (at most 64 a tick) follow the last slice, one at least for every node."""
+    ha = _survivor(HAS[1], 20000)
+    calls, now = [], 0.0
+    while True:  # a reactor turn every 5 ms at least: first transmissions fall due meanwhile
+        d = ha.next_deadline()
+        if d is None or d > 30.0:
+            break
+        now = max(now + 0.005, d)
+        calls.append(ha.tick(now))
+    done = next(i for i, out in enumerate(calls)
+                if any(type(e) is Event and e.name == "take-over" for e in out))
+    during = [len(_hasrs(out)) for out in calls[:done + 1]]
+    assert done >= 20000 // TAKE_OVER_SLICE - 1
+    assert max(during) <= 1 and sum(during) <= done + 1
+    after = [len(_hasrs(out)) for out in calls[done + 1:]]
+    assert max(after) <= SWITCH_SLICE
+    assert sum(during) + sum(after) >= ha.cache.primary_count > 9000
+
+
 def test_take_over_share_is_checked():
     """A take_over_share other than 'first' or 'split' is refused naming the field."""
     with pytest.raises(SettingsError, match="take_over_share"):

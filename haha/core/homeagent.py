@@ -449,7 +449,12 @@ class HomeAgent:
         next_hello = self.peering.next_hello
         if next_hello is not None and now >= next_hello:
             self.peering.send_hellos(now, out)
-        self.switching.tick(now, out, self.switching.slice if self.work.size else None)
+        if not self.work.size:
+            self.switching.tick(now, out, None)
+        elif not self.work.has("take-over"):
+            self.switching.tick(now, out, self.switching.slice)
+        # else: the take-over's slices first (switching.py): its switch requests wait
+        # until every binding it takes is primary here, forwarded and announced.
         if self.takeover.enabled:
             self.takeover.tick(now, out)
         if sliced:
