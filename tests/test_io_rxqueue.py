@@ -520,7 +520,7 @@ def test_the_peers_queue_is_bounded_too():
     assert [m for _, m in got] == [1, 2, 3]
 
 
-# -- urgent work of the receiver before node traffic (a take-over) ----------------------------------
+# -- urgent work of the receiver before node traffic (a take-over) ------------------------------
 
 
 def _timed_queue(cost=0.001, **kw):

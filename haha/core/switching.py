@@ -21,10 +21,11 @@
 A take-over in slices comes first: while it lasts, the home agent's ticks send no switch
 request (but the first of a burst, sent when queued), so every binding it takes is primary,
 forwarded and announced to the peers within the take-over's own CPU time; its switch
-requests follow. Then switch requests leave before anything else the tick has to do: first transmissions (paced, in a
-FIFO: their slots only grow) before any retransmission, at most :data:`SWITCH_SLICE` per tick,
-so a take-over of 100,000 nodes tells them as fast as ``switch_rate`` allows while
-retransmissions, which only add load while the nodes' answers are queued, wait.
+requests follow. Then switch requests leave before anything else the tick has to do: first
+transmissions (paced, in a FIFO: their slots only grow) before any retransmission, at most
+:data:`SWITCH_SLICE` per tick, so a take-over of 100,000 nodes tells them as fast as
+``switch_rate`` allows while retransmissions, which only add load while the nodes' answers
+are queued, wait.
 """
 
 import heapq
