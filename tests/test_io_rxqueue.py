@@ -640,3 +640,29 @@ def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
     assert waiting is not None and not waiting(node(0))
     queue.put(esp(node(0), 1), None)
     assert waiting(node(0)) and not waiting(node(1))
+
+
+def test_a_transport_without_an_input_queue_is_left_as_it_is():
+    """A transport with no input queue (an embedder's, kernel ESP's wrapper) gets no
+    scheduling hooks, and the home agent's switch requests ask no queue."""
+    import random
+
+    from twisted.internet.task import Clock
+
+    from haha.core.homeagent import HomeAgent
+    from haha.core.settings import HomeAgentSettings
+    from haha.service import _prioritise_take_over
+
+    machine = HomeAgent(HomeAgentSettings(address=HA, home_prefix="2001:db8:1::/64"),
+                        random.Random(1))
+
+    class Bare:
+        input = None
+
+    _prioritise_take_over(machine, Bare(), Clock())
+    assert machine.switching.waiting is None
+    q, _ = _queue()
+    adapter = type("A", (), {"now": lambda self: 0.0})()
+    _prioritise_take_over(machine, type("T", (), {"input": q})(), adapter)
+    assert q.urgent is not None and q.urgent() is False
+    assert machine.switching.waiting is not None
