@@ -209,7 +209,7 @@ def _home_int(b: Any) -> int:
 def _prioritise_take_over(machine: HomeAgent, transport: Any, adapter: HomeAgentAdapter
                           ) -> None:
     """Schedule a take-over before node traffic: while ``machine`` has urgent work (a
-    take-over in slices, first switch requests due: :meth:`HomeAgent.urgent`) the transport's
+    take-over in slices: :meth:`HomeAgent.urgent`) the transport's
     input queue gives node traffic only short slices between the machine's own (peers still
     first); and a switch request is not repeated while its node's answer waits in that queue.
     A transport without an input queue (kernel ESP's, an embedder's) is left as it is."""

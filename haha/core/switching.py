@@ -129,8 +129,7 @@ class SwitchRequests:
         self.waiting: Optional[Callable[[Any], bool]] = None
 
     def first_due(self, now: float) -> bool:
-        """Whether a paced first transmission is due at ``now`` (a node not yet told: work to
-        do before node traffic, :meth:`haha.core.homeagent.HomeAgent.urgent`)."""
+        """Whether a paced first transmission is due at ``now`` (a node not yet told)."""
         first = self._first
         return bool(first) and first[0][0] <= now
 

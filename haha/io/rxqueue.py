@@ -24,7 +24,7 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   different messages that must all arrive) and packets without ESP are never superseded.
 
 - **Urgent work of the receiver comes first.** ``urgent`` (a callable, set by whoever owns the
-  receiver: the home agent's service while a take-over or first switch requests are due) makes
+  receiver: the home agent's service while a take-over is in slices) makes
   a slice of other traffic last at most ``urgent_slice_seconds`` instead of ``slice_seconds``
   (counted, ``slices_yielded``), so the work the receiver's own timer does between two slices
   gets most of the process while it lasts; peers' packets still all go first.
