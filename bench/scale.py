@@ -215,7 +215,9 @@ class Run:
     def kill(self):
         """kill -9 of ha1, the primary of every node. Measured: failure detection (both
         survivors counted a peer-down); every binding primary at a survivor (the survivors'
-        primaries add up to the node count; the strict check follows); every node told by the
+        primaries add up to the node count; the strict check follows); every node's first
+        switch request sent (the survivors' first transmissions add up to the node count;
+        None if a node re-registered before its request left); every node told by the
         survivor it ends registered with (its switch request received, or a registration with
         it, whichever first: the generator's record of each node); every node registered with
         a survivor; the survivors consistent."""
@@ -223,7 +225,8 @@ class Run:
         survivors = [ha.name for ha in c.has if ha is not first]
         before = {s: _counter_read(c, s, "event.peer-down") for s in survivors}
         downs0 = sum(before.values())
-        gen0 = self.generator.report()["cpu_s"]
+        report0 = self.generator.report()
+        gen0 = report0["cpu_s"]
         cpu0 = _cpu(c, survivors)
         self.generator.mark()
         wall0 = time.time()
@@ -242,11 +245,20 @@ class Run:
                 counts = [(c.control(s, "status", 30) or {}).get("primaries") for s in survivors]
                 if None not in counts and sum(counts) == self.n:
                     seen["primaries"] = time.monotonic() - t0
+            if "primaries" in seen and "switch_requests" not in seen:
+                # Every node's first switch request has left its survivor: what "told" takes
+                # beyond this is the path and the generator.
+                firsts = 0
+                for s in survivors:
+                    k = c.control(s, "counters", 30) or {}
+                    firsts += k.get("core.switch-sent", 0) - k.get("core.switch-retransmitted", 0)
+                if firsts >= self.n:
+                    seen["switch_requests"] = time.monotonic() - t0
             if "registered" not in seen:
                 r = self.generator.report()
                 if r["registered"] == self.n and not r["by_home_agent"].get(first.address):
                     seen["registered"] = time.monotonic() - t0
-            return len(seen) == 2
+            return "primaries" in seen and "registered" in seen
 
         load.wait("every binding primary at a survivor and every node registered with one",
                   served, self.timeout, min(0.2, self.interval))
@@ -254,13 +266,15 @@ class Run:
                           self.timeout, max(0.5, self.interval))
         consistent = time.monotonic() - t0
         cpu1 = _cpu(c, survivors)
-        gen1 = self.generator.report()["cpu_s"]
+        report1 = self.generator.report()
+        gen1 = report1["cpu_s"]
         phase = self.generator.phase(wall0)
         told = load.percentiles(phase["told"])
         moved = load.percentiles(phase["registered"])
         told_s = told["p100"] if not phase["untold"] else None
         return {"detected_s": round(detection, 3), "primaries_s": round(seen["primaries"], 3),
                 "told_s": told_s,
+                "switch_requests_sent_s": seen.get("switch_requests"),
                 "served_and_told_s": None if told_s is None
                 else round(max(seen["primaries"], told_s), 3),
                 "told_percentiles_s": told, "untold": phase["untold"],
@@ -273,6 +287,9 @@ class Run:
                 "switch_retransmitted": {s: _counter_read(c, s, "core.switch-retransmitted")
                                          for s in survivors},
                 "taken_over": {s: _counter_read(c, s, "core.taken-over") for s in survivors},
+                "switch_answer_queued": {s: _counter_read(c, s, "core.switch-answer-queued")
+                                         for s in survivors},
+                "generator_drops": generator_drops(report0, report1),
                 "ha_cpu_s": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1},
                 "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)]}
 
@@ -304,6 +321,19 @@ class Run:
                 "relearned_s": round(held if len(attempts) == 1 else attempts[-1], 3),
                 "held_s": round(held, 3), "check_attempts": len(attempts),
                 "checked_s": round(time.monotonic() - t0 - serving, 3), "consistency": check}
+
+
+#: The generator's socket counters of packets lost before a node saw them: the kernel's
+#: drops for want of buffer, the input queue's bounds, receive errors.
+GENERATOR_DROPS = ("kernel_drops", "dropped_backlog", "dropped_source_backlog",
+                   "receive_errors")
+
+
+def generator_drops(before, after):
+    """What the generator's sockets dropped between two reports, per counter (a switch
+    request dropped there is a node never told: counted, not lost silently)."""
+    return {k: after["transport"].get(k, 0) - before["transport"].get(k, 0)
+            for k in GENERATOR_DROPS}
 
 
 def _failed(o, phase):
@@ -356,10 +386,12 @@ def results(o):
         out.append(dict(kill_case, value=k["served_and_told_s"],
                         baselines={"failure-detection": k["detected_s"]},
                         primaries_s=k["primaries_s"], told_s=k["told_s"],
+                        switch_requests_sent_s=k["switch_requests_sent_s"],
                         untold=k["untold"], registered_with_survivor_s=k["served_s"],
                         reregistered_s=k["reregistered_percentiles_s"]["p100"],
                         consistent_s=k["consistent_s"],
                         consistent=k["consistency"]["consistent"], peer_downs=k["peer_downs"],
+                        generator_drops=k["generator_drops"],
                         peer_downs_expected=2,
                         longest_status_s=k["probe"]["longest_status_s"]))
     r = o.get("restart", {"failed": "not run (an earlier phase failed)"})

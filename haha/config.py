@@ -215,6 +215,8 @@ class HomeAgentConfig:
     drain_mode = _Core[str]("drain", "[home-agent] drain-mode")
     switch_message = _Core[str]("switch_message", "[home-agent] switch-message")
     switch_rate = _Core[float]("switch_rate", "[home-agent] switch-rate")
+    switch_retransmit_cap = _Core[float]("switch_retransmit_cap",
+                                         "[home-agent] switch-retransmit-cap")
     mobile_router_support = _Core[bool]("nemo", "[home-agent] mobile-router-support")
     mobile_network_prefixes = _Core[tuple[IPv6Network, ...]](
         "hello_prefixes", "[home-agent] mobile-network-prefixes")
@@ -276,6 +278,7 @@ HOME_AGENT_KEYS: dict[str, tuple[str, str | None]] = {
     "drain": ("home-agent", "drain-mode"),
     "switch_message": ("home-agent", "switch-message"),
     "switch_rate": ("home-agent", "switch-rate"),
+    "switch_retransmit_cap": ("home-agent", "switch-retransmit-cap"),
     "nemo": ("home-agent", "mobile-router-support"),
     "hello_prefixes": ("home-agent", "mobile-network-prefixes"),
     "mobile_routers": ("mobile-routers", None),
@@ -606,6 +609,7 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
         drain=ha.get_str("drain-mode", DRAIN_SPREAD),
         switch_message=ha.get_str("switch-message", SWITCH_HASR),
         switch_rate=ha.get_float("switch-rate", 4000.0),
+        switch_retransmit_cap=ha.get_float("switch-retransmit-cap", 4.0),
         nemo=ha.get_bool("mobile-router-support", True),
         hello_prefixes=ha.get_prefixes("mobile-network-prefixes"),
         mobile_routers=mrs, implicit_prefixes=mrs if implicit else {},

@@ -41,6 +41,7 @@ from .core.settings import (
 )
 from .config import HomeAgentConfig, MobileNodeConfig
 from .inifile import ConfigError, parse_address
+from .io.rxqueue import InputQueue
 from .logthrottle import LogThrottle
 from .leaving import deregister
 from .logging import logger
@@ -205,6 +206,21 @@ def _home_int(b: Any) -> int:
     return address_int(b.home_address)
 
 
+def _prioritise_take_over(machine: HomeAgent, transport: Any, adapter: HomeAgentAdapter
+                          ) -> None:
+    """Schedule a take-over before node traffic: while ``machine`` has urgent work (a
+    take-over in slices: :meth:`HomeAgent.urgent`) the transport's
+    input queue gives node traffic only short slices between the machine's own (peers still
+    first); and a switch request is not repeated while its node's answer waits in that queue.
+    A transport without an input queue (kernel ESP's, an embedder's) is left as it is."""
+    queue = getattr(transport, "input", None)
+    if not isinstance(queue, InputQueue):
+        return
+    queue.urgent = lambda: machine.urgent(adapter.now())
+    holds = queue.holds
+    machine.switching.waiting = lambda care_of: holds(care_of.packed)
+
+
 @implementer(IControllable, IPeerListener)
 class HomeAgentService(MultiService):
     """A home agent as a Twisted service (module docstring)."""
@@ -241,6 +257,7 @@ class HomeAgentService(MultiService):
                 interval=min(config.hello_interval, config.lifetime / 3),
                 lifetime=config.lifetime, prefix=config.home_prefix,
                 router_lifetime=config.router_lifetime)
+        _prioritise_take_over(machine, transport, adapter)
         _start_services(self, config, self,
                         {"role": "home-agent", "address": str(config.address)},
                         lambda: home_agent_gauges(machine))

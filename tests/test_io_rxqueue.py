@@ -518,3 +518,151 @@ def test_the_peers_queue_is_bounded_too():
     assert q.counters["dropped_backlog"] == 2 and q.counters["received_from_peers"] == 3
     _drain(q)
     assert [m for _, m in got] == [1, 2, 3]
+
+
+# -- urgent work of the receiver before node traffic (a take-over) ------------------------------
+
+
+def _timed_queue(cost=0.001, **kw):
+    """An InputQueue on a MemoryReactorClock whose receiver takes ``cost`` seconds of a fake
+    timer per packet; returns (queue, received, reactor)."""
+    now = [0.0]
+    r = MemoryReactorClock()
+    got = []
+
+    def deliver(data, meta):
+        now[0] += cost
+        got.append(data)
+
+    q = InputQueue(deliver, r.callLater, timer=lambda: now[0], **kw)
+    return q, got, r
+
+
+def test_node_traffic_gets_short_slices_while_the_receiver_has_urgent_work():
+    """While ``urgent()`` is true (a home agent taking over) a slice of node traffic lasts
+    ``urgent_slice_seconds`` (2 packets at 1 ms each) instead of ``slice_seconds`` (20), and is
+    counted; peers' packets still all go first. Once the work is done, slices are full again
+    and every packet arrives."""
+    q, got, r = _timed_queue()
+    busy = [True]
+    q.urgent = lambda: busy[0]
+    nodes = [esp(node(i), 1) for i in range(100)]
+    for p in nodes:
+        q.put(p, None)
+    hellos = [esp(PEER, k, spi=PEER_SPI) for k in range(1, 4)]
+    for h in hellos:
+        q.put_peer(h, None)
+    q.run()
+    assert got == hellos + nodes[:2]
+    _turn(r)
+    assert got[3:] == nodes[:4] and q.counters["slices_yielded"] == 2
+    busy[0] = False
+    _turn(r)
+    assert len(got) == 3 + 4 + 20
+    while q.queue:
+        _turn(r)
+    assert got == hellos + nodes and q.counters["slices_yielded"] == 2
+
+
+def test_urgent_work_arriving_with_a_packet_cuts_the_slice_short():
+    """A packet whose processing starts urgent work (a BIU, a peer-down) ends the slice it is
+    in at ``urgent_slice_seconds`` rather than running the full ``slice_seconds``."""
+    q, got, r = _timed_queue()
+    flag = [False]
+    q.urgent = lambda: flag[0]
+    deliver = q._deliver
+
+    def starting(data, meta):
+        deliver(data, meta)
+        if len(got) == 1:
+            flag[0] = True  # the first packet started a take-over
+
+    q._deliver = starting
+    for i in range(50):
+        q.put(esp(node(i), 1), None)
+    q.run()
+    assert len(got) == 2 and q.counters["slices_yielded"] == 1
+
+
+def test_without_a_reactor_urgent_work_does_not_hold_packets_back():
+    """A queue without ``call_later`` (everything processed at once) ignores ``urgent``: it
+    could not come back for the rest."""
+    q, got = _queue()
+    q.urgent = lambda: True
+    for i in range(30):
+        q.put(esp(node(i), 1), None)
+    q.run()
+    assert len(got) == 30 and not q.queue
+
+
+def test_holds_says_whether_a_source_has_a_packet_waiting():
+    """``holds(source)`` is true exactly while a packet from that fixed-header source waits
+    among the other traffic (a node's answer arrived and is not yet processed)."""
+    q, got, r = _timed_queue(cost=0.03)
+    for i in range(3):
+        q.put(esp(node(i), 1), None)
+    assert all(q.holds(node(i).packed) for i in range(3)) and not q.holds(node(5).packed)
+    q.run()  # one packet (30 ms) per slice
+    assert not q.holds(node(0).packed) and q.holds(node(1).packed)
+
+
+def test_urgent_slice_seconds_is_checked():
+    """A non-positive ``urgent_slice_seconds`` is refused naming it; one above
+    ``slice_seconds`` is capped at it."""
+    with pytest.raises(ValueError, match="urgent_slice_seconds"):
+        InputQueue(lambda d, m: None, None, urgent_slice_seconds=0)
+    assert InputQueue(lambda d, m: None, None, slice_seconds=0.001,
+                      urgent_slice_seconds=0.5).urgent_slice_seconds == 0.001
+
+
+def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
+    """``HomeAgentService.build`` wires the UDP transport's input queue to the machine: the
+    queue's ``urgent()`` is true exactly while the home agent has a take-over queued, and the
+    switch requests ask the queue whether a node's answer is already waiting."""
+    from twisted.internet.task import Clock
+
+    from haha.backends.null import NullBackend
+    from haha.config import home_agent_from_text
+    from haha.service import HomeAgentService
+
+    config = home_agent_from_text(
+        "[home-agent]\naddress = 2001:db8:1::1\nhome-prefix = 2001:db8:1::/64\n"
+        "home-interface = eth0\n[security]\nmode = none\nlab = yes\n"
+        "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n", "ha.conf")
+    service = HomeAgentService.build(config, Clock(), backend=NullBackend())
+    queue, machine = service.transport.input, service.machine
+    assert queue.urgent is not None and not queue.urgent()
+    machine.work.add(range(10000), lambda item, now, out: None, 0.0, [], name="take-over")
+    assert machine.work.has("take-over") and queue.urgent()
+    machine.work.clear()
+    assert not queue.urgent()
+    waiting = machine.switching.waiting
+    assert waiting is not None and not waiting(node(0))
+    queue.put(esp(node(0), 1), None)
+    assert waiting(node(0)) and not waiting(node(1))
+
+
+def test_a_transport_without_an_input_queue_is_left_as_it_is():
+    """A transport with no input queue (an embedder's, kernel ESP's wrapper) gets no
+    scheduling hooks, and the home agent's switch requests ask no queue."""
+    import random
+
+    from twisted.internet.task import Clock
+
+    from haha.core.homeagent import HomeAgent
+    from haha.core.settings import HomeAgentSettings
+    from haha.service import _prioritise_take_over
+
+    machine = HomeAgent(HomeAgentSettings(address=HA, home_prefix="2001:db8:1::/64"),
+                        random.Random(1))
+
+    class Bare:
+        input = None
+
+    _prioritise_take_over(machine, Bare(), Clock())
+    assert machine.switching.waiting is None
+    q, _ = _queue()
+    adapter = type("A", (), {"now": lambda self: 0.0})()
+    _prioritise_take_over(machine, type("T", (), {"input": q})(), adapter)
+    assert q.urgent is not None and q.urgent() is False
+    assert machine.switching.waiting is not None

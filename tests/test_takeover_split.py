@@ -42,12 +42,12 @@ def hoa(i):
 # -- the in-memory network ----------------------------------------------------------------------
 
 
-def _network(seed, n, share="split", ha3_latency=None):
-    """Three home agents (HA lifetime 3 s, HELLO every second), ``n`` nodes registered with
-    ha1 and knowing all three."""
+def _network(seed, n, share="split", ha3_latency=None, **overrides):
+    """Three home agents (HA lifetime 3 s, HELLO every second; ``overrides`` to their
+    settings), ``n`` nodes registered with ha1 and knowing all three."""
     net = Network(seed=seed)
     has = net.add_home_agents(3, PREFIX, boot_wait=2.0, ha_lifetime=3, hello_interval=1.0,
-                              take_over_share=share)
+                              take_over_share=share, **overrides)
     if ha3_latency is not None:
         net.set_links(["ha1"], ["ha3"], both=False, latency=ha3_latency)
     net.run_for(5)
@@ -112,6 +112,21 @@ def test_split_take_over_each_survivor_its_share_never_two_primaries():
     assert sum(counts) == 300 and min(counts) >= 100
     sent = [h.machine.counters["switch-sent"] for h in has[1:]]
     assert sent[0] >= counts[0] and sent[1] >= counts[1]
+    _assert_served_and_told(net, has, mns)
+
+
+@pytest.mark.parametrize("seed", [31, 32])
+def test_lost_switch_requests_are_repeated_and_never_two_primaries(seed):
+    """A third of the survivors' packets to the nodes are lost and the first retransmission
+    is capped at 1.5 s: lost switch requests are repeated (counted), every node ends
+    registered with the one survivor its share names, told by it, and no node ever has two
+    primaries."""
+    net, has, mns = _network(seed=seed, n=120, switch_retransmit_cap=1.5)
+    net.set_links(["ha2", "ha3"], [f"mn{i}" for i in range(120)], both=False, loss=0.33)
+    _kill_and_watch(net, has, timeout=300)
+    assert sum(h.machine.counters["switch-retransmitted"] for h in has[1:]) > 0
+    net.set_links(["ha2", "ha3"], [f"mn{i}" for i in range(120)], both=False, loss=0.0)
+    _watch(net, lambda: net.idle() and all(m.machine.state == "registered" for m in mns), 300)
     _assert_served_and_told(net, has, mns)
 
 
@@ -226,6 +241,29 @@ def test_take_over_of_many_bindings_in_bounded_slices_hasrs_first():
     assert ha.counters["switch-retransmitted"] > 0
 
 
+def test_the_take_over_finishes_before_its_switch_requests_go():
+    """While the take-over of 10,000 bindings is in slices, the ticks send no switch request
+    (but the first of each slice, sent as it is queued): every binding is primary, its route
+    installed and its BIU queued within the take-over's own slices; the switch requests
+    (at most 64 a tick) follow the last slice, one at least for every node."""
+    ha = _survivor(HAS[1], 20000)
+    calls, now = [], 0.0
+    while True:  # a reactor turn every 5 ms at least: first transmissions fall due meanwhile
+        d = ha.next_deadline()
+        if d is None or d > 30.0:
+            break
+        now = max(now + 0.005, d)
+        calls.append(ha.tick(now))
+    done = next(i for i, out in enumerate(calls)
+                if any(type(e) is Event and e.name == "take-over" for e in out))
+    during = [len(_hasrs(out)) for out in calls[:done + 1]]
+    assert done >= 20000 // TAKE_OVER_SLICE - 1
+    assert max(during) <= 1 and sum(during) <= done + 1
+    after = [len(_hasrs(out)) for out in calls[done + 1:]]
+    assert max(after) <= SWITCH_SLICE
+    assert sum(during) + sum(after) >= ha.cache.primary_count > 9000
+
+
 def test_take_over_share_is_checked():
     """A take_over_share other than 'first' or 'split' is refused naming the field."""
     with pytest.raises(SettingsError, match="take_over_share"):
@@ -313,6 +351,93 @@ def test_unanswered_requests_back_the_timer_off():
     again = _asked(sr, cache, 1.3)
     assert 0 < len(again) < 20 and sr.backoff == 2.0
     assert again | _asked(sr, cache, 2.6) == {hoa(i) for i in range(200)}
+
+
+def test_a_lost_first_request_is_repeated_within_the_cap_after_a_long_back_off():
+    """Requests timing out with no answer back the timer off (here five times: ``rto`` at
+    ``biu_max_timeout``, 32 s); a request sent then and lost is still repeated within
+    ``switch_retransmit_cap`` (4 s, up to a quarter more for jitter), not 32 s later."""
+    sr, cache = _requests(6, 1)
+    now = 0.0
+    for i in range(6):  # one request at a time, each timing out unanswered
+        sr.request(cache.get(hoa(i)), HAS[1], now, [])
+        now += sr.rto() * 1.25 + 0.01
+        assert hoa(i) in _asked(sr, cache, now)
+    assert sr.backoff >= 32.0 and sr.rto() == 32.0 and sr.first_timeout() == 4.0
+    sr.request(cache.get(hoa(6)), HAS[1], now, [])
+    assert hoa(6) not in _asked(sr, cache, now + 3.9)
+    assert hoa(6) in _asked(sr, cache, now + 1.25 * 4.0 + 0.01)
+
+
+def test_the_measured_answer_time_is_not_cut_by_the_cap():
+    """Answers measured at 20 s (a survivor working through a queue of re-registrations):
+    the first retransmission waits for that answer time, above the cap, rather than asking
+    every node again while its answer is on its way."""
+    sr, cache = _requests(10, 1)
+    for i in range(10):
+        sr.request(cache.get(hoa(i)), HAS[1], 0.0, [])
+    _asked(sr, cache, 0.01)
+    for i in range(10):
+        sr.answered(hoa(i), 20.0)
+    assert sr.first_timeout() == sr.rto() > 20.0
+    sr.request(cache.get(hoa(10)), HAS[1], 30.0, [])
+    assert _asked(sr, cache, 30.0 + 19.0) == set()
+
+
+def test_the_cap_is_a_setting():
+    """``switch_retransmit_cap`` bounds the backed-off first retransmission as set (here
+    2 s against a 16 s back-off), and is checked."""
+    with pytest.raises(SettingsError, match="switch_retransmit_cap"):
+        HomeAgentSettings(address=HAS[1], home_prefix=PREFIX, switch_retransmit_cap=0)
+    sr, cache = _requests(1, 0)
+    sr.settings = HomeAgentSettings(address=HAS[1], home_prefix=PREFIX, switch_rate=1e6,
+                                    switch_retransmit_cap=2.0)
+    sr.backoff = 16.0  # as after four unanswered timeouts
+    assert sr.rto() == 16.0 and sr.first_timeout() == 2.0
+    sr.request(cache.get(hoa(0)), HAS[1], 0.0, [])
+    assert _asked(sr, cache, 2.0 * 1.25 + 0.01) == {hoa(0)}
+
+
+def test_a_request_whose_answer_waits_in_the_input_queue_is_not_repeated():
+    """Twenty requests due for retransmission: the ten whose nodes have a packet waiting in
+    the transport's input queue (``waiting``) are not repeated (counted), the ten others
+    are; once the queued answers are gone and still nothing was answered, the first ten are
+    repeated too, one timeout later."""
+    sr, cache = _requests(20, 0)
+    queued = {A(COA + i) for i in range(10)}
+    sr.waiting = lambda care_of: care_of in queued
+    for i in range(20):
+        sr.request(cache.get(hoa(i)), HAS[1], 0.0, [])
+    _asked(sr, cache, 0.01)
+    again = _asked(sr, cache, 1.3) | _asked(sr, cache, 2.6) | _asked(sr, cache, 3.2)
+    assert again == {hoa(i) for i in range(10, 20)}
+    assert sr.counters["switch-answer-queued"] >= 10
+    queued.clear()
+    assert {hoa(i) for i in range(10)} <= _asked(sr, cache, 6.0)
+
+
+def test_urgent_while_taking_over_not_while_switch_requests_are_due():
+    """``HomeAgent.urgent`` (what the transport asks before giving node traffic a full slice)
+    is false before the peer dies, true exactly while the take-over is in slices, and false
+    afterwards while first switch requests are still due (those alternate with node traffic:
+    held back for all of them, the nodes' answers wait so long that nodes give up)."""
+    ha = _survivor(HAS[1], 4000)
+    assert not ha.urgent(0.0)
+    now, seen = 0.0, []
+    while True:  # a reactor turn every 5 ms at least, a tick when a deadline is due
+        d = ha.next_deadline()
+        if d is None or d > 30.0:
+            break
+        now = max(now + 0.005, d)
+        ha.tick(now)
+        seen.append((ha.urgent(now), ha.work.has("take-over"), ha.switching.first_due(now),
+                     ha.switching.get(hoa(0)) is not None or bool(ha.switching)))
+    assert all(u == job for u, job, _, _ in seen)
+    assert sum(job for _, job, _, _ in seen) >= 4000 // TAKE_OVER_SLICE - 1
+    assert any(first and not u for u, _, first, _ in seen)  # due, yet not urgent
+    assert not seen[-1][0] and ha.counters["taken-over"] > 1500
+    retransmissions_left = [pending for u, _, _, pending in seen if not u]
+    assert any(retransmissions_left)  # requests outstanding, not urgent
 
 
 # -- relearning: the bulk answer and the sweep in bounded slices --------------------------------------

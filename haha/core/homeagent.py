@@ -411,6 +411,17 @@ class HomeAgent:
         """True while synchronisation or switch requests are still outstanding."""
         return bool(self.switching) or self.sync.busy() or self.work.pending()
 
+    def urgent(self, now: float) -> bool:
+        """True while this home agent has work that should come before its mobile nodes'
+        traffic (the transport's input queue asks, haha.io.rxqueue): a take-over still in
+        slices (local work, a few seconds of CPU at 100,000 bindings). Peers' traffic still
+        goes first. First switch requests due are not urgent: sending 50,000 of them takes
+        tens of seconds on a loaded machine, and node traffic held back that long made the
+        nodes give up on their new home agent and bounce to the other survivor (a
+        100,000-node run); they alternate with node traffic instead. ``now`` is for callers
+        that ask about time-bound work."""
+        return self.work.has("take-over")
+
     # ======================================================================================
     # timers
     # ======================================================================================
@@ -444,7 +455,12 @@ class HomeAgent:
         next_hello = self.peering.next_hello
         if next_hello is not None and now >= next_hello:
             self.peering.send_hellos(now, out)
-        self.switching.tick(now, out, self.switching.slice if self.work.size else None)
+        if not self.work.size:
+            self.switching.tick(now, out, None)
+        elif not self.work.has("take-over"):
+            self.switching.tick(now, out, self.switching.slice)
+        # else: the take-over's slices first (switching.py): its switch requests wait
+        # until every binding it takes is primary here, forwarded and announced.
         if self.takeover.enabled:
             self.takeover.tick(now, out)
         if sliced:

@@ -247,6 +247,13 @@ class HomeAgentSettings:
     #: First transmissions of switch requests per second: a take-over of many nodes is spread
     #: over time instead of leaving in one burst (retransmissions then stay spread, jittered).
     switch_rate: float = 4000.0
+    #: The longest the back-off after unanswered switch requests may delay a request's first
+    #: retransmission, in seconds (unless the measured answer time is longer: that is kept).
+    #: The back-off doubles up to ``biu_max_timeout`` while nothing is answered; with this a
+    #: lost first request is still repeated within seconds. A request whose node has a packet
+    #: waiting in the input queue (answered, only not yet processed: the service asks the
+    #: transport) is not repeated then.
+    switch_retransmit_cap: float = 4.0
     #: Answer DHAAD requests (RFC 6275 10.5) sent to the home prefix's Home-Agents anycast
     #: address or to ``address``.
     dhaad: bool = True
@@ -301,6 +308,7 @@ class HomeAgentSettings:
         _number("drain_preference", self.drain_preference, 0, 0xFFFF, integer=True)
         _choice("switch_message", self.switch_message, SWITCH_MESSAGES)
         _number("switch_rate", self.switch_rate, 0.1, 1e7)
+        _number("switch_retransmit_cap", self.switch_retransmit_cap, 0.001, 3600)
         _flag("dhaad", self.dhaad)
         _flag("peer_protection_required", self.peer_protection_required)
         _set(self, "hello_prefixes", _networks("hello_prefixes", self.hello_prefixes))

@@ -93,6 +93,10 @@ class Backlog:
         self._finish(job, now, out, size or self.size)
         self._since = now if self._jobs else None
 
+    def has(self, name: str) -> bool:
+        """Whether a job called ``name`` is queued (unfinished)."""
+        return any(job.name == name for job in self._jobs)
+
     def next_deadline(self) -> float | None:
         """When the next slice is due: at once (the time work was last queued or run)."""
         return self._since if self._jobs else None

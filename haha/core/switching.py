@@ -18,10 +18,14 @@
 - :func:`drain_target`: where a draining home agent sends its mobile nodes
   (``settings.drain``).
 
-Switch requests leave before anything else the tick has to do: first transmissions (paced, in a
-FIFO: their slots only grow) before any retransmission, at most :data:`SWITCH_SLICE` per tick,
-so a take-over of 100,000 nodes tells them as fast as ``switch_rate`` allows while
-retransmissions, which only add load while the nodes' answers are queued, wait.
+A take-over in slices comes first: while it lasts, the home agent's ticks send no switch
+request (but the first of a burst, sent when queued), so every binding it takes is primary,
+forwarded and announced to the peers within the take-over's own CPU time; its switch
+requests follow. Then switch requests leave before anything else the tick has to do: first
+transmissions (paced, in a FIFO: their slots only grow) before any retransmission, at most
+:data:`SWITCH_SLICE` per tick, so a take-over of 100,000 nodes tells them as fast as
+``switch_rate`` allows while retransmissions, which only add load while the nodes' answers
+are queued, wait.
 """
 
 import heapq
@@ -119,6 +123,15 @@ class SwitchRequests:
         #: Switch requests per tick when the home agent works in slices.
         self.slice = SWITCH_SLICE
         self.drain_cursor = 0
+        #: ``waiting(care_of)``: whether a packet from ``care_of`` waits, unprocessed, in the
+        #: input queue of this home agent's transport (the service sets it; None: never). A
+        #: request whose node's answer is already here is not repeated.
+        self.waiting: Optional[Callable[[Any], bool]] = None
+
+    def first_due(self, now: float) -> bool:
+        """Whether a paced first transmission is due at ``now`` (a node not yet told)."""
+        first = self._first
+        return bool(first) and first[0][0] <= now
 
     def __bool__(self) -> bool:
         return bool(self.pending)
@@ -136,7 +149,7 @@ class SwitchRequests:
         """Ask the node of ``b`` to switch to ``desired`` (None: let it discover)."""
         if b.home_address in self.unswitchable:
             return
-        timeout = self.rto()
+        timeout = self.first_timeout()
         at = max(now, self._slot)
         self._slot = at + 1.0 / self.settings.switch_rate
         waiting = at > now
@@ -152,16 +165,27 @@ class SwitchRequests:
             self.counters["switch-paced"] += 1
         out.append(Event(EventName.SWITCH_REQUESTED, home_address=b.home_address, desired=desired))
 
+    def first_timeout(self) -> float:
+        """The timeout before a request's first retransmission: :meth:`rto`, but backed off
+        at most to ``switch_retransmit_cap`` (or the measured answer time, when that is
+        longer): the back-off after unanswered requests doubles up to ``biu_max_timeout``,
+        and without this a request lost while nothing was being answered would wait that
+        long; the measured answer time itself is never cut (repeating sooner than nodes
+        answer only adds load)."""
+        base = self._base()
+        return min(self.rto(), max(base, self.settings.switch_retransmit_cap))
+
+    def _base(self) -> float:
+        s = self.settings
+        if self.srtt is None:
+            return float(s.biu_initial_timeout)
+        return max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar)
+
     def rto(self) -> float:
         """The first retransmission timeout: ``biu_initial_timeout`` until answers were
         measured, then SRTT + 4 RTTVAR (RFC 6298 2.3), within ``biu_initial_timeout`` and
         ``biu_max_timeout``; times :attr:`backoff` after unanswered requests timed out."""
-        s = self.settings
-        if self.srtt is None:
-            base = float(s.biu_initial_timeout)
-        else:
-            base = max(s.biu_initial_timeout, self.srtt + 4 * self.rttvar)
-        return min(base * self.backoff, s.biu_max_timeout)
+        return min(self._base() * self.backoff, self.settings.biu_max_timeout)
 
     def answered(self, home_address: Any, now: float) -> None:
         """The node of ``home_address`` re-registered (a new sequence number): its request is
@@ -250,7 +274,7 @@ class SwitchRequests:
                 continue
             st.waiting = False
             st.sent_at = now
-            st.timeout = max(st.timeout, self.rto())
+            st.timeout = max(st.timeout, self.first_timeout())
             st.next_at = now + self.jittered(st.timeout)
             heapq.heappush(heap, (st.next_at, next(self._order), hoa))
             self._send(b, st.desired, out)
@@ -266,13 +290,21 @@ class SwitchRequests:
             if b is None or b.primary is not None or b.sequence != st.sequence:
                 del pending[hoa]
                 continue
-            if st.tries == 1 and now < st.sent_at + self.rto():
+            if st.tries == 1 and now < st.sent_at + self.first_timeout():
                 # Answers have been slower than this request's timeout foresaw: wait for
-                # the current estimate before asking again.
-                st.timeout = self.rto()
+                # the current estimate (within the cap) before asking again.
+                st.timeout = self.first_timeout()
                 st.next_at = st.sent_at + self.jittered(st.timeout)
                 heapq.heappush(heap, (st.next_at, next(self._order), hoa))
                 continue  # (counted in the slice: bounded work per tick)
+            waiting = self.waiting
+            if waiting is not None and waiting(b.care_of):
+                # The node's answer is in our input queue, not yet processed: asking again
+                # would only add to the queue. Looked at again one timeout later.
+                st.next_at = now + self.jittered(st.timeout)
+                heapq.heappush(heap, (st.next_at, next(self._order), hoa))
+                self.counters["switch-answer-queued"] += 1
+                continue
             if st.tries >= SWITCH_TRIES:
                 del pending[hoa]
                 out.append(Event(EventName.SWITCH_UNANSWERED, home_address=hoa, desired=st.desired))

@@ -23,6 +23,12 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   not matter is in docs/io.md. Packets from configured peer addresses (whose SA carries many
   different messages that must all arrive) and packets without ESP are never superseded.
 
+- **Urgent work of the receiver comes first.** ``urgent`` (a callable, set by whoever owns the
+  receiver: the home agent's service while a take-over is in slices) makes
+  a slice of other traffic last at most ``urgent_slice_seconds`` instead of ``slice_seconds``
+  (counted, ``slices_yielded``), so the work the receiver's own timer does between two slices
+  gets most of the process while it lasts; peers' packets still all go first.
+
 Both queues are bounded: at most ``max_backlog`` packets wait in each (more are counted,
 ``dropped_backlog``, and dropped, as the kernel would have dropped them), and at most
 ``max_per_source`` of the other traffic from one fixed-header source
@@ -52,6 +58,10 @@ MAX_EXTENSIONS = 4
 DEFAULT_MAX_BACKLOG = 131072
 DEFAULT_MAX_PER_SOURCE = 1024
 DEFAULT_SLICE_SECONDS = 0.02
+#: A slice of other traffic while the receiver has urgent work (``InputQueue.urgent``): short,
+#: not nothing, so node traffic still moves (a node retransmitting into a full queue loses
+#: nothing more for it, but a control answer or a peer-less HA set keeps going).
+DEFAULT_URGENT_SLICE_SECONDS = 0.002
 
 
 def esp_offset(data: bytes) -> int:
@@ -92,22 +102,29 @@ class InputQueue:
                  max_per_source: int = DEFAULT_MAX_PER_SOURCE,
                  slice_seconds: float = DEFAULT_SLICE_SECONDS, supersede: bool = True,
                  timer: Callable[[], float] = time.perf_counter,
-                 counters: Counter[str] | None = None) -> None:
+                 counters: Counter[str] | None = None,
+                 urgent_slice_seconds: float = DEFAULT_URGENT_SLICE_SECONDS) -> None:
         if not isinstance(max_backlog, int) or max_backlog < 1:
             raise ValueError(f"max_backlog {max_backlog!r} must be at least 1")
         if not isinstance(max_per_source, int) or max_per_source < 1:
             raise ValueError(f"max_per_source {max_per_source!r} must be at least 1")
         if not slice_seconds > 0:
             raise ValueError(f"slice_seconds {slice_seconds!r} must be positive")
+        if not urgent_slice_seconds > 0:
+            raise ValueError(f"urgent_slice_seconds {urgent_slice_seconds!r} must be positive")
         self._deliver = deliver
         self._call_later = call_later
         self.max_backlog = max_backlog
         self.max_per_source = max_per_source
         self.slice_seconds = slice_seconds
+        self.urgent_slice_seconds = min(urgent_slice_seconds, slice_seconds)
+        #: True while the receiver has work of its own that should come before other traffic
+        #: (module docstring); None: never.
+        self.urgent: Callable[[], bool] | None = None
         self.supersede = bool(supersede)
         self._timer = timer
         self.counters: Counter[str] = counters if counters is not None else Counter()
-        for name in ("superseded", "dropped_backlog", "dropped_source_backlog"):
+        for name in ("superseded", "dropped_backlog", "dropped_source_backlog", "slices_yielded"):
             self.counters[name] += 0  # shown (as 0) before the first one
         self.exempt: frozenset[bytes] = frozenset()
         #: The peers' packets, ``(data, meta)``, processed first.
@@ -164,6 +181,11 @@ class InputQueue:
             self._latest[key] = slot
         queue.append(slot)
 
+    def holds(self, source: bytes) -> bool:
+        """Whether a packet from fixed-header source ``source`` (16 octets) waits among the
+        other traffic: an answer already here, only not processed yet."""
+        return source in self._per_source
+
     def _pop(self) -> list[Any]:
         slot = self.queue.popleft()
         key = slot[_KEY]
@@ -187,8 +209,9 @@ class InputQueue:
             self._process()
 
     def _process(self) -> None:
-        """Every peer packet, then other traffic for at most ``slice_seconds``; what is left
-        waits for the next turn of the reactor (after timers and a new read)."""
+        """Every peer packet, then other traffic for at most ``slice_seconds`` (or
+        ``urgent_slice_seconds`` while :attr:`urgent` says so); what is left waits for the
+        next turn of the reactor (after timers and a new read)."""
         self._slice_call = None
         peers, queue, deliver = self.peers, self.queue, self._deliver
         while peers:
@@ -196,7 +219,10 @@ class InputQueue:
         if not queue:
             return
         timer = self._timer
-        end = timer() + self.slice_seconds
+        urgent = self.urgent
+        start = timer()
+        yielded = urgent is not None and self._call_later is not None and urgent()
+        end = start + (self.urgent_slice_seconds if yielded else self.slice_seconds)
         pop = self._pop
         while queue:
             slot = pop()
@@ -204,8 +230,19 @@ class InputQueue:
             if peers:  # a receiver that re-entered the reactor read more: peers first
                 while peers:
                     deliver(*peers.popleft())
-            if timer() >= end and self._call_later is not None:
+            if self._call_later is None:
+                continue
+            now = timer()
+            if now >= end:
                 break
+            if not yielded and urgent is not None and urgent():
+                # Urgent work arrived with this packet (a peer-down, a BIU): cut the slice.
+                yielded = True
+                end = min(end, start + self.urgent_slice_seconds)
+                if now >= end:
+                    break
+        if yielded:
+            self.counters["slices_yielded"] += 1
         if queue and self._call_later is not None:
             self.counters["slices_deferred"] += 1
             self._slice_call = self._call_later(0, self._process)

@@ -144,6 +144,18 @@ def default_workers(cpus: int | None = None) -> int:
 # -- the worker processes -----------------------------------------------------------------------
 
 
+#: Receive buffer asked per node of a worker (octets): the kernel books about 830 octets per
+#: signalling packet queued on loopback (twice the size asked is the budget), so this holds
+#: about two packets per node, every node's switch request and its Binding Acknowledgement
+#: arriving while the worker is busy (a take-over tells every node within seconds).
+RECEIVE_BUFFER_PER_NODE = 1024
+
+
+def receive_buffer_for(nodes: int) -> int:
+    """The receive buffer of a worker's shared socket for ``nodes`` nodes: at least 8 MiB."""
+    return max(8 << 20, nodes * RECEIVE_BUFFER_PER_NODE)
+
+
 class SharedUdp:
     """One UDP socket for many nodes' adapters: each node gets a :meth:`view` (an
     ``IMobilityTransport`` of its own); arriving packets go to the node whose care-of address
@@ -158,19 +170,22 @@ class SharedUdp:
     """
 
     def __init__(self, reactor: IReactorUDP, port: int,
-                 peers: Mapping[IPv6Address, Endpoint]) -> None:
+                 peers: Mapping[IPv6Address, Endpoint], nodes: int = 0) -> None:
         self.reactor = reactor
         self.port_number = port
         #: Where packets to each home agent go, by its address's 16 octets.
         self.endpoints: dict[bytes, Endpoint] = {a.packed: (str(h), int(p))
                                                  for a, (h, p) in peers.items()}
+        #: The receive buffer asked (:func:`receive_buffer_for` the worker's nodes).
+        self.receive_buffer = receive_buffer_for(nodes)
         self.receivers: dict[bytes, Callable[[bytes], object]] = {}
         self.counters: Counter[str] = Counter()
         self.port: Any = None  # twisted.internet.udp.Port once started
         self._sendto: Callable[[bytes, Endpoint], object] | None = None
 
     def start(self) -> None:
-        """Listen (buffers of 8 MiB each way: a burst answers thousands of nodes at once)."""
+        """Listen (a receive buffer sized for the nodes, :func:`receive_buffer_for`, and 8 MiB
+        to send: a burst answers thousands of nodes at once)."""
         from ..io.sockbuf import apply_buffers
 
         shared = self
@@ -182,7 +197,7 @@ class SharedUdp:
         self.port = self.reactor.listenUDP(self.port_number, _Protocol(),
                                            interface="127.0.0.1", maxPacketSize=8192)
         handle = self.port.getHandle()
-        apply_buffers(handle, logger("haha.lab.load"), "generator", 8 << 20, 8 << 20)
+        apply_buffers(handle, logger("haha.lab.load"), "generator", self.receive_buffer, 8 << 20)
         self._sendto = handle.sendto
 
     def stop(self) -> Deferred[None] | None:
@@ -283,7 +298,7 @@ class _Worker:
         self.index = spec["index"]
         self.first = spec["first"]
         peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in spec["home_agents"]}
-        self.shared = SharedUdp(IReactorUDP(reactor), spec["port"], peers)
+        self.shared = SharedUdp(IReactorUDP(reactor), spec["port"], peers, spec["count"])
         self.has = tuple(peers)
         policy = SecurityPolicy(DEFAULT_PROFILE, "esp", False)
         prefix = care_of_prefix(self.index)
