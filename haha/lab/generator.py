@@ -182,6 +182,8 @@ class SharedUdp:
         self.counters: Counter[str] = Counter()
         self.port: Any = None  # twisted.internet.udp.Port once started
         self._sendto: Callable[[bytes, Endpoint], object] | None = None
+        #: What the kernel granted of each buffer once started (haha.io.sockbuf.apply_buffers).
+        self.buffers: dict[str, int | None] = {}
 
     def start(self) -> None:
         """Listen (a receive buffer sized for the nodes, :func:`receive_buffer_for`, and 8 MiB
@@ -197,7 +199,8 @@ class SharedUdp:
         self.port = self.reactor.listenUDP(self.port_number, _Protocol(),
                                            interface="127.0.0.1", maxPacketSize=8192)
         handle = self.port.getHandle()
-        apply_buffers(handle, logger("haha.lab.load"), "generator", self.receive_buffer, 8 << 20)
+        self.buffers = apply_buffers(handle, logger("haha.lab.load"), "generator",
+                                     self.receive_buffer, 8 << 20)
         self._sendto = handle.sendto
 
     def stop(self) -> Deferred[None] | None:
