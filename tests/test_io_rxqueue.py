@@ -617,8 +617,9 @@ def test_urgent_slice_seconds_is_checked():
 
 def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
     """``HomeAgentService.build`` wires the UDP transport's input queue to the machine: the
-    queue's ``urgent()`` is true exactly while the home agent has a take-over queued, and the
-    switch requests ask the queue whether a node's answer is already waiting."""
+    queue's ``urgent()`` is true exactly while the home agent has a take-over queued or a
+    paced first switch request due, and the switch requests ask the queue whether a node's
+    answer is already waiting."""
     from twisted.internet.task import Clock
 
     from haha.backends.null import NullBackend
@@ -635,6 +636,14 @@ def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
     machine.work.add(range(10000), lambda item, now, out: None, 0.0, [], name="take-over")
     assert machine.work.has("take-over") and queue.urgent()
     machine.work.clear()
+    assert not queue.urgent()
+    # A paced first switch request: urgent once due, not before, and not once it has left.
+    first = machine.switching._first
+    first.append((service.adapter.now() + 5.0, node(0)))
+    assert not queue.urgent()
+    first[0] = (service.adapter.now(), node(0))
+    assert queue.urgent()
+    first.clear()
     assert not queue.urgent()
     waiting = machine.switching.waiting
     assert waiting is not None and not waiting(node(0))

@@ -414,13 +414,11 @@ class HomeAgent:
     def urgent(self, now: float) -> bool:
         """True while this home agent has work that should come before its mobile nodes'
         traffic (the transport's input queue asks, haha.io.rxqueue): a take-over still in
-        slices (local work, a few seconds of CPU at 100,000 bindings). Peers' traffic still
-        goes first. First switch requests due are not urgent: sending 50,000 of them takes
-        tens of seconds on a loaded machine, and node traffic held back that long made the
-        nodes give up on their new home agent and bounce to the other survivor (a
-        100,000-node run); they alternate with node traffic instead. ``now`` is for callers
-        that ask about time-bound work."""
-        return self.work.has("take-over")
+        slices (local work, a few seconds of CPU at 100,000 bindings), or first switch
+        requests due (each tick sends at most ``switching.slice`` of them, and the node
+        traffic between two ticks still gets a short slice, so the nodes' answers move, more
+        slowly, while every node is being told). Peers' traffic still goes first."""
+        return self.work.has("take-over") or self.switching.first_due(now)
 
     # ======================================================================================
     # timers
