@@ -19,23 +19,15 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
 from haha.backends.netsys import Pyroute2Netlink
-from haha.backends.tun import MobileTunnel, TunBackend
+from haha.backends.tun import TunBackend
 from haha.core.duties import ForwardingRoute
 from haha.io.raw import RawTransport
 from haha.io.system import LinuxSystem
 from haha.lab import ping, topology
 from haha.wire.ipv6 import build_packet
-from haha.wire.numbers import IPPROTO_IPV6
+from tunpair import decapsulating, user_space_tunnel
 
 HOME = IPv6Address("2001:db8:1::100")
-
-
-def _tunnel_receiver(backend):
-    def receive(packet):
-        # The daemon hands IPv6-in-IPv6 to the backend; here the test does.
-        if packet[6] == IPPROTO_IPV6:
-            backend.decapsulate(packet)
-    return receive
 
 
 @pytest.mark.netns
@@ -44,34 +36,10 @@ def test_ping_from_correspondent_through_user_space_tunnel(require_root):
     """A correspondent's ping reaches the mobile node's home address through the HA's TUN and
     IPv6-in-IPv6 tunnel and the reply comes back through the reverse tunnel; the counters show
     both directions were encapsulated and decapsulated in user space."""
-    topo = topology.shared_home_link(n_has=1, n_mns=1)
-    topo.create()
-    parts = []
-    try:
-        ha_ns, mn_ns = topo.ns("ha1"), topo.ns("mn1")
-        ha_addr, care_of = topo.address("ha1"), topo.address("mn1")
-        ha_nl, mn_nl = Pyroute2Netlink(ha_ns), Pyroute2Netlink(mn_ns)
-        parts += [ha_nl.close, mn_nl.close]
-
-        ha_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(ha_ns))
-        backend = TunBackend(reactor, ha_tx, tun_name="hahatun0", netlink=ha_nl,
-                             system=LinuxSystem(ha_ns))
-        ha_tx.start(_tunnel_receiver(backend))
-        parts.append(ha_tx.stop)
-        backend.start()
-        parts.append(backend.stop)
-
-        mn_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(mn_ns))
-        tunnel = MobileTunnel(reactor, mn_tx, tun_name="hahamn0", netlink=mn_nl,
-                              system=LinuxSystem(mn_ns))
-        mn_tx.start(_tunnel_receiver(tunnel))
-        parts.append(mn_tx.stop)
-        tunnel.start()
-        parts.append(tunnel.stop)
-
-        backend.install(ForwardingRoute(HOME, care_of, ha_addr, (), True))
-        backend.proxy_nd_start(HOME, "eth0")
-        tunnel.set_endpoint(HOME, care_of, ha_addr)
+    with user_space_tunnel(decapsulating) as t:
+        topo, ha_tx, backend, mn_tx, tunnel = t.topo, t.ha_tx, t.backend, t.mn_tx, t.tunnel
+        mn_ns = topo.ns("mn1")
+        t.route(HOME)
 
         answered = yield deferToThread(ping.ping, topo.ns("cn"), HOME, attempts=8,
                                        interval=0.5)
@@ -87,13 +55,6 @@ def test_ping_from_correspondent_through_user_space_tunnel(require_root):
         answered = yield deferToThread(ping.ping, mn_ns, topo.info["cn"], source=HOME,
                                        attempts=8, interval=0.5)
         assert answered
-    finally:
-        for stop in reversed(parts):
-            try:
-                stop()
-            except Exception:  # clean up everything even when one part fails
-                pass
-        topo.destroy()
 
 
 @pytest.mark.netns
@@ -111,7 +72,7 @@ def test_no_open_relay_and_prefix_route(require_root):
         tx = RawTransport(reactor, system=LinuxSystem(ha_ns))
         backend = TunBackend(reactor, tx, tun_name="hahatun0", netlink=nl,
                              system=LinuxSystem(ha_ns))
-        tx.start(_tunnel_receiver(backend))
+        tx.start(decapsulating(backend))
         parts.append(tx.stop)
         backend.start()
         parts.append(backend.stop)

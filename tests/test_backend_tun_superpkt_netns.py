@@ -5,8 +5,8 @@ TUN as one GSO packet. 8 MB each way (correspondent -> home address, home addres
 correspondent) arrive intact with the option on and off; with it on, the super-packet path
 carried them and every super-packet left with a correct TCP checksum.
 
-Topology and parts as in test_backend_tun_offload_netns.py (haha.lab.shared_home_link; ha1
-runs a RawTransport + TunBackend, mn1 a RawTransport + MobileTunnel, both in this process).
+Topology and parts: tests/tunpair.py (haha.lab.shared_home_link; ha1 runs a RawTransport +
+TunBackend, mn1 a RawTransport + MobileTunnel, both in this process).
 """
 
 import struct
@@ -15,18 +15,12 @@ from ipaddress import IPv6Address
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
-from haha.backends.netsys import Pyroute2Netlink
-from haha.backends.tun import MobileTunnel, TunBackend
-from haha.core.duties import ForwardingRoute
 from haha.io.offload import VNET_HDR
-from haha.io.raw import RawTransport
 from haha.io.superpkt import KernelSum, python_segment_sum
-from haha.io.system import LinuxSystem
-from haha.lab import topology
 from tcptransfer import expected, transfer
+from tunpair import user_space_tunnel
 
 HOME = IPv6Address("2001:db8:1::100")
 PORT = 5203
@@ -115,41 +109,16 @@ def test_tcp_both_ways_with_and_without_super_packets(require_root, super_packet
     sent super-packets whole with correct TCP checksums, and each wrote the other's to its
     TUN as GSO packets the kernel accepted); no ICMPv6 error (Destination Unreachable,
     Parameter Problem) reached either end meanwhile."""
-    topo = topology.shared_home_link(n_has=1, n_mns=1)
-    topo.create()
-    parts = []
-    try:
-        ha_ns, mn_ns = topo.ns("ha1"), topo.ns("mn1")
-        ha_addr, care_of = topo.address("ha1"), topo.address("mn1")
+    with user_space_tunnel(super_packets=super_packets) as t:
+        topo, ha_tx, backend, tunnel = t.topo, t.ha_tx, t.backend, t.tunnel
         cn_addr = topo.address("cn")
-        ha_nl, mn_nl = Pyroute2Netlink(ha_ns), Pyroute2Netlink(mn_ns)
-        parts += [ha_nl.close, mn_nl.close]
-
-        ha_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(ha_ns))
-        backend = TunBackend(reactor, ha_tx, tun_name="hahatun0", netlink=ha_nl,
-                             system=LinuxSystem(ha_ns), super_packets=super_packets)
-        ha_tx.start(lambda p: None)
-        parts.append(ha_tx.stop)
-        backend.start()
-        parts.append(backend.stop)
-
-        mn_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(mn_ns))
-        tunnel = MobileTunnel(reactor, mn_tx, tun_name="hahamn0", netlink=mn_nl,
-                              system=LinuxSystem(mn_ns), super_packets=super_packets)
-        mn_tx.start(lambda p: None)
-        parts.append(mn_tx.stop)
-        tunnel.start()
-        parts.append(tunnel.stop)
-
         sums, gso = [], []
         if super_packets:
             for end in (backend, tunnel):
                 _watch_sends(end.tunnel_socket, sums)
                 _watch_gso_writes(end.tun, end.mtu, gso)
 
-        backend.install(ForwardingRoute(HOME, care_of, ha_addr, (), True))
-        backend.proxy_nd_start(HOME, "eth0")
-        tunnel.set_endpoint(HOME, care_of, ha_addr)
+        t.route(HOME)
 
         errors = _icmp_errors(topo)
         down = yield deferToThread(_transfer, topo, "mn1", HOME, "cn")
@@ -182,13 +151,6 @@ def test_tcp_both_ways_with_and_without_super_packets(require_root, super_packet
         assert not tunnel.tunnel_socket.counters["send_errors"]
         # reassembled packets never reached the packet socket as well (no double delivery)
         assert not ha_tx.counters["received_malformed"]
-    finally:
-        for stop in reversed(parts):
-            try:
-                stop()
-            except Exception:  # clean up everything even when one part fails
-                pass
-        topo.destroy()
 
 
 @pytest.mark.netns

@@ -11,8 +11,8 @@ pseudo-header sum in the field (so what the kernel or a network card completes i
 and the other way (the node's own datagrams, completed at the node) the correspondent's
 kernel, which verifies UDP checksums, accepts every one.
 
-Topology and parts as in test_backend_tun_superpkt_netns.py (ha1 runs a RawTransport +
-TunBackend, mn1 a RawTransport + MobileTunnel, both in this process).
+Topology and parts: tests/tunpair.py (ha1 runs a RawTransport + TunBackend, mn1 a
+RawTransport + MobileTunnel, both in this process).
 """
 
 import hashlib
@@ -23,17 +23,11 @@ from ipaddress import IPv6Address
 
 import pytest
 import pytest_twisted
-from twisted.internet import reactor
 from twisted.internet.threads import deferToThread
 
-from haha.backends.netsys import Pyroute2Netlink
-from haha.backends.tun import MobileTunnel, TunBackend
-from haha.core.duties import ForwardingRoute
 from haha.io.offload import VNET_HDR
-from haha.io.raw import RawTransport
-from haha.io.system import LinuxSystem
-from haha.lab import topology
 from haha.lab.timing import scaled
+from tunpair import user_space_tunnel
 
 HOME = IPv6Address("2001:db8:1::100")
 PORT = 5204
@@ -162,39 +156,13 @@ def test_partial_udp_checksums_left_to_the_kernel(require_root):
     (``decap_partial``), and every header written makes the kernel complete the inner UDP
     checksum correctly; the node's datagrams back all pass the correspondent's checksum
     verification."""
-    topo = topology.shared_home_link(n_has=1, n_mns=1)
-    topo.create()
-    parts = []
-    try:
-        ha_ns, mn_ns = topo.ns("ha1"), topo.ns("mn1")
-        ha_addr, care_of = topo.address("ha1"), topo.address("mn1")
+    with user_space_tunnel(super_packets=True) as t:
+        topo, backend, tunnel, mn_tx = t.topo, t.backend, t.tunnel, t.mn_tx
         cn_addr = topo.address("cn")
-        ha_nl, mn_nl = Pyroute2Netlink(ha_ns), Pyroute2Netlink(mn_ns)
-        parts += [ha_nl.close, mn_nl.close]
-
-        ha_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(ha_ns))
-        backend = TunBackend(reactor, ha_tx, tun_name="hahatun0", netlink=ha_nl,
-                             system=LinuxSystem(ha_ns), super_packets=True)
-        ha_tx.start(lambda p: None)
-        parts.append(ha_tx.stop)
-        backend.start()
-        parts.append(backend.stop)
-
-        mn_tx = RawTransport(reactor, interfaces=["eth0"], system=LinuxSystem(mn_ns))
-        tunnel = MobileTunnel(reactor, mn_tx, tun_name="hahamn0", netlink=mn_nl,
-                              system=LinuxSystem(mn_ns), super_packets=True)
-        mn_tx.start(lambda p: None)
-        parts.append(mn_tx.stop)
-        tunnel.start()
-        parts.append(tunnel.stop)
-
         ha_writes, mn_writes = [], []
         _watch_partial_writes(backend.tun, ha_writes)
         _watch_partial_writes(tunnel.tun, mn_writes)
-
-        backend.install(ForwardingRoute(HOME, care_of, ha_addr, (), True))
-        backend.proxy_nd_start(HOME, "eth0")
-        tunnel.set_endpoint(HOME, care_of, ha_addr)
+        t.route(HOME)
 
         down = yield deferToThread(_udp, topo, "mn1", HOME, "cn")
         wanted = _datagram_digests()
@@ -216,10 +184,3 @@ def test_partial_udp_checksums_left_to_the_kernel(require_root):
         # the correspondent's kernel verified every checksum: a wrong one is never received
         assert up <= wanted
         assert len(up) >= COUNT * 9 // 10, (len(up), backend.snapshot(), tunnel.snapshot())
-    finally:
-        for stop in reversed(parts):
-            try:
-                stop()
-            except Exception:  # clean up everything even when one part fails
-                pass
-        topo.destroy()
