@@ -287,8 +287,9 @@ def _daemons(backend, seconds, rates, tree=None, tun_options=(), case=""):
                     stats = json.loads(topo.run(ns, ["ip", "-s", "-j", "link", "show", device])
                                        .stdout)[0]["stats64"]
                     out[f"{ns}_tun_tx"] = {k: stats["tx"][k] for k in ("packets", "dropped")}
-                except (LabError, ValueError, KeyError, IndexError):
-                    pass
+                except (LabError, ValueError, KeyError, IndexError) as e:
+                    # reported, not silently missing from the output
+                    out[f"{ns}_tun_tx"] = {"error": f"{type(e).__name__}: {e}"}
             return out
         finally:
             d.kill_all()
