@@ -13,7 +13,9 @@ This probe writes, into a TUN in a fresh namespace that forwards out of a veth t
 namespace, (1) a plain TCPv6 super-packet and (2) the same super-packet inside an
 IPv6-in-IPv6 header, both marked ``gso_type`` TCPv6 with ``NEEDS_CSUM``, and counts what an
 AF_PACKET socket on the far veth sees: the frames of each kind and their sizes. A control case
-(3) writes a small IPv6-in-IPv6 packet without GSO. JSON on standard output.
+(3) writes a small IPv6-in-IPv6 packet without GSO; case (4) sends the tunnelled super-packet
+with the same header through a packet socket (``PACKET_VNET_HDR``) bound to the near veth,
+without forwarding, and case (5) the plain one that way (its control). JSON on standard output.
 
     python bench/gso_probe.py
 """
@@ -37,6 +39,7 @@ from haha.io.system import (IFF_NO_PI, IFF_TUN, IFF_VNET_HDR, TUN_F_CSUM, TUN_F_
                             TUNSETIFF, TUNSETOFFLOAD, in_netns)
 
 ETH_P_IPV6 = 0x86DD
+SOL_PACKET, PACKET_VNET_HDR = 263, 15
 PAYLOAD = bytes(range(256)) * 80  # 20,480 octets: 15 segments of 1,400
 GSO_SIZE = 1400
 
@@ -68,7 +71,13 @@ def _cases():
     small_inner = _ipv6(20 + 100, 6, cn, home) + _tcp(PAYLOAD[:100])
     small = _ipv6(len(small_inner), 41, tun_src, far) + small_inner
     gso = VIRTIO_NET_HDR_GSO_TCPV6
+    tunnelled_gso = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, 14 + 80 + 20, GSO_SIZE,
+                                  14 + 80, 16) + tunnelled
+    plain_gso = VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, 14 + 40 + 20, GSO_SIZE, 14 + 40,
+                              16) + plain
     return [
+        ("plain_tcp_gso_packet_socket", 6, plain_gso, len(plain)),
+        ("ip6ip6_tcp_gso_packet_socket", 41, tunnelled_gso, len(tunnelled)),
         ("plain_tcp_gso", 6, VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, 40 + 20, GSO_SIZE,
                                            40, 16) + plain, len(plain)),
         ("ip6ip6_tcp_gso", 41, VNET_HDR.pack(VIRTIO_NET_HDR_F_NEEDS_CSUM, gso, 80 + 20, GSO_SIZE,
@@ -102,6 +111,7 @@ def _probe(tag, name, proto, frame, size):
         _ip("-n", a, "neigh", "replace", "fd00::2", "lladdr", _mac(b, "vb"), "dev", "va",
             "nud", "permanent")
         seen = []
+        refused = None
         stop = threading.Event()
 
         def listen():
@@ -116,7 +126,22 @@ def _probe(tag, name, proto, frame, size):
         listener = threading.Thread(target=listen)
         listener.start()
         time.sleep(0.3)
-        os.write(tun, frame)
+        if name.endswith("_packet_socket"):
+            # the same header on a packet socket bound to the veth itself: no forwarding
+            with in_netns(a):
+                tx = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_IPV6))
+                tx.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+                tx.bind(("va", ETH_P_IPV6))
+            ether = (bytes.fromhex(_mac(b, "vb").replace(":", ""))
+                     + bytes.fromhex(_mac(a, "va").replace(":", "")) + struct.pack("!H", ETH_P_IPV6))
+            header, packet = frame[:VNET_HDR.size], frame[VNET_HDR.size:]
+            try:
+                tx.send(header + ether + packet)
+            except OSError as e:
+                refused = e.strerror
+            tx.close()
+        else:
+            os.write(tun, frame)
         time.sleep(1.0)
         stop.set()
         listener.join()
@@ -124,6 +149,7 @@ def _probe(tag, name, proto, frame, size):
         rx.close()
         return {"case": name, "written_octets": size, "frames_at_far_end": len(seen),
                 "octets_at_far_end": sum(seen), "frame_sizes": seen[:50],
+                "refused": refused,
                 "outcome": ("kept whole" if seen == [size] else
                             "segmented" if len(seen) > 1 else
                             "lost" if not seen else "changed")}
