@@ -68,6 +68,7 @@ from .security.keyring import (  # importable from here as before (__all__)
 )
 from .security.policy import SecurityPolicy
 from .security.sadb import SecurityAssociationDatabase
+from .stallprobe import StallProbe
 from .statedir import ensure_directory, unix_socket_path
 from .transports import anycast_membership, build_transport
 from .wire.addresses import address_int
@@ -258,9 +259,13 @@ class HomeAgentService(MultiService):
                 lifetime=config.lifetime, prefix=config.home_prefix,
                 router_lifetime=config.router_lifetime)
         _prioritise_take_over(machine, transport, adapter)
+        # Started with the other children at the end of startService (haha.stallprobe).
+        self.stall_probe = StallProbe(reactor)
+        self.stall_probe.setServiceParent(self)
+        probe = self.stall_probe
         _start_services(self, config, self,
                         {"role": "home-agent", "address": str(config.address)},
-                        lambda: home_agent_gauges(machine))
+                        lambda: home_agent_gauges(machine) + probe.gauges())
 
     @classmethod
     @startup.translated
@@ -407,6 +412,7 @@ class HomeAgentService(MultiService):
             "boot_epoch": None if getattr(self.sadb, "epoch", None) is None else
             f"{self.sadb.epoch:016x}",
             "anycast": list(self.anycast) if self.anycast else None,
+            "reactor": self.stall_probe.report(),
         })
 
     def bindings(self) -> list[dict[str, Any]]:
@@ -454,6 +460,7 @@ class HomeAgentService(MultiService):
         c["bindings_now"] = len(self.machine.cache)
         c["primaries_now"] = self.machine.cache.primary_count
         c["peers_now"] = sum(1 for a, _ in self.machine.ranked() if a != self.machine.identity)
+        c.update(self.stall_probe.counters())
         return c
 
     def command(self, name: str, arguments: dict[str, str]) -> Any:

@@ -86,6 +86,9 @@ CATALOGUE = {
         "Mobile node back home: Neighbour Advertisements of its home address, by result."),
     "haha_metrics_failures_total": (
         COUNTER, None, "Latency measurements that failed (logged with their traceback)."),
+    "haha_reactor_total": (
+        COUNTER, "counter",
+        "Reactor stall probe: its runs, and the stalls at or over 10, 50, 100 and 500 ms."),
     "haha_other_total": (
         COUNTER, "counter", "Counters of the daemon without a family of their own, by name."),
     "haha_bindings": (
@@ -94,6 +97,10 @@ CATALOGUE = {
         GAUGE, "state", "Peer home agents: up (in the home agent list) or down (known, silent)."),
     "haha_state": (
         GAUGE, "state", "The daemon's protocol state (1 for the current one)."),
+    "haha_reactor_longest_seconds": (
+        GAUGE, "kind",
+        "Reactor stall probe, since start: the longest stall (the reactor's own work without "
+        "a break) and the longest delay of its timer (wall clock)."),
     "haha_registered": (
         GAUGE, None, "Mobile node: 1 while registered with a home agent."),
     "haha_registration_latency_seconds": (
@@ -132,6 +139,7 @@ _PREFIXES = {
     "securitypolicy": "haha_policy_total",
     "ratelimiter": "haha_rate_limiter_total",
     "peer-refused": "haha_peers_refused_total",
+    "reactor": "haha_reactor_total",
 }
 
 #: Histogram buckets (seconds). Registration at a home agent is processing time (ms); at a
