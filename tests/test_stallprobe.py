@@ -135,3 +135,24 @@ def test_a_home_agent_reports_its_probe_in_status_and_counters(tmp_path):
     ha.stopService()
     net.run(6)
     assert not ha.stall_probe.running
+
+
+def test_the_load_benchmark_takes_each_stall_once_per_phase():
+    """``ControlProbe.note_stalls`` (bench/scale.py's per-phase figures): stalls from before
+    the phase began are ignored, a stall seen in two ``status`` answers counts once, the
+    longest and those of 50 ms or more are reported by ``reset``, which starts a new phase."""
+    from haha.lab.loadcluster import ControlProbe
+    probe = ControlProbe(cluster=None)
+    t0 = probe._since
+
+    def status(*recent):
+        return {"reactor": {"recent": [list(r) for r in recent]}}
+
+    probe.note_stalls("ha1", status((t0 - 5, 900.0, 900.0), (t0 + 1, 20.0, 25.0)))
+    probe.note_stalls("ha1", status((t0 + 1, 20.0, 25.0), (t0 + 2, 70.0, 80.0)))
+    probe.note_stalls("ha2", status())
+    report = probe.reset()
+    assert report["longest_stall_ms"] == {"ha1": 70.0, "ha2": 0.0}
+    assert report["stalls_over_50ms"] == {"ha1": 1}
+    probe.note_stalls("ha1", status((t0 + 2, 70.0, 80.0)))  # before the new phase
+    assert probe.reset()["longest_stall_ms"] == {"ha1": 0.0}

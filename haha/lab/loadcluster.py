@@ -184,23 +184,33 @@ def proc_stat(pid: int) -> tuple[float, int]:
 
 
 class ProbeReport(TypedDict):
-    """What :meth:`ControlProbe.reset` returns: per home agent name, the longest ``status``
-    answer time (seconds, to the ms) and the number of requests not answered."""
+    """What :meth:`ControlProbe.reset` returns, per home agent name: the longest ``status``
+    answer time (seconds, to the ms), the number of requests not answered, and from the
+    daemon's own stall probe (``status``'s ``reactor``, :mod:`haha.stallprobe`) the longest
+    stall of its reactor (ms; 0 when none reached 10 ms) and the stalls of 50 ms or more."""
 
     longest_status_s: dict[str, float]
     status_timeouts: dict[str, int]
+    longest_stall_ms: dict[str, float]
+    stalls_over_50ms: dict[str, int]
 
 
 class ControlProbe:
     """A thread asking each home agent's control socket for ``status`` every ``interval``
-    seconds and keeping the longest answer time per home agent: a daemon whose reactor is
-    blocked answers late (the probe's view of the longest stall)."""
+    seconds and keeping, per home agent, the longest answer time (a daemon whose reactor is
+    blocked, or which waits for a CPU, answers late) and the stalls its own probe timer saw
+    since the last reset (``status``'s ``reactor.recent``: each stall over 10 ms with its
+    time, read often enough that none is missed)."""
 
     def __init__(self, cluster: LocalCluster, interval: float = 0.2) -> None:
         self.cluster = cluster
         self.interval = interval
         self.longest: defaultdict[str, float] = defaultdict(float)  # seconds
         self.unanswered: Counter[str] = Counter()
+        self.stall: defaultdict[str, float] = defaultdict(float)  # ms
+        self.over_50: Counter[str] = Counter()
+        self._since = time.time()
+        self._seen: dict[str, float] = {}  # the newest stall's time taken, per home agent
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -210,15 +220,34 @@ class ControlProbe:
 
     def reset(self) -> ProbeReport:
         """The figures since the last reset (or the start), and start afresh."""
-        longest, unanswered = dict(self.longest), dict(self.unanswered)
+        report: ProbeReport = {
+            "longest_status_s": {k: round(v, 3) for k, v in self.longest.items()},
+            "status_timeouts": dict(self.unanswered),
+            "longest_stall_ms": dict(self.stall), "stalls_over_50ms": dict(self.over_50)}
         self.longest.clear()
         self.unanswered.clear()
-        return {"longest_status_s": {k: round(v, 3) for k, v in longest.items()},
-                "status_timeouts": unanswered}
+        self.stall.clear()
+        self.over_50.clear()
+        self._since = time.time()
+        return report
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(timeout=30)
+
+    def note_stalls(self, name: str, status: Any) -> None:
+        """Take the stalls of a ``status`` answer's ``reactor.recent`` newer than the last
+        reset and than those already taken from ``name``."""
+        recent = ((status or {}).get("reactor") or {}).get("recent") or ()
+        after = max(self._since, self._seen.get(name, 0.0))
+        for when, stall_ms, _late_ms in recent:
+            if when <= after:
+                continue
+            self._seen[name] = max(self._seen.get(name, 0.0), when)
+            self.stall[name] = max(self.stall[name], stall_ms)
+            if stall_ms >= 50:
+                self.over_50[name] += 1
+        self.stall.setdefault(name, 0.0)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
@@ -227,8 +256,10 @@ class ControlProbe:
                     continue
                 t = time.monotonic()
                 try:
-                    request(ha.socket, "status", timeout=10.0)
+                    answer = request(ha.socket, "status", timeout=10.0)
                 except (OSError, ValueError):
                     self.unanswered[ha.name] += 1
                     continue
                 self.longest[ha.name] = max(self.longest[ha.name], time.monotonic() - t)
+                if isinstance(answer, dict) and answer.get("ok"):
+                    self.note_stalls(ha.name, answer.get("result"))
