@@ -286,3 +286,17 @@ def test_a_node_group_pair_with_kept_keys_costs_under_600_octets():
     tracemalloc.stop()
     assert isinstance(ha._out[int(node(0))]._key, bytes)
     assert per_pair < 600, per_pair
+
+
+def test_pair_keys_must_be_two_halves_of_one_length():
+    """share_pair_keys refuses what cannot be two key || salt halves (one SA's length, an odd
+    or unknown length, not bytes) and keeps the SA's keys unchanged."""
+    from haha.security.errors import SecurityConfigError
+
+    out = OutboundSA(0x1234, bytes(16), bytes(4))
+    for bad in (bytes(20), bytes(36), bytes(41), bytes(44), bytearray(40), "x" * 40):
+        with pytest.raises(SecurityConfigError):
+            out.share_pair_keys(bad)
+        assert out._key == bytes(20)
+    out.share_pair_keys(bytes(range(40)))
+    assert out._key == bytes(range(40))

@@ -230,15 +230,20 @@ def test_kept_keys_rebuild_evicted_contexts_with_no_derivation():
 
 
 def test_kept_keys_are_those_of_the_node_and_direction():
-    """The key || salt an SA keeps is exactly its own direction's, as derived from scratch."""
+    """Both SAs of a pair keep one object, the outbound key || salt then the inbound one, as
+    derived from scratch, and each builds its context from its own half."""
     group = NodeGroup(GROUP, PREFIX, HA)
     sadb = SecurityAssociationDatabase(cipher_cache=1)
     for h in NODES[:3]:
         group.ensure(sadb, h)
     for h in NODES[:3]:
         want_out, want_in = _reference(GROUP, h)
-        assert sadb._out[int(h)]._key == want_out
-        assert sadb._in_peer[h]._key == want_in
+        out, inb = sadb._out[int(h)], sadb._in_peer[h]
+        assert out._key is inb._key and out._key == want_out + want_in  # one object per pair
+        sadb.ciphers.load(out)  # a cache of one: each load evicts the other half
+        assert out._salt == want_out[-4:]
+        sadb.ciphers.load(inb)
+        assert inb._salt == want_in[-4:]
 
 
 def test_kept_keys_never_serve_a_removed_or_rekeyed_node():
@@ -264,8 +269,7 @@ def test_kept_keys_never_serve_a_removed_or_rekeyed_node():
     assert group.admit(sadb, hoa, spi, lambda: sadb.unprotect(hoa, esp))[0] == hoa
     assert group.derived == 2
     want_out, want_in = keys.derive_pair(new, HA, hoa, MOBILE_NODE)
-    assert sadb._out[int(hoa)]._key == want_out.key + want_out.salt
-    assert sadb._in_peer[hoa]._key == want_in.key + want_in.salt
+    assert sadb._out[int(hoa)]._key == want_out.key + want_out.salt + want_in.key + want_in.salt
     with pytest.raises(SecurityError):
         sadb.unprotect(hoa, stale)
     assert after.unprotect(HA, sadb.protect(hoa, 135, PAYLOAD))[1:] == (135, PAYLOAD)

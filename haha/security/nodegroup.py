@@ -19,9 +19,9 @@ speaks, and start-up reads the key files but derives nothing. A group without a 
 covers its configured nodes only.
 
 By default (``keep_keys``, ``[security] keep-node-keys = yes``) a node's two SAs keep their
-``key || salt`` (20 octets each with AES-128, about 53 octets of Python object per SA) once
-derived: a node whose cipher contexts were evicted builds them again from those, with no
-derivation. With 100,000 nodes and a cache of 4,096 contexts nearly every packet rebuilds its
+``key || salt`` once derived (20 octets each with AES-128, both directions in one object of
+about 73 octets per node): a node whose cipher contexts were evicted builds them again from
+those, with no derivation. With 100,000 nodes and a cache of 4,096 contexts nearly every packet rebuilds its
 context, and deriving the pair again (a node secret, a PRK, two expands: eight HMACs) was about
 a tenth of the home agent's CPU per Binding Update. Without ``keep_keys`` the SAs keep no key
 material: the group is their :class:`~haha.security.esp.KeySource`, and derives a node's key
