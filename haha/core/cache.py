@@ -113,7 +113,9 @@ class BindingCache:
     """Bindings by home address, by Mobile Network Prefix, and by expiry."""
 
     def __init__(self) -> None:
-        self._by_home: dict[IPv6Address, Binding] = {}
+        # Keyed by the address's integer: hashing and comparing an IPv6Address are Python
+        # calls (about 1 us a lookup), an int's are not (0.1 us).
+        self._by_home: dict[int, Binding] = {}
         self._by_prefix: dict[int, dict[int, Binding]] = {}  # prefix length -> {network: b}
         self._lengths: list[int] = []  # prefix lengths in use, longest first
         # second -> bindings expiring in it (some stale: module docstring)
@@ -140,10 +142,15 @@ class BindingCache:
         return iter(list(self._by_home.values()))
 
     def __contains__(self, home_address: object) -> bool:
-        return home_address in self._by_home
+        return type(home_address) is IPv6Address \
+            and address_int(home_address) in self._by_home
 
     def get(self, home_address: IPv6Address) -> Binding | None:
-        return self._by_home.get(home_address)
+        try:
+            key = address_int(home_address)
+        except (AttributeError, TypeError):  # not an IPv6Address: nothing is stored under it
+            return None
+        return self._by_home.get(key)
 
     def lookup_prefix(self, address: IPv6Address) -> Binding | None:
         """The binding whose Mobile Network Prefix holds ``address`` (IPv6Address or
@@ -158,7 +165,7 @@ class BindingCache:
     def lookup(self, address: IPv6Address) -> Binding | None:
         """The binding responsible for destination ``address``: the home address itself, else
         the longest matching Mobile Network Prefix."""
-        b = self._by_home.get(address)
+        b = self._by_home.get(address_int(address))
         return b if b is not None else self.lookup_prefix(address)
 
     def primaries(self) -> list[Binding]:
@@ -194,7 +201,7 @@ class BindingCache:
               existing: Binding | None | Literal[False] = False) -> Binding:
         """Create or update the entry of ``home_address``; returns it. ``existing`` may pass
         the entry (or None) the caller just looked up, saving a second lookup."""
-        b = self._by_home.get(home_address) if existing is False else existing
+        b = self._by_home.get(address_int(home_address)) if existing is False else existing
         if local is not None:
             local = self._share(local)
         if primary is not None:
@@ -208,7 +215,7 @@ class BindingCache:
         if b is None:
             b = Binding(home_address, care_of, flags, sequence, lifetime, expires, prefixes,
                         primary, local, touched)
-            self._by_home[home_address] = b
+            self._by_home[address_int(home_address)] = b
             if prefixes:
                 self._index(b, prefixes)
             if primary is None:
@@ -277,7 +284,7 @@ class BindingCache:
 
     def remove(self, home_address: IPv6Address) -> Binding | None:
         """Remove and return the entry of ``home_address`` (None if there is none)."""
-        b = self._by_home.pop(home_address, None)
+        b = self._by_home.pop(address_int(home_address), None)
         if b is not None:
             if self._next_valid and self._next is not None and b.expires <= self._next:
                 self._next_valid = False
@@ -303,7 +310,7 @@ class BindingCache:
             if len(bucket) > _SCAN:
                 # Sorted latest first: the end holds the earliest (maybe a stale entry's).
                 return bucket[-1].expires if k in self._sorted else float(k)
-            live = [b for b in bucket if by_home.get(b.home_address) is b
+            live = [b for b in bucket if by_home.get(address_int(b.home_address)) is b
                     and int(b.expires) == k]
             if live:
                 if len(live) != len(bucket):
@@ -341,7 +348,7 @@ class BindingCache:
                 if limit is not None and looked >= limit:
                     return out  # stale entries count: each call does at most ``limit``
                 b = bucket[-1]
-                if by_home.get(b.home_address) is not b or int(b.expires) != k:
+                if by_home.get(address_int(b.home_address)) is not b or int(b.expires) != k:
                     bucket.pop()  # stale
                     self._items -= 1
                     looked += 1
