@@ -201,3 +201,21 @@ def test_bce_digest_is_the_documented_blake2b_and_keeps_no_state_between_calls()
         for case in cases:
             assert bce_digest(*case) == reference(*case)
     assert len({bce_digest(*case) for case in cases}) == len(cases)
+
+
+def test_entries_are_found_by_any_equal_address_and_nothing_else():
+    """The cache keys entries by the address's value: an equal IPv6Address built apart finds,
+    refreshes and removes the entry; None, a string or an IPv4 address find nothing."""
+    from ipaddress import IPv4Address
+
+    c = BindingCache()
+    c.store(A("2001:db8:1::10"), A("2001:db8:99::1"), 0xC000, 1, 400, 100.0, (), None, None, 0.0)
+    other = A("2001:db8:1::10")
+    assert other in c and c.get(other).sequence == 1 and c.lookup(other) is c.get(other)
+    c.store(other, A("2001:db8:99::2"), 0xC000, 2, 400, 100.0, (), None, None, 0.0)
+    assert len(c) == 1 and c.get(A("2001:db8:1::10")).sequence == 2
+    c.store(A("::a00:1"), A("2001:db8:99::3"), 0xC000, 1, 400, 100.0, (), None, None, 0.0)
+    for nothing in (None, "2001:db8:1::10", IPv4Address("10.0.0.1")):
+        assert nothing not in c and c.get(nothing) is None
+    c.remove(A("::a00:1"))
+    assert c.remove(A("2001:db8:1::10")).sequence == 2 and len(c) == 0 and other not in c

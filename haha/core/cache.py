@@ -146,11 +146,9 @@ class BindingCache:
             and address_int(home_address) in self._by_home
 
     def get(self, home_address: IPv6Address) -> Binding | None:
-        try:
-            key = address_int(home_address)
-        except (AttributeError, TypeError):  # not an IPv6Address: nothing is stored under it
-            return None
-        return self._by_home.get(key)
+        if type(home_address) is not IPv6Address:  # nothing else is stored (nor an IPv4
+            return None  # address whose integer an IPv6 address could share)
+        return self._by_home.get(address_int(home_address))
 
     def lookup_prefix(self, address: IPv6Address) -> Binding | None:
         """The binding whose Mobile Network Prefix holds ``address`` (IPv6Address or
