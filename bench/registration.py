@@ -43,8 +43,8 @@ Each case is the best of ``rounds`` alternating runs (the machine is shared). ``
 prints a cProfile of the home agent's calls during one round instead (``HAHA_PROF_SORT``,
 ``HAHA_PROF_N``: the sort key and the number of rows). ``--steps`` prints instead, for each
 case, the home agent's time per Binding Update in each step of its path (:data:`STEPS`:
-wall-clock time of each step's calls, inclusive, measured by wrappers that add about a
-quarter of a microsecond per call), what is left outside them, and the peers' time handling
+CPU time of each step's calls, inclusive, measured by wrappers that add a microsecond or two
+per call: two readings of the CPU clock), what is left outside them, and the peers' time handling
 what the measured home agent sent them (their BIUs).
 """
 
@@ -484,7 +484,7 @@ SUBSTEPS = (
 
 
 class _Timed:
-    """Wall-clock seconds spent in wrapped calls while :attr:`on` (the measured home agent's
+    """CPU seconds spent in wrapped calls while :attr:`on` (the measured home agent's
     calls only: the peers share the module functions)."""
 
     def __init__(self):
@@ -496,7 +496,7 @@ class _Timed:
         real = getattr(owner, attr)
         spent = self.spent
         spent[name] = 0.0
-        clock = time.perf_counter
+        clock = time.process_time
 
         def timed(*args, **kwargs):
             if not self.on:
@@ -519,7 +519,7 @@ class _Timed:
 def steps(n, case):
     """``{step: us per Binding Update}`` of the measured home agent for ``case``, with
     ``total`` (process time of its calls, the unit of the other cases), ``wrapped_total``
-    (wall-clock time of its calls with the wrappers) and ``peers`` (the peers' time)."""
+    (CPU time of its calls with the wrappers) and ``peers`` (the peers' time)."""
     import haha.endpoint as endpoint_module
 
     nodes = Nodes(n)
@@ -551,11 +551,11 @@ def steps(n, case):
         real = ep.receive
 
         def timed_receive(data, now, real=real):
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             try:
                 return real(data, now)
             finally:
-                peer_time[0] += time.perf_counter() - t0
+                peer_time[0] += time.process_time() - t0
 
         ep.receive = timed_receive
     wall = [0.0]
@@ -563,11 +563,11 @@ def steps(n, case):
 
     def measured(data):
         t.on = True
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             return real_receive(data)
         finally:
-            wall[0] += time.perf_counter() - t0
+            wall[0] += time.process_time() - t0
             t.on = False
 
     adapter.packet_received = measured
@@ -575,11 +575,11 @@ def steps(n, case):
 
     def run_due():
         t.on = True
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         try:
             return real_run_due()
         finally:
-            wall[0] += time.perf_counter() - t0
+            wall[0] += time.process_time() - t0
             t.on = False
 
     s.clock.run_due = run_due
