@@ -174,6 +174,21 @@ def test_never_sent_from_a_group_or_unspecified_source(net):
     assert ha1.adapter.counters["send-refused.bad-source"] == 2
 
 
+def test_the_source_check_covers_all_of_ff00_8_and_only_it(net):
+    """The bad-source test on the address's integer refuses every group (ff00::/8, the
+    lowest and highest included) and ::, and lets the addresses next to them through."""
+    ha1 = net.has[0]
+    before = len(net.hub.log)
+    for src in (A("ff00::"), A("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), A("ff0e::1")):
+        ha1.adapter.send_mh(Send(BindingError(2, HOA), src, COA))
+    assert len(net.hub.log) == before
+    assert ha1.adapter.counters["send-refused.bad-source"] == 3
+    for src in (A("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), A("::1"), HAS[0]):
+        ha1.adapter.send_mh(Send(BindingError(2, HOA), src, COA))
+    assert ha1.adapter.counters["send-refused.bad-source"] == 3
+    assert ha1.adapter.counters["sent.BindingError"] >= 3
+
+
 def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
     """ESP with ha2's real SPI and a fresh sequence number but a forged body: checked first
     (known SPI), fails authentication, and is then charged to the unauthenticated budget of
