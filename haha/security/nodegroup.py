@@ -89,7 +89,10 @@ class NodeGroup:
         if configured:
             self.set_configured(configured)
         self.prefix = prefix
+        self._net = address_int(prefix.network_address)
+        self._mask = address_int(prefix.netmask)
         self.local = local
+        self._local_int = address_int(local)
         self._local = local.packed
         self.key_bits = key_bits
         self._klen = key_bits // 8
@@ -123,12 +126,16 @@ class NodeGroup:
         """Whether the group has the secret of ``home_address`` (any object: only a
         configured node's address, or an IPv6 address in the prefix other than this home
         agent's when there is a group key, is covered)."""
-        if getattr(home_address, "version", None) != 6:
-            return False
-        if self._configured and address_int(home_address) in self._configured:
+        if type(home_address) is not IPv6Address:
+            if not isinstance(home_address, IPv6Address):
+                return False
+            return self.covers(IPv6Address(int(home_address)))  # a subclass: by its value
+        a = address_int(home_address)
+        if self._configured and a in self._configured:
             return True
-        return self._key and home_address in self.prefix \
-            and home_address != self.local
+        # Integers: IPv6Network.__contains__ and IPv6Address.__eq__ are Python calls, and
+        # every first packet of a node passes here.
+        return self._key and a & self._mask == self._net and a != self._local_int
 
     def secret(self, home_address: IPv6Address) -> bytes:
         """The derivation secret of the node at ``home_address`` (it must be covered): its
