@@ -39,7 +39,10 @@ a static peer on loopback, against a bare ``sendto`` of the same packet (baselin
 ``--cipher-cache N`` sizes the measured home agent's cache of AES-GCM contexts (4,096 by
 default, as in the daemon): with fewer contexts than nodes every packet rebuilds its SA's
 context, as at 100,000 nodes.
-Each case is the best of ``rounds`` alternating runs (the machine is shared). ``--profile``
+Each case is the best of ``rounds`` alternating runs (the machine is shared). ``--baseline-tree
+DIR`` runs, after each round, one round of ``DIR``'s own bench/registration.py (another
+checkout: the code before a change) and reports its figure per case beside this tree's, and
+the ratio: a before/after under the same load. ``--profile``
 prints a cProfile of the home agent's calls during one round instead (``HAHA_PROF_SORT``,
 ``HAHA_PROF_N``: the sort key and the number of rows). ``--steps`` prints instead, for each
 case, the home agent's time per Binding Update in each step of its path (:data:`STEPS`:
@@ -448,6 +451,24 @@ def one_round(n):
     return out
 
 
+def baseline_tree_round(tree, n):
+    """``{case: us per Binding Update}`` of one round of ``tree``'s own bench/registration.py
+    (another checkout of haha: its code, its benchmark) on ``n`` nodes, in a process of its
+    own."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=tree)
+    out = subprocess.run([sys.executable, os.path.join(tree, "bench", "registration.py"),
+                          "--nodes", str(n), "--rounds", "1", "--echo-datagrams", "0",
+                          "--send-datagrams", "0", "--cipher-cache", str(CIPHER_CACHE)],
+                         cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"--baseline-tree {tree} failed: {out.stderr.strip()[-2000:]}")
+    doc = json.loads(out.stdout)
+    return {r["case"]: r["value"] for r in doc["results"]
+            if r["metric"] == "ha_cpu_per_binding_update"}
+
+
 def _log_to_devnull():
     """The daemon's text log (twistd --logfile), written to /dev/null: what the level lets
     through is formatted as in the daemon."""
@@ -611,6 +632,10 @@ def main(argv=None):
                     help="datagrams per run of the udp_send case (0: not measured)")
     ap.add_argument("--profile", choices=("first", "same_number", "new_number"),
                     help="print a cProfile of the home agent's calls for one case")
+    ap.add_argument("--baseline-tree", metavar="DIR",
+                    help="another checkout of haha (the code before a change): each round also "
+                         "runs its bench/registration.py in a process of its own, and each case "
+                         "reports its figure and the ratio to it")
     ap.add_argument("--steps", action="store_true",
                     help="print the home agent's time per step of its path, for each case")
     args = ap.parse_args(argv)
@@ -640,11 +665,21 @@ def main(argv=None):
         prof.disable()
         pstats.Stats(prof, stream=sys.stderr).sort_stats(os.environ.get("HAHA_PROF_SORT", "tottime")).print_stats(int(os.environ.get("HAHA_PROF_N", "40")))
         return
+    tree = None
+    if args.baseline_tree:
+        tree = os.path.abspath(args.baseline_tree)
+        if not (os.path.isfile(os.path.join(tree, "bench", "registration.py"))
+                and os.path.isdir(os.path.join(tree, "haha"))):
+            raise SystemExit(f"--baseline-tree {tree}: no bench/registration.py and haha/ there")
     best = {}
+    tree_best = {}
     for _ in range(rounds):
         gc.collect()
         for case, cpu in one_round(n).items():
             best[case] = min(best.get(case, cpu), cpu)
+        if tree is not None:  # alternating with this tree's rounds: the same load for both
+            for case, v in baseline_tree_round(tree, n).items():
+                tree_best[case] = min(tree_best.get(case, v), v)
     us = {case: 1e6 * cpu / n for case, cpu in best.items()}
     base = us.pop("esp_and_decode")
     echo = None
@@ -658,14 +693,20 @@ def main(argv=None):
         if echo is not None:
             row["baselines"]["echo_per_datagram"] = round(echo, 2)
             row["ratio_to_echo"] = round(v / echo, 1)
+        if case in tree_best:
+            row["baselines"]["baseline_tree"] = tree_best[case]
+            row["ratio_to_baseline_tree"] = round(v / tree_best[case], 3)
         results.append(row)
     if args.send_datagrams:
         via, direct = udp_send(args.send_datagrams)
         results.append({"case": "udp_send", "metric": "cpu_per_datagram_sent", "unit": "us",
                         "value": round(via, 2), "baselines": {"bare_sendto": round(direct, 2)},
                         "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
-    print(json.dumps({"bench": "registration", "cipher_cache": CIPHER_CACHE,
-                      "loadavg": os.getloadavg()[0], "results": results}))
+    doc = {"bench": "registration", "cipher_cache": CIPHER_CACHE,
+           "loadavg": os.getloadavg()[0], "results": results}
+    if tree is not None:
+        doc["baseline_tree"] = tree
+    print(json.dumps(doc))
 
 
 if __name__ == "__main__":

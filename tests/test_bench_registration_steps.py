@@ -1,5 +1,6 @@
 """bench/registration.py --steps: the home agent's time per Binding Update broken into the steps
-of its path, for the three kinds of update."""
+of its path, for the three kinds of update; --baseline-tree: the same cases measured on another
+checkout in the same run."""
 
 import json
 import os
@@ -33,3 +34,25 @@ def test_steps_are_measured_where_each_kind_of_update_spends_them():
         assert steps["cache_store"] > 0 and steps["sync_publish"] > 0 and steps["peers"] > 0
     same = doc["cases"]["same_number"]
     assert same["cache_store"] == same["sync_publish"] == same["peers"] == 0
+
+
+def test_baseline_tree_is_measured_in_the_same_run_and_a_missing_one_refused(tmp_path):
+    """--baseline-tree with this checkout itself gives every case its figure on that tree and
+    the ratio to it; a directory without haha's benchmark stops with a message naming it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = os.path.join(root, "bench", "registration.py")
+    out = subprocess.run([sys.executable, script, "--nodes", "30", "--rounds", "1",
+                          "--echo-datagrams", "0", "--send-datagrams", "0",
+                          "--baseline-tree", root],
+                         capture_output=True, text=True, timeout=300, check=True)
+    doc = json.loads(out.stdout)
+    assert doc["baseline_tree"] == root
+    assert [r["case"] for r in doc["results"]] == ["first", "same_number", "new_number"]
+    for r in doc["results"]:
+        tree = r["baselines"]["baseline_tree"]
+        assert tree > 0 and r["ratio_to_baseline_tree"] == round(r["value"] / tree, 3)
+    bad = subprocess.run([sys.executable, script, "--nodes", "30", "--rounds", "1",
+                          "--echo-datagrams", "0", "--send-datagrams", "0",
+                          "--baseline-tree", str(tmp_path)],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and str(tmp_path) in bad.stderr and not bad.stdout
