@@ -216,6 +216,7 @@ def test_entries_are_found_by_any_equal_address_and_nothing_else():
     assert len(c) == 1 and c.get(A("2001:db8:1::10")).sequence == 2
     c.store(A("::a00:1"), A("2001:db8:99::3"), 0xC000, 1, 400, 100.0, (), None, None, 0.0)
     for nothing in (None, "2001:db8:1::10", IPv4Address("10.0.0.1")):
-        assert nothing not in c and c.get(nothing) is None
+        assert nothing not in c and c.get(nothing) is None and c.remove(nothing) is None
+    assert c.get(A("::a00:1")) is not None and len(c) == 2
     c.remove(A("::a00:1"))
     assert c.remove(A("2001:db8:1::10")).sequence == 2 and len(c) == 0 and other not in c

@@ -282,6 +282,8 @@ class BindingCache:
 
     def remove(self, home_address: IPv6Address) -> Binding | None:
         """Remove and return the entry of ``home_address`` (None if there is none)."""
+        if type(home_address) is not IPv6Address:
+            return None  # nothing else is stored (get)
         b = self._by_home.pop(address_int(home_address), None)
         if b is not None:
             if self._next_valid and self._next is not None and b.expires <= self._next:
