@@ -275,3 +275,34 @@ def test_kept_keys_never_serve_a_removed_or_rekeyed_node():
     assert after.unprotect(HA, sadb.protect(hoa, 135, PAYLOAD))[1:] == (135, PAYLOAD)
     with pytest.raises(SecurityError):
         before.unprotect(HA, sadb.protect(hoa, 135, PAYLOAD))
+
+
+def test_the_reload_leaves_no_kept_keys_of_a_removed_or_rekeyed_node():
+    """Through the SIGHUP path (haha.reload) with kept keys and configured nodes only: a node
+    re-keyed gets SAs of its new secret at its next packet (the old keys' packets are refused),
+    a node removed keeps no SA and its packets, under the keys it had, are refused."""
+    from collections import defaultdict
+
+    from haha.reload import _reload_configured
+
+    a, b = NODES[0], NODES[1]
+    old_a, new_a, secret_b = os.urandom(32), os.urandom(32), os.urandom(32)
+    group = NodeGroup(None, PREFIX, HA, configured={a: old_a, b: secret_b})
+    sadb = SecurityAssociationDatabase(cipher_cache=1)
+    node_a, node_b = _node_db(old_a, a), _node_db(secret_b, b)
+    for hoa, node in ((a, node_a), (b, node_b)):
+        esp = node.protect(HA, 135, PAYLOAD)
+        spi = int.from_bytes(esp[:4], "big")
+        assert group.admit(sadb, hoa, spi, lambda: sadb.unprotect(hoa, esp))[0] == hoa
+    summary = defaultdict(list)
+    _reload_configured(sadb, group, {a: new_a}, summary)
+    assert summary["rekeyed"] == [str(a)] and summary["nodes-removed"] == [str(b)]
+    assert not sadb.has_peer(a) and not sadb.has_peer(b) and not group.covers(b)
+    for hoa, node in ((a, node_a), (b, node_b)):
+        with pytest.raises(SecurityError):
+            sadb.unprotect(hoa, node.protect(HA, 135, PAYLOAD))
+    renewed = _node_db(new_a, a)
+    esp = renewed.protect(HA, 135, PAYLOAD)
+    spi = int.from_bytes(esp[:4], "big")
+    assert group.admit(sadb, a, spi, lambda: sadb.unprotect(a, esp))[0] == a
+    assert renewed.unprotect(HA, sadb.protect(a, 135, PAYLOAD))[1:] == (135, PAYLOAD)
