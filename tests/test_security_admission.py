@@ -200,7 +200,7 @@ def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
     forged = hello[:44] + (0xFFFFFF00).to_bytes(4, "big") + bytes(len(hello) - 48)
     admission = ha1.adapter.limiter
     source_bucket = admission.sources._pinned[HAS[1]]
-    auth_bucket = admission._peers[HAS[1]]
+    auth_bucket = admission._peers[int(HAS[1])]  # keyed by the address's integer
     source_tokens, auth_tokens = source_bucket.tokens, auth_bucket.tokens
     stamp = auth_bucket.stamp
     ha1.adapter.packet_received(forged)
@@ -214,3 +214,16 @@ def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
     net.run(1.1)
     assert ha1.adapter.counters["received.HaHello"] > received
     assert auth_bucket.stamp > stamp  # the real HELLOs spent from ha2's own bucket
+
+
+def test_an_sa_peers_budget_is_one_bucket_per_address_value():
+    """The authenticated budget of a peer is kept per address value: packets naming the peer
+    through different but equal IPv6Address objects spend one bucket (burst 3: the fourth is
+    refused), another peer has its own, and forget() by an equal address gives a fresh one."""
+
+    lim = Admission(AdmissionSettings(authenticated_rate=0.1, authenticated_burst=3))
+    assert [lim.authenticated(A("2001:db8:1::77"), 0.0) for _ in range(4)] == [True] * 3 + [False]
+    assert lim.authenticated(A("2001:db8:1::78"), 0.0)
+    lim.forget(A("2001:db8:1::77"))
+    assert lim.authenticated(A("2001:db8:1::77"), 0.0)
+    assert lim.counters["authenticated-budget"] == 1
