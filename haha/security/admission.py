@@ -24,8 +24,8 @@ Time is passed in (``now``); nothing here reads a clock.
 """
 
 from collections.abc import Hashable
-from ipaddress import IPv6Address
 from dataclasses import dataclass
+from ipaddress import IPv6Address
 
 from zope.interface import implementer
 
