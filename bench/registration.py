@@ -39,8 +39,16 @@ a static peer on loopback, against a bare ``sendto`` of the same packet (baselin
 ``--cipher-cache N`` sizes the measured home agent's cache of AES-GCM contexts (4,096 by
 default, as in the daemon): with fewer contexts than nodes every packet rebuilds its SA's
 context, as at 100,000 nodes.
-Each case is the best of ``rounds`` alternating runs (the machine is shared). ``--profile``
-prints a cProfile of the home agent's calls during one round instead.
+Each case is the best of ``rounds`` alternating runs (the machine is shared). ``--baseline-tree
+DIR`` runs, after each round, one round of ``DIR``'s own bench/registration.py (another
+checkout: the code before a change) and reports its figure per case beside this tree's, and
+the ratio: a before/after under the same load. ``--profile``
+prints a cProfile of the home agent's calls during one round instead (``HAHA_PROF_SORT``,
+``HAHA_PROF_N``: the sort key and the number of rows). ``--steps`` prints instead, for each
+case, the home agent's time per Binding Update in each step of its path (:data:`STEPS`:
+CPU time of each step's calls, inclusive, measured by wrappers that add a microsecond or two
+per call: two readings of the CPU clock), what is left outside them, and the peers' time handling
+what the measured home agent sent them (their BIUs).
 """
 
 import argparse
@@ -443,6 +451,24 @@ def one_round(n):
     return out
 
 
+def baseline_tree_round(tree, n):
+    """``{case: us per Binding Update}`` of one round of ``tree``'s own bench/registration.py
+    (another checkout of haha: its code, its benchmark) on ``n`` nodes, in a process of its
+    own."""
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=tree)
+    out = subprocess.run([sys.executable, os.path.join(tree, "bench", "registration.py"),
+                          "--nodes", str(n), "--rounds", "1", "--echo-datagrams", "0",
+                          "--send-datagrams", "0", "--cipher-cache", str(CIPHER_CACHE)],
+                         cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"--baseline-tree {tree} failed: {out.stderr.strip()[-2000:]}")
+    doc = json.loads(out.stdout)
+    return {r["case"]: r["value"] for r in doc["results"]
+            if r["metric"] == "ha_cpu_per_binding_update"}
+
+
 def _log_to_devnull():
     """The daemon's text log (twistd --logfile), written to /dev/null: what the level lets
     through is formatted as in the daemon."""
@@ -450,6 +476,145 @@ def _log_to_devnull():
 
     devnull = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     globalLogBeginner.beginLoggingTo([textFileLogObserver(devnull)], redirectStandardIO=False)
+
+
+#: ``--steps``: (name, what is timed). Top-level steps do not nest; ``of`` steps are parts of
+#: the step they name.
+STEPS = (
+    ("parse", "haha.endpoint.parse_packet: the IPv6 header and its extension headers"),
+    ("esp_open", "HomeAgentEndpoint.unprotect: SA lookup, node-group derivation on first "
+                 "contact, cipher context (re)built, anti-replay, AES-GCM open"),
+    ("decode", "haha.endpoint.decode_mh: the Mobility Header and its options"),
+    ("policy", "SecurityPolicy.decide and the admission of the SA's peer"),
+    ("core", "HomeAgent.receive: examine, registrar, cache store, duties, events made, sync "
+             "publish (the BIU queued for each peer)"),
+    ("send_mh", "HomeAgentEndpoint.send_mh: encode, ESP seal, IPv6 header (BA, BIUs, BIAs)"),
+    ("carry_out", "HomeAgentAdapter._carry_out: the datagrams handed to the transport, the "
+                  "events published (log and metrics), the duties (backend)"),
+    ("timers", "the delayed calls: sync flush (BIU packing when not sent at once), timer "
+               "re-arming"),
+)
+SUBSTEPS = (
+    ("encode", "send_mh", "haha.endpoint.encode_mh"),
+    ("esp_seal", "send_mh", "HomeAgentEndpoint.protect"),
+    ("build", "send_mh", "haha.endpoint.build_packet"),
+    ("events", "carry_out", "HomeAgentAdapter._publish: events to the log and the metrics"),
+    ("sync_publish", "core", "Sync.publish: the binding queued or packed for each peer"),
+    ("cache_store", "core", "BindingCache.store"),
+)
+
+
+class _Timed:
+    """CPU seconds spent in wrapped calls while :attr:`on` (the measured home agent's
+    calls only: the peers share the module functions)."""
+
+    def __init__(self):
+        self.on = False
+        self.spent = {}
+        self.restore = []
+
+    def wrap(self, owner, attr, name):
+        real = getattr(owner, attr)
+        spent = self.spent
+        spent[name] = 0.0
+        clock = time.process_time
+
+        def timed(*args, **kwargs):
+            if not self.on:
+                return real(*args, **kwargs)
+            t0 = clock()
+            try:
+                return real(*args, **kwargs)
+            finally:
+                spent[name] += clock() - t0
+
+        setattr(owner, attr, timed)
+        self.restore.append((owner, attr, real))
+
+    def undo(self):
+        for owner, attr, real in reversed(self.restore):
+            setattr(owner, attr, real)
+        self.restore.clear()
+
+
+def steps(n, case):
+    """``{step: us per Binding Update}`` of the measured home agent for ``case``, with
+    ``total`` (process time of its calls, the unit of the other cases), ``wrapped_total``
+    (CPU time of its calls with the wrappers) and ``peers`` (the peers' time)."""
+    import haha.endpoint as endpoint_module
+
+    nodes = Nodes(n)
+    packets = nodes.start(0.0)
+    s = Set(n)
+    if case != "first":
+        s.burst(packets)
+        packets = nodes.resend_with(s.now, same=case == "same_number")
+    t = _Timed()
+    ha, adapter = s.ha, s.adapter
+    t.wrap(endpoint_module, "parse_packet", "parse")
+    t.wrap(ha, "unprotect", "esp_open")
+    t.wrap(endpoint_module, "decode_mh", "decode")
+    t.wrap(ha.policy, "decide", "policy")
+    t.wrap(ha, "_admit_peer", "policy")
+    t.wrap(ha.machine, "receive", "core")
+    t.wrap(ha, "send_mh", "send_mh")
+    t.wrap(adapter, "_carry_out", "carry_out")
+    t.wrap(s.clock, "run_due", "timers")
+    t.wrap(endpoint_module, "encode_mh", "encode")
+    t.wrap(ha, "protect", "esp_seal")
+    t.wrap(endpoint_module, "build_packet", "build")
+    t.wrap(adapter, "_publish", "events")
+    t.wrap(ha.machine.sync, "publish", "sync_publish")
+    t.wrap(ha.machine.cache, "store", "cache_store")
+    peers = [ep for ep in s.eps.values() if ep is not s.ha]
+    peer_time = [0.0]
+    for ep in peers:
+        real = ep.receive
+
+        def timed_receive(data, now, real=real):
+            t0 = time.process_time()
+            try:
+                return real(data, now)
+            finally:
+                peer_time[0] += time.process_time() - t0
+
+        ep.receive = timed_receive
+    wall = [0.0]
+    real_receive = adapter.packet_received
+
+    def measured(data):
+        t.on = True
+        t0 = time.process_time()
+        try:
+            return real_receive(data)
+        finally:
+            wall[0] += time.process_time() - t0
+            t.on = False
+
+    adapter.packet_received = measured
+    real_run_due = s.clock.run_due
+
+    def run_due():
+        t.on = True
+        t0 = time.process_time()
+        try:
+            return real_run_due()
+        finally:
+            wall[0] += time.process_time() - t0
+            t.on = False
+
+    s.clock.run_due = run_due
+    try:
+        total = s.burst(packets)
+    finally:
+        t.undo()
+    out = {name: 1e6 * v / n for name, v in t.spent.items()}
+    top = sum(out[name] for name, _ in STEPS)
+    out["outside_steps"] = 1e6 * wall[0] / n - top
+    out["wrapped_total"] = 1e6 * wall[0] / n
+    out["total"] = 1e6 * total / n
+    out["peers"] = 1e6 * peer_time[0] / n
+    return {k: round(v, 2) for k, v in out.items()}
 
 
 def main(argv=None):
@@ -467,10 +632,26 @@ def main(argv=None):
                     help="datagrams per run of the udp_send case (0: not measured)")
     ap.add_argument("--profile", choices=("first", "same_number", "new_number"),
                     help="print a cProfile of the home agent's calls for one case")
+    ap.add_argument("--baseline-tree", metavar="DIR",
+                    help="another checkout of haha (the code before a change): each round also "
+                         "runs its bench/registration.py in a process of its own, and each case "
+                         "reports its figure and the ratio to it")
+    ap.add_argument("--steps", action="store_true",
+                    help="print the home agent's time per step of its path, for each case")
     args = ap.parse_args(argv)
     CIPHER_CACHE = args.cipher_cache
     n = args.nodes or (1000 if args.quick else 5000)
     rounds = args.rounds or (3 if args.quick else 5)
+    if args.steps:
+        print(json.dumps({"bench": "registration-steps", "nodes": n, "cipher_cache": CIPHER_CACHE,
+                          "loadavg": os.getloadavg()[0], "unit": "us per Binding Update",
+                          "steps": {name: what for name, what in STEPS},
+                          "substeps": {name: f"part of {of}: {what}"
+                                       for name, of, what in SUBSTEPS},
+                          "cases": {case: steps(n, case)
+                                    for case in ("first", "new_number", "same_number")}},
+                         indent=1))
+        return
     if args.profile:
         nodes = Nodes(n)
         first = nodes.start(0.0)
@@ -482,13 +663,23 @@ def main(argv=None):
         prof.enable()
         s.burst(first)
         prof.disable()
-        pstats.Stats(prof, stream=sys.stderr).sort_stats("tottime").print_stats(40)
+        pstats.Stats(prof, stream=sys.stderr).sort_stats(os.environ.get("HAHA_PROF_SORT", "tottime")).print_stats(int(os.environ.get("HAHA_PROF_N", "40")))
         return
+    tree = None
+    if args.baseline_tree:
+        tree = os.path.abspath(args.baseline_tree)
+        if not (os.path.isfile(os.path.join(tree, "bench", "registration.py"))
+                and os.path.isdir(os.path.join(tree, "haha"))):
+            raise SystemExit(f"--baseline-tree {tree}: no bench/registration.py and haha/ there")
     best = {}
+    tree_best = {}
     for _ in range(rounds):
         gc.collect()
         for case, cpu in one_round(n).items():
             best[case] = min(best.get(case, cpu), cpu)
+        if tree is not None:  # alternating with this tree's rounds: the same load for both
+            for case, v in baseline_tree_round(tree, n).items():
+                tree_best[case] = min(tree_best.get(case, v), v)
     us = {case: 1e6 * cpu / n for case, cpu in best.items()}
     base = us.pop("esp_and_decode")
     echo = None
@@ -502,14 +693,20 @@ def main(argv=None):
         if echo is not None:
             row["baselines"]["echo_per_datagram"] = round(echo, 2)
             row["ratio_to_echo"] = round(v / echo, 1)
+        if case in tree_best:
+            row["baselines"]["baseline_tree"] = tree_best[case]
+            row["ratio_to_baseline_tree"] = round(v / tree_best[case], 3)
         results.append(row)
     if args.send_datagrams:
         via, direct = udp_send(args.send_datagrams)
         results.append({"case": "udp_send", "metric": "cpu_per_datagram_sent", "unit": "us",
                         "value": round(via, 2), "baselines": {"bare_sendto": round(direct, 2)},
                         "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
-    print(json.dumps({"bench": "registration", "cipher_cache": CIPHER_CACHE,
-                      "loadavg": os.getloadavg()[0], "results": results}))
+    doc = {"bench": "registration", "cipher_cache": CIPHER_CACHE,
+           "loadavg": os.getloadavg()[0], "results": results}
+    if tree is not None:
+        doc["baseline_tree"] = tree
+    print(json.dumps(doc))
 
 
 if __name__ == "__main__":

@@ -124,6 +124,8 @@ class SecurityConfig:
     external_check_interval: float = 60.0
     #: SAs that keep their AES-GCM context between packets (haha.security.esp.CipherCache)
     cipher_cache: int = 4096
+    #: node-group SAs keep their derived key || salt (haha.security.nodegroup)
+    keep_node_keys: bool = True
 
 
 @dataclass(frozen=True)
@@ -484,7 +486,8 @@ def _security(get: Callable[[str], Section], node: bool) -> SecurityConfig:
     sequence_file = os.path.join(here, sec.get_str("sequence-file", default_seq))
     xfrm_state_file, check_interval = _kernel_esp_keys(sec, mode, node, group_key, here)
     cipher_cache = sec.get_int("cipher-cache", 4096, minimum=1, maximum=10_000_000)
-    sec.check_unused(["cipher-cache", "mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
+    keep_node_keys = sec.get_bool("keep-node-keys", True)
+    sec.check_unused(["cipher-cache", "keep-node-keys", "mode", "lab", "rate-limit", "rate-burst", "key", "node-key-dir",
                       "sequence-file", "max-sources", "admit-rate", "admit-burst",
                       "unauthenticated-rate", "unauthenticated-burst", "authenticated-rate",
                       "authenticated-burst", "answer-rate", "answer-burst", "node-group-key",
@@ -492,7 +495,7 @@ def _security(get: Callable[[str], Section], node: bool) -> SecurityConfig:
     return SecurityConfig(mode, lab, peer_keys, node_keys, node_key_dir, key,
                           sequence_file if mode == "esp" else None, rate, burst, admission,
                           group_key, group_prefix, xfrm_state_file, check_interval,
-                          cipher_cache=cipher_cache)
+                          cipher_cache=cipher_cache, keep_node_keys=keep_node_keys)
 
 
 def _kernel_esp_keys(sec: Any, mode: str, node: bool, group_key: Any,

@@ -43,6 +43,7 @@ from .core.effects import (
 from .icmperror import GlobalBudget, parameter_problem
 from .security.errors import SecurityError
 from .security.sadb import MOBILE_NODE
+from .wire.addresses import address_int
 from .wire.errors import WireError
 from .wire.icmpv6 import IcmpMessage, UnknownIcmp, decode_icmpv6, encode_icmpv6
 from .wire.ipv6 import ParameterProblem, build_packet, parse_packet
@@ -352,7 +353,14 @@ class Endpoint:
         """The global budget for answers to unauthenticated input (Binding Error, DHAAD
         reply), and never a group or :: as source (RFC 4291 2.7, RFC 4443 2.4)."""
         src = effect.src
-        if src.is_multicast or src.is_unspecified:
+        # ff00::/8 (RFC 4291 2.7) or :: tested on the integer: IPv6Address.is_multicast is a
+        # network membership test in Python, and every packet sent passes here.
+        if type(src) is IPv6Address:
+            a = address_int(src)
+            bad = a >> 120 == 0xFF or not a
+        else:
+            bad = src.is_multicast or src.is_unspecified
+        if bad:
             self.counters["send-refused.bad-source"] += 1
             return False
         if type(effect.message).__name__ not in _ANSWERS:
@@ -522,9 +530,12 @@ class HomeAgentEndpoint(Endpoint):
         return derived
 
     def protect(self, peer: Any, data: bytes, local: Any = None) -> Optional[bytes]:
-        if self.node_group is not None and self.sadb is not None \
+        # The SA lookup first (an integer key): most peers written to already have their SA,
+        # and the known-peer test hashes an IPv6Address.
+        sadb = self.sadb
+        if self.node_group is not None and sadb is not None and not sadb.has_peer(peer) \
                 and not self.machine.is_known_peer(peer):
-            self.node_group.ensure(self.sadb, peer)
+            self.node_group.ensure(sadb, peer)
         return super().protect(peer, data, local)
 
     def error_source(self, destination: IPv6Address) -> Optional[IPv6Address]:

@@ -174,3 +174,49 @@ def test_digests_follow_every_change_without_being_stored():
                                                       b.sequence, b.prefixes) for b in mine), 0)
         assert c.digest(p) == (len(mine), want)
     assert not hasattr(next(iter(c)), "__dict__") and "digest" not in Binding.__slots__
+
+
+def test_bce_digest_is_the_documented_blake2b_and_keeps_no_state_between_calls():
+    """bce_digest equals BLAKE2b-64 personalised ``haha-bce-1`` over HoA | CoA | Flags |
+    Sequence | (Prefix Length | Prefix)* computed from scratch (docs/protocol.md), with and
+    without prefixes, whatever was digested before (the shared hashing state is copied, never
+    updated in place)."""
+    from hashlib import blake2b
+    from ipaddress import IPv6Network
+
+    from haha.core.cache import bce_digest
+
+    def reference(hoa, coa, flags, seq, prefixes=()):
+        data = hoa.packed + coa.packed + flags.to_bytes(2, "big") + seq.to_bytes(2, "big")
+        for p in prefixes:
+            data += bytes((p.prefixlen,)) + p.network_address.packed
+        return int.from_bytes(blake2b(data, digest_size=8, person=b"haha-bce-1").digest(),
+                              "big")
+
+    hoa, coa = A("2001:db8:1::10"), A("2001:db8:99::7")
+    nets = (IPv6Network("2001:db8:50::/48"), IPv6Network("2001:db8:60:1::/64"))
+    cases = [(hoa, coa, 0xC000, 1, ()), (hoa, coa, 0xC000, 2, ()), (hoa, coa, 0xC000, 1, nets),
+             (coa, hoa, 0x0001, 0xFFFF, nets[:1])]
+    for _ in range(2):
+        for case in cases:
+            assert bce_digest(*case) == reference(*case)
+    assert len({bce_digest(*case) for case in cases}) == len(cases)
+
+
+def test_entries_are_found_by_any_equal_address_and_nothing_else():
+    """The cache keys entries by the address's value: an equal IPv6Address built apart finds,
+    refreshes and removes the entry; None, a string or an IPv4 address find nothing."""
+    from ipaddress import IPv4Address
+
+    c = BindingCache()
+    c.store(A("2001:db8:1::10"), A("2001:db8:99::1"), 0xC000, 1, 400, 100.0, (), None, None, 0.0)
+    other = A("2001:db8:1::10")
+    assert other in c and c.get(other).sequence == 1 and c.lookup(other) is c.get(other)
+    c.store(other, A("2001:db8:99::2"), 0xC000, 2, 400, 100.0, (), None, None, 0.0)
+    assert len(c) == 1 and c.get(A("2001:db8:1::10")).sequence == 2
+    c.store(A("::a00:1"), A("2001:db8:99::3"), 0xC000, 1, 400, 100.0, (), None, None, 0.0)
+    for nothing in (None, "2001:db8:1::10", IPv4Address("10.0.0.1")):
+        assert nothing not in c and c.get(nothing) is None and c.remove(nothing) is None
+    assert c.get(A("::a00:1")) is not None and len(c) == 2
+    c.remove(A("::a00:1"))
+    assert c.remove(A("2001:db8:1::10")).sequence == 2 and len(c) == 0 and other not in c

@@ -805,3 +805,19 @@ def test_drain_complete_is_an_effect_returned_once():
     assert not [e for e in out if type(e) is DrainComplete]
     empty = Rig()
     assert DrainComplete() in empty.ha.drain(1.0)
+
+
+def test_biu_entries_outside_the_home_prefix_are_refused_on_both_sides():
+    """A BIU entry whose home address lies outside the home prefix (just below or just above
+    it) is not stored and the BIA says rejected-not-authorised; the entries of the prefix in
+    the same BIU, its first and last address included, are stored as copies."""
+    from haha.wire.mh import BIA_REJECTED_NOT_AUTHORISED
+
+    r = Rig()
+    below = A(int(PREFIX.network_address) - 1)
+    above = A(int(PREFIX.broadcast_address) + 1)
+    first, last = PREFIX.network_address, PREFIX.broadcast_address
+    out = r.biu(P2, bce(1, hoa=below), bce(1, hoa=first), bce(1, hoa=above), bce(1, hoa=last))
+    assert only(sends(out, BindingInfoAck)).message.status == BIA_REJECTED_NOT_AUTHORISED
+    assert r.ha.cache.get(below) is None and r.ha.cache.get(above) is None
+    assert r.ha.cache.get(first).primary == P2 and r.ha.cache.get(last).primary == P2

@@ -174,6 +174,21 @@ def test_never_sent_from_a_group_or_unspecified_source(net):
     assert ha1.adapter.counters["send-refused.bad-source"] == 2
 
 
+def test_the_source_check_covers_all_of_ff00_8_and_only_it(net):
+    """The bad-source test on the address's integer refuses every group (ff00::/8, the
+    lowest and highest included) and ::, and lets the addresses next to them through."""
+    ha1 = net.has[0]
+    before = len(net.hub.log)
+    for src in (A("ff00::"), A("ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), A("ff0e::1")):
+        ha1.adapter.send_mh(Send(BindingError(2, HOA), src, COA))
+    assert len(net.hub.log) == before
+    assert ha1.adapter.counters["send-refused.bad-source"] == 3
+    for src in (A("feff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"), A("::1"), HAS[0]):
+        ha1.adapter.send_mh(Send(BindingError(2, HOA), src, COA))
+    assert ha1.adapter.counters["send-refused.bad-source"] == 3
+    assert ha1.adapter.counters["sent.BindingError"] >= 3
+
+
 def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
     """ESP with ha2's real SPI and a fresh sequence number but a forged body: checked first
     (known SPI), fails authentication, and is then charged to the unauthenticated budget of
@@ -185,7 +200,7 @@ def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
     forged = hello[:44] + (0xFFFFFF00).to_bytes(4, "big") + bytes(len(hello) - 48)
     admission = ha1.adapter.limiter
     source_bucket = admission.sources._pinned[HAS[1]]
-    auth_bucket = admission._peers[HAS[1]]
+    auth_bucket = admission._peers[int(HAS[1])]  # keyed by the address's integer
     source_tokens, auth_tokens = source_bucket.tokens, auth_bucket.tokens
     stamp = auth_bucket.stamp
     ha1.adapter.packet_received(forged)
@@ -199,3 +214,16 @@ def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
     net.run(1.1)
     assert ha1.adapter.counters["received.HaHello"] > received
     assert auth_bucket.stamp > stamp  # the real HELLOs spent from ha2's own bucket
+
+
+def test_an_sa_peers_budget_is_one_bucket_per_address_value():
+    """The authenticated budget of a peer is kept per address value: packets naming the peer
+    through different but equal IPv6Address objects spend one bucket (burst 3: the fourth is
+    refused), another peer has its own, and forget() by an equal address gives a fresh one."""
+
+    lim = Admission(AdmissionSettings(authenticated_rate=0.1, authenticated_burst=3))
+    assert [lim.authenticated(A("2001:db8:1::77"), 0.0) for _ in range(4)] == [True] * 3 + [False]
+    assert lim.authenticated(A("2001:db8:1::78"), 0.0)
+    lim.forget(A("2001:db8:1::77"))
+    assert lim.authenticated(A("2001:db8:1::77"), 0.0)
+    assert lim.counters["authenticated-budget"] == 1

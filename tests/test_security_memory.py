@@ -204,14 +204,14 @@ def test_cipher_cache_key_reaches_the_database(tmp_path):
 
 
 def test_node_group_sas_keep_no_key_and_rederive_it_identically():
-    """A node group's SAs hold the group as their key source, not key bytes; once their
-    context was evicted the group derives the keys again, and the packets are the same bytes
-    as those of SAs that were never evicted (and open at the nodes)."""
+    """Without keep_keys a node group's SAs hold the group as their key source, not key
+    bytes; once their context was evicted the group derives the keys again, and the packets
+    are the same bytes as those of SAs that were never evicted (and open at the nodes)."""
     from ipaddress import IPv6Network
 
     from haha.security.nodegroup import NodeGroup
 
-    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA)
+    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA, keep_keys=False)
     small = SecurityAssociationDatabase(rng=fixed_rng, cipher_cache=1)
     large, nodes = pairs(4, 1000)
     for i in range(4):
@@ -229,8 +229,48 @@ def test_node_group_sas_keep_no_key_and_rederive_it_identically():
 
 
 def test_a_node_group_pair_costs_under_500_octets():
-    """A node group's SA pair in the database, its context evicted, keeps under 500 octets of
-    Python objects (no key bytes, no closures, no context)."""
+    """Without keep_keys a node group's SA pair in the database, its context evicted, keeps
+    under 500 octets of Python objects (no key bytes, no closures, no context)."""
+    from ipaddress import IPv6Network
+
+    from haha.security.nodegroup import NodeGroup
+
+    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA, keep_keys=False)
+    ha = SecurityAssociationDatabase(rng=fixed_rng, cipher_cache=1)
+    pairs_ = [(node(i), group.pair_keys(node(i))) for i in range(2000)]
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for hoa, keys in pairs_:
+        group._install(ha, hoa, keys)
+    per_pair = (tracemalloc.get_traced_memory()[0] - before) / 2000
+    tracemalloc.stop()
+    assert per_pair < 500, per_pair
+
+
+def test_keep_node_keys_reaches_the_node_group(tmp_path):
+    """[security] keep-node-keys (default yes) decides whether the node group's SAs keep
+    their keys; a value that is not a boolean stops start-up with the file, key and line."""
+    from haha.security.keyring import node_group
+
+    key = tmp_path / "group.key"
+    key.write_text(bytes(range(32)).hex() + "\n")
+    key.chmod(0o600)
+    group = f"node-group-key = {key}"
+    config = home_agent_from_text(CONF.format(tmp=tmp_path, extra=group),
+                                  str(tmp_path / "ha.conf"))
+    assert config.security.keep_node_keys and node_group(config).keep_keys
+    config = home_agent_from_text(CONF.format(tmp=tmp_path, extra=group + "\nkeep-node-keys = no"),
+                                  str(tmp_path / "ha.conf"))
+    assert not node_group(config).keep_keys
+    with pytest.raises(ConfigError) as e:
+        home_agent_from_text(CONF.format(tmp=tmp_path, extra="keep-node-keys = perhaps"),
+                             str(tmp_path / "ha.conf"))
+    assert "keep-node-keys" in str(e.value) and "ha.conf:8" in str(e.value)
+
+
+def test_a_node_group_pair_with_kept_keys_costs_under_600_octets():
+    """With keep_keys (the default) a node group's SA pair, its context evicted, keeps its two
+    key || salt objects on top of the keyless pair: still under 600 octets."""
     from ipaddress import IPv6Network
 
     from haha.security.nodegroup import NodeGroup
@@ -244,4 +284,19 @@ def test_a_node_group_pair_costs_under_500_octets():
         group._install(ha, hoa, keys)
     per_pair = (tracemalloc.get_traced_memory()[0] - before) / 2000
     tracemalloc.stop()
-    assert per_pair < 500, per_pair
+    assert isinstance(ha._out[int(node(0))]._key, bytes)
+    assert per_pair < 600, per_pair
+
+
+def test_pair_keys_must_be_two_halves_of_one_length():
+    """share_pair_keys refuses what cannot be two key || salt halves (one SA's length, an odd
+    or unknown length, not bytes) and keeps the SA's keys unchanged."""
+    from haha.security.errors import SecurityConfigError
+
+    out = OutboundSA(0x1234, bytes(16), bytes(4))
+    for bad in (bytes(20), bytes(36), bytes(41), bytes(44), bytearray(40), "x" * 40):
+        with pytest.raises(SecurityConfigError):
+            out.share_pair_keys(bad)
+        assert out._key == bytes(20)
+    out.share_pair_keys(bytes(range(40)))
+    assert out._key == bytes(range(40))

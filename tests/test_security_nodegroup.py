@@ -219,3 +219,19 @@ def test_configured_nodes_are_derived_on_first_contact_and_win_over_the_group():
     assert both.secret(HOA) == own and both.covers(other)
     assert both.secret(other) == keys.derive_node_secret(GROUP, other)
     assert own.hex() not in repr(both) and "configured=1" in repr(both)
+
+
+def test_covers_the_prefix_on_its_boundaries_and_nothing_else():
+    """covers (integer tests) takes the first and last address of the group's prefix, never
+    the home agent's own address, nothing outside the prefix (either side) and nothing that
+    is not an IPv6 address (an IPv4 address, a network, a string)."""
+    from ipaddress import IPv4Address
+
+    group = NodeGroup(GROUP, PREFIX, HA)
+    first, last = PREFIX.network_address, PREFIX.broadcast_address
+    assert group.covers(first) and group.covers(last) and group.covers(HOA)
+    assert not group.covers(HA)
+    assert not group.covers(IPv6Address(int(first) - 1))
+    assert not group.covers(IPv6Address(int(last) + 1))
+    for other in (IPv4Address("10.0.0.1"), IPv6Network(f"{HOA}/128"), str(HOA), None):
+        assert not group.covers(other)

@@ -5,10 +5,13 @@ node, a re-keyed configured node or another group key gets its own keys, and a p
 epoch is followed with that epoch's keys even when its context was evicted in between."""
 
 import os
+
+import pytest
 from ipaddress import IPv6Address, IPv6Network
 
 from haha.security import keys
 from haha.security.epoch import new_epoch
+from haha.security.errors import SecurityError
 from haha.security.nodegroup import NodeGroup
 from haha.security.sadb import HOME_AGENT, MOBILE_NODE, SecurityAssociationDatabase
 
@@ -60,8 +63,9 @@ def test_first_contact_derives_the_pair_once_and_builds_both_contexts_from_it():
 def test_evicted_nodes_are_rebuilt_with_their_own_keys_one_derivation_per_pair():
     """With room for one context, six nodes taking turns (BU in, BA out) have both contexts
     rebuilt at every turn: every packet opens on both sides, and each rebuilt pair costs one
-    derivation (the second direction's keys were held from the first)."""
-    group = NodeGroup(GROUP, PREFIX, HA)
+    derivation (the second direction's keys were held from the first) when the SAs keep no
+    keys (keep_keys off)."""
+    group = NodeGroup(GROUP, PREFIX, HA, keep_keys=False)
     sadb = SecurityAssociationDatabase(cipher_cache=1)
     nodes = {h: _node_db(keys.derive_node_secret(GROUP, h), h) for h in NODES}
     for h in NODES:
@@ -203,3 +207,102 @@ def test_a_derived_pair_is_refused_as_add_refuses_it_and_changes_nothing():
         assert db.describe() == before
     db.add_derived_pair(*ok)
     assert db.has_peer(other)
+
+
+def test_kept_keys_rebuild_evicted_contexts_with_no_derivation():
+    """With keep_keys (the default) six nodes taking turns through a cache of one context
+    rebuild both contexts at every turn from the keys their SAs keep: every packet opens on
+    both sides, the group derives each pair once (first contact) and never again."""
+    group = NodeGroup(GROUP, PREFIX, HA)
+    assert group.keep_keys
+    sadb = SecurityAssociationDatabase(cipher_cache=1)
+    nodes = {h: _node_db(keys.derive_node_secret(GROUP, h), h) for h in NODES}
+    for h in NODES:
+        group.ensure(sadb, h)
+    calls = _counting(group)
+    built = sadb.ciphers.built
+    for _ in range(3):
+        for h, node in nodes.items():
+            assert sadb.unprotect(h, node.protect(HA, 135, PAYLOAD))[0] == h
+            assert node.unprotect(HA, sadb.protect(h, 135, PAYLOAD))[1:] == (135, PAYLOAD)
+    assert sadb.ciphers.built - built == 2 * 3 * len(NODES)  # every context was rebuilt
+    assert calls == [] and group.rederived == 0
+
+
+def test_kept_keys_are_those_of_the_node_and_direction():
+    """Both SAs of a pair keep one object, the outbound key || salt then the inbound one, as
+    derived from scratch, and each builds its context from its own half."""
+    group = NodeGroup(GROUP, PREFIX, HA)
+    sadb = SecurityAssociationDatabase(cipher_cache=1)
+    for h in NODES[:3]:
+        group.ensure(sadb, h)
+    for h in NODES[:3]:
+        want_out, want_in = _reference(GROUP, h)
+        out, inb = sadb._out[int(h)], sadb._in_peer[h]
+        assert out._key is inb._key and out._key == want_out + want_in  # one object per pair
+        sadb.ciphers.load(out)  # a cache of one: each load evicts the other half
+        assert out._salt == want_out[-4:]
+        sadb.ciphers.load(inb)
+        assert inb._salt == want_in[-4:]
+
+
+def test_kept_keys_never_serve_a_removed_or_rekeyed_node():
+    """A configured node re-keyed at SIGHUP (its SAs removed, as the reload does) opens and
+    seals only under its new secret afterwards: its next packet under the new keys is admitted
+    with a fresh derivation, one sealed under the old keys no longer opens, and the answer
+    opens at a node holding the new keys only."""
+    old, new = os.urandom(32), os.urandom(32)
+    hoa = NODES[4]
+    group = NodeGroup(GROUP, PREFIX, HA, configured={hoa: old})
+    sadb = SecurityAssociationDatabase(cipher_cache=1)
+    before = _node_db(old, hoa)
+    esp = before.protect(HA, 135, PAYLOAD)
+    spi = int.from_bytes(esp[:4], "big")
+    assert group.admit(sadb, hoa, spi, lambda: sadb.unprotect(hoa, esp))[0] == hoa
+    stale = before.protect(HA, 135, PAYLOAD)
+    group.set_configured({hoa: new})
+    sadb.remove_peer(hoa)
+    assert not sadb.has_peer(hoa)
+    after = _node_db(new, hoa)
+    esp = after.protect(HA, 135, PAYLOAD)
+    spi = int.from_bytes(esp[:4], "big")
+    assert group.admit(sadb, hoa, spi, lambda: sadb.unprotect(hoa, esp))[0] == hoa
+    assert group.derived == 2
+    want_out, want_in = keys.derive_pair(new, HA, hoa, MOBILE_NODE)
+    assert sadb._out[int(hoa)]._key == want_out.key + want_out.salt + want_in.key + want_in.salt
+    with pytest.raises(SecurityError):
+        sadb.unprotect(hoa, stale)
+    assert after.unprotect(HA, sadb.protect(hoa, 135, PAYLOAD))[1:] == (135, PAYLOAD)
+    with pytest.raises(SecurityError):
+        before.unprotect(HA, sadb.protect(hoa, 135, PAYLOAD))
+
+
+def test_the_reload_leaves_no_kept_keys_of_a_removed_or_rekeyed_node():
+    """Through the SIGHUP path (haha.reload) with kept keys and configured nodes only: a node
+    re-keyed gets SAs of its new secret at its next packet (the old keys' packets are refused),
+    a node removed keeps no SA and its packets, under the keys it had, are refused."""
+    from collections import defaultdict
+
+    from haha.reload import _reload_configured
+
+    a, b = NODES[0], NODES[1]
+    old_a, new_a, secret_b = os.urandom(32), os.urandom(32), os.urandom(32)
+    group = NodeGroup(None, PREFIX, HA, configured={a: old_a, b: secret_b})
+    sadb = SecurityAssociationDatabase(cipher_cache=1)
+    node_a, node_b = _node_db(old_a, a), _node_db(secret_b, b)
+    for hoa, node in ((a, node_a), (b, node_b)):
+        esp = node.protect(HA, 135, PAYLOAD)
+        spi = int.from_bytes(esp[:4], "big")
+        assert group.admit(sadb, hoa, spi, lambda: sadb.unprotect(hoa, esp))[0] == hoa
+    summary = defaultdict(list)
+    _reload_configured(sadb, group, {a: new_a}, summary)
+    assert summary["rekeyed"] == [str(a)] and summary["nodes-removed"] == [str(b)]
+    assert not sadb.has_peer(a) and not sadb.has_peer(b) and not group.covers(b)
+    for hoa, node in ((a, node_a), (b, node_b)):
+        with pytest.raises(SecurityError):
+            sadb.unprotect(hoa, node.protect(HA, 135, PAYLOAD))
+    renewed = _node_db(new_a, a)
+    esp = renewed.protect(HA, 135, PAYLOAD)
+    spi = int.from_bytes(esp[:4], "big")
+    assert group.admit(sadb, a, spi, lambda: sadb.unprotect(a, esp))[0] == a
+    assert renewed.unprotect(HA, sadb.protect(a, 135, PAYLOAD))[1:] == (135, PAYLOAD)

@@ -48,15 +48,19 @@ class Registrar:
             # Not a home registration: correspondent registrations need return routability
             # (RFC 6275 9.5.1), which a home agent without route optimisation discards.
             return ha.drop(out, "not-home-registration", inb)
+        # Addresses compared as integers (IPv6Address.__eq__ is a Python call; decoded
+        # addresses carry no scope).
+        hoa_int = address_int(hoa)
         by = inb.protected_by
-        if by is not None and by is not hoa and by != hoa:
+        if by is not None and by is not hoa and address_int(by) != hoa_int:
             return ha.drop(out, "sa-mismatch", inb, home_address=hoa)
         care_of = inb.src
         for o in bu.options:
             if type(o) is AlternateCareOfAddress:
                 care_of = o.address
                 break
-        if care_of != hoa and address_int(care_of) & ha.home_mask == ha.home_net \
+        coa_int = address_int(care_of)
+        if coa_int != hoa_int and coa_int & ha.home_mask == ha.home_net \
                 and bu.lifetime and ha.settings.proxies_nd:
             # A node started on its home link may send a BU or two with a care-of address in
             # the home prefix before it notices it is home (docs/protocol.md 9): no tunnel to the
@@ -77,7 +81,7 @@ class Registrar:
             ha.counters[f"bu-rejected:{v.status}"] += 1
         if flags & BU_A or v.status >= 128:
             routing = inb.home_address if inb.home_address is not None \
-                and inb.home_address != inb.src else None
+                and address_int(inb.home_address) != address_int(inb.src) else None
             ba_flags = BA_R if flags & BU_R and ha.settings.nemo else 0
             out.append(make_send(_ba(v.status, v.sequence, v.lifetime, ba_flags, ()),
                                  inb.dst, inb.src, None, routing, hoa))
@@ -89,11 +93,13 @@ class Registrar:
         lifetime = seconds(v.lifetime)
         expires = now + lifetime
         prefixes = v.prefixes
-        if held is not None and held.care_of != care_of:
-            ha.flaps.moved(hoa, held.care_of, care_of, now, out)
+        moved = held is not None and address_int(held.care_of) != address_int(care_of)
+        if moved:
+            ha.flaps.moved(hoa, held.care_of, care_of, now, out)  # type: ignore[union-attr]
         if held is not None and held.primary is None:
             # A refresh or a move of our own primary: duties change only with the tunnel.
-            same = held.care_of == care_of and held.prefixes == prefixes and held.local == local
+            same = not moved and held.prefixes == prefixes and (
+                held.local is local or held.local == local)
             b = ha.cache.store(hoa, care_of, bu.flags, bu.sequence, lifetime, expires,
                                prefixes, None, local, now, held)
             if not same:

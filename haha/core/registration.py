@@ -27,6 +27,8 @@ from haha.wire.mh import (
     BindingUpdate,
 )
 
+from haha.wire.addresses import address_int
+
 from .seqnum import newer, units
 
 if TYPE_CHECKING:
@@ -93,11 +95,18 @@ def examine(settings: "HomeAgentSettings", bu: BindingUpdate, home_address: IPv6
     ``held`` is the cache entry of the home address (primary or copy) or None.
     """
     seq = bu.sequence
-    if home_address not in settings.home_prefix:
+    # Addresses compared as integers: IPv6Address's __eq__ and IPv6Network's __contains__ are
+    # Python calls, several per Binding Update (decoded addresses carry no scope).
+    home = settings.home_prefix
+    if type(home_address) is not IPv6Address:
         return Verdict(REJECT, BA_NOT_HOME_SUBNET, seq)
-    deregistration = bu.lifetime == 0 or care_of == home_address
+    hoa = address_int(home_address)
+    if hoa & address_int(home.netmask) != address_int(home.network_address):
+        return Verdict(REJECT, BA_NOT_HOME_SUBNET, seq)
+    coa = address_int(care_of)
+    deregistration = bu.lifetime == 0 or coa == hoa
     if held is not None:
-        if seq == held.sequence and held.primary is None and held.care_of == care_of \
+        if seq == held.sequence and held.primary is None and address_int(held.care_of) == coa \
                 and held.flags == bu.flags and not deregistration:
             # The same Binding Update again (duplicated by the network): answer it again.
             return Verdict(DUPLICATE, BA_ACCEPTED, seq, units(held.lifetime), held.prefixes)

@@ -88,6 +88,10 @@ _IV = slice(8, 16)
 _BODY = slice(16, None)  # ciphertext || ICV
 
 
+#: The lengths of one SA's ``key || salt``; anything longer is a pair's (both halves).
+_KEYMAT_LENGTHS = tuple(k + SALT_LEN for k in KEY_LENGTHS)
+_KEYMAT_MAX = max(_KEYMAT_LENGTHS)
+
 #: Cipher contexts a :class:`CipherCache` keeps by default (``[security] cipher-cache``).
 DEFAULT_CIPHER_CACHE = 4096
 _EMPTY: frozenset = frozenset()
@@ -141,6 +145,10 @@ class CipherCache:
             keymat = sa._key
             if keymat.__class__ is not bytes:
                 keymat = keymat.keys(sa)  # type: ignore[union-attr]  # a KeySource
+            elif len(keymat) > _KEYMAT_MAX:  # type: ignore[arg-type]
+                # Both directions of a pair in one object (:meth:`_Keyed.share_pair_keys`).
+                half = len(keymat) >> 1  # type: ignore[arg-type]
+                keymat = keymat[:half] if sa._OUTBOUND else keymat[half:]  # type: ignore[index]
         aead = AESGCM(keymat[:-SALT_LEN])  # type: ignore[index]
         crypt: Crypt = aead.encrypt if sa._OUTBOUND else aead.decrypt
         lru = self.lru
@@ -190,6 +198,17 @@ class _Keyed:
     #: ``_uses()``: packets the SA sealed or opened so far (the cache's clock reads it);
     #: each half defines it.
     _uses: Callable[[], int]
+
+    def share_pair_keys(self, pair: bytes) -> None:
+        """Keep ``pair``, the outbound SA's ``key || salt`` followed by the inbound SA's, as
+        the keying material of this half; both halves of a pair hold the one object (33
+        octets of object header less than two), and each takes its own half when it builds its
+        context. ``pair`` must be this SA's key and salt and its partner's, in that order for
+        the outbound half."""
+        if pair.__class__ is not bytes or len(pair) <= _KEYMAT_MAX \
+                or len(pair) >> 1 not in _KEYMAT_LENGTHS or len(pair) & 1:
+            raise SecurityConfigError("a pair's keys must be two key || salt of one length")
+        self._key = pair
 
     def use_key_source(self, source: KeySource) -> None:
         """Keep no key material: ``source`` derives it whenever the context is rebuilt."""

@@ -195,7 +195,7 @@ def node_group(config: HomeAgentConfig) -> NodeGroup | None:
     if sec.node_group_key is not None:
         group_key = load_located(sec.node_group_key, "node group key")
     return NodeGroup(group_key, sec.node_group_prefix or config.home_prefix, config.address,
-                     configured=configured)
+                     configured=configured, keep_keys=sec.keep_node_keys)
 
 
 class NodeKeyring:

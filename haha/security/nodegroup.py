@@ -18,12 +18,19 @@ their pairs on first contact too, so a configured node costs its secret and no S
 speaks, and start-up reads the key files but derives nothing. A group without a group key
 covers its configured nodes only.
 
-The SAs keep no key material: the group is their :class:`~haha.security.esp.KeySource`, and
-derives a node's key and salt again whenever its SA's cipher context was evicted and is rebuilt
-(the group key's PRK is computed once: four HMACs give both directions, the second held for
-the other context's rebuild, :meth:`NodeGroup.keys_of`), so a node's SA pair costs no key
-bytes at all. A pair just derived builds its two contexts from the keys at
-hand (it is used at once), not from a second derivation.
+By default (``keep_keys``, ``[security] keep-node-keys = yes``) a node's two SAs keep their
+``key || salt`` once derived (20 octets each with AES-128, both directions in one object of
+about 73 octets per node): a node whose cipher contexts were evicted builds them again from
+those, with no derivation. With 100,000 nodes and a cache of 4,096 contexts nearly every packet rebuilds its
+context, and deriving the pair again (a node secret, a PRK, two expands: eight HMACs) was about
+a tenth of the home agent's CPU per Binding Update. Without ``keep_keys`` the SAs keep no key
+material: the group is their :class:`~haha.security.esp.KeySource`, and derives a node's key
+and salt again whenever its SA's cipher context was evicted and is rebuilt (the group key's
+PRK is computed once: four HMACs give both directions, the second held for the other
+context's rebuild, :meth:`NodeGroup.keys_of`), so a node's SA pair costs no key bytes at all.
+Kept keys live in the SA objects only, so they go with the SA: a node removed or re-keyed
+(its SAs removed, :meth:`NodeGroup.set_configured`) keeps nothing. A pair just derived builds
+its two contexts from the keys at hand (it is used at once), not from a second derivation.
 """
 
 from collections.abc import Callable, Iterator, Mapping
@@ -56,7 +63,8 @@ class NodeGroup:
     """The home addresses inside ``prefix`` whose secrets derive from ``group_key`` (None: no
     group key), and the ``configured`` nodes with their own secrets; ``local`` is this home
     agent's address (its identity in the pairs). ``derived`` counts the pairs installed,
-    ``rederived`` the keys derived again for an evicted cipher context.
+    ``rederived`` the keys derived again for an evicted cipher context (never with
+    ``keep_keys``: the SAs then keep their own, module docstring).
 
     The group key's PRK is computed once (:class:`~haha.security.keys.GroupKdf`), and a node's
     pair is derived in one pass: one node secret, one PRK, both directions. An evicted node's
@@ -68,7 +76,9 @@ class NodeGroup:
 
     def __init__(self, group_key: bytes | None, prefix: IPv6Network, local: IPv6Address,
                  key_bits: int = 128,
-                 configured: Mapping[IPv6Address, bytes] | None = None) -> None:
+                 configured: Mapping[IPv6Address, bytes] | None = None,
+                 keep_keys: bool = True) -> None:
+        self.keep_keys = keep_keys
         self._kdf = None if group_key is None else GroupKdf(group_key)
         self._key = self._kdf is not None
         # home address (as an integer: cheaper to keep and to hash) -> secret
@@ -79,7 +89,10 @@ class NodeGroup:
         if configured:
             self.set_configured(configured)
         self.prefix = prefix
+        self._net = address_int(prefix.network_address)
+        self._mask = address_int(prefix.netmask)
         self.local = local
+        self._local_int = address_int(local)
         self._local = local.packed
         self.key_bits = key_bits
         self._klen = key_bits // 8
@@ -100,8 +113,10 @@ class NodeGroup:
         # The contexts are built now from the keys just derived (both are used at once: the
         # packet opened, the answer sealed), not derived again at their first use.
         out_spi, out_keys, in_spi, in_keys = keys
+        sources = (None, None) if self.keep_keys \
+            else (self._sources["out"], self._sources["in"])
         sadb.add_derived_pair(home_address, MOBILE_NODE, out_spi, out_keys, in_spi, in_keys,
-                              (self._sources["out"], self._sources["in"]), prime=True)
+                              sources, prime=True)
 
     def __repr__(self) -> str:  # never the key
         return (f"<NodeGroup {self.prefix} configured={len(self._configured)} "
@@ -111,12 +126,16 @@ class NodeGroup:
         """Whether the group has the secret of ``home_address`` (any object: only a
         configured node's address, or an IPv6 address in the prefix other than this home
         agent's when there is a group key, is covered)."""
-        if getattr(home_address, "version", None) != 6:
-            return False
-        if self._configured and address_int(home_address) in self._configured:
+        if type(home_address) is not IPv6Address:
+            if not isinstance(home_address, IPv6Address):
+                return False
+            return self.covers(IPv6Address(int(home_address)))  # a subclass: by its value
+        a = address_int(home_address)
+        if self._configured and a in self._configured:
             return True
-        return self._key and home_address in self.prefix \
-            and home_address != self.local
+        # Integers: IPv6Network.__contains__ and IPv6Address.__eq__ are Python calls, and
+        # every first packet of a node passes here.
+        return self._key and a & self._mask == self._net and a != self._local_int
 
     def secret(self, home_address: IPv6Address) -> bytes:
         """The derivation secret of the node at ``home_address`` (it must be covered): its

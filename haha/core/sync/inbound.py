@@ -13,6 +13,7 @@ the copies naming its sender that it did not refresh are swept.
 belongs to (its cache, peers, tombstones, switch requests and outbound :class:`Sync`).
 """
 
+from ipaddress import IPv6Address
 from typing import TYPE_CHECKING, Any, Dict, List, Tuple
 
 from haha.wire.mh import (
@@ -106,7 +107,10 @@ class SyncReceiver:
         mine = claimant == ha.identity
         status = BIA_SYNCHRONISED
         copied = 0
+        # The home prefix tested on integers (IPv6Network.__contains__ is a Python call per
+        # entry); a BIU's entries are decoded IPv6Addresses.
         prefix = ha.settings.home_prefix
+        net, mask = address_int(prefix.network_address), address_int(prefix.netmask)
         cache = ha.cache
         settings = ha.settings
         sync = ha.sync
@@ -120,7 +124,7 @@ class SyncReceiver:
         switching = ha.switching
         for bce in biu.entries:
             hoa = bce.home_address
-            if hoa not in prefix:
+            if type(hoa) is not IPv6Address or address_int(hoa) & mask != net:
                 status = max(status, BIA_REJECTED_NOT_AUTHORISED)
                 continue
             held = cache.get(hoa)
@@ -170,7 +174,8 @@ class SyncReceiver:
                     out.append(Event(EventName.BINDING_RESTORED, home_address=hoa, by=sender))
                     sync.publish(b, now, out)
                 continue
-            if held is not None and held.care_of != bce.care_of_address:
+            if held is not None and address_int(held.care_of) \
+                    != address_int(bce.care_of_address):
                 # the node registered elsewhere from another care-of: may be a conflict too
                 ha.flaps.moved(hoa, held.care_of, bce.care_of_address, now, out)
             b = cache.store(hoa, bce.care_of_address, bce.flags, bce.sequence, lifetime,
