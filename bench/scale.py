@@ -407,7 +407,8 @@ def _stop_profilers(procs):
 #: The counters of a survivor's messages the kill phase reports (until every node registered
 #: with a survivor): what it sent and received per node taken over.
 TRAFFIC = ("core.switch-sent", "core.bu-accepted", "core.biu-sent", "received.BindingUpdate",
-           "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello")
+           "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello",
+           "core.copies-held", "core.anti-entropy-repairs", "core.bir-received")
 
 
 def _traffic(cluster, name):
