@@ -211,3 +211,4 @@ def test_split_take_over_on_the_network_ends_consistent_with_copies_held():
             if b.primary is None:
                 copy = ha.machine.cache.get(b.home_address)
                 assert copy is not None and copy.sequence == b.sequence
+
