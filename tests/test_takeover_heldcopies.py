@@ -6,15 +6,17 @@ one at a time, while the other survivor acknowledges every BIU at once (the case
 refresh used to leave in a BIU of its own). The refreshes now leave in a few full BIUs, each
 within :data:`~haha.core.heldcopies.HOLD` of its registration; nothing is lost, nothing stale
 is sent (a deregistration or a move overtaking a held refresh wins), and nothing is held when
-no switch request is out. On the in-memory network the survivors end consistent, with at
-most one primary per node after every step.
+no switch request is out. Meanwhile the survivor's HELLOs carry no binding digest, so a peer
+does not take the held refreshes for lost state and ask for every binding (the digests, and
+a repair when one is due, come back once the requests are done). On the in-memory network
+the survivors end consistent, with at most one primary per node after every step.
 """
 
 from ipaddress import IPv6Address as A
 
 import pytest
 
-from haha.core.effects import Inbound, Send
+from haha.core.effects import Event, Inbound, Send
 from haha.core.heldcopies import HOLD, HeldCopies
 from haha.wire.mh import BU_A, BU_H, BindingInfoAck, BindingInfoUpdate, BindingUpdate
 from haha.wire.options import AlternateCareOfAddress
@@ -212,3 +214,56 @@ def test_split_take_over_on_the_network_ends_consistent_with_copies_held():
                 copy = ha.machine.cache.get(b.home_address)
                 assert copy is not None and copy.sequence == b.sequence
 
+
+
+def _digests(ha):
+    """The binding digest options of ``ha``'s next HELLO."""
+    from haha.wire.options import BindingDigest
+
+    return [o for o in ha.peering.hello_message(3).options if type(o) is BindingDigest]
+
+
+def test_no_digest_in_hellos_while_switch_requests_are_out():
+    """While its switch requests are out (its nodes re-registering, their refreshes held), a
+    survivor's HELLOs carry no binding digest: each would differ from the peers' copies by
+    design, and a difference in every HELLO for 10 s made a peer ask for every binding in
+    the middle of the take-over. Once the requests are done, the digest is back, and it
+    counts what the survivor holds."""
+    ha, peer, mine, now = _taken_over(400)
+    assert ha.switching and not _digests(ha)
+    for h in mine:
+        ha.switching.cancel(h)
+    ha.tick(now + 1.0)
+    back = _digests(ha)
+    assert len(back) == 1 and back[0].count == ha.cache.primary_count == len(mine)
+
+
+def test_a_peer_taking_over_is_not_repaired_meanwhile():
+    """A home agent hearing, for 30 s, the HELLOs of a peer whose switch requests are out
+    (no digest) while its copies of that peer differ from the peer's primaries asks nothing;
+    digests that still differ once the peer's requests are done start the 10 s count, and
+    then the repair comes (a real loss is still repaired)."""
+    from haha.core.antientropy import DELAY
+    from haha.core.homeagent import HomeAgent
+    from haha.core.settings import HomeAgentSettings
+    from test_takeover_split import PREFIX
+
+    ha, peer, mine, now = _taken_over(400)
+    s = HomeAgentSettings(address=OTHER, home_prefix=PREFIX, peers=(ME,), boot_wait=0)
+    other = HomeAgent(s, __import__("random").Random(2))
+    other.start(0.0)
+
+    def hear(t):
+        """``other`` hears ``ha``'s HELLO at ``t``: whether it decided a repair."""
+        hello = ha.peering.hello_message(3)
+        out = other.receive(Inbound(hello, ME, OTHER, None, None, ME), t)
+        return any(type(e) is Event and e.name == "anti-entropy-repair" for e in out)
+
+    hear(now)  # the peer comes alive (asked for everything once, as always)
+    assert not any(hear(now + k) for k in range(1, 31))
+    assert other.counters["anti-entropy-repairs"] == 0
+    for h in mine:
+        ha.switching.cancel(h)
+    later = now + 31
+    repaired = [k for k in range(int(DELAY) + 3) if hear(later + k)]
+    assert repaired and repaired[0] >= DELAY and other.counters["anti-entropy-repairs"] == 1
