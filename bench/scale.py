@@ -408,7 +408,8 @@ def _stop_profilers(procs):
 #: with a survivor): what it sent and received per node taken over.
 TRAFFIC = ("core.switch-sent", "core.bu-accepted", "core.biu-sent", "received.BindingUpdate",
            "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello",
-           "core.copies-held", "core.anti-entropy-repairs", "core.bir-received")
+           "core.copies-held", "core.anti-entropy-repairs", "core.bir-received", "core.bu-duplicate",
+           "udptransport.superseded")
 
 
 def _traffic(cluster, name):
