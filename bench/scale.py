@@ -48,6 +48,8 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -112,7 +114,10 @@ class Run:
     moment, and the later phases are not run."""
 
     def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME,
-                 node_keys="group", admission="sized", take_over_share="split"):
+                 node_keys="group", admission="sized", take_over_share="split",
+                 profile=None, phases=("burst", "kill", "restart")):
+        self.profile = profile
+        self.phases = phases
         self.ha_lifetime = ha_lifetime
         self.node_keys = node_keys
         self.admission = admission
@@ -161,7 +166,7 @@ class Run:
                 size = load.bu_packet_size()
                 echo = echo_baseline(generator, max(self.n, 20000), size)
                 self.out["echo"] = dict(echo, size=size)
-                for phase in (self.burst, self.kill, self.restart):
+                for phase in (getattr(self, name) for name in self.phases):
                     self.probe.reset()
                     name = phase.__name__
                     try:
@@ -229,6 +234,7 @@ class Run:
         survivors = [ha.name for ha in c.has if ha is not first]
         before = {s: _counter_read(c, s, "event.peer-down") for s in survivors}
         downs0 = sum(before.values())
+        traffic0 = {s: _traffic(c, s) for s in survivors}
         report0 = self.generator.report()
         gen0 = report0["cpu_s"]
         cpu0 = _cpu(c, survivors)
@@ -236,6 +242,7 @@ class Run:
         wall0 = time.time()
         t0 = time.monotonic()
         c.kill(first.name)
+        profilers = self._profile(survivors, "kill")
 
         def detected():  # each survivor has declared a peer down since the kill
             return all(_counter_read(c, s, "event.peer-down") > before[s] for s in survivors)
@@ -262,10 +269,17 @@ class Run:
                 r = self.generator.report()
                 if r["registered"] == self.n and not r["by_home_agent"].get(first.address):
                     seen["registered"] = time.monotonic() - t0
+                    # CPU and messages until then, before the consistency check (which asks
+                    # each survivor for everything) adds its own
+                    seen["cpu"] = _cpu(c, survivors)
+                    seen["traffic"] = {s: _traffic(c, s) for s in survivors}
             return "primaries" in seen and "registered" in seen
 
-        load.wait("every binding primary at a survivor and every node registered with one",
-                  served, self.timeout, min(0.2, self.interval))
+        try:
+            load.wait("every binding primary at a survivor and every node registered with one",
+                      served, self.timeout, min(0.2, self.interval))
+        finally:
+            _stop_profilers(profilers)
 
         def held():  # every survivor counts a binding for every node
             return all((c.control(s, "status", 30) or {}).get("bindings") == self.n
@@ -312,7 +326,28 @@ class Run:
                                          for s in survivors},
                 "generator_drops": generator_drops(report0, report1),
                 "ha_cpu_s": {k: round(cpu1[k] - cpu0[k], 2) for k in cpu1},
+                "ha_cpu_until_served_s": {k: round(seen["cpu"][k] - cpu0[k], 2)
+                                          for k in seen["cpu"]},
+                "traffic_until_served": {s: {k: seen["traffic"][s][k] - traffic0[s][k]
+                                             for k in TRAFFIC} for s in survivors},
                 "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)]}
+
+    def _profile(self, names, phase):
+        """With ``--profile DIR``: a py-spy recorder on each home agent of ``names`` for this
+        phase (raw collapsed stacks, ``DIR/PHASE-NAME.txt``; native frames left out)."""
+        if not self.profile:
+            return []
+        os.makedirs(self.profile, exist_ok=True)
+        spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+        procs = []
+        for ha in self.cluster.has:
+            if ha.name in names:
+                path = os.path.join(self.profile, f"{phase}-{ha.name}.txt")
+                procs.append(subprocess.Popen(
+                    [spy, "record", "--format", "raw", "--rate", "200", "-o", path,
+                     "--pid", str(ha.process.pid)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        return procs
 
     def restart(self):
         """The killed home agent started again, relearning every binding."""
@@ -355,6 +390,32 @@ def generator_drops(before, after):
     request dropped there is a node never told: counted, not lost silently)."""
     return {k: after["transport"].get(k, 0) - before["transport"].get(k, 0)
             for k in GENERATOR_DROPS}
+
+
+def _stop_profilers(procs):
+    """End the py-spy recorders of :meth:`Run._profile` (SIGINT: each writes its file)."""
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+#: The counters of a survivor's messages the kill phase reports (until every node registered
+#: with a survivor): what it sent and received per node taken over.
+TRAFFIC = ("core.switch-sent", "core.bu-accepted", "core.biu-sent", "received.BindingUpdate",
+           "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello",
+           "core.copies-held", "core.anti-entropy-repairs", "core.bir-received", "core.bu-duplicate",
+           "udptransport.superseded")
+
+
+def _traffic(cluster, name):
+    counters = load.wait(f"{name}'s counters", lambda: cluster.control(name, "counters"),
+                         120, 0.1)
+    return {k: counters.get(k, 0) for k in TRAFFIC}
 
 
 def _failed(o, phase):
@@ -458,13 +519,23 @@ def main(argv=None):
                         "(default) or the first-ranked takes all "
                         "(haha.lab.loadcluster.take_over_lines)")
     p.add_argument("--dir", help="keep configurations and logs here")
+    p.add_argument("--profile", metavar="DIR",
+                   help="record each survivor with py-spy during the kill phase, until every "
+                        "node is registered with one (raw collapsed stacks in DIR)")
+    p.add_argument("--phases", default="burst,kill,restart",
+                   help="the phases to run, in order (comma-separated; kill and restart need "
+                        "the burst before them)")
     args = p.parse_args(argv)
+    phases = tuple(args.phases.split(","))
+    unknown = [x for x in phases if x not in ("burst", "kill", "restart")]
+    if unknown or not phases or phases[0] != "burst":
+        p.error(f"--phases: burst first, then kill and/or restart (got {args.phases!r})")
     n = args.nodes or (1000 if args.quick else 10000)
     directory = args.dir or tempfile.mkdtemp(prefix="haha-bench-scale-")
     load.stop_on_sigterm()
     try:
         o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys,
-                args.admission, args.take_over_share)()
+                args.admission, args.take_over_share, args.profile, phases)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

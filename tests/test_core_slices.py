@@ -58,6 +58,37 @@ def test_backlog_runs_jobs_in_order_a_slice_at_a_time():
     assert b.next_deadline() is None and not b.pending()
 
 
+
+def test_backlog_has_follows_its_jobs_by_name():
+    """``has(name)`` (asked for every packet while a take-over may run) is true exactly while
+    a job of that name is queued: two of one name, one finished in its first slice, one
+    dropped when no longer alive, and a clear."""
+    out = []
+    b = Backlog(size=2)
+    assert not b.has("take-over")
+    b.add(range(1), lambda i, now, out: None, 0.0, out, name="push")  # done at once
+    assert not b.has("push")
+    b.add(range(3), lambda i, now, out: None, 0.0, out, name="take-over")
+    b.add(range(3), lambda i, now, out: None, 0.0, out, name="take-over")
+    alive = [True]
+    b.add(range(9), lambda i, now, out: None, 0.0, out, alive=lambda: alive[0], name="sweep")
+    assert b.has("take-over") and b.has("sweep") and not b.has("push")
+    b.run(1.0, out)  # the first job's last item, the second's first
+    assert b.has("take-over")
+    runs = 0
+    while b.has("take-over"):  # until both are over (whatever the slices)
+        b.run(2.0 + runs, out)
+        runs += 1
+    assert runs <= 3 and b.has("sweep") and len(b) == 1
+    alive[0] = False
+    b.run(9.0, out)
+    assert not b.has("sweep") and not b.pending()
+    b.add(range(9), lambda i, now, out: None, 0.0, out, name="take-over")
+    b.add(range(9), lambda i, now, out: None, 0.0, out, name="bulk-answer")
+    b.clear()
+    assert not b.has("take-over") and not b.has("bulk-answer")
+
+
 def test_backlog_drops_a_job_that_is_no_longer_alive_and_unsliced_runs_all():
     """A job whose ``alive()`` turns False is dropped without ``done``; with size None the
     whole job runs inside ``add``."""

@@ -132,6 +132,25 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert cases["restarted home agent relearning 8 bindings"]["consistent"]
     assert report["raw"]["kill"]["detected_s"] > 0, report["raw"]["kill"]
     assert report["raw"]["restart"]["consistency"]["examples"] == []
+    # each survivor's messages and CPU until every node was registered with one
+    kill = report["raw"]["kill"]
+    traffic = kill["traffic_until_served"]
+    assert set(traffic) == set(kill["ha_cpu_until_served_s"]) == {"ha2", "ha3"}
+    assert sum(t["core.bu-accepted"] for t in traffic.values()) >= 8
+    assert sum(t["core.switch-sent"] for t in traffic.values()) >= 1
+
+
+def test_benchmark_phases_are_checked():
+    """bench/scale.py's --phases must start with the burst (kill and restart need its
+    bindings) and name only known phases: anything else is a usage error before anything
+    starts."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import scale
+
+    for phases in ("kill", "burst,nap", ""):
+        with pytest.raises(SystemExit) as e:
+            scale.main(["--nodes", "8", "--phases", phases])
+        assert e.value.code == 2
 
 
 def test_haha_lab_load_refuses_bad_arguments(capsys):

@@ -398,6 +398,26 @@ def test_the_cap_is_a_setting():
     assert _asked(sr, cache, 2.0 * 1.25 + 0.01) == {hoa(0)}
 
 
+def test_switch_requests_share_one_message_per_named_home_agent():
+    """A take-over's switch requests all name the survivor: they carry one message object
+    (built once, not once per node); requests naming different home agents (a drain spreading
+    its nodes, or none named) still each name their own."""
+    from haha.core.switching import SwitchRequests
+
+    sr, cache = _requests(6, 0)
+    assert isinstance(sr, SwitchRequests)
+    out = []
+    targets = [HAS[1], HAS[1], HAS[2], HAS[1], None, HAS[2]]
+    for i, desired in enumerate(targets):
+        sr.request(cache.get(hoa(i)), desired, 0.0, out)
+    sr.tick(0.5, out, None)  # the paced ones (a microsecond apart)
+    sent = [e.message for e in out if type(e) is Send]
+    assert all(type(m) is HaSwitchRequest for m in sent)
+    named = [m.options[0].address if m.options else None for m in sent]
+    assert named == targets
+    assert sent[0] is sent[1] and sent[0] is not sent[2]
+
+
 def test_a_request_whose_answer_waits_in_the_input_queue_is_not_repeated():
     """Twenty requests due for retransmission: the ten whose nodes have a packet waiting in
     the transport's input queue (``waiting``) are not repeated (counted), the ten others

@@ -62,6 +62,7 @@ from .halifecycle import (
     NotServing,
     TableViolation,
 )
+from .heldcopies import HeldCopies
 from .peering import Peering
 from .registrar import Registrar
 from .slices import Backlog
@@ -155,6 +156,10 @@ class HomeAgent:
         self.takeover = AddressTakeover(settings, self.rng, self.counters)
         self.switching = SwitchRequests(settings, self.rng, self.counters, self.cache,
                                         self.takeover.unswitchable)
+        # Refreshes of our own primaries wait while switch requests are out (a take-over's
+        # nodes re-registering) and leave packed (haha.core.heldcopies).
+        self.held_copies = HeldCopies(
+            lambda: bool(self.switching) or self.work.has("take-over"), self.counters)
         # receive() dispatches through the table: per state, message type -> handler.
         self._receivers: Dict[HAState, Dict[type, _Receiver]] = {
             s: self._receivers_in(s) for s in HAState}
@@ -268,6 +273,7 @@ class HomeAgent:
         self.peering.next_hello = None
         self._boot_until = None
         self.work.clear()
+        self.held_copies.clear()
         out.append(Event(EventName.STOPPED, primaries=self.cache.primary_count))
 
     def drain(self, now: float) -> Effects:
@@ -409,7 +415,8 @@ class HomeAgent:
 
     def busy(self) -> bool:
         """True while synchronisation or switch requests are still outstanding."""
-        return bool(self.switching) or self.sync.busy() or self.work.pending()
+        return bool(self.switching) or self.sync.busy() or self.work.pending() \
+            or bool(self.held_copies)
 
     def urgent(self, now: float) -> bool:
         """True while this home agent has work that should come before its mobile nodes'
@@ -429,7 +436,7 @@ class HomeAgent:
         candidates = [self.cache.next_expiry(), self.peers.next_expiry(),
                       self.sync.next_deadline(), self.peering.next_hello, self._boot_until,
                       self.switching.next_deadline(), self.takeover.next_deadline(),
-                      self.work.next_deadline()]
+                      self.work.next_deadline(), self.held_copies.due]
         due = [t for t in candidates if t is not None]
         return min(due) if due else None
 
@@ -447,6 +454,8 @@ class HomeAgent:
             self.sync.flush(now, out)
         for e in self.peers.pop_expired(now):
             self.peering.down(e.address, "expired", now, out)
+        if self.held_copies:
+            self.held_copies.release(now, self.cache, self.sync, out)
         self.sync.tick(now, out)
         if self._boot_until is not None and now >= self._boot_until:
             self._input(HAInput.BOOT_OVER, now, out)

@@ -14,7 +14,7 @@ never makes or ends a live peer; neither does a Router Advertisement.
 """
 
 import math
-from typing import TYPE_CHECKING, Any, List, Optional, Set
+from typing import TYPE_CHECKING, Any, List, Optional, Set, Tuple
 
 from haha.wire.icmpv6 import RA_H, RouterAdvertisement
 from haha.wire.mh import HaHello
@@ -85,14 +85,22 @@ class Peering:
     # -- HELLO out -------------------------------------------------------------------------
 
     def hello_message(self, lifetime: int) -> HaHello:
+        """Our HELLO. It carries the digest of our primaries (anti-entropy), except while a
+        take-over or switch requests are under way: then our nodes re-register for many
+        seconds and their refreshes reach the peers late by design (held and packed,
+        :mod:`.heldcopies`), so every HELLO would show a difference, and after 10 s each peer
+        would ask us for everything in the middle of the take-over (a bulk answer of every
+        binding, seen at 30,000 nodes). A HELLO without a digest restarts the peer's count;
+        the digests, and any repair a real loss needs, resume when the requests are done."""
         ha = self.ha
         s = ha.settings
         self.hello_seq = next_sequence(self.hello_seq)
+        digest: Tuple[Any, ...] = () if ha.held_copies.active() \
+            else (BindingDigest(*ha.cache.digest()),)
         return HaHello(self.hello_seq, ha.preference, lifetime,
                        min(0xFFFF, math.ceil(s.hello_interval)), s.home_prefix.prefixlen,
                        ha.address, tuple(MobileNetworkPrefix(p) for p in s.hello_prefixes)
-                       + (BindingDigest(*ha.cache.digest()),)
-                       + ha.takeover.hello_options())
+                       + digest + ha.takeover.hello_options())
 
     def send_hello(self, address: Any, now: float, out: Effects,
                    lifetime: Optional[int] = None) -> None:

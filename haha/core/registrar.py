@@ -96,6 +96,7 @@ class Registrar:
         moved = held is not None and address_int(held.care_of) != address_int(care_of)
         if moved:
             ha.flaps.moved(hoa, held.care_of, care_of, now, out)  # type: ignore[union-attr]
+        same = False
         if held is not None and held.primary is None:
             # A refresh or a move of our own primary: duties change only with the tunnel.
             same = not moved and held.prefixes == prefixes and (
@@ -123,6 +124,8 @@ class Registrar:
             st = switching.get(hoa)
             if st is not None and st.sequence != bu.sequence:
                 switching.answered(hoa, now)  # done; its answer time feeds the timeout
+        if same and ha.held_copies.hold(b, now):
+            return  # a refresh of our own primary, sent packed later (haha.core.heldcopies)
         ha.sync.publish(b, now, out)
 
     def deregister(self, held: Binding, now: float, out: Effects, why: str) -> None:

@@ -67,6 +67,9 @@ class Backlog:
         self.counters: MutableMapping[str, int] = counters if counters is not None else {}
         self._jobs: deque[_Job] = deque()
         self._since: float | None = None
+        # queued jobs by name: has() is asked for every packet while a take-over may run
+        # (HomeAgent.urgent, from the transport's input queue), so it must not walk the queue
+        self._names: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -88,6 +91,7 @@ class Backlog:
             return
         queued = bool(self._jobs)
         self._jobs.append(job)
+        self._names[name] = self._names.get(name, 0) + 1
         if queued:
             return
         self._finish(job, now, out, size or self.size)
@@ -95,7 +99,7 @@ class Backlog:
 
     def has(self, name: str) -> bool:
         """Whether a job called ``name`` is queued (unfinished)."""
-        return any(job.name == name for job in self._jobs)
+        return name in self._names
 
     def next_deadline(self) -> float | None:
         """When the next slice is due: at once (the time work was last queued or run)."""
@@ -148,10 +152,17 @@ class Backlog:
     def _pop(self, job: _Job) -> None:
         if self._jobs and self._jobs[0] is job:
             self._jobs.popleft()
+            names = self._names
+            left = names[job.name] - 1
+            if left:
+                names[job.name] = left
+            else:
+                del names[job.name]
 
     def clear(self) -> None:
         """Forget every job (the machine stopped)."""
         self._jobs.clear()
+        self._names.clear()
         self._since = None
 
 

@@ -127,6 +127,7 @@ class SwitchRequests:
         #: input queue of this home agent's transport (the service sets it; None: never). A
         #: request whose node's answer is already here is not repeated.
         self.waiting: Optional[Callable[[Any], bool]] = None
+        self._last_message: Optional[Tuple[Any, Any]] = None  # (desired, its request)
 
     def first_due(self, now: float) -> bool:
         """Whether a paced first transmission is due at ``now`` (a node not yet told)."""
@@ -211,13 +212,23 @@ class SwitchRequests:
         together do not come back together (RFC 6275 11.8 asks the same of nodes' BUs)."""
         return timeout * (1.0 + 0.25 * self.rng.random())
 
-    def _send(self, b: Binding, desired: Any, out: List[Any]) -> None:
-        hoa = b.home_address
+    def _message(self, desired: Any) -> Any:
+        """The switch request naming ``desired`` (None: none named). Messages are immutable
+        records: a take-over sends every node the same one, so the last one is kept."""
+        last = self._last_message
+        if last is not None and last[0] == desired:
+            return last[1]
         if self.settings.switch_message == SWITCH_RFC5142:
             msg: Any = HomeAgentSwitch((desired,) if desired is not None else ())
         else:
             opts = (IpAddress(IPADDR_HOME_AGENT, desired, 128),) if desired is not None else ()
             msg = HaSwitchRequest(opts)
+        self._last_message = (desired, msg)
+        return msg
+
+    def _send(self, b: Binding, desired: Any, out: List[Any]) -> None:
+        hoa = b.home_address
+        msg = self._message(desired)
         out.append(Send(msg, self.settings.address, b.care_of, routing_address=hoa,
                         protect=hoa))
         self.counters["switch-sent"] += 1
@@ -262,6 +273,7 @@ class SwitchRequests:
         maximum = self.settings.biu_max_timeout
         cache = self.cache
         sent = 0
+        first_timeout = self.first_timeout() if first else 0.0  # nothing below changes it
         while first and first[0][0] <= now and (limit is None or sent < limit):
             t, hoa = first.popleft()
             sent += 1  # stale items count too
@@ -274,7 +286,7 @@ class SwitchRequests:
                 continue
             st.waiting = False
             st.sent_at = now
-            st.timeout = max(st.timeout, self.first_timeout())
+            st.timeout = max(st.timeout, first_timeout)
             st.next_at = now + self.jittered(st.timeout)
             heapq.heappush(heap, (st.next_at, next(self._order), hoa))
             self._send(b, st.desired, out)
