@@ -36,7 +36,9 @@ Cases:
   primary and of a copy holder during the burst).
 
 Each case also reports the longest ``status`` answer of the control sockets during its phase
-(a blocked reactor answers late). ``--quick`` runs 1,000 nodes (20 s on the shared 2-core
+(a blocked reactor answers late, and so does one waiting for a CPU held by other processes),
+and from each home agent's own stall probe (a 10 ms timer measuring its reactor's work without
+a break in CPU time) the longest stall and the number of stalls of 50 ms or more. ``--quick`` runs 1,000 nodes (20 s on the shared 2-core
 machine at load 3.5, 45 s at load 6, most of it daemons starting); the default is 10,000 nodes and ``--nodes
 100000`` the issue's goal. ``--ha-lifetime`` sets the home agents' failure detection time (3 s by
 default); ``--timeout`` bounds each phase (docs/scale.md has the figures). Prints one JSON
@@ -444,7 +446,8 @@ def results(o):
                  latency_s=b["latency_s"], false_peer_downs=b["peer_downs"],
                  rate_limited=b["rate_limited"], binding_updates_received=bus,
                  generator_cpu_s=b["generator_cpu_s"],
-                 longest_status_s=b["probe"]["longest_status_s"]),
+                 longest_status_s=b["probe"]["longest_status_s"],
+                 **_stalls(b["probe"])),
             {"case": f"daemon CPU per Binding Update during the burst ({n} nodes)",
              "metric": "microseconds of the three daemons' CPU per Binding Update received",
              "unit": "us", "value": round(cpu_per_bu, 1),
@@ -476,7 +479,8 @@ def results(o):
                         consistent=k["consistency"]["consistent"], peer_downs=k["peer_downs"],
                         generator_drops=k["generator_drops"],
                         peer_downs_expected=2,
-                        longest_status_s=k["probe"]["longest_status_s"]))
+                        longest_status_s=k["probe"]["longest_status_s"],
+                 **_stalls(k["probe"])))
     r = o.get("restart", {"failed": "not run (an earlier phase failed)"})
     restart_case = {"case": f"restarted home agent relearning {n} bindings",
                     "metric": "seconds from serving until it holds a consistent copy of every "
@@ -489,12 +493,21 @@ def results(o):
                         baselines={"start-up-to-serving": r["serving_s"]},
                         consistent=r["consistency"]["consistent"],
                         held_s=r.get("held_s"), checked_s=r.get("checked_s"),
-                        longest_status_s=r["probe"]["longest_status_s"]))
+                        longest_status_s=r["probe"]["longest_status_s"],
+                 **_stalls(r["probe"])))
     out.append({"case": f"memory per configured node ({n} nodes, {o['node_keys']} keys)",
                 "metric": "RSS delta",
                 "unit": "octets", "value": o["memory"]["per_configured_node"],
                 "baselines": {"rss-without-nodes": o["memory"]["rss_empty"]}})
     return out
+
+
+def _stalls(probe):
+    """A phase's reactor stalls, from each home agent's own probe (``status``'s ``reactor``,
+    docs/operations.md): the longest (ms, 0 when none reached 10 ms) and how many were 50 ms
+    or more (the goal: none)."""
+    return {"longest_stall_ms": probe.get("longest_stall_ms", {}),
+            "stalls_over_50ms": probe.get("stalls_over_50ms", {})}
 
 
 def main(argv=None):
