@@ -115,7 +115,8 @@ def test_generator_registers_every_node_and_the_check_sees_a_loss(tmp_path):
 @pytest.mark.slow
 def test_benchmark_runs_end_to_end(tmp_path):
     """bench/scale.py with a few nodes: every case present with a baseline, every phase
-    consistent (burst, after kill -9 of the primary, after its restart)."""
+    consistent (burst, after kill -9 of the primary, after its restart), each phase with the
+    home agents' own stall figures."""
     bench = os.path.join(os.path.dirname(__file__), "..", "bench", "scale.py")
     out = subprocess.run([sys.executable, bench, "--nodes", "8", "--workers", "1",
                           "--timeout", "60"], capture_output=True, text=True, timeout=300)
@@ -138,6 +139,10 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert set(traffic) == set(kill["ha_cpu_until_served_s"]) == {"ha2", "ha3"}
     assert sum(t["core.bu-accepted"] for t in traffic.values()) >= 8
     assert sum(t["core.switch-sent"] for t in traffic.values()) >= 1
+    # every phase has each running home agent's own reactor stalls (haha.stallprobe)
+    assert set(cases["registration burst"]["longest_stall_ms"]) == {"ha1", "ha2", "ha3"}
+    assert set(cases["kill -9 of the primary of 8 nodes"]["longest_stall_ms"]) == {"ha2", "ha3"}
+    assert "stalls_over_50ms" in cases["restarted home agent relearning 8 bindings"]
 
 
 def test_benchmark_phases_are_checked():
