@@ -663,7 +663,10 @@ def main(argv=None):
         prof.enable()
         s.burst(first)
         prof.disable()
-        pstats.Stats(prof, stream=sys.stderr).sort_stats(os.environ.get("HAHA_PROF_SORT", "tottime")).print_stats(int(os.environ.get("HAHA_PROF_N", "40")))
+        st = pstats.Stats(prof, stream=sys.stderr).sort_stats(os.environ.get("HAHA_PROF_SORT", "tottime"))
+        st.print_stats(int(os.environ.get("HAHA_PROF_N", "40")))
+        if os.environ.get("HAHA_PROF_CALLERS"):
+            st.print_callers(os.environ["HAHA_PROF_CALLERS"])
         return
     tree = None
     if args.baseline_tree:
