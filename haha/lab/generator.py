@@ -51,11 +51,14 @@ from ..core.effects import Event
 from ..core.events import EventName
 from ..interfaces import IMobilityTransport
 from ..logging import logger
+from ..wire.addresses import address_int
 from .cluster import HOME_PREFIX
 from .loadnodes import BINDING_LIFETIME, care_of_prefix, home_address, node_secret, split
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+
+    from ..security.keyring import NodeKeyring
     from twisted.internet.udp import Port
 
 #: The generated nodes' ``retransmit_jitter`` and ``refresh_jitter``
@@ -281,6 +284,31 @@ class _NodeView:
         self.shared.receivers.pop(self.key, None)
 
 
+def _derive_primed(keyring: NodeKeyring, secret: bytes, home_agent: IPv6Address) -> None:
+    """What ``keyring.ensure(home_agent)`` installs (the node's SA pair with that home agent,
+    the same keys and SPIs, from ``secret``, the keyring's), with both cipher contexts built
+    now rather than on first use."""
+    from ..security.keys import HOME_AGENT, derive_pair
+
+    if home_agent in keyring.derived or keyring.sadb.has_peer(home_agent):
+        return
+    out, inb = derive_pair(secret, keyring.home_address, home_agent, HOME_AGENT)
+    keyring.sadb.add_derived_pair(home_agent, HOME_AGENT, out.spi, out.key + out.salt,
+                                  inb.spi, inb.key + inb.salt, prime=True)
+    keyring.derived.add(home_agent)
+
+
+def _key(home_agent: IPv6Address | None) -> int | None:
+    """What a worker counts a home agent by: its address's integer (hashed in C; an
+    ``IPv6Address`` hashes in Python, twice per count)."""
+    return None if home_agent is None else address_int(home_agent)
+
+
+def _text(key: object) -> str:
+    """A :func:`_key` as the reports write it: the address's text (``"None"`` for None)."""
+    return str(IPv6Address(key)) if type(key) is int else str(key)
+
+
 class _Worker:
     """What runs in one generator process (:func:`_worker_main`)."""
 
@@ -340,13 +368,15 @@ class _Worker:
                                           refresh_jitter=REFRESH_JITTER)
             machine = MobileNode(settings, rng)
             sadb = SecurityAssociationDatabase()
-            keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
+            secret = node_secret(spec["secret"], hoa)
+            keyring = NodeKeyring(secret, hoa, sadb)
             # A node has its SAs with every configured home agent before it registers, as
             # `twistd haha-mn` derives them at start (mobile_node_security): derived now, so
             # that the burst and a take-over measure registering, not the nodes' key
-            # derivation.
+            # derivation; their cipher contexts too (built otherwise on each SA's first
+            # packet, twice in a node's answer to a switch request).
             for ha in self.has:
-                keyring.ensure(ha)
+                _derive_primed(keyring, secret, ha)
             adapter = MobileNodeAdapter(machine, self.shared.view(care_of), self.clock,
                                         DEFAULT_PROFILE, policy, sadb, None, None, keyring,
                                         log=log)
@@ -363,7 +393,7 @@ class _Worker:
             if old == "registered":
                 self.by_home_agent[self.counted.pop(i, None)] -= 1
             if new == "registered":
-                ha = self.counted[i] = self.nodes[i - self.first][2].home_agent
+                ha = self.counted[i] = _key(self.nodes[i - self.first][2].home_agent)
                 self.by_home_agent[ha] += 1
         elif name == EventName.REGISTERED:
             if i not in self.registered:
@@ -443,7 +473,7 @@ class _Worker:
         for _, _, machine, _ in self.nodes:
             states[machine.state] += 1
             if machine.state == REGISTERED:
-                by_ha[machine.home_agent] += 1
+                by_ha[_key(machine.home_agent)] += 1
         return states, by_ha
 
     def report(self, latencies: bool = False) -> WorkerReport:
@@ -467,7 +497,7 @@ class _Worker:
             transport["kernel_drops"] = drops
         out: WorkerReport = {
             "nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
-            "by_home_agent": {str(k): v for k, v in by_ha.items()}, "states": dict(states),
+            "by_home_agent": {_text(k): v for k, v in by_ha.items()}, "states": dict(states),
             "first_registrations": len(self.registered),
             "cpu_s": t.user + t.system, "transport": transport,
             "core": dict(core)}
