@@ -429,6 +429,23 @@ class MobileNodeAdapter(Adapter):
         elif endpoint.outbox:
             self._carry_out()
 
+    def _rearm(self) -> None:
+        """As :meth:`Adapter._rearm` (one timer for the machine's next deadline), in one call:
+        a node re-arms after every packet it handles."""
+        if not self.running or self._rearm_call is not None:
+            return super()._rearm()
+        deadline = self.endpoint.next_timer()
+        call = self._call
+        if call is not None and call.active():
+            if deadline == self._deadline:
+                return
+            call.cancel()
+        self._call = self._deadline = None
+        if deadline is not None:
+            clock = self.clock
+            self._deadline = deadline
+            self._call = clock.callLater(max(0.0, deadline - clock.seconds()), self._fire)
+
     def _publish(self, event: Any) -> None:
         """As :meth:`Adapter._publish`; an event the level discards and that is not summarised
         goes straight to the observers (one look-up, no log record)."""

@@ -76,6 +76,7 @@ from .effects import (
     SendIcmp,
     TunnelDown,
     TunnelUp,
+    make_send,
 )
 from .effecttypes import Effects
 from .events import EventName
@@ -474,8 +475,8 @@ class MobileNode:
                 fixed = self._bu_fixed = (care_of, BU_A | BU_H | (BU_R if s.mobile_router else 0),
                                           units(s.lifetime), tuple(opts))
             bu = BindingUpdate(self.sequence, fixed[1], fixed[2], fixed[3])
-            send = self._bu_sent = Send(bu, care_of, self.target,
-                                        home_address=self.home_address, protect=self.target)
+            send = self._bu_sent = make_send(bu, care_of, self.target, self.home_address, None,
+                                             self.target)
         out.append(send)
         self._sent(self.sequence)
         self._retransmit_at = now + self._jittered(self._timeout)
