@@ -206,6 +206,10 @@ def _table() -> dict[tuple[State, Input], str]:
 #: Every (state, input) pair: a handler method name, IGNORE or INVALID.
 TRANSITIONS = _table()
 
+#: The counter of each ignored (state, input) pair: ``ignored:STATE:INPUT``.
+_IGNORED = {key: f"ignored:{key[0].value}:{key[1].value}"
+            for key, entry in TRANSITIONS.items() if entry == IGNORE}
+
 #: The most addresses a DHAAD reply can carry in the minimum MTU (RFC 6275 10.5.1).
 DHAAD_MAX_ADDRESSES = 77
 #: How many home agents learnt from DHAAD the Home Agent list keeps (configured ones aside).
@@ -391,7 +395,9 @@ class MobileNode:
             raise InvalidTransition(self.state, event)
         out: Effects = []
         if entry == IGNORE:
-            self.counters[f"ignored:{self.state}:{event}"] += 1
+            # A duplicate acknowledgement (the answer to a retransmission) lands here after
+            # every busy take-over: the counter's name is made once per pair, not per packet.
+            self.counters[_IGNORED[(self.state, event)]] += 1
             return out
         before = self.state
         getattr(self, entry)(now, out, **kw)
