@@ -18,7 +18,10 @@ packet's destination octets only, and sends without address objects or queues; t
 retransmit and refresh with jitter (:data:`RETRANSMIT_JITTER`), so that nodes started together
 do not retransmit together; the counts the parent asks for every few tenths of a second
 (registered nodes, per home agent, per state) are kept from the nodes' state events instead of
-walking every node, and the home agents each event names are made text only in a report.
+walking every node (keyed by the home agents' integers), and the home agents each event
+names are made text only in a report; each node's SAs with every configured home agent are
+derived, their cipher contexts built, before the burst (on first use they would be built in
+the middle of the take-over a benchmark times).
 With :data:`PROFILE_ENV` set, each worker writes a cProfile of each phase.
 
 The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; :meth:`Generator.echo` makes
