@@ -60,9 +60,9 @@ from .loadnodes import BINDING_LIFETIME, care_of_prefix, home_address, node_secr
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
+    from twisted.internet.udp import Port
 
     from ..security.keyring import NodeKeyring
-    from twisted.internet.udp import Port
 
 #: The generated nodes' ``retransmit_jitter`` and ``refresh_jitter``
 #: (:class:`haha.core.settings.MobileNodeSettings`): started at one instant, they would otherwise
@@ -385,7 +385,8 @@ class _Worker:
             # `twistd haha-mn` derives them at start (mobile_node_security): derived now, so
             # that the burst and a take-over measure registering, not the nodes' key
             # derivation; their cipher contexts too (built otherwise on each SA's first
-            # packet, twice in a node's answer to a switch request).
+            # packet, twice in a node's answer to a switch request: about 4 us each, for
+            # about 2.7 KB each held from the start, 16 KB per node).
             for ha in self.has:
                 _derive_primed(keyring, secret, ha)
             adapter = MobileNodeAdapter(machine, self.shared.view(care_of), self.clock,
