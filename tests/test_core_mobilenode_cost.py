@@ -194,3 +194,22 @@ def test_binding_updates_follow_the_care_of_address():
     moved = [e for e in m.move(COA2, 110.0) if type(e) is Send][0]
     assert moved.src == COA2 and moved.message.options == (AlternateCareOfAddress(COA2),)
     assert moved.message.flags == first.flags and moved.message.lifetime == first.lifetime
+
+
+def test_events_made_through_their_slots_are_what_they_were():
+    """An Event built through its slots' setters (cheaper than object.__setattr__) holds its
+    name and fields, stays immutable (no attribute can be set or added), and compares and
+    hashes by name and fields."""
+    from haha.core.effects import Event
+    from haha.core.events import EventName
+
+    e = Event(EventName.REGISTERED, home_agent=HA1, lifetime=60)
+    assert e.name == "registered" and e.fields == {"home_agent": HA1, "lifetime": 60}
+    assert e["lifetime"] == 60 and e.get("missing", 1) == 1
+    for attribute in ("name", "fields", "other"):
+        with pytest.raises(AttributeError):
+            setattr(e, attribute, None)
+    assert e.name == "registered"
+    same = Event("registered", lifetime=60, home_agent=copy(HA1))
+    assert same == e and hash(same) == hash(e)
+    assert Event("registered", home_agent=HA2, lifetime=60) != e
