@@ -63,6 +63,42 @@ def test_nodes_hold_every_home_agents_sas_before_the_burst():
         assert adapter.keyring.derived == every
 
 
+def test_nodes_sas_are_the_keyrings_with_their_cipher_contexts_built():
+    """The pairs a worker installs are the ones ``NodeKeyring.ensure`` derives (same SPIs and
+    keys: what each node seals, a database filled by ensure opens, and the other way round),
+    and each SA's cipher context is built before the burst (six per node, none left to build
+    on a first packet: a switch request's answer builds none)."""
+    from haha.lab.loadnodes import node_secret
+    from haha.security.keyring import NodeKeyring
+    from haha.security.keys import derive_pair
+    from haha.security.sadb import MOBILE_NODE, SecurityAssociationDatabase
+    from haha.wire.numbers import IPPROTO_MH
+
+    w = _worker(3)
+    for _, _, machine, adapter in w.nodes:
+        sadb = adapter.sadb
+        assert sadb.ciphers.built == 2 * len(HAS) and len(sadb.ciphers) == 2 * len(HAS)
+        hoa = machine.settings.home_address
+        reference = SecurityAssociationDatabase()
+        keyring = NodeKeyring(node_secret(bytes(range(32)), hoa), hoa, reference)
+        for address, _ in HAS:
+            keyring.ensure(IPv6Address(address))
+        # The same SAs (peer, role, direction, SPI, window...), nothing used yet.
+        assert sorted(map(repr, sadb.describe())) == sorted(map(repr, reference.describe()))
+        assert len(sadb.describe()) == 2 * len(HAS)
+        for address, _ in HAS:
+            ha = IPv6Address(address)
+            # What each database seals, the home agent's side of the pair opens.
+            for db in (sadb, reference):
+                ha_side = SecurityAssociationDatabase()
+                for spec in derive_pair(node_secret(bytes(range(32)), hoa), ha, hoa,
+                                        MOBILE_NODE):
+                    ha_side.add(spec)
+                esp = db.protect(ha, IPPROTO_MH, b"binding update")
+                assert ha_side.unprotect(hoa, esp)[2] == b"binding update"
+        assert sadb.ciphers.built == 2 * len(HAS)  # sealing built nothing more
+
+
 def test_what_the_nodes_share_is_built_once():
     """The nodes of a worker share the home prefix, the random source and the logger; each
     still has its own machine, settings, SA database and home and care-of addresses."""

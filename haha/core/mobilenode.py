@@ -49,6 +49,7 @@ from enum import StrEnum
 from ipaddress import IPv6Address
 from typing import Any, cast
 
+from haha.wire.addresses import address_int
 from haha.wire.icmpv6 import DhaadReply, DhaadRequest
 from haha.wire.mh import (
     BA_R,
@@ -75,6 +76,7 @@ from .effects import (
     SendIcmp,
     TunnelDown,
     TunnelUp,
+    make_send,
 )
 from .effecttypes import Effects
 from .events import EventName
@@ -204,6 +206,10 @@ def _table() -> dict[tuple[State, Input], str]:
 #: Every (state, input) pair: a handler method name, IGNORE or INVALID.
 TRANSITIONS = _table()
 
+#: The counter of each ignored (state, input) pair: ``ignored:STATE:INPUT``.
+_IGNORED = {key: f"ignored:{key[0].value}:{key[1].value}"
+            for key, entry in TRANSITIONS.items() if entry == IGNORE}
+
 #: The most addresses a DHAAD reply can carry in the minimum MTU (RFC 6275 10.5.1).
 DHAAD_MAX_ADDRESSES = 77
 #: How many home agents learnt from DHAAD the Home Agent list keeps (configured ones aside).
@@ -211,9 +217,26 @@ KNOWN_LIMIT = DHAAD_MAX_ADDRESSES
 
 
 def global_scope(address: IPv6Address) -> bool:
-    """Whether ``address`` has global scope (draft 5.3 switches at once only to such)."""
-    return not (address.is_link_local or address.is_multicast or address.is_unspecified
-                or address.is_loopback or address.is_site_local)
+    """Whether ``address`` has global scope (draft 5.3 switches at once only to such): not
+    link-local (fe80::/10), site-local (fec0::/10, deprecated by RFC 3879), multicast (ff00::/8),
+    unspecified (::) or loopback (::1), RFC 4291 2.4. Read from the address's integer (the
+    ``is_*`` properties of :mod:`ipaddress` each test a network: 2 us for the five)."""
+    k = address_int(address)
+    return not (k >> 120 == 0xFF or k >> 118 in _LOCAL_TOP10 or k <= 1)
+
+
+#: The top 10 bits of fe80::/10 (link-local) and fec0::/10 (site-local).
+_LOCAL_TOP10 = (0x3FA, 0x3FB)
+
+
+def same_address(a: IPv6Address | None, b: IPv6Address | None) -> bool:
+    """``a == b`` for two IPv6 addresses or None, from their integers (and scopes):
+    ``IPv6Address.__eq__`` is Python code, about three times the cost, and the node compares
+    addresses on every step."""
+    if a is b:
+        return True
+    return a is not None and b is not None and address_int(a) == address_int(b) \
+        and a.scope_id == b.scope_id
 
 
 class MobileNode:
@@ -247,6 +270,9 @@ class MobileNode:
         self._in_flight: deque[int] = deque(maxlen=IN_FLIGHT)
         #: The Binding Update of the registration attempt in flight, as last sent.
         self._bu_sent: Send | None = None
+        #: (care-of address, flags, lifetime units, options) of the Binding Updates sent from
+        #: that care-of address (:meth:`_send_bu`).
+        self._bu_fixed: tuple[IPv6Address, int, int, tuple[MobilityOption, ...]] | None = None
         self._refresh_at: float | None = None
         self._dhaad_id: int | None = None
         self._dhaad_tries = 0
@@ -369,7 +395,9 @@ class MobileNode:
             raise InvalidTransition(self.state, event)
         out: Effects = []
         if entry == IGNORE:
-            self.counters[f"ignored:{self.state}:{event}"] += 1
+            # A duplicate acknowledgement (the answer to a retransmission) lands here after
+            # every busy take-over: the counter's name is made once per pair, not per packet.
+            self.counters[_IGNORED[(self.state, event)]] += 1
             return out
         before = self.state
         getattr(self, entry)(now, out, **kw)
@@ -415,7 +443,7 @@ class MobileNode:
         """Send a Binding Update to ``home_agent``: ``first`` when it holds no binding of ours
         (InitialBindackTimeoutFirstReg), else a refresh or care-of change."""
         self.target = home_agent
-        if home_agent == self.home_agent and self.bound:
+        if self.home_agent is not None and same_address(home_agent, self.home_agent):
             self.state = REFRESHING
             self._timeout = self.settings.initial_timeout
         elif self.bound:
@@ -439,16 +467,22 @@ class MobileNode:
             # A retransmission is the very same record (nothing of it changed).
             if not again:
                 self.sequence = next_sequence(self.sequence)
-            flags = BU_A | BU_H | (BU_R if s.mobile_router else 0)
-            assert self.care_of is not None  # sent only while away
+            care_of = self.care_of
+            assert care_of is not None  # sent only while away
             assert self.target is not None  # _register_with names the home agent first
-            opts: list[MobilityOption] = []
-            if s.alternate_care_of:
-                opts.append(AlternateCareOfAddress(self.care_of))
-            opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
-            bu = BindingUpdate(self.sequence, flags, units(s.lifetime), tuple(opts))
-            send = self._bu_sent = Send(bu, self.care_of, self.target,
-                                        home_address=self.home_address, protect=self.target)
+            # Everything but the sequence number depends on the settings and the care-of
+            # address only: made once per care-of address, not per Binding Update.
+            fixed = self._bu_fixed
+            if fixed is None or fixed[0] is not care_of:
+                opts: list[MobilityOption] = []
+                if s.alternate_care_of:
+                    opts.append(AlternateCareOfAddress(care_of))
+                opts.extend(MobileNetworkPrefix(p) for p in s.prefixes)
+                fixed = self._bu_fixed = (care_of, BU_A | BU_H | (BU_R if s.mobile_router else 0),
+                                          units(s.lifetime), tuple(opts))
+            bu = BindingUpdate(self.sequence, fixed[1], fixed[2], fixed[3])
+            send = self._bu_sent = make_send(bu, care_of, self.target, self.home_address, None,
+                                             self.target)
         out.append(send)
         self._sent(self.sequence)
         self._retransmit_at = now + self._jittered(self._timeout)
@@ -502,13 +536,15 @@ class MobileNode:
 
     def _ba_valid(self, inbound: Inbound, out: Effects) -> bool:
         ba = cast(BindingAck, inbound.message)
-        if inbound.src != self.target:
+        target = self.target
+        if target is None or not same_address(inbound.src, target):
             self.counters["dropped:ba-wrong-source"] += 1
             return False
-        if inbound.routing_address != self.home_address:
+        if not same_address(inbound.routing_address, self.home_address):
             self.counters["dropped:ba-without-routing-header"] += 1
             return False
-        if inbound.protected_by is not None and inbound.protected_by != self.target:
+        protected_by = inbound.protected_by
+        if protected_by is not None and not same_address(protected_by, target):
             self.counters["dropped:ba-sa-mismatch"] += 1
             return False
         if not self._answers_in_flight(ba):
@@ -554,18 +590,25 @@ class MobileNode:
             refresh *= 1.0 - s.refresh_jitter * self.rng.random()
         self._refresh_at = now + refresh
         self._retransmit_at = None
-        self._rejected = set()
-        self._candidates = []
+        if self._rejected:
+            self._rejected = set()
+        if self._candidates:
+            self._candidates = []
         self.state = REGISTERED
-        if self.home_agent is not None and self.home_agent not in self.known_home_agents:
-            self.known_home_agents.append(self.home_agent)
+        home_agent, care_of = self.home_agent, self.care_of
         # Accepted from the target (the source was checked) while away from home.
-        assert self.care_of is not None and self.home_agent is not None
-        tunnel = TunnelUp(self.home_address, self.care_of, self.home_agent, s.prefixes)
-        if tunnel != self.tunnel:
-            self.tunnel = tunnel
+        assert care_of is not None and home_agent is not None
+        if self._known(home_agent) is None:
+            self.known_home_agents.append(home_agent)
+        tunnel = self.tunnel
+        if tunnel is None or not (same_address(tunnel.home_agent, home_agent)
+                                  and same_address(tunnel.care_of, care_of)
+                                  and same_address(tunnel.home_address, self.home_address)
+                                  and tunnel.prefixes == s.prefixes):
+            # A tunnel equal to the one in force (a refresh) is not carried out again.
+            tunnel = self.tunnel = TunnelUp(self.home_address, care_of, home_agent, s.prefixes)
             out.append(tunnel)
-        out.append(Event(EventName.REGISTERED, home_agent=self.home_agent, care_of=self.care_of,
+        out.append(Event(EventName.REGISTERED, home_agent=home_agent, care_of=care_of,
                          lifetime=granted, sequence=ba.sequence))
 
     def _next_candidate(self, now: float, out: Effects) -> None:
@@ -603,37 +646,60 @@ class MobileNode:
 
     def _switch_request(self, now: float, out: Effects, inbound: Inbound) -> None:
         msg = inbound.message
-        if inbound.routing_address is not None and inbound.routing_address != self.home_address:
+        routing = inbound.routing_address
+        if routing is not None and not same_address(routing, self.home_address):
             self.counters["dropped:switch-wrong-home-address"] += 1
             return
-        if inbound.protected_by is None and inbound.src not in self.known_home_agents:
+        if inbound.protected_by is None and self._known(inbound.src) is None:
             self.counters["dropped:switch-unauthenticated"] += 1
             return
-        wanted: list[IPv6Address]
+        wanted: tuple[IPv6Address, ...]
         if type(msg) is HaSwitchRequest:
-            wanted = [msg.desired_home_agent] if msg.desired_home_agent is not None else []
+            desired = msg.desired_home_agent
+            wanted = (desired,) if desired is not None else ()
         else:
-            wanted = [a for a in cast(HomeAgentSwitch, msg).addresses]
-        if wanted and wanted[0] == self.home_agent and self.state == REGISTERED:
-            self.counters["switch-already-there"] += 1
-            return
-        if wanted and wanted[0] == self.target and self.state in (REGISTERING, SWITCHING):
-            # A retransmitted request while our Binding Update to that home agent is on its
-            # way (queued at a home agent taking many nodes over): our own retransmission
-            # covers its loss; a new Binding Update would only add to the queue.
-            self.counters["switch-already-underway"] += 1
-            return
+            wanted = tuple(cast(HomeAgentSwitch, msg).addresses)
+        if wanted:
+            state = self.state
+            if state == REGISTERED and same_address(wanted[0], self.home_agent):
+                self.counters["switch-already-there"] += 1
+                return
+            if (state == REGISTERING or state == SWITCHING) \
+                    and same_address(wanted[0], self.target):
+                # A retransmitted request while our Binding Update to that home agent is on
+                # its way (queued at a home agent taking many nodes over): our own
+                # retransmission covers its loss; a new Binding Update would only add to the
+                # queue.
+                self.counters["switch-already-underway"] += 1
+                return
         self.counters["switch-received"] += 1
         out.append(Event(EventName.SWITCH_RECEIVED, src=inbound.src,
                          desired=wanted[0] if wanted else None))
         asking = inbound.src
         for desired in wanted:
-            if global_scope(desired) and desired in self.known_home_agents:
-                self._rejected.discard(desired)
-                self._candidates = [a for a in self.known_home_agents if a != desired]
-                return self._register_with(desired, now, out, first=desired != self.home_agent)
+            # The Home Agent list's own entry (equal to the one named): what the node keeps
+            # from here on (target, home agent) is that object, so later comparisons find it
+            # by identity.
+            known = self._known(desired)
+            if known is not None and global_scope(known):
+                if self._rejected:
+                    self._rejected.discard(known)
+                self._candidates = [a for a in self.known_home_agents
+                                    if a is not known and not same_address(a, known)]
+                return self._register_with(known, now, out,
+                                           first=not same_address(known, self.home_agent))
         self._avoid = asking
         self._discover(now, out)
+
+    def _known(self, address: IPv6Address | None) -> IPv6Address | None:
+        """The entry of the Home Agent list equal to ``address`` (that very object), or None."""
+        if address is None:
+            return None
+        k = address_int(address)
+        for a in self.known_home_agents:
+            if a is address or address_int(a) == k and a.scope_id == address.scope_id:
+                return a
+        return None
 
     # -- discovery (RFC 6275 11.4.1) -----------------------------------------------------------
 

@@ -18,7 +18,10 @@ packet's destination octets only, and sends without address objects or queues; t
 retransmit and refresh with jitter (:data:`RETRANSMIT_JITTER`), so that nodes started together
 do not retransmit together; the counts the parent asks for every few tenths of a second
 (registered nodes, per home agent, per state) are kept from the nodes' state events instead of
-walking every node, and the home agents each event names are made text only in a report.
+walking every node (keyed by the home agents' integers), and the home agents each event
+names are made text only in a report; each node's SAs with every configured home agent are
+derived, their cipher contexts built, before the burst (on first use they would be built in
+the middle of the take-over a benchmark times).
 With :data:`PROFILE_ENV` set, each worker writes a cProfile of each phase.
 
 The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; :meth:`Generator.echo` makes
@@ -51,12 +54,15 @@ from ..core.effects import Event
 from ..core.events import EventName
 from ..interfaces import IMobilityTransport
 from ..logging import logger
+from ..wire.addresses import address_int
 from .cluster import HOME_PREFIX
 from .loadnodes import BINDING_LIFETIME, care_of_prefix, home_address, node_secret, split
 
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.udp import Port
+
+    from ..security.keyring import NodeKeyring
 
 #: The generated nodes' ``retransmit_jitter`` and ``refresh_jitter``
 #: (:class:`haha.core.settings.MobileNodeSettings`): started at one instant, they would otherwise
@@ -281,6 +287,39 @@ class _NodeView:
         self.shared.receivers.pop(self.key, None)
 
 
+# What _Worker._event looks for, read once (an enum member read from its class costs a tenth
+# of a microsecond; the nodes raise two events a step).
+_STATE = EventName.STATE
+_REGISTERED = EventName.REGISTERED
+_SWITCH_RECEIVED = EventName.SWITCH_RECEIVED
+_REGISTERED_STATE = "registered"
+
+
+def _derive_primed(keyring: NodeKeyring, secret: bytes, home_agent: IPv6Address) -> None:
+    """What ``keyring.ensure(home_agent)`` installs (the node's SA pair with that home agent,
+    the same keys and SPIs, from ``secret``, the keyring's), with both cipher contexts built
+    now rather than on first use."""
+    from ..security.keys import HOME_AGENT, derive_pair
+
+    if home_agent in keyring.derived or keyring.sadb.has_peer(home_agent):
+        return
+    out, inb = derive_pair(secret, keyring.home_address, home_agent, HOME_AGENT)
+    keyring.sadb.add_derived_pair(home_agent, HOME_AGENT, out.spi, out.key + out.salt,
+                                  inb.spi, inb.key + inb.salt, prime=True)
+    keyring.derived.add(home_agent)
+
+
+def _key(home_agent: IPv6Address | None) -> int | None:
+    """What a worker counts a home agent by: its address's integer (hashed in C; an
+    ``IPv6Address`` hashes in Python, twice per count)."""
+    return None if home_agent is None else address_int(home_agent)
+
+
+def _text(key: object) -> str:
+    """A :func:`_key` as the reports write it: the address's text (``"None"`` for None)."""
+    return str(IPv6Address(key)) if type(key) is int else str(key)
+
+
 class _Worker:
     """What runs in one generator process (:func:`_worker_main`)."""
 
@@ -340,13 +379,16 @@ class _Worker:
                                           refresh_jitter=REFRESH_JITTER)
             machine = MobileNode(settings, rng)
             sadb = SecurityAssociationDatabase()
-            keyring = NodeKeyring(node_secret(spec["secret"], hoa), hoa, sadb)
+            secret = node_secret(spec["secret"], hoa)
+            keyring = NodeKeyring(secret, hoa, sadb)
             # A node has its SAs with every configured home agent before it registers, as
             # `twistd haha-mn` derives them at start (mobile_node_security): derived now, so
             # that the burst and a take-over measure registering, not the nodes' key
-            # derivation.
+            # derivation; their cipher contexts too (built otherwise on each SA's first
+            # packet, twice in a node's answer to a switch request: about 4 us each, for
+            # about 2.7 KB each held from the start, 16 KB per node).
             for ha in self.has:
-                keyring.ensure(ha)
+                _derive_primed(keyring, secret, ha)
             adapter = MobileNodeAdapter(machine, self.shared.view(care_of), self.clock,
                                         DEFAULT_PROFILE, policy, sadb, None, None, keyring,
                                         log=log)
@@ -355,24 +397,27 @@ class _Worker:
 
     def _event(self, i: int, event: Event) -> None:
         name = event.name
-        if name == EventName.STATE:
+        if name == _STATE:
             fields = event.fields
             old, new = fields["old"], fields["new"]
-            self.states[old] -= 1
-            self.states[new] += 1
-            if old == "registered":
+            states = self.states
+            states[old] -= 1
+            states[new] += 1
+            if old == _REGISTERED_STATE:
                 self.by_home_agent[self.counted.pop(i, None)] -= 1
-            if new == "registered":
-                ha = self.counted[i] = self.nodes[i - self.first][2].home_agent
+            elif new == _REGISTERED_STATE:
+                ha = self.counted[i] = _key(self.nodes[i - self.first][2].home_agent)
                 self.by_home_agent[ha] += 1
-        elif name == EventName.REGISTERED:
-            if i not in self.registered:
-                self.registered[i] = self.reactor.seconds() - self.started[i]
+        elif name == _REGISTERED:
+            registered = self.registered
+            if i not in registered:
+                registered[i] = self.reactor.seconds() - self.started[i]
             if self.mark_at is not None:
                 self.since_mark.setdefault(i, []).append(
-                    (time.time(), "registered", event.get("home_agent")))
-        elif name == EventName.SWITCH_RECEIVED and self.mark_at is not None:
-            named = event.get("desired") or event.get("src")
+                    (time.time(), "registered", event.fields.get("home_agent")))
+        elif name == _SWITCH_RECEIVED and self.mark_at is not None:
+            fields = event.fields
+            named = fields.get("desired") or fields.get("src")
             self.since_mark.setdefault(i, []).append((time.time(), "told", named))
 
     def mark(self) -> dict[str, float]:
@@ -443,7 +488,7 @@ class _Worker:
         for _, _, machine, _ in self.nodes:
             states[machine.state] += 1
             if machine.state == REGISTERED:
-                by_ha[machine.home_agent] += 1
+                by_ha[_key(machine.home_agent)] += 1
         return states, by_ha
 
     def report(self, latencies: bool = False) -> WorkerReport:
@@ -467,7 +512,7 @@ class _Worker:
             transport["kernel_drops"] = drops
         out: WorkerReport = {
             "nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
-            "by_home_agent": {str(k): v for k, v in by_ha.items()}, "states": dict(states),
+            "by_home_agent": {_text(k): v for k, v in by_ha.items()}, "states": dict(states),
             "first_registrations": len(self.registered),
             "cpu_s": t.user + t.system, "transport": transport,
             "core": dict(core)}
