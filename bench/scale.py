@@ -504,10 +504,11 @@ def results(o):
 
 def _stalls(probe):
     """A phase's reactor stalls, from each home agent's own probe (``status``'s ``reactor``,
-    docs/operations.md): the longest (ms, 0 when none reached 10 ms) and how many were 50 ms
-    or more (the goal: none)."""
+    docs/operations.md): the longest (ms, 0 when none reached 10 ms), how many were 50 ms
+    or more (the goal: none), and how many garbage collections paused it 50 ms or more."""
     return {"longest_stall_ms": probe.get("longest_stall_ms", {}),
-            "stalls_over_50ms": probe.get("stalls_over_50ms", {})}
+            "stalls_over_50ms": probe.get("stalls_over_50ms", {}),
+            "gc_pauses_over_50ms": probe.get("gc_pauses_over_50ms", {})}
 
 
 def main(argv=None):

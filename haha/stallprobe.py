@@ -9,6 +9,9 @@ meanwhile (``stall``: at most ``late``, at least ``late`` minus ``interval`` whe
 was busy all along; so a stall is the reactor's own work without a break, up to one interval
 too high, and a busy machine cannot inflate it).
 
+It also times every collection of Python's garbage collector (``gc.callbacks``: a full
+collection over a large heap is one kind of stall), per generation.
+
 Kept: the longest of each since start; counters of stalls over 10, 50, 100 and 500 ms; and
 the last 512 stalls over 10 ms with their wall-clock time and delay (for a benchmark's phase,
 which filters them by time). ``haha-ctl status`` shows them under ``reactor``, ``haha-ctl
@@ -18,6 +21,7 @@ counters`` the counters (``reactor.stalls-over-50ms`` ...), /metrics the counter
 
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
 from typing import Any, Callable
@@ -53,16 +57,42 @@ class StallProbe(Service):
         self._call: IDelayedCall | None = None
         self._due = 0.0
         self._cpu_then = 0.0
+        # The garbage collector's pauses, per generation: collections, the longest (s), and
+        # those of 50 ms or more (a full collection over a large heap stalls the reactor).
+        self.gc_collections = [0, 0, 0]
+        self.gc_longest = [0.0, 0.0, 0.0]
+        self.gc_over_50ms = [0, 0, 0]
+        self._gc_started = 0.0
 
     def startService(self) -> None:  # noqa: N802 - Twisted hook
         super().startService()
         self._schedule(self._monotonic(), self._cpu())
+        gc.callbacks.append(self._gc)
 
     def stopService(self) -> Any:  # noqa: N802 - Twisted hook
         if self._call is not None and self._call.active():
             self._call.cancel()
         self._call = None
+        if self._gc in gc.callbacks:
+            gc.callbacks.remove(self._gc)
         return super().stopService()
+
+    def _gc(self, phase: str, info: dict[str, int]) -> None:
+        """``gc.callbacks``: time each collection (the whole process's: it stops every
+        thread, the reactor's included)."""
+        if phase == "start":
+            self._gc_started = self._monotonic()
+            return
+        self.gc_pause(int(info.get("generation", 2)), self._monotonic() - self._gc_started)
+
+    def gc_pause(self, generation: int, seconds: float) -> None:
+        """Record one collection of ``generation`` that took ``seconds``."""
+        g = min(max(generation, 0), 2)
+        self.gc_collections[g] += 1
+        if seconds > self.gc_longest[g]:
+            self.gc_longest[g] = seconds
+        if seconds >= 0.050:
+            self.gc_over_50ms[g] += 1
 
     def _schedule(self, now: float, cpu: float) -> None:
         self._due = now + self.interval
@@ -97,6 +127,9 @@ class StallProbe(Service):
         c = {"reactor.probe-runs": self.runs}
         for b in BOUNDS_MS:
             c[f"reactor.stalls-over-{b}ms"] = self.over[b]
+        for g in range(3):
+            c[f"reactor.gc{g}-collections"] = self.gc_collections[g]
+            c[f"reactor.gc{g}-pauses-over-50ms"] = self.gc_over_50ms[g]
         return c
 
     def gauges(self) -> list[tuple[str, dict[str, float]]]:
@@ -110,7 +143,10 @@ class StallProbe(Service):
                 "longest_stall_ms": round(self.longest_stall * 1000.0, 1),
                 "longest_late_ms": round(self.longest_late * 1000.0, 1),
                 "stalls_over_ms": {str(b): n for b, n in self.over.items()},
-                "recent": [list(r) for r in self.recent]}
+                "recent": [list(r) for r in self.recent],
+                "gc": {"collections": list(self.gc_collections),
+                       "longest_ms": [round(x * 1000.0, 1) for x in self.gc_longest],
+                       "pauses_over_50ms": list(self.gc_over_50ms)}}
 
 
 def longest_between(recent: list[list[float]], since: float, until: float) -> dict[str, float]:

@@ -77,6 +77,28 @@ def test_the_timer_runs_every_interval_and_stops_with_its_service():
         StallProbe(clock, interval=0)
 
 
+def test_garbage_collections_are_timed_per_generation():
+    """Each collection is counted in its generation with its pause; pauses of 50 ms or more
+    are counted apart; started, the probe times the collector's real collections (a forced
+    full one is a generation-2 collection), and stopped it no longer does."""
+    import gc
+    clock, t = Clock(), _Times()
+    p = t.probe(clock)
+    p.gc_pause(0, 0.001)
+    p.gc_pause(2, 0.080)
+    p.gc_pause(2, 0.020)
+    assert p.gc_collections == [1, 0, 2] and p.gc_over_50ms == [0, 0, 1]
+    assert p.report()["gc"]["longest_ms"] == [1.0, 0.0, 80.0]
+    assert p.counters()["reactor.gc2-pauses-over-50ms"] == 1
+    real = StallProbe(clock)
+    real.startService()
+    gc.collect()
+    assert real.gc_collections[2] == 1
+    real.stopService()
+    gc.collect()
+    assert real.gc_collections[2] == 1
+
+
 def _busy(seconds):
     end = time.thread_time() + seconds
     while time.thread_time() < end:
@@ -123,7 +145,7 @@ def test_a_home_agent_reports_its_probe_in_status_and_counters(tmp_path):
     assert ha.stall_probe.runs >= 45
     status = ha.status()["reactor"]
     assert set(status) == {"interval_ms", "longest_stall_ms", "longest_late_ms",
-                           "stalls_over_ms", "recent"}
+                           "stalls_over_ms", "recent", "gc"}
     counters = ha.counters()
     assert counters["reactor.probe-runs"] == ha.stall_probe.runs
     assert "reactor.stalls-over-50ms" in counters
@@ -145,14 +167,18 @@ def test_the_load_benchmark_takes_each_stall_once_per_phase():
     probe = ControlProbe(cluster=None)
     t0 = probe._since
 
-    def status(*recent):
-        return {"reactor": {"recent": [list(r) for r in recent]}}
+    def status(*recent, long_gcs=(0, 0, 0)):
+        return {"reactor": {"recent": [list(r) for r in recent],
+                            "gc": {"pauses_over_50ms": list(long_gcs)}}}
 
-    probe.note_stalls("ha1", status((t0 - 5, 900.0, 900.0), (t0 + 1, 20.0, 25.0)))
-    probe.note_stalls("ha1", status((t0 + 1, 20.0, 25.0), (t0 + 2, 70.0, 80.0)))
+    probe.note_stalls("ha1", status((t0 - 5, 900.0, 900.0), (t0 + 1, 20.0, 25.0),
+                                    long_gcs=(0, 0, 4)))
+    probe.note_stalls("ha1", status((t0 + 1, 20.0, 25.0), (t0 + 2, 70.0, 80.0),
+                                    long_gcs=(0, 1, 6)))
     probe.note_stalls("ha2", status())
     report = probe.reset()
     assert report["longest_stall_ms"] == {"ha1": 70.0, "ha2": 0.0}
     assert report["stalls_over_50ms"] == {"ha1": 1}
+    assert report["gc_pauses_over_50ms"] == {"ha1": 3, "ha2": 0}  # 4 before the phase
     probe.note_stalls("ha1", status((t0 + 2, 70.0, 80.0)))  # before the new phase
     assert probe.reset()["longest_stall_ms"] == {"ha1": 0.0}

@@ -187,12 +187,14 @@ class ProbeReport(TypedDict):
     """What :meth:`ControlProbe.reset` returns, per home agent name: the longest ``status``
     answer time (seconds, to the ms), the number of requests not answered, and from the
     daemon's own stall probe (``status``'s ``reactor``, :mod:`haha.stallprobe`) the longest
-    stall of its reactor (ms; 0 when none reached 10 ms) and the stalls of 50 ms or more."""
+    stall of its reactor (ms; 0 when none reached 10 ms), the stalls of 50 ms or more, and
+    the garbage collections that paused it 50 ms or more (every generation)."""
 
     longest_status_s: dict[str, float]
     status_timeouts: dict[str, int]
     longest_stall_ms: dict[str, float]
     stalls_over_50ms: dict[str, int]
+    gc_pauses_over_50ms: dict[str, int]
 
 
 class ControlProbe:
@@ -211,6 +213,9 @@ class ControlProbe:
         self.over_50: Counter[str] = Counter()
         self._since = time.time()
         self._seen: dict[str, float] = {}  # the newest stall's time taken, per home agent
+        # each home agent's count of long collections at its first answer of the phase, now
+        self._gc_first: dict[str, int] = {}
+        self._gc_now: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -223,7 +228,11 @@ class ControlProbe:
         report: ProbeReport = {
             "longest_status_s": {k: round(v, 3) for k, v in self.longest.items()},
             "status_timeouts": dict(self.unanswered),
-            "longest_stall_ms": dict(self.stall), "stalls_over_50ms": dict(self.over_50)}
+            "longest_stall_ms": dict(self.stall), "stalls_over_50ms": dict(self.over_50),
+            "gc_pauses_over_50ms": {k: v - self._gc_first.get(k, v)
+                                    for k, v in self._gc_now.items()}}
+        # the next phase counts from where this one ended
+        self._gc_first = dict(self._gc_now)
         self.longest.clear()
         self.unanswered.clear()
         self.stall.clear()
@@ -238,7 +247,11 @@ class ControlProbe:
     def note_stalls(self, name: str, status: Any) -> None:
         """Take the stalls of a ``status`` answer's ``reactor.recent`` newer than the last
         reset and than those already taken from ``name``."""
-        recent = ((status or {}).get("reactor") or {}).get("recent") or ()
+        reactor = (status or {}).get("reactor") or {}
+        recent = reactor.get("recent") or ()
+        long_gcs = sum((reactor.get("gc") or {}).get("pauses_over_50ms") or ())
+        self._gc_first.setdefault(name, long_gcs)
+        self._gc_now[name] = long_gcs
         after = max(self._since, self._seen.get(name, 0.0))
         for when, stall_ms, _late_ms in recent:
             if when <= after:
