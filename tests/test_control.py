@@ -131,11 +131,15 @@ class _ManyBindings(Target):
 
 
 def test_a_large_bindings_answer_is_streamed_in_slices_in_order():
-    """A target with binding_rows has its bindings answer written 1,000 rows per turn of the
-    reactor after the first 1,000 (a smaller answer is written at once) (a home agent answering 100,000 bindings in one turn went silent long enough to be
-    declared dead): after one turn only the first slice is built; the finished line is the
-    same JSON; an answer asked next on the connection comes after it, whole."""
+    """A target with binding_rows has its bindings answer written STREAM_SLICE (250) rows per
+    turn of the reactor after the first slice (a smaller answer is written at once) (a home
+    agent answering 100,000 bindings in one turn went silent long enough to be declared dead;
+    1,000 rows a turn still stalled it 30 ms): after one turn only the first slice is built;
+    the finished line is the same JSON; an answer asked next on the connection comes after it,
+    whole."""
     from twisted.internet.task import Clock, Cooperator
+    from haha.control.server import STREAM_SLICE
+    assert STREAM_SLICE == 250
 
     clock = Clock()
     target = _ManyBindings(5500)
@@ -149,12 +153,12 @@ def test_a_large_bindings_answer_is_streamed_in_slices_in_order():
     turns = 0
     while clock.getDelayedCalls():
         turns += 1
-        assert target.taken <= 1000 * (turns + 1)
+        assert target.taken <= STREAM_SLICE * (turns + 1)
         assert b"\n" not in tr.value() or target.taken == 5500
         for call in clock.getDelayedCalls():  # one turn: not the calls it schedules
             clock.calls.remove(call)
             call.func(*call.args, **call.kw)
-    assert turns >= 5
+    assert turns >= 5500 // STREAM_SLICE
     first, second = [json.loads(x) for x in tr.value().splitlines()]
     assert first["ok"] and [r["home_address"] for r in first["result"]] == [
         f"2001:db8:1::1:{i:x}" for i in range(5500)]

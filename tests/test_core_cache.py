@@ -220,3 +220,21 @@ def test_entries_are_found_by_any_equal_address_and_nothing_else():
     assert c.get(A("::a00:1")) is not None and len(c) == 2
     c.remove(A("::a00:1"))
     assert c.remove(A("2001:db8:1::10")).sequence == 2 and len(c) == 0 and other not in c
+
+
+def test_entries_in_address_order_skip_those_removed_meanwhile():
+    """``in_address_order`` gives the entries by home address (numerically: ::9 before ::10),
+    takes the order when the first is asked for, leaves out an entry removed after that and
+    gives a changed one as it is when reached (the control socket's streamed ``bindings``)."""
+    c = BindingCache()
+    for hoa in ("2001:db8:1::10", "2001:db8:1::9", "2001:db8:1::ff", "2001:db8:1::a"):
+        store(c, hoa)
+    rows = c.in_address_order()
+    first = next(rows)
+    assert first.home_address == A("2001:db8:1::9")
+    c.remove(A("2001:db8:1::10"))
+    store(c, "2001:db8:1::ff", seq=7)
+    store(c, "2001:db8:1::1")  # added after the order was taken: not given
+    rest = list(rows)
+    assert [b.home_address for b in rest] == [A("2001:db8:1::a"), A("2001:db8:1::ff")]
+    assert rest[1].sequence == 7

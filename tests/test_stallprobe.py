@@ -164,7 +164,10 @@ def test_the_load_benchmark_takes_each_stall_once_per_phase():
     the phase began are ignored, a stall seen in two ``status`` answers counts once, the
     longest and those of 50 ms or more are reported by ``reset``, which starts a new phase."""
     from haha.lab.loadcluster import ControlProbe
-    probe = ControlProbe(cluster=None)
+    class NoHomeAgents:
+        has = []
+
+    probe = ControlProbe(cluster=NoHomeAgents())
     t0 = probe._since
 
     def status(*recent, long_gcs=(0, 0, 0)):

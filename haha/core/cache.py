@@ -141,6 +141,16 @@ class BindingCache:
     def __iter__(self) -> Iterator[Binding]:
         return iter(list(self._by_home.values()))
 
+    def in_address_order(self) -> Iterator[Binding]:
+        """The entries in the order of their home addresses. The order is taken when the
+        first entry is asked for (sorting the integer keys: a few ms for 100,000); an entry
+        removed after that is skipped, one changed is given as it is when reached."""
+        by_home = self._by_home
+        for key in sorted(by_home):
+            b = by_home.get(key)
+            if b is not None:
+                yield b
+
     def __contains__(self, home_address: object) -> bool:
         return type(home_address) is IPv6Address \
             and address_int(home_address) in self._by_home

@@ -216,6 +216,7 @@ class ControlProbe:
         # each home agent's count of long collections at its first answer of the phase, now
         self._gc_first: dict[str, int] = {}
         self._gc_now: dict[str, int] = {}
+        self._lock = threading.Lock()  # the thread's polls against reset's
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -224,7 +225,14 @@ class ControlProbe:
         return self
 
     def reset(self) -> ProbeReport:
-        """The figures since the last reset (or the start), and start afresh."""
+        """The figures since the last reset (or the start), and start afresh. Each running
+        home agent is asked once more first, so a phase shorter than the interval has its
+        stalls too."""
+        self._poll()
+        with self._lock:
+            return self._take()
+
+    def _take(self) -> ProbeReport:
         report: ProbeReport = {
             "longest_status_s": {k: round(v, 3) for k, v in self.longest.items()},
             "status_timeouts": dict(self.unanswered),
@@ -264,15 +272,20 @@ class ControlProbe:
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
-            for ha in self.cluster.has:
-                if not ha.running() or not os.path.exists(ha.socket):
-                    continue
-                t = time.monotonic()
-                try:
-                    answer = request(ha.socket, "status", timeout=10.0)
-                except (OSError, ValueError):
+            self._poll()
+
+    def _poll(self) -> None:
+        for ha in self.cluster.has:
+            if not ha.running() or not os.path.exists(ha.socket):
+                continue
+            t = time.monotonic()
+            try:
+                answer = request(ha.socket, "status", timeout=10.0)
+            except (OSError, ValueError):
+                with self._lock:
                     self.unanswered[ha.name] += 1
-                    continue
+                continue
+            with self._lock:
                 self.longest[ha.name] = max(self.longest[ha.name], time.monotonic() - t)
                 if isinstance(answer, dict) and answer.get("ok"):
                     self.note_stalls(ha.name, answer.get("result"))
