@@ -564,6 +564,38 @@ def test_node_traffic_gets_short_slices_while_the_receiver_has_urgent_work():
     assert got == hellos + nodes and q.counters["slices_yielded"] == 2
 
 
+def test_peer_packets_go_first_in_slices_too():
+    """Many peer packets (a restarted home agent's bulk answers: thousands of BIUs) are
+    processed in slices of ``slice_seconds`` as well (20 at 1 ms each), each slice counted,
+    returning to the reactor between them; node traffic waits until no peer packet does, and
+    a peer packet arriving meanwhile still goes before it. Without a reactor every peer
+    packet goes at once."""
+    q, got, r = _timed_queue()
+    nodes = [esp(node(i), 1) for i in range(30)]
+    for p in nodes:
+        q.put(p, None)
+    peers = [esp(PEER, k, spi=PEER_SPI) for k in range(1, 51)]
+    for p in peers:
+        q.put_peer(p, None)
+    q.run()
+    assert got == peers[:20] and q.counters["peer_slices_deferred"] == 1
+    late = esp(PEER, 99, spi=PEER_SPI)
+    q.put_peer(late, None)
+    _turn(r)
+    assert got == peers[:40] and q.counters["peer_slices_deferred"] == 2
+    _turn(r)
+    # the last 10 peer packets and the late one, then a full slice of node traffic
+    assert got[:51] == peers + [late] and got[51:] == nodes[:20]
+    while q.queue:
+        _turn(r)
+    assert got[51:] == nodes
+    at_once, got_at_once = _queue()
+    for p in peers:
+        at_once.put_peer(p, None)
+    at_once.run()
+    assert got_at_once == [(p, None) for p in peers]
+
+
 def test_urgent_work_arriving_with_a_packet_cuts_the_slice_short():
     """A packet whose processing starts urgent work (a BIU, a peer-down) ends the slice it is
     in at ``urgent_slice_seconds`` rather than running the full ``slice_seconds``."""

@@ -9,9 +9,12 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   dead. So a transport reads much more than it processes at each readiness and sorts what it
   read into two queues: packets it can attribute to a configured peer (each transport says how:
   :meth:`InputQueue.put_peer`) and the rest (:meth:`InputQueue.put`). :meth:`InputQueue.run`
-  processes every peer packet at once, then the rest in slices of at most ``slice_seconds``,
+  processes the peer packets first, then the rest, each in slices of at most ``slice_seconds``,
   returning to the reactor between slices (due timers run, the socket is read again, peers
-  first).
+  first). Peer packets are sliced too: a restarted home agent relearning 100,000 bindings
+  has thousands of BIUs queued from its peers, and processing all of them at once held its
+  reactor 50-65 ms at a time (its stall probe counted it); the rest waits until no peer packet
+  does.
 - **Retransmissions cost as much as the first copy.** A node whose Binding Update waits longer
   than its retransmission timer sends it again; both copies wait, and each costs a decryption,
   a decoding and an answer. With ``supersede`` a packet protected by ESP that arrives while an
@@ -124,7 +127,8 @@ class InputQueue:
         self.supersede = bool(supersede)
         self._timer = timer
         self.counters: Counter[str] = counters if counters is not None else Counter()
-        for name in ("superseded", "dropped_backlog", "dropped_source_backlog", "slices_yielded"):
+        for name in ("superseded", "dropped_backlog", "dropped_source_backlog", "slices_yielded",
+                     "peer_slices_deferred"):
             self.counters[name] += 0  # shown (as 0) before the first one
         self.exempt: frozenset[bytes] = frozenset()
         #: The peers' packets, ``(data, meta)``, processed first.
@@ -200,23 +204,41 @@ class InputQueue:
         return slot
 
     def run(self) -> None:
-        """After a read: every peer packet now; the rest in a slice now unless one is already
-        scheduled (it will come after the reactor's turn)."""
-        peers, deliver = self.peers, self._deliver
-        while peers:
-            deliver(*peers.popleft())
+        """After a read: the peer packets now (a slice of them); the rest in a slice now
+        unless one is already scheduled (it will come after the reactor's turn)."""
+        if not self._peers_first():
+            return
         if self.queue and (self._slice_call is None or not self._slice_call.active()):
             self._process()
 
-    def _process(self) -> None:
-        """Every peer packet, then other traffic for at most ``slice_seconds`` (or
-        ``urgent_slice_seconds`` while :attr:`urgent` says so); what is left waits for the
-        next turn of the reactor (after timers and a new read)."""
-        self._slice_call = None
-        peers, queue, deliver = self.peers, self.queue, self._deliver
+    def _peers_first(self) -> bool:
+        """Peer packets for at most ``slice_seconds``; True when none is left, else the next
+        slice is scheduled (peers again first) and other traffic waits for it."""
+        peers, deliver = self.peers, self._deliver
+        if not peers:
+            return True
+        if self._call_later is None:
+            while peers:
+                deliver(*peers.popleft())
+            return True
+        timer = self._timer
+        end = timer() + self.slice_seconds
         while peers:
             deliver(*peers.popleft())
-        if not queue:
+            if peers and timer() >= end:
+                self.counters["peer_slices_deferred"] += 1
+                if self._slice_call is None or not self._slice_call.active():
+                    self._slice_call = self._call_later(0, self._process)
+                return False
+        return True
+
+    def _process(self) -> None:
+        """Peer packets (a slice of them), then other traffic for at most ``slice_seconds``
+        (or ``urgent_slice_seconds`` while :attr:`urgent` says so); what is left waits for
+        the next turn of the reactor (after timers and a new read)."""
+        self._slice_call = None
+        peers, queue, deliver = self.peers, self.queue, self._deliver
+        if not self._peers_first() or not queue:
             return
         timer = self._timer
         urgent = self.urgent
@@ -227,9 +249,9 @@ class InputQueue:
         while queue:
             slot = pop()
             deliver(slot[_DATA], slot[_META])
-            if peers:  # a receiver that re-entered the reactor read more: peers first
-                while peers:
-                    deliver(*peers.popleft())
+            if peers and not self._peers_first():
+                # a receiver that re-entered the reactor read more: peers first, in a slice
+                return
             if self._call_later is None:
                 continue
             now = timer()
