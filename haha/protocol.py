@@ -219,16 +219,26 @@ class Adapter:
         self._rearm()
 
     def _rearm(self) -> None:
+        """One timer for the machine's next deadline (left alone when that has not moved)."""
         if not self.running:
             self.stop_timer()
             return
         deadline = self.endpoint.next_timer()
-        if deadline == self._deadline and self._call is not None and self._call.active():
-            return
-        self.stop_timer()
+        call = self._call
+        if call is not None and call.active():
+            if deadline == self._deadline:
+                return
+            call.cancel()
+        self._call = self._deadline = None
+        soon = self._rearm_call
+        if soon is not None:  # re-armed now: the re-arm due after the turn has nothing to do
+            if soon.active():
+                soon.cancel()
+            self._rearm_call = None
         if deadline is not None:
+            clock = self.clock
             self._deadline = deadline
-            self._call = self.clock.callLater(max(0.0, deadline - self.now()), self._fire)
+            self._call = clock.callLater(max(0.0, deadline - clock.seconds()), self._fire)
 
     def _fire(self) -> None:
         self._call = None
@@ -428,23 +438,6 @@ class MobileNodeAdapter(Adapter):
             self._rearm()
         elif endpoint.outbox:
             self._carry_out()
-
-    def _rearm(self) -> None:
-        """As :meth:`Adapter._rearm` (one timer for the machine's next deadline), in one call:
-        a node re-arms after every packet it handles."""
-        if not self.running or self._rearm_call is not None:
-            return super()._rearm()
-        deadline = self.endpoint.next_timer()
-        call = self._call
-        if call is not None and call.active():
-            if deadline == self._deadline:
-                return
-            call.cancel()
-        self._call = self._deadline = None
-        if deadline is not None:
-            clock = self.clock
-            self._deadline = deadline
-            self._call = clock.callLater(max(0.0, deadline - clock.seconds()), self._fire)
 
     def _publish(self, event: Any) -> None:
         """As :meth:`Adapter._publish`; an event the level discards and that is not summarised
