@@ -109,8 +109,7 @@ class SyncReceiver:
         copied = 0
         # The home prefix tested on integers (IPv6Network.__contains__ is a Python call per
         # entry); a BIU's entries are decoded IPv6Addresses.
-        prefix = ha.settings.home_prefix
-        net, mask = address_int(prefix.network_address), address_int(prefix.netmask)
+        net, mask = ha.home_net, ha.home_mask
         cache = ha.cache
         settings = ha.settings
         sync = ha.sync
