@@ -149,12 +149,4 @@ class StallProbe(Service):
                        "pauses_over_50ms": list(self.gc_over_50ms)}}
 
 
-def longest_between(recent: list[list[float]], since: float, until: float) -> dict[str, float]:
-    """From a ``status`` report's ``recent`` list: the longest stall and delay (ms) of the runs
-    between two wall-clock times, among those kept (stalls over 10 ms; 0 when none was)."""
-    inside = [r for r in recent if since <= r[0] <= until]
-    return {"stall_ms": max((r[1] for r in inside), default=0.0),
-            "late_ms": max((r[2] for r in inside), default=0.0)}
-
-
-__all__ = ["BOUNDS_MS", "StallProbe", "longest_between"]
+__all__ = ["BOUNDS_MS", "StallProbe"]
