@@ -695,9 +695,8 @@ class MobileNode:
         """The entry of the Home Agent list equal to ``address`` (that very object), or None."""
         if address is None:
             return None
-        k = address_int(address)
         for a in self.known_home_agents:
-            if a is address or address_int(a) == k and a.scope_id == address.scope_id:
+            if same_address(a, address):
                 return a
         return None
 
