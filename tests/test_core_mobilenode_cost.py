@@ -4,7 +4,6 @@ list's own address objects, and what it makes once per care-of address follows a
 
 import random
 from ipaddress import IPv6Address as A
-from ipaddress import IPv6Network as N
 
 import pytest
 from hypothesis import given
@@ -22,13 +21,7 @@ from haha.core.settings import MobileNodeSettings
 from haha.wire.mh import BindingAck, HaSwitchRequest, HomeAgentSwitch
 from haha.wire.options import IPADDR_HOME_AGENT, AlternateCareOfAddress, IpAddress
 
-PREFIX = N("2001:db8:1::/64")
-HOA = A("2001:db8:1::10")
-HA1 = A("2001:db8:1::1")
-HA2 = A("2001:db8:1::2")
-HA3 = A("2001:db8:1::3")
-COA = A("2001:db8:99::1")
-COA2 = A("2001:db8:99::2")
+from test_core_mobilenode import COA, COA2, HA1, HA2, HA3, HOA, PREFIX
 
 
 def copy(a):

@@ -231,11 +231,18 @@ def test_node_group_sas_keep_no_key_and_rederive_it_identically():
 def test_a_node_group_pair_costs_under_500_octets():
     """Without keep_keys a node group's SA pair in the database, its context evicted, keeps
     under 500 octets of Python objects (no key bytes, no closures, no context)."""
+    _, per_pair = _group_pairs(keep_keys=False)
+    assert per_pair < 500, per_pair
+
+
+def _group_pairs(**group_options):
+    """2,000 node-group SA pairs installed (a cache of one context), the group built with
+    ``group_options``: the database and the traced octets per pair."""
     from ipaddress import IPv6Network
 
     from haha.security.nodegroup import NodeGroup
 
-    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA, keep_keys=False)
+    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA, **group_options)
     ha = SecurityAssociationDatabase(rng=fixed_rng, cipher_cache=1)
     pairs_ = [(node(i), group.pair_keys(node(i))) for i in range(2000)]
     tracemalloc.start()
@@ -244,7 +251,7 @@ def test_a_node_group_pair_costs_under_500_octets():
         group._install(ha, hoa, keys)
     per_pair = (tracemalloc.get_traced_memory()[0] - before) / 2000
     tracemalloc.stop()
-    assert per_pair < 500, per_pair
+    return ha, per_pair
 
 
 def test_keep_node_keys_reaches_the_node_group(tmp_path):
@@ -271,19 +278,7 @@ def test_keep_node_keys_reaches_the_node_group(tmp_path):
 def test_a_node_group_pair_with_kept_keys_costs_under_600_octets():
     """With keep_keys (the default) a node group's SA pair, its context evicted, keeps its two
     key || salt objects on top of the keyless pair: still under 600 octets."""
-    from ipaddress import IPv6Network
-
-    from haha.security.nodegroup import NodeGroup
-
-    group = NodeGroup(GROUP, IPv6Network("2001:db8:1::/64"), HA)
-    ha = SecurityAssociationDatabase(rng=fixed_rng, cipher_cache=1)
-    pairs_ = [(node(i), group.pair_keys(node(i))) for i in range(2000)]
-    tracemalloc.start()
-    before = tracemalloc.get_traced_memory()[0]
-    for hoa, keys in pairs_:
-        group._install(ha, hoa, keys)
-    per_pair = (tracemalloc.get_traced_memory()[0] - before) / 2000
-    tracemalloc.stop()
+    ha, per_pair = _group_pairs()  # the default
     assert isinstance(ha._out[int(node(0))]._key, bytes)
     assert per_pair < 600, per_pair
 
