@@ -37,6 +37,7 @@ import gc
 import json
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -279,6 +280,7 @@ def bindings(n: int, trace: bool) -> dict:
     svc.stopService()
     if trace:
         tracemalloc.stop()
+    shutil.rmtree(directory, ignore_errors=True)
     return {"nodes": n, "method": "tracemalloc" if trace else "rss", "baseline": base,
             "with_primaries": with_primaries, "with_copies": with_copies,
             "per_primary": (with_primaries - base) / n,
@@ -315,6 +317,7 @@ def configured(n: int, trace: bool) -> dict:
     out["per_node"] = (out["configured"] - out["baseline"]) / n
     if trace:
         tracemalloc.stop()
+    shutil.rmtree(directory, ignore_errors=True)
     return out
 
 
