@@ -41,11 +41,12 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address, IPv6Network
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set
 
 from ..errors import StartupError
 from ..logging import class_logger
 from .addresses import AddressHolding
+from .proxyset import ProxiedSet
 from ..wire.icmpv6 import NA_O, NA_R, LinkLayerAddress, NeighborAdvertisement, encode_icmpv6
 from ..wire.ipv6 import build_packet
 from ..wire.numbers import IPPROTO_ICMPV6, ND_OPT_TARGET_LLADDR
@@ -229,7 +230,7 @@ class LinkDuties(AddressHolding):
             raise TypeError(f"ownership {ownership!r} is not an Ownership")
         if log is not None:
             self.log = log
-        self.proxied: Set[Tuple[IPv6Address, str]] = set()  # (address, interface)
+        self.proxied: ProxiedSet[str] = ProxiedSet()  # (address, interface) pairs
         self.prefixes: Set[IPv6Network] = set()
         self._saved_sysctls: Dict[str, str] = {}
         self.ownership = ownership

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Deque, Dict, Optional, Set, Tuple
 from zope.interface import implementer
 
 from ..interfaces import IAddressHolder, IForwardingBackend
+from .proxyset import ProxiedSet
 
 if TYPE_CHECKING:
     from .context import BackendContext
@@ -56,7 +57,7 @@ class NullBackend:
 
     def __init__(self) -> None:
         self.routes: Dict[IPv6Address, Any] = {}
-        self.proxied: Set[Tuple[IPv6Address, Optional[str]]] = set()
+        self.proxied: ProxiedSet[Optional[str]] = ProxiedSet()  # (address, interface) pairs
         self.prefixes: Set[IPv6Network] = set()
         self.held: Dict[IPv6Address, Optional[str]] = {}  # address -> interface (None: route)
         self.history: Deque[Tuple[Any, ...]] = deque(maxlen=HISTORY)
