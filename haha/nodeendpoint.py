@@ -18,21 +18,27 @@ drops, without the general header walk and the indirections around ESP:
   authenticated peer's budget, the Mobility Header or ICMPv6 decoder, the security policy,
   the machine, the effects: the general path's calls, not copies of them.
 
+On the way out, a node's protected Binding Update from its care-of address (Home Address
+option, no routing header) is put on a packet head made once per source, destination and home
+address (:meth:`NodeEndpoint.send_mh`); every other message is the general path's.
+
 ``tests/test_nodeendpoint.py`` runs both paths over packets from real home agent pipelines,
 each field of the fixed shape damaged in turn, truncations and random octets, and compares
-counters, output, the machine's state and the SA databases afterwards.
+counters, output, the machine's state and the SA databases afterwards; and both send paths
+over a corpus of Sends, octet for octet.
 """
 
+from ipaddress import IPv6Address
 from typing import Any
 
-from .core.effects import make_inbound
-from .endpoint import Failed, MobileNodeEndpoint
+from .core.effects import Send, make_inbound
+from .endpoint import Datagram, Failed, MobileNodeEndpoint
 from .security.errors import SecurityError
-from .wire.addresses import address_at
+from .wire.addresses import address_at, address_int
 from .wire.errors import WireError
 from .wire.icmpv6 import UnknownIcmp, decode_icmpv6
-from .wire.ipv6 import Packet
-from .wire.mh import BindingInfoUpdate, decode_mh, mh_type_of
+from .wire.ipv6 import Packet, build_packet
+from .wire.mh import BindingInfoUpdate, BindingUpdate, decode_mh, encode_mh, mh_type_of
 from .wire.numbers import (
     ICMP6_ROUTER_ADVERT,
     IPPROTO_ESP,
@@ -50,11 +56,19 @@ _UNSPECIFIED = bytes(16)
 _RH2_ESP = bytes((IPPROTO_ESP, 2, ROUTING_TYPE_2, 1))
 #: Where the ESP header starts in that shape.
 _ESP_AT = 64
+#: How many packet heads (per source, destination and home address) a node keeps.
+_HEADS = 16
 
 
 class NodeEndpoint(MobileNodeEndpoint):
     """:class:`haha.endpoint.MobileNodeEndpoint` with the short path of the module docstring;
     every other packet, and every other entry point, is the parent's."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        #: Per (source, destination, home address) integers: the first 4 octets, the
+        #: extension headers' length and octets 6 on of a Binding Update's packet (send_mh).
+        self._heads: dict[tuple[int, int, int], tuple[bytes, int, bytes]] = {}
 
     def receive(self, data: bytes, now: float) -> None:
         sadb = self.sadb
@@ -131,4 +145,49 @@ class NodeEndpoint(MobileNodeEndpoint):
             self.outbox.append(Failed("receive", e))
             return None
         self.apply(effects, now)
+        return None
+
+    def send_mh(self, effect: Send) -> None:
+        """As the general path; a node's protected Binding Update from its care-of address
+        (Home Address option, no routing header) is built on the head made once per source,
+        destination and home address: ``build_packet``'s octets for an empty payload, the
+        Payload Length set for the ESP octets (the same packet, without the per-packet
+        header work)."""
+        message = effect.message
+        home, src, dst = effect.home_address, effect.src, effect.dst
+        if type(message) is not BindingUpdate or effect.routing_address is not None \
+                or effect.protect is None or self.takeover_keys is not None \
+                or type(home) is not IPv6Address or type(src) is not IPv6Address \
+                or type(dst) is not IPv6Address:
+            return super().send_mh(effect)
+        a = address_int(src)
+        if a >> 120 == 0xFF or not a:
+            return super().send_mh(effect)  # refused there, counted
+        profile = self.profile
+        try:
+            data = encode_mh(message, home, dst, profile)
+        except WireError:
+            return super().send_mh(effect)  # fails there the same way, counted and logged
+        if not self.policy.must_protect(IPPROTO_MH, mh_type_of(message, profile)):
+            return super().send_mh(effect)  # lab mode: in the clear
+        sealed = self.protect(effect.protect, data)
+        if sealed is None:
+            return None
+        key = (a, address_int(dst), address_int(home))
+        heads = self._heads
+        head = heads.get(key)
+        if head is None:
+            if len(heads) >= _HEADS:
+                heads.clear()
+            empty = build_packet(src, dst, IPPROTO_ESP, b"", home_address=home)
+            head = heads[key] = (empty[:4], len(empty) - 40, empty[6:])
+        size = head[1] + len(sealed)
+        if size > 0xFFFF:
+            packet = build_packet(src, dst, IPPROTO_ESP, sealed, home_address=home)  # raises
+        else:
+            packet = head[0] + size.to_bytes(2, "big") + head[2] + sealed
+        self.counters["sent.BindingUpdate"] += 1
+        self.outbox.append(Datagram(packet, dst, src))
+        for tap in self.message_taps:
+            tap("out", message, dst, self._now)
         return None
