@@ -71,6 +71,8 @@ class NodeEndpoint(MobileNodeEndpoint):
         self._heads: dict[tuple[int, int, int], tuple[bytes, int, bytes]] = {}
 
     def receive(self, data: bytes, now: float) -> None:
+        """One complete inbound IPv6 packet, at ``now``: the short path for the shape of the
+        module docstring, the general one for anything else."""
         sadb = self.sadb
         n = len(data)
         if sadb is None or type(data) is not bytes or n < _ESP_AT + 4 \
@@ -122,7 +124,7 @@ class NodeEndpoint(MobileNodeEndpoint):
         if not decision.process:
             return self._drop(decision.reason, src=src, message=type(message).__name__)
         if nh == IPPROTO_ICMPV6 and mtype == ICMP6_ROUTER_ADVERT:
-            # Never from a link-local source with a routing header: as the general path.
+            # RFC 4861 6.1.2, checked as the general path checks it.
             if data[7] != 255 or not src.is_link_local:
                 return self._drop("bad-router-advertisement", src=src)
             vtf = int.from_bytes(data[:4], "big")
