@@ -67,7 +67,8 @@ class NodeEndpoint(MobileNodeEndpoint):
     def __init__(self, *args: Any, **kw: Any) -> None:
         super().__init__(*args, **kw)
         #: Per (source, destination, home address) integers: the first 4 octets, the
-        #: extension headers' length and octets 6 on of a Binding Update's packet (send_mh).
+        #: extension headers' length and octets 6 to the payload of the first Binding Update
+        #: sent with them (send_mh).
         self._heads: dict[tuple[int, int, int], tuple[bytes, int, bytes]] = {}
 
     def receive(self, data: bytes, now: float) -> None:
@@ -151,10 +152,10 @@ class NodeEndpoint(MobileNodeEndpoint):
 
     def send_mh(self, effect: Send) -> None:
         """As the general path; a node's protected Binding Update from its care-of address
-        (Home Address option, no routing header) is built on the head made once per source,
-        destination and home address: ``build_packet``'s octets for an empty payload, the
-        Payload Length set for the ESP octets (the same packet, without the per-packet
-        header work)."""
+        (Home Address option, no routing header) is built on the head of the first one sent
+        with the same source, destination and home address (``build_packet``'s octets up to
+        the payload), its Payload Length set for the ESP octets: the same packet, without
+        the per-packet header work."""
         message = effect.message
         home, src, dst = effect.home_address, effect.src, effect.dst
         if type(message) is not BindingUpdate or effect.routing_address is not None \
@@ -178,14 +179,15 @@ class NodeEndpoint(MobileNodeEndpoint):
         key = (a, address_int(dst), address_int(home))
         heads = self._heads
         head = heads.get(key)
-        if head is None:
+        size = 0 if head is None else head[1] + len(sealed)
+        if head is None or size > 0xFFFF:
+            # The first to this destination (or one too long, which build_packet refuses):
+            # built in full, its head kept for the next.
+            packet = build_packet(src, dst, IPPROTO_ESP, sealed, home_address=home)
             if len(heads) >= _HEADS:
                 heads.clear()
-            empty = build_packet(src, dst, IPPROTO_ESP, b"", home_address=home)
-            head = heads[key] = (empty[:4], len(empty) - 40, empty[6:])
-        size = head[1] + len(sealed)
-        if size > 0xFFFF:
-            packet = build_packet(src, dst, IPPROTO_ESP, sealed, home_address=home)  # raises
+            ext = len(packet) - 40 - len(sealed)
+            heads[key] = (packet[:4], ext, packet[6:40 + ext])
         else:
             packet = head[0] + size.to_bytes(2, "big") + head[2] + sealed
         self.counters["sent.BindingUpdate"] += 1
