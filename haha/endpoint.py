@@ -595,11 +595,16 @@ class MobileNodeEndpoint(Endpoint):
         return packet.source in m.known_home_agents or packet.source in (m.home_agent, m.target)
 
     def unprotect(self, packet: Any) -> Optional[Tuple[Any, int, bytes]]:
-        if self.keyring is not None and self.sadb is not None:
-            self.keyring.learn(packet.src, packet.payload)
+        # The keyring has nothing to do for a home agent the database has SAs with (its
+        # first test hashes an IPv6Address in Python; this one looks up an integer).
+        keyring = self.keyring
+        if keyring is not None and self.sadb is not None \
+                and not keyring.sadb.has_peer(packet.src):
+            keyring.learn(packet.src, packet.payload)
         return super().unprotect(packet)
 
     def protect(self, peer: Any, data: bytes, local: Any = None) -> Optional[bytes]:
-        if self.keyring is not None:
-            self.keyring.ensure(peer)
+        keyring = self.keyring
+        if keyring is not None and not keyring.sadb.has_peer(peer):
+            keyring.ensure(peer)
         return super().protect(peer, data)

@@ -47,10 +47,10 @@ from .endpoint import (
     Endpoint,
     Failed,
     HomeAgentEndpoint,
-    MobileNodeEndpoint,
     Tunnelled,
 )
 from .logging import enabled, logger
+from .nodeendpoint import NodeEndpoint
 from .logsummary import PER_BINDING_EVENTS, BurstSummary
 from .wire.addresses import address_text
 
@@ -405,8 +405,9 @@ class MobileNodeAdapter(Adapter):
     """A :class:`haha.core.mobilenode.MobileNode` on a transport with its side of the tunnel.
 
     ``keyring`` (optional, a :class:`haha.service.NodeKeyring`) goes to the
-    :class:`haha.endpoint.MobileNodeEndpoint`: it derives the SAs of a home agent the node has
-    not talked to yet, the first time one is needed.
+    :class:`haha.nodeendpoint.NodeEndpoint` (a :class:`haha.endpoint.MobileNodeEndpoint` with a
+    short path for a home agent's protected answers): it derives the SAs of a home agent the
+    node has not talked to yet, the first time one is needed.
     """
 
     role = "mobile-node"
@@ -458,7 +459,9 @@ class MobileNodeAdapter(Adapter):
 
     def _endpoint(self, machine: Any, profile: Any, policy: Any, sadb: Any,
                   limiter: Any) -> Endpoint:
-        return MobileNodeEndpoint(machine, profile, policy, sadb, limiter, self._keyring)
+        # The node's pipeline with its short path for a home agent's protected answers
+        # (haha.nodeendpoint: the same steps for those, the general ones for the rest).
+        return NodeEndpoint(machine, profile, policy, sadb, limiter, self._keyring)
 
     @property  # type: ignore[override]
     def decapsulator(self) -> Any:

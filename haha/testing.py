@@ -59,7 +59,8 @@ from haha.core.effects import (
 from haha.core.homeagent import HomeAgent
 from haha.core.mobilenode import MobileNode
 from haha.core.settings import HomeAgentSettings, MobileNodeSettings
-from haha.endpoint import Datagram, HomeAgentEndpoint, MobileNodeEndpoint
+from haha.endpoint import Datagram, HomeAgentEndpoint
+from haha.nodeendpoint import NodeEndpoint
 from haha.security import keys as _keys
 from haha.security.admission import Admission, AdmissionSettings
 from haha.security.nodegroup import NodeGroup, NodeSecrets
@@ -383,8 +384,9 @@ class Network:
             sadb = self._sadb(node)
             secret = _keys.derive_node_secret(self.group_key, m.home_address)
             keyring = NodeKeyring(secret, m.home_address, sadb)
-        node.endpoint = MobileNodeEndpoint(m, self.profile, self.policy, sadb, self._limiter(),
-                                           keyring=keyring, contain_failures=False)
+        # The pipeline the node adapter runs (its short path for a home agent's answers).
+        node.endpoint = NodeEndpoint(m, self.profile, self.policy, sadb, self._limiter(),
+                                     keyring=keyring, contain_failures=False)
         node.endpoint.on_drop = self._dropped
 
     def _dropped(self, reason: str, fields: Dict[str, Any]) -> None:

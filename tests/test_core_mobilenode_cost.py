@@ -206,3 +206,62 @@ def test_events_made_through_their_slots_are_what_they_were():
     same = Event("registered", lifetime=60, home_agent=copy(HA1))
     assert same == e and hash(same) == hash(e)
     assert Event("registered", home_agent=HA2, lifetime=60) != e
+
+
+LIST_POOL = [HA1, HA2, HA3, A("2001:db8:1::1%1"), A("fe80::1"), A("fe80::1%eth0"),
+             A("2001:db8:1::4")]
+
+
+@given(st.lists(st.sampled_from(LIST_POOL), max_size=6), st.sampled_from(LIST_POOL + [None]),
+       st.booleans())
+def test_known_is_the_first_equal_entry_of_the_home_agent_list(entries, wanted, fresh):
+    """``_known`` (same_address inlined: integers first, then scopes) returns what a walk with
+    ``==`` returns: the first entry of the Home Agent list equal to the address, that very
+    object, or None; for the list's own objects and for copies decoded afresh, with zones
+    (2001:db8:1::1%1 is not 2001:db8:1::1) and None."""
+    m = node()
+    m.known_home_agents = list(entries)
+    probe = wanted
+    if fresh and wanted is not None:
+        probe = copy(wanted) if wanted.scope_id is None else A(str(wanted))
+    expected = next((a for a in entries if a == probe), None) if probe is not None else None
+    assert m._known(probe) is expected
+
+
+def test_candidates_after_a_switch_request_are_the_other_entries_by_value():
+    """After a switch request the node's remaining candidates are every entry of its Home Agent
+    list not equal to the one it registers with: an equal copy in the list is left out, an
+    address equal but for its zone is kept."""
+    zoned = A(f"{HA2}%1")
+    m = registered()
+    m.known_home_agents = [HA1, HA2, copy(HA2), zoned, HA3]  # as DHAAD replies may leave it
+    m.receive(hasr(HA2, HA1), 1.0)
+    assert m.target is HA2
+    assert m._candidates == [HA1, zoned, HA3]
+    assert all(a is not HA2 for a in m._candidates)
+
+
+@pytest.mark.parametrize("options, refresh", [
+    ((), None),
+    ("advice-sooner", 40.0),
+    ("advice-later", None),
+    ("other-option", None),
+])
+def test_the_refresh_follows_binding_refresh_advice_only_when_the_ack_carries_it(options,
+                                                                                 refresh):
+    """The refresh is at ``refresh_fraction`` of the granted lifetime unless the
+    acknowledgement carries Binding Refresh Advice that asks sooner (RFC 6275 6.2.4, 11.7.3):
+    an acknowledgement without options has none (the shortcut that skips looking for it),
+    nor has one whose only option is another."""
+    from haha.wire.options import BindingRefreshAdvice, NonceIndices
+
+    m = node()
+    m.start(0.0, care_of=COA)
+    opts = {(): (), "advice-sooner": (BindingRefreshAdvice(10),),
+            "advice-later": (BindingRefreshAdvice(1000),), "other-option": (NonceIndices(1, 2),)}[options]
+    src = copy(m.target)
+    m.receive(Inbound(BindingAck(0, m.sequence, 100, 0, opts), src, copy(COA), None,
+                      copy(HOA), copy(src)), 0.5)
+    assert m.state == REGISTERED
+    default = 400 * m.settings.refresh_fraction  # 100 units of 4 s
+    assert m._refresh_at == pytest.approx(0.5 + (refresh if refresh is not None else default))

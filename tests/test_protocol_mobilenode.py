@@ -134,3 +134,51 @@ def test_events_reach_the_observers_whatever_the_level_and_the_log_only_when_sho
     finally:
         globalLogPublisher.removeObserver(records.append)
         configure("info", NAMESPACE)
+
+
+def spy_keyring(node):
+    """Count the keyring's calls (``learn``, ``ensure``) while keeping what they do."""
+    keyring = node.endpoint.keyring
+    calls = {"learn": [], "ensure": []}
+    for name in calls:
+        real = getattr(keyring, name)
+
+        def spy(address, *rest, _real=real, _name=name):
+            calls[_name].append(address)
+            return _real(address, *rest)
+        setattr(keyring, name, spy)
+    return calls
+
+
+def test_the_keyring_is_asked_only_about_home_agents_without_sas():
+    """A node's packets to and from a home agent it holds SAs with do not ask the keyring
+    (the database's integer look-up answers first); a protected switch request from a home
+    agent it has no SA with still makes the keyring derive that pair, so the request is
+    authenticated and the node's Binding Update to it is protected."""
+    from haha.core.effects import Send
+    from haha.wire.mh import HaSwitchRequest
+    from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
+
+    node, clock, ha = pair()
+    calls = spy_keyring(node)
+    answer(ha, node, clock)  # the acknowledgement from HA1, whose SAs the node holds
+    assert node.machine.state == "registered"
+    assert calls == {"learn": [], "ensure": []}
+    ha2_address = A("2001:db8:1::2")
+    ha2 = HomeAgentEndpoint(
+        HomeAgent(HomeAgentSettings(address=ha2_address, home_prefix=PREFIX, boot_wait=0),
+                  random.Random(3)),
+        DEFAULT_PROFILE, SecurityPolicy(DEFAULT_PROFILE), SecurityAssociationDatabase(),
+        node_group=NodeGroup(SECRET, PREFIX, ha2_address))
+    ha2.start(0.0)
+    ha2.output()
+    request = HaSwitchRequest((IpAddress(IPADDR_HOME_AGENT, ha2_address, 128),))
+    ha2.apply([Send(request, ha2_address, COA, routing_address=HOA, protect=HOA)],
+              clock.seconds())
+    assert not node.sadb.has_peer(ha2_address)
+    for datagram in ha2.datagrams_to_send():
+        node.packet_received(datagram.data)
+    assert calls["learn"] == [ha2_address]
+    assert node.sadb.has_peer(ha2_address)
+    assert node.machine.counters["switch-received"] == 1
+    assert node.counters["received.HaSwitchRequest"] == 1
