@@ -31,6 +31,11 @@ per datagram from ``/proc`` (the issue's goal: at most 4x that per Binding Updat
 pays a ``recvfrom`` and a ``sendto`` per datagram; the home agent here pays neither, so its
 ratio to the echo understates the daemon's by those two system calls.
 
+Case ``udp_receive``: the same for a datagram received, which the in-process cases hand to the
+adapter directly: CPU per datagram of one :class:`haha.io.udp.UdpTransport` read of as many
+Binding Update-sized datagrams from as many care-of addresses, queued on its socket (recvmsg,
+the input queue, the learned map), against bare ``recvmsg`` calls (baseline ``bare_recvmsg``).
+
 Case ``udp_send``: what the daemon adds per datagram it sends, which the in-process cases do not
 pay: CPU per :meth:`haha.io.udp.UdpTransport.send` of a Binding Acknowledgement-sized packet to
 a static peer on loopback, against a bare ``sendto`` of the same packet (baseline
@@ -431,6 +436,63 @@ def udp_send(count):
     return via, direct
 
 
+def udp_receive(count):
+    """``(us per datagram through UdpTransport's read, us per bare recvmsg)``: ``count``
+    Binding Update-sized datagrams from ``count`` care-of addresses queued on the transport's
+    socket, then one read of all of them (recvmsg, the input queue, the learned map, handed to
+    a receiver that keeps nothing) against reading them with recvmsg alone; best of five."""
+    import socket
+
+    from haha.io.udp import UdpTransport
+    from haha.wire.ipv6 import build_packet
+
+    from twisted.internet import reactor as real
+
+    class _Now:  # a reactor with no callLater: the input queue processes a read at once
+        def listenUDP(self, port, protocol, interface, maxPacketSize):  # noqa: N802
+            return real.listenUDP(port, protocol, interface=interface,
+                                  maxPacketSize=maxPacketSize)
+
+    transport = UdpTransport(_Now(), interface="::1", receive_buffer=64 << 20,
+                             read_bytes=1 << 30)
+    received = []
+    transport.start(lambda data: received.append(None))
+    port = transport.address[1]
+    sock = transport._port.socket
+    packets = [build_packet(IPv6Address(COA_BASE + i), HAS[0], 50, bytes(76))
+               for i in range(count)]
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+    def fill():
+        for p in packets:
+            sender.sendto(p, ("::1", port))
+        time.sleep(0.1)
+
+    def bare():
+        while True:
+            try:
+                sock.recvmsg(8192, 64)
+            except BlockingIOError:
+                return
+
+    best = {}
+    try:
+        for _ in range(5):
+            for name, read in (("transport", lambda: transport._read(sock)), ("bare", bare)):
+                fill()
+                t0 = time.process_time()
+                read()
+                cpu = time.process_time() - t0
+                best[name] = min(best.get(name, cpu), cpu)
+    finally:
+        transport.stop()
+        sender.close()
+    if len(received) != 5 * count or transport.counters["kernel_drops"]:
+        raise SystemExit(f"udp_receive: {len(received)} of {5 * count} read, "
+                         f"{dict(transport.counters)}")
+    return 1e6 * best["transport"] / count, 1e6 * best["bare"] / count
+
+
 def one_round(n):
     """``{case: HA CPU seconds}`` for one home agent set and ``n`` fresh nodes."""
     nodes = Nodes(n)
@@ -704,6 +766,11 @@ def main(argv=None):
         via, direct = udp_send(args.send_datagrams)
         results.append({"case": "udp_send", "metric": "cpu_per_datagram_sent", "unit": "us",
                         "value": round(via, 2), "baselines": {"bare_sendto": round(direct, 2)},
+                        "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
+        via, direct = udp_receive(args.send_datagrams)
+        results.append({"case": "udp_receive", "metric": "cpu_per_datagram_received",
+                        "unit": "us", "value": round(via, 2),
+                        "baselines": {"bare_recvmsg": round(direct, 2)},
                         "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
     doc = {"bench": "registration", "cipher_cache": CIPHER_CACHE,
            "loadavg": os.getloadavg()[0], "results": results}
