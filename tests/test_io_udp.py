@@ -141,6 +141,13 @@ def test_prefix_entries_reach_nodes_never_heard_from():
     back = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
     t.send(back)
     assert r.port.written == [(back, ("::1", 6100))]
+    # sent as endpoint_for finds it: the longest prefix, and nothing outside every prefix
+    inner = build_packet(HA, IPv6Address("2001:db8:20:1::7"), 135, bytes(16))
+    t.send(inner)
+    assert r.port.written[-1] == (inner, ("::1", 6101))
+    t.send(build_packet(HA, IPv6Address("2001:db8:21::1"), 135, bytes(16)))
+    assert len(r.port.written) == 2 and t.counters["no_route"] == 1
+    del r.port.written[1:]
     r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7000))
     assert t.endpoint_for(COA) == ("::1", 7000)  # what was learned is more precise
     ra = build_packet(HA, IPv6Address("ff02::1"), 58, bytes(16))

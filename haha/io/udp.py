@@ -117,6 +117,10 @@ class UdpTransport:
                 self.static[address] = (str(host), udp_port)
                 self._static_packed[address.packed] = (str(host), udp_port)
         self.prefixes.sort(key=lambda entry: -entry[0].prefixlen)
+        #: The prefixes as (network integer, mask, endpoint), in the same order: the send path
+        #: tests a destination's 16 octets against them without making an address object.
+        self._prefix_ints: list[tuple[int, int, Endpoint]] = [
+            (int(net.network_address), int(net.netmask), ep) for net, ep in self.prefixes]
         self.learn = learn
         if max_learned < 1:
             raise ValueError(f"max_learned {max_learned!r} must be at least 1")
@@ -280,8 +284,8 @@ class UdpTransport:
         static peer).
 
         A unicast packet costs a dictionary look-up or two by its 16 destination octets (the
-        static entries, then the learned ones; an address object only when it must be looked
-        up among the prefixes) and one ``sendto`` of the packet as it is: Twisted's ``Port.write`` checks
+        static entries, then the learned ones; then the prefixes, tested on the octets'
+        integer) and one ``sendto`` of the packet as it is: Twisted's ``Port.write`` checks
         that the host is an IP literal of the socket's family by parsing it at every call, so
         a host is checked by it once, at its first datagram, and written to directly after."""
         port = self._port
@@ -297,8 +301,12 @@ class UdpTransport:
             key = packet[24:40]
             ep = self._static_packed.get(key) or self._learned.get(key)
             if ep is None:
-                ep = self.endpoint_for(IPv6Address(key))
-                if ep is None:
+                a = int.from_bytes(key, "big")
+                for net, mask, prefix_endpoint in self._prefix_ints:
+                    if a & mask == net:
+                        ep = prefix_endpoint
+                        break
+                else:
                     return self._no_route(key)
             return self._write(port, packet, ep)
         targets = sorted(set(self.static.values()))
