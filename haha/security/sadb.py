@@ -354,21 +354,21 @@ class SecurityAssociationDatabase:
                                                                             in_spi)
         else:
             seq, limit, reserve, floor, advance, save_at = 0, SEQ_MAX, None, 0, None, None
+        out_mat = in_mat = None
+        if key_sources == (None, None):
+            # One object for both directions' keys (_Keyed.share_pair_keys, whose checks the
+            # lengths above have made): 33 octets less per pair (a node group keeps its
+            # nodes' keys, haha.security.nodegroup).
+            out_mat = in_mat = out_keys + in_keys
         # Built without checking again what was checked above (the constructors' checks).
-        out = OutboundSA.derived(out_spi, out_keys, peer, seq, limit, reserve, iv_mask,
-                                 self.ciphers, role)
-        sa = InboundSA.derived(in_spi, in_keys, peer, self.replay_window, role, floor,
-                               advance, save_at, self.ciphers, p)
+        out = OutboundSA.derived(out_spi, out_mat or out_keys, peer, seq, limit, reserve,
+                                 iv_mask, self.ciphers, role)
+        sa = InboundSA.derived(in_spi, in_mat or in_keys, peer, self.replay_window, role,
+                               floor, advance, save_at, self.ciphers, p)
         if key_sources[0] is not None:
             out.use_key_source(key_sources[0])
         if key_sources[1] is not None:
             sa.use_key_source(key_sources[1])
-        if key_sources == (None, None):
-            # One object for both directions' keys: 33 octets less per pair (a node group
-            # keeps its nodes' keys, haha.security.nodegroup).
-            pair = out_keys + in_keys
-            out.share_pair_keys(pair)
-            sa.share_pair_keys(pair)
         self._out[p] = out
         self._set_spi(in_spi, same + (sa,))
         self._in_peer[peer] = sa
