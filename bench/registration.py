@@ -31,10 +31,22 @@ per datagram from ``/proc`` (the issue's goal: at most 4x that per Binding Updat
 pays a ``recvfrom`` and a ``sendto`` per datagram; the home agent here pays neither, so its
 ratio to the echo understates the daemon's by those two system calls.
 
+Case ``udp_receive``: the same for a datagram received, which the in-process cases hand to the
+adapter directly: CPU per datagram of one :class:`haha.io.udp.UdpTransport` read of as many
+Binding Update-sized datagrams from as many care-of addresses, queued on its socket (recvmsg,
+the input queue, the learned map), against bare ``recvmsg`` calls (baseline ``bare_recvmsg``).
+
 Case ``udp_send``: what the daemon adds per datagram it sends, which the in-process cases do not
 pay: CPU per :meth:`haha.io.udp.UdpTransport.send` of a Binding Acknowledgement-sized packet to
 a static peer on loopback, against a bare ``sendto`` of the same packet (baseline
 ``bare_sendto``), best of five runs of ``--send-datagrams`` each.
+
+Case ``switch_request``: what a survivor pays per Home Agent Switch Request to a node it never
+heard from (50,000 of them leave a survivor when the primary of 100,000 nodes dies): the node's
+SA pair derived from the node group key and installed, the request encoded, sealed and given
+its IPv6 header, per request, ``--switch-requests`` of them to as many nodes; baseline
+``sealed_again``: the same requests sent again once the SAs exist. With ``--baseline-tree``
+the other tree's haha is measured by this file's code too (its own bench has no such case).
 
 ``--cipher-cache N`` sizes the measured home agent's cache of AES-GCM contexts (4,096 by
 default, as in the daemon): with fewer contexts than nodes every packet rebuilds its SA's
@@ -64,7 +76,10 @@ import time
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+#: The checkout whose haha is measured: this one, or (``--baseline-tree``'s switch requests,
+#: measured by this file's code in a process of its own) the one named here.
+_TREE = os.environ.get("HAHA_BENCH_TREE")
+sys.path.insert(0, _TREE or str(Path(__file__).resolve().parent.parent))
 
 from haha.core.homeagent import HomeAgent  # noqa: E402
 from haha.core.mobilenode import MobileNode  # noqa: E402
@@ -431,6 +446,110 @@ def udp_send(count):
     return via, direct
 
 
+def udp_receive(count):
+    """``(us per datagram through UdpTransport's read, us per bare recvmsg)``: ``count``
+    Binding Update-sized datagrams from ``count`` care-of addresses queued on the transport's
+    socket, then one read of all of them (recvmsg, the input queue, the learned map, handed to
+    a receiver that keeps nothing) against reading them with recvmsg alone; best of five."""
+    import socket
+
+    from haha.io.udp import UdpTransport
+    from haha.wire.ipv6 import build_packet
+
+    from twisted.internet import reactor as real
+
+    class _Now:  # a reactor with no callLater: the input queue processes a read at once
+        def listenUDP(self, port, protocol, interface, maxPacketSize):  # noqa: N802
+            return real.listenUDP(port, protocol, interface=interface,
+                                  maxPacketSize=maxPacketSize)
+
+    transport = UdpTransport(_Now(), interface="::1", receive_buffer=64 << 20,
+                             read_bytes=1 << 30)
+    received = []
+    transport.start(lambda data: received.append(None))
+    port = transport.address[1]
+    sock = transport._port.socket
+    packets = [build_packet(IPv6Address(COA_BASE + i), HAS[0], 50, bytes(76))
+               for i in range(count)]
+    sender = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+
+    def fill():
+        for p in packets:
+            sender.sendto(p, ("::1", port))
+        time.sleep(0.1)
+
+    def bare():
+        while True:
+            try:
+                sock.recvmsg(8192, 64)
+            except BlockingIOError:
+                return
+
+    best = {}
+    try:
+        for _ in range(5):
+            for name, read in (("transport", lambda: transport._read(sock)), ("bare", bare)):
+                fill()
+                t0 = time.process_time()
+                read()
+                cpu = time.process_time() - t0
+                best[name] = min(best.get(name, cpu), cpu)
+    finally:
+        transport.stop()
+        sender.close()
+    if len(received) != 5 * count or transport.counters["kernel_drops"]:
+        raise SystemExit(f"udp_receive: {len(received)} of {5 * count} read, "
+                         f"{dict(transport.counters)}")
+    return 1e6 * best["transport"] / count, 1e6 * best["bare"] / count
+
+
+def switch_requests(n, rounds=3):
+    """``(us per switch request sealed to a node first seen here, us per the same request
+    sealed again)``: a survivor's endpoint (as the measured home agent, node group key, cipher
+    cache of ``--cipher-cache``) sends ``n`` Home Agent Switch Requests to ``n`` nodes it holds
+    no SA with (each: the pair derived and installed, the request encoded, sealed, given its
+    IPv6 header and type 2 routing header), then the same ``n`` again (the SAs in place, a
+    context rebuilt from the kept keys where the cache evicted it); best of ``rounds``, a new
+    endpoint each."""
+    from haha.core.effects import Send
+    from haha.wire.mh import HaSwitchRequest
+    from haha.wire.options import IPADDR_HOME_AGENT, IpAddress
+
+    survivor = HAS[1]
+    message = HaSwitchRequest((IpAddress(IPADDR_HOME_AGENT, survivor, 128),))
+    sends = [Send(message, survivor, IPv6Address(COA_BASE + i),
+                  routing_address=IPv6Address(HOA_BASE + i), protect=IPv6Address(HOA_BASE + i))
+             for i in range(n)]
+    best = [None, None]
+    for _ in range(rounds):
+        ep = _home_agent(survivor, n)
+        gc.collect()
+        for k in range(2):
+            t0 = time.process_time()
+            for send in sends:
+                ep.send_mh(send)
+            cpu = time.process_time() - t0
+            best[k] = cpu if best[k] is None else min(best[k], cpu)
+        if len(ep.outbox) != 2 * n:
+            raise SystemExit(f"switch_requests: {len(ep.outbox)} of {2 * n} sealed, "
+                             f"{dict(ep.counters)}")
+    return 1e6 * best[0] / n, 1e6 * best[1] / n
+
+
+def baseline_switch_requests(tree, n):
+    """:func:`switch_requests` of ``tree``'s haha (this file's code, a process of its own)."""
+    import subprocess
+
+    env = dict(os.environ, HAHA_BENCH_TREE=tree, PYTHONPATH=tree)
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), "--switch-requests-only",
+                          str(n), "--cipher-cache", str(CIPHER_CACHE)],
+                         cwd=tree, env=env, capture_output=True, text=True, check=False)
+    if out.returncode:
+        raise SystemExit(f"--baseline-tree {tree}: switch requests failed: "
+                         f"{out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout)
+
+
 def one_round(n):
     """``{case: HA CPU seconds}`` for one home agent set and ``n`` fresh nodes."""
     nodes = Nodes(n)
@@ -458,9 +577,12 @@ def baseline_tree_round(tree, n):
     import subprocess
 
     env = dict(os.environ, PYTHONPATH=tree)
-    out = subprocess.run([sys.executable, os.path.join(tree, "bench", "registration.py"),
+    script = os.path.join(tree, "bench", "registration.py")
+    with open(script) as f:  # a tree from before the switch_request case does not know it
+        extra = ["--switch-requests", "0"] if "--switch-requests" in f.read() else []
+    out = subprocess.run([sys.executable, script,
                           "--nodes", str(n), "--rounds", "1", "--echo-datagrams", "0",
-                          "--send-datagrams", "0", "--cipher-cache", str(CIPHER_CACHE)],
+                          "--send-datagrams", "0", "--cipher-cache", str(CIPHER_CACHE)] + extra,
                          cwd=tree, env=env, capture_output=True, text=True, check=False)
     if out.returncode:
         raise SystemExit(f"--baseline-tree {tree} failed: {out.stderr.strip()[-2000:]}")
@@ -630,6 +752,11 @@ def main(argv=None):
                     help="datagrams for the echo baseline (0: no echo baseline)")
     ap.add_argument("--send-datagrams", type=int, default=20000,
                     help="datagrams per run of the udp_send case (0: not measured)")
+    ap.add_argument("--switch-requests", type=int, default=20000,
+                    help="switch requests per run of the switch_request case (0: not "
+                         "measured)")
+    ap.add_argument("--switch-requests-only", type=int, metavar="N",
+                    help=argparse.SUPPRESS)  # --baseline-tree's measurement of another tree
     ap.add_argument("--profile", choices=("first", "same_number", "new_number"),
                     help="print a cProfile of the home agent's calls for one case")
     ap.add_argument("--baseline-tree", metavar="DIR",
@@ -640,6 +767,9 @@ def main(argv=None):
                     help="print the home agent's time per step of its path, for each case")
     args = ap.parse_args(argv)
     CIPHER_CACHE = args.cipher_cache
+    if args.switch_requests_only:
+        print(json.dumps(switch_requests(args.switch_requests_only)))
+        return
     n = args.nodes or (1000 if args.quick else 5000)
     rounds = args.rounds or (3 if args.quick else 5)
     if args.steps:
@@ -705,6 +835,22 @@ def main(argv=None):
         results.append({"case": "udp_send", "metric": "cpu_per_datagram_sent", "unit": "us",
                         "value": round(via, 2), "baselines": {"bare_sendto": round(direct, 2)},
                         "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
+        via, direct = udp_receive(args.send_datagrams)
+        results.append({"case": "udp_receive", "metric": "cpu_per_datagram_received",
+                        "unit": "us", "value": round(via, 2),
+                        "baselines": {"bare_recvmsg": round(direct, 2)},
+                        "ratio": round(via / direct, 2), "datagrams": args.send_datagrams})
+    if args.switch_requests:
+        first, again = switch_requests(args.switch_requests)
+        row = {"case": "switch_request", "metric": "cpu_per_switch_request_sealed",
+               "unit": "us", "value": round(first, 1),
+               "baselines": {"sealed_again": round(again, 1)},
+               "ratio": round(first / again, 2), "requests": args.switch_requests}
+        if tree is not None:
+            before = round(baseline_switch_requests(tree, args.switch_requests)[0], 1)
+            row["baselines"]["baseline_tree"] = before  # as the other cases' (rounded)
+            row["ratio_to_baseline_tree"] = round(first / before, 3)
+        results.append(row)
     doc = {"bench": "registration", "cipher_cache": CIPHER_CACHE,
            "loadavg": os.getloadavg()[0], "results": results}
     if tree is not None:

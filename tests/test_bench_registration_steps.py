@@ -38,22 +38,24 @@ def test_steps_are_measured_where_each_kind_of_update_spends_them():
 
 def test_baseline_tree_is_measured_in_the_same_run_and_a_missing_one_refused(tmp_path):
     """--baseline-tree with this checkout itself gives every case its figure on that tree and
-    the ratio to it; a directory without haha's benchmark stops with a message naming it."""
+    the ratio to it (the switch requests too, measured in that tree by this file's code); a
+    directory without haha's benchmark stops with a message naming it."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     script = os.path.join(root, "bench", "registration.py")
     out = subprocess.run([sys.executable, script, "--nodes", "30", "--rounds", "1",
                           "--echo-datagrams", "0", "--send-datagrams", "0",
-                          "--baseline-tree", root],
+                          "--switch-requests", "40", "--baseline-tree", root],
                          capture_output=True, text=True, timeout=300, check=True)
     doc = json.loads(out.stdout)
     assert doc["baseline_tree"] == root
-    assert [r["case"] for r in doc["results"]] == ["first", "same_number", "new_number"]
+    assert [r["case"] for r in doc["results"]] == ["first", "same_number", "new_number",
+                                                   "switch_request"]
     for r in doc["results"]:
         tree = r["baselines"]["baseline_tree"]
         # value is rounded to 0.1 us, the ratio computed before rounding
         assert tree > 0 and abs(r["ratio_to_baseline_tree"] - r["value"] / tree) < 0.002
     bad = subprocess.run([sys.executable, script, "--nodes", "30", "--rounds", "1",
                           "--echo-datagrams", "0", "--send-datagrams", "0",
-                          "--baseline-tree", str(tmp_path)],
+                          "--switch-requests", "0", "--baseline-tree", str(tmp_path)],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and str(tmp_path) in bad.stderr and not bad.stdout

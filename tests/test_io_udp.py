@@ -87,6 +87,30 @@ def test_learning_never_overrides_static_and_is_bounded():
     assert t2.learned == {}
 
 
+def test_learning_by_octets_moves_counts_and_skips_the_unspecified_source():
+    """Learned entries are kept by the source's 16 octets: a node heard again from a new UDP
+    endpoint is counted once more and answered there, one heard again from the same endpoint
+    is not counted again but becomes the most recently heard, the unspecified source is never
+    learned, and ``learned`` is a copy keyed by address (changing it changes nothing)."""
+    t, r, _ = _started(max_learned=2)
+    other = IPv6Address("2001:db8:20::6")
+    r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7000))
+    r.protocol.datagramReceived(build_packet(other, HA, 59, b""), ("::1", 7001))
+    r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7000))
+    assert t.counters["learned"] == 2
+    assert list(t.learned) == [other, COA]  # COA heard last
+    r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7002))
+    assert t.counters["learned"] == 3 and t.learned[COA] == ("::1", 7002)
+    back = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
+    t.send(back)
+    assert r.port.written[-1] == (back, ("::1", 7002))
+    assert t.endpoint_for(COA) == ("::1", 7002)
+    r.protocol.datagramReceived(build_packet(IPv6Address("::"), HA, 59, b""), ("::1", 7003))
+    assert IPv6Address("::") not in t.learned and t.counters["learned"] == 3
+    t.learned.clear()
+    assert t.endpoint_for(other) == ("::1", 7001)
+
+
 def test_malformed_and_receiver_errors():
     """Datagrams that are not IPv6 packets are counted and dropped; a failing receiver is
     counted; invalid outbound packets and sends before start are counted."""
@@ -117,6 +141,13 @@ def test_prefix_entries_reach_nodes_never_heard_from():
     back = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
     t.send(back)
     assert r.port.written == [(back, ("::1", 6100))]
+    # sent as endpoint_for finds it: the longest prefix, and nothing outside every prefix
+    inner = build_packet(HA, IPv6Address("2001:db8:20:1::7"), 135, bytes(16))
+    t.send(inner)
+    assert r.port.written[-1] == (inner, ("::1", 6101))
+    t.send(build_packet(HA, IPv6Address("2001:db8:21::1"), 135, bytes(16)))
+    assert len(r.port.written) == 2 and t.counters["no_route"] == 1
+    del r.port.written[1:]
     r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7000))
     assert t.endpoint_for(COA) == ("::1", 7000)  # what was learned is more precise
     ra = build_packet(HA, IPv6Address("ff02::1"), 58, bytes(16))

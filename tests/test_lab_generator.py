@@ -116,8 +116,9 @@ def test_what_the_nodes_share_is_built_once():
 
 def test_registration_benchmark_runs_and_checks_what_it_measured():
     """bench/registration.py on a few nodes prints its JSON shape: three cases per BU with the
-    in-run baselines (ESP and decoding, a bare Twisted UDP echo) and the UDP send case against
-    a bare sendto; it exits with an error unless every first BU was accepted, every resend of
+    in-run baselines (ESP and decoding, a bare Twisted UDP echo), the UDP send and receive
+    cases against a bare sendto and recvmsg, and a survivor's switch requests to nodes first
+    seen there against the same requests sealed again; it exits with an error unless every first BU was accepted, every resend of
     the same number was answered as a duplicate and every new number registered again."""
     import json
     import os
@@ -127,13 +128,15 @@ def test_registration_benchmark_runs_and_checks_what_it_measured():
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = subprocess.run([sys.executable, os.path.join(root, "bench", "registration.py"),
                           "--nodes", "40", "--rounds", "1", "--echo-datagrams", "20000",
-                          "--send-datagrams", "500"],
+                          "--send-datagrams", "500", "--switch-requests", "40"],
                          capture_output=True, text=True, timeout=300, check=True)
     doc = json.loads(out.stdout)
     assert doc["bench"] == "registration"
     assert [r["case"] for r in doc["results"]] == ["first", "same_number", "new_number",
-                                                   "udp_send"]
-    *per_bu, send = doc["results"]
+                                                   "udp_send", "udp_receive", "switch_request"]
+    *per_bu, send, receive, switch = doc["results"]
+    assert receive["value"] > 0 and receive["baselines"]["bare_recvmsg"] > 0
+    assert switch["requests"] == 40 and switch["value"] > switch["baselines"]["sealed_again"] > 0
     for r in per_bu:
         assert r["unit"] == "us" and r["value"] > 0 and r["baselines"]["esp_and_decode"] > 0
         assert r["updates"] == 40

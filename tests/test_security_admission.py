@@ -199,7 +199,7 @@ def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
                  and p[6] == IPPROTO_ESP and A(p[24:40]) == HAS[0])
     forged = hello[:44] + (0xFFFFFF00).to_bytes(4, "big") + bytes(len(hello) - 48)
     admission = ha1.adapter.limiter
-    source_bucket = admission.sources._pinned[HAS[1]]
+    source_bucket = admission.sources._pinned[int(HAS[1])]  # keyed by the integer too
     auth_bucket = admission._peers[int(HAS[1])]  # keyed by the address's integer
     source_tokens, auth_tokens = source_bucket.tokens, auth_bucket.tokens
     stamp = auth_bucket.stamp
@@ -227,3 +227,23 @@ def test_an_sa_peers_budget_is_one_bucket_per_address_value():
     lim.forget(A("2001:db8:1::77"))
     assert lim.authenticated(A("2001:db8:1::77"), 0.0)
     assert lim.counters["authenticated-budget"] == 1
+
+
+def test_admission_pins_and_charges_addresses_whatever_object_names_them():
+    """The per-source buckets are keyed by the address's integer: a pinned peer's address is
+    never subject to the admission of new sources, whichever IPv6Address object names it, a
+    source's packets are charged to one bucket however many objects carry its address, and an
+    unpinned address is a new source again."""
+    adm = Admission(AdmissionSettings(max_sources=16, admit_rate=0.001, admit_burst=1,
+                                      source_rate=0.001, source_burst=2))
+    peer, node, other = A("2001:db8::1"), A("2001:db8::100"), A("2001:db8::200")
+    adm.pin(peer)
+    assert adm.unauthenticated(A(str(node)), 0.0)  # admitted: the one new source allowed
+    assert not adm.unauthenticated(other, 0.0)  # no admission left for another new source
+    assert adm.unauthenticated(A(str(peer)), 0.0) and adm.unauthenticated(A(str(peer)), 0.0)
+    assert not adm.unauthenticated(peer, 0.0)  # its own bucket (burst 2) is spent
+    assert adm.unauthenticated(A(str(node)), 0.0)  # the same bucket: its second token
+    assert not adm.unauthenticated(node, 0.0)
+    assert len(adm) == 2
+    adm.unpin(A(str(peer)))
+    assert len(adm) == 1 and not adm.unauthenticated(peer, 0.0)  # a new source, no admission

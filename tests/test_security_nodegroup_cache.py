@@ -306,3 +306,23 @@ def test_the_reload_leaves_no_kept_keys_of_a_removed_or_rekeyed_node():
     spi = int.from_bytes(esp[:4], "big")
     assert group.admit(sadb, a, spi, lambda: sadb.unprotect(a, esp))[0] == a
     assert renewed.unprotect(HA, sadb.protect(a, 135, PAYLOAD))[1:] == (135, PAYLOAD)
+
+
+@pytest.mark.parametrize("keep_keys", [True, False])
+def test_a_pair_installed_to_send_builds_only_the_context_it_sends_with(keep_keys):
+    """ensure (a switch request to a node first seen here) derives the pair once and, with
+    kept keys, builds only the outbound context: the request is sealed, nothing else enters
+    the cipher cache (one context built, not two), and the node's answer is opened with an
+    inbound context built from the kept keys, with no second derivation. Without kept keys
+    both contexts are built at once (building the inbound one later would derive again)."""
+    group = NodeGroup(GROUP, PREFIX, HA, keep_keys=keep_keys)
+    calls = _counting(group)
+    sadb = SecurityAssociationDatabase()
+    node = _node_db(keys.derive_node_secret(GROUP, NODES[0]), NODES[0])
+    assert group.ensure(sadb, NODES[0])
+    request = sadb.protect(NODES[0], 135, PAYLOAD)
+    assert node.unprotect(HA, request)[1:] == (135, PAYLOAD)
+    assert sadb.ciphers.built == (1 if keep_keys else 2)
+    answer = node.protect(HA, 135, PAYLOAD)
+    assert sadb.unprotect(NODES[0], answer) == (NODES[0], 135, PAYLOAD)
+    assert calls == [NODES[0]] and group.rederived == 0 and sadb.ciphers.built == 2

@@ -194,3 +194,31 @@ def test_a_restart_starts_shared_sas_above_everything_they_sent(tmp_path):
         esp = db.protect(p, 135, b"again")
         assert int.from_bytes(esp[4:8], "big") > highest
         assert receivers[p].unprotect(HA1, esp) == (HA1, 135, b"again")
+
+
+@pytest.mark.parametrize("recorded", [False, True])
+def test_start_pair_is_start_outbound_then_start_inbound(tmp_path, recorded):
+    """start_pair (a derived pair's two SAs in one call) gives what start_outbound followed by
+    start_inbound give, and leaves the same state on disk: for a peer with no entries (the run's
+    shared reservation) and for one whose entries a run before recorded (its own)."""
+    peer = IPv6Address("2001:db8:1::1:5")
+    results, files = [], []
+    for name in ("pair", "apart"):
+        path = str(tmp_path / name)
+        if recorded:
+            with open(path, "w") as f:
+                json.dump({"out 2001:db8:1::1:5 0x00001000": 5000,
+                           "in 2001:db8:1::1:5 0x00002000": 7000}, f)
+        store = SequenceStore(path, block=64)
+        if name == "pair":
+            seq, limit, reserve, floor, advance, save_at = store.start_pair(peer, 0x1000,
+                                                                            0x2000)
+        else:
+            seq, limit, reserve = store.start_outbound(peer, 0x1000)
+            floor, advance, save_at = store.start_inbound(peer, 0x2000)
+        assert reserve == store._reserve and advance == store._advance
+        results.append((seq, limit, floor, save_at))
+        with open(path) as f:
+            files.append(json.load(f))
+    assert results[0] == results[1] and files[0] == files[1]
+    assert results[0][2] == (7000 if recorded else 0)

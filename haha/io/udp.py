@@ -60,6 +60,8 @@ from .sockbuf import RXQ_OVFL_SPACE, KernelDrops, apply_buffers, count_kernel_dr
 Endpoint = tuple[str, int]
 #: Largest datagram read (as Twisted's default ``maxPacketSize``).
 MAX_DATAGRAM = 8192
+#: The unspecified address's 16 octets (never learned).
+_UNSPECIFIED = bytes(16)
 
 
 class _Protocol(DatagramProtocol):
@@ -115,6 +117,10 @@ class UdpTransport:
                 self.static[address] = (str(host), udp_port)
                 self._static_packed[address.packed] = (str(host), udp_port)
         self.prefixes.sort(key=lambda entry: -entry[0].prefixlen)
+        #: The prefixes as (network integer, mask, endpoint), in the same order: the send path
+        #: tests a destination's 16 octets against them without making an address object.
+        self._prefix_ints: list[tuple[int, int, Endpoint]] = [
+            (int(net.network_address), int(net.netmask), ep) for net, ep in self.prefixes]
         self.learn = learn
         if max_learned < 1:
             raise ValueError(f"max_learned {max_learned!r} must be at least 1")
@@ -122,7 +128,9 @@ class UdpTransport:
         self.receive_buffer = receive_buffer
         self.send_buffer = send_buffer
         self.buffers: dict[str, int | None] = {}
-        self.learned: OrderedDict[IPv6Address, Endpoint] = OrderedDict()
+        # What was learned, keyed by the source's 16 octets as they arrive: no address object
+        # is made per packet received, nor per packet sent to a learned destination.
+        self._learned: OrderedDict[bytes, Endpoint] = OrderedDict()
         self.counters: Counter[str] = Counter()
         self._receiver: Callable[[bytes], object] | None = None
         self._port: Any = None  # twisted.internet.udp.Port (getHandle is not in its interface)
@@ -139,6 +147,11 @@ class UdpTransport:
         self._drops = KernelDrops(self.counters)
         #: Hosts Twisted's Port.write has accepted (IP literals of the socket's family).
         self._checked_hosts: set[str] = set()
+
+    @property
+    def learned(self) -> OrderedDict[IPv6Address, Endpoint]:
+        """The learned entries, least recently heard first (a copy, keyed by address)."""
+        return OrderedDict((IPv6Address(k), ep) for k, ep in self._learned.items())
 
     @property
     def peer_queue(self) -> deque[tuple[bytes, Any]]:
@@ -220,7 +233,9 @@ class UdpTransport:
 
     def endpoint_for(self, address: IPv6Address) -> Endpoint | None:
         """Where packets for ``address`` go: static, learned, then the longest prefix."""
-        endpoint = self.static.get(address) or self.learned.get(address)
+        endpoint = self.static.get(address)
+        if endpoint is None and type(address) is IPv6Address:
+            endpoint = self._learned.get(address.packed)
         if endpoint is None:
             for network, prefix_endpoint in self.prefixes:
                 if address in network:
@@ -244,15 +259,19 @@ class UdpTransport:
         if len(data) < 40 or data[0] >> 4 != 6:
             self.counters["received_malformed"] += 1
             return
-        src = IPv6Address(data[8:24])
         endpoint = (addr[0], addr[1])
-        if self.learn and src not in self.static and not src.is_unspecified:
-            if self.learned.get(src) != endpoint:
-                self.counters["learned"] += 1
-            self.learned[src] = endpoint
-            self.learned.move_to_end(src)
-            while len(self.learned) > self.max_learned:
-                self.learned.popitem(last=False)
+        if self.learn:
+            src = data[8:24]  # compared and kept as octets (no address object per packet)
+            if src != _UNSPECIFIED and src not in self._static_packed:
+                learned = self._learned
+                if learned.get(src) != endpoint:
+                    self.counters["learned"] += 1
+                    learned[src] = endpoint
+                    learned.move_to_end(src)
+                    while len(learned) > self.max_learned:
+                        learned.popitem(last=False)
+                else:
+                    learned.move_to_end(src)
         self.counters["received"] += 1
         try:
             self._receiver(data)
@@ -264,9 +283,9 @@ class UdpTransport:
         """Send a complete IPv6 packet to its destination's endpoint (multicast: to every
         static peer).
 
-        A unicast packet costs one dictionary look-up by its 16 destination octets (the static
-        entries; no address object unless it must be looked up among the learned entries and
-        prefixes) and one ``sendto`` of the packet as it is: Twisted's ``Port.write`` checks
+        A unicast packet costs a dictionary look-up or two by its 16 destination octets (the
+        static entries, then the learned ones; then the prefixes, tested on the octets'
+        integer) and one ``sendto`` of the packet as it is: Twisted's ``Port.write`` checks
         that the host is an IP literal of the socket's family by parsing it at every call, so
         a host is checked by it once, at its first datagram, and written to directly after."""
         port = self._port
@@ -280,10 +299,14 @@ class UdpTransport:
             packet = bytes(packet)
         if packet[24] != 0xFF:  # unicast (RFC 4291 2.7: multicast is ff00::/8)
             key = packet[24:40]
-            ep = self._static_packed.get(key)
+            ep = self._static_packed.get(key) or self._learned.get(key)
             if ep is None:
-                ep = self.endpoint_for(IPv6Address(key))
-                if ep is None:
+                a = int.from_bytes(key, "big")
+                for net, mask, prefix_endpoint in self._prefix_ints:
+                    if a & mask == net:
+                        ep = prefix_endpoint
+                        break
+                else:
                     return self._no_route(key)
             return self._write(port, packet, ep)
         targets = sorted(set(self.static.values()))

@@ -66,6 +66,12 @@ class AdmissionSettings:
                 f"max_sources = {self.max_sources!r} must be a positive integer")
 
 
+def _source_key(source: Hashable) -> Hashable:
+    """What the per-source buckets are keyed by: an IPv6 address's integer, anything else as
+    it is."""
+    return address_int(source) if type(source) is IPv6Address else source
+
+
 @implementer(ICounterSource, ITieredLimiter)
 class Admission:
     """The two inbound budgets and the answer budget (module docstring).
@@ -91,17 +97,19 @@ class Admission:
 
     def pin(self, source: Hashable, now: float = 0.0) -> None:
         """Give a configured peer's address its own per-source bucket (lab mode traffic)."""
-        self.sources.pin(source, now)
+        self.sources.pin(_source_key(source), now)
 
     def unpin(self, source: Hashable) -> None:
         """Let ``source`` share the common budgets again."""
-        self.sources.unpin(source)
+        self.sources.unpin(_source_key(source))
 
     _spend = staticmethod(spend)
 
     def unauthenticated(self, source: Hashable, now: float) -> bool:
         """Admit one unauthenticated packet from outer source ``source``."""
-        if not self.sources.allow(source, now):
+        # Buckets are keyed by the address's integer: a new source's packet looks its bucket
+        # up in two tables and adds it to one, each a Python-level hash of an IPv6Address.
+        if not self.sources.allow(_source_key(source), now):
             self.counters[RATE_LIMITED] += 1
             return False
         s = self.settings

@@ -279,6 +279,28 @@ class OutboundSA(_Keyed):
         self._limit = limit if reserve is not None else SEQ_MAX
         self._reserve = reserve
 
+    @classmethod
+    def derived(cls, spi: int, keymat: bytes, peer: IPv6Address, seq: int, limit: int,
+                reserve: "Callable[[OutboundSA, int], int] | None", iv_mask: int,
+                ciphers: CipherCache, role: str) -> "OutboundSA":
+        """An SA whose arguments its database has checked already (a derived pair,
+        :meth:`haha.security.sadb.SecurityAssociationDatabase.add_derived_pair`): the state
+        ``OutboundSA(spi, key, salt, ...)`` builds, without checking again. ``keymat`` is
+        ``key || salt``."""
+        sa = cls.__new__(cls)
+        sa.spi = spi
+        sa.peer = peer
+        sa.role = role
+        sa._key = keymat
+        sa._salt = None
+        sa._crypt = None
+        sa._ciphers = ciphers
+        sa._seq = seq
+        sa._mask = iv_mask
+        sa._limit = limit if reserve is not None else SEQ_MAX
+        sa._reserve = reserve
+        return sa
+
     @property
     def seq(self) -> int:
         """The last sequence number sent."""
@@ -397,6 +419,36 @@ class InboundSA(_Keyed):
         # reaches ``save_at`` and returns the next threshold.
         self._advance = advance
         self._save_at = save_at if advance is not None and save_at is not None else _NEVER
+
+    @classmethod
+    def derived(cls, spi: int, keymat: bytes, peer: IPv6Address, replay_window: int,
+                role: str, floor: int, advance: "Callable[[InboundSA, int], int] | None",
+                save_at: int | None, ciphers: CipherCache, peer_key: int) -> "InboundSA":
+        """An SA whose arguments its database has checked already (a derived pair, no
+        other sources): the state ``InboundSA(spi, key, salt, ...)`` builds, without checking
+        again. ``keymat`` is ``key || salt``."""
+        sa = cls.__new__(cls)
+        sa.spi = spi
+        sa.peer = peer
+        sa.role = role
+        sa.sources = _EMPTY
+        sa.peer_key = peer_key
+        sa.source_keys = _EMPTY
+        sa.window = replay_window
+        sa._key = keymat
+        sa._salt = None
+        sa._crypt = None
+        sa._ciphers = ciphers
+        mask = _WINDOW_MASKS.get(replay_window)
+        if mask is None:
+            mask = _WINDOW_MASKS[replay_window] = (1 << replay_window) - 1
+        sa._mask = mask
+        sa._top = floor
+        sa._bits = 1 if floor == 0 else mask
+        sa.received = 0
+        sa._advance = advance
+        sa._save_at = save_at if advance is not None and save_at is not None else _NEVER
+        return sa
 
     @property
     def top(self) -> int:

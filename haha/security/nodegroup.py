@@ -109,14 +109,18 @@ class NodeGroup:
                 SaSpec(home_address, "in", in_spi, in_keys[:k], in_keys[k:], role=MOBILE_NODE))
 
     def _install(self, sadb: SecurityAssociationDatabase, home_address: IPv6Address,
-                 keys: tuple[int, bytes, int, bytes]) -> None:
-        # The contexts are built now from the keys just derived (both are used at once: the
-        # packet opened, the answer sealed), not derived again at their first use.
+                 keys: tuple[int, bytes, int, bytes], inbound: bool = True) -> None:
+        # The contexts are built now from the keys just derived, not derived again at their
+        # first use: both on a node's first packet (the packet opened, the answer sealed);
+        # only the outbound one when the pair is installed to send (a switch request to a
+        # node first seen here: the inbound context is built from the kept keys if the node
+        # answers, and no cached context is evicted for it meanwhile). Without kept keys both
+        # are built now, as building one later would derive the pair again.
         out_spi, out_keys, in_spi, in_keys = keys
         sources = (None, None) if self.keep_keys \
             else (self._sources["out"], self._sources["in"])
         sadb.add_derived_pair(home_address, MOBILE_NODE, out_spi, out_keys, in_spi, in_keys,
-                              sources, prime=True)
+                              sources, prime=True, prime_inbound=inbound or not self.keep_keys)
 
     def __repr__(self) -> str:  # never the key
         return (f"<NodeGroup {self.prefix} configured={len(self._configured)} "
@@ -189,7 +193,7 @@ class NodeGroup:
             return True
         if not self.covers(home_address):
             return False
-        self._install(sadb, home_address, self.pair_keys(home_address))
+        self._install(sadb, home_address, self.pair_keys(home_address), inbound=False)
         self.derived += 1
         return True
 

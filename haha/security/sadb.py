@@ -57,6 +57,7 @@ from .esp import (
     MIN_LEN,
     MIN_SPI,
     SALT_LEN,
+    SEQ_MAX,
     InboundSA,
     KeySource,
     OutboundSA,
@@ -302,12 +303,15 @@ class SecurityAssociationDatabase:
     def add_derived_pair(self, peer: IPv6Address, role: str, out_spi: int, out_keys: bytes,
                          in_spi: int, in_keys: bytes,
                          key_sources: tuple[Optional[KeySource], Optional[KeySource]]
-                         = (None, None), prime: bool = False) -> None:
+                         = (None, None), prime: bool = False,
+                         prime_inbound: bool = True) -> None:
         """Both SAs of a pair whose keys were just derived (``out_keys`` and ``in_keys``:
         ``key || salt``): what :meth:`add` of the two :class:`SaSpec` does (same checks, same
         errors, nothing added when one fails), without building them: a node group installs a
         pair per node on its first packet. ``key_sources`` (outbound, inbound) as for
-        :meth:`add`; ``prime`` builds both cipher contexts from the keys given."""
+        :meth:`add`; ``prime`` builds both cipher contexts from the keys given (only the
+        outbound one with ``prime_inbound`` false: a pair installed to send, whose inbound
+        context is built from the kept keys when a packet first arrives)."""
         if type(peer) is not IPv6Address:
             raise SecurityConfigError(f"SA peer {peer!r} is not an IPv6Address")
         if role not in ROLES:
@@ -321,49 +325,57 @@ class SecurityAssociationDatabase:
                     or not MIN_SPI <= spi <= 0xFFFFFFFF:
                 raise SecurityConfigError(f"SA pair for peer {peer}: SPI {spi!r} is not in "
                                           "256..4294967295 (RFC 4303 2.1 reserves 0-255)")
+        if out_keys.__class__ is not bytes or in_keys.__class__ is not bytes:
+            out_keys, in_keys = bytes(out_keys), bytes(in_keys)
         p = address_int(peer)
-        known = self._role(p, peer)
-        if known is not None and known != role:
-            raise SecurityConfigError(
-                f"peer {peer} is already a {known}; an SA cannot make it a {role}")
-        if p in self._out:
-            raise SecurityConfigError(f"peer {peer} already has an outbound SA")
-        if peer in self._in_peer:
-            raise SecurityConfigError(f"peer {peer} already has an inbound SA")
+        # A new peer (the usual case: a node's first packet) has no SA in any table; only
+        # then are the checks below all passed without looking further.
+        if p in self._out or peer in self._in_peer or self._out_local or self._in_local:
+            known = self._role(p, peer)
+            if known is not None and known != role:
+                raise SecurityConfigError(
+                    f"peer {peer} is already a {known}; an SA cannot make it a {role}")
+            if p in self._out:
+                raise SecurityConfigError(f"peer {peer} already has an outbound SA")
+            if peer in self._in_peer:
+                raise SecurityConfigError(f"peer {peer} already has an inbound SA")
         same = self._same_spi(in_spi)
         for other in same:
             if other.peer == peer or peer in other.sources:
                 raise SecurityConfigError(
                     f"inbound SPI 0x{in_spi:08x} of peer {peer} is already used by "
                     f"the SA of peer {other.peer} for the same source addresses")
+        iv_mask = int.from_bytes(self._rng(8), "big")
+        if not 0 <= iv_mask < 1 << 64:
+            raise SecurityConfigError("IV mask must be a 64-bit unsigned integer")
         store = self.sequence_store
-        seq, limit, reserve = 0, None, None
-        floor, advance, save_at = 0, None, None
         if store is not None:
-            seq, limit, reserve = store.start_outbound(peer, out_spi)
-            floor, advance, save_at = store.start_inbound(peer, in_spi)
-        out = OutboundSA(out_spi, out_keys[:klen], out_keys[klen:], peer=peer, rng=self._rng,
-                         seq=seq, limit=limit if limit is not None else 0xFFFFFFFF,
-                         reserve=reserve, ciphers=self.ciphers, role=role)
-        sa = InboundSA(in_spi, in_keys[:klen], in_keys[klen:], peer=peer,
-                       replay_window=self.replay_window, role=role, floor=floor,
-                       advance=advance, save_at=save_at, ciphers=self.ciphers, peer_key=p)
+            seq, limit, reserve, floor, advance, save_at = store.start_pair(peer, out_spi,
+                                                                            in_spi)
+        else:
+            seq, limit, reserve, floor, advance, save_at = 0, SEQ_MAX, None, 0, None, None
+        out_mat = in_mat = None
+        if key_sources == (None, None):
+            # One object for both directions' keys (_Keyed.share_pair_keys, whose checks the
+            # lengths above have made): 33 octets less per pair (a node group keeps its
+            # nodes' keys, haha.security.nodegroup).
+            out_mat = in_mat = out_keys + in_keys
+        # Built without checking again what was checked above (the constructors' checks).
+        out = OutboundSA.derived(out_spi, out_mat or out_keys, peer, seq, limit, reserve,
+                                 iv_mask, self.ciphers, role)
+        sa = InboundSA.derived(in_spi, in_mat or in_keys, peer, self.replay_window, role,
+                               floor, advance, save_at, self.ciphers, p)
         if key_sources[0] is not None:
             out.use_key_source(key_sources[0])
         if key_sources[1] is not None:
             sa.use_key_source(key_sources[1])
-        if key_sources == (None, None):
-            # One object for both directions' keys: 33 octets less per pair (a node group
-            # keeps its nodes' keys, haha.security.nodegroup).
-            pair = out_keys + in_keys
-            out.share_pair_keys(pair)
-            sa.share_pair_keys(pair)
         self._out[p] = out
         self._set_spi(in_spi, same + (sa,))
         self._in_peer[peer] = sa
         if prime:
             self.ciphers.load(out, out_keys)
-            self.ciphers.load(sa, in_keys)
+            if prime_inbound:
+                self.ciphers.load(sa, in_keys)
 
     def _epoch_inbound(self, spec: SaSpec, rekey: Rekey, window: int) -> EpochInboundSA:
         store = self.sequence_store

@@ -204,7 +204,20 @@ class SequenceStore:
         """``(seq, limit, reserve)`` for a new outbound SA object: the last number that may
         already have been sent, how far it may go before reserving again (this reservation is
         written now, or when the current batch ends) and the reservation callback."""
-        name = _name("out", peer, spi)
+        return self._start_outbound(_name("out", peer, spi))
+
+    def start_pair(self, peer: object, out_spi: int, in_spi: int
+                   ) -> tuple[int, int, Reserve, int, Advance, int]:
+        """:meth:`start_outbound` of ``(peer, out_spi)`` followed by :meth:`start_inbound` of
+        ``(peer, in_spi)``, in one call: the peer's text made once for both names (a node
+        group installs a pair per node on its first packet)."""
+        text = address_text(peer) if type(peer) is IPv6Address else str(peer)
+        seq, limit, reserve = self._start_outbound(f"out {text} 0x{out_spi:08x}")
+        floor = self._data.get(f"in {text} 0x{in_spi:08x}", 0)
+        return (seq, limit, reserve, floor, self._advance,
+                floor + self.block if floor else self.block)
+
+    def _start_outbound(self, name: str) -> tuple[int, int, Reserve]:
         used = self._data.get(name)
         if used is None and not self._batch:
             return self._start_shared(name)
