@@ -109,12 +109,23 @@ SLICE = 256  # packets between two turns of the timers, as the UDP transport's s
 CIPHER_CACHE = 4096  # --cipher-cache
 
 
+#: The sequence stores' directories, removed when the process ends (a test runs this
+#: benchmark dozens of times: each run used to leave one behind in /tmp).
+_SCRATCH: list = []
+
+
+def _scratch() -> str:
+    d = tempfile.TemporaryDirectory(prefix="haha-bench-reg-")
+    _SCRATCH.append(d)
+    return d.name
+
+
 def _home_agent(address, n_nodes):
     s = HomeAgentSettings(address=address, home_prefix=PREFIX,
                           peers=tuple(a for a in HAS if a != address), boot_wait=0,
                           max_binding_lifetime=3600)
     # A sequence store as the daemon keeps (its state directory), in a directory of its own.
-    store = SequenceStore(os.path.join(tempfile.mkdtemp(prefix="haha-bench-reg-"), "seq"))
+    store = SequenceStore(os.path.join(_scratch(), "seq"))
     sadb = SecurityAssociationDatabase(cipher_cache=CIPHER_CACHE, sequence_store=store)
     for peer in s.peers:
         for spec in keys.derive_pair(PEER_SECRET, address, peer, HOME_AGENT):
