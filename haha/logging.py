@@ -69,6 +69,12 @@ def configure(level: str = "info", namespace: str = "haha") -> None:
     _thresholds.clear()
 
 
+def level_of(namespace: str = "haha") -> str:
+    """The name of the level ``namespace`` shows events from (what :func:`configure` set)."""
+    shown = _predicate.logLevelForNamespace(namespace)
+    return next(name for name, lvl in LEVELS.items() if lvl == shown)
+
+
 def enabled(log: Logger, level: LogLevel) -> bool:
     """Whether ``log`` (a :func:`logger`) would publish an event at ``level``: ask before
     building fields on a hot path, so what the level discards costs one dictionary lookup."""

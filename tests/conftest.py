@@ -59,3 +59,16 @@ def require_root():
     """Fail (not skip) when a tier-3 test runs without root: CI always has it."""
     if os.geteuid() != 0:
         pytest.fail("this test needs root (network namespaces); set HAHA_NO_NETNS=1 to deselect")
+
+
+@pytest.fixture(autouse=True)
+def _haha_log_level_kept():
+    """Every test finds haha's log level as the one before it left it: a test that runs a
+    benchmark in process (bench/nodecost.py sets 'error', as a generator worker does) used to
+    leave it so, and later tests that watch warnings saw none, depending on the order."""
+    from haha.logging import configure, level_of
+
+    before = level_of()
+    yield
+    if level_of() != before:
+        configure(before)

@@ -98,3 +98,17 @@ def test_an_embedders_own_logger_is_not_filtered():
     seen = []
     assert hlog.enabled(Logger(namespace="x", observer=seen.append), LogLevel.debug)
     assert not hlog.enabled(hlog.logger("haha.x"), LogLevel.debug)
+
+
+def test_level_of_names_what_configure_set():
+    """level_of() answers the level configure() set, for every level and per namespace
+    (the test suite's fixture restores it from this between tests)."""
+    try:
+        for name in ("debug", "warn", "error", "info"):
+            hlog.configure(name)
+            assert hlog.level_of() == name
+        hlog.configure("error", namespace="haha.test.level")
+        assert hlog.level_of("haha.test.level") == "error" and hlog.level_of() == "info"
+    finally:
+        hlog.configure("info", namespace="haha.test.level")
+        hlog.configure("info")
