@@ -117,8 +117,9 @@ class Run:
 
     def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME,
                  node_keys="group", admission="sized", take_over_share="split",
-                 profile=None, phases=("burst", "kill", "restart")):
+                 profile=None, phases=("burst", "kill", "restart"), profile_until="served"):
         self.profile = profile
+        self.profile_until = profile_until
         self.phases = phases
         self.ha_lifetime = ha_lifetime
         self.node_keys = node_keys
@@ -267,6 +268,8 @@ class Run:
                     firsts += k.get("core.switch-sent", 0) - k.get("core.switch-retransmitted", 0)
                 if firsts >= self.n:
                     seen["switch_requests"] = time.monotonic() - t0
+                    if self.profile_until == "sent":
+                        _stop_profilers(profilers)
             if "registered" not in seen:
                 r = self.generator.report()
                 if r["registered"] == self.n and not r["by_home_agent"].get(first.address):
@@ -282,6 +285,8 @@ class Run:
                       served, self.timeout, min(0.2, self.interval))
         finally:
             _stop_profilers(profilers)
+        split = {s: profile_split(os.path.join(self.profile, f"kill-{s}.txt"))
+                 for s in survivors} if profilers else None
 
         def held():  # every survivor counts a binding for every node
             return all((c.control(s, "status", 30) or {}).get("bindings") == self.n
@@ -332,7 +337,8 @@ class Run:
                                           for k in seen["cpu"]},
                 "traffic_until_served": {s: {k: seen["traffic"][s][k] - traffic0[s][k]
                                              for k in TRAFFIC} for s in survivors},
-                "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)]}
+                "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)],
+                "profile_split": split, "profile_until": self.profile_until if split else None}
 
     def _profile(self, names, phase):
         """With ``--profile DIR``: a py-spy recorder on each home agent of ``names`` for this
@@ -395,15 +401,71 @@ def generator_drops(before, after):
 
 
 def _stop_profilers(procs):
-    """End the py-spy recorders of :meth:`Run._profile` (SIGINT: each writes its file)."""
+    """End the py-spy recorders of :meth:`Run._profile` (SIGINT: each writes its file); a
+    second call does nothing more."""
     for proc in procs:
-        proc.send_signal(signal.SIGINT)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
     for proc in procs:
         try:
             proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+#: Where a survivor's time goes in the kill phase (``--profile``): each py-spy sample (a stack
+#: of the reactor's thread while it was not idle: on a busy machine this includes waiting for
+#: a CPU) goes to the first category whose test its stack passes. The timer's work (the home
+#: agent's tick) is split by what it ran; what the tick queued is sealed and sent in the same
+#: timer call ("timer: seal and send": switch requests, and the BIUs of take-over slices and
+#: of held copies; "node SA derived for a switch request" apart).
+PROFILE_SPLIT = (
+    ("stall probe", lambda f: "StallProbe._run" in f),
+    ("control socket", lambda f: any(x.startswith(("ControlProtocol", "ControlServer",
+                                                   "_Streamer", "Control")) for x in f)),
+    ("reading the socket", lambda f: "UdpTransport._read" in f
+     and "Adapter.packet_received" not in f),
+    ("peers: HELLOs", lambda f: "Peering.hello" in f or "Peering.send_hellos" in f),
+    ("peers: BIUs/BIAs in (copies)", lambda f: "InputQueue._peers_first" in f),
+    ("take-over slices", lambda f: "Backlog.run" in f or "take_over.<locals>.take" in f),
+    ("switch requests: core tick", lambda f: "SwitchRequests.tick" in f),
+    ("held copies released", lambda f: "HeldCopies.release" in f),
+    ("timer: node SA derived for a switch request", lambda f: "Adapter._fire" in f
+     and "NodeGroup.ensure" in f),
+    ("timer: seal and send (switch requests, BIUs)", lambda f: "Adapter._fire" in f
+     and ("Endpoint.apply" in f or "Adapter._carry_out" in f)),
+    ("timer: other", lambda f: "Adapter._fire" in f),
+    ("node traffic: ESP in", lambda f: "InputQueue._process" in f
+     and "Endpoint.unprotect" in f),
+    ("node traffic: core (registration)", lambda f: "InputQueue._process" in f
+     and "HomeAgent.receive" in f),
+    ("node traffic: answers sealed and sent", lambda f: "InputQueue._process" in f
+     and ("Endpoint.apply" in f or "Adapter._carry_out" in f)),
+    ("node traffic: other", lambda f: "InputQueue._process" in f),
+    ("other", lambda f: True),
+)
+
+
+def profile_split(path):
+    """``{category: share of the samples}`` of one py-spy raw file (:data:`PROFILE_SPLIT`),
+    with ``samples`` the total."""
+    counts = dict.fromkeys((name for name, _ in PROFILE_SPLIT), 0)
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip().rpartition(" ")
+            if not n.isdigit():
+                continue
+            frames = {x.split(" (")[0] for x in stack.split(";")}
+            for name, test in PROFILE_SPLIT:
+                if test(frames):
+                    counts[name] += int(n)
+                    break
+            total += int(n)
+    out = {k: round(v / total, 3) for k, v in counts.items() if v} if total else {}
+    out["samples"] = total
+    return out
 
 
 #: The counters of a survivor's messages the kill phase reports (until every node registered
@@ -536,10 +598,19 @@ def main(argv=None):
     p.add_argument("--profile", metavar="DIR",
                    help="record each survivor with py-spy during the kill phase, until every "
                         "node is registered with one (raw collapsed stacks in DIR)")
+    p.add_argument("--profile-until", choices=("served", "sent"), default="served",
+                   help="with --profile: stop recording when every node is registered with a "
+                        "survivor (served) or when every first switch request has left (sent)")
+    p.add_argument("--split", nargs="+", metavar="FILE",
+                   help="only print where the time of each py-spy raw profile FILE went "
+                        "(PROFILE_SPLIT), as JSON, and run nothing")
     p.add_argument("--phases", default="burst,kill,restart",
                    help="the phases to run, in order (comma-separated; kill and restart need "
                         "the burst before them)")
     args = p.parse_args(argv)
+    if args.split:
+        print(json.dumps({path: profile_split(path) for path in args.split}))
+        return
     phases = tuple(args.phases.split(","))
     unknown = [x for x in phases if x not in ("burst", "kill", "restart")]
     if unknown or not phases or phases[0] != "burst":
@@ -549,7 +620,8 @@ def main(argv=None):
     load.stop_on_sigterm()
     try:
         o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys,
-                args.admission, args.take_over_share, args.profile, phases)()
+                args.admission, args.take_over_share, args.profile, phases,
+                args.profile_until)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

@@ -158,6 +158,47 @@ def test_benchmark_phases_are_checked():
         assert e.value.code == 2
 
 
+def test_profile_split_puts_each_sample_in_the_first_matching_category(tmp_path, capsys):
+    """bench/scale.py's split of a survivor's py-spy profile: each raw stack's samples go to
+    the first category of PROFILE_SPLIT its frames match (a node SA derived under the timer
+    apart from sealing, node traffic by its step, peers' packets before node traffic);
+    shares add up to 1 and ``--split`` prints them without running anything."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import scale
+
+    base = "<module> (twistd:8);ReactorBase.run (twisted/internet/base.py:686);"
+    fire = base + "Adapter._fire (haha/protocol.py:1);Endpoint.handle_timer (haha/endpoint.py:2);"
+    node = base + "InputQueue._process (haha/io/rxqueue.py:3);Adapter.packet_received (x:4);"
+    lines = [
+        fire + "HomeAgent._tick (haha/core/homeagent.py:5);Backlog.run (haha/core/slices.py:6) 7",
+        fire + "Endpoint.apply (e:7);Endpoint.send_mh (e:8);NodeGroup.ensure (n:9) 5",
+        fire + "Endpoint.apply (e:7);Endpoint.send_mh (e:8);OutboundSA.seal (s:1) 3",
+        node + "Endpoint.receive (e:2);HomeAgentEndpoint.unprotect (e:3);"
+               "Endpoint.unprotect (e:4) 4",
+        node + "Endpoint.receive (e:2);HomeAgent.receive (h:1);Registrar.binding_update (r:1) 6",
+        base + "InputQueue._process (q:1);InputQueue._peers_first (q:2);"
+               "HomeAgent.receive (h:1) 2",
+        base + "StallProbe._run (haha/stallprobe.py:103) 1",
+        base + "EPollReactor.doPoll (t:1);UdpTransport._read (haha/io/udp.py:204) 2",
+        "garbage line without a count",
+    ]
+    path = tmp_path / "kill-ha2.txt"
+    path.write_text("\n".join(lines) + "\n")
+    split = scale.profile_split(str(path))
+    assert split["samples"] == 30
+    assert split["take-over slices"] == round(7 / 30, 3)
+    assert split["timer: node SA derived for a switch request"] == round(5 / 30, 3)
+    assert split["timer: seal and send (switch requests, BIUs)"] == round(3 / 30, 3)
+    assert split["node traffic: ESP in"] == round(4 / 30, 3)
+    assert split["node traffic: core (registration)"] == round(6 / 30, 3)
+    assert split["peers: BIUs/BIAs in (copies)"] == round(2 / 30, 3)
+    assert split["stall probe"] == round(1 / 30, 3)
+    assert split["reading the socket"] == round(2 / 30, 3)
+    assert abs(sum(v for k, v in split.items() if k != "samples") - 1) < 0.01
+    scale.main(["--split", str(path)])
+    assert json.loads(capsys.readouterr().out) == {str(path): split}
+
+
 def test_haha_lab_load_refuses_bad_arguments(capsys):
     """``haha-lab load`` is dispatched to the generator, whose bad arguments stop it with a
     usage error before anything starts."""
