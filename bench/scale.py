@@ -246,8 +246,12 @@ class Run:
         t0 = time.monotonic()
         c.kill(first.name)
         profilers = self._profile(survivors, "kill")
+        timeline = CpuTimeline(dict(
+            [(s, c.node(s).process.pid) for s in survivors]
+            + [(f"generator{i}", p.pid) for i, p in enumerate(self.generator.processes)]), t0)
 
         def detected():  # each survivor has declared a peer down since the kill
+            timeline.sample()
             return all(_counter_read(c, s, "event.peer-down") > before[s] for s in survivors)
 
         load.wait("failure detection", detected, self.timeout, self.interval)
@@ -255,6 +259,7 @@ class Run:
         seen = {}
 
         def served():
+            timeline.sample()
             if "primaries" not in seen:
                 counts = [(c.control(s, "status", 30) or {}).get("primaries") for s in survivors]
                 if None not in counts and sum(counts) == self.n:
@@ -313,9 +318,20 @@ class Run:
         told = load.percentiles(phase["told"])
         moved = load.percentiles(phase["registered"])
         told_s = told["p100"] if not phase["untold"] else None
+        sent_s = seen.get("switch_requests")
+        # The CPU each survivor and generator process used from detection until every node
+        # was told (and until every first switch request had left): on a machine shared with
+        # other work, wall-clock times vary with the load; the CPU the phase needed varies far
+        # less, and told_s on an idle 2-core machine is about detected_s + its total / 2.
+        cpu_told = timeline.between(detection, told_s) if told_s is not None else None
+        cpu_sent = timeline.between(detection, sent_s) if sent_s is not None else None
         return {"detected_s": round(detection, 3), "primaries_s": round(seen["primaries"], 3),
                 "told_s": told_s,
-                "switch_requests_sent_s": seen.get("switch_requests"),
+                "switch_requests_sent_s": sent_s,
+                "cpu_detected_to_told_s": cpu_told,
+                "cpu_detected_to_told_total_s": None if cpu_told is None
+                else round(sum(cpu_told.values()), 2),
+                "cpu_detected_to_sent_s": cpu_sent,
                 "served_and_told_s": None if told_s is None
                 else round(max(seen["primaries"], told_s), 3),
                 "told_percentiles_s": told, "untold": phase["untold"],
@@ -398,6 +414,38 @@ def generator_drops(before, after):
     request dropped there is a node never told: counted, not lost silently)."""
     return {k: after["transport"].get(k, 0) - before["transport"].get(k, 0)
             for k in GENERATOR_DROPS}
+
+
+class CpuTimeline:
+    """CPU seconds of named processes (``{name: pid}``), sampled (:meth:`sample`) at times
+    counted from ``t0`` (``time.monotonic``): what each used between two instants of a phase
+    (:meth:`between`, from the first samples at or after each)."""
+
+    def __init__(self, pids, t0):
+        self.pids = dict(pids)
+        self.t0 = t0
+        self.samples = []  # (seconds after t0, {name: cpu seconds})
+
+    def sample(self):
+        cpu = {}
+        for name, pid in self.pids.items():
+            try:
+                cpu[name] = load.proc_stat(pid)[0]
+            except OSError:  # gone: its last sample stands
+                cpu[name] = self.samples[-1][1].get(name, 0.0) if self.samples else 0.0
+        self.samples.append((time.monotonic() - self.t0, cpu))
+
+    def at(self, t):
+        """The first sample at or after ``t`` (the last one if none is)."""
+        for when, cpu in self.samples:
+            if when >= t:
+                return cpu
+        return self.samples[-1][1]
+
+    def between(self, a, b):
+        """``{name: CPU seconds used between a and b}``, to 10 ms."""
+        start, end = self.at(a), self.at(b)
+        return {name: round(end[name] - start[name], 2) for name in end}
 
 
 def _stop_profilers(procs):
@@ -535,6 +583,8 @@ def results(o):
                         baselines={"failure-detection": k["detected_s"]},
                         primaries_s=k["primaries_s"], told_s=k["told_s"],
                         switch_requests_sent_s=k["switch_requests_sent_s"],
+                        cpu_detected_to_told_s=k["cpu_detected_to_told_s"],
+                        cpu_detected_to_told_total_s=k["cpu_detected_to_told_total_s"],
                         untold=k["untold"], registered_with_survivor_s=k["served_s"],
                         reregistered_s=k["reregistered_percentiles_s"]["p100"],
                         consistent_s=k["consistent_s"],
