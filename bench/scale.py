@@ -521,7 +521,7 @@ def profile_split(path):
 TRAFFIC = ("core.switch-sent", "core.bu-accepted", "core.biu-sent", "received.BindingUpdate",
            "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello",
            "core.copies-held", "core.anti-entropy-repairs", "core.bir-received", "core.bu-duplicate",
-           "udptransport.superseded")
+           "udptransport.superseded", "udptransport.answered_dropped")
 
 
 def _traffic(cluster, name):
