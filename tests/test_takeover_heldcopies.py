@@ -17,7 +17,7 @@ from ipaddress import IPv6Address as A
 import pytest
 
 from haha.core.effects import Event, Inbound, Send
-from haha.core.heldcopies import HOLD, HOLD_MAX, RELEASE_SLICE, HeldCopies
+from haha.core.heldcopies import HOLD, HeldCopies
 from haha.wire.mh import BU_A, BU_H, BindingInfoAck, BindingInfoUpdate, BindingUpdate
 from haha.wire.options import AlternateCareOfAddress
 
@@ -195,78 +195,6 @@ def test_release_sends_the_binding_as_it_now_is_and_skips_another_primary():
     entries = [(e.home_address, e.sequence) for biu in _bius(out) for e in biu.entries]
     assert entries == [(hoa(1), 3)]
     assert not held and held.due is None and counters["copies-held"] == 1
-
-
-def _paced_take_over(copies, rate):
-    """Like :func:`_taken_over`, with first switch requests paced at ``rate`` a second: many
-    nodes are still to be told when the take-over ends."""
-    import dataclasses
-
-    ha = _survivor(ME, copies)
-    ha.switching.settings = dataclasses.replace(ha.settings, switch_rate=rate)
-    peer = _Peer(ha)
-    now = 0.0
-    while not (ha.counters["taken-over"] and not ha.work.has("take-over")):
-        d = ha.next_deadline()
-        now = max(now + 0.005, d if d is not None else now)
-        peer.take(ha.tick(now), now)
-    mine = sorted((b.home_address for b in ha.cache if b.primary is None), key=int)
-    assert ha.switching.first_queued()
-    return ha, peer, mine, now
-
-
-def _refreshed_per_call(ha, peer, now, until):
-    """Tick ``ha`` at its deadlines up to ``until``; ``[(time, refreshed entries sent)]`` of
-    each call that sent any (entries with sequence number 2)."""
-    calls = []
-    while True:
-        d = ha.next_deadline()
-        if d is None or d > until:
-            return calls
-        now = max(now, d)
-        out = ha.tick(now)
-        n = sum(e.sequence == 2 for biu in _bius(out) for e in biu.entries)
-        if n:
-            calls.append((now, n))
-        peer.take(out, now)
-
-
-def test_refreshes_wait_until_every_node_is_told_then_leave_in_slices():
-    """While first switch requests are still queued (nodes not yet told), the refreshes of
-    nodes that re-registered stay held past HOLD: none reaches the peer. Once the last first
-    switch request has left, all of them leave within a tick or two, RELEASE_SLICE entries a
-    call at most, each with its new sequence number. Without the deferral they left HOLD
-    after being held, in the middle of the telling."""
-    ha, peer, mine, now = _paced_take_over(6000, 500.0)  # ~3,000 nodes: ~6 s of requests
-    nodes = mine[:RELEASE_SLICE + 500]
-    start = now + 0.01
-    for h in nodes:
-        peer.take(_bu(ha, h, 2, start), start)
-    assert len(ha.held_copies) == len(nodes)
-    calls = _refreshed_per_call(ha, peer, start, start + 2.0)
-    assert not calls and ha.switching.first_queued()  # 2 s, 8 HOLDs: still held
-    calls = _refreshed_per_call(ha, peer, start + 2.0, start + 30.0)
-    told_at = max(t for t, _ in calls) if calls else None
-    assert not ha.switching.first_queued()
-    assert sum(n for _, n in calls) == len(nodes)
-    assert max(n for _, n in calls) <= RELEASE_SLICE and len(calls) == 2
-    sent = {e.home_address: e.sequence for _, e in peer.entries(start) if e.sequence == 2}
-    assert set(sent) == set(nodes)
-    assert told_at - calls[0][0] <= 0.01  # the second slice at the next tick
-    assert not ha.held_copies and ha.counters["copies-held"] == len(nodes)
-
-
-def test_refreshes_wait_at_most_hold_max_while_nodes_are_still_told():
-    """With first switch requests paced over minutes, held refreshes still leave HOLD_MAX
-    after the first was held (a peer's copy is never older than that), all of them."""
-    ha, peer, mine, now = _paced_take_over(6000, 20.0)  # ~3,000 nodes: ~150 s
-    start = now + 0.01
-    for h in mine[:100]:
-        peer.take(_bu(ha, h, 2, start), start)
-    calls = _refreshed_per_call(ha, peer, start, start + HOLD_MAX + 1.0)
-    assert ha.switching.first_queued()
-    assert [n for _, n in calls] == [100]
-    assert start + HOLD_MAX <= calls[0][0] <= start + HOLD_MAX + HOLD + 0.01
 
 
 def test_split_take_over_on_the_network_ends_consistent_with_copies_held():

@@ -18,47 +18,26 @@ request is done, every held refresh still current goes to the peers in one batch
 into full BIUs (``sync_mtu``). Anything else a registration or deletion publishes is sent as
 before, at once; a held refresh overtaken by it (the binding deleted, or primary elsewhere
 now) is dropped when released, and one still primary here is sent as the binding now is.
-
-While nodes are still to be told (``defer(now)``: first switch requests not yet sent), held
-refreshes wait longer than :data:`HOLD`: until the last first switch request has left, at
-most :data:`HOLD_MAX` after the first one held. A copy's refresh changes nothing at the peer
-but its sequence number and lifetime, and on a machine whose CPU is the limit, the peers'
-work on the copies (the BIUs in, their acknowledgements back, each entry stored) is time not
-spent telling nodes: in a 30,000-node take-over it was a tenth of each survivor's time until
-every switch request had left. Released, they leave :data:`RELEASE_SLICE` at a time, one
-batch per tick (tens of thousands may be held), so no tick stalls the reactor.
 """
 
-import itertools
 from typing import Any, Callable, Dict, List, Optional
 
-#: Seconds a refresh may be held at most (from the first refresh held in a batch) once no
-#: node is still to be told.
+#: Seconds a refresh may be held at most (from the first refresh held in a batch).
 HOLD = 0.25
-#: Seconds a refresh may be held at most while nodes are still to be told (``defer``).
-HOLD_MAX = 30.0
-#: Held refreshes released per tick at most (each entry is queued for every peer and packed:
-#: a few microseconds; the BIUs of 1,024 entries are sealed in the same tick).
-RELEASE_SLICE = 1024
 
 
 class HeldCopies:
     """Refreshes of primaries waiting to be sent to the peers (module docstring). ``active()``
-    says whether refreshes are held now, ``defer(now)`` (optional) whether they wait past
-    :data:`HOLD` (nodes still to be told); ``counters`` counts the ones sent in batches
+    says whether refreshes are held now; ``counters`` counts the ones sent in batches
     (``copies-held``)."""
 
-    __slots__ = ("active", "defer", "counters", "due", "since", "_held")
+    __slots__ = ("active", "counters", "due", "_held")
 
-    def __init__(self, active: Callable[[], bool], counters: Any,
-                 defer: Optional[Callable[[float], bool]] = None) -> None:
+    def __init__(self, active: Callable[[], bool], counters: Any) -> None:
         self.active = active
-        self.defer = defer
         self.counters = counters
-        #: When the held refreshes are looked at next (None: nothing held).
+        #: When the held refreshes leave at the latest (None: nothing held).
         self.due: Optional[float] = None
-        #: When the oldest refresh still held was held (None: nothing held).
-        self.since: Optional[float] = None
         self._held: Dict[Any, Any] = {}
 
     def __len__(self) -> int:
@@ -78,40 +57,24 @@ class HeldCopies:
         self._held[binding.home_address] = binding
         if self.due is None:
             self.due = now + HOLD
-        if self.since is None:
-            self.since = now
         return True
 
     def release(self, now: float, cache: Any, sync: Any, out: List[Any],
                 force: bool = False) -> int:
-        """Send the held refreshes when due (``HOLD`` passed and no node still to be told, or
-        :data:`HOLD_MAX` passed, or nothing holds them any more; ``force``: all of them now):
-        each binding still primary here, as it is now, queued for every peer and sent packed
-        (``sync.flush``), :data:`RELEASE_SLICE` at most per call (the rest at the next tick,
-        due at once). Returns how many were sent."""
+        """Send the held refreshes when due (``HOLD`` passed, or nothing holds them any more;
+        ``force``: now): each binding still primary here, as it is now, queued for every peer
+        and sent packed (``sync.flush``). Returns how many were sent."""
         held = self._held
         if not held:
-            self.due = self.since = None
+            self.due = None
             return 0
-        if not force and self.active():
-            if self.due is not None and now < self.due:
-                return 0
-            since = now if self.since is None else self.since
-            if self.defer is not None and now < since + HOLD_MAX and self.defer(now):
-                self.due = min(now + HOLD, since + HOLD_MAX)  # looked at again then
-                return 0
-        if force or len(held) <= RELEASE_SLICE:
-            batch = list(held)
-            self._held = {}
-            self.due = self.since = None
-        else:
-            batch = list(itertools.islice(held, RELEASE_SLICE))
-            for home_address in batch:
-                del held[home_address]
-            self.due = now  # the rest at the next tick
+        if not force and self.active() and self.due is not None and now < self.due:
+            return 0
+        self._held = {}
+        self.due = None
         sent = 0
         publish = sync.publish
-        for home_address in batch:
+        for home_address in held:
             b = cache.get(home_address)
             if b is None or b.primary is not None:
                 continue  # deleted since (told to everybody then), or another's primary now
@@ -125,4 +88,4 @@ class HeldCopies:
     def clear(self) -> None:
         """Forget everything held (the home agent stops)."""
         self._held.clear()
-        self.due = self.since = None
+        self.due = None

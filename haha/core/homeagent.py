@@ -157,11 +157,9 @@ class HomeAgent:
         self.switching = SwitchRequests(settings, self.rng, self.counters, self.cache,
                                         self.takeover.unswitchable)
         # Refreshes of our own primaries wait while switch requests are out (a take-over's
-        # nodes re-registering) and leave packed, after the last first switch request
-        # (haha.core.heldcopies).
+        # nodes re-registering) and leave packed (haha.core.heldcopies).
         self.held_copies = HeldCopies(
-            lambda: bool(self.switching) or self.work.has("take-over"), self.counters,
-            defer=lambda now: self.switching.first_queued())
+            lambda: bool(self.switching) or self.work.has("take-over"), self.counters)
         # receive() dispatches through the table: per state, message type -> handler.
         self._receivers: Dict[HAState, Dict[type, _Receiver]] = {
             s: self._receivers_in(s) for s in HAState}

@@ -155,11 +155,6 @@ class SwitchRequests:
         first = self._first
         return bool(first) and first[0][0] <= now
 
-    def first_queued(self) -> bool:
-        """Whether first transmissions are still queued (paced, due or not): nodes not yet
-        told (an entry cancelled since may linger until a tick passes it)."""
-        return bool(self._first)
-
     def first_budget(self, limit: int) -> int:
         """First transmissions a tick may send, ``limit`` given for every switch request:
         ``limit``, grown with the first transmissions still queued up to
