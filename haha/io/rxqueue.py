@@ -35,8 +35,8 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
 - **Retransmissions of an answer already accepted cost nothing more.** A node told to switch
   answers with a Binding Update; when that waits in the queue longer than the node's
   retransmission timer, the node sends it again, and a copy arriving after the first was
-  processed is decrypted, found a duplicate and answered again (a fifth to a half of the
-  answers in a 30,000-node take-over on a loaded machine). When the receiver accepts the
+  processed is decrypted, found a duplicate and answered again (a quarter to a third of
+  the answers in a 30,000-node take-over on a loaded machine). When the receiver accepts the
   packet being delivered as such an answer (:meth:`InputQueue.answered`, called from within
   ``deliver``: the home agent, once the packet authenticated and its registration was
   accepted), later packets with the same supersession key (source, SPI, length, endpoint)
