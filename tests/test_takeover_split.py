@@ -24,13 +24,7 @@ import pytest
 from haha.core.effects import Event, Inbound, Send
 from haha.core.homeagent import HomeAgent
 from haha.core.settings import HomeAgentSettings, SettingsError
-from haha.core.switching import (
-    SWITCH_FIRST_DIVISOR,
-    SWITCH_FIRST_SLICE,
-    SWITCH_SLICE,
-    TAKE_OVER_SLICE,
-    share_of,
-)
+from haha.core.switching import SWITCH_SLICE, TAKE_OVER_SLICE, share_of
 from haha.testing import Network
 from haha.wire.mh import BU_A, BU_H, BindingInfoUpdate, HaHello, HaSwitchRequest
 from haha.wire.options import BceInfo
@@ -229,10 +223,8 @@ def test_shares_of_two_survivors_are_disjoint_complete_and_even():
 
 def test_take_over_of_many_bindings_in_bounded_slices_hasrs_first():
     """A survivor taking over its share of 20,000 copies: no call carries more than
-    TAKE_OVER_SLICE forwarding changes nor more than SWITCH_FIRST_SLICE switch requests (the
-    grown budget of first transmissions), nor more than SWITCH_SLICE once only
-    retransmissions are left; every node of its share gets its first switch request before
-    any is retransmitted."""
+    TAKE_OVER_SLICE forwarding changes nor more than SWITCH_SLICE switch requests; every node
+    of its share gets its first switch request before any is retransmitted."""
     ha = _survivor(HAS[1], 20000)
     calls = _drive(ha, 0.0, 30.0)
     from haha.core.effects import InstallRoute
@@ -241,16 +233,11 @@ def test_take_over_of_many_bindings_in_bounded_slices_hasrs_first():
     mine = ha.cache.primary_count
     assert 9000 < mine < 11000
     assert max(installs) <= TAKE_OVER_SLICE and sum(installs) == mine
-    assert max(hasrs) <= SWITCH_FIRST_SLICE
+    assert max(hasrs) <= SWITCH_SLICE
     order = [e.dst for out in calls for e in _hasrs(out)]
     firsts = len(set(order))
     assert firsts == mine
     assert len(set(order[:mine])) == mine  # every first transmission before a retransmission
-    told, i = 0, 0
-    while told < mine:  # the calls that sent the last first transmissions
-        told += len(_hasrs(calls[i]))
-        i += 1
-    assert max(hasrs[i:]) <= SWITCH_SLICE  # retransmissions: the ordinary budget
     assert ha.counters["switch-retransmitted"] > 0
 
 
@@ -273,7 +260,7 @@ def test_the_take_over_finishes_before_its_switch_requests_go():
     assert done >= 20000 // TAKE_OVER_SLICE - 1
     assert max(during) <= 1 and sum(during) <= done + 1
     after = [len(_hasrs(out)) for out in calls[done + 1:]]
-    assert max(after) <= SWITCH_FIRST_SLICE
+    assert max(after) <= SWITCH_SLICE
     assert sum(during) + sum(after) >= ha.cache.primary_count > 9000
 
 
@@ -447,38 +434,6 @@ def test_a_request_whose_answer_waits_in_the_input_queue_is_not_repeated():
     assert sr.counters["switch-answer-queued"] >= 10
     queued.clear()
     assert {hoa(i) for i in range(10)} <= _asked(sr, cache, 6.0)
-
-
-def test_first_switch_requests_per_tick_grow_with_those_still_to_send():
-    """Once the take-over of 10,000 bindings is done, the ticks send first switch requests
-    in a budget that grows with how many are still queued: SWITCH_FIRST_SLICE per tick while
-    thousands are (so the node traffic between two ticks is a small share while nodes are
-    still to be told), shrinking to the ordinary SWITCH_SLICE for the last few hundred;
-    never more than SWITCH_FIRST_SLICE. Without the growth every tick sent SWITCH_SLICE."""
-    ha = _survivor(HAS[1], 20000)
-    calls, now = [], 0.0
-    queued = []
-    while True:  # a reactor turn every 5 ms at least
-        d = ha.next_deadline()
-        if d is None or d > 30.0:
-            break
-        now = max(now + 0.005, d)
-        before = len(ha.switching._first)
-        calls.append(ha.tick(now))
-        queued.append(before)
-    done = next(i for i, out in enumerate(calls)
-                if any(type(e) is Event and e.name == "take-over" for e in out))
-    sent = [(q, len(_hasrs(out))) for q, out in zip(queued[done + 1:], calls[done + 1:])]
-    firsts = [(q, n) for q, n in sent if q]
-    assert max(n for _, n in firsts) == SWITCH_FIRST_SLICE
-    many = [n for q, n in firsts if q >= SWITCH_FIRST_SLICE * SWITCH_FIRST_DIVISOR]
-    assert many and all(n == SWITCH_FIRST_SLICE for n in many)
-    few = [n for q, n in firsts if q < SWITCH_SLICE * SWITCH_FIRST_DIVISOR]
-    assert few and max(few) <= SWITCH_SLICE
-    # the queue drains in far fewer ticks than at SWITCH_SLICE a tick
-    mine = ha.cache.primary_count
-    assert len(firsts) < mine / SWITCH_SLICE * 0.6
-    assert ha.switching.first_budget(SWITCH_SLICE) == SWITCH_SLICE  # nothing queued now
 
 
 def test_an_answer_to_a_switch_request_is_reported_with_its_care_of_address():

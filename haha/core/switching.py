@@ -23,10 +23,9 @@ request (but the first of a burst, sent when queued), so every binding it takes 
 forwarded and announced to the peers within the take-over's own CPU time; its switch
 requests follow. Then switch requests leave before anything else the tick has to do: first
 transmissions (paced, in a FIFO: their slots only grow) before any retransmission, at most
-:data:`SWITCH_SLICE` per tick, more while many nodes are still to be told (up to
-:data:`SWITCH_FIRST_SLICE`), so a take-over of 100,000 nodes tells them as fast as
-``switch_rate`` and the CPU allow while retransmissions, which only add load while the
-nodes' answers are queued, wait.
+:data:`SWITCH_SLICE` per tick, so a take-over of 100,000 nodes tells them as fast as
+``switch_rate`` allows while retransmissions, which only add load while the nodes' answers
+are queued, wait.
 """
 
 import heapq
@@ -56,19 +55,6 @@ SWITCH_TRIES = 7
 #: by the 20 ms slices of node traffic the transport runs between two ticks (at the old
 #: limit of 32, about 1,600 a second).
 SWITCH_SLICE = 64
-
-#: First transmissions per tick at most, when many are due: the budget of a tick grows from
-#: :attr:`SwitchRequests.slice` with the first transmissions still queued (one for every
-#: :data:`SWITCH_FIRST_DIVISOR` of them) up to this. Each costs the daemon about 0.1-0.15 ms
-#: (the node's SA derived, ESP, sendto), so a tick stays under 25 ms, well under the 50 ms
-#: stall goal. While thousands of nodes are still to be told, the short slices of node
-#: traffic between two ticks (haha.io.rxqueue, ``urgent``) are then a tenth of the time
-#: instead of a third: the nodes' re-registrations, which cost the home agent more than the
-#: switch request that caused them, wait until every node has been told (each node's own
-#: retransmissions of its Binding Update meanwhile replace each other in the input queue).
-SWITCH_FIRST_SLICE = 160
-#: See :data:`SWITCH_FIRST_SLICE`.
-SWITCH_FIRST_DIVISOR = 8
 
 #: Bindings taken over per slice: a take-over item costs the core tens of microseconds
 #: (cache, forwarding effects, the BIU entry queued, the switch request queued: its
@@ -136,8 +122,6 @@ class SwitchRequests:
         self._backed_off_at: Optional[float] = None
         #: Switch requests per tick when the home agent works in slices.
         self.slice = SWITCH_SLICE
-        #: First transmissions per tick at most, however many are due (first_budget).
-        self.first_slice = SWITCH_FIRST_SLICE
         self.drain_cursor = 0
         #: ``waiting(care_of)``: whether a packet from ``care_of`` waits, unprocessed, in the
         #: input queue of this home agent's transport (the service sets it; None: never). A
@@ -154,12 +138,6 @@ class SwitchRequests:
         """Whether a paced first transmission is due at ``now`` (a node not yet told)."""
         first = self._first
         return bool(first) and first[0][0] <= now
-
-    def first_budget(self, limit: int) -> int:
-        """First transmissions a tick may send, ``limit`` given for every switch request:
-        ``limit``, grown with the first transmissions still queued up to
-        :attr:`first_slice` (:data:`SWITCH_FIRST_SLICE`)."""
-        return max(limit, min(self.first_slice, len(self._first) // SWITCH_FIRST_DIVISOR))
 
     def __bool__(self) -> bool:
         return bool(self.pending)
@@ -299,9 +277,8 @@ class SwitchRequests:
 
     def tick(self, now: float, out: List[Any], limit: Optional[int]) -> None:
         """Send the paced first transmissions and then the retransmissions due at ``now``, at
-        most ``limit`` (None: all; first transmissions: :meth:`first_budget`); the rest stay
-        due. No retransmission leaves while a first transmission is due: nodes not yet told
-        come before nodes told once."""
+        most ``limit`` (None: all); the rest stay due. No retransmission leaves while a first
+        transmission is due: nodes not yet told come before nodes told once."""
         first = self._first
         heap = self._heap
         pending = self.pending
@@ -309,8 +286,7 @@ class SwitchRequests:
         cache = self.cache
         sent = 0
         first_timeout = self.first_timeout() if first else 0.0  # nothing below changes it
-        first_limit = None if limit is None else self.first_budget(limit)
-        while first and first[0][0] <= now and (first_limit is None or sent < first_limit):
+        while first and first[0][0] <= now and (limit is None or sent < limit):
             t, hoa = first.popleft()
             sent += 1  # stale items count too
             st = pending.get(hoa)
