@@ -726,6 +726,28 @@ def test_only_an_accepted_packet_opens_the_window():
         InputQueue(lambda d, m: None, None, answered_window=-1)
 
 
+def test_no_window_for_packets_without_esp_or_from_peers_or_without_supersession():
+    """Packets that have no supersession key open no window even when accepted: a plain
+    (non-ESP) packet, a packet from a configured peer's address (exempt: its SA carries
+    many messages that must all arrive), and any packet with ``supersede`` off; their
+    sources' next packets are all read."""
+    plain = build_packet(node(0), HA, 135, bytes(24))
+    q, got, opened, clock = _answering_queue(lambda data: True)
+    q.exempt = frozenset((PEER.packed,))
+    for data in (plain, esp(PEER, 1, spi=PEER_SPI)):
+        q.put(data, None)
+    _drain(q)
+    assert opened == [False, False]
+    q.put(build_packet(node(0), HA, 135, bytes(24)), None)
+    q.put(esp(PEER, 2, spi=PEER_SPI), None)
+    assert len(q.queue) == 2 and q.counters["answered_dropped"] == 0
+    q2, got2, opened2, _ = _answering_queue(lambda data: True, supersede=False)
+    q2.put(esp(node(0), 1), None)
+    q2.run()
+    q2.put(esp(node(0), 2), None)
+    assert opened2 == [False] and len(q2.queue) == 1
+
+
 def test_answer_windows_are_forgotten_when_they_expire():
     """The windows are bounded in time: each answered key is forgotten once its window has
     passed (looked at when the next window opens), so the table never grows with every node
