@@ -120,8 +120,9 @@ class Run:
 
     def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME,
                  node_keys="group", admission="sized", take_over_share="split",
-                 profile=None, phases=("burst", "kill", "restart")):
+                 profile=None, phases=("burst", "kill", "restart"), profile_until="served"):
         self.profile = profile
+        self.profile_until = profile_until
         self.phases = phases
         self.ha_lifetime = ha_lifetime
         self.node_keys = node_keys
@@ -260,8 +261,12 @@ class Run:
         t0 = time.monotonic()
         c.kill(first.name)
         profilers = self._profile(survivors, "kill")
+        timeline = CpuTimeline(dict(
+            [(s, c.node(s).process.pid) for s in survivors]
+            + [(f"generator{i}", p.pid) for i, p in enumerate(self.generator.processes)]), t0)
 
         def detected():  # each survivor has declared a peer down since the kill
+            timeline.sample()
             return all(_counter_read(c, s, "event.peer-down") > before[s] for s in survivors)
 
         load.wait("failure detection", detected, self.timeout, self.interval)
@@ -269,6 +274,7 @@ class Run:
         seen = {}
 
         def served():
+            timeline.sample()
             if "primaries" not in seen:
                 counts = [(c.control(s, "status", 30) or {}).get("primaries") for s in survivors]
                 if None not in counts and sum(counts) == self.n:
@@ -282,6 +288,8 @@ class Run:
                     firsts += k.get("core.switch-sent", 0) - k.get("core.switch-retransmitted", 0)
                 if firsts >= self.n:
                     seen["switch_requests"] = time.monotonic() - t0
+                    if self.profile_until == "sent":
+                        _stop_profilers(profilers)
             if "registered" not in seen:
                 r = self.generator.report()
                 if r["registered"] == self.n and not r["by_home_agent"].get(first.address):
@@ -297,6 +305,8 @@ class Run:
                       served, self.timeout, min(0.2, self.interval))
         finally:
             _stop_profilers(profilers)
+        split = {s: profile_split(os.path.join(self.profile, f"kill-{s}.txt"))
+                 for s in survivors} if profilers else None
 
         def held():  # every survivor counts a binding for every node
             return all((c.control(s, "status", 30) or {}).get("bindings") == self.n
@@ -323,9 +333,20 @@ class Run:
         told = load.percentiles(phase["told"])
         moved = load.percentiles(phase["registered"])
         told_s = told["p100"] if not phase["untold"] else None
+        sent_s = seen.get("switch_requests")
+        # The CPU each survivor and generator process used from detection until every node
+        # was told (and until every first switch request had left): on a machine shared with
+        # other work, wall-clock times vary with the load; the CPU the phase needed varies far
+        # less, and told_s on an idle 2-core machine is about detected_s + its total / 2.
+        cpu_told = timeline.between(detection, told_s) if told_s is not None else None
+        cpu_sent = timeline.between(detection, sent_s) if sent_s is not None else None
         return {"detected_s": round(detection, 3), "primaries_s": round(seen["primaries"], 3),
                 "told_s": told_s,
-                "switch_requests_sent_s": seen.get("switch_requests"),
+                "switch_requests_sent_s": sent_s,
+                "cpu_detected_to_told_s": cpu_told,
+                "cpu_detected_to_told_total_s": None if cpu_told is None
+                else round(sum(cpu_told.values()), 2),
+                "cpu_detected_to_sent_s": cpu_sent,
                 "served_and_told_s": None if told_s is None
                 else round(max(seen["primaries"], told_s), 3),
                 "told_percentiles_s": told, "untold": phase["untold"],
@@ -347,7 +368,8 @@ class Run:
                                           for k in seen["cpu"]},
                 "traffic_until_served": {s: {k: seen["traffic"][s][k] - traffic0[s][k]
                                              for k in TRAFFIC} for s in survivors},
-                "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)]}
+                "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)],
+                "profile_split": split, "profile_until": self.profile_until if split else None}
 
     def _profile(self, names, phase):
         """With ``--profile DIR``: a py-spy recorder on each home agent of ``names`` for this
@@ -409,10 +431,44 @@ def generator_drops(before, after):
             for k in GENERATOR_DROPS}
 
 
+class CpuTimeline:
+    """CPU seconds of named processes (``{name: pid}``), sampled (:meth:`sample`) at times
+    counted from ``t0`` (``time.monotonic``): what each used between two instants of a phase
+    (:meth:`between`, from the first samples at or after each)."""
+
+    def __init__(self, pids, t0):
+        self.pids = dict(pids)
+        self.t0 = t0
+        self.samples = []  # (seconds after t0, {name: cpu seconds})
+
+    def sample(self):
+        cpu = {}
+        for name, pid in self.pids.items():
+            try:
+                cpu[name] = load.proc_stat(pid)[0]
+            except OSError:  # gone: its last sample stands
+                cpu[name] = self.samples[-1][1].get(name, 0.0) if self.samples else 0.0
+        self.samples.append((time.monotonic() - self.t0, cpu))
+
+    def at(self, t):
+        """The first sample at or after ``t`` (the last one if none is)."""
+        for when, cpu in self.samples:
+            if when >= t:
+                return cpu
+        return self.samples[-1][1]
+
+    def between(self, a, b):
+        """``{name: CPU seconds used between a and b}``, to 10 ms."""
+        start, end = self.at(a), self.at(b)
+        return {name: round(end[name] - start[name], 2) for name in end}
+
+
 def _stop_profilers(procs):
-    """End the py-spy recorders of :meth:`Run._profile` (SIGINT: each writes its file)."""
+    """End the py-spy recorders of :meth:`Run._profile` (SIGINT: each writes its file); a
+    second call does nothing more."""
     for proc in procs:
-        proc.send_signal(signal.SIGINT)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
     for proc in procs:
         try:
             proc.wait(timeout=30)
@@ -421,12 +477,66 @@ def _stop_profilers(procs):
             proc.wait()
 
 
+#: Where a survivor's time goes in the kill phase (``--profile``): each py-spy sample (a stack
+#: of the reactor's thread while it was not idle: on a busy machine this includes waiting for
+#: a CPU) goes to the first category whose test its stack passes. The timer's work (the home
+#: agent's tick) is split by what it ran; what the tick queued is sealed and sent in the same
+#: timer call ("timer: seal and send": switch requests, and the BIUs of take-over slices and
+#: of held copies; "node SA derived for a switch request" apart).
+PROFILE_SPLIT = (
+    ("stall probe", lambda f: "StallProbe._run" in f),
+    ("control socket", lambda f: any(x.startswith(("ControlProtocol", "ControlServer",
+                                                   "_Streamer", "Control")) for x in f)),
+    ("reading the socket", lambda f: "UdpTransport._read" in f
+     and "Adapter.packet_received" not in f),
+    ("peers: HELLOs", lambda f: "Peering.hello" in f or "Peering.send_hellos" in f),
+    ("peers: BIUs/BIAs in (copies)", lambda f: "InputQueue._peers_first" in f),
+    ("take-over slices", lambda f: "Backlog.run" in f or "take_over.<locals>.take" in f),
+    ("switch requests: core tick", lambda f: "SwitchRequests.tick" in f),
+    ("held copies released", lambda f: "HeldCopies.release" in f),
+    ("timer: node SA derived for a switch request", lambda f: "Adapter._fire" in f
+     and "NodeGroup.ensure" in f),
+    ("timer: seal and send (switch requests, BIUs)", lambda f: "Adapter._fire" in f
+     and ("Endpoint.apply" in f or "Adapter._carry_out" in f)),
+    ("timer: other", lambda f: "Adapter._fire" in f),
+    ("node traffic: ESP in", lambda f: "InputQueue._process" in f
+     and "Endpoint.unprotect" in f),
+    ("node traffic: core (registration)", lambda f: "InputQueue._process" in f
+     and "HomeAgent.receive" in f),
+    ("node traffic: answers sealed and sent", lambda f: "InputQueue._process" in f
+     and ("Endpoint.apply" in f or "Adapter._carry_out" in f)),
+    ("node traffic: other", lambda f: "InputQueue._process" in f),
+    ("other", lambda f: True),
+)
+
+
+def profile_split(path):
+    """``{category: share of the samples}`` of one py-spy raw file (:data:`PROFILE_SPLIT`),
+    with ``samples`` the total."""
+    counts = dict.fromkeys((name for name, _ in PROFILE_SPLIT), 0)
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, n = line.rstrip().rpartition(" ")
+            if not n.isdigit():
+                continue
+            frames = {x.split(" (")[0] for x in stack.split(";")}
+            for name, test in PROFILE_SPLIT:
+                if test(frames):
+                    counts[name] += int(n)
+                    break
+            total += int(n)
+    out = {k: round(v / total, 3) for k, v in counts.items() if v} if total else {}
+    out["samples"] = total
+    return out
+
+
 #: The counters of a survivor's messages the kill phase reports (until every node registered
 #: with a survivor): what it sent and received per node taken over.
 TRAFFIC = ("core.switch-sent", "core.bu-accepted", "core.biu-sent", "received.BindingUpdate",
            "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello",
            "core.copies-held", "core.anti-entropy-repairs", "core.bir-received", "core.bu-duplicate",
-           "udptransport.superseded")
+           "udptransport.superseded", "udptransport.answered_dropped")
 
 
 def _traffic(cluster, name):
@@ -494,6 +604,8 @@ def results(o):
                         baselines={"failure-detection": k["detected_s"]},
                         primaries_s=k["primaries_s"], told_s=k["told_s"],
                         switch_requests_sent_s=k["switch_requests_sent_s"],
+                        cpu_detected_to_told_s=k["cpu_detected_to_told_s"],
+                        cpu_detected_to_told_total_s=k["cpu_detected_to_told_total_s"],
                         untold=k["untold"], registered_with_survivor_s=k["served_s"],
                         reregistered_s=k["reregistered_percentiles_s"]["p100"],
                         consistent_s=k["consistent_s"],
@@ -557,12 +669,21 @@ def main(argv=None):
     p.add_argument("--profile", metavar="DIR",
                    help="record each home agent with py-spy during the burst, until every "
                         "home agent holds every binding, and each survivor during the kill "
-                        "phase, until every node is registered with one (raw collapsed "
-                        "stacks in DIR, PHASE-NAME.txt)")
+                        "phase, until --profile-until (raw collapsed stacks in DIR, "
+                        "PHASE-NAME.txt)")
+    p.add_argument("--profile-until", choices=("served", "sent"), default="served",
+                   help="with --profile: stop recording when every node is registered with a "
+                        "survivor (served) or when every first switch request has left (sent)")
+    p.add_argument("--split", nargs="+", metavar="FILE",
+                   help="only print where the time of each py-spy raw profile FILE went "
+                        "(PROFILE_SPLIT), as JSON, and run nothing")
     p.add_argument("--phases", default="burst,kill,restart",
                    help="the phases to run, in order (comma-separated; kill and restart need "
                         "the burst before them)")
     args = p.parse_args(argv)
+    if args.split:
+        print(json.dumps({path: profile_split(path) for path in args.split}))
+        return
     phases = tuple(args.phases.split(","))
     unknown = [x for x in phases if x not in ("burst", "kill", "restart")]
     if unknown or not phases or phases[0] != "burst":
@@ -572,7 +693,8 @@ def main(argv=None):
     load.stop_on_sigterm()
     try:
         o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys,
-                args.admission, args.take_over_share, args.profile, phases)()
+                args.admission, args.take_over_share, args.profile, phases,
+                args.profile_until)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

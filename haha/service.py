@@ -208,14 +208,19 @@ def _prioritise_take_over(machine: HomeAgent, transport: Any, adapter: HomeAgent
     """Schedule a take-over before node traffic: while ``machine`` has urgent work (a
     take-over in slices: :meth:`HomeAgent.urgent`) the transport's
     input queue gives node traffic only short slices between the machine's own (peers still
-    first); and a switch request is not repeated while its node's answer waits in that queue.
-    A transport without an input queue (kernel ESP's, an embedder's) is left as it is."""
+    first); a switch request is not repeated while its node's answer waits in that queue;
+    and once a node's answer is accepted, its copies still arriving (retransmissions sent
+    before our acknowledgement reached it) are dropped unread for a few seconds
+    (``InputQueue.answered``). A transport without an input queue (kernel ESP's, an
+    embedder's) is left as it is."""
     queue = getattr(transport, "input", None)
     if not isinstance(queue, InputQueue):
         return
     queue.urgent = lambda: machine.urgent(adapter.now())
     holds = queue.holds
     machine.switching.waiting = lambda care_of: holds(care_of.packed)
+    answered = queue.answered
+    machine.switching.on_answered = lambda care_of: answered(care_of.packed)
 
 
 @implementer(IControllable, IPeerListener)

@@ -647,6 +647,122 @@ def test_urgent_slice_seconds_is_checked():
                       urgent_slice_seconds=0.5).urgent_slice_seconds == 0.001
 
 
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def _answering_queue(accept, **kw):
+    """A queue whose receiver calls ``answered`` for the packets ``accept(data)`` says were
+    accepted answers (as the home agent does from within ``deliver``)."""
+    clock = _Clock()
+    got, opened = [], []
+
+    def deliver(data, meta):
+        got.append(data)
+        if accept(data):
+            opened.append(q.answered(data[8:24]))
+
+    q = InputQueue(deliver, None, timer=clock, **kw)
+    return q, got, opened, clock
+
+
+def test_copies_of_an_accepted_answer_are_dropped_unread_for_the_window():
+    """Once the packet being delivered is accepted as an answer, later packets with its
+    supersession key (same source, SPI, length) are dropped before anything reads them,
+    counted in ``answered_dropped``, for ``answered_window`` seconds; another node's, another
+    SPI's or another length's packets still pass, and after the window the same key passes
+    again. Without this each late copy was decrypted and answered again."""
+    q, got, opened, clock = _answering_queue(lambda data: True, answered_window=3.0)
+    first = esp(node(0), 1)
+    q.put(first, None)
+    _drain(q)
+    assert got == [first] and opened == [True]
+    late = [esp(node(0), 2), esp(node(0), 3)]
+    other = [esp(node(1), 2), esp(node(0), 4, spi=0x999), esp(node(0), 5, body=32)]
+    for data in late + other:
+        q.put(data, None)
+    assert q.counters["answered_dropped"] == 2
+    assert list(slot[0] for slot in q.queue) == other
+    _drain(q)
+    clock.t += 3.0
+    after = esp(node(0), 6)
+    q.put(after, None)
+    assert [slot[0] for slot in q.queue] == [after] and q.counters["answered_dropped"] == 2
+
+
+def test_only_an_accepted_packet_opens_the_window():
+    """A packet the receiver did not accept (a forgery that failed authentication, or not an
+    answer) opens no window: its key's next packets are read as before; ``answered`` outside
+    a delivery, or naming another source than the packet being delivered, opens none
+    either; a window of 0 turns it off."""
+    q, got, opened, clock = _answering_queue(lambda data: data[-1] == 1)
+    forged = esp(node(0), 1)
+    q.put(forged, None)
+    _drain(q)
+    assert opened == []
+    assert not q.answered(node(0).packed)  # not within a delivery
+    q.put(esp(node(0), 2), None)
+    assert len(q.queue) == 1 and q.counters["answered_dropped"] == 0
+    _drain(q)
+
+    def wrong_source(data, meta):
+        opened.append(q2.answered(node(9).packed))
+    q2 = InputQueue(wrong_source, None, timer=clock)
+    q2.put(esp(node(0), 1), None)
+    q2.run()
+    q2.put(esp(node(0), 2), None)
+    assert opened == [False] and len(q2.queue) == 1
+
+    q3, got3, opened3, _ = _answering_queue(lambda data: True, answered_window=0)
+    q3.put(esp(node(0), 1), None)
+    q3.run()
+    q3.put(esp(node(0), 2), None)
+    assert opened3 == [False] and len(q3.queue) == 1
+    with pytest.raises(ValueError, match="answered_window"):
+        InputQueue(lambda d, m: None, None, answered_window=-1)
+
+
+def test_no_window_for_packets_without_esp_or_from_peers_or_without_supersession():
+    """Packets that have no supersession key open no window even when accepted: a plain
+    (non-ESP) packet, a packet from a configured peer's address (exempt: its SA carries
+    many messages that must all arrive), and any packet with ``supersede`` off; their
+    sources' next packets are all read."""
+    plain = build_packet(node(0), HA, 135, bytes(24))
+    q, got, opened, clock = _answering_queue(lambda data: True)
+    q.exempt = frozenset((PEER.packed,))
+    for data in (plain, esp(PEER, 1, spi=PEER_SPI)):
+        q.put(data, None)
+    _drain(q)
+    assert opened == [False, False]
+    q.put(build_packet(node(0), HA, 135, bytes(24)), None)
+    q.put(esp(PEER, 2, spi=PEER_SPI), None)
+    assert len(q.queue) == 2 and q.counters["answered_dropped"] == 0
+    q2, got2, opened2, _ = _answering_queue(lambda data: True, supersede=False)
+    q2.put(esp(node(0), 1), None)
+    q2.run()
+    q2.put(esp(node(0), 2), None)
+    assert opened2 == [False] and len(q2.queue) == 1
+
+
+def test_answer_windows_are_forgotten_when_they_expire():
+    """The windows are bounded in time: each answered key is forgotten once its window has
+    passed (looked at when the next window opens), so the table never grows with every node
+    ever answered."""
+    q, got, opened, clock = _answering_queue(lambda data: True, answered_window=1.0)
+    for i in range(100):
+        q.put(esp(node(i), 1), None)
+    _drain(q)
+    assert len(q._answered) == 100
+    clock.t += 2.0
+    q.put(esp(node(500), 1), None)
+    _drain(q)
+    assert len(q._answered) == 1 and len(q._answered_order) == 1
+
+
 def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
     """``HomeAgentService.build`` wires the UDP transport's input queue to the machine: the
     queue's ``urgent()`` is true exactly while the home agent has a take-over queued or a
@@ -681,6 +797,16 @@ def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
     assert waiting is not None and not waiting(node(0))
     queue.put(esp(node(0), 1), None)
     assert waiting(node(0)) and not waiting(node(1))
+    # A node's answer to its switch request, accepted while being delivered, opens the
+    # queue's window for its copies (InputQueue.answered).
+    on_answered = machine.switching.on_answered
+    assert on_answered is not None
+    calls = []
+    queue._deliver = lambda data, meta: calls.append(on_answered(node(0)))
+    queue.run()
+    assert calls == [True]
+    queue.put(esp(node(0), 2), None)
+    assert queue.counters["answered_dropped"] == 1 and not queue.queue
 
 
 def test_a_transport_without_an_input_queue_is_left_as_it_is():

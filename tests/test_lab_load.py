@@ -139,6 +139,9 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert set(traffic) == set(kill["ha_cpu_until_served_s"]) == {"ha2", "ha3"}
     assert sum(t["core.bu-accepted"] for t in traffic.values()) >= 8
     assert sum(t["core.switch-sent"] for t in traffic.values()) >= 1
+    # the CPU of each survivor and generator process from detection to every node told
+    assert set(kill["cpu_detected_to_told_s"]) == {"ha2", "ha3", "generator0"}
+    assert kill["cpu_detected_to_told_total_s"] >= 0
     # every phase has each running home agent's own reactor stalls (haha.stallprobe)
     assert set(cases["registration burst"]["longest_stall_ms"]) == {"ha1", "ha2", "ha3"}
     assert set(cases["kill -9 of the primary of 8 nodes"]["longest_stall_ms"]) == {"ha2", "ha3"}
@@ -156,6 +159,78 @@ def test_benchmark_phases_are_checked():
         with pytest.raises(SystemExit) as e:
             scale.main(["--nodes", "8", "--phases", phases])
         assert e.value.code == 2
+
+
+def test_profile_split_puts_each_sample_in_the_first_matching_category(tmp_path, capsys):
+    """bench/scale.py's split of a survivor's py-spy profile: each raw stack's samples go to
+    the first category of PROFILE_SPLIT its frames match (a node SA derived under the timer
+    apart from sealing, node traffic by its step, peers' packets before node traffic);
+    shares add up to 1 and ``--split`` prints them without running anything."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import scale
+
+    base = "<module> (twistd:8);ReactorBase.run (twisted/internet/base.py:686);"
+    fire = base + "Adapter._fire (haha/protocol.py:1);Endpoint.handle_timer (haha/endpoint.py:2);"
+    node = base + "InputQueue._process (haha/io/rxqueue.py:3);Adapter.packet_received (x:4);"
+    lines = [
+        fire + "HomeAgent._tick (haha/core/homeagent.py:5);Backlog.run (haha/core/slices.py:6) 7",
+        fire + "Endpoint.apply (e:7);Endpoint.send_mh (e:8);NodeGroup.ensure (n:9) 5",
+        fire + "Endpoint.apply (e:7);Endpoint.send_mh (e:8);OutboundSA.seal (s:1) 3",
+        node + "Endpoint.receive (e:2);HomeAgentEndpoint.unprotect (e:3);"
+               "Endpoint.unprotect (e:4) 4",
+        node + "Endpoint.receive (e:2);HomeAgent.receive (h:1);Registrar.binding_update (r:1) 6",
+        base + "InputQueue._process (q:1);InputQueue._peers_first (q:2);"
+               "HomeAgent.receive (h:1) 2",
+        base + "StallProbe._run (haha/stallprobe.py:103) 1",
+        base + "EPollReactor.doPoll (t:1);UdpTransport._read (haha/io/udp.py:204) 2",
+        "garbage line without a count",
+    ]
+    path = tmp_path / "kill-ha2.txt"
+    path.write_text("\n".join(lines) + "\n")
+    split = scale.profile_split(str(path))
+    assert split["samples"] == 30
+    assert split["take-over slices"] == round(7 / 30, 3)
+    assert split["timer: node SA derived for a switch request"] == round(5 / 30, 3)
+    assert split["timer: seal and send (switch requests, BIUs)"] == round(3 / 30, 3)
+    assert split["node traffic: ESP in"] == round(4 / 30, 3)
+    assert split["node traffic: core (registration)"] == round(6 / 30, 3)
+    assert split["peers: BIUs/BIAs in (copies)"] == round(2 / 30, 3)
+    assert split["stall probe"] == round(1 / 30, 3)
+    assert split["reading the socket"] == round(2 / 30, 3)
+    assert abs(sum(v for k, v in split.items() if k != "samples") - 1) < 0.01
+    scale.main(["--split", str(path)])
+    assert json.loads(capsys.readouterr().out) == {str(path): split}
+
+
+def test_cpu_timeline_gives_what_each_process_used_between_two_instants(monkeypatch):
+    """bench/scale.py's CpuTimeline (the kill phase's CPU from detection to every node told):
+    the CPU each named process used between the first samples at or after two instants,
+    the last sample standing for a later instant, a vanished process keeping its last
+    figure."""
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+    import scale
+
+    clock = {"t": 100.0}
+    cpu = {1: 0.0, 2: 5.0}
+
+    def stat(pid):
+        if pid not in cpu:
+            raise FileNotFoundError(pid)
+        return cpu[pid], 0
+
+    monkeypatch.setattr(scale.load, "proc_stat", stat)
+    monkeypatch.setattr(scale.time, "monotonic", lambda: clock["t"])
+    timeline = scale.CpuTimeline({"ha2": 1, "generator0": 2}, 100.0)
+    for t, a, b in ((0.0, 0.0, 5.0), (1.0, 0.5, 5.25), (2.0, 1.25, 6.0), (3.0, 2.0, 6.5)):
+        clock["t"] = 100.0 + t
+        cpu[1], cpu[2] = a, b
+        timeline.sample()
+    assert timeline.between(0.5, 2.0) == {"ha2": 0.75, "generator0": 0.75}
+    assert timeline.between(0.0, 9.0) == {"ha2": 2.0, "generator0": 1.5}
+    del cpu[2]
+    clock["t"] = 104.0
+    timeline.sample()
+    assert timeline.between(3.0, 4.0) == {"ha2": 0.0, "generator0": 0.0}
 
 
 def test_haha_lab_load_refuses_bad_arguments(capsys):

@@ -436,6 +436,34 @@ def test_a_request_whose_answer_waits_in_the_input_queue_is_not_repeated():
     assert {hoa(i) for i in range(10)} <= _asked(sr, cache, 6.0)
 
 
+def test_an_answer_to_a_switch_request_is_reported_with_its_care_of_address():
+    """When a node's Binding Update answers its switch request (a new sequence number), the
+    switching's ``on_answered`` hook gets the node's care-of address, within the processing
+    of that Binding Update (the service drops the copies still arriving); a refresh of a
+    node with no request out, and a repeat of the answer, call nothing."""
+    from haha.wire.mh import BindingUpdate
+    from haha.wire.options import AlternateCareOfAddress
+
+    ha = _survivor(HAS[1], 400)
+    _drive(ha, 0.0, 10.0)
+    mine = sorted((b.home_address for b in ha.cache if b.primary is None), key=int)
+    seen = []
+    ha.switching.on_answered = seen.append
+    h = mine[0]
+    care_of = ha.cache.get(h).care_of
+
+    def bu(sequence, now):
+        m = BindingUpdate(sequence, BU_A | BU_H, 225, (AlternateCareOfAddress(care_of),))
+        return ha.receive(Inbound(m, care_of, HAS[1], h, None, h), now)
+
+    assert h in ha.switching
+    bu(2, 10.5)
+    assert seen == [care_of] and h not in ha.switching
+    bu(2, 10.6)  # the same again (a retransmission that got through): no request out
+    bu(3, 10.7)  # a later refresh
+    assert seen == [care_of]
+
+
 def test_urgent_while_taking_over_and_while_first_switch_requests_are_due():
     """``HomeAgent.urgent`` (what the transport asks before giving node traffic a full slice)
     is false before the peer dies, true while the take-over is in slices and while paced first

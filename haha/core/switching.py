@@ -127,6 +127,11 @@ class SwitchRequests:
         #: input queue of this home agent's transport (the service sets it; None: never). A
         #: request whose node's answer is already here is not repeated.
         self.waiting: Optional[Callable[[Any], bool]] = None
+        #: ``on_answered(care_of)``: called when a node's registration from ``care_of``
+        #: answers its switch request, within the processing of that (authenticated)
+        #: Binding Update (the service sets it: its copies still on their way to this home
+        #: agent are dropped unread, haha.io.rxqueue; None: nothing).
+        self.on_answered: Optional[Callable[[Any], object]] = None
         self._last_message: Optional[Tuple[Any, Any]] = None  # (desired, its request)
 
     def first_due(self, now: float) -> bool:
@@ -193,7 +198,14 @@ class SwitchRequests:
         done. A request sent once gives a sample of the answer time (Karn: a retransmitted
         one is ambiguous)."""
         st = self.pending.pop(home_address, None)
-        if st is None or st.waiting or st.tries != 1:
+        if st is None:
+            return
+        hook = self.on_answered
+        if hook is not None:
+            b = self.cache.get(home_address)
+            if b is not None:
+                hook(b.care_of)
+        if st.waiting or st.tries != 1:
             return
         sample = now - st.sent_at
         if sample < 0:

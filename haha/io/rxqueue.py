@@ -32,6 +32,19 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   (counted, ``slices_yielded``), so the work the receiver's own timer does between two slices
   gets most of the process while it lasts; peers' packets still all go first.
 
+- **Retransmissions of an answer already accepted cost nothing more.** A node told to switch
+  answers with a Binding Update; when that waits in the queue longer than the node's
+  retransmission timer, the node sends it again, and a copy arriving after the first was
+  processed is decrypted, found a duplicate and answered again (a quarter to a third of
+  the answers in a 30,000-node take-over on a loaded machine). When the receiver accepts the
+  packet being delivered as such an answer (:meth:`InputQueue.answered`, called from within
+  ``deliver``: the home agent, once the packet authenticated and its registration was
+  accepted), later packets with the same supersession key (source, SPI, length, endpoint)
+  are dropped unread for ``answered_window`` seconds (counted, ``answered_dropped``). Only
+  an authenticated, accepted packet opens the window, so a forged one cannot; what it could
+  cost a node is a delay of at most the window for a different message of the same length
+  under the same SA sent within it (its own retransmission gets through after), docs/io.md.
+
 Both queues are bounded: at most ``max_backlog`` packets wait in each (more are counted,
 ``dropped_backlog``, and dropped, as the kernel would have dropped them), and at most
 ``max_per_source`` of the other traffic from one fixed-header source
@@ -65,6 +78,11 @@ DEFAULT_SLICE_SECONDS = 0.02
 #: not nothing, so node traffic still moves (a node retransmitting into a full queue loses
 #: nothing more for it, but a control answer or a peer-less HA set keeps going).
 DEFAULT_URGENT_SLICE_SECONDS = 0.002
+#: Seconds after an accepted answer (:meth:`InputQueue.answered`) during which packets with its
+#: supersession key are dropped unread: about the time the answer's acknowledgement takes to
+#: reach a busy node, and no longer than a node's retransmission timer doubled twice (1.5 s
+#: first), so a different message caught in it waits at most that long.
+DEFAULT_ANSWERED_WINDOW = 3.0
 
 
 def esp_offset(data: bytes) -> int:
@@ -106,7 +124,8 @@ class InputQueue:
                  slice_seconds: float = DEFAULT_SLICE_SECONDS, supersede: bool = True,
                  timer: Callable[[], float] = time.perf_counter,
                  counters: Counter[str] | None = None,
-                 urgent_slice_seconds: float = DEFAULT_URGENT_SLICE_SECONDS) -> None:
+                 urgent_slice_seconds: float = DEFAULT_URGENT_SLICE_SECONDS,
+                 answered_window: float = DEFAULT_ANSWERED_WINDOW) -> None:
         if not isinstance(max_backlog, int) or max_backlog < 1:
             raise ValueError(f"max_backlog {max_backlog!r} must be at least 1")
         if not isinstance(max_per_source, int) or max_per_source < 1:
@@ -115,6 +134,8 @@ class InputQueue:
             raise ValueError(f"slice_seconds {slice_seconds!r} must be positive")
         if not urgent_slice_seconds > 0:
             raise ValueError(f"urgent_slice_seconds {urgent_slice_seconds!r} must be positive")
+        if not answered_window >= 0:
+            raise ValueError(f"answered_window {answered_window!r} must not be negative")
         self._deliver = deliver
         self._call_later = call_later
         self.max_backlog = max_backlog
@@ -127,8 +148,9 @@ class InputQueue:
         self.supersede = bool(supersede)
         self._timer = timer
         self.counters: Counter[str] = counters if counters is not None else Counter()
+        self.answered_window = answered_window
         for name in ("superseded", "dropped_backlog", "dropped_source_backlog", "slices_yielded",
-                     "peer_slices_deferred"):
+                     "peer_slices_deferred", "answered_dropped"):
             self.counters[name] += 0  # shown (as 0) before the first one
         self.exempt: frozenset[bytes] = frozenset()
         #: The peers' packets, ``(data, meta)``, processed first.
@@ -139,6 +161,12 @@ class InputQueue:
         self._latest: dict[Hashable, list[Any]] = {}
         self._per_source: dict[bytes, int] = {}
         self._slice_call: Any = None
+        #: The packet of other traffic being delivered now (for :meth:`answered`).
+        self._current: list[Any] | None = None
+        #: Supersession keys of accepted answers -> until when their copies are dropped, and
+        #: the same in the order they were added (to forget them when they expire).
+        self._answered: dict[Hashable, float] = {}
+        self._answered_order: deque[tuple[float, Hashable]] = deque()
 
     def __len__(self) -> int:
         return len(self.peers) + len(self.queue)
@@ -161,6 +189,11 @@ class InputQueue:
             off = esp_offset(data)
             if off >= 0:
                 key = (source, data[off:off + 4], len(data), endpoint)
+                if self._answered and key in self._answered:
+                    if self._timer() < self._answered[key]:
+                        self.counters["answered_dropped"] += 1
+                        return
+                    del self._answered[key]
                 seq = int.from_bytes(data[off + 4:off + 8], "big")
                 slot = self._latest.get(key)
                 if slot is not None:
@@ -184,6 +217,28 @@ class InputQueue:
         if key is not None:
             self._latest[key] = slot
         queue.append(slot)
+
+    def answered(self, source: bytes) -> bool:
+        """The packet being delivered now, from fixed-header source ``source`` (16 octets),
+        was authenticated and accepted as an answer (the home agent: a Binding Update
+        answering its switch request): for ``answered_window`` seconds, packets with its
+        supersession key are dropped unread (module docstring). Called from within
+        ``deliver``; True when a window was opened (the packet had a key, and that
+        source)."""
+        slot = self._current
+        if slot is None or slot[_KEY] is None or slot[_SOURCE] != source \
+                or not self.answered_window:
+            return False
+        now = self._timer()
+        until = now + self.answered_window
+        order = self._answered_order
+        while order and order[0][0] <= now:
+            t, key = order.popleft()
+            if self._answered.get(key) == t:
+                del self._answered[key]
+        self._answered[slot[_KEY]] = until
+        order.append((until, slot[_KEY]))
+        return True
 
     def holds(self, source: bytes) -> bool:
         """Whether a packet from fixed-header source ``source`` (16 octets) waits among the
@@ -248,7 +303,11 @@ class InputQueue:
         pop = self._pop
         while queue:
             slot = pop()
-            deliver(slot[_DATA], slot[_META])
+            self._current = slot
+            try:
+                deliver(slot[_DATA], slot[_META])
+            finally:
+                self._current = None
             if peers and not self._peers_first():
                 # a receiver that re-entered the reactor read more: peers first, in a slice
                 return
@@ -275,6 +334,8 @@ class InputQueue:
         self.queue.clear()
         self._latest.clear()
         self._per_source.clear()
+        self._answered.clear()
+        self._answered_order.clear()
         if self._slice_call is not None and self._slice_call.active():
             self._slice_call.cancel()
         self._slice_call = None
