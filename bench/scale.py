@@ -338,8 +338,13 @@ class Run:
         # was told (and until every first switch request had left): on a machine shared with
         # other work, wall-clock times vary with the load; the CPU the phase needed varies far
         # less, and told_s on an idle 2-core machine is about detected_s + its total / 2.
-        cpu_told = timeline.between(detection, told_s) if told_s is not None else None
-        cpu_sent = timeline.between(detection, sent_s) if sent_s is not None else None
+        # Nodes whose retransmissions to the dead home agent went unanswered may have gone
+        # to a survivor of their own accord before it detected the death: told (or every
+        # request sent) before detection used no CPU after it.
+        cpu_told = timeline.between(detection, max(told_s, detection)) \
+            if told_s is not None else None
+        cpu_sent = timeline.between(detection, max(sent_s, detection)) \
+            if sent_s is not None else None
         return {"detected_s": round(detection, 3), "primaries_s": round(seen["primaries"], 3),
                 "told_s": told_s,
                 "switch_requests_sent_s": sent_s,
