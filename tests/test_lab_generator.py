@@ -290,3 +290,37 @@ def test_the_shared_socket_reports_the_kernels_drops():
         assert shared.kernel_drops() > 0
     finally:
         shared.stop()
+
+
+def test_the_shared_socket_drains_what_waits_within_its_budget():
+    """drain() reads and delivers every datagram waiting in the socket and answers True once
+    it is empty; with no time left it stops after one and answers False (the rest stays for
+    later); before the socket is open there is nothing to read (True)."""
+    import socket
+
+    from twisted.internet import reactor
+
+    from haha.lab.generator import SharedUdp
+
+    shared = SharedUdp(reactor, 0, {IPv6Address(HAS[0][0]): ("127.0.0.1", HAS[0][1])})
+    assert shared.drain() is True
+    got = []
+    dst = IPv6Address("2001:db8:20::7")
+    shared.start()
+    try:
+        shared.receivers[dst.packed] = got.append
+        port = shared.port.getHost().port
+        packet = bytes(24) + dst.packed + bytes(40)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for k in range(5):
+                sender.sendto(packet + bytes([k]), ("127.0.0.1", port))
+            assert shared.drain(budget=0.0) is False
+            assert len(got) == 1
+            assert shared.drain() is True
+            assert [p[-1] for p in got] == [0, 1, 2, 3, 4]
+            assert shared.drain() is True and len(got) == 5
+        finally:
+            sender.close()
+    finally:
+        shared.stop()

@@ -136,3 +136,48 @@ def test_a_timer_asked_for_while_a_slot_runs_waits_for_its_own_slot():
     assert seen[1][1] >= seen[0][1] + 0.001 and seen[0][1] >= start + 0.5
     clock.advance(1)
     assert len(wheel) == 0 and clock.getDelayedCalls() == []
+
+
+def test_due_timers_wait_while_input_waits_to_be_read():
+    """With read_first set, due timers run only once it reports everything read: while it
+    answers False they wait a turn at a time (counted), never dropped, then run in order."""
+    clock, wheel = _wheel()
+    fired = []
+    answers = [False, False, True]
+    seen = []  # timers fired when read_first was asked, each time
+
+    def read_first():
+        seen.append(len(fired))
+        return answers.pop(0) if answers else True
+
+    wheel.read_first = read_first
+    wheel.callLater(0.5, fired.append, 1)
+    wheel.callLater(0.5, fired.append, 2)
+    clock.advance(0.49)
+    assert seen == [] and fired == []
+    clock.advance(0.03)  # due: asked three times (two turns waited), then both run
+    assert seen == [0, 0, 0] and fired == [1, 2]
+    assert wheel.counters["waited-for-input"] == 2
+    assert len(clock.getDelayedCalls()) == 0
+
+
+def test_an_answer_read_first_cancels_the_retransmission_due():
+    """What the hook is for: an answer waiting in the socket when a node's retransmission is
+    due is read first; the node cancels its timer on the answer, so it never retransmits.
+    Without the hook the same timer fires."""
+    for hooked in (True, False):
+        clock, wheel = _wheel()
+        sent = []
+        timer = wheel.callLater(1.0, sent.append, "retransmission")
+        socket = ["answer"]  # what the shared socket holds when the timer is due
+
+        def read_first():
+            while socket:
+                socket.pop()
+                timer.cancel()  # the node's answer arrived: its timer is cancelled
+            return True
+
+        if hooked:
+            wheel.read_first = read_first
+        clock.advance(1.02)
+        assert sent == ([] if hooked else ["retransmission"])

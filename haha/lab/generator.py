@@ -239,6 +239,29 @@ class SharedUdp:
             return None
         return None
 
+    def drain(self, budget: float = 0.05) -> bool:
+        """Read and deliver the datagrams waiting in the socket, for at most ``budget``
+        seconds: True once it is empty (or not listening), False when the time ran out first
+        (the nodes' timers wait for it, :mod:`haha.lab.timerwheel`)."""
+        port = self.port
+        if port is None:
+            return True
+        recv = port.getHandle().recv
+        received = self._received
+        clock = time.perf_counter
+        deadline = clock() + budget
+        while True:
+            try:
+                data = recv(8192)
+            except BlockingIOError:
+                return True
+            except OSError:  # nothing to read after all; the reactor's own reading goes on
+                self.counters["drain_errors"] += 1
+                return True
+            received(data)
+            if clock() >= deadline:
+                return False
+
     def _received(self, data: bytes) -> None:
         receiver = self.receivers.get(data[24:40])
         if receiver is None:
@@ -341,6 +364,9 @@ class _Worker:
         self.first = spec["first"]
         peers = {IPv6Address(a): ("127.0.0.1", p) for a, p in spec["home_agents"]}
         self.shared = SharedUdp(IReactorUDP(reactor), spec["port"], peers, spec["count"])
+        # The nodes' timers run only once the socket holds nothing more for them (a node's
+        # answer read before its retransmission is due: haha.lab.timerwheel).
+        self.clock.read_first = self.shared.drain
         self.has = tuple(peers)
         policy = SecurityPolicy(DEFAULT_PROFILE, "esp", False)
         prefix = care_of_prefix(self.index)
@@ -510,6 +536,7 @@ class _Worker:
         drops = self.shared.kernel_drops()
         if drops is not None:
             transport["kernel_drops"] = drops
+        transport["timers_waited_for_input"] = self.clock.counters["waited-for-input"]
         out: WorkerReport = {
             "nodes": len(self.nodes), "registered": states.get(REGISTERED, 0),
             "by_home_agent": {_text(k): v for k, v in by_ha.items()}, "states": dict(states),
