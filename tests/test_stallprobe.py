@@ -183,3 +183,24 @@ def test_the_load_benchmark_takes_each_stall_once_per_phase():
     assert report["gc_pauses_over_50ms"] == {"ha1": 3, "ha2": 0}  # 4 before the phase
     probe.note_stalls("ha1", status((t0 + 2, 70.0, 80.0)))  # before the new phase
     assert probe.reset()["longest_stall_ms"] == {"ha1": 0.0}
+
+
+def test_a_restarted_home_agent_never_counts_negative_collections():
+    """A home agent killed and started again in a phase reports its long collections from 0:
+    the phase counts the new process's (it had 5 before the restart, 1 since), never the
+    negative difference it used to report (-4)."""
+    from haha.lab.loadcluster import ControlProbe
+
+    class NoHomeAgents:
+        has = []
+
+    probe = ControlProbe(cluster=NoHomeAgents())
+
+    def status(long_gcs):
+        return {"reactor": {"recent": [], "gc": {"pauses_over_50ms": [0, 0, long_gcs]}}}
+
+    probe.note_stalls("ha1", status(5))
+    probe.reset()
+    probe.note_stalls("ha1", status(0))  # the new process
+    probe.note_stalls("ha1", status(1))
+    assert probe.reset()["gc_pauses_over_50ms"] == {"ha1": 1}

@@ -258,6 +258,8 @@ class ControlProbe:
         reactor = (status or {}).get("reactor") or {}
         recent = reactor.get("recent") or ()
         long_gcs = sum((reactor.get("gc") or {}).get("pauses_over_50ms") or ())
+        if long_gcs < self._gc_now.get(name, 0):
+            self._gc_first[name] = 0  # restarted (its counts begin again): all of this phase
         self._gc_first.setdefault(name, long_gcs)
         self._gc_now[name] = long_gcs
         after = max(self._since, self._seen.get(name, 0.0))
