@@ -29,20 +29,50 @@ def documented():
     return rows
 
 
+def _member(node):
+    """``EventName.X``'s value when ``node`` is that expression, else None."""
+    if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
+            and node.value.id == "EventName"):
+        return EventName[node.attr].value
+    return None
+
+
 def emitted_in(source):
     """The event names ``source`` passes as first argument to ``Event(...)``: string literals
-    as themselves, ``EventName.X`` members as their value; anything else as ``<dynamic>``."""
+    as themselves, ``EventName.X`` members as their value, a module-level name bound once to
+    such a member (``_STATE = EventName.STATE``, read once on a hot path) as that value;
+    anything else as ``<dynamic>``."""
+    tree = ast.parse(source)
+    aliases, rebound = {}, set()
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            value = _member(node.value)
+            if value is None or name in aliases:
+                rebound.add(name)
+            else:
+                aliases[name] = value
+    for node in ast.walk(tree):  # an alias assigned anywhere else is not one
+        if isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and node not in tree.body:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            rebound.update(t.id for t in targets if isinstance(t, ast.Name))
+        elif isinstance(node, ast.Global):
+            rebound.update(node.names)
+    for name in rebound:
+        aliases.pop(name, None)
     names = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in ast.walk(tree):
         if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
                 and node.func.id == "Event" and node.args):
             continue
         arg = node.args[0]
         if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
             names.add(arg.value)
-        elif (isinstance(arg, ast.Attribute) and isinstance(arg.value, ast.Name)
-              and arg.value.id == "EventName"):
-            names.add(EventName[arg.attr].value)
+        elif _member(arg) is not None:
+            names.add(_member(arg))
+        elif isinstance(arg, ast.Name) and arg.id in aliases:
+            names.add(aliases[arg.id])
         else:
             names.add("<dynamic>")
     return names
@@ -134,6 +164,25 @@ def test_the_scan_sees_literals_members_and_computed_names():
               "out.append(Event(name))\n"
               "threading.Event()\n")
     assert emitted_in(source) == {"peer-up", "take-over", "<dynamic>"}
+
+
+def test_the_scan_follows_a_module_level_alias_of_a_member_and_nothing_else():
+    """A module-level ``_UP = EventName.PEER_UP`` passed to Event is peer-up; a name bound
+    to a member and assigned again (at module level or in a function), or a local, stays
+    ``<dynamic>``."""
+    source = ("_UP = EventName.PEER_UP\n"
+              "_TWICE = EventName.TAKE_OVER\n"
+              "_TWICE = EventName.PEER_DOWN\n"
+              "_CHANGED = EventName.STATE\n"
+              "def f(out, x):\n"
+              "    global _CHANGED\n"
+              "    _CHANGED = x\n"
+              "    local = EventName.REGISTERED\n"
+              "    out.append(Event(_UP, peer=1))\n")
+    assert emitted_in(source) == {"peer-up"}
+    for name in ("_TWICE", "_CHANGED", "local"):
+        assert emitted_in(source + f"    out.append(Event({name}))\n") == {"peer-up",
+                                                                             "<dynamic>"}
 
 
 def test_members_are_their_names():
