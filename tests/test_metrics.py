@@ -6,8 +6,8 @@ node, ESP included); each one's real metrics resource is served by the real reac
 parser.
 """
 
-import json
 import gc
+import json
 import os
 import re
 import urllib.error
