@@ -249,13 +249,15 @@ def test_haha_lab_load_refuses_bad_arguments(capsys):
 def test_admission_is_sized_for_the_burst_unless_asked_for_the_defaults(tmp_path):
     """The load cluster's home agents admit a burst of N new sources (node-group keys make
     every first Binding Update unauthenticated input from a new source): the daemon's own
-    loader reads admission sized for N; with admission="default" nothing is set."""
+    loader reads admission sized for N, but for the table of tracked sources, left at its
+    default (a node is a stranger only until its SAs are derived); with admission="default"
+    nothing is set."""
     from haha.config import load_home_agent
 
     sized = load.LoadCluster(tmp_path / "s", 20000, [40000], os.urandom(32))
     sized.write()
     a = load_home_agent(sized.has[0].config).security.admission
-    assert (a.max_sources, a.admit_burst, a.unauthenticated_burst) == (20000, 20000, 20000)
+    assert (a.max_sources, a.admit_burst, a.unauthenticated_burst) == (4096, 20000, 20000)
     assert a.admit_rate == a.unauthenticated_rate == 20000
     plain = load.LoadCluster(tmp_path / "d", 20000, [40000], os.urandom(32),
                              admission="default")

@@ -28,8 +28,13 @@ def admission_lines(n_nodes: int) -> list[str]:
     """``[security]`` admission sized for ``n_nodes`` registering at once (what an operator of
     that many nodes configures, docs/scale.md): with a node-group key every node's first Binding
     Update is unauthenticated input from a new source, and the defaults admit 409.6 new
-    sources a second (a 10,000-node burst would take 24 s for admission alone)."""
-    return [f"max-sources = {max(4096, n_nodes)}", "admit-rate = 20000",
+    sources a second (a 10,000-node burst would take 24 s for admission alone).
+
+    ``max-sources`` stays at its default (4,096): a node is an unauthenticated source only
+    until its first Binding Update has derived its SAs, and everything it sends after that is
+    charged to its SA (``authenticated-*``), so a tracked source per node (about 120 octets
+    each, kept for good) would serve nobody."""
+    return ["admit-rate = 20000",
             f"admit-burst = {max(1024, n_nodes)}", "unauthenticated-rate = 20000",
             f"unauthenticated-burst = {max(4000, n_nodes)}"]
 
