@@ -342,8 +342,12 @@ class UdpTransport:
             key = packet[24:40]
             ep = self._static_packed.get(key) or self._learned.get(key)
             if ep is None:
-                ep = self._prefix_endpoint(key)
-                if ep is None:
+                a = int.from_bytes(key, "big")  # _prefix_endpoint, inlined: every packet
+                for net, mask, prefix_endpoint in self._prefix_ints:  # to a node passes here
+                    if a & mask == net:
+                        ep = prefix_endpoint
+                        break
+                else:
                     return self._no_route(key)
             return self._write(port, packet, ep)
         targets = sorted(set(self.static.values()))
