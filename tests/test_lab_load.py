@@ -148,6 +148,31 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert "stalls_over_50ms" in cases["restarted home agent relearning 8 bindings"]
 
 
+def test_benchmark_traces_the_home_agents_memory_on_request():
+    """bench/scale.py --trace-memory starts real home agents with PYTHONTRACEMALLOC=1: their
+    control sockets' `memory` then answers allocation sites, and the burst's split per binding
+    of the primary and a copy holder has their growth since the mark taken before the burst
+    (haha's own binding cache among them); without the option the split has RSS and the C
+    allocator's figures and no sites."""
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench", "scale.py")
+    reports = []
+    for extra in (["--trace-memory"], []):
+        out = subprocess.run([sys.executable, bench, "--nodes", "8", "--workers", "1",
+                              "--timeout", "60", "--phases", "burst"] + extra,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reports.append(json.loads(out.stdout)["raw"])
+    traced, plain = reports
+    assert traced["trace_memory"] is True and plain["trace_memory"] is False
+    for name in ("ha1", "ha2"):
+        split = traced["memory"]["split"][name]
+        assert split["tracing_overhead"] > 0 and "traced_growth_per_binding" in split
+        sites = [site for site, _, _ in split["sites_per_binding"]]
+        assert len(sites) == 40 and any(s.startswith("haha/core/cache.py:") for s in sites)
+        assert "sites_per_binding" not in plain["memory"]["split"][name]
+        assert "rss_growth_per_binding" in plain["memory"]["split"][name]
+
+
 def test_benchmark_phases_are_checked():
     """bench/scale.py's --phases must start with the burst (kill and restart need its
     bindings) and name only known phases: anything else is a usage error before anything
