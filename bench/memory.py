@@ -2,8 +2,7 @@
 
 Everything runs the daemon's own code path in one measured process: a ``HomeAgentService``
 built from configuration text (ESP, a node-group key, one peer home agent with its pair key,
-a sequence file, admission sized as ``bench/scale.py`` does but for ``max-sources``, null
-backend) under a
+a sequence file, admission sized as ``bench/scale.py`` does, null backend) under a
 ``task.Clock``, fed complete IPv6 packets through a transport that hands them over in memory.
 
 - ``primary``: N mobile nodes each send one ESP-protected Binding Update (Home Address option,
@@ -130,13 +129,12 @@ def _top(before: "tracemalloc.Snapshot", n: int, lines: int = 30) -> list[str]:
 
 
 def _security(n: int, extra: str) -> str:
-    """``[security]``: ``extra`` and admission sized for ``n`` as ``bench/scale.py`` does,
-    except ``max-sources``, left at its default (4,096): the table of unauthenticated sources
-    is bounded by that setting, not by the nodes (about 120 octets per tracked source)."""
+    """``[security]``: ``extra`` and admission sized for ``n`` as ``bench/scale.py`` does
+    (``max-sources`` at its default, 4,096: the table of unauthenticated sources is bounded by
+    that setting, not by the nodes; about 120 octets per tracked source)."""
     from haha.lab.loadcluster import admission_lines
 
-    return "\n".join([extra] + [line for line in admission_lines(n)
-                                if not line.startswith("max-sources")])
+    return "\n".join([extra] + admission_lines(n))
 
 
 def _service(directory: str, name: str, address: IPv6Address, peer: IPv6Address,

@@ -132,7 +132,7 @@ def _home_agent(address, n_nodes):
             sadb.add(spec)
     # Sized as bench/scale.py sizes it (haha.lab.loadcluster.admission_lines).
     limiter = Admission(AdmissionSettings(
-        max_sources=max(4096, n_nodes), admit_rate=20000, admit_burst=max(1024, n_nodes),
+        admit_rate=20000, admit_burst=max(1024, n_nodes),
         unauthenticated_rate=20000, unauthenticated_burst=max(4000, n_nodes)))
     for peer in s.peers:
         limiter.pin(peer)

@@ -36,7 +36,13 @@ Cases:
   (process start to serving).
 - ``memory``: RSS per configured node (a home agent knowing N nodes against one knowing none,
   both serving, before any registration), per primary binding and per copy (RSS growth of the
-  primary and of a copy holder during the burst).
+  primary and of a copy holder during the burst: after the consistency check, and
+  ``per_primary_held``/``per_copy_held`` when every home agent held every binding, before the
+  check asked them for everything). ``raw.memory.split`` has, per binding, what the primary
+  and a copy holder's C allocator holds in use and holds freed (``haha-ctl memory``); with
+  ``--trace-memory`` (the home agents started with ``PYTHONTRACEMALLOC=1``: slower, more
+  memory, so not a run for the other figures) also the growth of what Python holds, and of
+  each of the 40 allocation sites that grew most.
 
 Each case also reports the longest ``status`` answer of the control sockets during its phase
 (a blocked reactor answers late, and so does one waiting for a CPU held by other processes),
@@ -61,6 +67,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from haha.control.cli import request  # noqa: E402
 from haha.lab import load  # noqa: E402
 from haha.lab.cluster import free_udp_ports  # noqa: E402
 from haha.lab.generator import default_workers  # noqa: E402
@@ -120,7 +127,9 @@ class Run:
 
     def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME,
                  node_keys="group", admission="sized", take_over_share="split",
-                 profile=None, phases=("burst", "kill", "restart"), profile_until="served"):
+                 profile=None, phases=("burst", "kill", "restart"), profile_until="served",
+                 trace_memory=False):
+        self.trace_memory = trace_memory
         self.profile = profile
         self.profile_until = profile_until
         self.phases = phases
@@ -135,7 +144,7 @@ class Run:
         self.secret = os.urandom(32)
         self.out = {"nodes": n_nodes, "workers": workers, "ha_lifetime": ha_lifetime,
                     "node_keys": node_keys, "admission": admission,
-                    "take_over_share": take_over_share}
+                    "take_over_share": take_over_share, "trace_memory": trace_memory}
         self.interval = load.poll_interval(n_nodes)
 
     def __call__(self):
@@ -143,7 +152,8 @@ class Run:
         self.cluster, ports, _ = load.launch_cluster(
             os.path.join(self.directory, "set"), self.n, self.workers, self.secret,
             lifetime=self.ha_lifetime, node_keys=self.node_keys, admission=self.admission,
-            take_over_share=self.take_over_share)
+            take_over_share=self.take_over_share,
+            ha_env={"PYTHONTRACEMALLOC": "1"} if self.trace_memory else {})
         # Memory per configured node is measured against a home agent of the same
         # configuration knowing no node, started alongside.
         empty = None
@@ -205,6 +215,47 @@ class Run:
             "rss_empty": self.rss_empty, "rss_configured": self.rss_configured["ha1"],
             "per_configured_node": round((self.rss_configured["ha1"] - self.rss_empty)
                                          / self.n)}
+        # What the primary (ha1) and a copy holder (ha2) say of their memory (haha-ctl
+        # memory), with tracing a mark to take the growth of every allocation site from.
+        self.memory_before = {name: self._memory(name, mark=self.trace_memory)
+                              for name in ("ha1", "ha2")}
+
+    def _memory(self, name, **arguments):
+        """Home agent ``name``'s ``memory`` answer (None when it did not answer)."""
+        args = {k: "yes" if v is True else str(v) for k, v in arguments.items() if v}
+        try:
+            answer = request(self.cluster.node(name).socket, "memory", args, timeout=300)
+        except (OSError, ValueError):
+            return None
+        return answer.get("result") if answer.get("ok") else None
+
+    def memory_split(self, rss_held, answers_held):
+        """The burst's memory per binding at the primary (ha1) and a copy holder (ha2), from
+        the RSS and the ``memory`` answers taken when every home agent held every binding,
+        before the consistency check: RSS growth, what of it the C allocator holds freed, and
+        with tracing the growth of what Python holds, per allocation site (``--trace-memory``,
+        docs/scale.md)."""
+        out = {}
+        for name in ("ha1", "ha2"):
+            before, held = self.memory_before.get(name) or {}, answers_held.get(name) or {}
+            entry = {"rss_growth_per_binding": round(
+                (rss_held[name] - self.rss_configured[name]) / self.n)}
+            m0, m1 = before.get("malloc"), held.get("malloc")
+            if m0 and m1:
+                entry["malloc_in_use_growth_per_binding"] = round(
+                    (m1["in_use"] - m0["in_use"]) / self.n)
+                entry["malloc_free_held_growth_per_binding"] = round(
+                    (m1["free_held"] - m0["free_held"]) / self.n)
+                entry["malloc_free_held"] = m1["free_held"]
+            growth = held.get("growth")
+            if growth:
+                entry["traced_growth_per_binding"] = round(growth["traced"] / self.n)
+                entry["tracing_overhead"] = held.get("tracing_overhead")
+                entry["sites_per_binding"] = [
+                    [r["site"], round(r["size"] / self.n, 1), round(r["count"] / self.n, 2)]
+                    for r in growth["sites"]]
+            out[name] = entry
+        return out
 
     def burst(self):
         c = self.cluster
@@ -215,6 +266,9 @@ class Run:
         def on_held():  # every home agent counts every binding: the check follows
             held["cpu"] = _cpu(c)
             _stop_profilers(profilers)
+            held["rss"] = {ha.name: _rss(ha) for ha in c.has}
+            held["memory"] = {name: self._memory(name, top=40 if self.trace_memory else 0)
+                              for name in ("ha1", "ha2")}
         try:
             phase = load.burst(c, self.generator, self.timeout, on_held)
         finally:
@@ -231,7 +285,10 @@ class Run:
         rss = {ha.name: _rss(ha) for ha in c.has}
         self.out["memory"].update(
             per_primary=round((rss["ha1"] - self.rss_configured["ha1"]) / self.n),
-            per_copy=round((rss["ha2"] - self.rss_configured["ha2"]) / self.n))
+            per_copy=round((rss["ha2"] - self.rss_configured["ha2"]) / self.n),
+            per_primary_held=round((held["rss"]["ha1"] - self.rss_configured["ha1"]) / self.n),
+            per_copy_held=round((held["rss"]["ha2"] - self.rss_configured["ha2"]) / self.n),
+            split=self.memory_split(held["rss"], held["memory"]))
         return phase
 
     def _consistent(self, names=None):
@@ -594,7 +651,10 @@ def results(o):
              "baselines": {}, "primary_only": round(primary / e["us_per_packet"], 1)},
             {"case": "memory per binding", "metric": "RSS growth during the burst per binding",
              "unit": "octets", "value": o["memory"]["per_primary"],
-             "baselines": {"per-copy": o["memory"]["per_copy"]}},
+             "baselines": {"per-copy": o["memory"]["per_copy"]},
+             "per_primary_held": o["memory"].get("per_primary_held"),
+             "per_copy_held": o["memory"].get("per_copy_held"),
+             "trace_memory": o.get("trace_memory", False)},
         ]
     k = o.get("kill", {"failed": "not run (an earlier phase failed)"})
     kill_case = {"case": f"kill -9 of the primary of {n} nodes",
@@ -682,6 +742,11 @@ def main(argv=None):
     p.add_argument("--split", nargs="+", metavar="FILE",
                    help="only print where the time of each py-spy raw profile FILE went "
                         "(PROFILE_SPLIT), as JSON, and run nothing")
+    p.add_argument("--trace-memory", action="store_true",
+                   help="start the home agents with allocation tracing (PYTHONTRACEMALLOC=1) "
+                        "and record the primary's and a copy holder's allocation sites that "
+                        "grew in the burst, per binding (raw.memory.split); tracing costs "
+                        "memory and CPU: such a run's other figures are not comparable")
     p.add_argument("--phases", default="burst,kill,restart",
                    help="the phases to run, in order (comma-separated; kill and restart need "
                         "the burst before them)")
@@ -699,7 +764,7 @@ def main(argv=None):
     try:
         o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys,
                 args.admission, args.take_over_share, args.profile, phases,
-                args.profile_until)()
+                args.profile_until, args.trace_memory)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

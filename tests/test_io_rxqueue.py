@@ -833,3 +833,37 @@ def test_a_transport_without_an_input_queue_is_left_as_it_is():
     _prioritise_take_over(machine, type("T", (), {"input": q})(), adapter)
     assert q.urgent is not None and q.urgent() is False
     assert machine.switching.waiting is not None
+
+
+def test_the_tables_of_a_deep_backlog_are_made_anew_once_it_empties():
+    """After a burst of 10,000 node packets (with retransmissions superseded) has been worked
+    off, the queue's look-up tables are small again (a dict keeps the size of its fullest
+    moment: the two held about 100 octets per packet of the burst for good), and the queue
+    still supersedes and bounds per source afterwards; a shallow backlog keeps its tables."""
+    import sys
+
+    from haha.io import rxqueue
+
+    q, got = _queue(max_per_source=2)
+    for i in range(10000):
+        q.put(esp(node(i), 1), "m")
+    q.put(esp(node(0), 2), "m")  # superseding its first copy
+    deep = sys.getsizeof(q._latest) + sys.getsizeof(q._per_source)
+    assert deep > 500_000 and q.counters["superseded"] == 1
+    _drain(q)
+    assert len(got) == 10000 and got[0][0] == esp(node(0), 2)
+    assert sys.getsizeof(q._latest) + sys.getsizeof(q._per_source) < 1000
+    q.put(esp(node(1), 5), "m")
+    q.put(esp(node(1), 6), "m")  # superseded, as before
+    q.put(esp(node(1), 7, body=32), "m")  # another length: a second packet of node 1
+    q.put(esp(node(1), 8, body=48), "m")  # a third: past max_per_source
+    assert len(q.queue) == 2 and q.counters["superseded"] == 2
+    assert q.counters["dropped_source_backlog"] == 1
+    _drain(q)
+    small, _ = _queue()
+    for i in range(rxqueue.SHRINK_AFTER // 2):
+        small.put(esp(node(i), 1), "m")
+    tables = small._latest, small._per_source
+    _drain(small)
+    assert (small._latest, small._per_source) == ({}, {})
+    assert small._latest is tables[0] and small._per_source is tables[1]

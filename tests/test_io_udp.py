@@ -429,3 +429,55 @@ def test_a_datagram_too_large_raises_as_twisted_does():
     with pytest.raises(MessageLengthError):
         t.send(to_ha)
     assert t.counters["sent"] == 1
+
+
+def test_a_source_a_prefix_already_routes_there_is_not_learned():
+    """A node inside a prefix entry whose datagram comes from that entry's endpoint is not
+    learned (it routes the same without an entry: a load generator's nodes would otherwise
+    each hold one); answers to it still go there; one heard from elsewhere is learned, and
+    forgotten again when it comes back from the prefix's endpoint, so answers follow it."""
+    t, r, got = _started(peers={HA: ("::1", 5001),
+                                IPv6Network("2001:db8:20::/48"): ("::1", 6100)})
+    for i in range(50):
+        node = IPv6Address(f"2001:db8:20::{i + 1:x}")
+        r.protocol.datagramReceived(build_packet(node, HA, 59, b""), ("::1", 6100, 0, 0))
+    assert len(got) == 50 and t.learned == {} and t.counters["learned"] == 0
+    back = build_packet(HA, COA, 135, bytes(16), routing_address=HOME)
+    t.send(back)
+    assert r.port.written[-1] == (back, ("::1", 6100))
+    r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 7000, 0, 0))
+    assert t.learned == {COA: ("::1", 7000)} and t.counters["learned"] == 1
+    t.send(back)
+    assert r.port.written[-1] == (back, ("::1", 7000))
+    r.protocol.datagramReceived(build_packet(COA, HA, 59, b""), ("::1", 6100, 0, 0))
+    assert t.learned == {} and t.endpoint_for(COA) == ("::1", 6100)
+    t.send(back)
+    assert r.port.written[-1] == (back, ("::1", 6100))
+    outside = IPv6Address("2001:db8:21::9")  # in no prefix: learned as before
+    r.protocol.datagramReceived(build_packet(outside, HA, 59, b""), ("::1", 6100, 0, 0))
+    assert t.learned == {outside: ("::1", 6100)}
+
+
+def test_packets_waiting_and_learned_entries_share_one_endpoint_tuple():
+    """Every datagram read brings its own address tuple and host text; the packets waiting in
+    the input queue and the learned entries hold one shared ``(host, port)`` per endpoint
+    instead, made once (the table of them is bounded)."""
+    import haha.io.udp as udp
+
+    t, r, got = _busy_transport(read_bytes=1 << 20, slice_seconds=1.0)
+    host = "127.0.0."
+    r.port.kernel = [(_node_packet(i), (host + "1", 6000 + i % 2)) for i in range(200)]
+    r.port.doRead()
+    assert len(got) == 200
+    endpoints = {id(ep) for ep in t._learned.values()}
+    assert len(t._learned) == 200 and len(endpoints) == 2
+    assert {ep for ep in t._learned.values()} == {("127.0.0.1", 6000), ("127.0.0.1", 6001)}
+    r.port.kernel = [(_node_packet(i), (host + "1", 6000 + i % 2)) for i in range(200, 300)]
+    t.input.slice_seconds = 1e-9  # keep most of them waiting
+    r.port.doRead()
+    waiting = {id(slot[1]) for slot in t.queue}
+    assert len(t.queue) > 50 and waiting <= endpoints
+    t._endpoints.clear()
+    for i in range(udp.MAX_SHARED_ENDPOINTS + 10):
+        t._shared(("127.0.0.1", 10000 + i))
+    assert len(t._endpoints) <= udp.MAX_SHARED_ENDPOINTS + 1

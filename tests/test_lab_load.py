@@ -148,6 +148,31 @@ def test_benchmark_runs_end_to_end(tmp_path):
     assert "stalls_over_50ms" in cases["restarted home agent relearning 8 bindings"]
 
 
+def test_benchmark_traces_the_home_agents_memory_on_request():
+    """bench/scale.py --trace-memory starts real home agents with PYTHONTRACEMALLOC=1: their
+    control sockets' `memory` then answers allocation sites, and the burst's split per binding
+    of the primary and a copy holder has their growth since the mark taken before the burst
+    (haha's own binding cache among them); without the option the split has RSS and the C
+    allocator's figures and no sites."""
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench", "scale.py")
+    reports = []
+    for extra in (["--trace-memory"], []):
+        out = subprocess.run([sys.executable, bench, "--nodes", "8", "--workers", "1",
+                              "--timeout", "60", "--phases", "burst"] + extra,
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        reports.append(json.loads(out.stdout)["raw"])
+    traced, plain = reports
+    assert traced["trace_memory"] is True and plain["trace_memory"] is False
+    for name in ("ha1", "ha2"):
+        split = traced["memory"]["split"][name]
+        assert split["tracing_overhead"] > 0 and "traced_growth_per_binding" in split
+        sites = [site for site, _, _ in split["sites_per_binding"]]
+        assert len(sites) == 40 and any(s.startswith("haha/core/cache.py:") for s in sites)
+        assert "sites_per_binding" not in plain["memory"]["split"][name]
+        assert "rss_growth_per_binding" in plain["memory"]["split"][name]
+
+
 def test_benchmark_phases_are_checked():
     """bench/scale.py's --phases must start with the burst (kill and restart need its
     bindings) and name only known phases: anything else is a usage error before anything
@@ -249,13 +274,15 @@ def test_haha_lab_load_refuses_bad_arguments(capsys):
 def test_admission_is_sized_for_the_burst_unless_asked_for_the_defaults(tmp_path):
     """The load cluster's home agents admit a burst of N new sources (node-group keys make
     every first Binding Update unauthenticated input from a new source): the daemon's own
-    loader reads admission sized for N; with admission="default" nothing is set."""
+    loader reads admission sized for N, but for the table of tracked sources, left at its
+    default (a node is a stranger only until its SAs are derived); with admission="default"
+    nothing is set."""
     from haha.config import load_home_agent
 
     sized = load.LoadCluster(tmp_path / "s", 20000, [40000], os.urandom(32))
     sized.write()
     a = load_home_agent(sized.has[0].config).security.admission
-    assert (a.max_sources, a.admit_burst, a.unauthenticated_burst) == (20000, 20000, 20000)
+    assert (a.max_sources, a.admit_burst, a.unauthenticated_burst) == (4096, 20000, 20000)
     assert a.admit_rate == a.unauthenticated_rate == 20000
     plain = load.LoadCluster(tmp_path / "d", 20000, [40000], os.urandom(32),
                              admission="default")

@@ -200,7 +200,7 @@ def test_a_forgery_under_a_known_spi_is_charged_to_the_strangers(net):
     forged = hello[:44] + (0xFFFFFF00).to_bytes(4, "big") + bytes(len(hello) - 48)
     admission = ha1.adapter.limiter
     source_bucket = admission.sources._pinned[int(HAS[1])]  # keyed by the integer too
-    auth_bucket = admission._peers[int(HAS[1])]  # keyed by the address's integer
+    auth_bucket = admission.bucket_of(int(HAS[1]))  # keyed by the address's integer
     source_tokens, auth_tokens = source_bucket.tokens, auth_bucket.tokens
     stamp = auth_bucket.stamp
     ha1.adapter.packet_received(forged)
@@ -247,3 +247,65 @@ def test_admission_pins_and_charges_addresses_whatever_object_names_them():
     assert len(adm) == 2
     adm.unpin(A(str(peer)))
     assert len(adm) == 1 and not adm.unauthenticated(peer, 0.0)  # a new source, no admission
+
+
+class _KeepEveryBucket:
+    """The authenticated budget as it was: one bucket per SA peer, kept for good."""
+
+    def __init__(self, rate, burst):
+        from haha.security.ratelimit import _Bucket, spend
+
+        self.rate, self.burst, self.buckets = rate, burst, {}
+        self._bucket, self._spend = _Bucket, spend
+
+    def authenticated(self, peer, now):
+        bucket = self.buckets.get(int(peer))
+        if bucket is None:
+            bucket = self.buckets[int(peer)] = self._bucket(self.burst, now)
+        return self._spend(bucket, now, self.rate, self.burst)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_authenticated_buckets_in_generations_charge_exactly_as_kept_ones(seed):
+    """Forgetting authenticated buckets untouched for a refill period changes no answer:
+    random traffic from 40 SA peers (bursts, pauses shorter and longer than the refill
+    period, rates and bursts of several sizes) gets the same yes/no, packet by packet, as
+    buckets kept for good, while far fewer buckets are kept."""
+    rng = random.Random(seed)
+    rate, burst = rng.choice([(1.0, 3), (10.0, 20), (100.0, 50), (0.5, 1), (7.0, 7)])
+    adm = Admission(AdmissionSettings(authenticated_rate=rate, authenticated_burst=burst))
+    kept = _KeepEveryBucket(rate, burst)
+    peers = [A(f"2001:db8:1::{i + 1:x}") for i in range(40)]
+    now, answers = 0.0, []
+    for _ in range(1500):
+        now += rng.choice([0.0, 0.0, 0.001, 0.05, burst / rate * rng.uniform(0.2, 2.5)])
+        peer = rng.choice(peers[:rng.choice([2, 10, 40])])
+        for _ in range(rng.choice([1, 1, 2, int(burst) + 2])):
+            got = adm.authenticated(A(str(peer)), now)
+            assert got == kept.authenticated(peer, now), (seed, now, peer)
+            answers.append(got)
+    assert True in answers and False in answers  # both outcomes were exercised
+    assert adm.counters["authenticated-budget"] == answers.count(False)
+    now += 2 * burst / rate * 1.01
+    assert adm.authenticated(peers[0], now) == kept.authenticated(peers[0], now)
+    assert adm.authenticated_buckets() == 1 and len(kept.buckets) == 40
+
+
+def test_an_idle_nodes_bucket_is_forgotten_after_two_refill_periods():
+    """100,000 nodes each registering once keep 100,000 buckets only while they are recent:
+    two refill periods (2 s each by default) later one packet of another peer leaves
+    only that peer's bucket; a busy peer's partly spent bucket is carried over a turn of
+    the generations, not refilled."""
+    adm = Admission()  # 10,000 a second, burst 20,000: a refill period of 2 s
+    for i in range(100000):
+        assert adm.authenticated(0x20010DB8000100000000000000010000 + i, 0.0)
+    assert adm.authenticated_buckets() == 100000
+    busy = HAS[1]
+    for _ in range(15000):
+        adm.authenticated(busy, 1.5)
+    adm.authenticated(busy, 2.1)  # the first turn: the nodes' buckets are the older ones
+    assert adm.authenticated_buckets() == 100001
+    assert 4999 < adm.bucket_of(busy).tokens < 5001 + 0.6 * 10000
+    adm.authenticated(busy, 4.2)  # the second: the nodes' buckets are forgotten
+    assert adm.authenticated_buckets() == 1
+    assert adm.bucket_of(0x20010DB8000100000000000000010000) is None

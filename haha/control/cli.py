@@ -91,6 +91,45 @@ def table(result: Any, sort: bool = False) -> str:
     return _cell(result)
 
 
+def _octets(value: Any) -> str:
+    """An octet count as people read it (``1,234,567 (1.2 MiB)``); anything else as it is."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return _cell(value)
+    scaled, unit = float(abs(value)), "B"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if scaled < 1024 or unit == "GiB":
+            break
+        scaled /= 1024
+    sign = "-" if value < 0 else ""
+    return f"{value:,}" if unit == "B" else f"{value:,} ({sign}{scaled:.1f} {unit})"
+
+
+_MEMORY_OCTETS = ("rss", "rss_peak", "rss_anon", "rss_file", "traced", "traced_peak",
+                  "tracing_overhead")
+
+
+def memory_text(result: Mapping[str, Any]) -> str:
+    """``memory``'s answer (haha.control.memory) for people: the figures, then the top
+    allocation sites and their growth since the mark as tables."""
+    lines = [(k, _octets(v) if k in _MEMORY_OCTETS else _cell(v)) for k, v in result.items()
+             if k not in ("top", "growth", "malloc")]
+    malloc = result.get("malloc")
+    if malloc:
+        lines += [(f"malloc.{k}", _octets(v)) for k, v in malloc.items()]
+    parts = [_grid(lines)]
+    growth = result.get("growth")
+    for title, rows in (("top allocation sites", result.get("top")),
+                        ("growth since the mark (traced "
+                         f"{_octets((growth or {}).get('traced'))}, "
+                         f"RSS {_octets((growth or {}).get('rss'))})",
+                         (growth or {}).get("sites"))):
+        if rows is not None:
+            parts.append(f"{title}:\n" + (_grid([("SIZE", "COUNT", "SITE")] + [
+                (f"{r['size']:,}", f"{r['count']:,}", r["site"]) for r in rows])
+                if rows else "(none)"))
+    return "\n\n".join(parts)
+
+
 class _Described(Protocol):
     @property
     def summary(self) -> str: ...
@@ -185,6 +224,8 @@ def _print(args: argparse.Namespace, result: Any) -> None:
         print()
     elif args.command == "help":
         print(_grid([(c["usage"], c["summary"]) for c in result]))
+    elif args.command == "memory":
+        print(memory_text(result))
     else:
         print(table(result, sort=args.command == "counters"))
     sys.stdout.flush()

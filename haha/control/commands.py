@@ -37,6 +37,13 @@ _QUERIES = (
     Command("help", "the commands this daemon answers"),
 )
 
+#: What the control server answers itself, for the whole process (haha.control.memory).
+_PROCESS = (
+    Command("memory", "the process's memory; with allocation tracing on, its top allocation "
+            "sites and their growth since a mark",
+            optional=(("top", "N"), ("by", "line/file"), ("mark", "yes/no"))),
+)
+
 HOME_AGENT = _QUERIES + (
     Command("switch", "move a mobile node to a peer (Home Agent Switch Request)",
             required=(("home-address", "ADDRESS"),), optional=(("target", "ADDRESS"),)),
@@ -45,14 +52,14 @@ HOME_AGENT = _QUERIES + (
     Command("preference", "set this home agent's preference (announced to the peers)",
             required=(("value", "0-65535"),)),
     Command("forwarding", "what the forwarding backend installed"),
-)
+) + _PROCESS
 
 MOBILE_NODE = _QUERIES + (
     Command("move", "the node moved: register this care-of address",
             required=(("care-of", "ADDRESS"),)),
     Command("home", "the node is back on its home link: deregister"),
     Command("tunnel", "the node's tunnel: end points, links and the kernel's packet counts"),
-)
+) + _PROCESS
 
 ROLES = {"home-agent": HOME_AGENT, "mobile-node": MOBILE_NODE, "mobile-router": MOBILE_NODE}
 
@@ -60,6 +67,8 @@ ROLES = {"home-agent": HOME_AGENT, "mobile-node": MOBILE_NODE, "mobile-router": 
 ALL = tuple({c.name: c for c in HOME_AGENT + MOBILE_NODE}.values())
 
 QUERIES = tuple(c.name for c in _QUERIES if c.name != "help")
+#: Commands the control server answers without asking its target.
+PROCESS = tuple(c.name for c in _PROCESS)
 
 
 def for_role(role: str | None) -> tuple[Command, ...] | None:

@@ -11,19 +11,25 @@ rows ``bindings`` answers) has its ``bindings`` answer converted and written in 
 ``STREAM_SLICE`` rows, one slice per turn of the reactor (a home agent with 100,000 bindings
 took seconds to build and encode its answer in one turn, long enough for its peers to declare
 it dead). The bytes are the same line of JSON; answers on one connection keep their order.
+
+``memory`` (:mod:`haha.control.memory`) is answered by the server itself, for the whole process,
+to targets of haha's roles: with allocation tracing on, its snapshot runs in a thread
+(``ControlFactory.in_thread``) so the reactor goes on meanwhile; each control socket keeps its
+own mark.
 """
 
 import json
 from typing import Any, Iterator, Optional, cast
 
-from twisted.internet import defer, task
+from twisted.internet import defer, task, threads
 from twisted.internet.protocol import Factory
 from twisted.protocols.basic import LineOnlyReceiver
 from twisted.python.failure import Failure
 
 from ..interfaces import IControllable
 from ..logging import logger
-from .commands import QUERIES, Command, check, for_role
+from . import memory
+from .commands import PROCESS, QUERIES, Command, check, for_role
 from .jsonvalue import jsonable
 
 log = logger("haha.control")
@@ -86,6 +92,11 @@ class ControlProtocol(LineOnlyReceiver):
             check(commands, cmd, request)
         if cmd == "help":
             return [c.as_json() for c in commands or ()]
+        if cmd in PROCESS and commands is not None:
+            memory.parse_arguments(request)  # a mistake is answered at once
+            if not memory.tracemalloc.is_tracing():
+                return memory.report(request, factory.marks)
+            return factory.in_thread(memory.report, request, factory.marks)
         if cmd in QUERIES:
             rows = getattr(target, "binding_rows", None) if cmd == "bindings" else None
             if rows is not None:
@@ -138,11 +149,15 @@ class ControlFactory(Factory):
     protocol = ControlProtocol
     #: Runs a streamed answer's slices (the reactor's cooperator; a test gives its own).
     cooperate = staticmethod(task.cooperate)
+    #: Runs ``memory``'s snapshot away from the reactor's thread (a Deferred of its result).
+    in_thread: Any = staticmethod(threads.deferToThread)
 
     def __init__(self, target: IControllable) -> None:
         self.target = target
         self._commands: tuple[Command, ...] | None = None
         self._resolved = False
+        #: This socket's ``memory mark=yes`` (haha.control.memory.report).
+        self.marks: dict[str, memory.Mark] = {}
 
     def commands(self) -> tuple[Command, ...] | None:
         """The target's commands (by the role its status names; None for a role not in

@@ -50,6 +50,11 @@ Both queues are bounded: at most ``max_backlog`` packets wait in each (more are 
 ``max_per_source`` of the other traffic from one fixed-header source
 (``dropped_source_backlog``), so one sender cannot fill the queue for everybody.
 
+The look-up tables of waiting packets (by supersession key, by source) are made anew when the
+queue empties after it was deeper than ``SHRINK_AFTER`` packets: a dictionary keeps the size of
+its fullest moment, and after a burst of 100,000 registrations the two held about 100 octets
+per node, for nothing, until the daemon stopped.
+
 Sans reactor: the queue is given ``call_later(0, f)`` to come back after the reactor's turn
 (``None``: everything is processed at once) and ``timer`` to measure slices (a test passes a
 fake one).
@@ -78,6 +83,9 @@ DEFAULT_SLICE_SECONDS = 0.02
 #: not nothing, so node traffic still moves (a node retransmitting into a full queue loses
 #: nothing more for it, but a control answer or a peer-less HA set keeps going).
 DEFAULT_URGENT_SLICE_SECONDS = 0.002
+#: A backlog of other traffic deeper than this has its look-up tables made anew once it
+#: empties (module docstring).
+SHRINK_AFTER = 4096
 #: Seconds after an accepted answer (:meth:`InputQueue.answered`) during which packets with its
 #: supersession key are dropped unread: about the time the answer's acknowledgement takes to
 #: reach a busy node, and no longer than a node's retransmission timer doubled twice (1.5 s
@@ -160,6 +168,8 @@ class InputQueue:
         self.queue: deque[list[Any]] = deque()
         self._latest: dict[Hashable, list[Any]] = {}
         self._per_source: dict[bytes, int] = {}
+        #: The backlog was deeper than SHRINK_AFTER since the tables were made.
+        self._deep = False
         self._slice_call: Any = None
         #: The packet of other traffic being delivered now (for :meth:`answered`).
         self._current: list[Any] | None = None
@@ -295,6 +305,8 @@ class InputQueue:
         peers, queue, deliver = self.peers, self.queue, self._deliver
         if not self._peers_first() or not queue:
             return
+        if len(queue) > SHRINK_AFTER:
+            self._deep = True
         timer = self._timer
         urgent = self.urgent
         start = timer()
@@ -324,6 +336,9 @@ class InputQueue:
                     break
         if yielded:
             self.counters["slices_yielded"] += 1
+        if not queue and self._deep:
+            self._deep = False
+            self._latest, self._per_source = {}, {}
         if queue and self._call_later is not None:
             self.counters["slices_deferred"] += 1
             self._slice_call = self._call_later(0, self._process)

@@ -12,7 +12,10 @@ type 2 routing header that is the care-of address, as on a real network):
    care-of address for a mobile node; never the Home Address option's address) is reachable at
    the datagram's UDP endpoint", so a home agent can answer a mobile node whose care-of address
    it did not know. Learning never overrides a static entry and keeps at most ``max_learned``
-   entries (least recently learned forgotten first);
+   entries (least recently learned forgotten first). A source that a prefix entry (3.) already
+   sends to the endpoint it came from is not learned (an entry learned for it before is
+   forgotten): it would route the same, and a load generator's 100,000 nodes behind one
+   prefix would otherwise hold about 300 octets each;
 3. otherwise the static map's prefixes, ``IPv6Network -> (host, port)``, longest first: a load
    generator running thousands of mobile nodes behind one UDP port declares their care-of
    prefix once, so a home agent that never heard from a node (a survivor taking it over) can
@@ -30,6 +33,10 @@ retransmission replaces its earlier copy still waiting (same source address, SPI
 endpoint). The peers' queue is processed at once, the rest in slices of ``slice_seconds``
 between which the reactor runs. A packet handed to the protocol outside a socket read (tests
 driving it directly) is processed at once, as before.
+
+Each distinct UDP endpoint is kept as one ``(host, port)`` tuple, shared by the packets waiting
+in the input queue and the learned entries (a datagram read brings a new tuple, host text and
+port number of its own: about 140 octets for every packet waiting in a burst).
 
 Kernel drops. The socket has ``SO_RXQ_OVFL`` on: every datagram read carries the number of
 datagrams the kernel has dropped on the socket so far for want of room in its receive buffer,
@@ -62,6 +69,9 @@ Endpoint = tuple[str, int]
 MAX_DATAGRAM = 8192
 #: The unspecified address's 16 octets (never learned).
 _UNSPECIFIED = bytes(16)
+#: At most this many distinct endpoints are kept shared (module docstring); past it the table
+#: starts afresh (entries already made keep their tuples).
+MAX_SHARED_ENDPOINTS = 4096
 
 
 class _Protocol(DatagramProtocol):
@@ -145,6 +155,8 @@ class UdpTransport:
                                 counters=self.counters)
         self.input.exempt = frozenset(self._static_packed)
         self._drops = KernelDrops(self.counters)
+        #: Every endpoint datagrams came from -> its one shared ``(host, port)`` tuple.
+        self._endpoints: dict[Any, Endpoint] = {}
         #: Hosts Twisted's Port.write has accepted (IP literals of the socket's family).
         self._checked_hosts: set[str] = set()
 
@@ -248,10 +260,32 @@ class UdpTransport:
         if len(data) < 40 or data[0] >> 4 != 6:
             self.counters["received_malformed"] += 1
             return
-        if self._static_packed.get(data[8:24]) == addr[:2]:
-            self.input.put_peer(data, addr)
+        endpoint = self._endpoints.get(addr)
+        if endpoint is None:
+            endpoint = self._shared(addr)
+        if self._static_packed.get(data[8:24]) == endpoint:
+            self.input.put_peer(data, endpoint)
         else:
-            self.input.put(data, addr, addr)
+            self.input.put(data, endpoint, endpoint)
+
+    def _shared(self, addr: Any) -> Endpoint:
+        """The one ``(host, port)`` tuple kept for ``addr`` (a socket address: two or four
+        fields), made on first sight (module docstring)."""
+        endpoints = self._endpoints
+        if len(endpoints) >= MAX_SHARED_ENDPOINTS:
+            endpoints.clear()
+        endpoint: Endpoint = (addr[0], addr[1])
+        endpoint = endpoints.setdefault(endpoint, endpoint)
+        endpoints[addr] = endpoint
+        return endpoint
+
+    def _prefix_endpoint(self, source: bytes) -> Endpoint | None:
+        """Where the prefix entries send ``source`` (16 octets), or None."""
+        a = int.from_bytes(source, "big")
+        for net, mask, endpoint in self._prefix_ints:
+            if a & mask == net:
+                return endpoint
+        return None
 
     def _received(self, data: bytes, addr: Any) -> None:
         if self._receiver is None:
@@ -259,19 +293,26 @@ class UdpTransport:
         if len(data) < 40 or data[0] >> 4 != 6:
             self.counters["received_malformed"] += 1
             return
-        endpoint = (addr[0], addr[1])
+        endpoint = self._endpoints.get(addr)
+        if endpoint is None:
+            endpoint = self._shared(addr)
         if self.learn:
             src = data[8:24]  # compared and kept as octets (no address object per packet)
             if src != _UNSPECIFIED and src not in self._static_packed:
                 learned = self._learned
-                if learned.get(src) != endpoint:
+                known = learned.get(src)
+                if known == endpoint:
+                    learned.move_to_end(src)
+                elif self._prefix_ints and self._prefix_endpoint(src) == endpoint:
+                    # the prefix entry sends it here already (module docstring)
+                    if known is not None:
+                        del learned[src]
+                else:
                     self.counters["learned"] += 1
                     learned[src] = endpoint
                     learned.move_to_end(src)
                     while len(learned) > self.max_learned:
                         learned.popitem(last=False)
-                else:
-                    learned.move_to_end(src)
         self.counters["received"] += 1
         try:
             self._receiver(data)
@@ -301,8 +342,8 @@ class UdpTransport:
             key = packet[24:40]
             ep = self._static_packed.get(key) or self._learned.get(key)
             if ep is None:
-                a = int.from_bytes(key, "big")
-                for net, mask, prefix_endpoint in self._prefix_ints:
+                a = int.from_bytes(key, "big")  # _prefix_endpoint, inlined: every packet
+                for net, mask, prefix_endpoint in self._prefix_ints:  # to a node passes here
                     if a & mask == net:
                         ep = prefix_endpoint
                         break

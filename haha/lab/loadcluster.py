@@ -28,8 +28,13 @@ def admission_lines(n_nodes: int) -> list[str]:
     """``[security]`` admission sized for ``n_nodes`` registering at once (what an operator of
     that many nodes configures, docs/scale.md): with a node-group key every node's first Binding
     Update is unauthenticated input from a new source, and the defaults admit 409.6 new
-    sources a second (a 10,000-node burst would take 24 s for admission alone)."""
-    return [f"max-sources = {max(4096, n_nodes)}", "admit-rate = 20000",
+    sources a second (a 10,000-node burst would take 24 s for admission alone).
+
+    ``max-sources`` stays at its default (4,096): a node is an unauthenticated source only
+    until its first Binding Update has derived its SAs, and everything it sends after that is
+    charged to its SA (``authenticated-*``), so a tracked source per node (about 120 octets
+    each, kept for good) would serve nobody."""
+    return ["admit-rate = 20000",
             f"admit-burst = {max(1024, n_nodes)}", "unauthenticated-rate = 20000",
             f"unauthenticated-burst = {max(4000, n_nodes)}"]
 
@@ -63,19 +68,23 @@ class ClusterOptions(TypedDict, total=False):
     node_keys: str
     admission: str
     take_over_share: str
+    ha_env: dict[str, str]
 
 
 class LoadCluster(LocalCluster):
     """``n_has`` home agents on 127.0.0.1 that know ``n_nodes`` generated mobile nodes.
 
     ``worker_ports`` are the generator's UDP ports (worker ``w``'s care-of prefix is routed to
-    ``worker_ports[w]``); ``run_secret`` derives the node keys (:mod:`haha.lab.loadnodes`)."""
+    ``worker_ports[w]``); ``run_secret`` derives the node keys (:mod:`haha.lab.loadnodes`);
+    ``ha_env`` is added to every home agent's environment (``PYTHONTRACEMALLOC=1`` for
+    ``haha-ctl memory``'s allocation sites)."""
 
     def __init__(self, directory: str | os.PathLike[str], n_nodes: int,
                  worker_ports: Sequence[int], run_secret: bytes, n_has: int = 3,
                  lifetime: int = 3, hello_interval: float = 1.0, boot_wait: float = 1.0,
                  log_level: str = "info", node_keys: str = "group",
-                 admission: str = "sized", take_over_share: str = "split") -> None:
+                 admission: str = "sized", take_over_share: str = "split",
+                 ha_env: dict[str, str] | None = None) -> None:
         if node_keys not in ("group", "files"):
             raise ValueError(f"node_keys {node_keys!r} is 'group' or 'files'")
         if admission not in ("sized", "default"):
@@ -88,6 +97,8 @@ class LoadCluster(LocalCluster):
         super().__init__(directory, n_has=n_has, lifetime=lifetime,
                          hello_interval=hello_interval, boot_wait=boot_wait, security="esp",
                          log_level=log_level)
+        for ha in self.has:
+            ha.env.update(ha_env or {})
         self.n_nodes = n_nodes
         self.worker_ports = list(worker_ports)
         self.run_secret = run_secret

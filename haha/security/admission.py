@@ -15,6 +15,15 @@ real messages. So admission has two separate budgets:
   global bucket for all of it together (``unauthenticated_rate``/``unauthenticated_burst``),
   so spoofed sources cannot add up to more than that.
 
+The authenticated buckets are one per SA peer, so one per mobile node as well as per home agent:
+kept for good, they would hold about 200 octets per registered node that nobody needs between
+its registrations. A bucket untouched for as long as it takes to refill
+(``authenticated_burst / authenticated_rate``, 2 s by default) is full, the same as a new one,
+so they are kept in two generations: every such period the older generation is forgotten and
+the newer becomes the older; a bucket used meanwhile moves back into the newer. What is
+forgotten was untouched for at least that period, so every packet is charged exactly as if
+every bucket were kept; only the nodes active in the last two periods hold one.
+
 Answers to unauthenticated input (Binding Error, DHAAD reply, any ICMPv6 error) go through one
 global bucket (``answer_rate``/``answer_burst``): RFC 6275 9.3.3 asks for Binding Errors to be
 rate limited as ICMPv6 errors are, and without it spoofed requests turn the home agent into a
@@ -88,7 +97,13 @@ class Admission:
                                    admit_burst=s.admit_burst)
         self._strangers: _Bucket | None = None
         self._answers: _Bucket | None = None
-        self._peers: dict[Hashable, _Bucket] = {}  # SA peer -> bucket; as many as there are SAs
+        # SA peer -> bucket, in two generations (module docstring): used in this period, and
+        # used in the one before; forgotten at the end of the period after that.
+        self._peers: dict[Hashable, _Bucket] = {}
+        self._peers_before: dict[Hashable, _Bucket] = {}
+        # A bucket left this long is full again (a margin for rounding): the period.
+        self._refill = s.authenticated_burst / s.authenticated_rate * (1 + 1e-9)
+        self._next_generation: float | None = None
         self.counters = dict.fromkeys(ADMISSION_REASONS, 0)
 
     def __len__(self) -> int:
@@ -129,17 +144,46 @@ class Admission:
         # An address is keyed by its integer: hashing an IPv6Address is a Python call, and
         # every authenticated packet passes here.
         key = address_int(peer) if type(peer) is IPv6Address else peer
+        if self._next_generation is None or now >= self._next_generation:
+            self._turn_generation(now)
         bucket = self._peers.get(key)
         if bucket is None:
-            bucket = self._peers[key] = _Bucket(s.authenticated_burst, now)
+            bucket = self._peers_before.pop(key, None)
+            if bucket is None:
+                bucket = _Bucket(s.authenticated_burst, now)
+            self._peers[key] = bucket
         if self._spend(bucket, now, s.authenticated_rate, s.authenticated_burst):
             return True
         self.counters["authenticated-budget"] += 1
         return False
 
+    def _turn_generation(self, now: float) -> None:
+        """Forget the older generation of authenticated buckets: each was last used before
+        the current period began, at least a refill period ago, so it is full (module
+        docstring)."""
+        if self._next_generation is not None:
+            # Every bucket of the newer generation was last used before _next_generation
+            # (a later use would have turned it then): a period later, it is full too.
+            quiet = now >= self._next_generation + self._refill
+            self._peers_before = {} if quiet else self._peers
+            self._peers = {}
+        self._next_generation = now + self._refill
+
+    def bucket_of(self, peer: Hashable) -> _Bucket | None:
+        """The authenticated bucket kept for SA peer ``peer`` (None: none is kept, which
+        charges its next packet as a full bucket would)."""
+        key = address_int(peer) if type(peer) is IPv6Address else peer
+        return self._peers.get(key) or self._peers_before.get(key)
+
+    def authenticated_buckets(self) -> int:
+        """How many authenticated buckets are kept (both generations)."""
+        return len(self._peers) + len(self._peers_before)
+
     def forget(self, peer: Hashable) -> None:
         """Drop the bucket of an SA peer that is gone."""
-        self._peers.pop(address_int(peer) if type(peer) is IPv6Address else peer, None)
+        key = address_int(peer) if type(peer) is IPv6Address else peer
+        self._peers.pop(key, None)
+        self._peers_before.pop(key, None)
 
     def answer(self, now: float) -> bool:
         """May one answer to unauthenticated input be sent now?"""
