@@ -288,19 +288,10 @@ class Endpoint:
             protected_by, nh, payload = result
             if nh == IPPROTO_NONE:
                 return self._drop("esp-dummy")
-        source, destination = packet.source, packet.destination
-        message: MhMessage | IcmpMessage
-        try:
-            if nh == IPPROTO_MH:
-                message = decode_mh(payload, source, destination, self.profile)
-                mtype = mh_type_of(message, self.profile)
-            elif nh == IPPROTO_ICMPV6:
-                message = decode_icmpv6(payload, source, destination)
-                mtype = message.type if isinstance(message, UnknownIcmp) else message.TYPE
-            else:
-                return self._drop("unexpected-next-header", next_header=nh)
-        except WireError as e:
-            return self._drop("malformed-" + e.reason, detail=e.detail, src=packet.src)
+        decoded = self._decode(nh, payload, packet.source, packet.destination, packet.src)
+        if decoded is None:
+            return None
+        message, mtype = decoded
         role = self.sadb.role_of(protected_by) if protected_by is not None else None
         known = protected_by is not None or self.source_known(nh, mtype, packet)
         decision = self.policy.decide(nh, mtype, protected_by is not None, known, role)
@@ -318,9 +309,32 @@ class Endpoint:
             self.takeover_keys.learn(message.options)
         for tap in self.message_taps:
             tap("in", message, packet.home_address or packet.src, now)
-        inbound = make_inbound(message, packet.src, packet.dst, packet.home_address,
-                               packet.routing_address, protected_by)
-        # Endpoint.call inlined: this is the per-packet path.
+        self._to_machine(make_inbound(message, packet.src, packet.dst, packet.home_address,
+                                      packet.routing_address, protected_by), now)
+        return None
+
+    def _decode(self, nh: int, payload: bytes, source: IPv6Address, destination: IPv6Address,
+                src: IPv6Address) -> Optional[Tuple[MhMessage | IcmpMessage, int]]:
+        """The Mobility Header or ICMPv6 message that ``payload`` (next header ``nh``) holds,
+        and its type; None when it was dropped (counted, ``src`` named)."""
+        message: MhMessage | IcmpMessage
+        try:
+            if nh == IPPROTO_MH:
+                message = decode_mh(payload, source, destination, self.profile)
+                return message, mh_type_of(message, self.profile)
+            if nh == IPPROTO_ICMPV6:
+                message = decode_icmpv6(payload, source, destination)
+                return message, (message.type if isinstance(message, UnknownIcmp)
+                                 else message.TYPE)
+        except WireError as e:
+            self._drop("malformed-" + e.reason, detail=e.detail, src=src)
+            return None
+        self._drop("unexpected-next-header", next_header=nh)
+        return None
+
+    def _to_machine(self, inbound: Any, now: float) -> None:
+        """A received message to the machine, and its effects carried out (Endpoint.call
+        inlined: this is the per-packet path)."""
         self.calls += 1
         try:
             effects = self.machine.receive(inbound, now)
@@ -329,9 +343,8 @@ class Endpoint:
                 raise
             self.counters["core-failed"] += 1
             self.outbox.append(Failed("receive", e))
-            return None
+            return
         self.apply(effects, now)
-        return None
 
     def _known_sa(self, esp: bytes) -> bool:
         knows = getattr(self.sadb, "knows", None)

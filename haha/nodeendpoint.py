@@ -16,7 +16,8 @@ drops, without the general header walk and the indirections around ESP:
 - from there: the node's keyring (only for a source without SAs), the SA database's
   ``unprotect`` (a failure counted and charged to the strangers' budget, as before), the
   authenticated peer's budget, the Mobility Header or ICMPv6 decoder, the security policy,
-  the machine, the effects: the general path's calls, not copies of them.
+  the machine, the effects: the general path's calls (its ``_decode`` and ``_to_machine``
+  among them), not copies of them.
 
 What a node sends takes the general path: a Binding Update's packet built on a head kept per
 destination saved about 1.5 us when sent again and cost as much on the first to a destination
@@ -27,21 +28,16 @@ each field of the fixed shape damaged in turn, truncations and random octets, an
 counters, output, the machine's state and the SA databases afterwards.
 """
 
-from typing import Any
-
 from .core.effects import make_inbound
-from .endpoint import Failed, MobileNodeEndpoint
+from .endpoint import MobileNodeEndpoint
 from .security.errors import SecurityError
 from .wire.addresses import address_at
-from .wire.errors import WireError
-from .wire.icmpv6 import UnknownIcmp, decode_icmpv6
 from .wire.ipv6 import Packet
-from .wire.mh import BindingInfoUpdate, decode_mh, mh_type_of
+from .wire.mh import BindingInfoUpdate
 from .wire.numbers import (
     ICMP6_ROUTER_ADVERT,
     IPPROTO_ESP,
     IPPROTO_ICMPV6,
-    IPPROTO_MH,
     IPPROTO_ROUTING,
     ROUTING_TYPE_2,
 )
@@ -97,19 +93,10 @@ class NodeEndpoint(MobileNodeEndpoint):
             return None
         if not self._admit_peer(protected_by, now):
             return self._drop("rate-limited-peer", peer=protected_by)
-        profile = self.profile
-        message: Any
-        try:
-            if nh == IPPROTO_MH:
-                message = decode_mh(payload, src, routing, profile)
-                mtype = mh_type_of(message, profile)
-            elif nh == IPPROTO_ICMPV6:
-                message = decode_icmpv6(payload, src, routing)
-                mtype = message.type if isinstance(message, UnknownIcmp) else message.TYPE
-            else:
-                return self._drop("unexpected-next-header", next_header=nh)
-        except WireError as e:
-            return self._drop("malformed-" + e.reason, detail=e.detail, src=src)
+        decoded = self._decode(nh, payload, src, routing, src)
+        if decoded is None:
+            return None
+        message, mtype = decoded
         decision = self.policy.decide(nh, mtype, True, True, sadb.role_of(protected_by))
         if not decision.process:
             return self._drop(decision.reason, src=src, message=type(message).__name__)
@@ -126,15 +113,6 @@ class NodeEndpoint(MobileNodeEndpoint):
             self.takeover_keys.learn(message.options)
         for tap in self.message_taps:
             tap("in", message, src, now)
-        inbound = make_inbound(message, src, address_at(data, 24), None, routing, protected_by)
-        self.calls += 1
-        try:
-            effects = self.machine.receive(inbound, now)
-        except Exception as e:
-            if not self.contain_failures:
-                raise
-            counters["core-failed"] += 1
-            self.outbox.append(Failed("receive", e))
-            return None
-        self.apply(effects, now)
+        self._to_machine(make_inbound(message, src, address_at(data, 24), None, routing,
+                                      protected_by), now)
         return None
