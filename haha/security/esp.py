@@ -199,6 +199,14 @@ class _Keyed:
     #: each half defines it.
     _uses: Callable[[], int]
 
+    def _hold(self, keymat: Union[bytes, KeySource], ciphers: CipherCache) -> None:
+        """Keep ``keymat`` (``key || salt``), no context yet: it is built from the cache
+        ``ciphers`` on first use."""
+        self._key = keymat
+        self._salt = None
+        self._crypt = None
+        self._ciphers = ciphers
+
     def share_pair_keys(self, pair: bytes) -> None:
         """Keep ``pair``, the outbound SA's ``key || salt`` followed by the inbound SA's, as
         the keying material of this half; both halves of a pair hold the one object (33
@@ -270,10 +278,7 @@ class OutboundSA(_Keyed):
         self.peer = peer
         #: What the peer is (``home-agent``, ``mobile-node``), as the database was told.
         self.role = role
-        self._key = bytes(key) + bytes(salt)
-        self._salt = None
-        self._crypt = None
-        self._ciphers = default_ciphers if ciphers is None else ciphers
+        self._hold(bytes(key) + bytes(salt), default_ciphers if ciphers is None else ciphers)
         self._seq = seq
         self._mask = iv_mask
         self._limit = limit if reserve is not None else SEQ_MAX
@@ -291,10 +296,7 @@ class OutboundSA(_Keyed):
         sa.spi = spi
         sa.peer = peer
         sa.role = role
-        sa._key = keymat
-        sa._salt = None
-        sa._crypt = None
-        sa._ciphers = ciphers
+        sa._hold(keymat, ciphers)
         sa._seq = seq
         sa._mask = iv_mask
         sa._limit = limit if reserve is not None else SEQ_MAX
@@ -400,10 +402,7 @@ class InboundSA(_Keyed):
         self.peer_key = peer_key if peer_key is not None or peer is None else int(peer)
         self.source_keys = frozenset(int(s) for s in self.sources) if self.sources else _EMPTY
         self.window = replay_window
-        self._key = bytes(key) + bytes(salt)
-        self._salt = None
-        self._crypt = None
-        self._ciphers = default_ciphers if ciphers is None else ciphers
+        self._hold(bytes(key) + bytes(salt), default_ciphers if ciphers is None else ciphers)
         if not isinstance(floor, int) or not 0 <= floor <= SEQ_MAX:
             raise SecurityConfigError(f"replay floor {floor!r} is not in 0..{SEQ_MAX}")
         mask = _WINDOW_MASKS.get(replay_window)
@@ -435,10 +434,7 @@ class InboundSA(_Keyed):
         sa.peer_key = peer_key
         sa.source_keys = _EMPTY
         sa.window = replay_window
-        sa._key = keymat
-        sa._salt = None
-        sa._crypt = None
-        sa._ciphers = ciphers
+        sa._hold(keymat, ciphers)
         mask = _WINDOW_MASKS.get(replay_window)
         if mask is None:
             mask = _WINDOW_MASKS[replay_window] = (1 << replay_window) - 1
