@@ -44,15 +44,21 @@ class Sent:
         pass
 
 
-def pair():
-    """A started node adapter (ESP, its keyring) sending to a real home agent pipeline."""
+def home_agent(address, seed):
+    """A started home agent pipeline at ``address`` serving the node group of SECRET."""
     ha = HomeAgentEndpoint(
-        HomeAgent(HomeAgentSettings(address=HA1, home_prefix=PREFIX, boot_wait=0),
-                  random.Random(1)),
+        HomeAgent(HomeAgentSettings(address=address, home_prefix=PREFIX, boot_wait=0),
+                  random.Random(seed)),
         DEFAULT_PROFILE, SecurityPolicy(DEFAULT_PROFILE), SecurityAssociationDatabase(),
-        node_group=NodeGroup(SECRET, PREFIX, HA1))
+        node_group=NodeGroup(SECRET, PREFIX, address))
     ha.start(0.0)
     ha.output()
+    return ha
+
+
+def pair():
+    """A started node adapter (ESP, its keyring) sending to a real home agent pipeline."""
+    ha = home_agent(HA1, 1)
     clock = Clock()
     clock.advance(100)
     sadb = SecurityAssociationDatabase()
@@ -165,13 +171,7 @@ def test_the_keyring_is_asked_only_about_home_agents_without_sas():
     assert node.machine.state == "registered"
     assert calls == {"learn": [], "ensure": []}
     ha2_address = A("2001:db8:1::2")
-    ha2 = HomeAgentEndpoint(
-        HomeAgent(HomeAgentSettings(address=ha2_address, home_prefix=PREFIX, boot_wait=0),
-                  random.Random(3)),
-        DEFAULT_PROFILE, SecurityPolicy(DEFAULT_PROFILE), SecurityAssociationDatabase(),
-        node_group=NodeGroup(SECRET, PREFIX, ha2_address))
-    ha2.start(0.0)
-    ha2.output()
+    ha2 = home_agent(ha2_address, 3)
     request = HaSwitchRequest((IpAddress(IPADDR_HOME_AGENT, ha2_address, 128),))
     ha2.apply([Send(request, ha2_address, COA, routing_address=HOA, protect=HOA)],
               clock.seconds())
