@@ -73,8 +73,8 @@ def process_memory(status_path: str = "/proc/self/status") -> dict[str, int | No
                 if key is not None:
                     words = rest.split()
                     out[key] = int(words[0]) * 1024 if words and words[0].isdigit() else None
-    except OSError:
-        pass
+    except OSError:  # no /proc here (not Linux): every figure stays None, and says so
+        return out
     return out
 
 
