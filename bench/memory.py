@@ -16,6 +16,9 @@ otherwise count), connected by a pipe and run in lock step with the measured one
 of simulated time ha1's packets to ha2 go over, ha2 and new nodes' packets come back. ha2 is a
 real ``HomeAgentService`` too, so HELLOs, BIUs and BIAs flow both ways as between daemons.
 
+- ``trim``: with both held, one ``malloc_trim(0)`` (what the daemon calls after a burst,
+  ``haha.alloctrim``): how long it holds the process and how much resident memory it gives
+  back;
 - ``configured``: a home agent configured with ``node-key-dir`` holding N key files (one per
   node, as ``haha-lab load --node-keys files`` writes them), against one without; also its
   start-up time (building the service, which reads every file, until it serves).
@@ -116,6 +119,26 @@ def _rss() -> int:
 def _measure(trace: bool) -> int:
     gc.collect()
     return tracemalloc.get_traced_memory()[0] if trace else _rss()
+
+
+def _trim() -> dict | None:
+    """One ``malloc_trim(0)`` (haha.alloctrim) at this heap: what it costs (wall clock and CPU)
+    and what it gives back (RSS, the allocator's freed memory before and after); None without
+    glibc's ``malloc_trim``."""
+    from haha.alloctrim import system_library
+    from haha.control.memory import malloc_figures
+
+    library = system_library()
+    if library is None:
+        return None
+    gc.collect()
+    before, malloc_before = _rss(), malloc_figures()
+    t0, c0 = time.perf_counter(), time.thread_time()
+    library.malloc_trim(0)
+    seconds, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    malloc_after = malloc_figures()
+    return {"ms": seconds * 1e3, "cpu_ms": cpu * 1e3, "rss_before": before,
+            "rss_after": _rss(), "malloc_before": malloc_before, "malloc_after": malloc_after}
 
 
 def _top(before: "tracemalloc.Snapshot", n: int, lines: int = 30) -> list[str]:
@@ -272,6 +295,7 @@ def bindings(n: int, trace: bool) -> dict:
     with_copies = _measure(trace)
     top_copy = _top(snap, n) if snap is not None else []
     snap = None
+    trim = None if trace else _trim()
     counters = svc.counters()
     here.send(None)
     peer.join(60)
@@ -284,7 +308,7 @@ def bindings(n: int, trace: bool) -> dict:
             "per_primary": (with_primaries - base) / n,
             "per_copy": (with_copies - with_primaries) / n,
             "cpu_per_primary_us": cpu_primaries / n * 1e6,
-            "top_per_primary": top_primary, "top_per_copy": top_copy,
+            "top_per_primary": top_primary, "top_per_copy": top_copy, "trim": trim,
             "auth_failed": counters.get("securityassociationdatabase.auth-failed", 0)}
 
 
@@ -361,6 +385,15 @@ def main(argv=None) -> None:
                             "value": round(b["per_copy"]),
                             "baselines": {f"home agent with {n:,} primaries":
                                           b["with_primaries"]}})
+            if b.get("trim"):
+                t = b["trim"]
+                results.append({"case": f"malloc_trim(0) with {n:,} primaries and copies",
+                                "metric": "milliseconds one call holds the process "
+                                          "(wall clock; cpu_ms: its CPU)", "unit": "ms",
+                                "value": round(t["ms"], 2), "cpu_ms": round(t["cpu_ms"], 2),
+                                "released_per_binding": round(
+                                    (t["rss_before"] - t["rss_after"]) / (2 * n)),
+                                "baselines": {"rss before": t["rss_before"]}})
             results.append({"case": f"per configured node, {n:,} node-key files ({m})",
                             "metric": "bytes of growth per configured node", "unit": "B",
                             "value": round(c["per_node"]),

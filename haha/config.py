@@ -48,6 +48,7 @@ from .core.settings import (
     MobileNodeSettings,
     SettingsError,
 )
+from .alloctrim import MAX_INTERVAL, MAX_PAD, MIN_INTERVAL
 from .security.admission import AdmissionSettings
 from .wire.errors import ProfileError
 from .wire.numbers import NumberProfile
@@ -146,6 +147,15 @@ class TransportConfig:
 
 
 @dataclass(frozen=True)
+class MemoryConfig:
+    """``[memory]``: giving freed memory back to the system (haha.alloctrim)."""
+
+    trim: bool = True
+    trim_interval: float = 10.0  # seconds, at least, between two trims
+    trim_pad: int = 0  # octets kept at the top of the heap
+
+
+@dataclass(frozen=True)
 class ControlConfig:
     socket: str | None = None  # Twisted server endpoint string
     metrics: str | None = None  # Twisted server endpoint string
@@ -196,6 +206,7 @@ class HomeAgentConfig:
     transport: TransportConfig
     control: ControlConfig
     log_level: str
+    memory: MemoryConfig = MemoryConfig()
 
     address = _Core[IPv6Address]("address", "[home-agent] address")
     #: The signalling address: ``haha-address``, else ``address``.
@@ -333,7 +344,7 @@ def _settings(cls: type[SettingsT], keys: dict[str, tuple[str, str | None]],
 #: The sections each kind of file may have (plugin sections ``backend:*``/``discovery:*`` aside).
 HA_SECTIONS = (
     "home-agent", "peers", "mobile-routers", "numbers", "security", "peer-keys", "node-keys",
-    "transport", "udp-peers", "control", "log",
+    "transport", "udp-peers", "control", "log", "memory",
 )
 MN_SECTIONS = ("mobile-node", "numbers", "security", "transport", "udp-peers", "control", "log")
 
@@ -549,6 +560,16 @@ def _control(get: Callable[[str], Section]) -> ControlConfig:
     return c
 
 
+def _memory(get: Callable[[str], Section]) -> MemoryConfig:
+    sec = get("memory")
+    m = MemoryConfig(sec.get_bool("trim", True),
+                     sec.get_float("trim-interval", 10.0, minimum=MIN_INTERVAL,
+                                   maximum=MAX_INTERVAL),
+                     sec.get_int("trim-pad", 0, minimum=0, maximum=MAX_PAD))
+    sec.check_unused(["trim", "trim-interval", "trim-pad"])
+    return m
+
+
 def _log(get: Callable[[str], Section]) -> str:
     sec = get("log")
     level = sec.get_str("level", "info", choices=LOG_LEVELS)
@@ -667,7 +688,8 @@ def parse_home_agent(parsed: dict[str, Section], path: str) -> HomeAgentConfig:
         path=path, settings=settings, home_interface=home_interface, drain_on_stop=drain,
         drain_timeout=drain_timeout, implicit_mode=implicit, router_advertisements=ras,
         router_lifetime=router_lifetime, discovery=discovery, backend=backend,
-        security=security, transport=transport, control=_control(get), log_level=_log(get))
+        security=security, transport=transport, control=_control(get), log_level=_log(get),
+        memory=_memory(get))
 
 
 def parse_mobile_node(parsed: dict[str, Section], path: str) -> MobileNodeConfig:

@@ -29,7 +29,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from . import notices, startup
+from . import alloctrim, notices, startup
 from .advertiser import HomeLinkAdvertiser
 from .control.metrics import ServiceMetrics, home_agent_gauges, metrics_site, mobile_node_gauges
 from .control.server import ControlFactory
@@ -264,6 +264,8 @@ class HomeAgentService(MultiService):
         self.stall_probe = StallProbe(reactor)
         self.stall_probe.setServiceParent(self)
         probe = self.stall_probe
+        # Freed memory back to the system once a burst is over (haha.alloctrim).
+        self.allocator_trim = alloctrim.attach(self, transport, config.memory)
         _start_services(self, config, self,
                         {"role": "home-agent", "address": str(config.address)},
                         lambda: home_agent_gauges(machine) + probe.gauges())
@@ -464,6 +466,7 @@ class HomeAgentService(MultiService):
         c["primaries_now"] = self.machine.cache.primary_count
         c["peers_now"] = sum(1 for a, _ in self.machine.ranked() if a != self.machine.identity)
         c.update(self.stall_probe.counters())
+        c.update(self.allocator_trim.counters())
         return c
 
     def command(self, name: str, arguments: dict[str, str]) -> Any:

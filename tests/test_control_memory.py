@@ -195,9 +195,9 @@ def test_haha_ctl_memory_over_a_real_socket(tmp_path, capsys, monkeypatch, traci
     seen_threads = []
     real = memory.report
 
-    def recording(arguments, marks):
+    def recording(arguments, marks, trim=None):
         seen_threads.append(threading.current_thread() is threading.main_thread())
-        return real(arguments, marks)
+        return real(arguments, marks, trim)
 
     monkeypatch.setattr(memory, "report", recording)
 

@@ -112,10 +112,19 @@ def memory_text(result: Mapping[str, Any]) -> str:
     """``memory``'s answer (haha.control.memory) for people: the figures, then the top
     allocation sites and their growth since the mark as tables."""
     lines = [(k, _octets(v) if k in _MEMORY_OCTETS else _cell(v)) for k, v in result.items()
-             if k not in ("top", "growth", "malloc")]
+             if k not in ("top", "growth", "malloc", "trim")]
     malloc = result.get("malloc")
     if malloc:
         lines += [(f"malloc.{k}", _octets(v)) for k, v in malloc.items()]
+    trim = result.get("trim")
+    if trim:  # haha.alloctrim: the last call flattened, its time in UTC
+        lines += [(f"trim.{k}", _octets(v) if k == "released" else _cell(v))
+                  for k, v in trim.items() if k != "last"]
+        for k, v in (trim.get("last") or {"": "never"}).items():
+            if k == "at":
+                v = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(v))
+            lines.append((f"trim.last.{k}".rstrip("."),
+                          _octets(v) if k.startswith(("rss", "released")) else _cell(v)))
     parts = [_grid(lines)]
     growth = result.get("growth")
     for title, rows in (("top allocation sites", result.get("top")),

@@ -4,7 +4,9 @@ Always (a few system calls, nothing kept): the process's resident memory from
 ``/proc/self/status`` (``rss``, its peak ``rss_peak``, the anonymous part ``rss_anon``), the
 number of memory blocks Python has allocated (``python_blocks``), and what the C allocator holds
 (``malloc``, from glibc's ``mallinfo2``: ``in_use``, ``free_held`` (freed but kept by the
-allocator, counted in RSS where it was touched), ``mmapped``; None without glibc 2.33).
+allocator, counted in RSS where it was touched), ``mmapped``; None without glibc 2.33), and
+``trim``: when the home agent last gave freed memory back to the system, why, how long it
+took and how much it released (:mod:`haha.alloctrim`; None in a daemon without it).
 
 With allocation tracing on (Python's ``tracemalloc``: the daemon started with the environment
 variable ``PYTHONTRACEMALLOC=1``, or ``N`` frames), also what Python code holds: ``traced`` (and
@@ -144,13 +146,17 @@ def _rows(items: list[tuple[str, int, int]], top: int) -> list[dict[str, Any]]:
     return [{"site": site, "size": size, "count": count} for site, size, count in items[:top]]
 
 
-def report(arguments: Mapping[str, str], marks: dict[str, Mark]) -> dict[str, Any]:
+def report(arguments: Mapping[str, str], marks: dict[str, Mark],
+           trim: Any = None) -> dict[str, Any]:
     """The ``memory`` answer (module docstring); ``marks`` keeps this control socket's mark
-    (under ``"mark"``) between calls. Raises ValueError for a bad argument."""
+    (under ``"mark"``) between calls; ``trim``: the daemon's
+    :class:`haha.alloctrim.AllocatorTrim`, whose report is the answer's ``trim`` (None
+    without one). Raises ValueError for a bad argument."""
     top, by, set_mark = parse_arguments(arguments)
     out: dict[str, Any] = dict(process_memory())
     out["python_blocks"] = sys.getallocatedblocks()
     out["malloc"] = malloc_figures()
+    out["trim"] = None if trim is None else trim.report()
     tracing = tracemalloc.is_tracing()
     out["tracing"] = tracing
     if not tracing:

@@ -94,9 +94,10 @@ class ControlProtocol(LineOnlyReceiver):
             return [c.as_json() for c in commands or ()]
         if cmd in PROCESS and commands is not None:
             memory.parse_arguments(request)  # a mistake is answered at once
+            trim = getattr(target, "allocator_trim", None)  # haha.alloctrim, if it has one
             if not memory.tracemalloc.is_tracing():
-                return memory.report(request, factory.marks)
-            return factory.in_thread(memory.report, request, factory.marks)
+                return memory.report(request, factory.marks, trim)
+            return factory.in_thread(memory.report, request, factory.marks, trim)
         if cmd in QUERIES:
             rows = getattr(target, "binding_rows", None) if cmd == "bindings" else None
             if rows is not None:

@@ -53,7 +53,8 @@ Both queues are bounded: at most ``max_backlog`` packets wait in each (more are 
 The look-up tables of waiting packets (by supersession key, by source) are made anew when the
 queue empties after it was deeper than ``SHRINK_AFTER`` packets: a dictionary keeps the size of
 its fullest moment, and after a burst of 100,000 registrations the two held about 100 octets
-per node, for nothing, until the daemon stopped.
+per node, for nothing, until the daemon stopped. Then ``on_drained`` is called (the home agent
+asks the C allocator to give freed memory back, :mod:`haha.alloctrim`).
 
 Sans reactor: the queue is given ``call_later(0, f)`` to come back after the reactor's turn
 (``None``: everything is processed at once) and ``timer`` to measure slices (a test passes a
@@ -170,6 +171,9 @@ class InputQueue:
         self._per_source: dict[bytes, int] = {}
         #: The backlog was deeper than SHRINK_AFTER since the tables were made.
         self._deep = False
+        #: Called once such a deep backlog has drained (the tables made anew): the home agent
+        #: gives the freed memory back then (haha.alloctrim).
+        self.on_drained: Callable[[], object] | None = None
         self._slice_call: Any = None
         #: The packet of other traffic being delivered now (for :meth:`answered`).
         self._current: list[Any] | None = None
@@ -339,6 +343,8 @@ class InputQueue:
         if not queue and self._deep:
             self._deep = False
             self._latest, self._per_source = {}, {}
+            if self.on_drained is not None:
+                self.on_drained()
         if queue and self._call_later is not None:
             self.counters["slices_deferred"] += 1
             self._slice_call = self._call_later(0, self._process)
