@@ -247,6 +247,7 @@ class Run:
                 entry["malloc_free_held_growth_per_binding"] = round(
                     (m1["free_held"] - m0["free_held"]) / self.n)
                 entry["malloc_free_held"] = m1["free_held"]
+            entry["trim"] = held.get("trim")  # haha.alloctrim: the calls so far
             growth = held.get("growth")
             if growth:
                 entry["traced_growth_per_binding"] = round(growth["traced"] / self.n)
@@ -289,6 +290,11 @@ class Run:
             per_primary_held=round((held["rss"]["ha1"] - self.rss_configured["ha1"]) / self.n),
             per_copy_held=round((held["rss"]["ha2"] - self.rss_configured["ha2"]) / self.n),
             split=self.memory_split(held["rss"], held["memory"]))
+        # After the check: what the C allocator holds and the trims (haha.alloctrim) by then.
+        for name in ("ha1", "ha2"):
+            answer = self._memory(name) or {}
+            self.out["memory"].setdefault("after_burst", {})[name] = {
+                k: answer.get(k) for k in ("rss", "malloc", "trim")}
         return phase
 
     def _consistent(self, names=None):

@@ -22,6 +22,12 @@ are folded into one call at the end of the interval. Where the C library has no
 ``malloc_trim`` (not glibc: musl, macOS) it does nothing and says so once in the log at debug.
 ``[memory] trim = no`` turns it off (docs/configuration.md).
 
+Memory can also be freed outside a burst (a bulk answer built and sent, a take-over's tables,
+the authenticated buckets of a burst's nodes forgotten a few seconds after it, a control
+answer): every ``interval`` a look at the allocator's figures (glibc's ``mallinfo2``, as
+``haha-ctl memory`` shows them) trims when the freed memory it holds has grown by ``threshold``
+octets since the last trim (0: no such look). Either way at most one call per ``interval``.
+
 Sans-IO apart from the call itself: the reactor (``seconds``, ``callLater``), the C library and
 the clocks are passed in (tests give fakes).
 """
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall
@@ -40,9 +46,11 @@ from .logging import class_logger
 #: Defaults (docs/configuration.md, ``[memory]``).
 DEFAULT_INTERVAL = 10.0
 DEFAULT_PAD = 0
+DEFAULT_THRESHOLD = 8 << 20
 #: Bounds of ``trim-interval`` (seconds) and ``trim-pad`` (octets).
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 86400.0
 MAX_PAD = 1 << 30
+MAX_THRESHOLD = 1 << 40
 
 
 class CLibrary(Protocol):
@@ -105,7 +113,8 @@ class AllocatorTrim(Service):
 
     def __init__(self, reactor: Any, *, enabled: bool = True,
                  interval: float = DEFAULT_INTERVAL, pad: int = DEFAULT_PAD,
-                 library: CLibrary | None = _UNSET,
+                 threshold: int = DEFAULT_THRESHOLD, library: CLibrary | None = _UNSET,
+                 figures: Callable[[], Mapping[str, int] | None] | None = None,
                  timer: Callable[[], float] = time.perf_counter,
                  cpu: Callable[[], float] = time.thread_time,
                  wall: Callable[[], float] = time.time,
@@ -115,12 +124,24 @@ class AllocatorTrim(Service):
                              f"{MAX_INTERVAL:g} seconds")
         if not 0 <= pad <= MAX_PAD:
             raise ValueError(f"trim pad {pad!r} must be from 0 to {MAX_PAD} octets")
+        if not 0 <= threshold <= MAX_THRESHOLD:
+            raise ValueError(f"trim threshold {threshold!r} must be from 0 to "
+                             f"{MAX_THRESHOLD} octets")
         self.setName("allocator-trim")
         self.reactor = reactor
         self.enabled = bool(enabled)
         self.interval = float(interval)
         self.pad = int(pad)
         self.library = system_library() if library is _UNSET else library
+        self.threshold = int(threshold)
+        if figures is None:
+            from .control.memory import malloc_figures
+            figures = malloc_figures
+        self._figures: Callable[[], Mapping[str, int] | None] = figures
+        self.checks = 0
+        #: The allocator's freed memory just after the last trim (the threshold's base).
+        self._held_after: int | None = None
+        self._check_call: IDelayedCall | None = None
         self._timer, self._cpu, self._wall, self._rss = timer, cpu, wall, rss
         self.requests = 0
         self.runs = 0
@@ -141,11 +162,39 @@ class AllocatorTrim(Service):
         """Whether this process's C library can trim."""
         return self.library is not None
 
+    def startService(self) -> None:  # noqa: N802 - Twisted hook
+        super().startService()
+        if self.enabled and self.library is not None and self.threshold:
+            self._check_call = self.reactor.callLater(self.interval, self._check)
+
     def stopService(self) -> Any:  # noqa: N802 - Twisted hook
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        for call in (self._call, self._check_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._call = self._check_call = None
         return super().stopService()
+
+    def _held(self) -> int | None:
+        figures = self._figures()
+        return None if figures is None else figures["free_held"]
+
+    def _check(self) -> None:
+        """The periodic look (module docstring): trim when the freed memory the allocator
+        holds grew by ``threshold`` since the last trim, unless one ran or is due within the
+        interval."""
+        self._check_call = self.reactor.callLater(self.interval, self._check)
+        self.checks += 1
+        if self._call is not None and self._call.active():
+            return
+        if self._last_run is not None and \
+                self.reactor.seconds() < self._last_run + self.interval:
+            return
+        held = self._held()
+        if held is None:
+            return
+        base = self._held_after if self._held_after is not None else 0
+        if held - base >= self.threshold:
+            self.trim(f"freed memory held grew by {held - base} octets")
 
     def request(self, reason: str) -> None:
         """Ask for a trim because of ``reason`` (a few words, shown as ``last.reason``): on the
@@ -182,6 +231,7 @@ class AllocatorTrim(Service):
         released_any = self.library.malloc_trim(self.pad)
         seconds, cpu = self._timer() - t0, self._cpu() - c0
         after = self._rss()
+        self._held_after = self._held()
         self._last_run = self.reactor.seconds()
         self.runs += 1
         freed = None if before is None or after is None else before - after
@@ -201,14 +251,15 @@ class AllocatorTrim(Service):
         octets released."""
         return {"allocator-trim.requests": self.requests, "allocator-trim.runs": self.runs,
                 "allocator-trim.deferred": self.deferred, "allocator-trim.ignored": self.ignored,
+                "allocator-trim.checks": self.checks,
                 "allocator-trim.released-octets": self.released}
 
     def report(self) -> dict[str, Any]:
         """For ``haha-ctl memory`` (``trim``): the settings, the counters, the longest call
         and the last one (when, why, how long, what it released), or None."""
         return {"enabled": self.enabled, "available": self.available,
-                "interval_s": self.interval, "pad": self.pad,
-                "requests": self.requests, "runs": self.runs, "deferred": self.deferred,
+                "interval_s": self.interval, "pad": self.pad, "threshold": self.threshold,
+                "checks": self.checks, "requests": self.requests, "runs": self.runs, "deferred": self.deferred,
                 "ignored": self.ignored, "released": self.released,
                 "longest_ms": round(self.longest * 1000.0, 3),
                 "due": self._call is not None and self._call.active(),
@@ -221,7 +272,7 @@ def attach(service: Any, transport: Any, settings: Any) -> AllocatorTrim:
     input queue of ``transport`` empties after a deep backlog (a transport without one is
     left as it is)."""
     trim = AllocatorTrim(service.reactor, enabled=settings.trim, interval=settings.trim_interval,
-                         pad=settings.trim_pad)
+                         pad=settings.trim_pad, threshold=settings.trim_threshold)
     trim.setServiceParent(service)
     queue = getattr(transport, "input", None)
     if queue is not None and hasattr(queue, "on_drained"):
@@ -229,5 +280,6 @@ def attach(service: Any, transport: Any, settings: Any) -> AllocatorTrim:
     return trim
 
 
-__all__ = ["AllocatorTrim", "CLibrary", "DEFAULT_INTERVAL", "DEFAULT_PAD", "attach",
+__all__ = ["AllocatorTrim", "CLibrary", "DEFAULT_INTERVAL", "DEFAULT_PAD", "DEFAULT_THRESHOLD",
+           "attach",
            "resident", "system_library"]

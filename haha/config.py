@@ -48,7 +48,7 @@ from .core.settings import (
     MobileNodeSettings,
     SettingsError,
 )
-from .alloctrim import MAX_INTERVAL, MAX_PAD, MIN_INTERVAL
+from .alloctrim import MAX_INTERVAL, MAX_PAD, MAX_THRESHOLD, MIN_INTERVAL
 from .security.admission import AdmissionSettings
 from .wire.errors import ProfileError
 from .wire.numbers import NumberProfile
@@ -153,6 +153,8 @@ class MemoryConfig:
     trim: bool = True
     trim_interval: float = 10.0  # seconds, at least, between two trims
     trim_pad: int = 0  # octets kept at the top of the heap
+    #: octets of growth of the allocator's freed memory that trim without a burst (0: never)
+    trim_threshold: int = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -565,8 +567,9 @@ def _memory(get: Callable[[str], Section]) -> MemoryConfig:
     m = MemoryConfig(sec.get_bool("trim", True),
                      sec.get_float("trim-interval", 10.0, minimum=MIN_INTERVAL,
                                    maximum=MAX_INTERVAL),
-                     sec.get_int("trim-pad", 0, minimum=0, maximum=MAX_PAD))
-    sec.check_unused(["trim", "trim-interval", "trim-pad"])
+                     sec.get_int("trim-pad", 0, minimum=0, maximum=MAX_PAD),
+                     sec.get_int("trim-threshold", 8 << 20, minimum=0, maximum=MAX_THRESHOLD))
+    sec.check_unused(["trim", "trim-interval", "trim-pad", "trim-threshold"])
     return m
 
 

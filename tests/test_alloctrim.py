@@ -97,6 +97,61 @@ def test_requests_within_the_interval_fold_into_one_call_at_its_end():
     assert len(lib.calls) == 3 and t.last["reason"] == "again"
 
 
+class Held:
+    """The allocator's figures with a ``free_held`` a test sets."""
+
+    def __init__(self):
+        self.free_held = 0
+
+    def __call__(self):
+        return {"free_held": self.free_held}
+
+
+def test_a_growth_of_the_freed_memory_held_trims_at_the_next_look():
+    """Without any burst, the look every interval trims once the allocator's freed memory has
+    grown by the threshold since the last trim, and not again until it grows by as much
+    more; a look within the interval of a trim does not trim."""
+    clock, held = Clock(), Held()
+    t, lib = _trim(clock, interval=10.0, threshold=1000, figures=held)
+    t.startService()
+    clock.advance(10)
+    assert lib.calls == [] and t.checks == 1
+    held.free_held = 999
+    clock.advance(10)
+    assert lib.calls == []
+    held.free_held = 1000
+    clock.advance(10)
+    assert len(lib.calls) == 1 and t.last["reason"] == "freed memory held grew by 1000 octets"
+    held.free_held = 1500  # the base is now 1000
+    clock.advance(10)
+    assert len(lib.calls) == 1
+    held.free_held = 2000
+    t.request("backlog drained")
+    clock.advance(0)
+    assert len(lib.calls) == 2
+    held.free_held = 3000  # the base 2000: grown by 1000, but a trim ran 0 s ago
+    clock.advance(9)
+    assert len(lib.calls) == 2 and t.checks == 4
+    clock.advance(10)
+    assert len(lib.calls) == 3 and t.checks == 5
+    t.stopService()
+    held.free_held = 10**9
+    clock.advance(100)
+    assert len(lib.calls) == 3 and t.checks == 5
+
+
+@pytest.mark.parametrize("kw", [{"threshold": 0}, {"enabled": False}])
+def test_no_look_without_a_threshold_or_when_off(kw):
+    """``trim-threshold = 0`` or ``trim = no``: the allocator's figures are never looked at."""
+    clock, held = Clock(), Held()
+    held.free_held = 10**9
+    looked = []
+    t, lib = _trim(clock, figures=lambda: looked.append(1) or held(), **kw)
+    t.startService()
+    clock.advance(1000)
+    assert lib.calls == [] and looked == [] and t.checks == 0
+
+
 def test_disabled_never_calls_the_library():
     """``trim = no``: requests are counted as ignored and nothing is called."""
     clock = Clock()
@@ -143,7 +198,8 @@ def test_the_real_library_is_found_on_glibc_and_a_call_works():
     assert t.trim("test")["rss_after"] > 0
 
 
-@pytest.mark.parametrize("kw", [{"interval": 0.5}, {"interval": 1e6}, {"pad": -1}])
+@pytest.mark.parametrize("kw", [{"interval": 0.5}, {"interval": 1e6}, {"pad": -1},
+                                {"threshold": -1}])
 def test_bad_settings_are_refused(kw):
     """An interval outside 1 s .. 1 day or a negative pad is refused by the class too."""
     with pytest.raises(ValueError):
@@ -244,11 +300,12 @@ def test_the_control_server_shows_the_targets_trim():
 
 
 def test_configuration_defaults_and_values():
-    """Defaults: on, every 10 s at most, pad 0; each key read."""
-    assert home_agent_from_text(BASE).memory == MemoryConfig(True, 10.0, 0)
+    """Defaults: on, every 10 s at most, pad 0, a look trims at 8 MiB grown; each key
+    read."""
+    assert home_agent_from_text(BASE).memory == MemoryConfig(True, 10.0, 0, 8 << 20)
     c = home_agent_from_text(BASE + "[memory]\ntrim = no\ntrim-interval = 60\n"
-                             "trim-pad = 1048576\n")
-    assert c.memory == MemoryConfig(False, 60.0, 1048576)
+                             "trim-pad = 1048576\ntrim-threshold = 0\n")
+    assert c.memory == MemoryConfig(False, 60.0, 1048576, 0)
 
 
 @pytest.mark.parametrize("line,key", [
@@ -256,6 +313,7 @@ def test_configuration_defaults_and_values():
     ("trim-interval = 0.5", "trim-interval"),
     ("trim-interval = soon", "trim-interval"),
     ("trim-pad = -1", "trim-pad"),
+    ("trim-threshold = lots", "trim-threshold"),
     ("trim-pads = 1", "trim-pads"),
 ])
 def test_bad_values_are_refused_with_file_section_key_and_line(line, key):
