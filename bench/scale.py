@@ -42,7 +42,11 @@ Cases:
   and a copy holder's C allocator holds in use and holds freed (``haha-ctl memory``); with
   ``--trace-memory`` (the home agents started with ``PYTHONTRACEMALLOC=1``: slower, more
   memory, so not a run for the other figures) also the growth of what Python holds, and of
-  each of the 40 allocation sites that grew most.
+  each of the 40 allocation sites that grew most. ``raw.memory.after_burst`` has the
+  allocator's figures and the trims (``haha.alloctrim``) after the check; with
+  ``--memory-settle S`` the RSS per binding is measured again S seconds later
+  (``per_primary_settled``, ``per_copy_settled``, ``raw.memory.after_settle``): what the home
+  agents keep once the trims due after the burst have run.
 
 Each case also reports the longest ``status`` answer of the control sockets during its phase
 (a blocked reactor answers late, and so does one waiting for a CPU held by other processes),
@@ -128,8 +132,9 @@ class Run:
     def __init__(self, directory, n_nodes, workers, timeout, ha_lifetime=HA_LIFETIME,
                  node_keys="group", admission="sized", take_over_share="split",
                  profile=None, phases=("burst", "kill", "restart"), profile_until="served",
-                 trace_memory=False):
+                 trace_memory=False, memory_settle=0.0):
         self.trace_memory = trace_memory
+        self.memory_settle = memory_settle
         self.profile = profile
         self.profile_until = profile_until
         self.phases = phases
@@ -291,11 +296,26 @@ class Run:
             per_copy_held=round((held["rss"]["ha2"] - self.rss_configured["ha2"]) / self.n),
             split=self.memory_split(held["rss"], held["memory"]))
         # After the check: what the C allocator holds and the trims (haha.alloctrim) by then.
+        self._memory_after("after_burst")
+        if self.memory_settle:
+            # What the home agents keep once left alone (--memory-settle): the trims due
+            # after the burst (at most one per [memory] trim-interval) have run.
+            time.sleep(self.memory_settle)
+            rss = {ha.name: _rss(ha) for ha in c.has}
+            self.out["memory"].update(
+                settle_s=self.memory_settle,
+                per_primary_settled=round((rss["ha1"] - self.rss_configured["ha1"]) / self.n),
+                per_copy_settled=round((rss["ha2"] - self.rss_configured["ha2"]) / self.n))
+            self._memory_after("after_settle")
+        return phase
+
+    def _memory_after(self, key):
+        """The rss, malloc and trim figures of the primary and a copy holder now, under
+        ``raw.memory[key]``."""
         for name in ("ha1", "ha2"):
             answer = self._memory(name) or {}
-            self.out["memory"].setdefault("after_burst", {})[name] = {
+            self.out["memory"].setdefault(key, {})[name] = {
                 k: answer.get(k) for k in ("rss", "malloc", "trim")}
-        return phase
 
     def _consistent(self, names=None):
         result = load.check_consistency(self.cluster.views(names),
@@ -660,6 +680,8 @@ def results(o):
              "baselines": {"per-copy": o["memory"]["per_copy"]},
              "per_primary_held": o["memory"].get("per_primary_held"),
              "per_copy_held": o["memory"].get("per_copy_held"),
+             "per_primary_settled": o["memory"].get("per_primary_settled"),
+             "per_copy_settled": o["memory"].get("per_copy_settled"),
              "trace_memory": o.get("trace_memory", False)},
         ]
     k = o.get("kill", {"failed": "not run (an earlier phase failed)"})
@@ -753,6 +775,11 @@ def main(argv=None):
                         "and record the primary's and a copy holder's allocation sites that "
                         "grew in the burst, per binding (raw.memory.split); tracing costs "
                         "memory and CPU: such a run's other figures are not comparable")
+    p.add_argument("--memory-settle", type=float, default=0.0, metavar="SECONDS",
+                   help="after the burst's check, wait SECONDS and measure the RSS per binding "
+                        "again (per_primary_settled: what the home agents keep once the trims "
+                        "due after the burst ran, haha.alloctrim; 12 covers the default "
+                        "[memory] trim-interval)")
     p.add_argument("--phases", default="burst,kill,restart",
                    help="the phases to run, in order (comma-separated; kill and restart need "
                         "the burst before them)")
@@ -770,7 +797,7 @@ def main(argv=None):
     try:
         o = Run(directory, n, args.workers, args.timeout, args.ha_lifetime, args.node_keys,
                 args.admission, args.take_over_share, args.profile, phases,
-                args.profile_until, args.trace_memory)()
+                args.profile_until, args.trace_memory, args.memory_settle)()
     finally:
         if args.dir is None:
             shutil.rmtree(directory, ignore_errors=True)

@@ -46,7 +46,7 @@ from .logging import class_logger
 #: Defaults (docs/configuration.md, ``[memory]``).
 DEFAULT_INTERVAL = 10.0
 DEFAULT_PAD = 0
-DEFAULT_THRESHOLD = 8 << 20
+DEFAULT_THRESHOLD = 2 << 20
 #: Bounds of ``trim-interval`` (seconds) and ``trim-pad`` (octets).
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 86400.0
 MAX_PAD = 1 << 30

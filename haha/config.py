@@ -154,7 +154,7 @@ class MemoryConfig:
     trim_interval: float = 10.0  # seconds, at least, between two trims
     trim_pad: int = 0  # octets kept at the top of the heap
     #: octets of growth of the allocator's freed memory that trim without a burst (0: never)
-    trim_threshold: int = 8 << 20
+    trim_threshold: int = 2 << 20
 
 
 @dataclass(frozen=True)
@@ -568,7 +568,7 @@ def _memory(get: Callable[[str], Section]) -> MemoryConfig:
                      sec.get_float("trim-interval", 10.0, minimum=MIN_INTERVAL,
                                    maximum=MAX_INTERVAL),
                      sec.get_int("trim-pad", 0, minimum=0, maximum=MAX_PAD),
-                     sec.get_int("trim-threshold", 8 << 20, minimum=0, maximum=MAX_THRESHOLD))
+                     sec.get_int("trim-threshold", 2 << 20, minimum=0, maximum=MAX_THRESHOLD))
     sec.check_unused(["trim", "trim-interval", "trim-pad", "trim-threshold"])
     return m
 

@@ -300,9 +300,9 @@ def test_the_control_server_shows_the_targets_trim():
 
 
 def test_configuration_defaults_and_values():
-    """Defaults: on, every 10 s at most, pad 0, a look trims at 8 MiB grown; each key
+    """Defaults: on, every 10 s at most, pad 0, a look trims at 2 MiB grown; each key
     read."""
-    assert home_agent_from_text(BASE).memory == MemoryConfig(True, 10.0, 0, 8 << 20)
+    assert home_agent_from_text(BASE).memory == MemoryConfig(True, 10.0, 0, 2 << 20)
     c = home_agent_from_text(BASE + "[memory]\ntrim = no\ntrim-interval = 60\n"
                              "trim-pad = 1048576\ntrim-threshold = 0\n")
     assert c.memory == MemoryConfig(False, 60.0, 1048576, 0)

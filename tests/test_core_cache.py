@@ -149,6 +149,29 @@ def test_bindings_share_their_home_agents_addresses_and_lifetimes():
     assert len({id(b.primary) for b in made[:10]}) == 1 and made[0].primary == A("2001:db8:1::3")
 
 
+def test_bindings_share_their_flags_and_primaries_keep_no_time_of_their_own():
+    """Equal flags values decoded from different messages (A|H is above the integers Python
+    shares) are one object in the cache; a primary's ``touched`` is the shared 0.0 whatever
+    time it was stored at (nothing sweeps primaries), while a copy keeps the time a BIU set
+    it, also once a primary became a copy and back."""
+    c = BindingCache()
+    made = []
+    for i in range(50):
+        flags = int(str(0xC000 + (i % 2)))  # two values, each a new object at every store
+        made.append(c.store(A(f"2001:db8:1::{i + 1:x}"), A("2001:db8:99::1"), flags, 1, 400,
+                            100.0, (), None, None, float(f"{i}.5")))
+    assert len({id(b.flags) for b in made}) == 2
+    assert {b.flags for b in made} == {0xC000, 0xC001}
+    assert all(b.touched == 0.0 for b in made) and len({id(b.touched) for b in made}) == 1
+    b = c.store(made[0].home_address, made[0].care_of, 0xC000, 2, 400, 100.0, (), PEER, None,
+                17.25)
+    assert b is made[0] and b.is_copy and b.touched == 17.25
+    c.store(b.home_address, b.care_of, 0xC000, 3, 400, 100.0, (), None, None, 18.5)
+    assert b.touched == 0.0
+    c.store(b.home_address, b.care_of, 0xC000, 4, 400, 100.0, (), PEER, None, 19.5)
+    assert b.touched == 19.5
+
+
 def test_digests_follow_every_change_without_being_stored():
     """After creations, updates (sequence, care-of, primary changes) and removals in random
     order, the per-primary (count, XOR) equals the digests of the entries as they are, and

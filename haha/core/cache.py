@@ -60,6 +60,9 @@ _SCAN = 64
 #: At most this many distinct addresses and lifetimes are shared between bindings.
 _SHARED = 256
 
+#: ``touched`` of every primary (Binding).
+_UNTOUCHED = 0.0
+
 _ONES = (1 << 128) - 1
 _MASKS = [(_ONES << (128 - n)) & _ONES for n in range(129)]
 
@@ -69,7 +72,9 @@ class Binding:
 
     ``lifetime`` is the granted lifetime in seconds and ``expires`` the absolute time it runs
     out; ``local`` the address of this home agent the mobile node registered with (primaries
-    only); ``touched`` the last time a registration or a BIU set the entry.
+    only); ``touched`` the last time a registration or a BIU set a copy (what the sweep after
+    a bulk answer looks at); a primary, which nothing sweeps, keeps 0 there, not a time
+    object of its own (:meth:`BindingCache.store`: 24 octets per primary).
     """
 
     __slots__ = ("home_address", "care_of", "flags", "sequence", "lifetime", "expires",
@@ -126,10 +131,12 @@ class BindingCache:
         self._next: float | None = None  # next_expiry(), when _next_valid
         self._next_valid = False
         # One object per distinct local or primary address (home agents' addresses) and per
-        # distinct lifetime: each decoded message brings its own, which every binding would
-        # otherwise keep (about 100 octets per address, 32 per lifetime).
+        # distinct lifetime and flags value: each decoded message brings its own, which every
+        # binding would otherwise keep (about 100 octets per address, 28 per integer: flags
+        # such as A|H are above the 256 small integers Python shares).
         self._addresses: dict[int, IPv6Address] = {}  # keyed by integer: hashing is cheap
         self._lifetimes: dict[int, int] = {}
+        self._flags: dict[int, int] = {}
         self.primary_count = 0
         self._digests: dict[IPv6Address | None, list[int]] = {}  # primary (None: ours) -> [count, XOR of entry digests]
 
@@ -220,6 +227,14 @@ class BindingCache:
             lifetime = same
         elif len(lifetimes) < _SHARED:
             lifetimes[lifetime] = lifetime
+        shared_flags = self._flags
+        same = shared_flags.get(flags)
+        if same is not None:
+            flags = same
+        elif len(shared_flags) < _SHARED:
+            shared_flags[flags] = flags
+        if primary is None:
+            touched = _UNTOUCHED  # only copies are swept by it (Binding)
         if b is None:
             b = Binding(home_address, care_of, flags, sequence, lifetime, expires, prefixes,
                         primary, local, touched)
