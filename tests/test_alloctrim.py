@@ -339,3 +339,32 @@ def test_haha_ctl_prints_when_the_trim_last_ran():
     assert lines["trim.last.at"] == "1970-01-01 00:20:34 UTC"
     assert lines["trim.last.reason"] == "backlog drained"
     assert lines["trim.last.released"] == "50"
+
+
+def test_the_scale_benchmark_records_the_trims_and_the_settled_memory():
+    """bench/scale.py --memory-settle: the burst's memory figures have the per-binding RSS
+    measured again after the pause, and the primary's and a copy holder's allocator figures
+    and trim reports (haha.alloctrim) after the check and after the pause."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    bench = os.path.join(os.path.dirname(__file__), "..", "bench", "scale.py")
+    out = subprocess.run([sys.executable, bench, "--nodes", "8", "--workers", "1",
+                          "--timeout", "60", "--phases", "burst", "--memory-settle", "0.5"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    memory = report["raw"]["memory"]
+    assert memory["settle_s"] == 0.5
+    assert isinstance(memory["per_primary_settled"], int)
+    assert isinstance(memory["per_copy_settled"], int)
+    for key in ("after_burst", "after_settle"):
+        for name in ("ha1", "ha2"):
+            trim = memory[key][name]["trim"]
+            assert trim["enabled"] is True and trim["interval_s"] == 10.0
+            assert memory[key][name]["rss"] > 0
+    assert "trim" in memory["split"]["ha1"]
+    (case,) = [r for r in report["results"] if r["case"] == "memory per binding"]
+    assert case["per_primary_settled"] == memory["per_primary_settled"]
