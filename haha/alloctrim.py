@@ -11,9 +11,12 @@ octets per binding after a burst of 100,000 nodes (``haha-ctl memory`` shows it 
 
 glibc's ``malloc_trim(pad)`` gives back every whole free page of its heaps (``madvise``: the
 address space is kept, the pages leave the resident set, keeping ``pad`` octets at the top).
-It walks the allocator's free lists holding its lock, so it costs a little CPU and holds the
-reactor while it runs; how much is measured at every call (``last_ms``, ``longest_ms``) and
-shown by ``haha-ctl memory`` under ``trim``.
+Free fragments smaller than a page between live blocks stay: most of those 365 octets were
+such fragments, one per datagram read, until the UDP transport stopped making them
+(:mod:`haha.io.udp`, "Reading"). It walks the allocator's free lists holding its lock, so it
+costs a little CPU and holds the reactor while it runs (about 0.2 ms at 100,000 bindings, 4 to
+8 ms over 100,000 such fragments: ``bench/memory.py``); each call is measured (``last.ms``,
+``longest_ms``) and shown by ``haha-ctl memory`` under ``trim``.
 
 :class:`AllocatorTrim` calls it when asked (:meth:`AllocatorTrim.request`: the home agent's
 input queue once a deep backlog has drained, docs/io.md "Input queues"), on a later turn of the
