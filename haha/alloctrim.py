@@ -50,7 +50,7 @@ from .logging import class_logger
 DEFAULT_INTERVAL = 10.0
 DEFAULT_PAD = 0
 DEFAULT_THRESHOLD = 2 << 20
-#: Bounds of ``trim-interval`` (seconds) and ``trim-pad`` (octets).
+#: Bounds of ``trim-interval`` (seconds), ``trim-pad`` and ``trim-threshold`` (octets).
 MIN_INTERVAL, MAX_INTERVAL = 1.0, 86400.0
 MAX_PAD = 1 << 30
 MAX_THRESHOLD = 1 << 40
@@ -98,7 +98,7 @@ def resident(status_path: str = "/proc/self/status") -> int | None:
     return None
 
 
-#: Default C library: looked up once (``ctypes.CDLL(None)``), when the first trim is built.
+#: ``library`` not given: the process's own (:func:`system_library`), looked up when built.
 _UNSET: Any = object()
 
 
@@ -107,7 +107,9 @@ class AllocatorTrim(Service):
 
     ``reactor`` provides ``seconds`` and ``callLater``; ``library`` the C library (default: the
     process's, None where it has no ``malloc_trim``); ``enabled`` False makes every request a
-    no-op (``[memory] trim = no``); ``pad``: octets kept at the top of the heap. ``timer`` and
+    no-op (``[memory] trim = no``); ``pad``: octets kept at the top of the heap; ``threshold``
+    and ``figures`` (the allocator's, default glibc's ``mallinfo2``): the look every interval
+    (module docstring), started with the service. ``timer`` and
     ``cpu`` measure each call (wall clock and the calling thread's CPU), ``wall`` says when
     it ran, ``rss`` reads the resident memory before and after.
     """
