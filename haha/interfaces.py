@@ -343,6 +343,10 @@ class IPacketSocket(Interface):
         """``(data, ancillary, flags, address)``: one frame with its control messages (the
         ``PACKET_AUXDATA`` status when enabled); ``BlockingIOError`` when none."""
 
+    def recvmsg_into(buffers: Any, ancbufsize: int = 0) -> Tuple[int, Any, int, Any]:
+        """As :meth:`recvmsg`, the frame written into ``buffers`` (a list of writable buffers,
+        filled in order): ``(length, ancillary, flags, address)``."""
+
     def setsockopt(level: int, option: int, value: Any) -> None:
         """Set a socket option (``PACKET_AUXDATA``)."""
 

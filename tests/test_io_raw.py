@@ -94,6 +94,45 @@ def test_receive_path_counts_and_filters():
     assert t.counters["received_malformed"] == 1
 
 
+def test_packets_are_read_into_one_buffer_and_copied_out_at_their_own_size():
+    """Each packet is read into the transport's one buffer (``recvmsg_into``, always the same
+    buffer; ``recvmsg`` made a 64 KiB object per packet and left the C allocator's heap
+    fragmented after a burst) and handed over as bytes of its own length that later reads into
+    the same buffer do not change: a long packet then a short one arrive as sent."""
+    t, system, reactor, got = _started(interfaces=["eth0"])
+    sock = system.packet_sockets[0]
+    seen = []
+    read_into = sock.recvmsg_into
+
+    def recording(buffers, ancbufsize=0):
+        seen.append([id(b) for b in buffers])
+        return read_into(buffers, ancbufsize)
+
+    sock.recvmsg_into = recording
+    long = build_packet(A, B, 135, bytes(range(200)), home_address=HOME)
+    assert sock.inject(long) and sock.inject(BU)
+    next(iter(reactor.readers)).doRead()
+    assert got == [long, BU] and all(type(p) is bytes for p in got)
+    assert len(seen) == 3 and seen[0] == seen[1] == seen[2]  # the third finds none left
+
+
+def test_the_fake_packet_socket_reads_into_buffers_like_the_kernel():
+    """FakePacketSocket.recvmsg_into fills the buffers in order, answers the length written,
+    and says MSG_TRUNC when they were too short for the frame (the rest is lost)."""
+    import socket as _socket
+
+    system = FakeSystem({"eth0": 2})
+    sock = system.packet_socket("eth0")
+    sock.inject(BU)
+    sock.inject(BU)
+    a, b = bytearray(10), bytearray(len(BU))
+    n, _, flags, addr = sock.recvmsg_into([a, b])
+    assert n == len(BU) and bytes(a + b[:n - 10]) == BU and flags == 0 and addr[0] == "eth0"
+    small = bytearray(8)
+    n, _, flags, _ = sock.recvmsg_into([small])
+    assert n == 8 and bytes(small) == BU[:8] and flags == _socket.MSG_TRUNC
+
+
 def test_receiver_and_socket_errors_are_counted_not_raised():
     """An exception in the receiver and a socket error are logged and counted; reading goes on
     with the next packet."""

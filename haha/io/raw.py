@@ -219,6 +219,13 @@ class RawTransport:
         self._default_interface = default_interface
         self._system = system if system is not None else LinuxSystem()
         self._receive_buffer = receive_buffer
+        #: The one buffer every packet is read into and copied out of at its own size.
+        #: ``recvmsg(MAX_PACKET)`` made a 64 KiB object per packet and shrank it: an
+        #: allocation of that size per packet, and freed fragments left between live objects
+        #: in the C allocator's heap after a burst (io.md, the UDP transport's "Reading").
+        self._buffer = bytearray(MAX_PACKET)
+        self._buffers = [self._buffer]
+        self._view = memoryview(self._buffer)
         #: Firewall mark (SO_MARK) on everything sent, set before :meth:`start`: a mobile node's
         #: tunnel steers unmarked traffic into itself (haha.backends.tun.MobileTunnel).
         self.mark: Optional[int] = None
@@ -521,11 +528,13 @@ class RawTransport:
         """One readiness: up to ``read_bytes`` of signalling into the input queue (and at most
         :data:`READ_BURST` tunnelled packets handed over), then the queue's turn."""
         read = tunnelled = 0
+        buffers, view = self._buffers, self._view
         while read < self.read_bytes and tunnelled < READ_BURST:
             if self._receiver is None:
                 return
             try:
-                data, anc, _, addr = reader.sock.recvmsg(MAX_PACKET, AUXDATA_SPACE)
+                n, anc, _, addr = reader.sock.recvmsg_into(buffers, AUXDATA_SPACE)
+                data = bytes(view[:n])  # a copy of its own size (see ``_buffer``)
             except BlockingIOError:
                 break
             except InterruptedError:

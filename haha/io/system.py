@@ -298,6 +298,17 @@ class FakePacketSocket:
                                              0, 0, 0, 0)))
         return data, anc, 0, addr
 
+    def recvmsg_into(self, buffers: List[Any], ancbufsize: int = 0
+                     ) -> Tuple[int, List[Tuple[int, int, bytes]], int, PacketAddress]:
+        """As ``recvmsg``, written into ``buffers`` in order; MSG_TRUNC when they were short."""
+        data, anc, _, addr = self.recvmsg(sum(len(b) for b in buffers) + 1, ancbufsize)
+        written = 0
+        for b in buffers:
+            part = data[written:written + len(b)]
+            memoryview(b)[:len(part)] = part
+            written += len(part)
+        return written, anc, socket.MSG_TRUNC if written < len(data) else 0, addr
+
     def recvfrom(self, n: int) -> Tuple[bytes, PacketAddress]:
         if self.fail_with is not None:
             e, self.fail_with = self.fail_with, None
