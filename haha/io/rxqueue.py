@@ -153,12 +153,17 @@ class InputQueue:
         #: True while the receiver has work of its own that should come before other traffic
         #: (module docstring); None: never.
         self.urgent: Callable[[], bool] | None = None
+        #: While :attr:`urgent` says so, other traffic waits entirely (no slice at all, the
+        #: queue looks again after the reactor's turn) instead of getting
+        #: ``urgent_slice_seconds``: for a receiver whose urgent work is finite and cheap per
+        #: item (the home agent's first switch requests, haha.service).
+        self.hold_while_urgent = False
         self.supersede = bool(supersede)
         self._timer = timer
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.answered_window = answered_window
         for name in ("superseded", "dropped_backlog", "dropped_source_backlog", "slices_yielded",
-                     "peer_slices_deferred", "answered_dropped"):
+                     "peer_slices_deferred", "answered_dropped", "slices_held"):
             self.counters[name] += 0  # shown (as 0) before the first one
         self.exempt: frozenset[bytes] = frozenset()
         #: The peers' packets, ``(data, meta)``, processed first.
@@ -309,8 +314,15 @@ class InputQueue:
             self._deep = True
         timer = self._timer
         urgent = self.urgent
-        start = timer()
         yielded = urgent is not None and self._call_later is not None and urgent()
+        hold = self.hold_while_urgent
+        call_later = self._call_later
+        if yielded and hold and call_later is not None:
+            # The receiver's urgent work first, all of it: look again after its turn.
+            self.counters["slices_held"] += 1
+            self._slice_call = call_later(0, self._process)
+            return
+        start = timer()
         end = start + (self.urgent_slice_seconds if yielded else self.slice_seconds)
         pop = self._pop
         while queue:
@@ -329,9 +341,10 @@ class InputQueue:
             if now >= end:
                 break
             if not yielded and urgent is not None and urgent():
-                # Urgent work arrived with this packet (a peer-down, a BIU): cut the slice.
+                # Urgent work arrived with this packet (a peer-down, a BIU): cut the slice
+                # (at once when other traffic is held while it lasts).
                 yielded = True
-                end = min(end, start + self.urgent_slice_seconds)
+                end = now if hold else min(end, start + self.urgent_slice_seconds)
                 if now >= end:
                     break
         if yielded:
