@@ -122,6 +122,26 @@ def test_a_measured_survivor_tells_its_nodes_in_fewer_ticks():
     assert fast * 3 < slow
 
 
+def test_behind_only_when_more_are_due_than_a_tick_sends():
+    """At 1,000 first requests a second and 64 a tick, 30 due is keeping pace (not behind:
+    node traffic runs between ticks), 70 due is behind (node traffic waits); a tick of 64
+    brings it back within its pace. ``HomeAgent.urgent`` follows ``behind``, not merely
+    ``first_due``."""
+    s = HomeAgentSettings(address=HA, home_prefix=PREFIX, switch_rate=1000.0)
+    cache = BindingCache()
+    sr = SwitchRequests(s, random.Random(3), Counter(), cache, set())
+    for i in range(200):
+        b = cache.store(A(BASE + i), A(COA + i), BU_H | BU_A, 1, 900, 900.0, (), None, HA, 0.0)
+        sr.request(b, HA, 0.0, [])  # the first at once, the others 1 ms apart
+    assert sr.first_due(0.030) and not sr.behind(0.030)
+    assert sr.behind(0.070)
+    assert len(_sent(sr, 0.070)) == 64
+    assert sr.first_due(0.070) and not sr.behind(0.070)
+    ha = _survivor(HA, 0)
+    ha.switching = sr
+    assert not ha.urgent(0.030) and ha.urgent(0.140)
+
+
 # -- the daemon's glue ------------------------------------------------------------------------------
 
 

@@ -172,6 +172,16 @@ class SwitchRequests:
         first = self._first
         return bool(first) and first[0][0] <= now
 
+    def behind(self, now: float) -> bool:
+        """Whether more paced first transmissions are due at ``now`` than one tick sends
+        (:attr:`slice`): the oldest has waited longer than the pace takes to make a slice's
+        worth due. Then telling nodes is behind its pace and comes before the nodes'
+        traffic; while the ticks keep up, the requests due between two of them are only
+        the pace's, and the nodes' traffic runs between ticks (holding it then would spin
+        the daemon between requests a few at a time)."""
+        first = self._first
+        return bool(first) and first[0][0] <= now - self.slice / self.settings.switch_rate
+
     def __bool__(self) -> bool:
         return bool(self.pending)
 
