@@ -629,7 +629,10 @@ def profile_split(path):
 TRAFFIC = ("core.switch-sent", "core.bu-accepted", "core.biu-sent", "received.BindingUpdate",
            "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello",
            "core.copies-held", "core.anti-entropy-repairs", "core.bir-received", "core.bu-duplicate",
-           "udptransport.superseded", "udptransport.answered_dropped")
+           "udptransport.superseded", "udptransport.answered_dropped",
+           "udptransport.slices_held", "udptransport.kernel_drops",
+           "udptransport.dropped_backlog", "udptransport.dropped_source_backlog",
+           "core.switch-answer-queued")
 
 
 def _traffic(cluster, name):

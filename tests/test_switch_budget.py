@@ -6,7 +6,8 @@
   :data:`SWITCH_SLICE_MAX`, smoothed.
 - In the daemon's glue (haha.service): each firing of the adapter's timer that sent switch
   requests is timed and reported; the home agent's input queue holds node traffic entirely
-  while first switch requests are due (peers' packets still first), haha.io.rxqueue.
+  while first switch requests are behind their pace (peers' packets still first),
+  haha.io.rxqueue (the service's wiring: tests/test_io_rxqueue.py).
 """
 
 import random
@@ -23,7 +24,7 @@ from haha.core.settings import HomeAgentSettings
 from haha.core.switching import (SWITCH_BUDGET, SWITCH_SLICE, SWITCH_SLICE_MAX, SWITCH_SLICE_MIN,
                                  SwitchRequests)
 from haha.io.rxqueue import InputQueue
-from haha.service import _measure_switch_ticks, _prioritise_take_over
+from haha.service import _measure_switch_ticks
 from haha.wire.mh import BU_A, BU_H, HaSwitchRequest
 from test_io_rxqueue import PEER, PEER_SPI, esp, node
 from test_io_udp import _turn
@@ -229,18 +230,3 @@ def test_urgent_work_arriving_with_a_packet_stops_held_node_traffic_at_once():
             q.put(esp(node(i), 1), None)
         q.run()
         assert len(got) == expected
-
-
-def test_the_home_agent_service_holds_node_traffic_while_urgent():
-    """The service wires a home agent's input queue: ``urgent`` asks the machine at the
-    adapter's time, node traffic is held while it says so, and a switch request is not
-    repeated while its node's packet waits in the queue."""
-    q = InputQueue(lambda d, m: None, MemoryReactorClock().callLater)
-    asked = []
-    machine = SimpleNamespace(urgent=lambda now: asked.append(now) or True,
-                              switching=SimpleNamespace(waiting=None, on_answered=None))
-    adapter = SimpleNamespace(now=lambda: 12.5)
-    _prioritise_take_over(machine, SimpleNamespace(input=q), adapter)
-    assert q.hold_while_urgent and q.urgent() and asked == [12.5]
-    q.put(esp(node(3), 1), None)
-    assert machine.switching.waiting(node(3)) and not machine.switching.waiting(node(4))

@@ -23,9 +23,13 @@ request (but the first of a burst, sent when queued), so every binding it takes 
 forwarded and announced to the peers within the take-over's own CPU time; its switch
 requests follow. Then switch requests leave before anything else the tick has to do: first
 transmissions (paced, in a FIFO: their slots only grow) before any retransmission, at most
-:data:`SWITCH_SLICE` per tick, so a take-over of 100,000 nodes tells them as fast as
-``switch_rate`` allows while retransmissions, which only add load while the nodes' answers
-are queued, wait.
+:attr:`SwitchRequests.slice` per tick: :data:`SWITCH_SLICE` until the daemon has measured what
+a tick of them costs, then :data:`SWITCH_BUDGET` (10 ms) worth (:meth:`SwitchRequests.measured`).
+While more first transmissions are due than a tick sends (:meth:`SwitchRequests.behind`), the
+home agent is urgent (``HomeAgent.urgent``) and its transport holds the nodes' traffic back
+(peers' packets still first): a take-over of 100,000 nodes tells them at the pace of the
+requests' own cost, not of the nodes' answers, while retransmissions, which only add load
+while the nodes' answers are queued, wait.
 """
 
 import heapq

@@ -27,10 +27,15 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   different messages that must all arrive) and packets without ESP are never superseded.
 
 - **Urgent work of the receiver comes first.** ``urgent`` (a callable, set by whoever owns the
-  receiver: the home agent's service while a take-over is in slices) makes
-  a slice of other traffic last at most ``urgent_slice_seconds`` instead of ``slice_seconds``
-  (counted, ``slices_yielded``), so the work the receiver's own timer does between two slices
-  gets most of the process while it lasts; peers' packets still all go first.
+  receiver: the home agent's service, true while a take-over is in slices or its first switch
+  requests are behind their pace) makes a slice of other traffic last at most
+  ``urgent_slice_seconds`` instead of ``slice_seconds`` (counted, ``slices_yielded``), so the
+  work the receiver's own timer does between two slices gets most of the process while it
+  lasts; with ``hold_while_urgent`` (the home agent's queue) other traffic gets no slice at
+  all meanwhile (counted, ``slices_held``: the queue looks again after the reactor's turn),
+  and a slice it is in ends with the packet that made the receiver urgent. Peers' packets
+  still all go first. The receiver must keep its urgent work finite: the home agent's is its
+  first switch requests (each sent once, at about 65 us) and its take-over's slices.
 
 - **Retransmissions of an answer already accepted cost nothing more.** A node told to switch
   answers with a Binding Update; when that waits in the queue longer than the node's
