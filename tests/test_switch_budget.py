@@ -230,3 +230,33 @@ def test_urgent_work_arriving_with_a_packet_stops_held_node_traffic_at_once():
             q.put(esp(node(i), 1), None)
         q.run()
         assert len(got) == expected
+
+
+def test_a_built_home_agent_service_measures_its_switch_request_ticks():
+    """``HomeAgentService.build`` installs the timing: after its timer fires with paced
+    first switch requests due, the machine's switching has a measured cost per request and
+    a slice sized from it."""
+    from twisted.internet.task import Clock
+
+    from haha.backends.null import NullBackend
+    from haha.config import home_agent_from_text
+    from haha.service import HomeAgentService
+
+    config = home_agent_from_text(
+        "[home-agent]\naddress = 2001:db8:1::2\nhome-prefix = 2001:db8:1::/64\n"
+        "home-interface = eth0\nswitch-rate = 1000\n[security]\nmode = none\nlab = yes\n"
+        "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n", "ha.conf")
+    clock = Clock()
+    service = HomeAgentService.build(config, clock, backend=NullBackend())
+    machine = service.machine
+    machine.start(0.0)
+    for i in range(20):
+        b = machine.cache.store(A(BASE + i), A(COA + i), BU_H | BU_A, 1, 900, 900.0, (), None,
+                                HA, 0.0)
+        machine.switching.request(b, HA, 0.0, [])  # one at once, 19 paced 1 ms apart
+    assert machine.counters["switch-sent"] == 1 and machine.switching.cost is None
+    clock.advance(0.05)
+    service.adapter._fire()
+    assert machine.counters["switch-sent"] == 20
+    assert machine.switching.cost is not None and machine.switching.cost > 0
+    assert SWITCH_SLICE_MIN <= machine.switching.slice <= SWITCH_SLICE_MAX
