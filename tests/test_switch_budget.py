@@ -218,6 +218,32 @@ def test_node_traffic_waits_entirely_while_urgent_peers_still_go():
     assert got[4:] == nodes and q.counters["slices_yielded"] == 0
 
 
+def test_without_a_reactor_held_node_traffic_is_still_processed_at_once():
+    """A queue that cannot schedule (no ``call_later``: everything at once) ignores the hold
+    as it ignores ``urgent``: it could not come back for what it held."""
+    got = []
+    q = InputQueue(lambda data, meta: got.append(data), None)
+    q.hold_while_urgent = True
+    q.urgent = lambda: True
+    for i in range(30):
+        q.put(esp(node(i), 1), None)
+    q.run()
+    assert len(got) == 30 and not q.queue and q.counters["slices_held"] == 0
+
+
+def test_clearing_a_held_queue_cancels_its_next_look():
+    """A transport that stops while node traffic is held (``clear``) leaves no scheduled
+    look behind, and nothing is delivered after it."""
+    q, got, r = _held_queue()
+    q.urgent = lambda: True
+    for i in range(5):
+        q.put(esp(node(i), 1), None)
+    q.run()
+    assert q.counters["slices_held"] == 1 and r.getDelayedCalls()
+    q.clear()
+    assert not [c for c in r.getDelayedCalls() if c.active()] and not q.queue and not got
+
+
 def test_urgent_work_arriving_with_a_packet_stops_held_node_traffic_at_once():
     """A node packet whose processing makes the receiver urgent (the BIU that starts a
     take-over) is the last node packet of its slice when node traffic is held while urgent;
