@@ -67,6 +67,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -346,13 +347,18 @@ class Run:
         profilers = self._profile(survivors, "kill")
         timeline = CpuTimeline(dict(
             [(s, c.node(s).process.pid) for s in survivors]
-            + [(f"generator{i}", p.pid) for i, p in enumerate(self.generator.processes)]), t0)
+            + [(f"generator{i}", p.pid) for i, p in enumerate(self.generator.processes)]),
+            t0).start()
 
         def detected():  # each survivor has declared a peer down since the kill
             timeline.sample()
             return all(_counter_read(c, s, "event.peer-down") > before[s] for s in survivors)
 
-        load.wait("failure detection", detected, self.timeout, self.interval)
+        try:
+            load.wait("failure detection", detected, self.timeout, self.interval)
+        except BaseException:
+            timeline.stop()
+            raise
         detection = time.monotonic() - t0
         seen = {}
 
@@ -387,6 +393,7 @@ class Run:
             load.wait("every binding primary at a survivor and every node registered with one",
                       served, self.timeout, min(0.2, self.interval))
         finally:
+            timeline.stop()
             _stop_profilers(profilers)
         split = {s: profile_split(os.path.join(self.profile, f"kill-{s}.txt"))
                  for s in survivors} if profilers else None
@@ -522,12 +529,33 @@ def generator_drops(before, after):
 class CpuTimeline:
     """CPU seconds of named processes (``{name: pid}``), sampled (:meth:`sample`) at times
     counted from ``t0`` (``time.monotonic``): what each used between two instants of a phase
-    (:meth:`between`, from the first samples at or after each)."""
+    (:meth:`between`, from the first samples at or after each). :meth:`start` samples every
+    ``every`` seconds in a thread until :meth:`stop`: the phase's own polls ask busy control
+    sockets and could leave seconds between two samples, so that the CPU "until sent" and
+    "until told" read the same sample."""
 
-    def __init__(self, pids, t0):
+    def __init__(self, pids, t0, every=0.05):
         self.pids = dict(pids)
         self.t0 = t0
+        self.every = every
         self.samples = []  # (seconds after t0, {name: cpu seconds})
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        def run():
+            while not self._stop.wait(self.every):
+                self.sample()
+        self._thread = threading.Thread(target=run, name="cpu-timeline", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
     def sample(self):
         cpu = {}
@@ -536,14 +564,17 @@ class CpuTimeline:
                 cpu[name] = load.proc_stat(pid)[0]
             except OSError:  # gone: its last sample stands
                 cpu[name] = self.samples[-1][1].get(name, 0.0) if self.samples else 0.0
-        self.samples.append((time.monotonic() - self.t0, cpu))
+        with self._lock:
+            self.samples.append((time.monotonic() - self.t0, cpu))
 
     def at(self, t):
         """The first sample at or after ``t`` (the last one if none is)."""
-        for when, cpu in self.samples:
+        with self._lock:
+            samples = sorted(self.samples, key=lambda x: x[0])
+        for when, cpu in samples:
             if when >= t:
                 return cpu
-        return self.samples[-1][1]
+        return samples[-1][1]
 
     def between(self, a, b):
         """``{name: CPU seconds used between a and b}``, to 10 ms."""
@@ -624,7 +655,10 @@ def profile_split(path):
 TRAFFIC = ("core.switch-sent", "core.bu-accepted", "core.biu-sent", "received.BindingUpdate",
            "received.BindingInfoUpdate", "received.BindingInfoAck", "received.HaHello",
            "core.copies-held", "core.anti-entropy-repairs", "core.bir-received", "core.bu-duplicate",
-           "udptransport.superseded", "udptransport.answered_dropped")
+           "udptransport.superseded", "udptransport.answered_dropped",
+           "udptransport.slices_held", "udptransport.kernel_drops",
+           "udptransport.dropped_backlog", "udptransport.dropped_source_backlog",
+           "core.switch-answer-queued")
 
 
 def _traffic(cluster, name):

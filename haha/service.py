@@ -203,6 +203,27 @@ def _warn_if_insecure(policy: SecurityPolicy) -> None:
 # -- home agent ---------------------------------------------------------------------------------
 
 
+def _measure_switch_ticks(machine: HomeAgent, adapter: HomeAgentAdapter,
+                          timer: Callable[[], float] = time.perf_counter) -> None:
+    """Time each firing of the adapter's timer that sent switch requests (the machine's tick,
+    the nodes' SAs, sealing, sending: all of it, in wall-clock time) and tell the machine's
+    :class:`~haha.core.switching.SwitchRequests` (``measured``), which sizes its next ticks to
+    a time budget instead of a fixed count. The core has no clock; this is its measurement."""
+    fire = adapter._fire
+    switching = machine.switching
+    counters = machine.counters
+
+    def timed() -> None:
+        before = counters["switch-sent"]
+        start = timer()
+        fire()
+        sent = counters["switch-sent"] - before
+        if sent > 0:
+            switching.measured(sent, timer() - start)
+
+    adapter._fire = timed  # type: ignore[method-assign]
+
+
 def _prioritise_take_over(machine: HomeAgent, transport: Any, adapter: HomeAgentAdapter
                           ) -> None:
     """Schedule a take-over before node traffic: while ``machine`` has urgent work (a
@@ -217,6 +238,7 @@ def _prioritise_take_over(machine: HomeAgent, transport: Any, adapter: HomeAgent
     if not isinstance(queue, InputQueue):
         return
     queue.urgent = lambda: machine.urgent(adapter.now())
+    queue.hold_while_urgent = True
     holds = queue.holds
     machine.switching.waiting = lambda care_of: holds(care_of.packed)
     answered = queue.answered
@@ -259,6 +281,7 @@ class HomeAgentService(MultiService):
                 interval=min(config.hello_interval, config.lifetime / 3),
                 lifetime=config.lifetime, prefix=config.home_prefix,
                 router_lifetime=config.router_lifetime)
+        _measure_switch_ticks(machine, adapter)
         _prioritise_take_over(machine, transport, adapter)
         # Started with the other children at the end of startService (haha.stallprobe).
         self.stall_probe = StallProbe(reactor)

@@ -765,9 +765,10 @@ def test_answer_windows_are_forgotten_when_they_expire():
 
 def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
     """``HomeAgentService.build`` wires the UDP transport's input queue to the machine: the
-    queue's ``urgent()`` is true exactly while the home agent has a take-over queued or a
-    paced first switch request due, and the switch requests ask the queue whether a node's
-    answer is already waiting."""
+    queue's ``urgent()`` is true exactly while the home agent has a take-over queued or its
+    paced first switch requests are behind (more due than a tick sends), node traffic is
+    held meanwhile, and the switch requests ask the queue whether a node's answer is already
+    waiting."""
     from twisted.internet.task import Clock
 
     from haha.backends.null import NullBackend
@@ -780,16 +781,20 @@ def test_a_home_agent_service_puts_its_take_over_before_node_traffic():
         "[transport]\nkind = udp\nudp-listen = 127.0.0.1:7001\n", "ha.conf")
     service = HomeAgentService.build(config, Clock(), backend=NullBackend())
     queue, machine = service.transport.input, service.machine
-    assert queue.urgent is not None and not queue.urgent()
+    assert queue.urgent is not None and not queue.urgent() and queue.hold_while_urgent
     machine.work.add(range(10000), lambda item, now, out: None, 0.0, [], name="take-over")
     assert machine.work.has("take-over") and queue.urgent()
     machine.work.clear()
     assert not queue.urgent()
-    # A paced first switch request: urgent once due, not before, and not once it has left.
+    # A paced first switch request: urgent once a tick's worth is overdue (keeping pace
+    # is not urgent), not before, and not once it has left.
     first = machine.switching._first
     first.append((service.adapter.now() + 5.0, node(0)))
     assert not queue.urgent()
     first[0] = (service.adapter.now(), node(0))
+    assert machine.switching.first_due(service.adapter.now()) and not queue.urgent()
+    pace = machine.switching.slice / machine.settings.switch_rate
+    first[0] = (service.adapter.now() - pace, node(0))
     assert queue.urgent()
     first.clear()
     assert not queue.urgent()

@@ -464,11 +464,12 @@ def test_an_answer_to_a_switch_request_is_reported_with_its_care_of_address():
     assert seen == [care_of]
 
 
-def test_urgent_while_taking_over_and_while_first_switch_requests_are_due():
-    """``HomeAgent.urgent`` (what the transport asks before giving node traffic a full slice)
+def test_urgent_while_taking_over_and_while_first_switch_requests_are_behind():
+    """``HomeAgent.urgent`` (what the transport asks before giving node traffic any slice)
     is false before the peer dies, true while the take-over is in slices and while paced first
-    switch requests are due (every node told before the nodes' answers get full slices), and
-    false once only retransmissions are outstanding (those alternate with node traffic)."""
+    switch requests are behind (more due than a tick sends: every node told before the
+    nodes' answers get slices), and false once only retransmissions are outstanding (those
+    alternate with node traffic)."""
     ha = _survivor(HAS[1], 4000)
     assert not ha.urgent(0.0)
     now, seen = 0.0, []
@@ -478,11 +479,11 @@ def test_urgent_while_taking_over_and_while_first_switch_requests_are_due():
             break
         now = max(now + 0.005, d)
         ha.tick(now)
-        seen.append((ha.urgent(now), ha.work.has("take-over"), ha.switching.first_due(now),
+        seen.append((ha.urgent(now), ha.work.has("take-over"), ha.switching.behind(now),
                      ha.switching.get(hoa(0)) is not None or bool(ha.switching)))
     assert all(u == (job or first) for u, job, first, _ in seen)
     assert sum(job for _, job, _, _ in seen) >= 4000 // TAKE_OVER_SLICE - 1
-    assert any(first and not job and u for u, job, first, _ in seen)  # due: urgent
+    assert any(first and not job and u for u, job, first, _ in seen)  # behind: urgent
     assert not seen[-1][0] and ha.counters["taken-over"] > 1500
     retransmissions_left = [pending for u, _, _, pending in seen if not u]
     assert any(retransmissions_left)  # requests outstanding, not urgent

@@ -420,12 +420,13 @@ class HomeAgent:
 
     def urgent(self, now: float) -> bool:
         """True while this home agent has work that should come before its mobile nodes'
-        traffic (the transport's input queue asks, haha.io.rxqueue): a take-over still in
-        slices (local work, a few seconds of CPU at 100,000 bindings), or first switch
-        requests due (each tick sends at most ``switching.slice`` of them, and the node
-        traffic between two ticks still gets a short slice, so the nodes' answers move, more
-        slowly, while every node is being told). Peers' traffic still goes first."""
-        return self.work.has("take-over") or self.switching.first_due(now)
+        traffic (the transport's input queue asks, haha.io.rxqueue, and holds that traffic
+        meanwhile): a take-over still in slices (local work, a few seconds of CPU at 100,000
+        bindings), or first switch requests behind their pace (more due than a tick sends,
+        ``switching.behind``: telling every node is bounded by the requests' own cost, about
+        65 us each, not by the nodes' answers, 200-250 us each). Peers' traffic still goes
+        first."""
+        return self.work.has("take-over") or self.switching.behind(now)
 
     # ======================================================================================
     # timers

@@ -23,9 +23,13 @@ request (but the first of a burst, sent when queued), so every binding it takes 
 forwarded and announced to the peers within the take-over's own CPU time; its switch
 requests follow. Then switch requests leave before anything else the tick has to do: first
 transmissions (paced, in a FIFO: their slots only grow) before any retransmission, at most
-:data:`SWITCH_SLICE` per tick, so a take-over of 100,000 nodes tells them as fast as
-``switch_rate`` allows while retransmissions, which only add load while the nodes' answers
-are queued, wait.
+:attr:`SwitchRequests.slice` per tick: :data:`SWITCH_SLICE` until the daemon has measured what
+a tick of them costs, then :data:`SWITCH_BUDGET` (10 ms) worth (:meth:`SwitchRequests.measured`).
+While more first transmissions are due than a tick sends (:meth:`SwitchRequests.behind`), the
+home agent is urgent (``HomeAgent.urgent``) and its transport holds the nodes' traffic back
+(peers' packets still first): a take-over of 100,000 nodes tells them at the pace of the
+requests' own cost, not of the nodes' answers, while retransmissions, which only add load
+while the nodes' answers are queued, wait.
 """
 
 import heapq
@@ -50,11 +54,21 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 SWITCH_TRIES = 7
 
 #: Switch requests (first transmissions and retransmissions) sent per tick at most, when the
-#: home agent works in slices: each costs the daemon 0.1-0.3 ms (deriving the node's SA, ESP,
-#: sendto), so a tick stays well under the 50 ms stall goal, and a take-over is not throttled
-#: by the 20 ms slices of node traffic the transport runs between two ticks (at the old
-#: limit of 32, about 1,600 a second).
+#: home agent works in slices, until the daemon has measured what they cost
+#: (:meth:`SwitchRequests.measured`): each costs it 0.05-0.3 ms (deriving the node's SA, ESP,
+#: sendto), so a tick stays well under the 50 ms stall goal.
 SWITCH_SLICE = 64
+
+#: Seconds of the daemon's (wall-clock) time a tick may spend on switch requests: the count a
+#: tick sends is this budget over the measured cost of one (:meth:`SwitchRequests.measured`),
+#: within :data:`SWITCH_SLICE_MIN` and :data:`SWITCH_SLICE_MAX`. A budget in time adapts to
+#: load where a count did not: 160 a tick held a loaded reactor up to 71 ms, 64 left most
+#: of an idle one's time to the nodes' answers while nodes still waited to be told.
+SWITCH_BUDGET = 0.010
+#: The fewest switch requests a tick sends (when due) whatever they were measured to cost.
+SWITCH_SLICE_MIN = 8
+#: The most switch requests a tick sends whatever they were measured to cost.
+SWITCH_SLICE_MAX = 1024
 
 #: Bindings taken over per slice: a take-over item costs the core tens of microseconds
 #: (cache, forwarding effects, the BIU entry queued, the switch request queued: its
@@ -120,8 +134,13 @@ class SwitchRequests:
         # request sent around the same time.
         self.backoff = 1.0
         self._backed_off_at: Optional[float] = None
-        #: Switch requests per tick when the home agent works in slices.
+        #: Switch requests per tick when the home agent works in slices: SWITCH_SLICE until
+        #: :meth:`measured` was told what they cost, then SWITCH_BUDGET's worth.
         self.slice = SWITCH_SLICE
+        #: Seconds a tick may spend on switch requests (:meth:`measured`).
+        self.budget = SWITCH_BUDGET
+        #: The measured seconds per switch request (smoothed), None until measured.
+        self.cost: Optional[float] = None
         self.drain_cursor = 0
         #: ``waiting(care_of)``: whether a packet from ``care_of`` waits, unprocessed, in the
         #: input queue of this home agent's transport (the service sets it; None: never). A
@@ -134,10 +153,38 @@ class SwitchRequests:
         self.on_answered: Optional[Callable[[Any], object]] = None
         self._last_message: Optional[Tuple[Any, Any]] = None  # (desired, its request)
 
+    def measured(self, sent: int, seconds: float) -> None:
+        """The daemon spent ``seconds`` (wall clock: load counts) on a tick that sent ``sent``
+        switch requests, their SAs, sealing and sending included: the cost per request is
+        smoothed (a quarter of each new sample) and the next ticks send :attr:`budget`'s
+        worth, within :data:`SWITCH_SLICE_MIN` and :data:`SWITCH_SLICE_MAX`. The tick's other
+        work is counted against the requests, so the estimate errs on the short side. The
+        core has no clock of its own; without measurements the slice stays as it is."""
+        if sent <= 0 or not seconds >= 0:
+            return
+        sample = seconds / sent
+        cost = self.cost
+        cost = sample if cost is None else 0.75 * cost + 0.25 * sample
+        self.cost = cost
+        if cost <= 0:
+            self.slice = SWITCH_SLICE_MAX
+        else:
+            self.slice = max(SWITCH_SLICE_MIN, min(SWITCH_SLICE_MAX, round(self.budget / cost)))
+
     def first_due(self, now: float) -> bool:
         """Whether a paced first transmission is due at ``now`` (a node not yet told)."""
         first = self._first
         return bool(first) and first[0][0] <= now
+
+    def behind(self, now: float) -> bool:
+        """Whether more paced first transmissions are due at ``now`` than one tick sends
+        (:attr:`slice`): the oldest has waited longer than the pace takes to make a slice's
+        worth due. Then telling nodes is behind its pace and comes before the nodes'
+        traffic; while the ticks keep up, the requests due between two of them are only
+        the pace's, and the nodes' traffic runs between ticks (holding it then would spin
+        the daemon between requests a few at a time)."""
+        first = self._first
+        return bool(first) and first[0][0] <= now - self.slice / self.settings.switch_rate
 
     def __bool__(self) -> bool:
         return bool(self.pending)

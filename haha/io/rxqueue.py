@@ -27,10 +27,15 @@ burst of registrations when they are processed in that order (docs/io.md, "Input
   different messages that must all arrive) and packets without ESP are never superseded.
 
 - **Urgent work of the receiver comes first.** ``urgent`` (a callable, set by whoever owns the
-  receiver: the home agent's service while a take-over is in slices) makes
-  a slice of other traffic last at most ``urgent_slice_seconds`` instead of ``slice_seconds``
-  (counted, ``slices_yielded``), so the work the receiver's own timer does between two slices
-  gets most of the process while it lasts; peers' packets still all go first.
+  receiver: the home agent's service, true while a take-over is in slices or its first switch
+  requests are behind their pace) makes a slice of other traffic last at most
+  ``urgent_slice_seconds`` instead of ``slice_seconds`` (counted, ``slices_yielded``), so the
+  work the receiver's own timer does between two slices gets most of the process while it
+  lasts; with ``hold_while_urgent`` (the home agent's queue) other traffic gets no slice at
+  all meanwhile (counted, ``slices_held``: the queue looks again after the reactor's turn),
+  and a slice it is in ends with the packet that made the receiver urgent. Peers' packets
+  still all go first. The receiver must keep its urgent work finite: the home agent's is its
+  first switch requests (each sent once, at about 65 us) and its take-over's slices.
 
 - **Retransmissions of an answer already accepted cost nothing more.** A node told to switch
   answers with a Binding Update; when that waits in the queue longer than the node's
@@ -154,12 +159,17 @@ class InputQueue:
         #: True while the receiver has work of its own that should come before other traffic
         #: (module docstring); None: never.
         self.urgent: Callable[[], bool] | None = None
+        #: While :attr:`urgent` says so, other traffic waits entirely (no slice at all, the
+        #: queue looks again after the reactor's turn) instead of getting
+        #: ``urgent_slice_seconds``: for a receiver whose urgent work is finite and cheap per
+        #: item (the home agent's first switch requests, haha.service).
+        self.hold_while_urgent = False
         self.supersede = bool(supersede)
         self._timer = timer
         self.counters: Counter[str] = counters if counters is not None else Counter()
         self.answered_window = answered_window
         for name in ("superseded", "dropped_backlog", "dropped_source_backlog", "slices_yielded",
-                     "peer_slices_deferred", "answered_dropped"):
+                     "peer_slices_deferred", "answered_dropped", "slices_held"):
             self.counters[name] += 0  # shown (as 0) before the first one
         self.exempt: frozenset[bytes] = frozenset()
         #: The peers' packets, ``(data, meta)``, processed first.
@@ -313,8 +323,15 @@ class InputQueue:
             self._deep = True
         timer = self._timer
         urgent = self.urgent
-        start = timer()
         yielded = urgent is not None and self._call_later is not None and urgent()
+        hold = self.hold_while_urgent
+        call_later = self._call_later
+        if yielded and hold and call_later is not None:
+            # The receiver's urgent work first, all of it: look again after its turn.
+            self.counters["slices_held"] += 1
+            self._slice_call = call_later(0, self._process)
+            return
+        start = timer()
         end = start + (self.urgent_slice_seconds if yielded else self.slice_seconds)
         pop = self._pop
         while queue:
@@ -333,9 +350,10 @@ class InputQueue:
             if now >= end:
                 break
             if not yielded and urgent is not None and urgent():
-                # Urgent work arrived with this packet (a peer-down, a BIU): cut the slice.
+                # Urgent work arrived with this packet (a peer-down, a BIU): cut the slice
+                # (at once when other traffic is held while it lasts).
                 yielded = True
-                end = min(end, start + self.urgent_slice_seconds)
+                end = now if hold else min(end, start + self.urgent_slice_seconds)
                 if now >= end:
                     break
         if yielded:
