@@ -196,3 +196,19 @@ def test_node_keyring_learns_nothing_from_a_packet_naming_its_own_home_address()
     ring = NodeKeyring(secret, hoa, SecurityAssociationDatabase())
     ring.learn(hoa, b"\x00\x00\x01\x00" + bytes(20))
     assert not ring.sadb.has_peer(hoa) and not ring.derived
+
+
+def test_node_keyring_builds_contexts_at_first_use_unless_told_or_taken_over():
+    """ensure builds no cipher context (a node with several configured home agents holds
+    contexts only for those it talks to), ensure(prime=True) builds both (a load generator,
+    before its burst), and learn builds both (the packet that taught it is opened and answered
+    at once)."""
+    secret = bytes(range(32))
+    hoa, ha = A("2001:db8:1::100"), A("2001:db8:1::2")
+    for how, built in (("ensure", 0), ("prime", 2), ("learn", 2)):
+        ring = NodeKeyring(secret, hoa, SecurityAssociationDatabase())
+        if how == "learn":
+            ring.learn(ha, keys.derive_sa(secret, ha, hoa).spi.to_bytes(4, "big") + bytes(20))
+        else:
+            ring.ensure(ha, prime=how == "prime")
+        assert ring.sadb.has_peer(ha) and ring.sadb.ciphers.built == built, how

@@ -398,7 +398,7 @@ class _Worker:
             # packet, twice in a node's answer to a switch request: about 4 us each, for
             # about 2.7 KB each held from the start, 16 KB per node).
             for ha in self.has:
-                keyring.ensure(ha, prime_inbound=True)
+                keyring.ensure(ha, prime=True)
             adapter = MobileNodeAdapter(machine, self.shared.view(care_of), self.clock,
                                         DEFAULT_PROFILE, policy, sadb, None, None, keyring,
                                         log=log)

@@ -214,13 +214,13 @@ class NodeKeyring:
         self.sadb = sadb
         self.derived: set[IPv6Address] = set()
 
-    def ensure(self, home_agent: IPv6Address, prime_inbound: bool = False) -> None:
-        """Derive the pair with ``home_agent`` unless the database has one. Its outbound
-        cipher context is built now from the keys at hand (the caller is about to send),
-        the inbound one too with ``prime_inbound``, else at the first packet that arrives."""
+    def ensure(self, home_agent: IPv6Address, prime: bool = False) -> None:
+        """Derive the pair with ``home_agent`` unless the database has one. Its cipher
+        contexts are built at their first use, or now, from the keys at hand, with ``prime``
+        (a load generator's nodes, before the burst it measures)."""
         if home_agent in self.derived or self.sadb.has_peer(home_agent):
             return
-        self._install(home_agent, _keys.SecretKdf(self._secret), None, prime_inbound)
+        self._install(home_agent, _keys.SecretKdf(self._secret), None, prime)
 
     def learn(self, source: IPv6Address, esp: bytes) -> None:
         """A protected packet from ``source``: derive its pair if that explains the SPI.
@@ -242,11 +242,12 @@ class NodeKeyring:
             self._install(source, kdf, inbound, True)
 
     def _install(self, home_agent: IPv6Address, kdf: _keys.SecretKdf,
-                 inbound: bytes | None, prime_inbound: bool) -> None:
+                 inbound: bytes | None, prime: bool) -> None:
         """The pair with ``home_agent`` from ``kdf`` (the node's secret), added to the
         database as :meth:`SecurityAssociationDatabase.add` adds the two SaSpecs of
         :func:`haha.security.keys.derive_pair` (same SPIs, keys, checks and sequence numbers),
-        without building them; ``inbound``: that direction's OKM when already derived."""
+        without building them; ``inbound``: that direction's OKM when already derived;
+        ``prime``: both cipher contexts built now."""
         if type(home_agent) is not IPv6Address:
             for spec in _keys.derive_pair(self._secret, self.home_address, home_agent,
                                           HOME_AGENT):
@@ -261,8 +262,7 @@ class NodeKeyring:
             inbound = kdf.okm(_KLEN, peer, local)
         end = _KLEN + 4
         self.sadb.add_derived_pair(home_agent, HOME_AGENT, _keys.spi_of(out, _KLEN), out[:end],
-                                   _keys.spi_of(inbound, _KLEN), inbound[:end], prime=True,
-                                   prime_inbound=prime_inbound)
+                                   _keys.spi_of(inbound, _KLEN), inbound[:end], prime=prime)
         self.derived.add(home_agent)
 
     def __repr__(self) -> str:
