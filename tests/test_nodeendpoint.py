@@ -214,3 +214,21 @@ def test_a_replayed_answer_is_dropped_by_both_paths():
     assert short == general
     assert short["counters"].get("dropped.replay") == 1
 
+
+
+@pytest.mark.parametrize("cls", [MobileNodeEndpoint, NodeEndpoint])
+def test_esp_claiming_the_nodes_own_home_address_is_counted_and_dropped(cls):
+    """A packet under a known SPI whose source is the node's own home address (a forgery:
+    no home agent has that address) is dropped and counted as from the wrong source by both
+    receive paths; before, the keyring's derivation raised out of receive."""
+    ep = node_endpoint(cls)
+    ep.output()
+    ha = home_agent(HA1)
+    ha.apply([Send(HaSwitchRequest((IpAddress(IPADDR_HOME_AGENT, HA2, 128),)), HA1, COA,
+                   routing_address=HOA, protect=HOA)], 1.0)
+    (sent,) = ha.datagrams_to_send()
+    forged = bytearray(sent.data)
+    forged[8:24] = HOA.packed  # the source: the node's own home address
+    ep.receive(bytes(forged), 1.0)
+    assert ep.counters["dropped.wrong-source"] == 1
+    assert not ep.keyring.sadb.has_peer(HOA)

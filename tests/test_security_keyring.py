@@ -129,3 +129,86 @@ def test_node_key_files_fast_paths_read_what_the_general_ones_do(tmp_path):
     (tmp_path / "nodes" / "not-an-address.key").write_text(secret.hex())
     with pytest.raises(ConfigError, match="HOME-ADDRESS.key"):
         node_key_files(config)
+
+
+@pytest.mark.parametrize("how", ["ensure", "learn"])
+def test_node_keyring_installs_what_adding_the_derived_specs_installs(how, tmp_path):
+    """A pair installed by ensure or by learn (a taken-over node) is the pair the SaSpecs of
+    derive_pair make: the same SAs in describe(), the same octets sealed with the same IV
+    mask, each opened by the other database, and the same sequence numbers reserved in a
+    sequence store."""
+    from haha.security.seqstore import SequenceStore
+
+    secret = bytes(range(7, 39))
+    hoa, ha = A("2001:db8:1::100"), A("2001:db8:1::2")
+    ring_db = SecurityAssociationDatabase(
+        rng=lambda n: bytes(range(n)), sequence_store=SequenceStore(str(tmp_path / "a.seq")))
+    ring = NodeKeyring(secret, hoa, ring_db)
+    if how == "ensure":
+        ring.ensure(ha)
+    else:
+        ring.learn(ha, keys.derive_sa(secret, ha, hoa).spi.to_bytes(4, "big") + bytes(20))
+    ref_store = SequenceStore(str(tmp_path / "b.seq"))
+    reference = SecurityAssociationDatabase(rng=lambda n: bytes(range(n)),
+                                            sequence_store=ref_store)
+    for spec in keys.derive_pair(secret, hoa, ha, HOME_AGENT):
+        reference.add(spec)
+    assert ring.derived == {ha}
+    assert sorted(map(repr, ring_db.describe())) == sorted(map(repr, reference.describe()))
+    assert ring_db.protect(ha, 135, b"binding update") == reference.protect(ha, 135,
+                                                                              b"binding update")
+    ha_side = SecurityAssociationDatabase()
+    for spec in keys.derive_pair(secret, ha, hoa, "mobile-node"):
+        ha_side.add(spec)
+    esp = ha_side.protect(hoa, 135, b"switch request")
+    assert ring_db.unprotect(ha, esp)[2] == b"switch request"
+    assert reference.unprotect(ha, esp)[2] == b"switch request"
+    assert ring_db.sequence_store._data == ref_store._data
+
+
+def test_node_keyring_learn_derives_the_secrets_prk_once(monkeypatch):
+    """Learning a home agent that took the node over computes the secret's PRK once for the
+    SPI test and the pair (it used to compute it twice, and the inbound keys twice)."""
+    made = []
+    real = keys.SecretKdf
+
+    def counting(*args, **kw):
+        made.append(1)
+        return real(*args, **kw)
+
+    secret = bytes(range(32))
+    hoa, ha = A("2001:db8:1::100"), A("2001:db8:1::2")
+    spi = keys.derive_sa(secret, ha, hoa).spi
+    monkeypatch.setattr(keys, "SecretKdf", counting)
+    ring = NodeKeyring(secret, hoa, SecurityAssociationDatabase())
+    ring.learn(ha, spi.to_bytes(4, "big") + bytes(20))
+    assert ring.sadb.has_peer(ha) and len(made) == 1
+    ring.learn(A("2001:db8:1::3"), spi.to_bytes(4, "big") + bytes(20))  # not its SPI
+    assert not ring.sadb.has_peer(A("2001:db8:1::3")) and len(made) == 2
+
+
+def test_node_keyring_learns_nothing_from_a_packet_naming_its_own_home_address():
+    """ESP claiming to come from the node's own home address explains no SPI: learn installs
+    nothing and raises nothing (it used to raise the derivation's 'sender and receiver are
+    both' error out of the receive path)."""
+    secret = bytes(range(32))
+    hoa = A("2001:db8:1::100")
+    ring = NodeKeyring(secret, hoa, SecurityAssociationDatabase())
+    ring.learn(hoa, b"\x00\x00\x01\x00" + bytes(20))
+    assert not ring.sadb.has_peer(hoa) and not ring.derived
+
+
+def test_node_keyring_builds_contexts_at_first_use_unless_told_or_taken_over():
+    """ensure builds no cipher context (a node with several configured home agents holds
+    contexts only for those it talks to), ensure(prime=True) builds both (a load generator,
+    before its burst), and learn builds both (the packet that taught it is opened and answered
+    at once)."""
+    secret = bytes(range(32))
+    hoa, ha = A("2001:db8:1::100"), A("2001:db8:1::2")
+    for how, built in (("ensure", 0), ("prime", 2), ("learn", 2)):
+        ring = NodeKeyring(secret, hoa, SecurityAssociationDatabase())
+        if how == "learn":
+            ring.learn(ha, keys.derive_sa(secret, ha, hoa).spi.to_bytes(4, "big") + bytes(20))
+        else:
+            ring.ensure(ha, prime=how == "prime")
+        assert ring.sadb.has_peer(ha) and ring.sadb.ciphers.built == built, how

@@ -62,8 +62,6 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.udp import Port
 
-    from ..security.keyring import NodeKeyring
-
 #: The generated nodes' ``retransmit_jitter`` and ``refresh_jitter``
 #: (:class:`haha.core.settings.MobileNodeSettings`): started at one instant, they would otherwise
 #: all retransmit at the same instants.
@@ -318,20 +316,6 @@ _SWITCH_RECEIVED = EventName.SWITCH_RECEIVED
 _REGISTERED_STATE = "registered"
 
 
-def _derive_primed(keyring: NodeKeyring, secret: bytes, home_agent: IPv6Address) -> None:
-    """What ``keyring.ensure(home_agent)`` installs (the node's SA pair with that home agent,
-    the same keys and SPIs, from ``secret``, the keyring's), with both cipher contexts built
-    now rather than on first use."""
-    from ..security.keys import HOME_AGENT, derive_pair
-
-    if home_agent in keyring.derived or keyring.sadb.has_peer(home_agent):
-        return
-    out, inb = derive_pair(secret, keyring.home_address, home_agent, HOME_AGENT)
-    keyring.sadb.add_derived_pair(home_agent, HOME_AGENT, out.spi, out.key + out.salt,
-                                  inb.spi, inb.key + inb.salt, prime=True)
-    keyring.derived.add(home_agent)
-
-
 def _key(home_agent: IPv6Address | None) -> int | None:
     """What a worker counts a home agent by: its address's integer (hashed in C; an
     ``IPv6Address`` hashes in Python, twice per count)."""
@@ -414,7 +398,7 @@ class _Worker:
             # packet, twice in a node's answer to a switch request: about 4 us each, for
             # about 2.7 KB each held from the start, 16 KB per node).
             for ha in self.has:
-                _derive_primed(keyring, secret, ha)
+                keyring.ensure(ha, prime=True)
             adapter = MobileNodeAdapter(machine, self.shared.view(care_of), self.clock,
                                         DEFAULT_PROFILE, policy, sadb, None, None, keyring,
                                         log=log)

@@ -43,6 +43,10 @@ __all__ = [
     "node_key_files", "node_secrets", "rate_limiter", "security_policy", "sequence_store",
 ]
 
+#: The key length of a node's pairs (AES-128, as :func:`haha.security.keys.derive_pair`'s
+#: default).
+_KLEN = 16
+
 #: Reads the wall clock (seconds since the epoch).
 WallClock = Callable[[], float]
 AnyConfig = Union["HomeAgentConfig", "MobileNodeConfig"]
@@ -210,22 +214,56 @@ class NodeKeyring:
         self.sadb = sadb
         self.derived: set[IPv6Address] = set()
 
-    def ensure(self, home_agent: IPv6Address) -> None:
-        """Derive the pair with ``home_agent`` unless the database has one."""
+    def ensure(self, home_agent: IPv6Address, prime: bool = False) -> None:
+        """Derive the pair with ``home_agent`` unless the database has one. Its cipher
+        contexts are built at their first use, or now, from the keys at hand, with ``prime``
+        (a load generator's nodes, before the burst it measures)."""
         if home_agent in self.derived or self.sadb.has_peer(home_agent):
             return
-        for spec in _keys.derive_pair(self._secret, self.home_address, home_agent, HOME_AGENT):
-            self.sadb.add(spec)
-        self.derived.add(home_agent)
+        self._install(home_agent, _keys.SecretKdf(self._secret), None, prime)
 
     def learn(self, source: IPv6Address, esp: bytes) -> None:
-        """A protected packet from ``source``: derive its pair if that explains the SPI."""
+        """A protected packet from ``source``: derive its pair if that explains the SPI.
+        One PRK serves both the SPI test and the pair, and the inbound keys computed for the
+        test are the ones installed (the node is taken over: it opens this packet and
+        answers at once, so both contexts are built from the keys at hand)."""
         if source in self.derived or len(esp) < 4 or self.sadb.has_peer(source):
             return
         spi = int.from_bytes(esp[:4], "big")
-        inbound = _keys.derive_sa(self._secret, source, self.home_address)
-        if inbound.spi == spi:
-            self.ensure(source)
+        if type(source) is not IPv6Address:  # a subclass or text: the general path
+            if _keys.derive_sa(self._secret, source, self.home_address).spi == spi:
+                self.ensure(source)
+            return
+        kdf = _keys.SecretKdf(self._secret)
+        if source.packed == self.home_address.packed:
+            return  # no pair with itself (derive_sa refuses it): nothing explains the SPI
+        inbound = kdf.okm(_KLEN, source.packed, self.home_address.packed)
+        if _keys.spi_of(inbound, _KLEN) == spi:
+            self._install(source, kdf, inbound, True)
+
+    def _install(self, home_agent: IPv6Address, kdf: _keys.SecretKdf,
+                 inbound: bytes | None, prime: bool) -> None:
+        """The pair with ``home_agent`` from ``kdf`` (the node's secret), added to the
+        database as :meth:`SecurityAssociationDatabase.add` adds the two SaSpecs of
+        :func:`haha.security.keys.derive_pair` (same SPIs, keys, checks and sequence numbers),
+        without building them; ``inbound``: that direction's OKM when already derived;
+        ``prime``: both cipher contexts built now."""
+        if type(home_agent) is not IPv6Address:
+            for spec in _keys.derive_pair(self._secret, self.home_address, home_agent,
+                                          HOME_AGENT):
+                self.sadb.add(spec)
+            self.derived.add(home_agent)
+            return
+        local, peer = self.home_address.packed, home_agent.packed
+        if local == peer:
+            raise SecurityConfigError(f"sender and receiver are both {home_agent}")
+        out = kdf.okm(_KLEN, local, peer)
+        if inbound is None:
+            inbound = kdf.okm(_KLEN, peer, local)
+        end = _KLEN + 4
+        self.sadb.add_derived_pair(home_agent, HOME_AGENT, _keys.spi_of(out, _KLEN), out[:end],
+                                   _keys.spi_of(inbound, _KLEN), inbound[:end], prime=prime)
+        self.derived.add(home_agent)
 
     def __repr__(self) -> str:
         return f"<NodeKeyring {self.home_address} derived={sorted(map(str, self.derived))}>"

@@ -57,13 +57,14 @@ import json
 import os
 import stat
 import sys
+from hashlib import sha256
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from ipaddress import IPv6Address
 
 from .errors import KeyFileError, SecurityConfigError
 from .esp import KEY_LENGTHS, MIN_SPI, SALT_LEN
-from .hkdf import HmacKey
+from .hkdf import _IPAD, _OPAD, HASH_LEN, HmacKey
 from .sadb import HOME_AGENT, ROLES, SaSpec, _address
 
 HKDF_SALT = b"haha-esp-sa-v1"
@@ -217,6 +218,10 @@ _EPOCH_SALT = HmacKey(HKDF_EPOCH_SALT)
 _NODE_SALT = HmacKey(NODE_SECRET_SALT)
 #: ``key_len`` as the one octet that starts ``info``, by key length.
 _KLEN = {k: bytes((k,)) for k in KEY_LENGTHS}
+#: The zeros that pad a 32-octet HMAC key to SHA-256's block (RFC 2104 2).
+_ZEROS = bytes(32)
+#: The number of SPIs a derivation picks from (module docstring: 256 .. 2^32 - 1).
+_SPI_SPAN = 2**32 - MIN_SPI
 
 
 def _check_secret(secret: bytes, what: str = "a derivation secret") -> bytes:
@@ -318,6 +323,47 @@ class GroupKdf:
         """The secret (32 octets: one HMAC block) of the node whose packed home address is
         ``home_address``."""
         return self._prk.expand(home_address, DEFAULT_SECRET_LEN)
+
+    def pair_keys(self, local: bytes, home_address: bytes, klen: int
+                  ) -> tuple[int, bytes, int, bytes]:
+        """``derive_pair_keys(SecretKdf(self.node_secret(home_address)), local, home_address,
+        klen)``: the pair between ``local`` and the node at ``home_address`` (packed
+        addresses), outbound (to the node) first, in one pass. The same HMACs (the node
+        secret, its PRK under the SA salt, the two expands), written out so that none is a
+        call of its own and the last one consumes the PRK's key blocks instead of copying
+        them: about half the time of the composed calls, on every node's first contact with
+        a home agent of its group. ``klen`` is 16, 24 or 32."""
+        okm_len = klen + 8
+        if okm_len > HASH_LEN:  # two blocks of OKM (AES-256): the general expand
+            return derive_pair_keys(SecretKdf(self.node_secret(home_address)), local,
+                                    home_address, klen)
+        prk = self._prk
+        # node secret = HKDF-Expand(group PRK, info = home address, L = 32): one block
+        h = prk._inner.copy()
+        h.update(home_address + b"\x01")
+        o = prk._outer.copy()
+        o.update(h.digest())
+        # the pair's PRK = HKDF-Extract(salt "haha-esp-sa-v1", node secret)
+        h = _SA_SALT._inner.copy()
+        h.update(o.digest())
+        o = _SA_SALT._outer.copy()
+        o.update(h.digest())
+        # its HMAC key blocks (a 32-octet key padded with zeros to the 64-octet block)
+        block = o.digest() + _ZEROS
+        inner = sha256(block.translate(_IPAD))
+        outer = sha256(block.translate(_OPAD))
+        length = _KLEN[klen]
+        h = inner.copy()
+        h.update(length + local + home_address + b"\x01")
+        o = outer.copy()
+        o.update(h.digest())
+        out = o.digest()
+        inner.update(length + home_address + local + b"\x01")
+        outer.update(inner.digest())
+        inb = outer.digest()
+        end = klen + 4
+        return (MIN_SPI + int.from_bytes(out[end:okm_len], "big") % _SPI_SPAN, out[:end],
+                MIN_SPI + int.from_bytes(inb[end:okm_len], "big") % _SPI_SPAN, inb[:end])
 
     def __repr__(self) -> str:  # never the key
         return "<GroupKdf>"

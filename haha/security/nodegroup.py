@@ -154,8 +154,13 @@ class NodeGroup:
     def pair_keys(self, home_address: IPv6Address) -> tuple[int, bytes, int, bytes]:
         """``(outbound SPI, key || salt, inbound SPI, key || salt)`` of the node at
         ``home_address`` (it must be covered), both directions in one pass."""
-        return derive_pair_keys(SecretKdf(self.secret(home_address)), self._local,
-                                home_address.packed, self._klen)
+        if self._configured and address_int(home_address) in self._configured:
+            return derive_pair_keys(SecretKdf(self.secret(home_address)), self._local,
+                                    home_address.packed, self._klen)
+        if self._kdf is None:
+            raise KeyError(home_address)
+        # From the group key in one pass (GroupKdf.pair_keys: the same octets).
+        return self._kdf.pair_keys(self._local, home_address.packed, self._klen)
 
     def pair(self, home_address: IPv6Address) -> tuple[SaSpec, SaSpec]:
         """The two SaSpecs (outbound, inbound) of the node at ``home_address``."""

@@ -16,7 +16,7 @@ from ipaddress import IPv6Address, IPv6Network
 from typing import Any, Callable, Optional, Union
 
 from . import checksum as _ck
-from .addresses import address_at, packed
+from .addresses import address_at, address_int, packed
 from .lifetime import seconds
 from .errors import BAD_CHECKSUM, BAD_LENGTH, BAD_VALUE, TRUNCATED, WireError
 from .numbers import (
@@ -384,6 +384,16 @@ def mh_type_of(message: "MhMessage", profile: NumberProfile = DEFAULT_PROFILE) -
     return int(t)
 
 
+#: Messages a home agent sends as one object to many nodes (a take-over's switch requests to
+#: every node of the dead peer: haha.core.switching keeps the last one made), and the octets
+#: of the last one encoded: ``(message, profile, head, tail, their sum)``. Only the
+#: checksum depends on the addresses, so the same object is encoded again for the next node
+#: as one sum and one concatenation. Keyed by identity, for these classes only: frozen
+#: records of immutable values, so an object's octets never change.
+_REPEATED = (HaSwitchRequest, HomeAgentSwitch)
+_last_encoded: tuple[Any, Any, bytes, bytes, int] = (None, None, b"", b"", 0)
+
+
 def encode_mh(message: "MhMessage", src: IPv6Address, dst: IPv6Address,
               profile: NumberProfile = DEFAULT_PROFILE) -> bytes:
     """The bytes of ``message`` as a Mobility Header, checksum computed for ``src``/``dst``.
@@ -391,6 +401,17 @@ def encode_mh(message: "MhMessage", src: IPv6Address, dst: IPv6Address,
     Raises :class:`WireError` (``bad-value`` or ``bad-length``) for a message that cannot be
     encoded: a field out of range, an option that does not fit, a header over 2048 octets.
     """
+    global _last_encoded
+    last = _last_encoded
+    if last[0] is message and last[1] is profile:
+        head, tail, v = last[2], last[3], last[4]
+        # The checksum as checksum_ip_parts computes it (the length is a multiple of 8).
+        try:
+            rest = (address_int(src) + address_int(dst) + len(head) + 2 + len(tail)
+                    + IPPROTO_MH + v) % 0xFFFF
+        except (AttributeError, TypeError, ValueError) as e:
+            raise WireError(BAD_VALUE, f"cannot encode {type(message).__name__}: {e}") from None
+        return head + (0xFFFF - rest if rest else 0).to_bytes(2, "big") + tail
     cls = type(message)
     # The profile's tables, read inline (a call per packet costs a few percent of a small one).
     t = profile.codec_tables.get("mh") or _tables(profile)
@@ -428,6 +449,9 @@ def encode_mh(message: "MhMessage", src: IPv6Address, dst: IPv6Address,
         raise
     except (struct.error, AttributeError, TypeError, ValueError) as e:
         raise WireError(BAD_VALUE, f"cannot encode {cls.__name__}: {e}") from None
+    if cls in _REPEATED:
+        _last_encoded = (message, profile, head, tail,
+                         int.from_bytes(head, "big") + int.from_bytes(tail, "big"))
     return head + c.to_bytes(2, "big") + tail
 
 
@@ -531,6 +555,11 @@ _PROFILE_DECODE = (
     ("hasr", _d_hasr, 8),
 )
 
+#: The last switch request decoded (RFC 5142 Home Agent Switch or the draft's HASR):
+#: ``(its octets after the checksum, profile, record, the decoder of its type)``
+#: (:func:`decode_mh`; the type is not among those octets).
+_last_decoded: tuple[bytes, Any, Any, Any] = (b"", None, None, None)
+
 #: A message decoder: ``decode(data, length, option table, profile)``.
 _Decoder = Callable[[bytes, int, dict[int, OptionDecoder], NumberProfile], MhMessage]
 #: ``(MH type -> (decoder, minimum length), option table, message class -> MH type)``.
@@ -584,4 +613,15 @@ def decode_mh(
     dec, minimum = entry
     if n < minimum:
         raise WireError(BAD_LENGTH, f"MH type {mtype} needs at least {minimum} octets, has {n}")
+    if dec is _d_hasr or dec is _d_has:
+        # A take-over's switch requests differ between nodes only in their checksum (checked
+        # above): octets equal to the last ones decoded give that same (immutable) record.
+        global _last_decoded
+        body = bytes(data[6:])
+        last = _last_decoded
+        if last[3] is dec and last[1] is profile and last[0] == body:
+            return last[2]
+        message = dec(data, n, opts, profile)
+        _last_decoded = (body, profile, message, dec)
+        return message
     return dec(data, n, opts, profile)
