@@ -464,6 +464,12 @@ class Run:
                 "traffic_until_served": {s: {k: seen["traffic"][s][k] - traffic0[s][k]
                                              for k in TRAFFIC} for s in survivors},
                 "generator_cpu_s": [round(b - a, 2) for a, b in zip(gen0, gen1)],
+                # The load generator's own collections (haha.lab.generator, "Collections"):
+                # a worker paused by one does not read the survivors' switch requests.
+                "generator_gc_pauses_over_50ms": [
+                    b - a for a, b in zip(report0["gc_pauses_over_50ms"],
+                                          report1["gc_pauses_over_50ms"])],
+                "generator_gc_longest_ms_so_far": report1["gc_longest_ms"],
                 "profile_split": split, "profile_until": self.profile_until if split else None}
 
     def _profile(self, names, phase):
@@ -738,6 +744,7 @@ def results(o):
                         consistent_s=k["consistent_s"],
                         consistent=k["consistency"]["consistent"], peer_downs=k["peer_downs"],
                         generator_drops=k["generator_drops"],
+                        generator_gc_pauses_over_50ms=k["generator_gc_pauses_over_50ms"],
                         peer_downs_expected=2,
                         longest_status_s=k["probe"]["longest_status_s"],
                  **_stalls(k["probe"])))

@@ -24,6 +24,15 @@ derived, their cipher contexts built, before the burst (on first use they would 
 the middle of the take-over a benchmark times).
 With :data:`PROFILE_ENV` set, each worker writes a cProfile of each phase.
 
+Collections. A worker holds 50,000 nodes' machines, SAs and timers: millions of objects the
+garbage collector tracks. Left alone, its full collections took 4 to 5.5 s each on this
+2-core machine at 100,000 nodes (two of them in the middle of a take-over, while the
+survivors' switch requests waited in the worker's socket), so the worker freezes its heap every
+second as the daemon does (:class:`haha.gcfreeze.GcFreezer`) and runs the daemon's stall probe
+(:class:`haha.stallprobe.StallProbe`); each report carries the probe's figures, collections
+included (``reactor``), and the parent's merges each worker's longest collection and those of
+50 ms or more (``gc_longest_ms``, ``gc_pauses_over_50ms``).
+
 The echo baseline: :func:`echo_main` is a bare Twisted UDP echo; :meth:`Generator.echo` makes
 the same worker processes send it datagrams of a Binding Update's size
 (:func:`bu_packet_size`), so the home agents' cost per packet can be compared with the cheapest
@@ -32,6 +41,7 @@ thing a Twisted process can do with a datagram.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import random
@@ -61,6 +71,9 @@ from .loadnodes import BINDING_LIFETIME, care_of_prefix, home_address, node_secr
 if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
     from twisted.internet.udp import Port
+
+    from ..gcfreeze import GcFreezer
+    from ..stallprobe import StallProbe
 
 #: The generated nodes' ``retransmit_jitter`` and ``refresh_jitter``
 #: (:class:`haha.core.settings.MobileNodeSettings`): started at one instant, they would otherwise
@@ -96,6 +109,9 @@ class WorkerReport(TypedDict):
     transport: dict[str, int]  # the shared socket's counters
     core: dict[str, int]  # the nodes' core counters summed (with latencies only)
     latencies: NotRequired[list[float]]  # seconds to each first registration
+    #: The worker's reactor: the stall probe's ``report()`` (its garbage collections among
+    #: them) and the objects frozen out of the collector (module docstring, "Collections").
+    reactor: dict[str, Any]
 
 
 class GeneratorReport(TypedDict):
@@ -110,6 +126,8 @@ class GeneratorReport(TypedDict):
     core: Counter[str]
     cpu_s: list[float]
     latencies: NotRequired[list[float]]  # sorted
+    gc_longest_ms: list[float]  # per worker: its longest garbage collection so far
+    gc_pauses_over_50ms: list[int]  # per worker: its collections of 50 ms or more so far
 
 
 class PhaseReport(TypedDict):
@@ -342,6 +360,9 @@ class _Worker:
         from .timerwheel import TimerWheel
 
         self.reactor = reactor
+        #: Installed by :meth:`watch` (the worker process; tests build workers without).
+        self.probe: "StallProbe | None" = None
+        self.freezer: "GcFreezer | None" = None
         #: The nodes' timers: one reactor call for all of them (:mod:`haha.lab.timerwheel`).
         self.clock = TimerWheel(reactor)
         self.index = spec["index"]
@@ -526,10 +547,30 @@ class _Worker:
             "by_home_agent": {_text(k): v for k, v in by_ha.items()}, "states": dict(states),
             "first_registrations": len(self.registered),
             "cpu_s": t.user + t.system, "transport": transport,
-            "core": dict(core)}
+            "core": dict(core), "reactor": self.reactor_report()}
         if latencies:
             out["latencies"] = list(self.registered.values())
         return out
+
+    def reactor_report(self) -> dict[str, Any]:
+        """The stall probe's report and the objects frozen (empty before :meth:`watch`)."""
+        if self.probe is None:
+            return {}
+        out = self.probe.report()
+        out["gc_frozen"] = gc.get_freeze_count()
+        return out
+
+    def watch(self, reactor: IReactorTime) -> None:
+        """Keep this process's garbage collections small and timed (module docstring,
+        "Collections"): freeze the heap every second, as the daemon does, and run a stall
+        probe, whose report (collections included) :meth:`report` carries."""
+        from ..gcfreeze import GcFreezer
+        from ..stallprobe import StallProbe
+
+        self.freezer = GcFreezer(clock=reactor)
+        self.freezer.startService()
+        self.probe = StallProbe(reactor)
+        self.probe.startService()
 
     def homes(self) -> dict[str, str | None]:
         """``{home address: registered home agent or None}`` (None while not registered)."""
@@ -674,6 +715,7 @@ def _worker_main(spec: WorkerSpec, conn: Connection) -> None:
     configure("error")
     parent = os.getppid()
     worker = _Worker(reactor, spec)
+    worker.watch(reactor)
     profiler = _PhaseProfile(os.environ.get(PROFILE_ENV), spec["index"])
 
     def answer(result: object) -> None:
@@ -822,7 +864,11 @@ class Generator:
         out: GeneratorReport = {
             "nodes": 0, "registered": 0, "first_registrations": 0,
             "by_home_agent": Counter(), "states": Counter(), "transport": Counter(),
-            "core": Counter(), "cpu_s": [p["cpu_s"] for p in parts]}
+            "core": Counter(), "cpu_s": [p["cpu_s"] for p in parts],
+            "gc_longest_ms": [max((p["reactor"].get("gc") or {}).get("longest_ms") or [0.0])
+                              for p in parts],
+            "gc_pauses_over_50ms": [sum((p["reactor"].get("gc") or {}).get("pauses_over_50ms")
+                                        or ()) for p in parts]}
         for p in parts:
             out["nodes"] += p["nodes"]
             out["registered"] += p["registered"]
