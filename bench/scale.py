@@ -368,7 +368,12 @@ class Run:
                 counts = [(c.control(s, "status", 30) or {}).get("primaries") for s in survivors]
                 if None not in counts and sum(counts) == self.n:
                     seen["primaries"] = time.monotonic() - t0
-            if "primaries" in seen and "switch_requests" not in seen:
+                else:
+                    # Nothing else is asked until then: the generator's report waits for
+                    # its busy workers (seconds once the switch requests flood them), and
+                    # asked in the same loop it delayed the next look at the survivors.
+                    return False
+            if "switch_requests" not in seen:
                 # Every node's first switch request has left its survivor: what "told" takes
                 # beyond this is the path and the generator.
                 firsts = 0
