@@ -13,17 +13,11 @@ from haha.config import ConfigError, MemoryConfig, home_agent_from_text
 from haha.control import memory
 from haha.io.rxqueue import SHRINK_AFTER, InputQueue
 from haha.wire.ipv6 import build_packet
+from test_config import BASE as CONFIG_BASE
 
 HA = IPv6Address("2001:db8:1::1")
 
-BASE = """\
-[home-agent]
-address = 2001:db8:1::1
-home-prefix = 2001:db8:1::/64
-home-interface = eth0
-[security]
-mode = none
-lab = yes
+BASE = CONFIG_BASE + """\
 [transport]
 kind = udp
 udp-listen = 127.0.0.1:7001

@@ -16,7 +16,6 @@ from ipaddress import IPv6Address as A
 from ipaddress import IPv6Network as N
 from types import SimpleNamespace
 
-from twisted.internet.testing import MemoryReactorClock
 
 from haha.core.cache import BindingCache
 from haha.core.effects import Send
@@ -26,7 +25,7 @@ from haha.core.switching import (SWITCH_BUDGET, SWITCH_SLICE, SWITCH_SLICE_MAX, 
 from haha.io.rxqueue import InputQueue
 from haha.service import _measure_switch_ticks
 from haha.wire.mh import BU_A, BU_H, HaSwitchRequest
-from test_io_rxqueue import PEER, PEER_SPI, esp, node
+from test_io_rxqueue import PEER, PEER_SPI, _timed_queue, esp, node
 from test_io_udp import _turn
 from test_takeover_split import _hasrs, _survivor
 
@@ -174,15 +173,8 @@ def test_the_daemon_times_each_tick_that_sent_switch_requests():
 
 
 def _held_queue(cost=0.001):
-    now = [0.0]
-    r = MemoryReactorClock()
-    got = []
-
-    def deliver(data, meta):
-        now[0] += cost
-        got.append(data)
-
-    q = InputQueue(deliver, r.callLater, timer=lambda: now[0])
+    """test_io_rxqueue's timed queue, holding node traffic while urgent (the home agent's)."""
+    q, got, r = _timed_queue(cost)
     q.hold_while_urgent = True
     return q, got, r
 
