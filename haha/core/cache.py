@@ -57,8 +57,21 @@ def bce_digest(home_address: IPv6Address, care_of: IPv6Address, flags: int, sequ
 _EXPIRES = attrgetter("expires")
 #: A bucket this short is scanned for its exact earliest expiry (next_expiry).
 _SCAN = 64
-#: At most this many distinct addresses and lifetimes are shared between bindings.
+#: At most this many distinct addresses, lifetimes and flags values are shared between bindings.
 _SHARED = 256
+
+
+def _shared(table: dict[int, int], value: int) -> int:
+    """The one ``int`` object kept in ``table`` for ``value`` (kept while fewer than
+    :data:`_SHARED` are), or ``value`` itself: equal values stored by many bindings are one
+    object, not one each."""
+    same = table.get(value)
+    if same is not None:
+        return same
+    if len(table) < _SHARED:
+        table[value] = value
+    return value
+
 
 #: ``touched`` of every primary (Binding).
 _UNTOUCHED = 0.0
@@ -221,18 +234,8 @@ class BindingCache:
             local = self._share(local)
         if primary is not None:
             primary = self._share(primary)
-        lifetimes = self._lifetimes
-        same = lifetimes.get(lifetime)
-        if same is not None:
-            lifetime = same
-        elif len(lifetimes) < _SHARED:
-            lifetimes[lifetime] = lifetime
-        shared_flags = self._flags
-        same = shared_flags.get(flags)
-        if same is not None:
-            flags = same
-        elif len(shared_flags) < _SHARED:
-            shared_flags[flags] = flags
+        lifetime = _shared(self._lifetimes, lifetime)
+        flags = _shared(self._flags, flags)
         if primary is None:
             touched = _UNTOUCHED  # only copies are swept by it (Binding)
         if b is None:
@@ -283,6 +286,7 @@ class BindingCache:
         return b
 
     def _share(self, address: IPv6Address) -> IPv6Address:
+        """The one object kept for ``address`` (by its integer), or ``address`` itself."""
         addresses = self._addresses
         key = address_int(address)
         same = addresses.get(key)
