@@ -46,9 +46,7 @@ Prints one JSON object (``--quick``: fewer datagrams and rounds).
 
 import argparse
 import json
-import multiprocessing
 import os
-import socket
 import struct
 import sys
 from ipaddress import IPv6Address
@@ -291,38 +289,9 @@ def serve_and_measure(target, args, packets, check, need_cpu=True):
     flight than the buffers hold); every datagram must be answered, and with ``check`` the
     answers are checked (:func:`check_answers`). ``need_cpu``: refuse a run too short for
     ``/proc``'s clock ticks (a test's few datagrams are not a measurement)."""
-    from haha.lab.cluster import free_udp_ports
-    from haha.lab.loadcluster import proc_stat
+    from haha.lab.generator import drive_server
 
-    ctx = multiprocessing.get_context("spawn")
-    port = free_udp_ports(1)[0]
-    ready = ctx.Event()
-    server = ctx.Process(target=target, args=(port, ready) + args, daemon=True)
-    server.start()
-    answers = []
-    try:
-        if not ready.wait(60):
-            raise SystemExit("the server did not start")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.settimeout(1.0)
-        sock.connect(("127.0.0.1", port))
-        cpu0 = proc_stat(server.pid)[0]
-        at = 0
-        while at < len(packets):
-            window = packets[at:at + 64]
-            at += len(window)
-            for data in window:
-                sock.send(data)
-            for _ in window:
-                try:
-                    answers.append(sock.recv(4096))
-                except socket.timeout:
-                    break
-        cpu = proc_stat(server.pid)[0] - cpu0
-        sock.close()
-    finally:
-        server.kill()
-        server.join()
+    cpu, answers = drive_server(target, args, packets)
     if len(answers) != len(packets):
         raise SystemExit(f"{len(answers)} of {len(packets)} datagrams answered")
     if need_cpu and cpu < 3 / os.sysconf("SC_CLK_TCK"):  # /proc counts CPU in ticks (10 ms)

@@ -365,43 +365,10 @@ def esp_and_decode(packets, n):
 def echo_baseline(packets):
     """CPU microseconds per datagram of a bare Twisted UDP echo (module docstring), and the
     datagrams answered."""
-    import multiprocessing
-    import socket
+    from haha.lab.generator import bu_packet_size, drive_server, echo_main
 
-    from haha.lab.cluster import free_udp_ports
-    from haha.lab.generator import bu_packet_size, echo_main
-    from haha.lab.loadcluster import proc_stat
-
-    ctx = multiprocessing.get_context("spawn")
-    port = free_udp_ports(1)[0]
-    ready = ctx.Event()
-    server = ctx.Process(target=echo_main, args=(port, ready), daemon=True)
-    server.start()
-    try:
-        if not ready.wait(60):
-            raise SystemExit("the echo server did not start")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.settimeout(1.0)
-        sock.connect(("127.0.0.1", port))
-        data = bytes(bu_packet_size())
-        answered = sent = 0
-        cpu0 = proc_stat(server.pid)[0]
-        while sent < packets:  # windows of 64: never more in flight than the buffers hold
-            window = min(64, packets - sent)
-            for _ in range(window):
-                sock.send(data)
-            sent += window
-            for _ in range(window):
-                try:
-                    sock.recv(4096)
-                except socket.timeout:
-                    break
-                answered += 1
-        cpu = proc_stat(server.pid)[0] - cpu0
-        sock.close()
-    finally:
-        server.kill()
-        server.join()
+    cpu, answers = drive_server(echo_main, (), [bytes(bu_packet_size())] * packets)
+    answered = len(answers)
     if not answered:
         raise SystemExit("the echo server answered nothing")
     if cpu < 3 / os.sysconf("SC_CLK_TCK"):  # /proc counts CPU in ticks (10 ms)

@@ -784,6 +784,50 @@ def echo_main(port: int, ready: ProcessEvent) -> None:
     reactor.run()
 
 
+def drive_server(target: Callable[..., None], args: tuple[Any, ...],
+                 packets: Sequence[bytes]) -> tuple[float, list[bytes]]:
+    """Run a UDP server ``target(port, ready, *args)`` (:func:`echo_main`, or a benchmark's
+    own) in a process of its own on 127.0.0.1, send it ``packets`` in windows of 64 (never
+    more in flight than the buffers hold), and return the server's CPU seconds meanwhile and
+    the answers read (a window stops at the first answer not back within 1 s: the caller
+    decides whether every datagram had to be answered)."""
+    import socket
+
+    from .cluster import free_udp_ports
+    from .loadcluster import proc_stat
+
+    ctx = multiprocessing.get_context("spawn")
+    port = free_udp_ports(1)[0]
+    ready = ctx.Event()
+    server = ctx.Process(target=target, args=(port, ready) + args, daemon=True)
+    server.start()
+    pid = cast(int, server.pid)  # set by start()
+    answers: list[bytes] = []
+    try:
+        if not ready.wait(60):
+            raise SystemExit("the server did not start")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(1.0)
+            sock.connect(("127.0.0.1", port))
+            cpu0 = proc_stat(pid)[0]
+            at = 0
+            while at < len(packets):
+                window = packets[at:at + 64]
+                at += len(window)
+                for data in window:
+                    sock.send(data)
+                for _ in window:
+                    try:
+                        answers.append(sock.recv(4096))
+                    except socket.timeout:
+                        break
+            cpu = proc_stat(pid)[0] - cpu0
+    finally:
+        server.kill()
+        server.join()
+    return cpu, answers
+
+
 # -- the parent's side ----------------------------------------------------------------------------
 
 
