@@ -85,17 +85,10 @@ def system_library() -> CLibrary | None:
 
 def resident(status_path: str = "/proc/self/status") -> int | None:
     """The process's resident memory in octets (``VmRSS``), None where the kernel does not
-    say."""
-    try:
-        with open(status_path) as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    words = line.split()
-                    return int(words[1]) * 1024 if len(words) > 1 and words[1].isdigit() \
-                        else None
-    except OSError:
-        return None
-    return None
+    say (:func:`haha.control.memory.process_memory`'s ``rss``)."""
+    from .control.memory import process_memory
+
+    return process_memory(status_path)["rss"]
 
 
 #: ``library`` not given: the process's own (:func:`system_library`), looked up when built.
