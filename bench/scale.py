@@ -344,6 +344,9 @@ class Run:
         wall0 = time.time()
         t0 = time.monotonic()
         c.kill(first.name)
+        # The phase's stall figures begin at the kill: a look at the primary in the moments
+        # before (reading the counters above) would list it among the phase's home agents.
+        self.probe.reset()
         profilers = self._profile(survivors, "kill")
         timeline = CpuTimeline(dict(
             [(s, c.node(s).process.pid) for s in survivors]
