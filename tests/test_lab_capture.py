@@ -84,3 +84,31 @@ def test_pcap_reader_refuses_other_files(tmp_path):
     empty = tmp_path / "empty.pcap"
     empty.write_bytes(b"")
     assert read_pcap(empty) == []
+
+
+def test_a_capture_stops_only_once_its_file_stopped_growing(tmp_path, monkeypatch):
+    """Before tcpdump is stopped (packets still waiting in the kernel for it are lost then),
+    ``settle`` waits until the capture file has kept its size for ``quiet`` seconds: it goes
+    on waiting while the file grows, returns at the first quiet look, and gives up at
+    ``limit`` for a file that never stops growing."""
+    from haha.lab import capture
+
+    monkeypatch.setattr(capture, "scaled", lambda s: s)
+    path = tmp_path / "c.pcap"
+    now = [0.0]
+    growth = [10, 20, 30, 30]  # the file's size at each look
+
+    def sleep(seconds):
+        now[0] += seconds
+        path.write_bytes(bytes(growth.pop(0)) if growth else b"x" * 30)
+
+    capture.settle(str(path), quiet=0.2, limit=5.0, clock=lambda: now[0], sleep=sleep)
+    assert abs(now[0] - 0.8) < 1e-9  # missing, 10, 20, 30, then 30 again: quiet
+
+    def grow(seconds):
+        now[0] += seconds
+        path.write_bytes(b"x" * (path.stat().st_size + 1))
+
+    now[0] = 0.0
+    capture.settle(str(path), quiet=0.2, limit=1.0, clock=lambda: now[0], sleep=grow)
+    assert 1.0 <= now[0] < 1.0 + 0.2 + 1e-9  # never quiet: the limit ends it

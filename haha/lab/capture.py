@@ -16,7 +16,7 @@ import signal
 import struct
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
@@ -154,10 +154,14 @@ class Capture:
         return self
 
     def stop(self) -> list[bytes]:
-        """End tcpdump (it flushes its file) and return the packets it wrote."""
+        """End tcpdump (it flushes its file) and return the packets it wrote. First wait for
+        its file to stop growing (:func:`settle`): packets just sent may still wait in the
+        kernel for tcpdump, which a loaded machine schedules late, and those waiting at
+        SIGTERM are lost."""
         p, self.process = self.process, None
         if p is not None:
             if p.poll() is None:
+                settle(self.path)
                 p.send_signal(signal.SIGTERM)
                 try:
                     p.wait(timeout=scaled(10))
@@ -183,4 +187,26 @@ class Capture:
         self.stop()
 
 
-__all__ = ["Capture", "CaptureError", "Seen", "read_pcap", "summarise"]
+#: A capture file unchanged this long (seconds, scaled) is taken as caught up.
+QUIET = 0.2
+#: The longest :func:`settle` waits (seconds, scaled).
+SETTLE_LIMIT = 2.0
+
+
+def settle(path: str, quiet: float = QUIET, limit: float = SETTLE_LIMIT,
+           clock: Callable[[], float] = time.monotonic,
+           sleep: Callable[[float], None] = time.sleep) -> None:
+    """Wait until ``path`` has kept its size for ``quiet`` seconds, at most ``limit`` (both
+    scaled); a missing file counts as empty."""
+    quiet, deadline = scaled(quiet), clock() + scaled(limit)
+    size = -1
+    while clock() < deadline:
+        now = os.path.getsize(path) if os.path.exists(path) else 0
+        if now == size:
+            return
+        size = now
+        sleep(quiet)
+
+
+__all__ = ["Capture", "CaptureError", "QUIET", "SETTLE_LIMIT", "Seen", "read_pcap", "settle",
+           "summarise"]
